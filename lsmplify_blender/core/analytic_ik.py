@@ -1,0 +1,227 @@
+"""Analytic inverse kinematics (SMPL-IKS AnalyIK, extended), batched over frames.
+
+Given SMPL joint targets (T, 24, 3) with a mask, betas, and optional landmark targets, walk
+down SMPL's tree once (a Python loop over the 24 joints, tensors over all frames):
+
+- root and spine3 (several children) get the rotation that best fits all their children
+  (weighted Kabsch);
+- a joint with one child gets the minimal "swing" that aims its bone at the child's target,
+  measured from the parent as rebuilt so far (adaptive targets: errors do not pile up);
+- twist about a bone is not observable from joints. Where it can be inferred we do: hips and
+  shoulders take the twist that makes the knee / elbow bend about its hinge axis, and any
+  joint carrying landmark vertices (head: nose, eyes, ears, head top; feet: toes, heel;
+  hands: fingertips) takes the twist (or full rotation, for leaves) that best fits them;
+- joints with nothing to aim at stay at rest.
+
+On keypoints made by the model itself this reproduces the joints to float precision.
+Missing torso joints (a COCO layout has no spine) are first filled by a rigid fit of the
+rest torso to the torso joints that are there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .body_model import NUM_JOINTS, SMPL_JOINT_NAMES, BodyModel
+from .errors import InputError
+from .rotations import axis_angle_to_matrix, kabsch, normalize, swing_rotation
+
+_J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
+TORSO = [_J[n] for n in ("pelvis", "left_hip", "right_hip", "spine1", "spine2", "spine3", "neck",
+                         "left_collar", "right_collar", "left_shoulder", "right_shoulder")]
+# joint whose twist is set so its child bends about a hinge: (joint, child, grandchild, hinge axis
+# in the child's rest frame). SMPL's rest frames are world-aligned: knees flex about X, elbows
+# (T-pose, palms down) about Y.
+HINGES = ((1, 4, 7, (1.0, 0, 0)), (2, 5, 8, (1.0, 0, 0)), (16, 18, 20, (0, 1.0, 0)), (17, 19, 21, (0, 1.0, 0)))
+
+
+@dataclass
+class IKResult:
+    rotmats: torch.Tensor  # (T, 24, 3, 3) local rotations
+    trans: torch.Tensor  # (T, 3)
+    joints: torch.Tensor  # (T, 24, 3) posed joints of the result
+
+
+def children_of(parents) -> list[list[int]]:
+    kids: list[list[int]] = [[] for _ in range(NUM_JOINTS)]
+    for j in range(1, NUM_JOINTS):
+        kids[parents[j]].append(j)
+    return kids
+
+
+def complete_targets(targets: torch.Tensor, weight: torch.Tensor, rest: torch.Tensor):
+    """Fill missing torso joints by a rigid fit of the rest torso to the observed ones.
+
+    targets (T, 24, 3), weight (T, 24) >= 0, rest (24, 3). Returns new targets and weights
+    (filled joints get weight 0.5 of a measured one, so fits lean on real data).
+    """
+    torso = torch.tensor(TORSO, device=targets.device)
+    w = weight[:, torso]
+    missing = (weight[:, torso] <= 0).any(-1)
+    if not bool(missing.any()):
+        return targets, weight
+    enough = (w > 0).sum(-1) >= 3
+    if not bool(enough[missing].all()):
+        bad = int((missing & ~enough).sum())
+        raise InputError(
+            f"{bad} frame(s) have fewer than 3 torso keypoints (hips, shoulders, spine, neck), so the body's "
+            "orientation cannot be found. Check the layout and that hips and shoulders are tracked.")
+    src = rest[torso].expand(targets.shape[0], -1, -1)
+    dst = torch.nan_to_num(targets[:, torso])
+    ws = w / w.sum(-1, keepdim=True).clamp_min(1e-9)
+    c_src = (src * ws[..., None]).sum(1, keepdim=True)
+    c_dst = (dst * ws[..., None]).sum(1, keepdim=True)
+    r = kabsch(src - c_src, dst - c_dst, ws)
+    fitted = (r @ (src - c_src).transpose(-1, -2)).transpose(-1, -2) + c_dst
+    fill = (w <= 0) & missing[:, None]
+    new_t = targets.clone()
+    new_w = weight.clone()
+    new_t[:, torso] = torch.where(fill[..., None], fitted, dst)
+    new_w[:, torso] = torch.where(fill, torch.full_like(w, 0.5), w)
+    return new_t, new_w
+
+
+def attach_landmarks(model: BodyModel, names: list[str], joint_available: list[bool]) -> list[int]:
+    """The joint each landmark is taken to move rigidly with: its most-weighted joint, or that
+    joint's parent when the joint itself has no target (a foot without a toe joint)."""
+    ids = [model.data.landmarks[n] for n in names]
+    dominant = model.weights[ids].argmax(-1).tolist()
+    out = []
+    for d in dominant:
+        while d > 0 and not joint_available[d] and not any(joint_available[c] for c in children_of(model.parents)[d]):
+            d = model.parents[d]
+        out.append(d)
+    return out
+
+
+def _twist_to_fit(axis, rest_vecs, target_vecs, w):
+    """Angle about unit ``axis`` (T,3) that best turns rest_vecs onto target_vecs (T,N,3), weights (T,N)."""
+    a = axis[:, None]
+    rp = rest_vecs - (rest_vecs * a).sum(-1, keepdim=True) * a
+    tp = target_vecs - (target_vecs * a).sum(-1, keepdim=True) * a
+    sin = (w * (torch.cross(rp, tp, dim=-1) * a).sum(-1)).sum(-1)
+    cos = (w * (rp * tp).sum(-1)).sum(-1)
+    return torch.atan2(sin, cos)
+
+
+def _hinge_twist(axis, swing, e, hinge, child_bone):
+    """Twist about ``axis`` after ``swing`` so the child's target ``e`` needs only a hinge bend.
+
+    Solves A cos(phi) + B sin(phi) = C - D for the component of the child's local target
+    along the hinge; of the two roots, the smaller twist. Fades to zero as the limb
+    straightens, where the hinge plane is undefined.
+    """
+    hs = (swing @ hinge[:, None])[..., 0].expand_as(e)
+    h_par = (hs * axis).sum(-1, keepdim=True) * axis
+    h_perp = hs - h_par
+    w = torch.cross(axis, h_perp, dim=-1)
+    e_len = e.norm(dim=-1).clamp_min(1e-9)
+    a = (e * h_perp).sum(-1)
+    b = (e * w).sum(-1)
+    d = (e * h_par).sum(-1)
+    c = e_len * (normalize(child_bone) @ hinge)
+    rho = torch.sqrt(a * a + b * b).clamp_min(1e-12)
+    alpha = torch.atan2(b, a)
+    beta = torch.acos(((c - d) / rho).clamp(-1.0, 1.0))
+    wrap = lambda x: torch.remainder(x + torch.pi, 2 * torch.pi) - torch.pi  # noqa: E731
+    p1, p2 = wrap(alpha + beta), wrap(alpha - beta)
+    phi = torch.where(p1.abs() <= p2.abs(), p1, p2)
+    bend = rho / e_len  # ~ sin of the bend angle
+    return phi * ((bend - 0.03) / 0.12).clamp(0.0, 1.0)
+
+
+def solve_analytic(model: BodyModel, betas: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
+                   landmark_names: list[str] | None = None, landmark_targets: torch.Tensor | None = None,
+                   landmark_weight: torch.Tensor | None = None, hinge_twist: bool = True) -> IKResult:
+    """SMPL pose for joint targets (T, 24, 3) with weights (T, 24) (0 = missing)."""
+    dt, dev = model.dtype, model.device
+    targets = torch.as_tensor(targets, dtype=dt, device=dev)
+    weight = torch.as_tensor(weight, dtype=dt, device=dev)
+    n = targets.shape[0]
+    betas = model._betas(betas)[:1]
+    rest = model.rest_joints(betas)[0]
+    targets, weight = complete_targets(targets, weight, rest)
+    targets = torch.nan_to_num(targets)
+    parents = model.parents
+    kids = children_of(parents)
+    avail = (weight > 0).any(0).tolist()
+
+    # landmarks: rest offsets and which joint carries each
+    lm_names = list(landmark_names or [])
+    lm_of: list[list[int]] = [[] for _ in range(NUM_JOINTS)]
+    if lm_names:
+        lm_t = torch.nan_to_num(torch.as_tensor(landmark_targets, dtype=dt, device=dev))
+        lm_w = torch.as_tensor(landmark_weight, dtype=dt, device=dev)
+        lm_rest = model.rest_vertices(betas, [model.data.landmarks[m] for m in lm_names])[0]
+        for li, j in enumerate(attach_landmarks(model, lm_names, avail)):
+            lm_of[j].append(li)
+
+    eye = torch.eye(3, dtype=dt, device=dev).expand(n, 3, 3)
+    local = [eye] * NUM_JOINTS
+    glob = [eye] * NUM_JOINTS
+    pos = [None] * NUM_JOINTS
+    pos[0] = targets[:, 0]
+
+    def aims(j, frame_rot):
+        """Rest vectors (N,3) and local target vectors (T,N,3) with weights (T,N) for joint j."""
+        rv, tv, w = [], [], []
+        inv = frame_rot.transpose(-1, -2)
+        for c in kids[j]:
+            rv.append((rest[c] - rest[j]).expand(n, 3))
+            tv.append((inv @ (targets[:, c] - pos[j])[..., None])[..., 0])
+            w.append(weight[:, c])
+        for li in lm_of[j]:
+            rv.append((lm_rest[li] - rest[j]).expand(n, 3))
+            tv.append((inv @ (lm_t[:, li] - pos[j])[..., None])[..., 0])
+            w.append(lm_w[:, li] * 0.5)  # landmarks ride on skin: trust them less than joints
+        if not rv:
+            return None
+        return torch.stack(rv, 1), torch.stack(tv, 1), torch.stack(w, 1)
+
+    hinge_of = {h[0]: h for h in HINGES} if hinge_twist else {}
+    for j in range(NUM_JOINTS):
+        p = parents[j]
+        frame = eye if j == 0 else glob[p]
+        if j > 0:
+            pos[j] = pos[p] + (glob[p] @ (rest[j] - rest[p]))
+        a = aims(j, frame)
+        r = eye
+        if a is not None:
+            rv, tv, w = a
+            n_child = len(kids[j])
+            if n_child == 1 and bool((weight[:, kids[j][0]] > 0).any()):
+                c = kids[j][0]
+                has_child = weight[:, c] > 0
+                swing = swing_rotation(rv[:, 0], tv[:, 0])
+                axis = normalize(tv[:, 0])
+                phi = torch.zeros(n, dtype=dt, device=dev)
+                if tv.shape[1] > 1:  # landmarks on this joint: twist to fit them
+                    rv_sw = (swing[:, None] @ rv[:, 1:, :, None])[..., 0]
+                    phi = _twist_to_fit(axis, rv_sw, tv[:, 1:], w[:, 1:])
+                elif j in hinge_of:
+                    _, c, g, h = hinge_of[j]
+                    # twisting about the bone leaves the child where the swing put it
+                    pos_c = pos[j] + (frame @ (swing @ (rest[c] - rest[j])[:, None]))[..., 0]
+                    e = (frame.transpose(-1, -2) @ (targets[:, g] - pos_c)[..., None])[..., 0]
+                    hinge = torch.tensor(h, dtype=dt, device=dev)
+                    phi = _hinge_twist(axis, swing, e, hinge, rest[g] - rest[c])
+                    phi = torch.where(weight[:, g] > 0, phi, torch.zeros_like(phi))
+                twist = axis_angle_to_matrix(axis * phi[:, None])
+                r = torch.where(has_child[:, None, None], twist @ swing, eye)
+            elif tv.shape[1] >= 2:
+                r = kabsch(rv, tv, w)
+                few = (w > 0).sum(-1) < 2
+                if bool(few.any()):  # one usable vector: a swing is all we can know
+                    k = w.argmax(-1)
+                    sel = lambda x: x[torch.arange(n), k]  # noqa: E731
+                    r = torch.where(few[:, None, None], swing_rotation(sel(rv), sel(tv)), r)
+                r = torch.where(((w > 0).sum(-1) == 0)[:, None, None], eye, r)
+            else:
+                r = torch.where((w[:, 0] > 0)[:, None, None], swing_rotation(rv[:, 0], tv[:, 0]), eye)
+        local[j] = r
+        glob[j] = frame @ r if j > 0 else r
+
+    rotmats = torch.stack(local, 1)
+    joints = torch.stack(pos, 1)
+    return IKResult(rotmats=rotmats, trans=joints[:, 0] - rest[0], joints=joints)

@@ -1,0 +1,279 @@
+"""Keypoint layouts, defined for any SMPL-format model, and their detection.
+
+A layout is an ordered list of keypoints. Each keypoint is defined on the body model as a
+SMPL joint (``"left_hip"``), a landmark vertex (``"@nose"``), the mean of several of those
+(``"left_hip+right_hip"``), or ``None`` when the model has nothing that matches (such a
+keypoint is read but never used). From a definition we get both directions we need:
+keypoints generated from SMPL parameters (tests, training, evaluation) and SMPL joint
+targets for the analytic solver.
+
+Names in files are matched through aliases after ``normalize_name`` (lower case, rig
+prefixes such as ``mixamorig:`` dropped, separators removed).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .body_model import SMPL_JOINT_NAMES, BodyModel
+from .errors import LayoutError
+
+_J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    title: str
+    keypoints: tuple[str, ...]
+    definitions: tuple[str | None, ...]
+    aliases: dict[str, str]  # normalised alias -> keypoint name
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoints)
+
+    def smpl_joint_of(self) -> np.ndarray:
+        """(K,) SMPL joint index each keypoint stands for exactly, or -1."""
+        return np.array([_J.get(d, -1) if d else -1 for d in self.definitions], dtype=np.int64)
+
+    def supported(self, model: BodyModel) -> np.ndarray:
+        """(K,) bool: the model can generate this keypoint (has its landmarks)."""
+        ok = []
+        for d in self.definitions:
+            ok.append(d is not None and all(t in _J or t[1:] in model.data.landmarks for t in d.split("+")))
+        return np.array(ok)
+
+    def regressor(self, model: BodyModel) -> tuple[torch.Tensor, list[str]]:
+        """Matrix W (K, 24 + L) and landmark names L so that keypoints = W @ [joints; landmarks].
+
+        Unsupported keypoints get an all-zero row.
+        """
+        landmarks: list[str] = []
+        rows = []
+        supported = self.supported(model)
+        for d, ok in zip(self.definitions, supported):
+            terms = d.split("+") if (d and ok) else []
+            row: dict[int | str, float] = {}
+            for t in terms:
+                key = _J[t] if t in _J else t[1:]
+                if isinstance(key, str) and key not in landmarks:
+                    landmarks.append(key)
+                row[key] = row.get(key, 0.0) + 1.0 / len(terms)
+            rows.append(row)
+        w = torch.zeros(len(rows), 24 + len(landmarks), dtype=model.dtype, device=model.device)
+        for k, row in enumerate(rows):
+            for key, val in row.items():
+                w[k, key if isinstance(key, int) else 24 + landmarks.index(key)] = val
+        return w, landmarks
+
+    def generate(self, model: BodyModel, rotmats: torch.Tensor, betas, trans=None) -> torch.Tensor:
+        """Keypoints (B, K, 3) of this layout for SMPL parameters; unsupported ones are NaN."""
+        w, lm = self.regressor(model)
+        pts = model.joints(rotmats, betas, trans)
+        if lm:
+            pts = torch.cat([pts, model.landmarks(rotmats, betas, trans, lm)], 1)
+        out = torch.einsum("kp,npc->nkc", w, pts)
+        out[:, ~torch.as_tensor(self.supported(model), device=out.device)] = float("nan")
+        return out
+
+
+def normalize_name(name: str) -> str:
+    n = str(name).strip()
+    n = re.split(r"[:|]", n)[-1]  # rig namespaces: mixamorig:LeftArm, Armature|LeftArm
+    return re.sub(r"[\s_\-.]", "", n).lower()
+
+
+def _layout(name, title, table, extra_aliases=()):
+    keypoints = tuple(k for k, _ in table)
+    aliases = {normalize_name(k): k for k in keypoints}
+    for alias, target in extra_aliases:
+        aliases[normalize_name(alias)] = target
+    return Layout(name, title, keypoints, tuple(d for _, d in table), aliases)
+
+
+def _sided(pairs):
+    """Expand ("{s}_knee", "{side}_knee") over sides; s in (left,right)."""
+    out = []
+    for side in ("left", "right"):
+        for key, d in pairs:
+            out.append((key.format(s=side, S=side.capitalize(), l=side[0], L=side[0].upper()),
+                        d.format(side=side, l=side[0], L=side[0].upper()) if d else None))
+    return out
+
+
+SMPL24 = _layout("smpl24", "SMPL 24 joints", [(n, n) for n in SMPL_JOINT_NAMES], [
+    ("hips", "pelvis"), ("root", "pelvis"), ("lefthip", "left_hip"), ("chest", "spine2"),
+    ("leftwrist", "left_wrist"), ("rightwrist", "right_wrist"), ("l_hip", "left_hip"), ("r_hip", "right_hip"),
+])
+
+BODY25 = _layout("body25", "OpenPose BODY_25", [
+    ("Nose", "@nose"), ("Neck", "neck"), ("RShoulder", "right_shoulder"), ("RElbow", "right_elbow"),
+    ("RWrist", "right_wrist"), ("LShoulder", "left_shoulder"), ("LElbow", "left_elbow"), ("LWrist", "left_wrist"),
+    ("MidHip", "left_hip+right_hip"), ("RHip", "right_hip"), ("RKnee", "right_knee"), ("RAnkle", "right_ankle"),
+    ("LHip", "left_hip"), ("LKnee", "left_knee"), ("LAnkle", "left_ankle"), ("REye", "@reye"), ("LEye", "@leye"),
+    ("REar", "@rear"), ("LEar", "@lear"), ("LBigToe", "@LBigToe"), ("LSmallToe", "@LSmallToe"),
+    ("LHeel", "@LHeel"), ("RBigToe", "@RBigToe"), ("RSmallToe", "@RSmallToe"), ("RHeel", "@RHeel"),
+])
+
+H36M17 = _layout("h36m17", "Human3.6M 17 joints", [
+    ("Hip", "pelvis"), ("RHip", "right_hip"), ("RKnee", "right_knee"), ("RFoot", "right_ankle"),
+    ("LHip", "left_hip"), ("LKnee", "left_knee"), ("LFoot", "left_ankle"), ("Spine", "spine2"),
+    ("Thorax", "neck"), ("Neck/Nose", "@nose"), ("Head", "@head_top"), ("LShoulder", "left_shoulder"),
+    ("LElbow", "left_elbow"), ("LWrist", "left_wrist"), ("RShoulder", "right_shoulder"),
+    ("RElbow", "right_elbow"), ("RWrist", "right_wrist"),
+], [("Nose", "Neck/Nose"), ("Spine1", "Spine"), ("Pelvis", "Hip"), ("HeadTop", "Head")])
+
+COCO17 = _layout("coco17", "COCO 17 keypoints", [
+    ("nose", "@nose"), ("left_eye", "@leye"), ("right_eye", "@reye"), ("left_ear", "@lear"),
+    ("right_ear", "@rear"), ("left_shoulder", "left_shoulder"), ("right_shoulder", "right_shoulder"),
+    ("left_elbow", "left_elbow"), ("right_elbow", "right_elbow"), ("left_wrist", "left_wrist"),
+    ("right_wrist", "right_wrist"), ("left_hip", "left_hip"), ("right_hip", "right_hip"),
+    ("left_knee", "left_knee"), ("right_knee", "right_knee"), ("left_ankle", "left_ankle"),
+    ("right_ankle", "right_ankle"),
+])
+
+# MediaPipe Pose / FreeMoCap. Eye corners and mouth corners have no SMPL landmark: kept
+# so files index correctly, never used. Hand points map to fingertips (approximate).
+MEDIAPIPE33 = _layout("mediapipe33", "MediaPipe Pose 33 / FreeMoCap", [
+    ("nose", "@nose"), ("left_eye_inner", None), ("left_eye", "@leye"), ("left_eye_outer", None),
+    ("right_eye_inner", None), ("right_eye", "@reye"), ("right_eye_outer", None), ("left_ear", "@lear"),
+    ("right_ear", "@rear"), ("mouth_left", None), ("mouth_right", None),
+    ("left_shoulder", "left_shoulder"), ("right_shoulder", "right_shoulder"), ("left_elbow", "left_elbow"),
+    ("right_elbow", "right_elbow"), ("left_wrist", "left_wrist"), ("right_wrist", "right_wrist"),
+    ("left_pinky", "@lpinky"), ("right_pinky", "@rpinky"), ("left_index", "@lindex"),
+    ("right_index", "@rindex"), ("left_thumb", "@lthumb"), ("right_thumb", "@rthumb"),
+    ("left_hip", "left_hip"), ("right_hip", "right_hip"), ("left_knee", "left_knee"),
+    ("right_knee", "right_knee"), ("left_ankle", "left_ankle"), ("right_ankle", "right_ankle"),
+    ("left_heel", "@LHeel"), ("right_heel", "@RHeel"), ("left_foot_index", "@LBigToe"),
+    ("right_foot_index", "@RBigToe"),
+])
+
+# The CMU skeleton by its ASF bone names; a bone's position is where it starts (lfemur =
+# hip centre). BVH conversions (Hips, LeftUpLeg, ...) and Mixamo-style names are aliases.
+_CMU_TABLE = [("root", "pelvis"), ("lowerback", None), ("upperback", "spine1"), ("thorax", "spine2"),
+              ("lowerneck", "spine3"), ("upperneck", "neck"), ("head", "head")] + _sided([
+    ("{l}hipjoint", None), ("{l}femur", "{side}_hip"), ("{l}tibia", "{side}_knee"), ("{l}foot", "{side}_ankle"),
+    ("{l}toes", "{side}_foot"), ("{l}clavicle", "{side}_collar"), ("{l}humerus", "{side}_shoulder"),
+    ("{l}radius", "{side}_elbow"), ("{l}wrist", "{side}_wrist"), ("{l}hand", "{side}_hand"),
+    ("{l}fingers", None), ("{l}thumb", None),
+])
+_CMU_ALIASES = [("Hips", "root"), ("LowerBack", "lowerback"), ("Spine", "upperback"), ("Spine1", "thorax"),
+                ("Neck", "lowerneck"), ("Neck1", "upperneck"), ("Head", "head")]
+for _side, _s in (("Left", "l"), ("Right", "r")):
+    _CMU_ALIASES += [(f"{_s.upper()}HipJoint", f"{_s}hipjoint"), (f"{_side}UpLeg", f"{_s}femur"),
+                     (f"{_side}Leg", f"{_s}tibia"), (f"{_side}Foot", f"{_s}foot"), (f"{_side}ToeBase", f"{_s}toes"),
+                     (f"{_side}Shoulder", f"{_s}clavicle"), (f"{_side}Arm", f"{_s}humerus"),
+                     (f"{_side}ForeArm", f"{_s}radius"), (f"{_side}Hand", f"{_s}wrist"),
+                     (f"{_side}FingerBase", f"{_s}hand"), (f"{_side}HandIndex1", f"{_s}fingers"),
+                     (f"{_s.upper()}Thumb", f"{_s}thumb")]
+CMU = _layout("cmu", "CMU mocap skeleton (ASF/BVH)", _CMU_TABLE, _CMU_ALIASES)
+
+# Mixamo rigs share the CMU BVH limb names but number their spine differently.
+_MIXAMO_SPINE = {"spine": "upperback", "spine1": "thorax", "spine2": "lowerneck", "neck": "upperneck",
+                 "head": "head", "hips": "root"}
+
+LAYOUTS = {lay.name: lay for lay in (SMPL24, BODY25, H36M17, COCO17, MEDIAPIPE33, CMU)}
+_BY_COUNT = {24: "smpl24", 25: "body25", 33: "mediapipe33"}
+
+
+def get_layout(name: str) -> Layout:
+    try:
+        return LAYOUTS[name.lower()]
+    except KeyError:
+        raise LayoutError(f"Unknown layout '{name}'. Choose one of: {', '.join(LAYOUTS)}.") from None
+
+
+def match_names(layout: Layout, names: list[str]) -> list[int]:
+    """For each input name, the index of the layout keypoint it is (or -1)."""
+    mixamo = any(str(n).lower().startswith("mixamorig") for n in names)
+    keypoint_index = {k: i for i, k in enumerate(layout.keypoints)}
+    out, taken = [], set()
+    for raw in names:
+        n = normalize_name(raw)
+        target = _MIXAMO_SPINE.get(n) if (mixamo and layout is CMU) else None
+        target = target or layout.aliases.get(n)
+        idx = keypoint_index.get(target, -1) if target else -1
+        if idx in taken:  # the same keypoint twice: keep the first, ignore the duplicate
+            idx = -1
+        if idx >= 0:
+            taken.add(idx)
+        out.append(idx)
+    return out
+
+
+def detect_layout(names: list[str] | None, num_joints: int, positions: np.ndarray | None = None) -> tuple[Layout, str]:
+    """Pick the layout from joint names, else from the joint count. Returns (layout, reason)."""
+    if names:
+        scores = []
+        for lay in LAYOUTS.values():
+            matched = [i for i in match_names(lay, names) if i >= 0]
+            used = sum(1 for i in matched if lay.definitions[i] is not None)
+            # Prefer the layout that explains most input names, then the one it covers best.
+            scores.append((used, len(matched) / lay.num_keypoints, lay.name))
+        scores.sort(reverse=True)
+        best_used, coverage, best = scores[0]
+        if best_used >= 8:
+            return LAYOUTS[best], f"matched {best_used} joint names to {LAYOUTS[best].title}"
+        shown = ", ".join(map(str, names[:12])) + (" ..." if len(names) > 12 else "")
+        raise LayoutError(
+            f"Could not recognise the keypoint layout from the joint names ({shown}). Expected names of "
+            f"one of: SMPL (pelvis, left_hip, ...), OpenPose BODY_25 (Nose, Neck, RShoulder, ...), "
+            f"Human3.6M (Hip, RHip, RKnee, ...), COCO (left_shoulder, ...), MediaPipe (left_heel, ...), "
+            f"CMU/BVH/Mixamo (lfemur, LeftUpLeg, mixamorig:LeftUpLeg, ...). Rename the joints or pass the "
+            f"layout explicitly (--layout).")
+    if num_joints in _BY_COUNT:
+        lay = LAYOUTS[_BY_COUNT[num_joints]]
+        return lay, f"{num_joints} unnamed keypoints: assumed {lay.title} order"
+    if num_joints == 17 and positions is not None:
+        # H36M starts with the pelvis, midway between its hips (1 and 4); COCO starts with the nose.
+        p = np.asarray(positions, dtype=np.float64)
+        with np.errstate(all="ignore"):
+            size = np.nanmedian(np.nanmax(np.linalg.norm(p - np.nanmean(p, 1, keepdims=True), axis=-1), 1))
+            off = np.nanmedian(np.linalg.norm(p[:, 0] - (p[:, 1] + p[:, 4]) / 2, axis=-1))
+        if np.isfinite(off) and size > 0:
+            lay = H36M17 if off < 0.15 * size else COCO17
+            return lay, f"17 unnamed keypoints: keypoint 0 {'is' if lay is H36M17 else 'is not'} between the hips, assumed {lay.title}"
+    raise LayoutError(
+        f"Cannot tell the layout of {num_joints} unnamed keypoints. Supported counts without names: "
+        f"24 (SMPL), 25 (BODY_25), 17 (H36M/COCO), 33 (MediaPipe); otherwise give joint names in the file "
+        f"or pass the layout (--layout {'|'.join(LAYOUTS)}).")
+
+
+def to_layout_order(layout: Layout, positions: np.ndarray, confidence: np.ndarray | None,
+                    names: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Reorder (T, J, 3) input into the layout's keypoint order; absent keypoints get confidence 0.
+
+    Returns positions (T, K, 3), confidence (T, K) and the input names that were not used.
+    """
+    t, j = positions.shape[:2]
+    conf = np.ones((t, j)) if confidence is None else np.asarray(confidence, dtype=np.float64)
+    if names is None:
+        if j != layout.num_keypoints:
+            raise LayoutError(
+                f"The file has {j} unnamed keypoints but layout '{layout.name}' has {layout.num_keypoints}; "
+                "add joint names or choose the matching layout.")
+        index = list(range(j))
+    else:
+        index = match_names(layout, names)
+        if sum(i >= 0 for i in index) == 0:
+            raise LayoutError(f"None of the joint names match layout '{layout.name}' "
+                              f"(expected names such as {', '.join(layout.keypoints[:6])}).")
+    out = np.full((t, layout.num_keypoints, 3), np.nan)
+    out_conf = np.zeros((t, layout.num_keypoints))
+    unused = []
+    for src, dst in enumerate(index):
+        if dst < 0:
+            if names is not None:
+                unused.append(str(names[src]))
+            continue
+        out[:, dst] = positions[:, src]
+        out_conf[:, dst] = conf[:, src]
+    defined = np.array([d is not None for d in layout.definitions])
+    out_conf[:, ~defined] = 0.0
+    bad = ~np.isfinite(out).all(-1)
+    out_conf[bad] = 0.0
+    return out, out_conf, unused

@@ -1,0 +1,194 @@
+"""From what a file said to what the solver needs: layout order, metres, Y up, no gaps.
+
+Every choice is either given (an option), declared (by the file) or detected (from the data),
+and each is reported in ``notes`` so the user can see and override it:
+- layout: option > file > joint names > joint count;
+- units: option > file > bone lengths compared with the body model's rest skeleton;
+- up axis: option > file > the feet-to-shoulders direction;
+- fps: option > file > 30.
+Gaps in a keypoint's track are filled by linear interpolation (weight 0.3, so bone lengths
+and fits lean on measured frames); a keypoint never seen stays missing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .body_model import SMPL_JOINT_NAMES, BodyModel
+from .errors import InputError
+from .keypoints import UNIT_SCALES, KeypointSequence
+from .layouts import Layout, detect_layout, get_layout, to_layout_order
+from .shape_inverse import BONES
+
+GAP_WEIGHT = 0.3
+_J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
+
+
+@dataclass
+class PreparedKeypoints:
+    layout: Layout
+    positions: np.ndarray  # (T, K, 3) metres, Y up
+    weight: np.ndarray  # (T, K) 1 measured, GAP_WEIGHT interpolated, 0 missing
+    fps: float
+    units: str
+    up: str
+    source: str = ""
+    frames: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.positions.shape[0])
+
+    def smpl_targets(self) -> tuple[np.ndarray, np.ndarray]:
+        """(T, 24, 3) SMPL joint targets and (T, 24) weights from the keypoints that are joints."""
+        t = self.num_frames
+        targets = np.full((t, 24, 3), np.nan)
+        weight = np.zeros((t, 24))
+        for k, j in enumerate(self.layout.smpl_joint_of()):
+            if j >= 0:
+                targets[:, j] = self.positions[:, k]
+                weight[:, j] = self.weight[:, k]
+        return targets, weight
+
+    def landmark_targets(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Keypoints that are single landmark vertices: names, (T, L, 3), (T, L)."""
+        names, cols = [], []
+        for k, d in enumerate(self.layout.definitions):
+            if d and d.startswith("@") and "+" not in d:
+                names.append(d[1:])
+                cols.append(k)
+        return names, self.positions[:, cols], self.weight[:, cols]
+
+
+def _to_y_up(p: np.ndarray) -> np.ndarray:
+    return np.stack([p[..., 0], p[..., 2], -p[..., 1]], -1)
+
+
+def _joint_tracks(positions, weight, layout):
+    """SMPL-joint tracks (T, 24, 3) with NaN where absent, for detection heuristics."""
+    out = np.full((positions.shape[0], 24, 3), np.nan)
+    for k, j in enumerate(layout.smpl_joint_of()):
+        if j >= 0:
+            out[:, j] = np.where(weight[:, k, None] > 0, positions[:, k], np.nan)
+    return out
+
+
+def detect_scale(positions, weight, layout, model: BodyModel) -> tuple[str, float, float]:
+    """Unit whose metres make the skeleton's bone lengths closest to the model's mean body.
+
+    Returns (unit, ratio of the skeleton to the model in that unit, number of bones used).
+    """
+    tracks = _joint_tracks(positions, weight, layout)
+    par = [p for p, _ in BONES]
+    ch = [c for _, c in BONES]
+    with np.errstate(all="ignore"):
+        lengths = np.nanmedian(np.linalg.norm(tracks[:, ch] - tracks[:, par], axis=-1), axis=0)
+    ref = model.bone_lengths(np.zeros(model.num_betas))[0].cpu().numpy()
+    ok = np.isfinite(lengths) & (lengths > 0) & (ref > 0.05)  # short bones say little about scale
+    if ok.sum() >= 3:
+        size, ref_size = lengths[ok].sum(), ref[ok].sum()
+    else:  # no bones: fall back on the body's extent against the model's height
+        p = np.where(weight[..., None] > 0, positions, np.nan)
+        with np.errstate(all="ignore"):
+            size = np.nanmedian(np.nanmax(p, 1) - np.nanmin(p, 1), axis=0).max()
+        v = model.v_template.cpu().numpy()
+        ref_size = float(v[:, 1].max() - v[:, 1].min()) * 0.8
+    if not np.isfinite(size) or size <= 0:
+        raise InputError("All keypoints sit at one point (zero size): cannot tell the units. "
+                         "Check the file, or give the units explicitly (--units).")
+    best = min(UNIT_SCALES, key=lambda u: abs(np.log(size * UNIT_SCALES[u] / ref_size)))
+    return best, float(size * UNIT_SCALES[best] / ref_size), int(ok.sum())
+
+
+def detect_up(positions_m, weight, layout) -> tuple[str, float]:
+    """'y' or 'z' from the median feet-to-shoulders direction; returns (axis, its alignment)."""
+    tracks = _joint_tracks(positions_m, weight, layout)
+    low = [_J[n] for n in ("left_ankle", "right_ankle", "left_knee", "right_knee", "left_hip", "right_hip")]
+    high = [_J[n] for n in ("left_shoulder", "right_shoulder", "neck", "head", "spine3")]
+    with np.errstate(all="ignore"):
+        v = np.nanmean(tracks[:, high], 1) - np.nanmean(tracks[:, low], 1)
+        v = v / np.linalg.norm(v, axis=-1, keepdims=True)
+        med = np.nanmedian(v, axis=0)
+    if not np.isfinite(med).all():
+        return "y", 0.0
+    axis = int(np.argmax(np.abs(med)))
+    if axis == 2 and med[2] > 0:
+        return "z", float(med[2])
+    return "y", float(med[1])
+
+
+def fill_gaps(positions: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Linear interpolation over time of each keypoint's missing frames (held at the ends)."""
+    pos = positions.copy()
+    w = weight.copy()
+    t = np.arange(pos.shape[0])
+    missing = w <= 0
+    for k in np.nonzero(missing.any(0) & (~missing).any(0))[0]:  # loop over keypoints, not frames
+        good = ~missing[:, k]
+        for c in range(3):
+            pos[missing[:, k], k, c] = np.interp(t[missing[:, k]], t[good], pos[good, k, c])
+        w[missing[:, k], k] = GAP_WEIGHT
+    return pos, w
+
+
+def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units: str = "auto",
+            up: str = "auto", fps: float | None = None) -> PreparedKeypoints:
+    notes = list(seq.notes)
+    pos = np.asarray(seq.positions, dtype=np.float64)
+    if pos.ndim != 3 or pos.shape[-1] != 3 or pos.shape[0] == 0:
+        raise InputError(f"Keypoints must have shape (frames, joints, 3); got {pos.shape}.")
+    pos = np.where(np.isfinite(pos), pos, np.nan)
+
+    if layout and layout != "auto":
+        lay = get_layout(layout)
+        notes.append(f"layout: {lay.title} (given)")
+    elif seq.layout:
+        lay = get_layout(seq.layout)
+        notes.append(f"layout: {lay.title} (declared by the file)")
+    else:
+        lay, why = detect_layout(seq.names, pos.shape[1], pos)
+        notes.append(f"layout: {lay.title} (detected: {why})")
+    pos, conf, unused = to_layout_order(lay, pos, seq.confidence, seq.names)
+    if unused:
+        notes.append(f"ignored joints not in the layout: {', '.join(unused[:10])}{' ...' if len(unused) > 10 else ''}")
+    if not (conf > 0).any():
+        raise InputError("Every keypoint is missing (NaN or zero confidence) in every frame: nothing to solve.")
+
+    if units and units != "auto":
+        if units not in UNIT_SCALES:
+            raise InputError(f"Unknown units '{units}'; use one of {', '.join(UNIT_SCALES)}.")
+        unit, how = units, "given"
+    elif seq.units:
+        unit, how = seq.units, "declared by the file"
+    else:
+        unit, ratio, nb = detect_scale(pos, conf, lay, model)
+        how = f"detected from {nb} bone lengths: the skeleton is {ratio:.2f}x the model's mean body"
+    notes.append(f"units: {unit} (1 unit = {UNIT_SCALES[unit]} m, {how})")
+    pos = pos * UNIT_SCALES[unit]
+
+    if up and up != "auto":
+        axis, how = up.lower(), "given"
+        if axis not in ("y", "z"):
+            raise InputError(f"Up axis must be y or z; got '{up}'.")
+    elif seq.up:
+        axis, how = seq.up, "declared by the file"
+    else:
+        axis, align = detect_up(pos, conf, lay)
+        how = f"detected: feet-to-shoulders direction {align:+.2f} along {axis.upper()}"
+    notes.append(f"up axis: {axis.upper()} ({how})")
+    if axis == "z":
+        pos = _to_y_up(pos)
+
+    rate = float(fps or seq.fps or 30.0)
+    if not np.isfinite(rate) or rate <= 0:
+        raise InputError(f"Frame rate must be a positive number; got {rate}.")
+    notes.append(f"fps: {rate:g} ({'given' if fps else 'declared by the file' if seq.fps else 'assumed'})")
+
+    gaps = int(((conf <= 0) & (conf > 0).any(0)).sum())
+    pos, conf = fill_gaps(np.nan_to_num(pos), conf)
+    if gaps:
+        notes.append(f"filled {gaps} missing keypoint samples by interpolation over time")
+    return PreparedKeypoints(layout=lay, positions=pos, weight=conf, fps=rate, units=unit, up=axis,
+                             source=seq.source, frames=seq.frames, notes=notes)

@@ -1,0 +1,69 @@
+"""Layout, units, up axis and gaps: given, declared or detected, and reported."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import smooth_pose
+from lsmplify_blender.core.errors import InputError
+from lsmplify_blender.core.keypoints import UNIT_SCALES, KeypointSequence
+from lsmplify_blender.core.layouts import COCO17, SMPL24
+from lsmplify_blender.core.prepare import GAP_WEIGHT, prepare
+
+
+def _walk(model, n=40, lay=SMPL24):
+    rot = smooth_pose(n, seed=11, scale=0.4)
+    rot[:, 0] = torch.eye(3)  # upright
+    return lay.generate(model, rot, torch.zeros(10), torch.zeros(n, 3)).numpy().astype(np.float64)
+
+
+@pytest.mark.parametrize("unit", ["m", "cm", "mm", "inch", "cmu"])
+def test_units_detected_from_bone_lengths(model, unit):
+    kp = _walk(model) / UNIT_SCALES[unit]
+    prep = prepare(KeypointSequence(kp, names=list(SMPL24.keypoints)), model)
+    assert prep.units == unit
+    assert any("units" in n and "detected" in n for n in prep.notes)
+    np.testing.assert_allclose(prep.positions, _walk(model), atol=1e-6)
+
+
+def test_z_up_detected_and_converted(model):
+    y_up = _walk(model)
+    z_up = np.stack([y_up[..., 0], -y_up[..., 2], y_up[..., 1]], -1)  # Blender's Y-up -> Z-up
+    prep = prepare(KeypointSequence(z_up, names=list(SMPL24.keypoints)), model)
+    assert prep.up == "z"
+    np.testing.assert_allclose(prep.positions, y_up, atol=1e-9)
+    prep_y = prepare(KeypointSequence(y_up, names=list(SMPL24.keypoints)), model)
+    assert prep_y.up == "y"
+
+
+def test_options_override_file_declarations(model):
+    kp = _walk(model) * 100
+    seq = KeypointSequence(kp, names=list(SMPL24.keypoints), units="m", up="z", fps=60)
+    prep = prepare(seq, model, units="cm", up="y", fps=24)
+    assert (prep.units, prep.up, prep.fps) == ("cm", "y", 24)
+
+
+def test_gaps_are_interpolated_and_down_weighted(model):
+    kp = _walk(model, lay=COCO17)
+    truth = kp.copy()
+    kp[10:15, 9] = np.nan  # left wrist lost for 5 frames
+    prep = prepare(KeypointSequence(kp, names=list(COCO17.keypoints)), model, units="m")
+    assert (prep.weight[10:15, 9] == GAP_WEIGHT).all() and (prep.weight[:10, 9] == 1).all()
+    assert np.abs(prep.positions[10:15, 9] - truth[10:15, 9]).max() < 0.1
+    assert any("interpolation" in n for n in prep.notes)
+
+
+def test_everything_missing_is_refused(model):
+    kp = np.full((10, 24, 3), np.nan)
+    with pytest.raises(InputError, match="missing"):
+        prepare(KeypointSequence(kp, names=list(SMPL24.keypoints)), model)
+
+
+def test_smpl_targets_and_landmarks_are_split(model):
+    from lsmplify_blender.core.layouts import BODY25
+    kp = _walk(model, lay=BODY25)
+    prep = prepare(KeypointSequence(kp, names=list(BODY25.keypoints)), model, units="m", up="y")
+    targets, w = prep.smpl_targets()
+    names, lm, lw = prep.landmark_targets()
+    assert w[:, 0].max() == 0  # BODY_25 has no pelvis keypoint
+    assert w[:, 1].min() == 1  # but has the left hip
+    assert "nose" in names and "LHeel" in names and lm.shape[1] == len(names)
