@@ -1,6 +1,6 @@
 """Keypoint sequences as read from a file, before and after normalisation.
 
-Readers (``io_formats``) return a ``KeypointSequence`` holding what the file said:
+Readers (``formats``) return a ``KeypointSequence`` holding what the file said:
 positions in the file's own units and axes, joint names if it had any, and any metadata
 it declared. ``prepare`` (in ``prepare.py``) then resolves the layout, units and up axis
 and gives the solver metres, Y up, in the layout's keypoint order.

@@ -31,6 +31,10 @@ class Layout:
     keypoints: tuple[str, ...]
     definitions: tuple[str | None, ...]
     aliases: dict[str, str]  # normalised alias -> keypoint name
+    trust: tuple[float, ...] = ()  # per keypoint, how well it matches its definition on real data (1 = exactly)
+
+    def trust_array(self) -> np.ndarray:
+        return np.asarray(self.trust or (1.0,) * len(self.keypoints), dtype=np.float64)
 
     @property
     def num_keypoints(self) -> int:
@@ -87,12 +91,13 @@ def normalize_name(name: str) -> str:
     return re.sub(r"[\s_\-.]", "", n).lower()
 
 
-def _layout(name, title, table, extra_aliases=()):
+def _layout(name, title, table, extra_aliases=(), trust=None):
     keypoints = tuple(k for k, _ in table)
     aliases = {normalize_name(k): k for k in keypoints}
     for alias, target in extra_aliases:
         aliases[normalize_name(alias)] = target
-    return Layout(name, title, keypoints, tuple(d for _, d in table), aliases)
+    t = tuple((trust or {}).get(k, 1.0) for k in keypoints)
+    return Layout(name, title, keypoints, tuple(d for _, d in table), aliases, t)
 
 
 def _sided(pairs):
@@ -153,28 +158,60 @@ MEDIAPIPE33 = _layout("mediapipe33", "MediaPipe Pose 33 / FreeMoCap", [
 ])
 
 # The CMU skeleton by its ASF bone names; a bone's position is where it starts (lfemur =
-# hip centre). BVH conversions (Hips, LeftUpLeg, ...) and Mixamo-style names are aliases.
-_CMU_TABLE = [("root", "pelvis"), ("lowerback", None), ("upperback", "spine1"), ("thorax", "spine2"),
-              ("lowerneck", "spine3"), ("upperneck", "neck"), ("head", "head")] + _sided([
+# hip centre). Only anatomically matching points are tied to SMPL joints: CMU's clavicles
+# start where its neck does (the thorax top), and its spine nodes are spaced unlike SMPL's,
+# so spine3, the collars and the mid-neck are left to the rigid torso completion.
+# CMU's root sits ~10 cm above its hip centres, unlike a SMPL pelvis; the hips place it.
+_CMU_TABLE = [("root", None), ("lowerback", None), ("upperback", "spine1"), ("thorax", "spine2"),
+              ("lowerneck", "neck"), ("upperneck", None), ("head", "head")] + _sided([
     ("{l}hipjoint", None), ("{l}femur", "{side}_hip"), ("{l}tibia", "{side}_knee"), ("{l}foot", "{side}_ankle"),
-    ("{l}toes", "{side}_foot"), ("{l}clavicle", "{side}_collar"), ("{l}humerus", "{side}_shoulder"),
+    ("{l}toes", "{side}_foot"), ("{l}clavicle", None), ("{l}humerus", "{side}_shoulder"),
     ("{l}radius", "{side}_elbow"), ("{l}wrist", "{side}_wrist"), ("{l}hand", "{side}_hand"),
     ("{l}fingers", None), ("{l}thumb", None),
 ])
-_CMU_ALIASES = [("Hips", "root"), ("LowerBack", "lowerback"), ("Spine", "upperback"), ("Spine1", "thorax"),
+# CMU BVH conversions come in dialects that reuse the same words for different joints:
+# cgspeed's (LeftUpLeg, Spine1, Neck = lower neck, LeftShoulder = clavicle), the one with
+# LeftHip/Chest2/lowerneck (Neck = upper neck, LeftShoulder = shoulder joint), and Mixamo
+# (mixamorig:Spine2 = chest top, Neck = neck).
+_CMU_CGSPEED = [("Hips", "root"), ("LowerBack", "lowerback"), ("Spine", "upperback"), ("Spine1", "thorax"),
                 ("Neck", "lowerneck"), ("Neck1", "upperneck"), ("Head", "head")]
+_CMU_CHEST2 = [("Hips", "root"), ("lowerback", "lowerback"), ("Chest", "upperback"), ("Chest2", "thorax"),
+               ("lowerneck", "lowerneck"), ("Neck", "upperneck"), ("Head", "head")]
+_CMU_MIXAMO = [("Hips", "root"), ("Spine", "upperback"), ("Spine1", "thorax"), ("Spine2", "lowerneck"),
+               ("Neck", "lowerneck"), ("Head", "head")]
 for _side, _s in (("Left", "l"), ("Right", "r")):
-    _CMU_ALIASES += [(f"{_s.upper()}HipJoint", f"{_s}hipjoint"), (f"{_side}UpLeg", f"{_s}femur"),
+    _CMU_CGSPEED += [(f"{_s.upper()}HipJoint", f"{_s}hipjoint"), (f"{_side}UpLeg", f"{_s}femur"),
                      (f"{_side}Leg", f"{_s}tibia"), (f"{_side}Foot", f"{_s}foot"), (f"{_side}ToeBase", f"{_s}toes"),
                      (f"{_side}Shoulder", f"{_s}clavicle"), (f"{_side}Arm", f"{_s}humerus"),
                      (f"{_side}ForeArm", f"{_s}radius"), (f"{_side}Hand", f"{_s}wrist"),
                      (f"{_side}FingerBase", f"{_s}hand"), (f"{_side}HandIndex1", f"{_s}fingers"),
                      (f"{_s.upper()}Thumb", f"{_s}thumb")]
-CMU = _layout("cmu", "CMU mocap skeleton (ASF/BVH)", _CMU_TABLE, _CMU_ALIASES)
+    _CMU_CHEST2 += [(f"{_s.upper()}HipJoint", f"{_s}hipjoint"), (f"{_side}Hip", f"{_s}femur"),
+                    (f"{_side}Knee", f"{_s}tibia"), (f"{_side}Ankle", f"{_s}foot"), (f"{_side}Toe", f"{_s}toes"),
+                    (f"{_side}Collar", f"{_s}clavicle"), (f"{_side}Shoulder", f"{_s}humerus"),
+                    (f"{_side}Elbow", f"{_s}radius"), (f"{_side}Wrist", f"{_s}wrist"), (f"{_s}hand", f"{_s}hand"),
+                    (f"{_s.upper()}Fingers", f"{_s}fingers"), (f"{_s.upper()}Thumb", f"{_s}thumb")]
+    _CMU_MIXAMO += [(f"{_side}UpLeg", f"{_s}femur"), (f"{_side}Leg", f"{_s}tibia"), (f"{_side}Foot", f"{_s}foot"),
+                    (f"{_side}ToeBase", f"{_s}toes"), (f"{_side}Shoulder", f"{_s}clavicle"),
+                    (f"{_side}Arm", f"{_s}humerus"), (f"{_side}ForeArm", f"{_s}radius"),
+                    (f"{_side}Hand", f"{_s}wrist")]
+# Spine nodes are spaced differently from SMPL's: they may steer, not decide.
+CMU = _layout("cmu", "CMU mocap skeleton (ASF/BVH)", _CMU_TABLE, _CMU_CGSPEED,
+              trust={"upperback": 0.3, "thorax": 0.3, "lowerneck": 0.5})
+_CMU_DIALECTS = {
+    "mixamo": {normalize_name(a): k for a, k in _CMU_MIXAMO},
+    "chest2": {normalize_name(a): k for a, k in _CMU_CHEST2},
+}
 
-# Mixamo rigs share the CMU BVH limb names but number their spine differently.
-_MIXAMO_SPINE = {"spine": "upperback", "spine1": "thorax", "spine2": "lowerneck", "neck": "upperneck",
-                 "head": "head", "hips": "root"}
+
+def _cmu_dialect(names) -> str | None:
+    norm = {normalize_name(n) for n in names}
+    if any(str(n).lower().startswith("mixamorig") for n in names):
+        return "mixamo"
+    if {"chest2", "lowerneck"} & norm or {"lefthip", "leftcollar"} <= norm:
+        return "chest2"
+    return None
+
 
 LAYOUTS = {lay.name: lay for lay in (SMPL24, BODY25, H36M17, COCO17, MEDIAPIPE33, CMU)}
 _BY_COUNT = {24: "smpl24", 25: "body25", 33: "mediapipe33"}
@@ -189,12 +226,12 @@ def get_layout(name: str) -> Layout:
 
 def match_names(layout: Layout, names: list[str]) -> list[int]:
     """For each input name, the index of the layout keypoint it is (or -1)."""
-    mixamo = any(str(n).lower().startswith("mixamorig") for n in names)
+    dialect = _CMU_DIALECTS.get(_cmu_dialect(names)) if layout is CMU else None
     keypoint_index = {k: i for i, k in enumerate(layout.keypoints)}
     out, taken = [], set()
     for raw in names:
         n = normalize_name(raw)
-        target = _MIXAMO_SPINE.get(n) if (mixamo and layout is CMU) else None
+        target = dialect.get(n) if dialect else None
         target = target or layout.aliases.get(n)
         idx = keypoint_index.get(target, -1) if target else -1
         if idx in taken:  # the same keypoint twice: keep the first, ignore the duplicate
@@ -274,6 +311,7 @@ def to_layout_order(layout: Layout, positions: np.ndarray, confidence: np.ndarra
         out_conf[:, dst] = conf[:, src]
     defined = np.array([d is not None for d in layout.definitions])
     out_conf[:, ~defined] = 0.0
+    out_conf = out_conf * layout.trust_array()
     bad = ~np.isfinite(out).all(-1)
     out_conf[bad] = 0.0
     return out, out_conf, unused

@@ -11,6 +11,7 @@ and fits lean on measured frames); a keypoint never seen stays missing.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,13 +30,18 @@ _J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
 class PreparedKeypoints:
     layout: Layout
     positions: np.ndarray  # (T, K, 3) metres, Y up
-    weight: np.ndarray  # (T, K) 1 measured, GAP_WEIGHT interpolated, 0 missing
+    weight: np.ndarray  # (T, K) confidence x layout trust; GAP_WEIGHT if interpolated; 0 missing
     fps: float
     units: str
     up: str
     source: str = ""
     frames: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    measured: np.ndarray | None = None  # (T, K) bool: a real sample (not interpolated, not missing)
+
+    def __post_init__(self):
+        if self.measured is None:
+            self.measured = self.weight > GAP_WEIGHT
 
     @property
     def num_frames(self) -> int:
@@ -83,7 +89,8 @@ def detect_scale(positions, weight, layout, model: BodyModel) -> tuple[str, floa
     tracks = _joint_tracks(positions, weight, layout)
     par = [p for p, _ in BONES]
     ch = [c for _, c in BONES]
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are expected: unmeasured bones
         lengths = np.nanmedian(np.linalg.norm(tracks[:, ch] - tracks[:, par], axis=-1), axis=0)
     ref = model.bone_lengths(np.zeros(model.num_betas))[0].cpu().numpy()
     ok = np.isfinite(lengths) & (lengths > 0) & (ref > 0.05)  # short bones say little about scale
@@ -91,7 +98,8 @@ def detect_scale(positions, weight, layout, model: BodyModel) -> tuple[str, floa
         size, ref_size = lengths[ok].sum(), ref[ok].sum()
     else:  # no bones: fall back on the body's extent against the model's height
         p = np.where(weight[..., None] > 0, positions, np.nan)
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are expected: unmeasured bones
             size = np.nanmedian(np.nanmax(p, 1) - np.nanmin(p, 1), axis=0).max()
         v = model.v_template.cpu().numpy()
         ref_size = float(v[:, 1].max() - v[:, 1].min()) * 0.8
@@ -107,7 +115,8 @@ def detect_up(positions_m, weight, layout) -> tuple[str, float]:
     tracks = _joint_tracks(positions_m, weight, layout)
     low = [_J[n] for n in ("left_ankle", "right_ankle", "left_knee", "right_knee", "left_hip", "right_hip")]
     high = [_J[n] for n in ("left_shoulder", "right_shoulder", "neck", "head", "spine3")]
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are expected: unmeasured bones
         v = np.nanmean(tracks[:, high], 1) - np.nanmean(tracks[:, low], 1)
         v = v / np.linalg.norm(v, axis=-1, keepdims=True)
         med = np.nanmedian(v, axis=0)
@@ -187,8 +196,9 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
     notes.append(f"fps: {rate:g} ({'given' if fps else 'declared by the file' if seq.fps else 'assumed'})")
 
     gaps = int(((conf <= 0) & (conf > 0).any(0)).sum())
+    measured = conf > 0
     pos, conf = fill_gaps(np.nan_to_num(pos), conf)
     if gaps:
         notes.append(f"filled {gaps} missing keypoint samples by interpolation over time")
     return PreparedKeypoints(layout=lay, positions=pos, weight=conf, fps=rate, units=unit, up=axis,
-                             source=seq.source, frames=seq.frames, notes=notes)
+                             source=seq.source, frames=seq.frames, notes=notes, measured=measured)

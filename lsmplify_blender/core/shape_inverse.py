@@ -11,6 +11,7 @@ and a ridge term keeps betas near the population mean when the lengths are noisy
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,7 +57,8 @@ def observed_lengths(targets, weight, min_weight: float = 0.9, symmetric: bool =
     lengths = np.linalg.norm(t[:, ch] - t[:, par], axis=-1)
     ok = w[:, ch] & w[:, par] & np.isfinite(lengths)
     lengths = np.where(ok, lengths, np.nan)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are expected: unmeasured bones
         med = np.array([np.nanmedian(lengths[:, b]) if ok[:, b].any() else np.nan for b in range(len(PAIRS))])
         mad = np.nanmedian(np.abs(lengths - med), axis=0)
     # the median's standard error: 1.4826 MAD is a robust sigma; the median costs ~1.25x the mean's
@@ -72,22 +74,28 @@ def observed_lengths(targets, weight, min_weight: float = 0.9, symmetric: bool =
     return med, stderr
 
 
-RIDGE_RANGE = (0.2e-3 ** 2, 5e-3 ** 2)  # (m^2): 0.2 mm to 5 mm of length error per unit beta
+RIDGE_RANGE = (0.2e-3 ** 2, 15e-3 ** 2)  # (m^2): 0.2 mm to 15 mm of length error per unit beta
+
+
+MAX_ABS_BETA = 3.5  # beyond ~3.5 standard deviations a PCA body stops looking human
 
 
 def fit_betas_auto(model: BodyModel, lengths: np.ndarray, stderr: np.ndarray) -> ShapeFit:
-    """Betas with the ridge set by the data: the lengths' own standard error first, then, if the
-    fit leaves larger residuals (a skeleton that is not the model's, e.g. real mocap), that
-    misfit level, so unexplainable lengths do not drive the shape to extremes."""
+    """Betas with the ridge set by the data: the lengths' own standard error first; then, if
+    the fit leaves larger residuals (a skeleton that is not the model's, e.g. real mocap), that
+    misfit level; and stronger still while any beta leaves the population range, so lengths
+    the model cannot explain never buy a monster."""
     ok = np.isfinite(lengths) & np.isfinite(stderr)
     se2 = float(np.mean(stderr[ok] ** 2)) if ok.any() else RIDGE_RANGE[1]
     ridge = float(np.clip(se2, *RIDGE_RANGE))
     fit = fit_betas(model, lengths, ridge=ridge)
-    full = fit.fitted_all
-    resid2 = float(np.mean((full[ok] - lengths[ok]) ** 2)) if ok.any() else 0.0
-    ridge2 = float(np.clip(max(ridge, resid2), *RIDGE_RANGE))
-    if ridge2 > 2 * ridge:
-        fit = fit_betas(model, lengths, ridge=ridge2)
+    resid2 = float(np.mean((fit.fitted_all[ok] - lengths[ok]) ** 2)) if ok.any() else 0.0
+    if resid2 > 2 * ridge:
+        ridge = float(np.clip(resid2, *RIDGE_RANGE))
+        fit = fit_betas(model, lengths, ridge=ridge)
+    while float(fit.betas.abs().max()) > MAX_ABS_BETA and ridge < 1.0:
+        ridge *= 2.0
+        fit = fit_betas(model, lengths, ridge=ridge)
     return fit
 
 

@@ -46,7 +46,7 @@ class Solution:
 def fit_error_mm(model: BodyModel, prepared: PreparedKeypoints, rotmats, betas, trans) -> np.ndarray:
     """Per-frame mean distance (mm) between the layout keypoints of a solution and the measured input."""
     gen = prepared.layout.generate(model, rotmats, betas, trans).cpu().numpy()
-    w = (prepared.weight >= 0.9) & np.isfinite(gen).all(-1)
+    w = prepared.measured & np.isfinite(gen).all(-1)
     d = np.linalg.norm(np.nan_to_num(gen) - prepared.positions, axis=-1)
     counts = w.sum(-1)
     return np.where(counts > 0, (d * w).sum(-1) / np.maximum(counts, 1), np.nan) * 1000.0

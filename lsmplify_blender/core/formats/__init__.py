@@ -1,0 +1,95 @@
+"""Keypoint file readers: every supported file -> ``KeypointSequence``.
+
+``read_keypoints(path, asf=None)`` picks the reader from the file extension:
+
+=========  =============================================================================
+.npy       (T, J, 3) positions                                        (``arrays``)
+.npz       ``keypoints`` + optional names/confidence/fps/units/up/layout/frames
+.json      array form or per-frame form (see ``arrays``)
+.csv       ``<name>_x,<name>_y,<name>_z`` columns (FreeMoCap style) or bare x,y,z triples
+.bvh       Biovision hierarchy + motion; forward kinematics to joint positions (``bvh``)
+.amc       Acclaim motion; needs its .asf skeleton (``acclaim``)
+=========  =============================================================================
+
+The readers return what the file says (its own units and up axis when it declares them,
+``None`` otherwise); ``prepare`` resolves the rest. Every problem with a file is raised
+as ``InputError`` with a message saying what was wrong and what to do.
+``read_cmu_subset(path, skeleton_json)`` reads the CMU motion-prediction subset .txt clips.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import InputError
+from ..keypoints import KeypointSequence
+from ._common import check_file
+from .acclaim import read_amc, read_asf
+from .arrays import read_csv, read_json, read_npy, read_npz
+from .bvh import read_bvh
+from .cmu_subset import read_cmu_subset
+
+__all__ = ["read_keypoints", "read_cmu_subset", "read_npy", "read_npz", "read_json", "read_csv",
+           "read_bvh", "read_amc", "read_asf", "find_asf", "SUPPORTED_EXTENSIONS"]
+
+_READERS = {".npy": read_npy, ".npz": read_npz, ".json": read_json, ".csv": read_csv,
+            ".bvh": read_bvh}
+SUPPORTED_EXTENSIONS = (".npy", ".npz", ".json", ".csv", ".bvh", ".amc")
+
+
+def find_asf(amc_path) -> Path | None:
+    """The subject's .asf next to an .amc: ``01_01.amc`` -> ``01.asf`` (case-insensitive)."""
+    p = Path(amc_path)
+    subject = p.stem.split("_", 1)[0].lower()
+    try:
+        entries = list(p.parent.iterdir())
+    except OSError:
+        return None
+    for e in sorted(entries):
+        if e.suffix.lower() == ".asf" and e.stem.lower() == subject and e.is_file():
+            return e
+    return None
+
+
+def read_keypoints(path, asf=None) -> KeypointSequence:
+    """Read any supported keypoint file. ``asf`` is the skeleton for an .amc motion."""
+    try:
+        p = Path(os.fspath(path))
+    except TypeError:
+        raise InputError(f"Expected a file path, got {type(path).__name__}.") from None
+    ext = p.suffix.lower()
+    if ext == ".asf":
+        check_file(p)
+        raise InputError(
+            f"'{p.name}' is an ASF skeleton: it has bones but no motion. Pass the .amc motion "
+            f"file instead and give this skeleton with --asf {p.name}.")
+    if ext == ".txt":
+        raise InputError(
+            f"'{p.name}': .txt is not a keypoint format read by extension. CMU-subset clips are "
+            f"read with read_cmu_subset(path, skeleton_json); otherwise save as "
+            f"{', '.join(SUPPORTED_EXTENSIONS)}.")
+    if ext not in SUPPORTED_EXTENSIONS:
+        raise InputError(
+            f"'{p.name}': unsupported file type '{ext or '(no extension)'}'. Supported: "
+            f"{', '.join(SUPPORTED_EXTENSIONS)}.")
+    check_file(p)
+    if ext == ".amc":
+        if asf is None:
+            asf = find_asf(p)
+            if asf is None:
+                subject = p.stem.split("_", 1)[0]
+                raise InputError(
+                    f"'{p.name}' is an Acclaim motion and needs its skeleton (.asf). None named "
+                    f"'{subject}.asf' is next to it; pass the skeleton with --asf PATH "
+                    f"(read_keypoints(path, asf=PATH)).")
+            seq = read_amc(p, asf)
+            seq.notes.append(f"ASF skeleton found next to the motion: '{Path(asf).name}'.")
+            return seq
+        a = Path(os.fspath(asf))
+        if a.suffix.lower() != ".asf":
+            raise InputError(f"--asf must name an .asf skeleton file, got '{a.name}'.")
+        return read_amc(p, a)
+    seq = _READERS[ext](p)
+    if asf is not None:
+        seq.notes.append("an ASF skeleton was given but is only used for .amc files; ignored.")
+    return seq

@@ -1,0 +1,97 @@
+"""The CLI on real mocap files: output keys, the JSON summary, and clear errors."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FIXTURES, ROOT, smooth_pose
+from lsmplify_blender.core.body_model import rotmats_from_axis_angle
+from lsmplify_blender.core.cli import main
+from lsmplify_blender.core.layouts import BODY25, SMPL24
+
+
+def _run(capsys, *args):
+    code = main(["convert", *map(str, args), "--quiet"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("name", ["01_01_short.bvh", "01_01_short.amc", "131_01_short.bvh"])
+def test_convert_real_cmu_files(tmp_path, capsys, name, model):
+    out_path = tmp_path / "out.npz"
+    code, out, err = _run(capsys, FIXTURES / name, "--out", out_path, "--solver", "analytic")
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["layout"] == "cmu" and summary["units"] == "cmu" and summary["up"] == "y"
+    assert summary["fps"] == 120.0 and summary["frames"] >= 199
+    # a real CMU skeleton is not the model's: the fit cannot be exact, but must be close
+    assert summary["fit_error_mm_mean"] < 60
+    z = np.load(out_path)
+    t = summary["frames"]
+    assert z["poses"].shape == (t, 72) and z["trans"].shape == (t, 3) and z["betas"].shape == (10,)
+    assert z["fit_error_mm"].shape == (t,) and float(z["mocap_framerate"]) == 120.0
+    assert np.isfinite(z["poses"]).all() and np.abs(z["betas"]).max() <= 3.6
+    # the pelvis follows the capture: it travels with the take's root
+    assert np.ptp(z["trans"], axis=0).max() > 0.05
+
+
+def test_convert_npz_round_trip_reproduces_the_motion(tmp_path, capsys, model):
+    rot = smooth_pose(50, seed=2, scale=0.5)
+    rot[:, 0] = torch.eye(3)  # upright, so the up axis can be detected
+    betas = torch.tensor([0.5, -1.0, 0.3, 0, 0, 0, 0, 0, 0, 0])
+    trans = torch.linspace(0, 1, 50)[:, None] * torch.tensor([1.0, 0.0, 0.5])
+    kp = SMPL24.generate(model, rot, betas, trans).numpy() * 1000  # millimetres, Z up
+    kp = np.stack([kp[..., 0], -kp[..., 2], kp[..., 1]], -1)
+    src = tmp_path / "clip.npz"
+    np.savez(src, keypoints=kp, joint_names=np.array(SMPL24.keypoints), fps=50)
+    out_path = tmp_path / "smpl.npz"
+    code, out, err = _run(capsys, src, "--out", out_path, "--solver", "analytic")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert (summary["units"], summary["up"], summary["fps"]) == ("mm", "z", 50.0)
+    assert summary["fit_error_mm_mean"] < 0.5
+    z = np.load(out_path)
+    again = model.joints(rotmats_from_axis_angle(torch.as_tensor(z["poses"])), torch.as_tensor(z["betas"]),
+                         torch.as_tensor(z["trans"]))
+    truth = model.joints(rot, betas, trans)
+    assert (again - truth).norm(dim=-1).max() < 2e-3
+
+
+def test_convert_body25_npy_with_explicit_options(tmp_path, capsys, model):
+    rot = smooth_pose(30, seed=5)
+    kp = BODY25.generate(model, rot, torch.zeros(10)).numpy()
+    src = tmp_path / "body25.npy"
+    np.save(src, kp)
+    code, out, err = _run(capsys, src, "--out", tmp_path / "o.npz", "--layout", "body25", "--units", "m",
+                          "--up", "y", "--fps", "25", "--solver", "network")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["layout"] == "body25" and summary["fps"] == 25.0
+    assert summary["solver"] == "analytic"  # network falls back until its checkpoint ships
+    assert summary["fit_error_mm_mean"] < 15
+
+
+def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys):
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((5, 19, 3)))
+    code, out, err = _run(capsys, bad, "--out", tmp_path / "o.npz")
+    assert code == 2 and out == ""
+    assert "layout" in err and "Traceback" not in err
+    code, out, err = _run(capsys, tmp_path / "missing.bvh", "--out", tmp_path / "o.npz")
+    assert code == 2 and ("not found" in err.lower() or "no such" in err.lower() or "does not exist" in err.lower())
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_module_entry_point_prints_one_json_line(tmp_path):
+    out_path = tmp_path / "demo.npz"
+    res = subprocess.run([sys.executable, "-m", "lsmplify_blender", "convert", str(FIXTURES / "131_01_short.bvh"),
+                          "--out", str(out_path), "--solver", "analytic"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["frames"] == 200
+    assert "layout: CMU" in res.stderr and "units: cmu" in res.stderr
+    assert out_path.exists()
