@@ -34,11 +34,19 @@ def test_detect_layout_from_names(names, expected):
     assert lay.name == expected, why
 
 
-def test_mixamo_spine_maps_differently_from_cmu_bvh():
+def test_name_dialects_map_the_same_words_to_different_joints():
     idx = match_names(CMU, MIXAMO)
-    assert CMU.keypoints[idx[MIXAMO.index("mixamorig:Neck")]] == "upperneck"
+    assert CMU.keypoints[idx[MIXAMO.index("mixamorig:Neck")]] == "lowerneck"
+    assert idx[MIXAMO.index("mixamorig:Spine2")] == -1
     idx = match_names(CMU, BVH_CMU)
     assert CMU.keypoints[idx[BVH_CMU.index("Neck")]] == "lowerneck"
+    assert CMU.keypoints[idx[BVH_CMU.index("LeftShoulder")]] == "lclavicle"
+    chest2 = ["Hips", "LeftHip", "LeftKnee", "lowerback", "Chest", "Chest2", "lowerneck", "Neck", "Head",
+              "LeftCollar", "LeftShoulder", "LeftElbow"]
+    idx = match_names(CMU, chest2)
+    assert CMU.keypoints[idx[chest2.index("Neck")]] == "upperneck"
+    assert CMU.keypoints[idx[chest2.index("LeftShoulder")]] == "lhumerus"
+    assert detect_layout(chest2, len(chest2))[0] is CMU
 
 
 @pytest.mark.parametrize("count,expected", [(24, "smpl24"), (25, "body25"), (33, "mediapipe33")])

@@ -172,13 +172,13 @@ _CMU_TABLE = [("root", None), ("lowerback", None), ("upperback", "spine1"), ("th
 # CMU BVH conversions come in dialects that reuse the same words for different joints:
 # cgspeed's (LeftUpLeg, Spine1, Neck = lower neck, LeftShoulder = clavicle), the one with
 # LeftHip/Chest2/lowerneck (Neck = upper neck, LeftShoulder = shoulder joint), and Mixamo
-# (mixamorig:Spine2 = chest top, Neck = neck).
+# (Spine2 = upper chest, Neck = neck base).
 _CMU_CGSPEED = [("Hips", "root"), ("LowerBack", "lowerback"), ("Spine", "upperback"), ("Spine1", "thorax"),
                 ("Neck", "lowerneck"), ("Neck1", "upperneck"), ("Head", "head")]
 _CMU_CHEST2 = [("Hips", "root"), ("lowerback", "lowerback"), ("Chest", "upperback"), ("Chest2", "thorax"),
                ("lowerneck", "lowerneck"), ("Neck", "upperneck"), ("Head", "head")]
-_CMU_MIXAMO = [("Hips", "root"), ("Spine", "upperback"), ("Spine1", "thorax"), ("Spine2", "lowerneck"),
-               ("Neck", "lowerneck"), ("Head", "head")]
+_CMU_MIXAMO = [("Hips", "root"), ("Spine", "upperback"), ("Spine1", "thorax"), ("Neck", "lowerneck"),
+               ("Head", "head")]  # Spine2 (upper chest) has no CMU node
 for _side, _s in (("Left", "l"), ("Right", "r")):
     _CMU_CGSPEED += [(f"{_s.upper()}HipJoint", f"{_s}hipjoint"), (f"{_side}UpLeg", f"{_s}femur"),
                      (f"{_side}Leg", f"{_s}tibia"), (f"{_side}Foot", f"{_s}foot"), (f"{_side}ToeBase", f"{_s}toes"),
