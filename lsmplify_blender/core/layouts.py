@@ -249,10 +249,11 @@ def detect_layout(names: list[str] | None, num_joints: int, positions: np.ndarra
         for lay in LAYOUTS.values():
             matched = [i for i in match_names(lay, names) if i >= 0]
             used = sum(1 for i in matched if lay.definitions[i] is not None)
-            # Prefer the layout that explains most input names, then the one it covers best.
-            scores.append((used, len(matched) / lay.num_keypoints, lay.name))
+            # Prefer the layout that recognises most input names (even ones it does not use:
+            # they show which skeleton this is), then the one it covers best.
+            scores.append((len(matched), len(matched) / lay.num_keypoints, used, lay.name))
         scores.sort(reverse=True)
-        best_used, coverage, best = scores[0]
+        _, coverage, best_used, best = scores[0]
         if best_used >= 8:
             return LAYOUTS[best], f"matched {best_used} joint names to {LAYOUTS[best].title}"
         shown = ", ".join(map(str, names[:12])) + (" ..." if len(names) > 12 else "")
