@@ -1,0 +1,258 @@
+"""Write SMPL motion as keyframes on an SMPL rig (see ``rig.py``), in bulk, and read it back.
+
+With the rig's bone-frame trick the SMPL local rotation of joint j goes straight into
+``pose.bones[name].rotation_quaternion`` and SMPL's root translation straight into the
+pelvis bone's ``location`` (the pelvis rest frame is SMPL's frame and its head is the
+rest pelvis joint, so the bone's location offset is exactly SMPL's ``transl``).
+
+Keys are written with ``keyframe_points.add`` + ``foreach_set`` (never one
+``keyframe_insert`` per key), and F-curves are created the way each Blender version
+wants, chosen by feature detection:
+
+- layered actions (4.4+, the only kind in 5.0, which removed ``Action.fcurves``): a slot
+  for the object, one layer, one keyframe strip, its channelbag's F-curves; the slot is
+  assigned to the object's animation data;
+- legacy actions (4.2, no slots): ``Action.fcurves.new``; where slots exist but the
+  layered API fails, the slot Blender made is assigned explicitly (a legacy F-curve on a
+  new action in 4.4/4.5 otherwise leaves the slot unassigned and nothing animates).
+"""
+from __future__ import annotations
+
+import bpy
+import numpy as np
+import torch
+
+from ..core.body_model import NUM_JOINTS, SMPL_JOINT_NAMES
+from ..core.errors import LSMPLifyError
+from ..core.rotations import matrix_to_quaternion, quaternion_to_matrix
+
+FIT_ERROR_PROP = "lsmplify_fit_error_mm"
+ROOT_BONE = SMPL_JOINT_NAMES[0]
+_GROUP_FIT = "LSMPLify"
+
+
+def _rot_path(bone: str) -> str:
+    return f'pose.bones["{bone}"].rotation_quaternion'
+
+
+def _loc_path(bone: str) -> str:
+    return f'pose.bones["{bone}"].location'
+
+
+_FIT_PATH = f'["{FIT_ERROR_PROP}"]'
+
+
+def _as_numpy(x, dtype=np.float64) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def _enum_value(struct, prop: str, identifier: str) -> int:
+    return struct.bl_rna.properties[prop].enum_items[identifier].value
+
+
+def rotmats_to_continuous_quaternions(rotmats) -> np.ndarray:
+    """(T, J, 3, 3) -> (T, J, 4) quaternions (w, x, y, z), signs flipped so that each key has a
+    non-negative dot product with the previous one (no long-way-round interpolation)."""
+    m = torch.as_tensor(_as_numpy(rotmats), dtype=torch.float64)
+    q = matrix_to_quaternion(m).numpy()
+    if q.shape[0] > 1:
+        dots = np.einsum("tjc,tjc->tj", q[1:], q[:-1])
+        step = np.where(dots < 0, -1.0, 1.0)
+        sign = np.concatenate([np.ones((1,) + step.shape[1:]), np.cumprod(step, axis=0)], 0)
+        q = q * sign[..., None]
+    return q
+
+
+# ----------------------------------------------------------------- version-portable F-curves
+class _FCurveWriter:
+    """Creates F-curves on a new action for one object, however this Blender wants them."""
+
+    def __init__(self, action, obj):
+        self.action = action
+        self.obj = obj
+        self.slot = None
+        self._channelbag = None
+        self._groups = {}
+        if hasattr(action, "slots") and hasattr(action, "layers"):
+            try:
+                self.slot = action.slots.new(id_type="OBJECT", name=obj.name)
+                layer = action.layers.new("Layer")
+                strip = layer.strips.new(type="KEYFRAME")
+                self._channelbag = strip.channelbag(self.slot, ensure=True)
+            except (AttributeError, TypeError, RuntimeError):
+                self._channelbag = None  # fall back to the legacy F-curve API below
+        if self._channelbag is None and not hasattr(action, "fcurves"):
+            raise LSMPLifyError(
+                f"This Blender version ({bpy.app.version_string}) offers neither layered nor legacy "
+                "actions through its Python API; keyframes cannot be written.")
+
+    def _group(self, name: str):
+        if name not in self._groups:
+            owner = self._channelbag if self._channelbag is not None else self.action
+            self._groups[name] = owner.groups.new(name)
+        return self._groups[name]
+
+    def new(self, data_path: str, index: int, group: str):
+        if self._channelbag is not None:
+            fc = self._channelbag.fcurves.new(data_path, index=index)
+            fc.group = self._group(group)
+            return fc
+        return self.action.fcurves.new(data_path, index=index, action_group=group)
+
+    def assign(self) -> None:
+        anim = self.obj.animation_data or self.obj.animation_data_create()
+        anim.action = self.action
+        if hasattr(anim, "action_slot"):
+            slot = self.slot
+            if slot is None and len(self.action.slots):
+                slot = self.action.slots[0]
+            if slot is not None and anim.action_slot != slot:
+                anim.action_slot = slot
+
+
+def action_fcurves(action, slot=None) -> list:
+    """All F-curves of ``action`` for ``slot`` (layered) or of the action (legacy)."""
+    if hasattr(action, "layers") and len(getattr(action, "layers", ())):
+        slots = [slot] if slot is not None else list(action.slots)
+        out = []
+        for layer in action.layers:
+            for strip in layer.strips:
+                if not hasattr(strip, "channelbag"):
+                    continue
+                for s in slots:
+                    cb = strip.channelbag(s)
+                    if cb is not None:
+                        out.extend(cb.fcurves)
+        return out
+    return list(getattr(action, "fcurves", ()))
+
+
+def _write_keys(fcurve, frames: np.ndarray, values: np.ndarray, linear: int) -> None:
+    n = frames.size
+    kp = fcurve.keyframe_points
+    kp.add(n)
+    co = np.empty(2 * n, dtype=np.float32)
+    co[0::2] = frames
+    co[1::2] = values
+    kp.foreach_set("co", co)
+    kp.foreach_set("interpolation", np.full(n, linear, dtype=np.int32))
+    fcurve.update()
+
+
+def _protect_previous_action(obj) -> None:
+    """The action we replace keeps a user: unassigned actions would be dropped on save."""
+    anim = obj.animation_data
+    prev = anim.action if anim is not None else None
+    if prev is not None and not prev.use_fake_user and prev.users <= 1:
+        prev.use_fake_user = True
+
+
+def write_pose_action(armature_obj, rotmats, trans, frame_start: int = 1, name: str = "LSMPLify",
+                      fit_error_mm=None):
+    """Key SMPL motion on an SMPL rig as a NEW action (unique name), assigned to the armature.
+
+    rotmats (T, 24, 3, 3) SMPL local rotations and trans (T, 3) SMPL root translations
+    (numpy or torch, SMPL's Y-up metres) become keys at frames ``frame_start ..
+    frame_start + T - 1`` with linear interpolation; ``fit_error_mm`` (T,) optionally keys
+    the custom property ``lsmplify_fit_error_mm`` on the armature object (non-finite
+    frames get no key). An action already assigned is kept (given a fake user when it
+    would otherwise be lost on save) and never modified.
+    """
+    if armature_obj is None or armature_obj.type != "ARMATURE":
+        raise LSMPLifyError("Keyframes need an armature object (build an SMPL rig first).")
+    missing = [n for n in SMPL_JOINT_NAMES if n not in armature_obj.pose.bones]
+    if missing:
+        raise LSMPLifyError(f"'{armature_obj.name}' is not an SMPL rig: it lacks the bones {', '.join(missing)}.")
+    r = _as_numpy(rotmats)
+    t = _as_numpy(trans)
+    if r.ndim != 4 or r.shape[1:] != (NUM_JOINTS, 3, 3):
+        raise LSMPLifyError(f"Rotations must have shape (T, 24, 3, 3); got {r.shape}.")
+    if t.shape != (r.shape[0], 3):
+        raise LSMPLifyError(f"Translations must have shape ({r.shape[0]}, 3); got {t.shape}.")
+    if r.shape[0] == 0:
+        raise LSMPLifyError("There are no frames to key.")
+    if not (np.isfinite(r).all() and np.isfinite(t).all()):
+        raise LSMPLifyError("The motion contains NaN or infinite values; nothing was keyed.")
+    anim = armature_obj.animation_data
+    if anim is not None and anim.use_tweak_mode:
+        raise LSMPLifyError(f"'{armature_obj.name}' is in NLA tweak mode; leave it before writing a new action.")
+    fit = None
+    if fit_error_mm is not None:
+        fit = _as_numpy(fit_error_mm).reshape(-1)
+        if fit.size != r.shape[0]:
+            raise LSMPLifyError(f"fit_error_mm has {fit.size} values for {r.shape[0]} frames.")
+
+    T = r.shape[0]
+    quats = rotmats_to_continuous_quaternions(r).astype(np.float32)  # (T, 24, 4)
+    frames = (float(frame_start) + np.arange(T, dtype=np.float64)).astype(np.float32)
+    linear = _enum_value(bpy.types.Keyframe, "interpolation", "LINEAR")
+
+    action = bpy.data.actions.new(name)
+    action.use_fake_user = True  # takes survive saving while another action is assigned
+    if "id_root" in action.bl_rna.properties:  # legacy actions (reading it unset warns on 4.2)
+        action.id_root = "OBJECT"
+    action["lsmplify_frame_start"] = int(frame_start)
+    action["lsmplify_frames"] = int(T)
+    writer = _FCurveWriter(action, armature_obj)
+    for j, bone in enumerate(SMPL_JOINT_NAMES):
+        armature_obj.pose.bones[bone].rotation_mode = "QUATERNION"
+        for c in range(4):
+            _write_keys(writer.new(_rot_path(bone), c, bone), frames, quats[:, j, c], linear)
+    loc = t.astype(np.float32)
+    for c in range(3):
+        _write_keys(writer.new(_loc_path(ROOT_BONE), c, ROOT_BONE), frames, loc[:, c], linear)
+    if fit is not None:
+        ok = np.isfinite(fit)
+        armature_obj[FIT_ERROR_PROP] = float(fit[ok][0]) if ok.any() else 0.0
+        ui = armature_obj.id_properties_ui(FIT_ERROR_PROP)
+        ui.update(min=0.0, description="LSMPLify: per-frame mean distance to the input keypoints (mm)")
+        if ok.any():
+            _write_keys(writer.new(_FIT_PATH, 0, _GROUP_FIT), frames[ok], fit[ok].astype(np.float32), linear)
+    _protect_previous_action(armature_obj)
+    writer.assign()
+    return action
+
+
+def read_pose_action(armature_obj, frame_start: int, frame_end: int, action=None):
+    """Read SMPL motion back from an SMPL rig's action, frames ``frame_start..frame_end`` inclusive.
+
+    Returns numpy float64 ``(rotmats (T, 24, 3, 3), trans (T, 3))``. Frames that carry keys
+    are read in bulk (``foreach_get``); a curve lacking some of the frames is evaluated
+    there instead. Unkeyed channels read as the rest pose (identity, zero translation).
+    """
+    anim = armature_obj.animation_data
+    if action is None:
+        action = anim.action if anim is not None else None
+    if action is None:
+        raise LSMPLifyError(f"'{armature_obj.name}' has no action to read.")
+    slot = None
+    if anim is not None and anim.action == action and hasattr(anim, "action_slot"):
+        slot = anim.action_slot
+    frames = np.arange(int(frame_start), int(frame_end) + 1, dtype=np.float64)
+    T = frames.size
+    if T <= 0:
+        raise LSMPLifyError(f"Empty frame range {frame_start}..{frame_end}.")
+    curves = {(fc.data_path, fc.array_index): fc for fc in action_fcurves(action, slot)}
+
+    def channel(path: str, index: int, default: float) -> np.ndarray:
+        fc = curves.get((path, index))
+        if fc is None or len(fc.keyframe_points) == 0:
+            return np.full(T, default)
+        n = len(fc.keyframe_points)
+        co = np.empty(2 * n, dtype=np.float32)
+        fc.keyframe_points.foreach_get("co", co)
+        kf, kv = co[0::2].astype(np.float64), co[1::2].astype(np.float64)
+        idx = np.clip(np.searchsorted(kf, frames), 0, n - 1)
+        if np.all(np.abs(kf[idx] - frames) < 1e-3):
+            return kv[idx]
+        return np.array([fc.evaluate(f) for f in frames])
+
+    quats = np.empty((T, NUM_JOINTS, 4))
+    for j, bone in enumerate(SMPL_JOINT_NAMES):
+        for c in range(4):
+            quats[:, j, c] = channel(_rot_path(bone), c, 1.0 if c == 0 else 0.0)
+    trans = np.stack([channel(_loc_path(ROOT_BONE), c, 0.0) for c in range(3)], -1)
+    rotmats = quaternion_to_matrix(torch.from_numpy(quats)).numpy()
+    return rotmats, trans

@@ -1,0 +1,231 @@
+"""Build an SMPL armature with a skinned, shape-keyed mesh preview.
+
+The bone-frame trick: every bone has its head at its rest joint and its tail straight up
+(+Z in Blender, i.e. SMPL's +Y), roll 0. Blender then gives each bone the rest matrix
+``C`` that maps bone-local (x, y, z) to armature (x, -z, y), which is exactly SMPL's
+Y-up -> Blender's Z-up change of axes. So a bone's local frame IS SMPL's frame: an SMPL
+local rotation goes unchanged into ``rotation_quaternion`` and SMPL's root translation
+unchanged into the pelvis bone's ``location``.
+
+The change of axes is baked into the coordinates (joints and vertices are stored Z-up),
+so the armature object keeps an identity transform: users can move it, apply transforms
+or export it like any other rig. Shape is ``Shape000..`` shape keys valued at the betas
+(Blender's shape-key sliders are limited to [-10, 10]); the bone heads are placed at the
+rest joints of those betas.
+"""
+from __future__ import annotations
+
+import bpy
+import numpy as np
+
+from ..core.body_model import NUM_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS, ModelData
+from ..core.errors import LSMPLifyError
+
+BONE_TAIL_OFFSET = (0.0, 0.0, 0.1)  # Blender coordinates: SMPL's +Y, 10 cm
+SHAPE_KEY_FORMAT = "Shape{:03d}"
+SHAPE_KEY_LIMIT = 10.0  # Blender's hard limit on shape-key slider ranges
+RIG_TAG = "lsmplify_rig"
+MESH_TAG = "lsmplify_mesh"
+
+# SMPL (Y up) -> Blender (Z up): (x, y, z) -> (x, -z, y). A proper rotation (+90 deg about X).
+SMPL_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+
+
+def smpl_to_blender(points) -> np.ndarray:
+    """(..., 3) SMPL Y-up coordinates -> Blender Z-up coordinates (float64)."""
+    p = np.asarray(points, dtype=np.float64)
+    return np.stack([p[..., 0], -p[..., 2], p[..., 1]], -1)
+
+
+def blender_to_smpl(points) -> np.ndarray:
+    """(..., 3) Blender Z-up coordinates -> SMPL Y-up coordinates (float64)."""
+    p = np.asarray(points, dtype=np.float64)
+    return np.stack([p[..., 0], p[..., 2], -p[..., 1]], -1)
+
+
+def _as_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor, without importing torch here
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def shape_vectors(model_data: ModelData, betas):
+    """Betas padded/truncated to the shape keys the rig carries: at least 10, at most the model's."""
+    b = _as_numpy(betas).reshape(-1)
+    n = min(model_data.num_betas, max(10, b.size))
+    if b.size > model_data.num_betas:
+        if np.any(b[model_data.num_betas:] != 0):
+            raise LSMPLifyError(
+                f"{b.size} betas given but the body model '{model_data.name}' has only "
+                f"{model_data.num_betas} shape components.")
+    out = np.zeros(n)
+    out[: min(n, b.size)] = b[:n]
+    if not np.isfinite(out).all():
+        raise LSMPLifyError("The betas contain NaN or infinite values.")
+    if np.abs(out).max(initial=0.0) > SHAPE_KEY_LIMIT:
+        raise LSMPLifyError(
+            f"A beta of {np.abs(out).max():.1f} is outside Blender's shape-key range "
+            f"[-{SHAPE_KEY_LIMIT:g}, {SHAPE_KEY_LIMIT:g}]; such a body shape is far outside the model.")
+    return out
+
+
+def rest_joints_smpl(model_data: ModelData, betas) -> np.ndarray:
+    """(24, 3) rest joints in SMPL coordinates for the betas, in float64 (J_regressor @ shaped mesh)."""
+    b = shape_vectors(model_data, betas)
+    nb = b.size
+    jreg = model_data.J_regressor.astype(np.float64)
+    verts = model_data.v_template.astype(np.float64) + model_data.shapedirs[:, :, :nb].astype(np.float64) @ b
+    return jreg @ verts
+
+
+def _resolve_scene(context_or_scene):
+    if isinstance(context_or_scene, bpy.types.Scene):
+        scene = context_or_scene
+        ctx = bpy.context
+        same = getattr(ctx, "scene", None) == scene and getattr(ctx, "view_layer", None) is not None
+        view_layer = ctx.view_layer if same else scene.view_layers[0]
+        return scene, view_layer, scene.collection
+    ctx = context_or_scene
+    return ctx.scene, ctx.view_layer, (getattr(ctx, "collection", None) or ctx.scene.collection)
+
+
+def _create_bones(scene, view_layer, arm_obj, heads_blender: np.ndarray) -> None:
+    """Add the 24 bones in edit mode, touching no other object's mode or data.
+
+    Edit mode needs the armature active in a view layer; other selected armatures would
+    join a multi-object edit, so every other object is deselected meanwhile and its
+    selection restored afterwards.
+    """
+    arm = arm_obj.data
+    prev_active = view_layer.objects.active
+    override = dict(scene=scene, view_layer=view_layer)
+    if prev_active is not None and prev_active.mode != "OBJECT":
+        with bpy.context.temp_override(active_object=prev_active, object=prev_active, **override):
+            bpy.ops.object.mode_set(mode="OBJECT")
+    selected = [o for o in view_layer.objects if o.select_get(view_layer=view_layer)]
+    for o in selected:
+        o.select_set(False, view_layer=view_layer)
+    scene.collection.objects.link(arm_obj)  # always in the view layer, never excluded
+    try:
+        view_layer.objects.active = arm_obj
+        arm_obj.select_set(True, view_layer=view_layer)
+        with bpy.context.temp_override(active_object=arm_obj, object=arm_obj, edit_object=arm_obj,
+                                       selected_objects=[arm_obj], selected_editable_objects=[arm_obj],
+                                       **override):
+            bpy.ops.object.mode_set(mode="EDIT")
+            try:
+                tail = np.asarray(BONE_TAIL_OFFSET)
+                bones = []
+                for j, name in enumerate(SMPL_JOINT_NAMES):
+                    eb = arm.edit_bones.new(name)
+                    eb.head = tuple(heads_blender[j])
+                    eb.tail = tuple(heads_blender[j] + tail)
+                    eb.roll = 0.0
+                    eb.use_connect = False
+                    eb.use_deform = True
+                    bones.append(eb)
+                for j, p in enumerate(SMPL_PARENTS):
+                    if p >= 0:
+                        bones[j].parent = bones[p]
+            finally:
+                bpy.ops.object.mode_set(mode="OBJECT")
+    finally:
+        for o in selected:
+            o.select_set(True, view_layer=view_layer)
+
+
+def _build_mesh(name: str, verts_blender: np.ndarray, faces: np.ndarray):
+    mesh = bpy.data.meshes.new(name)
+    nv, nf = verts_blender.shape[0], faces.shape[0]
+    mesh.vertices.add(nv)
+    mesh.vertices.foreach_set("co", verts_blender.astype(np.float32).ravel())
+    mesh.loops.add(3 * nf)
+    mesh.loops.foreach_set("vertex_index", faces.astype(np.int32).ravel())
+    mesh.polygons.add(nf)
+    mesh.polygons.foreach_set("loop_start", np.arange(0, 3 * nf, 3, dtype=np.int32))
+    if not bpy.types.MeshPolygon.bl_rna.properties["loop_total"].is_readonly:  # Blender < 4.0
+        mesh.polygons.foreach_set("loop_total", np.full(nf, 3, dtype=np.int32))
+    mesh.update(calc_edges=True)
+    mesh.validate(clean_customdata=False)
+    if hasattr(mesh, "shade_smooth"):
+        mesh.shade_smooth()
+    else:
+        mesh.polygons.foreach_set("use_smooth", np.ones(nf, dtype=bool))
+    return mesh
+
+
+def _add_vertex_groups(mesh_obj, weights: np.ndarray) -> None:
+    """One vertex group per joint; one ``add`` call per distinct weight value of the joint."""
+    for j, name in enumerate(SMPL_JOINT_NAMES):
+        group = mesh_obj.vertex_groups.new(name=name)
+        w = weights[:, j]
+        ids = np.flatnonzero(w)
+        if ids.size == 0:
+            continue
+        vals = w[ids]
+        order = np.argsort(vals, kind="stable")
+        ids, vals = ids[order], vals[order]
+        uniq, starts = np.unique(vals, return_index=True)
+        ends = np.append(starts[1:], vals.size)
+        for value, s, e in zip(uniq.tolist(), starts.tolist(), ends.tolist()):
+            group.add(ids[s:e].tolist(), value, "REPLACE")
+
+
+def _add_shape_keys(mesh_obj, basis_blender: np.ndarray, shapedirs: np.ndarray, betas: np.ndarray) -> None:
+    """``Basis`` + one key per beta whose offset from the basis is that shape direction."""
+    basis = mesh_obj.shape_key_add(name="Basis", from_mix=False)
+    basis.data.foreach_set("co", basis_blender.astype(np.float32).ravel())
+    for i, beta in enumerate(betas):
+        key = mesh_obj.shape_key_add(name=SHAPE_KEY_FORMAT.format(i), from_mix=False)
+        co = basis_blender + smpl_to_blender(shapedirs[:, :, i])
+        key.data.foreach_set("co", co.astype(np.float32).ravel())
+        key.slider_min = -SHAPE_KEY_LIMIT
+        key.slider_max = SHAPE_KEY_LIMIT
+        key.value = float(beta)
+    mesh_obj.data.shape_keys.use_relative = True
+
+
+def build_smpl_rig(context_or_scene, model_data: ModelData, betas, name: str = "SMPL", collection=None):
+    """Create a NEW SMPL armature and its skinned mesh child; returns ``(armature_obj, mesh_obj)``.
+
+    ``context_or_scene``: a ``bpy.types.Context`` (objects go to its active collection) or a
+    ``bpy.types.Scene`` (objects go to the scene's master collection); ``collection``
+    overrides either. Existing objects are never renamed or touched: Blender gives the new
+    data unique names (``SMPL.001``...) when the names are taken.
+    """
+    scene, view_layer, default_collection = _resolve_scene(context_or_scene)
+    target = collection if collection is not None else default_collection
+    b = shape_vectors(model_data, betas)
+    nb = b.size
+    heads = smpl_to_blender(rest_joints_smpl(model_data, b))
+
+    arm = bpy.data.armatures.new(name)
+    arm_obj = bpy.data.objects.new(name, arm)
+    arm_obj.show_in_front = True
+    _create_bones(scene, view_layer, arm_obj, heads)
+    if target != scene.collection:
+        target.objects.link(arm_obj)
+        scene.collection.objects.unlink(arm_obj)
+    for pb in arm_obj.pose.bones:
+        pb.rotation_mode = "QUATERNION"
+    arm_obj[RIG_TAG] = 1
+    arm_obj["lsmplify_betas"] = [float(x) for x in b]
+    arm_obj["lsmplify_model"] = model_data.name
+
+    basis = smpl_to_blender(model_data.v_template)
+    mesh = _build_mesh(f"{name}_mesh", basis, model_data.faces)
+    mesh_obj = bpy.data.objects.new(f"{name}_mesh", mesh)
+    target.objects.link(mesh_obj)
+    mesh_obj.parent = arm_obj
+    mesh_obj.matrix_parent_inverse.identity()
+    _add_vertex_groups(mesh_obj, model_data.weights)
+    _add_shape_keys(mesh_obj, basis, model_data.shapedirs[:, :, :nb].astype(np.float64), b)
+    mod = mesh_obj.modifiers.new(name="Armature", type="ARMATURE")
+    mod.object = arm_obj
+    mod.use_vertex_groups = True
+    mod.use_bone_envelopes = False
+    mesh_obj[MESH_TAG] = 1
+    if model_data.posedirs is not None:
+        # Pose correctives are not previewed (yet): the mesh then differs from smplx's by them.
+        mesh_obj["lsmplify_note"] = "pose-corrective blend shapes are not applied in this preview"
+    return arm_obj, mesh_obj
