@@ -65,18 +65,27 @@ def test_missing_torso_joints_are_completed_rigidly(model):
     assert ((filled[:, [3, 6, 9]] - joints[:, [3, 6, 9]]).norm(dim=-1) < 0.12).all()
 
 
+# Analytic-only MPJPE limits (mm) on smooth random motion with estimated betas. Layouts
+# without spine/collar joints rely on the rigid torso completion, so they cannot be exact.
+ROUND_TRIP_LIMITS = {"smpl24": 0.5, "cmu": 15.0, "body25": 25.0, "h36m17": 30.0, "coco17": 35.0,
+                     "mediapipe33": 25.0}
+
+
 @pytest.mark.parametrize("name", list(LAYOUTS))
 def test_round_trip_every_layout(model, name):
-    """Model keypoints of each layout -> analytic solve (+ short refinement for sparse layouts)."""
+    """Model keypoints of each layout -> analytic solve; a short refinement must not make it worse."""
+    from conftest import smooth_pose
     lay = LAYOUTS[name]
-    rot, betas, trans = _clip(model, n=60, seed=7)
+    rot = smooth_pose(60, seed=7)
+    betas = torch.randn(10, generator=torch.Generator().manual_seed(7)) * 0.8
+    trans = torch.linspace(0, 1, 60)[:, None] * torch.tensor([1.0, 0.1, 0.5])
     kp = lay.generate(model, rot, betas, trans).numpy()
-    weight = np.isfinite(kp).all(-1).astype(float)
+    weight = np.isfinite(kp).all(-1).astype(float) * lay.trust_array()
     prepared = PreparedKeypoints(layout=lay, positions=np.nan_to_num(kp), weight=weight, fps=30, units="m", up="y")
-    sol = solve(prepared, model, solver="analytic", refine=0 if name in ("smpl24", "cmu") else 20)
     truth = model.joints(rot, betas, trans)
-    est = model.joints(sol.rotmats, sol.betas, sol.trans)
-    err = mpjpe(est, truth)
-    limit = {"smpl24": 0.5, "cmu": 40.0}.get(name, 40.0)
-    assert err < limit, f"{name}: MPJPE {err:.2f} mm"
-    assert np.nanmean(sol.fit_error_mm) < (1.0 if name == "smpl24" else 25.0)
+    sol = solve(prepared, model, solver="analytic")
+    err = mpjpe(model.joints(sol.rotmats, sol.betas, sol.trans), truth)
+    assert err < ROUND_TRIP_LIMITS[name], f"{name}: MPJPE {err:.2f} mm"
+    refined = solve(prepared, model, solver="analytic", refine=5)
+    err_r = mpjpe(model.joints(refined.rotmats, refined.betas, refined.trans), truth)
+    assert err_r < max(3.0, err + 5.0), f"{name}: refinement went from {err:.2f} to {err_r:.2f} mm"
