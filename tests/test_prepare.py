@@ -67,3 +67,29 @@ def test_smpl_targets_and_landmarks_are_split(model):
     assert w[:, 0].max() == 0  # BODY_25 has no pelvis keypoint
     assert w[:, 1].min() == 1  # but has the left hip
     assert "nose" in names and "LHeel" in names and lm.shape[1] == len(names)
+
+
+def test_unsorted_and_duplicate_frames_are_put_in_order(model):
+    kp = _walk(model, n=10)
+    frames = np.array([0, 1, 2, 3, 4, 6, 5, 7, 8, 8])
+    prep = prepare(KeypointSequence(kp, names=list(SMPL24.keypoints), frames=frames), model, units="m", up="y")
+    assert prep.num_frames == 9 and list(prep.frames) == list(range(9))
+    np.testing.assert_allclose(prep.positions[5], kp[6])
+    assert any("duplicate" in n for n in prep.notes)
+
+
+def test_non_human_skeleton_is_refused_with_the_reason(model):
+    kp = _walk(model)
+    legs = [SMPL24.keypoints.index(n) for n in ("left_knee", "left_ankle", "left_foot")]
+    hip = SMPL24.keypoints.index("left_hip")
+    kp[:, legs] = kp[:, hip, None] + (kp[:, legs] - kp[:, hip, None]) * 3.0  # a 3x left leg
+    with pytest.raises(InputError, match="not form a human skeleton.*left_hip->left_knee"):
+        prepare(KeypointSequence(kp, names=list(SMPL24.keypoints)), model, units="m", up="y")
+
+
+def test_a_single_frame_is_solvable(model):
+    from lsmplify_blender.core.solver import solve
+    kp = _walk(model, n=1)
+    prep = prepare(KeypointSequence(kp, names=list(SMPL24.keypoints)), model, units="m", up="y")
+    sol = solve(prep, model, solver="analytic")
+    assert sol.rotmats.shape == (1, 24, 3, 3) and float(sol.fit_error_mm[0]) < 1.0

@@ -110,6 +110,58 @@ def detect_scale(positions, weight, layout, model: BodyModel) -> tuple[str, floa
     return best, float(size * UNIT_SCALES[best] / ref_size), int(ok.sum())
 
 
+def drop_stacked_joints(positions_m, weight, layout) -> list[str]:
+    """Rigs often stack a joint on its parent (a 'hand' at the wrist): such a keypoint says
+    nothing about the bone, so it is dropped (weight 0) rather than read as a zero-length bone."""
+    tracks = _joint_tracks(positions_m, weight, layout)
+    smpl_of = layout.smpl_joint_of()
+    dropped = []
+    for p, c in BONES:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            d = np.nanmedian(np.linalg.norm(tracks[:, c] - tracks[:, p], axis=-1))
+        if np.isfinite(d) and d < 0.01:
+            k = int(np.nonzero(smpl_of == c)[0][0])
+            weight[:, k] = 0.0
+            dropped.append(f"{layout.keypoints[k]} (on {SMPL_JOINT_NAMES[p]})")
+    return dropped
+
+
+def check_human_like(positions_m, weight, layout, model: BodyModel, max_ratio: float = 2.2) -> None:
+    """Refuse skeletons whose bone proportions are far from any human's, saying which bones.
+
+    Each measured bone is compared with the model's after scaling the whole skeleton to
+    the model's size; a limb twice (or half) its expected share, or left and right limbs
+    that differ by more than 40%, is not a human skeleton in this layout.
+    """
+    tracks = _joint_tracks(positions_m, weight, layout)
+    par = [p for p, _ in BONES]
+    ch = [c for _, c in BONES]
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        obs = np.nanmedian(np.linalg.norm(tracks[:, ch] - tracks[:, par], axis=-1), axis=0)
+    ref = model.bone_lengths(np.zeros(model.num_betas))[0].cpu().numpy()
+    ok = np.isfinite(obs) & (ref > 0.08)  # long bones only: short ones vary most between rigs
+    if ok.sum() < 4:
+        return
+    scale = obs[ok].sum() / ref[ok].sum()
+    ratio = obs / (scale * ref)
+    names = [f"{SMPL_JOINT_NAMES[p]}->{SMPL_JOINT_NAMES[c]}" for p, c in BONES]
+    bad = [f"{names[i]} is {ratio[i]:.1f}x its expected share" for i in np.nonzero(ok)[0]
+           if not (1 / max_ratio < ratio[i] < max_ratio)]
+    for i, (p, c) in enumerate(BONES):
+        name = SMPL_JOINT_NAMES[c]
+        if name.startswith("left_"):
+            j = BONES.index((_J[SMPL_JOINT_NAMES[p].replace("left_", "right_")], _J[name.replace("left_", "right_")]))
+            if ok[i] and ok[j] and max(obs[i], obs[j]) > 1.4 * min(obs[i], obs[j]):
+                bad.append(f"{names[i]} ({obs[i]:.3g}) and its right twin ({obs[j]:.3g}) differ by "
+                           f"{max(obs[i], obs[j]) / min(obs[i], obs[j]):.1f}x")
+    if len(bad) >= 2:
+        raise InputError(
+            "These keypoints do not form a human skeleton in the '" + layout.name + "' layout: "
+            + "; ".join(bad[:5]) + ". Check the layout (joint order or names) and that the data is a person.")
+
+
 def detect_up(positions_m, weight, layout) -> tuple[str, float]:
     """'y' or 'z' from the median feet-to-shoulders direction; returns (axis, its alignment)."""
     tracks = _joint_tracks(positions_m, weight, layout)
@@ -149,6 +201,15 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
     if pos.ndim != 3 or pos.shape[-1] != 3 or pos.shape[0] == 0:
         raise InputError(f"Keypoints must have shape (frames, joints, 3); got {pos.shape}.")
     pos = np.where(np.isfinite(pos), pos, np.nan)
+    confidence, frames = seq.confidence, seq.frames
+    if frames is not None and len(frames) == pos.shape[0]:
+        frames = np.asarray(frames)
+        order = np.argsort(frames, kind="stable")
+        keep = order[np.concatenate([[True], np.diff(frames[order]) != 0])]
+        if len(keep) != len(frames) or np.any(np.diff(keep) < 0):
+            notes.append(f"frames: sorted by frame number and dropped {len(frames) - len(keep)} duplicate(s)")
+            pos, frames = pos[keep], frames[keep]
+            confidence = None if confidence is None else np.asarray(confidence)[keep]
 
     if layout and layout != "auto":
         lay = get_layout(layout)
@@ -159,7 +220,7 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
     else:
         lay, why = detect_layout(seq.names, pos.shape[1], pos)
         notes.append(f"layout: {lay.title} (detected: {why})")
-    pos, conf, unused = to_layout_order(lay, pos, seq.confidence, seq.names)
+    pos, conf, unused = to_layout_order(lay, pos, confidence, seq.names)
     if unused:
         notes.append(f"ignored joints not in the layout: {', '.join(unused[:10])}{' ...' if len(unused) > 10 else ''}")
     if not (conf > 0).any():
@@ -189,6 +250,10 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
     notes.append(f"up axis: {axis.upper()} ({how})")
     if axis == "z":
         pos = _to_y_up(pos)
+    stacked = drop_stacked_joints(pos, conf, lay)
+    if stacked:
+        notes.append(f"ignored keypoints stacked on their parent joint: {', '.join(stacked)}")
+    check_human_like(pos, conf, lay, model)
 
     rate = float(fps or seq.fps or 30.0)
     if not np.isfinite(rate) or rate <= 0:
@@ -201,4 +266,4 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
     if gaps:
         notes.append(f"filled {gaps} missing keypoint samples by interpolation over time")
     return PreparedKeypoints(layout=lay, positions=pos, weight=conf, fps=rate, units=unit, up=axis,
-                             source=seq.source, frames=seq.frames, notes=notes, measured=measured)
+                             source=seq.source, frames=frames, notes=notes, measured=measured)
