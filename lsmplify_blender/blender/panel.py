@@ -1,0 +1,80 @@
+"""3D View > Sidebar > LSMPLify: source, solve, results, refine / export / preview."""
+from __future__ import annotations
+
+import bpy
+
+from .operators import (LSMPLIFY_OT_export_fbx, LSMPLIFY_OT_export_npz, LSMPLIFY_OT_import_keypoints,
+                        LSMPLIFY_OT_import_smpl_npz, LSMPLIFY_OT_refine, LSMPLIFY_OT_render_preview,
+                        LSMPLIFY_OT_solve)
+
+
+class LSMPLIFY_PT_main(bpy.types.Panel):
+    bl_idname = "LSMPLIFY_PT_main"
+    bl_label = "LSMPLify"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "LSMPLify"
+
+    def draw(self, context):
+        s = context.scene.lsmplify
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+
+        box = layout.box()
+        box.label(text="Source", icon="IMPORT")
+        box.prop(s, "source_type", expand=True)
+        if s.source_type == "FILE":
+            box.prop(s, "filepath")
+            box.operator(LSMPLIFY_OT_import_keypoints.bl_idname, icon="FILEBROWSER")
+            box.prop(s, "units")
+            box.prop(s, "up_axis")
+            box.prop(s, "fps")
+            box.prop(s, "file_frame_start")
+        elif s.source_type == "EMPTIES":
+            n = sum(1 for o in context.selected_objects if o.type == "EMPTY")
+            box.label(text=f"{n} empties selected", icon="EMPTY_DATA")
+        else:
+            box.prop(s, "source_armature")
+        box.prop(s, "layout")
+        if s.detected_layout:
+            col = box.column(align=True)
+            col.label(text=f"Detected: {s.detected_layout}")
+            col.label(text=f"Units {s.detected_units}, up {s.detected_up}, {s.detected_fps} fps, "
+                           f"{s.detected_frames} frames")
+
+        box = layout.box()
+        box.label(text="Solve", icon="ARMATURE_DATA")
+        box.prop(s, "solver")
+        box.prop(s, "refine_iters")
+        box.prop(s, "smoothing", slider=True)
+        box.prop(s, "target_rig")
+        box.prop(s, "use_scene_range")
+        if not s.use_scene_range:
+            row = box.row(align=True)
+            row.prop(s, "frame_start")
+            row.prop(s, "frame_end")
+        box.operator(LSMPLIFY_OT_solve.bl_idname, icon="PLAY")
+
+        if s.has_result:
+            box = layout.box()
+            box.label(text="Results", icon="INFO")
+            col = box.column(align=True)
+            col.label(text=f"Fit error: {s.result_fit_error_mm:.1f} mm")
+            col.label(text=f"MPBE: {s.result_mpbe_mm:.1f} mm")
+            if s.result_betas:
+                col.label(text=f"Betas: {s.result_betas}")
+            if s.result_summary:
+                col.label(text=s.result_summary)
+
+        box = layout.box()
+        box.label(text="Rig", icon="OUTLINER_OB_ARMATURE")
+        col = box.column(align=True)
+        col.operator(LSMPLIFY_OT_refine.bl_idname, icon="MODIFIER")
+        col.operator(LSMPLIFY_OT_import_smpl_npz.bl_idname, icon="IMPORT")
+        col.operator(LSMPLIFY_OT_export_npz.bl_idname, icon="EXPORT")
+        col.operator(LSMPLIFY_OT_export_fbx.bl_idname, icon="EXPORT")
+        col.operator(LSMPLIFY_OT_render_preview.bl_idname, icon="RENDER_ANIMATION")
+
+
+CLASSES = (LSMPLIFY_PT_main,)

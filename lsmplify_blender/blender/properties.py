@@ -1,0 +1,115 @@
+"""Per-scene settings of LSMPLify (``scene.lsmplify``): source, solve options, last results."""
+from __future__ import annotations
+
+import bpy
+from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
+                       StringProperty)
+
+# Kept in step with core.layouts.LAYOUTS (tests check it): listing them here keeps
+# registration from importing torch.
+LAYOUT_ITEMS = (
+    ("AUTO", "Auto", "Detect from the joint names, else from the joint count"),
+    ("smpl24", "SMPL (24)", "SMPL joints"),
+    ("body25", "OpenPose BODY_25", "OpenPose BODY_25"),
+    ("h36m17", "Human3.6M (17)", "Human3.6M 17 joints"),
+    ("coco17", "COCO (17)", "COCO 17 keypoints"),
+    ("mediapipe33", "MediaPipe (33)", "MediaPipe Pose / FreeMoCap"),
+    ("cmu", "CMU / BVH / Mixamo", "CMU ASF bone names, CMU BVH names, Mixamo names"),
+)
+UNIT_ITEMS = (
+    ("AUTO", "Auto", "The file's declaration, else detected from bone lengths"),
+    ("m", "Metres", ""),
+    ("cm", "Centimetres", ""),
+    ("mm", "Millimetres", ""),
+    ("inch", "Inches", ""),
+    ("cmu", "CMU units", "0.05644 m (CMU ASF/AMC and CMU-derived BVH)"),
+)
+UP_ITEMS = (
+    ("AUTO", "Auto", "The file's declaration, else the feet-to-shoulders direction"),
+    ("Y", "Y", "Y up (SMPL, BVH)"),
+    ("Z", "Z", "Z up (Blender)"),
+)
+SOURCE_ITEMS = (
+    ("FILE", "File", "A keypoint file (.npz .npy .json .csv .bvh .amc)"),
+    ("EMPTIES", "Empties", "The selected animated empties, one per keypoint, named after the joints"),
+    ("ARMATURE", "Armature", "An animated armature (e.g. an imported BVH): its bone heads are the keypoints"),
+)
+SOLVER_ITEMS = (
+    ("NETWORK", "Network", "Residual network (Learnable SMPLify); falls back to Analytic until its "
+                           "checkpoint ships"),
+    ("ANALYTIC", "Analytic", "Shape from bone lengths + analytic IK: fast, exact on model joints"),
+    ("OPTIMIZE", "Optimize", "SMPLify-3D-style optimisation frame by frame: slow baseline"),
+)
+
+
+def _poll_armature(_self, obj):
+    return obj.type == "ARMATURE"
+
+
+def _poll_smpl_rig(_self, obj):
+    from .runtime import is_smpl_rig
+    return is_smpl_rig(obj)
+
+
+class LSMPLifySceneSettings(bpy.types.PropertyGroup):
+    # ------------------------------------------------------------------ source
+    source_type: EnumProperty(name="Source", items=SOURCE_ITEMS, default="FILE",
+                              description="Where the keypoint motion comes from")
+    filepath: StringProperty(name="File", subtype="FILE_PATH", default="",
+                             description="Keypoint file (.npz .npy .json .csv .bvh .amc)")
+    source_armature: PointerProperty(name="Armature", type=bpy.types.Object, poll=_poll_armature,
+                                     description="Animated armature whose bone heads are the keypoints "
+                                                 "(empty: the active object)")
+    layout: EnumProperty(name="Layout", items=LAYOUT_ITEMS, default="AUTO",
+                         description="Keypoint layout")
+    units: EnumProperty(name="Units", items=UNIT_ITEMS, default="AUTO",
+                        description="Length unit of a file source (scene sources are in scene units)")
+    up_axis: EnumProperty(name="Up", items=UP_ITEMS, default="AUTO",
+                          description="Up axis of a file source (scene sources are Z up)")
+    fps: FloatProperty(name="FPS", default=0.0, min=0.0, soft_max=240.0,
+                       description="Frame rate of a file source (0: the file's, else 30)")
+    file_frame_start: IntProperty(name="File Start Frame", default=1,
+                                  description="Scene frame at which the file's first frame plays")
+    empties_collection: PointerProperty(name="Keypoint Empties", type=bpy.types.Collection,
+                                        description="Empties made by the last keypoint import")
+    detected_layout: StringProperty(name="Layout", default="")
+    detected_units: StringProperty(name="Units", default="")
+    detected_up: StringProperty(name="Up", default="")
+    detected_fps: StringProperty(name="FPS", default="")
+    detected_frames: StringProperty(name="Frames", default="")
+
+    # ------------------------------------------------------------------ solve
+    solver: EnumProperty(name="Solver", items=SOLVER_ITEMS, default="NETWORK")
+    refine_iters: IntProperty(name="Refine", default=0, min=0, soft_max=50, max=1000,
+                              description="Iterations of batched optimisation after the solver "
+                                          "(slow: a few seconds per iteration on long takes)")
+    smoothing: FloatProperty(name="Smoothing", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
+                             description="Zero-phase temporal smoothing of the keypoints before solving "
+                                         "(Gaussian, sigma up to 0.05 s)")
+    target_rig: PointerProperty(name="Target Rig", type=bpy.types.Object, poll=_poll_smpl_rig,
+                                description="SMPL rig to receive a new action (empty: make a new rig)")
+    use_scene_range: BoolProperty(name="Scene Range", default=True,
+                                  description="Solve the scene's frame range")
+    frame_start: IntProperty(name="Start", default=1, description="First frame to solve")
+    frame_end: IntProperty(name="End", default=250, description="Last frame to solve")
+
+    # ------------------------------------------------------------------ results
+    has_result: BoolProperty(default=False)
+    result_mpbe_mm: FloatProperty(name="MPBE (mm)", default=0.0,
+                                  description="Mean per-bone length error of the fitted shape")
+    result_fit_error_mm: FloatProperty(name="Fit Error (mm)", default=0.0,
+                                       description="Mean distance to the input keypoints")
+    result_betas: StringProperty(name="Betas", default="")
+    result_summary: StringProperty(name="Summary", default="")
+
+
+CLASSES = (LSMPLifySceneSettings,)
+
+
+def register_properties():
+    bpy.types.Scene.lsmplify = PointerProperty(type=LSMPLifySceneSettings)
+
+
+def unregister_properties():
+    if hasattr(bpy.types.Scene, "lsmplify"):
+        del bpy.types.Scene.lsmplify

@@ -1,0 +1,464 @@
+"""The add-on's operators in headless Blender (bpy wheel): import, solve, refine, export, preview.
+
+The add-on is enabled the way Blender does it (``addon_utils.enable``), so preferences,
+scene settings and operators are the registered ones. Operators that report an error make
+``bpy.ops`` raise RuntimeError with the message: that is how the tests see the report.
+"""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from blender_env import ROOT, import_bpy, reset_scene
+
+bpy = import_bpy()
+if bpy is None:
+    pytest.skip("the bpy wheel is not installed", allow_module_level=True)
+
+import addon_utils  # noqa: E402
+
+from conftest import FIXTURES  # noqa: E402
+from lsmplify_blender.core.formats.amass import read_smpl_npz  # noqa: E402
+
+BVH = FIXTURES / "131_01_short.bvh"
+BVH2 = FIXTURES / "01_01_short.bvh"
+ADDON = "lsmplify_blender"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def addon():
+    addon_utils.enable(ADDON, default_set=True)
+    for name in ("io_anim_bvh", "io_scene_fbx"):
+        addon_utils.enable(name, default_set=True)
+    yield
+    addon_utils.disable(ADDON, default_set=True)
+
+
+@pytest.fixture(autouse=True)
+def scene():
+    return reset_scene()
+
+
+def settings():
+    return bpy.context.scene.lsmplify
+
+
+def snapshot():
+    d = bpy.data
+    return {k: sorted(x.name for x in getattr(d, k))
+            for k in ("objects", "actions", "meshes", "armatures", "collections", "cameras")}
+
+
+def rigs():
+    return [o for o in bpy.data.objects if o.type == "ARMATURE" and o.get("lsmplify_rig")]
+
+
+def fcurve_keys(obj):
+    from lsmplify_blender.blender.keyframes import action_fcurves
+    anim = obj.animation_data
+    out = {}
+    for fc in action_fcurves(anim.action, getattr(anim, "action_slot", None)):
+        co = np.empty(2 * len(fc.keyframe_points), dtype=np.float32)
+        fc.keyframe_points.foreach_get("co", co)
+        out[(fc.data_path, fc.array_index)] = co.reshape(-1, 2)
+    return out
+
+
+def import_bvh(create_empties=True, path=BVH):
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(path), create_empties=create_empties) == {"FINISHED"}
+
+
+def set_range(start, end):
+    sc = bpy.context.scene
+    sc.frame_start, sc.frame_end = start, end
+
+
+# ---------------------------------------------------------------------------- registration
+def test_registered_and_preferences():
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    assert type(prefs).bl_idname == ADDON and prefs.model_path == "" and prefs.device == "AUTO"
+    for op in ("import_keypoints", "solve", "refine", "export_npz", "import_smpl_npz", "export_fbx",
+               "render_preview"):
+        assert hasattr(bpy.ops.lsmplify, op)
+    assert "LSMPLIFY_PT_main" in dir(bpy.types)
+    from lsmplify_blender.blender import preferences
+    assert preferences.device_summary("AUTO").startswith("Auto: ")
+    assert preferences.device_summary("CPU") == "CPU: cpu"
+    assert preferences.model_status("") == ""
+
+
+def test_bad_model_path_is_shown_not_raised(tmp_path):
+    from lsmplify_blender.blender import preferences
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    prefs.model_path = str(tmp_path / "nope.pkl")  # the update callback validates it
+    try:
+        assert "not found" in preferences.model_status(prefs.model_path)
+        with pytest.raises(RuntimeError, match="not found"):
+            bpy.ops.lsmplify.import_keypoints(filepath=str(BVH))
+    finally:
+        prefs.model_path = ""
+    assert preferences.model_status("") == ""
+
+
+def test_layout_items_match_the_core():
+    from lsmplify_blender.blender.properties import LAYOUT_ITEMS
+    from lsmplify_blender.core.layouts import LAYOUTS
+    assert [i[0] for i in LAYOUT_ITEMS] == ["AUTO", *LAYOUTS]
+
+
+def test_package_imports_without_blender():
+    code = "import sys, lsmplify_blender, lsmplify_blender.blender; print('bpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------- import + solve
+def test_import_with_empties_then_solve_file():
+    import_bvh()
+    s, sc = settings(), bpy.context.scene
+    assert s.source_type == "FILE" and s.detected_layout.startswith("CMU") and s.detected_units == "cmu"
+    assert s.detected_fps == "120" and s.detected_frames == "200"
+    assert (sc.frame_start, sc.frame_end, sc.render.fps) == (1, 200, 120)
+    empties = list(s.empties_collection.objects)
+    assert len(empties) >= 15 and all(o.type == "EMPTY" for o in empties)
+    e = next(o for o in empties if o.name == "lfemur")
+    assert len(fcurve_keys(e)[("location", 0)]) == 200
+    sc.frame_set(1)
+    z_low = e.matrix_world.translation.z
+    head = next(o for o in empties if o.name == "head")
+    assert head.matrix_world.translation.z > z_low + 0.3  # Z up in Blender, metres
+
+    s.solver = "ANALYTIC"
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    (rig,) = rigs()
+    meshes = [c for c in rig.children if c.type == "MESH"]
+    assert len(meshes) == 1 and len(meshes[0].data.shape_keys.key_blocks) == 11
+    keys = fcurve_keys(rig)
+    assert len(keys[('pose.bones["left_knee"].rotation_quaternion', 0)]) == 200
+    fit = keys[('["lsmplify_fit_error_mm"]', 0)]
+    assert len(fit) == 200 and fit[:, 1].std() > 0
+    sc.frame_set(50)
+    v50 = rig["lsmplify_fit_error_mm"]
+    sc.frame_set(150)
+    assert rig["lsmplify_fit_error_mm"] != v50
+    assert s.has_result and 0 < s.result_fit_error_mm < 100 and 0 < s.result_mpbe_mm < 60
+    assert len(s.result_betas.split()) == 10
+
+
+def test_solve_from_selected_empties():
+    import_bvh()
+    s = settings()
+    set_range(1, 40)
+    s.solver = "ANALYTIC"
+    s.source_type = "FILE"
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    file_err = s.result_fit_error_mm
+    for o in bpy.context.scene.objects:
+        o.select_set(o.type == "EMPTY")
+    s.source_type = "EMPTIES"
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    assert s.detected_layout.startswith("CMU") and s.detected_up == "Z" and s.detected_frames == "40"
+    rig = rigs()[-1]
+    assert len(fcurve_keys(rig)[('pose.bones["pelvis"].location', 0)]) == 40
+    # the same motion through the empties: the same fit, up to float32 keys
+    assert abs(s.result_fit_error_mm - file_err) < 2.0
+
+
+def test_solve_from_imported_bvh_armature():
+    assert bpy.ops.import_anim.bvh(filepath=str(BVH2)) == {"FINISHED"}
+    arm = bpy.context.active_object
+    assert arm.type == "ARMATURE"
+    s = settings()
+    s.source_type = "ARMATURE"
+    s.solver = "ANALYTIC"
+    set_range(1, 30)
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    # raw BVH scale (CMU units) in the scene: units detected from bone lengths
+    assert s.detected_layout.startswith("CMU") and s.detected_units == "cmu" and s.detected_frames == "30"
+    rig = rigs()[-1]
+    assert len(fcurve_keys(rig)[('pose.bones["pelvis"].rotation_quaternion', 0)]) == 30
+    assert s.result_fit_error_mm < 100
+
+
+def test_solve_twice_keeps_the_first():
+    import_bvh(create_empties=False)
+    s = settings()
+    s.solver = "ANALYTIC"
+    set_range(1, 20)
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    r1, r2 = rigs()
+    a1, a2 = r1.animation_data.action, r2.animation_data.action
+    assert a1 != a2 and len(bpy.data.actions) == 2
+    keys1 = fcurve_keys(r1)
+    # a third solve onto the first rig: a new action there, the old one kept untouched
+    s.target_rig = r1
+    set_range(5, 24)
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    a3 = r1.animation_data.action
+    assert a3 not in (a1, a2) and a1.name in bpy.data.actions and a1.use_fake_user
+    assert len(rigs()) == 2
+    from lsmplify_blender.blender.keyframes import action_fcurves
+    after = {(fc.data_path, fc.array_index): len(fc.keyframe_points) for fc in action_fcurves(a1)}
+    assert after == {k: len(v) for k, v in keys1.items()}
+    assert fcurve_keys(r1)[('pose.bones["pelvis"].location', 0)][0, 0] == 5
+
+
+# ---------------------------------------------------------------------------- failures
+def _bad_npy(tmp_path):
+    p = tmp_path / "nineteen.npy"
+    np.save(p, np.random.default_rng(0).normal(size=(10, 19, 3)))
+    return p
+
+
+@pytest.mark.parametrize("case", ["missing", "nineteen"])
+def test_bad_input_cancels_and_leaves_the_scene(tmp_path, case):
+    import_bvh(create_empties=False)
+    s = settings()
+    s.solver = "ANALYTIC"
+    set_range(1, 10)
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}  # something in the scene already
+    path = tmp_path / "missing.bvh" if case == "missing" else _bad_npy(tmp_path)
+    before = snapshot()
+    match = "not found|does not exist|No such" if case == "missing" else "layout"
+    with pytest.raises(RuntimeError, match=match):
+        bpy.ops.lsmplify.import_keypoints(filepath=str(path))
+    assert snapshot() == before and s.filepath == str(BVH)
+    s.filepath = str(path)
+    with pytest.raises(RuntimeError, match=match):
+        bpy.ops.lsmplify.solve()
+    s.target_rig = rigs()[0]
+    with pytest.raises(RuntimeError, match=match):
+        bpy.ops.lsmplify.solve()
+    assert snapshot() == before
+
+
+def test_failure_while_writing_removes_the_half_made_rig(monkeypatch):
+    import_bvh(create_empties=False)
+    settings().solver = "ANALYTIC"
+    set_range(1, 10)
+    before = snapshot()
+    from lsmplify_blender.blender import keyframes
+
+    def boom(*a, **k):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(keyframes, "write_pose_action", boom)
+    with pytest.raises(RuntimeError, match="internal error.*disk on fire"):
+        bpy.ops.lsmplify.solve()
+    assert snapshot() == before
+
+
+def test_empty_selection_and_no_overlap_are_reported():
+    import_bvh(create_empties=False)
+    s = settings()
+    s.source_type = "EMPTIES"
+    with pytest.raises(RuntimeError, match="No empties are selected"):
+        bpy.ops.lsmplify.solve()
+    s.source_type = "FILE"
+    s.use_scene_range = False
+    s.frame_start, s.frame_end = 500, 600
+    with pytest.raises(RuntimeError, match="do not overlap"):
+        bpy.ops.lsmplify.solve()
+
+
+# ---------------------------------------------------------------------------- npz, refine
+def test_export_npz_round_trip_and_import(tmp_path):
+    from lsmplify_blender.core.body_model import BodyModel, load_model_data
+    from lsmplify_blender.core.formats import read_keypoints
+    from lsmplify_blender.core.prepare import prepare
+    from lsmplify_blender.core.rotations import axis_angle_to_matrix
+    from lsmplify_blender.core.solver import solve
+
+    import_bvh(create_empties=False)
+    s = settings()
+    s.solver = "ANALYTIC"
+    set_range(1, 25)
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    rig = rigs()[0]
+    bpy.context.view_layer.objects.active = rig
+    set_range(3, 30)  # rows follow the scene's frames, not the action's
+    out = tmp_path / "motion.npz"
+    assert bpy.ops.lsmplify.export_npz(filepath=str(out)) == {"FINISHED"}
+    data = read_smpl_npz(out)
+    assert data["poses"].shape == (28, 72) and data["trans"].shape == (28, 3) and data["fps"] == 120
+    assert np.allclose(data["betas"], list(rig["lsmplify_betas"])[:10], atol=1e-6)
+
+    model = BodyModel(load_model_data())
+    prepared = prepare(read_keypoints(BVH), model)
+    ref = solve(prepared, model, "analytic")
+    got = axis_angle_to_matrix(torch.from_numpy(data["poses"][:23].astype(np.float64).reshape(-1, 24, 3)))
+    assert (got - ref.rotmats[2:25].double()).abs().max() < 1e-4
+    assert np.abs(data["trans"][:23] - ref.trans[2:25].numpy()).max() < 1e-4
+    assert np.allclose(data["poses"][23:], data["poses"][22])  # held after the last key
+    with np.load(out) as z:
+        assert z["fit_error_mm"].shape == (28,) and int(z["frame_start"]) == 3
+
+    # ... and back in as a new rig
+    set_range(1, 250)
+    assert bpy.ops.lsmplify.import_smpl_npz(filepath=str(out)) == {"FINISHED"}
+    new = [r for r in rigs() if r != rig]
+    assert len(new) == 1 and new[0].name == "motion"
+    assert (bpy.context.scene.frame_start, bpy.context.scene.frame_end) == (1, 28)
+    assert len(fcurve_keys(new[0])[('pose.bones["pelvis"].location', 2)]) == 28
+    mesh = next(c for c in new[0].children if c.type == "MESH")
+    assert np.allclose([k.value for k in mesh.data.shape_keys.key_blocks[1:]], data["betas"], atol=1e-5)
+    with pytest.raises(RuntimeError, match="not found"):
+        bpy.ops.lsmplify.import_smpl_npz(filepath=str(tmp_path / "none.npz"))
+
+
+def test_refine_writes_a_new_action():
+    import_bvh(create_empties=False)
+    s = settings()
+    s.solver = "ANALYTIC"
+    set_range(1, 8)
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    rig = rigs()[0]
+    first = rig.animation_data.action
+    err0 = s.result_fit_error_mm
+    bpy.context.view_layer.objects.active = rig
+    assert bpy.ops.lsmplify.refine(iterations=2) == {"FINISHED"}
+    new = rig.animation_data.action
+    assert new != first and new.name.startswith("LSMPLify_refined") and first.name in bpy.data.actions
+    assert s.result_fit_error_mm <= err0 + 1.0
+
+
+# ---------------------------------------------------------------------------- FBX, preview
+@pytest.mark.parametrize("preset", ["UNITY", "BLENDER"])
+def test_export_fbx(tmp_path, preset):
+    import_bvh(create_empties=False)
+    settings().solver = "ANALYTIC"
+    set_range(1, 5)
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    rig = rigs()[0]
+    bpy.context.view_layer.objects.active = rig
+    out = tmp_path / f"smpl_{preset}.fbx"
+    before = snapshot()
+    assert bpy.ops.lsmplify.export_fbx(filepath=str(out), preset=preset) == {"FINISHED"}
+    assert out.stat().st_size > 100_000 and snapshot() == before
+    if preset == "BLENDER":  # re-import: 24 bones, upright, real size, animated
+        names = set(bpy.data.objects.keys())
+        # anim_offset=0: Blender's FBX importer shifts animation by +1 frame by default
+        assert bpy.ops.import_scene.fbx(filepath=str(out), anim_offset=0.0) == {"FINISHED"}
+        arm = next(bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - names
+                   if bpy.data.objects[n].type == "ARMATURE")
+        assert len(arm.data.bones) == 24
+        for f in (1, 3, 5):
+            bpy.context.scene.frame_set(f)
+            for b in ("pelvis", "head", "left_wrist", "right_ankle"):
+                ours = rig.matrix_world @ rig.pose.bones[b].head
+                theirs = arm.matrix_world @ arm.pose.bones[b].head
+                assert (ours - theirs).length < 1e-4, (f, b)
+
+
+def test_render_preview_two_frames(tmp_path):
+    import_bvh()
+    settings().solver = "ANALYTIC"
+    set_range(1, 10)
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    sc = bpy.context.scene
+    engine, res = sc.render.engine, (sc.render.resolution_x, sc.render.resolution_y)
+    before = snapshot()
+    assert bpy.ops.lsmplify.render_preview(directory=str(tmp_path), max_frames=2, resolution=64) == {"FINISHED"}
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert [p.name for p in pngs] == ["preview_00001.png", "preview_00010.png"]
+    img = bpy.data.images.load(str(pngs[0]))
+    try:
+        assert tuple(img.size) == (64, 48)
+        px = np.array(img.pixels[:]).reshape(48, 64, 4)
+        assert px[..., :3].std() > 0.02  # something was drawn
+    finally:
+        bpy.data.images.remove(img)
+    assert snapshot() == before and sc.render.engine == engine
+    assert (sc.render.resolution_x, sc.render.resolution_y) == res and sc.camera is None
+
+
+# ---------------------------------------------------------------------------- smoothing
+def test_smoothing_is_zero_phase():
+    from lsmplify_blender.blender.runtime import smooth_prepared
+    from lsmplify_blender.core.body_model import BodyModel, load_model_data
+    from lsmplify_blender.core.formats import read_keypoints
+    from lsmplify_blender.core.prepare import prepare
+
+    prepared = prepare(read_keypoints(BVH), BodyModel(load_model_data()))
+    assert smooth_prepared(prepared, 0.0) is prepared
+    t = np.arange(prepared.num_frames)
+    wave = np.sin(2 * np.pi * t / 200.0)  # 0.6 Hz at 120 fps
+    p = prepared.positions.copy()
+    p[:, :, 0] = wave[:, None]
+    sm = smooth_prepared(type(prepared)(**{**prepared.__dict__, "positions": p}), 1.0).positions[:, 0, 0]
+    core = slice(20, 180)
+    assert np.argmax(sm[core]) == np.argmax(wave[core])  # no lag
+    assert np.abs(sm[core] - wave[core]).max() < 0.05
+    noisy = p.copy()
+    noisy[:, :, 1] = np.random.default_rng(0).normal(size=noisy.shape[:2])
+    sm2 = smooth_prepared(type(prepared)(**{**prepared.__dict__, "positions": noisy}), 1.0).positions
+    assert sm2[:, :, 1].std() < 0.5 * noisy[:, :, 1].std()
+
+
+# ---------------------------------------------------------------------------- UI + worker
+class _FakeLayout:
+    """Records what a draw() asks for and checks that every property exists."""
+
+    def __init__(self):
+        self.props, self.ops = [], []
+
+    def __getattr__(self, name):  # box, row, column, split...: all return a layout
+        if name in ("use_property_split", "use_property_decorate", "alert", "enabled"):
+            raise AttributeError(name)
+        return lambda *a, **k: self
+
+    def prop(self, data, name, **_):
+        assert name in data.bl_rna.properties, name
+        self.props.append(name)
+
+    def operator(self, idname, **_):
+        mod, op = idname.split(".")
+        assert hasattr(getattr(bpy.ops, mod), op), idname
+        self.ops.append(idname)
+
+    def label(self, **_):
+        pass
+
+
+def test_panel_and_preferences_draw():
+    from lsmplify_blender.blender.panel import LSMPLIFY_PT_main
+    s = settings()
+    for kind in ("FILE", "EMPTIES", "ARMATURE"):
+        s.source_type = kind
+        s.has_result = True
+        fake = _FakeLayout()
+        LSMPLIFY_PT_main.draw(type("P", (), {"layout": fake})(), bpy.context)
+        assert "lsmplify.solve" in fake.ops and "solver" in fake.props
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    fake = _FakeLayout()
+    type(prefs).draw(type("P", (), {"layout": fake, "bl_rna": prefs.bl_rna, **{k: getattr(prefs, k) for k in
+                                                       ("model_path", "device", "network_checkpoint")}})(),
+                     bpy.context)
+    assert fake.props == ["model_path", "device", "network_checkpoint"]
+
+
+def test_threaded_job_touches_the_scene_only_when_finished():
+    import threading
+
+    from lsmplify_blender.blender.operators import _SolveJob
+    import_bvh(create_empties=False)
+    settings().solver = "ANALYTIC"
+    set_range(1, 10)
+    job = _SolveJob(bpy.context)
+    before = snapshot()
+    th = threading.Thread(target=job.work)
+    th.start()
+    th.join()
+    assert job.error is None and job.solution is not None and snapshot() == before  # Esc here: nothing to undo
+
+    class Op:
+        def report(self, *a):
+            pass
+
+        def report_notes(self, *a):
+            pass
+    assert job.finish(Op(), bpy.context) == {"FINISHED"} and len(rigs()) == 1
+    # without a window, INVOKE runs the solve synchronously
+    assert bpy.ops.lsmplify.solve("INVOKE_DEFAULT") == {"FINISHED"} and len(rigs()) == 2
