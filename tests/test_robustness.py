@@ -1,0 +1,151 @@
+"""Every bad input gets the project's own error type, a message that says what to do, and
+leaves nothing behind: the output file is never created (issue 5's list, core side)."""
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FIXTURES, smooth_pose
+from lsmplify_blender.core.cli import main
+from lsmplify_blender.core.errors import InputError, LayoutError, ModelFileError, UnsafePickleError
+from lsmplify_blender.core.layouts import SMPL24
+
+
+def _walk_kp(model, n=40):
+    rot = smooth_pose(n, seed=21, scale=0.4)
+    rot[:, 0] = torch.eye(3)
+    return SMPL24.generate(model, rot, torch.zeros(10)).numpy().astype(np.float64)
+
+
+def _convert(tmp_path, capsys, src, *extra):
+    out = tmp_path / "out.npz"
+    code = main(["convert", str(src), "--out", str(out), "--solver", "analytic", "--quiet", *map(str, extra)])
+    stdout, stderr = capsys.readouterr()
+    return code, stdout, stderr, out
+
+
+def _pipeline(path, model, **kw):
+    from lsmplify_blender.core.formats import read_keypoints
+    from lsmplify_blender.core.prepare import prepare
+    from lsmplify_blender.core.solver import solve
+    return solve(prepare(read_keypoints(path), model, **kw), model)
+
+
+def _bad_files(tmp_path, model):
+    kp = _walk_kp(model)
+    names = np.array(SMPL24.keypoints)
+    cases = {}
+    (tmp_path / "empty.csv").write_text("")
+    cases["empty csv"] = (tmp_path / "empty.csv", InputError, "empty")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    cases["empty npy"] = (tmp_path / "empty.npy", InputError, None)
+    bvh = (FIXTURES / "01_01_short.bvh").read_text()
+    (tmp_path / "cut.bvh").write_text(bvh[: bvh.index("MOTION") - 200])
+    cases["truncated bvh"] = (tmp_path / "cut.bvh", InputError, None)
+    np.save(tmp_path / "flat.npy", kp[..., :2])
+    cases["wrong shape"] = (tmp_path / "flat.npy", InputError, None)
+    np.save(tmp_path / "nineteen.npy", kp[:, :19])
+    cases["unknown joint count"] = (tmp_path / "nineteen.npy", LayoutError, "--layout")
+    header = ",".join(f"{n}_{c}" for n in names for c in "xyz")
+    rows = [",".join(map(str, r.ravel())) for r in kp[:3]]
+    rows[1] = rows[1].replace(rows[1].split(",")[4], "abc", 1)
+    (tmp_path / "text.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    cases["text in numeric column"] = (tmp_path / "text.csv", InputError, None)
+    np.savez(tmp_path / "nan.npz", keypoints=np.full_like(kp, np.nan), joint_names=names)
+    cases["everything missing"] = (tmp_path / "nan.npz", InputError, "missing")
+    weird = kp.copy()
+    for j in ("left_knee", "left_ankle", "left_foot"):
+        k = SMPL24.keypoints.index(j)
+        weird[:, k] = kp[:, 1] + (kp[:, k] - kp[:, 1]) * 3
+    np.savez(tmp_path / "alien.npz", keypoints=weird, joint_names=names, units="m", up="y")
+    cases["not human-like"] = (tmp_path / "alien.npz", InputError, "human skeleton")
+    np.savez(tmp_path / "names.npz", keypoints=kp[:, :10], joint_names=np.array([f"marker{i}" for i in range(10)]))
+    cases["undetectable names"] = (tmp_path / "names.npz", LayoutError, "marker0")
+    return cases
+
+
+def test_each_bad_keypoint_file_gets_its_error_and_writes_nothing(tmp_path, capsys, model):
+    for label, (path, err_type, words) in _bad_files(tmp_path, model).items():
+        with pytest.raises(err_type, match=words) as info:
+            _pipeline(path, model)
+        assert len(str(info.value)) > 20, label
+        code, out, err, out_path = _convert(tmp_path, capsys, path)
+        assert code == 2 and out == "" and "Traceback" not in err, label
+        assert err.startswith("lsmplify: error:"), label
+        assert not out_path.exists(), label
+
+
+def test_per_joint_nan_and_inf_are_missing_not_fatal(tmp_path, capsys, model):
+    kp = _walk_kp(model)
+    kp[5, 3] = np.nan
+    kp[7, 10] = np.inf
+    kp[:, 22] = np.nan  # a joint never seen
+    np.savez(tmp_path / "holes.npz", keypoints=kp, joint_names=np.array(SMPL24.keypoints), units="m", up="y")
+    code, out, err, out_path = _convert(tmp_path, capsys, tmp_path / "holes.npz")
+    assert code == 0, err
+    assert json.loads(out)["fit_error_mm_mean"] < 2.0 and out_path.exists()
+
+
+@pytest.mark.parametrize("factor,unit", [(10, "cmu"), (100, "cm"), (1000, "mm")])
+def test_units_off_by_powers_of_ten_are_detected_and_reported(tmp_path, capsys, model, factor, unit):
+    kp = _walk_kp(model) * (factor if unit != "cmu" else 1 / 0.05644)
+    np.save(tmp_path / "scaled.npy", kp)
+    code, out, err, _ = _convert(tmp_path, capsys, tmp_path / "scaled.npy")
+    assert code == 0, err
+    assert json.loads(out)["units"] == unit
+
+
+def test_y_up_and_z_up_inputs_give_the_same_fit(tmp_path, capsys, model):
+    kp = _walk_kp(model)
+    np.save(tmp_path / "y.npy", kp)
+    np.save(tmp_path / "z.npy", np.stack([kp[..., 0], -kp[..., 2], kp[..., 1]], -1))
+    _, out_y, _, p = _convert(tmp_path, capsys, tmp_path / "y.npy")
+    poses_y = np.load(p)["poses"]
+    _, out_z, _, p = _convert(tmp_path, capsys, tmp_path / "z.npy")
+    assert json.loads(out_y)["up"] == "y" and json.loads(out_z)["up"] == "z"
+    np.testing.assert_allclose(np.load(p)["poses"], poses_y, atol=1e-4)
+
+
+def test_existing_output_is_replaced_atomically_not_half_written(tmp_path, capsys, model):
+    np.save(tmp_path / "in.npy", _walk_kp(model))
+    out = tmp_path / "out.npz"
+    out.write_bytes(b"user's earlier result")
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((3, 19, 3)))
+    code, *_ = _convert(tmp_path, capsys, bad)
+    assert code == 2 and out.read_bytes() == b"user's earlier result"  # a failed run keeps it
+
+
+@pytest.mark.parametrize("make,err_type", [
+    (lambda p, d: np.savez(p, keypoints=np.zeros((2, 24, 3))), ModelFileError),  # not a SMPL file
+    (lambda p, d: p.write_bytes(b"PK\x03\x04broken"), ModelFileError),  # truncated npz
+])
+def test_bad_model_files(tmp_path, capsys, model, model_data, make, err_type):
+    bad = tmp_path / "model.npz"
+    make(bad, model_data)
+    np.save(tmp_path / "in.npy", _walk_kp(model))
+    from lsmplify_blender.core.body_model import load_model_data
+    with pytest.raises(err_type):
+        load_model_data(bad)
+    code, out, err, out_path = _convert(tmp_path, capsys, tmp_path / "in.npy", "--model", bad)
+    assert code == 2 and not out_path.exists() and "Traceback" not in err
+
+
+def test_malicious_model_pickle_is_refused_through_the_cli(tmp_path, capsys, model):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            import os
+            return (os.system, (f"touch {marker}",))
+
+    bad = tmp_path / "SMPL_NEUTRAL.pkl"
+    bad.write_bytes(pickle.dumps({"v_template": Evil()}, protocol=2))
+    np.save(tmp_path / "in.npy", _walk_kp(model))
+    from lsmplify_blender.core.body_model import load_model_data
+    with pytest.raises(UnsafePickleError):
+        load_model_data(bad)
+    code, out, err, out_path = _convert(tmp_path, capsys, tmp_path / "in.npy", "--model", bad)
+    assert code == 2 and "Refused" in err and not marker.exists() and not out_path.exists()
