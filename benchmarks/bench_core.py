@@ -86,6 +86,26 @@ def evaluate(model, truth, sol):
                 fit=float(np.nanmean(sol.fit_error_mm)))
 
 
+def speed(model, motions, args):
+    """Frames per second of each solver on one long clip (a warm-up call first)."""
+    rot = torch.cat([m[1] for m in motions])
+    trans = torch.cat([m[2] for m in motions])
+    kp = SMPL24.generate(model, rot, torch.zeros(10), trans).numpy()
+    out = {}
+    for name, opts, n in (("analytic", dict(solver="analytic"), len(kp)),
+                          (f"analytic+refine{args.refine}", dict(solver="analytic", refine=args.refine), len(kp)),
+                          ("optimize (baseline)", dict(solver="optimize"), args.optimize_frames)):
+        prep = PreparedKeypoints(layout=SMPL24, positions=kp[:n], weight=np.ones(kp[:n].shape[:2]), fps=30,
+                                 units="m", up="y")
+        solve(prep, model, **opts)  # warm-up: first-call setup is not per-frame cost
+        sol = solve(prep, model, **opts)
+        out[name] = {"frames": n, "seconds": round(sol.seconds, 4), "fps": round(n / sol.seconds, 1)}
+        print(f"{name}: {n} frames in {sol.seconds:.3f} s = {n / sol.seconds:,.0f} frames/s")
+    ratio = out["analytic"]["fps"] / out["optimize (baseline)"]["fps"]
+    print(f"analytic is {ratio:,.0f}x the optimisation baseline (same run)")
+    print(json.dumps({"speed": out, "analytic_over_baseline": round(ratio, 1)}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=24)
@@ -94,6 +114,7 @@ def main():
     ap.add_argument("--refine", type=int, default=10)
     ap.add_argument("--optimize-frames", type=int, default=60, help="frames per clip for the slow baseline")
     ap.add_argument("--layouts", action="store_true", help="also every layout with the analytic solver")
+    ap.add_argument("--speed", action="store_true", help="only time each solver on all clips as one long clip")
     args = ap.parse_args()
     torch.set_num_threads(2)
     model = BodyModel(load_model_data())
@@ -101,6 +122,9 @@ def main():
     motions = load_motions(model, args.clips)
     print(f"retargeted {len(motions)} clips, {sum(m[1].shape[0] for m in motions)} frames at 30 fps "
           f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    if args.speed:
+        speed(model, motions, args)
+        return
     rng = np.random.default_rng(0)
     methods = {"analytic": dict(solver="analytic"), f"analytic+refine{args.refine}": dict(solver="analytic", refine=args.refine),
                "optimize (baseline)": dict(solver="optimize")}
