@@ -14,6 +14,7 @@ import bpy
 import numpy as np
 
 from ..core.errors import InputError, LSMPLifyError
+from ..core.prepare import smooth_over_time
 from .preferences import get_preferences
 
 KEYPOINT_PROP = "lsmplify_keypoint"  # on empties made by the importer: the keypoint they stand for
@@ -219,24 +220,10 @@ def slice_prepared(prepared, first_frame: int, fs: int, fe: int):
 
 
 def smooth_prepared(prepared, amount: float):
-    """Zero-phase Gaussian smoothing over time of the keypoint positions (sigma = amount x 0.05 s)."""
-    if amount <= 0 or prepared.num_frames < 3:
+    """The panel's smoothing amount (0..1) as a zero-phase Gaussian of up to 0.05 s."""
+    if amount <= 0:
         return prepared
-    sigma = float(amount) * 0.05 * prepared.fps
-    if sigma < 0.3:
-        return prepared
-    radius = int(np.ceil(3 * sigma))
-    x = np.arange(-radius, radius + 1)
-    k = np.exp(-0.5 * (x / sigma) ** 2)
-    k /= k.sum()
-    pos = prepared.positions
-    padded = np.pad(pos, ((radius, radius), (0, 0), (0, 0)), mode="reflect" if pos.shape[0] > radius else "edge")
-    # a symmetric kernel is zero-phase: no lag
-    out = np.zeros_like(pos)
-    for i, w in enumerate(k):
-        out += w * padded[i: i + pos.shape[0]]
-    notes = list(prepared.notes) + [f"smoothed over time: Gaussian sigma {sigma:.1f} frames"]
-    return dataclasses.replace(prepared, positions=out, notes=notes)
+    return smooth_over_time(prepared, float(amount) * 0.05)
 
 
 def set_detected(settings, prepared) -> None:

@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--model", default=None, help="SMPL-format .pkl/.npz (default: the embedded open model)")
     c.add_argument("--solver", default="network", choices=list(SOLVERS))
     c.add_argument("--refine", type=int, default=0, metavar="N", help="iterations of refinement after solving")
+    c.add_argument("--smooth", type=float, default=0.0, metavar="SECONDS",
+                   help="zero-phase Gaussian smoothing of the keypoints over time before solving (e.g. 0.05)")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     c.add_argument("--asf", default=None, help="ASF skeleton for an .amc input")
     c.add_argument("--quiet", action="store_true", help="only the JSON summary line")
@@ -42,7 +44,7 @@ def convert(args) -> dict:
     from .device import resolve_device
     from .formats import read_keypoints
     from .formats.amass import write_smpl_npz
-    from .prepare import prepare
+    from .prepare import prepare, smooth_over_time
     from .solver import solve
 
     t0 = time.perf_counter()
@@ -50,6 +52,8 @@ def convert(args) -> dict:
     model = BodyModel(load_model_data(args.model), device=device)
     seq = read_keypoints(args.input, asf=args.asf)
     prepared = prepare(seq, model, layout=args.layout, units=args.units, up=args.up, fps=args.fps)
+    if args.smooth > 0:
+        prepared = smooth_over_time(prepared, args.smooth)
     sol = solve(prepared, model, solver=args.solver, refine=args.refine)
     out = write_smpl_npz(
         args.out, sol.poses, sol.betas.cpu().numpy(), sol.trans.cpu().numpy(), prepared.fps,

@@ -11,6 +11,7 @@ and fits lean on measured frames); a keypoint never seen stays missing.
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 
@@ -178,6 +179,20 @@ def detect_up(positions_m, weight, layout) -> tuple[str, float]:
     if axis == 2 and med[2] > 0:
         return "z", float(med[2])
     return "y", float(med[1])
+
+
+def smooth_over_time(prepared: "PreparedKeypoints", sigma_seconds: float) -> "PreparedKeypoints":
+    """Zero-phase Gaussian smoothing of the keypoint tracks over time (no lag: the kernel is
+    symmetric). Removes capture jitter before solving; sigma in seconds, so the effect does
+    not depend on the frame rate."""
+    sigma = float(sigma_seconds) * prepared.fps
+    if sigma < 0.3 or prepared.num_frames < 3:
+        return prepared
+    from scipy.ndimage import gaussian_filter1d
+
+    pos = gaussian_filter1d(prepared.positions, sigma, axis=0, mode="nearest", truncate=3.0)
+    notes = list(prepared.notes) + [f"smoothed over time: Gaussian sigma {sigma_seconds:g} s ({sigma:.1f} frames)"]
+    return dataclasses.replace(prepared, positions=pos, notes=notes)
 
 
 def fill_gaps(positions: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
