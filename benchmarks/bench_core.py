@@ -32,7 +32,7 @@ from lsmplify_blender.core.body_model import BodyModel, load_model_data  # noqa:
 from lsmplify_blender.core.formats import read_cmu_subset  # noqa: E402
 from lsmplify_blender.core.layouts import LAYOUTS, SMPL24  # noqa: E402
 from lsmplify_blender.core.metrics import mpbe, mpjpe, mpve, pa_mpjpe, pa_mpve  # noqa: E402
-from lsmplify_blender.core.prepare import PreparedKeypoints, prepare  # noqa: E402
+from lsmplify_blender.core.prepare import PreparedKeypoints, prepare, smooth_over_time  # noqa: E402
 from lsmplify_blender.core.rotations import axis_angle_to_matrix  # noqa: E402
 from lsmplify_blender.core.solver import solve  # noqa: E402
 
@@ -114,6 +114,7 @@ def main():
     ap.add_argument("--refine", type=int, default=10)
     ap.add_argument("--optimize-frames", type=int, default=60, help="frames per clip for the slow baseline")
     ap.add_argument("--layouts", action="store_true", help="also every layout with the analytic solver")
+    ap.add_argument("--smooth", type=float, default=0.0, help="keypoint smoothing sigma (s) before solving")
     ap.add_argument("--speed", action="store_true", help="only time each solver on all clips as one long clip")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -145,6 +146,8 @@ def main():
                 n = rot.shape[0] if mname != "optimize (baseline)" else min(rot.shape[0], args.optimize_frames)
                 prep = PreparedKeypoints(layout=lay, positions=np.nan_to_num(kp[:n]), weight=w[:n], fps=30,
                                          units="m", up="y")
+                if args.smooth:
+                    prep = smooth_over_time(prep, args.smooth)
                 sol = solve(prep, model, **opts)
                 key = mname if lay_name == "smpl24" else f"analytic [{lay_name}]"
                 results.setdefault(key, []).append(evaluate(model, (rot[:n], betas, trans[:n]), sol))
@@ -161,7 +164,7 @@ def main():
         print(f"| {key} | {frames} | {avg['mpjpe']:.2f} | {avg['pa_mpjpe']:.2f} | {avg['mpve']:.2f} | "
               f"{avg['pa_mpve']:.2f} | {avg['mpbe']:.2f} | {avg['fit']:.2f} | {avg['fps']:.0f} |")
     print("(errors in mm; fit = mean distance to the input keypoints)")
-    print(json.dumps({"noise_mm": args.noise_mm, "twist_rad": args.twist, "results": summary}))
+    print(json.dumps({"noise_mm": args.noise_mm, "smooth_s": args.smooth, "twist_rad": args.twist, "results": summary}))
 
 
 if __name__ == "__main__":
