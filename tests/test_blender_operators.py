@@ -89,17 +89,42 @@ def test_registered_and_preferences():
     assert preferences.model_status("") == ""
 
 
-def test_bad_model_path_is_shown_not_raised(tmp_path):
-    from lsmplify_blender.blender import preferences
+def test_bad_model_path_is_shown_and_falls_back_to_the_open_model(tmp_path, capfd):
+    from lsmplify_blender.blender import preferences, runtime
+    from lsmplify_blender.core.body_model import load_model_data
     prefs = bpy.context.preferences.addons[ADDON].preferences
     prefs.model_path = str(tmp_path / "nope.pkl")  # the update callback validates it
+    runtime.clear_model_cache()
     try:
         assert "not found" in preferences.model_status(prefs.model_path)
-        with pytest.raises(RuntimeError, match="not found"):
-            bpy.ops.lsmplify.import_keypoints(filepath=str(BVH))
+        import_bvh(create_empties=False)
+        assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+        out = capfd.readouterr()
+        assert "not found" in out.out + out.err and "open model" in out.out + out.err
+        mesh = next(o for o in bpy.data.objects if o.type == "MESH")
+        assert len(mesh.data.vertices) == load_model_data().num_vertices
     finally:
         prefs.model_path = ""
+        runtime.clear_model_cache()
     assert preferences.model_status("") == ""
+
+
+def test_unavailable_device_falls_back_to_cpu(capfd):
+    import torch as _torch
+    if _torch.cuda.is_available():
+        pytest.skip("a CUDA device is present here")
+    from lsmplify_blender.blender import runtime
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    prefs.device = "CUDA"
+    runtime.clear_model_cache()
+    try:
+        import_bvh(create_empties=False)
+        assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+        out = capfd.readouterr()
+        assert "CUDA" in out.out + out.err and "CPU" in out.out + out.err
+    finally:
+        prefs.device = "AUTO"
+        runtime.clear_model_cache()
 
 
 def test_layout_items_match_the_core():
@@ -446,7 +471,7 @@ def test_threaded_job_touches_the_scene_only_when_finished():
     import_bvh(create_empties=False)
     settings().solver = "ANALYTIC"
     set_range(1, 10)
-    job = _SolveJob(bpy.context)
+    job = _SolveJob(bpy.context, lambda kind, message: None)
     before = snapshot()
     th = threading.Thread(target=job.work)
     th.start()

@@ -120,7 +120,7 @@ class LSMPLIFY_OT_import_keypoints(_Guarded, bpy.types.Operator, ImportHelper):
         from ..core.prepare import prepare
 
         path = bpy.path.abspath(self.filepath)
-        model = runtime.get_model(context)
+        model = runtime.get_model(context, warn=lambda m: self.report({'WARNING'}, m))
         seq = read_keypoints(path)
         prepared = prepare(seq, model, layout=runtime._opt(self.layout), units=runtime._opt(self.units),
                            up=runtime._opt(self.up), fps=self.fps or None)
@@ -146,9 +146,9 @@ class LSMPLIFY_OT_import_keypoints(_Guarded, bpy.types.Operator, ImportHelper):
 
 # =============================================================================== solve
 class _SolveJob:
-    def __init__(self, context):
+    def __init__(self, context, report):
         s = _settings(context)
-        self.model = runtime.get_model(context)
+        self.model = runtime.get_model(context, warn=lambda m: report({'WARNING'}, m))
         target = s.target_rig
         if target is not None and not runtime.is_smpl_rig(target):
             raise InputError(f"The target rig '{target.name}' is not an SMPL rig; clear it to make a new rig.")
@@ -202,7 +202,7 @@ class LSMPLIFY_OT_solve(_Guarded, bpy.types.Operator):
     _t0 = 0.0
 
     def run(self, context):
-        job = _SolveJob(context)
+        job = _SolveJob(context, self.report)
         job.solve()
         return job.finish(self, context)
 
@@ -211,7 +211,7 @@ class LSMPLIFY_OT_solve(_Guarded, bpy.types.Operator):
         if bpy.app.background or context.window is None:
             return self.execute(context)
         try:
-            self._job = _SolveJob(context)
+            self._job = _SolveJob(context, self.report)
         except LSMPLifyError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -287,7 +287,7 @@ class LSMPLIFY_OT_refine(_Guarded, bpy.types.Operator):
         anim = rig_obj.animation_data
         if anim is None or anim.action is None:
             raise InputError(f"The rig '{rig_obj.name}' has no action to refine; solve first.")
-        model = runtime.get_model(context)
+        model = runtime.get_model(context, warn=lambda m: self.report({'WARNING'}, m))
         runtime.check_rig_model(rig_obj, model)
         prepared, start = runtime.gather_source(context, s, model)
         prepared = runtime.smooth_prepared(prepared, s.smoothing)
@@ -383,7 +383,7 @@ class LSMPLIFY_OT_import_smpl_npz(_Guarded, bpy.types.Operator, ImportHelper):
         if not np.isfinite(poses).all() or not np.isfinite(data["trans"]).all():
             raise InputError(f"{Path(path).name}: the poses or translations contain NaN or infinite values.")
         rotmats = axis_angle_to_matrix(torch.from_numpy(poses.reshape(-1, 24, 3)))
-        model = runtime.get_model(context)
+        model = runtime.get_model(context, warn=lambda m: self.report({'WARNING'}, m))
         scene = context.scene
         start = scene.frame_start
         fit = None
