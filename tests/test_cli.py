@@ -95,3 +95,15 @@ def test_module_entry_point_prints_one_json_line(tmp_path):
     assert len(lines) == 1 and json.loads(lines[0])["frames"] == 200
     assert "layout: CMU" in res.stderr and "units: cmu" in res.stderr
     assert out_path.exists()
+
+
+def test_network_solver_runs_on_smpl24_keypoints(tmp_path, capsys, model):
+    rot = smooth_pose(60, seed=4, scale=0.5)
+    rot[:, 0] = torch.eye(3)
+    kp = SMPL24.generate(model, rot, torch.zeros(10)).numpy()
+    src = tmp_path / "smpl24.npz"
+    np.savez(src, keypoints=kp, joint_names=np.array(SMPL24.keypoints), fps=30, units="m", up="y")
+    code, out, err = _run(capsys, src, "--out", tmp_path / "o.npz", "--solver", "network")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["solver"] == "network" and summary["fit_error_mm_mean"] < 1.0

@@ -3,8 +3,9 @@
 Solvers:
 - ``analytic``: shape inverse + analytic IK (SMPL-IKS style, no learning, exact on model joints);
 - ``optimize``: the SMPLify-3D-style baseline (L-BFGS frame by frame, keypoints2body settings);
-- ``network``: the residual network (Learnable SMPLify); until its checkpoint ships it falls
-  back to ``analytic`` with a notice.
+- ``network``: shape inverse + analytic IK anchors, then the residual network (Learnable
+  SMPLify) frame to frame, which recovers the twist joints cannot show; layouts that give
+  fewer than NETWORK_MIN_JOINTS SMPL joints fall back to ``analytic`` with a notice.
 ``refine`` > 0 adds that many iterations of batched optimisation after any solver.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .rotations import matrix_to_axis_angle
 from .shape_inverse import fit_betas_auto, observed_lengths
 
 SOLVERS = ("network", "analytic", "optimize")
+NETWORK_MIN_JOINTS = 20
 
 
 @dataclass
@@ -98,8 +100,21 @@ def _solve(prepared, model, solver, refine, betas, chunk) -> Solution:
     betas = betas.to(model.device)
 
     if solver == "network":
-        notes.append("the network solver is not available yet: used the analytic solver instead")
-        solver = "analytic"
+        from .network import CHECKPOINT_PATH, solve_network
+
+        measured = int(((weight >= 0.9).any(0)).sum())
+        if not CHECKPOINT_PATH.is_file():
+            notes.append("no network checkpoint is installed: used the analytic solver")
+            solver = "analytic"
+        elif measured < NETWORK_MIN_JOINTS:
+            # trained on SMPL-24-like keypoints; with many joints missing it is not yet better than IK
+            notes.append(f"the network needs at least {NETWORK_MIN_JOINTS} of the 24 SMPL joints and this layout "
+                         f"gives {measured}: used the analytic solver")
+            solver = "analytic"
+        else:
+            rotmats, trans_t, info = solve_network(prepared, model, betas, chunk=4, threads=None)
+            notes.append(f"network: {info.anchors} chunk anchors, {info.reanchored} frame(s) re-anchored "
+                         "by the drift guard")
 
     if solver == "analytic":
         lm_names, lm_t, lm_w = prepared.landmark_targets()
@@ -110,7 +125,7 @@ def _solve(prepared, model, solver, refine, betas, chunk) -> Solution:
             rot.append(res.rotmats)
             trans.append(res.trans)
         rotmats, trans_t = torch.cat(rot), torch.cat(trans)
-    else:
+    elif solver == "optimize":
         from .optimize import optimize_fit
         from .pose_prior import load_default_prior
 

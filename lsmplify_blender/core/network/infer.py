@@ -1,0 +1,175 @@
+"""Inference with the residual IK network: chunk-parallel sequential solve and plug-in refinement.
+
+Sequential (no ground truth anywhere): betas come from the shape inverse (the caller),
+every frame also gets the analytic solution (cheap, batched). The clip is cut into chunks
+of ``chunk`` frames; each chunk starts from the analytic pose of its first frame refined by
+one plug-in pass, then the network goes frame to frame (init = previous result), all chunks
+in lockstep as one batch. After every network step the bones are re-aimed at the keypoints
+(swing only, the network's twist is kept), so joint error cannot build up; the drift guard
+compares the network's own fit error (before re-aiming) with the analytic one and
+re-anchors a chunk (analytic + plug-in pass) where the network has drifted.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..analytic_ik import solve_analytic
+from ..body_model import BodyModel
+from .kinematics import fk, reaim
+from .model import ResidualIKNet, build_features, compose, load_network
+
+_CACHE: dict = {}
+
+
+def default_network(device="cpu") -> ResidualIKNet:
+    key = str(device)
+    if key not in _CACHE:
+        _CACHE[key] = load_network(device=device)
+    return _CACHE[key]
+
+
+@contextlib.contextmanager
+def _threads(n):
+    """Small per-step batches run fastest single-threaded (and do not fight other work)."""
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@dataclass
+class NetworkInfo:
+    reanchored: int
+    anchors: int
+    steps: int
+
+
+def network_step(net, model_rest, betas, rot_init, kp_init, kp_tgt, m_init, m_tgt, refit: bool = True,
+                 fk_init=None, return_joints: bool = False, m_fit=None):
+    """One network pass + optional re-aim. Returns (rotmats, trans, raw fit error in m (B,)) and,
+    with ``return_joints``, the joints of the result (to pass as the next step's ``fk_init``).
+    ``m_fit``: which targets the re-aim uses (default ``m_tgt``; the sequential solver passes
+    ones, its missing keypoints being filled from the analytic solution)."""
+    n = rot_init.shape[0]
+    rest = model_rest.expand(n, -1, -1)
+    fk0 = fk(rot_init, rest)[1] if fk_init is None else fk_init
+    feats = build_features(kp_init, kp_tgt, m_init, m_tgt, rot_init, fk0, betas.expand(n, -1), rest)
+    rot = compose(rot_init, net(feats))
+    _, j = fk(rot, rest)
+    tgt_rel = kp_tgt - kp_tgt[:, :1]
+    err = ((j - j[:, :1] - tgt_rel).norm(dim=-1) * m_tgt).sum(-1) / m_tgt.sum(-1).clamp_min(1)
+    if not refit:
+        out = (rot, kp_tgt[:, 0] - rest[:, 0], err)
+        return out + (j - j[:, :1] + kp_tgt[:, :1],) if return_joints else out
+    out = reaim(rot, rest, kp_tgt, m_tgt if m_fit is None else m_fit, return_joints=return_joints)
+    return (out[0], out[1], err) + tuple(out[2:])
+
+
+@torch.no_grad()
+def refine_network(model: BodyModel, betas, rotmats, targets, weight, passes: int = 2, net=None, device=None,
+                   refit: bool = True):
+    """Plug-in mode: init = existing SMPL rotations (T, 24, 3, 3), target = SMPL-24 keypoints (T, 24, 3)
+    with weights (T, 24). Returns (rotmats, trans)."""
+    dev = torch.device(device) if device is not None else model.device
+    net = net or default_network(dev)
+    rot = torch.as_tensor(rotmats, dtype=torch.float32, device=dev)
+    kp = torch.nan_to_num(torch.as_tensor(targets, dtype=torch.float32, device=dev))
+    m = (torch.as_tensor(weight, dtype=torch.float32, device=dev) > 0).float()
+    rest = model.rest_joints(betas).to(dev, torch.float32)
+    b = model._betas(betas).to(dev, torch.float32)
+    trans = None
+    for _ in range(passes):
+        rot, trans, _ = network_step(net, rest, b, rot, kp, kp, m, m, refit)
+    return rot, trans
+
+
+@torch.no_grad()
+def solve_network(prepared, model: BodyModel, betas, net=None, chunk: int = 16, device=None, guard_mm: float = 15.0,
+                  anchor_passes: int = 1, threads: int | None = 1, refit: bool = True):
+    """Sequential chunk-parallel solve. Returns (rotmats (T, 24, 3, 3), trans (T, 3), NetworkInfo).
+
+    ``threads``: torch threads while solving (1 is fastest for these small batches; None = as set).
+    ``refit``: re-aim the bones at the keypoints after each step (exact joints on clean keypoints;
+    on noisy ones it also fits the noise, where the raw network output is smoother)."""
+    targets, weight = prepared.smpl_targets()
+    lm_names, lm_t, lm_w = prepared.landmark_targets()
+    betas = model._betas(betas)[:1]
+    with _threads(threads):
+        ana = solve_analytic(model, betas, targets, weight, lm_names, lm_t, lm_w)
+    dev = torch.device(device) if device is not None else model.device
+    return solve_network_from(model, betas, torch.as_tensor(np.nan_to_num(targets), dtype=torch.float32),
+                              torch.as_tensor(weight, dtype=torch.float32), ana.rotmats, ana.joints, net=net,
+                              chunk=chunk, device=dev, guard_mm=guard_mm, anchor_passes=anchor_passes,
+                              threads=threads, refit=refit)
+
+
+@torch.no_grad()
+def solve_network_from(model, betas, targets, weight, rot_analytic, joints_analytic, net=None, chunk: int = 16,
+                       device="cpu", guard_mm: float = 15.0, anchor_passes: int = 1, threads: int | None = 1,
+                       refit: bool = True):
+    """The sequential solve given the analytic solution (T, 24, 3, 3) and its joints (T, 24, 3)."""
+    with _threads(threads):
+        return _solve_from(model, betas, targets, weight, rot_analytic, joints_analytic, net, chunk, device,
+                           guard_mm, anchor_passes, refit)
+
+
+def _solve_from(model, betas, targets, weight, rot_analytic, joints_analytic, net, chunk, device, guard_mm,
+                anchor_passes, refit=True):
+    dev = torch.device(device)
+    net = net or default_network(dev)
+    t = targets.shape[0]
+    f32 = dict(dtype=torch.float32, device=dev)
+    m = (weight.to(**f32) > 0).float()
+    kp = torch.where(m[..., None] > 0, targets.to(**f32), joints_analytic.to(**f32))
+    ones = torch.ones_like(m)
+    rot_a = rot_analytic.to(**f32)
+    rest = model.rest_joints(betas).to(**f32)[:1]
+    b = model._betas(betas)[:1].to(**f32)
+    rest_j0 = rest[0, 0]
+    # analytic fit error (root-relative), for the drift guard
+    _, ja = fk(rot_a, rest.expand(t, -1, -1))
+    rel = kp - kp[:, :1]
+    err_a = ((ja - ja[:, :1] - rel).norm(dim=-1) * m).sum(-1) / m.sum(-1).clamp_min(1)
+
+    out = torch.empty(t, 24, 3, 3, **f32)
+    trans = torch.empty(t, 3, **f32)
+    joints = torch.empty(t, 24, 3, **f32)
+
+    def anchor(idx):
+        r, tr, jj = rot_a[idx], kp[idx, 0] - rest_j0, None
+        for _ in range(anchor_passes):
+            r, tr, _, jj = network_step(net, rest, b, r, kp[idx], kp[idx], m[idx], m[idx], refit,
+                                         return_joints=True, m_fit=ones[idx])
+        return r, tr, jj
+
+    starts = torch.arange(0, t, chunk, device=dev)
+    out[starts], trans[starts], jj = anchor(starts)
+    if jj is not None:
+        joints[starts] = jj
+    else:
+        joints[starts] = joints_analytic.to(**f32)[starts]
+    reanchored = 0
+    for k in range(1, chunk):
+        idx = starts + k
+        idx = idx[idx < t]
+        if idx.numel() == 0:
+            break
+        prev = idx - 1
+        r, tr, err, jj = network_step(net, rest, b, out[prev], kp[prev], kp[idx], m[prev], m[idx],
+                                      refit, fk_init=joints[prev], return_joints=True, m_fit=ones[idx])
+        bad = err > err_a[idx] + guard_mm / 1000.0
+        if bool(bad.any()):
+            reanchored += int(bad.sum())
+            ra, ta, ja_ = anchor(idx[bad])
+            r[bad], tr[bad] = ra, ta
+            if ja_ is not None:
+                jj[bad] = ja_
+        out[idx], trans[idx], joints[idx] = r, tr, jj
+    return out, trans, NetworkInfo(reanchored=reanchored, anchors=len(starts), steps=chunk)

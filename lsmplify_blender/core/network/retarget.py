@@ -1,0 +1,119 @@
+"""Rotation-transfer retargeting of CMU motion onto SMPL's 24-joint tree (numpy).
+
+The cmu_subset clips store local exponential maps in the row-vector convention
+(R_i = E(r_i) R_parent). In column vectors the global rotation of node i is
+G_i = G_parent E(r_i)^T, with rest frames aligned with the world (Y up, +X = the
+subject's left, facing +Z) exactly as SMPL's rest frames are.
+
+Transfer: every SMPL joint j is driven by one CMU node n(j) whose rotation moves the same
+bone. SMPL's global rotation is G^S_j = G^C_n(j) C_j, where the rest calibration C_j is the
+minimal rotation taking SMPL's rest bone direction onto CMU's (so the CMU rest pose, legs
+splayed ~20 degrees, maps onto the same pose of SMPL); joints with several or no children
+use C_j = I. Local rotations follow as L_j = G^S_parent^T G^S_j. Twist about every bone
+comes from the capture itself (which a position retarget cannot give).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..body_model import SMPL_JOINT_NAMES, SMPL_PARENTS
+from ..formats._common import rodrigues
+
+CMU_UNIT_M = 0.05644
+# SMPL joint -> CMU node name whose rotation drives the same bone
+SMPL_TO_CMU = {
+    "pelvis": "root", "left_hip": "lfemur", "right_hip": "rfemur", "spine1": "lowerback",
+    "left_knee": "ltibia", "right_knee": "rtibia", "spine2": "upperback", "left_ankle": "lfoot",
+    "right_ankle": "rfoot", "spine3": "thorax", "left_foot": "ltoes", "right_foot": "rtoes",
+    "neck": "upperneck", "left_collar": "lclavicle", "right_collar": "rclavicle", "head": "head",
+    "left_shoulder": "lhumerus", "right_shoulder": "rhumerus", "left_elbow": "lradius",
+    "right_elbow": "rradius", "left_wrist": "lwrist", "right_wrist": "rwrist", "left_hand": "lhand",
+    "right_hand": "rhand",
+}
+# CMU node standing at each SMPL joint's position (for the tracking check); None = no match
+SMPL_POS_CMU = {
+    "pelvis": "root", "left_hip": "lfemur", "right_hip": "rfemur", "left_knee": "ltibia",
+    "right_knee": "rtibia", "left_ankle": "lfoot", "right_ankle": "rfoot", "left_foot": "ltoes",
+    "right_foot": "rtoes", "left_shoulder": "lhumerus", "right_shoulder": "rhumerus",
+    "left_elbow": "lradius", "right_elbow": "rradius", "left_wrist": "lwrist", "right_wrist": "rwrist",
+}
+MIRROR = [SMPL_JOINT_NAMES.index(n.replace("left", "@").replace("right", "left").replace("@", "right"))
+          for n in SMPL_JOINT_NAMES]
+
+
+def _swing(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a)
+    b = b / np.linalg.norm(b)
+    v = np.cross(a, b)
+    c = float(a @ b)
+    k = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + k + k @ k / (1 + c)
+
+
+def cmu_global_rotations(data: np.ndarray, parents: np.ndarray):
+    """(T, 3 + 3N) rows -> column-convention global rotations (T, N, 3, 3) and root positions (T, 3)."""
+    t = data.shape[0]
+    n = len(parents)
+    local = np.swapaxes(rodrigues(data[:, 3:].reshape(t, n, 3)), -1, -2)  # E(r)^T
+    glob = np.empty_like(local)
+    for i in range(n):
+        glob[:, i] = local[:, i] if parents[i] < 0 else glob[:, parents[i]] @ local[:, i]
+    return glob, data[:, 2::-1].copy()
+
+
+def cmu_rest_positions(parents, offsets) -> np.ndarray:
+    pos = np.zeros((len(parents), 3))
+    for i, p in enumerate(parents):
+        if p >= 0:
+            pos[i] = pos[p] + offsets[i]
+    return pos
+
+
+def calibration(names, parents, offsets, smpl_rest: np.ndarray) -> np.ndarray:
+    """(24, 3, 3) rest calibration C_j (SMPL rest frame -> CMU rest frame of the driving node)."""
+    cmu_rest = cmu_rest_positions(parents, offsets)
+    idx = {n: i for i, n in enumerate(names)}
+    kids = [[c for c in range(24) if SMPL_PARENTS[c] == j] for j in range(24)]
+    cal = np.tile(np.eye(3), (24, 1, 1))
+    for j, name in enumerate(SMPL_JOINT_NAMES):
+        if len(kids[j]) != 1:
+            continue
+        c = kids[j][0]
+        d_s = smpl_rest[c] - smpl_rest[j]
+        d_c = cmu_rest[idx[SMPL_TO_CMU[SMPL_JOINT_NAMES[c]]]] - cmu_rest[idx[SMPL_TO_CMU[name]]]
+        if np.linalg.norm(d_c) > 1e-6 and np.linalg.norm(d_s) > 1e-6:
+            cal[j] = _swing(d_s, d_c)
+    return cal
+
+
+def retarget_cmu(data: np.ndarray, names, parents, offsets, smpl_rest: np.ndarray):
+    """CMU subset rows -> SMPL local rotations (T, 24, 3, 3) and pelvis positions (T, 3) in metres,
+    scaled to the SMPL rest skeleton ``smpl_rest`` (24, 3) by leg length."""
+    glob_c, root = cmu_global_rotations(data, parents)
+    idx = {n: i for i, n in enumerate(names)}
+    cal = calibration(names, parents, offsets, smpl_rest)
+    sel = [idx[SMPL_TO_CMU[n]] for n in SMPL_JOINT_NAMES]
+    g_s = glob_c[:, sel] @ cal[None]
+    local = np.empty_like(g_s)
+    local[:, 0] = g_s[:, 0]
+    par = list(SMPL_PARENTS)
+    local[:, 1:] = np.swapaxes(g_s[:, par[1:]], -1, -2) @ g_s[:, 1:]
+    cmu_rest = cmu_rest_positions(parents, offsets)
+    leg_c = (np.linalg.norm(cmu_rest[idx["ltibia"]] - cmu_rest[idx["lfemur"]])
+             + np.linalg.norm(cmu_rest[idx["lfoot"]] - cmu_rest[idx["ltibia"]]))
+    leg_s = np.linalg.norm(smpl_rest[4] - smpl_rest[1]) + np.linalg.norm(smpl_rest[7] - smpl_rest[4])
+    pelvis = root * (leg_s / leg_c)
+    return local.astype(np.float32), pelvis.astype(np.float32)
+
+
+def mirror_motion(rotmats: np.ndarray, pelvis: np.ndarray):
+    """Left/right mirror about the x = 0 plane: R' = M R M with M = diag(-1, 1, 1), sides swapped."""
+    m = np.diag([-1.0, 1.0, 1.0]).astype(rotmats.dtype)
+    r = (m @ rotmats @ m)[:, MIRROR]
+    p = pelvis.copy()
+    p[:, 0] *= -1
+    return r, p
+
+
+def read_cmu_rows(path) -> np.ndarray:
+    return np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
