@@ -1,4 +1,5 @@
-"""Command line: ``python -m lsmplify_blender convert INPUT --out OUT.npz [options]``.
+"""Command line: ``python -m lsmplify_blender convert INPUT --out OUT.npz [options]`` and
+``python -m lsmplify_blender eval [options]`` (all solvers side by side, see ``evaluate.py``).
 
 Prints what was detected on stderr and one JSON summary line on stdout, so scripts can
 parse the result. Errors the user can fix exit with status 2 and a one-line message.
@@ -36,6 +37,17 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     c.add_argument("--asf", default=None, help="ASF skeleton for an .amc input")
     c.add_argument("--quiet", action="store_true", help="only the JSON summary line")
+    e = sub.add_parser("eval", help="every solver side by side on CMU test motion (markdown report + PNG)")
+    e.add_argument("--data", default=None, help="cmu_subset clip folder (default: ../shared/data/mocap/cmu_subset/test)")
+    e.add_argument("--layout", default="smpl24", choices=list(LAYOUTS), help="keypoints generated from the motion")
+    e.add_argument("--noise-mm", type=float, default=0.0, help="Gaussian keypoint noise (mm)")
+    e.add_argument("--model", default=None, help="SMPL-format .pkl/.npz (default: the embedded open model)")
+    e.add_argument("--out", default="out/eval_report.md", help="markdown report (the PNG is written next to it)")
+    e.add_argument("--clips", type=int, default=None, metavar="N", help="first N clips (default: all)")
+    e.add_argument("--optimize-frames", type=int, default=30, metavar="N",
+                   help="frames per clip for the slow optimisation baseline")
+    e.add_argument("--max-frames", type=int, default=None, help=argparse.SUPPRESS)
+    e.add_argument("--quiet", action="store_true", help="no per-clip progress on stderr")
     return ap
 
 
@@ -75,11 +87,21 @@ def convert(args) -> dict:
     }
 
 
+def evaluate(args) -> dict:
+    from .evaluate import run_eval
+
+    log = None if args.quiet else (lambda msg: print(f"lsmplify: {msg}", file=sys.stderr, flush=True))
+    return run_eval(data=args.data, layout=args.layout, noise_mm=args.noise_mm, model_path=args.model, out=args.out,
+                    clips=args.clips, optimize_frames=args.optimize_frames, max_frames=args.max_frames, log=log)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "convert":
             summary = convert(args)
+        elif args.command == "eval":
+            summary = evaluate(args)
         print(json.dumps(summary))
         return 0
     except LSMPLifyError as exc:
