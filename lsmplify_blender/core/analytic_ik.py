@@ -167,13 +167,28 @@ def solve_analytic(model: BodyModel, betas: torch.Tensor, targets: torch.Tensor,
         """Rest vectors (N,3) and local target vectors (T,N,3) with weights (T,N) for joint j."""
         rv, tv, w = [], [], []
         inv = frame_rot.transpose(-1, -2)
+        # Aim from the rebuilt joint (errors do not pile up) unless the rebuild has drifted far
+        # from the joint's own target compared with the bone - a rig whose proportions are not
+        # the model's (a longer torso puts the rebuilt neck above the captured head). Then the
+        # captured bone direction is the better aim. Exact or mildly noisy input is unaffected.
+        drift = (pos[j] - targets[:, j]).norm(dim=-1, keepdim=True)
+        seen = weight[:, j:j + 1] >= 0.45  # measured (completed torso joints carry 0.5 x trust)
+
+        def aim(point, length):
+            from_rebuilt = normalize(point - pos[j])
+            from_target = normalize(point - targets[:, j])
+            blend = torch.where(seen, ((drift / length.clamp_min(1e-6) - 0.5) / 0.5).clamp(0, 1),
+                                torch.zeros_like(drift))
+            d = normalize((1 - blend) * from_rebuilt + blend * from_target)
+            return (inv @ (d * (point - pos[j]).norm(dim=-1, keepdim=True))[..., None])[..., 0]
+
         for c in kids[j]:
             rv.append((rest[c] - rest[j]).expand(n, 3))
-            tv.append((inv @ (targets[:, c] - pos[j])[..., None])[..., 0])
+            tv.append(aim(targets[:, c], (rest[c] - rest[j]).norm()))
             w.append(weight[:, c])
         for li in lm_of[j]:
             rv.append((lm_rest[li] - rest[j]).expand(n, 3))
-            tv.append((inv @ (lm_t[:, li] - pos[j])[..., None])[..., 0])
+            tv.append(aim(lm_t[:, li], (lm_rest[li] - rest[j]).norm()))
             w.append(lm_w[:, li] * 0.5)  # landmarks ride on skin: trust them less than joints
         if not rv:
             return None
