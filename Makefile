@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   - solve the bundled CMU clip with the embedded open model, write out/
+#   make demo   - the bundled CMU clip through the Blender add-on (headless bpy): out/demo.blend,
+#                 out/demo_smpl.npz, out/preview/*.png
 #   make test   - run the whole test suite
 PYTHON ?= python3
 VENV := .venv
@@ -17,8 +18,7 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	mkdir -p out
-	$(PY) -m lsmplify_blender convert lsmplify_blender/core/data/demo/cmu_131_01.bvh --out out/demo_smpl.npz --solver network --refine 0
+	$(PY) tools/demo_blender.py --out out
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
