@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test venv clean bench smoke42
 
 venv: $(STAMP)
 
@@ -28,3 +28,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf out .pytest_cache
+
+# Blender 4.2 LTS smoke test in its own environment (.venv42)
+smoke42:
+	bash tools/smoke_bpy42.sh
