@@ -50,3 +50,29 @@ def smooth_pose(n: int, seed: int = 0, keys: int = 4, scale: float = 1.0) -> tor
     f = (t - i0)[:, None, None]
     f = f * f * (3 - 2 * f)  # smoothstep: no velocity jumps at the keys
     return axis_angle_to_matrix(key[i0] * (1 - f) + key[i0 + 1] * f).float()
+
+
+@pytest.fixture(scope="session")
+def linux_extension_build(tmp_path_factory):
+    """The linux-x64 extension zip built once per test run by build_addon.py: (dist dir, log).
+
+    Reuses the wheels in wheels/ when they are there (--no-download), else downloads them.
+    """
+    import subprocess
+
+    build_addon = pytest.importorskip("build_addon")
+    try:
+        build_addon.find_builder()
+    except SystemExit:
+        pytest.skip("bpy wheel (Blender's extension builder) not installed")
+    try:
+        build_addon.select_wheels("linux-x64", "3.11")
+        have_wheels = True
+    except SystemExit:
+        have_wheels = False
+    out = tmp_path_factory.mktemp("dist")
+    cmd = [sys.executable, str(ROOT / "build_addon.py"), "--platform", "linux-x64", "--python", "3.11",
+           "--out", str(out)] + (["--no-download"] if have_wheels else [])
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return out, proc.stdout + proc.stderr

@@ -79,31 +79,9 @@ print("RESULT " + json.dumps(out), flush=True)
 '''
 
 
-def _builder_or_skip():
-    try:
-        return build_addon.find_builder()
-    except SystemExit:
-        pytest.skip("bpy wheel (Blender's extension builder) not installed")
-
-
-def _have_linux_wheels() -> bool:
-    try:
-        build_addon.select_wheels("linux-x64", "3.11")
-        return True
-    except SystemExit:
-        return False
-
-
 @pytest.fixture(scope="module")
-def built_zip(tmp_path_factory):
-    _builder_or_skip()
-    out = tmp_path_factory.mktemp("dist")
-    cmd = [sys.executable, str(ROOT / "build_addon.py"), "--platform", "linux-x64",
-           "--python", "3.11", "--out", str(out)]
-    if _have_linux_wheels():
-        cmd.append("--no-download")
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+def built_zip(linux_extension_build):
+    out, _ = linux_extension_build
     (zip_path,) = sorted(out.glob("lsmplify_blender-*-linux_x64.zip"))
     return zip_path
 
