@@ -349,6 +349,46 @@ def test_refine_writes_a_new_action():
     assert s.result_fit_error_mm <= err0 + 1.0
 
 
+def test_model_with_pose_correctives_keys_them_on_solve_and_import(tmp_path):
+    from lsmplify_blender.blender import runtime
+    from lsmplify_blender.core.body_model import load_model_data
+    from lsmplify_blender.core.formats.amass import write_smpl_npz
+    d = load_model_data()
+    posedirs = (np.random.default_rng(7).normal(size=(d.num_vertices, 3, 207)) * 1e-3).astype(np.float32)
+    model_file = tmp_path / "SMPL_CORR.npz"
+    np.savez(model_file, v_template=d.v_template, shapedirs=d.shapedirs, posedirs=posedirs,
+             J_regressor=d.J_regressor, weights=d.weights,
+             kintree_table=np.stack([d.parents, np.arange(24)]).astype(np.int64), f=d.faces)
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    prefs.model_path = str(model_file)
+    runtime.clear_model_cache()
+    try:
+        import_bvh(create_empties=False)
+        settings().solver = "ANALYTIC"
+        set_range(1, 6)
+        assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+        mesh = next(c for c in rigs()[0].children if c.type == "MESH")
+        key = mesh.data.shape_keys
+        assert "Pose206" in key.key_blocks and key.animation_data.action is not None
+        first = key.animation_data.action
+        bpy.context.view_layer.objects.active = rigs()[0]
+        assert bpy.ops.lsmplify.refine(iterations=1) == {"FINISHED"}
+        assert key.animation_data.action != first and first.name in bpy.data.actions
+
+        poses = np.random.default_rng(1).normal(size=(4, 72)) * 0.2
+        motion = write_smpl_npz(tmp_path / "m.npz", poses, np.zeros(10), np.zeros((4, 3)), 30.0)
+        assert bpy.ops.lsmplify.import_smpl_npz(filepath=str(motion)) == {"FINISHED"}
+        rig = next(r for r in rigs() if r.name == "m")
+        mesh = next(c for c in rig.children if c.type == "MESH")
+        act = mesh.data.shape_keys.animation_data.action
+        from lsmplify_blender.blender.keyframes import action_fcurves
+        fcs = action_fcurves(act, getattr(mesh.data.shape_keys.animation_data, "action_slot", None))
+        assert len(fcs) == 207 and all(len(fc.keyframe_points) == 4 for fc in fcs)
+    finally:
+        prefs.model_path = ""
+        runtime.clear_model_cache()
+
+
 # ---------------------------------------------------------------------------- FBX, preview
 @pytest.mark.parametrize("preset", ["UNITY", "BLENDER"])
 def test_export_fbx(tmp_path, preset):

@@ -25,6 +25,7 @@ import torch
 from ..core.body_model import NUM_JOINTS, SMPL_JOINT_NAMES
 from ..core.errors import LSMPLifyError
 from ..core.rotations import matrix_to_quaternion, quaternion_to_matrix
+from .rig import NUM_POSE_KEYS, has_pose_keys, pose_key_names
 
 FIT_ERROR_PROP = "lsmplify_fit_error_mm"
 ROOT_BONE = SMPL_JOINT_NAMES[0]
@@ -67,9 +68,10 @@ def rotmats_to_continuous_quaternions(rotmats) -> np.ndarray:
 
 # ----------------------------------------------------------------- version-portable F-curves
 class _FCurveWriter:
-    """Creates F-curves on a new action for one object, however this Blender wants them."""
+    """Creates F-curves on a new action for one ID (an object, or a mesh's shape-key
+    datablock with ``id_type="KEY"``), however this Blender wants them."""
 
-    def __init__(self, action, obj):
+    def __init__(self, action, obj, id_type: str = "OBJECT"):
         self.action = action
         self.obj = obj
         self.slot = None
@@ -77,7 +79,7 @@ class _FCurveWriter:
         self._groups = {}
         if hasattr(action, "slots") and hasattr(action, "layers"):
             try:
-                self.slot = action.slots.new(id_type="OBJECT", name=obj.name)
+                self.slot = action.slots.new(id_type=id_type, name=obj.name)
                 layer = action.layers.new("Layer")
                 strip = layer.strips.new(type="KEYFRAME")
                 self._channelbag = strip.channelbag(self.slot, ensure=True)
@@ -211,6 +213,57 @@ def write_pose_action(armature_obj, rotmats, trans, frame_start: int = 1, name: 
         if ok.any():
             _write_keys(writer.new(_FIT_PATH, 0, _GROUP_FIT), frames[ok], fit[ok].astype(np.float32), linear)
     _protect_previous_action(armature_obj)
+    writer.assign()
+    return action
+
+
+def pose_feature_np(rotmats) -> np.ndarray:
+    """(T, 24, 3, 3) -> (T, 207): SMPL's pose-corrective input (R_j - I) for joints 1..23."""
+    r = _as_numpy(rotmats)
+    return (r[:, 1:] - np.eye(3)).reshape(r.shape[0], NUM_POSE_KEYS)
+
+
+def _pose_key_path(name: str) -> str:
+    return f'key_blocks["{name}"].value'
+
+
+def write_corrective_action(mesh_obj, rotmats, frame_start: int = 1, name: str = "LSMPLify_correctives"):
+    """Key the ``Pose000..Pose206`` shape keys of an SMPL mesh at SMPL's pose feature, as a NEW action.
+
+    The action goes on the mesh's shape-key datablock (``mesh_obj.data.shape_keys``), one
+    key per frame ``frame_start ..`` per corrective with linear interpolation (the feature
+    is linear in the rotation matrices, not in the interpolated quaternions, so between
+    frames the correctives are an approximation). A mesh without the corrective keys gets
+    nothing (returns None). An action already assigned is kept and never modified.
+    """
+    if not has_pose_keys(mesh_obj):
+        return None
+    r = _as_numpy(rotmats)
+    if r.ndim != 4 or r.shape[1:] != (NUM_JOINTS, 3, 3):
+        raise LSMPLifyError(f"Rotations must have shape (T, 24, 3, 3); got {r.shape}.")
+    if r.shape[0] == 0:
+        raise LSMPLifyError("There are no frames to key.")
+    if not np.isfinite(r).all():
+        raise LSMPLifyError("The motion contains NaN or infinite values; nothing was keyed.")
+    key = mesh_obj.data.shape_keys
+    anim = key.animation_data
+    if anim is not None and anim.use_tweak_mode:
+        raise LSMPLifyError(f"The shape keys of '{mesh_obj.name}' are in NLA tweak mode; leave it first.")
+    T = r.shape[0]
+    feats = pose_feature_np(r).astype(np.float32)  # (T, 207)
+    frames = (float(frame_start) + np.arange(T, dtype=np.float64)).astype(np.float32)
+    linear = _enum_value(bpy.types.Keyframe, "interpolation", "LINEAR")
+
+    action = bpy.data.actions.new(name)
+    action.use_fake_user = True
+    if "id_root" in action.bl_rna.properties:
+        action.id_root = "KEY"
+    action["lsmplify_frame_start"] = int(frame_start)
+    action["lsmplify_frames"] = int(T)
+    writer = _FCurveWriter(action, key, id_type="KEY")
+    for k, kname in enumerate(pose_key_names()):
+        _write_keys(writer.new(_pose_key_path(kname), 0, "Pose correctives"), frames, feats[:, k], linear)
+    _protect_previous_action(key)
     writer.assign()
     return action
 

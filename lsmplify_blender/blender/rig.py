@@ -11,7 +11,9 @@ The change of axes is baked into the coordinates (joints and vertices are stored
 so the armature object keeps an identity transform: users can move it, apply transforms
 or export it like any other rig. Shape is ``Shape000..`` shape keys valued at the betas
 (Blender's shape-key sliders are limited to [-10, 10]); the bone heads are placed at the
-rest joints of those betas.
+rest joints of those betas. A model with pose correctives (``posedirs``) also gets
+``Pose000..Pose206`` shape keys, keyed per frame at SMPL's pose feature by
+``keyframes.write_corrective_action``.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from ..core.errors import LSMPLifyError
 
 BONE_TAIL_OFFSET = (0.0, 0.0, 0.1)  # Blender coordinates: SMPL's +Y, 10 cm
 SHAPE_KEY_FORMAT = "Shape{:03d}"
+POSE_KEY_FORMAT = "Pose{:03d}"  # pose-corrective keys, valued per frame at SMPL's pose feature
+NUM_POSE_KEYS = 207  # (R_j - I) flattened for the 23 non-root joints
 SHAPE_KEY_LIMIT = 10.0  # Blender's hard limit on shape-key slider ranges
 RIG_TAG = "lsmplify_rig"
 MESH_TAG = "lsmplify_mesh"
@@ -185,6 +189,41 @@ def _add_shape_keys(mesh_obj, basis_blender: np.ndarray, shapedirs: np.ndarray, 
     mesh_obj.data.shape_keys.use_relative = True
 
 
+def _add_pose_keys(mesh_obj, basis_blender: np.ndarray, posedirs: np.ndarray) -> None:
+    """``Pose000..Pose206``: offsets ``posedirs[:, :, k]`` from the basis, valued 0 (the rest pose).
+
+    SMPL adds ``posedirs @ pose_feature(R)`` to the rest mesh before skinning; relative shape
+    keys are likewise added before the armature modifier, so keying their values at the pose
+    feature (``keyframes.write_corrective_action``) reproduces SMPL's correctives exactly.
+    """
+    for k in range(NUM_POSE_KEYS):
+        key = mesh_obj.shape_key_add(name=POSE_KEY_FORMAT.format(k), from_mix=False)
+        co = basis_blender + smpl_to_blender(posedirs[:, :, k])
+        key.data.foreach_set("co", co.astype(np.float32).ravel())
+        key.slider_min = -SHAPE_KEY_LIMIT
+        key.slider_max = SHAPE_KEY_LIMIT
+        key.value = 0.0
+
+
+def pose_key_names() -> list[str]:
+    return [POSE_KEY_FORMAT.format(k) for k in range(NUM_POSE_KEYS)]
+
+
+def has_pose_keys(mesh_obj) -> bool:
+    """Whether ``mesh_obj`` is a mesh carrying all of the ``Pose000..Pose206`` corrective keys."""
+    if mesh_obj is None or mesh_obj.type != "MESH" or mesh_obj.data.shape_keys is None:
+        return False
+    blocks = mesh_obj.data.shape_keys.key_blocks
+    return all(n in blocks for n in pose_key_names())
+
+
+def corrective_meshes(rig_obj) -> list:
+    """The rig's child meshes that carry pose-corrective shape keys."""
+    if rig_obj is None:
+        return []
+    return [c for c in rig_obj.children if has_pose_keys(c)]
+
+
 def build_smpl_rig(context_or_scene, model_data: ModelData, betas, name: str = "SMPL", collection=None):
     """Create a NEW SMPL armature and its skinned mesh child; returns ``(armature_obj, mesh_obj)``.
 
@@ -220,12 +259,11 @@ def build_smpl_rig(context_or_scene, model_data: ModelData, betas, name: str = "
     mesh_obj.matrix_parent_inverse.identity()
     _add_vertex_groups(mesh_obj, model_data.weights)
     _add_shape_keys(mesh_obj, basis, model_data.shapedirs[:, :, :nb].astype(np.float64), b)
+    if model_data.posedirs is not None:
+        _add_pose_keys(mesh_obj, basis, model_data.posedirs.astype(np.float64))
     mod = mesh_obj.modifiers.new(name="Armature", type="ARMATURE")
     mod.object = arm_obj
     mod.use_vertex_groups = True
     mod.use_bone_envelopes = False
     mesh_obj[MESH_TAG] = 1
-    if model_data.posedirs is not None:
-        # Pose correctives are not previewed (yet): the mesh then differs from smplx's by them.
-        mesh_obj["lsmplify_note"] = "pose-corrective blend shapes are not applied in this preview"
     return arm_obj, mesh_obj

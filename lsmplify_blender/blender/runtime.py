@@ -311,17 +311,20 @@ def apply_solution(context, settings, solution, prepared, start_frame: int, mode
 
 def write_motion(context, model, rotmats, trans, betas, start_frame: int, fit_error_mm=None, target_rig=None,
                  name: str = "SMPL", action_name: str = "LSMPLify", tags=None):
-    """A new rig + action (or a new action on ``target_rig``); all or nothing."""
-    from .keyframes import write_pose_action
-    from .rig import build_smpl_rig
+    """A new rig + action (or a new action on ``target_rig``); all or nothing.
+
+    Where the rig's mesh carries pose-corrective shape keys (a model with ``posedirs``),
+    they get a new action of their own on the mesh's shape-key datablock.
+    """
+    from .keyframes import write_corrective_action, write_pose_action
+    from .rig import build_smpl_rig, corrective_meshes
 
     made = []
     prev = None
+    prev_keys = []  # (shape-key datablock, its animation state) of the target rig's meshes
     if target_rig is not None:
-        anim = target_rig.animation_data
-        prev_action = anim.action if anim is not None else None
-        prev = (anim is not None, prev_action, getattr(anim, "action_slot", None) if anim else None,
-                prev_action.use_fake_user if prev_action is not None else None)
+        prev = _action_state(target_rig)
+        prev_keys = [(m.data.shape_keys, _action_state(m.data.shape_keys)) for m in corrective_meshes(target_rig)]
     try:
         if target_rig is None:
             rig_obj, mesh_obj = build_smpl_rig(context, model.data, betas, name=name)
@@ -334,12 +337,27 @@ def write_motion(context, model, rotmats, trans, betas, start_frame: int, fit_er
         made.append(action)
         for k, v in (tags or {}).items():
             action[k] = v
+        for mesh_obj in corrective_meshes(rig_obj):
+            corr = write_corrective_action(mesh_obj, rotmats, frame_start=start_frame,
+                                           name=f"{action_name}_correctives")
+            if corr is not None:
+                made.append(corr)
     except BaseException:
         if target_rig is not None:
             _restore_action(target_rig, prev)
+            for key, state in prev_keys:
+                _restore_action(key, state)
         remove_ids(made)
         raise
     return rig_obj, action
+
+
+def _action_state(idb):
+    """What ``_restore_action`` needs to give ``idb`` (an object or a shape-key datablock) its action back."""
+    anim = idb.animation_data
+    prev_action = anim.action if anim is not None else None
+    return (anim is not None, prev_action, getattr(anim, "action_slot", None) if anim else None,
+            prev_action.use_fake_user if prev_action is not None else None)
 
 
 def _restore_action(rig_obj, prev) -> None:
