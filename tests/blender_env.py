@@ -38,3 +38,35 @@ def reset_scene():
     bpy = import_bpy()
     bpy.ops.wm.read_homefile(use_empty=True)
     return bpy.context.scene
+
+
+def evaluated_vertices_smpl(mesh_obj):
+    """The deformed mesh at the current frame, back in SMPL's Y-up metres (float64)."""
+    import numpy as np
+
+    from lsmplify_blender.blender import rig
+
+    bpy = import_bpy()
+    ev = mesh_obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    mesh = ev.to_mesh()
+    try:
+        co = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
+        mesh.vertices.foreach_get("co", co)
+    finally:
+        ev.to_mesh_clear()
+    mw = np.array(mesh_obj.matrix_world, dtype=np.float64)
+    return rig.blender_to_smpl(co.reshape(-1, 3).astype(np.float64) @ mw[:3, :3].T + mw[:3, 3])
+
+
+def fcurve_keys(action, slot=None) -> dict:
+    """{(data_path, array_index): (K, 2) keyframe coordinates} of an action (bulk read)."""
+    import numpy as np
+
+    from lsmplify_blender.blender.keyframes import action_fcurves
+
+    out = {}
+    for fc in action_fcurves(action, slot):
+        co = np.empty(2 * len(fc.keyframe_points), dtype=np.float32)
+        fc.keyframe_points.foreach_get("co", co)
+        out[(fc.data_path, fc.array_index)] = co.reshape(-1, 2)
+    return out

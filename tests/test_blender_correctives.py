@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from blender_env import import_bpy, reset_scene
+from blender_env import evaluated_vertices_smpl, fcurve_keys, import_bpy, reset_scene
 
 bpy = import_bpy()
 if bpy is None:
@@ -48,30 +48,12 @@ def corrective64(corrective_data):
     return BodyModel(corrective_data, dtype=torch.float64)
 
 
-def evaluated_vertices_smpl(mesh_obj) -> np.ndarray:
-    depsgraph = bpy.context.evaluated_depsgraph_get()
-    ev = mesh_obj.evaluated_get(depsgraph)
-    mesh = ev.to_mesh()
-    try:
-        co = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
-        mesh.vertices.foreach_get("co", co)
-    finally:
-        ev.to_mesh_clear()
-    mw = np.array(mesh_obj.matrix_world, dtype=np.float64)
-    return rig.blender_to_smpl(co.reshape(-1, 3).astype(np.float64) @ mw[:3, :3].T + mw[:3, 3])
-
-
 def key_fcurves(mesh_obj, action=None) -> dict:
     key = mesh_obj.data.shape_keys
     anim = key.animation_data
     action = action or anim.action
     slot = getattr(anim, "action_slot", None) if anim.action == action else None
-    out = {}
-    for fc in keyframes.action_fcurves(action, slot):
-        co = np.empty(2 * len(fc.keyframe_points), dtype=np.float32)
-        fc.keyframe_points.foreach_get("co", co)
-        out[fc.data_path] = co.reshape(-1, 2)
-    return out
+    return {path: co for (path, _), co in fcurve_keys(action, slot).items()}
 
 
 def test_pose_keys_are_posedirs_in_blender_axes(corrective_data):

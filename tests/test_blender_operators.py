@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from blender_env import ROOT, import_bpy, reset_scene
+from blender_env import fcurve_keys, ROOT, import_bpy, reset_scene
 
 bpy = import_bpy()
 if bpy is None:
@@ -55,15 +55,9 @@ def rigs():
     return [o for o in bpy.data.objects if o.type == "ARMATURE" and o.get("lsmplify_rig")]
 
 
-def fcurve_keys(obj):
-    from lsmplify_blender.blender.keyframes import action_fcurves
+def object_fcurve_keys(obj):
     anim = obj.animation_data
-    out = {}
-    for fc in action_fcurves(anim.action, getattr(anim, "action_slot", None)):
-        co = np.empty(2 * len(fc.keyframe_points), dtype=np.float32)
-        fc.keyframe_points.foreach_get("co", co)
-        out[(fc.data_path, fc.array_index)] = co.reshape(-1, 2)
-    return out
+    return fcurve_keys(anim.action, getattr(anim, "action_slot", None))
 
 
 def import_bvh(create_empties=True, path=BVH):
@@ -149,7 +143,7 @@ def test_import_with_empties_then_solve_file():
     empties = list(s.empties_collection.objects)
     assert len(empties) >= 15 and all(o.type == "EMPTY" for o in empties)
     e = next(o for o in empties if o.name == "lfemur")
-    assert len(fcurve_keys(e)[("location", 0)]) == 200
+    assert len(object_fcurve_keys(e)[("location", 0)]) == 200
     sc.frame_set(1)
     z_low = e.matrix_world.translation.z
     head = next(o for o in empties if o.name == "head")
@@ -160,7 +154,7 @@ def test_import_with_empties_then_solve_file():
     (rig,) = rigs()
     meshes = [c for c in rig.children if c.type == "MESH"]
     assert len(meshes) == 1 and len(meshes[0].data.shape_keys.key_blocks) == 11
-    keys = fcurve_keys(rig)
+    keys = object_fcurve_keys(rig)
     assert len(keys[('pose.bones["left_knee"].rotation_quaternion', 0)]) == 200
     fit = keys[('["lsmplify_fit_error_mm"]', 0)]
     assert len(fit) == 200 and fit[:, 1].std() > 0
@@ -186,7 +180,7 @@ def test_solve_from_selected_empties():
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
     assert s.detected_layout.startswith("CMU") and s.detected_up == "Z" and s.detected_frames == "40"
     rig = rigs()[-1]
-    assert len(fcurve_keys(rig)[('pose.bones["pelvis"].location', 0)]) == 40
+    assert len(object_fcurve_keys(rig)[('pose.bones["pelvis"].location', 0)]) == 40
     # the same motion through the empties: the same fit, up to float32 keys
     assert abs(s.result_fit_error_mm - file_err) < 2.0
 
@@ -203,7 +197,7 @@ def test_solve_from_imported_bvh_armature():
     # raw BVH scale (CMU units) in the scene: units detected from bone lengths
     assert s.detected_layout.startswith("CMU") and s.detected_units == "cmu" and s.detected_frames == "30"
     rig = rigs()[-1]
-    assert len(fcurve_keys(rig)[('pose.bones["pelvis"].rotation_quaternion', 0)]) == 30
+    assert len(object_fcurve_keys(rig)[('pose.bones["pelvis"].rotation_quaternion', 0)]) == 30
     assert s.result_fit_error_mm < 100
 
 
@@ -217,7 +211,7 @@ def test_solve_twice_keeps_the_first():
     r1, r2 = rigs()
     a1, a2 = r1.animation_data.action, r2.animation_data.action
     assert a1 != a2 and len(bpy.data.actions) == 2
-    keys1 = fcurve_keys(r1)
+    keys1 = object_fcurve_keys(r1)
     # a third solve onto the first rig: a new action there, the old one kept untouched
     s.target_rig = r1
     set_range(5, 24)
@@ -228,7 +222,7 @@ def test_solve_twice_keeps_the_first():
     from lsmplify_blender.blender.keyframes import action_fcurves
     after = {(fc.data_path, fc.array_index): len(fc.keyframe_points) for fc in action_fcurves(a1)}
     assert after == {k: len(v) for k, v in keys1.items()}
-    assert fcurve_keys(r1)[('pose.bones["pelvis"].location', 0)][0, 0] == 5
+    assert object_fcurve_keys(r1)[('pose.bones["pelvis"].location', 0)][0, 0] == 5
 
 
 # ---------------------------------------------------------------------------- failures
@@ -326,7 +320,7 @@ def test_export_npz_round_trip_and_import(tmp_path):
     new = [r for r in rigs() if r != rig]
     assert len(new) == 1 and new[0].name == "motion"
     assert (bpy.context.scene.frame_start, bpy.context.scene.frame_end) == (1, 28)
-    assert len(fcurve_keys(new[0])[('pose.bones["pelvis"].location', 2)]) == 28
+    assert len(object_fcurve_keys(new[0])[('pose.bones["pelvis"].location', 2)]) == 28
     mesh = next(c for c in new[0].children if c.type == "MESH")
     assert np.allclose([k.value for k in mesh.data.shape_keys.key_blocks[1:]], data["betas"], atol=1e-5)
     with pytest.raises(RuntimeError, match="not found"):

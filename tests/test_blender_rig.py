@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from blender_env import import_bpy, reset_scene
+from blender_env import evaluated_vertices_smpl, fcurve_keys, import_bpy, reset_scene
 
 bpy = import_bpy()
 if bpy is None:
@@ -28,30 +28,6 @@ def model64(model_data):
 
 def random_betas(seed: int, scale: float = 1.5) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=10) * scale
-
-
-def evaluated_vertices_smpl(mesh_obj) -> np.ndarray:
-    """The deformed mesh at the current frame, back in SMPL's Y-up metres (float64)."""
-    depsgraph = bpy.context.evaluated_depsgraph_get()
-    ev = mesh_obj.evaluated_get(depsgraph)
-    mesh = ev.to_mesh()
-    try:
-        co = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
-        mesh.vertices.foreach_get("co", co)
-    finally:
-        ev.to_mesh_clear()
-    mw = np.array(mesh_obj.matrix_world, dtype=np.float64)
-    world = co.reshape(-1, 3).astype(np.float64) @ mw[:3, :3].T + mw[:3, 3]
-    return rig.blender_to_smpl(world)
-
-
-def fcurve_keys(action, slot=None) -> dict:
-    out = {}
-    for fc in keyframes.action_fcurves(action, slot):
-        co = np.empty(2 * len(fc.keyframe_points), dtype=np.float32)
-        fc.keyframe_points.foreach_get("co", co)
-        out[(fc.data_path, fc.array_index)] = co.reshape(-1, 2)
-    return out
 
 
 # ------------------------------------------------------------------------------ axes
