@@ -79,7 +79,8 @@ def _swing_only(prep, model):
     """Analytic IK without hinge twist and without landmarks (the plain swing solution)."""
     from .analytic_ik import solve_analytic
     from .shape_inverse import fit_betas_auto, observed_lengths
-    from .solver import cpu_threads, fit_error_mm
+    from .device import cpu_threads
+    from .solver import fit_error_mm
 
     with cpu_threads(model.device):
         t0 = time.perf_counter()
@@ -123,7 +124,8 @@ def _solve_methods(prep, model, optimize_frames: int):
 
 def _pairwise(model, net, prep, rot_t, betas_t, s):
     """Network step from the ground truth s frames earlier (ground-truth betas), re-aimed."""
-    from .network.infer import _threads, network_step
+    from .device import torch_threads
+    from .network.infer import network_step
 
     targets, weight = prep.smpl_targets()
     kp = torch.as_tensor(np.nan_to_num(targets), dtype=torch.float32)
@@ -131,7 +133,7 @@ def _pairwise(model, net, prep, rot_t, betas_t, s):
     rest = model.rest_joints(betas_t).to(torch.float32)[:1]
     b = model._betas(betas_t)[:1].to(torch.float32)
     rot0 = rot_t.to(torch.float32)
-    with torch.no_grad(), _threads(1):
+    with torch.no_grad(), torch_threads(1):
         t0 = time.perf_counter()
         r, tr, _ = network_step(net, rest, b, rot0[:-s], kp[:-s], kp[s:], m[:-s], m[s:], refit=True)
         sec = time.perf_counter() - t0

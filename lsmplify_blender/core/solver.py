@@ -10,8 +10,6 @@ Solvers:
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -20,6 +18,7 @@ import torch
 
 from .analytic_ik import solve_analytic
 from .body_model import BodyModel
+from .device import cpu_threads
 from .errors import LSMPLifyError
 from .prepare import PreparedKeypoints
 from .rotations import matrix_to_axis_angle
@@ -54,25 +53,6 @@ def fit_error_mm(model: BodyModel, prepared: PreparedKeypoints, rotmats, betas, 
     d = np.linalg.norm(np.nan_to_num(gen) - prepared.positions, axis=-1)
     counts = w.sum(-1)
     return np.where(counts > 0, (d * w).sum(-1) / np.maximum(counts, 1), np.nan) * 1000.0
-
-
-@contextlib.contextmanager
-def cpu_threads(device: torch.device):
-    """One intra-op thread for the solve on CPU (LSMPLIFY_THREADS overrides).
-
-    The solvers work on many small per-joint tensors; on a busy 2-core machine torch's
-    thread pool spends far longer synchronising than computing (measured: a 256-frame
-    refinement took 0.11 s on one thread and 8.3 s on two while other work ran).
-    """
-    if device.type != "cpu":
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(os.environ.get("LSMPLIFY_THREADS", "1"))))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def solve(prepared: PreparedKeypoints, model: BodyModel, solver: str = "analytic", refine: int = 0,

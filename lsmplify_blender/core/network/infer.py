@@ -11,7 +11,6 @@ re-anchors a chunk (analytic + plug-in pass) where the network has drifted.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 
 from ..analytic_ik import solve_analytic
 from ..body_model import BodyModel
+from ..device import torch_threads
 from .kinematics import fk, reaim
 from .model import ResidualIKNet, build_features, compose, load_network
 
@@ -30,18 +30,6 @@ def default_network(device="cpu") -> ResidualIKNet:
     if key not in _CACHE:
         _CACHE[key] = load_network(device=device)
     return _CACHE[key]
-
-
-@contextlib.contextmanager
-def _threads(n):
-    """Small per-step batches run fastest single-threaded (and do not fight other work)."""
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @dataclass
@@ -101,7 +89,7 @@ def solve_network(prepared, model: BodyModel, betas, net=None, chunk: int = 16, 
     targets, weight = prepared.smpl_targets()
     lm_names, lm_t, lm_w = prepared.landmark_targets()
     betas = model._betas(betas)[:1]
-    with _threads(threads):
+    with torch_threads(threads):
         ana = solve_analytic(model, betas, targets, weight, lm_names, lm_t, lm_w)
     dev = torch.device(device) if device is not None else model.device
     return solve_network_from(model, betas, torch.as_tensor(np.nan_to_num(targets), dtype=torch.float32),
@@ -115,7 +103,7 @@ def solve_network_from(model, betas, targets, weight, rot_analytic, joints_analy
                        device="cpu", guard_mm: float = 15.0, anchor_passes: int = 1, threads: int | None = 1,
                        refit: bool = True):
     """The sequential solve given the analytic solution (T, 24, 3, 3) and its joints (T, 24, 3)."""
-    with _threads(threads):
+    with torch_threads(threads):
         return _solve_from(model, betas, targets, weight, rot_analytic, joints_analytic, net, chunk, device,
                            guard_mm, anchor_passes, refit)
 
