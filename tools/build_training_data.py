@@ -1,10 +1,14 @@
-"""Retarget CMU mocap onto SMPL by rotation transfer and cache the pose sequences.
+"""Retarget real mocap onto SMPL by rotation transfer and cache the pose sequences.
 
-Writes <out>/cmu_smpl_{train,test}.npz: local rotations as 6D (N, 24, 6) float32 at 120 fps,
-pelvis positions (N, 3) metres (scaled to the open model's leg length), clip boundaries and
-names. Train clips are also mirrored left/right (as extra clips); test clips are not, and
-never enter training. Prints a tracking check: angle between each retargeted SMPL limb bone
-and the CMU bone it copies (should be ~0), and joint-position error after scaling.
+Train: cmu_subset/train, every cmu_raw ASF/AMC take (01_01, 11_01, and the eight AMC takes
+without their own ASF, driven by 01.asf), the cmu_raw BVH takes 131_01..03 (01_01.bvh is the
+same take as 01_01.amc and is skipped) and the 15 DeepMimic clips. Test: cmu_subset/test only.
+Writes <out>/cmu_smpl_{train,test}.npz: local rotations as 6D (N, 24, 6) float32 at 120 fps
+(other rates are resampled by slerp), pelvis positions (N, 3) metres (scaled to the open
+model's leg length), clip boundaries and names. Train clips are also mirrored left/right (as
+extra clips); test clips are not, and never enter training. Prints a tracking check per
+source: the largest angle between a retargeted SMPL limb bone and the bone it copies
+(should be ~0), and for cmu_subset the joint-position error after scaling.
 
 Usage: PYTHONPATH=. python tools/build_training_data.py [--out out/network]
 """
@@ -25,9 +29,24 @@ from lsmplify_blender.core.body_model import SMPL_JOINT_NAMES, SMPL_PARENTS, Bod
 from lsmplify_blender.core.formats.cmu_subset import cmu_subset_forward_kinematics, read_cmu_skeleton  # noqa: E402
 from lsmplify_blender.core.network.retarget import (CMU_UNIT_M, SMPL_POS_CMU, mirror_motion,  # noqa: E402
                                                     read_cmu_rows, retarget_cmu)
+from lsmplify_blender.core.network.sources import (load_amc, load_bvh, load_deepmimic, resample,  # noqa: E402
+                                                    retarget_source, tracking_error_deg)
 from lsmplify_blender.core.rotations import matrix_to_rotation_6d  # noqa: E402
 
 MOCAP = ROOT.parent / "shared" / "data" / "mocap" / "cmu_subset"
+RAW = MOCAP.parent / "cmu_raw"
+DEEPMIMIC = MOCAP.parent / "deepmimic"
+
+
+def extra_sources():
+    """Loaders of the extra training takes (cmu_raw and DeepMimic), in a fixed order."""
+    out = [lambda: load_amc(RAW / "01_01.amc", RAW / "01.asf"), lambda: load_amc(RAW / "11_01.amc", RAW / "11.asf")]
+    out += [lambda f=f: load_amc(f, RAW / "01.asf") for f in sorted((RAW / "amc_without_own_asf").glob("*.amc"))]
+    out += [lambda f=f: load_bvh(f) for f in sorted(RAW.glob("131_*.bvh"))]
+    character = DEEPMIMIC / "humanoid3d_character.txt"
+    out += [lambda f=f: load_deepmimic(f, character)
+            for f in sorted(DEEPMIMIC.glob("humanoid3d_*.txt")) if f != character]
+    return out
 
 
 def tracking_check(model, rot, pelvis, data, names, parents, offsets):
@@ -66,6 +85,20 @@ def build(split: str, model, mirror: bool):
             pels.append(pp)
             starts.append(starts[-1] + rr.shape[0])
             clip_names.append(f"{f.parent.name}/{f.stem}" + ("_mirror" if k else ""))
+    if split == "train":
+        for load in extra_sources():
+            src = load()
+            r, p = retarget_source(src, rest)
+            track = tracking_error_deg(src, r, model.joints(torch.as_tensor(r), torch.zeros(10)).numpy())
+            r, p = resample(r, p, src.fps, 120.0)
+            print(f"  {src.name}: {src.glob.shape[0]} frames at {src.fps:.4g} fps -> {r.shape[0]} at 120; "
+                  f"max limb-direction error {track:.3f} deg")
+            checks.append((track, np.nan))
+            for k, (rr, pp) in enumerate([(r, p), mirror_motion(r, p)]):
+                rots.append(matrix_to_rotation_6d(torch.as_tensor(rr)).numpy())
+                pels.append(pp)
+                starts.append(starts[-1] + rr.shape[0])
+                clip_names.append(src.name + ("_mirror" if k else ""))
     return dict(rot6d=np.concatenate(rots).astype(np.float32), pelvis=np.concatenate(pels).astype(np.float32),
                 starts=np.asarray(starts), names=np.asarray(clip_names), fps=np.float32(120.0)), np.asarray(checks)
 
@@ -84,7 +117,7 @@ def main():
         np.savez_compressed(out / f"cmu_smpl_{split}.npz", **arrays)
         print(f"{split}: {len(arrays['names'])} clips, {arrays['rot6d'].shape[0]} frames at 120 fps, "
               f"{time.perf_counter() - t0:.1f} s; tracking check: max limb-direction error "
-              f"{checks[:, 0].max():.3f} deg, joint error after scale {checks[:, 1].mean():.1f} mm "
+              f"{checks[:, 0].max():.3f} deg, joint error after scale {np.nanmean(checks[:, 1]):.1f} mm "
               f"(proportions differ: CMU vs open model)")
 
 

@@ -204,6 +204,12 @@ _CMU_DIALECTS = {
 }
 
 
+def cmu_node_names(names) -> dict[str, str]:
+    """Map the joint names of a CMU-derived skeleton (any known dialect) to CMU ASF node names."""
+    table = _CMU_DIALECTS.get(_cmu_dialect(names)) or {normalize_name(a): k for a, k in _CMU_CGSPEED}
+    return {n: table[normalize_name(n)] for n in names if normalize_name(n) in table}
+
+
 def _cmu_dialect(names) -> str | None:
     norm = {normalize_name(n) for n in names}
     if any(str(n).lower().startswith("mixamorig") for n in names):

@@ -426,9 +426,13 @@ def joint_order(skel: AsfSkeleton) -> list[tuple[str, str | None]]:
     return out
 
 
-def acclaim_forward_kinematics(skel: AsfSkeleton, motion: AmcMotion,
-                               notes: list[str] | None = None) -> tuple[list[str], np.ndarray]:
-    """Joint names and world positions (T, J, 3) in ASF length units."""
+def acclaim_forward_kinematics(skel: AsfSkeleton, motion: AmcMotion, notes: list[str] | None = None,
+                               rotations: bool = False):
+    """Joint names and world positions (T, J, 3) in ASF length units.
+
+    With ``rotations=True`` also the world rotation (T, J, 3, 3) of the bone starting at each
+    joint, relative to the ASF rest pose (identity at rest; '<leaf>_end' carries its leaf's),
+    as a third value."""
     T = motion.frames.shape[0]
     deg = motion.degrees if motion.degrees is not None else skel.angle_deg
     to_rad = np.pi / 180.0 if deg else 1.0
@@ -487,7 +491,10 @@ def acclaim_forward_kinematics(skel: AsfSkeleton, motion: AmcMotion,
             cols.append(starts[bone_name])
         else:
             cols.append(ends[bone_name])
-    return names, np.stack(cols, axis=1)
+    if not rotations:
+        return names, np.stack(cols, axis=1)
+    rot = [R_root if b is None else rots[b] for _, b in joint_order(skel)]
+    return names, np.stack(cols, axis=1), np.stack([np.broadcast_to(r, (T, 3, 3)) for r in rot], axis=1)
 
 
 def _partial_rot(ang: np.ndarray, axes: list[str]) -> np.ndarray:

@@ -211,8 +211,11 @@ def parse_bvh(text: str, where: str = "BVH") -> BvhData:
 # forward kinematics
 
 
-def bvh_forward_kinematics(data: BvhData, notes: list[str] | None = None) -> np.ndarray:
-    """World positions (T, N, 3) of every node (End Sites included), all frames at once."""
+def bvh_forward_kinematics(data: BvhData, notes: list[str] | None = None, rotations: bool = False):
+    """World positions (T, N, 3) of every node (End Sites included), all frames at once.
+
+    With ``rotations=True`` also the world rotation of every node (T, N, 3, 3), relative to
+    the rest pose the OFFSETs describe (identity at rest), as a second value."""
     motion = data.motion
     T = motion.shape[0]
     N = len(data.nodes)
@@ -255,7 +258,7 @@ def bvh_forward_kinematics(data: BvhData, notes: list[str] | None = None) -> np.
     if replaced and notes is not None:
         notes.append(f"position channels of {len(replaced)} non-root joint(s) equal their OFFSET; "
                      f"taken as the whole local translation.")
-    return pos
+    return (pos, rot) if rotations else pos
 
 
 def read_bvh(path) -> KeypointSequence:

@@ -41,7 +41,7 @@ MIRROR = [SMPL_JOINT_NAMES.index(n.replace("left", "@").replace("right", "left")
           for n in SMPL_JOINT_NAMES]
 
 
-def _swing(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def swing_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a)
     b = b / np.linalg.norm(b)
     v = np.cross(a, b)
@@ -82,7 +82,7 @@ def calibration(names, parents, offsets, smpl_rest: np.ndarray) -> np.ndarray:
         d_s = smpl_rest[c] - smpl_rest[j]
         d_c = cmu_rest[idx[SMPL_TO_CMU[SMPL_JOINT_NAMES[c]]]] - cmu_rest[idx[SMPL_TO_CMU[name]]]
         if np.linalg.norm(d_c) > 1e-6 and np.linalg.norm(d_s) > 1e-6:
-            cal[j] = _swing(d_s, d_c)
+            cal[j] = swing_between(d_s, d_c)
     return cal
 
 

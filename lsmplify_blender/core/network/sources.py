@@ -1,0 +1,199 @@
+"""Real-motion sources for training data beyond cmu_subset: CMU ASF/AMC, CMU BVH, DeepMimic.
+
+Each loader returns a :class:`SourceMotion`: world rotations of every source node relative to
+its rest pose (identity at rest), the rest positions of the nodes, and the root path, all in
+SMPL's world convention (Y up, facing +Z, +X = the subject's left). ``retarget_source`` then
+transfers the rotations onto SMPL's tree with the same rest calibration as the cmu_subset
+clips (see ``retarget.py``), so the twist of every bone comes from the capture.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.transform import Rotation, Slerp
+
+from ..body_model import SMPL_JOINT_NAMES, SMPL_PARENTS
+from ..errors import InputError
+from ..formats.acclaim import acclaim_forward_kinematics, parse_amc, read_asf
+from ..formats.bvh import bvh_forward_kinematics, parse_bvh
+from ..formats._common import read_text
+from ..layouts import cmu_node_names
+from .retarget import SMPL_POS_CMU, SMPL_TO_CMU, swing_between
+
+KIDS = [[c for c in range(24) if SMPL_PARENTS[c] == j] for j in range(24)]
+
+
+@dataclass
+class SourceMotion:
+    name: str
+    glob: np.ndarray  # (T, N, 3, 3) world rotation of each node relative to its rest pose
+    rest: np.ndarray  # (N, 3) rest positions of the nodes (any unit)
+    root: np.ndarray  # (T, 3) root positions (same unit)
+    pos: np.ndarray  # (T, N, 3) world positions of the nodes (same unit), for the tracking check
+    names: list[str]
+    fps: float
+    drive: dict[str, str] = field(default_factory=lambda: dict(SMPL_TO_CMU))  # SMPL joint -> node
+    at: dict[str, str] = field(default_factory=lambda: dict(SMPL_POS_CMU))  # node AT the SMPL joint
+    no_calibration: tuple[str, ...] = ()  # SMPL joints whose bone has no source counterpart
+    spread: tuple[tuple[str, ...], ...] = ()  # chains whose summed local rotation is shared out
+
+
+def load_amc(amc, asf) -> SourceMotion:
+    """CMU ASF/AMC (bone names as in cmu_subset; joints are bone start points)."""
+    skel = read_asf(asf)
+    motion = parse_amc(read_text(amc, "AMC"), skel, Path(amc).name)
+    names, pos, rot = acclaim_forward_kinematics(skel, motion, rotations=True)
+    rest_motion = parse_amc(read_text(amc, "AMC"), skel, Path(amc).name)
+    for v in rest_motion.values.values():
+        v[:] = 0.0
+    _, rest, _ = acclaim_forward_kinematics(skel, rest_motion, rotations=True)
+    return SourceMotion(Path(amc).stem, rot, rest[0] - rest[0, 0], pos[:, 0], pos, names, 120.0)
+
+
+def load_bvh(path) -> SourceMotion:
+    """A CMU-derived BVH in any of the dialects ``layouts`` knows, renamed to CMU node names."""
+    data = parse_bvh(read_text(path, "BVH"), Path(path).name)
+    pos, rot = bvh_forward_kinematics(data, rotations=True)
+    raw = [n.name for n in data.nodes]
+    names = [cmu_node_names(raw).get(n, n) for n in raw]
+    missing = sorted({SMPL_TO_CMU[j] for j in SMPL_JOINT_NAMES} - set(names))
+    if missing:
+        raise InputError(f"{Path(path).name}: no CMU node for {missing}; only CMU-skeleton BVH files "
+                         f"can be retargeted by rotation transfer.")
+    rest = np.zeros((len(data.nodes), 3))
+    for i, node in enumerate(data.nodes):
+        if node.parent >= 0:
+            rest[i] = rest[node.parent] + node.offset
+    return SourceMotion(Path(path).stem, rot, rest, pos[:, 0], pos, names, round(1.0 / data.frame_time))
+
+
+# DeepMimic's humanoid faces +X with its right side at +Z; SMPL faces +Z with its left at +X.
+_DM_TO_SMPL = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+_DM_DRIVE = {"pelvis": "root", "spine1": "root", "spine2": "root", "spine3": "chest", "neck": "neck",
+             "head": "neck"}
+_DM_AT = {}
+for _s in ("left", "right"):
+    _DM_DRIVE.update({f"{_s}_hip": f"{_s}_hip", f"{_s}_knee": f"{_s}_knee", f"{_s}_ankle": f"{_s}_ankle",
+                      f"{_s}_foot": f"{_s}_ankle", f"{_s}_collar": "chest", f"{_s}_shoulder": f"{_s}_shoulder",
+                      f"{_s}_elbow": f"{_s}_elbow", f"{_s}_wrist": f"{_s}_elbow", f"{_s}_hand": f"{_s}_elbow"})
+    _DM_AT.update({f"{_s}_{j}": f"{_s}_{j}" for j in ("hip", "knee", "ankle", "shoulder", "elbow", "wrist")})
+_DM_AT["pelvis"] = "root"
+
+
+def _quat_wxyz(q: np.ndarray) -> np.ndarray:
+    return Rotation.from_quat(q[..., [1, 2, 3, 0]].reshape(-1, 4)).as_matrix().reshape(q.shape[:-1] + (3, 3))
+
+
+def load_deepmimic(path, character) -> SourceMotion:
+    """A DeepMimic humanoid3d clip (JSON 'Frames' rows) on the joint tree of ``character``."""
+    try:
+        joints = json.loads(read_text(character, "DeepMimic character"))["Skeleton"]["Joints"]
+        rows = np.asarray(json.loads(read_text(path, "DeepMimic motion"))["Frames"], dtype=np.float64)
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{Path(path).name} / {Path(character).name}: not a DeepMimic motion and "
+                         f"character pair ({type(e).__name__}: {e}).") from None
+    width = 4 + sum({"none": 4, "spherical": 4, "revolute": 1}.get(j["Type"], 0) for j in joints)
+    if rows.ndim != 2 or rows.shape[1] != width or rows.shape[0] == 0:
+        raise InputError(f"{Path(path).name}: frames have shape {rows.shape}; the character "
+                         f"'{Path(character).name}' needs rows of {width} numbers.")
+    t = rows.shape[0]
+    n = len(joints)
+    parents = [int(j["Parent"]) for j in joints]
+    rest = np.zeros((n, 3))
+    glob = np.empty((t, n, 3, 3))
+    pos = np.empty((t, n, 3))
+    col = 4  # duration, root position
+    for i, j in enumerate(joints):
+        if parents[i] >= 0:
+            rest[i] = rest[parents[i]] + [j["AttachX"], j["AttachY"], j["AttachZ"]]
+        kind = j["Type"]
+        if kind in ("none", "spherical"):
+            local = _quat_wxyz(rows[:, col:col + 4])
+            col += 4
+        elif kind == "revolute":  # DeepMimic's revolute joints turn about their local z
+            local = Rotation.from_rotvec(rows[:, col:col + 1] * [0.0, 0.0, 1.0]).as_matrix()
+            col += 1
+        else:  # fixed
+            local = np.broadcast_to(np.eye(3), (t, 3, 3))
+        if parents[i] < 0:
+            glob[:, i], pos[:, i] = local, rows[:, 1:4]
+        else:
+            glob[:, i] = glob[:, parents[i]] @ local
+            pos[:, i] = pos[:, parents[i]] + glob[:, parents[i]] @ (rest[i] - rest[parents[i]])
+    p = _DM_TO_SMPL
+    fps = 1.0 / float(np.median(rows[:-1, 0])) if t > 1 else 30.0
+    return SourceMotion(Path(path).stem.replace("humanoid3d_", "deepmimic_"), p @ glob @ p.T, rest @ p.T,
+                        rows[:, 1:4] @ p.T, pos @ p.T, [j["Name"] for j in joints], fps, drive=_DM_DRIVE, at=_DM_AT,
+                        no_calibration=("spine2", "left_collar", "right_collar"),
+                        spread=(("spine1", "spine2", "spine3"), ("neck", "head")))
+
+
+def _spread(local: np.ndarray, chain: list[int]) -> np.ndarray:
+    """Share the chain's summed rotation equally between its joints (same end rotation)."""
+    total = local[:, chain[0]]
+    for j in chain[1:]:
+        total = total @ local[:, j]
+    part = Rotation.from_rotvec(Rotation.from_matrix(total).as_rotvec() / len(chain)).as_matrix()
+    local = local.copy()
+    local[:, chain] = part[:, None]
+    return local
+
+
+def tracking_error_deg(src: SourceMotion, local: np.ndarray, smpl_joints: np.ndarray) -> float:
+    """Largest angle (degrees, any frame) between an SMPL bone of the retarget and the source
+    bone it copies, over bones whose both ends have a source node (limbs)."""
+    idx = {nm: i for i, nm in enumerate(src.names)}
+    worst = 0.0
+    for j, name in enumerate(SMPL_JOINT_NAMES):
+        for c in KIDS[j]:
+            cn = SMPL_JOINT_NAMES[c]
+            if len(KIDS[j]) != 1 or name not in src.at or cn not in src.at or name == "pelvis":
+                continue
+            ds = smpl_joints[:, c] - smpl_joints[:, j]
+            dc = src.pos[:, idx[src.at[cn]]] - src.pos[:, idx[src.at[name]]]
+            cos = (ds * dc).sum(-1) / np.linalg.norm(ds, axis=-1) / np.linalg.norm(dc, axis=-1)
+            worst = max(worst, float(np.degrees(np.arccos(np.clip(cos, -1, 1))).max()))
+    return worst
+
+
+def retarget_source(src: SourceMotion, smpl_rest: np.ndarray):
+    """SMPL local rotations (T, 24, 3, 3) and pelvis path (T, 3) in metres, scaled to the SMPL
+    rest skeleton ``smpl_rest`` (24, 3) by leg length."""
+    idx = {nm: i for i, nm in enumerate(src.names)}
+    cal = np.tile(np.eye(3), (24, 1, 1))
+    for j, name in enumerate(SMPL_JOINT_NAMES):
+        if len(KIDS[j]) != 1 or name in src.no_calibration:
+            continue
+        c = KIDS[j][0]
+        d_s = smpl_rest[c] - smpl_rest[j]
+        ends = src.at if name in src.at and SMPL_JOINT_NAMES[c] in src.at else src.drive
+        d_c = src.rest[idx[ends[SMPL_JOINT_NAMES[c]]]] - src.rest[idx[ends[name]]]
+        if np.linalg.norm(d_c) > 1e-6 and np.linalg.norm(d_s) > 1e-6:
+            cal[j] = swing_between(d_s, d_c)
+    sel = [idx[src.drive[n]] for n in SMPL_JOINT_NAMES]
+    g = src.glob[:, sel] @ cal[None]
+    local = np.empty_like(g)
+    local[:, 0] = g[:, 0]
+    local[:, 1:] = np.swapaxes(g[:, list(SMPL_PARENTS[1:])], -1, -2) @ g[:, 1:]
+    for chain in src.spread:
+        local = _spread(local, [SMPL_JOINT_NAMES.index(n) for n in chain])
+    leg = [idx[src.at[n]] for n in ("left_hip", "left_knee", "left_ankle")]
+    leg_c = np.linalg.norm(np.diff(src.rest[leg], axis=0), axis=-1).sum()
+    leg_s = np.linalg.norm(np.diff(smpl_rest[[1, 4, 7]], axis=0), axis=-1).sum()
+    return local.astype(np.float32), (src.root * (leg_s / leg_c)).astype(np.float32)
+
+
+def resample(local: np.ndarray, pelvis: np.ndarray, fps: float, new_fps: float):
+    """Slerp the local rotations and lerp the pelvis from ``fps`` to ``new_fps``."""
+    if abs(fps - new_fps) < 1e-6:
+        return local, pelvis
+    t = np.arange(local.shape[0]) / fps
+    tn = np.arange(int(np.floor(t[-1] * new_fps + 1e-9)) + 1) / new_fps
+    out = np.empty((tn.shape[0], 24, 3, 3), dtype=np.float32)
+    for j in range(24):
+        out[:, j] = Slerp(t, Rotation.from_matrix(local[:, j])).__call__(tn).as_matrix()
+    pel = np.stack([np.interp(tn, t, pelvis[:, k]) for k in range(3)], -1)
+    return out, pel.astype(np.float32)
