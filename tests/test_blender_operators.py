@@ -456,6 +456,19 @@ def test_smoothing_is_zero_phase():
     assert sm2[:, :, 1].std() < 0.5 * noisy[:, :, 1].std()
 
 
+def test_smoothing_setting_and_auto_denoise(scene):
+    from lsmplify_blender.blender.runtime import smooth_setting
+
+    s = scene.lsmplify
+    s.smoothing, s.auto_denoise = 0.0, True
+    assert smooth_setting(s) == "auto"
+    s.auto_denoise = False
+    assert smooth_setting(s) == 0.0
+    s.smoothing = 0.5
+    assert smooth_setting(s) == pytest.approx(0.025)
+    s.smoothing, s.auto_denoise = 0.0, True
+
+
 # ---------------------------------------------------------------------------- UI + worker
 class _FakeLayout:
     """Records what a draw() asks for and checks that every property exists."""

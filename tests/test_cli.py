@@ -107,3 +107,17 @@ def test_network_solver_runs_on_smpl24_keypoints(tmp_path, capsys, model):
     assert code == 0, err
     summary = json.loads(out)
     assert summary["solver"] == "network" and summary["fit_error_mm_mean"] < 1.0
+
+
+def test_smooth_option_auto_number_and_refusals(tmp_path, capsys):
+    src = FIXTURES / "131_01_short.bvh"
+    code, out, _ = _run(capsys, src, "--out", tmp_path / "a.npz", "--solver", "analytic")
+    res = json.loads(out)
+    assert code == 0 and res["smooth_seconds"] == 0.0 and res["noise_mm"] < 2.0  # rigid mocap: left alone
+    code, out, _ = _run(capsys, src, "--out", tmp_path / "b.npz", "--solver", "analytic", "--smooth", "0.05")
+    assert code == 0 and json.loads(out)["smooth_seconds"] == 0.05
+    for bad in ("-1", "often"):
+        with pytest.raises(SystemExit) as e:
+            main(["convert", str(src), "--out", str(tmp_path / "c.npz"), "--smooth", bad])
+        assert e.value.code == 2
+        assert "smooth" in capsys.readouterr().err

@@ -158,7 +158,8 @@ class _SolveJob:
             runtime.check_rig_model(target, self.model)
             self.betas = runtime.rig_betas(target)[: self.model.num_betas]
         prepared, self.start = runtime.gather_source(context, s, self.model)
-        self.prepared = runtime.smooth_prepared(prepared, s.smoothing)
+        self.prepared = prepared
+        self.smooth = runtime.smooth_setting(s)
         self.solver = runtime.solver_name(s)
         self.refine = s.refine_iters
         self.name = runtime.safe_stem(s.filepath) if s.source_type == "FILE" else "SMPL"
@@ -167,7 +168,8 @@ class _SolveJob:
         self.cancelled = False
 
     def solve(self):
-        self.solution = runtime.run_solve(self.prepared, self.model, self.solver, self.refine, self.betas)
+        self.solution = runtime.run_solve(self.prepared, self.model, self.solver, self.refine, self.betas,
+                                          self.smooth)
 
     def work(self):  # worker thread: no bpy
         try:

@@ -47,7 +47,9 @@ class LSMPLIFY_PT_main(bpy.types.Panel):
         box.label(text="Solve", icon="ARMATURE_DATA")
         box.prop(s, "solver")
         box.prop(s, "refine_iters")
-        box.prop(s, "smoothing", slider=True)
+        row = box.row(align=True)
+        row.prop(s, "smoothing", slider=True)
+        row.prop(s, "auto_denoise", text="Auto")
         box.prop(s, "target_rig")
         box.prop(s, "use_scene_range")
         if not s.use_scene_range:

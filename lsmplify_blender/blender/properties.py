@@ -85,7 +85,11 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
                                           "(slow: a few seconds per iteration on long takes)")
     smoothing: FloatProperty(name="Smoothing", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
                              description="Zero-phase temporal smoothing of the keypoints before solving "
-                                         "(Gaussian, sigma up to 0.05 s)")
+                                         "(Gaussian, sigma up to 0.05 s); 0 leaves it to Auto Denoise")
+    auto_denoise: BoolProperty(name="Auto Denoise", default=True,
+                               description="Estimate the keypoint noise from how much the limbs change "
+                                           "length and smooth noisy keypoints over time by the matching "
+                                           "amount (exact or clean mocap is left as it is)")
     target_rig: PointerProperty(name="Target Rig", type=bpy.types.Object, poll=_poll_smpl_rig,
                                 description="SMPL rig to receive a new action (empty: make a new rig)")
     use_scene_range: BoolProperty(name="Scene Range", default=True,

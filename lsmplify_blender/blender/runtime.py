@@ -256,10 +256,18 @@ def solver_name(settings) -> str:
     return settings.solver.lower()
 
 
-def run_solve(prepared, model, solver: str, refine: int, betas=None):
+def smooth_setting(settings):
+    """The solver's ``smooth``: the panel's Smoothing amount when set (sigma up to 0.05 s),
+    else 'auto' (smooth only keypoints whose limb lengths show noise) or off."""
+    if settings.smoothing > 0:
+        return float(settings.smoothing) * 0.05
+    return "auto" if settings.auto_denoise else 0.0
+
+
+def run_solve(prepared, model, solver: str, refine: int, betas=None, smooth="auto"):
     """The core solve; touches no bpy data (safe in a worker thread)."""
     from ..core.solver import solve
-    return solve(prepared, model, solver=solver, refine=int(refine), betas=betas)
+    return solve(prepared, model, solver=solver, refine=int(refine), betas=betas, smooth=smooth)
 
 
 def rig_betas(rig_obj) -> np.ndarray:

@@ -32,8 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--model", default=None, help="SMPL-format .pkl/.npz (default: the embedded open model)")
     c.add_argument("--solver", default="network", choices=list(SOLVERS))
     c.add_argument("--refine", type=int, default=0, metavar="N", help="iterations of refinement after solving")
-    c.add_argument("--smooth", type=float, default=0.0, metavar="SECONDS",
-                   help="zero-phase Gaussian smoothing of the keypoints over time before solving (e.g. 0.05)")
+    c.add_argument("--smooth", type=_smooth_arg, default="auto", metavar="auto|SECONDS",
+                   help="zero-phase Gaussian smoothing of the keypoints over time before solving: 'auto' "
+                        "(default) estimates the keypoint noise from limb-length changes and smooths only "
+                        "noisy input; a number of seconds (e.g. 0.05) forces that sigma; 0 turns it off")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     c.add_argument("--asf", default=None, help="ASF skeleton for an .amc input")
     c.add_argument("--quiet", action="store_true", help="only the JSON summary line")
@@ -51,12 +53,24 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _smooth_arg(text: str):
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is neither 'auto' nor a number of seconds") from None
+    if not np.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: the smoothing sigma must be >= 0 seconds")
+    return value
+
+
 def convert(args) -> dict:
     from .body_model import BodyModel, load_model_data
     from .device import resolve_device
     from .formats import read_keypoints
     from .formats.amass import write_smpl_npz
-    from .prepare import prepare, smooth_over_time
+    from .prepare import prepare
     from .solver import solve
 
     t0 = time.perf_counter()
@@ -64,9 +78,7 @@ def convert(args) -> dict:
     model = BodyModel(load_model_data(args.model), device=device)
     seq = read_keypoints(args.input, asf=args.asf)
     prepared = prepare(seq, model, layout=args.layout, units=args.units, up=args.up, fps=args.fps)
-    if args.smooth > 0:
-        prepared = smooth_over_time(prepared, args.smooth)
-    sol = solve(prepared, model, solver=args.solver, refine=args.refine)
+    sol = solve(prepared, model, solver=args.solver, refine=args.refine, smooth=args.smooth)
     out = write_smpl_npz(
         args.out, sol.poses, sol.betas.cpu().numpy(), sol.trans.cpu().numpy(), prepared.fps,
         gender=model.data.meta.get("gender", "neutral"), fit_error_mm=sol.fit_error_mm.astype(np.float32),
@@ -81,7 +93,9 @@ def convert(args) -> dict:
         "layout": prepared.layout.name, "units": prepared.units, "up": prepared.up, "fps": prepared.fps,
         "solver": sol.solver, "refine": args.refine, "device": sol.device, "model": model.data.name,
         "fit_error_mm_mean": round(float(np.nanmean(err)), 3), "fit_error_mm_max": round(float(np.nanmax(err)), 3),
-        "mpbe_mm": round(float(sol.mpbe_mm), 3), "solve_seconds": round(sol.seconds, 4),
+        "mpbe_mm": round(float(sol.mpbe_mm), 3),
+        "noise_mm": round(float(sol.noise_mm), 2) if np.isfinite(sol.noise_mm) else None,
+        "smooth_seconds": round(sol.smooth_s, 4), "solve_seconds": round(sol.seconds, 4),
         "solve_fps": round(prepared.num_frames / max(sol.seconds, 1e-9), 1),
         "seconds": round(time.perf_counter() - t0, 3),
     }

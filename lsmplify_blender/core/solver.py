@@ -7,6 +7,9 @@ Solvers:
   SMPLify) frame to frame, which recovers the twist joints cannot show; layouts that give
   fewer than NETWORK_MIN_JOINTS SMPL joints fall back to ``analytic`` with a notice.
 ``refine`` > 0 adds that many iterations of batched optimisation after any solver.
+``smooth`` ('auto' by default) first estimates the keypoint noise from how much the limb bones
+change length and, when it is above 2 mm, smooths the keypoints over time by the amount that
+minimises the joint error for that noise; the fit error is still measured against the input.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from .analytic_ik import solve_analytic
 from .body_model import BodyModel
 from .device import cpu_threads
 from .errors import LSMPLifyError
-from .prepare import PreparedKeypoints
+from .prepare import PreparedKeypoints, denoise
 from .rotations import matrix_to_axis_angle
 from .shape_inverse import fit_betas_auto, observed_lengths
 
@@ -39,6 +42,8 @@ class Solution:
     device: str
     seconds: float
     notes: list[str] = field(default_factory=list)
+    noise_mm: float = float("nan")  # estimated keypoint noise (per-axis std)
+    smooth_s: float = 0.0  # Gaussian sigma (s) the keypoints were smoothed with before solving
 
     @property
     def poses(self) -> np.ndarray:
@@ -56,16 +61,21 @@ def fit_error_mm(model: BodyModel, prepared: PreparedKeypoints, rotmats, betas, 
 
 
 def solve(prepared: PreparedKeypoints, model: BodyModel, solver: str = "analytic", refine: int = 0,
-          betas=None, chunk: int = 4096) -> Solution:
+          betas=None, chunk: int = 4096, smooth="auto") -> Solution:
     with cpu_threads(model.device):
-        return _solve(prepared, model, solver, refine, betas, chunk)
+        return _solve(prepared, model, solver, refine, betas, chunk, smooth)
 
 
-def _solve(prepared, model, solver, refine, betas, chunk) -> Solution:
+def _solve(prepared, model, solver, refine, betas, chunk, smooth="auto") -> Solution:
     if solver not in SOLVERS:
         raise LSMPLifyError(f"Unknown solver '{solver}'; use one of {', '.join(SOLVERS)}.")
     notes: list[str] = []
     start = time.perf_counter()
+    given = prepared
+    prepared, noise_mm, smooth_s = denoise(prepared, smooth)
+    if smooth_s > 0:
+        notes.append(f"keypoint noise estimated at {noise_mm:.1f} mm (limb length changes): smoothed over "
+                     f"time with a Gaussian of {smooth_s:.3f} s" + (" (auto)" if smooth == "auto" else ""))
     targets, weight = prepared.smpl_targets()
     lengths, stderr = observed_lengths(targets, weight)
     if betas is None:
@@ -124,6 +134,7 @@ def _solve(prepared, model, solver, refine, betas, chunk) -> Solution:
     if model.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    err = fit_error_mm(model, prepared, rotmats, betas, trans_t)
+    err = fit_error_mm(model, given, rotmats, betas, trans_t)
     return Solution(rotmats=rotmats, trans=trans_t, betas=betas, fit_error_mm=err, mpbe_mm=mpbe,
-                    solver=solver, device=str(model.device), seconds=seconds, notes=notes)
+                    solver=solver, device=str(model.device), seconds=seconds, notes=notes,
+                    noise_mm=noise_mm, smooth_s=smooth_s)
