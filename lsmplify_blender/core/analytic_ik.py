@@ -112,7 +112,7 @@ def _hinge_twist(axis, swing, e, hinge, child_bone):
     along the hinge; of the two roots, the smaller twist. Fades to zero as the limb
     straightens, where the hinge plane is undefined.
     """
-    hs = (swing @ hinge[:, None])[..., 0].expand_as(e)
+    hs = (swing @ hinge[..., None])[..., 0].expand_as(e)
     h_par = (hs * axis).sum(-1, keepdim=True) * axis
     h_perp = hs - h_par
     w = torch.cross(axis, h_perp, dim=-1)
@@ -120,7 +120,7 @@ def _hinge_twist(axis, swing, e, hinge, child_bone):
     a = (e * h_perp).sum(-1)
     b = (e * w).sum(-1)
     d = (e * h_par).sum(-1)
-    c = e_len * (normalize(child_bone) @ hinge)
+    c = e_len * (normalize(child_bone) * hinge).sum(-1)
     rho = torch.sqrt(a * a + b * b).clamp_min(1e-12)
     alpha = torch.atan2(b, a)
     beta = torch.acos(((c - d) / rho).clamp(-1.0, 1.0))
@@ -129,6 +129,18 @@ def _hinge_twist(axis, swing, e, hinge, child_bone):
     phi = torch.where(p1.abs() <= p2.abs(), p1, p2)
     bend = rho / e_len  # ~ sin of the bend angle
     return phi * ((bend - 0.03) / 0.12).clamp(0.0, 1.0)
+
+
+def _groups(parents, kids, lm_of, hinge_of, child_seen) -> list[list[int]]:
+    """Joints in solve order, batched: same tree depth (independent of each other) and the
+    same branch of the solver (children, landmarks, hinge, child seen)."""
+    depth = [0] * NUM_JOINTS
+    for j in range(1, NUM_JOINTS):
+        depth[j] = depth[parents[j]] + 1
+    out: dict[tuple, list[int]] = {}
+    for j in range(NUM_JOINTS):
+        out.setdefault((depth[j], len(kids[j]), len(lm_of[j]), j in hinge_of, child_seen[j]), []).append(j)
+    return [g for _, g in sorted(out.items(), key=lambda kv: (kv[0][0], kv[1][0]))]
 
 
 def solve_analytic(model: BodyModel, betas: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
@@ -157,86 +169,90 @@ def solve_analytic(model: BodyModel, betas: torch.Tensor, targets: torch.Tensor,
         for li, j in enumerate(attach_landmarks(model, lm_names, avail)):
             lm_of[j].append(li)
 
-    eye = torch.eye(3, dtype=dt, device=dev).expand(n, 3, 3)
-    local = [eye] * NUM_JOINTS
-    glob = [eye] * NUM_JOINTS
-    pos = [None] * NUM_JOINTS
-    pos[0] = targets[:, 0]
-
-    def aims(j, frame_rot):
-        """Rest vectors (N,3) and local target vectors (T,N,3) with weights (T,N) for joint j."""
-        rv, tv, w = [], [], []
-        inv = frame_rot.transpose(-1, -2)
+    hinge_of = {h[0]: h for h in HINGES} if hinge_twist else {}
+    child_seen = [len(kids[j]) == 1 and bool((weight[:, kids[j][0]] > 0).any()) for j in range(NUM_JOINTS)]
+    local = targets.new_empty(n, NUM_JOINTS, 3, 3)
+    glob = targets.new_empty(n, NUM_JOINTS, 3, 3)
+    pos = targets.new_empty(n, NUM_JOINTS, 3)
+    pos[:, 0] = targets[:, 0]
+    # Joints of one tree level that take the same branch below (e.g. both knees) are solved as
+    # one batch of n * len(group) rows: 14 steps instead of 24, the same arithmetic.
+    for group in _groups(parents, kids, lm_of, hinge_of, child_seen):
+        g_n = len(group)
+        par = [parents[j] for j in group]
+        if group[0] > 0:
+            pos[:, group] = pos[:, par] + (glob[:, par] @ (rest[group] - rest[par])[..., None])[..., 0]
+        b = n * g_n
+        flat = lambda x: x.reshape((b,) + x.shape[2:])  # noqa: E731  (n, G, ...) -> (B, ...)
+        per_joint = lambda x: x.expand((n,) + x.shape).reshape((b,) + x.shape[1:])  # noqa: E731  (G, ...)
+        eye = torch.eye(3, dtype=dt, device=dev).expand(b, 3, 3)
+        frame = eye if group[0] == 0 else flat(glob[:, par])
+        pos_j, tgt_j = flat(pos[:, group]), flat(targets[:, group])
+        inv = frame.transpose(-1, -2)
         # Aim from the rebuilt joint (errors do not pile up) unless the rebuild has drifted far
         # from the joint's own target compared with the bone - a rig whose proportions are not
         # the model's (a longer torso puts the rebuilt neck above the captured head). Then the
         # captured bone direction is the better aim. Exact or mildly noisy input is unaffected.
-        drift = (pos[j] - targets[:, j]).norm(dim=-1, keepdim=True)
-        seen = weight[:, j:j + 1] >= 0.45  # measured (completed torso joints carry 0.5 x trust)
+        drift = (pos_j - tgt_j).norm(dim=-1, keepdim=True)
+        seen = flat(weight[:, group, None]) >= 0.45  # measured (completed torso joints carry 0.5 x trust)
 
         def aim(point, length):
-            from_rebuilt = normalize(point - pos[j])
-            from_target = normalize(point - targets[:, j])
+            from_rebuilt = normalize(point - pos_j)
+            from_target = normalize(point - tgt_j)
             blend = torch.where(seen, ((drift / length.clamp_min(1e-6) - 0.5) / 0.5).clamp(0, 1),
                                 torch.zeros_like(drift))
             d = normalize((1 - blend) * from_rebuilt + blend * from_target)
-            return (inv @ (d * (point - pos[j]).norm(dim=-1, keepdim=True))[..., None])[..., 0]
+            return (inv @ (d * (point - pos_j).norm(dim=-1, keepdim=True))[..., None])[..., 0]
 
-        for c in kids[j]:
-            rv.append((rest[c] - rest[j]).expand(n, 3))
-            tv.append(aim(targets[:, c], (rest[c] - rest[j]).norm()))
-            w.append(weight[:, c])
-        for li in lm_of[j]:
-            rv.append((lm_rest[li] - rest[j]).expand(n, 3))
-            tv.append(aim(lm_t[:, li], (lm_rest[li] - rest[j]).norm()))
-            w.append(lm_w[:, li] * 0.5)  # landmarks ride on skin: trust them less than joints
-        if not rv:
-            return None
-        return torch.stack(rv, 1), torch.stack(tv, 1), torch.stack(w, 1)
-
-    hinge_of = {h[0]: h for h in HINGES} if hinge_twist else {}
-    for j in range(NUM_JOINTS):
-        p = parents[j]
-        frame = eye if j == 0 else glob[p]
-        if j > 0:
-            pos[j] = pos[p] + (glob[p] @ (rest[j] - rest[p]))
-        a = aims(j, frame)
+        rv, tv, w = [], [], []
+        for k in range(len(kids[group[0]])):
+            cs = [kids[j][k] for j in group]
+            bone = rest[cs] - rest[group]
+            rv.append(per_joint(bone))
+            tv.append(aim(flat(targets[:, cs]), per_joint(bone.norm(dim=-1, keepdim=True))))
+            w.append(flat(weight[:, cs]))
+        for k in range(len(lm_of[group[0]])):
+            ls = [lm_of[j][k] for j in group]
+            off = lm_rest[ls] - rest[group]
+            rv.append(per_joint(off))
+            tv.append(aim(flat(lm_t[:, ls]), per_joint(off.norm(dim=-1, keepdim=True))))
+            w.append(flat(lm_w[:, ls]) * 0.5)  # landmarks ride on skin: trust them less than joints
         r = eye
-        if a is not None:
-            rv, tv, w = a
-            n_child = len(kids[j])
-            if n_child == 1 and bool((weight[:, kids[j][0]] > 0).any()):
-                c = kids[j][0]
-                has_child = weight[:, c] > 0
+        if rv:
+            rv, tv, w = torch.stack(rv, 1), torch.stack(tv, 1), torch.stack(w, 1)
+            j0 = group[0]
+            if child_seen[j0]:
+                has_child = w[:, 0] > 0
                 swing = swing_rotation(rv[:, 0], tv[:, 0])
                 axis = normalize(tv[:, 0])
-                phi = torch.zeros(n, dtype=dt, device=dev)
+                phi = None
                 if tv.shape[1] > 1:  # landmarks on this joint: twist to fit them
                     rv_sw = (swing[:, None] @ rv[:, 1:, :, None])[..., 0]
                     phi = _twist_to_fit(axis, rv_sw, tv[:, 1:], w[:, 1:])
-                elif j in hinge_of:
-                    _, c, g, h = hinge_of[j]
+                elif j0 in hinge_of:
+                    cs = [hinge_of[j][1] for j in group]
+                    gs = [hinge_of[j][2] for j in group]
+                    hinge = per_joint(torch.tensor([hinge_of[j][3] for j in group], dtype=dt, device=dev))
                     # twisting about the bone leaves the child where the swing put it
-                    pos_c = pos[j] + (frame @ (swing @ (rest[c] - rest[j])[:, None]))[..., 0]
-                    e = (frame.transpose(-1, -2) @ (targets[:, g] - pos_c)[..., None])[..., 0]
-                    hinge = torch.tensor(h, dtype=dt, device=dev)
-                    phi = _hinge_twist(axis, swing, e, hinge, rest[g] - rest[c])
-                    phi = torch.where(weight[:, g] > 0, phi, torch.zeros_like(phi))
-                twist = axis_angle_to_matrix(axis * phi[:, None])
-                r = torch.where(has_child[:, None, None], twist @ swing, eye)
+                    pos_c = pos_j + (frame @ (swing @ per_joint(rest[cs] - rest[group])[..., None]))[..., 0]
+                    e = (inv @ (flat(targets[:, gs]) - pos_c)[..., None])[..., 0]
+                    phi = _hinge_twist(axis, swing, e, hinge, per_joint(rest[gs] - rest[cs]))
+                    phi = torch.where(flat(weight[:, gs]) > 0, phi, torch.zeros_like(phi))
+                r = swing if phi is None else axis_angle_to_matrix(axis * phi[:, None]) @ swing
+                r = torch.where(has_child[:, None, None], r, eye)
             elif tv.shape[1] >= 2:
                 r = kabsch(rv, tv, w)
                 few = (w > 0).sum(-1) < 2
                 if bool(few.any()):  # one usable vector: a swing is all we can know
                     k = w.argmax(-1)
-                    sel = lambda x: x[torch.arange(n), k]  # noqa: E731
+                    sel = lambda x: x[torch.arange(b, device=dev), k]  # noqa: E731
                     r = torch.where(few[:, None, None], swing_rotation(sel(rv), sel(tv)), r)
                 r = torch.where(((w > 0).sum(-1) == 0)[:, None, None], eye, r)
             else:
                 r = torch.where((w[:, 0] > 0)[:, None, None], swing_rotation(rv[:, 0], tv[:, 0]), eye)
-        local[j] = r
-        glob[j] = frame @ r if j > 0 else r
+        local[:, group] = r.reshape(n, g_n, 3, 3)
+        glob[:, group] = (frame @ r if group[0] > 0 else r).reshape(n, g_n, 3, 3)
 
-    rotmats = torch.stack(local, 1)
-    joints = torch.stack(pos, 1)
+    rotmats = local
+    joints = pos
     return IKResult(rotmats=rotmats, trans=joints[:, 0] - rest[0], joints=joints)

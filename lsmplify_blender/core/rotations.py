@@ -104,21 +104,26 @@ def swing_rotation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     inputs give the identity (an unobserved bone leaves its joint at rest).
     """
     a_n, b_n = normalize(a), normalize(b)
-    cross = torch.cross(a_n, b_n, dim=-1)
-    dot = (a_n * b_n).sum(-1, keepdim=True)
-    # Quaternion (1 + dot, cross) normalised is the half-angle form of the swing.
-    q = torch.cat([1 + dot, cross], -1)
-    # Near-antiparallel: any axis perpendicular to a works; pick the one least aligned.
-    ref = torch.where(a_n[..., :1].abs() < 0.9, torch.tensor([1.0, 0, 0], dtype=a.dtype, device=a.device),
-                      torch.tensor([0, 1.0, 0], dtype=a.dtype, device=a.device))
-    perp = normalize(torch.cross(a_n, ref.expand_as(a_n), dim=-1))
-    anti = (1 + dot) < 1e-6
-    q = torch.where(anti, torch.cat([torch.zeros_like(dot), perp], -1), q)
-    degenerate = (a.norm(dim=-1, keepdim=True) < 1e-9) | (b.norm(dim=-1, keepdim=True) < 1e-9)
-    ident = torch.zeros_like(q)
-    ident[..., 0] = 1
-    q = torch.where(degenerate, ident, q)
-    return quaternion_to_matrix(q)
+    v = torch.cross(a_n, b_n, dim=-1)
+    c = (a_n * b_n).sum(-1)
+    # R = c I + [v]x + v v^T / (1 + c): Rodrigues with sin = |v|, cos = c, no trig or quaternion
+    k = 1.0 / (1.0 + c).clamp_min(1e-6)
+    vx, vy, vz = v.unbind(-1)
+    r = torch.stack([c + k * vx * vx, k * vx * vy - vz, k * vx * vz + vy,
+                     k * vx * vy + vz, c + k * vy * vy, k * vy * vz - vx,
+                     k * vx * vz - vy, k * vy * vz + vx, c + k * vz * vz], -1).reshape(a.shape[:-1] + (3, 3))
+    anti = (1 + c) < 1e-6
+    degenerate = (a.norm(dim=-1) < 1e-9) | (b.norm(dim=-1) < 1e-9)
+    if bool(anti.any() | degenerate.any()):
+        # near-antiparallel: a half turn about any axis perpendicular to a, 2 p p^T - I
+        ref = torch.where(a_n[..., :1].abs() < 0.9, torch.tensor([1.0, 0, 0], dtype=a.dtype, device=a.device),
+                          torch.tensor([0, 1.0, 0], dtype=a.dtype, device=a.device))
+        perp = normalize(torch.cross(a_n, ref.expand_as(a_n), dim=-1))
+        eye = torch.eye(3, dtype=a.dtype, device=a.device)
+        half = 2 * perp[..., :, None] * perp[..., None, :] - eye
+        r = torch.where(anti[..., None, None], half, r)
+        r = torch.where(degenerate[..., None, None], eye.expand_as(r), r)
+    return r
 
 
 def kabsch(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:

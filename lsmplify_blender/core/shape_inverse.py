@@ -59,7 +59,7 @@ def observed_lengths(targets, weight, min_weight: float = 0.9, symmetric: bool =
     lengths = np.where(ok, lengths, np.nan)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are expected: unmeasured bones
-        med = np.array([np.nanmedian(lengths[:, b]) if ok[:, b].any() else np.nan for b in range(len(PAIRS))])
+        med = np.nanmedian(lengths, axis=0)  # all-NaN columns give NaN (unmeasured bones)
         mad = np.nanmedian(np.abs(lengths - med), axis=0)
     # the median's standard error: 1.4826 MAD is a robust sigma; the median costs ~1.25x the mean's
     stderr = 1.25 * 1.4826 * mad / np.sqrt(np.maximum(ok.sum(0), 1))

@@ -121,10 +121,10 @@ def _solve_from(model, betas, targets, weight, rot_analytic, joints_analytic, ne
     rest = model.rest_joints(betas).to(**f32)[:1]
     b = model._betas(betas)[:1].to(**f32)
     rest_j0 = rest[0, 0]
-    # analytic fit error (root-relative), for the drift guard
-    _, ja = fk(rot_a, rest.expand(t, -1, -1))
-    rel = kp - kp[:, :1]
-    err_a = ((ja - ja[:, :1] - rel).norm(dim=-1) * m).sum(-1) / m.sum(-1).clamp_min(1)
+    if chunk > 1:  # analytic fit error (root-relative), for the drift guard
+        _, ja = fk(rot_a, rest.expand(t, -1, -1))
+        rel = kp - kp[:, :1]
+        err_a = ((ja - ja[:, :1] - rel).norm(dim=-1) * m).sum(-1) / m.sum(-1).clamp_min(1)
 
     out = torch.empty(t, 24, 3, 3, **f32)
     trans = torch.empty(t, 3, **f32)
