@@ -232,6 +232,62 @@ def _bad_npy(tmp_path):
     return p
 
 
+AS_UI = ("EXEC_DEFAULT", True)  # execution context, undo: how a button or menu calls an operator
+
+
+def _undo_ready():
+    """Background Blender starts with no undo stack; the first undo_push creates it (as the UI
+    does at startup). Operators are then called with undo=True, as the UI calls them, so their
+    UNDO flag pushes a step."""
+    assert bpy.ops.ed.undo_push(message="test start") == {"FINISHED"}
+
+
+def test_undo_after_a_solve_restores_the_scene_and_redo_brings_it_back():
+    import_bvh(create_empties=True)
+    set_range(1, 40)
+    settings().solver = "ANALYTIC"
+    _undo_ready()
+    before = snapshot()
+    assert bpy.ops.lsmplify.solve(*AS_UI) == {"FINISHED"}
+    after = snapshot()
+    assert len(rigs()) == 1 and after != before and settings().has_result
+    assert bpy.ops.ed.undo() == {"FINISHED"}
+    assert snapshot() == before and not rigs() and not settings().has_result
+    assert bpy.ops.ed.redo() == {"FINISHED"}
+    assert snapshot() == after and len(rigs()) == 1
+    keys = object_fcurve_keys(rigs()[0])
+    assert len(keys[('pose.bones["left_knee"].rotation_quaternion', 0)]) == 40
+
+
+def test_undo_after_a_second_solve_and_a_refine_keeps_the_first_result():
+    import_bvh(create_empties=False)
+    set_range(1, 30)
+    settings().solver = "ANALYTIC"
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    _undo_ready()
+    first = snapshot()
+    (rig,) = rigs()
+    first_action = rig.animation_data.action.name
+    settings().target_rig = rig
+    assert bpy.ops.lsmplify.solve(*AS_UI) == {"FINISHED"}  # a new action on the same rig
+    assert len(snapshot()["actions"]) > len(first["actions"])
+    assert bpy.ops.ed.undo() == {"FINISHED"}
+    assert snapshot() == first and rigs()[0].animation_data.action.name == first_action
+    bpy.context.view_layer.objects.active = rigs()[0]
+    assert bpy.ops.lsmplify.refine(*AS_UI, iterations=2) == {"FINISHED"}
+    assert bpy.ops.ed.undo() == {"FINISHED"}
+    assert snapshot() == first and rigs()[0].animation_data.action.name == first_action
+
+
+def test_undo_after_import_removes_the_empties():
+    _undo_ready()
+    before = snapshot()
+    assert bpy.ops.lsmplify.import_keypoints(*AS_UI, filepath=str(BVH), create_empties=True) == {"FINISHED"}
+    assert snapshot() != before
+    assert bpy.ops.ed.undo() == {"FINISHED"}
+    assert snapshot() == before and settings().filepath == ""
+
+
 @pytest.mark.parametrize("case", ["missing", "nineteen"])
 def test_bad_input_cancels_and_leaves_the_scene(tmp_path, case):
     import_bvh(create_empties=False)
