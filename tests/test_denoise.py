@@ -66,3 +66,21 @@ def test_explicit_sigma_and_bad_values(model):
     for bad in ("sometimes", -1.0, float("nan")):
         with pytest.raises(InputError, match="smooth"):
             denoise(prep, bad)
+
+
+def test_smoothing_never_blends_across_a_jump_of_the_whole_body(model):
+    import dataclasses
+
+    from lsmplify_blender.core.prepare import motion_cuts, smooth_over_time
+
+    prep, _ = _clip(model, 10.0, n=60)
+    pos = prep.positions.copy()
+    pos[30:] += [2.0, 0.0, 0.0]  # two takes glued together, the second 2 m away
+    glued = dataclasses.replace(prep, positions=pos)
+    assert motion_cuts(glued) == [30] and motion_cuts(prep) == []
+    out = smooth_over_time(glued, 0.05)
+    first = smooth_over_time(dataclasses.replace(prep, positions=pos[:30], weight=prep.weight[:30],
+                                                   measured=prep.measured[:30]), 0.05)
+    assert np.allclose(out.positions[:30], first.positions)
+    assert np.abs(out.positions[28:32, :, 0] - pos[28:32, :, 0]).max() < 0.5  # a blend across the cut would move them ~1 m
+    assert any("2 pieces" in n for n in out.notes)

@@ -190,9 +190,30 @@ def smooth_over_time(prepared: "PreparedKeypoints", sigma_seconds: float) -> "Pr
         return prepared
     from scipy.ndimage import gaussian_filter1d
 
-    pos = gaussian_filter1d(prepared.positions, sigma, axis=0, mode="nearest", truncate=3.0)
-    notes = list(prepared.notes) + [f"smoothed over time: Gaussian sigma {sigma_seconds:g} s ({sigma:.1f} frames)"]
+    cuts = motion_cuts(prepared)
+    pos = prepared.positions.copy()
+    for a, b in zip([0, *cuts], [*cuts, prepared.num_frames]):  # never smooth across a cut
+        pos[a:b] = gaussian_filter1d(prepared.positions[a:b], sigma, axis=0, mode="nearest", truncate=3.0)
+    notes = list(prepared.notes) + [f"smoothed over time: Gaussian sigma {sigma_seconds:g} s ({sigma:.1f} frames)"
+                                    + (f", in {len(cuts) + 1} pieces split at jumps of the whole body" if cuts else "")]
     return dataclasses.replace(prepared, positions=pos, notes=notes)
+
+
+MAX_BODY_SPEED = 10.0  # m/s: faster than a sprinter; a body that moves faster has jumped (a cut)
+
+
+def motion_cuts(prepared: "PreparedKeypoints") -> list[int]:
+    """Frames where the body's centre jumps faster than MAX_BODY_SPEED (and 10x its median
+    step) from the frame before (concatenated takes, an edit, a tracker that switched people):
+    smoothing stops there."""
+    w = prepared.measured[..., None]
+    centre = (np.where(w, prepared.positions, 0.0).sum(1) / np.maximum(w.sum(1), 1))
+    step = np.linalg.norm(np.diff(centre, axis=0), axis=-1)
+    if step.size == 0:
+        return []
+    # a cut is an isolated jump: when every frame jumps (pure noise), none of them is a cut
+    limit = max(MAX_BODY_SPEED / max(prepared.fps, 1e-6), 10.0 * float(np.median(step)))
+    return (np.nonzero(step > limit)[0] + 1).tolist()
 
 
 # limb bones: the most rigid keypoint pairs in every layout (hip-knee, knee-ankle,

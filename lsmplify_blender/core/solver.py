@@ -56,7 +56,9 @@ class Solution:
 
 def fit_error_mm(model: BodyModel, prepared: PreparedKeypoints, rotmats, betas, trans) -> np.ndarray:
     """Per-frame mean distance (mm) between the layout keypoints of a solution and the measured input."""
-    gen = prepared.layout.generate(model, rotmats, betas, trans).cpu().numpy()
+    block = 8192  # the FK of a long take at once would hold (T, 24, 4, 4) float64 transforms
+    gen = np.concatenate([prepared.layout.generate(model, rotmats[s:s + block], betas, trans[s:s + block]).cpu().numpy()
+                          for s in range(0, max(rotmats.shape[0], 1), block)])
     w = prepared.measured & np.isfinite(gen).all(-1)
     d = np.linalg.norm(np.nan_to_num(gen) - prepared.positions, axis=-1)
     counts = w.sum(-1)
@@ -111,13 +113,13 @@ def _solve(prepared, model, solver, refine, betas, chunk, smooth="auto") -> Solu
 
     if solver == "analytic":
         lm_names, lm_t, lm_w = prepared.landmark_targets()
-        rot, trans = [], []
-        for s in range(0, prepared.num_frames, chunk):  # chunks bound memory on very long takes
+        t = prepared.num_frames
+        rotmats = torch.empty(t, 24, 3, 3, dtype=model.dtype, device=model.device)
+        trans_t = torch.empty(t, 3, dtype=model.dtype, device=model.device)
+        for s in range(0, t, chunk):  # chunks bound memory on very long takes
             e = s + chunk
             res = solve_analytic(model, betas, targets[s:e], weight[s:e], lm_names, lm_t[s:e], lm_w[s:e])
-            rot.append(res.rotmats)
-            trans.append(res.trans)
-        rotmats, trans_t = torch.cat(rot), torch.cat(trans)
+            rotmats[s:e], trans_t[s:e] = res.rotmats, res.trans
     elif solver == "optimize":
         from .optimize import optimize_fit
         from .pose_prior import load_default_prior

@@ -23,6 +23,7 @@ from .kinematics import fk, reaim
 from .model import ResidualIKNet, build_features, compose, load_network
 
 _CACHE: dict = {}
+BLOCK_FRAMES = 8192
 
 
 def default_network(device="cpu") -> ResidualIKNet:
@@ -89,13 +90,23 @@ def solve_network(prepared, model: BodyModel, betas, net=None, chunk: int = 16, 
     targets, weight = prepared.smpl_targets()
     lm_names, lm_t, lm_w = prepared.landmark_targets()
     betas = model._betas(betas)[:1]
-    with torch_threads(threads):
-        ana = solve_analytic(model, betas, targets, weight, lm_names, lm_t, lm_w)
     dev = torch.device(device) if device is not None else model.device
-    return solve_network_from(model, betas, torch.as_tensor(np.nan_to_num(targets), dtype=torch.float32),
-                              torch.as_tensor(weight, dtype=torch.float32), ana.rotmats, ana.joints, net=net,
-                              chunk=chunk, device=dev, guard_mm=guard_mm, anchor_passes=anchor_passes,
-                              threads=threads, refit=refit)
+    # long takes go in blocks (a whole number of chunks) so memory stays bounded
+    block = max(chunk, BLOCK_FRAMES // chunk * chunk)
+    rot, trans, info = [], [], NetworkInfo(reanchored=0, anchors=0, steps=chunk)
+    for s in range(0, targets.shape[0], block):
+        e = s + block
+        with torch_threads(threads):
+            ana = solve_analytic(model, betas, targets[s:e], weight[s:e], lm_names, lm_t[s:e], lm_w[s:e])
+        r, t, i = solve_network_from(model, betas, torch.as_tensor(np.nan_to_num(targets[s:e]), dtype=torch.float32),
+                                     torch.as_tensor(weight[s:e], dtype=torch.float32), ana.rotmats, ana.joints,
+                                     net=net, chunk=chunk, device=dev, guard_mm=guard_mm,
+                                     anchor_passes=anchor_passes, threads=threads, refit=refit)
+        rot.append(r)
+        trans.append(t)
+        info.reanchored += i.reanchored
+        info.anchors += i.anchors
+    return torch.cat(rot), torch.cat(trans), info
 
 
 @torch.no_grad()
