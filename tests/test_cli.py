@@ -107,6 +107,13 @@ def test_network_solver_runs_on_smpl24_keypoints(tmp_path, capsys, model):
     assert code == 0, err
     summary = json.loads(out)
     assert summary["solver"] == "network" and summary["fit_error_mm_mean"] < 1.0
+    # sequential chunks of 8 frames: the same exact joints, the notes say how it ran
+    code = main(["convert", str(src), "--out", str(tmp_path / "s.npz"), "--solver", "network", "--chunk", "8"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "sequential in chunks of 8 frames, 8 chunk anchors" in err
+    assert json.loads(out.strip().splitlines()[-1])["fit_error_mm_mean"] < 1.0
+    code, out, err = _run(capsys, src, "--out", tmp_path / "z.npz", "--solver", "network", "--chunk", "0")
+    assert code == 2 and "at least 1 frame" in err and not (tmp_path / "z.npz").exists()
 
 
 def test_smooth_option_auto_number_and_refusals(tmp_path, capsys):

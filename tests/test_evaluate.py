@@ -5,7 +5,7 @@ import pytest
 
 from conftest import SHARED_MOCAP
 from lsmplify_blender.core.cli import main
-from lsmplify_blender.core.evaluate import METRICS, REAL_METRICS, method_names
+from lsmplify_blender.core.evaluate import M_NET, M_NET_SEQ, METRICS, REAL_METRICS, method_names
 
 DATA = SHARED_MOCAP / "cmu_subset" / "test"
 
@@ -40,12 +40,12 @@ def test_eval_short_clips(tmp_path, capsys):
     assert summary["input_jitter"] > 0
     real = summary["real_skeleton"]
     assert {"bone_std_mm", "jitter", "frames"} <= set(real["input"])
-    for name in ("analytic (swing only)", "analytic", "optimize (baseline)", "network", "network + refine 5"):
+    for name in ("analytic (swing only)", "analytic", "optimize (baseline)", M_NET, M_NET_SEQ, "network + refine 5"):
         for m in REAL_METRICS:
             assert m in real["results"][name], (name, m)
         assert real["results"][name]["fit"] < 100  # a real skeleton is not the model's, but close
 
     # sanity: IK is exact on clean model joints; the network recovers twist the swing-only IK cannot
     assert res["analytic"]["mpjpe"] < 1.0 and res["analytic (swing only)"]["mpjpe"] < 1.0
-    assert res["network"]["mpve"] < res["analytic"]["mpve"]
+    assert res[M_NET]["mpve"] < res["analytic"]["mpve"] and res[M_NET_SEQ]["mpve"] < res["analytic"]["mpve"]
     assert res["network pairwise s=1 (GT init)"]["mpve"] < res["analytic"]["mpve"]

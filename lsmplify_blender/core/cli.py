@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--model", default=None, help="SMPL-format .pkl/.npz (default: the embedded open model)")
     c.add_argument("--solver", default="network", choices=list(SOLVERS))
     c.add_argument("--refine", type=int, default=0, metavar="N", help="iterations of refinement after solving")
+    c.add_argument("--chunk", type=int, default=None, metavar="N",
+                   help="network solver: frames per sequential chunk, each started from analytic IK and run "
+                        "frame to frame (default 1: every frame from analytic IK + one plug-in pass)")
     c.add_argument("--smooth", type=_smooth_arg, default="auto", metavar="auto|SECONDS",
                    help="zero-phase Gaussian smoothing of the keypoints over time before solving: 'auto' "
                         "(default) estimates the keypoint noise from limb-length changes and smooths only "
@@ -78,7 +81,7 @@ def convert(args) -> dict:
     model = BodyModel(load_model_data(args.model), device=device)
     seq = read_keypoints(args.input, asf=args.asf)
     prepared = prepare(seq, model, layout=args.layout, units=args.units, up=args.up, fps=args.fps)
-    sol = solve(prepared, model, solver=args.solver, refine=args.refine, smooth=args.smooth)
+    sol = solve(prepared, model, solver=args.solver, refine=args.refine, smooth=args.smooth, network_chunk=args.chunk)
     out = write_smpl_npz(
         args.out, sol.poses, sol.betas.cpu().numpy(), sol.trans.cpu().numpy(), prepared.fps,
         gender=model.data.meta.get("gender", "neutral"), fit_error_mm=sol.fit_error_mm.astype(np.float32),

@@ -66,12 +66,14 @@ def fit_error_mm(model: BodyModel, prepared: PreparedKeypoints, rotmats, betas, 
 
 
 def solve(prepared: PreparedKeypoints, model: BodyModel, solver: str = "analytic", refine: int = 0,
-          betas=None, chunk: int = 4096, smooth="auto") -> Solution:
+          betas=None, chunk: int = 4096, smooth="auto", network_chunk: int | None = None) -> Solution:
+    """``chunk``: frames per analytic block (bounds memory); ``network_chunk``: frames per
+    sequential network chunk (default NETWORK_CHUNK)."""
     with cpu_threads(model.device):
-        return _solve(prepared, model, solver, refine, betas, chunk, smooth)
+        return _solve(prepared, model, solver, refine, betas, chunk, smooth, network_chunk)
 
 
-def _solve(prepared, model, solver, refine, betas, chunk, smooth="auto") -> Solution:
+def _solve(prepared, model, solver, refine, betas, chunk, smooth="auto", network_chunk=None) -> Solution:
     if solver not in SOLVERS:
         raise LSMPLifyError(f"Unknown solver '{solver}'; use one of {', '.join(SOLVERS)}.")
     notes: list[str] = []
@@ -107,9 +109,15 @@ def _solve(prepared, model, solver, refine, betas, chunk, smooth="auto") -> Solu
                          f"gives {measured}: used the analytic solver")
             solver = "analytic"
         else:
-            rotmats, trans_t, info = solve_network(prepared, model, betas, chunk=NETWORK_CHUNK, threads=None)
-            notes.append(f"network: {info.anchors} chunk anchors, {info.reanchored} frame(s) re-anchored "
-                         "by the drift guard")
+            n_chunk = NETWORK_CHUNK if network_chunk is None else int(network_chunk)
+            if n_chunk < 1:
+                raise LSMPLifyError(f"The network chunk must be at least 1 frame, not {n_chunk}.")
+            rotmats, trans_t, info = solve_network(prepared, model, betas, chunk=n_chunk, threads=None)
+            if n_chunk == 1:
+                notes.append("network: every frame from analytic IK + one plug-in pass")
+            else:
+                notes.append(f"network: sequential in chunks of {n_chunk} frames, {info.anchors} chunk anchors, "
+                             f"{info.reanchored} frame(s) re-anchored by the drift guard")
 
     if solver == "analytic":
         lm_names, lm_t, lm_w = prepared.landmark_targets()
