@@ -84,3 +84,17 @@ def test_smoothing_never_blends_across_a_jump_of_the_whole_body(model):
     assert np.allclose(out.positions[:30], first.positions)
     assert np.abs(out.positions[28:32, :, 0] - pos[28:32, :, 0]).max() < 0.5  # a blend across the cut would move them ~1 m
     assert any("2 pieces" in n for n in out.notes)
+
+
+@pytest.mark.parametrize("sigma", [0.4, 1.0, 2.7, 9.0])
+def test_gaussian_over_time_equals_scipy(sigma):
+    from scipy.ndimage import gaussian_filter1d
+
+    from lsmplify_blender.core.prepare import gaussian_over_time
+
+    x = np.random.default_rng(1).normal(size=(40, 5, 3))
+    ref = gaussian_filter1d(x, sigma, axis=0, mode="nearest", truncate=3.0)
+    assert np.allclose(gaussian_over_time(x, sigma), ref, atol=1e-12)
+    short = x[:3]  # fewer frames than the kernel
+    assert np.allclose(gaussian_over_time(short, sigma), gaussian_filter1d(short, sigma, axis=0, mode="nearest", truncate=3.0),
+                       atol=1e-12)
