@@ -41,19 +41,22 @@ class NetworkInfo:
 
 
 def network_step(net, model_rest, betas, rot_init, kp_init, kp_tgt, m_init, m_tgt, refit: bool = True,
-                 fk_init=None, return_joints: bool = False, m_fit=None):
+                 fk_init=None, return_joints: bool = False, m_fit=None, fit_error: bool = True):
     """One network pass + optional re-aim. Returns (rotmats, trans, raw fit error in m (B,)) and,
     with ``return_joints``, the joints of the result (to pass as the next step's ``fk_init``).
     ``m_fit``: which targets the re-aim uses (default ``m_tgt``; the sequential solver passes
-    ones, its missing keypoints being filled from the analytic solution)."""
+    ones, its missing keypoints being filled from the analytic solution). ``fit_error=False``
+    skips the raw fit error (returned as None) where nobody reads it."""
     n = rot_init.shape[0]
     rest = model_rest.expand(n, -1, -1)
     fk0 = fk(rot_init, rest)[1] if fk_init is None else fk_init
     feats = build_features(kp_init, kp_tgt, m_init, m_tgt, rot_init, fk0, betas.expand(n, -1), rest)
     rot = compose(rot_init, net(feats))
-    _, j = fk(rot, rest)
-    tgt_rel = kp_tgt - kp_tgt[:, :1]
-    err = ((j - j[:, :1] - tgt_rel).norm(dim=-1) * m_tgt).sum(-1) / m_tgt.sum(-1).clamp_min(1)
+    err = None
+    if fit_error or not refit:
+        _, j = fk(rot, rest)
+        tgt_rel = kp_tgt - kp_tgt[:, :1]
+        err = ((j - j[:, :1] - tgt_rel).norm(dim=-1) * m_tgt).sum(-1) / m_tgt.sum(-1).clamp_min(1)
     if not refit:
         out = (rot, kp_tgt[:, 0] - rest[:, 0], err)
         return out + (j - j[:, :1] + kp_tgt[:, :1],) if return_joints else out
@@ -141,19 +144,17 @@ def _solve_from(model, betas, targets, weight, rot_analytic, joints_analytic, ne
     trans = torch.empty(t, 3, **f32)
     joints = torch.empty(t, 24, 3, **f32)
 
+    joints_a = joints_analytic.to(**f32)
+
     def anchor(idx):
-        r, tr, jj = rot_a[idx], kp[idx, 0] - rest_j0, None
+        r, tr, jj = rot_a[idx], kp[idx, 0] - rest_j0, joints_a[idx]  # the analytic joints: no FK needed
         for _ in range(anchor_passes):
-            r, tr, _, jj = network_step(net, rest, b, r, kp[idx], kp[idx], m[idx], m[idx], refit,
-                                         return_joints=True, m_fit=ones[idx])
+            r, tr, _, jj = network_step(net, rest, b, r, kp[idx], kp[idx], m[idx], m[idx], refit, fk_init=jj,
+                                         return_joints=True, m_fit=ones[idx], fit_error=False)
         return r, tr, jj
 
     starts = torch.arange(0, t, chunk, device=dev)
-    out[starts], trans[starts], jj = anchor(starts)
-    if jj is not None:
-        joints[starts] = jj
-    else:
-        joints[starts] = joints_analytic.to(**f32)[starts]
+    out[starts], trans[starts], joints[starts] = anchor(starts)
     reanchored = 0
     for k in range(1, chunk):
         idx = starts + k
@@ -166,9 +167,6 @@ def _solve_from(model, betas, targets, weight, rot_analytic, joints_analytic, ne
         bad = err > err_a[idx] + guard_mm / 1000.0
         if bool(bad.any()):
             reanchored += int(bad.sum())
-            ra, ta, ja_ = anchor(idx[bad])
-            r[bad], tr[bad] = ra, ta
-            if ja_ is not None:
-                jj[bad] = ja_
+            r[bad], tr[bad], jj[bad] = anchor(idx[bad])
         out[idx], trans[idx], joints[idx] = r, tr, jj
     return out, trans, NetworkInfo(reanchored=reanchored, anchors=len(starts), steps=chunk)
