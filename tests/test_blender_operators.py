@@ -393,10 +393,58 @@ def test_refine_writes_a_new_action():
     first = rig.animation_data.action
     err0 = s.result_fit_error_mm
     bpy.context.view_layer.objects.active = rig
-    assert bpy.ops.lsmplify.refine(iterations=2) == {"FINISHED"}
+    assert bpy.ops.lsmplify.refine(method="OPTIMIZE", iterations=2) == {"FINISHED"}
     new = rig.animation_data.action
     assert new != first and new.name.startswith("LSMPLify_refined") and first.name in bpy.data.actions
-    assert s.result_fit_error_mm <= err0 + 1.0
+    assert s.result_fit_error_mm <= err0 + 1.0 and "optimisation: 2 iteration" in s.result_summary
+
+
+def test_refine_with_the_network_plug_in_mode():
+    """Plug-in mode from the rig's own action: SMPL-24 empties as the source, a rig posed off."""
+    from lsmplify_blender.core.body_model import BodyModel, load_model_data
+    from lsmplify_blender.core.layouts import SMPL24
+    from lsmplify_blender.core.rotations import axis_angle_to_matrix
+
+    model = BodyModel(load_model_data())
+    n = 12
+    aa = torch.zeros(n, 24, 3, dtype=model.dtype)
+    aa[:, 18, 2] = torch.linspace(0.3, 1.2, n)  # the left elbow bends over the clip
+    aa[:, 4, 0] = torch.linspace(0.2, 0.9, n)  # and the left knee
+    rot = axis_angle_to_matrix(aa)
+    kp = SMPL24.generate(model, rot, torch.zeros(10, dtype=model.dtype), torch.zeros(n, 3, dtype=model.dtype)).numpy()
+    path = ROOT / "out" / "test_plug_in_kp.npz"
+    path.parent.mkdir(exist_ok=True)
+    np.savez(path, keypoints=kp, joint_names=np.array(SMPL24.keypoints), fps=30, units="m", up="y")
+    s = settings()
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(path), create_empties=False) == {"FINISHED"}
+    set_range(1, n)
+    s.solver = "ANALYTIC"
+    s.auto_denoise = False
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    rig = rigs()[0]
+    # spoil the action: every key of the left elbow and knee back to rest
+    action = rig.animation_data.action
+    slot = getattr(rig.animation_data, "action_slot", None)
+    fcurves = action.fcurves if hasattr(action, "fcurves") and not slot else \
+        action.layers[0].strips[0].channelbag(slot).fcurves
+    spoiled = 0
+    for fc in fcurves:
+        if fc.data_path in ('pose.bones["left_elbow"].rotation_quaternion',
+                            'pose.bones["left_knee"].rotation_quaternion'):
+            for k in fc.keyframe_points:
+                k.co[1] = 1.0 if fc.array_index == 0 else 0.0
+            spoiled += 1
+    assert spoiled == 8
+    bpy.context.scene.frame_set(n)
+    rig.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    wrist = rig.pose.bones["left_wrist"].head
+    assert (wrist - rig.data.bones["left_wrist"].head_local).length < 0.005  # the arm is straight now (bent: ~0.2 m)
+    bpy.context.view_layer.objects.active = rig
+    s.refine_method, s.refine_passes = "NETWORK", 2
+    assert bpy.ops.lsmplify.refine() == {"FINISHED"}
+    assert rig.animation_data.action != action and "network plug-in: 2 pass(es)" in s.result_summary
+    assert s.result_fit_error_mm < 2.0  # the elbow and knee are bent again
+    path.unlink()
 
 
 def test_model_with_pose_correctives_keys_them_on_solve_and_import(tmp_path):

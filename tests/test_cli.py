@@ -128,3 +128,55 @@ def test_smooth_option_auto_number_and_refusals(tmp_path, capsys):
             main(["convert", str(src), "--out", str(tmp_path / "c.npz"), "--smooth", bad])
         assert e.value.code == 2
         assert "smooth" in capsys.readouterr().err
+
+
+def _smpl24_file(tmp_path, model, n=40):
+    rot = smooth_pose(n, seed=9, scale=0.5)
+    rot[:, 0] = torch.eye(3)
+    trans = torch.zeros(n, 3, dtype=rot.dtype)
+    trans[:, 2] = torch.linspace(0, 1, n)
+    kp = SMPL24.generate(model, rot, torch.zeros(10), trans).numpy()
+    src = tmp_path / "kp.npz"
+    np.savez(src, keypoints=kp, joint_names=np.array(SMPL24.keypoints), fps=30, units="m", up="y")
+    return src, rot, trans
+
+
+def test_plug_in_mode_refines_an_existing_motion(tmp_path, capsys, model):
+    from lsmplify_blender.core.formats.amass import write_smpl_npz
+    from lsmplify_blender.core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+
+    src, rot, trans = _smpl24_file(tmp_path, model)
+    # an estimate that is off by ~0.15 rad on every joint and 3 cm in place
+    noise = np.random.default_rng(0).normal(scale=0.15, size=(rot.shape[0], 24, 3))
+    bad = rot @ axis_angle_to_matrix(torch.as_tensor(noise, dtype=rot.dtype))
+    poses = matrix_to_axis_angle(bad).reshape(-1, 72).numpy()
+    init = write_smpl_npz(tmp_path / "init.npz", poses, np.zeros(10), trans.numpy() + 0.03, 30.0)
+    before = SMPL24.generate(model, bad, torch.zeros(10), trans + 0.03).numpy()
+    kp = np.load(src)["keypoints"]
+    err_before = np.linalg.norm(before - kp, axis=-1).mean() * 1000
+    code = main(["convert", str(src), "--out", str(tmp_path / "r.npz"), "--init", str(init)])
+    out, err = capsys.readouterr()
+    res = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and res["solver"] == "refine" and "network plug-in: 2 pass(es)" in err
+    assert err_before > 30 and res["fit_error_mm_mean"] < 1.0
+    # the same motion given Z up (as AMASS stores it) comes out the same
+    m = np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]])  # Y-up -> Z-up
+    j0 = model.rest_joints(torch.zeros(10, dtype=torch.float64))[0, 0].numpy()
+    rz = bad.clone()
+    rz[:, 0] = torch.as_tensor(m, dtype=bad.dtype) @ bad[:, 0]
+    tz = (trans.numpy().astype(np.float64) + 0.03 + j0) @ m.T - j0
+    z_file = tmp_path / "init_z.npz"
+    np.savez(z_file, poses=matrix_to_axis_angle(rz).reshape(-1, 72).numpy(), betas=np.zeros(10), trans=tz,
+             mocap_framerate=30.0, up="z")
+    code, out, _ = _run(capsys, src, "--out", tmp_path / "rz.npz", "--init", z_file)
+    assert code == 0 and json.loads(out)["fit_error_mm_mean"] < 1.0
+    a, b = np.load(tmp_path / "r.npz"), np.load(tmp_path / "rz.npz")
+    assert np.allclose(a["poses"], b["poses"], atol=1e-3) and np.allclose(a["trans"], b["trans"], atol=1e-4)
+    # optimisation only, and refusals
+    code, out, _ = _run(capsys, src, "--out", tmp_path / "o.npz", "--init", init, "--passes", "0", "--refine", "3")
+    assert code == 0 and json.loads(out)["fit_error_mm_mean"] < err_before
+    code, _, err = _run(capsys, src, "--out", tmp_path / "x.npz", "--init", init, "--passes", "0")
+    assert code == 2 and "Nothing to refine" in err
+    short = write_smpl_npz(tmp_path / "short.npz", poses[:10], np.zeros(10), trans.numpy()[:10], 30.0)
+    code, _, err = _run(capsys, src, "--out", tmp_path / "y.npz", "--init", short)
+    assert code == 2 and "same frame range" in err and not (tmp_path / "y.npz").exists()

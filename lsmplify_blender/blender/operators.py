@@ -17,7 +17,7 @@ from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from ..core.errors import InputError, LSMPLifyError
 from . import runtime
-from .properties import LAYOUT_ITEMS, UNIT_ITEMS, UP_ITEMS
+from .properties import LAYOUT_ITEMS, REFINE_METHOD_ITEMS, UNIT_ITEMS, UP_ITEMS
 
 KEYPOINT_GLOB = "*.npz;*.npy;*.json;*.csv;*.bvh;*.amc"
 
@@ -273,13 +273,16 @@ class LSMPLIFY_OT_refine(_Guarded, bpy.types.Operator):
     bl_label = "Refine Action"
     bl_options = {"REGISTER", "UNDO"}
 
+    method: EnumProperty(name="Method", items=[("SCENE", "Panel Setting", "The panel's refine method"),
+                                               *REFINE_METHOD_ITEMS], default="SCENE")
+    passes: IntProperty(name="Passes", default=0, min=0, max=10,
+                        description="Network passes; 0: the panel's setting")
     iterations: IntProperty(name="Iterations", default=0, min=0, max=1000,
-                            description="0: the panel's Refine setting (10 when that is 0 too)")
+                            description="Optimisation iterations; 0: the panel's Refine setting (10 when that "
+                                        "is 0 too)")
 
     def run(self, context):
-        from ..core.optimize import optimize_fit
-        from ..core.pose_prior import load_default_prior
-        from ..core.solver import fit_error_mm
+        from ..core.solver import refine_existing
         from .keyframes import read_pose_action
 
         s = _settings(context)
@@ -292,30 +295,28 @@ class LSMPLIFY_OT_refine(_Guarded, bpy.types.Operator):
         model = runtime.get_model(context, warn=lambda m: self.report({'WARNING'}, m))
         runtime.check_rig_model(rig_obj, model)
         prepared, start = runtime.gather_source(context, s, model)
-        prepared = runtime.smooth_prepared(prepared, s.smoothing)
         end = start + prepared.num_frames - 1
         rotmats, trans = read_pose_action(rig_obj, start, end)
         betas = runtime.rig_betas(rig_obj)[: model.num_betas]
-        iters = self.iterations or s.refine_iters or 10
+        method = s.refine_method if self.method == "SCENE" else self.method
+        passes = (self.passes or s.refine_passes) if method == "NETWORK" else 0
+        iters = 0 if method == "NETWORK" else (self.iterations or s.refine_iters or 10)
         wm = context.window_manager
         wm.progress_begin(0, 1)
-        t0 = time.perf_counter()
         try:
-            fit = optimize_fit(model, prepared.layout, prepared.positions, prepared.weight, betas,
-                               init_rotmats=rotmats, init_trans=trans, mode="batch", iters=iters,
-                               prior=load_default_prior(model.device))
+            sol = refine_existing(prepared, model, rotmats, betas, trans, passes=passes, refine=iters,
+                                  smooth=runtime.smooth_setting(s))
         finally:
             wm.progress_end()
-        import torch
-        b = torch.as_tensor(betas, dtype=model.dtype, device=model.device)
-        err = fit_error_mm(model, prepared, fit.rotmats, b, fit.trans)
-        _, action = runtime.write_motion(context, model, fit.rotmats, fit.trans, betas, start, err,
+        err = sol.fit_error_mm
+        _, action = runtime.write_motion(context, model, sol.rotmats, sol.trans, betas, start, err,
                                          target_rig=rig_obj, action_name="LSMPLify_refined",
                                          tags=dict(lsmplify_solver="refine", lsmplify_layout=prepared.layout.name))
+        self.report_notes(sol.notes)
         s.has_result = True
         s.result_fit_error_mm = float(np.nanmean(err)) if np.isfinite(err).any() else 0.0
-        s.result_summary = f"refined {iters} iterations on {prepared.num_frames} frames, " \
-                           f"{time.perf_counter() - t0:.1f} s"
+        s.result_summary = f"refined ({'; '.join(sol.notes) or method.lower()}) on {prepared.num_frames} " \
+                           f"frames, {sol.seconds:.1f} s"
         self.report({"INFO"}, f"LSMPLify: refined into '{action.name}': fit error {s.result_fit_error_mm:.1f} mm")
         return {"FINISHED"}
 

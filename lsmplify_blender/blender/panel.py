@@ -71,6 +71,10 @@ class LSMPLIFY_PT_main(bpy.types.Panel):
 
         box = layout.box()
         box.label(text="Rig", icon="OUTLINER_OB_ARMATURE")
+        row = box.row(align=True)
+        row.prop(s, "refine_method", text="")
+        if s.refine_method == "NETWORK":
+            row.prop(s, "refine_passes")
         col = box.column(align=True)
         col.operator(LSMPLIFY_OT_refine.bl_idname, icon="MODIFIER")
         col.operator(LSMPLIFY_OT_import_smpl_npz.bl_idname, icon="IMPORT")

@@ -34,9 +34,14 @@ SOURCE_ITEMS = (
     ("EMPTIES", "Empties", "The selected animated empties, one per keypoint, named after the joints"),
     ("ARMATURE", "Armature", "An animated armature (e.g. an imported BVH): its bone heads are the keypoints"),
 )
+REFINE_METHOD_ITEMS = (
+    ("NETWORK", "Network", "Network plug-in passes: re-aim every bone at the keypoints and predict its twist "
+                           "(fast)"),
+    ("OPTIMIZE", "Optimize", "Iterations of batched optimisation with the pose prior (slower)"),
+)
 SOLVER_ITEMS = (
-    ("NETWORK", "Network", "Residual network (Learnable SMPLify); falls back to Analytic until its "
-                           "checkpoint ships"),
+    ("NETWORK", "Network", "Analytic IK + the residual network (Learnable SMPLify), which recovers each "
+                           "bone's twist; layouts with fewer than 20 SMPL joints use Analytic"),
     ("ANALYTIC", "Analytic", "Shape from bone lengths + analytic IK: fast, exact on model joints"),
     ("OPTIMIZE", "Optimize", "SMPLify-3D-style optimisation frame by frame: slow baseline"),
 )
@@ -83,6 +88,10 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
     refine_iters: IntProperty(name="Refine", default=0, min=0, soft_max=50, max=1000,
                               description="Iterations of batched optimisation after the solver "
                                           "(slow: a few seconds per iteration on long takes)")
+    refine_method: EnumProperty(name="Refine Method", items=REFINE_METHOD_ITEMS, default="NETWORK",
+                                description="How Refine Action improves the rig's current action")
+    refine_passes: IntProperty(name="Passes", default=2, min=1, max=10,
+                               description="Network passes of Refine Action")
     smoothing: FloatProperty(name="Smoothing", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
                              description="Zero-phase temporal smoothing of the keypoints before solving "
                                          "(Gaussian, sigma up to 0.05 s); 0 leaves it to Auto Denoise")

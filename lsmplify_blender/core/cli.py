@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--model", default=None, help="SMPL-format .pkl/.npz (default: the embedded open model)")
     c.add_argument("--solver", default="network", choices=list(SOLVERS))
     c.add_argument("--refine", type=int, default=0, metavar="N", help="iterations of refinement after solving")
+    c.add_argument("--init", default=None, metavar="SMPL.npz",
+                   help="plug-in mode: refine this existing SMPL motion (AMASS-style .npz, same frames as the "
+                        "keypoints; e.g. an image-based estimate) against the keypoints instead of solving "
+                        "from scratch; its shape is kept")
+    c.add_argument("--passes", type=int, default=2, metavar="N",
+                   help="plug-in mode: network passes (default 2; 0 = optimisation only, with --refine)")
     c.add_argument("--chunk", type=int, default=None, metavar="N",
                    help="network solver: frames per sequential chunk, each started from analytic IK and run "
                         "frame to frame (default 1: every frame from analytic IK + one plug-in pass)")
@@ -68,20 +74,46 @@ def _smooth_arg(text: str):
     return value
 
 
+def _load_init(path, model):
+    """(rotmats, betas, trans) of an AMASS-style .npz in SMPL's Y-up world (Z-up files turned)."""
+    import torch
+
+    from .body_model import rotmats_from_axis_angle
+    from .formats.amass import read_smpl_npz
+
+    init = read_smpl_npz(path)
+    rot = rotmats_from_axis_angle(init["poses"].astype(np.float64))
+    betas = np.zeros(model.num_betas)
+    k = min(model.num_betas, init["betas"].shape[0])
+    betas[:k] = init["betas"][:k]
+    trans = init["trans"].astype(np.float64)
+    if init["up"].lower() == "z":  # (x, y, z) -> (x, z, -y), as the keypoints are turned
+        m = torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]], dtype=rot.dtype)
+        j0 = model.rest_joints(torch.as_tensor(betas, dtype=model.dtype))[0, 0].cpu().double().numpy()
+        rot[:, 0] = m @ rot[:, 0]
+        trans = (trans + j0) @ m.numpy().T - j0  # the pelvis moves with the world
+    return rot, betas, trans
+
+
 def convert(args) -> dict:
     from .body_model import BodyModel, load_model_data
     from .device import resolve_device
     from .formats import read_keypoints
     from .formats.amass import write_smpl_npz
     from .prepare import prepare
-    from .solver import solve
+    from .solver import refine_existing, solve
 
     t0 = time.perf_counter()
     device = resolve_device(args.device)
     model = BodyModel(load_model_data(args.model), device=device)
     seq = read_keypoints(args.input, asf=args.asf)
     prepared = prepare(seq, model, layout=args.layout, units=args.units, up=args.up, fps=args.fps)
-    sol = solve(prepared, model, solver=args.solver, refine=args.refine, smooth=args.smooth, network_chunk=args.chunk)
+    if args.init:
+        sol = refine_existing(prepared, model, *_load_init(args.init, model), passes=args.passes,
+                              refine=args.refine, smooth=args.smooth)
+    else:
+        sol = solve(prepared, model, solver=args.solver, refine=args.refine, smooth=args.smooth,
+                    network_chunk=args.chunk)
     out = write_smpl_npz(
         args.out, sol.poses, sol.betas.cpu().numpy(), sol.trans.cpu().numpy(), prepared.fps,
         gender=model.data.meta.get("gender", "neutral"), fit_error_mm=sol.fit_error_mm.astype(np.float32),

@@ -22,7 +22,7 @@ import torch
 from .analytic_ik import solve_analytic
 from .body_model import BodyModel
 from .device import cpu_threads
-from .errors import LSMPLifyError
+from .errors import InputError, LSMPLifyError
 from .prepare import PreparedKeypoints, denoise
 from .rotations import matrix_to_axis_angle
 from .shape_inverse import fit_betas_auto, observed_lengths
@@ -151,3 +151,65 @@ def _solve(prepared, model, solver, refine, betas, chunk, smooth="auto", network
     return Solution(rotmats=rotmats, trans=trans_t, betas=betas, fit_error_mm=err, mpbe_mm=mpbe,
                     solver=solver, device=str(model.device), seconds=seconds, notes=notes,
                     noise_mm=noise_mm, smooth_s=smooth_s)
+
+
+def refine_existing(prepared: PreparedKeypoints, model: BodyModel, rotmats, betas, trans=None, passes: int = 2,
+                    refine: int = 0, smooth="auto") -> Solution:
+    """Plug-in mode: improve SMPL parameters that already exist for these frames (an image-based
+    estimator's output, an animation on a rig) against the keypoints. ``passes`` network passes
+    (init = the given pose, target = the keypoints; each re-aims the bones at the keypoints and
+    predicts their twist), then ``refine`` iterations of batched optimisation. The shape stays
+    the given one. Layouts the network cannot use (fewer than NETWORK_MIN_JOINTS SMPL joints)
+    get the optimisation only (10 iterations when ``refine`` is 0), with a note."""
+    t = prepared.num_frames
+    rot = torch.as_tensor(np.asarray(rotmats), dtype=model.dtype, device=model.device)
+    if rot.shape != (t, 24, 3, 3):
+        raise InputError(f"The existing motion has {rot.shape[0] if rot.ndim else 0} frames of "
+                         f"{tuple(rot.shape[1:])} rotations; the keypoints have {t} frames and SMPL needs "
+                         f"(24, 3, 3). Give the same frame range for both.")
+    if passes < 0 or refine < 0:
+        raise InputError("passes and refine must be 0 or more.")
+    if passes == 0 and refine == 0:
+        raise InputError("Nothing to refine with: give network passes or optimisation iterations (or both).")
+    b = torch.as_tensor(np.asarray(betas, dtype=np.float64)[: model.num_betas], dtype=model.dtype, device=model.device)
+    if trans is None:
+        tr = torch.zeros(t, 3, dtype=model.dtype, device=model.device)
+    else:
+        tr = torch.as_tensor(np.asarray(trans), dtype=model.dtype, device=model.device).reshape(t, 3)
+    notes: list[str] = []
+    with cpu_threads(model.device):
+        start = time.perf_counter()
+        given = prepared
+        prepared, noise_mm, smooth_s = denoise(prepared, smooth)
+        if smooth_s > 0:
+            notes.append(f"keypoint noise estimated at {noise_mm:.1f} mm: smoothed over time with a Gaussian "
+                         f"of {smooth_s:.3f} s")
+        targets, weight = prepared.smpl_targets()
+        if passes > 0:
+            from .network import CHECKPOINT_PATH, refine_network
+
+            measured = int(((weight >= 0.9).any(0)).sum())
+            if not CHECKPOINT_PATH.is_file() or measured < NETWORK_MIN_JOINTS:
+                why = ("no network checkpoint is installed" if not CHECKPOINT_PATH.is_file() else
+                       f"the network needs at least {NETWORK_MIN_JOINTS} of the 24 SMPL joints and this layout "
+                       f"gives {measured}")
+                refine = refine or 10
+                notes.append(f"{why}: refined by {refine} iterations of optimisation instead")
+            else:
+                r32, t32 = refine_network(model, b, rot, targets, weight, passes=passes)
+                root_seen = torch.as_tensor(weight[:, 0] > 0, device=model.device)[:, None]
+                rot = r32.to(model.dtype)
+                tr = torch.where(root_seen, t32.to(model.dtype), tr)  # an unseen root keeps its place
+                notes.append(f"network plug-in: {passes} pass(es) from the existing motion")
+        if refine > 0:
+            from .optimize import optimize_fit
+            from .pose_prior import load_default_prior
+
+            fit = optimize_fit(model, prepared.layout, prepared.positions, prepared.weight, b, init_rotmats=rot,
+                               init_trans=tr, mode="batch", iters=refine, prior=load_default_prior(model.device))
+            rot, tr = fit.rotmats, fit.trans
+            notes.append(f"optimisation: {refine} iteration(s)")
+        seconds = time.perf_counter() - start
+    err = fit_error_mm(model, given, rot, b, tr)
+    return Solution(rotmats=rot, trans=tr, betas=b, fit_error_mm=err, mpbe_mm=float("nan"), solver="refine",
+                    device=str(model.device), seconds=seconds, notes=notes, noise_mm=noise_mm, smooth_s=smooth_s)
