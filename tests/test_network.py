@@ -177,3 +177,21 @@ def test_bad_checkpoints_raise_model_file_error(tmp_path):
     torch.save({"config": shipped["config"], "state_dict": state}, arch)
     with pytest.raises(ModelFileError, match="another network architecture"):
         load_network(arch)
+
+
+def test_network_solver_needs_enough_joints(model):
+    """Fewer than NETWORK_MIN_JOINTS measured SMPL joints: analytic IK, with a note saying why."""
+    from lsmplify_blender.core.layouts import SMPL24
+    from lsmplify_blender.core.prepare import PreparedKeypoints
+    from lsmplify_blender.core.solver import NETWORK_MIN_JOINTS, solve
+
+    rot = random_pose(6, seed=3, scale=0.3)
+    kp = SMPL24.generate(model, rot, torch.zeros(10)).numpy().astype(np.float64)
+    weight = np.ones(kp.shape[:2])
+    keep = [0, 1, 2, 4, 5, 12, 16, 17, 18][: NETWORK_MIN_JOINTS - 1]
+    weight[:, [j for j in range(24) if j not in keep]] = 0.0
+    prep = PreparedKeypoints(layout=SMPL24, positions=kp, weight=weight, fps=30.0, units="m", up="y")
+    sol = solve(prep, model, solver="network")
+    assert sol.solver == "analytic" and any("needs at least" in n for n in sol.notes)
+    weight[:, :] = 1.0
+    assert solve(prep, model, solver="network").solver == "network"

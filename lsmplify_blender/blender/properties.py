@@ -41,7 +41,7 @@ REFINE_METHOD_ITEMS = (
 )
 SOLVER_ITEMS = (
     ("NETWORK", "Network", "Analytic IK + the residual network (Learnable SMPLify), which recovers each "
-                           "bone's twist; layouts with fewer than 20 SMPL joints use Analytic"),
+                           "bone's twist (keypoints with fewer than 10 SMPL joints use Analytic)"),
     ("ANALYTIC", "Analytic", "Shape from bone lengths + analytic IK: fast, exact on model joints"),
     ("OPTIMIZE", "Optimize", "SMPLify-3D-style optimisation frame by frame: slow baseline"),
 )

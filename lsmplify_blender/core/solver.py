@@ -28,7 +28,9 @@ from .rotations import matrix_to_axis_angle
 from .shape_inverse import fit_betas_auto, observed_lengths
 
 SOLVERS = ("network", "analytic", "optimize")
-NETWORK_MIN_JOINTS = 20
+# fewer measured SMPL joints than this and the network is not used (analytic IK instead). Every
+# layout we know gives at least 12 and the network lowers MPVE on all of them (NETWORK.md).
+NETWORK_MIN_JOINTS = 10
 # frames per sequential chunk; 1 = every frame analytic + one plug-in pass (see NETWORK.md:
 # as accurate as chunks of 4 on the dev-test clips, and the fastest)
 NETWORK_CHUNK = 1
@@ -104,7 +106,6 @@ def _solve(prepared, model, solver, refine, betas, chunk, smooth="auto", network
             notes.append("no network checkpoint is installed: used the analytic solver")
             solver = "analytic"
         elif measured < NETWORK_MIN_JOINTS:
-            # trained on SMPL-24-like keypoints; with many joints missing it is not yet better than IK
             notes.append(f"the network needs at least {NETWORK_MIN_JOINTS} of the 24 SMPL joints and this layout "
                          f"gives {measured}: used the analytic solver")
             solver = "analytic"
