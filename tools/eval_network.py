@@ -6,7 +6,7 @@ the solve uses betas from the shape inverse and no ground truth. Reports MPJPE (
 and MPVE (raw vertices) in mm and frames/s for analytic vs network (sequential, chunked),
 plus the pairwise s=1 error (init = ground truth of the previous frame, ground-truth betas).
 
-Usage: PYTHONPATH=. python tools/eval_network.py [--ckpt PATH] [--clips N] [--noise-mm X] [--chunk 16]
+Usage: PYTHONPATH=. python tools/eval_network.py [--ckpt PATH] [--clips N] [--noise-mm X] [--chunk 1]
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def main():
     ap.add_argument("--data", default=str(ROOT / "out" / "network" / "cmu_smpl_test.npz"))
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--noise-mm", type=float, default=0.0)
-    ap.add_argument("--chunk", type=int, default=8)
+    ap.add_argument("--chunk", type=int, default=1, help="frames per sequential chunk (the solver uses 1)")
     ap.add_argument("--guard-mm", type=float, default=15.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-refit", action="store_true", help="no re-aim after network steps (noisy keypoints)")
