@@ -8,6 +8,7 @@ clips (see ``retarget.py``), so the twist of every bone comes from the capture.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,10 +47,9 @@ def load_amc(amc, asf) -> SourceMotion:
     skel = read_asf(asf)
     motion = parse_amc(read_text(amc, "AMC"), skel, Path(amc).name)
     names, pos, rot = acclaim_forward_kinematics(skel, motion, rotations=True)
-    rest_motion = parse_amc(read_text(amc, "AMC"), skel, Path(amc).name)
-    for v in rest_motion.values.values():
-        v[:] = 0.0
-    _, rest, _ = acclaim_forward_kinematics(skel, rest_motion, rotations=True)
+    zero = dataclasses.replace(motion, frames=motion.frames[:1],
+                               values={k: np.zeros_like(v[:1]) for k, v in motion.values.items()})
+    _, rest, _ = acclaim_forward_kinematics(skel, zero, rotations=True)  # the ASF rest pose
     return SourceMotion(Path(amc).stem, rot, rest[0] - rest[0, 0], pos[:, 0], pos, names, 120.0)
 
 
