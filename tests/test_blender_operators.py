@@ -423,12 +423,11 @@ def test_refine_with_the_network_plug_in_mode():
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
     rig = rigs()[0]
     # spoil the action: every key of the left elbow and knee back to rest
+    from lsmplify_blender.blender.keyframes import action_fcurves
+
     action = rig.animation_data.action
-    slot = getattr(rig.animation_data, "action_slot", None)
-    fcurves = action.fcurves if hasattr(action, "fcurves") and not slot else \
-        action.layers[0].strips[0].channelbag(slot).fcurves
     spoiled = 0
-    for fc in fcurves:
+    for fc in action_fcurves(action, getattr(rig.animation_data, "action_slot", None)):
         if fc.data_path in ('pose.bones["left_elbow"].rotation_quaternion',
                             'pose.bones["left_knee"].rotation_quaternion'):
             for k in fc.keyframe_points:

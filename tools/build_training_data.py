@@ -75,16 +75,19 @@ def build(split: str, model, mirror: bool):
     names, parents, offsets = read_cmu_skeleton(MOCAP / "skeleton.json")
     rest = model.rest_joints(torch.zeros(10))[0].double().numpy()
     rots, pels, starts, clip_names, checks = [], [], [0], [], []
+
+    def add(name, r, p):  # the clip, and its mirror image for training
+        for k, (rr, pp) in enumerate([(r, p)] + ([mirror_motion(r, p)] if mirror else [])):
+            rots.append(matrix_to_rotation_6d(torch.as_tensor(rr)).numpy())
+            pels.append(pp)
+            starts.append(starts[-1] + rr.shape[0])
+            clip_names.append(name + ("_mirror" if k else ""))
+
     for f in sorted((MOCAP / split).rglob("*.txt")):
         data = read_cmu_rows(f)
         r, p = retarget_cmu(data, names, parents, offsets, rest)
         checks.append(tracking_check(model, r, p, data, names, parents, offsets))
-        variants = [(r, p)] + ([mirror_motion(r, p)] if mirror else [])
-        for k, (rr, pp) in enumerate(variants):
-            rots.append(matrix_to_rotation_6d(torch.as_tensor(rr)).numpy())
-            pels.append(pp)
-            starts.append(starts[-1] + rr.shape[0])
-            clip_names.append(f"{f.parent.name}/{f.stem}" + ("_mirror" if k else ""))
+        add(f"{f.parent.name}/{f.stem}", r, p)
     if split == "train":
         for load in extra_sources():
             src = load()
@@ -94,11 +97,7 @@ def build(split: str, model, mirror: bool):
             print(f"  {src.name}: {src.glob.shape[0]} frames at {src.fps:.4g} fps -> {r.shape[0]} at 120; "
                   f"max limb-direction error {track:.3f} deg")
             checks.append((track, np.nan))
-            for k, (rr, pp) in enumerate([(r, p), mirror_motion(r, p)]):
-                rots.append(matrix_to_rotation_6d(torch.as_tensor(rr)).numpy())
-                pels.append(pp)
-                starts.append(starts[-1] + rr.shape[0])
-                clip_names.append(src.name + ("_mirror" if k else ""))
+            add(src.name, r, p)
     return dict(rot6d=np.concatenate(rots).astype(np.float32), pelvis=np.concatenate(pels).astype(np.float32),
                 starts=np.asarray(starts), names=np.asarray(clip_names), fps=np.float32(120.0)), np.asarray(checks)
 

@@ -75,16 +75,34 @@ def solve(prepared: PreparedKeypoints, model: BodyModel, solver: str = "analytic
         return _solve(prepared, model, solver, refine, betas, chunk, smooth, network_chunk)
 
 
+def _denoise(prepared, smooth, notes: list[str]):
+    """``denoise`` with a note when it smoothed; returns (keypoints, noise mm, sigma s)."""
+    out, noise_mm, smooth_s = denoise(prepared, smooth)
+    if smooth_s > 0:
+        notes.append(f"keypoint noise estimated at {noise_mm:.1f} mm (limb length changes): smoothed over "
+                     f"time with a Gaussian of {smooth_s:.3f} s" + (" (auto)" if smooth == "auto" else ""))
+    return out, noise_mm, smooth_s
+
+
+def _network_blocker(weight) -> str | None:
+    """Why the network cannot run on these keypoints, or None when it can."""
+    from .network import CHECKPOINT_PATH
+
+    if not CHECKPOINT_PATH.is_file():
+        return "no network checkpoint is installed"
+    measured = int(((weight >= 0.9).any(0)).sum())
+    if measured < NETWORK_MIN_JOINTS:
+        return f"the network needs at least {NETWORK_MIN_JOINTS} of the 24 SMPL joints and this layout gives {measured}"
+    return None
+
+
 def _solve(prepared, model, solver, refine, betas, chunk, smooth="auto", network_chunk=None) -> Solution:
     if solver not in SOLVERS:
         raise LSMPLifyError(f"Unknown solver '{solver}'; use one of {', '.join(SOLVERS)}.")
     notes: list[str] = []
     start = time.perf_counter()
     given = prepared
-    prepared, noise_mm, smooth_s = denoise(prepared, smooth)
-    if smooth_s > 0:
-        notes.append(f"keypoint noise estimated at {noise_mm:.1f} mm (limb length changes): smoothed over "
-                     f"time with a Gaussian of {smooth_s:.3f} s" + (" (auto)" if smooth == "auto" else ""))
+    prepared, noise_mm, smooth_s = _denoise(prepared, smooth, notes)
     targets, weight = prepared.smpl_targets()
     lengths, stderr = observed_lengths(targets, weight)
     if betas is None:
@@ -99,15 +117,11 @@ def _solve(prepared, model, solver, refine, betas, chunk, smooth="auto", network
     betas = betas.to(model.device)
 
     if solver == "network":
-        from .network import CHECKPOINT_PATH, solve_network
+        from .network import solve_network
 
-        measured = int(((weight >= 0.9).any(0)).sum())
-        if not CHECKPOINT_PATH.is_file():
-            notes.append("no network checkpoint is installed: used the analytic solver")
-            solver = "analytic"
-        elif measured < NETWORK_MIN_JOINTS:
-            notes.append(f"the network needs at least {NETWORK_MIN_JOINTS} of the 24 SMPL joints and this layout "
-                         f"gives {measured}: used the analytic solver")
+        blocker = _network_blocker(weight)
+        if blocker:
+            notes.append(f"{blocker}: used the analytic solver")
             solver = "analytic"
         else:
             n_chunk = NETWORK_CHUNK if network_chunk is None else int(network_chunk)
@@ -181,21 +195,15 @@ def refine_existing(prepared: PreparedKeypoints, model: BodyModel, rotmats, beta
     with cpu_threads(model.device):
         start = time.perf_counter()
         given = prepared
-        prepared, noise_mm, smooth_s = denoise(prepared, smooth)
-        if smooth_s > 0:
-            notes.append(f"keypoint noise estimated at {noise_mm:.1f} mm: smoothed over time with a Gaussian "
-                         f"of {smooth_s:.3f} s")
+        prepared, noise_mm, smooth_s = _denoise(prepared, smooth, notes)
         targets, weight = prepared.smpl_targets()
         if passes > 0:
-            from .network import CHECKPOINT_PATH, refine_network
+            from .network import refine_network
 
-            measured = int(((weight >= 0.9).any(0)).sum())
-            if not CHECKPOINT_PATH.is_file() or measured < NETWORK_MIN_JOINTS:
-                why = ("no network checkpoint is installed" if not CHECKPOINT_PATH.is_file() else
-                       f"the network needs at least {NETWORK_MIN_JOINTS} of the 24 SMPL joints and this layout "
-                       f"gives {measured}")
+            blocker = _network_blocker(weight)
+            if blocker:
                 refine = refine or 10
-                notes.append(f"{why}: refined by {refine} iterations of optimisation instead")
+                notes.append(f"{blocker}: refined by {refine} iterations of optimisation instead")
             else:
                 r32, t32 = refine_network(model, b, rot, targets, weight, passes=passes)
                 root_seen = torch.as_tensor(weight[:, 0] > 0, device=model.device)[:, None]

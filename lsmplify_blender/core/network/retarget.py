@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..body_model import SMPL_JOINT_NAMES, SMPL_PARENTS
+from ..body_model import SMPL_JOINT_NAMES
 from ..formats._common import rodrigues
 
 CMU_UNIT_M = 0.05644
@@ -69,41 +69,14 @@ def cmu_rest_positions(parents, offsets) -> np.ndarray:
     return pos
 
 
-def calibration(names, parents, offsets, smpl_rest: np.ndarray) -> np.ndarray:
-    """(24, 3, 3) rest calibration C_j (SMPL rest frame -> CMU rest frame of the driving node)."""
-    cmu_rest = cmu_rest_positions(parents, offsets)
-    idx = {n: i for i, n in enumerate(names)}
-    kids = [[c for c in range(24) if SMPL_PARENTS[c] == j] for j in range(24)]
-    cal = np.tile(np.eye(3), (24, 1, 1))
-    for j, name in enumerate(SMPL_JOINT_NAMES):
-        if len(kids[j]) != 1:
-            continue
-        c = kids[j][0]
-        d_s = smpl_rest[c] - smpl_rest[j]
-        d_c = cmu_rest[idx[SMPL_TO_CMU[SMPL_JOINT_NAMES[c]]]] - cmu_rest[idx[SMPL_TO_CMU[name]]]
-        if np.linalg.norm(d_c) > 1e-6 and np.linalg.norm(d_s) > 1e-6:
-            cal[j] = swing_between(d_s, d_c)
-    return cal
-
-
 def retarget_cmu(data: np.ndarray, names, parents, offsets, smpl_rest: np.ndarray):
     """CMU subset rows -> SMPL local rotations (T, 24, 3, 3) and pelvis positions (T, 3) in metres,
     scaled to the SMPL rest skeleton ``smpl_rest`` (24, 3) by leg length."""
-    glob_c, root = cmu_global_rotations(data, parents)
-    idx = {n: i for i, n in enumerate(names)}
-    cal = calibration(names, parents, offsets, smpl_rest)
-    sel = [idx[SMPL_TO_CMU[n]] for n in SMPL_JOINT_NAMES]
-    g_s = glob_c[:, sel] @ cal[None]
-    local = np.empty_like(g_s)
-    local[:, 0] = g_s[:, 0]
-    par = list(SMPL_PARENTS)
-    local[:, 1:] = np.swapaxes(g_s[:, par[1:]], -1, -2) @ g_s[:, 1:]
-    cmu_rest = cmu_rest_positions(parents, offsets)
-    leg_c = (np.linalg.norm(cmu_rest[idx["ltibia"]] - cmu_rest[idx["lfemur"]])
-             + np.linalg.norm(cmu_rest[idx["lfoot"]] - cmu_rest[idx["ltibia"]]))
-    leg_s = np.linalg.norm(smpl_rest[4] - smpl_rest[1]) + np.linalg.norm(smpl_rest[7] - smpl_rest[4])
-    pelvis = root * (leg_s / leg_c)
-    return local.astype(np.float32), pelvis.astype(np.float32)
+    from .sources import SourceMotion, retarget_source  # sources builds on this module
+
+    glob, root = cmu_global_rotations(data, parents)
+    src = SourceMotion("cmu", glob, cmu_rest_positions(parents, offsets), root, None, list(names), 120.0)
+    return retarget_source(src, smpl_rest)
 
 
 def mirror_motion(rotmats: np.ndarray, pelvis: np.ndarray):

@@ -33,7 +33,7 @@ class SourceMotion:
     glob: np.ndarray  # (T, N, 3, 3) world rotation of each node relative to its rest pose
     rest: np.ndarray  # (N, 3) rest positions of the nodes (any unit)
     root: np.ndarray  # (T, 3) root positions (same unit)
-    pos: np.ndarray  # (T, N, 3) world positions of the nodes (same unit), for the tracking check
+    pos: np.ndarray | None  # (T, N, 3) world positions of the nodes (same unit), for the tracking check
     names: list[str]
     fps: float
     drive: dict[str, str] = field(default_factory=lambda: dict(SMPL_TO_CMU))  # SMPL joint -> node
