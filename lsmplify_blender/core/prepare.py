@@ -239,7 +239,7 @@ def estimate_noise_mm(prepared: "PreparedKeypoints") -> float:
 
     A bone between two keypoints with independent noise sigma per axis changes length with a
     std of sigma * sqrt(2), whatever the motion, so the median over the limbs divided by
-    sqrt(2) estimates sigma (19.5 mm for 20 mm of Gaussian noise on the dev-test clips, 0 on
+    sqrt(2) estimates sigma (20.1 mm for 20 mm of Gaussian noise, benchmarks/bench_denoise.py; 0 on
     exact keypoints). NaN with fewer than 5 measured frames."""
     targets, weight = prepared.smpl_targets()
     stds = []
