@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         return 1
     import addon_utils
 
-    from lsmplify_blender.blender import keyframes, rig, runtime
+    from lsmplify_blender.blender import keyframes, rig, solving
 
     reset_scene()
     addon_utils.enable("lsmplify_blender", default_set=True)
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     # the operators look these up at call time, so wrapping the module attributes times them
     rig.build_smpl_rig = timed("rig_build", rig.build_smpl_rig)
     keyframes.write_pose_action = timed("keyframes", keyframes.write_pose_action)
-    runtime.run_solve = timed("solve", runtime.run_solve)
+    solving.run_solve = timed("solve", solving.run_solve)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.input)

@@ -17,7 +17,7 @@ if bpy is None:
 
 from conftest import random_pose  # noqa: E402
 
-from lsmplify_blender.blender import keyframes, rig, runtime  # noqa: E402
+from lsmplify_blender.blender import keyframes, rig, scene_writing  # noqa: E402
 from lsmplify_blender.core.body_model import BodyModel, load_model_data, pose_feature  # noqa: E402
 
 POSE_KEYS = [f"Pose{k:03d}" for k in range(207)]
@@ -123,12 +123,12 @@ def test_write_motion_keys_correctives_and_refine_adds_a_new_action(corrective_d
     class _Model:  # write_motion only reads model.data
         data = corrective_data
     rotmats = random_pose(6, seed=3)
-    rig_obj, _ = runtime.write_motion(bpy.context, _Model, rotmats, torch.zeros(6, 3), np.zeros(10), 1,
+    rig_obj, _ = scene_writing.write_motion(bpy.context, _Model, rotmats, torch.zeros(6, 3), np.zeros(10), 1,
                                       action_name="LSMPLify_test")
     (mesh_obj,) = rig.corrective_meshes(rig_obj)
     first = mesh_obj.data.shape_keys.animation_data.action
     assert first.name == "LSMPLify_test_correctives" and len(key_fcurves(mesh_obj)) == 207
-    runtime.write_motion(bpy.context, _Model, random_pose(6, seed=4), torch.zeros(6, 3), np.zeros(10), 1,
+    scene_writing.write_motion(bpy.context, _Model, random_pose(6, seed=4), torch.zeros(6, 3), np.zeros(10), 1,
                          target_rig=rig_obj, action_name="LSMPLify_refined")
     second = mesh_obj.data.shape_keys.animation_data.action
     assert second != first and second.name == "LSMPLify_refined_correctives" and first.name in bpy.data.actions

@@ -84,11 +84,11 @@ def test_registered_and_preferences():
 
 
 def test_bad_model_path_is_shown_and_falls_back_to_the_open_model(tmp_path, capfd):
-    from lsmplify_blender.blender import preferences, runtime
+    from lsmplify_blender.blender import model_cache, preferences
     from lsmplify_blender.core.body_model import load_model_data
     prefs = bpy.context.preferences.addons[ADDON].preferences
     prefs.model_path = str(tmp_path / "nope.pkl")  # the update callback validates it
-    runtime.clear_model_cache()
+    model_cache.clear_model_cache()
     try:
         assert "not found" in preferences.model_status(prefs.model_path)
         import_bvh(create_empties=False)
@@ -99,7 +99,7 @@ def test_bad_model_path_is_shown_and_falls_back_to_the_open_model(tmp_path, capf
         assert len(mesh.data.vertices) == load_model_data().num_vertices
     finally:
         prefs.model_path = ""
-        runtime.clear_model_cache()
+        model_cache.clear_model_cache()
     assert preferences.model_status("") == ""
 
 
@@ -107,10 +107,10 @@ def test_unavailable_device_falls_back_to_cpu(capfd):
     import torch as _torch
     if _torch.cuda.is_available():
         pytest.skip("a CUDA device is present here")
-    from lsmplify_blender.blender import runtime
+    from lsmplify_blender.blender import model_cache
     prefs = bpy.context.preferences.addons[ADDON].preferences
     prefs.device = "CUDA"
-    runtime.clear_model_cache()
+    model_cache.clear_model_cache()
     try:
         import_bvh(create_empties=False)
         assert bpy.ops.lsmplify.solve() == {"FINISHED"}
@@ -118,7 +118,7 @@ def test_unavailable_device_falls_back_to_cpu(capfd):
         assert "CUDA" in out.out + out.err and "CPU" in out.out + out.err
     finally:
         prefs.device = "AUTO"
-        runtime.clear_model_cache()
+        model_cache.clear_model_cache()
 
 
 def test_layout_items_match_the_core():
@@ -447,7 +447,7 @@ def test_refine_with_the_network_plug_in_mode():
 
 
 def test_model_with_pose_correctives_keys_them_on_solve_and_import(tmp_path):
-    from lsmplify_blender.blender import runtime
+    from lsmplify_blender.blender import model_cache
     from lsmplify_blender.core.body_model import load_model_data
     from lsmplify_blender.core.formats.amass import write_smpl_npz
     d = load_model_data()
@@ -458,7 +458,7 @@ def test_model_with_pose_correctives_keys_them_on_solve_and_import(tmp_path):
              kintree_table=np.stack([d.parents, np.arange(24)]).astype(np.int64), f=d.faces)
     prefs = bpy.context.preferences.addons[ADDON].preferences
     prefs.model_path = str(model_file)
-    runtime.clear_model_cache()
+    model_cache.clear_model_cache()
     try:
         import_bvh(create_empties=False)
         settings().solver = "ANALYTIC"
@@ -483,7 +483,7 @@ def test_model_with_pose_correctives_keys_them_on_solve_and_import(tmp_path):
         assert len(fcs) == 207 and all(len(fc.keyframe_points) == 4 for fc in fcs)
     finally:
         prefs.model_path = ""
-        runtime.clear_model_cache()
+        model_cache.clear_model_cache()
 
 
 # ---------------------------------------------------------------------------- FBX, preview
@@ -538,7 +538,7 @@ def test_render_preview_two_frames(tmp_path):
 
 # ---------------------------------------------------------------------------- smoothing
 def test_smoothing_is_zero_phase():
-    from lsmplify_blender.blender.runtime import smooth_prepared
+    from lsmplify_blender.blender.sources import smooth_prepared
     from lsmplify_blender.core.body_model import BodyModel, load_model_data
     from lsmplify_blender.core.formats import read_keypoints
     from lsmplify_blender.core.prepare import prepare
@@ -560,7 +560,7 @@ def test_smoothing_is_zero_phase():
 
 
 def test_smoothing_setting_and_auto_denoise(scene):
-    from lsmplify_blender.blender.runtime import smooth_setting
+    from lsmplify_blender.blender.solving import smooth_setting
 
     s = scene.lsmplify
     s.smoothing, s.auto_denoise = 0.0, True
@@ -617,7 +617,7 @@ def test_panel_and_preferences_draw():
 def test_threaded_job_touches_the_scene_only_when_finished():
     import threading
 
-    from lsmplify_blender.blender.operators import _SolveJob
+    from lsmplify_blender.blender.solving import SolveJob as _SolveJob
     import_bvh(create_empties=False)
     settings().solver = "ANALYTIC"
     set_range(1, 10)

@@ -309,3 +309,25 @@ def read_pose_action(armature_obj, frame_start: int, frame_end: int, action=None
     trans = np.stack([channel(_loc_path(ROOT_BONE), c, 0.0) for c in range(3)], -1)
     rotmats = quaternion_to_matrix(torch.from_numpy(quats)).numpy()
     return rotmats, trans
+
+
+def write_location_action(obj, frames, locations, name: str):
+    """Key ``obj.location`` as a NEW action assigned to ``obj``: ``locations`` (K, 3) at
+    ``frames`` (K,), linear, in bulk (one ``foreach_set`` per channel)."""
+    loc = _as_numpy(locations, np.float32)
+    f = _as_numpy(frames, np.float32).reshape(-1)
+    if loc.shape != (f.size, 3) or f.size == 0:
+        raise LSMPLifyError(f"Locations must have shape ({f.size}, 3) with at least one frame; got {loc.shape}.")
+    if not np.isfinite(loc).all():
+        raise LSMPLifyError(f"The locations of '{obj.name}' contain NaN or infinite values; nothing was keyed.")
+    linear = _enum_value(bpy.types.Keyframe, "interpolation", "LINEAR")
+    action = bpy.data.actions.new(name)
+    writer = _FCurveWriter(action, obj)
+    try:
+        for c in range(3):
+            _write_keys(writer.new("location", c, "Location"), f, loc[:, c], linear)
+        writer.assign()
+    except BaseException:
+        bpy.data.actions.remove(action)
+        raise
+    return action

@@ -46,8 +46,8 @@ def _model_path_update(self, _context):
     key = bpy.path.abspath(self.model_path) if self.model_path else ""
     _MODEL_STATUS.pop(key, None)
     model_status(self.model_path)
-    from . import runtime
-    runtime.clear_model_cache()
+    from .model_cache import clear_model_cache
+    clear_model_cache()
 
 
 class LSMPLifyPreferences(bpy.types.AddonPreferences):

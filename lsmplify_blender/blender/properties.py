@@ -52,7 +52,7 @@ def _poll_armature(_self, obj):
 
 
 def _poll_smpl_rig(_self, obj):
-    from .runtime import is_smpl_rig
+    from .scene_writing import is_smpl_rig
     return is_smpl_rig(obj)
 
 

@@ -1,0 +1,67 @@
+"""An SMPL rig, its mesh and its action as FBX for a game engine or DCC (Blender's FBX exporter)."""
+from __future__ import annotations
+
+import os
+
+import bpy
+
+from ..core.errors import LSMPLifyError
+
+# Settings per target. Shared: only the rig and its mesh, no leaf bones (they would become
+# extra joints in engines), only deforming bones, the active action baked at every frame
+# with no simplification (the solve's keys exactly), no NLA/all-actions stacks.
+FBX_PRESETS = {
+    # Unity reads FBX units: 'FBX All' writes the metre scale into the file's unit factor, so
+    # the model arrives at scale 1 (not 100) with no per-object scale; -Z forward / Y up is
+    # Unity's own axis convention. (Apply Transform is not used: Blender documents it as
+    # broken with armatures. Unity's 'Bake Axis Conversion' removes the root's axis rotation.)
+    "UNITY": dict(axis_forward="-Z", axis_up="Y", apply_unit_scale=True, apply_scale_options="FBX_SCALE_ALL"),
+    # Unreal converts axes itself (Convert Scene) and works in centimetres: units go to the
+    # FBX unit factor ('FBX Units Scale') so the armature keeps scale 1 and the body its real size.
+    "UNREAL": dict(axis_forward="-Z", axis_up="Y", apply_unit_scale=True, apply_scale_options="FBX_SCALE_UNITS"),
+    # Blender's own defaults: re-imports into Blender unchanged.
+    "BLENDER": dict(axis_forward="-Z", axis_up="Y", apply_unit_scale=True, apply_scale_options="FBX_SCALE_NONE"),
+}
+FBX_COMMON = dict(use_selection=True, object_types={"ARMATURE", "MESH"}, add_leaf_bones=False,
+                  use_armature_deform_only=True, primary_bone_axis="Y", secondary_bone_axis="X",
+                  armature_nodetype="NULL", bake_anim=True, bake_anim_use_all_bones=True,
+                  bake_anim_use_nla_strips=False, bake_anim_use_all_actions=False,
+                  bake_anim_force_startend_keying=True, bake_anim_step=1.0, bake_anim_simplify_factor=0.0,
+                  use_mesh_modifiers=False, mesh_smooth_type="FACE", bake_space_transform=False, global_scale=1.0)
+
+
+def fbx_exporter_available() -> bool:
+    return hasattr(bpy.ops.export_scene, "fbx") and "EXPORT_SCENE_OT_fbx" in dir(bpy.types)
+
+
+def export_rig_fbx(context, rig_obj, path: str, preset: str = "UNITY") -> str:
+    """Write ``rig_obj``, its child meshes and its action to ``path`` with the preset's settings.
+
+    The selection and the active object are changed only while exporting and restored after.
+    """
+    if preset not in FBX_PRESETS:
+        raise LSMPLifyError(f"Unknown FBX target '{preset}'; choose one of {', '.join(FBX_PRESETS)}.")
+    if not fbx_exporter_available():
+        raise LSMPLifyError("Blender's FBX exporter is not enabled: enable the 'FBX format' add-on.")
+    objs = [rig_obj] + [c for c in rig_obj.children if c.type == "MESH"]
+    view_layer = context.view_layer
+    prev_sel = [o for o in view_layer.objects if o.select_get()]
+    prev_active = view_layer.objects.active
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:
+        for o in prev_sel:
+            o.select_set(False)
+        for o in objs:
+            o.select_set(True)
+        view_layer.objects.active = rig_obj
+        with context.temp_override(active_object=rig_obj, selected_objects=objs):
+            result = bpy.ops.export_scene.fbx(filepath=path, **FBX_COMMON, **FBX_PRESETS[preset])
+    finally:
+        for o in objs:
+            o.select_set(False)
+        for o in prev_sel:
+            o.select_set(True)
+        view_layer.objects.active = prev_active
+    if "FINISHED" not in result or not os.path.isfile(path):
+        raise LSMPLifyError(f"The FBX exporter did not write '{path}'.")
+    return path

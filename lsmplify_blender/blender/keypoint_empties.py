@@ -1,0 +1,87 @@
+"""Keypoint motion shown in the scene: one animated empty per keypoint, in a new collection."""
+from __future__ import annotations
+
+import bpy
+import numpy as np
+
+from .scene_writing import remove_ids
+from .sources import KEYPOINT_PROP
+
+EMPTY_SIZE_M = 0.025  # display radius of a keypoint empty, metres
+
+
+def create_keypoint_empties(context, prepared, start_frame: int, name: str):
+    """One empty per seen keypoint in a new collection ``"{name} keypoints"`` linked to the
+    scene, each keyed in bulk at the frames it is seen (Blender Z up, scene units); all or
+    nothing. Returns the collection."""
+    from .keyframes import write_location_action
+    from .rig import smpl_to_blender
+
+    scene = context.scene
+    scale = float(scene.unit_settings.scale_length or 1.0)
+    pos = smpl_to_blender(prepared.positions) / scale  # (T, K, 3)
+    seen = prepared.weight > 0
+    frames_all = start_frame + np.arange(prepared.num_frames)
+    made = []
+    try:
+        coll = bpy.data.collections.new(f"{name} keypoints")
+        made.append(coll)
+        for k, kp in enumerate(prepared.layout.keypoints):
+            ok = seen[:, k]
+            if not ok.any():
+                continue
+            obj = bpy.data.objects.new(kp, None)
+            made.append(obj)
+            obj.empty_display_type = "SPHERE"
+            obj.empty_display_size = EMPTY_SIZE_M / scale
+            obj[KEYPOINT_PROP] = kp
+            coll.objects.link(obj)
+            obj.location = tuple(pos[int(np.argmax(ok)), k])
+            made.append(write_location_action(obj, frames_all[ok], pos[ok, k], f"{kp}_keypoint"))
+        scene.collection.children.link(coll)
+    except BaseException:
+        remove_ids(made)
+        raise
+    return coll
+
+
+def keypoint_empties(context, settings) -> list:
+    """The empties that stand for the scene's source keypoints: the selection for an Empties
+    source, else the visible empties of the last import's collection (when it is in the scene)."""
+    from .sources import selected_empties
+
+    if settings.source_type == "EMPTIES":
+        return selected_empties(context)
+    coll = settings.empties_collection
+    if coll is not None and coll.name in context.scene.collection.children_recursive:
+        return [o for o in coll.all_objects if o.type == "EMPTY" and o.visible_get()]
+    return []
+
+
+def import_keypoint_file(context, filepath: str, model, layout="AUTO", units="AUTO", up="AUTO", fps=0.0,
+                         create_empties: bool = True, update_scene: bool = True):
+    """Read and prepare a keypoint file, make it the scene's File source (playing from the
+    scene's first frame) and optionally show it as animated empties; returns the prepared keypoints."""
+    from ..core.formats import read_keypoints
+    from ..core.prepare import prepare
+    from .scene_writing import safe_stem, set_scene_timing
+    from .sources import option_value, set_detected
+
+    path = bpy.path.abspath(filepath)
+    seq = read_keypoints(path)
+    prepared = prepare(seq, model, layout=option_value(layout), units=option_value(units),
+                       up=option_value(up), fps=fps or None)
+    scene = context.scene
+    start = scene.frame_start
+    coll = create_keypoint_empties(context, prepared, start, safe_stem(path)) if create_empties else None
+    s = scene.lsmplify
+    s.source_type = "FILE"
+    s.filepath = filepath
+    s.layout, s.units, s.up_axis, s.fps = layout, units, up, fps
+    s.file_frame_start = start
+    if coll is not None:
+        s.empties_collection = coll
+    set_detected(s, prepared)
+    if update_scene:
+        set_scene_timing(scene, start, prepared.num_frames, prepared.fps)
+    return prepared

@@ -1,0 +1,176 @@
+"""Writing results into the scene: SMPL rigs, their actions, the panel's result fields.
+
+All or nothing: every function that makes data-blocks removes them again (and gives a
+target rig its previous action back) when it fails half-way.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from ..core.errors import LSMPLifyError
+
+# ----------------------------------------------------------------------------- rigs in the scene
+def is_smpl_rig(obj) -> bool:
+    if obj is None or obj.type != "ARMATURE":
+        return False
+    from .rig import RIG_TAG
+    if obj.get(RIG_TAG):
+        return True
+    from ..core.body_model import SMPL_JOINT_NAMES
+    bones = obj.data.bones
+    return all(n in bones for n in SMPL_JOINT_NAMES)
+
+
+def rig_from_context(context, settings=None):
+    """The SMPL rig to act on: the active object (or the rig of an active SMPL mesh), else the target rig."""
+    obj = context.active_object
+    if obj is not None and obj.type == "MESH" and is_smpl_rig(obj.parent):
+        obj = obj.parent
+    if is_smpl_rig(obj):
+        return obj
+    if settings is not None and is_smpl_rig(settings.target_rig):
+        return settings.target_rig
+    return None
+
+
+def rig_betas(rig_obj) -> np.ndarray:
+    b = rig_obj.get("lsmplify_betas")
+    return np.asarray(list(b) if b is not None else np.zeros(10), dtype=np.float64)
+
+
+def check_rig_model(rig_obj, model) -> None:
+    name = rig_obj.get("lsmplify_model")
+    if name and name != model.data.name:
+        raise LSMPLifyError(
+            f"The rig '{rig_obj.name}' was built with the body model '{name}' but the preferences use "
+            f"'{model.data.name}'. Switch the model in the preferences, or clear the target rig to make a new one.")
+
+
+def safe_stem(path: str) -> str:
+    return Path(path).stem or "LSMPLify"
+
+
+def set_scene_timing(scene, start: int, frames: int, fps: float) -> None:
+    """The scene's range to ``start .. start + frames - 1`` and its frame rate to ``fps``
+    (``fps_base`` carries the fraction of a rate such as 29.97)."""
+    scene.frame_start = start
+    scene.frame_end = start + frames - 1
+    if fps and fps > 0:
+        whole = max(1, int(round(fps)))
+        scene.render.fps = whole
+        scene.render.fps_base = whole / float(fps)
+
+
+# ----------------------------------------------------------------------------- undoing a failed run
+def remove_ids(ids) -> None:
+    """Remove data-blocks made by a run that failed, objects first, ignoring ones already gone."""
+    collections = {bpy.types.Object: bpy.data.objects, bpy.types.Armature: bpy.data.armatures,
+                   bpy.types.Mesh: bpy.data.meshes, bpy.types.Action: bpy.data.actions,
+                   bpy.types.Collection: bpy.data.collections, bpy.types.Camera: bpy.data.cameras}
+    order = (bpy.types.Object, bpy.types.Collection, bpy.types.Action, bpy.types.Armature, bpy.types.Mesh,
+             bpy.types.Camera)
+    for kind in order:
+        for idb in ids:
+            try:
+                if isinstance(idb, kind) and idb.name in collections[kind] and collections[kind][idb.name] == idb:
+                    collections[kind].remove(idb)
+            except ReferenceError:
+                pass
+
+
+def action_state(idb):
+    """What ``restore_action`` needs to give ``idb`` (an object or a shape-key datablock) its action back."""
+    anim = idb.animation_data
+    prev_action = anim.action if anim is not None else None
+    return (anim is not None, prev_action, getattr(anim, "action_slot", None) if anim else None,
+            prev_action.use_fake_user if prev_action is not None else None)
+
+
+def restore_action(idb, prev) -> None:
+    had_anim, action, slot, fake = prev
+    anim = idb.animation_data
+    if anim is None:
+        return
+    if not had_anim:
+        idb.animation_data_clear()
+        return
+    anim.action = action
+    if slot is not None and hasattr(anim, "action_slot"):
+        anim.action_slot = slot
+    if action is not None and fake is not None:
+        action.use_fake_user = fake
+
+
+# ----------------------------------------------------------------------------- motion
+def apply_solution(context, settings, solution, prepared, start_frame: int, model, target_rig=None,
+                   name: str = "SMPL"):
+    """Write a solution into the scene: a new rig (or a new action on ``target_rig``).
+
+    Returns (rig, action). On any failure every data-block made here is removed again and
+    the target rig gets its previous action back.
+    """
+    rig_obj, action = write_motion(context, model, solution.rotmats, solution.trans, solution.betas,
+                                   start_frame, solution.fit_error_mm, target_rig=target_rig, name=name,
+                                   action_name=f"LSMPLify_{solution.solver}",
+                                   tags=dict(lsmplify_solver=solution.solver, lsmplify_layout=prepared.layout.name,
+                                             lsmplify_mpbe_mm=float(solution.mpbe_mm)))
+    store_results(settings, solution.betas, solution.fit_error_mm, solution.mpbe_mm,
+                  f"{solution.solver} on {prepared.num_frames} frames from {start_frame}, "
+                  f"{solution.seconds:.1f} s on {solution.device}")
+    return rig_obj, action
+
+
+def write_motion(context, model, rotmats, trans, betas, start_frame: int, fit_error_mm=None, target_rig=None,
+                 name: str = "SMPL", action_name: str = "LSMPLify", tags=None):
+    """A new rig + action (or a new action on ``target_rig``); all or nothing.
+
+    Where the rig's mesh carries pose-corrective shape keys (a model with ``posedirs``),
+    they get a new action of their own on the mesh's shape-key datablock.
+    """
+    # looked up at call time (tests and benchmarks wrap them); importing keyframes imports torch
+    from . import keyframes, rig
+
+    made = []
+    prev = None
+    prev_keys = []  # (shape-key datablock, its animation state) of the target rig's meshes
+    if target_rig is not None:
+        prev = action_state(target_rig)
+        prev_keys = [(m.data.shape_keys, action_state(m.data.shape_keys)) for m in rig.corrective_meshes(target_rig)]
+    try:
+        if target_rig is None:
+            rig_obj, mesh_obj = rig.build_smpl_rig(context, model.data, betas, name=name)
+            made += [rig_obj, mesh_obj, rig_obj.data, mesh_obj.data]
+            rig_obj["lsmplify_gender"] = model.data.meta.get("gender", "neutral")
+        else:
+            rig_obj = target_rig
+        action = keyframes.write_pose_action(rig_obj, rotmats, trans, frame_start=start_frame, name=action_name,
+                                             fit_error_mm=fit_error_mm)
+        made.append(action)
+        for k, v in (tags or {}).items():
+            action[k] = v
+        for mesh_obj in rig.corrective_meshes(rig_obj):
+            corr = keyframes.write_corrective_action(mesh_obj, rotmats, frame_start=start_frame,
+                                                     name=f"{action_name}_correctives")
+            if corr is not None:
+                made.append(corr)
+    except BaseException:
+        if target_rig is not None:
+            restore_action(target_rig, prev)
+            for key, state in prev_keys:
+                restore_action(key, state)
+        remove_ids(made)
+        raise
+    return rig_obj, action
+
+
+def store_results(settings, betas, fit_error_mm, mpbe_mm, summary: str) -> None:
+    b = betas.detach().cpu().numpy() if hasattr(betas, "detach") else np.asarray(betas)
+    err = np.asarray(fit_error_mm, dtype=np.float64)
+    settings.has_result = True
+    settings.result_mpbe_mm = float(mpbe_mm) if np.isfinite(mpbe_mm) else 0.0
+    settings.result_fit_error_mm = float(np.nanmean(err)) if np.isfinite(err).any() else 0.0
+    settings.result_betas = " ".join(f"{x:+.2f}" for x in b.reshape(-1)[:10])
+    settings.result_summary = summary

@@ -1,0 +1,118 @@
+"""Solving and refining from the scene's source.
+
+``SolveJob`` gathers everything it needs from the scene on the main thread, solves in
+``work`` (no bpy data touched: safe in a worker thread) and writes the result in
+``finish``, back on the main thread.
+"""
+from __future__ import annotations
+
+import bpy
+import numpy as np
+
+from ..core.errors import InputError
+from .model_cache import get_model
+from .scene_writing import apply_solution, check_rig_model, is_smpl_rig, rig_betas, safe_stem, write_motion
+from .sources import gather_source
+
+
+def solver_name(settings) -> str:
+    return settings.solver.lower()
+
+
+def smooth_setting(settings):
+    """The solver's ``smooth``: the panel's Smoothing amount when set (sigma up to 0.05 s),
+    else 'auto' (smooth only keypoints whose limb lengths show noise) or off."""
+    if settings.smoothing > 0:
+        return float(settings.smoothing) * 0.05
+    return "auto" if settings.auto_denoise else 0.0
+
+
+def run_solve(prepared, model, solver: str, refine: int, betas=None, smooth="auto"):
+    """The core solve; touches no bpy data (safe in a worker thread)."""
+    from ..core.solver import solve
+    return solve(prepared, model, solver=solver, refine=int(refine), betas=betas, smooth=smooth)
+
+
+class SolveJob:
+    """One solve of the scene's source: read on creation, ``solve``/``work``, then ``finish``."""
+
+    def __init__(self, context, report):
+        s = context.scene.lsmplify
+        self.model = get_model(context, warn=lambda m: report({'WARNING'}, m))
+        target = s.target_rig
+        if target is not None and not is_smpl_rig(target):
+            raise InputError(f"The target rig '{target.name}' is not an SMPL rig; clear it to make a new rig.")
+        self.target_name = target.name if target is not None else None
+        self.betas = None
+        if target is not None:
+            check_rig_model(target, self.model)
+            self.betas = rig_betas(target)[: self.model.num_betas]
+        prepared, self.start = gather_source(context, s, self.model)
+        self.prepared = prepared
+        self.smooth = smooth_setting(s)
+        self.solver = solver_name(s)
+        self.refine = s.refine_iters
+        self.name = safe_stem(s.filepath) if s.source_type == "FILE" else "SMPL"
+        self.solution = None
+        self.error = None
+        self.cancelled = False
+
+    def solve(self):
+        self.solution = run_solve(self.prepared, self.model, self.solver, self.refine, self.betas, self.smooth)
+
+    def work(self):  # worker thread: no bpy
+        try:
+            self.solve()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self.error = exc
+
+    def finish(self, op, context):
+        """Write the solution into the scene and report it through ``op``."""
+        target = None
+        if self.target_name is not None:
+            target = bpy.data.objects.get(self.target_name)
+            if target is None:
+                raise InputError(f"The target rig '{self.target_name}' was deleted during the solve.")
+        s = context.scene.lsmplify
+        rig_obj, action = apply_solution(context, s, self.solution, self.prepared, self.start, self.model,
+                                         target_rig=target, name=self.name)
+        op.report_notes(self.prepared.notes + self.solution.notes)
+        op.report({"INFO"}, f"LSMPLify: '{action.name}' on '{rig_obj.name}': fit error "
+                            f"{s.result_fit_error_mm:.1f} mm, MPBE {s.result_mpbe_mm:.1f} mm")
+        return {"FINISHED"}
+
+
+def refine_rig(context, settings, rig_obj, method: str, passes: int, iterations: int, warn=None):
+    """Refine the rig's current action against the scene's source into a new action.
+
+    ``method`` NETWORK runs ``passes`` plug-in passes, OPTIMIZE ``iterations`` iterations.
+    Returns (action, solution, frames refined).
+    """
+    from ..core.solver import refine_existing
+    from .keyframes import read_pose_action
+
+    anim = rig_obj.animation_data
+    if anim is None or anim.action is None:
+        raise InputError(f"The rig '{rig_obj.name}' has no action to refine; solve first.")
+    model = get_model(context, warn=warn)
+    check_rig_model(rig_obj, model)
+    prepared, start = gather_source(context, settings, model)
+    end = start + prepared.num_frames - 1
+    rotmats, trans = read_pose_action(rig_obj, start, end)
+    betas = rig_betas(rig_obj)[: model.num_betas]
+    wm = context.window_manager
+    wm.progress_begin(0, 1)
+    try:
+        sol = refine_existing(prepared, model, rotmats, betas, trans, passes=passes, refine=iterations,
+                              smooth=smooth_setting(settings))
+    finally:
+        wm.progress_end()
+    err = sol.fit_error_mm
+    _, action = write_motion(context, model, sol.rotmats, sol.trans, betas, start, err, target_rig=rig_obj,
+                             action_name="LSMPLify_refined",
+                             tags=dict(lsmplify_solver="refine", lsmplify_layout=prepared.layout.name))
+    settings.has_result = True
+    settings.result_fit_error_mm = float(np.nanmean(err)) if np.isfinite(err).any() else 0.0
+    settings.result_summary = f"refined ({'; '.join(sol.notes) or method.lower()}) on {prepared.num_frames} " \
+                              f"frames, {sol.seconds:.1f} s"
+    return action, sol, prepared.num_frames

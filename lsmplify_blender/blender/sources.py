@@ -1,0 +1,187 @@
+"""Keypoint sources read from the scene or a file, as the core's ``PreparedKeypoints``.
+
+A source is the scene settings' File (a keypoint file), Empties (the selected animated
+empties) or Armature (an animated armature's bone heads). Reading touches no scene data
+except the current frame, which is restored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import bpy
+import numpy as np
+
+from ..core.errors import InputError
+from ..core.prepare import smooth_over_time
+
+KEYPOINT_PROP = "lsmplify_keypoint"  # on empties made by the importer: the keypoint they stand for
+_SUFFIX = re.compile(r"\.\d{3,}$")  # Blender's unique-name suffix: "pelvis.001"
+
+
+def scene_fps(scene) -> float:
+    return float(scene.render.fps) / float(scene.render.fps_base or 1.0)
+
+
+def frame_range(scene, settings) -> tuple[int, int]:
+    if settings.use_scene_range:
+        fs, fe = scene.frame_start, scene.frame_end
+    else:
+        fs, fe = settings.frame_start, settings.frame_end
+    if fe < fs:
+        raise InputError(f"The frame range {fs}..{fe} is empty: the end comes before the start.")
+    return int(fs), int(fe)
+
+
+def strip_suffix(name: str) -> str:
+    return _SUFFIX.sub("", name)
+
+
+def option_value(value: str):
+    """A panel enum item (``AUTO``, ``cm``, ``Y``...) as the core's option value."""
+    return "auto" if value == "AUTO" else value.lower()
+
+
+def scene_sequence(positions_blender: np.ndarray, names, scene, what: str):
+    """(T, J, 3) Blender Z-up positions in scene units -> KeypointSequence (metres, Z up)."""
+    from ..core.keypoints import KeypointSequence
+
+    scale = float(scene.unit_settings.scale_length or 1.0)
+    return KeypointSequence(positions=positions_blender * scale, names=list(names), fps=scene_fps(scene),
+                            up="z", source=what, notes=[f"source: {what}"])
+
+
+def sample_frames(scene, fs: int, fe: int, read) -> np.ndarray:
+    """Call ``read()`` -> (J, 3) at every frame fs..fe (one pass), restoring the current frame."""
+    current, subframe = scene.frame_current, scene.frame_subframe
+    out = []
+    try:
+        for f in range(fs, fe + 1):
+            scene.frame_set(f)
+            out.append(read())
+    finally:
+        scene.frame_set(current, subframe=subframe)
+    return np.asarray(out, dtype=np.float64)
+
+
+def selected_empties(context) -> list:
+    """The selected empties, sorted by name (the Empties source)."""
+    return sorted((o for o in context.selected_objects if o.type == "EMPTY"), key=lambda o: o.name)
+
+
+def sample_empties(context, fs: int, fe: int):
+    objs = selected_empties(context)
+    if not objs:
+        raise InputError("No empties are selected: select the animated keypoint empties "
+                         "(one per joint, named after the joints) to use them as the source.")
+    names = [o.get(KEYPOINT_PROP) or strip_suffix(o.name) for o in objs]
+
+    def read():
+        return [tuple(o.matrix_world.translation) for o in objs]
+
+    pos = sample_frames(context.scene, fs, fe, read)
+    return scene_sequence(pos, names, context.scene, f"{len(objs)} selected empties")
+
+
+def sample_armature(context, arm_obj, fs: int, fe: int):
+    if arm_obj is None or arm_obj.type != "ARMATURE":
+        raise InputError("No source armature: choose one in the panel or make an armature active.")
+    bones = list(arm_obj.pose.bones)
+    if not bones:
+        raise InputError(f"The armature '{arm_obj.name}' has no bones.")
+    names = [strip_suffix(b.name) for b in bones]
+    n = len(bones)
+
+    def read():
+        heads = np.empty(3 * n, dtype=np.float32)
+        arm_obj.pose.bones.foreach_get("head", heads)
+        mw = np.array(arm_obj.matrix_world, dtype=np.float64)
+        return heads.reshape(n, 3).astype(np.float64) @ mw[:3, :3].T + mw[:3, 3]
+
+    pos = sample_frames(context.scene, fs, fe, read)
+    return scene_sequence(pos, names, context.scene, f"armature '{arm_obj.name}'")
+
+
+def source_armature(context, settings):
+    """The Armature source: the panel's armature, else the active armature unless it is an SMPL rig."""
+    from .scene_writing import is_smpl_rig
+
+    arm = settings.source_armature
+    active = context.active_object
+    if arm is None and active is not None and active.type == "ARMATURE" and not is_smpl_rig(active):
+        arm = active
+    return arm
+
+
+def read_file_source(settings, model):
+    """The file source read and prepared (every frame of the file)."""
+    from ..core.formats import read_keypoints
+    from ..core.prepare import prepare
+
+    if not settings.filepath:
+        raise InputError("No keypoint file is set: choose a file in the LSMPLify panel or use Import Keypoints.")
+    seq = read_keypoints(bpy.path.abspath(settings.filepath))
+    return prepare(seq, model, layout=option_value(settings.layout), units=option_value(settings.units),
+                   up=option_value(settings.up_axis), fps=settings.fps or None)
+
+
+def gather_source(context, settings, model):
+    """The scene's current source over the frame range: (PreparedKeypoints, first scene frame)."""
+    from ..core.prepare import prepare
+
+    scene = context.scene
+    fs, fe = frame_range(scene, settings)
+    kind = settings.source_type
+    if kind == "FILE":
+        prepared = read_file_source(settings, model)
+        set_detected(settings, prepared)
+        return slice_prepared(prepared, settings.file_frame_start, fs, fe)
+    if kind == "EMPTIES":
+        seq = sample_empties(context, fs, fe)
+    elif kind == "ARMATURE":
+        seq = sample_armature(context, source_armature(context, settings), fs, fe)
+    else:
+        raise InputError(f"Unknown source type '{kind}'.")
+    # Scene sources are Z up. Units: scene units are metres in a normal scene, but a mocap
+    # armature imported at its file's raw scale (e.g. CMU BVH units) is not: auto-detect
+    # from bone lengths unless the user picked units.
+    prepared = prepare(seq, model, layout=option_value(settings.layout), units=option_value(settings.units),
+                       up="z", fps=scene_fps(scene))
+    set_detected(settings, prepared)
+    return prepared, fs
+
+
+def slice_prepared(prepared, first_frame: int, fs: int, fe: int):
+    """Keep the frames of ``prepared`` (frame 0 plays at ``first_frame``) that lie in fs..fe."""
+    t = prepared.num_frames
+    lo = max(fs, first_frame)
+    hi = min(fe, first_frame + t - 1)
+    if hi < lo:
+        raise InputError(
+            f"The source covers frames {first_frame}..{first_frame + t - 1} but the frame range is "
+            f"{fs}..{fe}: they do not overlap. Change the frame range or the file's start frame.")
+    a, b = lo - first_frame, hi - first_frame + 1
+    if (a, b) == (0, t):
+        return prepared, lo
+    sub = dataclasses.replace(
+        prepared, positions=prepared.positions[a:b], weight=prepared.weight[a:b],
+        measured=prepared.measured[a:b],
+        frames=None if prepared.frames is None else prepared.frames[a:b], notes=list(prepared.notes))
+    if not (sub.weight > 0).any():
+        raise InputError(f"No keypoint is seen in frames {lo}..{hi}: nothing to solve.")
+    return sub, lo
+
+
+def smooth_prepared(prepared, amount: float):
+    """The panel's smoothing amount (0..1) as a zero-phase Gaussian of up to 0.05 s."""
+    if amount <= 0:
+        return prepared
+    return smooth_over_time(prepared, float(amount) * 0.05)
+
+
+def set_detected(settings, prepared) -> None:
+    settings.detected_layout = prepared.layout.title
+    settings.detected_units = prepared.units
+    settings.detected_up = prepared.up.upper()
+    settings.detected_fps = f"{prepared.fps:g}"
+    settings.detected_frames = str(prepared.num_frames)
