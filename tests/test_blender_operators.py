@@ -74,33 +74,40 @@ def test_registered_and_preferences():
     prefs = bpy.context.preferences.addons[ADDON].preferences
     assert type(prefs).bl_idname == ADDON and prefs.model_path == "" and prefs.device == "AUTO"
     for op in ("import_keypoints", "solve", "refine", "export_npz", "import_smpl_npz", "export_fbx",
-               "render_preview"):
+               "render_preview", "check_model"):
         assert hasattr(bpy.ops.lsmplify, op)
     assert "LSMPLIFY_PT_main" in dir(bpy.types)
     from lsmplify_blender.blender import preferences
     assert preferences.device_summary("AUTO").startswith("Auto: ")
-    assert preferences.device_summary("CPU") == "CPU: cpu"
+    assert preferences.device_summary("CPU") == "CPU: CPU"
+    labels = {i[0]: i[1] for i in preferences.DEVICE_ITEMS}
+    assert labels["CUDA"] == "CUDA" and labels["MPS"] == "Apple MPS"
+    if not torch.cuda.is_available():
+        assert preferences.device_summary("CUDA") == "CUDA: not available here"
     assert preferences.model_status("") == ""
 
 
-def test_bad_model_path_is_shown_and_falls_back_to_the_open_model(tmp_path, capfd):
+def test_bad_model_path_blocks_the_solve_and_is_shown(tmp_path):
     from lsmplify_blender.blender import model_cache, preferences
-    from lsmplify_blender.core.body_model import load_model_data
     prefs = bpy.context.preferences.addons[ADDON].preferences
-    prefs.model_path = str(tmp_path / "nope.pkl")  # the update callback validates it
-    model_cache.clear_model_cache()
+    import_bvh(create_empties=False)
+    prefs.model_path = str(tmp_path / "nope.pkl")  # the update callback loads nothing
+    assert preferences.checked_model_status(prefs.model_path) is None
+    before = snapshot()
     try:
-        assert "not found" in preferences.model_status(prefs.model_path)
-        import_bvh(create_empties=False)
-        assert bpy.ops.lsmplify.solve() == {"FINISHED"}
-        out = capfd.readouterr()
-        assert "not found" in out.out + out.err and "open model" in out.out + out.err
-        mesh = next(o for o in bpy.data.objects if o.type == "MESH")
-        assert len(mesh.data.vertices) == load_model_data().num_vertices
+        with pytest.raises(RuntimeError, match=r"Body Model set in the add-on preferences.*cannot be used.*not found"
+                                               r".*clear the field to use the embedded open model"):
+            bpy.ops.lsmplify.solve()
+        assert snapshot() == before and not rigs()
+        assert "not found" in preferences.checked_model_status(prefs.model_path)  # shown in the preferences
+        with pytest.raises(RuntimeError, match="not found"):
+            bpy.ops.lsmplify.check_model()
     finally:
         prefs.model_path = ""
         model_cache.clear_model_cache()
     assert preferences.model_status("") == ""
+    assert bpy.ops.lsmplify.check_model() == {"FINISHED"}
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"} and len(rigs()) == 1
 
 
 def test_unavailable_device_falls_back_to_cpu(capfd):
@@ -609,9 +616,10 @@ def test_panel_and_preferences_draw():
     prefs = bpy.context.preferences.addons[ADDON].preferences
     fake = _FakeLayout()
     type(prefs).draw(type("P", (), {"layout": fake, "bl_rna": prefs.bl_rna, **{k: getattr(prefs, k) for k in
-                                                       ("model_path", "device", "network_checkpoint")}})(),
+                                                       ("model_path", "device")}})(),
                      bpy.context)
-    assert fake.props == ["model_path", "device", "network_checkpoint"]
+    assert fake.props == ["model_path", "device"] and fake.ops == ["lsmplify.check_model"]
+    assert "network_checkpoint" not in prefs.bl_rna.properties  # it was never used: removed
 
 
 def test_threaded_job_touches_the_scene_only_when_finished():

@@ -1,6 +1,8 @@
 """Keypoint motion shown in the scene: one animated empty per keypoint, in a new collection."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import bpy
 import numpy as np
 
@@ -10,10 +12,11 @@ from .sources import KEYPOINT_PROP
 EMPTY_SIZE_M = 0.025  # display radius of a keypoint empty, metres
 
 
-def create_keypoint_empties(context, prepared, start_frame: int, name: str):
+def create_keypoint_empties(context, prepared, start_frame: int, name: str, made=None):
     """One empty per seen keypoint in a new collection ``"{name} keypoints"`` linked to the
     scene, each keyed in bulk at the frames it is seen (Blender Z up, scene units); all or
-    nothing. Returns the collection."""
+    nothing. Returns the collection; what it made is also appended to ``made`` when given
+    (a caller's ``SceneChange.made``)."""
     from .keyframes import write_location_action
     from .rig import smpl_to_blender
 
@@ -22,7 +25,7 @@ def create_keypoint_empties(context, prepared, start_frame: int, name: str):
     pos = smpl_to_blender(prepared.positions) / scale  # (T, K, 3)
     seen = prepared.weight > 0
     frames_all = start_frame + np.arange(prepared.num_frames)
-    made = []
+    made = [] if made is None else made
     try:
         coll = bpy.data.collections.new(f"{name} keypoints")
         made.append(coll)
@@ -61,27 +64,32 @@ def keypoint_empties(context, settings) -> list:
 def import_keypoint_file(context, filepath: str, model, layout="AUTO", units="AUTO", up="AUTO", fps=0.0,
                          create_empties: bool = True, update_scene: bool = True):
     """Read and prepare a keypoint file, make it the scene's File source (playing from the
-    scene's first frame) and optionally show it as animated empties; returns the prepared keypoints."""
+    scene's first frame) and optionally show it as animated empties; returns the prepared
+    keypoints. All or nothing: when any step fails the scene is left exactly as it was."""
     from ..core.formats import read_keypoints
     from ..core.prepare import prepare
-    from .scene_writing import safe_stem, set_scene_timing
+    from .scene_writing import SceneChange, check_frame_rate, safe_stem, set_scene_timing
     from .sources import option_value, set_detected
 
     path = bpy.path.abspath(filepath)
     seq = read_keypoints(path)
     prepared = prepare(seq, model, layout=option_value(layout), units=option_value(units),
                        up=option_value(up), fps=fps or None)
+    check_frame_rate(prepared.fps, f"{Path(path).name}", "Set FPS in the Import Keypoints options to the "
+                     "capture's real frame rate.")
     scene = context.scene
     start = scene.frame_start
-    coll = create_keypoint_empties(context, prepared, start, safe_stem(path)) if create_empties else None
-    s = scene.lsmplify
-    s.source_type = "FILE"
-    s.filepath = filepath
-    s.layout, s.units, s.up_axis, s.fps = layout, units, up, fps
-    s.file_frame_start = start
-    if coll is not None:
-        s.empties_collection = coll
-    set_detected(s, prepared)
-    if update_scene:
-        set_scene_timing(scene, start, prepared.num_frames, prepared.fps)
+    with SceneChange(scene) as change:
+        coll = create_keypoint_empties(context, prepared, start, safe_stem(path), made=change.made) \
+            if create_empties else None
+        s = scene.lsmplify
+        s.source_type = "FILE"
+        s.filepath = filepath
+        s.layout, s.units, s.up_axis, s.fps = layout, units, up, fps
+        s.file_frame_start = start
+        if coll is not None:
+            s.empties_collection = coll
+        set_detected(s, prepared)
+        if update_scene:
+            set_scene_timing(scene, start, prepared.num_frames, prepared.fps)
     return prepared

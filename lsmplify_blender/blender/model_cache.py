@@ -7,7 +7,7 @@ from __future__ import annotations
 import bpy
 
 from ..core.errors import LSMPLifyError
-from .preferences import get_preferences
+from .preferences import checked_model_status, get_preferences, record_model_status
 
 _MODEL_CACHE: dict = {}
 
@@ -30,29 +30,57 @@ def model_path(context=None) -> str:
 def get_model(context=None, warn=None):
     """The ``BodyModel`` the preferences ask for, on the chosen device (cached).
 
-    Where a fallback makes sense it is taken and said through ``warn`` (an operator's
-    report): a device that is not available falls back to the CPU, and a model file that is
-    missing or not a SMPL model falls back to the embedded open model.
+    A device that is not available falls back to the CPU, said through ``warn`` (an
+    operator's report). A model file that cannot be used blocks the run with a
+    ``ModelFileError`` naming the preference; the finding is shown in the preferences.
     """
-    from ..core.body_model import BodyModel, load_model_data
-    from ..core.device import resolve_device
+    from ..core.body_model import BodyModel
 
     say = warn or (lambda message: print(f"LSMPLify: {message}"))
     path = model_path(context)
-    try:
-        device = resolve_device(device_choice(context))
-    except LSMPLifyError as exc:
-        say(f"{exc} Using the CPU.")
-        device = resolve_device("cpu")
+    device = choose_device(context, say)
     key = (path, str(device))
     if key not in _MODEL_CACHE:
-        try:
-            data = load_model_data(path or None)
-        except LSMPLifyError as exc:
-            if not path:
-                raise
-            say(f"{exc} Using the embedded open model instead; fix the body model in the add-on preferences.")
-            data = load_model_data(None)
+        data = load_preferred_model(path)
         _MODEL_CACHE.clear()  # one model at a time: they can be large
         _MODEL_CACHE[key] = BodyModel(data, device=device)
     return _MODEL_CACHE[key]
+
+
+def choose_device(context, say):
+    """The preferences' compute device, or the CPU (said through ``say``) when it is not available here."""
+    from ..core.device import resolve_device
+
+    try:
+        return resolve_device(device_choice(context))
+    except LSMPLifyError as exc:
+        say(f"{exc} Using the CPU; choose another Compute Device in the add-on preferences.")
+        return resolve_device("cpu")
+
+
+def load_preferred_model(path: str):
+    """The model data at ``path`` ('' : the embedded open model), validated by the core's loader;
+    the result is recorded for the preferences. A file that cannot be used raises a
+    ModelFileError that names the Body Model preference."""
+    from ..core.body_model import load_model_data
+    from ..core.errors import ModelFileError
+
+    if not path:
+        return load_model_data(None)
+    known = checked_model_status(path)
+    if known:
+        raise ModelFileError(unusable_model_message(known))
+    try:
+        data = load_model_data(path)
+    except Exception as exc:  # noqa: BLE001 - a hostile or broken file: refuse it, whatever it raised
+        text = str(exc) if isinstance(exc, LSMPLifyError) else f"could not read it ({type(exc).__name__}: {exc})"
+        record_model_status(path, text)
+        raise ModelFileError(unusable_model_message(text)) from None
+    record_model_status(path, "", data.name)
+    return data
+
+
+def unusable_model_message(error: str) -> str:
+    return (f"The Body Model set in the add-on preferences (Edit > Preferences > Add-ons > LSMPLify) "
+            f"cannot be used: {error} Choose a valid SMPL model file there, or clear the field to use the "
+            "embedded open model.")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InputError
-from .scene_writing import rig_betas, safe_stem, set_scene_timing, write_motion
+from .scene_writing import SceneChange, check_frame_rate, rig_betas, safe_stem, set_scene_timing, write_motion
 from .sources import scene_fps
 
 
@@ -74,12 +74,16 @@ def import_smpl_motion(context, path: str, model, update_scene: bool = True):
     poses = np.asarray(data["poses"], dtype=np.float64)
     if not np.isfinite(poses).all() or not np.isfinite(data["trans"]).all():
         raise InputError(f"{Path(path).name}: the poses or translations contain NaN or infinite values.")
+    fps = check_frame_rate(data["fps"], f"{Path(path).name}: mocap_framerate",
+                           "Correct the file's mocap_framerate.")
     rotmats = axis_angle_to_matrix(torch.from_numpy(poses.reshape(-1, 24, 3)))
     scene = context.scene
     start = scene.frame_start
     fit = read_fit_error(path, poses.shape[0])
-    rig_obj, action = write_motion(context, model, rotmats, data["trans"], data["betas"], start, fit,
-                                   name=safe_stem(path), action_name=safe_stem(path))
-    if update_scene:
-        set_scene_timing(scene, start, poses.shape[0], data["fps"])
+    with SceneChange(scene) as change:
+        rig_obj, action = write_motion(context, model, rotmats, data["trans"], data["betas"], start, fit,
+                                       name=safe_stem(path), action_name=safe_stem(path))
+        change.made += [rig_obj, action, rig_obj.data, *rig_obj.children, *(c.data for c in rig_obj.children)]
+        if update_scene:
+            set_scene_timing(scene, start, poses.shape[0], fps)
     return rig_obj, action, poses.shape[0]

@@ -1,9 +1,10 @@
-"""Add-on preferences: body model, compute device, optional network checkpoint.
+"""Add-on preferences: body model and compute device.
 
 ``bl_idname`` is the add-on's own package, found relatively (``lsmplify_blender`` when run
 from a checkout, ``bl_ext.user_default.lsmplify_blender`` once installed as an extension).
-The body-model path is checked when it changes (``load_model_data``); a problem is shown
-in the preferences, never raised.
+A body-model file is hostile until validated, so setting the path loads nothing: the file
+is validated with the core's loader the first time it is needed (a solve or an import
+that builds a rig) or when Check Model is pressed, and the result is shown here.
 """
 from __future__ import annotations
 
@@ -17,37 +18,71 @@ DEVICE_ITEMS = (
     ("AUTO", "Auto", "CUDA if available, then Apple MPS, then CPU"),
     ("CPU", "CPU", "Always compute on the CPU"),
     ("CUDA", "CUDA", "An NVIDIA GPU through CUDA (needs a CUDA build of torch)"),
-    ("MPS", "MPS", "Apple Silicon GPU through Metal"),
+    ("MPS", "Apple MPS", "Apple Silicon GPU through Metal Performance Shaders"),
 )
+DEVICE_LABELS = {"cpu": "CPU", "cuda": "CUDA", "mps": "Apple MPS"}
 
-# Validation results by model path, filled by the update callback (preferences cannot hold
-# transient text in their RNA without saving it, and a stale error must not be saved).
+# Validation results by absolute model path: '' (it loads) or the error text, and the
+# model's name. Kept out of the preferences' RNA so that a stale error is never saved.
 _MODEL_STATUS: dict[str, str] = {}
+_MODEL_NAMES: dict[str, str] = {}
+
+
+def model_key(path: str) -> str:
+    return bpy.path.abspath(path) if path else ""
+
+
+def record_model_status(path: str, error: str, name: str = "") -> None:
+    """What a load of the model at ``path`` found: ``error`` ('' when it loaded) and its name."""
+    key = model_key(path)
+    _MODEL_STATUS[key] = error
+    _MODEL_NAMES[key] = name
+
+
+def checked_model_status(path: str):
+    """The recorded status of ``path`` ('' or the error), or None when it was not checked yet."""
+    return _MODEL_STATUS.get(model_key(path))
 
 
 def model_status(path: str) -> str:
-    """'' when the model at ``path`` loads, else the error text (checked once per path)."""
-    key = bpy.path.abspath(path) if path else ""
+    """'' when the model at ``path`` loads, else the error text (validated once per path, with
+    the core's loader, which refuses unsafe or malformed files with an LSMPLifyError)."""
+    key = model_key(path)
     if key not in _MODEL_STATUS:
         from ..core.body_model import load_model_data
         from ..core.errors import LSMPLifyError
         try:
             data = load_model_data(key or None)
-            _MODEL_STATUS[key] = ""
-            _MODEL_STATUS[key + "\0name"] = data.name
+            record_model_status(path, "", data.name)
         except LSMPLifyError as exc:
-            _MODEL_STATUS[key] = str(exc)
+            record_model_status(path, str(exc))
         except Exception as exc:  # noqa: BLE001 - shown to the user, never raised in the UI
-            _MODEL_STATUS[key] = f"Could not read the body model: {type(exc).__name__}: {exc}"
+            record_model_status(path, f"Could not read the body model: {type(exc).__name__}: {exc}")
     return _MODEL_STATUS[key]
 
 
 def _model_path_update(self, _context):
-    key = bpy.path.abspath(self.model_path) if self.model_path else ""
-    _MODEL_STATUS.pop(key, None)
-    model_status(self.model_path)
+    # nothing is loaded here: a crafted file must not be read on a mere change of the path
+    _MODEL_STATUS.pop(model_key(self.model_path), None)
     from .model_cache import clear_model_cache
     clear_model_cache()
+
+
+class LSMPLIFY_OT_check_model(bpy.types.Operator):
+    """Validate the body model file set in the preferences (the result is shown there)"""
+    bl_idname = "lsmplify.check_model"
+    bl_label = "Check Model"
+
+    def execute(self, context):
+        prefs = get_preferences(context)
+        path = prefs.model_path if prefs is not None else ""
+        _MODEL_STATUS.pop(model_key(path), None)
+        err = model_status(path)
+        if err:
+            self.report({"ERROR"}, err)
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"LSMPLify: the body model '{_MODEL_NAMES.get(model_key(path), '')}' is valid")
+        return {"FINISHED"}
 
 
 class LSMPLifyPreferences(bpy.types.AddonPreferences):
@@ -67,34 +102,29 @@ class LSMPLifyPreferences(bpy.types.AddonPreferences):
         items=DEVICE_ITEMS,
         default="AUTO",
     )
-    network_checkpoint: StringProperty(
-        name="Network Checkpoint",
-        description="Optional custom checkpoint for the network solver (not used yet: the network "
-                    "solver falls back to the analytic one)",
-        subtype="FILE_PATH",
-        default="",
-    )
 
     def draw(self, context):
         layout = self.layout
         col = layout.column()
         col.prop(self, "model_path")
-        err = model_status(self.model_path)
-        if err:
+        err = checked_model_status(self.model_path)
+        row = col.row()
+        if not self.model_path:
+            row.label(text="Using: the embedded open model", icon="CHECKMARK")
+        elif err is None:
+            row.label(text="Not checked yet: it is validated when first used.", icon="QUESTION")
+        elif err:
             box = col.box()
             box.alert = True
             for i, line in enumerate(_wrap(err, 90)):
                 box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
         else:
-            key = bpy.path.abspath(self.model_path) if self.model_path else ""
-            name = _MODEL_STATUS.get(key + "\0name", "")
-            col.label(text=f"Using: {name or 'embedded open model'}", icon="CHECKMARK")
+            name = _MODEL_NAMES.get(model_key(self.model_path), "")
+            row.label(text=f"Using: {name or 'embedded open model'}", icon="CHECKMARK")
+        row.operator(LSMPLIFY_OT_check_model.bl_idname, icon="VIEWZOOM")
         row = col.row()
         row.prop(self, "device")
         row.label(text=device_summary(self.device))
-        col.prop(self, "network_checkpoint")
-        if self.network_checkpoint:
-            col.label(text="Stored; the network solver does not use checkpoints yet.", icon="INFO")
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -111,14 +141,15 @@ def _wrap(text: str, width: int) -> list[str]:
 
 
 def device_summary(choice: str) -> str:
-    """What the device choice means here, e.g. 'Auto: cpu'; an unavailable device says so."""
+    """What the device choice means here, e.g. 'Auto: CPU'; an unavailable device says so."""
     from ..core.device import resolve_device
     from ..core.errors import LSMPLifyError
+    label = dict((i[0], i[1]) for i in DEVICE_ITEMS).get(choice, choice)
     try:
         dev = resolve_device(choice.lower())
     except LSMPLifyError:
-        return f"{choice.title()}: not available here"
-    return f"{'Auto' if choice == 'AUTO' else choice}: {dev.type}"
+        return f"{label}: not available here"
+    return f"{label}: {DEVICE_LABELS.get(dev.type, dev.type)}"
 
 
 def get_preferences(context=None):
@@ -128,4 +159,4 @@ def get_preferences(context=None):
     return addon.preferences if addon is not None else None
 
 
-CLASSES = (LSMPLifyPreferences,)
+CLASSES = (LSMPLIFY_OT_check_model, LSMPLifyPreferences)

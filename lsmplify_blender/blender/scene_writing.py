@@ -10,7 +10,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from ..core.errors import LSMPLifyError
+from ..core.errors import InputError, LSMPLifyError
 
 # ----------------------------------------------------------------------------- rigs in the scene
 def is_smpl_rig(obj) -> bool:
@@ -53,15 +53,29 @@ def safe_stem(path: str) -> str:
     return Path(path).stem or "LSMPLify"
 
 
+# Blender's own limits on a scene's frame rate: ``render.fps`` is an int of at most 32767
+# frames and ``fps_base`` at most 1e6, so rates outside these cannot be set.
+MIN_SCENE_FPS, MAX_SCENE_FPS = 1e-3, 32767.0
+
+
+def check_frame_rate(fps, what: str, fix: str) -> float:
+    """``fps`` as a float when a scene can play at it, else an InputError naming ``what`` and ``fix``."""
+    f = float(fps)
+    if not (np.isfinite(f) and MIN_SCENE_FPS <= f <= MAX_SCENE_FPS):
+        raise InputError(f"{what}: a frame rate of {f:g} fps is not usable (Blender plays "
+                         f"{MIN_SCENE_FPS:g} to {MAX_SCENE_FPS:g} fps). {fix}")
+    return f
+
+
 def set_scene_timing(scene, start: int, frames: int, fps: float) -> None:
     """The scene's range to ``start .. start + frames - 1`` and its frame rate to ``fps``
     (``fps_base`` carries the fraction of a rate such as 29.97)."""
+    fps = check_frame_rate(fps, "The scene", "Set the frame rate yourself in Output Properties.")
     scene.frame_start = start
     scene.frame_end = start + frames - 1
-    if fps and fps > 0:
-        whole = max(1, int(round(fps)))
-        scene.render.fps = whole
-        scene.render.fps_base = whole / float(fps)
+    whole = max(1, int(round(fps)))
+    scene.render.fps = whole
+    scene.render.fps_base = whole / fps
 
 
 # ----------------------------------------------------------------------------- undoing a failed run
@@ -79,6 +93,59 @@ def remove_ids(ids) -> None:
                     collections[kind].remove(idb)
             except ReferenceError:
                 pass
+
+
+def settings_values(settings) -> dict:
+    """Every writable property of a property group (the scene's LSMPLify settings) by name."""
+    return {p.identifier: getattr(settings, p.identifier) for p in settings.bl_rna.properties
+            if p.identifier != "rna_type" and not p.is_readonly}
+
+
+class SceneChange:
+    """``with SceneChange(scene) as change:`` - all or nothing for a run that changes the scene.
+
+    Data-blocks the run makes go into ``change.made``. When the block raises, they are
+    removed, and the scene's frame range, current frame, frame rate and LSMPLify settings
+    get their values from before the block back; the exception goes on.
+    """
+
+    def __init__(self, scene):
+        self.scene = scene
+        self.made: list = []
+        r = scene.render
+        self.timing = (scene.frame_start, scene.frame_end, r.fps, r.fps_base)
+        self.frame = (scene.frame_current, scene.frame_subframe)
+        self.settings = settings_values(scene.lsmplify)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if kind is None:
+            return False
+        sc = self.scene
+        for name, value in self.settings.items():
+            setattr(sc.lsmplify, name, value)
+        sc.frame_start, sc.frame_end, sc.render.fps, sc.render.fps_base = self.timing
+        sc.frame_set(self.frame[0], subframe=self.frame[1])
+        remove_ids(self.made)
+        return False
+
+
+def check_buildable(model_data, betas) -> None:
+    """Refuse before anything is built when the rig's mesh or bones would not be finite
+    (a model whose arrays hold NaN or infinite values, or such betas)."""
+    b = np.asarray(betas.detach().cpu().numpy() if hasattr(betas, "detach") else betas, np.float64).reshape(-1)
+    nb = min(b.size, model_data.num_betas)
+    arrays = dict(v_template=model_data.v_template, shapedirs=model_data.shapedirs[:, :, :nb],
+                  J_regressor=model_data.J_regressor, weights=model_data.weights, betas=b)
+    if model_data.posedirs is not None:
+        arrays["posedirs"] = model_data.posedirs
+    bad = [k for k, v in arrays.items() if not np.isfinite(np.asarray(v, np.float64)).all()]
+    if bad:
+        raise LSMPLifyError(f"The body model '{model_data.name}' or the body shape holds NaN or infinite values "
+                            f"({', '.join(bad)}); no rig was built. Choose a valid body model in the add-on "
+                            "preferences.")
 
 
 def action_state(idb):
@@ -141,6 +208,7 @@ def write_motion(context, model, rotmats, trans, betas, start_frame: int, fit_er
         prev_keys = [(m.data.shape_keys, action_state(m.data.shape_keys)) for m in rig.corrective_meshes(target_rig)]
     try:
         if target_rig is None:
+            check_buildable(model.data, betas)
             rig_obj, mesh_obj = rig.build_smpl_rig(context, model.data, betas, name=name)
             made += [rig_obj, mesh_obj, rig_obj.data, mesh_obj.data]
             rig_obj["lsmplify_gender"] = model.data.meta.get("gender", "neutral")
