@@ -184,6 +184,7 @@ def test_solve_from_selected_empties():
     for o in bpy.context.scene.objects:
         o.select_set(o.type == "EMPTY")
     s.source_type = "EMPTIES"
+    s.use_source_range = False  # the scene's 1..40, not the empties' 200 frames
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
     assert s.detected_layout.startswith("CMU") and s.detected_up == "Z" and s.detected_frames == "40"
     rig = rigs()[-1]
@@ -199,6 +200,7 @@ def test_solve_from_imported_bvh_armature():
     s = settings()
     s.source_type = "ARMATURE"
     s.solver = "ANALYTIC"
+    s.use_source_range = False  # the scene's 1..30, not the action's 200 frames
     set_range(1, 30)
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
     # raw BVH scale (CMU units) in the scene: units detected from bone lengths
@@ -360,32 +362,47 @@ def test_export_npz_round_trip_and_import(tmp_path):
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
     rig = rigs()[0]
     bpy.context.view_layer.objects.active = rig
-    set_range(3, 30)  # rows follow the scene's frames, not the action's
+    set_range(3, 30)  # rows are the solved frames, whatever the scene range is now
     out = tmp_path / "motion.npz"
     assert bpy.ops.lsmplify.export_npz(filepath=str(out)) == {"FINISHED"}
     data = read_smpl_npz(out)
-    assert data["poses"].shape == (28, 72) and data["trans"].shape == (28, 3) and data["fps"] == 120
+    assert data["poses"].shape == (25, 72) and data["trans"].shape == (25, 3) and data["fps"] == 120
+    assert data["frame_start"] == 1
     assert np.allclose(data["betas"], list(rig["lsmplify_betas"])[:10], atol=1e-6)
 
     model = BodyModel(load_model_data())
     prepared = prepare(read_keypoints(BVH), model)
     ref = solve(prepared, model, "analytic")
-    got = axis_angle_to_matrix(torch.from_numpy(data["poses"][:23].astype(np.float64).reshape(-1, 24, 3)))
-    assert (got - ref.rotmats[2:25].double()).abs().max() < 1e-4
-    assert np.abs(data["trans"][:23] - ref.trans[2:25].numpy()).max() < 1e-4
-    assert np.allclose(data["poses"][23:], data["poses"][22])  # held after the last key
+    got = axis_angle_to_matrix(torch.from_numpy(data["poses"].astype(np.float64).reshape(-1, 24, 3)))
+    assert (got - ref.rotmats[:25].double()).abs().max() < 1e-4
+    assert np.abs(data["trans"] - ref.trans[:25].numpy()).max() < 1e-4
     with np.load(out) as z:
-        assert z["fit_error_mm"].shape == (28,) and int(z["frame_start"]) == 3
+        fit = z["fit_error_mm"]
+        assert fit.shape == (25,) and np.isfinite(fit).all() and int(z["frame_start"]) == 1
+    # Scene Range Only: the solved frames inside the scene range (3..25), no held copies
+    part = tmp_path / "part.npz"
+    assert bpy.ops.lsmplify.export_npz(filepath=str(part), use_scene_range=True) == {"FINISHED"}
+    sub = read_smpl_npz(part)
+    assert sub["frame_start"] == 3 and np.array_equal(sub["poses"], data["poses"][2:])
+    set_range(40, 50)
+    with pytest.raises(RuntimeError, match="outside the scene range 40-50: nothing to export"):
+        bpy.ops.lsmplify.export_npz(filepath=str(part), use_scene_range=True)
 
-    # ... and back in as a new rig
+    # ... and back in as a new rig, keyed from the file's frame_start
     set_range(1, 250)
-    assert bpy.ops.lsmplify.import_smpl_npz(filepath=str(out)) == {"FINISHED"}
+    assert bpy.ops.lsmplify.import_smpl_npz(filepath=str(part)) == {"FINISHED"}
     new = [r for r in rigs() if r != rig]
-    assert len(new) == 1 and new[0].name == "motion"
-    assert (bpy.context.scene.frame_start, bpy.context.scene.frame_end) == (1, 28)
-    assert len(object_fcurve_keys(new[0])[('pose.bones["pelvis"].location', 2)]) == 28
+    assert len(new) == 1 and new[0].name == "part"
+    assert (bpy.context.scene.frame_start, bpy.context.scene.frame_end) == (3, 25)
+    loc = object_fcurve_keys(new[0])[('pose.bones["pelvis"].location', 2)]
+    assert len(loc) == 23 and loc[0, 0] == 3
+    # the same keys as the solved rig at those frames
+    assert np.abs(loc[:, 1] - object_fcurve_keys(rig)[('pose.bones["pelvis"].location', 2)][2:, 1]).max() < 1e-5
     mesh = next(c for c in new[0].children if c.type == "MESH")
     assert np.allclose([k.value for k in mesh.data.shape_keys.key_blocks[1:]], data["betas"], atol=1e-5)
+    set_range(1, 250)
+    assert bpy.ops.lsmplify.import_smpl_npz(filepath=str(part), use_file_start=False) == {"FINISHED"}
+    assert object_fcurve_keys(rigs()[-1])[('pose.bones["pelvis"].location', 2)][0, 0] == 1
     with pytest.raises(RuntimeError, match="not found"):
         bpy.ops.lsmplify.import_smpl_npz(filepath=str(tmp_path / "none.npz"))
 

@@ -37,8 +37,11 @@ def fbx_exporter_available() -> bool:
 def export_rig_fbx(context, rig_obj, path: str, preset: str = "UNITY") -> str:
     """Write ``rig_obj``, its child meshes and its action to ``path`` with the preset's settings.
 
-    The selection and the active object are changed only while exporting and restored after.
+    The selection and the active object are changed only while exporting and restored after,
+    and so is a Match Source scale: the file gets the body at its real size.
     """
+    from .scene_writing import real_size_scale
+
     if preset not in FBX_PRESETS:
         raise LSMPLifyError(f"Unknown FBX target '{preset}'; choose one of {', '.join(FBX_PRESETS)}.")
     if not fbx_exporter_available():
@@ -48,7 +51,10 @@ def export_rig_fbx(context, rig_obj, path: str, preset: str = "UNITY") -> str:
     prev_sel = [o for o in view_layer.objects if o.select_get()]
     prev_active = view_layer.objects.active
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    prev_scale = tuple(rig_obj.scale)
     try:
+        rig_obj.scale = tuple(c * real_size_scale(rig_obj) for c in prev_scale)
+        view_layer.update()
         for o in prev_sel:
             o.select_set(False)
         for o in objs:
@@ -57,6 +63,8 @@ def export_rig_fbx(context, rig_obj, path: str, preset: str = "UNITY") -> str:
         with context.temp_override(active_object=rig_obj, selected_objects=objs):
             result = bpy.ops.export_scene.fbx(filepath=path, **FBX_COMMON, **FBX_PRESETS[preset])
     finally:
+        rig_obj.scale = prev_scale
+        view_layer.update()
         for o in objs:
             o.select_set(False)
         for o in prev_sel:

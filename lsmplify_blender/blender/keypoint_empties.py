@@ -62,17 +62,17 @@ def keypoint_empties(context, settings) -> list:
 
 
 def import_keypoint_file(context, filepath: str, model, layout="AUTO", units="AUTO", up="AUTO", fps=0.0,
-                         create_empties: bool = True, update_scene: bool = True):
+                         create_empties: bool = True, update_scene: bool = True, asf_path: str = ""):
     """Read and prepare a keypoint file, make it the scene's File source (playing from the
     scene's first frame) and optionally show it as animated empties; returns the prepared
     keypoints. All or nothing: when any step fails the scene is left exactly as it was."""
     from ..core.formats import read_keypoints
     from ..core.prepare import prepare
     from .scene_writing import SceneChange, check_frame_rate, safe_stem, set_scene_timing
-    from .sources import option_value, set_detected
+    from .sources import asf_or_none, option_value, set_detected
 
     path = bpy.path.abspath(filepath)
-    seq = read_keypoints(path)
+    seq = read_keypoints(path, asf=asf_or_none(asf_path))
     prepared = prepare(seq, model, layout=option_value(layout), units=option_value(units),
                        up=option_value(up), fps=fps or None)
     check_frame_rate(prepared.fps, f"{Path(path).name}", "Set FPS in the Import Keypoints options to the "
@@ -85,7 +85,7 @@ def import_keypoint_file(context, filepath: str, model, layout="AUTO", units="AU
         s = scene.lsmplify
         s.source_type = "FILE"
         s.filepath = filepath
-        s.layout, s.units, s.up_axis, s.fps = layout, units, up, fps
+        s.layout, s.units, s.up_axis, s.fps, s.asf_path = layout, units, up, fps, asf_path
         s.file_frame_start = start
         if coll is not None:
             s.empties_collection = coll

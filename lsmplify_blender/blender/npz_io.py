@@ -35,8 +35,34 @@ def rig_motion_arrays(rig_obj, fs: int, fe: int) -> dict:
     return out
 
 
+def solved_frames(rig_obj, within=None) -> tuple[int, int]:
+    """The frames the rig's current action was solved for, (first, last): the range LSMPLify
+    recorded on the action, else the action's keyed range; cut to ``within`` (first, last) when given."""
+    import math
+
+    anim = rig_obj.animation_data
+    action = anim.action if anim is not None else None
+    if action is None:
+        raise InputError(f"The rig '{rig_obj.name}' has no action to export.")
+    if "lsmplify_frame_start" in action and "lsmplify_frames" in action:
+        fs = int(action["lsmplify_frame_start"])
+        fe = fs + int(action["lsmplify_frames"]) - 1
+    else:
+        lo, hi = action.frame_range
+        fs, fe = int(math.floor(lo)), int(math.ceil(hi))
+    if within is not None:
+        lo, hi = max(fs, within[0]), min(fe, within[1])
+        if hi < lo:
+            raise InputError(f"The action '{action.name}' covers frames {fs}-{fe}, outside the scene range "
+                             f"{within[0]}-{within[1]}: nothing to export. Turn off Scene Range Only or change "
+                             "the scene range.")
+        fs, fe = lo, hi
+    return fs, fe
+
+
 def export_rig_npz(context, rig_obj, path: str, fs: int, fe: int):
-    """Write the rig's action over scene frames fs..fe as an AMASS-style .npz; returns (path, rows)."""
+    """Write the rig's action over frames fs..fe (see ``solved_frames``) as an AMASS-style
+    .npz with ``frame_start`` = fs; returns (path, rows)."""
     from ..core.formats.amass import write_smpl_npz
 
     arrays = rig_motion_arrays(rig_obj, fs, fe)
@@ -58,8 +84,9 @@ def read_fit_error(path: str, frames: int):
     return None
 
 
-def import_smpl_motion(context, path: str, model, update_scene: bool = True):
-    """A new SMPL rig keyed with the motion of an AMASS-style .npz from the scene's first frame;
+def import_smpl_motion(context, path: str, model, update_scene: bool = True, use_file_start: bool = True):
+    """A new SMPL rig keyed with the motion of an AMASS-style .npz, from the file's
+    ``frame_start`` (when it has one and ``use_file_start``) or the scene's first frame;
     returns (rig, action, frames)."""
     import torch
 
@@ -78,7 +105,7 @@ def import_smpl_motion(context, path: str, model, update_scene: bool = True):
                            "Correct the file's mocap_framerate.")
     rotmats = axis_angle_to_matrix(torch.from_numpy(poses.reshape(-1, 24, 3)))
     scene = context.scene
-    start = scene.frame_start
+    start = data["frame_start"] if use_file_start and data["frame_start"] is not None else scene.frame_start
     fit = read_fit_error(path, poses.shape[0])
     with SceneChange(scene) as change:
         rig_obj, action = write_motion(context, model, rotmats, data["trans"], data["betas"], start, fit,

@@ -72,6 +72,9 @@ class LSMPLIFY_OT_import_keypoints(_Guarded, bpy.types.Operator, ImportHelper):
                                  description="One animated empty per keypoint in a new collection")
     update_scene: BoolProperty(name="Update Scene Range and FPS", default=True,
                                description="Set the scene's frame range and frame rate to the file's")
+    asf_path: StringProperty(name="ASF Skeleton", subtype="FILE_PATH", default="",
+                             description="Skeleton (.asf) of an .amc motion; empty: the subject's .asf next to "
+                                         "the motion (01_01.amc -> 01.asf)")
 
     def run(self, context):
         from .keypoint_empties import import_keypoint_file
@@ -79,7 +82,7 @@ class LSMPLIFY_OT_import_keypoints(_Guarded, bpy.types.Operator, ImportHelper):
 
         model = get_model(context, warn=self.warn)
         prepared = import_keypoint_file(context, self.filepath, model, self.layout, self.units, self.up, self.fps,
-                                        self.create_empties, self.update_scene)
+                                        self.create_empties, self.update_scene, self.asf_path)
         self.report_notes(prepared.notes)
         self.report({"INFO"}, f"LSMPLify: {prepared.num_frames} frames of {prepared.layout.title} "
                               f"from '{Path(bpy.path.abspath(self.filepath)).name}'")
@@ -192,18 +195,21 @@ class LSMPLIFY_OT_refine(_Guarded, bpy.types.Operator):
 
 # =============================================================================== npz
 class LSMPLIFY_OT_export_npz(_Guarded, bpy.types.Operator, ExportHelper):
-    """Export the active SMPL rig's action as an AMASS-style .npz (one row per scene frame)"""
+    """Export the active SMPL rig's action as an AMASS-style .npz (one row per solved frame)"""
     bl_idname = "lsmplify.export_npz"
     bl_label = "Export SMPL (.npz)"
     filename_ext = ".npz"
     filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
+    use_scene_range: BoolProperty(name="Scene Range Only", default=False,
+                                  description="Only the solved frames inside the scene's frame range")
 
     def run(self, context):
-        from .npz_io import export_rig_npz
+        from .npz_io import export_rig_npz, solved_frames
 
         scene = context.scene
-        out, rows = export_rig_npz(context, _rig_or_error(context), bpy.path.abspath(self.filepath),
-                                   scene.frame_start, scene.frame_end)
+        rig_obj = _rig_or_error(context)
+        fs, fe = solved_frames(rig_obj, (scene.frame_start, scene.frame_end) if self.use_scene_range else None)
+        out, rows = export_rig_npz(context, rig_obj, bpy.path.abspath(self.filepath), fs, fe)
         self.report({"INFO"}, f"LSMPLify: wrote {rows} frames to '{out.name}'")
         return {"FINISHED"}
 
@@ -215,13 +221,17 @@ class LSMPLIFY_OT_import_smpl_npz(_Guarded, bpy.types.Operator, ImportHelper):
     bl_options = {"REGISTER", "UNDO"}
     filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
     update_scene: BoolProperty(name="Update Scene Range and FPS", default=True)
+    use_file_start: BoolProperty(name="File's Start Frame", default=True,
+                                 description="Key the motion from the frame the file records (frame_start, "
+                                             "written by LSMPLify's export); off: from the scene's first frame")
 
     def run(self, context):
         from .model_cache import get_model
         from .npz_io import import_smpl_motion
 
         model = get_model(context, warn=self.warn)
-        rig_obj, _, frames = import_smpl_motion(context, bpy.path.abspath(self.filepath), model, self.update_scene)
+        rig_obj, _, frames = import_smpl_motion(context, bpy.path.abspath(self.filepath), model, self.update_scene,
+                                                self.use_file_start)
         self.report({"INFO"}, f"LSMPLify: '{rig_obj.name}' with {frames} frames")
         return {"FINISHED"}
 

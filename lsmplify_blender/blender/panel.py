@@ -16,6 +16,8 @@ class LSMPLIFY_PT_main(bpy.types.Panel):
     bl_category = "LSMPLify"
 
     def draw(self, context):
+        from .sources import solve_range_text
+
         s = context.scene.lsmplify
         layout = self.layout
         layout.use_property_split = True
@@ -26,6 +28,8 @@ class LSMPLIFY_PT_main(bpy.types.Panel):
         box.prop(s, "source_type", expand=True)
         if s.source_type == "FILE":
             box.prop(s, "filepath")
+            if s.filepath.lower().endswith(".amc"):
+                box.prop(s, "asf_path")
             box.operator(LSMPLIFY_OT_import_keypoints.bl_idname, icon="FILEBROWSER")
             box.prop(s, "units")
             box.prop(s, "up_axis")
@@ -51,11 +55,16 @@ class LSMPLIFY_PT_main(bpy.types.Panel):
         row.prop(s, "smoothing", slider=True)
         row.prop(s, "auto_denoise", text="Auto")
         box.prop(s, "target_rig")
-        box.prop(s, "use_scene_range")
-        if not s.use_scene_range:
-            row = box.row(align=True)
-            row.prop(s, "frame_start")
-            row.prop(s, "frame_end")
+        box.prop(s, "match_source")
+        if s.source_type != "FILE":
+            box.prop(s, "use_source_range")
+        if s.source_type == "FILE" or not s.use_source_range:
+            box.prop(s, "use_scene_range")
+            if not s.use_scene_range:
+                row = box.row(align=True)
+                row.prop(s, "frame_start")
+                row.prop(s, "frame_end")
+        box.label(text=solve_range_text(context, s), icon="TIME")
         box.operator(LSMPLIFY_OT_solve.bl_idname, icon="PLAY")
 
         if s.has_result:

@@ -73,6 +73,13 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
                           description="Up axis of a file source (scene sources are Z up)")
     fps: FloatProperty(name="FPS", default=0.0, min=0.0, soft_max=240.0,
                        description="Frame rate of a file source (0: the file's, else 30)")
+    asf_path: StringProperty(name="ASF Skeleton", subtype="FILE_PATH", default="",
+                             description="Skeleton (.asf) of an .amc motion file; empty: the subject's .asf "
+                                         "next to the motion (01_01.amc -> 01.asf)")
+    match_source: BoolProperty(name="Match Source", default=True,
+                               description="Place and scale the new rig so that it overlays its source in the "
+                                           "scene (the source's units and the scene's unit scale); exports "
+                                           "stay at real size")
     file_frame_start: IntProperty(name="File Start Frame", default=1,
                                   description="Scene frame at which the file's first frame plays")
     empties_collection: PointerProperty(name="Keypoint Empties", type=bpy.types.Collection,
@@ -101,8 +108,12 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
                                            "amount (exact or clean mocap is left as it is)")
     target_rig: PointerProperty(name="Target Rig", type=bpy.types.Object, poll=_poll_smpl_rig,
                                 description="SMPL rig to receive a new action (empty: make a new rig)")
+    use_source_range: BoolProperty(name="Source's Frames", default=True,
+                                   description="Armature and Empties sources: solve the frames their actions "
+                                               "cover. Off (and for a File source): the scene range or the "
+                                               "custom range")
     use_scene_range: BoolProperty(name="Scene Range", default=True,
-                                  description="Solve the scene's frame range")
+                                  description="Solve the scene's frame range (off: the Start and End below)")
     frame_start: IntProperty(name="Start", default=1, description="First frame to solve")
     frame_end: IntProperty(name="End", default=250, description="Last frame to solve")
 

@@ -49,6 +49,38 @@ def check_rig_model(rig_obj, model) -> None:
             f"'{model.data.name}'. Switch the model in the preferences, or clear the target rig to make a new one.")
 
 
+DISPLAY_SCALE_PROP = "lsmplify_display_scale"  # on a rig scaled by Match Source: its object scale
+
+
+def match_source_scale(scene, source_type: str, prepared) -> float:
+    """The rig's object scale that makes it overlay its source in the scene.
+
+    The core works in metres: a scene source is read in world space, times the scene's unit
+    scale, times its detected units (e.g. 0.05644 m per CMU unit, as Blender's BVH and FBX
+    importers bring CMU rigs in at file units); a File source's empties are drawn in scene
+    units. The inverse of that factor, as a uniform object scale about the world origin,
+    puts the rig on the source (nothing is re-centred on the way, so position and
+    orientation already match) with the SMPL maths unchanged inside.
+    """
+    from ..core.keypoints import UNIT_SCALES
+
+    metres_per_unit = float(scene.unit_settings.scale_length or 1.0)
+    if source_type != "FILE":
+        metres_per_unit *= UNIT_SCALES.get(prepared.units, 1.0)
+    return 1.0 / metres_per_unit
+
+
+def place_on_source(rig_obj, scale: float) -> None:
+    """Give a new rig the Match Source scale (recorded, so that exports can take it out again)."""
+    rig_obj.scale = (scale, scale, scale)
+    rig_obj[DISPLAY_SCALE_PROP] = float(scale)
+
+
+def real_size_scale(rig_obj) -> float:
+    """The factor that takes a rig's Match Source scale out (1 for a rig at real size)."""
+    return 1.0 / float(rig_obj.get(DISPLAY_SCALE_PROP, 1.0) or 1.0)
+
+
 def safe_stem(path: str) -> str:
     return Path(path).stem or "LSMPLify"
 

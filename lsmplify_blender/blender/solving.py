@@ -11,8 +11,9 @@ import numpy as np
 
 from ..core.errors import InputError
 from .model_cache import get_model
-from .scene_writing import apply_solution, check_rig_model, is_smpl_rig, rig_betas, safe_stem, write_motion
-from .sources import gather_source
+from .scene_writing import (apply_solution, check_rig_model, is_smpl_rig, match_source_scale, place_on_source,
+                            rig_betas, safe_stem, write_motion)
+from .sources import gather_source, source_armature
 
 
 def solver_name(settings) -> str:
@@ -31,6 +32,14 @@ def run_solve(prepared, model, solver: str, refine: int, betas=None, smooth="aut
     """The core solve; touches no bpy data (safe in a worker thread)."""
     from ..core.solver import solve
     return solve(prepared, model, solver=solver, refine=int(refine), betas=betas, smooth=smooth)
+
+
+def rig_name(context, settings) -> str:
+    """A new rig's name: the file's or the source armature's name, else SMPL."""
+    if settings.source_type == "FILE":
+        return safe_stem(settings.filepath)
+    arm = source_armature(context, settings) if settings.source_type == "ARMATURE" else None
+    return f"{arm.name}_SMPL" if arm is not None else "SMPL"
 
 
 class SolveJob:
@@ -52,7 +61,8 @@ class SolveJob:
         self.smooth = smooth_setting(s)
         self.solver = solver_name(s)
         self.refine = s.refine_iters
-        self.name = safe_stem(s.filepath) if s.source_type == "FILE" else "SMPL"
+        self.name = rig_name(context, s)
+        self.scale = match_source_scale(context.scene, s.source_type, prepared) if s.match_source else 1.0
         self.solution = None
         self.error = None
         self.cancelled = False
@@ -76,6 +86,8 @@ class SolveJob:
         s = context.scene.lsmplify
         rig_obj, action = apply_solution(context, s, self.solution, self.prepared, self.start, self.model,
                                          target_rig=target, name=self.name)
+        if target is None and self.scale != 1.0:
+            place_on_source(rig_obj, self.scale)
         op.report_notes(self.prepared.notes + self.solution.notes)
         op.report({"INFO"}, f"LSMPLify: '{action.name}' on '{rig_obj.name}': fit error "
                             f"{s.result_fit_error_mm:.1f} mm, MPBE {s.result_mpbe_mm:.1f} mm")

@@ -13,7 +13,6 @@ import bpy
 import numpy as np
 
 from ..core.errors import InputError
-from ..core.prepare import smooth_over_time
 
 KEYPOINT_PROP = "lsmplify_keypoint"  # on empties made by the importer: the keypoint they stand for
 _SUFFIX = re.compile(r"\.\d{3,}$")  # Blender's unique-name suffix: "pelvis.001"
@@ -31,6 +30,60 @@ def frame_range(scene, settings) -> tuple[int, int]:
     if fe < fs:
         raise InputError(f"The frame range {fs}..{fe} is empty: the end comes before the start.")
     return int(fs), int(fe)
+
+
+def action_frame_range(objs):
+    """The frames the objects' actions cover together, (first, last) in whole frames, or None
+    when none of them is animated."""
+    import math
+
+    ranges = [tuple(o.animation_data.action.frame_range) for o in objs
+              if o.animation_data is not None and o.animation_data.action is not None]
+    if not ranges:
+        return None
+    return int(math.floor(min(r[0] for r in ranges))), int(math.ceil(max(r[1] for r in ranges)))
+
+
+def source_objects(context, settings) -> list:
+    """The scene objects an Armature or Empties source reads (empty for a File source)."""
+    if settings.source_type == "EMPTIES":
+        return selected_empties(context)
+    if settings.source_type == "ARMATURE":
+        arm = source_armature(context, settings)
+        return [arm] if arm is not None else []
+    return []
+
+
+def solve_range(context, settings) -> tuple[int, int, str]:
+    """The frames a solve of the current source covers: (first, last, where they come from).
+
+    Armature and Empties sources use their actions' frame range when Source's Frames is on
+    (Blender's importers leave the scene at 1..250 whatever the take's length); otherwise,
+    and for a File source, the scene range or the custom range (a File source is then cut
+    to the frames the file has).
+    """
+    if settings.source_type != "FILE" and settings.use_source_range:
+        found = action_frame_range(source_objects(context, settings))
+        if found is not None:
+            what = "the armature's action" if settings.source_type == "ARMATURE" else "the empties' actions"
+            return found[0], found[1], what
+    fs, fe = frame_range(context.scene, settings)
+    return fs, fe, "the scene range" if settings.use_scene_range else "the custom range"
+
+
+def solve_range_text(context, settings) -> str:
+    """What the panel shows: the frames Solve will cover and where that range comes from."""
+    try:
+        fs, fe, what = solve_range(context, settings)
+    except InputError as exc:
+        return str(exc)
+    if settings.source_type == "FILE" and settings.detected_frames.isdigit():
+        first, n = settings.file_frame_start, int(settings.detected_frames)
+        lo, hi = max(fs, first), min(fe, first + n - 1)
+        if hi < lo:
+            return f"No frames: the file plays at {first}-{first + n - 1}, {what} is {fs}-{fe}"
+        fs, fe, what = lo, hi, f"{what} within the file's frames"
+    return f"Solves frames {fs}-{fe} ({fe - fs + 1} frames, {what})"
 
 
 def strip_suffix(name: str) -> str:
@@ -113,6 +166,11 @@ def source_armature(context, settings):
     return arm
 
 
+def asf_or_none(path: str):
+    """The ASF Skeleton setting as the core's ``asf`` argument (None: look next to the .amc)."""
+    return bpy.path.abspath(path) if path else None
+
+
 def read_file_source(settings, model):
     """The file source read and prepared (every frame of the file)."""
     from ..core.formats import read_keypoints
@@ -120,7 +178,7 @@ def read_file_source(settings, model):
 
     if not settings.filepath:
         raise InputError("No keypoint file is set: choose a file in the LSMPLify panel or use Import Keypoints.")
-    seq = read_keypoints(bpy.path.abspath(settings.filepath))
+    seq = read_keypoints(bpy.path.abspath(settings.filepath), asf=asf_or_none(settings.asf_path))
     return prepare(seq, model, layout=option_value(settings.layout), units=option_value(settings.units),
                    up=option_value(settings.up_axis), fps=settings.fps or None)
 
@@ -130,7 +188,7 @@ def gather_source(context, settings, model):
     from ..core.prepare import prepare
 
     scene = context.scene
-    fs, fe = frame_range(scene, settings)
+    fs, fe, _ = solve_range(context, settings)
     kind = settings.source_type
     if kind == "FILE":
         prepared = read_file_source(settings, model)
@@ -174,6 +232,8 @@ def slice_prepared(prepared, first_frame: int, fs: int, fe: int):
 
 def smooth_prepared(prepared, amount: float):
     """The panel's smoothing amount (0..1) as a zero-phase Gaussian of up to 0.05 s."""
+    from ..core.prepare import smooth_over_time
+
     if amount <= 0:
         return prepared
     return smooth_over_time(prepared, float(amount) * 0.05)

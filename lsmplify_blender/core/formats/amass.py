@@ -51,4 +51,15 @@ def read_smpl_npz(path: str | os.PathLike) -> dict:
     betas = np.asarray(data.get("betas", np.zeros(10)), np.float32).reshape(-1)[:10]
     fps = float(data.get("mocap_framerate", data.get("mocap_frame_rate", 30.0)))
     return dict(poses=poses[:, :72], betas=betas, trans=trans, fps=fps,
-                gender=str(data.get("gender", "neutral")), up=str(data.get("up", "y")))
+                gender=str(data.get("gender", "neutral")), up=str(data.get("up", "y")),
+                frame_start=_frame_start(data.get("frame_start"), p.name))
+
+
+def _frame_start(value, name: str):
+    """The file's first frame number (LSMPLify's exports record it), or None when it has none."""
+    if value is None:
+        return None
+    v = np.asarray(value)
+    if v.shape != () or v.dtype.kind not in "iu" or abs(int(v)) > 1_000_000_000:
+        raise InputError(f"{name}: 'frame_start' must be one whole frame number, got {v.dtype} {v.shape}.")
+    return int(v)

@@ -1,0 +1,176 @@
+"""Real CMU files brought in with Blender's own importers, solved from the armature or the
+empties (issue 11): the rig sits on its source, solves the source's frames, exports at
+real size.
+
+The BVH is a shortened CMU take (``01_01_short.bvh``) imported with ``import_anim.bvh``, the
+FBX a complete CMU take on the 31-joint rig (``09_11_cmu.fbx``) imported with
+``import_scene.fbx``; both come in at file units (1 unit = 0.05644 m) and leave the scene
+at frames 1..250.
+"""
+import numpy as np
+import pytest
+
+from blender_env import import_bpy, reset_scene
+
+bpy = import_bpy()
+if bpy is None:
+    pytest.skip("the bpy wheel is not installed", allow_module_level=True)
+
+import addon_utils  # noqa: E402
+
+from conftest import FIXTURES  # noqa: E402
+from lsmplify_blender.core.keypoints import UNIT_SCALES  # noqa: E402
+
+BVH = FIXTURES / "01_01_short.bvh"
+FBX = FIXTURES / "09_11_cmu.fbx"
+KEYPOINTS = FIXTURES / "131_01_short.bvh"
+ADDON = "lsmplify_blender"
+# SMPL joint -> the CMU rig's bone whose head is that joint (the names of Blender's BVH and FBX imports)
+OVERLAY = {"left_knee": "LeftLeg", "right_knee": "RightLeg", "left_ankle": "LeftFoot", "right_ankle": "RightFoot",
+           "left_elbow": "LeftForeArm", "right_elbow": "RightForeArm", "left_wrist": "LeftHand",
+           "right_wrist": "RightHand", "left_shoulder": "LeftArm", "right_shoulder": "RightArm"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def addon():
+    addon_utils.enable(ADDON, default_set=True)
+    for name in ("io_anim_bvh", "io_scene_fbx"):
+        addon_utils.enable(name, default_set=True)
+    yield
+    addon_utils.disable(ADDON, default_set=True)
+
+
+@pytest.fixture(autouse=True)
+def scene():
+    return reset_scene()
+
+
+def settings():
+    return bpy.context.scene.lsmplify
+
+
+def rigs():
+    return [o for o in bpy.data.objects if o.type == "ARMATURE" and o.get("lsmplify_rig")]
+
+
+def import_source(kind):
+    if kind == "bvh":
+        assert bpy.ops.import_anim.bvh(filepath=str(BVH)) == {"FINISHED"}
+    else:
+        assert bpy.ops.import_scene.fbx(filepath=str(FBX)) == {"FINISHED"}
+    (arm,) = [o for o in bpy.data.objects if o.type == "ARMATURE"]
+    return arm
+
+
+def world_heads(arm, names):
+    mw = arm.matrix_world
+    return np.array([tuple(mw @ arm.pose.bones[n].head) for n in names])
+
+
+def overlay_error_m(rig, arm, frames, metres_per_unit):
+    """Mean distance, in metres, from the rig's joints to the source's matching bone heads."""
+    sc = bpy.context.scene
+    d = []
+    for f in frames:
+        sc.frame_set(f)
+        d.append(np.linalg.norm(world_heads(rig, OVERLAY) - world_heads(arm, OVERLAY.values()), axis=-1))
+    return float(np.mean(d)) * metres_per_unit
+
+
+@pytest.mark.parametrize("kind,frames", [("bvh", 200), ("fbx", 166)])
+def test_armature_source_solves_its_action_and_the_rig_sits_on_it(kind, frames):
+    arm = import_source(kind)
+    sc, s = bpy.context.scene, settings()
+    assert (sc.frame_start, sc.frame_end) == (1, 250)  # what the importers leave
+    s.source_type, s.source_armature, s.solver = "ARMATURE", arm, "ANALYTIC"
+    from lsmplify_blender.blender.sources import solve_range_text
+    assert solve_range_text(bpy.context, s) == f"Solves frames 1-{frames} ({frames} frames, the armature's action)"
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    assert s.detected_frames == str(frames) and s.detected_units == "cmu"
+    (rig,) = rigs()
+    assert rig.name == f"{arm.name}_SMPL"
+    cmu = UNIT_SCALES["cmu"]
+    assert np.allclose(tuple(rig.scale), 1 / cmu, rtol=1e-6)  # 17.7 units per metre
+    err = overlay_error_m(rig, arm, (1, frames // 2, frames), cmu)
+    print(f"{kind}: overlay error {err * 1000:.0f} mm")
+    assert err < 0.08, err  # on the source: knees, ankles, elbows, wrists, shoulders within a few cm
+    # Match Source off: the rig at real size in metres, far from the file-unit source
+    s.match_source = False
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    plain = rigs()[-1]
+    assert tuple(plain.scale) == (1.0, 1.0, 1.0)
+    assert overlay_error_m(plain, arm, (1,), cmu) > 0.5
+
+
+def test_scene_range_option_and_npz_rows_of_an_armature_source(tmp_path):
+    arm = import_source("bvh")
+    s = settings()
+    s.source_type, s.source_armature, s.solver = "ARMATURE", arm, "ANALYTIC"
+    s.use_source_range = False
+    sc = bpy.context.scene
+    sc.frame_start, sc.frame_end = 100, 140
+    from lsmplify_blender.blender.sources import solve_range_text
+    assert solve_range_text(bpy.context, s) == "Solves frames 100-140 (41 frames, the scene range)"
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    rig = rigs()[-1]
+    bpy.context.view_layer.objects.active = rig
+    sc.frame_start, sc.frame_end = 1, 250
+    out = tmp_path / "solved.npz"
+    assert bpy.ops.lsmplify.export_npz(filepath=str(out)) == {"FINISHED"}
+    with np.load(out) as z:  # only the 41 solved frames, each with its own fit error
+        assert z["poses"].shape == (41, 72) and int(z["frame_start"]) == 100
+        assert z["fit_error_mm"].shape == (41,) and np.isfinite(z["fit_error_mm"]).all()
+        assert len(np.unique(z["poses"], axis=0)) == 41
+        # exports are at real size: the pelvis about a metre above the floor, not 17 units
+        assert 0.5 < float(np.median(z["trans"][:, 1])) + 0.2 < 1.6
+
+
+def test_fbx_export_of_a_matched_rig_is_at_real_size(tmp_path):
+    arm = import_source("bvh")
+    s = settings()
+    s.source_type, s.source_armature, s.solver = "ARMATURE", arm, "ANALYTIC"
+    s.use_source_range = False
+    sc = bpy.context.scene
+    sc.frame_start, sc.frame_end = 1, 4
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    rig = rigs()[-1]
+    k = rig.scale[0]
+    assert k > 10
+    bpy.context.view_layer.objects.active = rig
+    out = tmp_path / "real_size.fbx"
+    assert bpy.ops.lsmplify.export_fbx(filepath=str(out), preset="BLENDER") == {"FINISHED"}
+    assert rig.scale[0] == k  # the scene keeps its overlay
+    names = set(bpy.data.objects.keys())
+    assert bpy.ops.import_scene.fbx(filepath=str(out), anim_offset=0.0) == {"FINISHED"}
+    back = next(bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - names
+                if bpy.data.objects[n].type == "ARMATURE")
+    for f in (1, 4):
+        sc.frame_set(f)
+        for b in ("pelvis", "head", "left_wrist"):
+            ours = np.array(rig.matrix_world @ rig.pose.bones[b].head) / k  # real size, metres
+            theirs = np.array(back.matrix_world @ back.pose.bones[b].head)
+            assert np.abs(ours - theirs).max() < 1e-4, (f, b)
+
+
+@pytest.mark.parametrize("source", ["FILE", "EMPTIES"])
+def test_rig_matches_keypoints_in_a_centimetre_scene(source):
+    sc = bpy.context.scene
+    sc.unit_settings.scale_length = 0.01  # one scene unit = 1 cm
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(KEYPOINTS)) == {"FINISHED"}
+    s = settings()
+    s.solver = "ANALYTIC"
+    sc.frame_start, sc.frame_end = 1, 20
+    empties = {o["lsmplify_keypoint"]: o for o in s.empties_collection.objects}
+    if source == "EMPTIES":
+        for o in sc.objects:
+            o.select_set(o.type == "EMPTY")
+        s.source_type, s.use_source_range = "EMPTIES", False
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    rig = rigs()[-1]
+    assert np.allclose(tuple(rig.scale), 100.0)
+    sc.frame_set(10)
+    # CMU ASF names: the knee is where 'ltibia' starts, the elbow where 'lradius' starts
+    pairs = {"left_knee": "ltibia", "right_knee": "rtibia", "left_elbow": "lradius", "right_elbow": "rradius"}
+    d = [np.linalg.norm(np.array(rig.matrix_world @ rig.pose.bones[j].head) - np.array(empties[e].matrix_world.translation))
+         for j, e in pairs.items()]
+    assert np.mean(d) * 0.01 < 0.06, d  # scene units are cm: within a few cm of the keypoints
