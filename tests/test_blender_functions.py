@@ -159,7 +159,7 @@ def test_import_smpl_motion_is_the_import_operator(tmp_path):
     out, _ = npz_io.export_rig_npz(bpy.context, rig, str(tmp_path / "m.npz"), 1, 10)
     assert bpy.ops.lsmplify.import_smpl_npz(filepath=str(out)) == {"FINISHED"}
     by_op = rigs()[-1]
-    new, action, frames = npz_io.import_smpl_motion(bpy.context, str(out), model_cache.get_model())
+    new, action, frames, _ = npz_io.import_smpl_motion(bpy.context, str(out), model_cache.get_model())
     assert frames == 10 and new not in (rig, by_op) and new.name.startswith("m")
     same_keys(new, by_op)
     same_keys(new, rig, atol=2e-4)  # the motion itself, through axis-angle in float32

@@ -174,3 +174,43 @@ def test_rig_matches_keypoints_in_a_centimetre_scene(source):
     d = [np.linalg.norm(np.array(rig.matrix_world @ rig.pose.bones[j].head) - np.array(empties[e].matrix_world.translation))
          for j, e in pairs.items()]
     assert np.mean(d) * 0.01 < 0.06, d  # scene units are cm: within a few cm of the keypoints
+
+
+def test_amass_z_up_smplh_file_imports_standing_like_its_smpl_twin(tmp_path):
+    """An AMASS-style file (Z up, no 'up' key, 156 SMPL-H columns) of a solved CMU take
+    imports as the same motion as LSMPLify's own Y-up 72-column export of it."""
+    import torch
+
+    from lsmplify_blender.blender.rig import rest_joints_smpl
+    from lsmplify_blender.core.body_model import load_model_data
+    from lsmplify_blender.core.formats.amass import Z_UP_TO_Y_UP
+    from lsmplify_blender.core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(KEYPOINTS), create_empties=False) == {"FINISHED"}
+    s, sc = settings(), bpy.context.scene
+    s.solver = "ANALYTIC"
+    sc.frame_start, sc.frame_end = 1, 30
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    bpy.context.view_layer.objects.active = rigs()[0]
+    ours = tmp_path / "ours.npz"
+    assert bpy.ops.lsmplify.export_npz(filepath=str(ours)) == {"FINISHED"}
+    z = dict(np.load(ours))
+    poses, trans, betas = z["poses"].astype(np.float64), z["trans"].astype(np.float64), z["betas"]
+    m = Z_UP_TO_Y_UP.T  # SMPL's Y up -> AMASS's Z up
+    j0 = rest_joints_smpl(load_model_data(), betas)[0]
+    rot = axis_angle_to_matrix(torch.from_numpy(poses.reshape(-1, 24, 3))).numpy()
+    rot[:, 0] = m @ rot[:, 0]
+    wide = np.zeros((poses.shape[0], 156))
+    wide[:, :66] = matrix_to_axis_angle(torch.from_numpy(rot)).reshape(-1, 72).numpy()[:, :66]
+    wide[:, 66:69], wide[:, 111:114] = poses[:, 66:69], poses[:, 69:72]  # left/right index1
+    amass = tmp_path / "amass.npz"
+    np.savez(amass, poses=wide, trans=(trans + j0) @ m.T - j0, betas=betas, mocap_framerate=120.0)
+    assert bpy.ops.lsmplify.import_smpl_npz(filepath=str(ours)) == {"FINISHED"}
+    assert bpy.ops.lsmplify.import_smpl_npz(filepath=str(amass)) == {"FINISHED"}
+    a, b = bpy.data.objects["ours"], bpy.data.objects["amass"]
+    names = ["pelvis", "head", "left_wrist", "right_wrist", "left_ankle", "right_ankle"]
+    for f in (1, 15, 30):
+        sc.frame_set(f)
+        pa, pb = world_heads(a, names), world_heads(b, names)
+        assert np.abs(pa - pb).max() < 1e-3, f
+        assert pb[1, 2] - pb[4, 2] > 1.0  # standing: the head a metre above the ankle in Blender's Z

@@ -86,31 +86,37 @@ def read_fit_error(path: str, frames: int):
 
 def import_smpl_motion(context, path: str, model, update_scene: bool = True, use_file_start: bool = True):
     """A new SMPL rig keyed with the motion of an AMASS-style .npz, from the file's
-    ``frame_start`` (when it has one and ``use_file_start``) or the scene's first frame;
-    returns (rig, action, frames)."""
+    ``frame_start`` (when it has one and ``use_file_start``) or the scene's first frame.
+
+    Z-up files (declared, or AMASS's, detected from the data) are turned into SMPL's Y up;
+    SMPL-H / SMPL-X poses are mapped onto SMPL's 24 joints (``core.formats.amass``).
+    Returns (rig, action, frames, notes).
+    """
     import torch
 
-    from ..core.formats.amass import read_smpl_npz
+    from ..core.formats.amass import read_smpl_npz, z_up_to_y_up
     from ..core.rotations import axis_angle_to_matrix
+    from .rig import rest_joints_smpl
 
     if not os.path.isfile(path):
         raise InputError(f"File not found: {path}")
     data = read_smpl_npz(path)
-    if data["up"].lower() != "y":
-        raise InputError(f"{Path(path).name}: up axis '{data['up']}'; SMPL parameters are Y up.")
     poses = np.asarray(data["poses"], dtype=np.float64)
-    if not np.isfinite(poses).all() or not np.isfinite(data["trans"]).all():
+    trans = np.asarray(data["trans"], dtype=np.float64)
+    if not np.isfinite(poses).all() or not np.isfinite(trans).all():
         raise InputError(f"{Path(path).name}: the poses or translations contain NaN or infinite values.")
     fps = check_frame_rate(data["fps"], f"{Path(path).name}: mocap_framerate",
                            "Correct the file's mocap_framerate.")
-    rotmats = axis_angle_to_matrix(torch.from_numpy(poses.reshape(-1, 24, 3)))
+    rotmats = axis_angle_to_matrix(torch.from_numpy(poses.reshape(-1, 24, 3))).numpy()
+    if data["up"] == "z":
+        rotmats[:, 0], trans = z_up_to_y_up(rotmats[:, 0], trans, rest_joints_smpl(model.data, data["betas"])[0])
     scene = context.scene
     start = data["frame_start"] if use_file_start and data["frame_start"] is not None else scene.frame_start
     fit = read_fit_error(path, poses.shape[0])
     with SceneChange(scene) as change:
-        rig_obj, action = write_motion(context, model, rotmats, data["trans"], data["betas"], start, fit,
+        rig_obj, action = write_motion(context, model, rotmats, trans, data["betas"], start, fit,
                                        name=safe_stem(path), action_name=safe_stem(path))
         change.made += [rig_obj, action, rig_obj.data, *rig_obj.children, *(c.data for c in rig_obj.children)]
         if update_scene:
             set_scene_timing(scene, start, poses.shape[0], fps)
-    return rig_obj, action, poses.shape[0]
+    return rig_obj, action, poses.shape[0], data["notes"]

@@ -230,8 +230,9 @@ class LSMPLIFY_OT_import_smpl_npz(_Guarded, bpy.types.Operator, ImportHelper):
         from .npz_io import import_smpl_motion
 
         model = get_model(context, warn=self.warn)
-        rig_obj, _, frames = import_smpl_motion(context, bpy.path.abspath(self.filepath), model, self.update_scene,
-                                                self.use_file_start)
+        rig_obj, _, frames, notes = import_smpl_motion(context, bpy.path.abspath(self.filepath), model,
+                                                       self.update_scene, self.use_file_start)
+        self.report_notes(notes)
         self.report({"INFO"}, f"LSMPLify: '{rig_obj.name}' with {frames} frames")
         return {"FINISHED"}
 

@@ -79,7 +79,7 @@ def _load_init(path, model):
     import torch
 
     from .body_model import rotmats_from_axis_angle
-    from .formats.amass import read_smpl_npz
+    from .formats.amass import read_smpl_npz, z_up_to_y_up
 
     init = read_smpl_npz(path)
     rot = rotmats_from_axis_angle(init["poses"].astype(np.float64))
@@ -87,11 +87,10 @@ def _load_init(path, model):
     k = min(model.num_betas, init["betas"].shape[0])
     betas[:k] = init["betas"][:k]
     trans = init["trans"].astype(np.float64)
-    if init["up"].lower() == "z":  # (x, y, z) -> (x, z, -y), as the keypoints are turned
-        m = torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]], dtype=rot.dtype)
+    if init["up"] == "z":  # declared, or detected from the data (AMASS has no 'up' key)
         j0 = model.rest_joints(torch.as_tensor(betas, dtype=model.dtype))[0, 0].cpu().double().numpy()
-        rot[:, 0] = m @ rot[:, 0]
-        trans = (trans + j0) @ m.numpy().T - j0  # the pelvis moves with the world
+        root, trans = z_up_to_y_up(rot[:, 0].cpu().double().numpy(), trans, j0)
+        rot[:, 0] = torch.as_tensor(root, dtype=rot.dtype)
     return rot, betas, trans
 
 

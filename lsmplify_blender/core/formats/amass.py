@@ -1,6 +1,9 @@
 """SMPL parameters as an AMASS-style .npz (poses, betas, trans, mocap_framerate, gender).
 
 Coordinates are SMPL's own: Y up, metres. Extra keys record how the fit was made.
+LSMPLify writes ``up = "y"``; AMASS files have no ``up`` key and are Z up, which the
+reader detects from the data (``detect_pose_up``). AMASS's SMPL-H (156 columns) and SMPL-X
+(165 columns) poses are mapped onto SMPL's 24 joints (``smpl_pose_columns``).
 """
 from __future__ import annotations
 
@@ -30,8 +33,67 @@ def write_smpl_npz(path: str | os.PathLike, poses: np.ndarray, betas: np.ndarray
     return p
 
 
+# Column blocks of the 24 SMPL joints in wider pose vectors (3 axis-angle numbers per joint).
+# SMPL-H joints (smplx.joint_names.SMPLH_JOINT_NAMES): 0-21 the body as in SMPL, 22-36 the
+# left hand's fingers from left_index1, 37-51 the right hand's from right_index1. SMPL-X
+# (JOINT_NAMES): 22 jaw, 23-24 eyes, 25-39 left fingers, 40-54 right fingers. SMPL's
+# left_hand / right_hand joints (22, 23) have no exact twin there: each hand's first
+# finger joint (index1) stands in for them; the body joints are taken as they are.
+HAND_SOURCE_JOINTS = {156: (22, 37, "SMPL-H"), 165: (25, 40, "SMPL-X")}
+
+
+def smpl_pose_columns(poses: np.ndarray, name: str = "poses") -> tuple[np.ndarray, str | None]:
+    """(T, 72) SMPL axis-angle poses from SMPL (72), SMPL-H (156) or SMPL-X (165) columns,
+    and a note saying what was mapped (None for SMPL)."""
+    width = poses.shape[1]
+    if width == 72:
+        return poses, None
+    if width not in HAND_SOURCE_JOINTS:
+        raise InputError(f"{name}: 'poses' has {width} columns; expected 72 (SMPL), 156 (SMPL-H) or "
+                         "165 (SMPL-X).")
+    left, right, kind = HAND_SOURCE_JOINTS[width]
+    out = np.concatenate([poses[:, :66], poses[:, 3 * left:3 * left + 3], poses[:, 3 * right:3 * right + 3]], 1)
+    return out, (f"{kind} poses ({width} columns): the 22 body joints as they are, SMPL's hand joints from "
+                 "each hand's first finger joint (index1)")
+
+
+def detect_pose_up(poses: np.ndarray) -> tuple[str, float]:
+    """'z' or 'y': where the body's up axis points in the world, median over the take.
+
+    SMPL's rest body stands along +Y, so the root's rotation applied to +Y is the body's
+    up direction in the file's world (the same feet-to-shoulders cue ``prepare.detect_up``
+    uses for keypoints, read from the root joint, which carries it). AMASS stores Z up,
+    LSMPLify and smplx Y up. Returns (axis, the median up vector's component on it).
+    """
+    import torch
+
+    from ..rotations import axis_angle_to_matrix
+
+    if poses.shape[0] == 0:
+        return "y", 0.0
+    root = axis_angle_to_matrix(torch.as_tensor(np.asarray(poses[:, :3], np.float64))).numpy()
+    med = np.median(root[:, :, 1], axis=0)  # R @ (0, 1, 0): the second column
+    if np.argmax(np.abs(med)) == 2 and med[2] > 0:
+        return "z", float(med[2])
+    return "y", float(med[1])
+
+
+# Z-up world -> SMPL's Y-up world: (x, y, z) -> (x, z, -y), a proper rotation (-90 deg about X).
+Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+
+
+def z_up_to_y_up(root_rotmats: np.ndarray, trans: np.ndarray, pelvis_rest: np.ndarray):
+    """A Z-up motion in SMPL's Y-up world: the root rotation turned, and the translation
+    moved so that the pelvis (at ``pelvis_rest + trans``, the pivot of SMPL's root
+    rotation) turns with the world. Returns (root rotmats (T, 3, 3), trans (T, 3))."""
+    m = Z_UP_TO_Y_UP
+    j0 = np.asarray(pelvis_rest, np.float64)
+    return m @ np.asarray(root_rotmats, np.float64), (np.asarray(trans, np.float64) + j0) @ m.T - j0
+
+
 def read_smpl_npz(path: str | os.PathLike) -> dict:
-    """Read an AMASS/LSMPLify SMPL-parameter .npz: poses (T, 72+), betas, trans, fps, gender."""
+    """Read an AMASS/LSMPLify SMPL-parameter .npz: poses (T, 72), betas, trans, fps, gender,
+    up ('y' or 'z': the file's ``up``, else detected), frame_start (or None) and notes."""
     p = Path(path)
     try:
         with np.load(p, allow_pickle=False) as z:
@@ -50,9 +112,18 @@ def read_smpl_npz(path: str | os.PathLike) -> dict:
         raise InputError(f"{p.name}: 'trans' has shape {trans.shape}; expected ({t}, 3).")
     betas = np.asarray(data.get("betas", np.zeros(10)), np.float32).reshape(-1)[:10]
     fps = float(data.get("mocap_framerate", data.get("mocap_frame_rate", 30.0)))
-    return dict(poses=poses[:, :72], betas=betas, trans=trans, fps=fps,
-                gender=str(data.get("gender", "neutral")), up=str(data.get("up", "y")),
-                frame_start=_frame_start(data.get("frame_start"), p.name))
+    poses, note = smpl_pose_columns(poses, p.name)
+    notes = [note] if note else []
+    if "up" in data:
+        up = str(data["up"]).lower()
+        if up not in ("y", "z"):
+            raise InputError(f"{p.name}: 'up' is '{up}'; expected 'y' or 'z'.")
+    else:
+        up, along = detect_pose_up(poses)
+        notes.append(f"no 'up' key: the body's up axis points along {up.upper()} ({along:.2f}) over the take, "
+                     f"read as {up.upper()} up" + (" (as AMASS stores it)" if up == "z" else ""))
+    return dict(poses=poses, betas=betas, trans=trans, fps=fps, gender=str(data.get("gender", "neutral")),
+                up=up, frame_start=_frame_start(data.get("frame_start"), p.name), notes=notes)
 
 
 def _frame_start(value, name: str):
