@@ -214,3 +214,65 @@ def test_amass_z_up_smplh_file_imports_standing_like_its_smpl_twin(tmp_path):
         pa, pb = world_heads(a, names), world_heads(b, names)
         assert np.abs(pa - pb).max() < 1e-3, f
         assert pb[1, 2] - pb[4, 2] > 1.0  # standing: the head a metre above the ankle in Blender's Z
+
+
+def fbx_global_settings(path):
+    """The GlobalSettings properties of a binary FBX, read with Blender's own FBX parser."""
+    from io_scene_fbx import parse_fbx
+
+    root, _ = parse_fbx.parse(str(path))
+    gs = next(e for e in root.elems if e.id == b"GlobalSettings")
+    p70 = next(e for e in gs.elems if e.id == b"Properties70")
+    return {p.props[0].decode(): p.props[4] for p in p70.elems if len(p.props) > 4}
+
+
+def test_fbx_presets_write_unity_metres_and_unreal_centimetres(tmp_path):
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(KEYPOINTS), create_empties=False) == {"FINISHED"}
+    s, sc = settings(), bpy.context.scene
+    s.solver = "ANALYTIC"
+    sc.frame_start, sc.frame_end = 1, 3
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    rig = rigs()[0]
+    bpy.context.view_layer.objects.active = rig
+    files = {}
+    for preset in ("UNITY", "UNREAL"):
+        files[preset] = tmp_path / f"{preset}.fbx"
+        assert bpy.ops.lsmplify.export_fbx(filepath=str(files[preset]), preset=preset) == {"FINISHED"}
+    assert files["UNITY"].read_bytes() != files["UNREAL"].read_bytes()
+    unity, unreal = fbx_global_settings(files["UNITY"]), fbx_global_settings(files["UNREAL"])
+    assert unity["UnitScaleFactor"] == 100.0 and unity["UpAxis"] == 1  # metres, Y up
+    assert unreal["UnitScaleFactor"] == 1.0 and unreal["UpAxis"] == 2  # centimetres, Z up
+    # both arrive at real size: re-imported, every joint where the rig has it
+    for preset, path in files.items():
+        names = set(bpy.data.objects.keys())
+        assert bpy.ops.import_scene.fbx(filepath=str(path), anim_offset=0.0) == {"FINISHED"}
+        back = next(bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - names
+                    if bpy.data.objects[n].type == "ARMATURE")
+        for f in (1, 3):
+            sc.frame_set(f)
+            joints = ["pelvis", "head", "left_wrist", "right_ankle"]
+            assert np.abs(world_heads(rig, joints) - world_heads(back, joints)).max() < 1e-4, (preset, f)
+
+
+def test_render_preview_draws_file_source_keypoints_and_never_into_the_cwd(tmp_path, monkeypatch):
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(KEYPOINTS)) == {"FINISHED"}  # a File source + empties
+    sc = bpy.context.scene
+    sc.frame_start, sc.frame_end = 1, 5
+    out = tmp_path / "png"
+    assert bpy.ops.lsmplify.render_preview(directory=str(out), max_frames=1, resolution=64) == {"FINISHED"}
+    (png,) = sorted(out.glob("*.png"))
+    img = bpy.data.images.load(str(png))
+    try:
+        px = np.array(img.pixels[:]).reshape(-1, 4)[:, :3]
+    finally:
+        bpy.data.images.remove(img)
+    markers = (px[:, 0] > 0.5) & (px[:, 0] > 2 * px[:, 2]) & (px[:, 0] > 1.5 * px[:, 1])  # the orange spheres
+    assert markers.sum() >= 20, markers.sum()
+    # an unsaved file with the default '//' folder: refused, nothing in the working directory
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert bpy.data.filepath == ""
+    with pytest.raises(RuntimeError, match="relative to the .blend file, which is not saved yet"):
+        bpy.ops.lsmplify.render_preview(max_frames=1, resolution=64)
+    assert list(work.iterdir()) == []

@@ -11,15 +11,18 @@ from ..core.errors import LSMPLifyError
 # extra joints in engines), only deforming bones, the active action baked at every frame
 # with no simplification (the solve's keys exactly), no NLA/all-actions stacks.
 FBX_PRESETS = {
-    # Unity reads FBX units: 'FBX All' writes the metre scale into the file's unit factor, so
-    # the model arrives at scale 1 (not 100) with no per-object scale; -Z forward / Y up is
-    # Unity's own axis convention. (Apply Transform is not used: Blender documents it as
-    # broken with armatures. Unity's 'Bake Axis Conversion' removes the root's axis rotation.)
+    # Unity works in metres with Y up and -Z forward: 'FBX All' puts Blender's metre into the
+    # file's unit factor (UnitScaleFactor 100: one file unit is a metre), objects unscaled,
+    # so the model arrives at scale 1 (not 100). (Apply Transform is not used: Blender
+    # documents it as broken with armatures. Unity's 'Bake Axis Conversion' removes the
+    # root's axis rotation.)
     "UNITY": dict(axis_forward="-Z", axis_up="Y", apply_unit_scale=True, apply_scale_options="FBX_SCALE_ALL"),
-    # Unreal converts axes itself (Convert Scene) and works in centimetres: units go to the
-    # FBX unit factor ('FBX Units Scale') so the armature keeps scale 1 and the body its real size.
-    "UNREAL": dict(axis_forward="-Z", axis_up="Y", apply_unit_scale=True, apply_scale_options="FBX_SCALE_UNITS"),
-    # Blender's own defaults: re-imports into Blender unchanged.
+    # Unreal works in centimetres with Z up, as Blender does: 'All Local' writes the file in
+    # centimetres (UnitScaleFactor 1, the metre-to-centimetre factor on the root objects'
+    # transforms) and Blender's own axes (Z up, the body facing -Y), so Unreal neither
+    # rescales nor turns it.
+    "UNREAL": dict(axis_forward="-Y", axis_up="Z", apply_unit_scale=True, apply_scale_options="FBX_SCALE_NONE"),
+    # Blender's defaults: re-imports into Blender unchanged.
     "BLENDER": dict(axis_forward="-Z", axis_up="Y", apply_unit_scale=True, apply_scale_options="FBX_SCALE_NONE"),
 }
 FBX_COMMON = dict(use_selection=True, object_types={"ARMATURE", "MESH"}, add_leaf_bones=False,

@@ -56,7 +56,7 @@ def keypoint_empties(context, settings) -> list:
     if settings.source_type == "EMPTIES":
         return selected_empties(context)
     coll = settings.empties_collection
-    if coll is not None and coll.name in context.scene.collection.children_recursive:
+    if coll is not None and coll.name in {c.name for c in context.scene.collection.children_recursive}:
         return [o for o in coll.all_objects if o.type == "EMPTY" and o.visible_get()]
     return []
 

@@ -245,8 +245,8 @@ class LSMPLIFY_OT_export_fbx(_Guarded, bpy.types.Operator, ExportHelper):
     filename_ext = ".fbx"
     filter_glob: StringProperty(default="*.fbx", options={"HIDDEN"})
     preset: EnumProperty(name="Target", default="UNITY", items=(
-        ("UNITY", "Unity", "Scale 1 in Unity, Y up"),
-        ("UNREAL", "Unreal", "Real size in centimetres, armature scale 1"),
+        ("UNITY", "Unity", "Metres (FBX unit factor 100), Y up: scale 1 in Unity"),
+        ("UNREAL", "Unreal", "Centimetres (FBX unit factor 1), Z up: real size in Unreal"),
         ("BLENDER", "Blender", "Blender's defaults (round trip into Blender)"),
     ))
 
@@ -275,12 +275,12 @@ class LSMPLIFY_OT_render_preview(_Guarded, bpy.types.Operator):
 
     def run(self, context):
         from .keypoint_empties import keypoint_empties
-        from .preview import preview_frames, render_preview
+        from .preview import preview_folder, preview_frames, render_preview
         from .sources import frame_range
 
         s = context.scene.lsmplify
         frames = preview_frames(*frame_range(context.scene, s), self.max_frames)
-        folder = bpy.path.abspath(self.directory)
+        folder = preview_folder(self.directory)
         written = render_preview(context, folder, frames, keypoint_empties(context, s), self.resolution)
         self.report({"INFO"}, f"LSMPLify: rendered {len(written)} frames to '{folder}'")
         return {"FINISHED"}

@@ -30,12 +30,25 @@ def preview_meshes(scene) -> list:
     return [o for o in scene.objects if o.type == "MESH" and o.get("lsmplify_mesh") and o.visible_get()]
 
 
+def preview_folder(directory: str) -> str:
+    """The preview's Folder setting as an absolute path. A '//' folder is relative to the
+    .blend file, so an unsaved file has none (Blender would resolve it against the process's
+    working directory): refused."""
+    if not directory:
+        raise InputError("Choose a Folder for the preview images.")
+    if directory.startswith("//") and not bpy.data.filepath:
+        raise InputError(f"The Folder '{directory}' is relative to the .blend file, which is not saved yet: save "
+                         "the file first or choose an absolute Folder.")
+    return os.path.abspath(bpy.path.abspath(directory))
+
+
 def render_preview(context, folder: str, frames, empties, resolution: int = 320) -> list[str]:
     """Render ``frames`` of the visible LSMPLify meshes and ``empties`` (as small spheres)
-    into ``folder/preview_NNNNN.png``; returns the paths written."""
+    into ``folder/preview_NNNNN.png`` (an absolute path, see ``preview_folder``); returns
+    the paths written."""
     scene = context.scene
-    if not folder or folder.startswith("//"):
-        raise InputError("Choose an output folder (save the .blend first to use a relative '//' folder).")
+    if not folder or not os.path.isabs(folder):
+        raise InputError(f"The preview folder '{folder}' is not an absolute path; choose a Folder.")
     meshes = preview_meshes(scene)
     if not meshes and not empties:
         raise InputError("Nothing to preview: no visible LSMPLify mesh or keypoint empties.")
