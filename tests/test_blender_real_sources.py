@@ -276,3 +276,59 @@ def test_render_preview_draws_file_source_keypoints_and_never_into_the_cwd(tmp_p
     with pytest.raises(RuntimeError, match="relative to the .blend file, which is not saved yet"):
         bpy.ops.lsmplify.render_preview(max_frames=1, resolution=64)
     assert list(work.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------- messages in Blender's terms
+AMC_ALONE = FIXTURES / "88_01_short.amc"  # a CMU take whose own ASF is not available
+ASF = FIXTURES / "01.asf"
+
+
+def test_an_amc_without_its_asf_names_the_asf_skeleton_control_and_imports_with_it(tmp_path):
+    with pytest.raises(RuntimeError) as e:
+        bpy.ops.lsmplify.import_keypoints(filepath=str(AMC_ALONE))
+    msg = str(e.value)
+    assert "choose it as the ASF Skeleton (an option of Import Keypoints" in msg
+    assert "--asf" not in msg and "read_keypoints" not in msg
+    with pytest.raises(RuntimeError) as e:
+        bpy.ops.lsmplify.import_keypoints(filepath=str(ASF))
+    assert "choose this skeleton as the ASF Skeleton" in str(e.value) and "--" not in str(e.value)
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(AMC_ALONE), asf_path=str(ASF)) == {"FINISHED"}
+    s = settings()
+    assert s.asf_path == str(ASF) and s.detected_frames == "120" and s.detected_layout.startswith("CMU")
+    s.solver = "ANALYTIC"
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}  # the File source reads the same ASF again
+    assert len(rigs()) == 1 and s.result_fit_error_mm < 100
+
+
+def test_a_non_human_armature_is_refused_with_its_real_bone_names():
+    arm_data = bpy.data.armatures.new("Crane")
+    arm = bpy.data.objects.new("Crane", arm_data)
+    bpy.context.scene.collection.objects.link(arm)
+    bpy.context.view_layer.objects.active = arm
+    bpy.ops.object.mode_set(mode="EDIT")
+    for i in range(5):
+        b = arm_data.edit_bones.new("Bone")
+        b.head, b.tail = (0, 0, i), (0, 0, i + 1)
+    bpy.ops.object.mode_set(mode="OBJECT")
+    s = settings()
+    s.source_type, s.source_armature = "ARMATURE", arm
+    with pytest.raises(RuntimeError) as e:
+        bpy.ops.lsmplify.solve()
+    msg = str(e.value)
+    assert "Bone.001" in msg and "Bone.004" in msg and "(the Layout setting in the LSMPLify panel)" in msg
+    assert "--layout" not in msg
+
+
+def test_every_cli_flag_of_the_core_messages_has_a_blender_term():
+    from lsmplify_blender.blender.messages import in_blender_terms
+
+    samples = ["Rename the joints or pass the layout explicitly (--layout).",
+               "otherwise give joint names in the file or pass the layout (--layout auto|smpl24|body25).",
+               "Check the file, or give the units explicitly (--units).",
+               "CUDA was asked for but is not available here; use --device auto or cpu.",
+               "'x.txt': .txt is not a keypoint format read by extension. CMU-subset clips are read with "
+               "read_cmu_subset(path, skeleton_json); otherwise save as .npz.",
+               "--asf must name an .asf skeleton file, got 'a.bvh'."]
+    for text in samples:
+        out = in_blender_terms(text)
+        assert "--" not in out and "read_cmu_subset(" not in out, out

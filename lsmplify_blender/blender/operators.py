@@ -24,7 +24,8 @@ KEYPOINT_GLOB = "*.npz;*.npy;*.json;*.csv;*.bvh;*.amc"
 
 
 class _Guarded:
-    """``execute`` calls ``run``; errors become one report line and CANCELLED."""
+    """``execute`` calls ``run``; errors become one report line and CANCELLED. Every report
+    speaks Blender (``messages.in_blender_terms``)."""
 
     def execute(self, context):
         return self.guard(self.run, context)
@@ -33,19 +34,24 @@ class _Guarded:
         try:
             return fn(*args)
         except LSMPLifyError as exc:
-            self.report({"ERROR"}, str(exc))
+            self.say({"ERROR"}, str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug: short message, details on the console
             traceback.print_exc()
-            self.report({"ERROR"}, f"LSMPLify internal error ({type(exc).__name__}: {exc}); "
+            self.say({"ERROR"}, f"LSMPLify internal error ({type(exc).__name__}: {exc}); "
                                    "details are on the system console.")
         return {"CANCELLED"}
 
+    def say(self, kind, message: str) -> None:
+        """``report`` in Blender's terms (an RNA method: a Python override would not be called)."""
+        from .messages import in_blender_terms
+        self.report(kind, in_blender_terms(message))
+
     def report_notes(self, notes) -> None:
         for note in notes:
-            self.report({"INFO"}, f"LSMPLify: {note}")
+            self.say({"INFO"}, f"LSMPLify: {note}")
 
     def warn(self, message: str) -> None:
-        self.report({"WARNING"}, message)
+        self.say({"WARNING"}, message)
 
 
 def _rig_or_error(context):
@@ -84,7 +90,7 @@ class LSMPLIFY_OT_import_keypoints(_Guarded, bpy.types.Operator, ImportHelper):
         prepared = import_keypoint_file(context, self.filepath, model, self.layout, self.units, self.up, self.fps,
                                         self.create_empties, self.update_scene, self.asf_path)
         self.report_notes(prepared.notes)
-        self.report({"INFO"}, f"LSMPLify: {prepared.num_frames} frames of {prepared.layout.title} "
+        self.say({"INFO"}, f"LSMPLify: {prepared.num_frames} frames of {prepared.layout.title} "
                               f"from '{Path(bpy.path.abspath(self.filepath)).name}'")
         return {"FINISHED"}
 
@@ -103,7 +109,7 @@ class LSMPLIFY_OT_solve(_Guarded, bpy.types.Operator):
 
     def run(self, context):
         from .solving import SolveJob
-        job = SolveJob(context, self.report)
+        job = SolveJob(context, self.say)
         job.solve()
         return job.finish(self, context)
 
@@ -111,7 +117,7 @@ class LSMPLIFY_OT_solve(_Guarded, bpy.types.Operator):
         if bpy.app.background or context.window is None:
             return self.execute(context)
         from .solving import SolveJob
-        job = self.guard(SolveJob, context, self.report)
+        job = self.guard(SolveJob, context, self.say)
         if not isinstance(job, SolveJob):
             return job  # CANCELLED, reported
         self._job = job
@@ -142,7 +148,7 @@ class LSMPLIFY_OT_solve(_Guarded, bpy.types.Operator):
         if event.type == "ESC":
             self._job.cancelled = True  # the worker finishes on its own; its result is dropped
             self._end(context)
-            self.report({"WARNING"}, "LSMPLify: solve cancelled; the scene is unchanged.")
+            self.say({"WARNING"}, "LSMPLify: solve cancelled; the scene is unchanged.")
             return {"CANCELLED"}
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
@@ -189,7 +195,7 @@ class LSMPLIFY_OT_refine(_Guarded, bpy.types.Operator):
         iters = 0 if method == "NETWORK" else (self.iterations or s.refine_iters or 10)
         action, sol, _ = refine_rig(context, s, rig_obj, method, passes, iters, warn=self.warn)
         self.report_notes(sol.notes)
-        self.report({"INFO"}, f"LSMPLify: refined into '{action.name}': fit error {s.result_fit_error_mm:.1f} mm")
+        self.say({"INFO"}, f"LSMPLify: refined into '{action.name}': fit error {s.result_fit_error_mm:.1f} mm")
         return {"FINISHED"}
 
 
@@ -210,7 +216,7 @@ class LSMPLIFY_OT_export_npz(_Guarded, bpy.types.Operator, ExportHelper):
         rig_obj = _rig_or_error(context)
         fs, fe = solved_frames(rig_obj, (scene.frame_start, scene.frame_end) if self.use_scene_range else None)
         out, rows = export_rig_npz(context, rig_obj, bpy.path.abspath(self.filepath), fs, fe)
-        self.report({"INFO"}, f"LSMPLify: wrote {rows} frames to '{out.name}'")
+        self.say({"INFO"}, f"LSMPLify: wrote {rows} frames to '{out.name}'")
         return {"FINISHED"}
 
 
@@ -233,7 +239,7 @@ class LSMPLIFY_OT_import_smpl_npz(_Guarded, bpy.types.Operator, ImportHelper):
         rig_obj, _, frames, notes = import_smpl_motion(context, bpy.path.abspath(self.filepath), model,
                                                        self.update_scene, self.use_file_start)
         self.report_notes(notes)
-        self.report({"INFO"}, f"LSMPLify: '{rig_obj.name}' with {frames} frames")
+        self.say({"INFO"}, f"LSMPLify: '{rig_obj.name}' with {frames} frames")
         return {"FINISHED"}
 
 
@@ -254,7 +260,7 @@ class LSMPLIFY_OT_export_fbx(_Guarded, bpy.types.Operator, ExportHelper):
         from .fbx_export import export_rig_fbx
 
         path = export_rig_fbx(context, _rig_or_error(context), bpy.path.abspath(self.filepath), self.preset)
-        self.report({"INFO"}, f"LSMPLify: wrote '{Path(path).name}' ({self.preset.title()} settings)")
+        self.say({"INFO"}, f"LSMPLify: wrote '{Path(path).name}' ({self.preset.title()} settings)")
         return {"FINISHED"}
 
 
@@ -282,7 +288,7 @@ class LSMPLIFY_OT_render_preview(_Guarded, bpy.types.Operator):
         frames = preview_frames(*frame_range(context.scene, s), self.max_frames)
         folder = preview_folder(self.directory)
         written = render_preview(context, folder, frames, keypoint_empties(context, s), self.resolution)
-        self.report({"INFO"}, f"LSMPLify: rendered {len(written)} frames to '{folder}'")
+        self.say({"INFO"}, f"LSMPLify: rendered {len(written)} frames to '{folder}'")
         return {"FINISHED"}
 
 

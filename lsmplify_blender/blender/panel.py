@@ -72,9 +72,11 @@ class LSMPLIFY_PT_main(bpy.types.Panel):
             box.label(text="Results", icon="INFO")
             col = box.column(align=True)
             col.label(text=f"Fit error: {s.result_fit_error_mm:.1f} mm")
-            col.label(text=f"MPBE: {s.result_mpbe_mm:.1f} mm")
-            if s.result_betas:
-                col.label(text=f"Betas: {s.result_betas}")
+            col.label(text=f"Bone length error: {s.result_mpbe_mm:.1f} mm")
+            if s.result_betas:  # five per line: ten do not fit the sidebar
+                betas = s.result_betas.split()
+                for i in range(0, len(betas), 5):
+                    col.label(text=("Betas: " if i == 0 else "") + " ".join(betas[i:i + 5]))
             if s.result_summary:
                 col.label(text=s.result_summary)
 

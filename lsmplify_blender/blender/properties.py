@@ -119,7 +119,7 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
 
     # ------------------------------------------------------------------ results
     has_result: BoolProperty(default=False)
-    result_mpbe_mm: FloatProperty(name="MPBE (mm)", default=0.0,
+    result_mpbe_mm: FloatProperty(name="Bone Length Error (mm)", default=0.0,
                                   description="Mean per-bone length error of the fitted shape")
     result_fit_error_mm: FloatProperty(name="Fit Error (mm)", default=0.0,
                                        description="Mean distance to the input keypoints")

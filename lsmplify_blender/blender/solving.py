@@ -90,7 +90,7 @@ class SolveJob:
             place_on_source(rig_obj, self.scale)
         op.report_notes(self.prepared.notes + self.solution.notes)
         op.report({"INFO"}, f"LSMPLify: '{action.name}' on '{rig_obj.name}': fit error "
-                            f"{s.result_fit_error_mm:.1f} mm, MPBE {s.result_mpbe_mm:.1f} mm")
+                            f"{s.result_fit_error_mm:.1f} mm, bone length error {s.result_mpbe_mm:.1f} mm")
         return {"FINISHED"}
 
 

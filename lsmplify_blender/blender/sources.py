@@ -90,6 +90,13 @@ def strip_suffix(name: str) -> str:
     return _SUFFIX.sub("", name)
 
 
+def unsuffixed_names(names: list[str]) -> list[str]:
+    """Names without Blender's ``.001`` suffixes (a second import of a rig), unless that makes
+    two of them the same (``Bone``, ``Bone.001``): then the names as they are."""
+    stripped = [strip_suffix(n) for n in names]
+    return stripped if len(set(stripped)) == len(stripped) else list(names)
+
+
 def option_value(value: str):
     """A panel enum item (``AUTO``, ``cm``, ``Y``...) as the core's option value."""
     return "auto" if value == "AUTO" else value.lower()
@@ -127,7 +134,7 @@ def sample_empties(context, fs: int, fe: int):
     if not objs:
         raise InputError("No empties are selected: select the animated keypoint empties "
                          "(one per joint, named after the joints) to use them as the source.")
-    names = [o.get(KEYPOINT_PROP) or strip_suffix(o.name) for o in objs]
+    names = [o.get(KEYPOINT_PROP) or n for o, n in zip(objs, unsuffixed_names([o.name for o in objs]))]
 
     def read():
         return [tuple(o.matrix_world.translation) for o in objs]
@@ -142,7 +149,7 @@ def sample_armature(context, arm_obj, fs: int, fe: int):
     bones = list(arm_obj.pose.bones)
     if not bones:
         raise InputError(f"The armature '{arm_obj.name}' has no bones.")
-    names = [strip_suffix(b.name) for b in bones]
+    names = unsuffixed_names([b.name for b in bones])
     n = len(bones)
 
     def read():
