@@ -109,7 +109,8 @@ def convert(args) -> dict:
     seq = read_keypoints(args.input, asf=args.asf)
     prepared = prepare(seq, model, layout=args.layout, units=args.units, up=args.up, fps=args.fps)
     if args.init:
-        sol = refine_existing(prepared, model, *_load_init(args.init, model), passes=args.passes,
+        rotmats, betas, trans = _load_init(args.init, model)
+        sol = refine_existing(prepared, model, rotmats, betas, trans, passes=args.passes,
                               refine=args.refine, smooth=args.smooth)
     else:
         sol = solve(prepared, model, solver=args.solver, refine=args.refine, smooth=args.smooth,
