@@ -37,9 +37,12 @@ $(LINT_STAMP): requirements.txt
 	$(PY) tools/pins.py --installed ruff mypy || $(PIP) $$($(PINS) ruff mypy)
 	touch $(LINT_STAMP)
 
+# Both checks run (one CI log shows every finding); lint fails if either does.
 lint: $(LINT_STAMP)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy
+	@status=0; \
+	$(VENV)/bin/ruff check --output-format=concise . || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	exit $$status
 
 # Not yet part of `lint`: the tree is formatted once, after the parallel branches merge.
 format-check: $(LINT_STAMP)
