@@ -12,6 +12,7 @@ import sys
 import time
 
 import numpy as np
+import torch  # already imported by .solver; named here for the annotations
 
 from .errors import LSMPLifyError
 from .layouts import LAYOUTS
@@ -74,7 +75,7 @@ def _smooth_arg(text: str):
     return value
 
 
-def _load_init(path, model):
+def _load_init(path, model) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """(rotmats, betas, trans) of an AMASS-style .npz in SMPL's Y-up world (Z-up files turned)."""
     import torch
 
@@ -109,8 +110,7 @@ def convert(args) -> dict:
     seq = read_keypoints(args.input, asf=args.asf)
     prepared = prepare(seq, model, layout=args.layout, units=args.units, up=args.up, fps=args.fps)
     if args.init:
-        rotmats, betas, trans = _load_init(args.init, model)
-        sol = refine_existing(prepared, model, rotmats, betas, trans, passes=args.passes,
+        sol = refine_existing(prepared, model, *_load_init(args.init, model), passes=args.passes,
                               refine=args.refine, smooth=args.smooth)
     else:
         sol = solve(prepared, model, solver=args.solver, refine=args.refine, smooth=args.smooth,
