@@ -223,7 +223,7 @@ class BodyModel:
         self.joint_shapedirs = t(np.einsum("jv,vcb->jcb", jreg, data.shapedirs[:, :, : self.num_betas]))
         self.posedirs = None if data.posedirs is None else t(data.posedirs)
         self.landmark_names = tuple(data.landmarks)
-        self._smplx: dict[int, torch.nn.Module] = {}
+        self._smplx = {}
 
     # ----------------------------------------------------------------- joints
     def _betas(self, betas, batch: int | None = None) -> torch.Tensor:

@@ -44,7 +44,7 @@ def _numpy_reconstruct():
     try:  # numpy >= 2 moved the private module; files may name either.
         from numpy._core.multiarray import _reconstruct, scalar  # type: ignore[attr-defined]
     except ImportError:  # pragma: no cover - depends on numpy version
-        from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[attr-defined]
+        from numpy.core.multiarray import _reconstruct, scalar
     return _reconstruct, scalar
 
 
@@ -53,9 +53,8 @@ def _allowed() -> dict[tuple[str, str], Any]:
 
     reconstruct, scalar = _numpy_reconstruct()
     allowed: dict[tuple[str, str], Any] = {
-        # typeshed and numpy's stubs omit these private (but stable) names:
-        ("copy_reg", "_reconstructor"): copyreg._reconstructor,  # type: ignore[attr-defined]
-        ("copyreg", "_reconstructor"): copyreg._reconstructor,  # type: ignore[attr-defined]
+        ("copy_reg", "_reconstructor"): copyreg._reconstructor,
+        ("copyreg", "_reconstructor"): copyreg._reconstructor,
         ("__builtin__", "object"): object,
         ("builtins", "object"): object,
         ("__builtin__", "set"): set, ("builtins", "set"): set,  # chumpy state holds sets of names

@@ -12,7 +12,6 @@ re-anchors a chunk (analytic + plug-in pass) where the network has drifted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -128,7 +127,7 @@ def _solve_from(model, betas, targets, weight, rot_analytic, joints_analytic, ne
     dev = torch.device(device)
     net = net or default_network(dev)
     t = targets.shape[0]
-    f32: dict[str, Any] = dict(dtype=torch.float32, device=dev)
+    f32 = dict(dtype=torch.float32, device=dev)
     m = (weight.to(**f32) > 0).float()
     kp = torch.where(m[..., None] > 0, targets.to(**f32), joints_analytic.to(**f32))
     ones = torch.ones_like(m)
