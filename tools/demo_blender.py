@@ -13,8 +13,8 @@ Steps (each one an operator, as a user would click them):
 2. ``lsmplify.solve`` with the default model and solver ``network`` (until the network's
    checkpoint ships it falls back to ``analytic`` and says so): a new SMPL rig + mesh preview;
 3. save ``OUT/demo.blend``;
-4. ``lsmplify.export_npz`` -> ``OUT/demo_smpl.npz`` (one row per scene frame, from the scene's
-   first frame);
+4. ``lsmplify.export_npz`` -> ``OUT/demo_smpl.npz`` (one row per solved frame: the scene
+   frames the solve covered);
 5. ``lsmplify.render_preview`` -> ``OUT/preview/preview_NNNNN.png`` (Workbench, a few frames).
 
 Prints where the files are and the fit figures, then one JSON line (``--json``) with them.
