@@ -332,3 +332,29 @@ def test_every_cli_flag_of_the_core_messages_has_a_blender_term():
     for text in samples:
         out = in_blender_terms(text)
         assert "--" not in out and "read_cmu_subset(" not in out, out
+
+
+def test_forced_units_or_up_that_make_no_upright_person_are_warned(capfd):
+    arm = import_source("bvh")
+    s, sc = settings(), bpy.context.scene
+    s.source_type, s.source_armature, s.solver, s.use_source_range = "ARMATURE", arm, "ANALYTIC", False
+    sc.frame_start, sc.frame_end = 1, 10
+    capfd.readouterr()
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}  # units detected: no warning
+    assert "not a person's size" not in capfd.readouterr().out
+    s.units = "m"  # CMU units read as metres: a body of about 30 m
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    out = capfd.readouterr().out
+    assert "m tall, not a person's size: check the Units setting in the LSMPLify panel (now read as 'm')" in out
+    # a Y-up file forced to Z up: the body lies down
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(KEYPOINTS), create_empties=False, up="Z") == {"FINISHED"}
+    sc.frame_start, sc.frame_end = 1, 10
+    capfd.readouterr()
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    out = capfd.readouterr().out
+    assert "The body lies down over most of the take" in out and "check the Up setting" in out
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(KEYPOINTS), create_empties=False) == {"FINISHED"}
+    sc.frame_start, sc.frame_end = 1, 10
+    capfd.readouterr()
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    assert "lies down" not in capfd.readouterr().out

@@ -31,7 +31,6 @@ class LSMPLIFY_PT_main(bpy.types.Panel):
             if s.filepath.lower().endswith(".amc"):
                 box.prop(s, "asf_path")
             box.operator(LSMPLIFY_OT_import_keypoints.bl_idname, icon="FILEBROWSER")
-            box.prop(s, "units")
             box.prop(s, "up_axis")
             box.prop(s, "fps")
             box.prop(s, "file_frame_start")
@@ -41,6 +40,7 @@ class LSMPLIFY_PT_main(bpy.types.Panel):
         else:
             box.prop(s, "source_armature")
         box.prop(s, "layout")
+        box.prop(s, "units")  # used by every source (scene sources too): shown for every source
         if s.detected_layout:
             col = box.column(align=True)
             col.label(text=f"Detected: {s.detected_layout}")

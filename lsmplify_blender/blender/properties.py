@@ -68,7 +68,9 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
     layout: EnumProperty(name="Layout", items=LAYOUT_ITEMS, default="AUTO",
                          description="Keypoint layout")
     units: EnumProperty(name="Units", items=UNIT_ITEMS, default="AUTO",
-                        description="Length unit of a file source (scene sources are in scene units)")
+                        description="Length unit of the source: a file's, or of a scene source's world positions "
+                                    "(times the scene's unit scale); Auto: declared, else detected from bone "
+                                    "lengths")
     up_axis: EnumProperty(name="Up", items=UP_ITEMS, default="AUTO",
                           description="Up axis of a file source (scene sources are Z up)")
     fps: FloatProperty(name="FPS", default=0.0, min=0.0, soft_max=240.0,

@@ -42,6 +42,40 @@ def rig_name(context, settings) -> str:
     return f"{arm.name}_SMPL" if arm is not None else "SMPL"
 
 
+# A person the body model can stand for: below or above this the source's units are wrong
+# (a metre-scale source read as centimetres gives a body of 1.7 cm).
+HUMAN_HEIGHT_M = (1.0, 2.3)
+UPRIGHT_MIN = 0.5  # median y of the root's up axis (SMPL Y up): below it the body lies (cos 60 deg)
+
+
+def plausibility_warnings(model, prepared, solution, source_type: str) -> list[str]:
+    """Warnings, in the panel's terms, when the keypoints do not make a human-sized body or
+    the solved body lies down over most of the take (a Units or Up setting that is wrong)."""
+    import torch
+
+    from ..core.shape_inverse import observed_lengths
+
+    out = []
+    targets, weight = prepared.smpl_targets()
+    lengths, _ = observed_lengths(targets, weight)
+    ref = model.bone_lengths(torch.zeros(model.num_betas, dtype=model.dtype))[0].cpu().numpy()
+    lengths = lengths[: ref.shape[0]]  # the SMPL tree's bones come first (as the solver reads them)
+    ok = np.isfinite(lengths) & (ref > 0.05)
+    if ok.sum() >= 3:
+        v = model.v_template.cpu().numpy()
+        height = float(lengths[ok].sum() / ref[ok].sum() * (v[:, 1].max() - v[:, 1].min()))
+        if not HUMAN_HEIGHT_M[0] <= height <= HUMAN_HEIGHT_M[1]:
+            out.append(f"The keypoints make a body {height:.2f} m tall, not a person's size: check the Units "
+                       f"setting in the LSMPLify panel (now read as '{prepared.units}').")
+    up = float(np.median(solution.rotmats[:, 0, 1, 1].detach().cpu().numpy()))
+    if up < UPRIGHT_MIN:
+        where = "the Up setting in the LSMPLify panel" if source_type == "FILE" else \
+            "that the source stands along the scene's Z axis"
+        out.append(f"The body lies down over most of the take (its up axis is {np.degrees(np.arccos(np.clip(up, -1, 1))):.0f}"
+                   f" deg from vertical): check {where} (now read as {prepared.up.upper()} up).")
+    return out
+
+
 class SolveJob:
     """One solve of the scene's source: read on creation, ``solve``/``work``, then ``finish``."""
 
@@ -89,6 +123,8 @@ class SolveJob:
         if target is None and self.scale != 1.0:
             place_on_source(rig_obj, self.scale)
         op.report_notes(self.prepared.notes + self.solution.notes)
+        for warning in plausibility_warnings(self.model, self.prepared, self.solution, s.source_type):
+            op.report({"WARNING"}, f"LSMPLify: {warning}")
         op.report({"INFO"}, f"LSMPLify: '{action.name}' on '{rig_obj.name}': fit error "
                             f"{s.result_fit_error_mm:.1f} mm, bone length error {s.result_mpbe_mm:.1f} mm")
         return {"FINISHED"}
