@@ -114,7 +114,9 @@ def test_gather_source_run_solve_apply_solution_is_the_solve_operator():
     rig, action = scene_writing.apply_solution(bpy.context, s, solution, prepared, start, model)
     assert rig != rig_op and action.name.startswith("LSMPLify_analytic")
     same_keys(rig, rig_op)
+    s.new_rig = True  # (else the job would write a new action on the operator's rig, as a re-solve does)
     job = solving.SolveJob(bpy.context, Reporter().report)
+    assert job.target_name is None
     job.solve()
     reporter = Reporter()
     assert job.finish(reporter, bpy.context) == {"FINISHED"}

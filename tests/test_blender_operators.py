@@ -216,10 +216,21 @@ def test_solve_twice_keeps_the_first():
     s.solver = "ANALYTIC"
     set_range(1, 20)
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    (r1,) = rigs()
+    a0 = r1.animation_data.action
+    # the same source again: a new action on its last rig, no pile of 131_01_short.001 rigs
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    assert rigs() == [r1] and r1.animation_data.action != a0 and a0.name in bpy.data.actions
+    # a new rig when asked
+    s.new_rig = True
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    s.new_rig = False
     r1, r2 = rigs()
     a1, a2 = r1.animation_data.action, r2.animation_data.action
-    assert a1 != a2 and len(bpy.data.actions) == 2
+    assert a1 != a2 and len(bpy.data.actions) == 3
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}  # the latest rig of the source gets the next one
+    assert r2.animation_data.action != a2 and r1.animation_data.action == a1
+    a2 = r2.animation_data.action
     keys1 = object_fcurve_keys(r1)
     # a third solve onto the first rig: a new action there, the old one kept untouched
     s.target_rig = r1
@@ -646,6 +657,7 @@ def test_threaded_job_touches_the_scene_only_when_finished():
     import_bvh(create_empties=False)
     settings().solver = "ANALYTIC"
     set_range(1, 10)
+    settings().new_rig = True
     job = _SolveJob(bpy.context, lambda kind, message: None)
     before = snapshot()
     th = threading.Thread(target=job.work)

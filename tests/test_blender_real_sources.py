@@ -95,7 +95,7 @@ def test_armature_source_solves_its_action_and_the_rig_sits_on_it(kind, frames):
     print(f"{kind}: overlay error {err * 1000:.0f} mm")
     assert err < 0.08, err  # on the source: knees, ankles, elbows, wrists, shoulders within a few cm
     # Match Source off: the rig at real size in metres, far from the file-unit source
-    s.match_source = False
+    s.match_source, s.new_rig = False, True
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
     plain = rigs()[-1]
     assert tuple(plain.scale) == (1.0, 1.0, 1.0)

@@ -55,6 +55,8 @@ class LSMPLIFY_PT_main(bpy.types.Panel):
         row.prop(s, "smoothing", slider=True)
         row.prop(s, "auto_denoise", text="Auto")
         box.prop(s, "target_rig")
+        if s.target_rig is None:
+            box.prop(s, "new_rig")
         box.prop(s, "match_source")
         if s.source_type != "FILE":
             box.prop(s, "use_source_range")

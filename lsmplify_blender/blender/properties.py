@@ -109,7 +109,11 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
                                            "length and smooth noisy keypoints over time by the matching "
                                            "amount (exact or clean mocap is left as it is)")
     target_rig: PointerProperty(name="Target Rig", type=bpy.types.Object, poll=_poll_smpl_rig,
-                                description="SMPL rig to receive a new action (empty: make a new rig)")
+                                description="SMPL rig to receive a new action (empty: the last rig solved from this "
+                                            "source, else a new rig)")
+    new_rig: BoolProperty(name="New Rig", default=False,
+                          description="Make a new rig even when this source has one already (off: solving the "
+                                      "same source again writes a new action on its last rig)")
     use_source_range: BoolProperty(name="Source's Frames", default=True,
                                    description="Armature and Empties sources: solve the frames their actions "
                                                "cover. Off (and for a File source): the scene range or the "

@@ -81,6 +81,23 @@ def real_size_scale(rig_obj) -> float:
     return 1.0 / float(rig_obj.get(DISPLAY_SCALE_PROP, 1.0) or 1.0)
 
 
+SOURCE_PROP = "lsmplify_source"  # on a rig: which source it was solved from (see source_key)
+MADE_PROP = "lsmplify_made"  # on a rig: a counter of when it was made, to find the latest
+
+
+def latest_rig_for(source: str, model_name: str):
+    """The last rig made from ``source`` with the body model ``model_name``, or None."""
+    found = [o for o in bpy.data.objects if is_smpl_rig(o) and o.get(SOURCE_PROP) == source
+             and o.get("lsmplify_model", model_name) == model_name]
+    return max(found, key=lambda o: int(o.get(MADE_PROP, 0)), default=None)
+
+
+def tag_new_rig(rig_obj, source: str) -> None:
+    """Record the source of a new rig and when it was made (after every rig there is)."""
+    rig_obj[SOURCE_PROP] = source
+    rig_obj[MADE_PROP] = 1 + max((int(o.get(MADE_PROP, 0)) for o in bpy.data.objects if is_smpl_rig(o)), default=0)
+
+
 def safe_stem(path: str) -> str:
     return Path(path).stem or "LSMPLify"
 

@@ -11,9 +11,9 @@ import numpy as np
 
 from ..core.errors import InputError
 from .model_cache import get_model
-from .scene_writing import (apply_solution, check_rig_model, is_smpl_rig, match_source_scale, place_on_source,
-                            rig_betas, safe_stem, write_motion)
-from .sources import gather_source, source_armature
+from .scene_writing import (apply_solution, check_rig_model, is_smpl_rig, latest_rig_for, match_source_scale,
+                            place_on_source, rig_betas, safe_stem, tag_new_rig, write_motion)
+from .sources import gather_source, source_armature, source_key
 
 
 def solver_name(settings) -> str:
@@ -85,6 +85,9 @@ class SolveJob:
         target = s.target_rig
         if target is not None and not is_smpl_rig(target):
             raise InputError(f"The target rig '{target.name}' is not an SMPL rig; clear it to make a new rig.")
+        self.source = source_key(context, s)
+        if target is None and not s.new_rig:  # a re-solve: a new action on the last rig of this source
+            target = latest_rig_for(self.source, self.model.data.name)
         self.target_name = target.name if target is not None else None
         self.betas = None
         if target is not None:
@@ -120,8 +123,10 @@ class SolveJob:
         s = context.scene.lsmplify
         rig_obj, action = apply_solution(context, s, self.solution, self.prepared, self.start, self.model,
                                          target_rig=target, name=self.name)
-        if target is None and self.scale != 1.0:
-            place_on_source(rig_obj, self.scale)
+        if target is None:
+            tag_new_rig(rig_obj, self.source)
+            if self.scale != 1.0:
+                place_on_source(rig_obj, self.scale)
         op.report_notes(self.prepared.notes + self.solution.notes)
         for warning in plausibility_warnings(self.model, self.prepared, self.solution, s.source_type):
             op.report({"WARNING"}, f"LSMPLify: {warning}")

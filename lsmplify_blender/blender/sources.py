@@ -178,6 +178,18 @@ def asf_or_none(path: str):
     return bpy.path.abspath(path) if path else None
 
 
+def source_key(context, settings) -> str:
+    """What identifies the current source between solves: the file, the armature, or the set
+    of selected empties (by name)."""
+    kind = settings.source_type
+    if kind == "FILE":
+        return "file:" + bpy.path.abspath(settings.filepath)
+    if kind == "ARMATURE":
+        arm = source_armature(context, settings)
+        return "armature:" + (arm.name if arm is not None else "")
+    return "empties:" + "|".join(o.name for o in selected_empties(context))
+
+
 def read_file_source(settings, model):
     """The file source read and prepared (every frame of the file)."""
     from ..core.formats import read_keypoints
