@@ -358,3 +358,48 @@ def test_forced_units_or_up_that_make_no_upright_person_are_warned(capfd):
     capfd.readouterr()
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
     assert "lies down" not in capfd.readouterr().out
+
+
+def test_import_keypoints_takes_an_fbx_take_as_the_armature_source():
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(FBX)) == {"FINISHED"}
+    s, sc = settings(), bpy.context.scene
+    arm = s.source_armature
+    assert s.source_type == "ARMATURE" and arm is not None and arm.type == "ARMATURE"
+    assert (sc.frame_start, sc.frame_end, sc.render.fps) == (1, 166, 120)
+    assert s.detected_layout.startswith("CMU") and s.detected_units == "cmu" and s.detected_frames == "166"
+    s.solver = "ANALYTIC"
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    (rig,) = rigs()
+    assert overlay_error_m(rig, arm, (1, 166), UNIT_SCALES["cmu"]) < 0.08
+
+
+def test_an_fbx_without_a_human_armature_leaves_the_scene_as_it_was(tmp_path):
+    arm_data = bpy.data.armatures.new("Crane")
+    arm = bpy.data.objects.new("Crane", arm_data)
+    bpy.context.scene.collection.objects.link(arm)
+    bpy.context.view_layer.objects.active = arm
+    bpy.ops.object.mode_set(mode="EDIT")
+    for i in range(5):
+        b = arm_data.edit_bones.new(f"Boom{i}")
+        b.head, b.tail = (0, 0, i), (0, 0, i + 1)
+    bpy.ops.object.mode_set(mode="OBJECT")
+    arm.animation_data_create()
+    arm.keyframe_insert("location", frame=1)
+    arm.location.x = 2
+    arm.keyframe_insert("location", frame=20)
+    crane = tmp_path / "crane.fbx"
+    assert bpy.ops.export_scene.fbx(filepath=str(crane), bake_anim=True) == {"FINISHED"}
+    reset_scene()
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(BVH)) == {"FINISHED"}  # an earlier source
+    d = bpy.data
+    before = ({k: sorted(x.name for x in getattr(d, k)) for k in ("objects", "actions", "armatures", "meshes",
+                                                                  "collections", "materials")},
+              (bpy.context.scene.frame_start, bpy.context.scene.frame_end), settings().source_type,
+              settings().filepath)
+    with pytest.raises(RuntimeError, match="Boom0"):
+        bpy.ops.lsmplify.import_keypoints(filepath=str(crane))
+    after = ({k: sorted(x.name for x in getattr(d, k)) for k in ("objects", "actions", "armatures", "meshes",
+                                                                 "collections", "materials")},
+             (bpy.context.scene.frame_start, bpy.context.scene.frame_end), settings().source_type,
+             settings().filepath)
+    assert after == before

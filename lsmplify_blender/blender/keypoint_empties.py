@@ -6,6 +6,8 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from ..core.errors import InputError
+
 from .scene_writing import remove_ids
 from .sources import KEYPOINT_PROP
 
@@ -93,3 +95,43 @@ def import_keypoint_file(context, filepath: str, model, layout="AUTO", units="AU
         if update_scene:
             set_scene_timing(scene, start, prepared.num_frames, prepared.fps)
     return prepared
+
+
+# data-block collections an importer may add to; what it added is removed again on failure
+IMPORTED_KINDS = ("objects", "armatures", "meshes", "actions", "collections", "materials", "images", "cameras",
+                  "lights")
+
+
+def import_fbx_armature(context, filepath: str, model, layout="AUTO", units="AUTO", update_scene: bool = True):
+    """An FBX take through Blender's FBX importer, made the scene's Armature source (its
+    action's frames, scene range and fps set to them when ``update_scene``); returns
+    (armature, prepared keypoints). All or nothing: a file that is not a readable human
+    armature leaves the scene exactly as it was."""
+    from .scene_writing import SceneChange, set_scene_timing
+    from .sources import action_frame_range, gather_source
+
+    if "IMPORT_SCENE_OT_fbx" not in dir(bpy.types):
+        raise InputError("Blender's FBX importer is not enabled: enable the 'FBX format' add-on.")
+    path = bpy.path.abspath(filepath)
+    scene = context.scene
+    before = {k: set(getattr(bpy.data, k)) for k in IMPORTED_KINDS}
+    with SceneChange(scene) as change:
+        try:
+            result = bpy.ops.import_scene.fbx(filepath=path)
+        finally:  # whatever the importer made, even when it failed half-way
+            change.made += [i for k in IMPORTED_KINDS for i in getattr(bpy.data, k) if i not in before[k]]
+        arms = [o for o in change.made if isinstance(o, bpy.types.Object) and o.type == "ARMATURE"]
+        if "FINISHED" not in result or not arms:
+            raise InputError(f"'{Path(path).name}' holds no armature that Blender's FBX importer could read.")
+        arm = max(arms, key=lambda o: len(o.data.bones))
+        found = action_frame_range([arm])
+        if found is None:
+            raise InputError(f"The armature '{arm.name}' in '{Path(path).name}' has no animation.")
+        s = scene.lsmplify
+        s.source_type, s.source_armature, s.use_source_range = "ARMATURE", arm, True
+        s.layout, s.units = layout, units
+        if update_scene:
+            fps = scene.render.fps / scene.render.fps_base  # the importer sets the file's rate
+            set_scene_timing(scene, found[0], found[1] - found[0] + 1, fps)
+        prepared, _ = gather_source(context, s, model)  # a non-human armature is refused here
+    return arm, prepared

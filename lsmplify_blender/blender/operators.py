@@ -20,7 +20,7 @@ from bpy_extras.io_utils import ExportHelper, ImportHelper
 from ..core.errors import InputError, LSMPLifyError
 from .properties import LAYOUT_ITEMS, REFINE_METHOD_ITEMS, UNIT_ITEMS, UP_ITEMS
 
-KEYPOINT_GLOB = "*.npz;*.npy;*.json;*.csv;*.bvh;*.amc"
+KEYPOINT_GLOB = "*.npz;*.npy;*.json;*.csv;*.bvh;*.amc;*.fbx"
 
 
 class _Guarded:
@@ -87,6 +87,14 @@ class LSMPLIFY_OT_import_keypoints(_Guarded, bpy.types.Operator, ImportHelper):
         from .model_cache import get_model
 
         model = get_model(context, warn=self.warn)
+        if self.filepath.lower().endswith(".fbx"):  # an animated rig: Blender's importer, an Armature source
+            from .keypoint_empties import import_fbx_armature
+            arm, prepared = import_fbx_armature(context, self.filepath, model, self.layout, self.units,
+                                                self.update_scene)
+            self.report_notes(prepared.notes)
+            self.say({"INFO"}, f"LSMPLify: the armature '{arm.name}' ({prepared.num_frames} frames of "
+                               f"{prepared.layout.title}) is the source")
+            return {"FINISHED"}
         prepared = import_keypoint_file(context, self.filepath, model, self.layout, self.units, self.up, self.fps,
                                         self.create_empties, self.update_scene, self.asf_path)
         self.report_notes(prepared.notes)

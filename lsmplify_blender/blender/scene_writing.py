@@ -132,9 +132,11 @@ def remove_ids(ids) -> None:
     """Remove data-blocks made by a run that failed, objects first, ignoring ones already gone."""
     collections = {bpy.types.Object: bpy.data.objects, bpy.types.Armature: bpy.data.armatures,
                    bpy.types.Mesh: bpy.data.meshes, bpy.types.Action: bpy.data.actions,
-                   bpy.types.Collection: bpy.data.collections, bpy.types.Camera: bpy.data.cameras}
+                   bpy.types.Collection: bpy.data.collections, bpy.types.Camera: bpy.data.cameras,
+                   bpy.types.Material: bpy.data.materials, bpy.types.Image: bpy.data.images,
+                   bpy.types.Light: bpy.data.lights}
     order = (bpy.types.Object, bpy.types.Collection, bpy.types.Action, bpy.types.Armature, bpy.types.Mesh,
-             bpy.types.Camera)
+             bpy.types.Camera, bpy.types.Light, bpy.types.Material, bpy.types.Image)
     for kind in order:
         for idb in ids:
             try:
