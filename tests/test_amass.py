@@ -9,14 +9,18 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import FIXTURES
+
 from lsmplify_blender.core.cli import main
 from lsmplify_blender.core.errors import InputError
 from lsmplify_blender.core.formats import read_keypoints
-from lsmplify_blender.core.formats.amass import (Z_UP_TO_Y_UP, detect_pose_up, read_smpl_npz, smpl_pose_columns,
-                                                 write_smpl_npz)
-from lsmplify_blender.core.layouts import SMPL24
+from lsmplify_blender.core.formats.amass import (
+    Z_UP_TO_Y_UP,
+    detect_pose_up,
+    read_smpl_npz,
+    smpl_pose_columns,
+    write_smpl_npz,
+)
 from lsmplify_blender.core.prepare import prepare
 from lsmplify_blender.core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from lsmplify_blender.core.solver import solve
@@ -31,7 +35,7 @@ def numbered_poses(names, frames=3):
     return np.tile(block, (frames, 1))
 
 
-@pytest.mark.parametrize("names,width", [("SMPLH_JOINT_NAMES", 156), ("JOINT_NAMES", 165)])
+@pytest.mark.parametrize(("names", "width"), [("SMPLH_JOINT_NAMES", 156), ("JOINT_NAMES", 165)])
 def test_wide_poses_map_the_body_and_each_hand_to_its_own_side(names, width):
     names = getattr(joint_names, names)
     n_joints = width // 3

@@ -8,17 +8,16 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from blender_env import evaluated_vertices_smpl, fcurve_keys, import_bpy, reset_scene
 
 bpy = import_bpy()
 if bpy is None:
     pytest.skip("the bpy wheel is not installed", allow_module_level=True)
 
-from conftest import random_pose  # noqa: E402
+from conftest import random_pose
 
-from lsmplify_blender.blender import keyframes, rig, scene_writing  # noqa: E402
-from lsmplify_blender.core.body_model import BodyModel, load_model_data, pose_feature  # noqa: E402
+from lsmplify_blender.blender import keyframes, rig, scene_writing
+from lsmplify_blender.core.body_model import BodyModel, load_model_data, pose_feature
 
 POSE_KEYS = [f"Pose{k:03d}" for k in range(207)]
 

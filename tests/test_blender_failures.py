@@ -11,20 +11,19 @@ import re
 
 import numpy as np
 import pytest
-
 from blender_env import import_bpy, reset_scene
 
 bpy = import_bpy()
 if bpy is None:
     pytest.skip("the bpy wheel is not installed", allow_module_level=True)
 
-import addon_utils  # noqa: E402
+import addon_utils
+from conftest import FIXTURES
 
-from conftest import FIXTURES  # noqa: E402
-from lsmplify_blender.blender import model_cache, preferences, scene_writing  # noqa: E402
-from lsmplify_blender.core.body_model import load_model_data  # noqa: E402
-from lsmplify_blender.core.errors import LSMPLifyError  # noqa: E402
-from lsmplify_blender.core.formats.amass import write_smpl_npz  # noqa: E402
+from lsmplify_blender.blender import model_cache, preferences, scene_writing
+from lsmplify_blender.core.body_model import load_model_data
+from lsmplify_blender.core.errors import LSMPLifyError
+from lsmplify_blender.core.formats.amass import write_smpl_npz
 
 BVH = FIXTURES / "131_01_short.bvh"
 BVH2 = FIXTURES / "01_01_short.bvh"
@@ -97,7 +96,7 @@ def test_a_step_failing_after_the_empties_were_made_removes_them(monkeypatch):
     def full(*a, **k):
         raise RuntimeError("the scene refused its new frame range")
     monkeypatch.setattr(scene_writing, "set_scene_timing", full)
-    with pytest.raises(RuntimeError, match="internal error.*refused its new frame range"):
+    with pytest.raises(RuntimeError, match=r"internal error.*refused its new frame range"):
         bpy.ops.lsmplify.import_keypoints(filepath=str(BVH))
     assert state() == before
 
@@ -137,11 +136,11 @@ def test_setting_a_hostile_model_file_loads_nothing_and_is_reported(tmp_path, mo
     try:
         prefs.model_path = str(evil)  # the update callback: no load at all
         assert calls == [] and preferences.checked_model_status(prefs.model_path) is None
-        with pytest.raises(RuntimeError, match="Refused to load posix.system"):
+        with pytest.raises(RuntimeError, match=r"Refused to load posix\.system"):
             bpy.ops.lsmplify.check_model()
         assert len(calls) == 1 and "Refused" in preferences.checked_model_status(prefs.model_path)
         before = state()
-        with pytest.raises(RuntimeError, match="Body Model set in the add-on preferences.*Refused to load"):
+        with pytest.raises(RuntimeError, match=r"Body Model set in the add-on preferences.*Refused to load"):
             bpy.ops.lsmplify.import_keypoints(filepath=str(BVH))
         assert state() == before and len(calls) == 1  # validated once per path
         assert not (tmp_path / "pwned").exists()
@@ -162,7 +161,7 @@ def test_a_model_with_nan_values_builds_no_rig(tmp_path):
     prefs.model_path = str(bad)
     try:
         before = state()
-        with pytest.raises(RuntimeError, match="v_template.*NaN"):
+        with pytest.raises(RuntimeError, match=r"v_template.*NaN"):
             bpy.ops.lsmplify.import_smpl_npz(filepath=str(motion))
         assert state() == before
     finally:

@@ -7,18 +7,25 @@ and its operator on the same scene and compares what they made, key by key and p
 """
 import numpy as np
 import pytest
-
 from blender_env import fcurve_keys, import_bpy, reset_scene
 
 bpy = import_bpy()
 if bpy is None:
     pytest.skip("the bpy wheel is not installed", allow_module_level=True)
 
-import addon_utils  # noqa: E402
+import addon_utils
+from conftest import FIXTURES
 
-from conftest import FIXTURES  # noqa: E402
-from lsmplify_blender.blender import (fbx_export, keypoint_empties, model_cache, npz_io, preview,  # noqa: E402
-                                      scene_writing, solving, sources)
+from lsmplify_blender.blender import (
+    fbx_export,
+    keypoint_empties,
+    model_cache,
+    npz_io,
+    preview,
+    scene_writing,
+    solving,
+    sources,
+)
 
 BVH = FIXTURES / "131_01_short.bvh"
 ADDON = "lsmplify_blender"
@@ -93,7 +100,7 @@ def test_import_keypoint_file_is_the_import_operator():
     a = sorted(direct.objects, key=lambda o: o.name)
     b = sorted(by_op.objects, key=lambda o: sources.strip_suffix(o.name))
     assert [o[sources.KEYPOINT_PROP] for o in a] == [o[sources.KEYPOINT_PROP] for o in b] and len(a) >= 15
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         same_keys(x, y)
     # the empties sit where the prepared keypoints are (metres, Blender Z up)
     from lsmplify_blender.blender.rig import smpl_to_blender
@@ -132,7 +139,7 @@ def test_refine_rig_is_the_refine_operator():
     rig.animation_data.action = first
     if hasattr(rig.animation_data, "action_slot"):
         rig.animation_data.action_slot = first.slots[0]
-    action, sol, frames = solving.refine_rig(bpy.context, settings(), rig, "OPTIMIZE", 0, 1)
+    action, _, frames = solving.refine_rig(bpy.context, settings(), rig, "OPTIMIZE", 0, 1)
     assert frames == 6 and action not in (first, by_op) and rig.animation_data.action == action
     direct = keys_of(rig)
     rig.animation_data.action = by_op
@@ -161,7 +168,7 @@ def test_import_smpl_motion_is_the_import_operator(tmp_path):
     out, _ = npz_io.export_rig_npz(bpy.context, rig, str(tmp_path / "m.npz"), 1, 10)
     assert bpy.ops.lsmplify.import_smpl_npz(filepath=str(out)) == {"FINISHED"}
     by_op = rigs()[-1]
-    new, action, frames, _ = npz_io.import_smpl_motion(bpy.context, str(out), model_cache.get_model())
+    new, _, frames, _ = npz_io.import_smpl_motion(bpy.context, str(out), model_cache.get_model())
     assert frames == 10 and new not in (rig, by_op) and new.name.startswith("m")
     same_keys(new, by_op)
     same_keys(new, rig, atol=2e-4)  # the motion itself, through axis-angle in float32

@@ -10,17 +10,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-
-from blender_env import fcurve_keys, ROOT, import_bpy, reset_scene
+from blender_env import ROOT, fcurve_keys, import_bpy, reset_scene
 
 bpy = import_bpy()
 if bpy is None:
     pytest.skip("the bpy wheel is not installed", allow_module_level=True)
 
-import addon_utils  # noqa: E402
+import addon_utils
+from conftest import FIXTURES
 
-from conftest import FIXTURES  # noqa: E402
-from lsmplify_blender.core.formats.amass import read_smpl_npz  # noqa: E402
+from lsmplify_blender.core.formats.amass import read_smpl_npz
 
 BVH = FIXTURES / "131_01_short.bvh"
 BVH2 = FIXTURES / "01_01_short.bvh"
@@ -340,7 +339,7 @@ def test_failure_while_writing_removes_the_half_made_rig(monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
     monkeypatch.setattr(keyframes, "write_pose_action", boom)
-    with pytest.raises(RuntimeError, match="internal error.*disk on fire"):
+    with pytest.raises(RuntimeError, match=r"internal error.*disk on fire"):
         bpy.ops.lsmplify.solve()
     assert snapshot() == before
 

@@ -9,17 +9,16 @@ at frames 1..250.
 """
 import numpy as np
 import pytest
-
 from blender_env import import_bpy, reset_scene
 
 bpy = import_bpy()
 if bpy is None:
     pytest.skip("the bpy wheel is not installed", allow_module_level=True)
 
-import addon_utils  # noqa: E402
+import addon_utils
+from conftest import FIXTURES
 
-from conftest import FIXTURES  # noqa: E402
-from lsmplify_blender.core.keypoints import UNIT_SCALES  # noqa: E402
+from lsmplify_blender.core.keypoints import UNIT_SCALES
 
 BVH = FIXTURES / "01_01_short.bvh"
 FBX = FIXTURES / "09_11_cmu.fbx"
@@ -77,7 +76,7 @@ def overlay_error_m(rig, arm, frames, metres_per_unit):
     return float(np.mean(d)) * metres_per_unit
 
 
-@pytest.mark.parametrize("kind,frames", [("bvh", 200), ("fbx", 166)])
+@pytest.mark.parametrize(("kind", "frames"), [("bvh", 200), ("fbx", 166)])
 def test_armature_source_solves_its_action_and_the_rig_sits_on_it(kind, frames):
     arm = import_source(kind)
     sc, s = bpy.context.scene, settings()
@@ -273,7 +272,7 @@ def test_render_preview_draws_file_source_keypoints_and_never_into_the_cwd(tmp_p
     work.mkdir()
     monkeypatch.chdir(work)
     assert bpy.data.filepath == ""
-    with pytest.raises(RuntimeError, match="relative to the .blend file, which is not saved yet"):
+    with pytest.raises(RuntimeError, match=r"relative to the \.blend file, which is not saved yet"):
         bpy.ops.lsmplify.render_preview(max_frames=1, resolution=64)
     assert list(work.iterdir()) == []
 
@@ -326,8 +325,8 @@ def test_every_cli_flag_of_the_core_messages_has_a_blender_term():
                "otherwise give joint names in the file or pass the layout (--layout auto|smpl24|body25).",
                "Check the file, or give the units explicitly (--units).",
                "CUDA was asked for but is not available here; use --device auto or cpu.",
-               "'x.txt': .txt is not a keypoint format read by extension. CMU-subset clips are read with "
-               "read_cmu_subset(path, skeleton_json); otherwise save as .npz.",
+               ("'x.txt': .txt is not a keypoint format read by extension. CMU-subset clips are read with "
+                "read_cmu_subset(path, skeleton_json); otherwise save as .npz."),
                "--asf must name an .asf skeleton file, got 'a.bvh'."]
     for text in samples:
         out = in_blender_terms(text)

@@ -2,18 +2,17 @@
 import numpy as np
 import pytest
 import torch
-
 from blender_env import evaluated_vertices_smpl, fcurve_keys, import_bpy, reset_scene
 
 bpy = import_bpy()
 if bpy is None:
     pytest.skip("the bpy wheel is not installed", allow_module_level=True)
 
-from conftest import random_pose, smooth_pose  # noqa: E402
+from conftest import random_pose, smooth_pose
 
-from lsmplify_blender.blender import keyframes, rig  # noqa: E402
-from lsmplify_blender.core.body_model import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel  # noqa: E402
-from lsmplify_blender.core.errors import LSMPLifyError  # noqa: E402
+from lsmplify_blender.blender import keyframes, rig
+from lsmplify_blender.core.body_model import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel
+from lsmplify_blender.core.errors import LSMPLifyError
 
 
 @pytest.fixture(autouse=True)

@@ -45,7 +45,7 @@ def import_bpy():
     try:
         import bpy
     except ImportError:
-        raise SystemExit("error: the bpy wheel is not installed in this Python (make venv installs it)")
+        raise SystemExit("error: the bpy wheel is not installed in this Python (make venv installs it)") from None
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     return bpy

@@ -7,7 +7,6 @@ import bpy
 import numpy as np
 
 from ..core.errors import InputError
-
 from .scene_writing import remove_ids
 from .sources import KEYPOINT_PROP
 

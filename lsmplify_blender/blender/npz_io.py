@@ -7,7 +7,14 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InputError
-from .scene_writing import SceneChange, check_frame_rate, rig_betas, safe_stem, set_scene_timing, write_motion
+from .scene_writing import (
+    SceneChange,
+    check_frame_rate,
+    rig_betas,
+    safe_stem,
+    set_scene_timing,
+    write_motion,
+)
 from .sources import scene_fps
 
 
@@ -49,7 +56,7 @@ def solved_frames(rig_obj, within=None) -> tuple[int, int]:
         fe = fs + int(action["lsmplify_frames"]) - 1
     else:
         lo, hi = action.frame_range
-        fs, fe = int(math.floor(lo)), int(math.ceil(hi))
+        fs, fe = math.floor(lo), math.ceil(hi)
     if within is not None:
         lo, hi = max(fs, within[0]), min(fe, within[1])
         if hi < lo:

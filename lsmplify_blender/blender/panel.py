@@ -3,9 +3,15 @@ from __future__ import annotations
 
 import bpy
 
-from .operators import (LSMPLIFY_OT_export_fbx, LSMPLIFY_OT_export_npz, LSMPLIFY_OT_import_keypoints,
-                        LSMPLIFY_OT_import_smpl_npz, LSMPLIFY_OT_refine, LSMPLIFY_OT_render_preview,
-                        LSMPLIFY_OT_solve)
+from .operators import (
+    LSMPLIFY_OT_export_fbx,
+    LSMPLIFY_OT_export_npz,
+    LSMPLIFY_OT_import_keypoints,
+    LSMPLIFY_OT_import_smpl_npz,
+    LSMPLIFY_OT_refine,
+    LSMPLIFY_OT_render_preview,
+    LSMPLIFY_OT_solve,
+)
 
 
 class LSMPLIFY_PT_main(bpy.types.Panel):

@@ -144,7 +144,7 @@ def device_summary(choice: str) -> str:
     """What the device choice means here, e.g. 'Auto: CPU'; an unavailable device says so."""
     from ..core.device import resolve_device
     from ..core.errors import LSMPLifyError
-    label = dict((i[0], i[1]) for i in DEVICE_ITEMS).get(choice, choice)
+    label = {i[0]: i[1] for i in DEVICE_ITEMS}.get(choice, choice)
     try:
         dev = resolve_device(choice.lower())
     except LSMPLifyError:

@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
-                       StringProperty)
+from bpy.props import (
+    BoolProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
 
 # Kept in step with core.layouts.LAYOUTS (tests check it): listing them here keeps
 # registration from importing torch.
@@ -35,13 +41,13 @@ SOURCE_ITEMS = (
     ("ARMATURE", "Armature", "An animated armature (e.g. an imported BVH): its bone heads are the keypoints"),
 )
 REFINE_METHOD_ITEMS = (
-    ("NETWORK", "Network", "Network plug-in passes: re-aim every bone at the keypoints and predict its twist "
-                           "(fast)"),
+    ("NETWORK", "Network", ("Network plug-in passes: re-aim every bone at the keypoints and predict its twist "
+                            "(fast)")),
     ("OPTIMIZE", "Optimize", "Iterations of batched optimisation with the pose prior (slower)"),
 )
 SOLVER_ITEMS = (
-    ("NETWORK", "Network", "Analytic IK + the residual network (Learnable SMPLify), which recovers each "
-                           "bone's twist (keypoints with fewer than 10 SMPL joints use Analytic)"),
+    ("NETWORK", "Network", ("Analytic IK + the residual network (Learnable SMPLify), which recovers each "
+                            "bone's twist (keypoints with fewer than 10 SMPL joints use Analytic)")),
     ("ANALYTIC", "Analytic", "Shape from bone lengths + analytic IK: fast, exact on model joints"),
     ("OPTIMIZE", "Optimize", "SMPLify-3D-style optimisation frame by frame: slow baseline"),
 )

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..core.errors import InputError, LSMPLifyError
 
+
 # ----------------------------------------------------------------------------- rigs in the scene
 def is_smpl_rig(obj) -> bool:
     if obj is None or obj.type != "ARMATURE":
@@ -122,7 +123,7 @@ def set_scene_timing(scene, start: int, frames: int, fps: float) -> None:
     fps = check_frame_rate(fps, "The scene", "Set the frame rate yourself in Output Properties.")
     scene.frame_start = start
     scene.frame_end = start + frames - 1
-    whole = max(1, int(round(fps)))
+    whole = max(1, round(fps))
     scene.render.fps = whole
     scene.render.fps_base = whole / fps
 

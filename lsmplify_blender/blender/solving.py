@@ -11,8 +11,18 @@ import numpy as np
 
 from ..core.errors import InputError
 from .model_cache import get_model
-from .scene_writing import (apply_solution, check_rig_model, is_smpl_rig, latest_rig_for, match_source_scale,
-                            place_on_source, rig_betas, safe_stem, tag_new_rig, write_motion)
+from .scene_writing import (
+    apply_solution,
+    check_rig_model,
+    is_smpl_rig,
+    latest_rig_for,
+    match_source_scale,
+    place_on_source,
+    rig_betas,
+    safe_stem,
+    tag_new_rig,
+    write_motion,
+)
 from .sources import gather_source, source_armature, source_key
 
 
@@ -166,6 +176,6 @@ def refine_rig(context, settings, rig_obj, method: str, passes: int, iterations:
                              tags=dict(lsmplify_solver="refine", lsmplify_layout=prepared.layout.name))
     settings.has_result = True
     settings.result_fit_error_mm = float(np.nanmean(err)) if np.isfinite(err).any() else 0.0
-    settings.result_summary = f"refined ({'; '.join(sol.notes) or method.lower()}) on {prepared.num_frames} " \
-                              f"frames, {sol.seconds:.1f} s"
+    settings.result_summary = (f"refined ({'; '.join(sol.notes) or method.lower()}) on {prepared.num_frames} "
+                               f"frames, {sol.seconds:.1f} s")
     return action, sol, prepared.num_frames

@@ -41,7 +41,7 @@ def action_frame_range(objs):
               if o.animation_data is not None and o.animation_data.action is not None]
     if not ranges:
         return None
-    return int(math.floor(min(r[0] for r in ranges))), int(math.ceil(max(r[1] for r in ranges)))
+    return math.floor(min(r[0] for r in ranges)), math.ceil(max(r[1] for r in ranges))
 
 
 def source_objects(context, settings) -> list:
@@ -134,7 +134,7 @@ def sample_empties(context, fs: int, fe: int):
     if not objs:
         raise InputError("No empties are selected: select the animated keypoint empties "
                          "(one per joint, named after the joints) to use them as the source.")
-    names = [o.get(KEYPOINT_PROP) or n for o, n in zip(objs, unsuffixed_names([o.name for o in objs]))]
+    names = [o.get(KEYPOINT_PROP) or n for o, n in zip(objs, unsuffixed_names([o.name for o in objs]), strict=True)]
 
     def read():
         return [tuple(o.matrix_world.translation) for o in objs]
