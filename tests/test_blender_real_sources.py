@@ -258,7 +258,7 @@ def test_render_preview_draws_file_source_keypoints_and_never_into_the_cwd(tmp_p
     sc = bpy.context.scene
     sc.frame_start, sc.frame_end = 1, 5
     out = tmp_path / "png"
-    assert bpy.ops.lsmplify.render_preview(directory=str(out), max_frames=1, resolution=64) == {"FINISHED"}
+    assert bpy.ops.lsmplify.render_preview(directory=str(out), max_frames=1, resolution=160) == {"FINISHED"}
     (png,) = sorted(out.glob("*.png"))
     img = bpy.data.images.load(str(png))
     try:
@@ -402,3 +402,31 @@ def test_an_fbx_without_a_human_armature_leaves_the_scene_as_it_was(tmp_path):
              (bpy.context.scene.frame_start, bpy.context.scene.frame_end), settings().source_type,
              settings().filepath)
     assert after == before
+
+
+def test_render_preview_draws_a_floor_and_writes_an_h264_video(tmp_path):
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(KEYPOINTS)) == {"FINISHED"}
+    s, sc = settings(), bpy.context.scene
+    s.solver = "ANALYTIC"
+    sc.frame_start, sc.frame_end = 1, 12
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    d = bpy.data
+    kinds = ("objects", "meshes", "cameras", "collections", "worlds")
+    before = {k: sorted(x.name for x in getattr(d, k)) for k in kinds}
+    fmt = sc.render.image_settings.file_format
+    out = tmp_path / "prev"
+    assert bpy.ops.lsmplify.render_preview(directory=str(out), max_frames=2, resolution=64, video=True) == {"FINISHED"}
+    (video,) = sorted(out.glob("*.mp4"))
+    head = video.read_bytes()[:64]
+    assert video.stat().st_size > 1000 and b"ftyp" in head  # an MPEG-4 container
+    assert b"avc1" in video.read_bytes()  # H.264
+    assert (sc.frame_start, sc.frame_end, sc.render.image_settings.file_format) == (1, 12, fmt)
+    assert {k: sorted(x.name for x in getattr(d, k)) for k in kinds} == before and sc.world is None
+    img = bpy.data.images.load(str(out / "preview_00001.png"))
+    try:
+        px = np.array(img.pixels[:]).reshape(48, 64, 4)[..., :3]  # rows from the bottom
+    finally:
+        bpy.data.images.remove(img)
+    floor = np.abs(px[:3] - np.array([0.45, 0.47, 0.5])).max(-1) < 0.25  # the bottom rows: the floor, not white
+    top = np.abs(px[-3:] - np.array([0.85, 0.88, 0.92])).max(-1) < 0.1  # the top rows: the background colour
+    assert floor.mean() > 0.5 and top.mean() > 0.5

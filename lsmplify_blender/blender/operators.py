@@ -283,6 +283,8 @@ class LSMPLIFY_OT_render_preview(_Guarded, bpy.types.Operator):
                             description="Frames to render, evenly spread over the frame range (0: every frame)")
     resolution: IntProperty(name="Resolution", default=320, min=16, max=4096,
                             description="Width in pixels (height is 3/4 of it)")
+    video: BoolProperty(name="Video", default=False,
+                        description="Also every frame of the range as an H.264 .mp4 (Blender's FFmpeg output)")
 
     def invoke(self, context, event):
         return context.window_manager.invoke_props_dialog(self)
@@ -295,8 +297,10 @@ class LSMPLIFY_OT_render_preview(_Guarded, bpy.types.Operator):
         s = context.scene.lsmplify
         frames = preview_frames(*frame_range(context.scene, s), self.max_frames)
         folder = preview_folder(self.directory)
-        written = render_preview(context, folder, frames, keypoint_empties(context, s), self.resolution)
-        self.say({"INFO"}, f"LSMPLify: rendered {len(written)} frames to '{folder}'")
+        written = render_preview(context, folder, frames, keypoint_empties(context, s), self.resolution, self.video)
+        videos = [p for p in written if p.endswith(".mp4")]
+        self.say({"INFO"}, f"LSMPLify: rendered {len(written) - len(videos)} frames to '{folder}'"
+                           + (f" and the video '{Path(videos[0]).name}'" if videos else ""))
         return {"FINISHED"}
 
 

@@ -135,9 +135,9 @@ def remove_ids(ids) -> None:
                    bpy.types.Mesh: bpy.data.meshes, bpy.types.Action: bpy.data.actions,
                    bpy.types.Collection: bpy.data.collections, bpy.types.Camera: bpy.data.cameras,
                    bpy.types.Material: bpy.data.materials, bpy.types.Image: bpy.data.images,
-                   bpy.types.Light: bpy.data.lights}
+                   bpy.types.Light: bpy.data.lights, bpy.types.World: bpy.data.worlds}
     order = (bpy.types.Object, bpy.types.Collection, bpy.types.Action, bpy.types.Armature, bpy.types.Mesh,
-             bpy.types.Camera, bpy.types.Light, bpy.types.Material, bpy.types.Image)
+             bpy.types.Camera, bpy.types.Light, bpy.types.Material, bpy.types.Image, bpy.types.World)
     for kind in order:
         for idb in ids:
             try:
