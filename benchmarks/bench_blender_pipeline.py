@@ -4,7 +4,8 @@
 
 The input (default: ../shared/data/mocap/cmu_raw/01_01.bvh, 2,752 frames, else the bundled
 demo clip) is truncated to ``--frames`` frames (a BVH keeps its header and the first N motion
-lines). Times ``lsmplify.import_keypoints`` (no empties) and ``lsmplify.solve`` and splits them:
+lines, played again when it is shorter). Times ``lsmplify.import_keypoints`` (no empties) and
+``lsmplify.solve`` and splits them:
 read + prepare, solve, rig build (rig + mesh), keyframe writing. Target: under 10 s total with
 keyframe writing under 0.5 s. Printed, not asserted.
 """
@@ -30,9 +31,11 @@ def truncated_bvh(src: Path, frames: int, folder: Path) -> Path:
     lines = src.read_text(encoding="utf-8", errors="replace").splitlines()
     i = next(k for k, ln in enumerate(lines) if ln.strip().startswith("Frames:"))
     motion = [ln for ln in lines[i + 2:] if ln.strip()]
-    n = min(frames, len(motion))
+    # a take shorter than asked for is played again (a jump at each seam: timing only)
+    n = frames
+    motion = (motion * (n // len(motion) + 1))[:n]
     out = folder / f"{src.stem}_{n}.bvh"
-    out.write_text("\n".join(lines[:i] + [f"Frames: {n}", lines[i + 1]] + motion[:n]) + "\n", encoding="utf-8")
+    out.write_text("\n".join(lines[:i] + [f"Frames: {n}", lines[i + 1]] + motion) + "\n", encoding="utf-8")
     return out
 
 
