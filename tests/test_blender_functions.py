@@ -205,3 +205,22 @@ def test_render_preview_is_the_preview_operator(tmp_path):
         finally:
             bpy.data.images.remove(ia)
             bpy.data.images.remove(ib)
+
+
+def test_refine_job_in_a_worker_thread_touches_the_scene_only_when_finished():
+    import threading
+
+    rig = solved_rig(6)
+    first = rig.animation_data.action
+    job = solving.RefineJob(bpy.context, settings(), rig, "OPTIMIZE", 0, 1)
+    names = sorted(a.name for a in bpy.data.actions)
+    th = threading.Thread(target=job.work)
+    th.start()
+    th.join()
+    assert job.error is None and job.solution is not None
+    assert sorted(a.name for a in bpy.data.actions) == names and rig.animation_data.action == first
+    reporter = Reporter()
+    assert job.finish(reporter, bpy.context) == {"FINISHED"}
+    assert rig.animation_data.action != first and any("refined into" in m for _, m in reporter.lines)
+    # without a window, INVOKE runs it here and now
+    assert bpy.ops.lsmplify.refine("INVOKE_DEFAULT", method="OPTIMIZE", iterations=1) == {"FINISHED"}

@@ -103,39 +103,38 @@ class LSMPLIFY_OT_import_keypoints(_Guarded, bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
-# =============================================================================== solve
-class LSMPLIFY_OT_solve(_Guarded, bpy.types.Operator):
-    """Solve SMPL pose and shape for the scene's keypoint source over the frame range"""
-    bl_idname = "lsmplify.solve"
-    bl_label = "Solve"
-    bl_options = {"REGISTER", "UNDO"}
+# =============================================================================== solve, refine
+class _InBackground(_Guarded):
+    """``execute`` (scripts, background mode) runs the job here and now; ``invoke`` (a button)
+    runs its solve in a worker thread with a progress bar and Esc, and writes on finishing.
+    Subclasses make the job (``make_job``) and name what it does (``doing``)."""
 
+    doing = "working"
     _job = None
     _thread = None
     _timer = None
     _t0 = 0.0
 
     def run(self, context):
-        from .solving import SolveJob
-        job = SolveJob(context, self.say)
+        job = self.make_job(context)
         job.solve()
         return job.finish(self, context)
 
     def invoke(self, context, event):
         if bpy.app.background or context.window is None:
             return self.execute(context)
-        from .solving import SolveJob
-        job = self.guard(SolveJob, context, self.say)
-        if not isinstance(job, SolveJob):
+        from .solving import BackgroundJob
+        job = self.guard(self.make_job, context)
+        if not isinstance(job, BackgroundJob):
             return job  # CANCELLED, reported
         self._job = job
-        self._thread = threading.Thread(target=job.work, name="lsmplify-solve", daemon=True)
+        self._thread = threading.Thread(target=job.work, name=f"lsmplify-{self.doing}", daemon=True)
         self._t0 = time.perf_counter()
         self._thread.start()
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
         wm.progress_begin(0, 100)
-        self._status(context, f"LSMPLify: solving {job.prepared.num_frames} frames... (Esc to cancel)")
+        self._status(context, f"LSMPLify: {self.doing} {job.frames} frames... (Esc to cancel)")
         wm.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
@@ -156,7 +155,7 @@ class LSMPLIFY_OT_solve(_Guarded, bpy.types.Operator):
         if event.type == "ESC":
             self._job.cancelled = True  # the worker finishes on its own; its result is dropped
             self._end(context)
-            self.say({"WARNING"}, "LSMPLify: solve cancelled; the scene is unchanged.")
+            self.say({"WARNING"}, f"LSMPLify: {self.doing} cancelled; the scene is unchanged.")
             return {"CANCELLED"}
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
@@ -175,12 +174,24 @@ class LSMPLIFY_OT_solve(_Guarded, bpy.types.Operator):
         return self.guard(self._job.finish, self, context)
 
 
-# =============================================================================== refine
-class LSMPLIFY_OT_refine(_Guarded, bpy.types.Operator):
+class LSMPLIFY_OT_solve(_InBackground, bpy.types.Operator):
+    """Solve SMPL pose and shape for the scene's keypoint source over the frame range"""
+    bl_idname = "lsmplify.solve"
+    bl_label = "Solve"
+    bl_options = {"REGISTER", "UNDO"}
+    doing = "solving"
+
+    def make_job(self, context):
+        from .solving import SolveJob
+        return SolveJob(context, self.say)
+
+
+class LSMPLIFY_OT_refine(_InBackground, bpy.types.Operator):
     """Refine the SMPL rig's current action against the keypoint source (writes a new action)"""
     bl_idname = "lsmplify.refine"
     bl_label = "Refine Action"
     bl_options = {"REGISTER", "UNDO"}
+    doing = "refining"
 
     method: EnumProperty(name="Method", items=[("SCENE", "Panel Setting", "The panel's refine method"),
                                                *REFINE_METHOD_ITEMS], default="SCENE")
@@ -190,9 +201,9 @@ class LSMPLIFY_OT_refine(_Guarded, bpy.types.Operator):
                             description="Optimisation iterations; 0: the panel's Refine setting (10 when that "
                                         "is 0 too)")
 
-    def run(self, context):
+    def make_job(self, context):
         from .scene_writing import rig_from_context
-        from .solving import refine_rig
+        from .solving import RefineJob
 
         s = context.scene.lsmplify
         rig_obj = rig_from_context(context, s)
@@ -201,10 +212,7 @@ class LSMPLIFY_OT_refine(_Guarded, bpy.types.Operator):
         method = s.refine_method if self.method == "SCENE" else self.method
         passes = (self.passes or s.refine_passes) if method == "NETWORK" else 0
         iters = 0 if method == "NETWORK" else (self.iterations or s.refine_iters or 10)
-        action, sol, _ = refine_rig(context, s, rig_obj, method, passes, iters, warn=self.warn)
-        self.report_notes(sol.notes)
-        self.say({"INFO"}, f"LSMPLify: refined into '{action.name}': fit error {s.result_fit_error_mm:.1f} mm")
-        return {"FINISHED"}
+        return RefineJob(context, s, rig_obj, method, passes, iters, warn=self.warn)
 
 
 # =============================================================================== npz

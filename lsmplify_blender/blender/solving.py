@@ -86,8 +86,30 @@ def plausibility_warnings(model, prepared, solution, source_type: str) -> list[s
     return out
 
 
-class SolveJob:
-    """One solve of the scene's source: read on creation, ``solve``/``work``, then ``finish``."""
+class BackgroundJob:
+    """Read the scene on creation (main thread), ``solve`` (no bpy data: ``work`` runs it in a
+    worker thread and keeps its error), then ``finish`` writes into the scene (main thread)."""
+
+    solution = None
+    error = None
+    cancelled = False
+    frames = 0  # what the status bar says the job works on
+
+    def solve(self):
+        raise NotImplementedError
+
+    def work(self):  # worker thread: no bpy
+        try:
+            self.solve()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self.error = exc
+
+    def finish(self, op, context):
+        raise NotImplementedError
+
+
+class SolveJob(BackgroundJob):
+    """One solve of the scene's source."""
 
     def __init__(self, context, report):
         s = context.scene.lsmplify
@@ -110,18 +132,10 @@ class SolveJob:
         self.refine = s.refine_iters
         self.name = rig_name(context, s)
         self.scale = match_source_scale(context.scene, s.source_type, prepared) if s.match_source else 1.0
-        self.solution = None
-        self.error = None
-        self.cancelled = False
+        self.frames = prepared.num_frames
 
     def solve(self):
         self.solution = run_solve(self.prepared, self.model, self.solver, self.refine, self.betas, self.smooth)
-
-    def work(self):  # worker thread: no bpy
-        try:
-            self.solve()
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            self.error = exc
 
     def finish(self, op, context):
         """Write the solution into the scene and report it through ``op``."""
@@ -145,37 +159,56 @@ class SolveJob:
         return {"FINISHED"}
 
 
+class RefineJob(BackgroundJob):
+    """Refine a rig's current action against the scene's source into a new action:
+    ``method`` NETWORK runs ``passes`` plug-in passes, OPTIMIZE ``iterations`` iterations."""
+
+    def __init__(self, context, settings, rig_obj, method: str, passes: int, iterations: int, warn=None):
+        from .keyframes import read_pose_action
+
+        anim = rig_obj.animation_data
+        if anim is None or anim.action is None:
+            raise InputError(f"The rig '{rig_obj.name}' has no action to refine; solve first.")
+        self.model = get_model(context, warn=warn)
+        check_rig_model(rig_obj, self.model)
+        self.prepared, self.start = gather_source(context, settings, self.model)
+        self.frames = self.prepared.num_frames
+        self.rotmats, self.trans = read_pose_action(rig_obj, self.start, self.start + self.frames - 1)
+        self.betas = rig_betas(rig_obj)[: self.model.num_betas]
+        self.rig_name, self.method = rig_obj.name, method
+        self.passes, self.iterations, self.smooth = passes, iterations, smooth_setting(settings)
+
+    def solve(self):
+        from ..core.solver import refine_existing
+        self.solution = refine_existing(self.prepared, self.model, self.rotmats, self.betas, self.trans,
+                                        passes=self.passes, refine=self.iterations, smooth=self.smooth)
+
+    def write(self, context):
+        """The refined motion as a new action on the rig, and the panel's results; returns the action."""
+        rig_obj = bpy.data.objects.get(self.rig_name)
+        if rig_obj is None:
+            raise InputError(f"The rig '{self.rig_name}' was deleted while it was being refined.")
+        sol, s = self.solution, context.scene.lsmplify
+        err = sol.fit_error_mm
+        _, action = write_motion(context, self.model, sol.rotmats, sol.trans, self.betas, self.start, err,
+                                 target_rig=rig_obj, action_name="LSMPLify_refined",
+                                 tags=dict(lsmplify_solver="refine", lsmplify_layout=self.prepared.layout.name))
+        s.has_result = True
+        s.result_fit_error_mm = float(np.nanmean(err)) if np.isfinite(err).any() else 0.0
+        s.result_summary = (f"refined ({'; '.join(sol.notes) or self.method.lower()}) on {self.frames} "
+                            f"frames, {sol.seconds:.1f} s")
+        return action
+
+    def finish(self, op, context):
+        action = self.write(context)
+        op.report_notes(self.solution.notes)
+        op.report({"INFO"}, f"LSMPLify: refined into '{action.name}': fit error "
+                            f"{context.scene.lsmplify.result_fit_error_mm:.1f} mm")
+        return {"FINISHED"}
+
+
 def refine_rig(context, settings, rig_obj, method: str, passes: int, iterations: int, warn=None):
-    """Refine the rig's current action against the scene's source into a new action.
-
-    ``method`` NETWORK runs ``passes`` plug-in passes, OPTIMIZE ``iterations`` iterations.
-    Returns (action, solution, frames refined).
-    """
-    from ..core.solver import refine_existing
-    from .keyframes import read_pose_action
-
-    anim = rig_obj.animation_data
-    if anim is None or anim.action is None:
-        raise InputError(f"The rig '{rig_obj.name}' has no action to refine; solve first.")
-    model = get_model(context, warn=warn)
-    check_rig_model(rig_obj, model)
-    prepared, start = gather_source(context, settings, model)
-    end = start + prepared.num_frames - 1
-    rotmats, trans = read_pose_action(rig_obj, start, end)
-    betas = rig_betas(rig_obj)[: model.num_betas]
-    wm = context.window_manager
-    wm.progress_begin(0, 1)
-    try:
-        sol = refine_existing(prepared, model, rotmats, betas, trans, passes=passes, refine=iterations,
-                              smooth=smooth_setting(settings))
-    finally:
-        wm.progress_end()
-    err = sol.fit_error_mm
-    _, action = write_motion(context, model, sol.rotmats, sol.trans, betas, start, err, target_rig=rig_obj,
-                             action_name="LSMPLify_refined",
-                             tags=dict(lsmplify_solver="refine", lsmplify_layout=prepared.layout.name))
-    settings.has_result = True
-    settings.result_fit_error_mm = float(np.nanmean(err)) if np.isfinite(err).any() else 0.0
-    settings.result_summary = (f"refined ({'; '.join(sol.notes) or method.lower()}) on {prepared.num_frames} "
-                               f"frames, {sol.seconds:.1f} s")
-    return action, sol, prepared.num_frames
+    """``RefineJob`` run here and now; returns (action, solution, frames refined)."""
+    job = RefineJob(context, settings, rig_obj, method, passes, iterations, warn=warn)
+    job.solve()
+    return job.write(context), job.solution, job.frames
