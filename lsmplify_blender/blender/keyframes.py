@@ -22,10 +22,11 @@ import bpy
 import numpy as np
 import torch
 
-from ..core.body_model import NUM_JOINTS, SMPL_JOINT_NAMES
 from ..core.errors import LSMPLifyError
-from ..core.rotations import matrix_to_quaternion, quaternion_to_matrix
-from .rig import NUM_POSE_KEYS, has_pose_keys, pose_key_names
+from ..core.model.rotations import matrix_to_quaternion, quaternion_to_matrix
+from ..core.model.skeleton import NUM_JOINTS, SMPL_JOINT_NAMES
+from ..core.model.skinning import pose_feature
+from .rig import has_pose_keys, pose_key_names
 
 FIT_ERROR_PROP = "lsmplify_fit_error_mm"
 ROOT_BONE = SMPL_JOINT_NAMES[0]
@@ -217,12 +218,6 @@ def write_pose_action(armature_obj, rotmats, trans, frame_start: int = 1, name: 
     return action
 
 
-def pose_feature_np(rotmats) -> np.ndarray:
-    """(T, 24, 3, 3) -> (T, 207): SMPL's pose-corrective input (R_j - I) for joints 1..23."""
-    r = _as_numpy(rotmats)
-    return (r[:, 1:] - np.eye(3)).reshape(r.shape[0], NUM_POSE_KEYS)
-
-
 def _pose_key_path(name: str) -> str:
     return f'key_blocks["{name}"].value'
 
@@ -250,7 +245,7 @@ def write_corrective_action(mesh_obj, rotmats, frame_start: int = 1, name: str =
     if anim is not None and anim.use_tweak_mode:
         raise LSMPLifyError(f"The shape keys of '{mesh_obj.name}' are in NLA tweak mode; leave it first.")
     T = r.shape[0]
-    feats = pose_feature_np(r).astype(np.float32)  # (T, 207)
+    feats = pose_feature(r).astype(np.float32)  # (T, 207): SMPL's pose-corrective input
     frames = (float(frame_start) + np.arange(T, dtype=np.float64)).astype(np.float32)
     linear = _enum_value(bpy.types.Keyframe, "interpolation", "LINEAR")
 

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .body_model import NUM_JOINTS, SMPL_JOINT_NAMES, BodyModel
+from .body_model import BodyModel
 from .errors import InputError
-from .rotations import axis_angle_to_matrix, kabsch, normalize, swing_rotation
-
-_J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
+from .model.rotations import axis_angle_to_matrix, kabsch, normalize, swing_rotation
+from .model.skeleton import JOINT_INDEX as _J
+from .model.skeleton import NUM_JOINTS, SMPL_CHILDREN, SMPL_DEPTHS
 TORSO = [_J[n] for n in ("pelvis", "left_hip", "right_hip", "spine1", "spine2", "spine3", "neck",
                          "left_collar", "right_collar", "left_shoulder", "right_shoulder")]
 # joint whose twist is set so its child bends about a hinge: (joint, child, grandchild, hinge axis
@@ -41,13 +41,6 @@ class IKResult:
     rotmats: torch.Tensor  # (T, 24, 3, 3) local rotations
     trans: torch.Tensor  # (T, 3)
     joints: torch.Tensor  # (T, 24, 3) posed joints of the result
-
-
-def children_of(parents) -> list[list[int]]:
-    kids: list[list[int]] = [[] for _ in range(NUM_JOINTS)]
-    for j in range(1, NUM_JOINTS):
-        kids[parents[j]].append(j)
-    return kids
 
 
 def complete_targets(targets: torch.Tensor, weight: torch.Tensor, rest: torch.Tensor):
@@ -89,7 +82,7 @@ def attach_landmarks(model: BodyModel, names: list[str], joint_available: list[b
     dominant = model.weights[ids].argmax(-1).tolist()
     out = []
     for d in dominant:
-        while d > 0 and not joint_available[d] and not any(joint_available[c] for c in children_of(model.parents)[d]):
+        while d > 0 and not joint_available[d] and not any(joint_available[c] for c in SMPL_CHILDREN[d]):
             d = model.parents[d]
         out.append(d)
     return out
@@ -131,15 +124,13 @@ def _hinge_twist(axis, swing, e, hinge, child_bone):
     return phi * ((bend - 0.03) / 0.12).clamp(0.0, 1.0)
 
 
-def _groups(parents, kids, lm_of, hinge_of, child_seen) -> list[list[int]]:
+def _groups(kids, lm_of, hinge_of, child_seen) -> list[list[int]]:
     """Joints in solve order, batched: same tree depth (independent of each other) and the
     same branch of the solver (children, landmarks, hinge, child seen)."""
-    depth = [0] * NUM_JOINTS
-    for j in range(1, NUM_JOINTS):
-        depth[j] = depth[parents[j]] + 1
     out: dict[tuple, list[int]] = {}
     for j in range(NUM_JOINTS):
-        out.setdefault((depth[j], len(kids[j]), len(lm_of[j]), j in hinge_of, child_seen[j]), []).append(j)
+        key = (SMPL_DEPTHS[j], len(kids[j]), len(lm_of[j]), j in hinge_of, child_seen[j])
+        out.setdefault(key, []).append(j)
     return [g for _, g in sorted(out.items(), key=lambda kv: (kv[0][0], kv[1][0]))]
 
 
@@ -151,12 +142,12 @@ def solve_analytic(model: BodyModel, betas: torch.Tensor, targets: torch.Tensor,
     targets = torch.as_tensor(targets, dtype=dt, device=dev)
     weight = torch.as_tensor(weight, dtype=dt, device=dev)
     n = targets.shape[0]
-    betas = model._betas(betas)[:1]
+    betas = model.betas_tensor(betas)[:1]
     rest = model.rest_joints(betas)[0]
     targets, weight = complete_targets(targets, weight, rest)
     targets = torch.nan_to_num(targets)
     parents = model.parents
-    kids = children_of(parents)
+    kids = SMPL_CHILDREN
     avail = (weight > 0).any(0).tolist()
 
     # landmarks: rest offsets and which joint carries each
@@ -177,7 +168,7 @@ def solve_analytic(model: BodyModel, betas: torch.Tensor, targets: torch.Tensor,
     pos[:, 0] = targets[:, 0]
     # Joints of one tree level that take the same branch below (e.g. both knees) are solved as
     # one batch of n * len(group) rows: 14 steps instead of 24, the same arithmetic.
-    for group in _groups(parents, kids, lm_of, hinge_of, child_seen):
+    for group in _groups(kids, lm_of, hinge_of, child_seen):
         g_n = len(group)
         par = [parents[j] for j in group]
         if group[0] > 0:

@@ -42,11 +42,14 @@ import numpy as np
 import torch
 
 from .analytic_ik import TORSO
-from .body_model import NUM_JOINTS, BodyModel, pose_feature
+from .body_model import BodyModel
 from .errors import InputError
 from .layouts import Layout
 from .metrics import per_frame_error
-from .rotations import axis_angle_to_matrix, kabsch, matrix_to_axis_angle
+from .model.forward import pose_correctives
+from .model.rotations import axis_angle_to_matrix, kabsch, matrix_to_axis_angle
+from .model.skeleton import NUM_JOINTS, SMPL_ANCESTORS
+from .model.skinning import linear_blend_skinning
 
 # (joint, axis-angle component, sign): exp(sign * theta) grows as the joint hyper-extends.
 # Knees flex about +x; the left elbow flexes towards -y, the right towards +y (T-pose).
@@ -107,11 +110,8 @@ class _Forward:
         x = self.w @ pts  # (K, 3) rest keypoints
         wk = weight.mean(0) * self.defined.to(weight.dtype)  # (K,)
         anc = torch.zeros(NUM_JOINTS, NUM_JOINTS, dtype=torch.bool, device=x.device)  # anc[k, j]: j is k or above it
-        for j in range(NUM_JOINTS):
-            a = j
-            while a >= 0:
-                anc[j, a] = True
-                a = m.parents[a]
+        for j, chain in enumerate(SMPL_ANCESTORS):
+            anc[j, list(chain)] = True
         moved = anc[self.attach].to(x.dtype)  # (K, 24): keypoint k moves with joint j
         d2 = ((x[:, None] - rest_j[None]) ** 2).sum(-1)  # (K, 24)
         return (wk[:, None] * moved * d2).sum(0)
@@ -124,10 +124,8 @@ class _Forward:
         if self.has_lm:
             v = m.rest_vertices(betas, self.lm_ids).expand(rotmats.shape[0], -1, -1)
             if m.posedirs is not None:
-                v = v + torch.einsum("vcp,np->nvc", m.posedirs[self.lm_ids], pose_feature(rotmats))
-            local = v[:, :, None] - rest_j[:, None]  # (B, L, 24, 3)
-            moved = torch.einsum("njab,nljb->nlja", g_rot, local) + g_pos[:, None]
-            pts = torch.cat([pts, (self.lm_weights[None, :, :, None] * moved).sum(2)], 1)
+                v = v + pose_correctives(m.posedirs[self.lm_ids], rotmats)
+            pts = torch.cat([pts, linear_blend_skinning(v, self.lm_weights, g_rot, g_pos, rest_j)], 1)
         kp = torch.einsum("kp,npc->nkc", self.w, pts) + trans[:, None]
         return kp, g_pos + trans[:, None]
 
@@ -279,7 +277,7 @@ def optimize_fit(model: BodyModel, layout: Layout, targets, weight, betas, init_
     w = torch.where(torch.isfinite(y).all(-1) & supported[None], w, torch.zeros_like(w))
     y = torch.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
     n = y.shape[0]
-    b = model._betas(betas)[:1].detach()
+    b = model.betas_tensor(betas)[:1].detach()
     if prior is not None:
         prior = prior.to(device=dev, dtype=dt)
 
