@@ -221,20 +221,16 @@ def _group_vectors(grp: _Group, aim: _Aim, rest, targets, weight, kids, lm):
     """Rest vectors, aimed target vectors (parent frame) and weights (rows, K, ...) of a group:
     its children first, then its landmarks (trusted ``LANDMARK_TRUST`` times a joint)."""
     lm_t, lm_w, lm_rest, lm_of = lm
-    rv, tv, w = [], [], []
     js = grp.joints
-    for k in range(len(kids[js[0]])):
-        cs = [kids[j][k] for j in js]
-        bone = rest[cs] - rest[js]
-        rv.append(grp.per_joint(bone))
-        tv.append(aim.local(grp.flat(targets[:, cs]), grp.per_joint(bone.norm(dim=-1, keepdim=True))))
-        w.append(grp.flat(weight[:, cs]))
-    for k in range(len(lm_of[js[0]])):
-        ls = [lm_of[j][k] for j in js]
-        off = lm_rest[ls] - rest[js]
+    # (the k-th child or landmark of each joint, its rest points, targets, weights, trust)
+    sources = [([kids[j][k] for j in js], rest, targets, weight, 1.0) for k in range(len(kids[js[0]]))]
+    sources += [([lm_of[j][k] for j in js], lm_rest, lm_t, lm_w, LANDMARK_TRUST) for k in range(len(lm_of[js[0]]))]
+    rv, tv, w = [], [], []
+    for ids, rest_points, point_targets, point_weight, trust in sources:
+        off = rest_points[ids] - rest[js]
         rv.append(grp.per_joint(off))
-        tv.append(aim.local(grp.flat(lm_t[:, ls]), grp.per_joint(off.norm(dim=-1, keepdim=True))))
-        w.append(grp.flat(lm_w[:, ls]) * LANDMARK_TRUST)
+        tv.append(aim.local(grp.flat(point_targets[:, ids]), grp.per_joint(off.norm(dim=-1, keepdim=True))))
+        w.append(grp.flat(point_weight[:, ids]) * trust)
     if not rv:
         return None
     return torch.stack(rv, 1), torch.stack(tv, 1), torch.stack(w, 1)
