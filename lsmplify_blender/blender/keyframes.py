@@ -57,8 +57,7 @@ def _enum_value(struct, prop: str, identifier: str) -> int:
 def rotmats_to_continuous_quaternions(rotmats) -> np.ndarray:
     """(T, J, 3, 3) -> (T, J, 4) quaternions (w, x, y, z), signs flipped so that each key has a
     non-negative dot product with the previous one (no long-way-round interpolation)."""
-    m = torch.as_tensor(_as_numpy(rotmats), dtype=torch.float64)
-    q = matrix_to_quaternion(m).numpy()
+    q = matrix_to_quaternion(_as_numpy(rotmats))  # float64 numpy in and out
     if q.shape[0] > 1:
         dots = np.einsum("tjc,tjc->tj", q[1:], q[:-1])
         step = np.where(dots < 0, -1.0, 1.0)
@@ -302,5 +301,5 @@ def read_pose_action(armature_obj, frame_start: int, frame_end: int, action=None
         for c in range(4):
             quats[:, j, c] = channel(_rot_path(bone), c, 1.0 if c == 0 else 0.0)
     trans = np.stack([channel(_loc_path(ROOT_BONE), c, 0.0) for c in range(3)], -1)
-    rotmats = quaternion_to_matrix(torch.from_numpy(quats)).numpy()
+    rotmats = quaternion_to_matrix(quats)
     return rotmats, trans
