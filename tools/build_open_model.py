@@ -663,14 +663,19 @@ def validate(path: Path, src: AnnySource, phen, verts, heads, sample_betas, rng,
     return ok and res.returncode == 0
 
 
-def check_smplx(model_path: str, reference_path: str) -> bool:
-    """Runs in the project venv: load the npz into smplx.SMPL and pose it."""
+SMPLX_EXTRA_JOINT_VERTICES = ["nose", "reye", "leye", "rear", "lear", "LBigToe", "LSmallToe", "LHeel", "RBigToe",
+                              "RSmallToe", "RHeel", "lthumb", "lindex", "lmiddle", "lring", "lpinky", "rthumb",
+                              "rindex", "rmiddle", "rring", "rpinky"]
+
+
+def _smplx_factory(model_path: str):
+    """``make(v_template=None)``: an smplx.SMPL (float64) holding the npz's arrays, optionally
+    with another template; and the npz's landmark vertex ids."""
     import torch
     import smplx
     from smplx.utils import Struct
 
     d = dict(np.load(model_path))
-    ref = np.load(reference_path)
     V = len(d["v_template"])
     vertex_ids = dict(zip(d["landmark_names"].tolist(), d["landmark_ids"].tolist()))
 
@@ -683,23 +688,19 @@ def check_smplx(model_path: str, reference_path: str) -> bool:
         return smplx.SMPL(model_path="unused", data_struct=Struct(**data),
                           vertex_ids=vertex_ids, dtype=torch.float64)
 
-    model = make()
-    n = len(ref["pose"])
-    pose = torch.as_tensor(ref["pose"]).reshape(n, 72)
-    print(f"  smplx {getattr(smplx, '__version__', '0.1.28')} loaded: "
-          f"{model.v_template.shape[0]} vertices, {model.num_betas} betas, "
-          f"{model.J_regressor.shape[0]} joints")
+    return make, vertex_ids
 
-    with torch.no_grad():
-        zero = model()
-        out = model(betas=torch.as_tensor(ref["betas"]), global_orient=pose[:, :3],
-                    body_pose=pose[:, 3:])
+
+def _smplx_loading_checks(model, out, zero, ref, vertex_ids) -> list[tuple]:
+    """smplx's zero pose is the template, its joints our FK, its extra joints our landmarks."""
+    import torch
+
+    n = len(ref["pose"])
     zero_err = (zero.vertices[0] - model.v_template).abs().max().item()
     # Not bit-exact: smplx's Rodrigues adds 1e-8 to every rotation vector, so a zero pose
     # is a ~1.7e-8 rad rotation.
     checks = [(f"zero pose, zero betas returns v_template (max diff {zero_err:.1e} m)",
                zero_err < 1e-6)]
-
     # Our own forward kinematics on the regressed rest joints must give smplx's joints.
     Rl = axis_angle_to_matrix(torch.as_tensor(ref["pose"]).reshape(n, 24, 3))
     v_shaped = model.v_template + torch.einsum("vck,bk->bvc", model.shapedirs,
@@ -711,28 +712,30 @@ def check_smplx(model_path: str, reference_path: str) -> bool:
     checks.append((f"posed joints equal our FK of the regressed joints "
                    f"(max diff {fk_err:.1e} m)", fk_err < 1e-6))
     extra = out.joints[:, 24:]
-    sel = out.vertices[:, [vertex_ids[k] for k in
-                           ["nose", "reye", "leye", "rear", "lear", "LBigToe", "LSmallToe",
-                            "LHeel", "RBigToe", "RSmallToe", "RHeel", "lthumb", "lindex",
-                            "lmiddle", "lring", "lpinky", "rthumb", "rindex", "rmiddle",
-                            "rring", "rpinky"]]]
+    sel = out.vertices[:, [vertex_ids[k] for k in SMPLX_EXTRA_JOINT_VERTICES]]
     checks.append((f"{extra.shape[1]} landmark joints are the landmark vertices",
                    extra.shape[1] == 21 and torch.allclose(extra, sel)))
+    return checks
 
-    # Against Anny's own posing of the same phenotypes under the same random pose (hands
-    # and feet at zero pose), three ways:
-    #  1. SMPL skinning (smplx's batch_rigid_transform and our weights) about Anny's exact
-    #     joints on the exact T-posed mesh: isolates the skinning. The remaining difference
-    #     is LBS composition: Anny skins its A-pose with (pose x T-posing) per bone, we skin
-    #     the already skinned T-pose, which differs where a vertex blends bones that were
-    #     rotated differently when T-posing (armpits, elbows, wrists).
-    #  2. smplx with the exact T-posed mesh as template: adds the regressor residual
-    #     (posing about slightly different joint centres).
-    #  3. smplx with the 10 PCA betas: adds the shape-space truncation.
+
+def _anny_posing_rows(make, model, out, ref, pose) -> list[tuple]:
+    """(name, joints, vertices) of the three ways of posing compared with Anny's own posing.
+
+    Against Anny's own posing of the same phenotypes under the same random pose (hands
+    and feet at zero pose):
+     1. SMPL skinning (smplx's batch_rigid_transform and our weights) about Anny's exact
+        joints on the exact T-posed mesh: isolates the skinning. The remaining difference
+        is LBS composition: Anny skins its A-pose with (pose x T-posing) per bone, we skin
+        the already skinned T-pose, which differs where a vertex blends bones that were
+        rotated differently when T-posing (armpits, elbows, wrists).
+     2. smplx with the exact T-posed mesh as template: adds the regressor residual
+        (posing about slightly different joint centres).
+     3. smplx with the 10 PCA betas: adds the shape-space truncation.
+    """
+    import torch
     from smplx.lbs import batch_rigid_transform, batch_rodrigues
 
-    av = torch.as_tensor(ref["anny_vertices"])
-    aj = torch.as_tensor(ref["anny_joints"])
+    n = len(ref["pose"])
     rot = batch_rodrigues(pose.reshape(-1, 3)).reshape(n, 24, 3, 3)
     parents = torch.as_tensor(SMPL_PARENTS)
     J_exact, A = batch_rigid_transform(rot, torch.as_tensor(ref["tposed_joints"]), parents)
@@ -748,9 +751,32 @@ def check_smplx(model_path: str, reference_path: str) -> bool:
         tmpl_v.append(o.vertices[0]), tmpl_j.append(o.joints[0, :24])
     rows.append(("2. smplx, exact template", torch.stack(tmpl_j), torch.stack(tmpl_v)))
     rows.append(("3. smplx, 10 PCA betas", out.joints[:, :24], out.vertices))
+    return rows
+
+
+def check_smplx(model_path: str, reference_path: str) -> bool:
+    """Runs in the project venv: load the npz into smplx.SMPL and pose it."""
+    import torch
+    import smplx
+
+    make, vertex_ids = _smplx_factory(model_path)
+    ref = np.load(reference_path)
+    model = make()
+    n = len(ref["pose"])
+    pose = torch.as_tensor(ref["pose"]).reshape(n, 72)
+    print(f"  smplx {getattr(smplx, '__version__', '0.1.28')} loaded: "
+          f"{model.v_template.shape[0]} vertices, {model.num_betas} betas, "
+          f"{model.J_regressor.shape[0]} joints")
+    with torch.no_grad():
+        zero = model()
+        out = model(betas=torch.as_tensor(ref["betas"]), global_orient=pose[:, :3],
+                    body_pose=pose[:, 3:])
+    checks = _smplx_loading_checks(model, out, zero, ref, vertex_ids)
+    av = torch.as_tensor(ref["anny_vertices"])
+    aj = torch.as_tensor(ref["anny_joints"])
     print(f"  vs Anny's own posing ({n} phenotypes, random pose), errors in mm:")
     errs = {}
-    for name, jj, vv in rows:
+    for name, jj, vv in _anny_posing_rows(make, model, out, ref, pose):
         je = (jj - aj).norm(dim=-1) * 1000
         ve = (vv - av).norm(dim=-1) * 1000
         errs[name[:2]] = (je, ve)
