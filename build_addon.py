@@ -48,8 +48,8 @@ from pathlib import Path
 
 from packaging import tags as ptags
 from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name, parse_wheel_filename
-from packaging.version import Version
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
 
 from tools.pins import pin, version  # requirements.txt: the one home of the version pins
 
@@ -177,7 +177,7 @@ def select_wheels(platform: str, python: str) -> list[Path]:
     for whl in sorted(WHEELS_DIR.glob("*.whl")):
         try:
             name, version, _build, wtags = parse_wheel_filename(whl.name)
-        except Exception:
+        except (InvalidWheelFilename, InvalidVersion):  # not a wheel we could bundle: ignored
             continue
         if name in NEVER_BUNDLE or name not in wanted:
             continue

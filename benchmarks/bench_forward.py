@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from lsmplify_blender.core.body_model import BodyModel, load_model_data  # noqa: E402
-from lsmplify_blender.core.model.rotations import axis_angle_to_matrix  # noqa: E402
+from lsmplify_blender.core.body_model import BodyModel, load_model_data
+from lsmplify_blender.core.model.rotations import axis_angle_to_matrix
 
 CHUNK = 512
 

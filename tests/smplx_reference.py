@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 smplx = __import__("pytest").importorskip("smplx")
-from smplx.utils import Struct  # noqa: E402
+from smplx.utils import Struct
 
 # smplx indexes these vertex names for its extra joints (we never read those, only the
 # vertices and the 24 joints); models without them get vertex 0 there.

@@ -6,11 +6,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import FIXTURES, ROOT, random_pose
 from smplx_reference import smplx, smplx_layer
-from lsmplify_blender.core.body_model import (OPEN_MODEL_PATH, SMPL_JOINT_NAMES, BodyModel,
-                                              load_model_data, rotmats_from_axis_angle)
+
+from lsmplify_blender.core.body_model import (
+    OPEN_MODEL_PATH,
+    SMPL_JOINT_NAMES,
+    BodyModel,
+    load_model_data,
+    rotmats_from_axis_angle,
+)
 from lsmplify_blender.core.errors import ModelFileError
 
 
@@ -77,7 +82,7 @@ def test_our_mesh_equals_smplx_for_random_poses_and_shapes(model_data, correctiv
     assert float((f32.double() - ref.vertices).abs().max()) < 1e-5
 
 
-def test_convert_output_is_reproduced_by_smplx_SMPL(tmp_path, model_data):
+def test_convert_output_is_reproduced_by_smplx_smpl_class(tmp_path, model_data):
     """An output .npz of ``python -m lsmplify_blender convert`` read by plain smplx.SMPL gives
     the mesh the core means: poses (axis-angle), betas, trans as AMASS files carry them."""
     out = tmp_path / "walk.npz"

@@ -9,6 +9,7 @@ commit before the refactor. Every one is reproduced here to 1e-10.
 """
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,16 @@ import pytest
 import torch
 
 from lsmplify_blender.core import body_model as bm
-from lsmplify_blender.core.formats.cmu_subset import cmu_forward_kinematics, cmu_subset_forward_kinematics
+from lsmplify_blender.core.formats.cmu_subset import (
+    cmu_forward_kinematics,
+    cmu_subset_forward_kinematics,
+)
 from lsmplify_blender.core.model import axes, skeleton
-from lsmplify_blender.core.model.kinematics import forward_kinematics, global_rotations, tree_kinematics
+from lsmplify_blender.core.model.kinematics import (
+    forward_kinematics,
+    global_rotations,
+    tree_kinematics,
+)
 from lsmplify_blender.core.model.rotations import axis_angle_to_matrix, kabsch, skew, swing_rotation
 from lsmplify_blender.core.model.skinning import linear_blend_skinning, pose_feature
 from lsmplify_blender.core.network import kinematics as nk
@@ -89,7 +97,7 @@ def test_rotations_reproduce_the_numpy_copies(ref):
     a, b = ref["in_swing_a"], ref["in_swing_b"]
     for name in ("swing_retarget", "swing_tool", "swing_torch"):
         close(swing_rotation(a, b), ref[name])
-    close(np.stack([retarget.swing_between(x, y) for x, y in zip(a, b)]), ref["swing_retarget"])
+    close(np.stack([retarget.swing_between(x, y) for x, y in zip(a, b, strict=True)]), ref["swing_retarget"])
     close(kabsch(a[None], b[None]), ref["kabsch"])
     close(skew(ref["in_points"]), ref["skew_tool"])
 
@@ -111,7 +119,7 @@ def test_cmu_exp_map_kinematics_written_once_reproduces_both_conventions(ref):
     close(cmu_subset_forward_kinematics(rows, parents, offsets), ref["cmu_fk_positions"])
     close(glob, ref["cmu_global_rot"])  # the retarget's column-vector rotations
     close(root, ref["cmu_root"])
-    g2, r2 = retarget.cmu_global_rotations(rows, parents)
+    g2, _ = retarget.cmu_global_rotations(rows, parents)
     close(g2, ref["cmu_global_rot"])
     close(retarget.cmu_rest_positions(parents, offsets), ref["cmu_rest"])
 
@@ -126,7 +134,7 @@ def test_tree_kinematics_is_differentiable_and_batched_over_levels():
     chain = list(reversed(skeleton.SMPL_ANCESTORS[20]))
     g = torch.eye(3, dtype=torch.float64).expand(3, 3, 3)
     p = off[0].expand(3, 3)
-    for parent, j in zip(chain, chain[1:]):
+    for parent, j in itertools.pairwise(chain):
         g = g @ rot[:, parent]
         p = p + (g @ off[j][:, None])[..., 0]
     assert float((p - pos[:, 20]).detach().abs().max()) < 1e-12

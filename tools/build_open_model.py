@@ -48,11 +48,12 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 # The body-model layer needs only numpy and torch, both in anny's environment too.
-from lsmplify_blender.core.model.axes import Z_UP_TO_Y_UP  # noqa: E402
-from lsmplify_blender.core.model.kinematics import forward_kinematics, global_rotations  # noqa: E402
-from lsmplify_blender.core.model.rotations import axis_angle_to_matrix, normalize  # noqa: E402
-from lsmplify_blender.core.model.rotations import swing_rotation as rotation_between  # noqa: E402
-from lsmplify_blender.core.model.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS  # noqa: E402
+from lsmplify_blender.core.model.axes import Z_UP_TO_Y_UP
+from lsmplify_blender.core.model.kinematics import forward_kinematics, global_rotations
+from lsmplify_blender.core.model.rotations import axis_angle_to_matrix, normalize
+from lsmplify_blender.core.model.rotations import swing_rotation as rotation_between
+from lsmplify_blender.core.model.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS
+
 DEFAULT_OUT = REPO_ROOT / "lsmplify_blender" / "core" / "data" / "open_model.npz"
 DEFAULT_SMPLX_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 
@@ -130,9 +131,9 @@ class AnnySource:
     """Anny model plus the bookkeeping to re-pose it into SMPL's T-pose."""
 
     def __init__(self, cache_dir: str):
-        import torch
         import anny
         import anny.paths
+        import torch
 
         self.torch = torch
         anny.paths.set_anny_cache_path(cache_dir)
@@ -671,8 +672,8 @@ SMPLX_EXTRA_JOINT_VERTICES = ["nose", "reye", "leye", "rear", "lear", "LBigToe",
 def _smplx_factory(model_path: str):
     """``make(v_template=None)``: an smplx.SMPL (float64) holding the npz's arrays, optionally
     with another template; and the npz's landmark vertex ids."""
-    import torch
     import smplx
+    import torch
     from smplx.utils import Struct
 
     d = dict(np.load(model_path))
@@ -709,8 +710,8 @@ def _smplx_loading_checks(model, out, zero, ref, vertex_ids) -> list[tuple]:
     _, Jw = forward_kinematics(Rl, Jr, SMPL_PARENTS)
     fk_err = (out.joints[:, :24] - Jw).abs().max().item()
     # (smplx's Rodrigues adds 1e-8 to the rotation vectors: differences ~1e-9 m.)
-    checks.append((f"posed joints equal our FK of the regressed joints "
-                   f"(max diff {fk_err:.1e} m)", fk_err < 1e-6))
+    checks.append((f"posed joints equal our FK of the regressed joints (max diff {fk_err:.1e} m)",
+                   fk_err < 1e-6))
     extra = out.joints[:, 24:]
     sel = out.vertices[:, [vertex_ids[k] for k in SMPLX_EXTRA_JOINT_VERTICES]]
     checks.append((f"{extra.shape[1]} landmark joints are the landmark vertices",
@@ -756,8 +757,8 @@ def _anny_posing_rows(make, model, out, ref, pose) -> list[tuple]:
 
 def check_smplx(model_path: str, reference_path: str) -> bool:
     """Runs in the project venv: load the npz into smplx.SMPL and pose it."""
-    import torch
     import smplx
+    import torch
 
     make, vertex_ids = _smplx_factory(model_path)
     ref = np.load(reference_path)

@@ -28,6 +28,7 @@ from .errors import InputError
 from .model.rotations import axis_angle_to_matrix, kabsch, normalize, swing_rotation
 from .model.skeleton import JOINT_INDEX as _J
 from .model.skeleton import NUM_JOINTS, SMPL_CHILDREN, SMPL_DEPTHS
+
 TORSO = [_J[n] for n in ("pelvis", "left_hip", "right_hip", "spine1", "spine2", "spine3", "neck",
                          "left_collar", "right_collar", "left_shoulder", "right_shoulder")]
 # joint whose twist is set so its child bends about a hinge: (joint, child, grandchild, hinge axis
@@ -98,10 +99,11 @@ def attach_landmarks(model: BodyModel, names: list[str], joint_available: list[b
     ids = [model.data.landmarks[n] for n in names]
     dominant = model.weights[ids].argmax(-1).tolist()
     out = []
-    for d in dominant:
-        while d > 0 and not joint_available[d] and not any(joint_available[c] for c in SMPL_CHILDREN[d]):
-            d = model.parents[d]
-        out.append(d)
+    for heaviest in dominant:
+        joint = heaviest
+        while joint > 0 and not joint_available[joint] and not any(joint_available[c] for c in SMPL_CHILDREN[joint]):
+            joint = model.parents[joint]
+        out.append(joint)
     return out
 
 

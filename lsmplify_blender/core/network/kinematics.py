@@ -55,8 +55,8 @@ def reaim(rot_init: torch.Tensor, rest: torch.Tensor, targets: torch.Tensor, wei
     if not swings_only:
         loc[:, 0] = _fit_children(0, rot_init[:, 0], rest, targets, weight, p[:, 0], None)
     g[:, 0] = loc[:, 0]
-    for js, ps, single, multi in zip(SMPL_LEVELS, _LEVEL_PARENTS, _LEVEL_SINGLE, _LEVEL_MULTI):
-        js = list(js)
+    for level, ps, single, multi in zip(SMPL_LEVELS, _LEVEL_PARENTS, _LEVEL_SINGLE, _LEVEL_MULTI, strict=True):
+        js = list(level)
         gp = g[:, ps]
         p[:, js] = p[:, ps] + (gp @ (rest[:, js] - rest[:, ps])[..., None])[..., 0]
         if single:
