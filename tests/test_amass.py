@@ -15,12 +15,12 @@ from lsmplify_blender.core.cli import main
 from lsmplify_blender.core.errors import InputError
 from lsmplify_blender.core.formats import read_keypoints
 from lsmplify_blender.core.formats.amass import (
-    Z_UP_TO_Y_UP,
     detect_pose_up,
     read_smpl_npz,
     smpl_pose_columns,
     write_smpl_npz,
 )
+from lsmplify_blender.core.model.axes import Z_UP_TO_Y_UP
 from lsmplify_blender.core.prepare import prepare
 from lsmplify_blender.core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from lsmplify_blender.core.solver import solve

@@ -182,7 +182,7 @@ def test_amass_z_up_smplh_file_imports_standing_like_its_smpl_twin(tmp_path):
 
     from lsmplify_blender.blender.rig import rest_joints_smpl
     from lsmplify_blender.core.body_model import load_model_data
-    from lsmplify_blender.core.formats.amass import Z_UP_TO_Y_UP
+    from lsmplify_blender.core.model.axes import Z_UP_TO_Y_UP
     from lsmplify_blender.core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
     assert bpy.ops.lsmplify.import_keypoints(filepath=str(KEYPOINTS), create_empties=False) == {"FINISHED"}

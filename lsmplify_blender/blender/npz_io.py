@@ -101,7 +101,7 @@ def import_smpl_motion(context, path: str, model, update_scene: bool = True, use
     """
     import torch
 
-    from ..core.formats.amass import read_smpl_npz, z_up_to_y_up
+    from ..core.formats.amass import read_smpl_npz, turn_motion_z_up_to_y_up
     from ..core.rotations import axis_angle_to_matrix
     from .rig import rest_joints_smpl
 
@@ -116,7 +116,8 @@ def import_smpl_motion(context, path: str, model, update_scene: bool = True, use
                            "Correct the file's mocap_framerate.")
     rotmats = axis_angle_to_matrix(torch.from_numpy(poses.reshape(-1, 24, 3))).numpy()
     if data["up"] == "z":
-        rotmats[:, 0], trans = z_up_to_y_up(rotmats[:, 0], trans, rest_joints_smpl(model.data, data["betas"])[0])
+        pelvis = rest_joints_smpl(model.data, data["betas"])[0]
+        rotmats[:, 0], trans = turn_motion_z_up_to_y_up(rotmats[:, 0], trans, pelvis)
     scene = context.scene
     start = data["frame_start"] if use_file_start and data["frame_start"] is not None else scene.frame_start
     fit = read_fit_error(path, poses.shape[0])

@@ -80,7 +80,7 @@ def _load_init(path, model) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     import torch
 
     from .body_model import rotmats_from_axis_angle
-    from .formats.amass import read_smpl_npz, z_up_to_y_up
+    from .formats.amass import read_smpl_npz, turn_motion_z_up_to_y_up
 
     init = read_smpl_npz(path)
     rot = rotmats_from_axis_angle(init["poses"].astype(np.float64))
@@ -90,7 +90,7 @@ def _load_init(path, model) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     trans = init["trans"].astype(np.float64)
     if init["up"] == "z":  # declared, or detected from the data (AMASS has no 'up' key)
         j0 = model.rest_joints(torch.as_tensor(betas, dtype=model.dtype))[0, 0].cpu().double().numpy()
-        root, trans = z_up_to_y_up(rot[:, 0].cpu().double().numpy(), trans, j0)
+        root, trans = turn_motion_z_up_to_y_up(rot[:, 0].cpu().double().numpy(), trans, j0)
         rot[:, 0] = torch.as_tensor(root, dtype=rot.dtype)
     return rot, betas, trans
 

@@ -78,17 +78,15 @@ def detect_pose_up(poses: np.ndarray) -> tuple[str, float]:
     return "y", float(med[1])
 
 
-# Z-up world -> SMPL's Y-up world: (x, y, z) -> (x, z, -y), a proper rotation (-90 deg about X).
-Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+def turn_motion_z_up_to_y_up(root_rotmats: np.ndarray, trans: np.ndarray, pelvis_rest: np.ndarray):
+    """A Z-up motion in SMPL's Y-up world (``model.axes.Z_UP_TO_Y_UP``, C): the root rotation
+    becomes C R, and the translation moves so that the pelvis (at ``pelvis_rest + trans``,
+    the pivot of SMPL's root rotation) turns with the world: t' = C (t + j0) - j0.
+    Returns (root rotmats (T, 3, 3), trans (T, 3))."""
+    from ..model.axes import Z_UP_TO_Y_UP
 
-
-def z_up_to_y_up(root_rotmats: np.ndarray, trans: np.ndarray, pelvis_rest: np.ndarray):
-    """A Z-up motion in SMPL's Y-up world: the root rotation turned, and the translation
-    moved so that the pelvis (at ``pelvis_rest + trans``, the pivot of SMPL's root
-    rotation) turns with the world. Returns (root rotmats (T, 3, 3), trans (T, 3))."""
-    m = Z_UP_TO_Y_UP
-    j0 = np.asarray(pelvis_rest, np.float64)
-    return m @ np.asarray(root_rotmats, np.float64), (np.asarray(trans, np.float64) + j0) @ m.T - j0
+    c, j0 = Z_UP_TO_Y_UP, np.asarray(pelvis_rest, np.float64)
+    return c @ np.asarray(root_rotmats, np.float64), (np.asarray(trans, np.float64) + j0) @ c.T - j0
 
 
 def read_smpl_npz(path: str | os.PathLike) -> dict:
