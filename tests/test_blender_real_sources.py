@@ -430,3 +430,41 @@ def test_render_preview_draws_a_floor_and_writes_an_h264_video(tmp_path):
     floor = np.abs(px[:3] - np.array([0.45, 0.47, 0.5])).max(-1) < 0.25  # the bottom rows: the floor, not white
     top = np.abs(px[-3:] - np.array([0.85, 0.88, 0.92])).max(-1) < 0.1  # the top rows: the background colour
     assert floor.mean() > 0.5 and top.mean() > 0.5
+
+
+# ---------------------------------------------------------------------------- joint map
+def test_joint_map_makes_a_renamed_rig_solvable_and_is_saved_on_the_source():
+    arm = import_source("bvh")
+    s, sc = settings(), bpy.context.scene
+    s.source_type, s.source_armature, s.solver, s.use_source_range = "ARMATURE", arm, "ANALYTIC", False
+    sc.frame_start, sc.frame_end = 1, 12
+    s.new_rig = True
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    reference = rigs()[-1]
+    original = [b.name for b in arm.data.bones]
+    for b in arm.data.bones:  # a studio's own names: nothing any layout knows
+        b.name = f"rig_j{original.index(b.name):02d}"
+    with pytest.raises(RuntimeError, match="Could not recognise the keypoint layout"):
+        bpy.ops.lsmplify.solve()
+    for i, name in enumerate(original):
+        assert bpy.ops.lsmplify.joint_map_add(source=f"rig_j{i:02d}", keypoint=name) == {"FINISHED"}
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    mapped = rigs()[-1]
+    assert mapped != reference
+    a, b = keys_of_rig(reference), keys_of_rig(mapped)
+    assert a.keys() == b.keys() and all(np.allclose(a[k], b[k], atol=1e-5) for k in a)
+    # saved on the armature: used whenever the panel's map is empty
+    assert bpy.ops.lsmplify.joint_map_save() == {"FINISHED"}
+    while len(s.joint_map):
+        assert bpy.ops.lsmplify.joint_map_remove() == {"FINISHED"}
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    assert len(rigs()) == 3
+    assert bpy.ops.lsmplify.joint_map_load() == {"FINISHED"}
+    assert len(s.joint_map) == len(original) and s.joint_map[0].source == "rig_j00"
+
+
+def keys_of_rig(rig):
+    from blender_env import fcurve_keys
+
+    anim = rig.animation_data
+    return fcurve_keys(anim.action, getattr(anim, "action_slot", None))

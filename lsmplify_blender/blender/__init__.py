@@ -7,8 +7,8 @@ Kept light on purpose: importing this package imports nothing; the modules impor
 
 
 def _modules():
-    from . import operators, panel, preferences, properties
-    return preferences, properties, operators, panel
+    from . import joint_map, operators, panel, preferences, properties
+    return preferences, properties, operators, joint_map, panel
 
 
 def _classes():

@@ -70,10 +70,13 @@ def import_keypoint_file(context, filepath: str, model, layout="AUTO", units="AU
     from ..core.formats import read_keypoints
     from ..core.prepare import prepare
     from .scene_writing import SceneChange, check_frame_rate, safe_stem, set_scene_timing
-    from .sources import asf_or_none, option_value, set_detected
+    from .sources import asf_or_none, joint_map, mapped_names, option_value, set_detected
 
     path = bpy.path.abspath(filepath)
     seq = read_keypoints(path, asf=asf_or_none(asf_path))
+    mapping = joint_map(context.scene.lsmplify)
+    if mapping and seq.names is not None:
+        seq.names = mapped_names(seq.names, mapping)
     prepared = prepare(seq, model, layout=option_value(layout), units=option_value(units),
                        up=option_value(up), fps=fps or None)
     check_frame_rate(prepared.fps, f"{Path(path).name}", "Set FPS in the Import Keypoints options to the "

@@ -23,7 +23,7 @@ from .properties import LAYOUT_ITEMS, REFINE_METHOD_ITEMS, UNIT_ITEMS, UP_ITEMS
 KEYPOINT_GLOB = "*.npz;*.npy;*.json;*.csv;*.bvh;*.amc;*.fbx"
 
 
-class _Guarded:
+class GuardedOperator:
     """``execute`` calls ``run``; errors become one report line and CANCELLED. Every report
     speaks Blender (``messages.in_blender_terms``)."""
 
@@ -63,7 +63,7 @@ def _rig_or_error(context):
 
 
 # =============================================================================== import
-class LSMPLIFY_OT_import_keypoints(_Guarded, bpy.types.Operator, ImportHelper):
+class LSMPLIFY_OT_import_keypoints(GuardedOperator, bpy.types.Operator, ImportHelper):
     """Read a keypoint file, make it the scene's source and optionally show it as animated empties"""
     bl_idname = "lsmplify.import_keypoints"
     bl_label = "Import Keypoints"
@@ -104,7 +104,7 @@ class LSMPLIFY_OT_import_keypoints(_Guarded, bpy.types.Operator, ImportHelper):
 
 
 # =============================================================================== solve, refine
-class _InBackground(_Guarded):
+class _InBackground(GuardedOperator):
     """``execute`` (scripts, background mode) runs the job here and now; ``invoke`` (a button)
     runs its solve in a worker thread with a progress bar and Esc, and writes on finishing.
     Subclasses make the job (``make_job``) and name what it does (``doing``)."""
@@ -216,7 +216,7 @@ class LSMPLIFY_OT_refine(_InBackground, bpy.types.Operator):
 
 
 # =============================================================================== npz
-class LSMPLIFY_OT_export_npz(_Guarded, bpy.types.Operator, ExportHelper):
+class LSMPLIFY_OT_export_npz(GuardedOperator, bpy.types.Operator, ExportHelper):
     """Export the active SMPL rig's action as an AMASS-style .npz (one row per solved frame)"""
     bl_idname = "lsmplify.export_npz"
     bl_label = "Export SMPL (.npz)"
@@ -236,7 +236,7 @@ class LSMPLIFY_OT_export_npz(_Guarded, bpy.types.Operator, ExportHelper):
         return {"FINISHED"}
 
 
-class LSMPLIFY_OT_import_smpl_npz(_Guarded, bpy.types.Operator, ImportHelper):
+class LSMPLIFY_OT_import_smpl_npz(GuardedOperator, bpy.types.Operator, ImportHelper):
     """Import an AMASS / LSMPLify SMPL .npz as a new SMPL rig with an action"""
     bl_idname = "lsmplify.import_smpl_npz"
     bl_label = "Import SMPL (.npz)"
@@ -260,7 +260,7 @@ class LSMPLIFY_OT_import_smpl_npz(_Guarded, bpy.types.Operator, ImportHelper):
 
 
 # =============================================================================== FBX
-class LSMPLIFY_OT_export_fbx(_Guarded, bpy.types.Operator, ExportHelper):
+class LSMPLIFY_OT_export_fbx(GuardedOperator, bpy.types.Operator, ExportHelper):
     """Export the active SMPL rig, its mesh and its action as FBX for a game engine or DCC"""
     bl_idname = "lsmplify.export_fbx"
     bl_label = "Export SMPL (.fbx)"
@@ -281,7 +281,7 @@ class LSMPLIFY_OT_export_fbx(_Guarded, bpy.types.Operator, ExportHelper):
 
 
 # =============================================================================== preview
-class LSMPLIFY_OT_render_preview(_Guarded, bpy.types.Operator):
+class LSMPLIFY_OT_render_preview(GuardedOperator, bpy.types.Operator):
     """Render a quick Workbench preview of the SMPL mesh and the keypoints to PNG files"""
     bl_idname = "lsmplify.render_preview"
     bl_label = "Render Preview"

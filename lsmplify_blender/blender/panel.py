@@ -51,6 +51,8 @@ def draw_source(box, context, s) -> None:
         box.prop(s, "source_armature")
     box.prop(s, "layout")
     box.prop(s, "units")  # used by every source (scene sources too): shown for every source
+    from .joint_map import draw_joint_map
+    draw_joint_map(box.box(), s)
     if s.detected_layout:
         col = box.column(align=True)
         col.label(text=f"Detected: {s.detected_layout}")

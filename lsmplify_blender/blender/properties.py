@@ -4,6 +4,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import (
     BoolProperty,
+    CollectionProperty,
     EnumProperty,
     FloatProperty,
     IntProperty,
@@ -53,6 +54,14 @@ SOLVER_ITEMS = (
 )
 
 
+class LSMPLifyJointMapItem(bpy.types.PropertyGroup):
+    """One row of the joint map: a source joint's name and the keypoint it stands for."""
+    source: StringProperty(name="Source Joint", default="",
+                           description="A bone or empty name of the source, as it is in the scene or file")
+    keypoint: StringProperty(name="Keypoint", default="",
+                             description="The name the layouts know it by (e.g. LeftUpLeg, left_hip, lfemur)")
+
+
 def _poll_armature(_self, obj):
     return obj.type == "ARMATURE"
 
@@ -92,6 +101,10 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
                                   description="Scene frame at which the file's first frame plays")
     empties_collection: PointerProperty(name="Keypoint Empties", type=bpy.types.Collection,
                                         description="Empties made by the last keypoint import")
+    joint_map: CollectionProperty(type=LSMPLifyJointMapItem, name="Joint Map",
+                                  description="Source joint names -> keypoint names, for rigs whose names "
+                                              "are not CMU, Mixamo or SMPL")
+    joint_map_index: IntProperty(name="Joint Map Row", default=0, min=0)
     detected_layout: StringProperty(name="Layout", default="")
     detected_units: StringProperty(name="Units", default="")
     detected_up: StringProperty(name="Up", default="")
@@ -139,7 +152,7 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
     result_summary: StringProperty(name="Summary", default="")
 
 
-CLASSES = (LSMPLifySceneSettings,)
+CLASSES = (LSMPLifyJointMapItem, LSMPLifySceneSettings)
 
 
 def register_properties():

@@ -97,6 +97,32 @@ def unsuffixed_names(names: list[str]) -> list[str]:
     return stripped if len(set(stripped)) == len(stripped) else list(names)
 
 
+JOINT_MAP_PROP = "lsmplify_joint_map"  # on a source armature: its saved joint map (JSON)
+
+
+def joint_map(settings, source_obj=None) -> dict[str, str]:
+    """The panel's joint map (source name -> keypoint name), else the one saved on the source
+    armature (``JOINT_MAP_PROP``), else empty."""
+    import json
+
+    rows = {r.source: r.keypoint for r in settings.joint_map if r.source and r.keypoint}
+    if rows or source_obj is None or JOINT_MAP_PROP not in source_obj:
+        return rows
+    try:
+        saved = json.loads(source_obj[JOINT_MAP_PROP])
+    except (TypeError, ValueError):
+        raise InputError(f"The joint map saved on '{source_obj.name}' is not readable: save it again "
+                         "from the panel's Joint Map.") from None
+    if not isinstance(saved, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in saved.items()):
+        raise InputError(f"The joint map saved on '{source_obj.name}' is not a list of names: save it again.")
+    return saved
+
+
+def mapped_names(names, mapping: dict[str, str]) -> list[str]:
+    """``names`` with the joint map's renames applied (unmapped names kept)."""
+    return [mapping.get(n, n) for n in names]
+
+
 def option_value(value: str):
     """A panel enum item (``AUTO``, ``cm``, ``Y``...) as the core's option value."""
     return "auto" if value == "AUTO" else value.lower()
@@ -135,6 +161,7 @@ def sample_empties(context, fs: int, fe: int):
         raise InputError("No empties are selected: select the animated keypoint empties "
                          "(one per joint, named after the joints) to use them as the source.")
     names = [o.get(KEYPOINT_PROP) or n for o, n in zip(objs, unsuffixed_names([o.name for o in objs]), strict=True)]
+    names = mapped_names(names, joint_map(context.scene.lsmplify))
 
     def read():
         return [tuple(o.matrix_world.translation) for o in objs]
@@ -149,7 +176,7 @@ def sample_armature(context, arm_obj, fs: int, fe: int):
     bones = list(arm_obj.pose.bones)
     if not bones:
         raise InputError(f"The armature '{arm_obj.name}' has no bones.")
-    names = unsuffixed_names([b.name for b in bones])
+    names = mapped_names(unsuffixed_names([b.name for b in bones]), joint_map(context.scene.lsmplify, arm_obj))
     n = len(bones)
 
     def read():
@@ -198,6 +225,9 @@ def read_file_source(settings, model):
     if not settings.filepath:
         raise InputError("No keypoint file is set: choose a file in the LSMPLify panel or use Import Keypoints.")
     seq = read_keypoints(bpy.path.abspath(settings.filepath), asf=asf_or_none(settings.asf_path))
+    mapping = joint_map(settings)
+    if mapping and seq.names is not None:
+        seq.names = mapped_names(seq.names, mapping)
     return prepare(seq, model, layout=option_value(settings.layout), units=option_value(settings.units),
                    up=option_value(settings.up_axis), fps=settings.fps or None)
 
