@@ -224,3 +224,18 @@ def test_refine_job_in_a_worker_thread_touches_the_scene_only_when_finished():
     assert rig.animation_data.action != first and any("refined into" in m for _, m in reporter.lines)
     # without a window, INVOKE runs it here and now
     assert bpy.ops.lsmplify.refine("INVOKE_DEFAULT", method="OPTIMIZE", iterations=1) == {"FINISHED"}
+
+
+def test_enabling_the_add_on_imports_no_torch():
+    """Registration stays light: the core (and torch) come in on the first operator that needs them."""
+    import subprocess
+    import sys
+
+    from blender_env import ROOT
+
+    code = ("import sys; sys.path.insert(0, 'tests'); from blender_env import import_bpy, reset_scene; "
+            "import_bpy(); import addon_utils; reset_scene(); addon_utils.enable('lsmplify_blender', default_set=True); "
+            "import bpy; assert hasattr(bpy.types.Scene, 'lsmplify'); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -70,7 +70,8 @@ def draw_solve(box, context, s) -> None:
     row.prop(s, "smoothing", slider=True)
     row.prop(s, "auto_denoise", text="Auto")
     if s.smoothing > 0:  # the factor in the units it stands for
-        box.label(text=f"Gaussian over time, sigma {s.smoothing * 50:.0f} ms")
+        from .sources import SMOOTHING_MAX_SIGMA_S
+        box.label(text=f"Gaussian over time, sigma {s.smoothing * SMOOTHING_MAX_SIGMA_S * 1000:.0f} ms")
     box.prop(s, "target_rig")
     if s.target_rig is None:
         box.prop(s, "new_rig")

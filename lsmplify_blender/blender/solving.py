@@ -23,7 +23,7 @@ from .scene_writing import (
     tag_new_rig,
     write_motion,
 )
-from .sources import gather_source, source_armature, source_key
+from .sources import SMOOTHING_MAX_SIGMA_S, gather_source, source_armature, source_key
 
 
 def solver_name(settings) -> str:
@@ -34,7 +34,7 @@ def smooth_setting(settings):
     """The solver's ``smooth``: the panel's Smoothing amount when set (sigma up to 0.05 s),
     else 'auto' (smooth only keypoints whose limb lengths show noise) or off."""
     if settings.smoothing > 0:
-        return float(settings.smoothing) * 0.05
+        return float(settings.smoothing) * SMOOTHING_MAX_SIGMA_S
     return "auto" if settings.auto_denoise else 0.0
 
 
@@ -70,7 +70,7 @@ def plausibility_warnings(model, prepared, solution, source_type: str) -> list[s
     lengths, _ = observed_lengths(targets, weight)
     ref = model.bone_lengths(torch.zeros(model.num_betas, dtype=model.dtype))[0].cpu().numpy()
     lengths = lengths[: ref.shape[0]]  # the SMPL tree's bones come first (as the solver reads them)
-    ok = np.isfinite(lengths) & (ref > 0.05)
+    ok = np.isfinite(lengths) & (ref > 0.05)  # as prepare.detect_scale: short bones say little about size
     if ok.sum() >= 3:
         v = model.v_template.cpu().numpy()
         height = float(lengths[ok].sum() / ref[ok].sum() * (v[:, 1].max() - v[:, 1].min()))

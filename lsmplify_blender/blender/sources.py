@@ -14,6 +14,10 @@ import numpy as np
 
 from ..core.errors import InputError
 
+# The panel's Smoothing 0..1 spans Gaussian sigmas up to this: at 50 ms motion below ~2.7 Hz
+# passes (a Gaussian's -3 dB point is sqrt(ln 2) / (2 pi sigma) = 0.13 / sigma) and
+# capture jitter above it is removed.
+SMOOTHING_MAX_SIGMA_S = 0.05
 KEYPOINT_PROP = "lsmplify_keypoint"  # on empties made by the importer: the keypoint they stand for
 _SUFFIX = re.compile(r"\.\d{3,}$")  # Blender's unique-name suffix: "pelvis.001"
 
@@ -285,7 +289,7 @@ def smooth_prepared(prepared, amount: float):
 
     if amount <= 0:
         return prepared
-    return smooth_over_time(prepared, float(amount) * 0.05)
+    return smooth_over_time(prepared, float(amount) * SMOOTHING_MAX_SIGMA_S)
 
 
 def set_detected(settings, prepared) -> None:
