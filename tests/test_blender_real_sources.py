@@ -327,7 +327,10 @@ def test_every_cli_flag_of_the_core_messages_has_a_blender_term():
                "CUDA was asked for but is not available here; use --device auto or cpu.",
                ("'x.txt': .txt is not a keypoint format read by extension. CMU-subset clips are read with "
                 "read_cmu_subset(path, skeleton_json); otherwise save as .npz."),
-               "--asf must name an .asf skeleton file, got 'a.bvh'."]
+               "--asf must name an .asf skeleton file, got 'a.bvh'.",
+               "SMPL motion file not found: '/x.npz'. Check the path (--init).",
+               "x.npy is a single .npy array; --init needs an AMASS-style .npz with poses, betas and trans",
+               "Could not write /x.npz: No space. Nothing was replaced; free some disk space or choose another --out."]
     for text in samples:
         out = in_blender_terms(text)
         assert "--" not in out and "read_cmu_subset(" not in out, out

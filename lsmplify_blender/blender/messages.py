@@ -17,6 +17,10 @@ _BLENDER_TERMS = (
     (re.compile(r"\(--layout[^)]*\)"), "(the Layout setting in the LSMPLify panel)"),
     (re.compile(r"\(--units\)"), "(the Units setting in the LSMPLify panel)"),
     (re.compile(r"use --device auto or cpu\."), "choose Auto or CPU as the Compute Device in the add-on preferences."),
+    # the SMPL-motion reader speaks of the CLI's --init and --out; in Blender it is Import/Export SMPL
+    (re.compile(r" \(--init\)"), ""),
+    (re.compile(r"--init needs"), "Import SMPL needs"),
+    (re.compile(r"choose another --out"), "choose another file"),
 )
 
 

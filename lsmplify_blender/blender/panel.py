@@ -30,6 +30,7 @@ class LSMPLIFY_PT_main(bpy.types.Panel):
         draw_solve(layout.box(), context, s)
         if s.has_result:
             draw_results(layout.box(), s)
+        draw_refine(layout.box(), s)
         draw_rig(layout.box(), s)
 
 
@@ -65,7 +66,6 @@ def draw_solve(box, context, s) -> None:
 
     box.label(text="Solve", icon="ARMATURE_DATA")
     box.prop(s, "solver")
-    box.prop(s, "refine_iters")
     row = box.row(align=True)
     row.prop(s, "smoothing", slider=True)
     row.prop(s, "auto_denoise", text="Auto")
@@ -101,14 +101,20 @@ def draw_results(box, s) -> None:
         col.label(text=s.result_summary)
 
 
-def draw_rig(box, s) -> None:
-    box.label(text="Rig", icon="OUTLINER_OB_ARMATURE")
+def draw_refine(box, s) -> None:
+    """One Refine: the optimisation iterations every Solve ends with, and Refine Action's own method."""
+    box.label(text="Refine", icon="MODIFIER")
+    box.prop(s, "refine_iters")
     row = box.row(align=True)
     row.prop(s, "refine_method", text="")
     if s.refine_method == "NETWORK":
         row.prop(s, "refine_passes")
+    box.operator(LSMPLIFY_OT_refine.bl_idname, icon="MODIFIER")
+
+
+def draw_rig(box, s) -> None:
+    box.label(text="Rig", icon="OUTLINER_OB_ARMATURE")
     col = box.column(align=True)
-    col.operator(LSMPLIFY_OT_refine.bl_idname, icon="MODIFIER")
     col.operator(LSMPLIFY_OT_import_smpl_npz.bl_idname, icon="IMPORT")
     col.operator(LSMPLIFY_OT_export_npz.bl_idname, icon="EXPORT")
     col.operator(LSMPLIFY_OT_export_fbx.bl_idname, icon="EXPORT")

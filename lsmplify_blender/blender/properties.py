@@ -113,9 +113,10 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
 
     # ------------------------------------------------------------------ solve
     solver: EnumProperty(name="Solver", items=SOLVER_ITEMS, default="NETWORK")
-    refine_iters: IntProperty(name="Refine", default=0, min=0, soft_max=50, max=1000,
-                              description="Iterations of batched optimisation after the solver "
-                                          "(slow: a few seconds per iteration on long takes)")
+    refine_iters: IntProperty(name="Optimise After Solve", default=0, min=0, soft_max=50, max=1000,
+                              description="Iterations of batched optimisation that every Solve ends with, and "
+                                          "Refine Action's iterations with the Optimize method (10 when 0); "
+                                          "slow: a few seconds per iteration on long takes")
     refine_method: EnumProperty(name="Refine Method", items=REFINE_METHOD_ITEMS, default="NETWORK",
                                 description="How Refine Action improves the rig's current action")
     refine_passes: IntProperty(name="Passes", default=2, min=1, max=10,
