@@ -178,3 +178,20 @@ def test_a_model_with_nan_values_builds_no_rig(tmp_path):
         scene_writing.write_motion(bpy.context, NanModel, torch.eye(3).expand(2, 24, 3, 3), np.zeros((2, 3)),
                                    np.ones(10), 1)
     assert state() == before
+
+
+def test_a_failed_solve_leaves_the_settings_as_they_were(monkeypatch):
+    with_previous_import()
+    s = bpy.context.scene.lsmplify
+    s.solver = "ANALYTIC"
+    s.detected_layout, s.detected_frames = "shown before", "7"  # what the panel showed
+    s.filepath = str(BVH)  # another take: reading it detects other figures
+    before = state()
+    from lsmplify_blender.blender import keyframes
+
+    def boom(*a, **k):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(keyframes, "write_pose_action", boom)
+    with pytest.raises(RuntimeError, match=r"internal error.*disk on fire"):
+        bpy.ops.lsmplify.solve()
+    assert state() == before and s.detected_layout == "shown before"

@@ -115,17 +115,24 @@ class _InBackground(GuardedOperator):
     _timer = None
     _t0 = 0.0
 
+    _before = None  # the scene's state before the job read it (its detected settings change)
+
     def run(self, context):
-        job = self.make_job(context)
-        job.solve()
-        return job.finish(self, context)
+        from .scene_writing import SceneChange
+        with SceneChange(context.scene):
+            job = self.make_job(context)
+            job.solve()
+            return job.finish(self, context)
 
     def invoke(self, context, event):
         if bpy.app.background or context.window is None:
             return self.execute(context)
+        from .scene_writing import SceneChange
         from .solving import BackgroundJob
+        self._before = SceneChange(context.scene)
         job = self.guard(self.make_job, context)
         if not isinstance(job, BackgroundJob):
+            self._before.undo()
             return job  # CANCELLED, reported
         self._job = job
         self._thread = threading.Thread(target=job.work, name=f"lsmplify-{self.doing}", daemon=True)
@@ -155,6 +162,7 @@ class _InBackground(GuardedOperator):
         if event.type == "ESC":
             self._job.cancelled = True  # the worker finishes on its own; its result is dropped
             self._end(context)
+            self._before.undo()
             self.say({"WARNING"}, f"LSMPLify: {self.doing} cancelled; the scene is unchanged.")
             return {"CANCELLED"}
         if event.type != "TIMER":
@@ -170,8 +178,12 @@ class _InBackground(GuardedOperator):
 
             def fail():
                 raise err
-            return self.guard(fail)
-        return self.guard(self._job.finish, self, context)
+            done = self.guard(fail)
+        else:
+            done = self.guard(self._job.finish, self, context)
+        if "FINISHED" not in done:
+            self._before.undo()
+        return done
 
 
 class LSMPLIFY_OT_solve(_InBackground, bpy.types.Operator):

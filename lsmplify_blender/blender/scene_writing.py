@@ -173,15 +173,18 @@ class SceneChange:
         return self
 
     def __exit__(self, kind, exc, tb):
-        if kind is None:
-            return False
+        if kind is not None:
+            self.undo()
+        return False
+
+    def undo(self) -> None:
+        """Back to the state taken on creation (for runs that fail outside a ``with`` block)."""
         sc = self.scene
         for name, value in self.settings.items():
             setattr(sc.lsmplify, name, value)
         sc.frame_start, sc.frame_end, sc.render.fps, sc.render.fps_base = self.timing
         sc.frame_set(self.frame[0], subframe=self.frame[1])
         remove_ids(self.made)
-        return False
 
 
 def check_buildable(model_data, betas) -> None:
