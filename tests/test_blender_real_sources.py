@@ -471,3 +471,24 @@ def keys_of_rig(rig):
 
     anim = rig.animation_data
     return fcurve_keys(anim.action, getattr(anim, "action_slot", None))
+
+
+def test_render_preview_of_an_armature_source_marks_its_bones_over_the_matched_rig(tmp_path):
+    arm = import_source("fbx")
+    s, sc = settings(), bpy.context.scene
+    s.source_type, s.source_armature, s.solver, s.use_source_range = "ARMATURE", arm, "ANALYTIC", False
+    sc.frame_start, sc.frame_end = 1, 20
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    from lsmplify_blender.blender.keypoint_empties import keypoint_targets
+    targets = keypoint_targets(bpy.context, s)
+    assert len(targets) == len(arm.pose.bones) and targets[0] == (arm, arm.pose.bones[0].name)
+    out = tmp_path / "arm"
+    assert bpy.ops.lsmplify.render_preview(directory=str(out), max_frames=1, resolution=160) == {"FINISHED"}
+    img = bpy.data.images.load(str(next(out.glob("*.png"))))
+    try:
+        px = np.array(img.pixels[:]).reshape(-1, 4)[:, :3]
+    finally:
+        bpy.data.images.remove(img)
+    markers = (px[:, 0] > 0.5) & (px[:, 0] > 2 * px[:, 2]) & (px[:, 0] > 1.5 * px[:, 1])
+    body = (np.abs(px - 0.75).max(-1) < 0.2) & (px.std(-1) < 0.05)  # the grey mesh
+    assert markers.sum() >= 20 and body.sum() >= 200, (markers.sum(), body.sum())

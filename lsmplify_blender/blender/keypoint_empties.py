@@ -62,6 +62,19 @@ def keypoint_empties(context, settings) -> list:
     return []
 
 
+def keypoint_targets(context, settings) -> list:
+    """What Render Preview marks as the source: ``keypoint_empties``, or for an Armature
+    source its bones, as (armature, bone name) pairs (a marker follows each bone's head)."""
+    from .sources import source_armature
+
+    if settings.source_type == "ARMATURE":
+        arm = source_armature(context, settings)
+        if arm is not None and arm.visible_get():
+            return [(arm, b.name) for b in arm.pose.bones]
+        return []
+    return keypoint_empties(context, settings)
+
+
 def import_keypoint_file(context, filepath: str, model, layout="AUTO", units="AUTO", up="AUTO", fps=0.0,
                          create_empties: bool = True, update_scene: bool = True, asf_path: str = ""):
     """Read and prepare a keypoint file, make it the scene's File source (playing from the

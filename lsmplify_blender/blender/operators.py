@@ -310,14 +310,17 @@ class LSMPLIFY_OT_render_preview(GuardedOperator, bpy.types.Operator):
         return context.window_manager.invoke_props_dialog(self)
 
     def run(self, context):
-        from .keypoint_empties import keypoint_empties
-        from .preview import preview_folder, preview_frames, render_preview
+        from .keypoint_empties import keypoint_targets
+        from .preview import MARKER_RADIUS_M, preview_folder, preview_frames, render_preview
+        from .scene_writing import match_source_scale
         from .sources import frame_range
 
         s = context.scene.lsmplify
         frames = preview_frames(*frame_range(context.scene, s), self.max_frames)
         folder = preview_folder(self.directory)
-        written = render_preview(context, folder, frames, keypoint_empties(context, s), self.resolution, self.video)
+        radius = MARKER_RADIUS_M * match_source_scale(context.scene, s.source_type, s.detected_units)  # scene units
+        written = render_preview(context, folder, frames, keypoint_targets(context, s), self.resolution, self.video,
+                                 radius)
         videos = [p for p in written if p.endswith(".mp4")]
         self.say({"INFO"}, f"LSMPLify: rendered {len(written) - len(videos)} frames to '{folder}'"
                            + (f" and the video '{Path(videos[0]).name}'" if videos else ""))

@@ -44,16 +44,19 @@ def preview_folder(directory: str) -> str:
     return os.path.abspath(bpy.path.abspath(directory))
 
 
-def render_preview(context, folder: str, frames, empties, resolution: int = 320, video: bool = False) -> list[str]:
-    """Render ``frames`` of the visible LSMPLify meshes and ``empties`` (as small spheres) over
-    a floor into ``folder/preview_NNNNN.png`` (an absolute path, see ``preview_folder``), and
+def render_preview(context, folder: str, frames, targets, resolution: int = 320, video: bool = False,
+                   marker_radius: float = MARKER_RADIUS_M) -> list[str]:
+    """Render ``frames`` of the visible LSMPLify meshes and the source's keypoints (``targets``:
+    empties, or (armature, bone) pairs; small spheres of ``marker_radius``) over a floor into
+    ``folder/preview_NNNNN.png`` (an absolute path, see ``preview_folder``), and
     with ``video`` every frame from the first to the last of them into an H.264 ``.mp4``
     (Blender's FFmpeg output); returns the paths written."""
     scene = context.scene
     if not folder or not os.path.isabs(folder):
         raise InputError(f"The preview folder '{folder}' is not an absolute path; choose a Folder.")
     meshes = preview_meshes(scene)
-    if not meshes and not empties:
+    targets = as_targets(targets)
+    if not meshes and not targets:
         raise InputError("Nothing to preview: no visible LSMPLify mesh or keypoint empties.")
     if video and not bpy.app.build_options.codec_ffmpeg:
         raise InputError("This Blender has no FFmpeg video output: turn Video off to render PNG frames only.")
@@ -62,8 +65,8 @@ def render_preview(context, folder: str, frames, empties, resolution: int = 320,
     saved = RenderState(scene)
     written = []
     try:
-        markers = make_markers(scene, empties, made)
-        points = frame_points(context, meshes, empties, frames)
+        markers = make_markers(scene, targets, made, marker_radius)
+        points = frame_points(context, meshes, targets, frames)
         floor = make_floor(scene, points.min(0), points.max(0), made)
         scene.camera = make_camera(scene, points, made)
         set_preview_look(scene, resolution)
@@ -126,36 +129,52 @@ def render_video(scene, folder: str, first: int, last: int) -> str:
     return found[-1]
 
 
-def make_markers(scene, empties, made) -> list:
-    """Empties do not render: a small sphere follows each one while rendering."""
-    if not empties:
+def as_targets(targets) -> list[tuple]:
+    """Marker targets as (object, bone name) pairs: an object alone stands for ``(object, "")``."""
+    return [t if isinstance(t, tuple) else (t, "") for t in targets]
+
+
+def target_points(targets) -> np.ndarray:
+    """(N, 3) world positions of the targets: an object's origin, or a bone's head."""
+    out = []
+    for obj, bone in targets:
+        mw = obj.matrix_world
+        out.append(tuple(mw @ obj.pose.bones[bone].head) if bone else tuple(mw.translation))
+    return np.array(out, dtype=np.float64).reshape(-1, 3)
+
+
+def make_markers(scene, targets, made, radius: float = MARKER_RADIUS_M) -> list:
+    """Empties and bones do not render: a small sphere follows each target (a Copy Location
+    constraint on the object's origin, or on the bone's head) while rendering."""
+    if not targets:
         return []
     import bmesh
     mesh = bpy.data.meshes.new("lsmplify_marker")
     made.append(mesh)
     bm = bmesh.new()
-    bmesh.ops.create_uvsphere(bm, u_segments=8, v_segments=6, radius=MARKER_RADIUS_M)
+    bmesh.ops.create_uvsphere(bm, u_segments=8, v_segments=6, radius=radius)
     bm.to_mesh(mesh)
     bm.free()
     coll = bpy.data.collections.new("lsmplify_preview_markers")
     made.append(coll)
     scene.collection.children.link(coll)
     out = []
-    for e in empties:
-        m = bpy.data.objects.new(f"marker_{e.name}", mesh)
+    for obj, bone in targets:
+        m = bpy.data.objects.new(f"marker_{obj.name}_{bone}" if bone else f"marker_{obj.name}", mesh)
         made.append(m)
         coll.objects.link(m)
-        m.parent = e
-        m.matrix_parent_inverse.identity()
-        s = e.matrix_world.to_scale()
-        m.scale = tuple(1.0 / max(abs(c), 1e-6) for c in s)
+        m.show_in_front = True  # drawn over the mesh: a matched rig hides its source's joints
+        follow = m.constraints.new("COPY_LOCATION")
+        follow.target = obj
+        if bone:
+            follow.subtarget, follow.head_tail = bone, 0.0
         out.append(m)
     return out
 
 
-def frame_points(context, meshes, empties, frames) -> np.ndarray:
+def frame_points(context, meshes, targets, frames) -> np.ndarray:
     """(N, 3) world points of everything to show over the frames: the meshes' bounding-box
-    corners and the empties, at 20 of the frames at most."""
+    corners and the marker targets, at 20 of the frames at most."""
     scene = context.scene
     pts = []
     step = max(1, len(frames) // 20)
@@ -168,8 +187,8 @@ def frame_points(context, meshes, empties, frames) -> np.ndarray:
             mw = np.array(ev.matrix_world)
             bb = np.array([tuple(c) for c in ev.bound_box])
             pts.append(bb @ mw[:3, :3].T + mw[:3, 3])
-        if empties:
-            pts.append(np.array([tuple(e.matrix_world.translation) for e in empties]))
+        if targets:
+            pts.append(target_points(targets))
     scene.frame_set(current)
     return np.concatenate(pts, 0)
 

@@ -53,7 +53,7 @@ def check_rig_model(rig_obj, model) -> None:
 DISPLAY_SCALE_PROP = "lsmplify_display_scale"  # on a rig scaled by Match Source: its object scale
 
 
-def match_source_scale(scene, source_type: str, prepared) -> float:
+def match_source_scale(scene, source_type: str, units: str) -> float:
     """The rig's object scale that makes it overlay its source in the scene.
 
     The core works in metres: a scene source is read in world space, times the scene's unit
@@ -67,7 +67,7 @@ def match_source_scale(scene, source_type: str, prepared) -> float:
 
     metres_per_unit = float(scene.unit_settings.scale_length or 1.0)
     if source_type != "FILE":
-        metres_per_unit *= UNIT_SCALES.get(prepared.units, 1.0)
+        metres_per_unit *= UNIT_SCALES.get(units, 1.0)
     return 1.0 / metres_per_unit
 
 

@@ -131,7 +131,7 @@ class SolveJob(BackgroundJob):
         self.solver = solver_name(s)
         self.refine = s.refine_iters
         self.name = rig_name(context, s)
-        self.scale = match_source_scale(context.scene, s.source_type, prepared) if s.match_source else 1.0
+        self.scale = match_source_scale(context.scene, s.source_type, prepared.units) if s.match_source else 1.0
         self.frames = prepared.num_frames
 
     def solve(self):
