@@ -187,9 +187,15 @@ class SceneChange:
         remove_ids(self.made)
 
 
+# No body reaches this far from its origin (metres); past it float32 mesh coordinates, which
+# hold ~7 significant digits, could not even place a vertex to the millimetre.
+MAX_BODY_COORD_M = 1e4
+
+
 def check_buildable(model_data, betas) -> None:
-    """Refuse before anything is built when the rig's mesh or bones would not be finite
-    (a model whose arrays hold NaN or infinite values, or such betas)."""
+    """Refuse before anything is built when the rig's mesh or bones would not be finite and
+    body-sized: a model whose arrays hold NaN or infinite values, such betas, or a shaped
+    mesh (v_template + shapedirs @ betas, joints by J_regressor) beyond MAX_BODY_COORD_M."""
     b = np.asarray(betas.detach().cpu().numpy() if hasattr(betas, "detach") else betas, np.float64).reshape(-1)
     nb = min(b.size, model_data.num_betas)
     arrays = dict(v_template=model_data.v_template, shapedirs=model_data.shapedirs[:, :, :nb],
@@ -197,10 +203,16 @@ def check_buildable(model_data, betas) -> None:
     if model_data.posedirs is not None:
         arrays["posedirs"] = model_data.posedirs
     bad = [k for k, v in arrays.items() if not np.isfinite(np.asarray(v, np.float64)).all()]
+    if not bad:
+        with np.errstate(all="ignore"):
+            verts = model_data.v_template.astype(np.float64) + model_data.shapedirs[:, :, :nb].astype(np.float64) @ b[:nb]
+            joints = model_data.J_regressor.astype(np.float64) @ verts
+        bad = [k for k, v in (("shaped vertices", verts), ("joints", joints))
+               if not (np.isfinite(v).all() and np.abs(v).max() < MAX_BODY_COORD_M)]
     if bad:
-        raise LSMPLifyError(f"The body model '{model_data.name}' or the body shape holds NaN or infinite values "
-                            f"({', '.join(bad)}); no rig was built. Choose a valid body model in the add-on "
-                            "preferences.")
+        raise LSMPLifyError(f"The body model '{model_data.name}' or the body shape gives NaN, infinite or "
+                            f"far-off values ({', '.join(bad)}); no rig was built. Choose a valid body model "
+                            "in the add-on preferences.")
 
 
 def action_state(idb):
