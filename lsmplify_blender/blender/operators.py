@@ -38,7 +38,7 @@ class GuardedOperator:
         except Exception as exc:  # noqa: BLE001 - a bug: short message, details on the console
             traceback.print_exc()
             self.say({"ERROR"}, f"LSMPLify internal error ({type(exc).__name__}: {exc}); "
-                                   "details are on the system console.")
+                                "details are on the system console.")
         return {"CANCELLED"}
 
     def say(self, kind, message: str) -> None:
@@ -99,7 +99,7 @@ class LSMPLIFY_OT_import_keypoints(GuardedOperator, bpy.types.Operator, ImportHe
                                         self.create_empties, self.update_scene, self.asf_path)
         self.report_notes(prepared.notes)
         self.say({"INFO"}, f"LSMPLify: {prepared.num_frames} frames of {prepared.layout.title} "
-                              f"from '{Path(bpy.path.abspath(self.filepath)).name}'")
+                           f"from '{Path(bpy.path.abspath(self.filepath)).name}'")
         return {"FINISHED"}
 
 
@@ -210,8 +210,8 @@ class LSMPLIFY_OT_refine(_InBackground, bpy.types.Operator):
     passes: IntProperty(name="Passes", default=0, min=0, max=10,
                         description="Network passes; 0: the panel's setting")
     iterations: IntProperty(name="Iterations", default=0, min=0, max=1000,
-                            description="Optimisation iterations; 0: the panel's Refine setting (10 when that "
-                                        "is 0 too)")
+                            description="Optimisation iterations; 0: the panel's Optimise After Solve (10 when "
+                                        "that is 0 too)")
 
     def make_job(self, context):
         from .scene_writing import rig_from_context
