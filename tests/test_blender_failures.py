@@ -80,7 +80,7 @@ def test_a_frame_rate_blender_cannot_play_is_refused_before_the_scene_changes():
     from lsmplify_blender.blender.scene_writing import check_frame_rate
 
     for fps in (1e300, float("inf"), float("nan"), 0.0, -5.0, 40000.0):
-        with pytest.raises(LSMPLifyError, match="is not usable .*Set FPS"):
+        with pytest.raises(LSMPLifyError, match=r"is not usable .*Set FPS"):
             check_frame_rate(fps, "take.bvh", "Set FPS in the Import Keypoints options.")
     assert check_frame_rate(119.88, "take.bvh", "") == 119.88
 
