@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import LSMPLifyError
 from .layouts import LAYOUTS
-from .solver import SOLVERS
+from .solver import DEFAULT_SOLVER, SOLVERS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--up", default="auto", choices=["auto", "y", "z"])
     c.add_argument("--fps", type=float, default=None, help="frame rate (default: from the file, else 30)")
     c.add_argument("--model", default=None, help="SMPL-format .pkl/.npz (default: the embedded open model)")
-    c.add_argument("--solver", default="network", choices=list(SOLVERS))
+    c.add_argument("--solver", default=DEFAULT_SOLVER, choices=list(SOLVERS))
     c.add_argument("--refine", type=int, default=0, metavar="N", help="iterations of refinement after solving")
     c.add_argument("--init", default=None, metavar="SMPL.npz",
                    help="plug-in mode: refine this existing SMPL motion (AMASS-style .npz, same frames as the "

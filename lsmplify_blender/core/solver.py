@@ -1,11 +1,16 @@
 """The solve pipeline: prepared keypoints -> betas -> pose for every frame -> optional refinement.
 
-Solvers:
+The solvers are a table of strategies (``STRATEGIES``) sharing one options type
+(``SolveOptions``), one context (keypoints, SMPL targets, masks, shape, the analytic solution
+computed once) and one result type (``Solution``); the optimisation step after any of them is
+``_optimise_step``. ``DEFAULT_SOLVER`` is the one default (the CLI and the panel read it).
+Strategies:
 - ``analytic``: shape inverse + analytic IK (SMPL-IKS style, no learning, exact on model joints);
 - ``optimize``: the SMPLify-3D-style baseline (L-BFGS frame by frame, keypoints2body settings);
 - ``network``: shape inverse + analytic IK anchors, then the residual network (Learnable
   SMPLify) frame to frame, which recovers the twist joints cannot show; layouts that give
-  fewer than NETWORK_MIN_JOINTS SMPL joints fall back to ``analytic`` with a notice.
+  fewer than NETWORK_MIN_JOINTS SMPL joints fall back to ``analytic`` with a notice. Frames where
+  the network is anatomically worse than analytic IK keep analytic IK (``guard.py``).
 ``refine`` > 0 adds that many iterations of batched optimisation after any solver.
 ``smooth`` ('auto' by default) first estimates the keypoint noise from how much the limb bones
 change length and, when it is above 2 mm, smooths the keypoints over time by the amount that
@@ -19,15 +24,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .analytic_ik import solve_analytic
+from .analytic_ik import IKResult, solve_analytic
 from .body_model import BodyModel
+from .denoise import denoise
 from .device import cpu_threads
 from .errors import InputError, LSMPLifyError
-from .prepare import PreparedKeypoints, denoise
+from .guard import GUARD_DEG, prefer_reference, worse_frames
+from .prepare import PreparedKeypoints
 from .rotations import matrix_to_axis_angle
 from .shape_inverse import fit_betas_auto, observed_lengths
 
-SOLVERS = ("network", "analytic", "optimize")
+# The default strategy, named once: the CLI and the Blender panel read it from here.
+DEFAULT_SOLVER = "network"
 # fewer measured SMPL joints than this and the network is not used (analytic IK instead). Every
 # layout we know gives at least 12 and the network lowers MPVE on all of them (NETWORK.md).
 NETWORK_MIN_JOINTS = 10
@@ -67,14 +75,6 @@ def fit_error_mm(model: BodyModel, prepared: PreparedKeypoints, rotmats, betas, 
     return np.where(counts > 0, (d * w).sum(-1) / np.maximum(counts, 1), np.nan) * 1000.0
 
 
-def solve(prepared: PreparedKeypoints, model: BodyModel, solver: str = "analytic", refine: int = 0,
-          betas=None, chunk: int = 4096, smooth="auto", network_chunk: int | None = None) -> Solution:
-    """``chunk``: frames per analytic block (bounds memory); ``network_chunk``: frames per
-    sequential network chunk (default NETWORK_CHUNK)."""
-    with cpu_threads(model.device):
-        return _solve(prepared, model, solver, refine, betas, chunk, smooth, network_chunk)
-
-
 def _denoise(prepared, smooth, notes: list[str]):
     """``denoise`` with a note when it smoothed; returns (keypoints, noise mm, sigma s)."""
     out, noise_mm, smooth_s = denoise(prepared, smooth)
@@ -84,98 +84,190 @@ def _denoise(prepared, smooth, notes: list[str]):
     return out, noise_mm, smooth_s
 
 
-def _network_blocker(weight) -> str | None:
-    """Why the network cannot run on these keypoints, or None when it can."""
+def _network_blocker(measured_joints: np.ndarray) -> str | None:
+    """Why the network cannot run on these keypoints (``measured_joints`` (T, 24) bool), or None."""
     from .network import CHECKPOINT_PATH
 
     if not CHECKPOINT_PATH.is_file():
         return "no network checkpoint is installed"
-    measured = int(((weight >= 0.9).any(0)).sum())
+    measured = int(measured_joints.any(0).sum())
     if measured < NETWORK_MIN_JOINTS:
         return f"the network needs at least {NETWORK_MIN_JOINTS} of the 24 SMPL joints and this layout gives {measured}"
     return None
 
 
-def _solve(prepared, model, solver, refine, betas, chunk, smooth="auto", network_chunk=None) -> Solution:
-    if solver not in SOLVERS:
-        raise LSMPLifyError(f"Unknown solver '{solver}'; use one of {', '.join(SOLVERS)}.")
-    notes: list[str] = []
-    start = time.perf_counter()
-    given = prepared
-    prepared, noise_mm, smooth_s = _denoise(prepared, smooth, notes)
+@dataclass
+class SolveOptions:
+    """Everything a solve can be told (one options type for every strategy)."""
+
+    solver: str = DEFAULT_SOLVER
+    refine: int = 0  # iterations of batched optimisation after the strategy (0 = none)
+    betas: object = None  # a given shape (num_betas,), or None to fit it to the bone lengths
+    chunk: int = 4096  # frames per analytic block (bounds memory on very long takes)
+    smooth: object = "auto"  # 'auto' or a Gaussian sigma in seconds (0 = off)
+    network_chunk: int | None = None  # frames per sequential network chunk (None: NETWORK_CHUNK)
+
+    def check(self) -> None:
+        if self.solver not in STRATEGIES:
+            raise LSMPLifyError(f"Unknown solver '{self.solver}'; use one of {', '.join(SOLVERS)}.")
+        if self.refine < 0:
+            raise InputError(f"refine must be 0 or more iterations, not {self.refine}.")
+        if self.network_chunk is not None and int(self.network_chunk) < 1:
+            raise LSMPLifyError(f"The network chunk must be at least 1 frame, not {self.network_chunk}.")
+
+
+@dataclass
+class _Context:
+    """One solve's shared inputs: the (denoised) keypoints, their SMPL joint targets, the shape."""
+
+    prepared: PreparedKeypoints
+    model: BodyModel
+    options: SolveOptions
+    betas: torch.Tensor
+    notes: list[str]
+    targets: np.ndarray = None  # (T, 24, 3)
+    weight: np.ndarray = None  # (T, 24) confidence x trust
+    measured: np.ndarray = None  # (T, 24) bool: a real sample of that joint
+    _analytic: IKResult | None = None
+
+    def __post_init__(self):
+        self.targets, self.weight = self.prepared.smpl_targets()
+        self.measured = self.prepared.smpl_measured()
+
+    def analytic(self) -> IKResult:
+        """Analytic IK of every frame (computed once, in blocks of ``options.chunk``)."""
+        if self._analytic is None:
+            model, p, chunk = self.model, self.prepared, self.options.chunk
+            lm_names, lm_t, lm_w = p.landmark_targets()
+            parts = [solve_analytic(model, self.betas, self.targets[s:s + chunk], self.weight[s:s + chunk],
+                                    lm_names, lm_t[s:s + chunk], lm_w[s:s + chunk])
+                     for s in range(0, p.num_frames, chunk)]
+            self._analytic = IKResult(*(torch.cat([getattr(r, f) for r in parts]) for f in ("rotmats", "trans", "joints")))
+        return self._analytic
+
+
+def _analytic(ctx: _Context):
+    ana = ctx.analytic()
+    return ana.rotmats, ana.trans, "analytic"
+
+
+def _optimize(ctx: _Context):
+    from .optimize import optimize_fit
+    from .pose_prior import load_default_prior
+
+    p = ctx.prepared
+    fit = optimize_fit(ctx.model, p.layout, p.positions, p.weight, ctx.betas, mode="sequential",
+                       prior=load_default_prior(ctx.model.device))
+    return fit.rotmats, fit.trans, "optimize"
+
+
+def _network(ctx: _Context):
+    """Analytic IK + the residual network (see ``network.infer``), then the anatomical guard:
+    frames where the network is worse than analytic IK (``guard.worse_frames``) keep analytic IK."""
+    from .network.infer import BLOCK_FRAMES, solve_network_from
+
+    blocker = _network_blocker(ctx.measured)
+    if blocker:
+        ctx.notes.append(f"{blocker}: used the analytic solver")
+        return _analytic(ctx)
+    model, ana = ctx.model, ctx.analytic()
+    n_chunk = NETWORK_CHUNK if ctx.options.network_chunk is None else int(ctx.options.network_chunk)
+    block = max(n_chunk, BLOCK_FRAMES // n_chunk * n_chunk)  # whole chunks; bounded memory on long takes
+    tgt = torch.as_tensor(np.nan_to_num(ctx.targets), dtype=torch.float32)
+    wgt = torch.as_tensor(ctx.weight, dtype=torch.float32)
+    rot, trans, reanchored, anchors = [], [], 0, 0
+    for s in range(0, ctx.prepared.num_frames, block):
+        e = s + block
+        r, t, info = solve_network_from(model, ctx.betas, tgt[s:e], wgt[s:e], ana.rotmats[s:e], ana.joints[s:e],
+                                        chunk=n_chunk, device=model.device, threads=None)
+        rot.append(r.to(model.dtype))
+        trans.append(t.to(model.dtype))
+        reanchored += info.reanchored
+        anchors += info.anchors
+    rot, trans = torch.cat(rot), torch.cat(trans)
+    if n_chunk == 1:
+        ctx.notes.append("network: every frame from analytic IK + one plug-in pass")
+    else:
+        ctx.notes.append(f"network: sequential in chunks of {n_chunk} frames, {anchors} chunk anchors, "
+                         f"{reanchored} frame(s) re-anchored by the drift guard")
+    worse = worse_frames(model.joints(rot, ctx.betas, trans), ana.joints, ctx.targets, ctx.measured)
+    if worse.any():
+        rot, trans = prefer_reference(worse, (rot, trans), (ana.rotmats, ana.trans))
+        ctx.notes.append(f"anatomical guard: {int(worse.sum())} of {worse.size} frame(s) kept analytic IK "
+                         f"(the network bent a segment more than {GUARD_DEG:g} deg off the keypoints, dropped "
+                         f"the head below the neck or moved the pelvis)")
+    return rot, trans, "network"
+
+
+# The solver strategies by name; each takes the context and returns (rotmats, trans, solver used).
+STRATEGIES = {"network": _network, "analytic": _analytic, "optimize": _optimize}
+SOLVERS = tuple(STRATEGIES)
+
+
+def _optimise_step(ctx: _Context, rotmats, trans, iters: int):
+    """``iters`` iterations of batched optimisation from a solution (the refine step, written once)."""
+    from .optimize import optimize_fit
+    from .pose_prior import load_default_prior
+
+    p = ctx.prepared
+    fit = optimize_fit(ctx.model, p.layout, p.positions, p.weight, ctx.betas, init_rotmats=rotmats,
+                       init_trans=trans, mode="batch", iters=iters, prior=load_default_prior(ctx.model.device))
+    return fit.rotmats, fit.trans
+
+
+def _shape(prepared: PreparedKeypoints, model: BodyModel, betas):
+    """(betas on the model's device, MPBE mm): fitted to the bone lengths, or the given ones scored."""
     targets, weight = prepared.smpl_targets()
     lengths, stderr = observed_lengths(targets, weight)
     if betas is None:
         shape = fit_betas_auto(model, lengths, stderr)
-        betas, mpbe = shape.betas, shape.mpbe_mm
-    else:
-        betas = torch.as_tensor(betas, dtype=model.dtype)
-        fitted = model.bone_lengths(betas)[0].cpu().numpy()
-        bones = lengths[: fitted.shape[0]]
-        ok = np.isfinite(bones)
-        mpbe = float(np.mean(np.abs(fitted[ok] - bones[ok])) * 1000) if ok.any() else float("nan")
-    betas = betas.to(model.device)
+        return shape.betas.to(model.device), shape.mpbe_mm
+    betas = torch.as_tensor(np.asarray(betas, dtype=np.float64)[: model.num_betas], dtype=model.dtype)
+    fitted = model.bone_lengths(betas)[0].cpu().numpy()
+    bones = lengths[: fitted.shape[0]]
+    ok = np.isfinite(bones)
+    mpbe = float(np.mean(np.abs(fitted[ok] - bones[ok])) * 1000) if ok.any() else float("nan")
+    return betas.to(model.device), mpbe
 
-    if solver == "network":
-        from .network import solve_network
 
-        blocker = _network_blocker(weight)
-        if blocker:
-            notes.append(f"{blocker}: used the analytic solver")
-            solver = "analytic"
-        else:
-            n_chunk = NETWORK_CHUNK if network_chunk is None else int(network_chunk)
-            if n_chunk < 1:
-                raise LSMPLifyError(f"The network chunk must be at least 1 frame, not {n_chunk}.")
-            rotmats, trans_t, info = solve_network(prepared, model, betas, chunk=n_chunk, threads=None)
-            if n_chunk == 1:
-                notes.append("network: every frame from analytic IK + one plug-in pass")
-            else:
-                notes.append(f"network: sequential in chunks of {n_chunk} frames, {info.anchors} chunk anchors, "
-                             f"{info.reanchored} frame(s) re-anchored by the drift guard")
-
-    if solver == "analytic":
-        lm_names, lm_t, lm_w = prepared.landmark_targets()
-        t = prepared.num_frames
-        rotmats = torch.empty(t, 24, 3, 3, dtype=model.dtype, device=model.device)
-        trans_t = torch.empty(t, 3, dtype=model.dtype, device=model.device)
-        for s in range(0, t, chunk):  # chunks bound memory on very long takes
-            e = s + chunk
-            res = solve_analytic(model, betas, targets[s:e], weight[s:e], lm_names, lm_t[s:e], lm_w[s:e])
-            rotmats[s:e], trans_t[s:e] = res.rotmats, res.trans
-    elif solver == "optimize":
-        from .optimize import optimize_fit
-        from .pose_prior import load_default_prior
-
-        fit = optimize_fit(model, prepared.layout, prepared.positions, prepared.weight, betas,
-                           mode="sequential", prior=load_default_prior(model.device))
-        rotmats, trans_t = fit.rotmats, fit.trans
-
-    if refine > 0:
-        from .optimize import optimize_fit
-        from .pose_prior import load_default_prior
-
-        fit = optimize_fit(model, prepared.layout, prepared.positions, prepared.weight, betas,
-                           init_rotmats=rotmats, init_trans=trans_t, mode="batch", iters=refine,
-                           prior=load_default_prior(model.device))
-        rotmats, trans_t = fit.rotmats, fit.trans
-    if model.device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    err = fit_error_mm(model, given, rotmats, betas, trans_t)
-    return Solution(rotmats=rotmats, trans=trans_t, betas=betas, fit_error_mm=err, mpbe_mm=mpbe,
-                    solver=solver, device=str(model.device), seconds=seconds, notes=notes,
-                    noise_mm=noise_mm, smooth_s=smooth_s)
+def solve(prepared: PreparedKeypoints, model: BodyModel, solver: str = DEFAULT_SOLVER, refine: int = 0,
+          betas=None, chunk: int = 4096, smooth="auto", network_chunk: int | None = None,
+          options: SolveOptions | None = None) -> Solution:
+    """Solve every frame with one strategy (``SolveOptions``; the keyword arguments build one when
+    ``options`` is not given), then ``refine`` iterations of batched optimisation."""
+    opts = options or SolveOptions(solver=solver, refine=refine, betas=betas, chunk=chunk, smooth=smooth,
+                                   network_chunk=network_chunk)
+    opts.check()
+    with cpu_threads(model.device):
+        notes: list[str] = []
+        start = time.perf_counter()
+        denoised, noise_mm, smooth_s = _denoise(prepared, opts.smooth, notes)
+        b, mpbe = _shape(denoised, model, opts.betas)
+        ctx = _Context(denoised, model, opts, b, notes)
+        rotmats, trans, used = STRATEGIES[opts.solver](ctx)
+        if opts.refine > 0:
+            rotmats, trans = _optimise_step(ctx, rotmats, trans, opts.refine)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    err = fit_error_mm(model, prepared, rotmats, b, trans)
+    return Solution(rotmats=rotmats, trans=trans, betas=b, fit_error_mm=err, mpbe_mm=mpbe, solver=used,
+                    device=str(model.device), seconds=seconds, notes=notes, noise_mm=noise_mm, smooth_s=smooth_s)
 
 
 def refine_existing(prepared: PreparedKeypoints, model: BodyModel, rotmats, betas, trans=None, passes: int = 2,
                     refine: int = 0, smooth="auto") -> Solution:
     """Plug-in mode: improve SMPL parameters that already exist for these frames (an image-based
     estimator's output, an animation on a rig) against the keypoints. ``passes`` network passes
-    (init = the given pose, target = the keypoints; each re-aims the bones at the keypoints and
-    predicts their twist), then ``refine`` iterations of batched optimisation. The shape stays
-    the given one. Layouts the network cannot use (fewer than NETWORK_MIN_JOINTS SMPL joints)
-    get the optimisation only (10 iterations when ``refine`` is 0), with a note."""
+    (init = the given pose, target = the keypoints completed by analytic IK, so layouts without a
+    pelvis keypoint get their root from the hips and torso; each pass re-aims the bones at the
+    keypoints and predicts their twist), then ``refine`` iterations of batched optimisation. The
+    shape stays the given one. Layouts the network cannot use (fewer than NETWORK_MIN_JOINTS SMPL
+    joints) get the optimisation only (10 iterations when ``refine`` is 0), with a note.
+
+    Per frame the given pose is kept where the refined one is worse: anatomically worse than
+    analytic IK while the given one is not (``guard.worse_frames``), or a fit error more than
+    REFINE_TOLERANCE above the given pose's while the given one is anatomically sound."""
     t = prepared.num_frames
     rot = torch.as_tensor(np.asarray(rotmats), dtype=model.dtype, device=model.device)
     if rot.shape != (t, 24, 3, 3):
@@ -194,31 +286,55 @@ def refine_existing(prepared: PreparedKeypoints, model: BodyModel, rotmats, beta
     notes: list[str] = []
     with cpu_threads(model.device):
         start = time.perf_counter()
-        given = prepared
-        prepared, noise_mm, smooth_s = _denoise(prepared, smooth, notes)
-        targets, weight = prepared.smpl_targets()
+        denoised, noise_mm, smooth_s = _denoise(prepared, smooth, notes)
+        ctx = _Context(denoised, model, SolveOptions(refine=refine, smooth=smooth), b, notes)
+        new_rot, new_tr = rot, tr
         if passes > 0:
-            from .network import refine_network
-
-            blocker = _network_blocker(weight)
+            blocker = _network_blocker(ctx.measured)
             if blocker:
                 refine = refine or 10
                 notes.append(f"{blocker}: refined by {refine} iterations of optimisation instead")
             else:
-                r32, t32 = refine_network(model, b, rot, targets, weight, passes=passes)
-                root_seen = torch.as_tensor(weight[:, 0] > 0, device=model.device)[:, None]
-                rot = r32.to(model.dtype)
-                tr = torch.where(root_seen, t32.to(model.dtype), tr)  # an unseen root keeps its place
+                new_rot, new_tr = _plugin_passes(ctx, rot, passes)
                 notes.append(f"network plug-in: {passes} pass(es) from the existing motion")
         if refine > 0:
-            from .optimize import optimize_fit
-            from .pose_prior import load_default_prior
-
-            fit = optimize_fit(model, prepared.layout, prepared.positions, prepared.weight, b, init_rotmats=rot,
-                               init_trans=tr, mode="batch", iters=refine, prior=load_default_prior(model.device))
-            rot, tr = fit.rotmats, fit.trans
+            new_rot, new_tr = _optimise_step(ctx, new_rot, new_tr, refine)
             notes.append(f"optimisation: {refine} iteration(s)")
+        new_rot, new_tr = _keep_better(ctx, prepared, (rot, tr), (new_rot, new_tr))
         seconds = time.perf_counter() - start
-    err = fit_error_mm(model, given, rot, b, tr)
-    return Solution(rotmats=rot, trans=tr, betas=b, fit_error_mm=err, mpbe_mm=float("nan"), solver="refine",
+    err = fit_error_mm(model, prepared, new_rot, b, new_tr)
+    return Solution(rotmats=new_rot, trans=new_tr, betas=b, fit_error_mm=err, mpbe_mm=float("nan"), solver="refine",
                     device=str(model.device), seconds=seconds, notes=notes, noise_mm=noise_mm, smooth_s=smooth_s)
+
+
+# a refined frame may fit the keypoints this much worse than the given one (relative) before the
+# given one is kept: the plug-in pass must never make a good motion worse (issue 9: <= 2%)
+REFINE_TOLERANCE = 0.02
+
+
+def _plugin_passes(ctx: _Context, rot, passes: int):
+    """Network plug-in passes from ``rot`` at the keypoints, completed by the analytic joints."""
+    from .network import refine_network
+
+    ana = ctx.analytic()
+    tgt = torch.as_tensor(np.nan_to_num(ctx.targets), dtype=torch.float32)
+    r32, t32 = refine_network(ctx.model, ctx.betas, rot, tgt, torch.as_tensor(ctx.weight, dtype=torch.float32),
+                              passes=passes, joints_ref=ana.joints)
+    return r32.to(ctx.model.dtype), t32.to(ctx.model.dtype)
+
+
+def _keep_better(ctx: _Context, given: PreparedKeypoints, old, new):
+    """Per frame the refined (rotmats, trans) ``new`` unless the given ``old`` is better (see
+    ``refine_existing``); notes how many frames kept the given pose."""
+    model, ana = ctx.model, ctx.analytic()
+    j_old, j_new = model.joints(old[0], ctx.betas, old[1]), model.joints(new[0], ctx.betas, new[1])
+    old_bad = worse_frames(j_old, ana.joints, ctx.targets, ctx.measured)
+    new_bad = worse_frames(j_new, ana.joints, ctx.targets, ctx.measured)
+    e_old = fit_error_mm(model, given, old[0], ctx.betas, old[1])
+    e_new = fit_error_mm(model, given, new[0], ctx.betas, new[1])
+    with np.errstate(invalid="ignore"):
+        keep = ~old_bad & (new_bad | (e_new > e_old * (1 + REFINE_TOLERANCE)))
+    if keep.any():
+        ctx.notes.append(f"plug-in guard: {int(keep.sum())} of {keep.size} frame(s) kept the given pose (the "
+                         f"refined one fitted worse or was anatomically worse)")
+    return prefer_reference(keep, new, old)
