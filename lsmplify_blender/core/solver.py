@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .analytic_ik import IKResult, solve_analytic
+from .analytic_ik import IKResult, attach_landmarks, solve_analytic
 from .body_model import BodyModel
 from .denoise import denoise
 from .device import cpu_threads
@@ -135,15 +135,40 @@ class _Context:
         self.measured = self.prepared.smpl_measured()
 
     def analytic(self) -> IKResult:
-        """Analytic IK of every frame (computed once, in blocks of ``options.chunk``)."""
+        """Analytic IK of every frame (computed once, in blocks of ``options.chunk``). With landmark
+        keypoints (head top, toe and finger tips) it runs twice: the joints alone, then with each
+        landmark moved onto the solved joint it rides on (``rebase_landmarks``)."""
         if self._analytic is None:
-            model, p, chunk = self.model, self.prepared, self.options.chunk
-            lm_names, lm_t, lm_w = p.landmark_targets()
-            parts = [solve_analytic(model, self.betas, self.targets[s:s + chunk], self.weight[s:s + chunk],
-                                    lm_names, lm_t[s:s + chunk], lm_w[s:s + chunk])
-                     for s in range(0, p.num_frames, chunk)]
-            self._analytic = IKResult(*(torch.cat([getattr(r, f) for r in parts]) for f in ("rotmats", "trans", "joints")))
+            lm_names, lm_t, lm_w = self.prepared.landmark_targets()
+            if lm_names:
+                joints_only = self._analytic_blocks([], lm_t[:, :0], lm_w[:, :0])
+                lm_t = rebase_landmarks(self.model, lm_names, lm_t, lm_w, self.targets, self.measured, joints_only.joints)
+            self._analytic = self._analytic_blocks(lm_names, lm_t, lm_w)
         return self._analytic
+
+    def _analytic_blocks(self, lm_names, lm_t, lm_w) -> IKResult:
+        model, chunk = self.model, self.options.chunk
+        parts = [solve_analytic(model, self.betas, self.targets[s:s + chunk], self.weight[s:s + chunk],
+                                lm_names, lm_t[s:s + chunk], lm_w[s:s + chunk])
+                 for s in range(0, self.prepared.num_frames, chunk)]
+        return IKResult(*(torch.cat([getattr(r, f) for r in parts]) for f in ("rotmats", "trans", "joints")))
+
+
+def rebase_landmarks(model: BodyModel, names: list[str], lm_t: np.ndarray, lm_w: np.ndarray, targets: np.ndarray,
+                     measured: np.ndarray, solved_joints) -> np.ndarray:
+    """Landmark targets (T, L, 3) moved with the joint each rides on (``attach_landmarks``): from the
+    measured joint to the solved one, where that joint is measured.
+
+    A landmark aims its joint from the joint's solved position. On a rig whose proportions are not
+    the model's the solved head sits up to 12 cm from the captured one (131_01.bvh), and aiming
+    from there at the captured head top tilted the head 52 deg; moved with the joint, the target
+    keeps the captured head-to-head-top direction. Exact input: the same points."""
+    avail = measured.any(0).tolist()
+    attach = attach_landmarks(model, names, avail)
+    j = solved_joints.detach().cpu().double().numpy()
+    seen = measured[:, attach] & (lm_w > 0)
+    moved = lm_t + j[:, attach] - np.nan_to_num(targets[:, attach])
+    return np.where(seen[..., None], moved, lm_t)
 
 
 def _analytic(ctx: _Context):
@@ -190,6 +215,7 @@ def _network(ctx: _Context):
     else:
         ctx.notes.append(f"network: sequential in chunks of {n_chunk} frames, {anchors} chunk anchors, "
                          f"{reanchored} frame(s) re-anchored by the drift guard")
+    rot = _leaves_from(ctx, rot, ana.rotmats)
     worse = worse_frames(model.joints(rot, ctx.betas, trans), ana.joints, ctx.targets, ctx.measured)
     if worse.any():
         rot, trans = prefer_reference(worse, (rot, trans), (ana.rotmats, ana.trans))
@@ -197,6 +223,37 @@ def _network(ctx: _Context):
                          f"(the network bent a segment more than {GUARD_DEG:g} deg off the keypoints, dropped "
                          f"the head below the neck or moved the pelvis)")
     return rot, trans, "network"
+
+
+def _leaves_from(ctx: _Context, rot, reference):
+    """``rot`` with the world rotation of every leaf that landmark keypoints aim (head top, toe and
+    finger tips on a joint with no measured child) taken from ``reference`` (analytic IK, which
+    fits them); the joints below keep their world rotation. The network never sees landmarks, so
+    its own guess for such a leaf is worse than the fit (131_01.bvh head: 12.4 vs 5.1 deg)."""
+    from .body_model import SMPL_PARENTS
+    from .network.kinematics import KIDS, fk
+
+    names, _, lm_w = ctx.prepared.landmark_targets()
+    if not names:
+        return rot
+    seen = ctx.measured.any(0)
+    carried = {j for j, li in zip(attach_landmarks(ctx.model, names, seen.tolist()), range(len(names)))
+               if (lm_w[:, li] > 0).any() and not any(seen[c] for c in KIDS[j])}
+    if not carried:
+        return rot
+    eye_rest = torch.zeros(1, 24, 3, dtype=rot.dtype, device=rot.device)
+    g_net, _ = fk(rot, eye_rest)
+    g_ref, _ = fk(reference.to(rot.dtype), eye_rest)
+    g = g_net.clone()
+    idx = sorted(carried)
+    g[:, idx] = g_ref[:, idx]
+    local = rot.clone()
+    for j in range(1, 24):  # local = parent's world^T world, for the leaves and their children
+        if j in carried or SMPL_PARENTS[j] in carried:
+            local[:, j] = g[:, SMPL_PARENTS[j]].transpose(-1, -2) @ g[:, j]
+    if 0 in carried:
+        local[:, 0] = g[:, 0]
+    return local
 
 
 # The solver strategies by name; each takes the context and returns (rotmats, trans, solver used).
