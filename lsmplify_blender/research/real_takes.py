@@ -105,10 +105,11 @@ def _step(fps: float) -> int:
     return max(1, int(round(fps / TARGET_FPS)))
 
 
-def _take(name, kind, seq, src: SourceMotion, names, frames, vocabulary="cmu") -> RealTake:
-    """Cut the reader's sequence and the source motion to the same frames (about 30 fps)."""
+def _take(name, kind, seq, src: SourceMotion, names, frames, vocabulary="cmu", every_frame=False) -> RealTake:
+    """Cut the reader's sequence and the source motion to the same frames (about 30 fps, or every
+    frame at the file's own rate with ``every_frame``)."""
     fps = float(seq.fps or src.fps)
-    step = _step(fps)
+    step = 1 if every_frame else _step(fps)
     sl = _frames(step, frames)
     if src.glob.shape[:2] != seq.positions.shape[:2]:
         raise InputError(f"{name}: the reader gives {seq.positions.shape[:2]} (frames, joints) and the source "
@@ -126,9 +127,10 @@ def load_cmu_subset(path: Path, skel: Path, frames: int | None) -> RealTake:
     return _take(f"{path.parent.name}/{path.stem}", "cmu_subset", seq, src, names, frames)
 
 
-def load_bvh_take(path: Path, kind: str, frames: int | None) -> RealTake:
+def load_bvh_take(path: Path, kind: str, frames: int | None, every_frame: bool = False) -> RealTake:
     seq = read_keypoints(path)
-    return _take(path.stem, kind, seq, load_bvh(path), canonical_cmu_names(seq.names), frames)
+    return _take(path.stem, kind, seq, load_bvh(path), canonical_cmu_names(seq.names), frames,
+                 every_frame=every_frame)
 
 
 def load_amc_take(amc: Path, asf: Path, frames: int | None) -> RealTake:
