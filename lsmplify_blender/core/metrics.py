@@ -235,11 +235,15 @@ def direction_error_deg(captured, solved) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
-def contact_frames(height, margin: float = 0.03) -> np.ndarray:
-    """(T,) bool: frames where a foot point (heights (T,), metres) is within ``margin`` of the
-    lowest height it reaches in the take (its floor contact)."""
+def contact_frames(height, margin: float = 0.02, floor_percentile: float = 10.0) -> np.ndarray:
+    """(T,) bool: frames where a foot point (heights (T,), metres) is within ``margin`` of its floor
+    height, the ``floor_percentile``-th percentile of its heights over the take (robust to a few
+    outlier frames below the floor; a foot on the ground part of the take reaches it)."""
     h = _np(height)
-    return np.isfinite(h) & (h <= np.nanmin(h) + margin) if np.isfinite(h).any() else np.zeros(h.shape, bool)
+    if not np.isfinite(h).any():
+        return np.zeros(h.shape, bool)
+    floor = np.nanpercentile(h, floor_percentile)
+    return np.isfinite(h) & (h <= floor + margin)
 
 
 def horizontal_speed(points, fps: float, up: int = 1) -> np.ndarray:

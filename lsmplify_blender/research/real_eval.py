@@ -34,7 +34,7 @@ from .real_takes import SOURCE_KINDS, RealTake, data_root, held_out_takes
 
 DEFAULT_SOLVERS = ("analytic", "network", "optimize")
 DEFAULT_FRAMES = 120  # per take, at ~30 fps (4 s)
-OPTIMIZE_FRAMES = 10
+OPTIMIZE_FRAMES = 6
 PERTURB_DEG = 10.0
 
 
@@ -95,7 +95,7 @@ def _y_up_capture(take: RealTake, up: str) -> None:
             take.capture.rot = m @ take.capture.rot
 
 
-def measure(take: RealTake, prep, model, rotmats, betas, trans, seconds, gt_local, unit_m) -> rm.TakeResult:
+def measure(take: RealTake, prep, model, rotmats, betas, trans, seconds, pose_error, unit_m) -> rm.TakeResult:
     """Every metric of one solution (frames 0..k-1 of the take)."""
     from ..core.metrics import jitter
 
@@ -105,8 +105,8 @@ def measure(take: RealTake, prep, model, rotmats, betas, trans, seconds, gt_loca
     res = rm.TakeResult(frames=k, seconds=seconds)
     res.orientation = rm.orientation_errors(take.capture, g_rot, frames)
     res.direction = rm.direction_errors(take.capture, joints, landmarks, frames)
-    if gt_local is not None:
-        res.mpve = rm.pose_mpve(model, gt_local[:k], rotmats, betas)
+    if pose_error is not None:
+        res.mpve = pose_error(rotmats, betas)
     res.fit = rm.keypoint_fit(prep if prep.num_frames == k else _slice(prep, k), model, rotmats, betas, trans)
     res.skate, res.skate_source = rm.foot_skating(take.capture, joints, unit_m, prep.fps, frames)
     res.jitter = jitter(joints, prep.fps) / 1000.0 if k > 3 else float("nan")
@@ -124,7 +124,7 @@ def _perturb(rotmats, deg: float, seed: int):
     return rotmats @ noise.to(rotmats.device)
 
 
-def plug_in(prep, model, sol, gt_local, seed: int = 0) -> dict:
+def plug_in(prep, model, sol, pose_error, seed: int = 0) -> dict:
     """``refine_existing`` from the solver's own output and from it perturbed by PERTURB_DEG per joint:
     mean fit error (mm) and pose MPVE (mm) before and after."""
     from ..core.solver import fit_error_mm, refine_existing
@@ -135,9 +135,9 @@ def plug_in(prep, model, sol, gt_local, seed: int = 0) -> dict:
         ref = refine_existing(prep, model, rot, sol.betas.cpu().numpy(), sol.trans.cpu().numpy())
         row = dict(fit_before=float(np.nanmean(fit_error_mm(model, prep, rot, sol.betas, sol.trans))),
                    fit_after=float(np.nanmean(ref.fit_error_mm)), seconds=time.perf_counter() - t0)
-        if gt_local is not None:
-            row["mpve_before"] = float(rm.pose_mpve(model, gt_local, rot, sol.betas).mean())
-            row["mpve_after"] = float(rm.pose_mpve(model, gt_local, ref.rotmats, sol.betas).mean())
+        if pose_error is not None:
+            row["mpve_before"] = float(pose_error(rot, sol.betas).mean())
+            row["mpve_after"] = float(pose_error(ref.rotmats, sol.betas).mean())
         out[start] = row
     return out
 
@@ -153,19 +153,21 @@ def evaluate_take(take: RealTake, model, specs: list[SolverSpec], optimize_frame
     _y_up_capture(take, prep.up)
     unit_m = UNIT_SCALES[prep.units]
     rest0 = model.rest_joints(torch.zeros(model.num_betas))[0].double().cpu().numpy()
-    gt_local = None
+    pose_error = None
     if take.capture.source is not None:
-        gt_local = torch.as_tensor(retarget_source(take.capture.source, rest0)[0], dtype=model.dtype)
+        pose_error = rm.PoseError(model, torch.as_tensor(retarget_source(take.capture.source, rest0)[0],
+                                                         dtype=model.dtype))
     results, plug, notes = {}, None, set()
     for spec in specs:
         k = min(prep.num_frames, optimize_frames) if spec.solver == "optimize" else prep.num_frames
         p = prep if k == prep.num_frames else _slice(prep, k)
         sol = solve(p, model, solver=spec.solver, **spec.options)
         notes.update(sol.notes)
-        results[spec.label] = measure(take, p, model, sol.rotmats, sol.betas, sol.trans, sol.seconds, gt_local, unit_m)
+        results[spec.label] = measure(take, p, model, sol.rotmats, sol.betas, sol.trans, sol.seconds, pose_error,
+                                      unit_m)
         results[spec.label].extra["solver_used"] = sol.solver
         if plug is None and spec.label == plug_in_solver:
-            plug = plug_in(prep, model, sol, gt_local)
+            plug = plug_in(prep, model, sol, pose_error)
     return results, plug, prep, sorted(notes)
 
 
