@@ -213,11 +213,10 @@ def _end_aliases(table):
     return [(f"{a}_End", f"{k}_end") for a, k in table if k in leaves]
 
 
-_CMU_CGSPEED += _end_aliases(_CMU_CGSPEED) + [("HeadTop_End", "head_end")]
-_CMU_CHEST2 += _end_aliases(_CMU_CHEST2)
-_CMU_MIXAMO += _end_aliases(_CMU_MIXAMO) + [("HeadTop_End", "head_end")]
+# End-point names of every dialect (no two dialects give one of them different meanings)
+_CMU_ENDS = _end_aliases(_CMU_CGSPEED + _CMU_CHEST2 + _CMU_MIXAMO) + [("HeadTop_End", "head_end")]
 # Spine nodes are spaced differently from SMPL's: they may steer, not decide.
-CMU = _layout("cmu", "CMU mocap skeleton (ASF/BVH)", _CMU_TABLE, _CMU_CGSPEED,
+CMU = _layout("cmu", "CMU mocap skeleton (ASF/BVH)", _CMU_TABLE, _CMU_CGSPEED + _CMU_ENDS,
               trust={"upperback": 0.3, "thorax": 0.3, "lowerneck": 0.5, **_CMU_END_TRUST})
 _CMU_DIALECTS = {
     "mixamo": {normalize_name(a): k for a, k in _CMU_MIXAMO},
