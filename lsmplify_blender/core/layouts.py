@@ -32,6 +32,11 @@ class Layout:
     definitions: tuple[str | None, ...]
     aliases: dict[str, str]  # normalised alias -> keypoint name
     trust: tuple[float, ...] = ()  # per keypoint, how well it matches its definition on real data (1 = exactly)
+    aim_only: frozenset[str] = frozenset()  # keypoints that give a direction, not a position (bone ends)
+
+    def aim_only_mask(self) -> np.ndarray:
+        """(K,) bool: keypoints used to aim a leaf only, never as a position to fit."""
+        return np.array([k in self.aim_only for k in self.keypoints])
 
     def trust_array(self) -> np.ndarray:
         return np.asarray(self.trust or (1.0,) * len(self.keypoints), dtype=np.float64)
@@ -91,13 +96,13 @@ def normalize_name(name: str) -> str:
     return re.sub(r"[\s_\-.]", "", n).lower()
 
 
-def _layout(name, title, table, extra_aliases=(), trust=None):
+def _layout(name, title, table, extra_aliases=(), trust=None, aim_only=()):
     keypoints = tuple(k for k, _ in table)
     aliases = {normalize_name(k): k for k in keypoints}
     for alias, target in extra_aliases:
         aliases[normalize_name(alias)] = target
     t = tuple((trust or {}).get(k, 1.0) for k in keypoints)
-    return Layout(name, title, keypoints, tuple(d for _, d in table), aliases, t)
+    return Layout(name, title, keypoints, tuple(d for _, d in table), aliases, t, frozenset(aim_only))
 
 
 def _sided(pairs):
@@ -175,7 +180,9 @@ _CMU_TABLE = [("root", None), ("lowerback", None), ("upperback", "spine1"), ("th
     ("{l}thumb_end", "@{l}thumb"),
 ])
 # End points are defined by where the capture's last marker sat, not by anatomy: they aim a leaf
-# but must not outvote the joints (the same reasoning as the spine nodes' trust below).
+# but must not outvote the joints (the same reasoning as the spine nodes' trust below), and they
+# are directions only: CMU's head bone ends 10 cm above the head joint, SMPL's head top 20 cm, so
+# as positions they would pull the body (and count 15 cm of "fit error" that no pose can remove).
 _CMU_END_TRUST = {k: 0.5 for s in "lr" for k in (f"{s}toes_end", f"{s}fingers_end", f"{s}thumb_end")}
 _CMU_END_TRUST["head_end"] = 0.7
 # CMU BVH conversions come in dialects that reuse the same words for different joints:
@@ -217,7 +224,7 @@ def _end_aliases(table):
 _CMU_ENDS = _end_aliases(_CMU_CGSPEED + _CMU_CHEST2 + _CMU_MIXAMO) + [("HeadTop_End", "head_end")]
 # Spine nodes are spaced differently from SMPL's: they may steer, not decide.
 CMU = _layout("cmu", "CMU mocap skeleton (ASF/BVH)", _CMU_TABLE, _CMU_CGSPEED + _CMU_ENDS,
-              trust={"upperback": 0.3, "thorax": 0.3, "lowerneck": 0.5, **_CMU_END_TRUST})
+              trust={"upperback": 0.3, "thorax": 0.3, "lowerneck": 0.5, **_CMU_END_TRUST}, aim_only=_CMU_END_TRUST)
 _CMU_DIALECTS = {
     "mixamo": {normalize_name(a): k for a, k in _CMU_MIXAMO},
     "chest2": {normalize_name(a): k for a, k in _CMU_CHEST2},

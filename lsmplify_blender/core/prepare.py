@@ -31,6 +31,15 @@ _J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
 
 
 @dataclass
+class SourceRotations:
+    """Bone orientations a file carried (BVH, ASF/AMC), in the solver's world (Y up)."""
+
+    glob: np.ndarray  # (T, N, 3, 3) world rotation of each source joint relative to the file's rest pose
+    rest: np.ndarray  # (N, 3) rest positions of the source joints (file units)
+    names: list[str]  # the N joint names as in the file
+
+
+@dataclass
 class PreparedKeypoints:
     layout: Layout
     positions: np.ndarray  # (T, K, 3) metres, Y up
@@ -42,6 +51,7 @@ class PreparedKeypoints:
     frames: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
     measured: np.ndarray | None = None  # (T, K) bool: a real sample (not interpolated, not missing)
+    rotations: SourceRotations | None = None  # the file's bone orientations, when it has them
 
     def __post_init__(self):
         if self.measured is None:
@@ -61,6 +71,10 @@ class PreparedKeypoints:
                 targets[:, j] = self.positions[:, k]
                 weight[:, j] = self.weight[:, k]
         return targets, weight
+
+    def position_weight(self) -> np.ndarray:
+        """(T, K) weights of the keypoints as positions to fit: ``weight`` without the aim-only ones."""
+        return np.where(self.layout.aim_only_mask()[None], 0.0, self.weight)
 
     def smpl_measured(self) -> np.ndarray:
         """(T, 24) bool: the SMPL joint has a real sample in that frame (not interpolated, not missing)."""
@@ -214,6 +228,8 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
         raise InputError(f"Keypoints must have shape (frames, joints, 3); got {pos.shape}.")
     pos = np.where(np.isfinite(pos), pos, np.nan)
     confidence, frames = seq.confidence, seq.frames
+    has_rot = seq.rotations is not None and seq.rest_positions is not None and seq.names is not None
+    rot_glob = np.asarray(seq.rotations, dtype=np.float64) if has_rot else None
     if frames is not None and len(frames) == pos.shape[0]:
         frames = np.asarray(frames)
         order = np.argsort(frames, kind="stable")
@@ -221,6 +237,7 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
         if len(keep) != len(frames) or np.any(np.diff(keep) < 0):
             notes.append(f"frames: sorted by frame number and dropped {len(frames) - len(keep)} duplicate(s)")
             pos, frames = pos[keep], frames[keep]
+            rot_glob = None if rot_glob is None else rot_glob[keep]
             confidence = None if confidence is None else np.asarray(confidence)[keep]
 
     if layout and layout != "auto":
@@ -260,8 +277,13 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
         axis, align = detect_up(pos, conf, lay)
         how = f"detected: feet-to-shoulders direction {align:+.2f} along {axis.upper()}"
     notes.append(f"up axis: {axis.upper()} ({how})")
+    rotations = None if rot_glob is None else SourceRotations(rot_glob, np.asarray(seq.rest_positions, np.float64),
+                                                                list(map(str, seq.names)))
     if axis == "z":
         pos = _to_y_up(pos)
+        if rotations is not None:  # the same turn of the world: R' = M R M^T, rest' = M rest
+            m = _to_y_up(np.eye(3)).T
+            rotations = SourceRotations(m @ rotations.glob @ m.T, rotations.rest @ m.T, rotations.names)
     stacked = drop_stacked_joints(pos, conf, lay)
     if stacked:
         notes.append(f"ignored keypoints stacked on their parent joint: {', '.join(stacked)}")
@@ -278,4 +300,4 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
     if gaps:
         notes.append(f"filled {gaps} missing keypoint samples by interpolation over time")
     return PreparedKeypoints(layout=lay, positions=pos, weight=conf, fps=rate, units=unit, up=axis,
-                             source=seq.source, frames=frames, notes=notes, measured=measured)
+                             source=seq.source, frames=frames, notes=notes, measured=measured, rotations=rotations)

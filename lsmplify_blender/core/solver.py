@@ -19,6 +19,7 @@ minimises the joint error for that noise; the fit error is still measured agains
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,6 +58,7 @@ class Solution:
     notes: list[str] = field(default_factory=list)
     noise_mm: float = float("nan")  # estimated keypoint noise (per-axis std)
     smooth_s: float = 0.0  # Gaussian sigma (s) the keypoints were smoothed with before solving
+    rotations: bool = False  # the file's own bone rotations gave the twists (SolveOptions.rotations)
 
     @property
     def poses(self) -> np.ndarray:
@@ -65,11 +67,12 @@ class Solution:
 
 
 def fit_error_mm(model: BodyModel, prepared: PreparedKeypoints, rotmats, betas, trans) -> np.ndarray:
-    """Per-frame mean distance (mm) between the layout keypoints of a solution and the measured input."""
+    """Per-frame mean distance (mm) between the layout keypoints of a solution and the measured input
+    (the keypoints that are positions: not the layout's aim-only end points)."""
     block = 8192  # the FK of a long take at once would hold (T, 24, 4, 4) float64 transforms
     gen = np.concatenate([prepared.layout.generate(model, rotmats[s:s + block], betas, trans[s:s + block]).cpu().numpy()
                           for s in range(0, max(rotmats.shape[0], 1), block)])
-    w = prepared.measured & np.isfinite(gen).all(-1)
+    w = prepared.measured & np.isfinite(gen).all(-1) & ~prepared.layout.aim_only_mask()[None]
     d = np.linalg.norm(np.nan_to_num(gen) - prepared.positions, axis=-1)
     counts = w.sum(-1)
     return np.where(counts > 0, (d * w).sum(-1) / np.maximum(counts, 1), np.nan) * 1000.0
@@ -96,6 +99,9 @@ def _network_blocker(measured_joints: np.ndarray) -> str | None:
     return None
 
 
+ROTATION_MODES = ("auto", "use", "ignore")
+
+
 @dataclass
 class SolveOptions:
     """Everything a solve can be told (one options type for every strategy)."""
@@ -106,8 +112,11 @@ class SolveOptions:
     chunk: int = 4096  # frames per analytic block (bounds memory on very long takes)
     smooth: object = "auto"  # 'auto' or a Gaussian sigma in seconds (0 = off)
     network_chunk: int | None = None  # frames per sequential network chunk (None: NETWORK_CHUNK)
+    rotations: str = "auto"  # the file's bone rotations: 'auto' (use when present), 'use' (required), 'ignore'
 
     def check(self) -> None:
+        if self.rotations not in ROTATION_MODES:
+            raise InputError(f"rotations must be one of {', '.join(ROTATION_MODES)}, not '{self.rotations}'.")
         if self.solver not in STRATEGIES:
             raise LSMPLifyError(f"Unknown solver '{self.solver}'; use one of {', '.join(SOLVERS)}.")
         if self.refine < 0:
@@ -129,6 +138,7 @@ class _Context:
     weight: np.ndarray = None  # (T, 24) confidence x trust
     measured: np.ndarray = None  # (T, 24) bool: a real sample of that joint
     _analytic: IKResult | None = None
+    landmarks: tuple | None = None  # (names, (T, L, 3) targets moved with their joints, (T, L) weights)
 
     def __post_init__(self):
         self.targets, self.weight = self.prepared.smpl_targets()
@@ -143,8 +153,32 @@ class _Context:
             if lm_names:
                 joints_only = self._analytic_blocks([], lm_t[:, :0], lm_w[:, :0])
                 lm_t = rebase_landmarks(self.model, lm_names, lm_t, lm_w, self.targets, self.measured, joints_only.joints)
+            self.landmarks = (lm_names, lm_t, lm_w)
             self._analytic = self._analytic_blocks(lm_names, lm_t, lm_w)
         return self._analytic
+
+    def source_pose(self) -> torch.Tensor | None:
+        """SMPL local rotations (T, 24, 3, 3) transferred from the file's own bone rotations, or None
+        (none in the file, ``rotations='ignore'``, or a skeleton the transfer cannot map: a note says)."""
+        mode, rot = self.options.rotations, self.prepared.rotations
+        if mode == "ignore":
+            return None
+        if rot is None:
+            if mode == "use":
+                raise InputError("--rotations use: this input carries no bone rotations (only BVH and ASF/AMC "
+                                 "files do). Use --rotations auto or ignore.")
+            return None
+        from .network.sources import smpl_pose_from_rotations
+
+        try:
+            local = smpl_pose_from_rotations(rot.glob, rot.rest, rot.names,
+                                             self.model.rest_joints(self.betas)[0].cpu().double().numpy())
+        except InputError as exc:
+            if mode == "use":
+                raise InputError(f"--rotations use: {exc}.") from None
+            self.notes.append(f"bone rotations not used: {exc}")
+            return None
+        return torch.as_tensor(local, dtype=self.model.dtype, device=self.model.device)
 
     def _analytic_blocks(self, lm_names, lm_t, lm_w) -> IKResult:
         model, chunk = self.model, self.options.chunk
@@ -181,7 +215,7 @@ def _optimize(ctx: _Context):
     from .pose_prior import load_default_prior
 
     p = ctx.prepared
-    fit = optimize_fit(ctx.model, p.layout, p.positions, p.weight, ctx.betas, mode="sequential",
+    fit = optimize_fit(ctx.model, p.layout, p.positions, p.position_weight(), ctx.betas, mode="sequential",
                        prior=load_default_prior(ctx.model.device))
     return fit.rotmats, fit.trans, "optimize"
 
@@ -256,6 +290,120 @@ def _leaves_from(ctx: _Context, rot, reference):
     return local
 
 
+def _landmark_leaves(ctx: _Context) -> set[int]:
+    """Joints that landmark keypoints aim and that have no measured child (head, feet, hands)."""
+    from .network.kinematics import KIDS
+
+    names, _, lm_w = ctx.landmarks or ctx.prepared.landmark_targets()
+    if not names:
+        return set()
+    seen = ctx.measured.any(0)
+    attach = attach_landmarks(ctx.model, names, seen.tolist())
+    return {j for li, j in enumerate(attach) if (lm_w[:, li] > 0).any() and not any(seen[c] for c in KIDS[j])}
+
+
+def _aim_leaves(ctx: _Context, rot):
+    """Each leaf that landmark keypoints aim (head top, toe tips, finger tips on a joint with no
+    measured child) turned in its own frame by one constant rotation for the take: the minimal
+    swing from its landmarks' mean rest offset to their mean direction seen from the leaf. The
+    rest calibration matches bone directions only where a bone has a child; a leaf's rest frame
+    differs from the source's by a constant (31-34 deg at CMU's toes) that this removes. Constant,
+    because end points need not move rigidly with the leaf (CMU's thumb has its own joint)."""
+    from .network.kinematics import KIDS
+    from .rotations import normalize, swing_rotation
+
+    names, lm_t, lm_w = ctx.landmarks or ([], None, None)
+    if not names:
+        return rot
+    model, seen = ctx.model, ctx.measured.any(0)
+    attach = attach_landmarks(model, names, seen.tolist())
+    g, _ = model.global_transforms(rot, model.rest_joints(ctx.betas).expand(rot.shape[0], -1, -1))
+    joints = ctx.analytic().joints  # the landmark targets were moved with these (rebase_landmarks)
+    lm_rest = model.rest_vertices(ctx.betas, [model.data.landmarks[n] for n in names])[0]
+    rest = model.rest_joints(ctx.betas)[0]
+    out = rot.clone()
+    t = torch.as_tensor(lm_t, dtype=rot.dtype, device=rot.device)
+    w = torch.as_tensor(lm_w, dtype=rot.dtype, device=rot.device)
+    for j in sorted(set(attach)):
+        ls = [i for i, a in enumerate(attach) if a == j]
+        wj = w[:, ls, None]
+        if any(seen[c] for c in KIDS[j]) or not bool((wj > 0).any()):
+            continue
+        tgt = ((t[:, ls] - joints[:, j, None]) * wj).sum(1)  # (T, 3) the landmarks' mean offset, weighted
+        local = normalize((g[:, j].transpose(-1, -2) @ tgt[..., None])[..., 0])  # seen from the leaf
+        mean = normalize(local[(wj > 0).any(1)[:, 0]].mean(0))
+        out[:, j] = rot[:, j] @ swing_rotation((lm_rest[ls] - rest[j]).mean(0), mean)
+    return out
+
+
+# the source's bone direction must beat analytic IK's by this much (mean over the take) to replace it:
+# it starts from SMPL's joint, not the captured one, so it trades joint position for direction
+# (taking it on every bone that was better at all raised the fit error on 01_01_short.bvh 66 -> 77 mm)
+SOURCE_AIM_MARGIN_DEG = 2.0
+
+
+def _source_aims_better(ctx: _Context, g_src, rest) -> set[int]:
+    """Single-child joints whose bone, turned by the source's rotation, points closer to the measured
+    bone (mean angle over the take) than analytic IK's: analytic IK aims from the rebuilt joint, and
+    on a short bone (the foot) the rebuilt ankle's drift tilts it; a bone the rest calibration could
+    not match (a zero-length CMU wrist, the clavicles, which start elsewhere than SMPL's collars)
+    stays with analytic IK."""
+    from .guard import direction_errors_deg
+    from .network.kinematics import KIDS
+
+    ana = ctx.analytic()
+    pairs = [(j, KIDS[j][0]) for j in range(24) if len(KIDS[j]) == 1]
+    e_ana = direction_errors_deg(ana.joints, ctx.targets, ctx.measured, pairs)
+    e_src = np.full_like(e_ana, np.nan)
+    for k, (j, c) in enumerate(pairs):  # each bone on its own: the source's direction from the same start
+        tip = ana.joints[:, j] + (g_src[:, j] @ (rest[c] - rest[j])[:, None])[..., 0]
+        pts = ana.joints.clone()
+        pts[:, c] = tip
+        e_src[:, k] = direction_errors_deg(pts, ctx.targets, ctx.measured, [(j, c)])[:, 0]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # bones never measured: all-NaN columns
+        better = np.nanmean(e_src, 0) < np.nanmean(e_ana, 0) - SOURCE_AIM_MARGIN_DEG
+    return {j for (j, _), b in zip(pairs, better) if b}
+
+
+def _with_rotations(ctx: _Context, source: torch.Tensor):
+    """Analytic IK with each bone's twist taken from the file's transferred bone rotations
+    (``source``): every bone points where the keypoints say, and turns about itself as the capture
+    says. Per single-child joint j with world bone axis a (analytic IK), the world twist is the part
+    about a of G_src G_ana^T (swing-twist split of its quaternion (w, v): phi = 2 atan2(v.a, w)),
+    so G_j = Rot(a, phi) G_ana. Leaves (and joints landmarks aim, with no measured child: CMU's wrist
+    where its hand node sits on it) take the source's whole orientation, re-aimed at their
+    landmarks (``_aim_leaves``); the pelvis and spine3 (several children) keep the fit of their
+    children. Re-aiming the source pose instead carried the 42 deg calibration gap at CMU's
+    clavicles into the upper arms' twist (131_03.bvh upper arms 1.4 -> 4.7 deg)."""
+    from .body_model import SMPL_PARENTS
+    from .network.kinematics import KIDS
+    from .rotations import axis_angle_to_matrix, matrix_to_quaternion, normalize
+
+    model, ana = ctx.model, ctx.analytic()
+    rest = model.rest_joints(ctx.betas)
+    g_a, _ = model.global_transforms(ana.rotmats, rest)
+    g_s, _ = model.global_transforms(source, rest)
+    g = g_a.clone()
+    leaves = _landmark_leaves(ctx) | {j for j in range(24) if not KIDS[j]}
+    whole = leaves | _source_aims_better(ctx, g_s, rest[0])
+    for j in range(24):
+        if j in whole:  # the source's whole orientation (leaves re-aimed below)
+            g[:, j] = g_s[:, j]
+        elif len(KIDS[j]) == 1:
+            axis = normalize((g_a[:, j] @ (rest[0, KIDS[j][0]] - rest[0, j])[:, None])[..., 0])
+            q = matrix_to_quaternion(g_s[:, j] @ g_a[:, j].transpose(-1, -2))
+            phi = 2 * torch.atan2((q[:, 1:] * axis).sum(-1), q[:, 0])
+            g[:, j] = axis_angle_to_matrix(axis * phi[:, None]) @ g_a[:, j]
+    rot = g.clone()
+    for j in range(1, 24):
+        rot[:, j] = g[:, SMPL_PARENTS[j]].transpose(-1, -2) @ g[:, j]
+    rot = _aim_leaves(ctx, rot)
+    ctx.notes.append("bone rotations: the twist of every bone and the orientation of the head, hands and feet "
+                     "from the file's own rotations (transferred onto SMPL, rest calibration by bone directions)")
+    return rot, ana.trans
+
+
 # The solver strategies by name; each takes the context and returns (rotmats, trans, solver used).
 STRATEGIES = {"network": _network, "analytic": _analytic, "optimize": _optimize}
 SOLVERS = tuple(STRATEGIES)
@@ -267,7 +415,7 @@ def _optimise_step(ctx: _Context, rotmats, trans, iters: int):
     from .pose_prior import load_default_prior
 
     p = ctx.prepared
-    fit = optimize_fit(ctx.model, p.layout, p.positions, p.weight, ctx.betas, init_rotmats=rotmats,
+    fit = optimize_fit(ctx.model, p.layout, p.positions, p.position_weight(), ctx.betas, init_rotmats=rotmats,
                        init_trans=trans, mode="batch", iters=iters, prior=load_default_prior(ctx.model.device))
     return fit.rotmats, fit.trans
 
@@ -289,11 +437,11 @@ def _shape(prepared: PreparedKeypoints, model: BodyModel, betas):
 
 def solve(prepared: PreparedKeypoints, model: BodyModel, solver: str = DEFAULT_SOLVER, refine: int = 0,
           betas=None, chunk: int = 4096, smooth="auto", network_chunk: int | None = None,
-          options: SolveOptions | None = None) -> Solution:
+          rotations: str = "auto", options: SolveOptions | None = None) -> Solution:
     """Solve every frame with one strategy (``SolveOptions``; the keyword arguments build one when
     ``options`` is not given), then ``refine`` iterations of batched optimisation."""
     opts = options or SolveOptions(solver=solver, refine=refine, betas=betas, chunk=chunk, smooth=smooth,
-                                   network_chunk=network_chunk)
+                                   network_chunk=network_chunk, rotations=rotations)
     opts.check()
     with cpu_threads(model.device):
         notes: list[str] = []
@@ -301,7 +449,14 @@ def solve(prepared: PreparedKeypoints, model: BodyModel, solver: str = DEFAULT_S
         denoised, noise_mm, smooth_s = _denoise(prepared, opts.smooth, notes)
         b, mpbe = _shape(denoised, model, opts.betas)
         ctx = _Context(denoised, model, opts, b, notes)
-        rotmats, trans, used = STRATEGIES[opts.solver](ctx)
+        if opts.solver == "optimize" and opts.rotations == "use":
+            raise InputError("--rotations use works with the analytic and network solvers, not optimize.")
+        source = ctx.source_pose() if opts.solver != "optimize" else None
+        if source is not None:  # the twist is known: no strategy needs to guess it
+            rotmats, trans = _with_rotations(ctx, source)
+            used = opts.solver
+        else:
+            rotmats, trans, used = STRATEGIES[opts.solver](ctx)
         if opts.refine > 0:
             rotmats, trans = _optimise_step(ctx, rotmats, trans, opts.refine)
         if model.device.type == "cuda":
@@ -309,7 +464,8 @@ def solve(prepared: PreparedKeypoints, model: BodyModel, solver: str = DEFAULT_S
         seconds = time.perf_counter() - start
     err = fit_error_mm(model, prepared, rotmats, b, trans)
     return Solution(rotmats=rotmats, trans=trans, betas=b, fit_error_mm=err, mpbe_mm=mpbe, solver=used,
-                    device=str(model.device), seconds=seconds, notes=notes, noise_mm=noise_mm, smooth_s=smooth_s)
+                    device=str(model.device), seconds=seconds, notes=notes, noise_mm=noise_mm, smooth_s=smooth_s,
+                    rotations=source is not None)
 
 
 def refine_existing(prepared: PreparedKeypoints, model: BodyModel, rotmats, betas, trans=None, passes: int = 2,

@@ -83,7 +83,9 @@ def _slice(prep, n):
     import dataclasses
 
     return dataclasses.replace(prep, positions=prep.positions[:n], weight=prep.weight[:n],
-                               measured=prep.measured[:n], frames=None if prep.frames is None else prep.frames[:n])
+                               measured=prep.measured[:n], frames=None if prep.frames is None else prep.frames[:n],
+                               rotations=None if prep.rotations is None else
+                               dataclasses.replace(prep.rotations, glob=prep.rotations.glob[:n]))
 
 
 def _y_up_capture(take: RealTake, up: str) -> None:

@@ -97,7 +97,7 @@ def _slice_source(src: SourceMotion, sl: slice, fps: float) -> SourceMotion:
 
 
 def _sliced(seq: KeypointSequence, sl: slice, fps: float) -> KeypointSequence:
-    cut = {k: getattr(seq, k)[sl] for k in ("confidence", "frames") if getattr(seq, k) is not None}
+    cut = {k: getattr(seq, k)[sl] for k in ("confidence", "frames", "rotations") if getattr(seq, k) is not None}
     return dataclasses.replace(seq, positions=seq.positions[sl], fps=fps, notes=list(seq.notes), **cut)
 
 
