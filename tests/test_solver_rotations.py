@@ -100,3 +100,17 @@ def test_convert_rotations_flag(tmp_path, capsys, model):
     assert main(["convert", str(src), "--out", str(tmp_path / "k.npz"), "--rotations", "use"]) == 2
     err = capsys.readouterr().err
     assert "--rotations use" in err and "Traceback" not in err
+
+
+def test_cmu_subset_rotations_move_the_offsets():
+    """cmu_subset clips: every node = its parent + the parent's world rotation of the rest bone."""
+    from lsmplify_blender.core.formats import read_cmu_subset
+    from lsmplify_blender.core.formats.cmu_subset import read_cmu_skeleton
+
+    seq = read_cmu_subset(FIXTURES / "walking_1_short.txt", FIXTURES / "cmu_skeleton.json")
+    _, parents, _ = read_cmu_skeleton(FIXTURES / "cmu_skeleton.json")
+    assert _orthonormal(seq.rotations)
+    for i, p in enumerate(parents):
+        if p >= 0:
+            moved = np.einsum("tij,j->ti", seq.rotations[:, p], seq.rest_positions[i] - seq.rest_positions[p])
+            np.testing.assert_allclose(seq.positions[:, i] - seq.positions[:, p], moved, atol=1e-4)

@@ -58,8 +58,10 @@ def read_cmu_skeleton(skeleton_json) -> tuple[list[str], np.ndarray, np.ndarray]
 
 
 def cmu_subset_forward_kinematics(data: np.ndarray, parents: np.ndarray,
-                                  offsets: np.ndarray) -> np.ndarray:
-    """(T, 3 + 3N) rows -> world positions (T, N, 3), row-vector FK, loop over nodes only."""
+                                  offsets: np.ndarray, rotations: bool = False):
+    """(T, 3 + 3N) rows -> world positions (T, N, 3), row-vector FK, loop over nodes only. With
+    ``rotations`` also each node's world rotation in the column convention, (T, N, 3, 3): the
+    transpose of the row-vector R_i (identity at the rest pose the offsets describe)."""
     T = data.shape[0]
     N = len(parents)
     root = data[:, 2::-1]  # stored (z, y, x)
@@ -74,7 +76,7 @@ def cmu_subset_forward_kinematics(data: np.ndarray, parents: np.ndarray,
         else:
             rot[:, i] = R_local[:, i] @ rot[:, p]
             pos[:, i] = np.einsum("j,tjk->tk", offsets[i], rot[:, p]) + pos[:, p]
-    return pos
+    return (pos, np.swapaxes(rot, -1, -2)) if rotations else pos
 
 
 def read_cmu_subset(path, skeleton_json) -> KeypointSequence:
@@ -96,7 +98,7 @@ def read_cmu_subset(path, skeleton_json) -> KeypointSequence:
     tokens = [t if t.strip() else "nan" for t in tokens]
     data = parse_floats(tokens, f"{where}").reshape(len(lines), width)
     with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN input -> NaN (missing)
-        positions = cmu_subset_forward_kinematics(data, parents, offsets)
+        positions, rotations = cmu_subset_forward_kinematics(data, parents, offsets, rotations=True)
     notes = [
         f"CMU subset clip: {len(lines)} frames, {N} nodes from '{Path(skeleton_json).name}'; "
         f"root position read as (c2, c1, c0); row-vector exp-map FK; node positions are bone "
@@ -104,5 +106,10 @@ def read_cmu_subset(path, skeleton_json) -> KeypointSequence:
         f"fps {CMU_SUBSET_FPS:g} (the CMU capture rate; the file has no rate), CMU units "
         f"(0.05644 m), Y up.",
     ]
-    return finalize(positions, names=names, fps=CMU_SUBSET_FPS, units="cmu", up="y", layout=None,
-                    source=str(path), notes=notes, where=where)
+    seq = finalize(positions, names=names, fps=CMU_SUBSET_FPS, units="cmu", up="y", layout=None,
+                   source=str(path), notes=notes, where=where)
+    rest = np.zeros((N, 3))  # the rest pose: every exp map zero, offsets accumulated
+    for i in range(N):
+        rest[i] = offsets[i] + (rest[parents[i]] if parents[i] >= 0 else 0.0)
+    seq.rotations, seq.rest_positions = rotations.astype(np.float32), rest  # see KeypointSequence
+    return seq
