@@ -52,14 +52,29 @@ class PreparedKeypoints:
     notes: list[str] = field(default_factory=list)
     measured: np.ndarray | None = None  # (T, K) bool: a real sample (not interpolated, not missing)
     rotations: SourceRotations | None = None  # the file's bone orientations, when it has them
+    interpolated: np.ndarray | None = None  # (T, K) bool: filled in over a gap (weight GAP_WEIGHT)
 
     def __post_init__(self):
+        # explicit masks beside the weights: a keypoint's weight says how much to trust it, the
+        # masks say what it is (keypoints built by hand without masks: every weighted one measured)
+        if self.interpolated is None:
+            self.interpolated = np.zeros(self.weight.shape, dtype=bool)
         if self.measured is None:
-            self.measured = self.weight > GAP_WEIGHT
+            self.measured = (self.weight > 0) & ~self.interpolated
 
     @property
     def num_frames(self) -> int:
         return int(self.positions.shape[0])
+
+    def cut(self, frames: slice) -> "PreparedKeypoints":
+        """The same keypoints for a slice of the frames (every per-frame array cut alike)."""
+        import dataclasses
+
+        rot = None if self.rotations is None else dataclasses.replace(self.rotations, glob=self.rotations.glob[frames])
+        return dataclasses.replace(self, positions=self.positions[frames], weight=self.weight[frames],
+                                   measured=self.measured[frames], interpolated=self.interpolated[frames],
+                                   frames=None if self.frames is None else self.frames[frames], rotations=rot,
+                                   notes=list(self.notes))
 
     def smpl_targets(self) -> tuple[np.ndarray, np.ndarray]:
         """(T, 24, 3) SMPL joint targets and (T, 24) weights from the keypoints that are joints."""
@@ -207,7 +222,8 @@ def detect_up(positions_m, weight, layout) -> tuple[str, float]:
 
 
 def fill_gaps(positions: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Linear interpolation over time of each keypoint's missing frames (held at the ends)."""
+    """Linear interpolation over time of each keypoint's missing frames (held at the ends); the
+    filled samples get GAP_WEIGHT."""
     pos = positions.copy()
     w = weight.copy()
     t = np.arange(pos.shape[0])
@@ -300,4 +316,5 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
     if gaps:
         notes.append(f"filled {gaps} missing keypoint samples by interpolation over time")
     return PreparedKeypoints(layout=lay, positions=pos, weight=conf, fps=rate, units=unit, up=axis,
-                             source=seq.source, frames=frames, notes=notes, measured=measured, rotations=rotations)
+                             source=seq.source, frames=frames, notes=notes, measured=measured, rotations=rotations,
+                             interpolated=~measured & (conf > 0))
