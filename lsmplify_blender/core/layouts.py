@@ -225,7 +225,7 @@ _CMU_ENDS = _end_aliases(_CMU_CGSPEED + _CMU_CHEST2 + _CMU_MIXAMO) + [("HeadTop_
 # Spine nodes are spaced differently from SMPL's: they may steer, not decide.
 CMU = _layout("cmu", "CMU mocap skeleton (ASF/BVH)", _CMU_TABLE, _CMU_CGSPEED + _CMU_ENDS,
               trust={"upperback": 0.3, "thorax": 0.3, "lowerneck": 0.5, **_CMU_END_TRUST}, aim_only=_CMU_END_TRUST)
-_CMU_DIALECTS = {
+_CMU_DIALECTS: dict[str | None, dict[str, str]] = {
     "mixamo": {normalize_name(a): k for a, k in _CMU_MIXAMO},
     "chest2": {normalize_name(a): k for a, k in _CMU_CHEST2},
 }

@@ -20,6 +20,7 @@ from .body_model import SMPL_JOINT_NAMES, BodyModel
 from .errors import InputError
 from .keypoints import UNIT_SCALES, KeypointSequence
 from .layouts import Layout, detect_layout, get_layout, to_layout_order
+from .model.axes import z_up_to_y_up
 from .shape_inverse import BONES
 
 # Denoising lives in denoise.py; these names stay importable from here for older callers.
@@ -50,9 +51,11 @@ class PreparedKeypoints:
     source: str = ""
     frames: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
-    measured: np.ndarray | None = None  # (T, K) bool: a real sample (not interpolated, not missing)
+    # (T, K) bool: a real sample (not interpolated, not missing); None only as the default:
+    # __post_init__ fills it, so readers never see None.
+    measured: np.ndarray = None  # type: ignore[assignment]
     rotations: SourceRotations | None = None  # the file's bone orientations, when it has them
-    interpolated: np.ndarray | None = None  # (T, K) bool: filled in over a gap (weight GAP_WEIGHT)
+    interpolated: np.ndarray = None  # type: ignore[assignment]  # (T, K) bool: filled in over a gap (weight GAP_WEIGHT)
 
     def __post_init__(self):
         # explicit masks beside the weights: a keypoint's weight says how much to trust it, the
@@ -107,10 +110,6 @@ class PreparedKeypoints:
                 names.append(d[1:])
                 cols.append(k)
         return names, self.positions[:, cols], self.weight[:, cols]
-
-
-def _to_y_up(p: np.ndarray) -> np.ndarray:
-    return np.stack([p[..., 0], p[..., 2], -p[..., 1]], -1)
 
 
 def _joint_tracks(positions, weight, layout):
@@ -296,9 +295,9 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
     rotations = None if rot_glob is None else SourceRotations(rot_glob, np.asarray(seq.rest_positions, np.float64),
                                                                 list(map(str, seq.names)))
     if axis == "z":
-        pos = _to_y_up(pos)
+        pos = z_up_to_y_up(pos)
         if rotations is not None:  # the same turn of the world: R' = M R M^T, rest' = M rest
-            m = _to_y_up(np.eye(3)).T
+            m = z_up_to_y_up(np.eye(3)).T
             rotations = SourceRotations(m @ rotations.glob @ m.T, rotations.rest @ m.T, rotations.names)
     stacked = drop_stacked_joints(pos, conf, lay)
     if stacked:

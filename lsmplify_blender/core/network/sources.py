@@ -21,9 +21,8 @@ from ..formats.acclaim import acclaim_forward_kinematics, asf_rest_positions, pa
 from ..formats.bvh import bvh_forward_kinematics, bvh_rest_positions, parse_bvh
 from ..formats._common import read_text
 from ..layouts import cmu_node_names
+from ..model.skeleton import SMPL_CHILDREN as KIDS
 from .retarget import SMPL_POS_CMU, SMPL_TO_CMU, swing_between
-
-KIDS = [[c for c in range(24) if SMPL_PARENTS[c] == j] for j in range(24)]
 
 
 @dataclass
@@ -139,6 +138,8 @@ def _spread(local: np.ndarray, chain: list[int]) -> np.ndarray:
 def tracking_error_deg(src: SourceMotion, local: np.ndarray, smpl_joints: np.ndarray) -> float:
     """Largest angle (degrees, any frame) between an SMPL bone of the retarget and the source
     bone it copies, over bones whose both ends have a source node (limbs)."""
+    if src.pos is None:  # e.g. retarget.py's CMU sources carry rotations only
+        raise InputError(f"{src.name}: the source has no node positions to check the tracking against.")
     idx = {nm: i for i, nm in enumerate(src.names)}
     worst = 0.0
     for j, name in enumerate(SMPL_JOINT_NAMES):
