@@ -244,6 +244,9 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
     pos = np.where(np.isfinite(pos), pos, np.nan)
     confidence, frames = seq.confidence, seq.frames
     has_rot = seq.rotations is not None and seq.rest_positions is not None and seq.names is not None
+    if has_rot and np.shape(seq.rotations) != pos.shape[:2] + (3, 3):  # a caller cut the positions only
+        notes.append(f"bone rotations ignored: {np.shape(seq.rotations)[:2]} rotations for {pos.shape[:2]} keypoints")
+        has_rot = False
     rot_glob = np.asarray(seq.rotations, dtype=np.float64) if has_rot else None
     if frames is not None and len(frames) == pos.shape[0]:
         frames = np.asarray(frames)

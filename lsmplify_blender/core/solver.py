@@ -154,13 +154,38 @@ class _Context:
         keypoints (head top, toe and finger tips) it runs twice: the joints alone, then with each
         landmark moved onto the solved joint it rides on (``rebase_landmarks``)."""
         if self._analytic is None:
-            lm_names, lm_t, lm_w = self.prepared.landmark_targets()
+            lm_names, lm_t, lm_w = self.landmark_targets()
             if lm_names:
                 joints_only = self._analytic_blocks([], lm_t[:, :0], lm_w[:, :0])
                 lm_t = rebase_landmarks(self.model, lm_names, lm_t, lm_w, self.targets, self.measured, joints_only.joints)
             self.landmarks = (lm_names, lm_t, lm_w)
             self._analytic = self._analytic_blocks(lm_names, lm_t, lm_w)
         return self._analytic
+
+    def rest_context(self) -> "_Context":
+        """The same solve for one frame: the file's own rest pose (the pose its bone rotations are
+        relative to), as keypoints of the layout with identity rotations. The constant calibrations
+        of the rotation transfer are measured on it, so they are the file's, not the frame range's."""
+        import dataclasses
+
+        from .keypoints import UNIT_SCALES
+        from .layouts import to_layout_order
+        from .prepare import SourceRotations, drop_stacked_joints
+
+        p, rot = self.prepared, self.prepared.rotations
+        pos = rot.rest[None] * UNIT_SCALES.get(p.units, 1.0)
+        kp, conf, _ = to_layout_order(p.layout, pos, None, rot.names)
+        drop_stacked_joints(kp, conf, p.layout)
+        eye = np.broadcast_to(np.eye(3), (1, len(rot.names), 3, 3)).copy()
+        rest = PreparedKeypoints(layout=p.layout, positions=np.nan_to_num(kp), weight=conf, fps=p.fps, units=p.units,
+                                 up=p.up, rotations=SourceRotations(eye, rot.rest, rot.names))
+        return _Context(rest, self.model, dataclasses.replace(self.options, rotations="use"), self.betas, [])
+
+    def landmark_targets(self):
+        """The layout's landmark keypoints that this model has (a user's SMPL file may lack some)."""
+        names, lm_t, lm_w = self.prepared.landmark_targets()
+        keep = [i for i, n in enumerate(names) if n in self.model.data.landmarks]
+        return [names[i] for i in keep], lm_t[:, keep], lm_w[:, keep]
 
     def source_pose(self) -> torch.Tensor | None:
         """SMPL local rotations (T, 24, 3, 3) transferred from the file's own bone rotations, or None
@@ -173,6 +198,9 @@ class _Context:
                 raise InputError("--rotations use: this input carries no bone rotations (only BVH and ASF/AMC "
                                  "files do). Use --rotations auto or ignore.")
             return None
+        if rot.glob.shape[0] != self.prepared.num_frames:
+            raise LSMPLifyError(f"The keypoints have {self.prepared.num_frames} frames but their bone rotations "
+                                f"{rot.glob.shape[0]}: cut PreparedKeypoints with .cut(), which slices both.")
         from .network.sources import smpl_pose_from_rotations
 
         try:
@@ -272,7 +300,7 @@ def _leaves_from(ctx: _Context, rot, reference):
     from .body_model import SMPL_PARENTS
     from .network.kinematics import KIDS, fk
 
-    names, _, lm_w = ctx.prepared.landmark_targets()
+    names, _, lm_w = ctx.landmark_targets()
     if not names:
         return rot
     seen = ctx.measured.any(0)
@@ -299,7 +327,7 @@ def _landmark_leaves(ctx: _Context) -> set[int]:
     """Joints that landmark keypoints aim and that have no measured child (head, feet, hands)."""
     from .network.kinematics import KIDS
 
-    names, _, lm_w = ctx.landmarks or ctx.prepared.landmark_targets()
+    names, _, lm_w = ctx.landmarks or ctx.landmark_targets()
     if not names:
         return set()
     seen = ctx.measured.any(0)
@@ -307,28 +335,29 @@ def _landmark_leaves(ctx: _Context) -> set[int]:
     return {j for li, j in enumerate(attach) if (lm_w[:, li] > 0).any() and not any(seen[c] for c in KIDS[j])}
 
 
-def _aim_leaves(ctx: _Context, rot):
-    """Each leaf that landmark keypoints aim (head top, toe tips, finger tips on a joint with no
-    measured child) turned in its own frame by one constant rotation for the take: the minimal
-    swing from its landmarks' mean rest offset to their mean direction seen from the leaf. The
-    rest calibration matches bone directions only where a bone has a child; a leaf's rest frame
-    differs from the source's by a constant (31-34 deg at CMU's toes) that this removes. Constant,
-    because end points need not move rigidly with the leaf (CMU's thumb has its own joint)."""
+def _leaf_calibration(ctx: _Context, rot) -> dict[int, torch.Tensor]:
+    """Per leaf that landmark keypoints aim (head top, toe tips, finger tips on a joint with no
+    measured child), the constant rotation C (3, 3), in the leaf's own frame, that turns its
+    landmarks' mean rest offset onto their mean direction seen from the leaf posed by ``rot``
+    (local_leaf -> local_leaf @ C). The rest calibration matches bone directions only where a bone
+    has a child; a leaf's rest frame differs from the source's by a constant (31-34 deg at CMU's
+    toes). Measured on the rest pose (``rest_context``), where the source's rotations are the
+    identity."""
     from .network.kinematics import KIDS
     from .rotations import normalize, swing_rotation
 
     names, lm_t, lm_w = ctx.landmarks or ([], None, None)
     if not names:
-        return rot
+        return {}
     model, seen = ctx.model, ctx.measured.any(0)
     attach = attach_landmarks(model, names, seen.tolist())
     g, _ = model.global_transforms(rot, model.rest_joints(ctx.betas).expand(rot.shape[0], -1, -1))
     joints = ctx.analytic().joints  # the landmark targets were moved with these (rebase_landmarks)
     lm_rest = model.rest_vertices(ctx.betas, [model.data.landmarks[n] for n in names])[0]
     rest = model.rest_joints(ctx.betas)[0]
-    out = rot.clone()
     t = torch.as_tensor(lm_t, dtype=rot.dtype, device=rot.device)
     w = torch.as_tensor(lm_w, dtype=rot.dtype, device=rot.device)
+    out = {}
     for j in sorted(set(attach)):
         ls = [i for i, a in enumerate(attach) if a == j]
         wj = w[:, ls, None]
@@ -337,11 +366,11 @@ def _aim_leaves(ctx: _Context, rot):
         tgt = ((t[:, ls] - joints[:, j, None]) * wj).sum(1)  # (T, 3) the landmarks' mean offset, weighted
         local = normalize((g[:, j].transpose(-1, -2) @ tgt[..., None])[..., 0])  # seen from the leaf
         mean = normalize(local[(wj > 0).any(1)[:, 0]].mean(0))
-        out[:, j] = rot[:, j] @ swing_rotation((lm_rest[ls] - rest[j]).mean(0), mean)
+        out[j] = swing_rotation((lm_rest[ls] - rest[j]).mean(0), mean)
     return out
 
 
-# the source's bone direction must beat analytic IK's by this much (mean over the take) to replace it:
+# the source's bone direction must beat analytic IK's by this much (in the rest pose) to replace it:
 # it starts from SMPL's joint, not the captured one, so it trades joint position for direction
 # (taking it on every bone that was better at all raised the fit error on 01_01_short.bvh 66 -> 77 mm)
 SOURCE_AIM_MARGIN_DEG = 2.0
@@ -349,7 +378,8 @@ SOURCE_AIM_MARGIN_DEG = 2.0
 
 def _source_aims_better(ctx: _Context, g_src, rest) -> set[int]:
     """Single-child joints whose bone, turned by the source's rotation, points closer to the measured
-    bone (mean angle over the take) than analytic IK's: analytic IK aims from the rebuilt joint, and
+    bone (mean angle; called on the rest pose, ``rest_context``) than analytic IK's: analytic IK aims
+    from the rebuilt joint, and
     on a short bone (the foot) the rebuilt ankle's drift tilts it; a bone the rest calibration could
     not match (a zero-length CMU wrist, the clavicles, which start elsewhere than SMPL's collars)
     stays with analytic IK."""
@@ -378,13 +408,12 @@ def _with_rotations(ctx: _Context, source: torch.Tensor):
     about a of G_src G_ana^T (swing-twist split of its quaternion (w, v): phi = 2 atan2(v.a, w)),
     so G_j = Rot(a, phi) G_ana. Leaves (and joints landmarks aim, with no measured child: CMU's wrist
     where its hand node sits on it) take the source's whole orientation, re-aimed at their
-    landmarks (``_aim_leaves``); the pelvis and spine3 (several children) take the source's
-    rotation times the constant offset that best maps it onto analytic IK's over the take
-    (``metrics.best_offset``): the capture's motion, the keypoints' mean orientation (eval --real,
-    first 120 frames: chest 8.6 -> 0.0 deg on 131_03.bvh, 9.2 -> 0.0 on the FBX-rig BVH takes). Re-aiming the source pose instead carried the 42 deg calibration gap at CMU's
+    landmarks (``_leaf_calibration``); the pelvis and spine3 (several children) take the source's
+    rotation times the constant offset that maps it onto analytic IK's in the file's own rest pose
+    (``rest_context``): the capture's motion on the keypoints' orientation (eval --real, first 120
+    frames: chest 8.6 -> 0.0 deg on 131_03.bvh, 9.2 -> 0.0 on the FBX-rig BVH takes). Re-aiming the source pose instead carried the 42 deg calibration gap at CMU's
     clavicles into the upper arms' twist (131_03.bvh upper arms 1.4 -> 4.7 deg)."""
     from .body_model import SMPL_PARENTS
-    from .metrics import best_offset
     from .network.kinematics import KIDS
     from .rotations import axis_angle_to_matrix, matrix_to_quaternion, normalize
 
@@ -392,16 +421,18 @@ def _with_rotations(ctx: _Context, source: torch.Tensor):
     rest = model.rest_joints(ctx.betas)
     g_a, _ = model.global_transforms(ana.rotmats, rest)
     g_s, _ = model.global_transforms(source, rest)
-    g = g_a.clone()
+    at_rest = ctx.rest_context()  # the constants below are the file's own (not the frame range's)
+    rest_src = at_rest.source_pose()
+    g_a0, _ = model.global_transforms(at_rest.analytic().rotmats, rest)
+    g_s0, _ = model.global_transforms(rest_src, rest)
     leaves = _landmark_leaves(ctx) | {j for j in range(24) if not KIDS[j]}
-    whole = leaves | _source_aims_better(ctx, g_s, rest[0])
+    whole = leaves | _source_aims_better(at_rest, g_s0, rest[0])
+    g = g_a.clone()
     for j in range(24):
         if j in whole:  # the source's whole orientation (leaves re-aimed below)
             g[:, j] = g_s[:, j]
-        elif len(KIDS[j]) > 1:  # pelvis, spine3: the source's motion on analytic IK's mean orientation
-            offset = best_offset(g_s[:, j].cpu().numpy(), g_a[:, j].cpu().numpy())
-            if np.isfinite(offset).all():
-                g[:, j] = g_s[:, j] @ torch.as_tensor(offset, dtype=g.dtype, device=g.device)
+        elif len(KIDS[j]) > 1:  # pelvis, spine3: the source's motion on analytic IK's rest orientation
+            g[:, j] = g_s[:, j] @ g_s0[0, j].transpose(-1, -2) @ g_a0[0, j]
         elif len(KIDS[j]) == 1:
             axis = normalize((g_a[:, j] @ (rest[0, KIDS[j][0]] - rest[0, j])[:, None])[..., 0])
             q = matrix_to_quaternion(g_s[:, j] @ g_a[:, j].transpose(-1, -2))
@@ -410,7 +441,11 @@ def _with_rotations(ctx: _Context, source: torch.Tensor):
     rot = g.clone()
     for j in range(1, 24):
         rot[:, j] = g[:, SMPL_PARENTS[j]].transpose(-1, -2) @ g[:, j]
-    rot = _aim_leaves(ctx, rot)
+    rest_rot = g_s0.clone()  # the rest pose's rotations, built the same way, for the leaf calibration
+    for j in range(1, 24):
+        rest_rot[:, j] = g_s0[:, SMPL_PARENTS[j]].transpose(-1, -2) @ g_s0[:, j]
+    for j, c in _leaf_calibration(at_rest, rest_rot).items():
+        rot[:, j] = rot[:, j] @ c
     ctx.notes.append("bone rotations: the twist of every bone and the orientation of the head, hands and feet "
                      "from the file's own rotations (transferred onto SMPL, rest calibration by bone directions)")
     return rot, ana.trans

@@ -560,5 +560,6 @@ def read_amc(path, asf) -> KeypointSequence:
     notes.append("Up axis: Y (Acclaim/CMU convention).")
     seq = finalize(pos, names=names, fps=CMU_FPS, units=units, up="y", layout=None,
                    frames=motion.frames, source=str(path), notes=notes, where=where)
-    seq.rotations, seq.rest_positions = rotations.astype(np.float32), asf_rest_positions(skel, motion)  # see KeypointSequence
+    rest = asf_rest_positions(skel, motion) * (1.0 if units != "m" else 0.0254 / s)  # in the positions' unit
+    seq.rotations, seq.rest_positions = rotations.astype(np.float32), rest  # see KeypointSequence
     return seq
