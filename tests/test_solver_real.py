@@ -4,8 +4,8 @@ plug-in pass from a good motion never raises its fit error."""
 import numpy as np
 import pytest
 import torch
-
 from conftest import FIXTURES
+
 from lsmplify_blender.core import guard
 from lsmplify_blender.core.body_model import SMPL_JOINT_NAMES
 from lsmplify_blender.core.formats import read_keypoints
@@ -41,7 +41,7 @@ def _angle_deg(a, b):
     return np.degrees(np.arccos(np.clip(cos, -1, 1)))
 
 
-@pytest.mark.parametrize("name,asf", CMU_TAKES)
+@pytest.mark.parametrize(("name", "asf"), CMU_TAKES)
 def test_default_solver_keeps_the_head_on_the_neck(model, name, asf):
     """Every frame: head above the neck's plane, and the neck (SMPL neck -> head) within 3 deg of
     the captured one (lowerneck -> head); the network folded it 88-123 deg into the chest."""
@@ -89,7 +89,7 @@ def test_network_targets_complete_a_layout_without_pelvis():
     assert m[:, 0].eq(1).all() and m[:, [9, 13, 14]].eq(0).all() and m[:, 1:3].eq(1).all()
 
 
-@pytest.mark.parametrize("name,asf", [("01_01_short.amc", "01.asf"), ("131_01_short.bvh", None)])
+@pytest.mark.parametrize(("name", "asf"), [("01_01_short.amc", "01.asf"), ("131_01_short.bvh", None)])
 def test_plugin_refinement_on_cmu_keypoints(model, name, asf):
     """From the solver's own output the mean fit error rises by at most 2% (it rose 40 -> 713 mm on
     01_01.amc, the CMU layout having no pelvis keypoint); from that output with 10 deg of noise per
@@ -110,7 +110,7 @@ def test_plugin_refinement_on_cmu_keypoints(model, name, asf):
     assert np.nanmean(back.fit_error_mm) <= 1.05 * base
 
 
-@pytest.mark.parametrize("name,asf", CMU_TAKES)
+@pytest.mark.parametrize(("name", "asf"), CMU_TAKES)
 def test_end_points_aim_the_leaves(model, name, asf):
     """BVH End Sites and ASF bone ends are keypoints (none is ignored); the head follows the
     captured head -> head top and the toes the captured toe bone (mean <= 8 deg, the issue's target

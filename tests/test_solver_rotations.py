@@ -3,15 +3,15 @@ rotations agree with its own joint positions, and with them every segment follow
 bone's orientation (the issue-9 targets: mean <= 5 deg, p95 <= 12 deg per segment)."""
 import numpy as np
 import pytest
-
 from conftest import FIXTURES
+
 from lsmplify_blender.core.errors import InputError
 from lsmplify_blender.core.formats import read_keypoints
-from lsmplify_blender.core.formats.acclaim import read_asf
-from lsmplify_blender.core.metrics import orientation_error_deg
-from lsmplify_blender.core.formats.bvh import parse_bvh
 from lsmplify_blender.core.formats._common import read_text
+from lsmplify_blender.core.formats.acclaim import read_asf
+from lsmplify_blender.core.formats.bvh import parse_bvh
 from lsmplify_blender.core.layouts import cmu_node_names
+from lsmplify_blender.core.metrics import orientation_error_deg
 from lsmplify_blender.core.prepare import prepare
 from lsmplify_blender.core.solver import solve
 
@@ -31,7 +31,7 @@ def test_bvh_rotations_move_the_offsets():
     data = parse_bvh(read_text(path), path.name)
     assert seq.rotations.shape == seq.positions.shape[:2] + (3, 3) and _orthonormal(seq.rotations)
     for i, node in enumerate(data.nodes):
-        if node.parent >= 0 and not node.channels[:1] == ["Xposition"]:
+        if node.parent >= 0 and node.channels[:1] != ["Xposition"]:
             moved = np.einsum("tij,j->ti", seq.rotations[:, node.parent], seq.rest_positions[i] - seq.rest_positions[node.parent])
             np.testing.assert_allclose(seq.positions[:, i] - seq.positions[:, node.parent], moved, atol=1e-4)
 
@@ -43,7 +43,7 @@ def test_asf_rotations_move_the_bones():
     idx = {n: i for i, n in enumerate(seq.names)}
     assert _orthonormal(seq.rotations)
     for name, bone in skel.bones.items():
-        ends = [c for c in bone.children] or [name + "_end"]
+        ends = list(bone.children) or [name + "_end"]
         for end in ends:
             a, b = idx[name], idx[end]
             moved = np.einsum("tij,j->ti", seq.rotations[:, a], seq.rest_positions[b] - seq.rest_positions[a])
@@ -58,7 +58,7 @@ def _orientation(seq, sol, model):
     return {node: orientation_error_deg(seq.rotations[:, index[node]], g[:, j]) for node, j in SEGMENTS.items()}
 
 
-@pytest.mark.parametrize("name,asf", [("131_01_short.bvh", None), ("01_01_short.amc", "01.asf")])
+@pytest.mark.parametrize(("name", "asf"), [("131_01_short.bvh", None), ("01_01_short.amc", "01.asf")])
 def test_rotations_give_every_segment_its_orientation(model, name, asf):
     seq = read_keypoints(FIXTURES / name, asf=None if asf is None else FIXTURES / asf)
     prep = prepare(seq, model)

@@ -28,7 +28,7 @@ def smooth_over_time(prepared: PreparedKeypoints, sigma_seconds: float) -> Prepa
         return prepared
     cuts = motion_cuts(prepared)
     pos = prepared.positions.copy()
-    for a, b in zip([0, *cuts], [*cuts, prepared.num_frames]):  # never smooth across a cut
+    for a, b in zip([0, *cuts], [*cuts, prepared.num_frames], strict=False):  # never smooth across a cut
         pos[a:b] = gaussian_over_time(prepared.positions[a:b], sigma)
     notes = list(prepared.notes) + [f"smoothed over time: Gaussian sigma {sigma_seconds:g} s ({sigma:.1f} frames)"
                                     + (f", in {len(cuts) + 1} pieces split at jumps of the whole body" if cuts else "")]

@@ -89,7 +89,7 @@ def prefer_reference(worse: np.ndarray, candidate: tuple[torch.Tensor, ...],
     if not worse.any():
         return candidate
     out = []
-    for c, r in zip(candidate, reference):
+    for c, r in zip(candidate, reference, strict=False):
         m = torch.as_tensor(worse, device=c.device).reshape((-1,) + (1,) * (c.ndim - 1))
         out.append(torch.where(m, r.to(c.dtype), c))
     return tuple(out)

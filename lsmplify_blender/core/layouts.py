@@ -64,7 +64,7 @@ class Layout:
         landmarks: list[str] = []
         rows = []
         supported = self.supported(model)
-        for d, ok in zip(self.definitions, supported):
+        for d, ok in zip(self.definitions, supported, strict=True):
             terms = d.split("+") if (d and ok) else []
             row: dict[int | str, float] = {}
             for t in terms:
@@ -286,7 +286,7 @@ def detect_layout(names: list[str] | None, num_joints: int, positions: np.ndarra
             # they show which skeleton this is), then the one it covers best.
             scores.append((len(matched), len(matched) / lay.num_keypoints, used, lay.name))
         scores.sort(reverse=True)
-        _, coverage, best_used, best = scores[0]
+        _, _coverage, best_used, best = scores[0]
         if best_used >= 8:
             return LAYOUTS[best], f"matched {best_used} joint names to {LAYOUTS[best].title}"
         shown = ", ".join(map(str, names[:12])) + (" ..." if len(names) > 12 else "")

@@ -17,15 +17,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .body_model import SMPL_JOINT_NAMES, BodyModel
+
+# Denoising lives in denoise.py; these names stay importable from here for older callers.
+from .denoise import (  # noqa: F401
+    auto_smooth_seconds,
+    denoise,
+    estimate_noise_mm,
+    gaussian_over_time,
+    motion_cuts,
+    smooth_over_time,
+)
 from .errors import InputError
 from .keypoints import UNIT_SCALES, KeypointSequence
 from .layouts import Layout, detect_layout, get_layout, to_layout_order
 from .model.axes import z_up_to_y_up
 from .shape_inverse import BONES
-
-# Denoising lives in denoise.py; these names stay importable from here for older callers.
-from .denoise import (auto_smooth_seconds, denoise, estimate_noise_mm, gaussian_over_time,  # noqa: E402,F401
-                      motion_cuts, smooth_over_time)
 
 GAP_WEIGHT = 0.3
 _J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
@@ -69,7 +75,7 @@ class PreparedKeypoints:
     def num_frames(self) -> int:
         return int(self.positions.shape[0])
 
-    def cut(self, frames: slice) -> "PreparedKeypoints":
+    def cut(self, frames: slice) -> PreparedKeypoints:
         """The same keypoints for a slice of the frames (every per-frame array cut alike)."""
         import dataclasses
 

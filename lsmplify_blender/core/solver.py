@@ -162,7 +162,7 @@ class _Context:
             self._analytic = self._analytic_blocks(lm_names, lm_t, lm_w)
         return self._analytic
 
-    def rest_context(self) -> "_Context":
+    def rest_context(self) -> _Context:
         """The same solve for one frame: the file's own rest pose (the pose its bone rotations are
         relative to), as keypoints of the layout with identity rotations. The constant calibrations
         of the rotation transfer are measured on it, so they are the file's, not the frame range's."""
@@ -304,7 +304,7 @@ def _leaves_from(ctx: _Context, rot, reference):
     if not names:
         return rot
     seen = ctx.measured.any(0)
-    carried = {j for j, li in zip(attach_landmarks(ctx.model, names, seen.tolist()), range(len(names)))
+    carried = {j for j, li in zip(attach_landmarks(ctx.model, names, seen.tolist()), range(len(names)), strict=True)
                if (lm_w[:, li] > 0).any() and not any(seen[c] for c in KIDS[j])}
     if not carried:
         return rot
@@ -398,7 +398,7 @@ def _source_aims_better(ctx: _Context, g_src, rest) -> set[int]:
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # bones never measured: all-NaN columns
         better = np.nanmean(e_src, 0) < np.nanmean(e_ana, 0) - SOURCE_AIM_MARGIN_DEG
-    return {j for (j, _), b in zip(pairs, better) if b}
+    return {j for (j, _), b in zip(pairs, better, strict=True) if b}
 
 
 def _with_rotations(ctx: _Context, source: torch.Tensor):

@@ -17,9 +17,9 @@ from scipy.spatial.transform import Rotation, Slerp
 
 from ..body_model import SMPL_JOINT_NAMES, SMPL_PARENTS
 from ..errors import InputError
+from ..formats._common import read_text
 from ..formats.acclaim import acclaim_forward_kinematics, asf_rest_positions, parse_amc, read_asf
 from ..formats.bvh import bvh_forward_kinematics, bvh_rest_positions, parse_bvh
-from ..formats._common import read_text
 from ..layouts import cmu_node_names
 from ..model.skeleton import SMPL_CHILDREN as KIDS
 from .retarget import SMPL_POS_CMU, SMPL_TO_CMU, swing_between
