@@ -112,7 +112,8 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
     detected_frames: StringProperty(name="Frames", default="")
 
     # ------------------------------------------------------------------ solve
-    solver: EnumProperty(name="Solver", items=SOLVER_ITEMS, default="NETWORK")
+    # core.solver.DEFAULT_SOLVER, spelled here so that registration imports no torch (a test checks it)
+    solver: EnumProperty(name="Solver", items=SOLVER_ITEMS, default="ANALYTIC")
     refine_iters: IntProperty(name="Optimise After Solve", default=0, min=0, soft_max=50, max=1000,
                               description="Iterations of batched optimisation that every Solve ends with, and "
                                           "Refine Action's iterations with the Optimize method (10 when 0); "
