@@ -24,10 +24,16 @@ def write_smpl_npz(path: str | os.PathLike, poses: np.ndarray, betas: np.ndarray
                   gender=np.array(gender), up=np.array("y"))
     for k, v in extra.items():
         arrays[k] = np.asarray(v)
-    tmp = p.with_name(p.name + ".tmp.npz")
+    tmp = partial_path(p)
     np.savez(tmp, **arrays)
     os.replace(tmp, p)  # never leave a half-written file where the user's was
     return p
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where ``write_smpl_npz`` writes before the rename (``batch`` removes it after a killed worker)."""
+    p = Path(path)
+    return p.with_name(p.name + ".tmp.npz")
 
 
 def read_smpl_npz(path: str | os.PathLike) -> dict:
