@@ -228,7 +228,8 @@ def read_back(path: Path) -> dict | None:
 
 def _finish(take: Take, status: str, **row) -> None:
     take.status = status
-    take.row = {"input": str(take.input), "output": str(take.output), "status": status, **row}
+    output = "" if status == "failed" else str(take.output)  # a failed take wrote nothing
+    take.row = {"input": str(take.input), "output": output, "status": status, **row}
 
 
 # ----------------------------------------------------------------------------- one take
@@ -377,7 +378,7 @@ MAX_START_FAILURES = 3
 
 def _run_local(pending, options, n_workers, take_fn, counter, cancel) -> None:
     """Worker processes fed one take at a time; a dead worker's take fails and it is replaced."""
-    ctx = multiprocessing.get_context("spawn")  # no fork: the parent may hold torch's threads
+    ctx = _worker_context()
     queue = deque(pending)
     workers = [_Worker(ctx, options, take_fn) for _ in range(min(n_workers, len(queue)))]
     start_failures = 0
@@ -424,6 +425,17 @@ def _run_local(pending, options, n_workers, take_fn, counter, cancel) -> None:
                 _remove_partial(w.take)
             else:
                 w.stop()
+
+
+def _worker_context():
+    """Fork server where there is one: it imports torch and the core once, and every worker
+    (replacements too) is forked from it in milliseconds, instead of importing torch again
+    (seconds each); never a plain fork of this process, whose torch may hold threads."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["lsmplify_blender.core.batch", "lsmplify_blender.core.cli"])
+        return ctx
+    return multiprocessing.get_context("spawn")
 
 
 def _receive(w: _Worker):
