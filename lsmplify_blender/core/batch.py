@@ -106,9 +106,7 @@ def run_batch_command(args) -> int:
                   on_row=bar.update_row)
     except KeyboardInterrupt:
         interrupted = True
-        for t in takes:
-            if t.status == "pending":
-                _finish(t, "skipped", error="the batch was interrupted before this take finished; run again to resume")
+        mark_unfinished(takes, "the batch was interrupted before this take finished; run again to resume")
     finally:
         bar.close()
     totals = write_summary(takes, out_dir, seconds=time.perf_counter() - t0,
@@ -226,9 +224,17 @@ def read_back(path: Path) -> dict | None:
         return None
 
 
+def mark_unfinished(takes: list[Take], why: str) -> None:
+    """Takes a cancelled or interrupted batch did not finish: skipped, saying why."""
+    for t in takes:
+        if t.status == "pending":
+            _finish(t, "skipped", error=why)
+
+
 def _finish(take: Take, status: str, **row) -> None:
     take.status = status
-    output = "" if status == "failed" else str(take.output)  # a failed take wrote nothing
+    made = status == "ok" or (status == "skipped" and take.output.is_file())
+    output = str(take.output) if made else ""  # a failed or cancelled take wrote nothing
     take.row = {"input": str(take.input), "output": output, "status": status, **row}
 
 
