@@ -98,8 +98,13 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     (tmp_path / "file.npz").write_bytes(b"x")
     assert main(["batch", str(FIXTURES / "01_01_short.bvh"), "--out", str(tmp_path / "file.npz")]) == 2
     assert "is a file" in capsys.readouterr().err
+    assert main(["batch", str(tmp_path / "empty"), "--out", str(tmp_path)]) == 2
+    assert "inside --out" in capsys.readouterr().err
+    take = FIXTURES / "01_01_short.bvh"
+    assert main(["batch", str(take), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "file.npz")]) == 2
+    assert "file.npz" in capsys.readouterr().err  # every worker would fail to load it: one error, no rows
     with pytest.raises(SystemExit):
-        main(["batch", str(tmp_path), "--out", str(tmp_path / "o"), "--workers", "0"])
+        main(["batch", str(take), "--out", str(tmp_path / "o"), "--workers", "0"])
 
 
 # ----------------------------------------------------------------------------- the command end to end
@@ -210,3 +215,33 @@ def test_ray_engine_on_a_local_cluster_matches_the_local_engine(tmp_path):
         if a.status == "ok":
             np.testing.assert_allclose(np.load(a.row["output"])["poses"], np.load(b.row["output"])["poses"],
                                        atol=1e-5)
+
+
+def test_ctrl_c_leaves_no_partial_output_and_the_rerun_finishes(tmp_path):
+    import subprocess
+    import sys
+
+    lib = library(tmp_path / "lib")
+    for i in range(3):
+        shutil.copy(FIXTURES / "131_01_short.bvh", lib / "bvh" / f"more_{i}.bvh")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "lsmplify_blender", "batch", str(lib), "--out", str(out), "--workers", "1",
+           "--solver", "analytic"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.rglob("*.bvh.npz")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C after the first take
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    totals = json.loads(stdout.strip().splitlines()[-1])
+    assert totals["interrupted"] and 1 <= totals["ok"] < 6
+    rows = rows_by_name(out)
+    stopped = [r for r in rows.values() if "interrupted" in r["error"]]
+    assert len(stopped) == 6 - totals["ok"] and all(r["output"] == "" for r in stopped)
+    assert not list(out.rglob("*.tmp*"))
+    assert len(list(out.rglob("*.npz"))) == totals["ok"]
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    again = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert rerun.returncode == 0 and again["ok"] == 6 - totals["ok"] and again["skipped"] == totals["ok"]

@@ -98,7 +98,7 @@ def run_batch_command(args) -> int:
         raise InputError(f"--out {args.out} is a file; batch writes a folder of results: give a folder.")
     takes = find_takes(args.inputs, out_dir, pattern=args.pattern, asf=args.asf, overwrite=args.overwrite)
     todo = sum(t.status == "pending" for t in takes)
-    bar = _progress_bar(todo, quiet=args.quiet)
+    bar = ProgressBar(todo, quiet=args.quiet)
     t0 = time.perf_counter()
     interrupted = False
     try:
@@ -110,14 +110,15 @@ def run_batch_command(args) -> int:
     finally:
         bar.close()
     totals = write_summary(takes, out_dir, seconds=time.perf_counter() - t0,
-                           extra={"engine": args.engine, "workers": args.workers, "interrupted": interrupted})
+                           extra={"engine": args.engine, "interrupted": interrupted,
+                                  "workers": args.workers or (os.cpu_count() if args.engine == "local" else "cluster")})
     print(json.dumps(totals))
     if interrupted:
         return 130
     return 1 if totals["failed"] else 0
 
 
-class _progress_bar:
+class ProgressBar:
     """tqdm over takes with frames/s; silent (tqdm's own check) when stderr is not a terminal."""
 
     def __init__(self, total: int, quiet: bool):
@@ -151,7 +152,11 @@ def find_takes(inputs, out_dir, pattern: str | None = None, asf=None, overwrite:
         p = Path(item)
         if not p.exists():
             raise InputError(f"Input '{item}' does not exist: give keypoint files or folders of them.")
-        roots.append(p.resolve())
+        root = p.resolve()
+        if root == out_dir or out_dir in root.parents:
+            raise InputError(f"Input '{item}' is inside --out {out_dir}: the results would be read back as "
+                             "takes. Give an output folder outside the inputs.")
+        roots.append(root)
     base = Path(os.path.commonpath([r if r.is_dir() else r.parent for r in roots]))
     fallback_asf = Path(asf).resolve() if asf else None
     if fallback_asf is not None and (fallback_asf.suffix.lower() != ".asf" or not fallback_asf.is_file()):
@@ -289,7 +294,7 @@ def run_batch(takes: list[Take], options, engine: str = "local", workers: int | 
     """
     pending = [t for t in takes if t.status == "pending"]
     # largest first: the long takes start early and do not finish alone at the end
-    pending.sort(key=lambda t: t.input.stat().st_size, reverse=True)
+    pending.sort(key=_size, reverse=True)
     counter = _Counter(len(pending), on_row)
     take_fn = take_fn or run_take
     if engine == "inline":
@@ -303,6 +308,13 @@ def run_batch(takes: list[Take], options, engine: str = "local", workers: int | 
     else:
         raise LSMPLifyError(f"Unknown engine '{engine}'; use local or ray.")
     return takes
+
+
+def _size(take: Take) -> int:
+    try:
+        return take.input.stat().st_size
+    except OSError:  # gone since it was found: its take fails with the reader's message
+        return 0
 
 
 class _Counter:
