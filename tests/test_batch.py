@@ -245,3 +245,29 @@ def test_ctrl_c_leaves_no_partial_output_and_the_rerun_finishes(tmp_path):
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     again = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert rerun.returncode == 0 and again["ok"] == 6 - totals["ok"] and again["skipped"] == totals["ok"]
+
+
+def test_the_add_on_side_needs_neither_ray_nor_tqdm(tmp_path):
+    """Blender's Batch Convert runs the inline engine: it must work where neither is installed
+    (the extension zip bundles neither)."""
+    import subprocess
+    import sys
+
+    build_addon = pytest.importorskip("build_addon")
+    bundled = {r.split("==")[0].lower() for r in build_addon.requirements("3.11")}
+    assert not bundled & {"ray", "tqdm"}
+    script = f"""
+import sys
+sys.modules["ray"] = None
+sys.modules["tqdm"] = None  # import of either now fails
+from argparse import Namespace
+from lsmplify_blender.core import batch
+o = Namespace(layout="auto", units="auto", up="auto", fps=None, model=None, solver="analytic", refine=0,
+              chunk=None, smooth="auto", device="cpu", asf=None, init=None)
+takes = batch.run_batch(batch.find_takes([{str(FIXTURES / "131_01_short.bvh")!r}], {str(tmp_path)!r}), o,
+                        engine="inline")
+print(takes[0].status)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
