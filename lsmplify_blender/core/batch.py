@@ -119,24 +119,33 @@ def run_batch_command(args) -> int:
 
 
 class ProgressBar:
-    """tqdm over takes with frames/s; silent (tqdm's own check) when stderr is not a terminal."""
+    """tqdm over takes with frames/s; silent (tqdm's own check) when stderr is not a terminal,
+    and absent without tqdm (the optional ``batch`` extra): the conversion is the same."""
 
     def __init__(self, total: int, quiet: bool):
-        from tqdm import tqdm
-
         self.frames = 0
         self.t0 = time.perf_counter()
+        self.bar = None
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            if not quiet and sys.stderr.isatty():
+                print("lsmplify: no progress bar without tqdm (pip install tqdm==4.70.1)", file=sys.stderr)
+            return
         self.bar = tqdm(total=total, unit="take", desc="lsmplify batch", file=sys.stderr,
                         disable=True if quiet else None, dynamic_ncols=True)
 
     def update_row(self, take: Take, done: int, total: int) -> None:
+        if self.bar is None:
+            return
         self.frames += int(take.row.get("frames") or 0) if take.status == "ok" else 0
         rate = self.frames / max(time.perf_counter() - self.t0, 1e-9)
         self.bar.set_postfix_str(f"{rate:,.0f} frames/s", refresh=False)
         self.bar.update(1)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 # ----------------------------------------------------------------------------- finding the takes
