@@ -5,6 +5,7 @@ Worker processes are real (spawned, each loading the model); the takes are the r
 fixtures (tests/fixtures/CREDITS.md). Kept to a few takes per test: CI has 2 cores.
 """
 import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -105,6 +106,10 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     assert "file.npz" in capsys.readouterr().err  # every worker would fail to load it: one error, no rows
     with pytest.raises(SystemExit):
         main(["batch", str(take), "--out", str(tmp_path / "o"), "--workers", "0"])
+    if importlib.util.find_spec("ray") is not None:  # a cluster address that does not answer: at once, no retries
+        assert main(["batch", str(take), "--out", str(tmp_path / "o"), "--engine", "ray",
+                     "--ray-address", "127.0.0.1:1"]) == 2
+        assert "nothing answers there" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- the command end to end

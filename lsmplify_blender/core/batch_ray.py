@@ -42,10 +42,27 @@ def _import_ray():
     return ray
 
 
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT that answers, before Ray spends minutes retrying one that does not."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise LSMPLifyError(f"--ray-address {address}: nothing answers there ({exc}). Start the head node with "
+                            "'ray start --head' and give its address, or use --ray-address auto on a cluster "
+                            "node, or leave it out for a local cluster.") from None
+
+
 def _connect(ray, workers: int | None, address: str | None) -> bool:
     """Join ``address`` or start a local cluster of ``workers`` CPUs; True when we started it."""
     if ray.is_initialized():
         return False
+    if address:
+        _check_reachable(address)
     path = os.pathsep.join(filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH")]))
     runtime_env = {"env_vars": {"PYTHONPATH": path}}
     try:
