@@ -72,6 +72,12 @@ def _connect(ray, workers: int | None, address: str | None) -> bool:
             ray.init(num_cpus=workers or os.cpu_count() or 1, runtime_env=runtime_env, include_dashboard=False,
                      log_to_driver=False)
     except ConnectionError as exc:
+        # Ray 2.60 wraps the GCS's AuthenticationError in a RuntimeError's text: only that text tells
+        if "InvalidAuthToken" in str(exc.__cause__):
+            raise LSMPLifyError(f"--ray-address {address}: the cluster wants its authentication token. Run with "
+                                "RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token (or "
+                                "RAY_AUTH_TOKEN_PATH / RAY_AUTH_TOKEN), or use --ray-address auto on a node "
+                                "of the cluster.") from None
         raise LSMPLifyError(f"--ray-address {address}: no Ray cluster there ({exc}). Start one with "
                             "'ray start --head' or leave --ray-address out for a local one.") from None
     return True
