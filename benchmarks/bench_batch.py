@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RAW = ROOT.parent / "shared" / "data" / "mocap" / "cmu_raw"
 
-from lsmplify_blender.core import batch  # noqa: E402
+from lsmplify_blender.core import batch
 
 AMC_FRAME = re.compile(r"^\d+\s*$")
 
@@ -136,7 +136,7 @@ def bench_ray(folder: Path, tmp: Path) -> dict:
 
     local = engine_run(folder, tmp / "local2", "local", 2)
     t0 = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     start = time.perf_counter() - t0
     try:
         on_ray = engine_run(folder, tmp / "ray2", "ray", 2)

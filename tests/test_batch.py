@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FIXTURES
+
 from lsmplify_blender.core import batch
 from lsmplify_blender.core.cli import main
 from lsmplify_blender.core.formats import find_asf
@@ -208,7 +208,7 @@ def test_ray_engine_on_a_local_cluster_matches_the_local_engine(tmp_path):
     lib = library(tmp_path / "lib")
     corrupt(lib / "bvh" / "damaged.bvh")
     inline = batch.run_batch(batch.find_takes([lib], tmp_path / "inline"), OPTIONS, engine="inline")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         on_ray = batch.run_batch(batch.find_takes([lib], tmp_path / "ray"), OPTIONS, engine="ray", workers=2)
         assert len({t.row["worker"] for t in on_ray if t.status == "ok"}) == 2  # both actors worked

@@ -7,16 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from blender_env import import_bpy, reset_scene
 
 bpy = import_bpy()
 if bpy is None:
     pytest.skip("the bpy wheel is not installed", allow_module_level=True)
 
-import addon_utils  # noqa: E402
-
-from conftest import FIXTURES  # noqa: E402
+import addon_utils
+from conftest import FIXTURES
 
 ADDON = "lsmplify_blender"
 

@@ -17,6 +17,7 @@ Every take is what ``convert`` does to one file (``cli.convert_take``); what bat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import io
@@ -275,10 +276,8 @@ def run_take(options, model, take: Take) -> dict:
 
 
 def _remove_partial(take: Take) -> None:
-    try:
+    with contextlib.suppress(OSError):
         partial_path(take.output).unlink(missing_ok=True)
-    except OSError:
-        pass
 
 
 def peak_rss_mb() -> float | None:
@@ -389,10 +388,8 @@ class _Worker:
         if hard:
             self.proc.kill()
         else:
-            try:
+            with contextlib.suppress(OSError):
                 self.conn.send(None)
-            except OSError:
-                pass
         self.proc.join(timeout=5)
         if self.proc.is_alive():
             self.proc.kill()
@@ -405,48 +402,74 @@ MAX_START_FAILURES = 3
 
 def _run_local(pending, options, n_workers, take_fn, counter, cancel) -> None:
     """Worker processes fed one take at a time; a dead worker's take fails and it is replaced."""
-    ctx = _worker_context()
-    queue = deque(pending)
-    workers = [_Worker(ctx, options, take_fn) for _ in range(min(n_workers, len(queue)))]
-    start_failures = 0
+    pool = _LocalPool(options, take_fn, counter, deque(pending))
     try:
-        while workers and (queue or any(w.take for w in workers)):
+        pool.start(min(n_workers, len(pool.queue)))
+        while pool.workers and (pool.queue or pool.in_flight()):
             stopping = cancel is not None and cancel.is_set()
-            for w in workers:
-                if w.ready and w.take is None and queue and not stopping:
-                    w.take = queue.popleft()
-                    w.conn.send(w.take)
-            if stopping and not any(w.take for w in workers):
+            if not stopping:
+                pool.dispatch()
+            elif not pool.in_flight():
                 break
-            busy = [w for w in workers if w.take or not w.ready]
-            ready = set(wait_ready([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=0.5))
-            for i, w in enumerate(workers):
-                if w.conn not in ready and w.proc.sentinel not in ready:
-                    continue
-                message = _receive(w)
-                if message is None:  # the process is gone
-                    start_failures += 0 if w.ready else 1
-                    if start_failures >= MAX_START_FAILURES:
-                        raise LSMPLifyError(f"Batch workers keep dying while starting ({_death(w.proc)}); "
-                                            "check the free memory and the --model file.")
-                    if w.take is not None:
-                        _remove_partial(w.take)
-                        counter.finish(w.take, {"status": "failed", "worker": w.proc.pid,
-                                                "error": f"the worker process died in this take ({_death(w.proc)}); "
-                                                         "it was replaced and the other takes went on"})
-                        w.take = None
-                    w.stop(hard=True)
-                    workers[i] = _Worker(ctx, options, take_fn) if queue else None
-                elif message[0] == "ready":
-                    w.ready = True
-                elif message[0] == "error":
-                    raise LSMPLifyError(message[1])
-                elif message[0] == "row":
-                    take, w.take = w.take, None
-                    counter.finish(take, message[1])
-            workers = [w for w in workers if w is not None]
+            pool.collect(timeout=0.5)
     finally:
-        for w in filter(None, workers):
+        pool.close()
+
+
+class _LocalPool:
+    def __init__(self, options, take_fn, counter, queue: deque):
+        self.ctx = _worker_context()
+        self.options, self.take_fn, self.counter, self.queue = options, take_fn, counter, queue
+        self.workers: list[_Worker] = []
+        self.start_failures = 0
+
+    def start(self, n: int) -> None:
+        self.workers += [_Worker(self.ctx, self.options, self.take_fn) for _ in range(n)]
+
+    def in_flight(self) -> bool:
+        return any(w.take is not None for w in self.workers)
+
+    def dispatch(self) -> None:
+        for w in self.workers:
+            if w.ready and w.take is None and self.queue:
+                w.take = self.queue.popleft()
+                w.conn.send(w.take)
+
+    def collect(self, timeout: float) -> None:
+        """Handle every worker that sent something or died within ``timeout`` seconds."""
+        busy = [w for w in self.workers if w.take is not None or not w.ready]
+        ready = set(wait_ready([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=timeout))
+        for w in [w for w in busy if w.conn in ready or w.proc.sentinel in ready]:
+            message = _receive(w)
+            if message is None:
+                self._replace(w)
+            elif message[0] == "ready":
+                w.ready = True
+            elif message[0] == "error":  # the model could not be loaded: the same for every worker
+                raise LSMPLifyError(message[1])
+            elif message[0] == "row":
+                take, w.take = w.take, None
+                self.counter.finish(take, message[1])
+
+    def _replace(self, w: _Worker) -> None:
+        """A worker died: its take fails (nothing half-written stays), a new one starts if work is left."""
+        self.start_failures += 0 if w.ready else 1
+        if self.start_failures >= MAX_START_FAILURES:
+            raise LSMPLifyError(f"Batch workers keep dying while starting ({_death(w.proc)}); "
+                                "check the free memory and the --model file.")
+        if w.take is not None:
+            _remove_partial(w.take)
+            self.counter.finish(w.take, {"status": "failed", "worker": w.proc.pid,
+                                         "error": f"the worker process died in this take ({_death(w.proc)}); "
+                                                  "it was replaced and the other takes went on"})
+            w.take = None
+        w.stop(hard=True)
+        self.workers.remove(w)
+        if self.queue:
+            self.start(1)
+
+    def close(self) -> None:
+        for w in self.workers:
             if w.take is not None:  # interrupted mid-take: no half-written output stays
                 w.stop(hard=True)
                 _remove_partial(w.take)

@@ -69,8 +69,9 @@ def _connect(ray, workers: int | None, address: str | None) -> bool:
         if address:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
         else:
-            ray.init(num_cpus=workers or os.cpu_count() or 1, runtime_env=runtime_env, include_dashboard=False,
-                     log_to_driver=False)
+            # address="local": a new instance even where a cluster runs (or a stale one is recorded)
+            ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, runtime_env=runtime_env,
+                     include_dashboard=False, log_to_driver=False)
     except ConnectionError as exc:
         # Ray 2.60 wraps the GCS's AuthenticationError in a RuntimeError's text: only that text tells
         if "InvalidAuthToken" in str(exc.__cause__):
