@@ -54,7 +54,7 @@ def cut_amc(path: Path, frames: int):
     lines = path.read_text().splitlines()
     starts = [i for i, line in enumerate(lines) if AMC_FRAME.match(line)]
     head = lines[:starts[0]]
-    blocks = [lines[a:b] for a, b in zip(starts, starts[1:] + [len(lines)])]
+    blocks = [lines[a:b] for a, b in zip(starts, starts[1:] + [len(lines)], strict=True)]
     for s in range(0, len(blocks) - frames + 1, frames // 2):
         out = list(head)
         for n, block in enumerate(blocks[s:s + frames], start=1):
@@ -64,9 +64,7 @@ def cut_amc(path: Path, frames: int):
 
 def make_takes(folder: Path, count: int, frames: int) -> list[Path]:
     """``count`` real takes of ``frames`` frames, round-robin over the CMU files."""
-    sources = []
-    for f in sorted(RAW.rglob("*.bvh")):
-        sources.append((f.stem, ".bvh", cut_bvh(f, frames), None))
+    sources = [(f.stem, ".bvh", cut_bvh(f, frames), None) for f in sorted(RAW.rglob("*.bvh"))]
     for f in sorted(RAW.rglob("*.amc")):
         own = RAW / f"{f.stem.split('_')[0]}.asf"
         sources.append((f.stem, ".amc", cut_amc(f, frames), own if own.is_file() else RAW / "01.asf"))

@@ -216,7 +216,7 @@ def test_ray_engine_on_a_local_cluster_matches_the_local_engine(tmp_path):
         ray.shutdown()
     assert [(t.input.name, t.status) for t in on_ray] == [(t.input.name, t.status) for t in inline]
     assert {t.input.name: t.status for t in on_ray}["damaged.bvh"] == "failed"
-    for a, b in zip(inline, on_ray):
+    for a, b in zip(inline, on_ray, strict=True):
         if a.status == "ok":
             np.testing.assert_allclose(np.load(a.row["output"])["poses"], np.load(b.row["output"])["poses"],
                                        atol=1e-5)
