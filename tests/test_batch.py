@@ -81,7 +81,7 @@ def test_find_takes_mirrors_the_tree_and_matches_skeletons(tmp_path):
     assert takes["01_01.amc"].output == out.resolve() / "amc" / "01_01.amc.npz"
     assert takes["01_01.amc"].asf == (lib / "amc" / "01.asf").resolve()
     assert takes["05_07.amc"].asf == (lib / "amc" / "01.asf").resolve()  # --asf: for takes without their own
-    assert takes["walk.fbx"].status == "skipped" and "FBX is not a keypoint format" in takes["walk.fbx"].row["error"]
+    assert takes["walk.fbx"].status == "skipped" and "FBX is not a keypoint format" in takes["walk.fbx"].row["reason"]
     only_bvh = batch.find_takes([lib], out, pattern="*.bvh")
     assert sorted(t.input.name for t in only_bvh) == ["01_01.bvh", "131_01.bvh"]
     # an output folder inside the input is never read back as input
@@ -126,7 +126,7 @@ def test_batch_isolates_failures_writes_summary_and_resumes(tmp_path, capsys):
     assert rows["damaged.bvh"]["output"] == ""
     for name, frames in (("131_01.bvh", 200), ("01_01.bvh", 200), ("01_01.amc", 199)):
         r = rows[name]
-        assert r["status"] == "ok" and int(r["frames"]) == frames and r["error"] == ""
+        assert r["status"] == "ok" and int(r["frames"]) == frames and r["error"] == r["reason"] == ""
         assert (r["layout"], r["units"], r["solver"]) == ("cmu", "cmu", "analytic")
         assert 0 < float(r["fit_error_mm_mean"]) <= float(r["fit_error_mm_max"]) < 80
         assert float(r["seconds"]) > 0 and float(r["peak_rss_mb"]) > 50
@@ -144,7 +144,7 @@ def test_batch_isolates_failures_writes_summary_and_resumes(tmp_path, capsys):
     code, totals, _ = run_cli(capsys, lib, "--out", out, "--workers", "1", "--solver", "analytic")
     again = rows_by_name(out)
     assert (totals["ok"], totals["failed"], totals["skipped"]) == (0, 1, 3)
-    assert again["131_01.bvh"]["status"] == "skipped" and "up to date" in again["131_01.bvh"]["error"]
+    assert again["131_01.bvh"]["status"] == "skipped" and "up to date" in again["131_01.bvh"]["reason"]
     assert again["131_01.bvh"]["fit_error_mm_mean"] == rows["131_01.bvh"]["fit_error_mm_mean"]
     assert {n: os.stat(rows[n]["output"]).st_mtime_ns for n in stamps} == stamps
 
@@ -243,7 +243,7 @@ def test_ctrl_c_leaves_no_partial_output_and_the_rerun_finishes(tmp_path):
     totals = json.loads(stdout.strip().splitlines()[-1])
     assert totals["interrupted"] and 1 <= totals["ok"] < 6
     rows = rows_by_name(out)
-    stopped = [r for r in rows.values() if "interrupted" in r["error"]]
+    stopped = [r for r in rows.values() if "interrupted" in r["reason"]]
     assert len(stopped) == 6 - totals["ok"] and all(r["output"] == "" for r in stopped)
     assert not list(out.rglob("*.tmp*"))
     assert len(list(out.rglob("*.npz"))) == totals["ok"]

@@ -110,7 +110,7 @@ def test_cancel_in_the_background_job_keeps_finished_takes(tmp_path):
     totals = job.finish(cancelled=True)
     assert first.status in ("ok", "failed") and snapshot() == before
     rows = summary_rows(out)
-    cancelled = [r for r in rows.values() if "cancelled" in r["error"]]
+    cancelled = [r for r in rows.values() if "cancelled" in r["reason"]]
     assert cancelled and totals["ok"] + totals["failed"] + len(cancelled) == len(rows) == 6
     for r in rows.values():  # every take that says ok has its complete output; none other has one
         assert Path(r["output"]).is_file() == (r["status"] == "ok"), r

@@ -50,7 +50,7 @@ OTHER_MOTION = {
 }
 SKELETON_EXTENSIONS = (".asf",)  # read with their motions, never takes of their own
 CSV_FIELDS = ("input", "output", "status", "frames", "layout", "units", "solver", "fit_error_mm_mean",
-              "fit_error_mm_max", "mpbe_mm", "seconds", "worker", "peak_rss_mb", "error")
+              "fit_error_mm_max", "mpbe_mm", "seconds", "worker", "peak_rss_mb", "error", "reason")
 
 
 @dataclasses.dataclass
@@ -213,7 +213,7 @@ def _decide(take: Take, overwrite: bool) -> None:
     if ext not in SUPPORTED_EXTENSIONS:
         reason = OTHER_MOTION.get(ext, f"'{ext or '(no extension)'}' is not a keypoint format; "
                                        f"batch reads {' '.join(SUPPORTED_EXTENSIONS)}.")
-        _finish(take, "skipped", error=f"unsupported: {reason}", output="")
+        _finish(take, "skipped", reason=f"unsupported: {reason}", output="")
         return
     if overwrite or not take.output.is_file():
         return
@@ -222,7 +222,7 @@ def _decide(take: Take, overwrite: bool) -> None:
         return
     figures = read_back(take.output)
     if figures is not None:  # an unreadable output is converted again
-        _finish(take, "skipped", error="up to date (the output is newer than the input; --overwrite redoes it)",
+        _finish(take, "skipped", reason="up to date (the output is newer than the input; --overwrite redoes it)",
                 **figures)
 
 
@@ -243,7 +243,7 @@ def mark_unfinished(takes: list[Take], why: str) -> None:
     """Takes a cancelled or interrupted batch did not finish: skipped, saying why."""
     for t in takes:
         if t.status == "pending":
-            _finish(t, "skipped", error=why)
+            _finish(t, "skipped", reason=why)
 
 
 def _finish(take: Take, status: str, **row) -> None:
