@@ -298,7 +298,9 @@ def run_batch(takes: list[Take], options, engine: str = "local", workers: int | 
     ``on_row(take, done, total)`` is called as each pending take finishes; ``cancel`` (an
     object with ``is_set()``) stops handing out takes. ``take_fn(options, model, take) ->
     row`` replaces ``run_take`` (tests use it to crash a worker); ``model`` is the inline
-    engine's model (default: loaded from ``options``).
+    engine's model (default: loaded from ``options``). A script that calls this with the
+    local engine needs the ``if __name__ == "__main__":`` guard: the workers import the
+    main module (multiprocessing's fork server and spawn do).
     """
     pending = [t for t in takes if t.status == "pending"]
     # largest first: the long takes start early and do not finish alone at the end
