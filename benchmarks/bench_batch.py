@@ -7,6 +7,8 @@ header/skeleton kept, BVH ``Frames:`` and AMC frame numbers rewritten), round-ro
 the files until there are --takes of them; AMC takes without their own ASF get subject
 01's (CMU subjects share the layout). Written to a temp folder.
 
+The network solver throughout.
+
 1. ``convert`` in a fresh process per take (what a shell loop does) vs one
    ``batch --workers 1`` and ``--workers 2`` process: wall time / takes, and the ratio.
 2. Ray (a local 2-CPU cluster started here) vs the local engine, both with 2 workers, on
@@ -100,11 +102,13 @@ def timed(cmd) -> float:
 
 def bench_processes(takes, tmp: Path, convert_takes: int) -> dict:
     py = [sys.executable, "-m", "lsmplify_blender"]
-    t_convert = sum(timed(py + ["convert", str(p), "--out", str(tmp / "convert" / f"{p.name}.npz"), "--quiet"])
+    t_convert = sum(timed(py + ["convert", str(p), "--out", str(tmp / "convert" / f"{p.name}.npz"), "--quiet",
+                                "--solver", "network"])
                     for p in takes[:convert_takes]) / convert_takes
     res = {"convert_s_per_take": t_convert}
     for w in (1, 2):
-        wall = timed(py + ["batch", str(tmp / "takes"), "--out", str(tmp / f"batch_w{w}"), "--workers", str(w)])
+        wall = timed(py + ["batch", str(tmp / "takes"), "--out", str(tmp / f"batch_w{w}"), "--workers", str(w),
+                           "--solver", "network"])
         res[f"batch_w{w}_s_per_take"] = wall / len(takes)
         res[f"batch_w{w}_vs_convert"] = t_convert / res[f"batch_w{w}_s_per_take"]
     res["scaling_w2_vs_w1"] = res["batch_w1_s_per_take"] / res["batch_w2_s_per_take"]
@@ -113,7 +117,7 @@ def bench_processes(takes, tmp: Path, convert_takes: int) -> dict:
 
 def engine_run(folder: Path, out: Path, engine: str, workers: int) -> dict:
     options = Namespace(layout="auto", units="auto", up="auto", fps=None, model=None, solver="network", refine=0,
-                        chunk=None, smooth="auto", device="auto", asf=None, init=None)
+                        chunk=None, smooth="auto", rotations="auto", device="auto", asf=None, init=None)
     stamps, finished = [], []
 
     def on_row(take, done, total):

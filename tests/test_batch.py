@@ -24,7 +24,7 @@ from lsmplify_blender.core.formats import find_asf
 from lsmplify_blender.core.formats.amass import partial_path
 
 OPTIONS = Namespace(layout="auto", units="auto", up="auto", fps=None, model=None, solver="analytic", refine=0,
-                    chunk=None, smooth="auto", device="cpu", asf=None, init=None)
+                    chunk=None, smooth="auto", rotations="auto", device="cpu", asf=None, init=None)
 
 
 def library(root: Path) -> Path:
@@ -268,7 +268,7 @@ sys.modules["tqdm"] = None  # import of either now fails
 from argparse import Namespace
 from lsmplify_blender.core import batch
 o = Namespace(layout="auto", units="auto", up="auto", fps=None, model=None, solver="analytic", refine=0,
-              chunk=None, smooth="auto", device="cpu", asf=None, init=None)
+              chunk=None, smooth="auto", rotations="auto", device="cpu", asf=None, init=None)
 takes = batch.run_batch(batch.find_takes([{str(FIXTURES / "131_01_short.bvh")!r}], {str(tmp_path)!r}), o,
                         engine="inline")
 print(takes[0].status)

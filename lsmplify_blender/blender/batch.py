@@ -34,7 +34,7 @@ def take_options(settings) -> Namespace:
     return Namespace(layout=opt(settings.layout), units=opt(settings.units), up=opt(settings.up_axis),
                      fps=settings.fps or None, model=None, solver=runtime.solver_name(settings),
                      refine=int(settings.refine_iters), chunk=None, smooth=runtime.smooth_setting(settings),
-                     device="auto", asf=None, init=None)
+                     rotations="auto", device="auto", asf=None, init=None)
 
 
 class BatchJob:
