@@ -7,8 +7,8 @@ Kept light on purpose: importing this package imports nothing; the modules impor
 
 
 def _modules():
-    from . import joint_map, operators, panel, preferences, properties
-    return preferences, properties, operators, joint_map, panel
+    from . import batch, joint_map, operators, panel, preferences, properties
+    return preferences, properties, operators, joint_map, batch, panel
 
 
 def _classes():
@@ -21,18 +21,20 @@ def _classes():
 def register():
     import bpy
 
-    from . import operators, properties
+    from . import batch, operators, properties
     for cls in _classes():
         bpy.utils.register_class(cls)
     properties.register_properties()
     bpy.types.TOPBAR_MT_file_import.append(operators.menu_import)
+    bpy.types.TOPBAR_MT_file_import.append(batch.menu_import)
     bpy.types.TOPBAR_MT_file_export.append(operators.menu_export)
 
 
 def unregister():
     import bpy
 
-    from . import operators, properties
+    from . import batch, operators, properties
+    bpy.types.TOPBAR_MT_file_import.remove(batch.menu_import)
     bpy.types.TOPBAR_MT_file_export.remove(operators.menu_export)
     bpy.types.TOPBAR_MT_file_import.remove(operators.menu_import)
     properties.unregister_properties()

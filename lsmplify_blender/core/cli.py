@@ -1,6 +1,8 @@
-"""Command line: ``python -m lsmplify_blender convert INPUT --out OUT.npz [options]`` and
-``python -m lsmplify_blender eval [--real] [options]`` (all solvers side by side on synthetic and real
-captures, see ``research/evaluate.py`` and ``research/real_eval.py``; not part of the add-on).
+"""Command line: ``python -m lsmplify_blender convert INPUT --out OUT.npz [options]``,
+``python -m lsmplify_blender batch INPUT... --out DIR [options]`` (whole libraries, see
+``batch.py``) and ``python -m lsmplify_blender eval [--real] [options]`` (all solvers side by
+side on synthetic and real captures, see ``research/evaluate.py`` and ``research/real_eval.py``;
+not part of the add-on).
 
 Prints what was detected on stderr and one JSON summary line on stdout, so scripts can
 parse the result. Errors the user can fix exit with status 2 and a one-line message.
@@ -27,33 +29,16 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="solve a keypoint file to SMPL parameters (.npz)")
     c.add_argument("input", help="keypoints: .npz .npy .json .csv .bvh .amc")
     c.add_argument("--out", required=True, help="output .npz (AMASS-style: poses, betas, trans, ...)")
-    c.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS])
-    c.add_argument("--units", default="auto", choices=["auto", "m", "cm", "mm", "inch", "cmu"])
-    c.add_argument("--up", default="auto", choices=["auto", "y", "z"])
-    c.add_argument("--fps", type=float, default=None, help="frame rate (default: from the file, else 30)")
-    c.add_argument("--model", default=None, help="SMPL-format .pkl/.npz (default: the embedded open model)")
-    c.add_argument("--solver", default=DEFAULT_SOLVER, choices=list(SOLVERS))
-    c.add_argument("--refine", type=int, default=0, metavar="N", help="iterations of refinement after solving")
+    _add_take_options(c)
     c.add_argument("--init", default=None, metavar="SMPL.npz",
                    help="plug-in mode: refine this existing SMPL motion (AMASS-style .npz, same frames as the "
                         "keypoints; e.g. an image-based estimate) against the keypoints instead of solving "
                         "from scratch; its shape is kept")
     c.add_argument("--passes", type=int, default=2, metavar="N",
                    help="plug-in mode: network passes (default 2; 0 = optimisation only, with --refine)")
-    c.add_argument("--chunk", type=int, default=None, metavar="N",
-                   help="network solver: frames per sequential chunk, each started from analytic IK and run "
-                        "frame to frame (default 1: every frame from analytic IK + one plug-in pass)")
-    c.add_argument("--smooth", type=_smooth_arg, default="auto", metavar="auto|SECONDS",
-                   help="zero-phase Gaussian smoothing of the keypoints over time before solving: 'auto' "
-                        "(default) estimates the keypoint noise from limb-length changes and smooths only "
-                        "noisy input; a number of seconds (e.g. 0.05) forces that sigma; 0 turns it off")
-    c.add_argument("--rotations", default="auto", choices=list(ROTATION_MODES),
-                   help="bone rotations of BVH and ASF/AMC input: 'auto' (default) uses them when the file has them "
-                        "(the twist of every bone and the head, hand and foot orientation come from the capture), "
-                        "'use' requires them, 'ignore' solves from the joint positions only")
-    c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    c.add_argument("--asf", default=None, help="ASF skeleton for an .amc input")
     c.add_argument("--quiet", action="store_true", help="only the JSON summary line")
+    from .batch import add_batch_parser
+    add_batch_parser(sub, _add_take_options)
     e = sub.add_parser("eval", help="every solver side by side: synthetic CMU test motion and held-out real captures "
                                     "(markdown report + PNGs)")
     e.add_argument("--data", default=None, help="mocap data root holding cmu_subset/, cmu_raw/, deepmimic/ (default: "
@@ -78,6 +63,31 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--max-frames", type=int, default=None, help=argparse.SUPPRESS)
     e.add_argument("--quiet", action="store_true", help="no per-clip progress on stderr")
     return ap
+
+
+def _add_take_options(p: argparse.ArgumentParser) -> None:
+    """How one take is read and solved: the options ``convert`` and ``batch`` share."""
+    p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS])
+    p.add_argument("--units", default="auto", choices=["auto", "m", "cm", "mm", "inch", "cmu"])
+    p.add_argument("--up", default="auto", choices=["auto", "y", "z"])
+    p.add_argument("--fps", type=float, default=None, help="frame rate (default: from the file, else 30)")
+    p.add_argument("--model", default=None, help="SMPL-format .pkl/.npz (default: the embedded open model)")
+    p.add_argument("--solver", default=DEFAULT_SOLVER, choices=list(SOLVERS))
+    p.add_argument("--refine", type=int, default=0, metavar="N", help="iterations of refinement after solving")
+    p.add_argument("--chunk", type=int, default=None, metavar="N",
+                   help="network solver: frames per sequential chunk, each started from analytic IK and run "
+                        "frame to frame (default 1: every frame from analytic IK + one plug-in pass)")
+    p.add_argument("--smooth", type=_smooth_arg, default="auto", metavar="auto|SECONDS",
+                   help="zero-phase Gaussian smoothing of the keypoints over time before solving: 'auto' "
+                        "(default) estimates the keypoint noise from limb-length changes and smooths only "
+                        "noisy input; a number of seconds (e.g. 0.05) forces that sigma; 0 turns it off")
+    p.add_argument("--rotations", default="auto", choices=list(ROTATION_MODES),
+                   help="bone rotations of BVH and ASF/AMC input: 'auto' (default) uses them when the file has them "
+                        "(the twist of every bone and the head, hand and foot orientation come from the capture), "
+                        "'use' requires them, 'ignore' solves from the joint positions only")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--asf", default=None,
+                   help="ASF skeleton for an .amc input (batch: for the takes with no ASF of their own beside them)")
 
 
 def _smooth_arg(text: str):
@@ -113,35 +123,52 @@ def _load_init(path, model) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
 
 
 def convert(args) -> dict:
+    t0 = time.perf_counter()
+    summary = convert_take(args, load_model(args), args.input, args.out, asf=args.asf)
+    if not args.quiet:
+        for note in summary["notes"]:
+            print(f"lsmplify: {note}", file=sys.stderr)
+    del summary["notes"]
+    summary["seconds"] = round(time.perf_counter() - t0, 3)
+    return summary
+
+
+def load_model(args):
+    """The body model ``--model`` names on ``--device``: loaded once per process (``batch`` workers too)."""
     from .body_model import BodyModel, load_model_data
     from .device import resolve_device
+
+    return BodyModel(load_model_data(args.model), device=resolve_device(args.device))
+
+
+def convert_take(args, model, input_path, out_path, asf=None) -> dict:
+    """One take: read, prepare, solve (or refine ``args.init``) and write the AMASS-style .npz.
+
+    ``args`` holds the take options (``_add_take_options``); returns the JSON summary with
+    the readers' and solver's ``notes``. ``convert`` and every ``batch`` worker call this.
+    """
     from .formats import read_keypoints
     from .formats.amass import write_smpl_npz
     from .prepare import prepare
     from .solver import refine_existing, solve
 
     t0 = time.perf_counter()
-    device = resolve_device(args.device)
-    model = BodyModel(load_model_data(args.model), device=device)
-    seq = read_keypoints(args.input, asf=args.asf)
+    seq = read_keypoints(input_path, asf=asf)
     prepared = prepare(seq, model, layout=args.layout, units=args.units, up=args.up, fps=args.fps)
-    if args.init:
+    if getattr(args, "init", None):
         sol = refine_existing(prepared, model, *_load_init(args.init, model), passes=args.passes,
                               refine=args.refine, smooth=args.smooth)
     else:
         sol = solve(prepared, model, solver=args.solver, refine=args.refine, smooth=args.smooth,
                     network_chunk=args.chunk, rotations=args.rotations)
     out = write_smpl_npz(
-        args.out, sol.poses, sol.betas.cpu().numpy(), sol.trans.cpu().numpy(), prepared.fps,
+        out_path, sol.poses, sol.betas.cpu().numpy(), sol.trans.cpu().numpy(), prepared.fps,
         gender=model.data.meta.get("gender", "neutral"), fit_error_mm=sol.fit_error_mm.astype(np.float32),
         layout=prepared.layout.name, units=prepared.units, solver=sol.solver, model=model.data.name,
         mpbe_mm=np.float32(sol.mpbe_mm))
-    if not args.quiet:
-        for note in prepared.notes + sol.notes:
-            print(f"lsmplify: {note}", file=sys.stderr)
     err = sol.fit_error_mm
     return {
-        "input": str(args.input), "output": str(out), "frames": prepared.num_frames,
+        "input": str(input_path), "output": str(out), "frames": prepared.num_frames,
         "layout": prepared.layout.name, "units": prepared.units, "up": prepared.up, "fps": prepared.fps,
         "solver": sol.solver, "rotations": sol.rotations, "refine": args.refine, "device": sol.device, "model": model.data.name,
         "fit_error_mm_mean": round(float(np.nanmean(err)), 3), "fit_error_mm_max": round(float(np.nanmax(err)), 3),
@@ -149,7 +176,7 @@ def convert(args) -> dict:
         "noise_mm": round(float(sol.noise_mm), 2) if np.isfinite(sol.noise_mm) else None,
         "smooth_seconds": round(sol.smooth_s, 4), "solve_seconds": round(sol.seconds, 4),
         "solve_fps": round(prepared.num_frames / max(sol.seconds, 1e-9), 1),
-        "seconds": round(time.perf_counter() - t0, 3),
+        "seconds": round(time.perf_counter() - t0, 3), "notes": prepared.notes + sol.notes,
     }
 
 
@@ -180,6 +207,9 @@ def main(argv=None) -> int:
             summary = convert(args)
         elif args.command == "eval":
             summary = evaluate(args)
+        elif args.command == "batch":
+            from .batch import run_batch_command
+            return run_batch_command(args)
         print(json.dumps(summary))
         return 0
     except LSMPLifyError as exc:

@@ -38,17 +38,23 @@ SUPPORTED_EXTENSIONS = (".npy", ".npz", ".json", ".csv", ".bvh", ".amc")
 
 
 def find_asf(amc_path) -> Path | None:
-    """The subject's .asf next to an .amc: ``01_01.amc`` -> ``01.asf`` (case-insensitive)."""
+    """The subject's .asf next to an .amc: the longest .asf name that starts the motion's name
+    at a word boundary (case-insensitive): CMU ``01_01.amc`` -> ``01.asf``,
+    ``SUBJ_action_012.amc`` -> ``SUBJ.asf`` (or ``SUBJ_action.asf`` when both are there)."""
     p = Path(amc_path)
-    subject = p.stem.split("_", 1)[0].lower()
+    motion = p.stem.lower()
     try:
-        entries = list(p.parent.iterdir())
+        entries = sorted(p.parent.iterdir())
     except OSError:
         return None
-    for e in sorted(entries):
-        if e.suffix.lower() == ".asf" and e.stem.lower() == subject and e.is_file():
-            return e
-    return None
+    best = None
+    for e in entries:
+        stem = e.stem.lower()
+        boundary = len(stem) == len(motion) or (len(stem) < len(motion) and not motion[len(stem)].isalnum())
+        if (e.suffix.lower() == ".asf" and stem and motion.startswith(stem) and boundary and e.is_file()
+                and (best is None or len(stem) > len(best.stem))):
+            best = e
+    return best
 
 
 def read_keypoints(path, asf=None) -> KeypointSequence:

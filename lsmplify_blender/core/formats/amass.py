@@ -27,7 +27,7 @@ def write_smpl_npz(path: str | os.PathLike, poses: np.ndarray, betas: np.ndarray
                   gender=np.array(gender), up=np.array("y"))
     for k, v in extra.items():
         arrays[k] = np.asarray(v)
-    tmp = p.with_name(p.name + ".tmp.npz")
+    tmp = partial_path(p)
     np.savez(tmp, **arrays)
     os.replace(tmp, p)  # never leave a half-written file where the user's was
     return p
@@ -87,6 +87,12 @@ def turn_motion_z_up_to_y_up(root_rotmats: np.ndarray, trans: np.ndarray, pelvis
 
     c, j0 = Z_UP_TO_Y_UP, np.asarray(pelvis_rest, np.float64)
     return c @ np.asarray(root_rotmats, np.float64), (np.asarray(trans, np.float64) + j0) @ c.T - j0
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where ``write_smpl_npz`` writes before the rename (``batch`` removes it after a killed worker)."""
+    p = Path(path)
+    return p.with_name(p.name + ".tmp.npz")
 
 
 def read_smpl_npz(path: str | os.PathLike) -> dict:
