@@ -149,3 +149,122 @@ def test_malicious_model_pickle_is_refused_through_the_cli(tmp_path, capsys, mod
         load_model_data(bad)
     code, out, err, out_path = _convert(tmp_path, capsys, tmp_path / "in.npy", "--model", bad)
     assert code == 2 and "Refused" in err and not marker.exists() and not out_path.exists()
+
+
+# ------------------------------------------------------------------ broken and hostile model files
+
+def _open_arrays():
+    from lsmplify_blender.core.body_model import OPEN_MODEL_PATH
+    with np.load(OPEN_MODEL_PATH) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _model_npz(path, **change):
+    arrays = _open_arrays()
+    arrays.update(change)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+def _meta(**fields):
+    return np.array(json.dumps({"name": "test model"} | fields))
+
+
+_A = _open_arrays()
+BROKEN_MODELS = {
+    "zero J_regressor": (dict(J_regressor=np.zeros_like(_A["J_regressor"])), r"J_regressor row 0 sums to 0"),
+    "NaN J_regressor": (dict(J_regressor=np.full_like(_A["J_regressor"], np.nan)), r"'J_regressor' contains NaN"),
+    "zero v_template": (dict(v_template=np.zeros_like(_A["v_template"])), r"0 m tall"),
+    "NaN v_template": (dict(v_template=_A["v_template"] * np.nan), r"'v_template' contains NaN"),
+    "zero weights": (dict(weights=np.zeros_like(_A["weights"])), r"sum to 1 per vertex"),
+    "NaN weights": (dict(weights=_A["weights"] * np.nan), r"'weights' contains NaN"),
+    "NaN posedirs": (dict(posedirs=np.full((_A["v_template"].shape[0], 3, 207), np.nan, np.float32)),
+                     r"'posedirs' contains NaN"),
+    "shapedirs x 1e30": (dict(shapedirs=_A["shapedirs"].astype(np.float64) * 1e30), r"'shapedirs' has values up to"),
+    "model in millimetres": (dict(v_template=_A["v_template"] * 1000), r"'v_template' has values up to"),
+    "complex v_template": (dict(v_template=_A["v_template"].astype(np.complex64)), r"'v_template' has dtype complex64"),
+    "datetime faces": (dict(f=_A["f"].astype("datetime64[s]")), r"'f' has dtype datetime64"),
+    "text weights": (dict(weights=_A["weights"].astype(str)), r"'weights' is dtype <U\d+, not a numeric array"),
+    "float faces": (dict(f=_A["f"].astype(np.float32)), r"faces \('f'\) must be vertex numbers"),
+    "negative landmark id": (dict(landmark_ids=_A["landmark_ids"] - 10**6), r"landmark ids must be vertex numbers"),
+    "landmark id past the end": (dict(landmark_ids=_A["landmark_ids"] + 10**6), r"landmark ids must be vertex"),
+    "meta name is an object": (dict(meta_json=_meta(name={"a": 1})), r"meta_json 'name' must be text, not dict"),
+    "meta gender is a list": (dict(meta_json=_meta(gender=["male"])), r"meta_json 'gender' must be text"),
+    "meta 100k deep": (dict(meta_json=np.array('{"a":' * 100_000 + "1" + "}" * 100_000)),
+                       r"meta_json is not valid JSON \(RecursionError"),
+    "meta 5000-digit integer": (dict(meta_json=np.array('{"n": ' + "9" * 5000 + "}")), r"meta_json is not valid JSON"),
+    "meta not JSON": (dict(meta_json=np.array("{name: x")), r"meta_json is not valid JSON"),
+    "meta a list": (dict(meta_json=np.array("[1, 2]")), r"meta_json must be a JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_MODELS))
+def test_broken_model_is_refused_at_load(tmp_path, case):
+    from lsmplify_blender.core.body_model import load_model_data
+    change, pattern = BROKEN_MODELS[case]
+    with pytest.raises(ModelFileError, match=pattern):
+        load_model_data(_model_npz(tmp_path / "model.npz", **change))
+
+
+def test_broken_model_through_the_cli_exits_2_and_writes_nothing(tmp_path, capsys, model):
+    bad = _model_npz(tmp_path / "model.npz", weights=np.zeros_like(_A["weights"]))
+    np.save(tmp_path / "in.npy", _walk_kp(model))
+    code, out, err, out_path = _convert(tmp_path, capsys, tmp_path / "in.npy", "--model", bad)
+    assert code == 2 and out == "" and "sum to 1 per vertex" in err and not out_path.exists()
+
+
+def _declare_size(path, member, size):
+    """Patch an .npz's zip directory so ``member`` declares ``size`` uncompressed bytes (a bomb's
+    header: the data itself would be zeros compressing ~1000:1)."""
+    import zipfile
+    blob = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member)
+    name = member.encode()
+    at = blob.find(b"PK\x01\x02", 0)
+    while at >= 0:
+        n = int.from_bytes(blob[at + 28:at + 30], "little")
+        if blob[at + 46:at + 46 + n] == name:
+            blob[at + 24:at + 28] = size.to_bytes(4, "little")
+            break
+        at = blob.find(b"PK\x01\x02", at + 4)
+    assert at >= 0 and info.file_size != size
+    path.write_bytes(bytes(blob))
+
+
+def test_npz_member_declaring_gigabytes_is_refused_before_reading(tmp_path):
+    from lsmplify_blender.core.body_model import load_model_data
+    p = _model_npz(tmp_path / "model.npz", junk=np.zeros(1000, np.float32))
+    _declare_size(p, "junk.npy", 0xF000_0000)  # 3.75 GiB in an unused key
+    with pytest.raises(ModelFileError, match=r"zip bomb"):
+        load_model_data(p)
+
+
+def test_npy_header_declaring_more_than_the_member_holds_is_refused(tmp_path):
+    from lsmplify_blender.core.body_model import load_model_data
+    p = _model_npz(tmp_path / "model.npz")
+    blob = p.read_bytes()
+    old = b"'shape': (%d, 3)" % _A["v_template"].shape[0]
+    assert old in blob  # np.savez stores members uncompressed: the header is in plain sight
+    new = b"'shape': (%d, 9)" % (10 ** len(str(_A["v_template"].shape[0])) - 1)  # same length: offsets hold
+    p.write_bytes(blob.replace(old, new, 1))
+    with pytest.raises(ModelFileError, match=r"'v_template': its header declares \d+ bytes of data but the file holds"):
+        load_model_data(p)
+
+
+def test_unused_npz_members_are_never_decompressed(tmp_path):
+    import tracemalloc
+
+    from lsmplify_blender.core.body_model import load_model_data
+    arrays = _open_arrays() | {"junk": np.zeros(2**24, np.float32)}  # 64 MiB, ~64 KiB compressed
+    p = tmp_path / "model.npz"
+    np.savez_compressed(p, **arrays)
+    assert p.stat().st_size < 8 * 2**20
+    tracemalloc.start()
+    try:
+        data = load_model_data(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert data.num_vertices == _A["v_template"].shape[0]
+    assert peak < 40 * 2**20, f"peak {peak / 2**20:.0f} MiB: the unused 64 MiB member was read"

@@ -53,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import safe_npy
 from ..errors import InputError
 from ..keypoints import KeypointSequence
 from ._common import check_file, finalize, read_text
@@ -146,17 +147,7 @@ def read_npy(path) -> KeypointSequence:
         return read_npz(path)
     if magic != b"\x93NUMPY":
         raise InputError(f"{where}: not a NumPy .npy file. Save the array with np.save().")
-    try:
-        with open(p, "rb") as f:
-            arr = np.load(f, allow_pickle=False)
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise InputError(f"{where}: the array holds Python objects, which are not loaded for "
-                             f"safety. Save a float array: np.save(path, xyz.astype(float)).") from None
-        raise InputError(f"{where}: cannot read the .npy file ({e}); it is truncated or corrupt.") from None
-    except Exception as e:  # numpy raises many types on a corrupt header (SyntaxError, TokenError...)
-        raise InputError(f"{where}: cannot read the .npy file ({type(e).__name__}: {e}); it is "
-                         f"truncated or corrupt. Save it again with np.save().") from None
+    arr = safe_npy.read_npy(p, InputError)  # sizes and dtype checked before anything is allocated
     notes: list[str] = []
     pos = as_tj3(arr, where, notes)
     notes.append(".npy holds positions only: names, units, up axis and fps are not known.")
@@ -166,36 +157,15 @@ def read_npy(path) -> KeypointSequence:
 def read_npz(path) -> KeypointSequence:
     p = check_file(path)
     where = p.name
-    with open(p, "rb") as f:
-        try:
-            z = np.load(f, allow_pickle=False)
-        except Exception as e:  # BadZipFile, OSError, EOFError, ValueError, ...
-            raise InputError(f"{where}: not a readable .npz archive ({type(e).__name__}: {e}). "
-                             f"Save it with np.savez().") from None
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise InputError(f"{where}: this is a single .npy array, not an .npz archive; "
-                             f"rename it to .npy or save it with np.savez(path, keypoints=...).")
-        with z:
-            keys = list(z.files)
-            if "keypoints" not in keys:
-                raise InputError(f"{where}: no 'keypoints' array in the .npz (it has {keys}). Save "
-                                 f"the (T, J, 3) positions as np.savez(path, keypoints=xyz, ...).")
-            vals = {}
-            for k in keys:
-                if k not in _NPZ_KEYS:
-                    continue
-                try:
-                    vals[k] = z[k]
-                except ValueError as e:
-                    if "pickle" in str(e).lower():
-                        raise InputError(
-                            f"{where}: '{k}' was saved as Python objects, which are not loaded for "
-                            f"safety. Save strings as np.array(values, dtype=str) and numbers as "
-                            f"float arrays.") from None
-                    raise InputError(f"{where}: cannot read '{k}' ({e}); the archive is corrupt.") from None
-                except Exception as e:
-                    raise InputError(f"{where}: cannot read '{k}' ({type(e).__name__}: {e}); the "
-                                     f"archive is corrupt.") from None
+    if _magic(p)[:2] != b"PK":
+        raise InputError(f"{where}: this is a single .npy array, not an .npz archive; "
+                         f"rename it to .npy or save it with np.savez(path, keypoints=...).")
+    # Only the known keys are read, each after its declared size is checked (an .npz bomb
+    # declares gigabytes of zeros in a few megabytes).
+    vals, keys = safe_npy.read_npz(p, InputError, keys=_NPZ_KEYS, kinds="biufUS")
+    if "keypoints" not in keys:
+        raise InputError(f"{where}: no 'keypoints' array in the .npz (it has {keys}). Save "
+                         f"the (T, J, 3) positions as np.savez(path, keypoints=xyz, ...).")
     notes: list[str] = []
     extra = [k for k in keys if k not in _NPZ_KEYS]
     if extra:
