@@ -19,8 +19,8 @@ import numpy as np
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lsmplify_blender.core.errors import ModelFileError  # noqa: E402
-from lsmplify_blender.core.safe_pickle import load_smpl_pickle  # noqa: E402
+from lsmplify_blender.core.errors import ModelFileError
+from lsmplify_blender.core.safe_pickle import load_smpl_pickle
 
 GLOBALS = [b"cchumpy.ch\nCh\n", b"cnumpy\ndtype\n", b"cnumpy\nndarray\n", b"cnumpy.core.multiarray\n_reconstruct\n",
            b"cnumpy.core.multiarray\nscalar\n", b"cnumpy.core.numeric\n_frombuffer\n",

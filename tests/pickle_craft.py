@@ -37,7 +37,7 @@ class _Py2Pickler(pickle._Pickler):
     """Writes bytes as Python 2 ``str`` (SHORT_BINSTRING/BINSTRING), as SMPL's own files
     were written by Python 2's cPickle at protocol 2."""
 
-    dispatch = dict(pickle._Pickler.dispatch)
+    dispatch = dict(pickle._Pickler.dispatch)  # noqa: RUF012 - the pickler looks it up on the class
 
     def save_py2_str(self, obj, original=None):
         n = len(obj)

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from .cli_guards import check_take_options, json_safe, last_resort, output_path
 from .errors import LSMPLifyError
 from .layouts import LAYOUTS
 from .solver import SOLVERS
@@ -96,7 +97,7 @@ def _load_init(path, model):
 
 
 def convert(args) -> dict:
-    from .body_model import BodyModel, load_model_data
+    from .body_model import OPEN_MODEL_PATH, BodyModel, load_model_data
     from .device import resolve_device
     from .formats import read_keypoints
     from .formats.amass import write_smpl_npz
@@ -104,6 +105,9 @@ def convert(args) -> dict:
     from .solver import refine_existing, solve
 
     t0 = time.perf_counter()
+    check_take_options(args)
+    out_path = output_path(args.out, {"the input": args.input, "--model": args.model or OPEN_MODEL_PATH,
+                                      "--init": args.init, "--asf": args.asf})
     device = resolve_device(args.device)
     model = BodyModel(load_model_data(args.model), device=device)
     seq = read_keypoints(args.input, asf=args.asf)
@@ -115,7 +119,7 @@ def convert(args) -> dict:
         sol = solve(prepared, model, solver=args.solver, refine=args.refine, smooth=args.smooth,
                     network_chunk=args.chunk)
     out = write_smpl_npz(
-        args.out, sol.poses, sol.betas.cpu().numpy(), sol.trans.cpu().numpy(), prepared.fps,
+        out_path, sol.poses, sol.betas.cpu().numpy(), sol.trans.cpu().numpy(), prepared.fps,
         gender=model.data.meta.get("gender", "neutral"), fit_error_mm=sol.fit_error_mm.astype(np.float32),
         layout=prepared.layout.name, units=prepared.units, solver=sol.solver, model=model.data.name,
         mpbe_mm=np.float32(sol.mpbe_mm))
@@ -151,8 +155,10 @@ def main(argv=None) -> int:
             summary = convert(args)
         elif args.command == "eval":
             summary = evaluate(args)
-        print(json.dumps(summary))
+        print(json.dumps(json_safe(summary), allow_nan=False))
         return 0
     except LSMPLifyError as exc:
         print(f"lsmplify: error: {exc}", file=sys.stderr)
         return 2
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the last resort: one line, never a traceback
+        return last_resort(exc)

@@ -21,7 +21,8 @@ from __future__ import annotations
 import codecs
 import re
 import struct
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 

@@ -110,16 +110,30 @@ def norm_up(value, where: str) -> str | None:
     return s
 
 
+MAX_FPS = 1000.0  # no capture runs faster; larger values are a unit mistake (and would size kernels)
+
+
 def norm_fps(value, where: str) -> float | None:
     if value is None:
         return None
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, np.ndarray) and value.dtype.kind == "b"):
+        raise InputError(f"{where}: fps is {value!r}, a yes/no value, not a frame rate. Write a number, e.g. 30.")
     try:
         f = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: fps '{value}' is not a number.") from None
-    if not math.isfinite(f) or f <= 0:
-        raise InputError(f"{where}: fps must be a positive number, got {value}.")
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{where}: fps '{str(value)[:40]}' is not a number.") from None
+    if not math.isfinite(f) or f <= 0 or f > MAX_FPS:
+        raise InputError(f"{where}: fps must be a frame rate in (0, {MAX_FPS:g}], got {str(value)[:40]}.")
     return f
+
+
+def duplicates(items) -> list[str]:
+    """The items that occur more than once, sorted: one pass, linear in len(items)."""
+    seen: set = set()
+    dup: set = set()
+    for item in items:
+        (dup if item in seen else seen).add(item)
+    return sorted(dup)
 
 
 def finalize(positions, *, names=None, confidence=None, fps=None, units=None, up=None,
@@ -162,7 +176,7 @@ def finalize(positions, *, names=None, confidence=None, fps=None, units=None, up
         names = [str(n) for n in names]
         if len(names) != J:
             raise InputError(f"{where}: {len(names)} joint names for {J} joints; they must match.")
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = duplicates(names)
         if dup:
             raise InputError(f"{where}: duplicate joint names {dup}; every joint needs its own name.")
 

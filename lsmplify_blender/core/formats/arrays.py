@@ -56,7 +56,7 @@ import numpy as np
 from .. import safe_npy
 from ..errors import InputError
 from ..keypoints import KeypointSequence
-from ._common import check_file, finalize, read_text
+from ._common import check_file, duplicates, finalize, read_text
 
 _NPZ_KEYS = ("keypoints", "joint_names", "confidence", "fps", "units", "up", "layout", "frames")
 
@@ -427,7 +427,7 @@ def read_csv(path) -> KeypointSequence:
                      f"joint names unknown.")
         return finalize(vals.reshape(len(data), width // 3, 3), source=str(path), notes=notes, where=where)
 
-    dup = sorted({h for h in header if header.count(h) > 1 and h})
+    dup = [h for h in duplicates(header) if h]
     if dup:
         raise InputError(f"{where}: duplicate column names {dup} in the header.")
     coords: dict[str, dict[str, int]] = {}

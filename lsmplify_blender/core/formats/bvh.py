@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..keypoints import KeypointSequence
-from ._common import euler_matrix, finalize, parse_floats, read_text
+from ._common import MAX_FPS, euler_matrix, finalize, parse_floats, read_text
 
 _CHANNELS = {
     "xposition": ("pos", 0), "yposition": ("pos", 1), "zposition": ("pos", 2),
@@ -188,6 +188,13 @@ def parse_bvh(text: str, where: str = "BVH") -> BvhData:
         raise InputError(f"{where}: the file has zero frames ('Frames: {n_frames}'). "
                          f"Export the animation, not only the skeleton.")
     body = rest[tm.end():]
+    if n_channels == 0:
+        raise InputError(f"{where}: no joint declares CHANNELS, so the {n_frames} frames hold no motion. "
+                         "Re-export the BVH with its rotation channels.")
+    if n_frames * n_channels > (len(body) + 1) // 2:  # every value takes a digit and a separator
+        raise InputError(
+            f"{where}: the header says {n_frames} frames of {n_channels} channels but the MOTION data is "
+            f"only {len(body)} characters long. The file is truncated, or its 'Frames:' line is wrong.")
     values = parse_floats(body.split(), f"{where}: MOTION data")
     expected = n_frames * n_channels
     if values.size != expected:
@@ -284,6 +291,10 @@ def read_bvh(path) -> KeypointSequence:
     fps = None
     if data.frame_time > 0 and np.isfinite(data.frame_time):
         fps = 1.0 / data.frame_time
+        if fps > MAX_FPS:
+            raise InputError(f"{where}: 'Frame Time: {data.frame_time:g}' means {fps:.3g} fps, more than any "
+                             f"capture ({MAX_FPS:g}). Correct the Frame Time line (seconds per frame, e.g. "
+                             "0.0083333 for 120 fps).")
         if abs(fps - round(fps)) < 1e-4 * fps:  # 'Frame Time: .0083333' means 120 fps
             fps = float(round(fps))
         notes.append(f"fps = 1 / Frame Time ({data.frame_time:g} s) = {fps:.6g}.")
