@@ -1,6 +1,7 @@
 """Every bad input gets the project's own error type, a message that says what to do, and
 leaves nothing behind: the output file is never created (issue 5's list, core side)."""
 import json
+import re
 import pickle
 
 import numpy as np
@@ -268,3 +269,32 @@ def test_unused_npz_members_are_never_decompressed(tmp_path):
         tracemalloc.stop()
     assert data.num_vertices == _A["v_template"].shape[0]
     assert peak < 40 * 2**20, f"peak {peak / 2**20:.0f} MiB: the unused 64 MiB member was read"
+
+
+# ------------------------------------------------------------------ implausible takes are refused with the reason
+
+@pytest.mark.parametrize("change,extra,words", [
+    (lambda kp: kp * 1e6, (), r"span 1\.\d+e\+03 m per frame when read as mm"),  # micrometres read as mm
+    (lambda kp: kp + 1e12, ("--units", "m"), r"1\.73e\+09 km from the origin"),
+    (lambda kp: kp * np.array([-1.0, 1.0, 1.0]), ("--units", "m"), r"Left and right look swapped"),
+])
+def test_implausible_takes_are_refused(tmp_path, capsys, model, change, extra, words):
+    kp = change(_walk_kp(model))
+    np.savez(tmp_path / "odd.npz", keypoints=kp, joint_names=np.array(SMPL24.keypoints), up="y")
+    code, out, err, out_path = _convert(tmp_path, capsys, tmp_path / "odd.npz", *extra)
+    assert code == 2 and out == "" and re.search(words, err), err
+    assert not out_path.exists()
+
+
+def test_a_plausible_take_passes_the_checks(tmp_path, capsys, model):
+    np.savez(tmp_path / "ok.npz", keypoints=_walk_kp(model), joint_names=np.array(SMPL24.keypoints), up="y")
+    code, out, err, out_path = _convert(tmp_path, capsys, tmp_path / "ok.npz")
+    assert code == 0 and out_path.exists(), err
+
+
+def test_values_of_1e300_are_refused_not_a_linalg_traceback(tmp_path, capsys, model):
+    kp = _walk_kp(model) * 1e300
+    np.save(tmp_path / "huge.npy", kp)
+    code, out, err, out_path = _convert(tmp_path, capsys, tmp_path / "huge.npy")
+    assert code == 2 and "Traceback" not in err and "LinAlgError" not in err and err.startswith("lsmplify: error:")
+    assert len(err.strip().splitlines()) == 1 and not out_path.exists()

@@ -101,6 +101,7 @@ def convert(args) -> dict:
     from .device import resolve_device
     from .formats import read_keypoints
     from .formats.amass import write_smpl_npz
+    from .plausibility import check_plausible
     from .prepare import prepare
     from .solver import refine_existing, solve
 
@@ -112,6 +113,7 @@ def convert(args) -> dict:
     model = BodyModel(load_model_data(args.model), device=device)
     seq = read_keypoints(args.input, asf=args.asf)
     prepared = prepare(seq, model, layout=args.layout, units=args.units, up=args.up, fps=args.fps)
+    check_plausible(prepared)
     if args.init:
         sol = refine_existing(prepared, model, *_load_init(args.init, model), passes=args.passes,
                               refine=args.refine, smooth=args.smooth)
