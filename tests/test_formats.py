@@ -644,3 +644,21 @@ def test_asf_axis_and_dof_orders_match_scipy(tmp_path):
         Rb = Ra @ Cb @ rot("YX", v[9:11]) @ Cb.T
         b_end = a_end + Rb @ np.array([3.0, 0, 0])
         np.testing.assert_allclose(seq.positions[t], [root, root, a_end, b_end], atol=1e-9)
+
+
+def test_asf_chain_of_3000_bones_reads_without_recursion(tmp_path):
+    """A 3,000-bone chain (issue 12: a RecursionError before) is read iteratively."""
+    n = 3000
+    bones = "\n".join(f"  begin\n    id {i + 1}\n    name b{i}\n    direction 0 1 0\n    length 0.1\n"
+                      f"    axis 0 0 0 XYZ\n    dof rx\n  end" for i in range(n))
+    chain = "\n".join(["    root b0"] + [f"    b{i} b{i + 1}" for i in range(n - 1)])
+    asf = (":version 1.10\n:name chain\n:units\n  mass 1.0\n  length 1\n  angle deg\n:root\n"
+           "   order TX TY TZ RX RY RZ\n   axis XYZ\n   position 0 0 0\n   orientation 0 0 0\n"
+           f":bonedata\n{bones}\n:hierarchy\n  begin\n{chain}\n  end\n")
+    (tmp_path / "chain.asf").write_text(asf)
+    frame = "root 0 0 0 0 0 0\n" + "\n".join(f"b{i} 1" for i in range(n))
+    (tmp_path / "chain.amc").write_text(":FULLY-SPECIFIED\n:DEGREES\n1\n" + frame + "\n2\n" + frame + "\n")
+    seq = read_keypoints(tmp_path / "chain.amc", asf=tmp_path / "chain.asf")
+    assert seq.positions.shape == (2, n + 2, 3)
+    # a straight chain along +Y bent 1 degree per bone: the end is below n * 0.1 and finite
+    assert np.isfinite(seq.positions).all() and 0 < np.nanmax(seq.positions[:, :, 1]) < n * 0.1 + 1e-6

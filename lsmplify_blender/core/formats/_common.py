@@ -110,6 +110,7 @@ def norm_up(value, where: str) -> str | None:
     return s
 
 
+MAX_COORDINATE = 1e15  # far beyond any capture volume in any unit; bigger values overflow squared norms
 MAX_FPS = 1000.0  # no capture runs faster; larger values are a unit mistake (and would size kernels)
 
 
@@ -161,6 +162,10 @@ def finalize(positions, *, names=None, confidence=None, fps=None, units=None, up
         pos[bad] = np.nan
         if n_inf:
             notes.append(f"{n_inf} infinite value(s) treated as missing.")
+    peak = float(np.nanmax(np.abs(pos))) if np.isfinite(pos).any() else 0.0
+    if peak > MAX_COORDINATE:
+        raise InputError(f"{where}: coordinates reach {peak:.3g}, which is no position in any unit (a "
+                         f"kilometre is 1e6 mm). The file holds something else, or is corrupt.")
     if not np.isfinite(pos).any():
         raise InputError(
             f"{where}: every keypoint value is missing (NaN/empty); there is nothing to fit. "
