@@ -662,3 +662,29 @@ def test_asf_chain_of_3000_bones_reads_without_recursion(tmp_path):
     assert seq.positions.shape == (2, n + 2, 3)
     # a straight chain along +Y bent 1 degree per bone: the end is below n * 0.1 and finite
     assert np.isfinite(seq.positions).all() and 0 < np.nanmax(seq.positions[:, :, 1]) < n * 0.1 + 1e-6
+
+
+@pytest.mark.parametrize("text,words", [
+    ('{"keypoints": [[[' + "9" * 5000 + ", 0, 0]]]}", "JSON integer with 5000 digits"),
+    ('{"keypoints": [[[0, 0, 0]]], "fps": ' + "9" * 5000 + "}", "JSON integer with 5000 digits"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+])
+def test_hostile_json_numbers_and_nesting(tmp_path, text, words):
+    (tmp_path / "k.json").write_text(text)
+    with pytest.raises(InputError, match=words):
+        read_keypoints(tmp_path / "k.json")
+
+
+def test_50k_joint_names_with_one_repeat_are_checked_in_one_pass(tmp_path):
+    names = [f"n{i}" for i in range(50_000)] + ["n7"]
+    kp = np.zeros((1, len(names), 3))
+    np.savez(tmp_path / "k.npz", keypoints=kp, joint_names=np.array(names))
+    with pytest.raises(InputError, match=r"duplicate joint names \['n7'\]"):
+        read_keypoints(tmp_path / "k.npz")
+
+
+def test_csv_with_1e5_columns_and_a_repeated_header(tmp_path):
+    cols = [f"m{i}_{c}" for i in range(33_333) for c in "xyz"] + ["m5_x"]
+    (tmp_path / "k.csv").write_text(",".join(cols) + "\n" + ",".join(["0.1"] * len(cols)) + "\n")
+    with pytest.raises(InputError, match=r"duplicate column names \['m5_x'\]"):
+        read_keypoints(tmp_path / "k.csv")

@@ -300,13 +300,21 @@ def _frames_form(data: dict, frames: list, where: str, source: str) -> KeypointS
 def read_json(path) -> KeypointSequence:
     where = Path(path).name
     text = read_text(path, "JSON")
+    def json_int(digits: str):  # Python refuses > 4300 digits deep in json.loads; say why here
+        if len(digits) > 30:
+            raise InputError(f"{where}: a JSON integer with {len(digits)} digits is no coordinate, frame or "
+                             f"rate. The file holds something else, or is corrupt.")
+        return int(digits)
+
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_int=json_int)
     except json.JSONDecodeError as e:
         raise InputError(f"{where}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}). "
                          f"The file may be truncated.") from None
     except RecursionError:
         raise InputError(f"{where}: JSON nested too deeply.") from None
+    except ValueError as e:
+        raise InputError(f"{where}: not valid JSON ({str(e)[:100]}).") from None
     if isinstance(data, list):
         data = {"frames": data} if data and all(isinstance(f, dict) for f in data) else {"keypoints": data}
     if not isinstance(data, dict):
