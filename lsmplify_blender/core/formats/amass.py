@@ -27,9 +27,10 @@ def write_smpl_npz(path: str | os.PathLike, poses: np.ndarray, betas: np.ndarray
     p = Path(path)
     if p.suffix.lower() != ".npz":
         p = p.with_suffix(".npz")
-    arrays = dict(poses=np.asarray(poses, np.float32), betas=np.asarray(betas, np.float32),
-                  trans=np.asarray(trans, np.float32), mocap_framerate=np.float32(fps),
-                  gender=np.array(str(gender)), up=np.array("y"))
+    arrays: dict[str, np.ndarray | np.generic] = dict(
+        poses=np.asarray(poses, np.float32), betas=np.asarray(betas, np.float32),
+        trans=np.asarray(trans, np.float32), mocap_framerate=np.float32(fps),
+        gender=np.array(str(gender)), up=np.array("y"))
     for k in ("poses", "betas", "trans", "mocap_framerate"):
         if not np.isfinite(arrays[k]).all():
             raise OutputError(f"The solve produced non-finite {k}; nothing was written to {p}. The input "
