@@ -60,7 +60,7 @@ def _same_file(a: Path, b: Path) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def output_path(out, protect: dict[str, object]) -> Path:
+def output_path(out, protect: dict[str, str | os.PathLike | None]) -> Path:
     """The .npz ``--out`` will be written as, after checking it can be, before any work.
 
     ``protect`` maps a flag name to a path the run reads (the input, --model, --init,
@@ -116,10 +116,11 @@ def last_resort(exc: BaseException) -> int:
     if isinstance(exc, KeyboardInterrupt):
         print("lsmplify: interrupted; no output was written.", file=sys.stderr)
         return 130
-    hint = {
+    hints: dict[type[BaseException], str] = {
         MemoryError: "the input is too large for this machine's memory: split the take or use fewer frames",
         RecursionError: "the input is nested too deeply to be a keypoint or model file",
-    }.get(type(exc), "this is a bug in LSMPLify; please report it with the log")
+    }
+    hint = hints.get(type(exc), "this is a bug in LSMPLify; please report it with the log")
     log = _write_log(exc)
     where = f" (traceback in {log})" if log else ""
     print(f"lsmplify: error: {type(exc).__name__}: {str(exc)[:300]}: {hint}{where}", file=sys.stderr)

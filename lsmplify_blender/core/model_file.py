@@ -136,7 +136,7 @@ def read_landmarks(raw: dict, nv: int, name: str) -> dict[str, int] | None:
                              f"(found {int(ids.min())}..{int(ids.max())}). {_fix(name)}")
     if len(set(names.tolist())) != len(names):
         raise ModelFileError(f"{name}: landmark names repeat. {_fix(name)}")
-    return {str(n): int(i) for n, i in zip(names.tolist(), ids.tolist())}
+    return {str(n): int(i) for n, i in zip(names.tolist(), ids.tolist(), strict=True)}
 
 
 def _depth(value, limit: int) -> int:

@@ -37,10 +37,9 @@ def read_npy_stream(f, where: str, error: type[LSMPLifyError], *, available: int
     """One array from an open .npy stream; ``available`` bytes at most may follow the header."""
     try:
         version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=_MAX_HEADER)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=_MAX_HEADER)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(f, max_header_size=_MAX_HEADER)  # type: ignore[call-arg]
         header_end = f.tell()
     except Exception as exc:  # noqa: BLE001 - numpy raises ValueError, SyntaxError, EOFError... on a bad header
         raise error(f"{where}: not a readable .npy array ({type(exc).__name__}: {str(exc)[:120]}); the file is "

@@ -55,7 +55,7 @@ _PLAIN_DTYPES = {"b": (1,), "i": (1, 2, 4, 8), "u": (1, 2, 4, 8), "f": (2, 4, 8)
 _HASHABLE = (str, bytes, int, float, type(None))
 
 
-class _Bad(Exception):
+class _BadPickleError(Exception):
     """A structural problem in the stream; becomes ModelFileError with the file's name."""
 
 
@@ -78,7 +78,7 @@ class _Described:
 
     def set_state(self, state: Any) -> None:
         if state is None:
-            raise _Bad("a numpy value BUILT with no state")
+            raise _BadPickleError("a numpy value BUILT with no state")
         self.state = state
 
 
@@ -116,8 +116,8 @@ class _Mark:
 _MARK = _Mark()
 
 
-def _refuse_global(module: str, name: str) -> None:
-    raise UnsafePickleError(
+def _refuse_global(module: str, name: str) -> UnsafePickleError:
+    return UnsafePickleError(
         f"Refused to load {module}.{name} from the pickle: SMPL model files only need "
         "numpy, scipy.sparse and chumpy arrays, so this file is not a SMPL model (or has "
         "been tampered with). Nothing from it was executed. Use the official SMPL .pkl "
@@ -126,12 +126,12 @@ def _refuse_global(module: str, name: str) -> None:
 
 def _lookup_global(module: str, name: str) -> _Global:
     if not isinstance(module, str) or not isinstance(name, str):
-        raise _Bad("a global name that is not text")
+        raise _BadPickleError("a global name that is not text")
     if module == "chumpy" or module.startswith("chumpy."):
         return _Global("chumpy", f"{module}.{name}")
     kind = _GLOBALS.get((module, name))
     if kind is None:
-        _refuse_global(module, name)
+        raise _refuse_global(module, name)
     return _Global(kind, f"{module}.{name}")
 
 
@@ -156,11 +156,11 @@ class _Machine:
     def charge(self, n: int) -> None:
         self.budget -= n
         if self.budget < 0:
-            raise _Bad("it builds far more data than the file holds (a decompression bomb)")
+            raise _BadPickleError("it builds far more data than the file holds (a decompression bomb)")
 
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > self.end:
-            raise _Bad("it ends in the middle of a value (truncated)")
+            raise _BadPickleError("it ends in the middle of a value (truncated)")
         chunk = self.data[self.pos:self.pos + n]
         self.pos += n
         return chunk
@@ -168,7 +168,7 @@ class _Machine:
     def line(self) -> bytes:
         nl = self.data.find(b"\n", self.pos)
         if nl < 0:
-            raise _Bad("it ends in the middle of a text value (truncated)")
+            raise _BadPickleError("it ends in the middle of a text value (truncated)")
         text = self.data[self.pos:nl]
         self.pos = nl + 1
         return text
@@ -181,7 +181,7 @@ class _Machine:
     def text_number(self) -> str:
         text = self.line()
         if len(text) > _MAX_TEXT_NUMBER:
-            raise _Bad("a number with more digits than any model holds")
+            raise _BadPickleError("a number with more digits than any model holds")
         return text.decode("ascii")
 
     # ---------------------------------------------------------------- stack
@@ -190,7 +190,7 @@ class _Machine:
 
     def pop(self) -> Any:
         if len(self.stack) <= self.floor:
-            raise _Bad("an opcode finds fewer values than it needs")
+            raise _BadPickleError("an opcode finds fewer values than it needs")
         return self.stack.pop()
 
     def pop_opcode(self) -> None:  # POP drops the value on top, or an empty MARK
@@ -201,12 +201,12 @@ class _Machine:
 
     def top(self) -> Any:
         if not self.stack:
-            raise _Bad("an opcode finds an empty stack")
+            raise _BadPickleError("an opcode finds an empty stack")
         return self.stack[-1]
 
     def pop_mark(self) -> list:
         if not self.marks:
-            raise _Bad("an opcode needs a MARK that is not there")
+            raise _BadPickleError("an opcode needs a MARK that is not there")
         start = self.marks.pop()
         self.floor = self.marks[-1] if self.marks else 0
         items = self.stack[start:]
@@ -215,12 +215,12 @@ class _Machine:
 
     def put(self, index: int) -> None:
         if not 0 <= index <= self.end:  # a real pickler numbers memo entries 0, 1, 2...
-            raise _Bad(f"memo index {index} is larger than the file could need")
+            raise _BadPickleError(f"memo index {index} is larger than the file could need")
         self.memo[index] = self.top()
 
     def get(self, index: int) -> None:
         if index not in self.memo:
-            raise _Bad(f"memo index {index} is read before it is written")
+            raise _BadPickleError(f"memo index {index} is read before it is written")
         self.push(self.memo[index])
 
     # ---------------------------------------------------------------- run
@@ -231,13 +231,13 @@ class _Machine:
             self.pos += 1
             handler = ops.get(op)
             if handler is None:
-                raise _Bad(f"opcode {bytes([op])!r} is not one a model file uses "
+                raise _BadPickleError(f"opcode {bytes([op])!r} is not one a model file uses "
                            "(persistent ids, extension codes and out-of-band buffers are refused)")
             if handler() is _STOP:
                 if len(self.stack) != 1 or self.marks:
-                    raise _Bad("it stops with a malformed stack")
+                    raise _BadPickleError("it stops with a malformed stack")
                 return self.stack[0]
-        raise _Bad("it ends before its STOP opcode (truncated)")
+        raise _BadPickleError("it ends before its STOP opcode (truncated)")
 
     # ---------------------------------------------------------------- values
     def py2_string(self, n: int) -> None:
@@ -246,7 +246,7 @@ class _Machine:
     def text_string(self) -> None:  # protocol 0 STRING: a quoted repr
         body = self.line().rstrip(b"\r")
         if len(body) < 2 or body[:1] not in (b"'", b'"') or body[-1:] != body[:1]:
-            raise _Bad("a text string without its quotes")
+            raise _BadPickleError("a text string without its quotes")
         self.push(_Py2Str(codecs.escape_decode(body[1:-1])[0]))
 
     def unicode(self, n: int) -> None:
@@ -254,7 +254,7 @@ class _Machine:
 
     def long(self, n: int) -> None:
         if n > 64:
-            raise _Bad("an integer with more digits than any model holds")
+            raise _BadPickleError("an integer with more digits than any model holds")
         self.push(int.from_bytes(self.take(n), "little", signed=True))
 
     def text_int(self) -> None:
@@ -267,38 +267,38 @@ class _Machine:
     def proto(self) -> None:
         version = self.take(1)[0]
         if version > 5:
-            raise _Bad(f"pickle protocol {version} is newer than any this reader knows")
+            raise _BadPickleError(f"pickle protocol {version} is newer than any this reader knows")
 
     def frame(self) -> None:
         if self.unpack(struct.Struct("<Q")) > self.end - self.pos:
-            raise _Bad("a frame longer than the rest of the file")
+            raise _BadPickleError("a frame longer than the rest of the file")
 
     # ---------------------------------------------------------------- containers
     def hashable(self, key: Any) -> Any:
         if not isinstance(key, _HASHABLE) or (isinstance(key, int) and abs(key) > 2**31):
-            raise _Bad(f"a dict key or set element of type {type(key).__name__}")
+            raise _BadPickleError(f"a dict key or set element of type {type(key).__name__}")
         return key.decode("latin-1") if isinstance(key, _Py2Str) else key  # py2 keys are text
 
     def set_items(self, target: Any, items: list) -> None:
         if not isinstance(target, dict) or len(items) % 2:
-            raise _Bad("SETITEMS on something that is not a dict")
+            raise _BadPickleError("SETITEMS on something that is not a dict")
         for i in range(0, len(items), 2):
             target[self.hashable(items[i])] = items[i + 1]
 
     def append_items(self, target: Any, items: list) -> None:
         if not isinstance(target, list):
-            raise _Bad("APPENDS on something that is not a list")
+            raise _BadPickleError("APPENDS on something that is not a list")
         target.extend(items)
 
     def add_items(self, target: Any, items: list) -> None:
         if not isinstance(target, set):
-            raise _Bad("ADDITEMS on something that is not a set")
+            raise _BadPickleError("ADDITEMS on something that is not a set")
         self.charge(len(items))
         target.update(self.hashable(i) for i in items)
 
     def make_set(self, items: Any, frozen: bool) -> Any:
         if not isinstance(items, (list, tuple, set, frozenset)):
-            raise _Bad("a set built from something that is not a list")
+            raise _BadPickleError("a set built from something that is not a list")
         self.charge(len(items))
         made = {self.hashable(i) for i in items}
         return frozenset(made) if frozen else made
@@ -317,38 +317,38 @@ class _Machine:
         """``cls.__new__(cls, *args)`` for an allowed class: only its kind is kept."""
         if not isinstance(cls, _Global) or cls.kind not in _CLASS_KINDS:
             name = cls.qualname if isinstance(cls, _Global) else type(cls).__name__
-            raise _Bad(f"it creates an instance of {name}, which no model file does")
+            raise _BadPickleError(f"it creates an instance of {name}, which no model file does")
         if not isinstance(args, tuple):
-            raise _Bad("NEWOBJ arguments that are not a tuple")
+            raise _BadPickleError("NEWOBJ arguments that are not a tuple")
         return _ObjectDesc(cls.kind, cls.qualname)
 
     def reduce(self) -> None:
         args, func = self.pop(), self.pop()
         if not isinstance(func, _Global) or not isinstance(args, tuple):
-            raise _Bad("REDUCE on something that is not an allowed function with arguments")
+            raise _BadPickleError("REDUCE on something that is not an allowed function with arguments")
         self.push(self.call(func, args))
 
     def call(self, func: _Global, args: tuple) -> Any:
         kind = func.kind
         if kind == "reconstruct":  # _reconstruct(ndarray, (0,), b'b'): filled by BUILD
             if len(args) != 3 or not isinstance(args[0], _Global) or args[0].kind != "ndarray":
-                raise _Bad("numpy _reconstruct of something other than a plain ndarray")
+                raise _BadPickleError("numpy _reconstruct of something other than a plain ndarray")
             return _ArrayDesc()
         if kind == "dtype":
             if not 1 <= len(args) <= 3:
-                raise _Bad("a numpy dtype with unexpected arguments")
+                raise _BadPickleError("a numpy dtype with unexpected arguments")
             return _DtypeDesc(args[0])
         if kind == "scalar":
             if len(args) != 2:
-                raise _Bad("a numpy scalar with unexpected arguments")
+                raise _BadPickleError("a numpy scalar with unexpected arguments")
             return _ScalarDesc(args[0], args[1])
         if kind == "frombuffer":  # protocol 5: _frombuffer(buffer, dtype, shape, order)
             if len(args) != 4 or _text(args[3]) not in ("C", "F"):
-                raise _Bad("a protocol-5 array with unexpected arguments")
+                raise _BadPickleError("a protocol-5 array with unexpected arguments")
             return _ArrayDesc(args[1], args[2], _text(args[3]) == "F", args[0])
         if kind == "encode":
             if len(args) != 2 or not isinstance(args[0], str) or args[1] not in ("latin1", "latin-1"):
-                raise _Bad("_codecs.encode with arguments other than (text, 'latin1')")
+                raise _BadPickleError("_codecs.encode with arguments other than (text, 'latin1')")
             self.charge(len(args[0]))
             return args[0].encode("latin-1")
         if kind == "bytes" and args == ():
@@ -358,15 +358,15 @@ class _Machine:
         if kind == "reconstructor":  # copyreg._reconstructor(cls, object, None)
             if len(args) != 3 or not isinstance(args[1], _Global) or args[1].kind != "object" \
                     or args[2] is not None:
-                raise _Bad("copyreg._reconstructor with a base other than object")
+                raise _BadPickleError("copyreg._reconstructor with a base other than object")
             return self.instance(args[0], ())
         if kind in ("csc", "csr") and len(args) == 2:  # csc_matrix((data, indices, indptr), shape)
             parts, shape = args
             if not isinstance(parts, tuple) or len(parts) != 3:
-                raise _Bad(f"{func.qualname} built from something other than (data, indices, indptr)")
+                raise _BadPickleError(f"{func.qualname} built from something other than (data, indices, indptr)")
             state = {"data": parts[0], "indices": parts[1], "indptr": parts[2], "_shape": shape}
             return _ObjectDesc(kind, func.qualname, state)
-        raise _Bad(f"it calls {func.qualname} in a way no model file does")
+        raise _BadPickleError(f"it calls {func.qualname} in a way no model file does")
 
     def newobj(self) -> None:
         args, cls = self.pop(), self.pop()
@@ -375,7 +375,7 @@ class _Machine:
     def newobj_ex(self) -> None:
         kwargs, args, cls = self.pop(), self.pop(), self.pop()
         if not isinstance(kwargs, dict):
-            raise _Bad("NEWOBJ_EX keyword arguments that are not a dict")
+            raise _BadPickleError("NEWOBJ_EX keyword arguments that are not a dict")
         self.push(self.instance(cls, args))
 
     def inst(self) -> None:  # protocol 0/1 INST module\nname\n: class from text, args after MARK
@@ -387,7 +387,7 @@ class _Machine:
     def obj(self) -> None:  # OBJ: class and args after MARK
         items = self.pop_mark()
         if not items:
-            raise _Bad("OBJ without a class")
+            raise _BadPickleError("OBJ without a class")
         self.push(self.instance(items[0], tuple(items[1:])))
 
     def build(self) -> None:
@@ -398,10 +398,10 @@ class _Machine:
             if isinstance(state, tuple) and len(state) == 2 and state[1] is None:
                 state = state[0]  # (dict, slots) form
             if state is not None and not isinstance(state, dict):
-                raise _Bad(f"the state of {target.qualname} is not a dict")
+                raise _BadPickleError(f"the state of {target.qualname} is not a dict")
             target.state = state
         else:
-            raise _Bad(f"BUILD on a {type(target).__name__.strip('_')}, which no model file does")
+            raise _BadPickleError(f"BUILD on a {type(target).__name__.strip('_')}, which no model file does")
 
     # ---------------------------------------------------------------- dispatch
     def _dispatch(self) -> dict[int, Any]:
@@ -473,23 +473,23 @@ _STOP = object()
 def _plain_dtype(desc: Any) -> np.dtype:
     """A numpy dtype built from our own string after checking the file's description."""
     if not isinstance(desc, _DtypeDesc):
-        raise _Bad(f"an array whose dtype is a {type(desc).__name__.strip('_')}, not a numpy dtype")
+        raise _BadPickleError(f"an array whose dtype is a {type(desc).__name__.strip('_')}, not a numpy dtype")
     spec = desc.spec.decode("latin-1") if isinstance(desc.spec, bytes) else desc.spec
     found = re.fullmatch(r"([biuf])(\d{1,2})", spec) if isinstance(spec, str) else None
     if not found or int(found[2]) not in _PLAIN_DTYPES[found[1]]:
-        raise _Bad(f"dtype {str(spec)[:20]!r} is not a plain number type (bool, int, uint or "
+        raise _BadPickleError(f"dtype {str(spec)[:20]!r} is not a plain number type (bool, int, uint or "
                    "float); object, string, structured, complex and datetime arrays are refused")
     endian = "="
     state = desc.state
     if state is not None:
         if not isinstance(state, tuple) or len(state) not in (8, 9) or state[0] not in (3, 4):
-            raise _Bad(f"dtype {spec!r} has a state numpy does not write for plain numbers")
+            raise _BadPickleError(f"dtype {spec!r} has a state numpy does not write for plain numbers")
         endian, subarray, names, fields, _elsize, _align, flags = state[1:8]
         endian = _text(endian)
         metadata = state[8] if len(state) == 9 else None
         if subarray is not None or names is not None or fields is not None or metadata not in (None, {}) \
                 or flags != 0 or endian not in ("<", ">", "|", "="):
-            raise _Bad(f"dtype {spec!r} carries fields, sub-arrays or flags; only plain numbers are allowed")
+            raise _BadPickleError(f"dtype {spec!r} carries fields, sub-arrays or flags; only plain numbers are allowed")
     return np.dtype(("=" if endian == "|" else endian) + found[1] + found[2])
 
 
@@ -501,7 +501,7 @@ def _text(value: Any) -> Any:
 def _shape_of(shape: Any) -> tuple[int, ...]:
     if not isinstance(shape, tuple) or len(shape) > _MAX_NDIM or not all(
             isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**40 for n in shape):
-        raise _Bad(f"an array shape that is not a tuple of sizes ({str(shape)[:40]})")
+        raise _BadPickleError(f"an array shape that is not a tuple of sizes ({str(shape)[:40]})")
     return shape
 
 
@@ -512,8 +512,8 @@ def _raw_bytes(data: Any) -> bytes | bytearray:
         try:
             return data.encode("latin-1")
         except UnicodeEncodeError:
-            raise _Bad("array data given as text that is not latin-1") from None
-    raise _Bad(f"array data given as {type(data).__name__}, not bytes (object arrays are refused)")
+            raise _BadPickleError("array data given as text that is not latin-1") from None
+    raise _BadPickleError(f"array data given as {type(data).__name__}, not bytes (object arrays are refused)")
 
 
 def _array_parts(desc: _ArrayDesc) -> tuple[Any, Any, bool, Any]:
@@ -521,12 +521,12 @@ def _array_parts(desc: _ArrayDesc) -> tuple[Any, Any, bool, Any]:
         return desc.dtype, desc.shape, desc.fortran, desc.data
     state = desc.state
     if not isinstance(state, tuple) or len(state) not in (4, 5):
-        raise _Bad("an ndarray without its (shape, dtype, order, data) state")
+        raise _BadPickleError("an ndarray without its (shape, dtype, order, data) state")
     if len(state) == 5:
         state = state[1:]
     shape, dtype, fortran, data = state
     if not isinstance(fortran, (bool, int)):
-        raise _Bad("an ndarray whose memory order is not a flag")
+        raise _BadPickleError("an ndarray whose memory order is not a flag")
     return dtype, shape, bool(fortran), data
 
 
@@ -551,9 +551,9 @@ class _Builder:
         if key in self.done:
             return self.done[key]
         if key in self.busy:
-            raise _Bad("a value that contains itself (a reference cycle)")
+            raise _BadPickleError("a value that contains itself (a reference cycle)")
         if depth >= MAX_DEPTH:
-            raise _Bad(f"values nested more than {MAX_DEPTH} deep (no model file nests like that)")
+            raise _BadPickleError(f"values nested more than {MAX_DEPTH} deep (no model file nests like that)")
         self.busy.add(key)
         out = self.build(v, depth + 1)
         self.busy.discard(key)
@@ -580,8 +580,8 @@ class _Builder:
                 return self.chumpy(v, depth)
             return self.sparse(v, depth)
         if isinstance(v, _Global):
-            raise _Bad(f"a bare reference to {v.qualname} where a value belongs")
-        raise _Bad(f"a {type(v).__name__} where a value belongs")  # pragma: no cover
+            raise _BadPickleError(f"a bare reference to {v.qualname} where a value belongs")
+        raise _BadPickleError(f"a {type(v).__name__} where a value belongs")  # pragma: no cover
 
     def array(self, desc: _ArrayDesc) -> np.ndarray:
         dtype_desc, shape, fortran, data = _array_parts(desc)
@@ -590,7 +590,7 @@ class _Builder:
         for n in shape:
             count *= n
         if count * dtype.itemsize != len(raw):
-            raise _Bad(f"an array of shape {shape} ({dtype}) needs {count * dtype.itemsize} bytes "
+            raise _BadPickleError(f"an array of shape {shape} ({dtype}) needs {count * dtype.itemsize} bytes "
                        f"but the file gives {len(raw)}")
         self.machine.charge(len(raw))
         if count == 0:
@@ -601,17 +601,17 @@ class _Builder:
     def scalar(self, desc: _ScalarDesc) -> Any:
         dtype, raw = _plain_dtype(desc.dtype), _raw_bytes(desc.data)
         if len(raw) != dtype.itemsize:
-            raise _Bad(f"a {dtype} scalar given {len(raw)} bytes")
+            raise _BadPickleError(f"a {dtype} scalar given {len(raw)} bytes")
         return np.frombuffer(raw, dtype=dtype, count=1).astype(dtype.newbyteorder("="))[0]
 
     def chumpy(self, desc: _ObjectDesc, depth: int) -> Any:
         state = desc.state
         if not isinstance(state, dict) or "x" not in state:
-            raise _Bad(f"a chumpy {desc.qualname} that is an expression, not a plain array; "
+            raise _BadPickleError(f"a chumpy {desc.qualname} that is an expression, not a plain array; "
                        "re-save the model as .npz (numpy arrays)")
         value = self.value(state["x"], depth)
         if not isinstance(value, np.ndarray):
-            raise _Bad(f"a chumpy {desc.qualname} whose 'x' is a {type(value).__name__}, not an array")
+            raise _BadPickleError(f"a chumpy {desc.qualname} whose 'x' is a {type(value).__name__}, not an array")
         return value
 
     def sparse(self, desc: _ObjectDesc, depth: int) -> np.ndarray:
@@ -621,28 +621,28 @@ class _Builder:
         shape = state.get("_shape", state.get("shape"))
         missing = [k for k in ("data", "indices", "indptr") if k not in state] + ([] if shape else ["shape"])
         if missing:
-            raise _Bad(f"a {what} without its {', '.join(missing)}")
+            raise _BadPickleError(f"a {what} without its {', '.join(missing)}")
         data, indices, indptr = (self.value(state[k], depth) for k in ("data", "indices", "indptr"))
         shape = self.value(shape, depth)
         for name, arr, kinds in (("data", data, "biuf"), ("indices", indices, "iu"), ("indptr", indptr, "iu")):
             if not isinstance(arr, np.ndarray) or arr.ndim != 1 or arr.dtype.kind not in kinds:
-                raise _Bad(f"a {what} whose {name} is not a 1-D {'integer ' if kinds == 'iu' else ''}array")
+                raise _BadPickleError(f"a {what} whose {name} is not a 1-D {'integer ' if kinds == 'iu' else ''}array")
         if not (isinstance(shape, tuple) and len(shape) == 2
                 and all(isinstance(n, (int, np.integer)) and 0 <= n < 2**31 for n in shape)):
-            raise _Bad(f"a {what} whose shape {str(shape)[:40]} is not two sizes")
+            raise _BadPickleError(f"a {what} whose shape {str(shape)[:40]} is not two sizes")
         rows, cols = int(shape[0]), int(shape[1])
         if rows * cols > MAX_DENSE_ELEMENTS:
-            raise _Bad(f"a {rows} x {cols} {what}, larger than any model's regressor")
+            raise _BadPickleError(f"a {rows} x {cols} {what}, larger than any model's regressor")
         major, minor = (cols, rows) if desc.kind == "csc" else (rows, cols)
         ptr = indptr.astype(np.int64)  # wrapped uint64 values turn negative and fail below
         if len(ptr) != major + 1 or ptr[0] != 0 or np.any(np.diff(ptr) < 0):
-            raise _Bad(f"a {what} whose indptr is not {major + 1} rising offsets from 0")
+            raise _BadPickleError(f"a {what} whose indptr is not {major + 1} rising offsets from 0")
         nnz = int(ptr[-1])
         if nnz > len(indices) or len(indices) != len(data):
-            raise _Bad(f"a {what} with {len(data)} values, {len(indices)} indices and {nnz} entries")
+            raise _BadPickleError(f"a {what} with {len(data)} values, {len(indices)} indices and {nnz} entries")
         idx = indices[:nnz].astype(np.int64)
         if nnz and (idx.min() < 0 or idx.max() >= minor):
-            raise _Bad(f"a {what} with indices outside 0..{minor - 1}")
+            raise _BadPickleError(f"a {what} with indices outside 0..{minor - 1}")
         self.machine.charge(rows * cols * 8)
         dense = np.zeros((rows, cols), np.float64)
         lines = np.repeat(np.arange(major, dtype=np.int64), np.diff(ptr))
@@ -671,12 +671,12 @@ def load_smpl_pickle(data: bytes, keys: Iterable[str] | None = None) -> dict[str
             if wanted is None or name in wanted:
                 try:
                     out[name] = builder.value(value, 1)
-                except _Bad as exc:
-                    raise _Bad(f"'{name}': {exc}") from None
+                except _BadPickleError as exc:
+                    raise _BadPickleError(f"'{name}': {exc}") from None
         return out
     except ModelFileError:
         raise
-    except _Bad as exc:
+    except _BadPickleError as exc:
         raise ModelFileError(
             f"The pickle is not a well-formed SMPL model: {exc}. Nothing from it was executed. "
             "Download the model again or use an .npz export.") from None

@@ -35,8 +35,8 @@ def write_smpl_npz(path: str | os.PathLike, poses: np.ndarray, betas: np.ndarray
         if not np.isfinite(arrays[k]).all():
             raise OutputError(f"The solve produced non-finite {k}; nothing was written to {p}. The input "
                               "probably holds extreme values: check its units and coordinates.")
-    for k, v in extra.items():
-        v = np.asarray(v)
+    for k, value in extra.items():
+        v = np.asarray(value)
         if v.dtype.kind == "f" and not np.isfinite(v).all():
             if v.ndim == 0:
                 continue
