@@ -6,7 +6,13 @@ runs the CLI in a fresh process per solver and prints its wall time and peak res
 (ru_maxrss of that process), next to the same process on a 100-frame file (the fixed cost of
 Python, torch and the model).
 
+``--input npy`` writes a plain (T, 24, 3) .npy instead of the .npz; ``--input bvh`` repeats
+the CMU fixture's motion (01_01, 38 joints, 120 fps) to --frames frames of a real BVH.
+``--stage read`` stops after reading and preparing (the readers' share of the memory).
+
 Usage: python benchmarks/bench_long_take.py [--frames 100000] [--solvers network analytic]
+       [--input npz|npy|bvh] [--stage convert|read]
+e.g.   python benchmarks/bench_long_take.py --frames 1000000 --input bvh --stage read
 """
 from __future__ import annotations
 
@@ -24,11 +30,22 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lsmplify_blender.core.body_model import BodyModel, load_model_data  # noqa: E402
-from lsmplify_blender.core.evaluate import DEFAULT_DATA, _skeleton_json, clip_files  # noqa: E402
-from lsmplify_blender.core.formats.cmu_subset import read_cmu_skeleton  # noqa: E402
-from lsmplify_blender.core.layouts import SMPL24  # noqa: E402
-from lsmplify_blender.core.network.retarget import read_cmu_rows, retarget_cmu  # noqa: E402
+from lsmplify_blender.core.body_model import BodyModel, load_model_data
+from lsmplify_blender.core.evaluate import DEFAULT_DATA, _skeleton_json, clip_files
+from lsmplify_blender.core.formats.cmu_subset import read_cmu_skeleton
+from lsmplify_blender.core.layouts import SMPL24
+from lsmplify_blender.core.network.retarget import read_cmu_rows, retarget_cmu
+
+READ_CHILD = """
+import json, resource, sys, time
+from lsmplify_blender.core.body_model import BodyModel, load_model_data
+from lsmplify_blender.core.formats import read_keypoints
+from lsmplify_blender.core.prepare import prepare
+t0 = time.perf_counter()
+prepared = prepare(read_keypoints(sys.argv[1]), BodyModel(load_model_data()))
+print(json.dumps(dict(rc=0, wall_s=time.perf_counter() - t0, frames=prepared.num_frames,
+                      peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)), file=sys.stderr)
+"""
 
 CHILD = """
 import json, resource, sys, time
@@ -59,13 +76,32 @@ def make_keypoints(frames: int, noise_mm: float) -> np.ndarray:
     return kp + np.random.default_rng(0).normal(scale=noise_mm / 1000.0, size=kp.shape)
 
 
-def run(path: Path, out: Path, solver: str) -> dict:
-    cmd = [sys.executable, "-c", CHILD, "convert", str(path), "--out", str(out), "--solver", solver, "--quiet"]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+def write_bvh(path: Path, frames: int) -> None:
+    """The CMU fixture's header and motion lines, repeated to ``frames`` frames (streamed out)."""
+    text = (ROOT / "tests" / "fixtures" / "01_01_short.bvh").read_text()
+    head, rest = text.split("MOTION", 1)
+    lines = [ln for ln in rest.splitlines()[3:] if ln.strip()]
+    with open(path, "w") as f:
+        f.write(f"{head}MOTION\nFrames: {frames}\nFrame Time: 0.0083333\n")
+        block = "\n".join(lines) + "\n"
+        for _ in range(frames // len(lines)):
+            f.write(block)
+        f.write("\n".join(lines[: frames % len(lines)]) + ("\n" if frames % len(lines) else ""))
+
+
+def run(path: Path, out: Path, solver: str, stage: str = "convert") -> dict:
+    if stage == "read":
+        cmd = [sys.executable, "-c", READ_CHILD, str(path)]
+    else:
+        cmd = [sys.executable, "-c", CHILD, "convert", str(path), "--out", str(out), "--solver", solver, "--quiet"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise SystemExit(res.stderr)
     stats = json.loads(res.stderr.strip().splitlines()[-1])
-    stats.update(json.loads(res.stdout.strip().splitlines()[-1]))
+    if stage == "read":
+        stats.update(solver="(read + prepare)", solve_seconds=0.0, solve_fps=0.0, fit_error_mm_mean=float("nan"))
+    else:
+        stats.update(json.loads(res.stdout.strip().splitlines()[-1]))
     return stats
 
 
@@ -74,21 +110,32 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=100_000)
     ap.add_argument("--noise-mm", type=float, default=5.0)
     ap.add_argument("--solvers", nargs="+", default=["network", "analytic"])
+    ap.add_argument("--input", choices=["npz", "npy", "bvh"], default="npz")
+    ap.add_argument("--stage", choices=["convert", "read"], default="convert")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    kp = make_keypoints(args.frames, args.noise_mm)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        long_f, short_f = tmp / "long.npz", tmp / "short.npz"
-        np.savez(long_f, keypoints=kp.astype(np.float32), layout="smpl24", fps=30.0, units="m", up="y")
-        np.savez(short_f, keypoints=kp[:100].astype(np.float32), layout="smpl24", fps=30.0, units="m", up="y")
-        print(f"{args.frames} frames of SMPL-24 keypoints ({kp.nbytes / 2**20:.0f} MB as float64), "
-              f"noise {args.noise_mm:g} mm, made in {time.perf_counter() - t0:.1f} s")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        long_f, short_f = tmp / f"long.{args.input}", tmp / f"short.{args.input}"
+        if args.input == "bvh":
+            write_bvh(long_f, args.frames)
+            write_bvh(short_f, 100)
+            what = f"BVH (CMU 01_01 repeated, {long_f.stat().st_size / 2**20:.0f} MB)"
+        else:
+            kp = make_keypoints(args.frames, args.noise_mm).astype(np.float32)
+            if args.input == "npy":
+                np.save(long_f, kp)
+                np.save(short_f, kp[:100])
+            else:
+                np.savez(long_f, keypoints=kp, layout="smpl24", fps=30.0, units="m", up="y")
+                np.savez(short_f, keypoints=kp[:100], layout="smpl24", fps=30.0, units="m", up="y")
+            what = f"SMPL-24 keypoints as .{args.input} ({kp.nbytes / 2**20:.0f} MB float32), noise {args.noise_mm:g} mm"
+        print(f"{args.frames} frames of {what}, made in {time.perf_counter() - t0:.1f} s; stage: {args.stage}")
         print("| solver | frames | wall s (process) | solve s | solve frames/s | peak RSS MB | fit mm |")
         print("|---|---|---|---|---|---|---|")
-        for solver in args.solvers:
+        for solver in args.solvers if args.stage == "convert" else ["-"]:
             for f in (short_f, long_f):
-                r = run(f, tmp / "out.npz", solver)
+                r = run(f, tmp / "out.npz", solver, args.stage)
                 print(f"| {r['solver']} | {r['frames']} | {r['wall_s']:.1f} | {r['solve_seconds']:.2f} | "
                       f"{r['solve_fps']:.0f} | {r['peak_rss_mb']:.0f} | {r['fit_error_mm_mean']:.1f} |", flush=True)
 

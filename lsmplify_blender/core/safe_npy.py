@@ -55,11 +55,15 @@ def read_npy_stream(f, where: str, error: type[LSMPLifyError], *, available: int
     if nbytes > available - header_end:
         raise error(f"{where}: its header declares {nbytes} bytes of data but the file holds "
                     f"{max(available - header_end, 0)}; it is truncated or corrupt.")
-    raw = f.read(nbytes)
-    if len(raw) != nbytes:
-        raise error(f"{where}: the data ends after {len(raw)} of {nbytes} bytes; the file is truncated.")
+    raw = bytearray(nbytes)  # read straight into the array's memory: one copy of the data, not two
+    got, view = 0, memoryview(raw)
+    while got < nbytes:
+        n = f.readinto(view[got:])
+        if not n:
+            raise error(f"{where}: the data ends after {got} of {nbytes} bytes; the file is truncated.")
+        got += n
     flat = np.frombuffer(raw, dtype=dtype, count=count) if count else np.zeros(0, dtype)
-    return flat.reshape(shape, order="F" if fortran else "C").copy()
+    return flat.reshape(shape, order="F" if fortran else "C")
 
 
 def read_npy(path: str | os.PathLike, error: type[LSMPLifyError], **limits) -> np.ndarray:

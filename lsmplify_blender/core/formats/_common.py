@@ -147,7 +147,7 @@ def finalize(positions, *, names=None, confidence=None, fps=None, units=None, up
     """
     where = where or (Path(source).name if source else "keypoints")
     notes = list(notes or [])
-    pos = np.asarray(positions, dtype=np.float64)
+    pos = np.array(positions, dtype=np.float64)  # our own copy (edited below), made once
     if pos.ndim != 3 or pos.shape[2] != 3:
         raise InputError(f"{where}: keypoints must have shape (frames, joints, 3); got {pos.shape}.")
     T, J = pos.shape[:2]
@@ -155,7 +155,6 @@ def finalize(positions, *, names=None, confidence=None, fps=None, units=None, up
         raise InputError(f"{where}: the file has zero frames. Export at least one frame.")
     if J == 0:
         raise InputError(f"{where}: the file has zero joints. Export at least one keypoint.")
-    pos = pos.copy()
     bad = ~np.isfinite(pos)
     if bad.any():
         n_inf = int(np.isinf(pos).sum())

@@ -24,6 +24,7 @@ are usually in CMU units of 0.05644 m, others in cm or inches) and its up axis
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,6 +162,17 @@ _FTIME_RE = re.compile(r"^[ \t]*Frame[ \t]+Time[ \t]*:?[ \t]*(\S+)[ \t]*(\r?\n|$
                        re.MULTILINE | re.IGNORECASE)
 
 
+def _motion_values(body: str, where: str) -> np.ndarray:
+    """All MOTION numbers, parsed in C (a long take is 1e8 values: as Python strings they
+    would need ~6 GB); any text that is not a number falls back to the exact report."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # numpy warns when it stops at a non-number
+        try:
+            return np.fromstring(body, dtype=np.float64, sep=" ")
+        except (DeprecationWarning, ValueError):
+            return parse_floats(body.split(), where)
+
+
 def parse_bvh(text: str, where: str = "BVH") -> BvhData:
     m = _MOTION_RE.search(text)
     if m is None:
@@ -195,7 +207,7 @@ def parse_bvh(text: str, where: str = "BVH") -> BvhData:
         raise InputError(
             f"{where}: the header says {n_frames} frames of {n_channels} channels but the MOTION data is "
             f"only {len(body)} characters long. The file is truncated, or its 'Frames:' line is wrong.")
-    values = parse_floats(body.split(), f"{where}: MOTION data")
+    values = _motion_values(body, f"{where}: MOTION data")
     expected = n_frames * n_channels
     if values.size != expected:
         lines = [ln for ln in body.splitlines() if ln.strip()]
