@@ -298,3 +298,17 @@ def test_values_of_1e300_are_refused_not_a_linalg_traceback(tmp_path, capsys, mo
     code, out, err, out_path = _convert(tmp_path, capsys, tmp_path / "huge.npy")
     assert code == 2 and "Traceback" not in err and "LinAlgError" not in err and err.startswith("lsmplify: error:")
     assert len(err.strip().splitlines()) == 1 and not out_path.exists()
+
+
+def test_keypoint_npz_bomb_is_refused_before_reading(tmp_path, model):
+    from lsmplify_blender.core.formats import read_keypoints
+    p = tmp_path / "bomb.npz"
+    np.savez(p, keypoints=_walk_kp(model), junk=np.zeros(1000, np.float32))
+    _declare_size(p, "junk.npy", 0xF000_0000)
+    with pytest.raises(InputError, match=r"zip bomb"):
+        read_keypoints(p)
+    np.save(tmp_path / "liar.npy", _walk_kp(model))
+    blob = (tmp_path / "liar.npy").read_bytes()
+    (tmp_path / "liar.npy").write_bytes(blob.replace(b"'shape': (40,", b"'shape': (99,", 1))  # same length
+    with pytest.raises(InputError, match=r"header declares \d+ bytes of data but the file holds"):
+        read_keypoints(tmp_path / "liar.npy")
