@@ -688,3 +688,13 @@ def test_csv_with_1e5_columns_and_a_repeated_header(tmp_path):
     (tmp_path / "k.csv").write_text(",".join(cols) + "\n" + ",".join(["0.1"] * len(cols)) + "\n")
     with pytest.raises(InputError, match=r"duplicate column names \['m5_x'\]"):
         read_keypoints(tmp_path / "k.csv")
+
+
+def test_bvh_in_blocks_equals_all_at_once(monkeypatch):
+    """Long takes run forward kinematics in blocks; the result is the same to the last bit."""
+    from lsmplify_blender.core.formats import bvh
+    whole = read_keypoints(BVH).positions
+    monkeypatch.setattr(bvh, "FK_BLOCK", 7)
+    monkeypatch.setattr(bvh, "_PARSE_CHUNK", 1000)  # the MOTION text in many chunks too
+    blocks = read_keypoints(BVH).positions
+    np.testing.assert_array_equal(blocks, whole)

@@ -139,15 +139,17 @@ def duplicates(items) -> list[str]:
 
 def finalize(positions, *, names=None, confidence=None, fps=None, units=None, up=None,
              layout=None, frames=None, source="", notes=None,
-             where: str = "") -> KeypointSequence:
+             where: str = "", owned: bool = False) -> KeypointSequence:
     """Check shapes and values and build the KeypointSequence every reader returns.
 
     inf becomes NaN (missing); a sequence with no finite value at all is refused.
     Confidence is clipped to [0, 1] and set to 0 where the position is missing.
+    ``owned``: the caller hands over a float64 array nobody else holds; it is edited in
+    place instead of copied (a long take's positions are ~1 GB).
     """
     where = where or (Path(source).name if source else "keypoints")
     notes = list(notes or [])
-    pos = np.array(positions, dtype=np.float64)  # our own copy (edited below), made once
+    pos = np.asarray(positions, dtype=np.float64) if owned else np.array(positions, dtype=np.float64)
     if pos.ndim != 3 or pos.shape[2] != 3:
         raise InputError(f"{where}: keypoints must have shape (frames, joints, 3); got {pos.shape}.")
     T, J = pos.shape[:2]
