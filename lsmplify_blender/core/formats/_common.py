@@ -55,7 +55,8 @@ def read_text(path, what: str = "text") -> str:
             text = raw.decode("latin-1")
         except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
             raise InputError(f"'{p.name}' is not a readable {what} file.") from None
-    if not text.strip():
+    del raw  # a long take's text is hundreds of MB: never hold it three times
+    if not text or text.isspace():
         raise InputError(f"'{p.name}' contains only whitespace; it has no data.")
     return text
 

@@ -308,7 +308,7 @@ def bvh_forward_kinematics(data: BvhData, notes: list[str] | None = None, rotati
     return (pos, rot) if rotations else pos
 
 
-FK_BLOCK = 1 << 16  # frames per forward-kinematics pass: its (T, N, 3, 3) rotations stay ~100 MB
+FK_BLOCK = 1 << 14  # frames per forward-kinematics pass: its (T, N, 3, 3) rotations stay ~50 MB
 
 
 def _positions_in_blocks(data: BvhData, notes: list[str]) -> np.ndarray:
