@@ -41,9 +41,13 @@ import json, resource, sys, time
 from lsmplify_blender.core.body_model import BodyModel, load_model_data
 from lsmplify_blender.core.formats import read_keypoints
 from lsmplify_blender.core.prepare import prepare
+model = BodyModel(load_model_data())
 t0 = time.perf_counter()
-prepared = prepare(read_keypoints(sys.argv[1]), BodyModel(load_model_data()))
-print(json.dumps(dict(rc=0, wall_s=time.perf_counter() - t0, frames=prepared.num_frames,
+seq = read_keypoints(sys.argv[1])
+read_s, read_mb = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+prepared = prepare(seq, model)
+print(json.dumps(dict(rc=0, wall_s=time.perf_counter() - t0, frames=prepared.num_frames, read_s=read_s,
+                      read_peak_rss_mb=read_mb,
                       peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)), file=sys.stderr)
 """
 
@@ -99,7 +103,8 @@ def run(path: Path, out: Path, solver: str, stage: str = "convert") -> dict:
         raise SystemExit(res.stderr)
     stats = json.loads(res.stderr.strip().splitlines()[-1])
     if stage == "read":
-        stats.update(solver="(read + prepare)", solve_seconds=0.0, solve_fps=0.0, fit_error_mm_mean=float("nan"))
+        stats.update(solver=f"(read {stats['read_s']:.1f} s, {stats['read_peak_rss_mb']:.0f} MB; + prepare)",
+                     solve_seconds=0.0, solve_fps=0.0, fit_error_mm_mean=float("nan"))
     else:
         stats.update(json.loads(res.stdout.strip().splitlines()[-1]))
     return stats
