@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelFileError
+from .model.skeleton import NUM_JOINTS
 from .safe_npy import read_npz
 from .safe_pickle import load_smpl_pickle
 
-NUM_JOINTS = 24
 REQUIRED = ("v_template", "shapedirs", "J_regressor", "weights", "kintree_table", "f")
 OPTIONAL = ("posedirs", "landmark_names", "landmark_ids", "meta_json")
 _FLOATS = ("v_template", "shapedirs", "J_regressor", "weights", "posedirs")
