@@ -229,12 +229,15 @@ def _bytes_bomb() -> bytes:
 
 _RUNNER = r"""
 import json, sys
-from lsmplify_blender.core.body_model import load_model_data
+from pathlib import Path
 from lsmplify_blender.core.errors import LSMPLifyError
+from lsmplify_blender.core.model_file import check_shapes, check_values, read_raw
 out = {}
 for path in sys.argv[1:]:
-    try:
-        load_model_data(path)
+    try:  # load_model_data's reading and checks, without importing torch in the child
+        raw = read_raw(Path(path))
+        check_shapes(raw, Path(path).name)
+        check_values(raw, Path(path).name)
         out[path] = ["loaded", ""]
     except LSMPLifyError as exc:
         out[path] = [type(exc).__name__, str(exc)]
@@ -248,6 +251,7 @@ def crafted_results(tmp_path_factory, model_data):
     shows up as its exit status instead of killing the test run."""
     folder = tmp_path_factory.mktemp("crafted")
     cases, paths = _crafted(model_data), {}
+    cases["control: the unmodified model"] = (pickle.dumps(_v11(model_data), protocol=2), "")
     for i, (name, (blob, _)) in enumerate(cases.items()):
         paths[name] = folder / f"SMPL_crafted_{i}.pkl"
         paths[name].write_bytes(blob)
@@ -275,8 +279,9 @@ def test_crafted_pickle_gives_model_file_error(crafted_results, name):
     assert "Nothing from it was executed" in message
 
 
-def test_every_crafted_case_is_listed(model_data, crafted_results):
-    assert sorted(CRAFTED_NAMES) == sorted(crafted_results)
+def test_every_crafted_case_is_listed_and_the_control_loads(model_data, crafted_results):
+    assert sorted([*CRAFTED_NAMES, "control: the unmodified model"]) == sorted(crafted_results)
+    assert crafted_results["control: the unmodified model"][0] == ["loaded", ""]
 
 
 def test_fuzz_random_opcode_streams_in_a_subprocess():
