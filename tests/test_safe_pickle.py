@@ -293,3 +293,16 @@ def test_fuzz_random_opcode_streams_in_a_subprocess():
     assert proc.returncode == 0, (proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:])
     summary = json.loads(proc.stdout)
     assert summary["loaded"] > 50 and summary["refused"] > 500, summary
+
+
+def test_odd_values_in_a_model_end_in_model_file_error(tmp_path, model_data):
+    """None, text, dicts, lists, scalars, empty and wrong-shaped arrays where arrays belong:
+    ModelFileError, never a TypeError/AttributeError/IndexError (issue 12)."""
+    base = _v11(model_data)
+    odd = [None, "text", {"a": 1}, [[1, 2, 3]], 3.5, np.float64(1.0), np.zeros((0,)), np.zeros((24, 3, 3))]
+    p = tmp_path / "SMPL_ODD.pkl"
+    for key in ("v_template", "J_regressor", "kintree_table"):
+        for value in odd:
+            p.write_bytes(pickle.dumps(base | {key: value}, protocol=2))
+            with pytest.raises(ModelFileError, match=key):
+                load_model_data(p)
