@@ -153,7 +153,7 @@ def run_case(blob: bytes, counts: dict, expected="any") -> None:
     except ModelFileError:
         counts["refused"] += 1
         if expected is not None and not isinstance(expected, str):
-            raise AssertionError("a valid sparse matrix was refused")
+            raise AssertionError("a valid sparse matrix was refused") from None
         return
     check_plain(out)
     if isinstance(expected, np.ndarray) or expected is None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import FIXTURES, ROOT, smooth_pose
+
 from lsmplify_blender.core.body_model import rotmats_from_axis_angle
 from lsmplify_blender.core.cli import main
 from lsmplify_blender.core.layouts import BODY25, SMPL24
@@ -228,7 +228,7 @@ def test_out_equal_to_the_model_is_refused_and_the_model_kept(tmp_path, capsys, 
     assert "same file as --model" in err
 
 
-@pytest.mark.parametrize("where,words", [
+@pytest.mark.parametrize(("where", "words"), [
     (lambda t: t / "x.npz", "is a folder"),
     (lambda t: t / "afile" / "out.npz", "cannot create files"),
     (lambda t: Path("/proc/lsmplify_out.npz"), "cannot create files"),
@@ -263,7 +263,7 @@ def test_a_failed_write_keeps_the_earlier_output_and_leaves_no_temporary(tmp_pat
 
 def test_a_successful_write_leaves_only_the_output(tmp_path, capsys, model):
     src = _take(tmp_path, model)
-    code, out, err = _run(capsys, src, "--out", tmp_path / "out.npz", "--solver", "analytic")
+    code, _out, err = _run(capsys, src, "--out", tmp_path / "out.npz", "--solver", "analytic")
     assert code == 0, err
     assert _leftovers(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out.npz", "take.npz"]
 
@@ -301,7 +301,7 @@ def test_glued_takes_in_a_csv_keep_every_frame(tmp_path, capsys, model):
 
 # ------------------------------------------------------------------ options and the last resort
 
-@pytest.mark.parametrize("flag,value,words", [
+@pytest.mark.parametrize(("flag", "value", "words"), [
     ("--fps", "0", "--fps must be at least"), ("--fps", "nan", "--fps nan: expected a number"),
     ("--fps", "1e9", "--fps 1e+09 is more than 1000"), ("--refine", "-5", "--refine must be at least 0"),
     ("--smooth", "1e6", "--smooth 1e+06 is more than 5"), ("--passes", "-1", "--passes must be at least 0"),
@@ -313,7 +313,7 @@ def test_options_out_of_range_are_refused_up_front(tmp_path, capsys, model, flag
     assert words in err and not (tmp_path / "o.npz").exists()
 
 
-@pytest.mark.parametrize("fps,words", [(True, "yes/no value"), (1e9, "in (0, 1000]"), ("fast", "not a number")])
+@pytest.mark.parametrize(("fps", "words"), [(True, "yes/no value"), (1e9, "in (0, 1000]"), ("fast", "not a number")])
 def test_declared_fps_is_validated(tmp_path, capsys, model, fps, words):
     kp = np.load(_take(tmp_path, model))["keypoints"]
     src = tmp_path / "k.json"
@@ -370,7 +370,7 @@ def test_summary_json_is_strict_json_without_nan(tmp_path, capsys, model):
         assert all(np.isfinite(z[k]).all() for k in z.files if z[k].dtype.kind == "f")
 
 
-@pytest.mark.parametrize("exc,words", [(RuntimeError("boom"), "this is a bug"),
+@pytest.mark.parametrize(("exc", "words"), [(RuntimeError("boom"), "this is a bug"),
                                        (MemoryError(), "too large for this machine's memory"),
                                        (RecursionError("deep"), "nested too deeply")])
 def test_last_resort_prints_one_line_and_a_log(tmp_path, capsys, model, monkeypatch, exc, words):

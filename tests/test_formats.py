@@ -12,17 +12,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lsmplify_blender.core.errors import InputError  # noqa: E402
-from lsmplify_blender.core.formats import (  # noqa: E402
+from lsmplify_blender.core.errors import InputError
+from lsmplify_blender.core.formats import (
     read_cmu_subset,
     read_keypoints,
 )
-from lsmplify_blender.core.formats.acclaim import (  # noqa: E402
+from lsmplify_blender.core.formats.acclaim import (
     acclaim_forward_kinematics,
     parse_amc,
     read_asf,
 )
-from lsmplify_blender.core.keypoints import KeypointSequence  # noqa: E402
+from lsmplify_blender.core.keypoints import KeypointSequence
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 BVH = FIX / "01_01_short.bvh"
@@ -537,9 +537,9 @@ def _bvh_chain(orders, angles, with_pos_channels=False):
         chans = [f"{a}rotation" for a in orders[j]]
         if j == 0 or with_pos_channels:
             chans = ["Xposition", "Yposition", "Zposition"] + chans
-        lines += [f"{kw} {names[j]}", "{", "OFFSET %g %g %g" % offs[j],
+        lines += [f"{kw} {names[j]}", "{", "OFFSET {:g} {:g} {:g}".format(*offs[j]),
                   f"CHANNELS {len(chans)} " + " ".join(chans)]
-    lines += ["End Site", "{", "OFFSET %g %g %g" % offs[3], "}", "}", "}", "}"]
+    lines += ["End Site", "{", "OFFSET {:g} {:g} {:g}".format(*offs[3]), "}", "}", "}", "}"]
     rows = []
     for t in range(angles.shape[0]):
         vals = [0.1 * t, 5.0, -0.2 * t]
@@ -664,7 +664,7 @@ def test_asf_chain_of_3000_bones_reads_without_recursion(tmp_path):
     assert np.isfinite(seq.positions).all() and 0 < np.nanmax(seq.positions[:, :, 1]) < n * 0.1 + 1e-6
 
 
-@pytest.mark.parametrize("text,words", [
+@pytest.mark.parametrize(("text", "words"), [
     ('{"keypoints": [[[' + "9" * 5000 + ", 0, 0]]]}", "JSON integer with 5000 digits"),
     ('{"keypoints": [[[0, 0, 0]]], "fps": ' + "9" * 5000 + "}", "JSON integer with 5000 digits"),
     ("[" * 100_000 + "]" * 100_000, "nested too deeply"),

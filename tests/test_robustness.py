@@ -1,14 +1,14 @@
 """Every bad input gets the project's own error type, a message that says what to do, and
 leaves nothing behind: the output file is never created (issue 5's list, core side)."""
 import json
-import re
 import pickle
+import re
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import FIXTURES, smooth_pose
+
 from lsmplify_blender.core.cli import main
 from lsmplify_blender.core.errors import InputError, LayoutError, ModelFileError, UnsafePickleError
 from lsmplify_blender.core.layouts import SMPL24
@@ -89,7 +89,7 @@ def test_per_joint_nan_and_inf_are_missing_not_fatal(tmp_path, capsys, model):
     assert json.loads(out)["fit_error_mm_mean"] < 2.0 and out_path.exists()
 
 
-@pytest.mark.parametrize("factor,unit", [(10, "cmu"), (100, "cm"), (1000, "mm")])
+@pytest.mark.parametrize(("factor", "unit"), [(10, "cmu"), (100, "cm"), (1000, "mm")])
 def test_units_off_by_powers_of_ten_are_detected_and_reported(tmp_path, capsys, model, factor, unit):
     kp = _walk_kp(model) * (factor if unit != "cmu" else 1 / 0.05644)
     np.save(tmp_path / "scaled.npy", kp)
@@ -119,7 +119,7 @@ def test_existing_output_is_replaced_atomically_not_half_written(tmp_path, capsy
     assert code == 2 and out.read_bytes() == b"user's earlier result"  # a failed run keeps it
 
 
-@pytest.mark.parametrize("make,err_type", [
+@pytest.mark.parametrize(("make", "err_type"), [
     (lambda p, d: np.savez(p, keypoints=np.zeros((2, 24, 3))), ModelFileError),  # not a SMPL file
     (lambda p, d: p.write_bytes(b"PK\x03\x04broken"), ModelFileError),  # truncated npz
 ])
@@ -130,7 +130,7 @@ def test_bad_model_files(tmp_path, capsys, model, model_data, make, err_type):
     from lsmplify_blender.core.body_model import load_model_data
     with pytest.raises(err_type):
         load_model_data(bad)
-    code, out, err, out_path = _convert(tmp_path, capsys, tmp_path / "in.npy", "--model", bad)
+    code, _out, err, out_path = _convert(tmp_path, capsys, tmp_path / "in.npy", "--model", bad)
     assert code == 2 and not out_path.exists() and "Traceback" not in err
 
 
@@ -148,7 +148,7 @@ def test_malicious_model_pickle_is_refused_through_the_cli(tmp_path, capsys, mod
     from lsmplify_blender.core.body_model import load_model_data
     with pytest.raises(UnsafePickleError):
         load_model_data(bad)
-    code, out, err, out_path = _convert(tmp_path, capsys, tmp_path / "in.npy", "--model", bad)
+    code, _out, err, out_path = _convert(tmp_path, capsys, tmp_path / "in.npy", "--model", bad)
     assert code == 2 and "Refused" in err and not marker.exists() and not out_path.exists()
 
 
@@ -273,7 +273,7 @@ def test_unused_npz_members_are_never_decompressed(tmp_path):
 
 # ------------------------------------------------------------------ implausible takes are refused with the reason
 
-@pytest.mark.parametrize("change,extra,words", [
+@pytest.mark.parametrize(("change", "extra", "words"), [
     (lambda kp: kp * 1e6, (), r"span 1\.\d+e\+03 m per frame when read as mm"),  # micrometres read as mm
     (lambda kp: kp + 1e12, ("--units", "m"), r"1\.73e\+09 km from the origin"),
     (lambda kp: kp * np.array([-1.0, 1.0, 1.0]), ("--units", "m"), r"Left and right look swapped"),
@@ -288,14 +288,14 @@ def test_implausible_takes_are_refused(tmp_path, capsys, model, change, extra, w
 
 def test_a_plausible_take_passes_the_checks(tmp_path, capsys, model):
     np.savez(tmp_path / "ok.npz", keypoints=_walk_kp(model), joint_names=np.array(SMPL24.keypoints), up="y")
-    code, out, err, out_path = _convert(tmp_path, capsys, tmp_path / "ok.npz")
+    code, _out, err, out_path = _convert(tmp_path, capsys, tmp_path / "ok.npz")
     assert code == 0 and out_path.exists(), err
 
 
 def test_values_of_1e300_are_refused_not_a_linalg_traceback(tmp_path, capsys, model):
     kp = _walk_kp(model) * 1e300
     np.save(tmp_path / "huge.npy", kp)
-    code, out, err, out_path = _convert(tmp_path, capsys, tmp_path / "huge.npy")
+    code, _out, err, out_path = _convert(tmp_path, capsys, tmp_path / "huge.npy")
     assert code == 2 and "Traceback" not in err and "LinAlgError" not in err and err.startswith("lsmplify: error:")
     assert len(err.strip().splitlines()) == 1 and not out_path.exists()
 
