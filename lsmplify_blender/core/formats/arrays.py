@@ -70,7 +70,7 @@ def as_tj3(arr, where: str, notes: list[str]) -> np.ndarray:
     a = np.asarray(arr)
     if a.dtype.kind not in "fiub":
         raise InputError(f"{where}: keypoints must be numbers, got dtype {a.dtype}.")
-    a = a.astype(np.float64)
+    a = a.astype(np.float64)  # always a copy: readers hand it to finalize(owned=True)
     if a.ndim == 3 and a.shape[2] == 3:
         return a
     if a.ndim == 2 and a.shape[1] == 3:
@@ -149,9 +149,10 @@ def read_npy(path) -> KeypointSequence:
         raise InputError(f"{where}: not a NumPy .npy file. Save the array with np.save().")
     arr = safe_npy.read_npy(p, InputError)  # sizes and dtype checked before anything is allocated
     notes: list[str] = []
-    pos = as_tj3(arr, where, notes)
+    pos = as_tj3(arr, where, notes)  # a fresh float64 array (astype copies): finalize may own it
+    del arr
     notes.append(".npy holds positions only: names, units, up axis and fps are not known.")
-    return finalize(pos, source=str(path), notes=notes, where=where)
+    return finalize(pos, source=str(path), notes=notes, where=where, owned=True)
 
 
 def read_npz(path) -> KeypointSequence:
