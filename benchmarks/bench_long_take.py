@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,10 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lsmplify_blender.core.body_model import BodyModel, load_model_data
-from lsmplify_blender.core.evaluate import DEFAULT_DATA, _skeleton_json, clip_files
 from lsmplify_blender.core.formats.cmu_subset import read_cmu_skeleton
 from lsmplify_blender.core.layouts import SMPL24
 from lsmplify_blender.core.network.retarget import read_cmu_rows, retarget_cmu
+from lsmplify_blender.research.evaluate import _skeleton_json, clip_files, synthetic_clips_dir
+
+DEFAULT_DATA = synthetic_clips_dir(os.environ.get("LSMPLIFY_DATA") or ROOT.parent / "shared" / "data" / "mocap")
 
 PEAK = """
 import json, resource, sys, time

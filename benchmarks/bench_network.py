@@ -14,6 +14,7 @@ Usage: python benchmarks/bench_network.py [--chunks 1 2 4 8] [--layouts] [--stri
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lsmplify_blender.core.body_model import BodyModel, load_model_data  # noqa: E402
-from lsmplify_blender.core.evaluate import DEFAULT_DATA, _skeleton_json, clip_files  # noqa: E402
+from lsmplify_blender.research.evaluate import _skeleton_json, clip_files, synthetic_clips_dir  # noqa: E402
 from lsmplify_blender.core.formats.cmu_subset import read_cmu_skeleton  # noqa: E402
 from lsmplify_blender.core.layouts import LAYOUTS, SMPL24  # noqa: E402
 from lsmplify_blender.core.metrics import mpjpe, mpve  # noqa: E402
@@ -34,6 +35,9 @@ from lsmplify_blender.core.network.model import load_network  # noqa: E402
 from lsmplify_blender.core.network.retarget import read_cmu_rows, retarget_cmu  # noqa: E402
 from lsmplify_blender.core.prepare import PreparedKeypoints  # noqa: E402
 from lsmplify_blender.core.solver import solve  # noqa: E402
+
+
+DEFAULT_DATA = synthetic_clips_dir(os.environ.get("LSMPLIFY_DATA") or ROOT.parent / "shared" / "data" / "mocap")
 
 
 def clips(model, stride: int):

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import SHARED_MOCAP
 from lsmplify_blender.core.cli import main
-from lsmplify_blender.core.evaluate import M_NET, M_NET_SEQ, METRICS, REAL_METRICS, method_names
+from lsmplify_blender.research.evaluate import M_NET, M_NET_SEQ, METRICS, REAL_METRICS, method_names
 
 DATA = SHARED_MOCAP / "cmu_subset" / "test"
 
@@ -15,7 +15,7 @@ def test_eval_short_clips(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "report.md"
     code = main(["eval", "--data", str(DATA), "--clips", "2", "--max-frames", "30", "--optimize-frames", "5",
-                 "--out", str(out), "--quiet"])
+                 "--frames", "12", "--sources", "cmu_bvh,deepmimic", "--out", str(out), "--quiet"])
     stdout, err = capsys.readouterr()
     assert code == 0, err
     summary = json.loads(stdout.strip().splitlines()[-1])
@@ -26,6 +26,7 @@ def test_eval_short_clips(tmp_path, capsys):
     assert summary["report"] == str(out) and summary["plot"] == str(png)
     assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| method |" in text and "Real skeleton" in text and "report.png" in text
+    assert "## Real captures" in text and "report_real_segments.png" in text
 
     # every method, every metric, in the JSON line and in the table
     res = summary["results"]
@@ -44,6 +45,12 @@ def test_eval_short_clips(tmp_path, capsys):
         for m in REAL_METRICS:
             assert m in real["results"][name], (name, m)
         assert real["results"][name]["fit"] < 100  # a real skeleton is not the model's, but close
+
+    # the real-capture section: its JSON line, one row per solver and source
+    rc = summary["real_captures"]
+    assert set(rc["results"]) == {"analytic", "network", "optimize"}
+    assert set(rc["results"]["network"]) == {"cmu_bvh", "deepmimic"}
+    assert rc["takes"] == ["cmu_bvh/131_03", "deepmimic/deepmimic_walk", "deepmimic/deepmimic_punch"]
 
     # sanity: IK is exact on clean model joints; the network recovers twist the swing-only IK cannot
     assert res["analytic"]["mpjpe"] < 1.0 and res["analytic (swing only)"]["mpjpe"] < 1.0

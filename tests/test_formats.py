@@ -693,8 +693,9 @@ def test_csv_with_1e5_columns_and_a_repeated_header(tmp_path):
 def test_bvh_in_blocks_equals_all_at_once(monkeypatch):
     """Long takes run forward kinematics in blocks; the result is the same to the last bit."""
     from lsmplify_blender.core.formats import bvh
-    whole = read_keypoints(BVH).positions
+    whole = read_keypoints(BVH)
     monkeypatch.setattr(bvh, "FK_BLOCK", 7)
     monkeypatch.setattr(bvh, "_PARSE_CHUNK", 1000)  # the MOTION text in many chunks too
-    blocks = read_keypoints(BVH).positions
-    np.testing.assert_array_equal(blocks, whole)
+    blocks = read_keypoints(BVH)
+    np.testing.assert_array_equal(blocks.positions, whole.positions)
+    np.testing.assert_array_equal(blocks.rotations, whole.rotations)

@@ -1,8 +1,10 @@
 """Retarget real mocap onto SMPL by rotation transfer and cache the pose sequences.
 
-Train: cmu_subset/train, every cmu_raw ASF/AMC take (01_01, 11_01, and the eight AMC takes
-without their own ASF, driven by 01.asf), the cmu_raw BVH takes 131_01..03 (01_01.bvh is the
-same take as 01_01.amc and is skipped) and the 15 DeepMimic clips. Test: cmu_subset/test only.
+Train: cmu_subset/train, the cmu_raw ASF/AMC takes (01_01 and the AMC takes without their own
+ASF, driven by 01.asf), the cmu_raw BVH takes 131_01..02 (01_01.bvh is the same take as 01_01.amc
+and is skipped) and the DeepMimic clips, minus the takes held out for the real-capture evaluation
+(core/network/heldout.py: 131_03, 11_01, two AMC takes, three DeepMimic clips). Test:
+cmu_subset/test only.
 Writes <out>/cmu_smpl_{train,test}.npz: local rotations as 6D (N, 24, 6) float32 at 120 fps
 (other rates are resampled by slerp), pelvis positions (N, 3) metres (scaled to the open
 model's leg length), clip boundaries and names. Train clips are also mirrored left/right (as
@@ -27,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from lsmplify_blender.core.body_model import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel, load_model_data  # noqa: E402
 from lsmplify_blender.core.formats.cmu_subset import cmu_subset_forward_kinematics, read_cmu_skeleton  # noqa: E402
+from lsmplify_blender.core.network.heldout import is_held_out  # noqa: E402
 from lsmplify_blender.core.network.retarget import (CMU_UNIT_M, SMPL_POS_CMU, mirror_motion,  # noqa: E402
                                                     read_cmu_rows, retarget_cmu)
 from lsmplify_blender.core.network.sources import (load_amc, load_bvh, load_deepmimic, resample,  # noqa: E402
@@ -39,14 +42,16 @@ DEEPMIMIC = MOCAP.parent / "deepmimic"
 
 
 def extra_sources():
-    """Loaders of the extra training takes (cmu_raw and DeepMimic), in a fixed order."""
-    out = [lambda: load_amc(RAW / "01_01.amc", RAW / "01.asf"), lambda: load_amc(RAW / "11_01.amc", RAW / "11.asf")]
-    out += [lambda f=f: load_amc(f, RAW / "01.asf") for f in sorted((RAW / "amc_without_own_asf").glob("*.amc"))]
-    out += [lambda f=f: load_bvh(f) for f in sorted(RAW.glob("131_*.bvh"))]
+    """Loaders of the extra training takes (cmu_raw and DeepMimic), in a fixed order, without the
+    takes held out for the real-capture evaluation (``core/network/heldout.py``)."""
     character = DEEPMIMIC / "humanoid3d_character.txt"
-    out += [lambda f=f: load_deepmimic(f, character)
-            for f in sorted(DEEPMIMIC.glob("humanoid3d_*.txt")) if f != character]
-    return out
+    takes = [(RAW / "01_01.amc", lambda: load_amc(RAW / "01_01.amc", RAW / "01.asf")),
+             (RAW / "11_01.amc", lambda: load_amc(RAW / "11_01.amc", RAW / "11.asf"))]
+    takes += [(f, lambda f=f: load_amc(f, RAW / "01.asf")) for f in sorted((RAW / "amc_without_own_asf").glob("*.amc"))]
+    takes += [(f, lambda f=f: load_bvh(f)) for f in sorted(RAW.glob("131_*.bvh"))]
+    takes += [(f, lambda f=f: load_deepmimic(f, character))
+              for f in sorted(DEEPMIMIC.glob("humanoid3d_*.txt")) if f != character]
+    return [load for f, load in takes if not is_held_out(f, MOCAP.parent)]
 
 
 def tracking_check(model, rot, pelvis, data, names, parents, offsets):

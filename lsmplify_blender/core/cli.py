@@ -1,5 +1,6 @@
 """Command line: ``python -m lsmplify_blender convert INPUT --out OUT.npz [options]`` and
-``python -m lsmplify_blender eval [options]`` (all solvers side by side, see ``evaluate.py``).
+``python -m lsmplify_blender eval [--real] [options]`` (all solvers side by side on synthetic and real
+captures, see ``research/evaluate.py`` and ``research/real_eval.py``; not part of the add-on).
 
 Prints what was detected on stderr and one JSON summary line on stdout, so scripts can
 parse the result. Errors the user can fix exit with status 2 and a one-line message.
@@ -17,7 +18,7 @@ import torch  # already imported by .solver; named here for the annotations
 from .cli_guards import check_take_options, json_safe, last_resort, output_path
 from .errors import LSMPLifyError
 from .layouts import LAYOUTS
-from .solver import SOLVERS
+from .solver import DEFAULT_SOLVER, ROTATION_MODES, SOLVERS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--up", default="auto", choices=["auto", "y", "z"])
     c.add_argument("--fps", type=float, default=None, help="frame rate (default: from the file, else 30)")
     c.add_argument("--model", default=None, help="SMPL-format .pkl/.npz (default: the embedded open model)")
-    c.add_argument("--solver", default="network", choices=list(SOLVERS))
+    c.add_argument("--solver", default=DEFAULT_SOLVER, choices=list(SOLVERS))
     c.add_argument("--refine", type=int, default=0, metavar="N", help="iterations of refinement after solving")
     c.add_argument("--init", default=None, metavar="SMPL.npz",
                    help="plug-in mode: refine this existing SMPL motion (AMASS-style .npz, same frames as the "
@@ -47,18 +48,34 @@ def _parser() -> argparse.ArgumentParser:
                    help="zero-phase Gaussian smoothing of the keypoints over time before solving: 'auto' "
                         "(default) estimates the keypoint noise from limb-length changes and smooths only "
                         "noisy input; a number of seconds (e.g. 0.05) forces that sigma; 0 turns it off")
+    c.add_argument("--rotations", default="auto", choices=list(ROTATION_MODES),
+                   help="bone rotations of BVH and ASF/AMC input: 'auto' (default) uses them when the file has them "
+                        "(the twist of every bone and the head, hand and foot orientation come from the capture), "
+                        "'use' requires them, 'ignore' solves from the joint positions only")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     c.add_argument("--asf", default=None, help="ASF skeleton for an .amc input")
     c.add_argument("--quiet", action="store_true", help="only the JSON summary line")
-    e = sub.add_parser("eval", help="every solver side by side on CMU test motion (markdown report + PNG)")
-    e.add_argument("--data", default=None, help="cmu_subset clip folder (default: ../shared/data/mocap/cmu_subset/test)")
+    e = sub.add_parser("eval", help="every solver side by side: synthetic CMU test motion and held-out real captures "
+                                    "(markdown report + PNGs)")
+    e.add_argument("--data", default=None, help="mocap data root holding cmu_subset/, cmu_raw/, deepmimic/ (default: "
+                                                "$LSMPLIFY_DATA); a folder of cmu_subset clips also works")
+    e.add_argument("--real", action="store_true", help="only the real-capture evaluation (held-out real takes)")
+    e.add_argument("--no-real", action="store_true", help="only the synthetic protocol (no real-capture section)")
+    e.add_argument("--solvers", default=None, metavar="S1,S2",
+                   help="real captures: solvers to compare, each name[:option=value...] passed to the solver "
+                        "(default analytic,network,optimize), e.g. network:refine=5:smooth=0")
+    e.add_argument("--sources", default=None, metavar="K1,K2",
+                   help="real captures: source kinds (cmu_subset,cmu_bvh,cmu_amc,cmu_fbx_bvh,deepmimic; default all)")
+    e.add_argument("--frames", type=int, default=None, metavar="N",
+                   help="real captures: first N frames (~30 fps) of each take (default 120; 0 = all)")
     e.add_argument("--layout", default="smpl24", choices=list(LAYOUTS), help="keypoints generated from the motion")
     e.add_argument("--noise-mm", type=float, default=0.0, help="Gaussian keypoint noise (mm)")
     e.add_argument("--model", default=None, help="SMPL-format .pkl/.npz (default: the embedded open model)")
-    e.add_argument("--out", default="out/eval_report.md", help="markdown report (the PNG is written next to it)")
-    e.add_argument("--clips", type=int, default=None, metavar="N", help="first N clips (default: all)")
-    e.add_argument("--optimize-frames", type=int, default=30, metavar="N",
-                   help="frames per clip for the slow optimisation baseline")
+    e.add_argument("--out", default="out/eval_report.md", help="markdown report (the PNGs are written next to it)")
+    e.add_argument("--clips", type=int, default=None, metavar="N",
+                   help="first N synthetic clips (default: all); real captures: at most N takes per source kind")
+    e.add_argument("--optimize-frames", type=int, default=None, metavar="N",
+                   help="frames per clip for the slow optimisation baseline (default 30 synthetic, 10 real)")
     e.add_argument("--max-frames", type=int, default=None, help=argparse.SUPPRESS)
     e.add_argument("--quiet", action="store_true", help="no per-clip progress on stderr")
     return ap
@@ -121,7 +138,7 @@ def convert(args) -> dict:
                               refine=args.refine, smooth=args.smooth)
     else:
         sol = solve(prepared, model, solver=args.solver, refine=args.refine, smooth=args.smooth,
-                    network_chunk=args.chunk)
+                    network_chunk=args.chunk, rotations=args.rotations)
     out = write_smpl_npz(
         out_path, sol.poses, sol.betas.cpu().numpy(), sol.trans.cpu().numpy(), prepared.fps,
         gender=model.data.meta.get("gender", "neutral"), fit_error_mm=sol.fit_error_mm.astype(np.float32),
@@ -134,7 +151,7 @@ def convert(args) -> dict:
     return {
         "input": str(args.input), "output": str(out), "frames": prepared.num_frames,
         "layout": prepared.layout.name, "units": prepared.units, "up": prepared.up, "fps": prepared.fps,
-        "solver": sol.solver, "refine": args.refine, "device": sol.device, "model": model.data.name,
+        "solver": sol.solver, "rotations": sol.rotations, "refine": args.refine, "device": sol.device, "model": model.data.name,
         "fit_error_mm_mean": round(float(np.nanmean(err)), 3), "fit_error_mm_max": round(float(np.nanmax(err)), 3),
         "mpbe_mm": round(float(sol.mpbe_mm), 3),
         "noise_mm": round(float(sol.noise_mm), 2) if np.isfinite(sol.noise_mm) else None,
@@ -145,11 +162,23 @@ def convert(args) -> dict:
 
 
 def evaluate(args) -> dict:
-    from .evaluate import run_eval
+    from ..research.evaluate import run_eval  # the research package: not in the add-on zip
+    from ..research.real_eval import DEFAULT_FRAMES, OPTIMIZE_FRAMES, run_real_eval
 
     log = None if args.quiet else (lambda msg: print(f"lsmplify: {msg}", file=sys.stderr, flush=True))
+    if args.real and args.no_real:
+        raise LSMPLifyError("--real and --no-real exclude each other: give one of them (or neither for both).")
+    real = dict(frames=DEFAULT_FRAMES if args.frames is None else (args.frames or None), clips=args.clips,
+                optimize_frames=OPTIMIZE_FRAMES if args.optimize_frames is None else args.optimize_frames)
+    if args.solvers:
+        real["solvers"] = [s for s in args.solvers.split(",") if s.strip()]
+    if args.sources:
+        real["kinds"] = [s.strip() for s in args.sources.split(",") if s.strip()]
+    if args.real:
+        return run_real_eval(data=args.data, model_path=args.model, out=args.out, log=log, **real)
     return run_eval(data=args.data, layout=args.layout, noise_mm=args.noise_mm, model_path=args.model, out=args.out,
-                    clips=args.clips, optimize_frames=args.optimize_frames, max_frames=args.max_frames, log=log)
+                    clips=args.clips, optimize_frames=30 if args.optimize_frames is None else args.optimize_frames,
+                    max_frames=args.max_frames, log=log, real=not args.no_real, real_options=real)
 
 
 def main(argv=None) -> int:

@@ -176,3 +176,82 @@ def per_frame_error(pred, target, weight=None) -> np.ndarray:
     n = valid.sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 0, d.sum(-1) / np.maximum(n, 1), np.nan) * MM
+
+
+# ---------------------------------------------------------------------------- segments
+# Real-capture metrics (``research/real_eval.py``): how a solved body's segments follow the
+# captured skeleton's bones, whatever the two skeletons' rest definitions are.
+
+
+def _rotations(x) -> np.ndarray:
+    r = _np(x)
+    if r.shape[-2:] != (3, 3):
+        raise ValueError(f"expected rotation matrices (..., 3, 3), got {r.shape}")
+    return r
+
+
+def rotation_angle_deg(r) -> np.ndarray:
+    """Angle (degrees) of each rotation matrix (..., 3, 3): arccos((trace - 1) / 2)."""
+    r = _rotations(r)
+    cos = (np.trace(r, axis1=-2, axis2=-1) - 1.0) / 2.0
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def best_offset(captured, solved) -> np.ndarray:
+    """The constant rotation O (3, 3) that best maps captured world rotations onto solved ones,
+    ``solved_t ~ captured_t @ O`` for every frame t (T, 3, 3): the chordal L2 mean of
+    ``captured_t^T solved_t`` projected onto SO(3) (Kabsch: SVD, reflection fixed). Frames with
+    non-finite rotations are left out. It absorbs the two skeletons' different rest frames of
+    a bone (a constant, body-fixed rotation), nothing that changes over time."""
+    c, s = _rotations(captured), _rotations(solved)
+    ok = np.isfinite(c).all((-2, -1)) & np.isfinite(s).all((-2, -1))
+    if not ok.any():
+        return np.full((3, 3), np.nan)
+    m = np.einsum("tji,tjk->ik", c[ok], s[ok])  # sum_t C_t^T S_t
+    u, _, vt = np.linalg.svd(m)
+    d = np.sign(np.linalg.det(u @ vt)) or 1.0
+    return u @ np.diag([1.0, 1.0, d]) @ vt
+
+
+def orientation_error_deg(captured, solved, offset=None) -> np.ndarray:
+    """(T,) angle (degrees) between the solved segment's world rotation and the captured bone's
+    world rotation after the best constant offset (``best_offset``, or the one given): every
+    change of direction and twist over the take counts, the rest definitions do not."""
+    c, s = _rotations(captured), _rotations(solved)
+    o = best_offset(c, s) if offset is None else _rotations(offset)
+    return rotation_angle_deg(np.einsum("ji,tkj,tkl->til", o, c, s))  # O^T C_t^T S_t
+
+
+def direction_error_deg(captured, solved) -> np.ndarray:
+    """(T,) angle (degrees) between two direction vectors per frame (T, 3), no offset; NaN where
+    either is zero or not finite."""
+    a, b = _np(captured), _np(solved)
+    if a.shape != b.shape or a.shape[-1] != 3:
+        raise ValueError(f"expected two (T, 3) direction tracks, got {a.shape} and {b.shape}")
+    na, nb = np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = (a * b).sum(-1) / (na * nb)
+    cos = np.where((na > 1e-12) & (nb > 1e-12), cos, np.nan)
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def contact_frames(height, margin: float = 0.02, floor_percentile: float = 10.0) -> np.ndarray:
+    """(T,) bool: frames where a foot point (heights (T,), metres) is within ``margin`` of its floor
+    height, the ``floor_percentile``-th percentile of its heights over the take (robust to a few
+    outlier frames below the floor; a foot on the ground part of the take reaches it)."""
+    h = _np(height)
+    if not np.isfinite(h).any():
+        return np.zeros(h.shape, bool)
+    floor = np.nanpercentile(h, floor_percentile)
+    return np.isfinite(h) & (h <= floor + margin)
+
+
+def horizontal_speed(points, fps: float, up: int = 1) -> np.ndarray:
+    """(T,) horizontal speed (m/s) of a point track (T, 3): central differences over time of the
+    two axes other than ``up`` (one-sided at the ends)."""
+    p = _np(points)
+    flat = np.delete(p, up, axis=-1)
+    if p.shape[0] < 2:
+        return np.zeros(p.shape[0])
+    v = np.gradient(flat, axis=0) * float(fps)
+    return np.linalg.norm(v, axis=-1)

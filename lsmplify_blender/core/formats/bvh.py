@@ -308,26 +308,36 @@ def bvh_forward_kinematics(data: BvhData, notes: list[str] | None = None, rotati
     return (pos, rot) if rotations else pos
 
 
-FK_BLOCK = 1 << 14  # frames per forward-kinematics pass: its (T, N, 3, 3) rotations stay ~50 MB
+def bvh_rest_positions(data: BvhData) -> np.ndarray:
+    """(N, 3) node positions in the rest pose the OFFSETs describe (root at the origin)."""
+    rest = np.zeros((len(data.nodes), 3))
+    for i, node in enumerate(data.nodes):
+        if node.parent >= 0:
+            rest[i] = rest[node.parent] + node.offset
+    return rest
 
 
-def _positions_in_blocks(data: BvhData, notes: list[str]) -> np.ndarray:
-    """``bvh_forward_kinematics`` positions, computed FK_BLOCK frames at a time into one array.
+FK_BLOCK = 1 << 14  # frames per forward-kinematics pass: its float64 (T, N, 3, 3) rotations stay ~50 MB
+
+
+def _fk_in_blocks(data: BvhData, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``bvh_forward_kinematics`` positions (float64) and rotations (float32), computed
+    FK_BLOCK frames at a time into one array each.
 
     Each block after the first is run with the take's first frame in front (then dropped),
     so the FK's first-frame decisions (absolute position channels) are the whole take's.
     """
     t = data.motion.shape[0]
-    if t <= FK_BLOCK:
-        return bvh_forward_kinematics(data, notes)
-    out = np.empty((t, len(data.nodes), 3))
+    pos = np.empty((t, len(data.nodes), 3))
+    rot = np.empty((t, len(data.nodes), 3, 3), np.float32)
     for s in range(0, t, FK_BLOCK):
         rows = data.motion[s:s + FK_BLOCK]
         if s:
             rows = np.concatenate([data.motion[:1], rows])
-        part = bvh_forward_kinematics(dataclasses.replace(data, motion=rows), notes if s == 0 else None)
-        out[s:s + FK_BLOCK] = part[1:] if s else part
-    return out
+        p, r = bvh_forward_kinematics(dataclasses.replace(data, motion=rows), notes if s == 0 else None,
+                                      rotations=True)
+        pos[s:s + FK_BLOCK], rot[s:s + FK_BLOCK] = (p[1:], r[1:]) if s else (p, r)
+    return pos, rot
 
 
 def read_bvh(path) -> KeypointSequence:
@@ -345,7 +355,7 @@ def read_bvh(path) -> KeypointSequence:
         else:
             seen[nm] = 1
     with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN input -> NaN (missing)
-        positions = _positions_in_blocks(data, notes)
+        positions, rotations = _fk_in_blocks(data, notes)
     n_end = sum(n.is_end for n in data.nodes)
     notes.insert(0, f"BVH: {len(data.nodes) - n_end} joints + {n_end} End Sites (named "
                     f"'<Parent>_End'), {data.motion.shape[0]} frames, {data.num_channels} channels.")
@@ -363,5 +373,7 @@ def read_bvh(path) -> KeypointSequence:
         notes.append(f"'Frame Time: {data.frame_time}' is not positive; fps unknown, give it explicitly.")
     notes.append("BVH carries no length unit; units left unknown (CMU-derived BVH files are in "
                  "CMU units of 0.05644 m, others often cm or inches). Up axis: Y (BVH convention).")
-    return finalize(positions, names=names, fps=fps, units=None, up="y", layout=None,
-                    source=str(path), notes=notes, where=where, owned=True)
+    seq = finalize(positions, names=names, fps=fps, units=None, up="y", layout=None,
+                   source=str(path), notes=notes, where=where, owned=True)
+    seq.rotations, seq.rest_positions = rotations, bvh_rest_positions(data)  # see KeypointSequence
+    return seq
