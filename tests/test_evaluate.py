@@ -2,8 +2,8 @@
 import json
 
 import pytest
-
 from conftest import SHARED_MOCAP
+
 from lsmplify_blender.core.cli import main
 from lsmplify_blender.research.evaluate import M_NET, M_NET_SEQ, METRICS, REAL_METRICS, method_names
 

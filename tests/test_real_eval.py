@@ -2,20 +2,25 @@
 machinery on a real take (the rotation-transfer pose must follow the capture exactly), the whole
 ``eval --real`` on one small real take, and the head-above-neck check on each CMU BVH dialect."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES, ROOT
 from scipy.spatial.transform import Rotation
 
-from conftest import FIXTURES, ROOT
 from lsmplify_blender.core import metrics
 from lsmplify_blender.core.cli import main
 from lsmplify_blender.core.errors import InputError
 from lsmplify_blender.research import real_metrics as rm
 from lsmplify_blender.research.real_eval import parse_solvers
-from lsmplify_blender.research.real_takes import (canonical_cmu_names, data_root, held_out_takes,
-                                                  load_bvh_take)
+from lsmplify_blender.research.real_takes import (
+    canonical_cmu_names,
+    data_root,
+    held_out_takes,
+    load_bvh_take,
+)
 
 FBX_BVH = FIXTURES / "cmu_fbx_bvh"
 
@@ -154,7 +159,7 @@ def test_eval_real_on_one_small_real_take(tmp_path, capsys):
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["takes"] == ["cmu_fbx_bvh/07_01_cmu"] and summary["solvers"] == ["analytic", "network"]
     for png in summary["plots"]:
-        assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+        assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = out.read_text()
     assert "## Real captures" in text and "| cmu_fbx_bvh | network | 20 |" in text
     for solver in ("analytic", "network"):
@@ -208,6 +213,7 @@ def test_default_solver_keeps_the_head_above_the_neck(model, path):
 def test_pose_error_on_a_vertex_subset_matches_the_full_mesh(model):
     """The pose MPVE skins every 8th vertex: the same mean as the whole mesh through smplx (< 1%)."""
     from conftest import random_pose
+
     from lsmplify_blender.core.metrics import mpve
 
     truth, solved = random_pose(12, 0), random_pose(12, 1)

@@ -245,14 +245,15 @@ def run_real_eval(data=None, solvers=DEFAULT_SOLVERS, kinds=SOURCE_KINDS, clips:
     root = data_root(data)
     model = model or BodyModel(load_model_data(model_path))
     takes = held_out_takes(root, kinds, clips, frames)
-    default = next((s.label for s in specs if s.solver == "network" and not s.options), specs[0].label)
+    default = next((s.label for s in specs if s.solver == _default_solver() and not s.options), specs[0].label)
     per: dict[str, dict[str, list]] = {s.label: {} for s in specs}
     plugs: dict[str, list] = {}
     curves: dict[str, dict] = {}
-    notes: set[str] = set()
+    notes: dict[str, set] = {}
     for take in takes:
         results, plug, prep, take_notes = evaluate_take(take, model, specs, optimize_frames, default)
-        notes.update(f"{take.kind}: {n}" for n in take_notes)
+        for n in take_notes:
+            notes.setdefault(n, set()).add(take.kind)
         for label, res in results.items():
             per[label].setdefault(take.kind, []).append(res)
         plugs.setdefault(take.kind, []).append(plug)
@@ -271,7 +272,7 @@ def run_real_eval(data=None, solvers=DEFAULT_SOLVERS, kinds=SOURCE_KINDS, clips:
     plot_timelines(time_png, curves)
     meta = dict(data=str(root), takes=[f"{t.kind}/{t.name}" for t in takes], frames_per_take=frames,
                 optimize_frames=optimize_frames, solvers=[s.label for s in specs], default=default,
-                model=model.data.name, notes=sorted(notes))
+                model=model.data.name, notes=[f"{n} ({', '.join(sorted(k))})" for n, k in sorted(notes.items())])
     write_real_report(outp, meta, summary, overall, plug_summary, seg_png, time_png)
     result = dict(**meta, report=str(outp), plots=[str(seg_png), str(time_png)], results=_rounded(summary),
                   overall=_rounded(overall), plug_in=_rounded(plug_summary),
@@ -279,6 +280,13 @@ def run_real_eval(data=None, solvers=DEFAULT_SOLVERS, kinds=SOURCE_KINDS, clips:
     if section:
         result["section"] = real_section(meta, summary, overall, plug_summary, seg_png, time_png)
     return result
+
+
+def _default_solver() -> str:
+    """The solver ``convert`` runs when none is given (the plug-in pass starts from its output)."""
+    from ..core import solver
+
+    return getattr(solver, "DEFAULT_SOLVER", "network")
 
 
 def _out_path(out):

@@ -102,7 +102,7 @@ def _sliced(seq: KeypointSequence, sl: slice, fps: float) -> KeypointSequence:
 
 
 def _step(fps: float) -> int:
-    return max(1, int(round(fps / TARGET_FPS)))
+    return max(1, round(fps / TARGET_FPS))
 
 
 def _take(name, kind, seq, src: SourceMotion, names, frames, vocabulary="cmu", every_frame=False) -> RealTake:
