@@ -135,6 +135,8 @@ def test_bad_options_are_clear_errors(tmp_path, monkeypatch):
         parse_solvers(["magic"])
     with pytest.raises(InputError, match="key=value"):
         parse_solvers(["network:refine"])
+    with pytest.raises(InputError, match="'speed' in 'network:speed=2' is not an option"):
+        parse_solvers(["network:speed=2"])
     assert parse_solvers(["network:refine=5:smooth=0.05"])[0].options == {"refine": 5, "smooth": 0.05}
     monkeypatch.delenv("LSMPLIFY_DATA", raising=False)
     with pytest.raises(InputError, match="--data DIR"):
@@ -222,3 +224,27 @@ def test_pose_error_on_a_vertex_subset_matches_the_full_mesh(model):
     sub = rm.PoseError(model, truth)(solved, betas)
     np.testing.assert_allclose(sub, full, rtol=0.01)
     assert rm.PoseError(model, truth)(truth, betas).max() < 1e-3
+
+
+def test_gate_names_every_missed_target():
+    from lsmplify_blender.research.real_gate import gate
+
+    def row(neck, hand, mpve, folded=0):
+        seg = lambda m, p: {"mean": m, "p95": p}  # noqa: E731
+        return dict(orientation={"neck": seg(neck, 2 * neck), "left_thigh": seg(2.0, 4.0)},
+                    direction={"neck": seg(neck, neck), "left_hand": seg(hand, hand), "left_thigh": seg(4.0, 6.0)},
+                    mpve=mpve, head_folded_frames=folded)
+
+    summary = {"analytic": {"cmu_bvh": row(1.0, 7.0, 80.0)},
+               "network": {"cmu_bvh": row(96.0, 7.2, 120.0, folded=120)}}
+    plug = {"cmu_bvh": {"own": dict(fit_before=45.0, fit_after=600.0),
+                        "perturbed": dict(mpve_before=200.0, mpve_after=150.0)}}
+    g = gate(summary, plug, "network")["cmu_bvh"]
+    assert not g["passes"]
+    assert g["targets"]["orientation_positions"] == ["neck 96.0"]
+    assert g["targets"]["direction"] == ["neck 96.0"]  # the hand's 7.2 is within its 8-deg target
+    assert g["targets"]["folded_head_frames"] == ["120"]
+    assert g["worse_than_analytic"]["orientation"] == ["neck 96.0 vs 1.0"]
+    assert g["worse_than_analytic"]["mpve"] == ["120.0 vs 80.0 mm"]
+    assert g["plug_in"] == ["fit from its own output 45.0 -> 600.0 mm"]
+    assert gate(summary, {}, "analytic")["cmu_bvh"]["passes"]

@@ -30,6 +30,7 @@ import torch
 
 from ..core.errors import InputError
 from . import real_metrics as rm
+from .real_gate import gate
 from .real_takes import SOURCE_KINDS, RealTake, data_root, held_out_takes
 
 DEFAULT_SOLVERS = ("analytic", "network", "optimize")
@@ -56,8 +57,11 @@ def _value(text: str):
 
 def parse_solvers(specs) -> list[SolverSpec]:
     """'network', 'network:refine=5:smooth=0' -> SolverSpec; the options go to ``solver.solve``."""
-    from ..core.solver import SOLVERS
+    import inspect
 
+    from ..core.solver import SOLVERS, solve
+
+    known = [p for p in inspect.signature(solve).parameters if p not in ("prepared", "model", "solver")]
     out = []
     for spec in specs:
         name, *opts = str(spec).strip().split(":")
@@ -69,6 +73,9 @@ def parse_solvers(specs) -> list[SolverSpec]:
             key, eq, val = item.partition("=")
             if not eq or not key:
                 raise InputError(f"--solvers: option '{item}' in '{spec}' must be key=value.")
+            if key.strip() not in known:
+                raise InputError(f"--solvers: '{key.strip()}' in '{spec}' is not an option of the solver; it takes "
+                                 f"{', '.join(known)}.")
             options[key.strip()] = _value(val.strip())
         out.append(SolverSpec(str(spec).strip(), name, options))
     if not out:
@@ -266,6 +273,7 @@ def run_real_eval(data=None, solvers=DEFAULT_SOLVERS, kinds=SOURCE_KINDS, clips:
     summary = {label: {kind: summarize(rows) for kind, rows in by_kind.items()} for label, by_kind in per.items()}
     overall = {label: summarize([r for rows in by_kind.values() for r in rows]) for label, by_kind in per.items()}
     plug_summary = {kind: _plug_summary(rows) for kind, rows in plugs.items()}
+    checks = gate(summary, plug_summary, default)
     outp = _out_path(out)
     seg_png, time_png = outp.with_name(outp.stem + "_segments.png"), outp.with_name(outp.stem + "_time.png")
     plot_segments(seg_png, overall)
@@ -273,12 +281,12 @@ def run_real_eval(data=None, solvers=DEFAULT_SOLVERS, kinds=SOURCE_KINDS, clips:
     meta = dict(data=str(root), takes=[f"{t.kind}/{t.name}" for t in takes], frames_per_take=frames,
                 optimize_frames=optimize_frames, solvers=[s.label for s in specs], default=default,
                 model=model.data.name, notes=[f"{n} ({', '.join(sorted(k))})" for n, k in sorted(notes.items())])
-    write_real_report(outp, meta, summary, overall, plug_summary, seg_png, time_png)
+    write_real_report(outp, meta, summary, overall, plug_summary, checks, seg_png, time_png)
     result = dict(**meta, report=str(outp), plots=[str(seg_png), str(time_png)], results=_rounded(summary),
-                  overall=_rounded(overall), plug_in=_rounded(plug_summary),
+                  overall=_rounded(overall), plug_in=_rounded(plug_summary), gate=checks,
                   seconds=round(time.perf_counter() - t_start, 1))
     if section:
-        result["section"] = real_section(meta, summary, overall, plug_summary, seg_png, time_png)
+        result["section"] = real_section(meta, summary, overall, plug_summary, checks, seg_png, time_png)
     return result
 
 

@@ -29,7 +29,7 @@ def _segment_table(title: str, by_solver: dict[str, dict], key: str, segments) -
     return lines + [""]
 
 
-def real_section(meta, summary, overall, plug, seg_png: Path | None = None, time_png: Path | None = None,
+def real_section(meta, summary, overall, plug, checks, seg_png: Path | None = None, time_png: Path | None = None,
                  heading: str = "##") -> list[str]:
     """The 'Real captures' section (also embedded in the default eval report)."""
     lines = [f"{heading} Real captures (held-out takes, the file's own joint positions)", "",
@@ -57,6 +57,7 @@ def real_section(meta, summary, overall, plug, seg_png: Path | None = None, time
                              f"{_f(r['fps'], 0)} |")
     lines += [""]
     lines += _plug_lines(plug, meta["default"])
+    lines += _gate_lines(checks, meta["default"])
     lines += [f"{heading}# Per segment, all sources", ""]
     lines += _segment_table("Orientation error", overall, "orientation", ORIENT_SEGMENTS)
     lines += _segment_table("Direction error", overall, "direction", DIRECTIONS)
@@ -90,8 +91,26 @@ def _plug_lines(plug: dict, default: str) -> list[str]:
     return lines + [""]
 
 
-def write_real_report(path: Path, meta, summary, overall, plug, seg_png, time_png) -> None:
-    lines = ["# LSMPLify real-capture evaluation", ""] + real_section(meta, summary, overall, plug, seg_png, time_png)
+def _gate_lines(checks: dict, default: str) -> list[str]:
+    from .real_gate import ORIENT_MEAN_POSITIONS
+
+    lines = [(f"Gate for the default solver `{default}` (issue 9's targets: orientation mean <= "
+             f"{ORIENT_MEAN_POSITIONS:g} deg from positions, <= 5 / p95 <= 12 with rotations; direction <= 8 deg for "
+             "head, neck, hands, feet, <= 5 otherwise; no folded head; plug-in fit +2 % at most and MPVE down from the "
+             "perturbed start; at or below analytic IK on every segment (0.5 deg tie) and on MPVE):"), ""]
+    for kind, g in checks.items():
+        misses = [f"{what}: {', '.join(v)}" for what, v in g["targets"].items() if v]
+        misses += [f"above analytic ({what}): {', '.join(v)}" for what, v in g.get("worse_than_analytic", {}).items()
+                   if v]
+        misses += [f"plug-in: {m}" for m in g["plug_in"]]
+        verdict = "passes" if g["passes"] else "FAILS"
+        lines.append(f"- {kind}: {verdict}" + ("" if not misses else " - " + "; ".join(misses)))
+    return lines + [""]
+
+
+def write_real_report(path: Path, meta, summary, overall, plug, checks, seg_png, time_png) -> None:
+    lines = ["# LSMPLify real-capture evaluation", ""] + real_section(meta, summary, overall, plug, checks, seg_png,
+                                                                      time_png)
     path.write_text("\n".join(lines) + "\n")
 
 
