@@ -41,6 +41,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
+from tools.pins import pin, version  # requirements.txt: the one home of the version pins
+
 ROOT = Path(__file__).resolve().parent
 PACKAGE_DIR = ROOT / "lsmplify_blender"
 MANIFEST = ROOT / "blender_manifest.toml"
@@ -78,8 +80,8 @@ NEVER_BUNDLE = {"numpy"}  # Blender ships numpy.
 
 def requirements(python: str) -> list[str]:
     """Pip requirement strings for one Python version."""
-    reqs = ["torch==2.13.0", "smplx==0.1.28"]
-    reqs.append("scipy==1.17.1" if python == "3.11" else "scipy")  # 1.17.1: last for 3.11
+    reqs = [pin("torch"), pin("smplx")]
+    reqs.append(pin("scipy") if python == "3.11" else "scipy")  # the pinned scipy: last for 3.11
     return reqs + TORCH_DEPS
 
 
@@ -159,15 +161,15 @@ def select_wheels(platform: str, python: str) -> list[Path]:
 
 def ensure_cpu_torch(python: str) -> None:
     """If pip only fetched a CUDA torch for Linux, copy the +cpu build from /opt/wheels."""
-    cp = "cp" + python.replace(".", "")
-    if list(WHEELS_DIR.glob(f"torch-2.13.0+cpu-{cp}-{cp}-*linux*.whl")):
+    cp, torch = "cp" + python.replace(".", ""), version("torch")
+    if list(WHEELS_DIR.glob(f"torch-{torch}+cpu-{cp}-{cp}-*linux*.whl")):
         return
-    local = sorted(LOCAL_WHEELS.glob(f"torch-2.13.0+cpu-{cp}-{cp}-*linux*x86_64.whl"))
+    local = sorted(LOCAL_WHEELS.glob(f"torch-{torch}+cpu-{cp}-{cp}-*linux*x86_64.whl"))
     if local:
         print(f"[download] using local CPU torch {local[-1].name}", flush=True)
         shutil.copy2(local[-1], WHEELS_DIR / local[-1].name)
     else:
-        print("[warning] no torch 2.13.0+cpu wheel found for Linux: bundling the PyPI build "
+        print(f"[warning] no torch {torch}+cpu wheel found for Linux: bundling the PyPI build "
               "(CUDA), whose nvidia-* dependencies are NOT bundled", file=sys.stderr)
 
 

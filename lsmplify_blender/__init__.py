@@ -4,6 +4,10 @@
 ``register``/``unregister`` below import the Blender side only when Blender calls them.
 """
 
+# The one version number: pyproject.toml reads it (setuptools dynamic version) and
+# blender_manifest.toml must say the same (tests/test_version.py).
+__version__ = "0.1.0"
+
 
 def register():
     from .blender import register as _register

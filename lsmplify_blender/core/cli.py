@@ -13,6 +13,7 @@ import sys
 import time
 
 import numpy as np
+import torch  # already imported by .solver; named here for the annotations
 
 from .errors import LSMPLifyError
 from .layouts import LAYOUTS
@@ -87,7 +88,7 @@ def _smooth_arg(text: str):
     return value
 
 
-def _load_init(path, model):
+def _load_init(path, model) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """(rotmats, betas, trans) of an AMASS-style .npz in SMPL's Y-up world (Z-up files turned)."""
     import torch
 

@@ -198,7 +198,7 @@ for _side, _s in (("Left", "l"), ("Right", "r")):
 # Spine nodes are spaced differently from SMPL's: they may steer, not decide.
 CMU = _layout("cmu", "CMU mocap skeleton (ASF/BVH)", _CMU_TABLE, _CMU_CGSPEED,
               trust={"upperback": 0.3, "thorax": 0.3, "lowerneck": 0.5})
-_CMU_DIALECTS = {
+_CMU_DIALECTS: dict[str | None, dict[str, str]] = {
     "mixamo": {normalize_name(a): k for a, k in _CMU_MIXAMO},
     "chest2": {normalize_name(a): k for a, k in _CMU_CHEST2},
 }

@@ -165,6 +165,11 @@ class GMMPrior(torch.nn.Module):
     exact mixture log-density.
     """
 
+    # Buffers (register_buffer below), declared so that type checkers see tensors.
+    means: torch.Tensor
+    prec_chol: torch.Tensor
+    const: torch.Tensor
+
     def __init__(self, gmm: dict | str | Path | None = None, dtype: torch.dtype = torch.float32):
         super().__init__()
         if gmm is None or isinstance(gmm, (str, Path)):

@@ -38,7 +38,9 @@ class PreparedKeypoints:
     source: str = ""
     frames: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
-    measured: np.ndarray | None = None  # (T, K) bool: a real sample (not interpolated, not missing)
+    # (T, K) bool: a real sample (not interpolated, not missing); None only as the default:
+    # __post_init__ fills it, so readers never see None.
+    measured: np.ndarray = None  # type: ignore[assignment]
 
     def __post_init__(self):
         if self.measured is None:

@@ -35,7 +35,7 @@ class ShapeFit:
     observed: np.ndarray  # (23,) observed bone lengths (m), NaN when not measured
     fitted: np.ndarray  # (23,) the model's bone lengths with these betas
     mpbe_mm: float  # mean abs bone-length error over the measured bones
-    fitted_all: np.ndarray | None = None  # (len(PAIRS),) bones then rigid pairs
+    fitted_all: np.ndarray  # (len(PAIRS),) bones then rigid pairs
 
 
 def observed_bone_lengths(targets, weight, min_weight: float = 0.9, symmetric: bool = True) -> np.ndarray:

@@ -344,7 +344,7 @@ def _parse_amc_slow(body: str, nvals: dict[str, int], fully_specified: bool, whe
     its previous value (zero before it first appears).
     """
     frames: list[int] = []
-    per_frame: list[dict[str, np.ndarray]] = []
+    per_frame: list[dict[str, list[float]]] = []
     for raw in body.splitlines():
         toks = raw.split()
         if not toks:
@@ -503,6 +503,7 @@ def _partial_rot(ang: np.ndarray, axes: list[str]) -> np.ndarray:
     for k, a in enumerate(axes):
         m = euler_matrix(ang[:, k:k + 1], a.lower())
         R = m if R is None else m @ R
+    assert R is not None, "a bone without rotation dofs has no partial rotation"
     return R
 
 

@@ -19,7 +19,7 @@ def write_smpl_npz(path: str | os.PathLike, poses: np.ndarray, betas: np.ndarray
     if p.suffix.lower() != ".npz":
         p = p.with_suffix(".npz")
     p.parent.mkdir(parents=True, exist_ok=True)
-    arrays = dict(poses=np.asarray(poses, np.float32), betas=np.asarray(betas, np.float32),
+    arrays: dict[str, np.ndarray | np.generic] = dict(poses=np.asarray(poses, np.float32), betas=np.asarray(betas, np.float32),
                   trans=np.asarray(trans, np.float32), mocap_framerate=np.float32(fps),
                   gender=np.array(gender), up=np.array("y"))
     for k, v in extra.items():

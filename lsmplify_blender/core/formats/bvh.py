@@ -244,7 +244,7 @@ def bvh_forward_kinematics(data: BvhData, notes: list[str] | None = None, rotati
                     for k, c in enumerate(node.channels) if _CHANNELS[c.lower()][0] == "rot"]
         if rot_cols:
             idx = [c for c, _ in rot_cols]
-            axes = "".join(a for _, a in rot_cols)
+            axes = "".join(str(a) for _, a in rot_cols)
             local = euler_matrix(np.deg2rad(motion[:, idx]), axes)
         else:
             local = eye

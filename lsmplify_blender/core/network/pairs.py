@@ -61,7 +61,7 @@ def sample_indices(ms: MotionSet, batch: int, rng: np.random.Generator):
 
 def _bone_scale(batch: int, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
     """(B, 24) per-joint scale of the bone parent->j, symmetric left/right."""
-    sc = 1 + rng.normal(0, 0.06, (batch, 24)).clip(-0.15, 0.15)
+    sc: np.ndarray = 1 + rng.normal(0, 0.06, (batch, 24)).clip(-0.15, 0.15)
     sc = 0.5 * (sc + sc[:, MIRROR])
     sc *= rng.uniform(0.92, 1.08, (batch, 1))
     return np.where(rng.random((batch, 1)) < p, sc, 1.0)
@@ -119,9 +119,9 @@ def make_batch(ms: MotionSet, model: BodyModel, batch: int, rng: np.random.Gener
     u = rng.random(batch)
     sig = np.where(u < 0.4, 0.0, np.where(u < 0.75, rng.uniform(0, 10, batch), rng.uniform(10, max(noise_max_mm, 10), batch)))
     sig = sig * (noise_max_mm > 0)
-    sig = torch.as_tensor(sig / 1000.0, dtype=torch.float32)[:, None, None]
-    kp0 = j0 + torch.randn(j0.shape, generator=gen) * sig
-    kp1 = j1 + torch.randn(j1.shape, generator=gen) * sig
+    sig_m = torch.as_tensor(sig / 1000.0, dtype=torch.float32)[:, None, None]
+    kp0 = j0 + torch.randn(j0.shape, generator=gen) * sig_m
+    kp1 = j1 + torch.randn(j1.shape, generator=gen) * sig_m
     # missing keypoints
     def mask():
         m = (rng.random((batch, 24)) > 0.15) | (rng.random((batch, 1)) > 0.25)

@@ -145,6 +145,8 @@ def _spread(local: np.ndarray, chain: list[int]) -> np.ndarray:
 def tracking_error_deg(src: SourceMotion, local: np.ndarray, smpl_joints: np.ndarray) -> float:
     """Largest angle (degrees, any frame) between an SMPL bone of the retarget and the source
     bone it copies, over bones whose both ends have a source node (limbs)."""
+    if src.pos is None:  # e.g. retarget.py's CMU sources carry rotations only
+        raise InputError(f"{src.name}: the source has no node positions to check the tracking against.")
     idx = {nm: i for i, nm in enumerate(src.names)}
     worst = 0.0
     for j, name in enumerate(SMPL_JOINT_NAMES):
