@@ -117,6 +117,9 @@ def measure(take: RealTake, prep, model, rotmats, betas, trans, seconds, pose_er
     res.fit = rm.keypoint_fit(prep if prep.num_frames == k else _slice(prep, k), model, rotmats, betas, trans)
     res.skate, res.skate_source = rm.foot_skating(take.capture, joints, unit_m, prep.fps, frames)
     res.jitter = jitter(joints, prep.fps) / 1000.0 if k > 3 else float("nan")
+    always = prep.measured[:k].all(0)
+    if k > 3 and always.any():
+        res.jitter_input = jitter(prep.positions[:k, always], prep.fps) / 1000.0
     return res
 
 
@@ -205,6 +208,7 @@ def summarize(rows: list[rm.TakeResult]) -> dict:
     skate = [s for r in rows for s in r.skate]
     skate_src = [s for r in rows for s in r.skate_source]
     jit = [(r.jitter, r.frames) for r in rows if np.isfinite(r.jitter)]
+    jit_in = [(r.jitter_input, r.frames) for r in rows if np.isfinite(r.jitter_input)]
     neck = direc.get("neck")
     return dict(
         frames=frames, fps=frames / sec if sec > 0 else None,
@@ -216,9 +220,13 @@ def summarize(rows: list[rm.TakeResult]) -> dict:
         fit=float(np.nanmean(all_fit)) if np.isfinite(all_fit).any() else None,
         fit_per_keypoint={k: float(np.nanmean(v)) for k, v in fit.items()},
         skate_mm_s=_mean_of(skate), skate_source_mm_s=_mean_of(skate_src),
-        jitter=float(sum(j * n for j, n in jit) / sum(n for _, n in jit)) if jit else None,
+        jitter=_weighted_mean(jit), jitter_input=_weighted_mean(jit_in),
         head_folded_frames=int((neck > rm.HEAD_FOLD_DEG).sum()) if neck is not None else None,
     )
+
+
+def _weighted_mean(pairs) -> float | None:
+    return float(sum(v * n for v, n in pairs) / sum(n for _, n in pairs)) if pairs else None
 
 
 def _mean_of(values) -> float | None:

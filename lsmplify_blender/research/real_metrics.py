@@ -84,6 +84,7 @@ class TakeResult:
     skate: list[float] = field(default_factory=list)  # solved foot speed in contact frames (mm/s)
     skate_source: list[float] = field(default_factory=list)  # the capture's own, same frames
     jitter: float = float("nan")  # m/s^3 of the solved joints
+    jitter_input: float = float("nan")  # m/s^3 of the input keypoints measured in every frame
     extra: dict = field(default_factory=dict)
 
 

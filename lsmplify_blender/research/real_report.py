@@ -43,9 +43,10 @@ def real_section(meta, summary, overall, plug, checks, seg_png: Path | None = No
              "8th) of the solved pose vs the rotation-transfer pose (the training data's transfer) on the solved body, "
              "root at rest (mm). Fit: solved keypoints vs the input (mm). Skate: horizontal speed of the solved foot while the "
              "captured foot is on the floor (mm/s; the capture's own in brackets). Jitter: third difference of the "
-             f"solved joints (m/s^3). Folded: frames whose neck direction is > {HEAD_FOLD_DEG:g} deg off the "
+             f"solved joints (m/s^3; the input keypoints' in brackets). Folded: frames whose neck direction is > {HEAD_FOLD_DEG:g} deg off the "
              "captured neck."), "",
-             "| source | solver | frames | orient. | direction | MPVE | fit | skate (capture) | jitter | folded | frames/s |",
+             ("| source | solver | frames | orient. | direction | MPVE | fit | skate (capture) | jitter (input) | folded | "
+             "frames/s |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for kind in _kinds(summary):
         for lab, by_kind in summary.items():
@@ -53,7 +54,8 @@ def real_section(meta, summary, overall, plug, checks, seg_png: Path | None = No
             if r:
                 lines.append(f"| {kind} | {lab} | {r['frames']} | {_f(r['orientation_mean'])} | "
                              f"{_f(r['direction_mean'])} | {_f(r['mpve'])} | {_f(r['fit'])} | {_f(r['skate_mm_s'], 0)} "
-                             f"({_f(r['skate_source_mm_s'], 0)}) | {_f(r['jitter'])} | {r['head_folded_frames']} | "
+                             f"({_f(r['skate_source_mm_s'], 0)}) | {_f(r['jitter'], 0)} ({_f(r['jitter_input'], 0)}) | "
+                             f"{r['head_folded_frames']} | "
                              f"{_f(r['fps'], 0)} |")
     lines += [""]
     lines += _plug_lines(plug, meta["default"])
@@ -61,6 +63,7 @@ def real_section(meta, summary, overall, plug, checks, seg_png: Path | None = No
     lines += [f"{heading}# Per segment, all sources", ""]
     lines += _segment_table("Orientation error", overall, "orientation", ORIENT_SEGMENTS)
     lines += _segment_table("Direction error", overall, "direction", DIRECTIONS)
+    lines += _fit_table(overall)
     for kind in _kinds(summary):
         by_solver = {lab: by_kind[kind] for lab, by_kind in summary.items() if kind in by_kind}
         lines += [f"{heading}# {kind}", ""]
@@ -71,6 +74,21 @@ def real_section(meta, summary, overall, plug, checks, seg_png: Path | None = No
     if seg_png is not None:
         lines += ["", f"![per-segment error per solver]({seg_png.name})", f"![error over time]({time_png.name})", ""]
     return lines
+
+
+def _fit_table(by_solver: dict) -> list[str]:
+    """Rows = input keypoints, columns = solvers: mean distance (mm) of the solved keypoint to the input."""
+    labels = list(by_solver)
+    keys = []
+    for lab in labels:
+        keys += [k for k in by_solver[lab].get("fit_per_keypoint", {}) if k not in keys]
+    if not keys:
+        return []
+    lines = ["**Fit per keypoint** (mm, all sources)", "", "| keypoint | " + " | ".join(labels) + " |",
+             "|---|" + "---|" * len(labels)]
+    lines += [f"| {k} | " + " | ".join(_f(by_solver[lab].get("fit_per_keypoint", {}).get(k)) for lab in labels)
+              + " |" for k in keys]
+    return lines + [""]
 
 
 def _kinds(summary) -> list[str]:
