@@ -96,8 +96,11 @@ def _slice_source(src: SourceMotion, sl: slice, fps: float) -> SourceMotion:
                                fps=fps)
 
 
+PER_FRAME_FIELDS = ("confidence", "frames", "rotations")  # KeypointSequence fields with one entry per frame
+
+
 def _sliced(seq: KeypointSequence, sl: slice, fps: float) -> KeypointSequence:
-    cut = {k: getattr(seq, k)[sl] for k in ("confidence", "frames") if getattr(seq, k) is not None}
+    cut = {k: getattr(seq, k)[sl] for k in PER_FRAME_FIELDS if getattr(seq, k, None) is not None}
     return dataclasses.replace(seq, positions=seq.positions[sl], fps=fps, notes=list(seq.notes), **cut)
 
 
