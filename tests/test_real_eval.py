@@ -248,3 +248,18 @@ def test_gate_names_every_missed_target():
     assert g["worse_than_analytic"]["mpve"] == ["120.0 vs 80.0 mm"]
     assert g["plug_in"] == ["fit from its own output 45.0 -> 600.0 mm"]
     assert gate(summary, {}, "analytic")["cmu_bvh"]["passes"]
+
+
+def test_the_core_runs_without_the_research_package():
+    """The add-on zip leaves lsmplify_blender/research out: importing the core (and the CLI) must not
+    load it; only `eval` imports it, lazily."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pkgutil, importlib, lsmplify_blender.core as c\n"
+            "for m in pkgutil.walk_packages(c.__path__, 'lsmplify_blender.core.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "bad = [m for m in sys.modules if m.startswith('lsmplify_blender.research')]\n"
+            "assert not bad, bad\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
