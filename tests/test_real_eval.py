@@ -170,7 +170,7 @@ def test_eval_real_on_one_small_real_take(tmp_path, capsys):
         assert set(r["orientation"]) == set(rm.ORIENT_NODES["cmu"])
         assert {"neck", "head", "left_hand", "right_foot", "torso"} <= set(r["direction"])
         assert 0 < r["fit"] < 200 and r["mpve"] > 0 and r["skate_source_mm_s"] is not None
-        # analytic IK puts SMPL's neck and head joints on the captured lowerneck and head nodes
+    # analytic IK puts SMPL's neck and head joints on the captured lowerneck and head nodes
     assert summary["results"]["analytic"]["cmu_fbx_bvh"]["direction"]["neck"]["mean"] < 1.0
     plug = summary["plug_in"]["cmu_fbx_bvh"]
     assert set(plug) == {"own", "perturbed"}
