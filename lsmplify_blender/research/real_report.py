@@ -55,7 +55,7 @@ def real_section(meta, summary, overall, plug, checks, seg_png: Path | None = No
                 lines.append(f"| {kind} | {lab} | {r['frames']} | {_f(r['orientation_mean'])} | "
                              f"{_f(r['direction_mean'])} | {_f(r['mpve'])} | {_f(r['fit'])} | {_f(r['skate_mm_s'], 0)} "
                              f"({_f(r['skate_source_mm_s'], 0)}) | {_f(r['jitter'], 0)} ({_f(r['jitter_input'], 0)}) | "
-                             f"{r['head_folded_frames']} | "
+                             f"{'-' if r['head_folded_frames'] is None else r['head_folded_frames']} | "
                              f"{_f(r['fps'], 0)} |")
     lines += [""]
     lines += _plug_lines(plug, meta["default"])
