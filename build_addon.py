@@ -10,15 +10,25 @@ Usage::
 Steps:
 
 1. ``pip download --only-binary=:all: --no-deps`` into ``wheels/`` the wheels the add-on
-   bundles for each chosen platform: torch 2.13.0 (the ``+cpu`` build on Linux), smplx,
-   scipy and torch's own dependencies. Never numpy: Blender ships it.
-2. Stage in a temporary folder the ``lsmplify_blender/`` package contents (``__init__.py``
-   next to the manifest), the manifest with ``platforms``/``wheels`` written for the
-   staged wheels, and the wheels under ``./wheels/``.
-3. Run Blender's extension builder (``blender_ext.py`` from the bpy wheel, or
+   bundles for each chosen platform: torch 2.13.0 (the ``+cpu`` build on Linux), scipy and
+   the torch dependencies that ``import torch`` loads (sympy, mpmath, typing-extensions).
+   Never numpy: Blender ships it.
+2. Audit the chosen wheels' licences against ``WHEEL_LICENCES`` (below): a wheel that is
+   not in that table, or whose METADATA no longer says what the table recorded, stops the
+   build with a message saying what to check.
+3. Stage in a temporary folder the ``lsmplify_blender/`` package contents (``__init__.py``
+   next to the manifest; no ``research`` package, tests or tools), the manifest with
+   ``platforms``/``wheels`` written for the staged wheels, the wheels under ``./wheels/``
+   and ``THIRD_PARTY_NOTICES``: the repository's data notices followed by every bundled
+   wheel's own licence files, copied out of the wheels.
+4. Run Blender's extension builder (``blender_ext.py`` from the bpy wheel, or
    ``--builder``): ``build --split-platforms`` into ``--out``, then ``validate`` on each zip.
 
 ``--no-download`` uses whatever wheels are already in ``wheels/`` (offline rebuilds).
+
+Licence: the add-on is GPL-3.0-or-later; everything bundled must be redistributable under
+terms compatible with it (permissive licences, or the GCC runtime library exception). The
+SMPL forward pass is the add-on's own code, so no body-model library is bundled.
 """
 
 from __future__ import annotations
@@ -38,8 +48,8 @@ from pathlib import Path
 
 from packaging import tags as ptags
 from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name, parse_wheel_filename
-from packaging.version import Version
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
 
 from tools.pins import pin, version  # requirements.txt: the one home of the version pins
 
@@ -73,14 +83,47 @@ MARKER_ENV = {
 # Blender versions per bundled Python (blender_version_max is exclusive).
 BLENDER_RANGE = {"3.11": ("4.2.0", "5.1.0"), "3.13": ("5.1.0", None)}
 
-TORCH_DEPS = ["sympy", "mpmath", "networkx", "jinja2", "MarkupSafe", "filelock",
-              "fsspec", "typing-extensions", "setuptools"]
+# torch's requirements that ``import torch`` and the add-on's code paths load (sympy and
+# mpmath: torch's symbolic shapes, imported on the first solve; typing-extensions: torch's
+# own import).
+TORCH_DEPS = ["sympy", "mpmath", "typing-extensions"]
+# torch's other declared requirements: loaded only by torch.compile / inductor (networkx,
+# jinja2, MarkupSafe), torch.hub and checkpoint I/O (filelock, fsspec) and C++ extension
+# builds (setuptools), none of which the add-on uses. Not bundled (tests run the installed
+# add-on with them made unimportable).
+TORCH_DEPS_NOT_BUNDLED = {"networkx", "jinja2", "markupsafe", "filelock", "fsspec", "setuptools"}
 NEVER_BUNDLE = {"numpy"}  # Blender ships numpy.
+
+# Every wheel the zip may bundle: the licence its METADATA states (SPDX), a string that the
+# METADATA licence fields must contain (so a release that changes licence is caught), and
+# where the licence text comes from (all of these are copied into THIRD_PARTY_NOTICES).
+# Read from the wheels' METADATA and licence files (torch 2.13.0+cpu, scipy 1.17.1,
+# sympy 1.14.0, mpmath 1.4.1, typing_extensions 4.16.0; audited 2026-12-01). To bundle
+# another wheel: read its licence, check that GPL-3.0-or-later code may redistribute it,
+# and add a row.
+WHEEL_LICENCES = {
+    # torch's own code is BSD-3-Clause (its LICENSE); the expression covers the bundled third_party code
+    "torch": ("Apache-2.0 AND Apache-2.0 WITH LLVM-exception AND BSD-2-Clause AND BSD-3-Clause AND BSL-1.0 AND MIT",
+              "Apache-2.0 AND Apache-2.0 WITH LLVM-exception AND BSD-2-Clause AND BSD-3-Clause AND BSL-1.0 AND MIT",
+              "torch-*.dist-info/licenses/LICENSE and its 97 third_party/**/LICENSE* files"),
+    # the Linux wheel's LICENSE.txt also lists its bundled libraries: OpenBLAS BSD-3-Clause,
+    # LAPACK BSD-3-Clause-Open-MPI, GCC runtime GPL-3.0-or-later WITH GCC-exception-3.1,
+    # libquadmath LGPL-2.1-or-later
+    "scipy": ("BSD-3-Clause AND (bundled libraries, see its LICENSE.txt)", "BSD License",
+              "scipy-*.dist-info/LICENSE.txt (scipy's and each bundled library's)"),
+    "sympy": ("BSD-3-Clause", "BSD", "sympy-*.dist-info/licenses/LICENSE, AUTHORS"),
+    "mpmath": ("BSD-3-Clause", "BSD-3-Clause", "mpmath-*.dist-info/licenses/LICENSE"),
+    "typing-extensions": ("PSF-2.0", "PSF-2.0", "typing_extensions-*.dist-info/licenses/LICENSE"),
+}
+NOTICES_NAME = "THIRD_PARTY_NOTICES"
+# Left out of the staged package: code the add-on never imports at run time.
+STAGE_EXCLUDE = ("__pycache__", "*.pyc", "*.pyo", ".pytest_cache", "*.whl", "blender_manifest.toml",
+                 "research", "tests", "tools")
 
 
 def requirements(python: str) -> list[str]:
     """Pip requirement strings for one Python version."""
-    reqs = [pin("torch"), pin("smplx")]
+    reqs = [pin("torch")]
     reqs.append(pin("scipy") if python == "3.11" else "scipy")  # the pinned scipy: last for 3.11
     return reqs + TORCH_DEPS
 
@@ -134,7 +177,7 @@ def select_wheels(platform: str, python: str) -> list[Path]:
     for whl in sorted(WHEELS_DIR.glob("*.whl")):
         try:
             name, version, _build, wtags = parse_wheel_filename(whl.name)
-        except Exception:
+        except (InvalidWheelFilename, InvalidVersion):  # not a wheel we could bundle: ignored
             continue
         if name in NEVER_BUNDLE or name not in wanted:
             continue
@@ -173,6 +216,73 @@ def ensure_cpu_torch(python: str) -> None:
               "(CUDA), whose nvidia-* dependencies are NOT bundled", file=sys.stderr)
 
 
+def _dist_info_files(zf: zipfile.ZipFile) -> tuple[str, list[str]]:
+    """A wheel's METADATA text and its licence files (``*.dist-info/**/LICEN[CS]E*``, COPYING,
+    NOTICE, AUTHORS), top-level dist-info only (not vendored packages' copies)."""
+    names = zf.namelist()
+    meta = next((n for n in names if n.count("/") == 1 and n.endswith(".dist-info/METADATA")), None)
+    text = zf.read(meta).decode("utf-8", "replace") if meta else ""
+    dist_info = meta.rsplit("/", 1)[0] + "/" if meta else None
+    keys = ("LICEN", "COPYING", "NOTICE", "AUTHORS")
+    files = [n for n in names if dist_info and n.startswith(dist_info) and not n.endswith("/")
+             and any(k in n.rsplit("/", 1)[-1].upper() for k in keys)]
+    return text, sorted(files)
+
+
+def _metadata_licence(meta_text: str) -> str:
+    """The licence fields of a METADATA header (License-Expression, License, classifiers)."""
+    header = meta_text.split("\n\n", 1)[0]
+    return "\n".join(line for line in header.splitlines()
+                     if line.startswith(("License-Expression:", "License:", "Classifier: License")))
+
+
+def audit_licences(wheels: list[Path]) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """Check every wheel against ``WHEEL_LICENCES``; return name -> (SPDX, [(file, text)]).
+
+    Stops the build (SystemExit) when a wheel is not in the table, its METADATA no longer
+    says what the table recorded, or it carries no licence file to reproduce.
+    """
+    out: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+    problems = []
+    for whl in wheels:
+        name = canonicalize_name(parse_wheel_filename(whl.name)[0])
+        with zipfile.ZipFile(whl) as zf:
+            meta, files = _dist_info_files(zf)
+            texts = [(f, zf.read(f).decode("utf-8", "replace")) for f in files]
+        fields = _metadata_licence(meta)
+        if name not in WHEEL_LICENCES:
+            problems.append(f"{whl.name}: no known redistributable licence (its METADATA says "
+                            f"{fields.strip() or 'nothing'!r}). Read its licence and, if GPL-3.0-or-later "
+                            f"code may redistribute it, add it to WHEEL_LICENCES in build_addon.py; "
+                            f"otherwise do not bundle it.")
+            continue
+        spdx, must_say, _where = WHEEL_LICENCES[name]
+        if must_say not in fields:
+            problems.append(f"{whl.name}: its METADATA licence fields {fields.strip()!r} no longer contain "
+                            f"{must_say!r}, as recorded in WHEEL_LICENCES: audit this release's licence again.")
+        if not texts:
+            problems.append(f"{whl.name}: carries no licence file to copy into {NOTICES_NAME}.")
+        out[name] = (spdx, texts)
+    if problems:
+        raise SystemExit("licence audit failed:\n  " + "\n  ".join(problems))
+    return out
+
+
+def third_party_notices(wheels: list[Path]) -> str:
+    """The zip's THIRD_PARTY_NOTICES: the repository's data notices, then each bundled
+    wheel's licence files as they are in the wheel."""
+    audited = audit_licences(wheels)
+    parts = [(ROOT / NOTICES_NAME).read_text(encoding="utf-8").rstrip("\n"), "", "=" * 90,
+             "4. Python packages bundled under wheels/ (licence files copied from each wheel)", "=" * 90]
+    by_name = {canonicalize_name(parse_wheel_filename(w.name)[0]): w for w in wheels}
+    for name in sorted(audited):
+        spdx, texts = audited[name]
+        parts += ["", "-" * 90, f"{by_name[name].name}", f"Licence: {spdx}", "-" * 90]
+        for fname, text in texts:
+            parts += ["", f"[{fname}]", "", text.rstrip("\n")]
+    return "\n".join(parts) + "\n"
+
+
 def check_wheel_requirements(wheels: list[Path], platform: str, python: str) -> list[str]:
     """Requirements of the bundled wheels (for this target) that nothing bundled satisfies."""
     env = dict(MARKER_ENV[platform], python_version=python, python_full_version=python + ".0",
@@ -191,7 +301,7 @@ def check_wheel_requirements(wheels: list[Path], platform: str, python: str) -> 
             if req.marker is not None and not req.marker.evaluate(env):
                 continue
             name = canonicalize_name(req.name)
-            if name in have or name in NEVER_BUNDLE:
+            if name in have or name in NEVER_BUNDLE or name in TORCH_DEPS_NOT_BUNDLED:
                 continue
             problems.append(f"{whl.name} needs {req} ({platform}, Python {python})")
     return problems
@@ -231,8 +341,9 @@ def staged_manifest(platforms: list[str], wheel_names: list[str], python: str) -
 
 
 def stage(stage_dir: Path, platforms: list[str], wheels: list[Path], python: str) -> None:
-    shutil.copytree(PACKAGE_DIR, stage_dir, ignore=shutil.ignore_patterns(
-        "__pycache__", "*.pyc", "*.pyo", ".pytest_cache", "*.whl", "blender_manifest.toml"))
+    notices = third_party_notices(wheels)  # audits first: nothing is staged for a refused wheel
+    shutil.copytree(PACKAGE_DIR, stage_dir, ignore=shutil.ignore_patterns(*STAGE_EXCLUDE))
+    (stage_dir / NOTICES_NAME).write_text(notices, encoding="utf-8")
     (stage_dir / "wheels").mkdir()
     for whl in wheels:
         shutil.copy2(whl, stage_dir / "wheels" / whl.name)

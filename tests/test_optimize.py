@@ -70,7 +70,7 @@ def test_kabsch_init_recovers_a_rigid_body(model):
     rot[:, 0] = root
     trans = torch.tensor([[0.5, 1.0, -2.0], [0.0, 0.9, 3.0]])
     kp, w = _keypoints(BODY25, model, rot, betas, trans)
-    r0, t0 = kabsch_init(model, BODY25, kp, w, model._betas(betas))
+    r0, t0 = kabsch_init(model, BODY25, kp, w, model.betas_tensor(betas))
     assert geodesic_angle(r0[:, 0], root).max() < 1e-3
     assert (t0 - trans).abs().max() < 1e-4
     assert torch.equal(r0[:, 1:], rot[:, 1:])

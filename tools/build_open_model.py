@@ -46,6 +46,14 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+# The body-model layer needs only numpy and torch, both in anny's environment too.
+from lsmplify_blender.core.model.axes import Z_UP_TO_Y_UP
+from lsmplify_blender.core.model.kinematics import forward_kinematics, global_rotations
+from lsmplify_blender.core.model.rotations import axis_angle_to_matrix, normalize
+from lsmplify_blender.core.model.rotations import swing_rotation as rotation_between
+from lsmplify_blender.core.model.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS
+
 DEFAULT_OUT = REPO_ROOT / "lsmplify_blender" / "core" / "data" / "open_model.npz"
 DEFAULT_SMPLX_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 
@@ -59,15 +67,6 @@ ANNY_RIG = "anny"
 # Adult range, in "morphological" years; Anny's own calibration maps years to its
 # age parameter (18 y -> 0.77, 64 y -> 0.83). Its age axis is very non-linear.
 ADULT_YEARS = (18.0, 80.0)
-
-SMPL_JOINT_NAMES = [
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
-    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck",
-    "left_collar", "right_collar", "head", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hand", "right_hand",
-]
-SMPL_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18,
-                19, 20, 21]
 
 
 def _sided(name: str) -> list[tuple[str, str]]:
@@ -105,7 +104,7 @@ for _joint, _s in _sided("hand"):
 
 # Axes change Anny (Z up, facing -Y) -> SMPL (Y up, facing +Z): (x, y, z) -> (x, z, -y).
 # A proper rotation (-90 deg about X); X is kept, and the subject's left is +X in both.
-ANNY_TO_SMPL = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+ANNY_TO_SMPL = Z_UP_TO_Y_UP
 
 LANDMARK_NAMES = [
     "nose", "reye", "leye", "rear", "lear", "head_top",
@@ -117,45 +116,9 @@ FINGER_NUMBER = {"thumb": 1, "index": 2, "middle": 3, "ring": 4, "pinky": 5}
 
 
 # --------------------------------------------------------------------------------------
-# Small geometry helpers (numpy, batched over leading axes)
+# Small geometry helpers (numpy, batched over leading axes); the rotations, the swing
+# between two directions and forward kinematics come from lsmplify_blender.core.model
 # --------------------------------------------------------------------------------------
-def normalize(v: np.ndarray) -> np.ndarray:
-    return v / np.linalg.norm(v, axis=-1, keepdims=True)
-
-
-def skew(v: np.ndarray) -> np.ndarray:
-    z = np.zeros(v.shape[:-1])
-    return np.stack([np.stack([z, -v[..., 2], v[..., 1]], -1),
-                     np.stack([v[..., 2], z, -v[..., 0]], -1),
-                     np.stack([-v[..., 1], v[..., 0], z], -1)], -2)
-
-
-def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Smallest rotation taking direction a onto direction b (not for opposite ones)."""
-    a, b = normalize(a), normalize(b)
-    v = np.cross(a, b)
-    c = np.sum(a * b, axis=-1)[..., None, None]
-    k = skew(v)
-    return np.eye(3) + k + k @ k / (1.0 + c)
-
-
-def axis_angle_to_matrix(aa: np.ndarray) -> np.ndarray:
-    angle = np.linalg.norm(aa, axis=-1, keepdims=True)
-    axis = aa / np.maximum(angle, 1e-12)
-    k = skew(axis)
-    s, c = np.sin(angle)[..., None], np.cos(angle)[..., None]
-    return np.eye(3) + s * k + (1 - c) * (k @ k)
-
-
-def global_rotations(local_rot: np.ndarray, parents: list[int]) -> np.ndarray:
-    """SMPL forward kinematics on rotations only: (..., J, 3, 3) local -> world."""
-    out = np.empty_like(local_rot)
-    for j, p in enumerate(parents):
-        out[..., j, :, :] = local_rot[..., j, :, :] if p < 0 else \
-            out[..., p, :, :] @ local_rot[..., j, :, :]
-    return out
-
-
 def angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     cos = np.sum(normalize(a) * normalize(b), axis=-1)
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
@@ -168,9 +131,9 @@ class AnnySource:
     """Anny model plus the bookkeeping to re-pose it into SMPL's T-pose."""
 
     def __init__(self, cache_dir: str):
-        import torch
         import anny
         import anny.paths
+        import torch
 
         self.torch = torch
         anny.paths.set_anny_cache_path(cache_dir)
@@ -701,14 +664,19 @@ def validate(path: Path, src: AnnySource, phen, verts, heads, sample_betas, rng,
     return ok and res.returncode == 0
 
 
-def check_smplx(model_path: str, reference_path: str) -> bool:
-    """Runs in the project venv: load the npz into smplx.SMPL and pose it."""
-    import torch
+SMPLX_EXTRA_JOINT_VERTICES = ["nose", "reye", "leye", "rear", "lear", "LBigToe", "LSmallToe", "LHeel", "RBigToe",
+                              "RSmallToe", "RHeel", "lthumb", "lindex", "lmiddle", "lring", "lpinky", "rthumb",
+                              "rindex", "rmiddle", "rring", "rpinky"]
+
+
+def _smplx_factory(model_path: str):
+    """``make(v_template=None)``: an smplx.SMPL (float64) holding the npz's arrays, optionally
+    with another template; and the npz's landmark vertex ids."""
     import smplx
+    import torch
     from smplx.utils import Struct
 
     d = dict(np.load(model_path))
-    ref = np.load(reference_path)
     V = len(d["v_template"])
     vertex_ids = dict(zip(d["landmark_names"].tolist(), d["landmark_ids"].tolist()))
 
@@ -721,64 +689,54 @@ def check_smplx(model_path: str, reference_path: str) -> bool:
         return smplx.SMPL(model_path="unused", data_struct=Struct(**data),
                           vertex_ids=vertex_ids, dtype=torch.float64)
 
-    model = make()
-    n = len(ref["pose"])
-    pose = torch.as_tensor(ref["pose"]).reshape(n, 72)
-    print(f"  smplx {getattr(smplx, '__version__', '0.1.28')} loaded: "
-          f"{model.v_template.shape[0]} vertices, {model.num_betas} betas, "
-          f"{model.J_regressor.shape[0]} joints")
+    return make, vertex_ids
 
-    with torch.no_grad():
-        zero = model()
-        out = model(betas=torch.as_tensor(ref["betas"]), global_orient=pose[:, :3],
-                    body_pose=pose[:, 3:])
+
+def _smplx_loading_checks(model, out, zero, ref, vertex_ids) -> list[tuple]:
+    """smplx's zero pose is the template, its joints our FK, its extra joints our landmarks."""
+    import torch
+
+    n = len(ref["pose"])
     zero_err = (zero.vertices[0] - model.v_template).abs().max().item()
     # Not bit-exact: smplx's Rodrigues adds 1e-8 to every rotation vector, so a zero pose
     # is a ~1.7e-8 rad rotation.
     checks = [(f"zero pose, zero betas returns v_template (max diff {zero_err:.1e} m)",
                zero_err < 1e-6)]
-
     # Our own forward kinematics on the regressed rest joints must give smplx's joints.
-    Rl = torch.as_tensor(ref["pose"]).reshape(n, 24, 3)
-    Rl = torch.as_tensor(axis_angle_to_matrix(Rl.numpy()))
+    Rl = axis_angle_to_matrix(torch.as_tensor(ref["pose"]).reshape(n, 24, 3))
     v_shaped = model.v_template + torch.einsum("vck,bk->bvc", model.shapedirs,
                                                torch.as_tensor(ref["betas"]))
     Jr = torch.einsum("jv,bvc->bjc", model.J_regressor, v_shaped)
-    Jw = torch.empty_like(Jr)
-    Rw = torch.empty_like(Rl)
-    for j, p in enumerate(SMPL_PARENTS):
-        if p < 0:
-            Rw[:, j], Jw[:, j] = Rl[:, j], Jr[:, j]
-        else:
-            Rw[:, j] = Rw[:, p] @ Rl[:, j]
-            Jw[:, j] = Jw[:, p] + torch.einsum("bij,bj->bi", Rw[:, p], Jr[:, j] - Jr[:, p])
+    _, Jw = forward_kinematics(Rl, Jr, SMPL_PARENTS)
     fk_err = (out.joints[:, :24] - Jw).abs().max().item()
     # (smplx's Rodrigues adds 1e-8 to the rotation vectors: differences ~1e-9 m.)
-    checks.append((f"posed joints equal our FK of the regressed joints "
-                   f"(max diff {fk_err:.1e} m)", fk_err < 1e-6))
+    checks.append((f"posed joints equal our FK of the regressed joints (max diff {fk_err:.1e} m)",
+                   fk_err < 1e-6))
     extra = out.joints[:, 24:]
-    sel = out.vertices[:, [vertex_ids[k] for k in
-                           ["nose", "reye", "leye", "rear", "lear", "LBigToe", "LSmallToe",
-                            "LHeel", "RBigToe", "RSmallToe", "RHeel", "lthumb", "lindex",
-                            "lmiddle", "lring", "lpinky", "rthumb", "rindex", "rmiddle",
-                            "rring", "rpinky"]]]
+    sel = out.vertices[:, [vertex_ids[k] for k in SMPLX_EXTRA_JOINT_VERTICES]]
     checks.append((f"{extra.shape[1]} landmark joints are the landmark vertices",
                    extra.shape[1] == 21 and torch.allclose(extra, sel)))
+    return checks
 
-    # Against Anny's own posing of the same phenotypes under the same random pose (hands
-    # and feet at zero pose), three ways:
-    #  1. SMPL skinning (smplx's batch_rigid_transform and our weights) about Anny's exact
-    #     joints on the exact T-posed mesh: isolates the skinning. The remaining difference
-    #     is LBS composition: Anny skins its A-pose with (pose x T-posing) per bone, we skin
-    #     the already skinned T-pose, which differs where a vertex blends bones that were
-    #     rotated differently when T-posing (armpits, elbows, wrists).
-    #  2. smplx with the exact T-posed mesh as template: adds the regressor residual
-    #     (posing about slightly different joint centres).
-    #  3. smplx with the 10 PCA betas: adds the shape-space truncation.
+
+def _anny_posing_rows(make, model, out, ref, pose) -> list[tuple]:
+    """(name, joints, vertices) of the three ways of posing compared with Anny's own posing.
+
+    Against Anny's own posing of the same phenotypes under the same random pose (hands
+    and feet at zero pose):
+     1. SMPL skinning (smplx's batch_rigid_transform and our weights) about Anny's exact
+        joints on the exact T-posed mesh: isolates the skinning. The remaining difference
+        is LBS composition: Anny skins its A-pose with (pose x T-posing) per bone, we skin
+        the already skinned T-pose, which differs where a vertex blends bones that were
+        rotated differently when T-posing (armpits, elbows, wrists).
+     2. smplx with the exact T-posed mesh as template: adds the regressor residual
+        (posing about slightly different joint centres).
+     3. smplx with the 10 PCA betas: adds the shape-space truncation.
+    """
+    import torch
     from smplx.lbs import batch_rigid_transform, batch_rodrigues
 
-    av = torch.as_tensor(ref["anny_vertices"])
-    aj = torch.as_tensor(ref["anny_joints"])
+    n = len(ref["pose"])
     rot = batch_rodrigues(pose.reshape(-1, 3)).reshape(n, 24, 3, 3)
     parents = torch.as_tensor(SMPL_PARENTS)
     J_exact, A = batch_rigid_transform(rot, torch.as_tensor(ref["tposed_joints"]), parents)
@@ -794,9 +752,32 @@ def check_smplx(model_path: str, reference_path: str) -> bool:
         tmpl_v.append(o.vertices[0]), tmpl_j.append(o.joints[0, :24])
     rows.append(("2. smplx, exact template", torch.stack(tmpl_j), torch.stack(tmpl_v)))
     rows.append(("3. smplx, 10 PCA betas", out.joints[:, :24], out.vertices))
+    return rows
+
+
+def check_smplx(model_path: str, reference_path: str) -> bool:
+    """Runs in the project venv: load the npz into smplx.SMPL and pose it."""
+    import smplx
+    import torch
+
+    make, vertex_ids = _smplx_factory(model_path)
+    ref = np.load(reference_path)
+    model = make()
+    n = len(ref["pose"])
+    pose = torch.as_tensor(ref["pose"]).reshape(n, 72)
+    print(f"  smplx {getattr(smplx, '__version__', '0.1.28')} loaded: "
+          f"{model.v_template.shape[0]} vertices, {model.num_betas} betas, "
+          f"{model.J_regressor.shape[0]} joints")
+    with torch.no_grad():
+        zero = model()
+        out = model(betas=torch.as_tensor(ref["betas"]), global_orient=pose[:, :3],
+                    body_pose=pose[:, 3:])
+    checks = _smplx_loading_checks(model, out, zero, ref, vertex_ids)
+    av = torch.as_tensor(ref["anny_vertices"])
+    aj = torch.as_tensor(ref["anny_joints"])
     print(f"  vs Anny's own posing ({n} phenotypes, random pose), errors in mm:")
     errs = {}
-    for name, jj, vv in rows:
+    for name, jj, vv in _anny_posing_rows(make, model, out, ref, pose):
         je = (jj - aj).norm(dim=-1) * 1000
         ve = (vv - av).norm(dim=-1) * 1000
         errs[name[:2]] = (je, ve)

@@ -46,12 +46,12 @@ from lsmplify_blender.core.formats.cmu_subset import read_cmu_skeleton, read_cmu
 from lsmplify_blender.core.keypoints import UNIT_SCALES  # noqa: E402
 from lsmplify_blender.core.layouts import CMU, to_layout_order  # noqa: E402
 from lsmplify_blender.core.pose_prior import fit_gmm, gmm_log_likelihood, save_gmm  # noqa: E402
+from lsmplify_blender.core.model.skeleton import SMPL_MIRROR  # noqa: E402
 from lsmplify_blender.core.rotations import kabsch, matrix_to_axis_angle, swing_rotation  # noqa: E402
 
 DEFAULT_DATA = Path("/work/shared/data/mocap/cmu_subset")
 DEFAULT_OUT = ROOT / "lsmplify_blender" / "core" / "data" / "pose_prior_gmm.npz"
-MIRROR = [SMPL_JOINT_NAMES.index(n.replace("left", "@").replace("right", "left").replace("@", "right"))
-          for n in SMPL_JOINT_NAMES]
+MIRROR = list(SMPL_MIRROR)
 _J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
 # SMPL bone (parent -> joint) aimed along the CMU segment (from -> to), per side where needed.
 # Lengths come from the SMPL model, directions from the capture.

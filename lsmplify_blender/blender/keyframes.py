@@ -22,10 +22,11 @@ import bpy
 import numpy as np
 import torch
 
-from ..core.body_model import NUM_JOINTS, SMPL_JOINT_NAMES
 from ..core.errors import LSMPLifyError
-from ..core.rotations import matrix_to_quaternion, quaternion_to_matrix
-from .rig import NUM_POSE_KEYS, has_pose_keys, pose_key_names
+from ..core.model.rotations import matrix_to_quaternion, quaternion_to_matrix
+from ..core.model.skeleton import NUM_JOINTS, SMPL_JOINT_NAMES
+from ..core.model.skinning import pose_feature
+from .rig import has_pose_keys, pose_key_names
 
 FIT_ERROR_PROP = "lsmplify_fit_error_mm"
 ROOT_BONE = SMPL_JOINT_NAMES[0]
@@ -56,8 +57,7 @@ def _enum_value(struct, prop: str, identifier: str) -> int:
 def rotmats_to_continuous_quaternions(rotmats) -> np.ndarray:
     """(T, J, 3, 3) -> (T, J, 4) quaternions (w, x, y, z), signs flipped so that each key has a
     non-negative dot product with the previous one (no long-way-round interpolation)."""
-    m = torch.as_tensor(_as_numpy(rotmats), dtype=torch.float64)
-    q = matrix_to_quaternion(m).numpy()
+    q = matrix_to_quaternion(_as_numpy(rotmats))  # float64 numpy in and out
     if q.shape[0] > 1:
         dots = np.einsum("tjc,tjc->tj", q[1:], q[:-1])
         step = np.where(dots < 0, -1.0, 1.0)
@@ -217,12 +217,6 @@ def write_pose_action(armature_obj, rotmats, trans, frame_start: int = 1, name: 
     return action
 
 
-def pose_feature_np(rotmats) -> np.ndarray:
-    """(T, 24, 3, 3) -> (T, 207): SMPL's pose-corrective input (R_j - I) for joints 1..23."""
-    r = _as_numpy(rotmats)
-    return (r[:, 1:] - np.eye(3)).reshape(r.shape[0], NUM_POSE_KEYS)
-
-
 def _pose_key_path(name: str) -> str:
     return f'key_blocks["{name}"].value'
 
@@ -250,7 +244,7 @@ def write_corrective_action(mesh_obj, rotmats, frame_start: int = 1, name: str =
     if anim is not None and anim.use_tweak_mode:
         raise LSMPLifyError(f"The shape keys of '{mesh_obj.name}' are in NLA tweak mode; leave it first.")
     T = r.shape[0]
-    feats = pose_feature_np(r).astype(np.float32)  # (T, 207)
+    feats = pose_feature(r).astype(np.float32)  # (T, 207): SMPL's pose-corrective input
     frames = (float(frame_start) + np.arange(T, dtype=np.float64)).astype(np.float32)
     linear = _enum_value(bpy.types.Keyframe, "interpolation", "LINEAR")
 
@@ -307,5 +301,5 @@ def read_pose_action(armature_obj, frame_start: int, frame_end: int, action=None
         for c in range(4):
             quats[:, j, c] = channel(_rot_path(bone), c, 1.0 if c == 0 else 0.0)
     trans = np.stack([channel(_loc_path(ROOT_BONE), c, 0.0) for c in range(3)], -1)
-    rotmats = quaternion_to_matrix(torch.from_numpy(quats)).numpy()
+    rotmats = quaternion_to_matrix(quats)
     return rotmats, trans

@@ -20,31 +20,33 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from ..core.body_model import NUM_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS, ModelData
+from ..core.body_model import ModelData
 from ..core.errors import LSMPLifyError
+from ..core.model import axes
+from ..core.model.forward import blend_shapes
+from ..core.model.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS
+from ..core.model.skinning import NUM_POSE_FEATURES
 
 BONE_TAIL_OFFSET = (0.0, 0.0, 0.1)  # Blender coordinates: SMPL's +Y, 10 cm
 SHAPE_KEY_FORMAT = "Shape{:03d}"
 POSE_KEY_FORMAT = "Pose{:03d}"  # pose-corrective keys, valued per frame at SMPL's pose feature
-NUM_POSE_KEYS = 207  # (R_j - I) flattened for the 23 non-root joints
+NUM_POSE_KEYS = NUM_POSE_FEATURES  # one key per entry of SMPL's pose feature (R_j - I)
 SHAPE_KEY_LIMIT = 10.0  # Blender's hard limit on shape-key slider ranges
 RIG_TAG = "lsmplify_rig"
 MESH_TAG = "lsmplify_mesh"
 
-# SMPL (Y up) -> Blender (Z up): (x, y, z) -> (x, -z, y). A proper rotation (+90 deg about X).
-SMPL_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+# SMPL (Y up) -> Blender (Z up) is the core's Y-up -> Z-up change of axes (``core.model.axes``).
+SMPL_TO_BLENDER = axes.Y_UP_TO_Z_UP
 
 
 def smpl_to_blender(points) -> np.ndarray:
     """(..., 3) SMPL Y-up coordinates -> Blender Z-up coordinates (float64)."""
-    p = np.asarray(points, dtype=np.float64)
-    return np.stack([p[..., 0], -p[..., 2], p[..., 1]], -1)
+    return axes.y_up_to_z_up(np.asarray(points, dtype=np.float64))
 
 
 def blender_to_smpl(points) -> np.ndarray:
     """(..., 3) Blender Z-up coordinates -> SMPL Y-up coordinates (float64)."""
-    p = np.asarray(points, dtype=np.float64)
-    return np.stack([p[..., 0], p[..., 2], -p[..., 1]], -1)
+    return axes.z_up_to_y_up(np.asarray(points, dtype=np.float64))
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -76,10 +78,9 @@ def shape_vectors(model_data: ModelData, betas):
 def rest_joints_smpl(model_data: ModelData, betas) -> np.ndarray:
     """(24, 3) rest joints in SMPL coordinates for the betas, in float64 (J_regressor @ shaped mesh)."""
     b = shape_vectors(model_data, betas)
-    nb = b.size
-    jreg = model_data.J_regressor.astype(np.float64)
-    verts = model_data.v_template.astype(np.float64) + model_data.shapedirs[:, :, :nb].astype(np.float64) @ b
-    return jreg @ verts
+    verts = blend_shapes(model_data.v_template.astype(np.float64),
+                         model_data.shapedirs[:, :, :b.size].astype(np.float64), b[None])[0]
+    return model_data.J_regressor.astype(np.float64) @ verts
 
 
 def _resolve_scene(context_or_scene):

@@ -1,4 +1,5 @@
 """LSMPLify core: keypoints to SMPL pose and shape, without Blender.
 
-Importable and testable with numpy, torch, scipy and smplx alone; never imports bpy.
+Needs numpy, torch and scipy alone (never bpy, never smplx: the SMPL forward pass is in
+``core/model``; smplx is only the tests' reference).
 """

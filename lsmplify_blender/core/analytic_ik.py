@@ -23,17 +23,35 @@ from dataclasses import dataclass
 
 import torch
 
-from .body_model import NUM_JOINTS, SMPL_JOINT_NAMES, BodyModel
+from .body_model import BodyModel
 from .errors import InputError
-from .rotations import axis_angle_to_matrix, kabsch, normalize, swing_rotation
+from .model.rotations import axis_angle_to_matrix, kabsch, normalize, swing_rotation
+from .model.skeleton import JOINT_INDEX as _J
+from .model.skeleton import NUM_JOINTS, SMPL_CHILDREN, SMPL_DEPTHS
 
-_J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
 TORSO = [_J[n] for n in ("pelvis", "left_hip", "right_hip", "spine1", "spine2", "spine3", "neck",
                          "left_collar", "right_collar", "left_shoulder", "right_shoulder")]
 # joint whose twist is set so its child bends about a hinge: (joint, child, grandchild, hinge axis
 # in the child's rest frame). SMPL's rest frames are world-aligned: knees flex about X, elbows
 # (T-pose, palms down) about Y.
 HINGES = ((1, 4, 7, (1.0, 0, 0)), (2, 5, 8, (1.0, 0, 0)), (16, 18, 20, (0, 1.0, 0)), (17, 19, 21, (0, 1.0, 0)))
+# Hand-set constants (none is fitted to data):
+# - the weight a torso joint filled in by ``complete_targets`` gets, relative to a measured
+#   one (so fits lean on real data), and the weight from which a joint counts as measured
+#   (a filled joint, 0.5 x its trust, stays below it; commit a5c9494);
+COMPLETED_WEIGHT = 0.5
+MEASURED_WEIGHT = 0.45
+# - landmarks ride on skin, which slides over the bones: trusted half as much as a joint;
+LANDMARK_TRUST = 0.5
+# - aim blending (``_Aim``, commit a5c9494): the rebuilt joint is trusted while it has drifted
+#   from its own target by less than half the bone, the captured bone direction from a whole
+#   bone on;
+AIM_DRIFT_START = 0.5
+AIM_DRIFT_SPAN = 0.5
+# - the hinge twist fades in with the bend: zero below sin(bend) = 0.03 (~1.7 degrees, where
+#   the hinge plane is undefined) and full from 0.15 (~8.6 degrees; commit c680afb).
+HINGE_FADE_START = 0.03
+HINGE_FADE_SPAN = 0.12
 
 
 @dataclass
@@ -43,18 +61,11 @@ class IKResult:
     joints: torch.Tensor  # (T, 24, 3) posed joints of the result
 
 
-def children_of(parents) -> list[list[int]]:
-    kids: list[list[int]] = [[] for _ in range(NUM_JOINTS)]
-    for j in range(1, NUM_JOINTS):
-        kids[parents[j]].append(j)
-    return kids
-
-
 def complete_targets(targets: torch.Tensor, weight: torch.Tensor, rest: torch.Tensor):
     """Fill missing torso joints by a rigid fit of the rest torso to the observed ones.
 
     targets (T, 24, 3), weight (T, 24) >= 0, rest (24, 3). Returns new targets and weights
-    (filled joints get weight 0.5 of a measured one, so fits lean on real data).
+    (filled joints get ``COMPLETED_WEIGHT`` of a measured one, so fits lean on real data).
     """
     torso = torch.tensor(TORSO, device=targets.device)
     w = weight[:, torso]
@@ -78,7 +89,7 @@ def complete_targets(targets: torch.Tensor, weight: torch.Tensor, rest: torch.Te
     new_t = targets.clone()
     new_w = weight.clone()
     new_t[:, torso] = torch.where(fill[..., None], fitted, dst)
-    new_w[:, torso] = torch.where(fill, torch.full_like(w, 0.5), w)
+    new_w[:, torso] = torch.where(fill, torch.full_like(w, COMPLETED_WEIGHT), w)
     return new_t, new_w
 
 
@@ -88,10 +99,11 @@ def attach_landmarks(model: BodyModel, names: list[str], joint_available: list[b
     ids = [model.data.landmarks[n] for n in names]
     dominant = model.weights[ids].argmax(-1).tolist()
     out = []
-    for d in dominant:
-        while d > 0 and not joint_available[d] and not any(joint_available[c] for c in children_of(model.parents)[d]):
-            d = model.parents[d]
-        out.append(d)
+    for heaviest in dominant:
+        joint = heaviest
+        while joint > 0 and not joint_available[joint] and not any(joint_available[c] for c in SMPL_CHILDREN[joint]):
+            joint = model.parents[joint]
+        out.append(joint)
     return out
 
 
@@ -128,19 +140,137 @@ def _hinge_twist(axis, swing, e, hinge, child_bone):
     p1, p2 = wrap(alpha + beta), wrap(alpha - beta)
     phi = torch.where(p1.abs() <= p2.abs(), p1, p2)
     bend = rho / e_len  # ~ sin of the bend angle
-    return phi * ((bend - 0.03) / 0.12).clamp(0.0, 1.0)
+    return phi * ((bend - HINGE_FADE_START) / HINGE_FADE_SPAN).clamp(0.0, 1.0)
 
 
-def _groups(parents, kids, lm_of, hinge_of, child_seen) -> list[list[int]]:
+def _groups(kids, lm_of, hinge_of, child_seen) -> list[list[int]]:
     """Joints in solve order, batched: same tree depth (independent of each other) and the
     same branch of the solver (children, landmarks, hinge, child seen)."""
-    depth = [0] * NUM_JOINTS
-    for j in range(1, NUM_JOINTS):
-        depth[j] = depth[parents[j]] + 1
     out: dict[tuple, list[int]] = {}
     for j in range(NUM_JOINTS):
-        out.setdefault((depth[j], len(kids[j]), len(lm_of[j]), j in hinge_of, child_seen[j]), []).append(j)
+        key = (SMPL_DEPTHS[j], len(kids[j]), len(lm_of[j]), j in hinge_of, child_seen[j])
+        out.setdefault(key, []).append(j)
     return [g for _, g in sorted(out.items(), key=lambda kv: (kv[0][0], kv[1][0]))]
+
+
+@dataclass
+class _Group:
+    """A batch of joints of one level and branch, solved as ``rows = frames x joints`` rows."""
+
+    joints: list[int]
+    frames: int
+
+    @property
+    def rows(self) -> int:
+        return self.frames * len(self.joints)
+
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        """(frames, G, ...) per-frame values of the group's joints -> (rows, ...)."""
+        return x.reshape((self.rows,) + x.shape[2:])
+
+    def per_joint(self, x: torch.Tensor) -> torch.Tensor:
+        """(G, ...) one value per joint, the same in every frame -> (rows, ...)."""
+        return x.expand((self.frames,) + x.shape).reshape((self.rows,) + x.shape[1:])
+
+
+@dataclass
+class _Aim:
+    """Where a group's joints stand and which way they aim (rows, ...).
+
+    Aim from the rebuilt joint (errors do not pile up) unless the rebuild has drifted far
+    from the joint's own target compared with the bone - a rig whose proportions are not
+    the model's (a longer torso puts the rebuilt neck above the captured head). Then the
+    captured bone direction is the better aim: the two blend as drift / bone length goes
+    from ``AIM_DRIFT_START`` to ``AIM_DRIFT_START + AIM_DRIFT_SPAN``. Exact or mildly noisy
+    input is unaffected.
+    """
+
+    pos: torch.Tensor  # rebuilt joint positions
+    target: torch.Tensor  # the joints' own targets
+    frame: torch.Tensor  # parents' global rotations (identity for the root)
+    seen: torch.Tensor  # (rows, 1) the joint itself was measured
+
+    def __post_init__(self):
+        self.drift = (self.pos - self.target).norm(dim=-1, keepdim=True)
+        self.inv = self.frame.transpose(-1, -2)
+
+    def local(self, point: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        """The vector from the joint to ``point``, aimed as above, in the parent's frame."""
+        from_rebuilt = normalize(point - self.pos)
+        from_target = normalize(point - self.target)
+        ramp = ((self.drift / length.clamp_min(1e-6) - AIM_DRIFT_START) / AIM_DRIFT_SPAN).clamp(0, 1)
+        blend = torch.where(self.seen, ramp, torch.zeros_like(self.drift))
+        d = normalize((1 - blend) * from_rebuilt + blend * from_target)
+        return (self.inv @ (d * (point - self.pos).norm(dim=-1, keepdim=True))[..., None])[..., 0]
+
+
+def _landmark_setup(model: BodyModel, betas, names, targets, weight, avail):
+    """Landmark targets (T, L, 3), weights (T, L), rest positions (L, 3) and the landmarks
+    each joint carries (``lm_of[j]``: indices into ``names``)."""
+    dt, dev = model.dtype, model.device
+    lm_of: list[list[int]] = [[] for _ in range(NUM_JOINTS)]
+    if not names:
+        return None, None, None, lm_of
+    lm_t = torch.nan_to_num(torch.as_tensor(targets, dtype=dt, device=dev))
+    lm_w = torch.as_tensor(weight, dtype=dt, device=dev)
+    lm_rest = model.rest_vertices(betas, [model.data.landmarks[m] for m in names])[0]
+    for li, j in enumerate(attach_landmarks(model, names, avail)):
+        lm_of[j].append(li)
+    return lm_t, lm_w, lm_rest, lm_of
+
+
+def _group_vectors(grp: _Group, aim: _Aim, rest, targets, weight, kids, lm):
+    """Rest vectors, aimed target vectors (parent frame) and weights (rows, K, ...) of a group:
+    its children first, then its landmarks (trusted ``LANDMARK_TRUST`` times a joint)."""
+    lm_t, lm_w, lm_rest, lm_of = lm
+    js = grp.joints
+    # (the k-th child or landmark of each joint, its rest points, targets, weights, trust)
+    sources = [([kids[j][k] for j in js], rest, targets, weight, 1.0) for k in range(len(kids[js[0]]))]
+    sources += [([lm_of[j][k] for j in js], lm_rest, lm_t, lm_w, LANDMARK_TRUST) for k in range(len(lm_of[js[0]]))]
+    rv, tv, w = [], [], []
+    for ids, rest_points, point_targets, point_weight, trust in sources:
+        off = rest_points[ids] - rest[js]
+        rv.append(grp.per_joint(off))
+        tv.append(aim.local(grp.flat(point_targets[:, ids]), grp.per_joint(off.norm(dim=-1, keepdim=True))))
+        w.append(grp.flat(point_weight[:, ids]) * trust)
+    if not rv:
+        return None
+    return torch.stack(rv, 1), torch.stack(tv, 1), torch.stack(w, 1)
+
+
+def _swing_and_twist(grp: _Group, aim: _Aim, rv, tv, w, rest, targets, weight, hinge_of):
+    """A one-child joint: the swing onto its child, then the twist about the bone that fits
+    its landmarks, or that makes its child bend about its hinge, if it has either."""
+    js = grp.joints
+    swing = swing_rotation(rv[:, 0], tv[:, 0])
+    axis = normalize(tv[:, 0])
+    phi = None
+    if tv.shape[1] > 1:  # landmarks on this joint: twist to fit them
+        rv_sw = (swing[:, None] @ rv[:, 1:, :, None])[..., 0]
+        phi = _twist_to_fit(axis, rv_sw, tv[:, 1:], w[:, 1:])
+    elif js[0] in hinge_of:
+        dt, dev = rv.dtype, rv.device
+        cs = [hinge_of[j][1] for j in js]
+        gs = [hinge_of[j][2] for j in js]
+        hinge = grp.per_joint(torch.tensor([hinge_of[j][3] for j in js], dtype=dt, device=dev))
+        # twisting about the bone leaves the child where the swing put it
+        pos_c = aim.pos + (aim.frame @ (swing @ grp.per_joint(rest[cs] - rest[js])[..., None]))[..., 0]
+        e = (aim.inv @ (grp.flat(targets[:, gs]) - pos_c)[..., None])[..., 0]
+        phi = _hinge_twist(axis, swing, e, hinge, grp.per_joint(rest[gs] - rest[cs]))
+        phi = torch.where(grp.flat(weight[:, gs]) > 0, phi, torch.zeros_like(phi))
+    return swing if phi is None else axis_angle_to_matrix(axis * phi[:, None]) @ swing
+
+
+def _fit_vectors(rv, tv, w, eye):
+    """A multi-vector joint: weighted Kabsch; a swing where only one vector is usable; rest
+    where none is."""
+    r = kabsch(rv, tv, w)
+    few = (w > 0).sum(-1) < 2
+    if bool(few.any()):  # one usable vector: a swing is all we can know
+        k = w.argmax(-1)
+        rows = torch.arange(rv.shape[0], device=rv.device)
+        r = torch.where(few[:, None, None], swing_rotation(rv[rows, k], tv[rows, k]), r)
+    return torch.where(((w > 0).sum(-1) == 0)[:, None, None], eye, r)
 
 
 def solve_analytic(model: BodyModel, betas: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
@@ -151,24 +281,13 @@ def solve_analytic(model: BodyModel, betas: torch.Tensor, targets: torch.Tensor,
     targets = torch.as_tensor(targets, dtype=dt, device=dev)
     weight = torch.as_tensor(weight, dtype=dt, device=dev)
     n = targets.shape[0]
-    betas = model._betas(betas)[:1]
+    betas = model.betas_tensor(betas)[:1]
     rest = model.rest_joints(betas)[0]
     targets, weight = complete_targets(targets, weight, rest)
     targets = torch.nan_to_num(targets)
-    parents = model.parents
-    kids = children_of(parents)
-    avail = (weight > 0).any(0).tolist()
-
-    # landmarks: rest offsets and which joint carries each
-    lm_names = list(landmark_names or [])
-    lm_of: list[list[int]] = [[] for _ in range(NUM_JOINTS)]
-    if lm_names:
-        lm_t = torch.nan_to_num(torch.as_tensor(landmark_targets, dtype=dt, device=dev))
-        lm_w = torch.as_tensor(landmark_weight, dtype=dt, device=dev)
-        lm_rest = model.rest_vertices(betas, [model.data.landmarks[m] for m in lm_names])[0]
-        for li, j in enumerate(attach_landmarks(model, lm_names, avail)):
-            lm_of[j].append(li)
-
+    parents, kids = model.parents, SMPL_CHILDREN
+    lm = _landmark_setup(model, betas, list(landmark_names or []), landmark_targets, landmark_weight,
+                         (weight > 0).any(0).tolist())
     hinge_of = {h[0]: h for h in HINGES} if hinge_twist else {}
     child_seen = [len(kids[j]) == 1 and bool((weight[:, kids[j][0]] > 0).any()) for j in range(NUM_JOINTS)]
     local = targets.new_empty(n, NUM_JOINTS, 3, 3)
@@ -177,82 +296,26 @@ def solve_analytic(model: BodyModel, betas: torch.Tensor, targets: torch.Tensor,
     pos[:, 0] = targets[:, 0]
     # Joints of one tree level that take the same branch below (e.g. both knees) are solved as
     # one batch of n * len(group) rows: 14 steps instead of 24, the same arithmetic.
-    for group in _groups(parents, kids, lm_of, hinge_of, child_seen):
-        g_n = len(group)
-        par = [parents[j] for j in group]
-        if group[0] > 0:
-            pos[:, group] = pos[:, par] + (glob[:, par] @ (rest[group] - rest[par])[..., None])[..., 0]
-        b = n * g_n
-        flat = lambda x: x.reshape((b,) + x.shape[2:])  # noqa: E731  (n, G, ...) -> (B, ...)
-        per_joint = lambda x: x.expand((n,) + x.shape).reshape((b,) + x.shape[1:])  # noqa: E731  (G, ...)
-        eye = torch.eye(3, dtype=dt, device=dev).expand(b, 3, 3)
-        frame = eye if group[0] == 0 else flat(glob[:, par])
-        pos_j, tgt_j = flat(pos[:, group]), flat(targets[:, group])
-        inv = frame.transpose(-1, -2)
-        # Aim from the rebuilt joint (errors do not pile up) unless the rebuild has drifted far
-        # from the joint's own target compared with the bone - a rig whose proportions are not
-        # the model's (a longer torso puts the rebuilt neck above the captured head). Then the
-        # captured bone direction is the better aim. Exact or mildly noisy input is unaffected.
-        drift = (pos_j - tgt_j).norm(dim=-1, keepdim=True)
-        seen = flat(weight[:, group, None]) >= 0.45  # measured (completed torso joints carry 0.5 x trust)
-
-        def aim(point, length):
-            from_rebuilt = normalize(point - pos_j)
-            from_target = normalize(point - tgt_j)
-            blend = torch.where(seen, ((drift / length.clamp_min(1e-6) - 0.5) / 0.5).clamp(0, 1),
-                                torch.zeros_like(drift))
-            d = normalize((1 - blend) * from_rebuilt + blend * from_target)
-            return (inv @ (d * (point - pos_j).norm(dim=-1, keepdim=True))[..., None])[..., 0]
-
-        rv, tv, w = [], [], []
-        for k in range(len(kids[group[0]])):
-            cs = [kids[j][k] for j in group]
-            bone = rest[cs] - rest[group]
-            rv.append(per_joint(bone))
-            tv.append(aim(flat(targets[:, cs]), per_joint(bone.norm(dim=-1, keepdim=True))))
-            w.append(flat(weight[:, cs]))
-        for k in range(len(lm_of[group[0]])):
-            ls = [lm_of[j][k] for j in group]
-            off = lm_rest[ls] - rest[group]
-            rv.append(per_joint(off))
-            tv.append(aim(flat(lm_t[:, ls]), per_joint(off.norm(dim=-1, keepdim=True))))
-            w.append(flat(lm_w[:, ls]) * 0.5)  # landmarks ride on skin: trust them less than joints
+    for joints in _groups(kids, lm[3], hinge_of, child_seen):
+        grp = _Group(joints, n)
+        par = [parents[j] for j in joints]
+        if joints[0] > 0:
+            pos[:, joints] = pos[:, par] + (glob[:, par] @ (rest[joints] - rest[par])[..., None])[..., 0]
+        eye = torch.eye(3, dtype=dt, device=dev).expand(grp.rows, 3, 3)
+        aim = _Aim(pos=grp.flat(pos[:, joints]), target=grp.flat(targets[:, joints]),
+                   frame=eye if joints[0] == 0 else grp.flat(glob[:, par]),
+                   seen=grp.flat(weight[:, joints, None]) >= MEASURED_WEIGHT)
+        vectors = _group_vectors(grp, aim, rest, targets, weight, kids, lm)
         r = eye
-        if rv:
-            rv, tv, w = torch.stack(rv, 1), torch.stack(tv, 1), torch.stack(w, 1)
-            j0 = group[0]
-            if child_seen[j0]:
-                has_child = w[:, 0] > 0
-                swing = swing_rotation(rv[:, 0], tv[:, 0])
-                axis = normalize(tv[:, 0])
-                phi = None
-                if tv.shape[1] > 1:  # landmarks on this joint: twist to fit them
-                    rv_sw = (swing[:, None] @ rv[:, 1:, :, None])[..., 0]
-                    phi = _twist_to_fit(axis, rv_sw, tv[:, 1:], w[:, 1:])
-                elif j0 in hinge_of:
-                    cs = [hinge_of[j][1] for j in group]
-                    gs = [hinge_of[j][2] for j in group]
-                    hinge = per_joint(torch.tensor([hinge_of[j][3] for j in group], dtype=dt, device=dev))
-                    # twisting about the bone leaves the child where the swing put it
-                    pos_c = pos_j + (frame @ (swing @ per_joint(rest[cs] - rest[group])[..., None]))[..., 0]
-                    e = (inv @ (flat(targets[:, gs]) - pos_c)[..., None])[..., 0]
-                    phi = _hinge_twist(axis, swing, e, hinge, per_joint(rest[gs] - rest[cs]))
-                    phi = torch.where(flat(weight[:, gs]) > 0, phi, torch.zeros_like(phi))
-                r = swing if phi is None else axis_angle_to_matrix(axis * phi[:, None]) @ swing
-                r = torch.where(has_child[:, None, None], r, eye)
+        if vectors is not None:
+            rv, tv, w = vectors
+            if child_seen[joints[0]]:
+                r = _swing_and_twist(grp, aim, rv, tv, w, rest, targets, weight, hinge_of)
+                r = torch.where((w[:, 0] > 0)[:, None, None], r, eye)
             elif tv.shape[1] >= 2:
-                r = kabsch(rv, tv, w)
-                few = (w > 0).sum(-1) < 2
-                if bool(few.any()):  # one usable vector: a swing is all we can know
-                    k = w.argmax(-1)
-                    sel = lambda x: x[torch.arange(b, device=dev), k]  # noqa: E731
-                    r = torch.where(few[:, None, None], swing_rotation(sel(rv), sel(tv)), r)
-                r = torch.where(((w > 0).sum(-1) == 0)[:, None, None], eye, r)
+                r = _fit_vectors(rv, tv, w, eye)
             else:
                 r = torch.where((w[:, 0] > 0)[:, None, None], swing_rotation(rv[:, 0], tv[:, 0]), eye)
-        local[:, group] = r.reshape(n, g_n, 3, 3)
-        glob[:, group] = (frame @ r if group[0] > 0 else r).reshape(n, g_n, 3, 3)
-
-    rotmats = local
-    joints = pos
-    return IKResult(rotmats=rotmats, trans=joints[:, 0] - rest[0], joints=joints)
+        local[:, joints] = r.reshape(n, len(joints), 3, 3)
+        glob[:, joints] = (aim.frame @ r if joints[0] > 0 else r).reshape(n, len(joints), 3, 3)
+    return IKResult(rotmats=local, trans=pos[:, 0] - rest[0], joints=pos)

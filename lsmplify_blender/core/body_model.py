@@ -1,4 +1,4 @@
-"""SMPL-format body models: loading, a joints-only fast path, and the smplx mesh forward.
+"""SMPL-format body models: loading, a joints-only fast path, and the mesh forward pass.
 
 Any file in SMPL's format works: the user's official SMPL .pkl (v1.0 with chumpy, v1.1),
 an .npz with SMPL's key names, or the embedded open default built from Anny
@@ -7,12 +7,11 @@ T-pose rest, 24 joints in SMPL order.
 
 The solvers mostly need joints, so ``BodyModel`` offers rest joints from betas and
 forward kinematics without the mesh, plus a handful of landmark vertices skinned on
-their own. The full mesh goes through smplx, the interface users know.
+their own. The full mesh is our own SMPL forward pass (``model.forward``), which equals
+smplx's (tests check it; smplx is never needed at run time).
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import zipfile
@@ -23,17 +22,12 @@ import numpy as np
 import torch
 
 from .errors import ModelFileError
-from .rotations import axis_angle_to_matrix
+from .model import forward
+from .model.kinematics import forward_kinematics
+from .model.rotations import axis_angle_to_matrix
+from .model.skeleton import NUM_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS  # noqa: F401  (re-exported)
+from .model.skinning import pose_feature  # noqa: F401  (re-exported)
 from .safe_pickle import load_smpl_pickle
-
-SMPL_JOINT_NAMES = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
-    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar",
-    "right_collar", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hand", "right_hand",
-)
-SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
-NUM_JOINTS = 24
 
 # Landmark vertices of SMPL's own mesh topology (6890 vertices), as used by smplx for
 # OpenPose's extra keypoints, plus the common head-top vertex.
@@ -45,9 +39,6 @@ SMPL_TOPOLOGY_LANDMARKS = {
     "rthumb": 6191, "rindex": 5782, "rmiddle": 5905, "rring": 6016, "rpinky": 6133,
 }
 
-_SMPLX_VERTEX_NAMES = ("nose", "reye", "leye", "rear", "lear", "LBigToe", "LSmallToe", "LHeel", "RBigToe",
-                       "RSmallToe", "RHeel", "lthumb", "lindex", "lmiddle", "lring", "lpinky", "rthumb",
-                       "rindex", "rmiddle", "rring", "rpinky")
 OPEN_MODEL_PATH = Path(__file__).resolve().parent / "data" / "open_model.npz"
 _REQUIRED = ("v_template", "shapedirs", "J_regressor", "weights", "kintree_table", "f")
 
@@ -187,22 +178,13 @@ def load_model_data(path: str | os.PathLike | None = None) -> ModelData:
     )
 
 
-class _Struct:
-    def __init__(self, **kwargs):
-        self.__dict__.update(kwargs)
-
-
-def pose_feature(rotmats: torch.Tensor) -> torch.Tensor:
-    """SMPL's pose-corrective input: (R_j - I) flattened for the 23 non-root joints."""
-    eye = torch.eye(3, dtype=rotmats.dtype, device=rotmats.device)
-    return (rotmats[..., 1:, :, :] - eye).reshape(rotmats.shape[:-3] + (207,))
-
-
 class BodyModel:
     """An SMPL-format model on a torch device, batched over frames.
 
     Poses are rotation matrices (B, 24, 3, 3) (use ``rotmats_from_axis_angle`` for the
     (B, 72) axis-angle form); betas (B, num_betas) or (num_betas,); trans (B, 3).
+    The maths lives in ``core.model`` (skeleton, kinematics, skinning, forward); this class
+    holds the arrays as tensors and the joints-only shortcut.
     """
 
     def __init__(self, data: ModelData, device: str | torch.device = "cpu",
@@ -223,10 +205,15 @@ class BodyModel:
         self.joint_shapedirs = t(np.einsum("jv,vcb->jcb", jreg, data.shapedirs[:, :, : self.num_betas]))
         self.posedirs = None if data.posedirs is None else t(data.posedirs)
         self.landmark_names = tuple(data.landmarks)
-        self._smplx = {}
 
     # ----------------------------------------------------------------- joints
-    def _betas(self, betas, batch: int | None = None) -> torch.Tensor:
+    def betas_tensor(self, betas, batch: int | None = None) -> torch.Tensor:
+        """Betas as this model uses them: (B, num_betas) on its device and dtype.
+
+        ``betas`` (nb,) or (B, nb), any array-like, any nb: padded with zeros or cut to
+        ``num_betas`` (the components the model keeps); a single row is broadcast to
+        ``batch`` rows when ``batch`` is given (a view, not a copy).
+        """
         b = torch.as_tensor(betas, dtype=self.dtype, device=self.device)
         if b.ndim == 1:
             b = b[None]
@@ -238,14 +225,14 @@ class BodyModel:
         return b
 
     def rest_joints(self, betas) -> torch.Tensor:
-        """(B, 24, 3) rest-pose joint positions for betas (B, nb) or (nb,)."""
-        b = self._betas(betas)
-        return self.rest_joints_template + torch.einsum("jcb,nb->njc", self.joint_shapedirs, b)
+        """(B, 24, 3) rest-pose joint positions J(b) = J_reg (T + S b) for betas (B, nb) or (nb,)."""
+        return forward.blend_shapes(self.rest_joints_template, self.joint_shapedirs, self.betas_tensor(betas))
 
     def rest_vertices(self, betas, ids=None) -> torch.Tensor:
-        b = self._betas(betas)
+        """(B, V or len(ids), 3) shaped rest vertices T + S b (no pose correctives)."""
+        b = self.betas_tensor(betas)
         vt, sd = (self.v_template, self.shapedirs) if ids is None else (self.v_template[ids], self.shapedirs[ids])
-        return vt + torch.einsum("vcb,nb->nvc", sd, b)
+        return forward.blend_shapes(vt, sd, b)
 
     def bone_lengths(self, betas) -> torch.Tensor:
         """(B, 23) rest lengths of the bones parent(j) -> j, j = 1..23."""
@@ -254,38 +241,21 @@ class BodyModel:
 
     def global_transforms(self, rotmats: torch.Tensor, rest_joints: torch.Tensor):
         """Forward kinematics: global rotations (B,24,3,3) and posed joints (B,24,3), root at rest."""
-        rest_joints = rest_joints.expand(rotmats.shape[0], -1, -1)
-        g_rot = [rotmats[:, 0]]
-        g_pos = [rest_joints[:, 0]]
-        for j in range(1, NUM_JOINTS):
-            p = self.parents[j]
-            g_rot.append(g_rot[p] @ rotmats[:, j])
-            g_pos.append(g_pos[p] + (g_rot[p] @ (rest_joints[:, j] - rest_joints[:, p])[..., None])[..., 0])
-        return torch.stack(g_rot, 1), torch.stack(g_pos, 1)
+        return forward_kinematics(rotmats, rest_joints, self.parents)
 
     def joints(self, rotmats: torch.Tensor, betas, trans: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 24, 3) posed joints: the fast path (no mesh)."""
-        rest = self.rest_joints(self._betas(betas, rotmats.shape[0]))
+        rest = self.rest_joints(self.betas_tensor(betas, rotmats.shape[0]))
         _, pos = self.global_transforms(rotmats, rest)
         return pos if trans is None else pos + trans[:, None]
 
     def skin_points(self, rotmats, betas, trans, ids) -> torch.Tensor:
-        """Posed positions (B, len(ids), 3) of a few vertices, by linear blend skinning."""
+        """Posed positions (B, len(ids), 3) of a few vertices (the full forward pass on them)."""
         ids = torch.as_tensor(ids, dtype=torch.long, device=self.device)
-        b = self._betas(betas, rotmats.shape[0])
-        rest_j = self.rest_joints(b)
-        g_rot, g_pos = self.global_transforms(rotmats, rest_j)
-        v = self.rest_vertices(b, ids)
-        if self.posedirs is not None:
-            v = v + torch.einsum("vcp,np->nvc", self.posedirs[ids], pose_feature(rotmats))
-        w = self.weights[ids]  # (L, 24)
-        # Each joint moves a point by G_rot (v - J_rest) + G_pos; blend those by weight.
-        local = v[:, :, None] - rest_j[:, None]  # (B, L, 24, 3)
-        moved = torch.einsum("njab,nljb->nlja", g_rot, local) + g_pos[:, None]
-        out = (w[None, :, :, None] * moved).sum(2)
-        return out if trans is None else out + trans[:, None]
+        return forward.posed_points(self, rotmats, self.betas_tensor(betas, rotmats.shape[0]), trans, ids)
 
     def landmarks(self, rotmats, betas, trans=None, names=None) -> torch.Tensor:
+        """Posed landmark vertices (B, len(names), 3), by name (default: all the model has)."""
         names = self.landmark_names if names is None else names
         missing = [n for n in names if n not in self.data.landmarks]
         if missing:
@@ -295,38 +265,17 @@ class BodyModel:
         return self.skin_points(rotmats, betas, trans, [self.data.landmarks[n] for n in names])
 
     # ------------------------------------------------------------------- mesh
-    def smplx_model(self, batch_size: int = 1):
-        """A ``smplx.SMPLLayer`` built from these arrays (rotation-matrix inputs)."""
-        import smplx
-
-        if batch_size not in self._smplx:
-            d = self.data
-            posedirs = d.posedirs if d.posedirs is not None else np.zeros((d.num_vertices, 3, 207), np.float32)
-            kintree = np.stack([d.parents, np.arange(NUM_JOINTS)]).astype(np.int64)
-            struct = _Struct(v_template=d.v_template, shapedirs=d.shapedirs, posedirs=posedirs,
-                             J_regressor=d.J_regressor, weights=d.weights, kintree_table=kintree, f=d.faces)
-            # smplx indexes these names for its extra joints; models without them get vertex 0
-            # there (we never read smplx's extra joints, only vertices and the 24 joints).
-            vids = {k: d.landmarks.get(k, 0) for k in _SMPLX_VERTEX_NAMES}
-            with contextlib.redirect_stdout(io.StringIO()):  # smplx prints a 10-betas warning
-                layer = smplx.SMPLLayer(model_path="", data_struct=struct, vertex_ids=vids,
-                                        num_betas=self.num_betas, batch_size=batch_size, dtype=self.dtype)
-            self._smplx[batch_size] = layer.to(self.device)
-        return self._smplx[batch_size]
-
     @torch.no_grad()
     def vertices(self, rotmats: torch.Tensor, betas, trans: torch.Tensor | None = None,
                  chunk: int = 512) -> torch.Tensor:
-        """(B, V, 3) posed mesh vertices through smplx, in chunks to bound memory."""
+        """(B, V, 3) posed mesh vertices (``model.forward``), in chunks of frames to bound memory."""
         n = rotmats.shape[0]
-        b = self._betas(betas, n)
-        out = []
-        for s in range(0, n, chunk):
-            e = min(n, s + chunk)
-            layer = self.smplx_model(e - s)
-            res = layer(betas=b[s:e], global_orient=rotmats[s:e, :1], body_pose=rotmats[s:e, 1:],
-                        transl=None if trans is None else trans[s:e].to(self.dtype))
-            out.append(res.vertices)
+        b = self.betas_tensor(betas, n)
+        rotmats = rotmats.to(self.dtype)
+        trans = None if trans is None else torch.as_tensor(trans, dtype=self.dtype, device=self.device)
+        out = [forward.posed_points(self, rotmats[s:s + chunk], b[s:s + chunk],
+                                    None if trans is None else trans[s:s + chunk])
+               for s in range(0, n, chunk)]
         return torch.cat(out, 0)
 
 

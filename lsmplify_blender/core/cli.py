@@ -95,6 +95,7 @@ def _load_init(path, model) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
 
     from .body_model import rotmats_from_axis_angle
     from .formats.amass import read_smpl_npz
+    from .model.axes import Z_UP_TO_Y_UP
 
     init = read_smpl_npz(path)
     rot = rotmats_from_axis_angle(init["poses"].astype(np.float64))
@@ -103,7 +104,7 @@ def _load_init(path, model) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     betas[:k] = init["betas"][:k]
     trans = init["trans"].astype(np.float64)
     if init["up"].lower() == "z":  # (x, y, z) -> (x, z, -y), as the keypoints are turned
-        m = torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]], dtype=rot.dtype)
+        m = torch.as_tensor(Z_UP_TO_Y_UP, dtype=rot.dtype)
         j0 = model.rest_joints(torch.as_tensor(betas, dtype=model.dtype))[0, 0].cpu().double().numpy()
         rot[:, 0] = m @ rot[:, 0]
         trans = (trans + j0) @ m.numpy().T - j0  # the pelvis moves with the world

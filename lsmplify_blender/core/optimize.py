@@ -42,15 +42,29 @@ import numpy as np
 import torch
 
 from .analytic_ik import TORSO
-from .body_model import NUM_JOINTS, BodyModel, pose_feature
+from .body_model import BodyModel
 from .errors import InputError
 from .layouts import Layout
 from .metrics import per_frame_error
-from .rotations import axis_angle_to_matrix, kabsch, matrix_to_axis_angle
+from .model.forward import pose_correctives
+from .model.rotations import axis_angle_to_matrix, kabsch, matrix_to_axis_angle
+from .model.skeleton import NUM_JOINTS, SMPL_ANCESTORS
+from .model.skinning import linear_blend_skinning
 
 # (joint, axis-angle component, sign): exp(sign * theta) grows as the joint hyper-extends.
 # Knees flex about +x; the left elbow flexes towards -y, the right towards +y (T-pose).
 BEND_TERMS = ((4, 0, -1.0), (5, 0, -1.0), (18, 1, 1.0), (19, 1, -1.0))
+# Preconditioner floor: a joint that moves no keypoint is scaled as if a keypoint sat 5 cm
+# from it (keeps its step size finite; a hand-set length).
+LEVER_FLOOR_M = 0.05
+# L-BFGS settings (torch.optim.LBFGS): curvature pairs kept, and stopping tolerances far
+# below the energies' float32 resolution so the iteration budget is what ends a run.
+LBFGS_HISTORY = 20
+LBFGS_TOLERANCE_GRAD = 1e-9
+LBFGS_TOLERANCE_CHANGE = 1e-12
+# Batch mode: refined frames of the previous chunk that the temporal term sees (the
+# second difference needs two).
+BATCH_CONTEXT_FRAMES = 2
 
 
 @dataclass
@@ -107,11 +121,8 @@ class _Forward:
         x = self.w @ pts  # (K, 3) rest keypoints
         wk = weight.mean(0) * self.defined.to(weight.dtype)  # (K,)
         anc = torch.zeros(NUM_JOINTS, NUM_JOINTS, dtype=torch.bool, device=x.device)  # anc[k, j]: j is k or above it
-        for j in range(NUM_JOINTS):
-            a = j
-            while a >= 0:
-                anc[j, a] = True
-                a = m.parents[a]
+        for j, chain in enumerate(SMPL_ANCESTORS):
+            anc[j, list(chain)] = True
         moved = anc[self.attach].to(x.dtype)  # (K, 24): keypoint k moves with joint j
         d2 = ((x[:, None] - rest_j[None]) ** 2).sum(-1)  # (K, 24)
         return (wk[:, None] * moved * d2).sum(0)
@@ -124,10 +135,8 @@ class _Forward:
         if self.has_lm:
             v = m.rest_vertices(betas, self.lm_ids).expand(rotmats.shape[0], -1, -1)
             if m.posedirs is not None:
-                v = v + torch.einsum("vcp,np->nvc", m.posedirs[self.lm_ids], pose_feature(rotmats))
-            local = v[:, :, None] - rest_j[:, None]  # (B, L, 24, 3)
-            moved = torch.einsum("njab,nljb->nlja", g_rot, local) + g_pos[:, None]
-            pts = torch.cat([pts, (self.lm_weights[None, :, :, None] * moved).sum(2)], 1)
+                v = v + pose_correctives(m.posedirs[self.lm_ids], rotmats)
+            pts = torch.cat([pts, linear_blend_skinning(v, self.lm_weights, g_rot, g_pos, rest_j)], 1)
         kp = torch.einsum("kp,npc->nkc", self.w, pts) + trans[:, None]
         return kp, g_pos + trans[:, None]
 
@@ -180,7 +189,7 @@ class _Problem:
         # body, a wrist only the hand), which leaves L-BFGS's first iterations, before its
         # curvature memory fills, crawling along the stiff directions.
         lever = fwd.lever_arms(betas.reshape(1, -1), weight)
-        floor = 0.05 ** 2 * max(float(weight.mean(0).sum()), 1.0)  # joints that move no keypoint
+        floor = LEVER_FLOOR_M ** 2 * max(float(weight.mean(0).sum()), 1.0)  # joints that move no keypoint
         scale = weights.sigma / torch.sqrt(lever + floor)
         self.s_root = scale[0]
         self.s_body = scale[1:, None]
@@ -236,7 +245,8 @@ class _Problem:
         if iters <= 0:
             return
         opt = torch.optim.LBFGS(self.params(), lr=1.0, max_iter=iters, line_search_fn="strong_wolfe",
-                                tolerance_grad=1e-9, tolerance_change=1e-12, history_size=20)
+                                tolerance_grad=LBFGS_TOLERANCE_GRAD, tolerance_change=LBFGS_TOLERANCE_CHANGE,
+                                history_size=LBFGS_HISTORY)
 
         def closure():
             opt.zero_grad()
@@ -249,6 +259,69 @@ class _Problem:
     @torch.no_grad()
     def result(self):
         return self.rotmats(), self.trans.detach().clone(), self.betas.detach()[0].clone()
+
+
+def _fit_inputs(model: BodyModel, layout: Layout, targets, weight):
+    """Targets (T, K, 3) and weights (T, K) as tensors; missing, non-finite or unsupported
+    keypoints get weight 0 (and a finite placeholder position)."""
+    y = _as_tensor(targets, model)
+    if y.ndim != 3 or y.shape[1] != layout.num_keypoints or y.shape[2] != 3:
+        raise InputError(f"targets must be (frames, {layout.num_keypoints}, 3) for layout '{layout.name}', "
+                         f"got {tuple(y.shape)}.")
+    if y.shape[0] == 0:
+        raise InputError("No frames to fit: the keypoint sequence is empty.")
+    w = _as_tensor(weight, model).reshape(y.shape[:2]).clamp_min(0)
+    supported = torch.as_tensor(layout.supported(model), device=model.device)
+    w = torch.where(torch.isfinite(y).all(-1) & supported[None], w, torch.zeros_like(w))
+    return torch.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0), w
+
+
+def _initial_solution(model, layout, y, w, b, init_rotmats, init_trans):
+    """rotmats (T, 24, 3, 3) and trans (T, 3) to start from: the given ones, else the rest
+    pose placed by ``kabsch_init``."""
+    n = y.shape[0]
+    if init_rotmats is None:
+        r0, t0 = kabsch_init(model, layout, y, w, b)
+    else:
+        r0 = _as_tensor(init_rotmats, model).reshape(n, NUM_JOINTS, 3, 3)
+        t0 = None if init_trans is not None else kabsch_init(model, layout, y, w, b)[1]
+    if init_trans is not None:
+        t0 = _as_tensor(init_trans, model).reshape(n, 3)
+    return r0, t0
+
+
+def _fit_sequential(fwd, prior, weights, y, w, r0, t0, b, optimize_betas, iters_first, iters):
+    """Frame by frame, each warm-started from the previous result (frame 0 from ``r0[0]``)."""
+    rot_out, trans_out = [], []
+    rot_prev, trans_prev = r0[:1], t0[:1]
+    for f in range(y.shape[0]):
+        prob = _Problem(fwd, prior, weights, y[f:f + 1], w[f:f + 1], rot_prev, trans_prev, b,
+                        optimize_betas and f == 0, smooth=False)
+        prob.run(iters_first if f == 0 else iters)
+        rot_prev, trans_prev, b_new = prob.result()
+        b = b_new[None]
+        rot_out.append(rot_prev)
+        trans_out.append(trans_prev)
+    return torch.cat(rot_out), torch.cat(trans_out), b
+
+
+def _fit_batch(fwd, prior, weights, y, w, r0, t0, b, optimize_betas, iters, chunk):
+    """Chunks of frames optimised jointly with the temporal term; each chunk sees the last
+    two refined frames of the one before (``BATCH_CONTEXT_FRAMES``)."""
+    rot_out, trans_out = [], []
+    context = None
+    for s in range(0, y.shape[0], chunk):
+        e = min(y.shape[0], s + chunk)
+        prob = _Problem(fwd, prior, weights, y[s:e], w[s:e], r0[s:e], t0[s:e], b, optimize_betas,
+                        smooth=True, context=context)
+        prob.run(iters)
+        rot, tr, b_new = prob.result()
+        b = b_new[None]
+        rot_out.append(rot)
+        trans_out.append(tr)
+        with torch.no_grad():
+            context = fwd(rot[-BATCH_CONTEXT_FRAMES:], b, tr[-BATCH_CONTEXT_FRAMES:])[1]
+    return torch.cat(rot_out), torch.cat(trans_out), b
 
 
 def optimize_fit(model: BodyModel, layout: Layout, targets, weight, betas, init_rotmats=None, init_trans=None, *,
@@ -267,65 +340,22 @@ def optimize_fit(model: BodyModel, layout: Layout, targets, weight, betas, init_
         raise InputError(f"Unknown optimisation mode '{mode}'; use 'sequential' or 'batch'.")
     weights = weights or FitWeights()
     start = time.perf_counter()
-    dt, dev = model.dtype, model.device
-    y = _as_tensor(targets, model)
-    if y.ndim != 3 or y.shape[1] != layout.num_keypoints or y.shape[2] != 3:
-        raise InputError(f"targets must be (frames, {layout.num_keypoints}, 3) for layout '{layout.name}', "
-                         f"got {tuple(y.shape)}.")
-    if y.shape[0] == 0:
-        raise InputError("No frames to fit: the keypoint sequence is empty.")
-    w = _as_tensor(weight, model).reshape(y.shape[:2]).clamp_min(0)
-    supported = torch.as_tensor(layout.supported(model), device=dev)
-    w = torch.where(torch.isfinite(y).all(-1) & supported[None], w, torch.zeros_like(w))
-    y = torch.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
-    n = y.shape[0]
-    b = model._betas(betas)[:1].detach()
+    y, w = _fit_inputs(model, layout, targets, weight)
+    b = model.betas_tensor(betas)[:1].detach()
     if prior is not None:
-        prior = prior.to(device=dev, dtype=dt)
-
-    if init_rotmats is None:
-        r0, t0 = kabsch_init(model, layout, y, w, b)
-        if init_trans is not None:
-            t0 = _as_tensor(init_trans, model).reshape(n, 3)
-    else:
-        r0 = _as_tensor(init_rotmats, model).reshape(n, NUM_JOINTS, 3, 3)
-        if init_trans is None:
-            _, t0 = kabsch_init(model, layout, y, w, b)
-        else:
-            t0 = _as_tensor(init_trans, model).reshape(n, 3)
-
+        prior = prior.to(device=model.device, dtype=model.dtype)
+    r0, t0 = _initial_solution(model, layout, y, w, b, init_rotmats, init_trans)
     fwd = _Forward(model, layout)
-    rot_out, trans_out = [], []
     with torch.enable_grad():
         if mode == "sequential":
-            rot_prev, trans_prev = r0[:1], t0[:1]
-            for f in range(n):
-                prob = _Problem(fwd, prior, weights, y[f:f + 1], w[f:f + 1], rot_prev, trans_prev, b,
-                                optimize_betas and f == 0, smooth=False)
-                prob.run(iters_first if f == 0 else iters)
-                rot_prev, trans_prev, b_new = prob.result()
-                b = b_new[None]
-                rot_out.append(rot_prev)
-                trans_out.append(trans_prev)
+            rotmats, trans, b = _fit_sequential(fwd, prior, weights, y, w, r0, t0, b, optimize_betas,
+                                                iters_first, iters)
         else:
-            context = None
-            for s in range(0, n, chunk):
-                e = min(n, s + chunk)
-                prob = _Problem(fwd, prior, weights, y[s:e], w[s:e], r0[s:e], t0[s:e], b, optimize_betas,
-                                smooth=True, context=context)
-                prob.run(iters)
-                rot, tr, b_new = prob.result()
-                b = b_new[None]
-                rot_out.append(rot)
-                trans_out.append(tr)
-                with torch.no_grad():
-                    context = fwd(rot[-2:], b, tr[-2:])[1]
-    rotmats = torch.cat(rot_out)
-    trans = torch.cat(trans_out)
+            rotmats, trans, b = _fit_batch(fwd, prior, weights, y, w, r0, t0, b, optimize_betas, iters, chunk)
     with torch.no_grad():
         kp, _ = fwd(rotmats, b, trans)
     err = per_frame_error(kp, y, w)
-    if dev.type == "cuda":
+    if model.device.type == "cuda":
         torch.cuda.synchronize()
     return FitResult(rotmats=rotmats, trans=trans, betas=b[0], per_frame_error_mm=err,
                      seconds=time.perf_counter() - start)

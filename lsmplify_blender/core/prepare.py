@@ -21,6 +21,7 @@ from .body_model import SMPL_JOINT_NAMES, BodyModel
 from .errors import InputError
 from .keypoints import UNIT_SCALES, KeypointSequence
 from .layouts import Layout, detect_layout, get_layout, to_layout_order
+from .model.axes import z_up_to_y_up
 from .shape_inverse import BONES
 
 GAP_WEIGHT = 0.3
@@ -69,10 +70,6 @@ class PreparedKeypoints:
                 names.append(d[1:])
                 cols.append(k)
         return names, self.positions[:, cols], self.weight[:, cols]
-
-
-def _to_y_up(p: np.ndarray) -> np.ndarray:
-    return np.stack([p[..., 0], p[..., 2], -p[..., 1]], -1)
 
 
 def _joint_tracks(positions, weight, layout):
@@ -347,7 +344,7 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
         how = f"detected: feet-to-shoulders direction {align:+.2f} along {axis.upper()}"
     notes.append(f"up axis: {axis.upper()} ({how})")
     if axis == "z":
-        pos = _to_y_up(pos)
+        pos = z_up_to_y_up(pos)
     stacked = drop_stacked_joints(pos, conf, lay)
     if stacked:
         notes.append(f"ignored keypoints stacked on their parent joint: {', '.join(stacked)}")

@@ -17,16 +17,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .body_model import NUM_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel
+from .body_model import BodyModel
+from .model.skeleton import SMPL_BONES, SMPL_MIRROR
 
-BONES = [(SMPL_PARENTS[j], j) for j in range(1, NUM_JOINTS)]  # bone index b = child - 1
+BONES = list(SMPL_BONES)  # bone index b = child - 1
 # Joints that move rigidly together without being parent and child. Lengths alone leave the
 # angles of the pelvis and upper-chest triangles free; these sides pin them down, so the
 # analytic solver's multi-child fits (pelvis, spine3) become exact.
 RIGID_PAIRS = [(1, 2), (1, 3), (2, 3), (12, 13), (12, 14), (13, 14)]
 PAIRS = BONES + RIGID_PAIRS
-_MIRROR = {i: SMPL_JOINT_NAMES.index(n.replace("left", "@").replace("right", "left").replace("@", "right"))
-           for i, n in enumerate(SMPL_JOINT_NAMES)}
+_MIRROR = SMPL_MIRROR
 
 
 @dataclass

@@ -120,7 +120,7 @@ def _swing_only(prep, model):
         shape = fit_betas_auto(model, lengths, stderr)
         res = solve_analytic(model, shape.betas, targets, weight, hinge_twist=False)
         sec = time.perf_counter() - t0
-    betas = model._betas(shape.betas)[0]
+    betas = model.betas_tensor(shape.betas)[0]
     fit = fit_error_mm(model, prep, res.rotmats, betas, res.trans)
     return res.rotmats, res.trans, betas, sec, fit, float(shape.mpbe_mm)
 
@@ -163,7 +163,7 @@ def _pairwise(model, net, prep, rot_t, betas_t, s):
     kp = torch.as_tensor(np.nan_to_num(targets), dtype=torch.float32)
     m = (torch.as_tensor(weight, dtype=torch.float32) > 0).float()
     rest = model.rest_joints(betas_t).to(torch.float32)[:1]
-    b = model._betas(betas_t)[:1].to(torch.float32)
+    b = model.betas_tensor(betas_t)[:1].to(torch.float32)
     rot0 = rot_t.to(torch.float32)
     with torch.no_grad(), torch_threads(1):
         t0 = time.perf_counter()

@@ -234,18 +234,3 @@ def euler_matrix(angles: np.ndarray, axes: str) -> np.ndarray:
     if out is None:
         return np.broadcast_to(np.eye(3), angles.shape[:-1] + (3, 3)).copy()
     return out
-
-
-def rodrigues(aa: np.ndarray) -> np.ndarray:
-    """Axis-angle (..., 3) radians -> rotation matrix (..., 3, 3) (column-vector convention)."""
-    aa = np.asarray(aa, dtype=np.float64)
-    theta = np.linalg.norm(aa, axis=-1)
-    small = theta < 1e-8
-    safe = np.where(small, 1.0, theta)
-    a = np.where(small, 1.0 - theta**2 / 6.0, np.sin(safe) / safe)
-    b = np.where(small, 0.5 - theta**2 / 24.0, (1.0 - np.cos(safe)) / safe**2)
-    x, y, z = aa[..., 0], aa[..., 1], aa[..., 2]
-    o = np.zeros_like(x)
-    k = np.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(aa.shape[:-1] + (3, 3))
-    eye = np.broadcast_to(np.eye(3), k.shape)
-    return eye + a[..., None, None] * k + b[..., None, None] * (k @ k)

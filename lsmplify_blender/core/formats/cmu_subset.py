@@ -10,8 +10,12 @@ The skeleton (38 nodes: name, parent, offset in CMU units) comes from ``skeleton
 Forward kinematics uses row vectors, as the data was published:
   R_0 = E(r_0),  p_0 = root position + offset_0
   R_i = E(r_i) · R_parent(i),   p_i = offset_i · R_parent(i) + p_parent(i)
-with E Rodrigues' formula. Y is up, the floor is y ≈ 0. Node i's position is where
-bone i starts (lfemur = hip centre, ltibia = knee, lfoot = ankle, ...).
+with E Rodrigues' formula. In column vectors that is G_i = G_parent(i) E(r_i)^T with
+G = R^T and p_i = p_parent(i) + G_parent(i) offset_i: ordinary forward kinematics with
+local rotations E(r_i)^T (``cmu_forward_kinematics``, the one place this convention is
+written; the network's rotation retarget uses it too). Y is up, the floor is y ≈ 0.
+Node i's position is where bone i starts (lfemur = hip centre, ltibia = knee, lfoot =
+ankle, ...).
 """
 from __future__ import annotations
 
@@ -22,7 +26,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..keypoints import KeypointSequence
-from ._common import finalize, parse_floats, read_text, rodrigues
+from ..model.kinematics import tree_kinematics
+from ..model.rotations import axis_angle_to_matrix
+from ._common import finalize, parse_floats, read_text
 
 CMU_SUBSET_FPS = 120.0
 
@@ -57,24 +63,21 @@ def read_cmu_skeleton(skeleton_json) -> tuple[list[str], np.ndarray, np.ndarray]
     return names, np.array(parents), np.stack(offsets)
 
 
+def cmu_forward_kinematics(data: np.ndarray, parents, offsets: np.ndarray):
+    """(T, 3 + 3N) rows -> column-convention global rotations G (T, N, 3, 3), world node
+    positions (T, N, 3) and root positions (T, 3) (module docstring), float64."""
+    data = np.asarray(data, dtype=np.float64)
+    t, n = data.shape[0], len(parents)
+    root = data[:, 2::-1].copy()  # stored (z, y, x)
+    local = np.swapaxes(axis_angle_to_matrix(data[:, 3:].reshape(t, n, 3)), -1, -2)  # E(r)^T
+    glob, pos = tree_kinematics(local, np.asarray(offsets, dtype=np.float64), [int(p) for p in parents])
+    return glob, pos + root[:, None], root
+
+
 def cmu_subset_forward_kinematics(data: np.ndarray, parents: np.ndarray,
                                   offsets: np.ndarray) -> np.ndarray:
-    """(T, 3 + 3N) rows -> world positions (T, N, 3), row-vector FK, loop over nodes only."""
-    T = data.shape[0]
-    N = len(parents)
-    root = data[:, 2::-1]  # stored (z, y, x)
-    R_local = rodrigues(data[:, 3:].reshape(T, N, 3))
-    pos = np.empty((T, N, 3))
-    rot = np.empty((T, N, 3, 3))
-    for i in range(N):
-        p = parents[i]
-        if p < 0:
-            rot[:, i] = R_local[:, i]
-            pos[:, i] = root + offsets[i]
-        else:
-            rot[:, i] = R_local[:, i] @ rot[:, p]
-            pos[:, i] = np.einsum("j,tjk->tk", offsets[i], rot[:, p]) + pos[:, p]
-    return pos
+    """(T, 3 + 3N) rows -> world positions (T, N, 3)."""
+    return cmu_forward_kinematics(data, parents, offsets)[1]
 
 
 def read_cmu_subset(path, skeleton_json) -> KeypointSequence:

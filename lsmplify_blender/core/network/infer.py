@@ -75,7 +75,7 @@ def refine_network(model: BodyModel, betas, rotmats, targets, weight, passes: in
     kp = torch.nan_to_num(torch.as_tensor(targets, dtype=torch.float32, device=dev))
     m = (torch.as_tensor(weight, dtype=torch.float32, device=dev) > 0).float()
     rest = model.rest_joints(betas).to(dev, torch.float32)
-    b = model._betas(betas).to(dev, torch.float32)
+    b = model.betas_tensor(betas).to(dev, torch.float32)
     trans = None
     for _ in range(passes):
         rot, trans, _ = network_step(net, rest, b, rot, kp, kp, m, m, refit)
@@ -92,7 +92,7 @@ def solve_network(prepared, model: BodyModel, betas, net=None, chunk: int = 16, 
     on noisy ones it also fits the noise, where the raw network output is smoother)."""
     targets, weight = prepared.smpl_targets()
     lm_names, lm_t, lm_w = prepared.landmark_targets()
-    betas = model._betas(betas)[:1]
+    betas = model.betas_tensor(betas)[:1]
     dev = torch.device(device) if device is not None else model.device
     # long takes go in blocks (a whole number of chunks) so memory stays bounded
     block = max(chunk, BLOCK_FRAMES // chunk * chunk)
@@ -133,7 +133,7 @@ def _solve_from(model, betas, targets, weight, rot_analytic, joints_analytic, ne
     ones = torch.ones_like(m)
     rot_a = rot_analytic.to(**f32)
     rest = model.rest_joints(betas).to(**f32)[:1]
-    b = model._betas(betas)[:1].to(**f32)
+    b = model.betas_tensor(betas)[:1].to(**f32)
     rest_j0 = rest[0, 0]
     if chunk > 1:  # analytic fit error (root-relative), for the drift guard
         _, ja = fk(rot_a, rest.expand(t, -1, -1))

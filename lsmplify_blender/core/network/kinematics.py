@@ -1,42 +1,27 @@
-"""Batched kinematics with a per-sample rest skeleton, and the analytic re-aim that keeps a
-pose's twist while its swings hit the keypoints."""
+"""The analytic re-aim that keeps a pose's twist while its swings hit the keypoints, and a
+cheap surface-point skinning for training losses, over a per-sample rest skeleton.
+
+Forward kinematics is ``core.model.kinematics.forward_kinematics`` (``fk`` here, the name
+the network code uses for it).
+"""
 from __future__ import annotations
 
 import torch
 
-from ..body_model import SMPL_PARENTS
-from ..rotations import kabsch, swing_rotation
+from ..model.kinematics import forward_kinematics as fk  # noqa: F401  (re-exported for the network code)
+from ..model.rotations import kabsch, swing_rotation
+from ..model.skeleton import SMPL_CHILDREN as KIDS
+from ..model.skeleton import SMPL_LEVELS, SMPL_PARENTS
+from ..model.skinning import linear_blend_skinning
 
-KIDS = [[c for c in range(24) if SMPL_PARENTS[c] == j] for j in range(24)]
-_DEPTH = [0] * 24
-for _j in range(1, 24):
-    _DEPTH[_j] = _DEPTH[SMPL_PARENTS[_j]] + 1
-# joints grouped by tree depth: each level is one batched step (9 levels instead of 24 joints)
-LEVELS = [[j for j in range(24) if _DEPTH[j] == d] for d in range(1, max(_DEPTH) + 1)]
-_LEVEL_PARENTS = [[SMPL_PARENTS[j] for j in js] for js in LEVELS]
-_LEVEL_SINGLE = [[j for j in js if len(KIDS[j]) == 1] for js in LEVELS]
-_LEVEL_MULTI = [[j for j in js if len(KIDS[j]) > 1] for js in LEVELS]
-
-
-def fk(rotmats: torch.Tensor, rest: torch.Tensor):
-    """Global rotations and joints (B, 24, ...) for local rotations and per-sample rest (B, 24, 3).
-    The root sits at its rest position."""
-    n = rotmats.shape[0]
-    rest = rest.expand(n, -1, -1)
-    g = rotmats.new_empty(n, 24, 3, 3)
-    p = rotmats.new_empty(n, 24, 3)
-    g[:, 0] = rotmats[:, 0]
-    p[:, 0] = rest[:, 0]
-    for js, ps in zip(LEVELS, _LEVEL_PARENTS):
-        gp = g[:, ps]
-        p[:, js] = p[:, ps] + (gp @ (rest[:, js] - rest[:, ps])[..., None])[..., 0]
-        g[:, js] = gp @ rotmats[:, js]
-    return g, p
+_LEVEL_PARENTS = [[SMPL_PARENTS[j] for j in js] for js in SMPL_LEVELS]
+_LEVEL_SINGLE = [[j for j in js if len(KIDS[j]) == 1] for js in SMPL_LEVELS]
+_LEVEL_MULTI = [[j for j in js if len(KIDS[j]) > 1] for js in SMPL_LEVELS]
 
 
 def _fit_children(j, r, rest, targets, weight, pos_j, frame):
     """Weighted Kabsch of joint j's children (where >= 2 are observed), else ``r``."""
-    kids = KIDS[j]
+    kids = list(KIDS[j])
     rv = rest[:, kids] - rest[:, j:j + 1]
     tv = targets[:, kids] - pos_j[:, None]
     if frame is not None:
@@ -70,7 +55,8 @@ def reaim(rot_init: torch.Tensor, rest: torch.Tensor, targets: torch.Tensor, wei
     if not swings_only:
         loc[:, 0] = _fit_children(0, rot_init[:, 0], rest, targets, weight, p[:, 0], None)
     g[:, 0] = loc[:, 0]
-    for js, ps, single, multi in zip(LEVELS, _LEVEL_PARENTS, _LEVEL_SINGLE, _LEVEL_MULTI):
+    for level, ps, single, multi in zip(SMPL_LEVELS, _LEVEL_PARENTS, _LEVEL_SINGLE, _LEVEL_MULTI, strict=True):
+        js = list(level)
         gp = g[:, ps]
         p[:, js] = p[:, ps] + (gp @ (rest[:, js] - rest[:, ps])[..., None])[..., 0]
         if single:
@@ -92,21 +78,16 @@ def reaim(rot_init: torch.Tensor, rest: torch.Tensor, targets: torch.Tensor, wei
 
 class SurfacePoints:
     """A fixed subset of model vertices, skinned from FK globals with each vertex's top-k joints
-    (cheap vertex loss for training)."""
+    (its weights renormalised over them: a cheap vertex loss for training)."""
 
     def __init__(self, model, ids, k: int = 4):
         self.ids = torch.as_tensor(ids, dtype=torch.long)
-        w = model.weights[self.ids]
-        top = w.topk(k, dim=-1)
-        self.joint = top.indices  # (L, k)
-        self.w = top.values / top.values.sum(-1, keepdim=True)
+        top = model.weights[self.ids].topk(k, dim=-1)
+        self.weights = torch.zeros_like(model.weights[self.ids]).scatter_(
+            -1, top.indices, top.values / top.values.sum(-1, keepdim=True))  # (L, 24), k non-zeros a row
         self.model = model
 
     def __call__(self, glob: torch.Tensor, pos: torch.Tensor, betas: torch.Tensor, rest: torch.Tensor):
         """Posed points (B, L, 3), root at rest, for FK globals/joints and the rest joints used."""
         v = self.model.rest_vertices(betas, self.ids)  # (B, L, 3)
-        g = glob[:, self.joint]  # (B, L, k, 3, 3)
-        jr = rest[:, self.joint]  # (B, L, k, 3)
-        jp = pos[:, self.joint]
-        moved = (g @ (v[:, :, None] - jr)[..., None])[..., 0] + jp
-        return (self.w[None, ..., None] * moved).sum(2)
+        return linear_blend_skinning(v, self.weights.to(glob.dtype), glob, pos, rest)

@@ -68,13 +68,13 @@ def _bone_scale(batch: int, rng: np.random.Generator, p: float = 0.5) -> np.ndar
 
 
 def scaled_rest(rest: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    from ..body_model import SMPL_PARENTS
+    """Rest joints (B, 24, 3) with bone parent->j scaled by ``scale[:, j]`` (the root stays)."""
+    from ..model.kinematics import bone_offsets, rest_positions
+    from ..model.skeleton import SMPL_PARENTS
 
-    out = [rest[:, 0]]
-    for j in range(1, 24):
-        p = SMPL_PARENTS[j]
-        out.append(out[p] + scale[:, j, None] * (rest[:, j] - rest[:, p]))
-    return torch.stack(out, 1)
+    off = bone_offsets(rest)
+    off = torch.cat([off[:, :1], off[:, 1:] * scale[:, 1:, None]], 1)
+    return rest_positions(off, SMPL_PARENTS)
 
 
 def twist_noise(rot: torch.Tensor, rest: torch.Tensor, std: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..body_model import SMPL_JOINT_NAMES
-from ..formats._common import rodrigues
+from ..formats.cmu_subset import cmu_forward_kinematics
+from ..model.kinematics import rest_positions
+from ..model.rotations import swing_rotation
+from ..model.skeleton import SMPL_MIRROR
 
 CMU_UNIT_M = 0.05644
 # SMPL joint -> CMU node name whose rotation drives the same bone
@@ -37,36 +39,25 @@ SMPL_POS_CMU = {
     "right_foot": "rtoes", "left_shoulder": "lhumerus", "right_shoulder": "rhumerus",
     "left_elbow": "lradius", "right_elbow": "rradius", "left_wrist": "lwrist", "right_wrist": "rwrist",
 }
-MIRROR = [SMPL_JOINT_NAMES.index(n.replace("left", "@").replace("right", "left").replace("@", "right"))
-          for n in SMPL_JOINT_NAMES]
+MIRROR = list(SMPL_MIRROR)
 
 
 def swing_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.linalg.norm(a)
-    b = b / np.linalg.norm(b)
-    v = np.cross(a, b)
-    c = float(a @ b)
-    k = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-    return np.eye(3) + k + k @ k / (1 + c)
+    """The minimal rotation (3, 3) taking direction a (3,) onto b (3,): ``rotations.swing_rotation``."""
+    return swing_rotation(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
 
 
 def cmu_global_rotations(data: np.ndarray, parents: np.ndarray):
     """(T, 3 + 3N) rows -> column-convention global rotations (T, N, 3, 3) and root positions (T, 3)."""
-    t = data.shape[0]
-    n = len(parents)
-    local = np.swapaxes(rodrigues(data[:, 3:].reshape(t, n, 3)), -1, -2)  # E(r)^T
-    glob = np.empty_like(local)
-    for i in range(n):
-        glob[:, i] = local[:, i] if parents[i] < 0 else glob[:, parents[i]] @ local[:, i]
-    return glob, data[:, 2::-1].copy()
+    glob, _, root = cmu_forward_kinematics(data, parents, np.zeros((len(parents), 3)))
+    return glob, root
 
 
 def cmu_rest_positions(parents, offsets) -> np.ndarray:
-    pos = np.zeros((len(parents), 3))
-    for i, p in enumerate(parents):
-        if p >= 0:
-            pos[i] = pos[p] + offsets[i]
-    return pos
+    """(N, 3) rest node positions from the offsets, root at the origin."""
+    off = np.asarray(offsets, dtype=np.float64).copy()
+    off[0] = 0.0
+    return rest_positions(off, parents)
 
 
 def retarget_cmu(data: np.ndarray, names, parents, offsets, smpl_rest: np.ndarray):

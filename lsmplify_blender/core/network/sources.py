@@ -22,9 +22,8 @@ from ..formats.acclaim import acclaim_forward_kinematics, parse_amc, read_asf
 from ..formats.bvh import bvh_forward_kinematics, parse_bvh
 from ..formats._common import read_text
 from ..layouts import cmu_node_names
+from ..model.skeleton import SMPL_CHILDREN as KIDS
 from .retarget import SMPL_POS_CMU, SMPL_TO_CMU, swing_between
-
-KIDS = [[c for c in range(24) if SMPL_PARENTS[c] == j] for j in range(24)]
 
 
 @dataclass
