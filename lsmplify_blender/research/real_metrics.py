@@ -188,7 +188,7 @@ class PoseError:
 def solved_body(model, rotmats, betas, trans):
     """World rotations (T, 24, 3, 3), joints (T, 24, 3) and landmarks {name: (T, 3)} of a solution."""
     rot = torch.as_tensor(rotmats, dtype=model.dtype)
-    b = model._betas(betas, rot.shape[0])
+    b = model.betas_tensor(betas, rot.shape[0])
     g_rot, joints = model.global_transforms(rot, model.rest_joints(b))
     tr = torch.as_tensor(trans, dtype=model.dtype)[:, None]
     names = [n for n in ("head_top",) if n in model.data.landmarks]
