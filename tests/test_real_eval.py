@@ -128,6 +128,12 @@ def test_held_out_takes_come_from_the_readers(tmp_path):
         assert t.capture.rot.shape == (25, t.seq.positions.shape[1], 3, 3)
         for node in ("lfemur", "head_end", "lfingers", "ltoes", "lowerneck"):
             assert node in t.capture.names
+    # a data root without cmu_raw: its takes are named as missing, the others still run
+    missing = []
+    takes = held_out_takes(tmp_path, kinds=("cmu_bvh", "cmu_fbx_bvh"), clips=1, frames=5, missing=missing)
+    assert [t.kind for t in takes] == ["cmu_fbx_bvh"] and missing == [str(tmp_path / "cmu_raw" / "131_03.bvh")]
+    with pytest.raises(InputError, match="no held-out takes found"):
+        held_out_takes(tmp_path, kinds=("cmu_amc",))
 
 
 def test_bad_options_are_clear_errors(tmp_path, monkeypatch):

@@ -282,7 +282,8 @@ def run_real_eval(data=None, solvers=None, kinds=SOURCE_KINDS, clips: int | None
     specs = parse_solvers(solvers or default_solvers())
     root = data_root(data)
     model = model or BodyModel(load_model_data(model_path))
-    takes = held_out_takes(root, kinds, clips, frames)
+    missing: list[str] = []
+    takes = held_out_takes(root, kinds, clips, frames, missing=missing)
     default = next((s.label for s in specs if s.solver == _default_solver() and not s.options), specs[0].label)
     per: dict[str, dict[str, list]] = {s.label: {} for s in specs}
     plugs: dict[str, list] = {}
@@ -311,7 +312,8 @@ def run_real_eval(data=None, solvers=None, kinds=SOURCE_KINDS, clips: int | None
     plot_timelines(time_png, curves)
     meta = dict(data=str(root), takes=[f"{t.kind}/{t.name}" for t in takes], frames_per_take=frames,
                 optimize_frames=optimize_frames, solvers=[s.label for s in specs], default=default,
-                model=model.data.name, notes=[f"{n} ({', '.join(sorted(k))})" for n, k in sorted(notes.items())])
+                model=model.data.name, missing=missing,
+                notes=[f"{n} ({', '.join(sorted(k))})" for n, k in sorted(notes.items())])
     write_real_report(outp, meta, summary, overall, plug_summary, checks, seg_png, time_png)
     result = dict(**meta, report=str(outp), plots=[str(seg_png), str(time_png)], results=_rounded(summary),
                   overall=_rounded(overall), plug_in=_rounded(plug_summary), gate=checks,

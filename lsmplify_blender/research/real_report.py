@@ -69,8 +69,9 @@ def real_section(meta, summary, overall, plug, checks, seg_png: Path | None = No
         lines += [f"{heading}# {kind}", ""]
         lines += _segment_table("Orientation error", by_solver, "orientation", ORIENT_SEGMENTS)
         lines += _segment_table("Direction error", by_solver, "direction", DIRECTIONS)
-    for note in meta.get("notes") or []:
-        lines.append(f"- solver note: {note}")
+    lines += [f"- solver note: {note}" for note in meta.get("notes") or []]
+    if meta.get("missing"):
+        lines.append(f"- not evaluated (files not found under the data root): {', '.join(meta['missing'])}")
     if seg_png is not None:
         lines += ["", f"![per-segment error per solver]({seg_png.name})", f"![error over time]({time_png.name})", ""]
     return lines

@@ -151,39 +151,48 @@ def load_deepmimic_take(path: Path, character: Path, frames: int | None) -> Real
 
 
 def held_out_takes(root: Path, kinds=SOURCE_KINDS, clips: int | None = None, frames: int | None = None,
-                   fixtures: Path = FBX_BVH_FIXTURES) -> list[RealTake]:
+                   fixtures: Path = FBX_BVH_FIXTURES, missing: list | None = None) -> list[RealTake]:
     """The held-out takes of each source kind (``network/heldout.py``), at most ``clips`` per kind.
-    cmu_subset/test gives its first clip of each action unless ``clips`` asks for more."""
+    cmu_subset/test gives its first clip of each action unless ``clips`` asks for more. Takes whose
+    files are not under ``root`` are skipped and named in ``missing`` (when a list is given)."""
     unknown = sorted(set(kinds) - set(SOURCE_KINDS))
     if unknown:
         raise InputError(f"unknown source kind(s) {unknown}; choose from {', '.join(SOURCE_KINDS)}.")
-    loaders = []
+    loaders = []  # (kind, files the take needs, loader)
     if "cmu_subset" in kinds:
         test = root / heldout.HELD_OUT_CMU_SUBSET
-        by_action = sorted(test.glob("*/*.txt"))
-        firsts = [sorted(test.glob(f"{d.name}/*.txt"))[0] for d in sorted(p for p in test.iterdir() if p.is_dir())] \
-            if test.is_dir() else []
-        order = firsts + [f for f in by_action if f not in firsts]
-        loaders += [("cmu_subset", lambda f=f: load_cmu_subset(f, test.parent / "skeleton.json", frames)) for f in order[:clips or len(firsts)]]
+        skel = test.parent / "skeleton.json"
+        actions = sorted(p for p in test.iterdir() if p.is_dir()) if test.is_dir() else []
+        firsts = [sorted(d.glob("*.txt"))[0] for d in actions if any(d.glob("*.txt"))]
+        order = firsts + [f for f in sorted(test.glob("*/*.txt")) if f not in firsts]
+        loaders += [("cmu_subset", (f, skel), lambda f=f: load_cmu_subset(f, skel, frames))
+                    for f in order[:clips or len(firsts)]]
     if "cmu_bvh" in kinds:
-        loaders += [("cmu_bvh", lambda f=f: load_bvh_take(root / f, "cmu_bvh", frames)) for f in heldout.HELD_OUT_BVH]
+        loaders += [("cmu_bvh", (root / f,), lambda f=f: load_bvh_take(root / f, "cmu_bvh", frames))
+                    for f in heldout.HELD_OUT_BVH]
     if "cmu_amc" in kinds:
-        loaders += [("cmu_amc", lambda m=m, a=a: load_amc_take(root / m, root / a, frames))
+        loaders += [("cmu_amc", (root / m, root / a), lambda m=m, a=a: load_amc_take(root / m, root / a, frames))
                     for m, a in heldout.HELD_OUT_AMC]
     if "cmu_fbx_bvh" in kinds:
-        loaders += [("cmu_fbx_bvh", lambda f=f: load_bvh_take(f, "cmu_fbx_bvh", frames))
+        loaders += [("cmu_fbx_bvh", (f,), lambda f=f: load_bvh_take(f, "cmu_fbx_bvh", frames))
                     for f in sorted(Path(fixtures).glob("*.bvh"))]
     if "deepmimic" in kinds:
         character = root / heldout.DEEPMIMIC_CHARACTER
-        loaders += [("deepmimic", lambda f=f: load_deepmimic_take(root / f, character, frames))
+        loaders += [("deepmimic", (root / f, character), lambda f=f: load_deepmimic_take(root / f, character, frames))
                     for f in heldout.HELD_OUT_DEEPMIMIC]
     taken: dict[str, int] = {}
     out = []
-    for kind, load in loaders:
+    for kind, needs, load in loaders:
         if clips and kind != "cmu_subset" and taken.get(kind, 0) >= clips:
+            continue
+        absent = [str(p) for p in needs if not Path(p).is_file()]
+        if absent:
+            if missing is not None:
+                missing += absent
             continue
         taken[kind] = taken.get(kind, 0) + 1
         out.append(load())
     if not out:
-        raise InputError(f"no held-out takes found under {root} for {', '.join(kinds)}.")
+        raise InputError(f"no held-out takes found under {root} for {', '.join(kinds)}: pass --data DIR, the mocap "
+                         f"data root holding cmu_subset/, cmu_raw/ and deepmimic/.")
     return out
