@@ -244,7 +244,8 @@ def _synthetic_clip(model, lay, f, skeleton, rest0, rng, noise_mm, max_frames):
     from ..core.network.retarget import read_cmu_rows, retarget_cmu
     from ..core.prepare import PreparedKeypoints
 
-    rot_np, pelvis = retarget_cmu(read_cmu_rows(f), *skeleton, rest0)
+    names, parents, offsets = skeleton
+    rot_np, pelvis = retarget_cmu(read_cmu_rows(f), names, parents, offsets, rest0)
     rot_np, pelvis = rot_np[::SUBSAMPLE][:max_frames], pelvis[::SUBSAMPLE][:max_frames]
     rot = torch.as_tensor(rot_np, dtype=model.dtype)
     betas = torch.as_tensor(rng.normal(scale=0.7, size=10), dtype=model.dtype)

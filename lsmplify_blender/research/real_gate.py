@@ -11,6 +11,8 @@ Targets (per source kind, mean over the held-out frames of each segment):
 """
 from __future__ import annotations
 
+from typing import Any
+
 ORIENT_MEAN_POSITIONS = 8.0
 ORIENT_MEAN_ROTATIONS, ORIENT_P95_ROTATIONS = 5.0, 12.0
 DIRECTION_LOOSE = 8.0  # head, neck, hands, feet
@@ -72,7 +74,7 @@ def gate(summary: dict, plug: dict, default: str) -> dict:
     """{source: {'targets': ..., 'worse_than_analytic': ..., 'plug_in': [...], 'passes': bool}} for the default."""
     out = {}
     for kind, row in summary.get(default, {}).items():
-        g = dict(targets=target_misses(row), plug_in=plug_in_misses(plug.get(kind, {})))
+        g: dict[str, Any] = dict(targets=target_misses(row), plug_in=plug_in_misses(plug.get(kind, {})))
         base = summary.get(BASELINE, {}).get(kind)
         if base is not None and default != BASELINE:
             g["worse_than_analytic"] = worse_than(row, base)

@@ -72,7 +72,7 @@ def real_section(meta, summary, overall, plug, checks, seg_png: Path | None = No
     lines += [f"- solver note: {note}" for note in meta.get("notes") or []]
     if meta.get("missing"):
         lines.append(f"- not evaluated (files not found under the data root): {', '.join(meta['missing'])}")
-    if seg_png is not None:
+    if seg_png is not None and time_png is not None:
         lines += ["", f"![per-segment error per solver]({seg_png.name})", f"![error over time]({time_png.name})", ""]
     return lines
 

@@ -16,7 +16,9 @@ sequence's fps is divided accordingly, as for a file captured at that rate.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +128,7 @@ def load_cmu_subset(path: Path, skel: Path, frames: int | None) -> RealTake:
     seq = read_cmu_subset(path, skel)
     names, parents, offsets = read_cmu_skeleton(skel)
     glob, root = cmu_global_rotations(read_cmu_rows(path), parents)
-    src = SourceMotion("cmu", glob, cmu_rest_positions(parents, offsets), root, None, list(names), seq.fps)
+    src = SourceMotion("cmu", glob, cmu_rest_positions(parents, offsets), root, None, list(names), float(seq.fps or 120.0))
     return _take(f"{path.parent.name}/{path.stem}", "cmu_subset", seq, src, names, frames)
 
 
@@ -145,7 +147,7 @@ def load_deepmimic_take(path: Path, character: Path, frames: int | None) -> Real
     """DeepMimic has no reader in core/formats: the joint positions go in as named keypoints in
     metres (a user's .npz of them), units and up axis left to ``prepare`` to detect."""
     src = load_deepmimic(path, character)
-    seq = KeypointSequence(positions=src.pos.copy(), names=list(src.names), fps=src.fps, source=str(path),
+    seq = KeypointSequence(positions=np.array(src.pos, dtype=np.float64), names=list(src.names), fps=src.fps, source=str(path),
                            notes=[f"DeepMimic clip {path.name}: joint positions as named keypoints"])
     return _take(src.name, "deepmimic", seq, src, src.names, frames, vocabulary="deepmimic")
 
@@ -158,27 +160,27 @@ def held_out_takes(root: Path, kinds=SOURCE_KINDS, clips: int | None = None, fra
     unknown = sorted(set(kinds) - set(SOURCE_KINDS))
     if unknown:
         raise InputError(f"unknown source kind(s) {unknown}; choose from {', '.join(SOURCE_KINDS)}.")
-    loaders = []  # (kind, files the take needs, loader)
+    loaders: list[tuple[str, tuple[Path, ...], Callable[[], RealTake]]] = []  # (kind, files it needs, loader)
     if "cmu_subset" in kinds:
         test = root / heldout.HELD_OUT_CMU_SUBSET
         skel = test.parent / "skeleton.json"
         actions = sorted(p for p in test.iterdir() if p.is_dir()) if test.is_dir() else []
         firsts = [sorted(d.glob("*.txt"))[0] for d in actions if any(d.glob("*.txt"))]
         order = firsts + [f for f in sorted(test.glob("*/*.txt")) if f not in firsts]
-        loaders += [("cmu_subset", (f, skel), lambda f=f: load_cmu_subset(f, skel, frames))
+        loaders += [("cmu_subset", (f, skel), partial(load_cmu_subset, f, skel, frames))
                     for f in order[:clips or len(firsts)]]
     if "cmu_bvh" in kinds:
-        loaders += [("cmu_bvh", (root / f,), lambda f=f: load_bvh_take(root / f, "cmu_bvh", frames))
+        loaders += [("cmu_bvh", (root / f,), partial(load_bvh_take, root / f, "cmu_bvh", frames))
                     for f in heldout.HELD_OUT_BVH]
     if "cmu_amc" in kinds:
-        loaders += [("cmu_amc", (root / m, root / a), lambda m=m, a=a: load_amc_take(root / m, root / a, frames))
+        loaders += [("cmu_amc", (root / m, root / a), partial(load_amc_take, root / m, root / a, frames))
                     for m, a in heldout.HELD_OUT_AMC]
     if "cmu_fbx_bvh" in kinds:
-        loaders += [("cmu_fbx_bvh", (f,), lambda f=f: load_bvh_take(f, "cmu_fbx_bvh", frames))
+        loaders += [("cmu_fbx_bvh", (f,), partial(load_bvh_take, f, "cmu_fbx_bvh", frames))
                     for f in sorted(Path(fixtures).glob("*.bvh"))]
     if "deepmimic" in kinds:
         character = root / heldout.DEEPMIMIC_CHARACTER
-        loaders += [("deepmimic", (root / f, character), lambda f=f: load_deepmimic_take(root / f, character, frames))
+        loaders += [("deepmimic", (root / f, character), partial(load_deepmimic_take, root / f, character, frames))
                     for f in heldout.HELD_OUT_DEEPMIMIC]
     taken: dict[str, int] = {}
     out = []
