@@ -7,7 +7,8 @@ from conftest import smooth_pose
 from lsmplify_blender.core.errors import InputError
 from lsmplify_blender.core.layouts import SMPL24
 from lsmplify_blender.core.metrics import jitter, mpjpe
-from lsmplify_blender.core.prepare import PreparedKeypoints, auto_smooth_seconds, denoise, estimate_noise_mm
+from lsmplify_blender.core.denoise import auto_smooth_seconds, denoise, estimate_noise_mm
+from lsmplify_blender.core.prepare import PreparedKeypoints
 from lsmplify_blender.core.solver import solve
 
 
@@ -71,7 +72,7 @@ def test_explicit_sigma_and_bad_values(model):
 def test_smoothing_never_blends_across_a_jump_of_the_whole_body(model):
     import dataclasses
 
-    from lsmplify_blender.core.prepare import motion_cuts, smooth_over_time
+    from lsmplify_blender.core.denoise import motion_cuts, smooth_over_time
 
     prep, _ = _clip(model, 10.0, n=60)
     pos = prep.positions.copy()
@@ -90,7 +91,7 @@ def test_smoothing_never_blends_across_a_jump_of_the_whole_body(model):
 def test_gaussian_over_time_equals_scipy(sigma):
     from scipy.ndimage import gaussian_filter1d
 
-    from lsmplify_blender.core.prepare import gaussian_over_time
+    from lsmplify_blender.core.denoise import gaussian_over_time
 
     x = np.random.default_rng(1).normal(size=(40, 5, 3))
     ref = gaussian_filter1d(x, sigma, axis=0, mode="nearest", truncate=3.0)

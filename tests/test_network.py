@@ -193,5 +193,5 @@ def test_network_solver_needs_enough_joints(model):
     prep = PreparedKeypoints(layout=SMPL24, positions=kp, weight=weight, fps=30.0, units="m", up="y")
     sol = solve(prep, model, solver="network")
     assert sol.solver == "analytic" and any("needs at least" in n for n in sol.notes)
-    weight[:, :] = 1.0
-    assert solve(prep, model, solver="network").solver == "network"
+    full = PreparedKeypoints(layout=SMPL24, positions=kp, weight=np.ones(kp.shape[:2]), fps=30.0, units="m", up="y")
+    assert solve(full, model, solver="network").solver == "network"

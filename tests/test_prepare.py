@@ -97,7 +97,7 @@ def test_a_single_frame_is_solvable(model):
 
 def test_smoothing_removes_jitter_without_lag(model):
     from lsmplify_blender.core.metrics import jitter
-    from lsmplify_blender.core.prepare import smooth_over_time
+    from lsmplify_blender.core.denoise import smooth_over_time
     clean = _walk(model, n=120)
     noisy = clean + np.random.default_rng(1).normal(scale=0.02, size=clean.shape)
     prep = prepare(KeypointSequence(noisy, names=list(SMPL24.keypoints), fps=30), model, units="m", up="y")

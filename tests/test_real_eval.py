@@ -196,8 +196,6 @@ def _default_solver() -> str:
     return _parser().parse_args(["convert", "in.bvh", "--out", "out.npz"]).solver
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: the network solver folds the head into the chest on CMU BVH "
-                                       "skeletons (neck 96 deg off); realsolve's fix has not landed")
 @pytest.mark.parametrize("path", DIALECTS, ids=lambda p: p.name)
 def test_default_solver_keeps_the_head_above_the_neck(model, path):
     """Every frame: the solved neck (SMPL neck -> head joint) within 45 deg of the captured neck

@@ -6,7 +6,6 @@ The core (and with it torch) is imported on first use, not at registration.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -227,10 +226,7 @@ def slice_prepared(prepared, first_frame: int, fs: int, fe: int):
     a, b = lo - first_frame, hi - first_frame + 1
     if (a, b) == (0, t):
         return prepared, lo
-    sub = dataclasses.replace(
-        prepared, positions=prepared.positions[a:b], weight=prepared.weight[a:b],
-        measured=prepared.measured[a:b],
-        frames=None if prepared.frames is None else prepared.frames[a:b], notes=list(prepared.notes))
+    sub = prepared.cut(slice(a, b))  # every per-frame array (masks, bone rotations) cut alike
     if not (sub.weight > 0).any():
         raise InputError(f"No keypoint is seen in frames {lo}..{hi}: nothing to solve.")
     return sub, lo

@@ -17,7 +17,7 @@ import torch  # already imported by .solver; named here for the annotations
 
 from .errors import LSMPLifyError
 from .layouts import LAYOUTS
-from .solver import SOLVERS
+from .solver import DEFAULT_SOLVER, ROTATION_MODES, SOLVERS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--up", default="auto", choices=["auto", "y", "z"])
     c.add_argument("--fps", type=float, default=None, help="frame rate (default: from the file, else 30)")
     c.add_argument("--model", default=None, help="SMPL-format .pkl/.npz (default: the embedded open model)")
-    c.add_argument("--solver", default="network", choices=list(SOLVERS))
+    c.add_argument("--solver", default=DEFAULT_SOLVER, choices=list(SOLVERS))
     c.add_argument("--refine", type=int, default=0, metavar="N", help="iterations of refinement after solving")
     c.add_argument("--init", default=None, metavar="SMPL.npz",
                    help="plug-in mode: refine this existing SMPL motion (AMASS-style .npz, same frames as the "
@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="zero-phase Gaussian smoothing of the keypoints over time before solving: 'auto' "
                         "(default) estimates the keypoint noise from limb-length changes and smooths only "
                         "noisy input; a number of seconds (e.g. 0.05) forces that sigma; 0 turns it off")
+    c.add_argument("--rotations", default="auto", choices=list(ROTATION_MODES),
+                   help="bone rotations of BVH and ASF/AMC input: 'auto' (default) uses them when the file has them "
+                        "(the twist of every bone and the head, hand and foot orientation come from the capture), "
+                        "'use' requires them, 'ignore' solves from the joint positions only")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     c.add_argument("--asf", default=None, help="ASF skeleton for an .amc input")
     c.add_argument("--quiet", action="store_true", help="only the JSON summary line")
@@ -129,7 +133,7 @@ def convert(args) -> dict:
                               refine=args.refine, smooth=args.smooth)
     else:
         sol = solve(prepared, model, solver=args.solver, refine=args.refine, smooth=args.smooth,
-                    network_chunk=args.chunk)
+                    network_chunk=args.chunk, rotations=args.rotations)
     out = write_smpl_npz(
         args.out, sol.poses, sol.betas.cpu().numpy(), sol.trans.cpu().numpy(), prepared.fps,
         gender=model.data.meta.get("gender", "neutral"), fit_error_mm=sol.fit_error_mm.astype(np.float32),
@@ -142,7 +146,7 @@ def convert(args) -> dict:
     return {
         "input": str(args.input), "output": str(out), "frames": prepared.num_frames,
         "layout": prepared.layout.name, "units": prepared.units, "up": prepared.up, "fps": prepared.fps,
-        "solver": sol.solver, "refine": args.refine, "device": sol.device, "model": model.data.name,
+        "solver": sol.solver, "rotations": sol.rotations, "refine": args.refine, "device": sol.device, "model": model.data.name,
         "fit_error_mm_mean": round(float(np.nanmean(err)), 3), "fit_error_mm_max": round(float(np.nanmax(err)), 3),
         "mpbe_mm": round(float(sol.mpbe_mm), 3),
         "noise_mm": round(float(sol.noise_mm), 2) if np.isfinite(sol.noise_mm) else None,

@@ -27,6 +27,11 @@ class KeypointSequence:
     frames: np.ndarray | None = None  # (T,) frame numbers when the file has them
     source: str = ""
     notes: list[str] = field(default_factory=list)  # what was detected, for the report
+    # formats that carry bone orientations (BVH, ASF/AMC): each joint's world rotation (T, J, 3, 3)
+    # relative to the file's own rest pose (identity at rest; an end point carries its bone's), and
+    # the rest positions (J, 3) in the file's units and axes, for the rest calibration onto SMPL
+    rotations: np.ndarray | None = None
+    rest_positions: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:

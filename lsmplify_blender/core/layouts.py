@@ -32,6 +32,11 @@ class Layout:
     definitions: tuple[str | None, ...]
     aliases: dict[str, str]  # normalised alias -> keypoint name
     trust: tuple[float, ...] = ()  # per keypoint, how well it matches its definition on real data (1 = exactly)
+    aim_only: frozenset[str] = frozenset()  # keypoints that give a direction, not a position (bone ends)
+
+    def aim_only_mask(self) -> np.ndarray:
+        """(K,) bool: keypoints used to aim a leaf only, never as a position to fit."""
+        return np.array([k in self.aim_only for k in self.keypoints])
 
     def trust_array(self) -> np.ndarray:
         return np.asarray(self.trust or (1.0,) * len(self.keypoints), dtype=np.float64)
@@ -59,7 +64,7 @@ class Layout:
         landmarks: list[str] = []
         rows = []
         supported = self.supported(model)
-        for d, ok in zip(self.definitions, supported):
+        for d, ok in zip(self.definitions, supported, strict=True):
             terms = d.split("+") if (d and ok) else []
             row: dict[int | str, float] = {}
             for t in terms:
@@ -91,13 +96,13 @@ def normalize_name(name: str) -> str:
     return re.sub(r"[\s_\-.]", "", n).lower()
 
 
-def _layout(name, title, table, extra_aliases=(), trust=None):
+def _layout(name, title, table, extra_aliases=(), trust=None, aim_only=()):
     keypoints = tuple(k for k, _ in table)
     aliases = {normalize_name(k): k for k in keypoints}
     for alias, target in extra_aliases:
         aliases[normalize_name(alias)] = target
     t = tuple((trust or {}).get(k, 1.0) for k in keypoints)
-    return Layout(name, title, keypoints, tuple(d for _, d in table), aliases, t)
+    return Layout(name, title, keypoints, tuple(d for _, d in table), aliases, t, frozenset(aim_only))
 
 
 def _sided(pairs):
@@ -162,13 +167,24 @@ MEDIAPIPE33 = _layout("mediapipe33", "MediaPipe Pose 33 / FreeMoCap", [
 # start where its neck does (the thorax top), and its spine nodes are spaced unlike SMPL's,
 # so spine3, the collars and the mid-neck are left to the rigid torso completion.
 # CMU's root sits ~10 cm above its hip centres, unlike a SMPL pelvis; the hips place it.
+# The ends of the leaf bones (ASF '<bone>_end', BVH End Sites '<Joint>_End') are tied to the
+# SMPL landmarks nearest to what they mark, so the leaves get an aim: the head top, the toe tips
+# (the big toe's), the finger tips (the middle finger's: CMU's hand + fingers bones end about
+# 17 cm from the wrist in 01.asf) and the thumb tip.
 _CMU_TABLE = [("root", None), ("lowerback", None), ("upperback", "spine1"), ("thorax", "spine2"),
-              ("lowerneck", "neck"), ("upperneck", None), ("head", "head")] + _sided([
+              ("lowerneck", "neck"), ("upperneck", None), ("head", "head"), ("head_end", "@head_top")] + _sided([
     ("{l}hipjoint", None), ("{l}femur", "{side}_hip"), ("{l}tibia", "{side}_knee"), ("{l}foot", "{side}_ankle"),
-    ("{l}toes", "{side}_foot"), ("{l}clavicle", None), ("{l}humerus", "{side}_shoulder"),
-    ("{l}radius", "{side}_elbow"), ("{l}wrist", "{side}_wrist"), ("{l}hand", "{side}_hand"),
-    ("{l}fingers", None), ("{l}thumb", None),
+    ("{l}toes", "{side}_foot"), ("{l}toes_end", "@{L}BigToe"), ("{l}clavicle", None),
+    ("{l}humerus", "{side}_shoulder"), ("{l}radius", "{side}_elbow"), ("{l}wrist", "{side}_wrist"),
+    ("{l}hand", "{side}_hand"), ("{l}fingers", None), ("{l}thumb", None), ("{l}fingers_end", "@{l}middle"),
+    ("{l}thumb_end", "@{l}thumb"),
 ])
+# End points are defined by where the capture's last marker sat, not by anatomy: they aim a leaf
+# but must not outvote the joints (the same reasoning as the spine nodes' trust below), and they
+# are directions only: CMU's head bone ends 10 cm above the head joint, SMPL's head top 20 cm, so
+# as positions they would pull the body (and count 15 cm of "fit error" that no pose can remove).
+_CMU_END_TRUST = {k: 0.5 for s in "lr" for k in (f"{s}toes_end", f"{s}fingers_end", f"{s}thumb_end")}
+_CMU_END_TRUST["head_end"] = 0.7
 # CMU BVH conversions come in dialects that reuse the same words for different joints:
 # cgspeed's (LeftUpLeg, Spine1, Neck = lower neck, LeftShoulder = clavicle), the one with
 # LeftHip/Chest2/lowerneck (Neck = upper neck, LeftShoulder = shoulder joint), and Mixamo
@@ -195,9 +211,20 @@ for _side, _s in (("Left", "l"), ("Right", "r")):
                     (f"{_side}ToeBase", f"{_s}toes"), (f"{_side}Shoulder", f"{_s}clavicle"),
                     (f"{_side}Arm", f"{_s}humerus"), (f"{_side}ForeArm", f"{_s}radius"),
                     (f"{_side}Hand", f"{_s}wrist")]
+    _CMU_CGSPEED += [(f"{_s.upper()}Fingers", f"{_s}fingers")]  # 01_01.bvh's cgspeed variant
+
+
+def _end_aliases(table):
+    """BVH End Sites are named '<Joint>_End' by the reader: alias them to the node's '_end' point."""
+    leaves = {f"{s}{b}" for s in "lr" for b in ("toes", "fingers", "thumb")} | {"head"}
+    return [(f"{a}_End", f"{k}_end") for a, k in table if k in leaves]
+
+
+# End-point names of every dialect (no two dialects give one of them different meanings)
+_CMU_ENDS = _end_aliases(_CMU_CGSPEED + _CMU_CHEST2 + _CMU_MIXAMO) + [("HeadTop_End", "head_end")]
 # Spine nodes are spaced differently from SMPL's: they may steer, not decide.
-CMU = _layout("cmu", "CMU mocap skeleton (ASF/BVH)", _CMU_TABLE, _CMU_CGSPEED,
-              trust={"upperback": 0.3, "thorax": 0.3, "lowerneck": 0.5})
+CMU = _layout("cmu", "CMU mocap skeleton (ASF/BVH)", _CMU_TABLE, _CMU_CGSPEED + _CMU_ENDS,
+              trust={"upperback": 0.3, "thorax": 0.3, "lowerneck": 0.5, **_CMU_END_TRUST}, aim_only=_CMU_END_TRUST)
 _CMU_DIALECTS: dict[str | None, dict[str, str]] = {
     "mixamo": {normalize_name(a): k for a, k in _CMU_MIXAMO},
     "chest2": {normalize_name(a): k for a, k in _CMU_CHEST2},
@@ -259,7 +286,7 @@ def detect_layout(names: list[str] | None, num_joints: int, positions: np.ndarra
             # they show which skeleton this is), then the one it covers best.
             scores.append((len(matched), len(matched) / lay.num_keypoints, used, lay.name))
         scores.sort(reverse=True)
-        _, coverage, best_used, best = scores[0]
+        _, _coverage, best_used, best = scores[0]
         if best_used >= 8:
             return LAYOUTS[best], f"matched {best_used} joint names to {LAYOUTS[best].title}"
         shown = ", ".join(map(str, names[:12])) + (" ..." if len(names) > 12 else "")

@@ -11,13 +11,22 @@ and fits lean on measured frames); a keypoint never seen stays missing.
 """
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .body_model import SMPL_JOINT_NAMES, BodyModel
+
+# Denoising lives in denoise.py; these names stay importable from here for older callers.
+from .denoise import (  # noqa: F401
+    auto_smooth_seconds,
+    denoise,
+    estimate_noise_mm,
+    gaussian_over_time,
+    motion_cuts,
+    smooth_over_time,
+)
 from .errors import InputError
 from .keypoints import UNIT_SCALES, KeypointSequence
 from .layouts import Layout, detect_layout, get_layout, to_layout_order
@@ -26,6 +35,15 @@ from .shape_inverse import BONES
 
 GAP_WEIGHT = 0.3
 _J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
+
+
+@dataclass
+class SourceRotations:
+    """Bone orientations a file carried (BVH, ASF/AMC), in the solver's world (Y up)."""
+
+    glob: np.ndarray  # (T, N, 3, 3) world rotation of each source joint relative to the file's rest pose
+    rest: np.ndarray  # (N, 3) rest positions of the source joints (file units)
+    names: list[str]  # the N joint names as in the file
 
 
 @dataclass
@@ -42,14 +60,30 @@ class PreparedKeypoints:
     # (T, K) bool: a real sample (not interpolated, not missing); None only as the default:
     # __post_init__ fills it, so readers never see None.
     measured: np.ndarray = None  # type: ignore[assignment]
+    rotations: SourceRotations | None = None  # the file's bone orientations, when it has them
+    interpolated: np.ndarray = None  # type: ignore[assignment]  # (T, K) bool: filled in over a gap (weight GAP_WEIGHT)
 
     def __post_init__(self):
+        # explicit masks beside the weights: a keypoint's weight says how much to trust it, the
+        # masks say what it is (keypoints built by hand without masks: every weighted one measured)
+        if self.interpolated is None:
+            self.interpolated = np.zeros(self.weight.shape, dtype=bool)
         if self.measured is None:
-            self.measured = self.weight > GAP_WEIGHT
+            self.measured = (self.weight > 0) & ~self.interpolated
 
     @property
     def num_frames(self) -> int:
         return int(self.positions.shape[0])
+
+    def cut(self, frames: slice) -> PreparedKeypoints:
+        """The same keypoints for a slice of the frames (every per-frame array cut alike)."""
+        import dataclasses
+
+        rot = None if self.rotations is None else dataclasses.replace(self.rotations, glob=self.rotations.glob[frames])
+        return dataclasses.replace(self, positions=self.positions[frames], weight=self.weight[frames],
+                                   measured=self.measured[frames], interpolated=self.interpolated[frames],
+                                   frames=None if self.frames is None else self.frames[frames], rotations=rot,
+                                   notes=list(self.notes))
 
     def smpl_targets(self) -> tuple[np.ndarray, np.ndarray]:
         """(T, 24, 3) SMPL joint targets and (T, 24) weights from the keypoints that are joints."""
@@ -61,6 +95,18 @@ class PreparedKeypoints:
                 targets[:, j] = self.positions[:, k]
                 weight[:, j] = self.weight[:, k]
         return targets, weight
+
+    def position_weight(self) -> np.ndarray:
+        """(T, K) weights of the keypoints as positions to fit: ``weight`` without the aim-only ones."""
+        return np.where(self.layout.aim_only_mask()[None], 0.0, self.weight)
+
+    def smpl_measured(self) -> np.ndarray:
+        """(T, 24) bool: the SMPL joint has a real sample in that frame (not interpolated, not missing)."""
+        out = np.zeros((self.num_frames, 24), dtype=bool)
+        for k, j in enumerate(self.layout.smpl_joint_of()):
+            if j >= 0:
+                out[:, j] = self.measured[:, k]
+        return out
 
     def landmark_targets(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Keypoints that are single landmark vertices: names, (T, L, 3), (T, L)."""
@@ -180,103 +226,9 @@ def detect_up(positions_m, weight, layout) -> tuple[str, float]:
     return "y", float(med[1])
 
 
-def smooth_over_time(prepared: "PreparedKeypoints", sigma_seconds: float) -> "PreparedKeypoints":
-    """Zero-phase Gaussian smoothing of the keypoint tracks over time (no lag: the kernel is
-    symmetric). Removes capture jitter before solving; sigma in seconds, so the effect does
-    not depend on the frame rate."""
-    sigma = float(sigma_seconds) * prepared.fps
-    if sigma < 0.3 or prepared.num_frames < 3:
-        return prepared
-    cuts = motion_cuts(prepared)
-    pos = prepared.positions.copy()
-    for a, b in zip([0, *cuts], [*cuts, prepared.num_frames]):  # never smooth across a cut
-        pos[a:b] = gaussian_over_time(prepared.positions[a:b], sigma)
-    notes = list(prepared.notes) + [f"smoothed over time: Gaussian sigma {sigma_seconds:g} s ({sigma:.1f} frames)"
-                                    + (f", in {len(cuts) + 1} pieces split at jumps of the whole body" if cuts else "")]
-    return dataclasses.replace(prepared, positions=pos, notes=notes)
-
-
-def gaussian_over_time(x: np.ndarray, sigma: float, truncate: float = 3.0) -> np.ndarray:
-    """Gaussian filter along axis 0 with the ends held (scipy's gaussian_filter1d with
-    mode='nearest', which costs a 0.3 s import of scipy.ndimage on the first solve)."""
-    radius = int(truncate * sigma + 0.5)
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    taps /= taps.sum()
-    padded = np.concatenate([np.repeat(x[:1], radius, 0), x, np.repeat(x[-1:], radius, 0)])
-    out = np.zeros_like(x, dtype=np.float64)
-    for k, wk in enumerate(taps):  # a loop over the few taps, each a whole-array multiply-add
-        out += wk * padded[k:k + x.shape[0]]
-    return out
-
-
-MAX_BODY_SPEED = 10.0  # m/s: faster than a sprinter; a body that moves faster has jumped (a cut)
-
-
-def motion_cuts(prepared: "PreparedKeypoints") -> list[int]:
-    """Frames where the body's centre jumps faster than MAX_BODY_SPEED (and 10x its median
-    step) from the frame before (concatenated takes, an edit, a tracker that switched people):
-    smoothing stops there."""
-    w = prepared.measured[..., None]
-    centre = (np.where(w, prepared.positions, 0.0).sum(1) / np.maximum(w.sum(1), 1))
-    step = np.linalg.norm(np.diff(centre, axis=0), axis=-1)
-    if step.size == 0:
-        return []
-    # a cut is an isolated jump: when every frame jumps (pure noise), none of them is a cut
-    limit = max(MAX_BODY_SPEED / max(prepared.fps, 1e-6), 10.0 * float(np.median(step)))
-    return (np.nonzero(step > limit)[0] + 1).tolist()
-
-
-# limb bones: the most rigid keypoint pairs in every layout (hip-knee, knee-ankle,
-# shoulder-elbow, elbow-wrist on both sides)
-_LIMBS = [(SMPL_JOINT_NAMES.index(f"{s}_{a}"), SMPL_JOINT_NAMES.index(f"{s}_{b}")) for s in ("left", "right")
-          for a, b in (("hip", "knee"), ("knee", "ankle"), ("shoulder", "elbow"), ("elbow", "wrist"))]
-NOISE_FLOOR_MM = 2.0
-
-
-def estimate_noise_mm(prepared: "PreparedKeypoints") -> float:
-    """Keypoint noise (per-axis std, mm) from how much the limb bones change length over time.
-
-    A bone between two keypoints with independent noise sigma per axis changes length with a
-    std of sigma * sqrt(2), whatever the motion, so the median over the limbs divided by
-    sqrt(2) estimates sigma (20.1 mm for 20 mm of Gaussian noise, benchmarks/bench_denoise.py; 0 on
-    exact keypoints). NaN with fewer than 5 measured frames."""
-    targets, weight = prepared.smpl_targets()
-    stds = []
-    for a, b in _LIMBS:
-        ok = (weight[:, a] >= 0.9) & (weight[:, b] >= 0.9)
-        if ok.sum() >= 5:
-            stds.append(np.std(np.linalg.norm(targets[ok, a] - targets[ok, b], axis=-1)))
-    return float(np.median(stds) / np.sqrt(2) * 1000) if stds else float("nan")
-
-
-def auto_smooth_seconds(noise_mm: float, fps: float) -> float:
-    """Gaussian sigma (s) that minimises the joint error for this noise level (measured on the
-    dev-test clips at 30 fps: 0.03 s at 5 mm, 0.05 s at 10 mm, 0.06 s at 20 mm, 0.07 s at
-    30 mm); slightly narrower at higher frame rates, where more samples share a window."""
-    if not np.isfinite(noise_mm) or noise_mm < NOISE_FLOOR_MM:
-        return 0.0
-    return float(min(0.025 + 0.0016 * noise_mm, 0.08) * (30.0 / max(fps, 1.0)) ** 0.2)
-
-
-def denoise(prepared: "PreparedKeypoints", smooth="auto") -> tuple["PreparedKeypoints", float, float]:
-    """Apply ``smooth`` ('auto', or sigma in seconds; 0 = off). Returns the keypoints, the
-    estimated noise (mm) and the sigma used (s)."""
-    noise = estimate_noise_mm(prepared)
-    if isinstance(smooth, str):
-        if smooth != "auto":
-            raise InputError(f"smooth must be 'auto' or a number of seconds, not '{smooth}'.")
-        sigma = auto_smooth_seconds(noise, prepared.fps)
-    else:
-        sigma = float(smooth)
-        if not np.isfinite(sigma) or sigma < 0:
-            raise InputError(f"smooth must be 'auto' or a number of seconds >= 0, not {smooth}.")
-    if sigma <= 0:
-        return prepared, noise, 0.0
-    return smooth_over_time(prepared, sigma), noise, sigma
-
-
 def fill_gaps(positions: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Linear interpolation over time of each keypoint's missing frames (held at the ends)."""
+    """Linear interpolation over time of each keypoint's missing frames (held at the ends); the
+    filled samples get GAP_WEIGHT."""
     pos = positions.copy()
     w = weight.copy()
     t = np.arange(pos.shape[0])
@@ -297,6 +249,11 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
         raise InputError(f"Keypoints must have shape (frames, joints, 3); got {pos.shape}.")
     pos = np.where(np.isfinite(pos), pos, np.nan)
     confidence, frames = seq.confidence, seq.frames
+    has_rot = seq.rotations is not None and seq.rest_positions is not None and seq.names is not None
+    if has_rot and np.shape(seq.rotations) != pos.shape[:2] + (3, 3):  # a caller cut the positions only
+        notes.append(f"bone rotations ignored: {np.shape(seq.rotations)[:2]} rotations for {pos.shape[:2]} keypoints")
+        has_rot = False
+    rot_glob = np.asarray(seq.rotations, dtype=np.float64) if has_rot else None
     if frames is not None and len(frames) == pos.shape[0]:
         frames = np.asarray(frames)
         order = np.argsort(frames, kind="stable")
@@ -304,6 +261,7 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
         if len(keep) != len(frames) or np.any(np.diff(keep) < 0):
             notes.append(f"frames: sorted by frame number and dropped {len(frames) - len(keep)} duplicate(s)")
             pos, frames = pos[keep], frames[keep]
+            rot_glob = None if rot_glob is None else rot_glob[keep]
             confidence = None if confidence is None else np.asarray(confidence)[keep]
 
     if layout and layout != "auto":
@@ -343,8 +301,13 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
         axis, align = detect_up(pos, conf, lay)
         how = f"detected: feet-to-shoulders direction {align:+.2f} along {axis.upper()}"
     notes.append(f"up axis: {axis.upper()} ({how})")
+    rotations = None if rot_glob is None else SourceRotations(rot_glob, np.asarray(seq.rest_positions, np.float64),
+                                                                list(map(str, seq.names)))
     if axis == "z":
         pos = z_up_to_y_up(pos)
+        if rotations is not None:  # the same turn of the world: R' = M R M^T, rest' = M rest
+            m = z_up_to_y_up(np.eye(3)).T
+            rotations = SourceRotations(m @ rotations.glob @ m.T, rotations.rest @ m.T, rotations.names)
     stacked = drop_stacked_joints(pos, conf, lay)
     if stacked:
         notes.append(f"ignored keypoints stacked on their parent joint: {', '.join(stacked)}")
@@ -361,4 +324,5 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
     if gaps:
         notes.append(f"filled {gaps} missing keypoint samples by interpolation over time")
     return PreparedKeypoints(layout=lay, positions=pos, weight=conf, fps=rate, units=unit, up=axis,
-                             source=seq.source, frames=frames, notes=notes, measured=measured)
+                             source=seq.source, frames=frames, notes=notes, measured=measured, rotations=rotations,
+                             interpolated=~measured & (conf > 0))

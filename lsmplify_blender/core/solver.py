@@ -1,11 +1,16 @@
 """The solve pipeline: prepared keypoints -> betas -> pose for every frame -> optional refinement.
 
-Solvers:
+The solvers are a table of strategies (``STRATEGIES``) sharing one options type
+(``SolveOptions``), one context (keypoints, SMPL targets, masks, shape, the analytic solution
+computed once) and one result type (``Solution``); the optimisation step after any of them is
+``_optimise_step``. ``DEFAULT_SOLVER`` is the one default (the CLI and the panel read it).
+Strategies:
 - ``analytic``: shape inverse + analytic IK (SMPL-IKS style, no learning, exact on model joints);
 - ``optimize``: the SMPLify-3D-style baseline (L-BFGS frame by frame, keypoints2body settings);
 - ``network``: shape inverse + analytic IK anchors, then the residual network (Learnable
   SMPLify) frame to frame, which recovers the twist joints cannot show; layouts that give
-  fewer than NETWORK_MIN_JOINTS SMPL joints fall back to ``analytic`` with a notice.
+  fewer than NETWORK_MIN_JOINTS SMPL joints fall back to ``analytic`` with a notice. Frames where
+  the network is anatomically worse than analytic IK keep analytic IK (``guard.py``).
 ``refine`` > 0 adds that many iterations of batched optimisation after any solver.
 ``smooth`` ('auto' by default) first estimates the keypoint noise from how much the limb bones
 change length and, when it is above 2 mm, smooths the keypoints over time by the amount that
@@ -14,20 +19,29 @@ minimises the joint error for that noise; the fit error is still measured agains
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .analytic_ik import solve_analytic
+from .analytic_ik import IKResult, attach_landmarks, solve_analytic
 from .body_model import BodyModel
+from .denoise import denoise
 from .device import cpu_threads
 from .errors import InputError, LSMPLifyError
-from .prepare import PreparedKeypoints, denoise
+from .guard import GUARD_DEG, prefer_reference, worse_frames
+from .prepare import PreparedKeypoints
 from .rotations import matrix_to_axis_angle
 from .shape_inverse import fit_betas_auto, observed_lengths
 
-SOLVERS = ("network", "analytic", "optimize")
+# The default strategy, named once: the CLI and the Blender panel read it from here. Real captures
+# decide it (issue 9: the network stays the default only if it is at or below analytic IK on every
+# segment and on pose MPVE). `eval --real` on the 19 held-out takes, positions only: the network is
+# worse on the legs (foot orientation 5.0 / 6.0 deg vs 3.8 / 4.7), on MPVE for 4 of 5 sources
+# (DeepMimic 84.8 vs 83.3 mm) and slower; better only on the arms and hands by < 1.5 deg. With the
+# file's bone rotations both give the same result. So: analytic.
+DEFAULT_SOLVER = "analytic"
 # fewer measured SMPL joints than this and the network is not used (analytic IK instead). Every
 # layout we know gives at least 12 and the network lowers MPVE on all of them (NETWORK.md).
 NETWORK_MIN_JOINTS = 10
@@ -49,6 +63,7 @@ class Solution:
     notes: list[str] = field(default_factory=list)
     noise_mm: float = float("nan")  # estimated keypoint noise (per-axis std)
     smooth_s: float = 0.0  # Gaussian sigma (s) the keypoints were smoothed with before solving
+    rotations: bool = False  # the file's own bone rotations gave the twists (SolveOptions.rotations)
 
     @property
     def poses(self) -> np.ndarray:
@@ -57,22 +72,15 @@ class Solution:
 
 
 def fit_error_mm(model: BodyModel, prepared: PreparedKeypoints, rotmats, betas, trans) -> np.ndarray:
-    """Per-frame mean distance (mm) between the layout keypoints of a solution and the measured input."""
+    """Per-frame mean distance (mm) between the layout keypoints of a solution and the measured input
+    (the keypoints that are positions: not the layout's aim-only end points)."""
     block = 8192  # the FK of a long take at once would hold (T, 24, 4, 4) float64 transforms
     gen = np.concatenate([prepared.layout.generate(model, rotmats[s:s + block], betas, trans[s:s + block]).cpu().numpy()
                           for s in range(0, max(rotmats.shape[0], 1), block)])
-    w = prepared.measured & np.isfinite(gen).all(-1)
+    w = prepared.measured & np.isfinite(gen).all(-1) & ~prepared.layout.aim_only_mask()[None]
     d = np.linalg.norm(np.nan_to_num(gen) - prepared.positions, axis=-1)
     counts = w.sum(-1)
     return np.where(counts > 0, (d * w).sum(-1) / np.maximum(counts, 1), np.nan) * 1000.0
-
-
-def solve(prepared: PreparedKeypoints, model: BodyModel, solver: str = "analytic", refine: int = 0,
-          betas=None, chunk: int = 4096, smooth="auto", network_chunk: int | None = None) -> Solution:
-    """``chunk``: frames per analytic block (bounds memory); ``network_chunk``: frames per
-    sequential network chunk (default NETWORK_CHUNK)."""
-    with cpu_threads(model.device):
-        return _solve(prepared, model, solver, refine, betas, chunk, smooth, network_chunk)
 
 
 def _denoise(prepared, smooth, notes: list[str]):
@@ -84,98 +92,442 @@ def _denoise(prepared, smooth, notes: list[str]):
     return out, noise_mm, smooth_s
 
 
-def _network_blocker(weight) -> str | None:
-    """Why the network cannot run on these keypoints, or None when it can."""
+def _network_blocker(measured_joints: np.ndarray) -> str | None:
+    """Why the network cannot run on these keypoints (``measured_joints`` (T, 24) bool), or None."""
     from .network import CHECKPOINT_PATH
 
     if not CHECKPOINT_PATH.is_file():
         return "no network checkpoint is installed"
-    measured = int(((weight >= 0.9).any(0)).sum())
+    measured = int(measured_joints.any(0).sum())
     if measured < NETWORK_MIN_JOINTS:
         return f"the network needs at least {NETWORK_MIN_JOINTS} of the 24 SMPL joints and this layout gives {measured}"
     return None
 
 
-def _solve(prepared, model, solver, refine, betas, chunk, smooth="auto", network_chunk=None) -> Solution:
-    if solver not in SOLVERS:
-        raise LSMPLifyError(f"Unknown solver '{solver}'; use one of {', '.join(SOLVERS)}.")
-    notes: list[str] = []
-    start = time.perf_counter()
-    given = prepared
-    prepared, noise_mm, smooth_s = _denoise(prepared, smooth, notes)
+ROTATION_MODES = ("auto", "use", "ignore")
+
+
+@dataclass
+class SolveOptions:
+    """Everything a solve can be told (one options type for every strategy)."""
+
+    solver: str = DEFAULT_SOLVER
+    refine: int = 0  # iterations of batched optimisation after the strategy (0 = none)
+    betas: object = None  # a given shape (num_betas,), or None to fit it to the bone lengths
+    chunk: int = 4096  # frames per analytic block (bounds memory on very long takes)
+    smooth: object = "auto"  # 'auto' or a Gaussian sigma in seconds (0 = off)
+    network_chunk: int | None = None  # frames per sequential network chunk (None: NETWORK_CHUNK)
+    rotations: str = "auto"  # the file's bone rotations: 'auto' (use when present), 'use' (required), 'ignore'
+
+    def check(self) -> None:
+        if self.rotations not in ROTATION_MODES:
+            raise InputError(f"rotations must be one of {', '.join(ROTATION_MODES)}, not '{self.rotations}'.")
+        if self.solver not in STRATEGIES:
+            raise LSMPLifyError(f"Unknown solver '{self.solver}'; use one of {', '.join(SOLVERS)}.")
+        if self.refine < 0:
+            raise InputError(f"refine must be 0 or more iterations, not {self.refine}.")
+        if self.network_chunk is not None and int(self.network_chunk) < 1:
+            raise LSMPLifyError(f"The network chunk must be at least 1 frame, not {self.network_chunk}.")
+
+
+@dataclass
+class _Context:
+    """One solve's shared inputs: the (denoised) keypoints, their SMPL joint targets, the shape."""
+
+    prepared: PreparedKeypoints
+    model: BodyModel
+    options: SolveOptions
+    betas: torch.Tensor
+    notes: list[str]
+    targets: np.ndarray = None  # (T, 24, 3)
+    weight: np.ndarray = None  # (T, 24) confidence x trust
+    measured: np.ndarray = None  # (T, 24) bool: a real sample of that joint
+    _analytic: IKResult | None = None
+    landmarks: tuple | None = None  # (names, (T, L, 3) targets moved with their joints, (T, L) weights)
+
+    def __post_init__(self):
+        self.targets, self.weight = self.prepared.smpl_targets()
+        self.measured = self.prepared.smpl_measured()
+
+    def analytic(self) -> IKResult:
+        """Analytic IK of every frame (computed once, in blocks of ``options.chunk``). With landmark
+        keypoints (head top, toe and finger tips) it runs twice: the joints alone, then with each
+        landmark moved onto the solved joint it rides on (``rebase_landmarks``)."""
+        if self._analytic is None:
+            lm_names, lm_t, lm_w = self.landmark_targets()
+            if lm_names:
+                joints_only = self._analytic_blocks([], lm_t[:, :0], lm_w[:, :0])
+                lm_t = rebase_landmarks(self.model, lm_names, lm_t, lm_w, self.targets, self.measured, joints_only.joints)
+            self.landmarks = (lm_names, lm_t, lm_w)
+            self._analytic = self._analytic_blocks(lm_names, lm_t, lm_w)
+        return self._analytic
+
+    def rest_context(self) -> _Context:
+        """The same solve for one frame: the file's own rest pose (the pose its bone rotations are
+        relative to), as keypoints of the layout with identity rotations. The constant calibrations
+        of the rotation transfer are measured on it, so they are the file's, not the frame range's."""
+        import dataclasses
+
+        from .keypoints import UNIT_SCALES
+        from .layouts import to_layout_order
+        from .prepare import SourceRotations, drop_stacked_joints
+
+        p, rot = self.prepared, self.prepared.rotations
+        pos = rot.rest[None] * UNIT_SCALES.get(p.units, 1.0)
+        kp, conf, _ = to_layout_order(p.layout, pos, None, rot.names)
+        drop_stacked_joints(kp, conf, p.layout)
+        eye = np.broadcast_to(np.eye(3), (1, len(rot.names), 3, 3)).copy()
+        rest = PreparedKeypoints(layout=p.layout, positions=np.nan_to_num(kp), weight=conf, fps=p.fps, units=p.units,
+                                 up=p.up, rotations=SourceRotations(eye, rot.rest, rot.names))
+        return _Context(rest, self.model, dataclasses.replace(self.options, rotations="use"), self.betas, [])
+
+    def landmark_targets(self):
+        """The layout's landmark keypoints that this model has (a user's SMPL file may lack some)."""
+        names, lm_t, lm_w = self.prepared.landmark_targets()
+        keep = [i for i, n in enumerate(names) if n in self.model.data.landmarks]
+        return [names[i] for i in keep], lm_t[:, keep], lm_w[:, keep]
+
+    def source_pose(self) -> torch.Tensor | None:
+        """SMPL local rotations (T, 24, 3, 3) transferred from the file's own bone rotations, or None
+        (none in the file, ``rotations='ignore'``, or a skeleton the transfer cannot map: a note says)."""
+        mode, rot = self.options.rotations, self.prepared.rotations
+        if mode == "ignore":
+            return None
+        if rot is None:
+            if mode == "use":
+                raise InputError("--rotations use: this input carries no bone rotations (only BVH and ASF/AMC "
+                                 "files do). Use --rotations auto or ignore.")
+            return None
+        if rot.glob.shape[0] != self.prepared.num_frames:
+            raise LSMPLifyError(f"The keypoints have {self.prepared.num_frames} frames but their bone rotations "
+                                f"{rot.glob.shape[0]}: cut PreparedKeypoints with .cut(), which slices both.")
+        from .network.sources import smpl_pose_from_rotations
+
+        try:
+            local = smpl_pose_from_rotations(rot.glob, rot.rest, rot.names,
+                                             self.model.rest_joints(self.betas)[0].cpu().double().numpy())
+        except InputError as exc:
+            if mode == "use":
+                raise InputError(f"--rotations use: {exc}.") from None
+            self.notes.append(f"bone rotations not used: {exc}")
+            return None
+        return torch.as_tensor(local, dtype=self.model.dtype, device=self.model.device)
+
+    def _analytic_blocks(self, lm_names, lm_t, lm_w) -> IKResult:
+        model, chunk = self.model, self.options.chunk
+        parts = [solve_analytic(model, self.betas, self.targets[s:s + chunk], self.weight[s:s + chunk],
+                                lm_names, lm_t[s:s + chunk], lm_w[s:s + chunk])
+                 for s in range(0, self.prepared.num_frames, chunk)]
+        return IKResult(*(torch.cat([getattr(r, f) for r in parts]) for f in ("rotmats", "trans", "joints")))
+
+
+def rebase_landmarks(model: BodyModel, names: list[str], lm_t: np.ndarray, lm_w: np.ndarray, targets: np.ndarray,
+                     measured: np.ndarray, solved_joints) -> np.ndarray:
+    """Landmark targets (T, L, 3) moved with the joint each rides on (``attach_landmarks``): from the
+    measured joint to the solved one, where that joint is measured.
+
+    A landmark aims its joint from the joint's solved position. On a rig whose proportions are not
+    the model's the solved head sits up to 12 cm from the captured one (131_01.bvh), and aiming
+    from there at the captured head top tilted the head 52 deg; moved with the joint, the target
+    keeps the captured head-to-head-top direction. Exact input: the same points."""
+    avail = measured.any(0).tolist()
+    attach = attach_landmarks(model, names, avail)
+    j = solved_joints.detach().cpu().double().numpy()
+    seen = measured[:, attach] & (lm_w > 0)
+    moved = lm_t + j[:, attach] - np.nan_to_num(targets[:, attach])
+    return np.where(seen[..., None], moved, lm_t)
+
+
+def _analytic(ctx: _Context):
+    ana = ctx.analytic()
+    return ana.rotmats, ana.trans, "analytic"
+
+
+def _optimize(ctx: _Context):
+    from .optimize import optimize_fit
+    from .pose_prior import load_default_prior
+
+    p = ctx.prepared
+    fit = optimize_fit(ctx.model, p.layout, p.positions, p.position_weight(), ctx.betas, mode="sequential",
+                       prior=load_default_prior(ctx.model.device))
+    return fit.rotmats, fit.trans, "optimize"
+
+
+def _network(ctx: _Context):
+    """Analytic IK + the residual network (see ``network.infer``), then the anatomical guard:
+    frames where the network is worse than analytic IK (``guard.worse_frames``) keep analytic IK."""
+    from .network.infer import BLOCK_FRAMES, solve_network_from
+
+    blocker = _network_blocker(ctx.measured)
+    if blocker:
+        ctx.notes.append(f"{blocker}: used the analytic solver")
+        return _analytic(ctx)
+    model, ana = ctx.model, ctx.analytic()
+    n_chunk = NETWORK_CHUNK if ctx.options.network_chunk is None else int(ctx.options.network_chunk)
+    block = max(n_chunk, BLOCK_FRAMES // n_chunk * n_chunk)  # whole chunks; bounded memory on long takes
+    tgt = torch.as_tensor(np.nan_to_num(ctx.targets), dtype=torch.float32)
+    wgt = torch.as_tensor(ctx.weight, dtype=torch.float32)
+    rot, trans, reanchored, anchors = [], [], 0, 0
+    for s in range(0, ctx.prepared.num_frames, block):
+        e = s + block
+        r, t, info = solve_network_from(model, ctx.betas, tgt[s:e], wgt[s:e], ana.rotmats[s:e], ana.joints[s:e],
+                                        chunk=n_chunk, device=model.device, threads=None)
+        rot.append(r.to(model.dtype))
+        trans.append(t.to(model.dtype))
+        reanchored += info.reanchored
+        anchors += info.anchors
+    rot, trans = torch.cat(rot), torch.cat(trans)
+    if n_chunk == 1:
+        ctx.notes.append("network: every frame from analytic IK + one plug-in pass")
+    else:
+        ctx.notes.append(f"network: sequential in chunks of {n_chunk} frames, {anchors} chunk anchors, "
+                         f"{reanchored} frame(s) re-anchored by the drift guard")
+    rot = _leaves_from(ctx, rot, ana.rotmats)
+    worse = worse_frames(model.joints(rot, ctx.betas, trans), ana.joints, ctx.targets, ctx.measured)
+    if worse.any():
+        rot, trans = prefer_reference(worse, (rot, trans), (ana.rotmats, ana.trans))
+        ctx.notes.append(f"anatomical guard: {int(worse.sum())} of {worse.size} frame(s) kept analytic IK "
+                         f"(the network bent a segment more than {GUARD_DEG:g} deg off the keypoints, dropped "
+                         f"the head below the neck or moved the pelvis)")
+    return rot, trans, "network"
+
+
+def _leaves_from(ctx: _Context, rot, reference):
+    """``rot`` with the world rotation of every leaf that landmark keypoints aim (head top, toe and
+    finger tips on a joint with no measured child) taken from ``reference`` (analytic IK, which
+    fits them); the joints below keep their world rotation. The network never sees landmarks, so
+    its own guess for such a leaf is worse than the fit (131_01.bvh head: 12.4 vs 5.1 deg)."""
+    from .body_model import SMPL_PARENTS
+    from .network.kinematics import KIDS, fk
+
+    names, _, lm_w = ctx.landmark_targets()
+    if not names:
+        return rot
+    seen = ctx.measured.any(0)
+    carried = {j for j, li in zip(attach_landmarks(ctx.model, names, seen.tolist()), range(len(names)), strict=True)
+               if (lm_w[:, li] > 0).any() and not any(seen[c] for c in KIDS[j])}
+    if not carried:
+        return rot
+    eye_rest = torch.zeros(1, 24, 3, dtype=rot.dtype, device=rot.device)
+    g_net, _ = fk(rot, eye_rest)
+    g_ref, _ = fk(reference.to(rot.dtype), eye_rest)
+    g = g_net.clone()
+    idx = sorted(carried)
+    g[:, idx] = g_ref[:, idx]
+    local = rot.clone()
+    for j in range(1, 24):  # local = parent's world^T world, for the leaves and their children
+        if j in carried or SMPL_PARENTS[j] in carried:
+            local[:, j] = g[:, SMPL_PARENTS[j]].transpose(-1, -2) @ g[:, j]
+    if 0 in carried:
+        local[:, 0] = g[:, 0]
+    return local
+
+
+def _landmark_leaves(ctx: _Context) -> set[int]:
+    """Joints that landmark keypoints aim and that have no measured child (head, feet, hands)."""
+    from .network.kinematics import KIDS
+
+    names, _, lm_w = ctx.landmarks or ctx.landmark_targets()
+    if not names:
+        return set()
+    seen = ctx.measured.any(0)
+    attach = attach_landmarks(ctx.model, names, seen.tolist())
+    return {j for li, j in enumerate(attach) if (lm_w[:, li] > 0).any() and not any(seen[c] for c in KIDS[j])}
+
+
+def _leaf_calibration(ctx: _Context, rot) -> dict[int, torch.Tensor]:
+    """Per leaf that landmark keypoints aim (head top, toe tips, finger tips on a joint with no
+    measured child), the constant rotation C (3, 3), in the leaf's own frame, that turns its
+    landmarks' mean rest offset onto their mean direction seen from the leaf posed by ``rot``
+    (local_leaf -> local_leaf @ C). The rest calibration matches bone directions only where a bone
+    has a child; a leaf's rest frame differs from the source's by a constant (31-34 deg at CMU's
+    toes). Measured on the rest pose (``rest_context``), where the source's rotations are the
+    identity."""
+    from .network.kinematics import KIDS
+    from .rotations import normalize, swing_rotation
+
+    names, lm_t, lm_w = ctx.landmarks or ([], None, None)
+    if not names:
+        return {}
+    model, seen = ctx.model, ctx.measured.any(0)
+    attach = attach_landmarks(model, names, seen.tolist())
+    g, _ = model.global_transforms(rot, model.rest_joints(ctx.betas).expand(rot.shape[0], -1, -1))
+    joints = ctx.analytic().joints  # the landmark targets were moved with these (rebase_landmarks)
+    lm_rest = model.rest_vertices(ctx.betas, [model.data.landmarks[n] for n in names])[0]
+    rest = model.rest_joints(ctx.betas)[0]
+    t = torch.as_tensor(lm_t, dtype=rot.dtype, device=rot.device)
+    w = torch.as_tensor(lm_w, dtype=rot.dtype, device=rot.device)
+    out = {}
+    for j in sorted(set(attach)):
+        ls = [i for i, a in enumerate(attach) if a == j]
+        wj = w[:, ls, None]
+        if any(seen[c] for c in KIDS[j]) or not bool((wj > 0).any()):
+            continue
+        tgt = ((t[:, ls] - joints[:, j, None]) * wj).sum(1)  # (T, 3) the landmarks' mean offset, weighted
+        local = normalize((g[:, j].transpose(-1, -2) @ tgt[..., None])[..., 0])  # seen from the leaf
+        mean = normalize(local[(wj > 0).any(1)[:, 0]].mean(0))
+        out[j] = swing_rotation((lm_rest[ls] - rest[j]).mean(0), mean)
+    return out
+
+
+# the source's bone direction must beat analytic IK's by this much (in the rest pose) to replace it:
+# it starts from SMPL's joint, not the captured one, so it trades joint position for direction
+# (taking it on every bone that was better at all raised the fit error on 01_01_short.bvh 66 -> 77 mm)
+SOURCE_AIM_MARGIN_DEG = 2.0
+
+
+def _source_aims_better(ctx: _Context, g_src, rest) -> set[int]:
+    """Single-child joints whose bone, turned by the source's rotation, points closer to the measured
+    bone (mean angle; called on the rest pose, ``rest_context``) than analytic IK's: analytic IK aims
+    from the rebuilt joint, and
+    on a short bone (the foot) the rebuilt ankle's drift tilts it; a bone the rest calibration could
+    not match (a zero-length CMU wrist, the clavicles, which start elsewhere than SMPL's collars)
+    stays with analytic IK."""
+    from .guard import direction_errors_deg
+    from .network.kinematics import KIDS
+
+    ana = ctx.analytic()
+    pairs = [(j, KIDS[j][0]) for j in range(24) if len(KIDS[j]) == 1]
+    e_ana = direction_errors_deg(ana.joints, ctx.targets, ctx.measured, pairs)
+    e_src = np.full_like(e_ana, np.nan)
+    for k, (j, c) in enumerate(pairs):  # each bone on its own: the source's direction from the same start
+        tip = ana.joints[:, j] + (g_src[:, j] @ (rest[c] - rest[j])[:, None])[..., 0]
+        pts = ana.joints.clone()
+        pts[:, c] = tip
+        e_src[:, k] = direction_errors_deg(pts, ctx.targets, ctx.measured, [(j, c)])[:, 0]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # bones never measured: all-NaN columns
+        better = np.nanmean(e_src, 0) < np.nanmean(e_ana, 0) - SOURCE_AIM_MARGIN_DEG
+    return {j for (j, _), b in zip(pairs, better, strict=True) if b}
+
+
+def _with_rotations(ctx: _Context, source: torch.Tensor):
+    """Analytic IK with each bone's twist taken from the file's transferred bone rotations
+    (``source``): every bone points where the keypoints say, and turns about itself as the capture
+    says. Per single-child joint j with world bone axis a (analytic IK), the world twist is the part
+    about a of G_src G_ana^T (swing-twist split of its quaternion (w, v): phi = 2 atan2(v.a, w)),
+    so G_j = Rot(a, phi) G_ana. Leaves (and joints landmarks aim, with no measured child: CMU's wrist
+    where its hand node sits on it) take the source's whole orientation, re-aimed at their
+    landmarks (``_leaf_calibration``); the pelvis and spine3 (several children) take the source's
+    rotation times the constant offset that maps it onto analytic IK's in the file's own rest pose
+    (``rest_context``): the capture's motion on the keypoints' orientation (eval --real, first 120
+    frames: chest 8.6 -> 0.0 deg on 131_03.bvh, 9.2 -> 0.0 on the FBX-rig BVH takes). Re-aiming the source pose instead carried the 42 deg calibration gap at CMU's
+    clavicles into the upper arms' twist (131_03.bvh upper arms 1.4 -> 4.7 deg)."""
+    from .body_model import SMPL_PARENTS
+    from .network.kinematics import KIDS
+    from .rotations import axis_angle_to_matrix, matrix_to_quaternion, normalize
+
+    model, ana = ctx.model, ctx.analytic()
+    rest = model.rest_joints(ctx.betas)
+    g_a, _ = model.global_transforms(ana.rotmats, rest)
+    g_s, _ = model.global_transforms(source, rest)
+    at_rest = ctx.rest_context()  # the constants below are the file's own (not the frame range's)
+    rest_src = at_rest.source_pose()
+    g_a0, _ = model.global_transforms(at_rest.analytic().rotmats, rest)
+    g_s0, _ = model.global_transforms(rest_src, rest)
+    leaves = _landmark_leaves(ctx) | {j for j in range(24) if not KIDS[j]}
+    whole = leaves | _source_aims_better(at_rest, g_s0, rest[0])
+    g = g_a.clone()
+    for j in range(24):
+        if j in whole:  # the source's whole orientation (leaves re-aimed below)
+            g[:, j] = g_s[:, j]
+        elif len(KIDS[j]) > 1:  # pelvis, spine3: the source's motion on analytic IK's rest orientation
+            g[:, j] = g_s[:, j] @ g_s0[0, j].transpose(-1, -2) @ g_a0[0, j]
+        elif len(KIDS[j]) == 1:
+            axis = normalize((g_a[:, j] @ (rest[0, KIDS[j][0]] - rest[0, j])[:, None])[..., 0])
+            q = matrix_to_quaternion(g_s[:, j] @ g_a[:, j].transpose(-1, -2))
+            phi = 2 * torch.atan2((q[:, 1:] * axis).sum(-1), q[:, 0])
+            g[:, j] = axis_angle_to_matrix(axis * phi[:, None]) @ g_a[:, j]
+    rot = g.clone()
+    for j in range(1, 24):
+        rot[:, j] = g[:, SMPL_PARENTS[j]].transpose(-1, -2) @ g[:, j]
+    rest_rot = g_s0.clone()  # the rest pose's rotations, built the same way, for the leaf calibration
+    for j in range(1, 24):
+        rest_rot[:, j] = g_s0[:, SMPL_PARENTS[j]].transpose(-1, -2) @ g_s0[:, j]
+    for j, c in _leaf_calibration(at_rest, rest_rot).items():
+        rot[:, j] = rot[:, j] @ c
+    ctx.notes.append("bone rotations: the twist of every bone and the orientation of the head, hands and feet "
+                     "from the file's own rotations (transferred onto SMPL, rest calibration by bone directions)")
+    return rot, ana.trans
+
+
+# The solver strategies by name; each takes the context and returns (rotmats, trans, solver used).
+STRATEGIES = {"network": _network, "analytic": _analytic, "optimize": _optimize}
+SOLVERS = tuple(STRATEGIES)
+
+
+def _optimise_step(ctx: _Context, rotmats, trans, iters: int):
+    """``iters`` iterations of batched optimisation from a solution (the refine step, written once)."""
+    from .optimize import optimize_fit
+    from .pose_prior import load_default_prior
+
+    p = ctx.prepared
+    fit = optimize_fit(ctx.model, p.layout, p.positions, p.position_weight(), ctx.betas, init_rotmats=rotmats,
+                       init_trans=trans, mode="batch", iters=iters, prior=load_default_prior(ctx.model.device))
+    return fit.rotmats, fit.trans
+
+
+def _shape(prepared: PreparedKeypoints, model: BodyModel, betas):
+    """(betas on the model's device, MPBE mm): fitted to the bone lengths, or the given ones scored."""
     targets, weight = prepared.smpl_targets()
     lengths, stderr = observed_lengths(targets, weight)
     if betas is None:
         shape = fit_betas_auto(model, lengths, stderr)
-        betas, mpbe = shape.betas, shape.mpbe_mm
-    else:
-        betas = torch.as_tensor(betas, dtype=model.dtype)
-        fitted = model.bone_lengths(betas)[0].cpu().numpy()
-        bones = lengths[: fitted.shape[0]]
-        ok = np.isfinite(bones)
-        mpbe = float(np.mean(np.abs(fitted[ok] - bones[ok])) * 1000) if ok.any() else float("nan")
-    betas = betas.to(model.device)
+        return shape.betas.to(model.device), shape.mpbe_mm
+    betas = torch.as_tensor(np.asarray(betas, dtype=np.float64)[: model.num_betas], dtype=model.dtype)
+    fitted = model.bone_lengths(betas)[0].cpu().numpy()
+    bones = lengths[: fitted.shape[0]]
+    ok = np.isfinite(bones)
+    mpbe = float(np.mean(np.abs(fitted[ok] - bones[ok])) * 1000) if ok.any() else float("nan")
+    return betas.to(model.device), mpbe
 
-    if solver == "network":
-        from .network import solve_network
 
-        blocker = _network_blocker(weight)
-        if blocker:
-            notes.append(f"{blocker}: used the analytic solver")
-            solver = "analytic"
+def solve(prepared: PreparedKeypoints, model: BodyModel, solver: str = DEFAULT_SOLVER, refine: int = 0,
+          betas=None, chunk: int = 4096, smooth="auto", network_chunk: int | None = None,
+          rotations: str = "auto", options: SolveOptions | None = None) -> Solution:
+    """Solve every frame with one strategy (``SolveOptions``; the keyword arguments build one when
+    ``options`` is not given), then ``refine`` iterations of batched optimisation."""
+    opts = options or SolveOptions(solver=solver, refine=refine, betas=betas, chunk=chunk, smooth=smooth,
+                                   network_chunk=network_chunk, rotations=rotations)
+    opts.check()
+    with cpu_threads(model.device):
+        notes: list[str] = []
+        start = time.perf_counter()
+        denoised, noise_mm, smooth_s = _denoise(prepared, opts.smooth, notes)
+        b, mpbe = _shape(denoised, model, opts.betas)
+        ctx = _Context(denoised, model, opts, b, notes)
+        if opts.solver == "optimize" and opts.rotations == "use":
+            raise InputError("--rotations use works with the analytic and network solvers, not optimize.")
+        source = ctx.source_pose() if opts.solver != "optimize" else None
+        if source is not None:  # the twist is known: no strategy needs to guess it
+            rotmats, trans = _with_rotations(ctx, source)
+            used = opts.solver
         else:
-            n_chunk = NETWORK_CHUNK if network_chunk is None else int(network_chunk)
-            if n_chunk < 1:
-                raise LSMPLifyError(f"The network chunk must be at least 1 frame, not {n_chunk}.")
-            rotmats, trans_t, info = solve_network(prepared, model, betas, chunk=n_chunk, threads=None)
-            if n_chunk == 1:
-                notes.append("network: every frame from analytic IK + one plug-in pass")
-            else:
-                notes.append(f"network: sequential in chunks of {n_chunk} frames, {info.anchors} chunk anchors, "
-                             f"{info.reanchored} frame(s) re-anchored by the drift guard")
-
-    if solver == "analytic":
-        lm_names, lm_t, lm_w = prepared.landmark_targets()
-        t = prepared.num_frames
-        rotmats = torch.empty(t, 24, 3, 3, dtype=model.dtype, device=model.device)
-        trans_t = torch.empty(t, 3, dtype=model.dtype, device=model.device)
-        for s in range(0, t, chunk):  # chunks bound memory on very long takes
-            e = s + chunk
-            res = solve_analytic(model, betas, targets[s:e], weight[s:e], lm_names, lm_t[s:e], lm_w[s:e])
-            rotmats[s:e], trans_t[s:e] = res.rotmats, res.trans
-    elif solver == "optimize":
-        from .optimize import optimize_fit
-        from .pose_prior import load_default_prior
-
-        fit = optimize_fit(model, prepared.layout, prepared.positions, prepared.weight, betas,
-                           mode="sequential", prior=load_default_prior(model.device))
-        rotmats, trans_t = fit.rotmats, fit.trans
-
-    if refine > 0:
-        from .optimize import optimize_fit
-        from .pose_prior import load_default_prior
-
-        fit = optimize_fit(model, prepared.layout, prepared.positions, prepared.weight, betas,
-                           init_rotmats=rotmats, init_trans=trans_t, mode="batch", iters=refine,
-                           prior=load_default_prior(model.device))
-        rotmats, trans_t = fit.rotmats, fit.trans
-    if model.device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    err = fit_error_mm(model, given, rotmats, betas, trans_t)
-    return Solution(rotmats=rotmats, trans=trans_t, betas=betas, fit_error_mm=err, mpbe_mm=mpbe,
-                    solver=solver, device=str(model.device), seconds=seconds, notes=notes,
-                    noise_mm=noise_mm, smooth_s=smooth_s)
+            rotmats, trans, used = STRATEGIES[opts.solver](ctx)
+        if opts.refine > 0:
+            rotmats, trans = _optimise_step(ctx, rotmats, trans, opts.refine)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    err = fit_error_mm(model, prepared, rotmats, b, trans)
+    return Solution(rotmats=rotmats, trans=trans, betas=b, fit_error_mm=err, mpbe_mm=mpbe, solver=used,
+                    device=str(model.device), seconds=seconds, notes=notes, noise_mm=noise_mm, smooth_s=smooth_s,
+                    rotations=source is not None)
 
 
 def refine_existing(prepared: PreparedKeypoints, model: BodyModel, rotmats, betas, trans=None, passes: int = 2,
                     refine: int = 0, smooth="auto") -> Solution:
     """Plug-in mode: improve SMPL parameters that already exist for these frames (an image-based
     estimator's output, an animation on a rig) against the keypoints. ``passes`` network passes
-    (init = the given pose, target = the keypoints; each re-aims the bones at the keypoints and
-    predicts their twist), then ``refine`` iterations of batched optimisation. The shape stays
-    the given one. Layouts the network cannot use (fewer than NETWORK_MIN_JOINTS SMPL joints)
-    get the optimisation only (10 iterations when ``refine`` is 0), with a note."""
+    (init = the given pose, target = the keypoints completed by analytic IK, so layouts without a
+    pelvis keypoint get their root from the hips and torso; each pass re-aims the bones at the
+    keypoints and predicts their twist), then ``refine`` iterations of batched optimisation. The
+    shape stays the given one. Layouts the network cannot use (fewer than NETWORK_MIN_JOINTS SMPL
+    joints) get the optimisation only (10 iterations when ``refine`` is 0), with a note.
+
+    Per frame the given pose is kept where the refined one is worse: anatomically worse than
+    analytic IK while the given one is not (``guard.worse_frames``), or a fit error more than
+    REFINE_TOLERANCE above the given pose's while the given one is anatomically sound."""
     t = prepared.num_frames
     rot = torch.as_tensor(np.asarray(rotmats), dtype=model.dtype, device=model.device)
     if rot.shape != (t, 24, 3, 3):
@@ -194,31 +546,55 @@ def refine_existing(prepared: PreparedKeypoints, model: BodyModel, rotmats, beta
     notes: list[str] = []
     with cpu_threads(model.device):
         start = time.perf_counter()
-        given = prepared
-        prepared, noise_mm, smooth_s = _denoise(prepared, smooth, notes)
-        targets, weight = prepared.smpl_targets()
+        denoised, noise_mm, smooth_s = _denoise(prepared, smooth, notes)
+        ctx = _Context(denoised, model, SolveOptions(refine=refine, smooth=smooth), b, notes)
+        new_rot, new_tr = rot, tr
         if passes > 0:
-            from .network import refine_network
-
-            blocker = _network_blocker(weight)
+            blocker = _network_blocker(ctx.measured)
             if blocker:
                 refine = refine or 10
                 notes.append(f"{blocker}: refined by {refine} iterations of optimisation instead")
             else:
-                r32, t32 = refine_network(model, b, rot, targets, weight, passes=passes)
-                root_seen = torch.as_tensor(weight[:, 0] > 0, device=model.device)[:, None]
-                rot = r32.to(model.dtype)
-                tr = torch.where(root_seen, t32.to(model.dtype), tr)  # an unseen root keeps its place
+                new_rot, new_tr = _plugin_passes(ctx, rot, passes)
                 notes.append(f"network plug-in: {passes} pass(es) from the existing motion")
         if refine > 0:
-            from .optimize import optimize_fit
-            from .pose_prior import load_default_prior
-
-            fit = optimize_fit(model, prepared.layout, prepared.positions, prepared.weight, b, init_rotmats=rot,
-                               init_trans=tr, mode="batch", iters=refine, prior=load_default_prior(model.device))
-            rot, tr = fit.rotmats, fit.trans
+            new_rot, new_tr = _optimise_step(ctx, new_rot, new_tr, refine)
             notes.append(f"optimisation: {refine} iteration(s)")
+        new_rot, new_tr = _keep_better(ctx, prepared, (rot, tr), (new_rot, new_tr))
         seconds = time.perf_counter() - start
-    err = fit_error_mm(model, given, rot, b, tr)
-    return Solution(rotmats=rot, trans=tr, betas=b, fit_error_mm=err, mpbe_mm=float("nan"), solver="refine",
+    err = fit_error_mm(model, prepared, new_rot, b, new_tr)
+    return Solution(rotmats=new_rot, trans=new_tr, betas=b, fit_error_mm=err, mpbe_mm=float("nan"), solver="refine",
                     device=str(model.device), seconds=seconds, notes=notes, noise_mm=noise_mm, smooth_s=smooth_s)
+
+
+# a refined frame may fit the keypoints this much worse than the given one (relative) before the
+# given one is kept: the plug-in pass must never make a good motion worse (issue 9: <= 2%)
+REFINE_TOLERANCE = 0.02
+
+
+def _plugin_passes(ctx: _Context, rot, passes: int):
+    """Network plug-in passes from ``rot`` at the keypoints, completed by the analytic joints."""
+    from .network import refine_network
+
+    ana = ctx.analytic()
+    tgt = torch.as_tensor(np.nan_to_num(ctx.targets), dtype=torch.float32)
+    r32, t32 = refine_network(ctx.model, ctx.betas, rot, tgt, torch.as_tensor(ctx.weight, dtype=torch.float32),
+                              passes=passes, joints_ref=ana.joints)
+    return r32.to(ctx.model.dtype), t32.to(ctx.model.dtype)
+
+
+def _keep_better(ctx: _Context, given: PreparedKeypoints, old, new):
+    """Per frame the refined (rotmats, trans) ``new`` unless the given ``old`` is better (see
+    ``refine_existing``); notes how many frames kept the given pose."""
+    model, ana = ctx.model, ctx.analytic()
+    j_old, j_new = model.joints(old[0], ctx.betas, old[1]), model.joints(new[0], ctx.betas, new[1])
+    old_bad = worse_frames(j_old, ana.joints, ctx.targets, ctx.measured)
+    new_bad = worse_frames(j_new, ana.joints, ctx.targets, ctx.measured)
+    e_old = fit_error_mm(model, given, old[0], ctx.betas, old[1])
+    e_new = fit_error_mm(model, given, new[0], ctx.betas, new[1])
+    with np.errstate(invalid="ignore"):
+        keep = ~old_bad & (new_bad | (e_new > e_old * (1 + REFINE_TOLERANCE)))
+    if keep.any():
+        ctx.notes.append(f"plug-in guard: {int(keep.sum())} of {keep.size} frame(s) kept the given pose (the "
+                         f"refined one fitted worse or was anatomically worse)")
+    return prefer_reference(keep, new, old)

@@ -110,10 +110,7 @@ def parse_solvers(specs) -> list[SolverSpec]:
 
 
 def _slice(prep, n):
-    import dataclasses
-
-    return dataclasses.replace(prep, positions=prep.positions[:n], weight=prep.weight[:n],
-                               measured=prep.measured[:n], frames=None if prep.frames is None else prep.frames[:n])
+    return prep.cut(slice(0, n))
 
 
 def _y_up_capture(take: RealTake, up: str) -> None:

@@ -31,6 +31,8 @@ AMC files carry no frame rate: CMU captured at 120 fps, which is assumed (see ``
 """
 from __future__ import annotations
 
+import dataclasses
+
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -511,6 +513,14 @@ def _partial_rot(ang: np.ndarray, axes: list[str]) -> np.ndarray:
 # entry points
 
 
+def asf_rest_positions(skel: AsfSkeleton, motion: AmcMotion) -> np.ndarray:
+    """(J, 3) joint positions of the ASF rest pose (every dof zero, root at its ASF position), in
+    ``joint_order``: the frame the rotations of ``acclaim_forward_kinematics`` are relative to."""
+    zero = dataclasses.replace(motion, frames=motion.frames[:1],
+                               values={k: np.zeros_like(v[:1]) for k, v in motion.values.items()})
+    return acclaim_forward_kinematics(skel, zero)[1][0]
+
+
 def read_asf(path) -> AsfSkeleton:
     return parse_asf(read_text(path, "ASF"), Path(path).name)
 
@@ -531,7 +541,7 @@ def read_amc(path, asf) -> KeypointSequence:
     if motion.missing:
         notes.append(f"bones {motion.missing} never appear in the AMC; held at their rest pose.")
     with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN input -> NaN (missing)
-        names, pos = acclaim_forward_kinematics(skel, motion, notes)
+        names, pos, rotations = acclaim_forward_kinematics(skel, motion, notes, rotations=True)
     s = skel.length_scale
     if s is None:
         units = None
@@ -548,5 +558,8 @@ def read_amc(path, asf) -> KeypointSequence:
     notes.append(f"AMC files carry no frame rate; assumed {CMU_FPS:g} fps (the CMU capture rate). "
                  f"Give the real rate if this is not CMU data.")
     notes.append("Up axis: Y (Acclaim/CMU convention).")
-    return finalize(pos, names=names, fps=CMU_FPS, units=units, up="y", layout=None,
-                    frames=motion.frames, source=str(path), notes=notes, where=where)
+    seq = finalize(pos, names=names, fps=CMU_FPS, units=units, up="y", layout=None,
+                   frames=motion.frames, source=str(path), notes=notes, where=where)
+    rest = asf_rest_positions(skel, motion) * (1.0 if units != "m" else 0.0254 / s)  # in the positions' unit
+    seq.rotations, seq.rest_positions = rotations.astype(np.float32), rest  # see KeypointSequence
+    return seq

@@ -261,6 +261,15 @@ def bvh_forward_kinematics(data: BvhData, notes: list[str] | None = None, rotati
     return (pos, rot) if rotations else pos
 
 
+def bvh_rest_positions(data: BvhData) -> np.ndarray:
+    """(N, 3) node positions in the rest pose the OFFSETs describe (root at the origin)."""
+    rest = np.zeros((len(data.nodes), 3))
+    for i, node in enumerate(data.nodes):
+        if node.parent >= 0:
+            rest[i] = rest[node.parent] + node.offset
+    return rest
+
+
 def read_bvh(path) -> KeypointSequence:
     """Read a .bvh file into world joint positions (file units, Y up, End Sites included)."""
     where = Path(path).name
@@ -277,7 +286,7 @@ def read_bvh(path) -> KeypointSequence:
         else:
             seen[nm] = 1
     with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN input -> NaN (missing)
-        positions = bvh_forward_kinematics(data, notes)
+        positions, rotations = bvh_forward_kinematics(data, notes, rotations=True)
     n_end = sum(n.is_end for n in data.nodes)
     notes.insert(0, f"BVH: {len(data.nodes) - n_end} joints + {n_end} End Sites (named "
                     f"'<Parent>_End'), {data.motion.shape[0]} frames, {data.num_channels} channels.")
@@ -291,5 +300,7 @@ def read_bvh(path) -> KeypointSequence:
         notes.append(f"'Frame Time: {data.frame_time}' is not positive; fps unknown, give it explicitly.")
     notes.append("BVH carries no length unit; units left unknown (CMU-derived BVH files are in "
                  "CMU units of 0.05644 m, others often cm or inches). Up axis: Y (BVH convention).")
-    return finalize(positions, names=names, fps=fps, units=None, up="y", layout=None,
-                    source=str(path), notes=notes, where=where)
+    seq = finalize(positions, names=names, fps=fps, units=None, up="y", layout=None,
+                   source=str(path), notes=notes, where=where)
+    seq.rotations, seq.rest_positions = rotations.astype(np.float32), bvh_rest_positions(data)  # see KeypointSequence
+    return seq

@@ -99,7 +99,7 @@ def read_cmu_subset(path, skeleton_json) -> KeypointSequence:
     tokens = [t if t.strip() else "nan" for t in tokens]
     data = parse_floats(tokens, f"{where}").reshape(len(lines), width)
     with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN input -> NaN (missing)
-        positions = cmu_subset_forward_kinematics(data, parents, offsets)
+        rotations, positions, _ = cmu_forward_kinematics(data, parents, offsets)
     notes = [
         f"CMU subset clip: {len(lines)} frames, {N} nodes from '{Path(skeleton_json).name}'; "
         f"root position read as (c2, c1, c0); row-vector exp-map FK; node positions are bone "
@@ -107,5 +107,10 @@ def read_cmu_subset(path, skeleton_json) -> KeypointSequence:
         f"fps {CMU_SUBSET_FPS:g} (the CMU capture rate; the file has no rate), CMU units "
         f"(0.05644 m), Y up.",
     ]
-    return finalize(positions, names=names, fps=CMU_SUBSET_FPS, units="cmu", up="y", layout=None,
-                    source=str(path), notes=notes, where=where)
+    seq = finalize(positions, names=names, fps=CMU_SUBSET_FPS, units="cmu", up="y", layout=None,
+                   source=str(path), notes=notes, where=where)
+    rest = np.zeros((N, 3))  # the rest pose: every exp map zero, offsets accumulated
+    for i in range(N):
+        rest[i] = offsets[i] + (rest[parents[i]] if parents[i] >= 0 else 0.0)
+    seq.rotations, seq.rest_positions = rotations.astype(np.float32), rest  # see KeypointSequence
+    return seq

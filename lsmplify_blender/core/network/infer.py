@@ -21,9 +21,28 @@ from ..body_model import BodyModel
 from ..device import torch_threads
 from .kinematics import fk, reaim
 from .model import ResidualIKNet, build_features, compose, load_network
+from .pairs import ESSENTIAL
 
 _CACHE: dict = {}
 BLOCK_FRAMES = 8192
+
+
+def network_targets(targets: torch.Tensor, weight: torch.Tensor, joints_ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The SMPL-24 keypoints (T, 24, 3) the network aims at and their 0/1 mask (T, 24).
+
+    The keypoints are ``joints_ref``, the analytic solution's joints: the measured bone directions
+    on the model's own bone lengths (analytic IK aims from the rebuilt joint, or along the captured
+    bone where a rig's proportions differ from the model's). Re-aiming the network's bones at the
+    raw measured points instead pointed them from SMPL's own torso at joints it cannot reach: CMU's
+    lowerneck and thorax sit 13-20 cm from SMPL's neck and spine2 on 131_01.bvh, and the neck went
+    down into the chest (122 deg off; 8.6 deg on 01_01.amc even with points within 5 cm); aimed at
+    the analytic joints it is 0.0 deg off. On model-made keypoints the two are the same points.
+    The mask is the measured joints plus those training never dropped (pelvis, hips, neck:
+    ``ESSENTIAL``): a layout without a pelvis (CMU) would otherwise show the network an input it
+    never saw (its root-relative features are zeroed with the root's mask)."""
+    m = weight > 0
+    m[:, list(ESSENTIAL)] = True
+    return joints_ref.to(targets.dtype), m.to(targets.dtype)
 
 
 def default_network(device="cpu") -> ResidualIKNet:
@@ -66,19 +85,28 @@ def network_step(net, model_rest, betas, rot_init, kp_init, kp_tgt, m_init, m_tg
 
 @torch.no_grad()
 def refine_network(model: BodyModel, betas, rotmats, targets, weight, passes: int = 2, net=None, device=None,
-                   refit: bool = True):
+                   refit: bool = True, joints_ref=None):
     """Plug-in mode: init = existing SMPL rotations (T, 24, 3, 3), target = SMPL-24 keypoints (T, 24, 3)
-    with weights (T, 24). Returns (rotmats, trans)."""
+    with weights (T, 24). Returns (rotmats, trans).
+
+    ``joints_ref`` (T, 24, 3), the analytic solution's joints, completes the targets (see
+    ``network_targets``): without it a layout with no pelvis keypoint re-aimed every bone from a
+    root left at the rest position (01_01.amc: fit error 40 -> 713 mm)."""
     dev = torch.device(device) if device is not None else model.device
     net = net or default_network(dev)
     rot = torch.as_tensor(rotmats, dtype=torch.float32, device=dev)
-    kp = torch.nan_to_num(torch.as_tensor(targets, dtype=torch.float32, device=dev))
-    m = (torch.as_tensor(weight, dtype=torch.float32, device=dev) > 0).float()
+    kp = torch.as_tensor(targets, dtype=torch.float32, device=dev)
+    w = torch.as_tensor(weight, dtype=torch.float32, device=dev)
+    if joints_ref is None:
+        kp, m, m_fit = torch.nan_to_num(kp), (w > 0).float(), None
+    else:
+        kp, m = network_targets(kp, w, torch.as_tensor(joints_ref, dtype=torch.float32, device=dev))
+        m_fit = torch.ones_like(m)  # every target is there: measured or the analytic stand-in
     rest = model.rest_joints(betas).to(dev, torch.float32)
     b = model.betas_tensor(betas).to(dev, torch.float32)
     trans = None
     for _ in range(passes):
-        rot, trans, _ = network_step(net, rest, b, rot, kp, kp, m, m, refit)
+        rot, trans, _ = network_step(net, rest, b, rot, kp, kp, m, m, refit, m_fit=m_fit, fit_error=False)
     return rot, trans
 
 
@@ -128,8 +156,7 @@ def _solve_from(model, betas, targets, weight, rot_analytic, joints_analytic, ne
     net = net or default_network(dev)
     t = targets.shape[0]
     f32 = dict(dtype=torch.float32, device=dev)
-    m = (weight.to(**f32) > 0).float()
-    kp = torch.where(m[..., None] > 0, targets.to(**f32), joints_analytic.to(**f32))
+    kp, m = network_targets(targets.to(**f32), weight.to(**f32), joints_analytic.to(**f32))
     ones = torch.ones_like(m)
     rot_a = rot_analytic.to(**f32)
     rest = model.rest_joints(betas).to(**f32)[:1]

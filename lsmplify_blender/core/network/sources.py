@@ -8,7 +8,6 @@ clips (see ``retarget.py``), so the twist of every bone comes from the capture.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +17,9 @@ from scipy.spatial.transform import Rotation, Slerp
 
 from ..body_model import SMPL_JOINT_NAMES, SMPL_PARENTS
 from ..errors import InputError
-from ..formats.acclaim import acclaim_forward_kinematics, parse_amc, read_asf
-from ..formats.bvh import bvh_forward_kinematics, parse_bvh
 from ..formats._common import read_text
+from ..formats.acclaim import acclaim_forward_kinematics, asf_rest_positions, parse_amc, read_asf
+from ..formats.bvh import bvh_forward_kinematics, bvh_rest_positions, parse_bvh
 from ..layouts import cmu_node_names
 from ..model.skeleton import SMPL_CHILDREN as KIDS
 from .retarget import SMPL_POS_CMU, SMPL_TO_CMU, swing_between
@@ -46,10 +45,8 @@ def load_amc(amc, asf) -> SourceMotion:
     skel = read_asf(asf)
     motion = parse_amc(read_text(amc, "AMC"), skel, Path(amc).name)
     names, pos, rot = acclaim_forward_kinematics(skel, motion, rotations=True)
-    zero = dataclasses.replace(motion, frames=motion.frames[:1],
-                               values={k: np.zeros_like(v[:1]) for k, v in motion.values.items()})
-    _, rest, _ = acclaim_forward_kinematics(skel, zero, rotations=True)  # the ASF rest pose
-    return SourceMotion(Path(amc).stem, rot, rest[0] - rest[0, 0], pos[:, 0], pos, names, 120.0)
+    rest = asf_rest_positions(skel, motion)
+    return SourceMotion(Path(amc).stem, rot, rest - rest[0], pos[:, 0], pos, names, 120.0)
 
 
 def load_bvh(path) -> SourceMotion:
@@ -62,11 +59,8 @@ def load_bvh(path) -> SourceMotion:
     if missing:
         raise InputError(f"{Path(path).name}: no CMU node for {missing}; only CMU-skeleton BVH files "
                          f"can be retargeted by rotation transfer.")
-    rest = np.zeros((len(data.nodes), 3))
-    for i, node in enumerate(data.nodes):
-        if node.parent >= 0:
-            rest[i] = rest[node.parent] + node.offset
-    return SourceMotion(Path(path).stem, rot, rest, pos[:, 0], pos, names, round(1.0 / data.frame_time))
+    return SourceMotion(Path(path).stem, rot, bvh_rest_positions(data), pos[:, 0], pos, names,
+                        round(1.0 / data.frame_time))
 
 
 # DeepMimic's humanoid faces +X with its right side at +Z; SMPL faces +Z with its left at +X.
@@ -185,6 +179,28 @@ def retarget_source(src: SourceMotion, smpl_rest: np.ndarray):
     leg_c = np.linalg.norm(np.diff(src.rest[leg], axis=0), axis=-1).sum()
     leg_s = np.linalg.norm(np.diff(smpl_rest[[1, 4, 7]], axis=0), axis=-1).sum()
     return local.astype(np.float32), (src.root * (leg_s / leg_c)).astype(np.float32)
+
+
+# The solver's transfer drives SMPL's wrists (the palm) by CMU's hand bones, which turn the palm
+# relative to the short wrist bone; the training data keeps SMPL_TO_CMU (lwrist) unchanged.
+SOLVER_DRIVE = {**SMPL_TO_CMU, "left_wrist": "lhand", "right_wrist": "rhand"}
+
+
+def smpl_pose_from_rotations(glob: np.ndarray, rest: np.ndarray, names, smpl_rest: np.ndarray) -> np.ndarray:
+    """SMPL local rotations (T, 24, 3, 3) from the bone rotations a CMU-skeleton file carries
+    (``glob`` (T, N, 3, 3) relative to its rest pose ``rest`` (N, 3), any CMU dialect's ``names``),
+    by the training data's rotation transfer and rest calibration (``retarget_source``). A
+    skeleton without the CMU nodes the transfer needs is an InputError naming them."""
+    cmu = [cmu_node_names(list(names)).get(n, n) for n in names]
+    need = set(SMPL_TO_CMU.values()) | set(SMPL_POS_CMU.values())
+    missing = sorted(need - set(cmu))
+    if missing:
+        raise InputError(f"the skeleton has no joint for the CMU node(s) {', '.join(missing)}, which the rotation "
+                         f"transfer needs (only CMU-skeleton BVH and ASF/AMC files can give SMPL their rotations)")
+    rest = np.asarray(rest, dtype=np.float64)
+    src = SourceMotion("input", np.asarray(glob, dtype=np.float64), rest - rest[0], np.zeros((glob.shape[0], 3)),
+                       None, cmu, 0.0, drive=dict(SOLVER_DRIVE))
+    return retarget_source(src, np.asarray(smpl_rest, dtype=np.float64))[0]
 
 
 def resample(local: np.ndarray, pelvis: np.ndarray, fps: float, new_fps: float):
