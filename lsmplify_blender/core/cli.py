@@ -48,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--no-real", action="store_true", help="only the synthetic protocol (no real-capture section)")
     e.add_argument("--solvers", default=None, metavar="S1,S2",
                    help="real captures: solvers to compare, each name[:option=value...] passed to the solver "
-                        "(default analytic,network,optimize), e.g. network:refine=5:smooth=0")
+                        "(default analytic,network,optimize, plus network:rotations=ignore when the solver reads the "
+                        "file's rotations), e.g. network:refine=5:smooth=0")
     e.add_argument("--sources", default=None, metavar="K1,K2",
                    help="real captures: source kinds (cmu_subset,cmu_bvh,cmu_amc,cmu_fbx_bvh,deepmimic; default all)")
     e.add_argument("--frames", type=int, default=None, metavar="N",
