@@ -12,17 +12,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lsmplify_blender.core.errors import InputError  # noqa: E402
-from lsmplify_blender.core.formats import (  # noqa: E402
+from lsmplify_blender.core.errors import InputError
+from lsmplify_blender.core.formats import (
     read_cmu_subset,
     read_keypoints,
 )
-from lsmplify_blender.core.formats.acclaim import (  # noqa: E402
+from lsmplify_blender.core.formats.acclaim import (
     acclaim_forward_kinematics,
     parse_amc,
     read_asf,
 )
-from lsmplify_blender.core.keypoints import KeypointSequence  # noqa: E402
+from lsmplify_blender.core.keypoints import KeypointSequence
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 BVH = FIX / "01_01_short.bvh"
@@ -537,9 +537,9 @@ def _bvh_chain(orders, angles, with_pos_channels=False):
         chans = [f"{a}rotation" for a in orders[j]]
         if j == 0 or with_pos_channels:
             chans = ["Xposition", "Yposition", "Zposition"] + chans
-        lines += [f"{kw} {names[j]}", "{", "OFFSET %g %g %g" % offs[j],
+        lines += [f"{kw} {names[j]}", "{", "OFFSET {:g} {:g} {:g}".format(*offs[j]),
                   f"CHANNELS {len(chans)} " + " ".join(chans)]
-    lines += ["End Site", "{", "OFFSET %g %g %g" % offs[3], "}", "}", "}", "}"]
+    lines += ["End Site", "{", "OFFSET {:g} {:g} {:g}".format(*offs[3]), "}", "}", "}", "}"]
     rows = []
     for t in range(angles.shape[0]):
         vals = [0.1 * t, 5.0, -0.2 * t]
@@ -644,3 +644,58 @@ def test_asf_axis_and_dof_orders_match_scipy(tmp_path):
         Rb = Ra @ Cb @ rot("YX", v[9:11]) @ Cb.T
         b_end = a_end + Rb @ np.array([3.0, 0, 0])
         np.testing.assert_allclose(seq.positions[t], [root, root, a_end, b_end], atol=1e-9)
+
+
+def test_asf_chain_of_3000_bones_reads_without_recursion(tmp_path):
+    """A 3,000-bone chain (issue 12: a RecursionError before) is read iteratively."""
+    n = 3000
+    bones = "\n".join(f"  begin\n    id {i + 1}\n    name b{i}\n    direction 0 1 0\n    length 0.1\n"
+                      f"    axis 0 0 0 XYZ\n    dof rx\n  end" for i in range(n))
+    chain = "\n".join(["    root b0"] + [f"    b{i} b{i + 1}" for i in range(n - 1)])
+    asf = (":version 1.10\n:name chain\n:units\n  mass 1.0\n  length 1\n  angle deg\n:root\n"
+           "   order TX TY TZ RX RY RZ\n   axis XYZ\n   position 0 0 0\n   orientation 0 0 0\n"
+           f":bonedata\n{bones}\n:hierarchy\n  begin\n{chain}\n  end\n")
+    (tmp_path / "chain.asf").write_text(asf)
+    frame = "root 0 0 0 0 0 0\n" + "\n".join(f"b{i} 1" for i in range(n))
+    (tmp_path / "chain.amc").write_text(":FULLY-SPECIFIED\n:DEGREES\n1\n" + frame + "\n2\n" + frame + "\n")
+    seq = read_keypoints(tmp_path / "chain.amc", asf=tmp_path / "chain.asf")
+    assert seq.positions.shape == (2, n + 2, 3)
+    # a straight chain along +Y bent 1 degree per bone: the end is below n * 0.1 and finite
+    assert np.isfinite(seq.positions).all() and 0 < np.nanmax(seq.positions[:, :, 1]) < n * 0.1 + 1e-6
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ('{"keypoints": [[[' + "9" * 5000 + ", 0, 0]]]}", "JSON integer with 5000 digits"),
+    ('{"keypoints": [[[0, 0, 0]]], "fps": ' + "9" * 5000 + "}", "JSON integer with 5000 digits"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+])
+def test_hostile_json_numbers_and_nesting(tmp_path, text, words):
+    (tmp_path / "k.json").write_text(text)
+    with pytest.raises(InputError, match=words):
+        read_keypoints(tmp_path / "k.json")
+
+
+def test_50k_joint_names_with_one_repeat_are_checked_in_one_pass(tmp_path):
+    names = [f"n{i}" for i in range(50_000)] + ["n7"]
+    kp = np.zeros((1, len(names), 3))
+    np.savez(tmp_path / "k.npz", keypoints=kp, joint_names=np.array(names))
+    with pytest.raises(InputError, match=r"duplicate joint names \['n7'\]"):
+        read_keypoints(tmp_path / "k.npz")
+
+
+def test_csv_with_1e5_columns_and_a_repeated_header(tmp_path):
+    cols = [f"m{i}_{c}" for i in range(33_333) for c in "xyz"] + ["m5_x"]
+    (tmp_path / "k.csv").write_text(",".join(cols) + "\n" + ",".join(["0.1"] * len(cols)) + "\n")
+    with pytest.raises(InputError, match=r"duplicate column names \['m5_x'\]"):
+        read_keypoints(tmp_path / "k.csv")
+
+
+def test_bvh_in_blocks_equals_all_at_once(monkeypatch):
+    """Long takes run forward kinematics in blocks; the result is the same to the last bit."""
+    from lsmplify_blender.core.formats import bvh
+    whole = read_keypoints(BVH)
+    monkeypatch.setattr(bvh, "FK_BLOCK", 7)
+    monkeypatch.setattr(bvh, "_PARSE_CHUNK", 1000)  # the MOTION text in many chunks too
+    blocks = read_keypoints(BVH)
+    np.testing.assert_array_equal(blocks.positions, whole.positions)
+    np.testing.assert_array_equal(blocks.rotations, whole.rotations)

@@ -69,13 +69,22 @@ def test_smpl_targets_and_landmarks_are_split(model):
     assert "nose" in names and "LHeel" in names and lm.shape[1] == len(names)
 
 
-def test_unsorted_and_duplicate_frames_are_put_in_order(model):
+def test_unsorted_frames_are_put_in_order(model):
     kp = _walk(model, n=10)
-    frames = np.array([0, 1, 2, 3, 4, 6, 5, 7, 8, 8])
+    frames = np.array([0, 1, 2, 3, 4, 6, 5, 7, 8, 9])
     prep = prepare(KeypointSequence(kp, names=list(SMPL24.keypoints), frames=frames), model, units="m", up="y")
-    assert prep.num_frames == 9 and list(prep.frames) == list(range(9))
+    assert prep.num_frames == 10 and list(prep.frames) == list(range(10))
     np.testing.assert_allclose(prep.positions[5], kp[6])
-    assert any("duplicate" in n for n in prep.notes)
+    assert any("sorted" in n for n in prep.notes)
+
+
+def test_restarting_frame_numbers_keep_both_takes_in_file_order(model):
+    kp = _walk(model, n=10)
+    frames = np.r_[np.arange(5), np.arange(5)]  # two takes glued: 0..4, 0..4
+    prep = prepare(KeypointSequence(kp, names=list(SMPL24.keypoints), frames=frames), model, units="m", up="y")
+    assert prep.num_frames == 10 and list(prep.frames) == list(frames)
+    np.testing.assert_allclose(prep.positions, kp, atol=1e-9)
+    assert any("all 10 frames were kept in file order" in n for n in prep.notes)
 
 
 def test_non_human_skeleton_is_refused_with_the_reason(model):

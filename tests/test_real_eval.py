@@ -2,20 +2,25 @@
 machinery on a real take (the rotation-transfer pose must follow the capture exactly), the whole
 ``eval --real`` on one small real take, and the head-above-neck check on each CMU BVH dialect."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES, ROOT
 from scipy.spatial.transform import Rotation
 
-from conftest import FIXTURES, ROOT
 from lsmplify_blender.core import metrics
 from lsmplify_blender.core.cli import main
 from lsmplify_blender.core.errors import InputError
 from lsmplify_blender.research import real_metrics as rm
 from lsmplify_blender.research.real_eval import parse_solvers
-from lsmplify_blender.research.real_takes import (canonical_cmu_names, data_root, held_out_takes,
-                                                  load_bvh_take)
+from lsmplify_blender.research.real_takes import (
+    canonical_cmu_names,
+    data_root,
+    held_out_takes,
+    load_bvh_take,
+)
 
 FBX_BVH = FIXTURES / "cmu_fbx_bvh"
 
@@ -123,6 +128,12 @@ def test_held_out_takes_come_from_the_readers(tmp_path):
         assert t.capture.rot.shape == (25, t.seq.positions.shape[1], 3, 3)
         for node in ("lfemur", "head_end", "lfingers", "ltoes", "lowerneck"):
             assert node in t.capture.names
+    # a data root without cmu_raw: its takes are named as missing, the others still run
+    missing = []
+    takes = held_out_takes(tmp_path, kinds=("cmu_bvh", "cmu_fbx_bvh"), clips=1, frames=5, missing=missing)
+    assert [t.kind for t in takes] == ["cmu_fbx_bvh"] and missing == [str(tmp_path / "cmu_raw" / "131_03.bvh")]
+    with pytest.raises(InputError, match="no held-out takes found"):
+        held_out_takes(tmp_path, kinds=("cmu_amc",))
 
 
 def test_bad_options_are_clear_errors(tmp_path, monkeypatch):
@@ -130,6 +141,8 @@ def test_bad_options_are_clear_errors(tmp_path, monkeypatch):
         parse_solvers(["magic"])
     with pytest.raises(InputError, match="key=value"):
         parse_solvers(["network:refine"])
+    with pytest.raises(InputError, match="'speed' in 'network:speed=2' is not an option"):
+        parse_solvers(["network:speed=2"])
     assert parse_solvers(["network:refine=5:smooth=0.05"])[0].options == {"refine": 5, "smooth": 0.05}
     monkeypatch.delenv("LSMPLIFY_DATA", raising=False)
     with pytest.raises(InputError, match="--data DIR"):
@@ -154,7 +167,7 @@ def test_eval_real_on_one_small_real_take(tmp_path, capsys):
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["takes"] == ["cmu_fbx_bvh/07_01_cmu"] and summary["solvers"] == ["analytic", "network"]
     for png in summary["plots"]:
-        assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+        assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = out.read_text()
     assert "## Real captures" in text and "| cmu_fbx_bvh | network | 20 |" in text
     for solver in ("analytic", "network"):
@@ -163,7 +176,7 @@ def test_eval_real_on_one_small_real_take(tmp_path, capsys):
         assert set(r["orientation"]) == set(rm.ORIENT_NODES["cmu"])
         assert {"neck", "head", "left_hand", "right_foot", "torso"} <= set(r["direction"])
         assert 0 < r["fit"] < 200 and r["mpve"] > 0 and r["skate_source_mm_s"] is not None
-        # analytic IK puts SMPL's neck and head joints on the captured lowerneck and head nodes
+    # analytic IK puts SMPL's neck and head joints on the captured lowerneck and head nodes
     assert summary["results"]["analytic"]["cmu_fbx_bvh"]["direction"]["neck"]["mean"] < 1.0
     plug = summary["plug_in"]["cmu_fbx_bvh"]
     assert set(plug) == {"own", "perturbed"}
@@ -206,6 +219,7 @@ def test_default_solver_keeps_the_head_above_the_neck(model, path):
 def test_pose_error_on_a_vertex_subset_matches_the_full_mesh(model):
     """The pose MPVE skins every 8th vertex: the same mean as the whole mesh through smplx (< 1%)."""
     from conftest import random_pose
+
     from lsmplify_blender.core.metrics import mpve
 
     truth, solved = random_pose(12, 0), random_pose(12, 1)
@@ -214,3 +228,42 @@ def test_pose_error_on_a_vertex_subset_matches_the_full_mesh(model):
     sub = rm.PoseError(model, truth)(solved, betas)
     np.testing.assert_allclose(sub, full, rtol=0.01)
     assert rm.PoseError(model, truth)(truth, betas).max() < 1e-3
+
+
+def test_gate_names_every_missed_target():
+    from lsmplify_blender.research.real_gate import gate
+
+    def row(neck, hand, mpve, folded=0):
+        seg = lambda m, p: {"mean": m, "p95": p}  # noqa: E731
+        return dict(orientation={"neck": seg(neck, 2 * neck), "left_thigh": seg(2.0, 4.0)},
+                    direction={"neck": seg(neck, neck), "left_hand": seg(hand, hand), "left_thigh": seg(4.0, 6.0)},
+                    mpve=mpve, head_folded_frames=folded)
+
+    summary = {"analytic": {"cmu_bvh": row(1.0, 7.0, 80.0)},
+               "network": {"cmu_bvh": row(96.0, 7.2, 120.0, folded=120)}}
+    plug = {"cmu_bvh": {"own": dict(fit_before=45.0, fit_after=600.0),
+                        "perturbed": dict(mpve_before=200.0, mpve_after=150.0)}}
+    g = gate(summary, plug, "network")["cmu_bvh"]
+    assert not g["passes"]
+    assert g["targets"]["orientation_positions"] == ["neck 96.0"]
+    assert g["targets"]["direction"] == ["neck 96.0"]  # the hand's 7.2 is within its 8-deg target
+    assert g["targets"]["folded_head_frames"] == ["120"]
+    assert g["worse_than_analytic"]["orientation"] == ["neck 96.0 vs 1.0"]
+    assert g["worse_than_analytic"]["mpve"] == ["120.0 vs 80.0 mm"]
+    assert g["plug_in"] == ["fit from its own output 45.0 -> 600.0 mm"]
+    assert gate(summary, {}, "analytic")["cmu_bvh"]["passes"]
+
+
+def test_the_core_runs_without_the_research_package():
+    """The add-on zip leaves lsmplify_blender/research out: importing the core (and the CLI) must not
+    load it; only `eval` imports it, lazily."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pkgutil, importlib, lsmplify_blender.core as c\n"
+            "for m in pkgutil.walk_packages(c.__path__, 'lsmplify_blender.core.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "bad = [m for m in sys.modules if m.startswith('lsmplify_blender.research')]\n"
+            "assert not bad, bad\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]

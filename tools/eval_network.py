@@ -22,15 +22,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lsmplify_blender.core.body_model import BodyModel, load_model_data  # noqa: E402
-from lsmplify_blender.core.layouts import SMPL24  # noqa: E402
-from lsmplify_blender.core.metrics import mpjpe, mpve  # noqa: E402
-from lsmplify_blender.core.network.infer import network_step, solve_network  # noqa: E402
-from lsmplify_blender.core.network.model import load_network  # noqa: E402
-from lsmplify_blender.core.network.pairs import MotionSet  # noqa: E402
-from lsmplify_blender.core.prepare import PreparedKeypoints  # noqa: E402
-from lsmplify_blender.core.solver import solve  # noqa: E402
-from lsmplify_blender.core.shape_inverse import fit_betas_auto, observed_lengths  # noqa: E402
+from lsmplify_blender.core.body_model import BodyModel, load_model_data
+from lsmplify_blender.core.layouts import SMPL24
+from lsmplify_blender.core.metrics import mpjpe, mpve
+from lsmplify_blender.core.network.infer import network_step, solve_network
+from lsmplify_blender.core.network.model import load_network
+from lsmplify_blender.core.network.pairs import MotionSet
+from lsmplify_blender.core.prepare import PreparedKeypoints
+from lsmplify_blender.core.shape_inverse import fit_betas_auto, observed_lengths
+from lsmplify_blender.core.solver import solve
 
 
 def main():

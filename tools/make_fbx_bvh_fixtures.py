@@ -60,14 +60,14 @@ def export_take(fbx: Path, bvh: Path) -> None:
     arm.select_set(True)
     bpy.context.view_layer.objects.active = arm
     bpy.ops.object.transform_apply(rotation=True)
-    start, end = (int(round(v)) for v in arm.animation_data.action.frame_range)
+    start, end = (round(v) for v in arm.animation_data.action.frame_range)
     bpy.ops.export_anim.bvh(filepath=str(bvh), frame_start=start, frame_end=end, root_transform_only=True,
                             global_scale=1.0)
 
 
 def _round(tok: str, digits: int) -> str:
     v = round(float(tok), digits)
-    return ("%.*f" % (digits, v)).rstrip("0").rstrip(".") if v else "0"
+    return f"{v:.{digits}f}".rstrip("0").rstrip(".") if v else "0"
 
 
 def shorten(text: str, step: int, frames: int) -> str:
@@ -75,7 +75,7 @@ def shorten(text: str, step: int, frames: int) -> str:
     head, motion = re.split(r"^MOTION\s*$", text, maxsplit=1, flags=re.MULTILINE)
     head = re.sub(r"(OFFSET)((?:\s+\S+){3})",
                   lambda m: m.group(1) + "".join(" " + _round(t, 4) for t in m.group(2).split()), head)
-    lines = [ln for ln in motion.strip().splitlines()]
+    lines = motion.strip().splitlines()
     frame_time = float(lines[1].split(":")[1])
     rows = lines[2:]
     while rows and max(abs(float(v)) for v in rows[0].split()[3:]) < 1e-3:  # the bind pose the FBX puts first

@@ -94,6 +94,9 @@ def _positive_int(text: str) -> int:
 
 def run_batch_command(args) -> int:
     """The ``batch`` subcommand: 0 when no take failed, 1 when some did, 130 when interrupted."""
+    from .cli_guards import check_take_options
+
+    check_take_options(args)  # the same ranges as convert, before any take starts
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {args.out} is a file; batch writes a folder of results: give a folder.")

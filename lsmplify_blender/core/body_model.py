@@ -12,9 +12,7 @@ smplx's (tests check it; smplx is never needed at run time).
 """
 from __future__ import annotations
 
-import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +25,6 @@ from .model.kinematics import forward_kinematics
 from .model.rotations import axis_angle_to_matrix
 from .model.skeleton import NUM_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS  # noqa: F401  (re-exported)
 from .model.skinning import pose_feature  # noqa: F401  (re-exported)
-from .safe_pickle import load_smpl_pickle
 
 # Landmark vertices of SMPL's own mesh topology (6890 vertices), as used by smplx for
 # OpenPose's extra keypoints, plus the common head-top vertex.
@@ -40,7 +37,6 @@ SMPL_TOPOLOGY_LANDMARKS = {
 }
 
 OPEN_MODEL_PATH = Path(__file__).resolve().parent / "data" / "open_model.npz"
-_REQUIRED = ("v_template", "shapedirs", "J_regressor", "weights", "kintree_table", "f")
 
 
 @dataclass
@@ -71,75 +67,40 @@ class ModelData:
         return self.meta.get("name") or (Path(self.path).name if self.path else "model")
 
 
-def _read_raw(path: Path) -> dict:
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-            raise ModelFileError(
-                f"{path.name}: not a readable .npz ({exc}). The file may be truncated; "
-                "copy or export it again.") from None
-    if suffix == ".pkl":
-        return load_smpl_pickle(path.read_bytes())
-    raise ModelFileError(
-        f"{path.name}: body models must be SMPL .pkl or .npz files (got '{suffix or 'no extension'}').")
+def _landmarks_from(raw: dict, nv: int, name: str) -> dict[str, int]:
+    from .model_file import read_landmarks
+
+    found = read_landmarks(raw, nv, name)
+    if found is not None:
+        return found
+    return dict(SMPL_TOPOLOGY_LANDMARKS) if nv == 6890 else {}
 
 
-def _check_shapes(raw: dict, name: str) -> None:
-    missing = [k for k in _REQUIRED if k not in raw]
-    if missing:
-        raise ModelFileError(
-            f"{name} is not an SMPL-format model: missing {', '.join(missing)}. Expected the "
-            f"arrays {', '.join(_REQUIRED)} (SMPL_NEUTRAL/MALE/FEMALE .pkl or an .npz with those keys).")
-    v = np.asarray(raw["v_template"])
-    if v.ndim != 2 or v.shape[1] != 3 or v.shape[0] < 24:
-        raise ModelFileError(f"{name}: v_template has shape {v.shape}, expected (V, 3).")
-    nv = v.shape[0]
-    checks = {
-        "shapedirs": (np.asarray(raw["shapedirs"]).shape[:2] == (nv, 3) and np.asarray(raw["shapedirs"]).ndim == 3,
-                      f"({nv}, 3, num_betas)"),
-        "J_regressor": (np.asarray(raw["J_regressor"]).shape == (NUM_JOINTS, nv), f"(24, {nv})"),
-        "weights": (np.asarray(raw["weights"]).shape == (nv, NUM_JOINTS), f"({nv}, 24)"),
-        "kintree_table": (np.asarray(raw["kintree_table"]).shape == (2, NUM_JOINTS), "(2, 24)"),
-    }
-    f = np.asarray(raw["f"])
-    checks["f"] = (f.ndim == 2 and f.shape[1] == 3, "(F, 3)")
-    for key, (ok, expected) in checks.items():
-        if not ok:
-            raise ModelFileError(
-                f"{name}: '{key}' has shape {np.asarray(raw[key]).shape}, expected {expected}. "
-                "Only 24-joint SMPL-format body models are supported (not SMPL-H/SMPL-X/MANO).")
-    if "posedirs" in raw:
-        pd = np.asarray(raw["posedirs"])
-        if pd.shape not in ((nv, 3, 207), (207, nv * 3)):
-            raise ModelFileError(f"{name}: 'posedirs' has shape {pd.shape}, expected ({nv}, 3, 207).")
-    if f.size and (f.min() < 0 or f.max() >= nv):
-        raise ModelFileError(f"{name}: faces index vertices outside 0..{nv - 1}.")
-
-
-def _landmarks_from(raw: dict, nv: int) -> dict[str, int]:
-    if "landmark_names" in raw and "landmark_ids" in raw:
-        return {str(n): int(i) for n, i in zip(raw["landmark_names"], raw["landmark_ids"])}
-    if nv == 6890:
-        return dict(SMPL_TOPOLOGY_LANDMARKS)
-    return {}
+def _gender_from_name(stem: str) -> str:
+    stem = stem.lower()
+    if "_f_" in stem or stem.endswith("_f"):
+        return "female"
+    if "_m_" in stem or stem.endswith("_m"):
+        return "male"
+    return next((g for g in ("female", "male") if g in stem), "neutral")
 
 
 def load_model_data(path: str | os.PathLike | None = None) -> ModelData:
-    """Load an SMPL-format model; ``None`` loads the embedded open default."""
+    """Load an SMPL-format model; ``None`` loads the embedded open default.
+
+    The file is read and validated once here (``model_file``): a model that loads is
+    finite, SMPL-shaped and human-sized; anything else is a ModelFileError.
+    """
+    from .model_file import check_shapes, check_values, read_meta, read_raw
+
     p = Path(path) if path else OPEN_MODEL_PATH
     if not p.is_file():
         raise ModelFileError(
             f"Body model file not found: {p}. Point to an SMPL_NEUTRAL/MALE/FEMALE .pkl or .npz, "
             "or leave the model unset to use the embedded open model.")
-    raw = _read_raw(p)
-    _check_shapes(raw, p.name)
-    for key in ("v_template", "shapedirs", "J_regressor", "weights"):
-        arr = np.asarray(raw[key], dtype=np.float64)
-        if not np.isfinite(arr).all():
-            raise ModelFileError(f"{p.name}: '{key}' contains NaN or infinite values.")
+    raw = read_raw(p)
+    check_shapes(raw, p.name)
+    check_values(raw, p.name)
     nv = raw["v_template"].shape[0]
     parents = np.asarray(raw["kintree_table"][0]).astype(np.int64)
     parents[0] = -1  # SMPL pickles store the root's parent as 2**32 - 1
@@ -151,19 +112,8 @@ def load_model_data(path: str | os.PathLike | None = None) -> ModelData:
         if pd.shape == (207, nv * 3):
             pd = pd.T.reshape(nv, 3, 207)
         posedirs = pd if np.any(pd) else None
-    meta: dict = {}
-    if "meta_json" in raw:
-        try:
-            meta = json.loads(str(raw["meta_json"]))
-        except ValueError:
-            meta = {}
-    if "gender" not in meta:
-        stem = p.stem.lower()
-        meta["gender"] = next((g for g in ("female", "male") if g in stem), "neutral")
-        if "_f_" in stem or stem.endswith("_f"):
-            meta["gender"] = "female"
-        elif "_m_" in stem or stem.endswith("_m"):
-            meta["gender"] = "male"
+    meta = read_meta(raw, p.name)
+    meta.setdefault("gender", _gender_from_name(p.stem))
     return ModelData(
         v_template=np.asarray(raw["v_template"], dtype=np.float32),
         shapedirs=np.asarray(raw["shapedirs"], dtype=np.float32),
@@ -172,7 +122,7 @@ def load_model_data(path: str | os.PathLike | None = None) -> ModelData:
         parents=parents,
         faces=np.asarray(raw["f"]).astype(np.int64),
         posedirs=posedirs,
-        landmarks=_landmarks_from(raw, nv),
+        landmarks=_landmarks_from(raw, nv, p.name),
         meta=meta,
         path=str(p),
     )
@@ -193,7 +143,7 @@ class BodyModel:
         self.device = torch.device(device)
         self.dtype = dtype
         self.num_betas = min(num_betas, data.num_betas)
-        t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=self.device)  # noqa: E731
+        t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=self.device)
         self.parents = tuple(int(p) for p in data.parents)
         self.v_template = t(data.v_template)
         self.shapedirs = t(data.shapedirs[:, :, : self.num_betas])

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import torch  # already imported by .solver; named here for the annotations
 
+from .cli_guards import check_take_options, json_safe, last_resort, output_path
 from .errors import LSMPLifyError
 from .layouts import LAYOUTS
 from .solver import DEFAULT_SOLVER, ROTATION_MODES, SOLVERS
@@ -47,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--no-real", action="store_true", help="only the synthetic protocol (no real-capture section)")
     e.add_argument("--solvers", default=None, metavar="S1,S2",
                    help="real captures: solvers to compare, each name[:option=value...] passed to the solver "
-                        "(default analytic,network,optimize), e.g. network:refine=5:smooth=0")
+                        "(default analytic,network,optimize, plus network:rotations=ignore when the solver reads the "
+                        "file's rotations), e.g. network:refine=5:smooth=0")
     e.add_argument("--sources", default=None, metavar="K1,K2",
                    help="real captures: source kinds (cmu_subset,cmu_bvh,cmu_amc,cmu_fbx_bvh,deepmimic; default all)")
     e.add_argument("--frames", type=int, default=None, metavar="N",
@@ -123,8 +125,13 @@ def _load_init(path, model) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
 
 
 def convert(args) -> dict:
+    from .body_model import OPEN_MODEL_PATH
+
     t0 = time.perf_counter()
-    summary = convert_take(args, load_model(args), args.input, args.out, asf=args.asf)
+    check_take_options(args)
+    out_path = output_path(args.out, {"the input": args.input, "--model": args.model or OPEN_MODEL_PATH,
+                                      "--init": args.init, "--asf": args.asf})
+    summary = convert_take(args, load_model(args), args.input, out_path, asf=args.asf)
     if not args.quiet:
         for note in summary["notes"]:
             print(f"lsmplify: {note}", file=sys.stderr)
@@ -149,12 +156,14 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
     """
     from .formats import read_keypoints
     from .formats.amass import write_smpl_npz
+    from .plausibility import check_plausible
     from .prepare import prepare
     from .solver import refine_existing, solve
 
     t0 = time.perf_counter()
     seq = read_keypoints(input_path, asf=asf)
     prepared = prepare(seq, model, layout=args.layout, units=args.units, up=args.up, fps=args.fps)
+    check_plausible(prepared)
     if getattr(args, "init", None):
         sol = refine_existing(prepared, model, *_load_init(args.init, model), passes=args.passes,
                               refine=args.refine, smooth=args.smooth)
@@ -210,8 +219,10 @@ def main(argv=None) -> int:
         elif args.command == "batch":
             from .batch import run_batch_command
             return run_batch_command(args)
-        print(json.dumps(summary))
+        print(json.dumps(json_safe(summary), allow_nan=False))
         return 0
     except LSMPLifyError as exc:
         print(f"lsmplify: error: {exc}", file=sys.stderr)
         return 2
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the last resort: one line, never a traceback
+        return last_resort(exc)

@@ -25,3 +25,11 @@ class ModelFileError(LSMPLifyError):
 
 class UnsafePickleError(ModelFileError):
     """A pickle asked for a class outside the allow-list; nothing was executed."""
+
+
+class OptionError(LSMPLifyError):
+    """A command-line option (or the matching Blender setting) outside its valid range."""
+
+
+class OutputError(LSMPLifyError):
+    """The output cannot be written where asked (or would replace one of the inputs)."""

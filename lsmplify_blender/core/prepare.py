@@ -255,14 +255,19 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
         has_rot = False
     rot_glob = np.asarray(seq.rotations, dtype=np.float64) if has_rot else None
     if frames is not None and len(frames) == pos.shape[0]:
+        # Rows out of order are sorted (nothing lost); repeated numbers are two takes glued
+        # together: every frame is kept in file order, since sorting would interleave them.
         frames = np.asarray(frames)
         order = np.argsort(frames, kind="stable")
-        keep = order[np.concatenate([[True], np.diff(frames[order]) != 0])]
-        if len(keep) != len(frames) or np.any(np.diff(keep) < 0):
-            notes.append(f"frames: sorted by frame number and dropped {len(frames) - len(keep)} duplicate(s)")
-            pos, frames = pos[keep], frames[keep]
-            rot_glob = None if rot_glob is None else rot_glob[keep]
-            confidence = None if confidence is None else np.asarray(confidence)[keep]
+        repeats = int(np.sum(np.diff(frames[order]) == 0))
+        if repeats:
+            notes.append(f"frames: {repeats} frame number(s) repeat (two takes in one file?); all "
+                         f"{len(frames)} frames were kept in file order")
+        elif np.any(np.diff(order) < 0):
+            notes.append("frames: rows sorted by frame number")
+            pos, frames = pos[order], frames[order]
+            rot_glob = None if rot_glob is None else rot_glob[order]
+            confidence = None if confidence is None else np.asarray(confidence)[order]
 
     if layout and layout != "auto":
         lay = get_layout(layout)

@@ -109,8 +109,8 @@ def clip_files(data: Path, clips: int | None) -> list[Path]:
 def _swing_only(prep, model):
     """Analytic IK without hinge twist and without landmarks (the plain swing solution)."""
     from ..core.analytic_ik import solve_analytic
-    from ..core.shape_inverse import fit_betas_auto, observed_lengths
     from ..core.device import cpu_threads
+    from ..core.shape_inverse import fit_betas_auto, observed_lengths
     from ..core.solver import fit_error_mm
 
     with cpu_threads(model.device):
@@ -244,7 +244,8 @@ def _synthetic_clip(model, lay, f, skeleton, rest0, rng, noise_mm, max_frames):
     from ..core.network.retarget import read_cmu_rows, retarget_cmu
     from ..core.prepare import PreparedKeypoints
 
-    rot_np, pelvis = retarget_cmu(read_cmu_rows(f), *skeleton, rest0)
+    names, parents, offsets = skeleton
+    rot_np, pelvis = retarget_cmu(read_cmu_rows(f), names, parents, offsets, rest0)
     rot_np, pelvis = rot_np[::SUBSAMPLE][:max_frames], pelvis[::SUBSAMPLE][:max_frames]
     rot = torch.as_tensor(rot_np, dtype=model.dtype)
     betas = torch.as_tensor(rng.normal(scale=0.7, size=10), dtype=model.dtype)
@@ -290,7 +291,7 @@ def _real_skeleton_clip(model, f, skel_path, optimize_frames, max_frames):
     real_in = (_input_jitter(np.where(rprep.measured[..., None], rprep.positions, np.nan)),
                _bone_std_mm(targets, weight), rprep.num_frames)
     rows = {}
-    for mname, (r, tr, b, sec, fit, mp, first, k) in _solve_methods(rprep, model, optimize_frames).items():
+    for mname, (r, tr, b, sec, fit, mp, _first, k) in _solve_methods(rprep, model, optimize_frames).items():
         j_e = model.joints(r.to(model.dtype), b, tr.to(model.dtype))
         rows[mname] = dict(fit=float(np.nanmean(fit)), mpbe=mp, jitter=jitter(j_e, FPS) / 1000.0, seconds=sec,
                            frames=k)
@@ -410,11 +411,11 @@ def write_report(path: Path, png: Path, meta, rows, input_jitter, gt_jitter, rea
                  real_section: list[str] | None = None):
     lines = [
         "# LSMPLify evaluation", "",
-        f"Data: `{meta['data']}` ({meta['clips']} clips, {meta['frames']} frames at 30 fps), rotation-transfer "
+        (f"Data: `{meta['data']}` ({meta['clips']} clips, {meta['frames']} frames at 30 fps), rotation-transfer "
         f"retarget (real twist), random betas N(0, 0.7^2) per clip (seed {meta['seed']}), keypoints `{meta['layout']}` "
         f"from model `{meta['model']}`, noise {meta['noise_mm']:g} mm. Optimisation baseline: first "
         f"{meta['optimize_frames']} frames of each clip. Pairwise rows start from the ground truth s frames earlier "
-        "(ground-truth betas); every other row uses only the keypoints.", "",
+        "(ground-truth betas); every other row uses only the keypoints."), "",
         "| method | frames | MPJPE | PA-MPJPE | MPVE | PA-MPVE | MPBE | accel | jitter | frames/s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -422,20 +423,20 @@ def write_report(path: Path, png: Path, meta, rows, input_jitter, gt_jitter, rea
         lines.append(f"| {m} | {r['frames']} | {_fmt(r['mpjpe'])} | {_fmt(r['pa_mpjpe'])} | {_fmt(r['mpve'])} | "
                      f"{_fmt(r['pa_mpve'])} | {_fmt(r['mpbe'])} | {_fmt(r['accel'])} | {_fmt(r['jitter'], 1)} | "
                      f"{_fmt(r['fps'], 0)} |")
-    lines += ["", "Errors in mm (MPJPE root-centred; MPVE raw vertices; MPBE rest skeleton of the estimated vs true "
+    lines += ["", ("Errors in mm (MPJPE root-centred; MPVE raw vertices; MPBE rest skeleton of the estimated vs true "
               "betas; accel = acceleration error of the joints, mm/frame^2). Jitter: mean third difference of the "
               f"predicted joints, m/s^3; input keypoints {_fmt(input_jitter, 1)}, ground-truth joints "
               f"{_fmt(gt_jitter, 1)}. frames/s: the whole solve (shape inverse included) on one CPU thread; "
-              "pairwise: the network step alone.", "",
+              "pairwise: the network step alone."), "",
               "## Real skeleton (CMU joint positions, layout cmu)", "",
-              "No ground-truth body: fit = mean distance of the solved keypoints to the input; MPBE = solved rest "
-              "skeleton vs the measured median bone lengths.", "",
+              ("No ground-truth body: fit = mean distance of the solved keypoints to the input; MPBE = solved rest "
+              "skeleton vs the measured median bone lengths."), "",
               "| method | frames | fit | MPBE | jitter | frames/s |", "|---|---|---|---|---|---|"]
     for m, r in real_rows.items():
         lines.append(f"| {m} | {r['frames']} | {_fmt(r['fit'])} | {_fmt(r['mpbe'])} | {_fmt(r['jitter'], 1)} | "
                      f"{_fmt(r['fps'], 0)} |")
-    lines += ["", f"Input: bone-length std over time {_fmt(real_input['bone_std_mm'])} mm, jitter "
-              f"{_fmt(real_input['jitter'], 1)} m/s^3."]
+    lines += ["", (f"Input: bone-length std over time {_fmt(real_input['bone_std_mm'])} mm, jitter "
+              f"{_fmt(real_input['jitter'], 1)} m/s^3.")]
     for note in meta.get("network_fallback") or []:
         lines.append(f"Note: {note}.")
     lines += ["", f"![error over time and error vs speed]({png.name})", ""]

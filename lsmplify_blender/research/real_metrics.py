@@ -42,7 +42,7 @@ for _side, _s in SIDES:
                                       f"{_side}_forearm": f"{_side}_elbow"})
 
 # direction end points: SMPL side (joint index, landmark name or a tuple averaged) and capture side
-SMPL_POINTS = {"neck_base": 12, "head_base": 15, "head_top": "head_top", "mid_hip": (1, 2)}
+SMPL_POINTS: dict[str, int | str | tuple[int, ...]] = {"neck_base": 12, "head_base": 15, "head_top": "head_top", "mid_hip": (1, 2)}
 CAPTURE_POINTS = {"cmu": {"neck_base": "lowerneck", "head_base": "head", "head_top": "head_end",
                           "mid_hip": ("lfemur", "rfemur")},
                   "deepmimic": {"neck_base": "neck", "mid_hip": ("left_hip", "right_hip")}}
@@ -84,6 +84,7 @@ class TakeResult:
     skate: list[float] = field(default_factory=list)  # solved foot speed in contact frames (mm/s)
     skate_source: list[float] = field(default_factory=list)  # the capture's own, same frames
     jitter: float = float("nan")  # m/s^3 of the solved joints
+    jitter_input: float = float("nan")  # m/s^3 of the input keypoints measured in every frame
     extra: dict = field(default_factory=dict)
 
 
@@ -191,6 +192,8 @@ def solved_body(model, rotmats, betas, trans):
     g_rot, joints = model.global_transforms(rot, model.rest_joints(b))
     tr = torch.as_tensor(trans, dtype=model.dtype)[:, None]
     names = [n for n in ("head_top",) if n in model.data.landmarks]
-    lms = model.landmarks(rot, betas, torch.as_tensor(trans, dtype=model.dtype), names).cpu().numpy() if names else None
-    landmarks = {n: lms[:, k] for k, n in enumerate(names)}
+    landmarks = {}
+    if names:
+        lms = model.landmarks(rot, betas, torch.as_tensor(trans, dtype=model.dtype), names).cpu().numpy()
+        landmarks = {n: lms[:, k] for k, n in enumerate(names)}
     return g_rot.cpu().numpy().astype(np.float64), (joints + tr).cpu().numpy().astype(np.float64), landmarks

@@ -16,7 +16,9 @@ sequence's fps is divided accordingly, as for a file captured at that rate.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -96,13 +98,16 @@ def _slice_source(src: SourceMotion, sl: slice, fps: float) -> SourceMotion:
                                fps=fps)
 
 
+PER_FRAME_FIELDS = ("confidence", "frames", "rotations")  # KeypointSequence fields with one entry per frame
+
+
 def _sliced(seq: KeypointSequence, sl: slice, fps: float) -> KeypointSequence:
-    cut = {k: getattr(seq, k)[sl] for k in ("confidence", "frames", "rotations") if getattr(seq, k) is not None}
+    cut = {k: getattr(seq, k)[sl] for k in PER_FRAME_FIELDS if getattr(seq, k, None) is not None}
     return dataclasses.replace(seq, positions=seq.positions[sl], fps=fps, notes=list(seq.notes), **cut)
 
 
 def _step(fps: float) -> int:
-    return max(1, int(round(fps / TARGET_FPS)))
+    return max(1, round(fps / TARGET_FPS))
 
 
 def _take(name, kind, seq, src: SourceMotion, names, frames, vocabulary="cmu", every_frame=False) -> RealTake:
@@ -123,7 +128,7 @@ def load_cmu_subset(path: Path, skel: Path, frames: int | None) -> RealTake:
     seq = read_cmu_subset(path, skel)
     names, parents, offsets = read_cmu_skeleton(skel)
     glob, root = cmu_global_rotations(read_cmu_rows(path), parents)
-    src = SourceMotion("cmu", glob, cmu_rest_positions(parents, offsets), root, None, list(names), seq.fps)
+    src = SourceMotion("cmu", glob, cmu_rest_positions(parents, offsets), root, None, list(names), float(seq.fps or 120.0))
     return _take(f"{path.parent.name}/{path.stem}", "cmu_subset", seq, src, names, frames)
 
 
@@ -142,45 +147,54 @@ def load_deepmimic_take(path: Path, character: Path, frames: int | None) -> Real
     """DeepMimic has no reader in core/formats: the joint positions go in as named keypoints in
     metres (a user's .npz of them), units and up axis left to ``prepare`` to detect."""
     src = load_deepmimic(path, character)
-    seq = KeypointSequence(positions=src.pos.copy(), names=list(src.names), fps=src.fps, source=str(path),
+    seq = KeypointSequence(positions=np.array(src.pos, dtype=np.float64), names=list(src.names), fps=src.fps, source=str(path),
                            notes=[f"DeepMimic clip {path.name}: joint positions as named keypoints"])
     return _take(src.name, "deepmimic", seq, src, src.names, frames, vocabulary="deepmimic")
 
 
 def held_out_takes(root: Path, kinds=SOURCE_KINDS, clips: int | None = None, frames: int | None = None,
-                   fixtures: Path = FBX_BVH_FIXTURES) -> list[RealTake]:
+                   fixtures: Path = FBX_BVH_FIXTURES, missing: list | None = None) -> list[RealTake]:
     """The held-out takes of each source kind (``network/heldout.py``), at most ``clips`` per kind.
-    cmu_subset/test gives its first clip of each action unless ``clips`` asks for more."""
+    cmu_subset/test gives its first clip of each action unless ``clips`` asks for more. Takes whose
+    files are not under ``root`` are skipped and named in ``missing`` (when a list is given)."""
     unknown = sorted(set(kinds) - set(SOURCE_KINDS))
     if unknown:
         raise InputError(f"unknown source kind(s) {unknown}; choose from {', '.join(SOURCE_KINDS)}.")
-    loaders = []
+    loaders: list[tuple[str, tuple[Path, ...], Callable[[], RealTake]]] = []  # (kind, files it needs, loader)
     if "cmu_subset" in kinds:
         test = root / heldout.HELD_OUT_CMU_SUBSET
-        by_action = sorted(test.glob("*/*.txt"))
-        firsts = [sorted(test.glob(f"{d.name}/*.txt"))[0] for d in sorted(p for p in test.iterdir() if p.is_dir())] \
-            if test.is_dir() else []
-        order = firsts + [f for f in by_action if f not in firsts]
-        loaders += [("cmu_subset", lambda f=f: load_cmu_subset(f, test.parent / "skeleton.json", frames)) for f in order[:clips or len(firsts)]]
+        skel = test.parent / "skeleton.json"
+        actions = sorted(p for p in test.iterdir() if p.is_dir()) if test.is_dir() else []
+        firsts = [sorted(d.glob("*.txt"))[0] for d in actions if any(d.glob("*.txt"))]
+        order = firsts + [f for f in sorted(test.glob("*/*.txt")) if f not in firsts]
+        loaders += [("cmu_subset", (f, skel), partial(load_cmu_subset, f, skel, frames))
+                    for f in order[:clips or len(firsts)]]
     if "cmu_bvh" in kinds:
-        loaders += [("cmu_bvh", lambda f=f: load_bvh_take(root / f, "cmu_bvh", frames)) for f in heldout.HELD_OUT_BVH]
+        loaders += [("cmu_bvh", (root / f,), partial(load_bvh_take, root / f, "cmu_bvh", frames))
+                    for f in heldout.HELD_OUT_BVH]
     if "cmu_amc" in kinds:
-        loaders += [("cmu_amc", lambda m=m, a=a: load_amc_take(root / m, root / a, frames))
+        loaders += [("cmu_amc", (root / m, root / a), partial(load_amc_take, root / m, root / a, frames))
                     for m, a in heldout.HELD_OUT_AMC]
     if "cmu_fbx_bvh" in kinds:
-        loaders += [("cmu_fbx_bvh", lambda f=f: load_bvh_take(f, "cmu_fbx_bvh", frames))
+        loaders += [("cmu_fbx_bvh", (f,), partial(load_bvh_take, f, "cmu_fbx_bvh", frames))
                     for f in sorted(Path(fixtures).glob("*.bvh"))]
     if "deepmimic" in kinds:
         character = root / heldout.DEEPMIMIC_CHARACTER
-        loaders += [("deepmimic", lambda f=f: load_deepmimic_take(root / f, character, frames))
+        loaders += [("deepmimic", (root / f, character), partial(load_deepmimic_take, root / f, character, frames))
                     for f in heldout.HELD_OUT_DEEPMIMIC]
     taken: dict[str, int] = {}
     out = []
-    for kind, load in loaders:
+    for kind, needs, load in loaders:
         if clips and kind != "cmu_subset" and taken.get(kind, 0) >= clips:
+            continue
+        absent = [str(p) for p in needs if not Path(p).is_file()]
+        if absent:
+            if missing is not None:
+                missing += absent
             continue
         taken[kind] = taken.get(kind, 0) + 1
         out.append(load())
     if not out:
-        raise InputError(f"no held-out takes found under {root} for {', '.join(kinds)}.")
+        raise InputError(f"no held-out takes found under {root} for {', '.join(kinds)}: pass --data DIR, the mocap "
+                         f"data root holding cmu_subset/, cmu_raw/ and deepmimic/.")
     return out

@@ -55,7 +55,8 @@ def read_text(path, what: str = "text") -> str:
             text = raw.decode("latin-1")
         except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
             raise InputError(f"'{p.name}' is not a readable {what} file.") from None
-    if not text.strip():
+    del raw  # a long take's text is hundreds of MB: never hold it three times
+    if not text or text.isspace():
         raise InputError(f"'{p.name}' contains only whitespace; it has no data.")
     return text
 
@@ -110,29 +111,46 @@ def norm_up(value, where: str) -> str | None:
     return s
 
 
+MAX_COORDINATE = 1e15  # far beyond any capture volume in any unit; bigger values overflow squared norms
+MAX_FPS = 1000.0  # no capture runs faster; larger values are a unit mistake (and would size kernels)
+
+
 def norm_fps(value, where: str) -> float | None:
     if value is None:
         return None
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, np.ndarray) and value.dtype.kind == "b"):
+        raise InputError(f"{where}: fps is {value!r}, a yes/no value, not a frame rate. Write a number, e.g. 30.")
     try:
         f = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: fps '{value}' is not a number.") from None
-    if not math.isfinite(f) or f <= 0:
-        raise InputError(f"{where}: fps must be a positive number, got {value}.")
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{where}: fps '{str(value)[:40]}' is not a number.") from None
+    if not math.isfinite(f) or f <= 0 or f > MAX_FPS:
+        raise InputError(f"{where}: fps must be a frame rate in (0, {MAX_FPS:g}], got {str(value)[:40]}.")
     return f
+
+
+def duplicates(items) -> list[str]:
+    """The items that occur more than once, sorted: one pass, linear in len(items)."""
+    seen: set = set()
+    dup: set = set()
+    for item in items:
+        (dup if item in seen else seen).add(item)
+    return sorted(dup)
 
 
 def finalize(positions, *, names=None, confidence=None, fps=None, units=None, up=None,
              layout=None, frames=None, source="", notes=None,
-             where: str = "") -> KeypointSequence:
+             where: str = "", owned: bool = False) -> KeypointSequence:
     """Check shapes and values and build the KeypointSequence every reader returns.
 
     inf becomes NaN (missing); a sequence with no finite value at all is refused.
     Confidence is clipped to [0, 1] and set to 0 where the position is missing.
+    ``owned``: the caller hands over a float64 array nobody else holds; it is edited in
+    place instead of copied (a long take's positions are ~1 GB).
     """
     where = where or (Path(source).name if source else "keypoints")
     notes = list(notes or [])
-    pos = np.asarray(positions, dtype=np.float64)
+    pos = np.asarray(positions, dtype=np.float64) if owned else np.array(positions, dtype=np.float64)
     if pos.ndim != 3 or pos.shape[2] != 3:
         raise InputError(f"{where}: keypoints must have shape (frames, joints, 3); got {pos.shape}.")
     T, J = pos.shape[:2]
@@ -140,13 +158,16 @@ def finalize(positions, *, names=None, confidence=None, fps=None, units=None, up
         raise InputError(f"{where}: the file has zero frames. Export at least one frame.")
     if J == 0:
         raise InputError(f"{where}: the file has zero joints. Export at least one keypoint.")
-    pos = pos.copy()
     bad = ~np.isfinite(pos)
     if bad.any():
         n_inf = int(np.isinf(pos).sum())
         pos[bad] = np.nan
         if n_inf:
             notes.append(f"{n_inf} infinite value(s) treated as missing.")
+    peak = float(np.nanmax(np.abs(pos))) if np.isfinite(pos).any() else 0.0
+    if peak > MAX_COORDINATE:
+        raise InputError(f"{where}: coordinates reach {peak:.3g}, which is no position in any unit (a "
+                         f"kilometre is 1e6 mm). The file holds something else, or is corrupt.")
     if not np.isfinite(pos).any():
         raise InputError(
             f"{where}: every keypoint value is missing (NaN/empty); there is nothing to fit. "
@@ -162,7 +183,7 @@ def finalize(positions, *, names=None, confidence=None, fps=None, units=None, up
         names = [str(n) for n in names]
         if len(names) != J:
             raise InputError(f"{where}: {len(names)} joint names for {J} joints; they must match.")
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = duplicates(names)
         if dup:
             raise InputError(f"{where}: duplicate joint names {dup}; every joint needs its own name.")
 

@@ -414,17 +414,14 @@ def _parse_amc_slow(body: str, nvals: dict[str, int], fully_specified: bool, whe
 def joint_order(skel: AsfSkeleton) -> list[tuple[str, str | None]]:
     """Depth-first (name, bone) list: ('root', None), (bone, bone), ('<leaf>_end', leaf)."""
     out: list[tuple[str, str | None]] = [("root", None)]
-
-    def visit(b: str):
+    todo = list(reversed(skel.root_children))  # an explicit stack: a 3,000-bone chain needs no recursion
+    while todo:
+        b = todo.pop()
         out.append((b, b))
         kids = skel.bones[b].children
-        for k in kids:
-            visit(k)
         if not kids:
             out.append((b + "_end", b))
-
-    for c in skel.root_children:
-        visit(c)
+        todo.extend(reversed(kids))
     return out
 
 

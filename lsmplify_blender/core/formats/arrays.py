@@ -53,9 +53,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import safe_npy
 from ..errors import InputError
 from ..keypoints import KeypointSequence
-from ._common import check_file, finalize, read_text
+from ._common import check_file, duplicates, finalize, read_text
 
 _NPZ_KEYS = ("keypoints", "joint_names", "confidence", "fps", "units", "up", "layout", "frames")
 
@@ -69,7 +70,7 @@ def as_tj3(arr, where: str, notes: list[str]) -> np.ndarray:
     a = np.asarray(arr)
     if a.dtype.kind not in "fiub":
         raise InputError(f"{where}: keypoints must be numbers, got dtype {a.dtype}.")
-    a = a.astype(np.float64)
+    a = a.astype(np.float64)  # always a copy: readers hand it to finalize(owned=True)
     if a.ndim == 3 and a.shape[2] == 3:
         return a
     if a.ndim == 2 and a.shape[1] == 3:
@@ -146,56 +147,26 @@ def read_npy(path) -> KeypointSequence:
         return read_npz(path)
     if magic != b"\x93NUMPY":
         raise InputError(f"{where}: not a NumPy .npy file. Save the array with np.save().")
-    try:
-        with open(p, "rb") as f:
-            arr = np.load(f, allow_pickle=False)
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise InputError(f"{where}: the array holds Python objects, which are not loaded for "
-                             f"safety. Save a float array: np.save(path, xyz.astype(float)).") from None
-        raise InputError(f"{where}: cannot read the .npy file ({e}); it is truncated or corrupt.") from None
-    except Exception as e:  # numpy raises many types on a corrupt header (SyntaxError, TokenError...)
-        raise InputError(f"{where}: cannot read the .npy file ({type(e).__name__}: {e}); it is "
-                         f"truncated or corrupt. Save it again with np.save().") from None
+    arr = safe_npy.read_npy(p, InputError)  # sizes and dtype checked before anything is allocated
     notes: list[str] = []
-    pos = as_tj3(arr, where, notes)
+    pos = as_tj3(arr, where, notes)  # a fresh float64 array (astype copies): finalize may own it
+    del arr
     notes.append(".npy holds positions only: names, units, up axis and fps are not known.")
-    return finalize(pos, source=str(path), notes=notes, where=where)
+    return finalize(pos, source=str(path), notes=notes, where=where, owned=True)
 
 
 def read_npz(path) -> KeypointSequence:
     p = check_file(path)
     where = p.name
-    with open(p, "rb") as f:
-        try:
-            z = np.load(f, allow_pickle=False)
-        except Exception as e:  # BadZipFile, OSError, EOFError, ValueError, ...
-            raise InputError(f"{where}: not a readable .npz archive ({type(e).__name__}: {e}). "
-                             f"Save it with np.savez().") from None
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise InputError(f"{where}: this is a single .npy array, not an .npz archive; "
-                             f"rename it to .npy or save it with np.savez(path, keypoints=...).")
-        with z:
-            keys = list(z.files)
-            if "keypoints" not in keys:
-                raise InputError(f"{where}: no 'keypoints' array in the .npz (it has {keys}). Save "
-                                 f"the (T, J, 3) positions as np.savez(path, keypoints=xyz, ...).")
-            vals = {}
-            for k in keys:
-                if k not in _NPZ_KEYS:
-                    continue
-                try:
-                    vals[k] = z[k]
-                except ValueError as e:
-                    if "pickle" in str(e).lower():
-                        raise InputError(
-                            f"{where}: '{k}' was saved as Python objects, which are not loaded for "
-                            f"safety. Save strings as np.array(values, dtype=str) and numbers as "
-                            f"float arrays.") from None
-                    raise InputError(f"{where}: cannot read '{k}' ({e}); the archive is corrupt.") from None
-                except Exception as e:
-                    raise InputError(f"{where}: cannot read '{k}' ({type(e).__name__}: {e}); the "
-                                     f"archive is corrupt.") from None
+    if _magic(p)[:2] != b"PK":
+        raise InputError(f"{where}: this is a single .npy array, not an .npz archive; "
+                         f"rename it to .npy or save it with np.savez(path, keypoints=...).")
+    # Only the known keys are read, each after its declared size is checked (an .npz bomb
+    # declares gigabytes of zeros in a few megabytes).
+    vals, keys = safe_npy.read_npz(p, InputError, keys=_NPZ_KEYS, kinds="biufUS")
+    if "keypoints" not in keys:
+        raise InputError(f"{where}: no 'keypoints' array in the .npz (it has {keys}). Save "
+                         f"the (T, J, 3) positions as np.savez(path, keypoints=xyz, ...).")
     notes: list[str] = []
     extra = [k for k in keys if k not in _NPZ_KEYS]
     if extra:
@@ -330,13 +301,21 @@ def _frames_form(data: dict, frames: list, where: str, source: str) -> KeypointS
 def read_json(path) -> KeypointSequence:
     where = Path(path).name
     text = read_text(path, "JSON")
+    def json_int(digits: str):  # Python refuses > 4300 digits deep in json.loads; say why here
+        if len(digits) > 30:
+            raise InputError(f"{where}: a JSON integer with {len(digits)} digits is no coordinate, frame or "
+                             f"rate. The file holds something else, or is corrupt.")
+        return int(digits)
+
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_int=json_int)
     except json.JSONDecodeError as e:
         raise InputError(f"{where}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}). "
                          f"The file may be truncated.") from None
     except RecursionError:
         raise InputError(f"{where}: JSON nested too deeply.") from None
+    except ValueError as e:
+        raise InputError(f"{where}: not valid JSON ({str(e)[:100]}).") from None
     if isinstance(data, list):
         data = {"frames": data} if data and all(isinstance(f, dict) for f in data) else {"keypoints": data}
     if not isinstance(data, dict):
@@ -457,7 +436,7 @@ def read_csv(path) -> KeypointSequence:
                      f"joint names unknown.")
         return finalize(vals.reshape(len(data), width // 3, 3), source=str(path), notes=notes, where=where)
 
-    dup = sorted({h for h in header if header.count(h) > 1 and h})
+    dup = [h for h in duplicates(header) if h]
     if dup:
         raise InputError(f"{where}: duplicate column names {dup} in the header.")
     coords: dict[str, dict[str, int]] = {}

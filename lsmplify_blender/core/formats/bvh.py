@@ -23,7 +23,9 @@ are usually in CMU units of 0.05644 m, others in cm or inches) and its up axis
 """
 from __future__ import annotations
 
+import dataclasses
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +33,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..keypoints import KeypointSequence
-from ._common import euler_matrix, finalize, parse_floats, read_text
+from ._common import MAX_FPS, euler_matrix, finalize, parse_floats, read_text
 
 _CHANNELS = {
     "xposition": ("pos", 0), "yposition": ("pos", 1), "zposition": ("pos", 2),
@@ -161,6 +163,35 @@ _FTIME_RE = re.compile(r"^[ \t]*Frame[ \t]+Time[ \t]*:?[ \t]*(\S+)[ \t]*(\r?\n|$
                        re.MULTILINE | re.IGNORECASE)
 
 
+_PARSE_CHUNK = 1 << 25  # characters of MOTION text parsed at a time (32 MB): bounds the copies
+
+
+def _motion_values(text: str, start: int, expected: int) -> np.ndarray | None:
+    """The ``expected`` MOTION numbers of ``text[start:]``, parsed in C chunk by chunk into
+    one array (a long take is 1e8 values: as Python strings they would need ~6 GB).
+    None when the text holds anything else (then the caller reports exactly what)."""
+    out = np.empty(expected)
+    got, pos, end = 0, start, len(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # numpy warns when it stops at a non-number
+        while pos < end:
+            stop = text.find("\n", min(pos + _PARSE_CHUNK, end))
+            stop = end if stop < 0 else stop + 1
+            chunk = text[pos:stop]
+            pos = stop
+            if not chunk.strip():
+                continue  # numpy returns [-1.] for a string of only whitespace
+            try:
+                part = np.fromstring(chunk, dtype=np.float64, sep=" ")
+            except (DeprecationWarning, ValueError):
+                return None
+            if got + part.size > expected:
+                return None
+            out[got:got + part.size] = part
+            got += part.size
+    return out if got == expected else None
+
+
 def parse_bvh(text: str, where: str = "BVH") -> BvhData:
     m = _MOTION_RE.search(text)
     if m is None:
@@ -168,13 +199,12 @@ def parse_bvh(text: str, where: str = "BVH") -> BvhData:
             raise InputError(f"{where}: no MOTION section; the file is truncated or has no animation.")
         raise InputError(f"{where}: not a BVH file (no HIERARCHY / MOTION sections).")
     nodes, n_channels = _parse_hierarchy(text[:m.start()], where)
-    rest = text[m.end():]
-    fm = _FRAMES_RE.search(rest)
-    tm = _FTIME_RE.search(rest)
+    fm = _FRAMES_RE.search(text, m.end())  # offsets into text: a long take is never copied whole
+    tm = _FTIME_RE.search(text, m.end())
     if fm is None or tm is None or fm.start() > tm.start():
         raise InputError(f"{where}: the MOTION section must begin with 'Frames: N' and "
                          f"'Frame Time: seconds' lines; the file is truncated or malformed.")
-    if rest[:fm.start()].strip():
+    if text[m.end():fm.start()].strip():
         raise InputError(f"{where}: unexpected text between MOTION and 'Frames:'.")
     try:
         n_frames = int(fm.group(1))
@@ -187,24 +217,41 @@ def parse_bvh(text: str, where: str = "BVH") -> BvhData:
     if n_frames <= 0:
         raise InputError(f"{where}: the file has zero frames ('Frames: {n_frames}'). "
                          f"Export the animation, not only the skeleton.")
-    body = rest[tm.end():]
-    values = parse_floats(body.split(), f"{where}: MOTION data")
-    expected = n_frames * n_channels
-    if values.size != expected:
-        lines = [ln for ln in body.splitlines() if ln.strip()]
-        full = values.size // n_channels if n_channels else 0
-        if values.size < expected:
-            raise InputError(
-                f"{where}: the header says {n_frames} frames of {n_channels} channels "
-                f"({expected} values) but the MOTION data holds only {values.size} values on "
-                f"{len(lines)} lines ({full} complete frames). The file is truncated; re-export it "
-                f"or correct the 'Frames:' line.")
+    if n_channels == 0:
+        raise InputError(f"{where}: no joint declares CHANNELS, so the {n_frames} frames hold no motion. "
+                         "Re-export the BVH with its rotation channels.")
+    body_len = len(text) - tm.end()
+    if n_frames * n_channels > (body_len + 1) // 2:  # every value takes a digit and a separator
         raise InputError(
-            f"{where}: the header says {n_frames} frames of {n_channels} channels ({expected} "
-            f"values) but the MOTION data holds {values.size} values on {len(lines)} lines. "
-            f"Correct the 'Frames:' line or the joint CHANNELS.")
+            f"{where}: the header says {n_frames} frames of {n_channels} channels but the MOTION data is "
+            f"only {body_len} characters long. The file is truncated, or its 'Frames:' line is wrong.")
+    expected = n_frames * n_channels
+    values = _motion_values(text, tm.end(), expected)
+    if values is None:  # not plain C numbers, or not as many: the slow, exact path says what is wrong
+        values = _slow_motion(text[tm.end():], n_frames, n_channels, where)
     motion = values.reshape(n_frames, n_channels)
     return BvhData(nodes=nodes, motion=motion, frame_time=frame_time, num_channels=n_channels)
+
+
+def _slow_motion(body: str, n_frames: int, n_channels: int, where: str) -> np.ndarray:
+    """MOTION numbers read token by token (Python's float syntax); the InputError that names
+    the problem when they are not n_frames x n_channels numbers."""
+    values = parse_floats(body.split(), f"{where}: MOTION data")  # names the first non-number
+    expected = n_frames * n_channels
+    if values.size == expected:
+        return values
+    lines = [ln for ln in body.splitlines() if ln.strip()]
+    full = values.size // n_channels
+    if values.size < expected:
+        raise InputError(
+            f"{where}: the header says {n_frames} frames of {n_channels} channels "
+            f"({expected} values) but the MOTION data holds only {values.size} values on "
+            f"{len(lines)} lines ({full} complete frames). The file is truncated; re-export it "
+            f"or correct the 'Frames:' line.")
+    raise InputError(
+        f"{where}: the header says {n_frames} frames of {n_channels} channels ({expected} "
+        f"values) but the MOTION data holds {values.size} values on {len(lines)} lines. "
+        f"Correct the 'Frames:' line or the joint CHANNELS.")
 
 
 # ---------------------------------------------------------------------------------------
@@ -270,11 +317,33 @@ def bvh_rest_positions(data: BvhData) -> np.ndarray:
     return rest
 
 
+FK_BLOCK = 1 << 14  # frames per forward-kinematics pass: its float64 (T, N, 3, 3) rotations stay ~50 MB
+
+
+def _fk_in_blocks(data: BvhData, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``bvh_forward_kinematics`` positions (float64) and rotations (float32), computed
+    FK_BLOCK frames at a time into one array each.
+
+    Each block after the first is run with the take's first frame in front (then dropped),
+    so the FK's first-frame decisions (absolute position channels) are the whole take's.
+    """
+    t = data.motion.shape[0]
+    pos = np.empty((t, len(data.nodes), 3))
+    rot = np.empty((t, len(data.nodes), 3, 3), np.float32)
+    for s in range(0, t, FK_BLOCK):
+        rows = data.motion[s:s + FK_BLOCK]
+        if s:
+            rows = np.concatenate([data.motion[:1], rows])
+        p, r = bvh_forward_kinematics(dataclasses.replace(data, motion=rows), notes if s == 0 else None,
+                                      rotations=True)
+        pos[s:s + FK_BLOCK], rot[s:s + FK_BLOCK] = (p[1:], r[1:]) if s else (p, r)
+    return pos, rot
+
+
 def read_bvh(path) -> KeypointSequence:
     """Read a .bvh file into world joint positions (file units, Y up, End Sites included)."""
     where = Path(path).name
-    text = read_text(path, "BVH")
-    data = parse_bvh(text, where)
+    data = parse_bvh(read_text(path, "BVH"), where)  # the text is freed once parsed
     notes: list[str] = []
     names = [n.name for n in data.nodes]
     seen: dict[str, int] = {}
@@ -286,13 +355,17 @@ def read_bvh(path) -> KeypointSequence:
         else:
             seen[nm] = 1
     with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN input -> NaN (missing)
-        positions, rotations = bvh_forward_kinematics(data, notes, rotations=True)
+        positions, rotations = _fk_in_blocks(data, notes)
     n_end = sum(n.is_end for n in data.nodes)
     notes.insert(0, f"BVH: {len(data.nodes) - n_end} joints + {n_end} End Sites (named "
                     f"'<Parent>_End'), {data.motion.shape[0]} frames, {data.num_channels} channels.")
     fps = None
     if data.frame_time > 0 and np.isfinite(data.frame_time):
         fps = 1.0 / data.frame_time
+        if fps > MAX_FPS:
+            raise InputError(f"{where}: 'Frame Time: {data.frame_time:g}' means {fps:.3g} fps, more than any "
+                             f"capture ({MAX_FPS:g}). Correct the Frame Time line (seconds per frame, e.g. "
+                             "0.0083333 for 120 fps).")
         if abs(fps - round(fps)) < 1e-4 * fps:  # 'Frame Time: .0083333' means 120 fps
             fps = float(round(fps))
         notes.append(f"fps = 1 / Frame Time ({data.frame_time:g} s) = {fps:.6g}.")
@@ -301,6 +374,6 @@ def read_bvh(path) -> KeypointSequence:
     notes.append("BVH carries no length unit; units left unknown (CMU-derived BVH files are in "
                  "CMU units of 0.05644 m, others often cm or inches). Up axis: Y (BVH convention).")
     seq = finalize(positions, names=names, fps=fps, units=None, up="y", layout=None,
-                   source=str(path), notes=notes, where=where)
-    seq.rotations, seq.rest_positions = rotations.astype(np.float32), bvh_rest_positions(data)  # see KeypointSequence
+                   source=str(path), notes=notes, where=where, owned=True)
+    seq.rotations, seq.rest_positions = rotations, bvh_rest_positions(data)  # see KeypointSequence
     return seq
