@@ -72,12 +72,24 @@ PLATFORM_TAGS = {
 
 # Marker environment per Blender platform (to check the bundled wheels' own requirements).
 MARKER_ENV = {
-    "linux-x64": {"sys_platform": "linux", "platform_system": "Linux",
-                  "platform_machine": "x86_64", "os_name": "posix"},
-    "windows-x64": {"sys_platform": "win32", "platform_system": "Windows",
-                    "platform_machine": "AMD64", "os_name": "nt"},
-    "macos-arm64": {"sys_platform": "darwin", "platform_system": "Darwin",
-                    "platform_machine": "arm64", "os_name": "posix"},
+    "linux-x64": {
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "os_name": "posix",
+    },
+    "windows-x64": {
+        "sys_platform": "win32",
+        "platform_system": "Windows",
+        "platform_machine": "AMD64",
+        "os_name": "nt",
+    },
+    "macos-arm64": {
+        "sys_platform": "darwin",
+        "platform_system": "Darwin",
+        "platform_machine": "arm64",
+        "os_name": "posix",
+    },
 }
 
 # Blender versions per bundled Python (blender_version_max is exclusive).
@@ -103,22 +115,36 @@ NEVER_BUNDLE = {"numpy"}  # Blender ships numpy.
 # and add a row.
 WHEEL_LICENCES = {
     # torch's own code is BSD-3-Clause (its LICENSE); the expression covers the bundled third_party code
-    "torch": ("Apache-2.0 AND Apache-2.0 WITH LLVM-exception AND BSD-2-Clause AND BSD-3-Clause AND BSL-1.0 AND MIT",
-              "Apache-2.0 AND Apache-2.0 WITH LLVM-exception AND BSD-2-Clause AND BSD-3-Clause AND BSL-1.0 AND MIT",
-              "torch-*.dist-info/licenses/LICENSE and its 97 third_party/**/LICENSE* files"),
+    "torch": (
+        "Apache-2.0 AND Apache-2.0 WITH LLVM-exception AND BSD-2-Clause AND BSD-3-Clause AND BSL-1.0 AND MIT",
+        "Apache-2.0 AND Apache-2.0 WITH LLVM-exception AND BSD-2-Clause AND BSD-3-Clause AND BSL-1.0 AND MIT",
+        "torch-*.dist-info/licenses/LICENSE and its 97 third_party/**/LICENSE* files",
+    ),
     # the Linux wheel's LICENSE.txt also lists its bundled libraries: OpenBLAS BSD-3-Clause,
     # LAPACK BSD-3-Clause-Open-MPI, GCC runtime GPL-3.0-or-later WITH GCC-exception-3.1,
     # libquadmath LGPL-2.1-or-later
-    "scipy": ("BSD-3-Clause AND (bundled libraries, see its LICENSE.txt)", "BSD License",
-              "scipy-*.dist-info/LICENSE.txt (scipy's and each bundled library's)"),
+    "scipy": (
+        "BSD-3-Clause AND (bundled libraries, see its LICENSE.txt)",
+        "BSD License",
+        "scipy-*.dist-info/LICENSE.txt (scipy's and each bundled library's)",
+    ),
     "sympy": ("BSD-3-Clause", "BSD", "sympy-*.dist-info/licenses/LICENSE, AUTHORS"),
     "mpmath": ("BSD-3-Clause", "BSD-3-Clause", "mpmath-*.dist-info/licenses/LICENSE"),
     "typing-extensions": ("PSF-2.0", "PSF-2.0", "typing_extensions-*.dist-info/licenses/LICENSE"),
 }
 NOTICES_NAME = "THIRD_PARTY_NOTICES"
 # Left out of the staged package: code the add-on never imports at run time.
-STAGE_EXCLUDE = ("__pycache__", "*.pyc", "*.pyo", ".pytest_cache", "*.whl", "blender_manifest.toml",
-                 "research", "tests", "tools")
+STAGE_EXCLUDE = (
+    "__pycache__",
+    "*.pyc",
+    "*.pyo",
+    ".pytest_cache",
+    "*.whl",
+    "blender_manifest.toml",
+    "research",
+    "tests",
+    "tools",
+)
 
 
 def requirements(python: str) -> list[str]:
@@ -131,8 +157,13 @@ def requirements(python: str) -> list[str]:
 def find_builder() -> Path:
     """Blender's extension builder inside the bpy wheel of this interpreter."""
     for entry in sys.path:
-        hits = sorted(glob.glob(os.path.join(
-            entry, "bpy", "*", "scripts", "addons_core", "bl_pkg", "cli", "blender_ext.py")))
+        hits = sorted(
+            glob.glob(
+                os.path.join(
+                    entry, "bpy", "*", "scripts", "addons_core", "bl_pkg", "cli", "blender_ext.py"
+                )
+            )
+        )
         if hits:
             return Path(hits[-1])
     raise SystemExit("blender_ext.py not found: install bpy in this Python or pass --builder")
@@ -149,12 +180,25 @@ def supported_tags(platform: str, python: str) -> list[ptags.Tag]:
     ver = tuple(int(x) for x in python.split("."))
     plats = PLATFORM_TAGS[platform]
     return list(ptags.cpython_tags(ver, platforms=plats)) + list(
-        ptags.compatible_tags(ver, interpreter=f"cp{ver[0]}{ver[1]}", platforms=plats))
+        ptags.compatible_tags(ver, interpreter=f"cp{ver[0]}{ver[1]}", platforms=plats)
+    )
 
 
 def pip_download(platform: str, python: str) -> None:
-    cmd = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--no-deps",
-           "--implementation", "cp", "--python-version", python, "-d", str(WHEELS_DIR)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--only-binary=:all:",
+        "--no-deps",
+        "--implementation",
+        "cp",
+        "--python-version",
+        python,
+        "-d",
+        str(WHEELS_DIR),
+    ]
     for tag in PLATFORM_TAGS[platform]:
         cmd += ["--platform", tag]
     if platform == "linux-x64":
@@ -182,23 +226,35 @@ def select_wheels(platform: str, python: str) -> list[Path]:
         if name in NEVER_BUNDLE or name not in wanted:
             continue
         if not wanted[name].contains(version, prereleases=False) and not (
-                wanted[name].contains(Version(version.public), prereleases=False)):
+            wanted[name].contains(Version(version.public), prereleases=False)
+        ):
             continue
         # linux_x86_64 is only acceptable for the local torch CPU build.
         ranks = [rank[t] for t in wtags if t in rank]
-        if not ranks and not (platform == "linux-x64" and name == "torch" and version.local
-                              and any(t.platform == "linux_x86_64" and t.interpreter ==
-                                      f"cp{python.replace('.', '')}" for t in wtags)):
+        if not ranks and not (
+            platform == "linux-x64"
+            and name == "torch"
+            and version.local
+            and any(
+                t.platform == "linux_x86_64" and t.interpreter == f"cp{python.replace('.', '')}"
+                for t in wtags
+            )
+        ):
             continue
         is_cpu = 1 if (version.local or "").startswith("cpu") else 0
-        key = (is_cpu if name == "torch" and platform == "linux-x64" else 0,
-               version, -min(ranks, default=len(rank)))
+        key = (
+            is_cpu if name == "torch" and platform == "linux-x64" else 0,
+            version,
+            -min(ranks, default=len(rank)),
+        )
         if name not in best or key > best[name][0]:
             best[name] = (key, whl)
     missing = sorted(set(wanted) - set(best))
     if missing:
-        raise SystemExit(f"no wheel in {WHEELS_DIR} for {platform} / Python {python}: "
-                         f"{', '.join(missing)} (run without --no-download)")
+        raise SystemExit(
+            f"no wheel in {WHEELS_DIR} for {platform} / Python {python}: "
+            f"{', '.join(missing)} (run without --no-download)"
+        )
     return [best[n][1] for n in sorted(best)]
 
 
@@ -212,8 +268,11 @@ def ensure_cpu_torch(python: str) -> None:
         print(f"[download] using local CPU torch {local[-1].name}", flush=True)
         shutil.copy2(local[-1], WHEELS_DIR / local[-1].name)
     else:
-        print(f"[warning] no torch {torch}+cpu wheel found for Linux: bundling the PyPI build "
-              "(CUDA), whose nvidia-* dependencies are NOT bundled", file=sys.stderr)
+        print(
+            f"[warning] no torch {torch}+cpu wheel found for Linux: bundling the PyPI build "
+            "(CUDA), whose nvidia-* dependencies are NOT bundled",
+            file=sys.stderr,
+        )
 
 
 def _dist_info_files(zf: zipfile.ZipFile) -> tuple[str, list[str]]:
@@ -224,16 +283,25 @@ def _dist_info_files(zf: zipfile.ZipFile) -> tuple[str, list[str]]:
     text = zf.read(meta).decode("utf-8", "replace") if meta else ""
     dist_info = meta.rsplit("/", 1)[0] + "/" if meta else None
     keys = ("LICEN", "COPYING", "NOTICE", "AUTHORS")
-    files = [n for n in names if dist_info and n.startswith(dist_info) and not n.endswith("/")
-             and any(k in n.rsplit("/", 1)[-1].upper() for k in keys)]
+    files = [
+        n
+        for n in names
+        if dist_info
+        and n.startswith(dist_info)
+        and not n.endswith("/")
+        and any(k in n.rsplit("/", 1)[-1].upper() for k in keys)
+    ]
     return text, sorted(files)
 
 
 def _metadata_licence(meta_text: str) -> str:
     """The licence fields of a METADATA header (License-Expression, License, classifiers)."""
     header = meta_text.split("\n\n", 1)[0]
-    return "\n".join(line for line in header.splitlines()
-                     if line.startswith(("License-Expression:", "License:", "Classifier: License")))
+    return "\n".join(
+        line
+        for line in header.splitlines()
+        if line.startswith(("License-Expression:", "License:", "Classifier: License"))
+    )
 
 
 def audit_licences(wheels: list[Path]) -> dict[str, tuple[str, list[tuple[str, str]]]]:
@@ -251,15 +319,19 @@ def audit_licences(wheels: list[Path]) -> dict[str, tuple[str, list[tuple[str, s
             texts = [(f, zf.read(f).decode("utf-8", "replace")) for f in files]
         fields = _metadata_licence(meta)
         if name not in WHEEL_LICENCES:
-            problems.append(f"{whl.name}: no known redistributable licence (its METADATA says "
-                            f"{fields.strip() or 'nothing'!r}). Read its licence and, if GPL-3.0-or-later "
-                            f"code may redistribute it, add it to WHEEL_LICENCES in build_addon.py; "
-                            f"otherwise do not bundle it.")
+            problems.append(
+                f"{whl.name}: no known redistributable licence (its METADATA says "
+                f"{fields.strip() or 'nothing'!r}). Read its licence and, if GPL-3.0-or-later "
+                f"code may redistribute it, add it to WHEEL_LICENCES in build_addon.py; "
+                f"otherwise do not bundle it."
+            )
             continue
         spdx, must_say, _where = WHEEL_LICENCES[name]
         if must_say not in fields:
-            problems.append(f"{whl.name}: its METADATA licence fields {fields.strip()!r} no longer contain "
-                            f"{must_say!r}, as recorded in WHEEL_LICENCES: audit this release's licence again.")
+            problems.append(
+                f"{whl.name}: its METADATA licence fields {fields.strip()!r} no longer contain "
+                f"{must_say!r}, as recorded in WHEEL_LICENCES: audit this release's licence again."
+            )
         if not texts:
             problems.append(f"{whl.name}: carries no licence file to copy into {NOTICES_NAME}.")
         out[name] = (spdx, texts)
@@ -272,8 +344,13 @@ def third_party_notices(wheels: list[Path]) -> str:
     """The zip's THIRD_PARTY_NOTICES: the repository's data notices, then each bundled
     wheel's licence files as they are in the wheel."""
     audited = audit_licences(wheels)
-    parts = [(ROOT / NOTICES_NAME).read_text(encoding="utf-8").rstrip("\n"), "", "=" * 90,
-             "4. Python packages bundled under wheels/ (licence files copied from each wheel)", "=" * 90]
+    parts = [
+        (ROOT / NOTICES_NAME).read_text(encoding="utf-8").rstrip("\n"),
+        "",
+        "=" * 90,
+        "4. Python packages bundled under wheels/ (licence files copied from each wheel)",
+        "=" * 90,
+    ]
     by_name = {canonicalize_name(parse_wheel_filename(w.name)[0]): w for w in wheels}
     for name in sorted(audited):
         spdx, texts = audited[name]
@@ -285,9 +362,14 @@ def third_party_notices(wheels: list[Path]) -> str:
 
 def check_wheel_requirements(wheels: list[Path], platform: str, python: str) -> list[str]:
     """Requirements of the bundled wheels (for this target) that nothing bundled satisfies."""
-    env = dict(MARKER_ENV[platform], python_version=python, python_full_version=python + ".0",
-               implementation_name="cpython", platform_python_implementation="CPython",
-               extra="")
+    env = dict(
+        MARKER_ENV[platform],
+        python_version=python,
+        python_full_version=python + ".0",
+        implementation_name="cpython",
+        platform_python_implementation="CPython",
+        extra="",
+    )
     have = {canonicalize_name(parse_wheel_filename(w.name)[0]) for w in wheels}
     problems = []
     for whl in wheels:
@@ -316,8 +398,9 @@ def _toml_list(values: list[str]) -> str:
 def _set_key(text: str, key: str, value: str) -> str:
     """Set a top-level key (before the first [table]) in TOML text, replacing any old one."""
     head, sep, tail = text.partition("\n[")
-    pattern = re.compile(rf"^{re.escape(key)}\s*=\s*(\[.*?\]|\"[^\"\n]*\")[^\n]*\n?",
-                         re.MULTILINE | re.DOTALL)
+    pattern = re.compile(
+        rf"^{re.escape(key)}\s*=\s*(\[.*?\]|\"[^\"\n]*\")[^\n]*\n?", re.MULTILINE | re.DOTALL
+    )
     if pattern.search(head):
         head = pattern.sub(lambda _m: f"{key} = {value}\n", head, count=1)
     else:
@@ -348,7 +431,8 @@ def stage(stage_dir: Path, platforms: list[str], wheels: list[Path], python: str
     for whl in wheels:
         shutil.copy2(whl, stage_dir / "wheels" / whl.name)
     (stage_dir / "blender_manifest.toml").write_text(
-        staged_manifest(platforms, [w.name for w in wheels], python), encoding="utf-8")
+        staged_manifest(platforms, [w.name for w in wheels], python), encoding="utf-8"
+    )
 
 
 def run_builder(builder: Path, args: list[str]) -> subprocess.CompletedProcess:
@@ -360,8 +444,9 @@ def run_builder(builder: Path, args: list[str]) -> subprocess.CompletedProcess:
     return proc
 
 
-def build(platforms: list[str], python: str, out: Path, download: bool,
-          builder: Path | None = None) -> list[Path]:
+def build(
+    platforms: list[str], python: str, out: Path, download: bool, builder: Path | None = None
+) -> list[Path]:
     t0 = time.perf_counter()
     builder = builder or find_builder()
     valid_tags = find_valid_tags(builder)
@@ -392,9 +477,18 @@ def build(platforms: list[str], python: str, out: Path, download: bool,
     with tempfile.TemporaryDirectory(prefix="lsmplify_build_") as tmp:
         stage_dir = Path(tmp) / "lsmplify_blender"
         stage(stage_dir, platforms, wheels, python)
-        proc = run_builder(builder, ["build", "--source-dir", str(stage_dir),
-                                     "--output-filepath", str(base), "--split-platforms",
-                                     f"--valid-tags={valid_tags}"])
+        proc = run_builder(
+            builder,
+            [
+                "build",
+                "--source-dir",
+                str(stage_dir),
+                "--output-filepath",
+                str(base),
+                "--split-platforms",
+                f"--valid-tags={valid_tags}",
+            ],
+        )
         if proc.returncode != 0:
             raise SystemExit(f"extension build failed (exit {proc.returncode})")
 
@@ -415,15 +509,31 @@ def build(platforms: list[str], python: str, out: Path, download: bool,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--platform", nargs="+", action="extend", choices=PLATFORMS,
-                        help="Blender platform(s) to build for (default: linux-x64)")
-    parser.add_argument("--python", choices=PYTHONS, default="3.11",
-                        help="Python of the target Blender: 3.11 (4.2-5.0) or 3.13 (5.1+)")
+    parser.add_argument(
+        "--platform",
+        nargs="+",
+        action="extend",
+        choices=PLATFORMS,
+        help="Blender platform(s) to build for (default: linux-x64)",
+    )
+    parser.add_argument(
+        "--python",
+        choices=PYTHONS,
+        default="3.11",
+        help="Python of the target Blender: 3.11 (4.2-5.0) or 3.13 (5.1+)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "dist", help="output folder")
-    parser.add_argument("--no-download", action="store_true",
-                        help="use the wheels already in wheels/ (offline rebuild)")
-    parser.add_argument("--builder", type=Path, default=None,
-                        help="path to Blender's blender_ext.py (default: from the bpy wheel)")
+    parser.add_argument(
+        "--no-download",
+        action="store_true",
+        help="use the wheels already in wheels/ (offline rebuild)",
+    )
+    parser.add_argument(
+        "--builder",
+        type=Path,
+        default=None,
+        help="path to Blender's blender_ext.py (default: from the bpy wheel)",
+    )
     args = parser.parse_args(argv)
     platforms = list(dict.fromkeys(args.platform or ["linux-x64"]))
     build(platforms, args.python, args.out, not args.no_download, args.builder)

@@ -20,6 +20,7 @@ The network solver throughout.
 Usage: python benchmarks/bench_batch.py [--takes 100] [--frames 240] [--memory-takes 1000]
        [--convert-takes N (default: all of --takes)] [--no-ray]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,20 +47,20 @@ AMC_FRAME = re.compile(r"^\d+\s*$")
 def cut_bvh(path: Path, frames: int):
     lines = path.read_text().splitlines()
     k = next(i for i, line in enumerate(lines) if line.strip().startswith("Frame Time"))
-    head, motion = lines[:k + 1], lines[k + 1:]
+    head, motion = lines[: k + 1], lines[k + 1 :]
     for s in range(0, len(motion) - frames + 1, frames // 2):
         h = [f"Frames: {frames}" if line.strip().startswith("Frames:") else line for line in head]
-        yield "\n".join(h + motion[s:s + frames]) + "\n"
+        yield "\n".join(h + motion[s : s + frames]) + "\n"
 
 
 def cut_amc(path: Path, frames: int):
     lines = path.read_text().splitlines()
     starts = [i for i, line in enumerate(lines) if AMC_FRAME.match(line)]
-    head = lines[:starts[0]]
+    head = lines[: starts[0]]
     blocks = [lines[a:b] for a, b in zip(starts, starts[1:] + [len(lines)], strict=True)]
     for s in range(0, len(blocks) - frames + 1, frames // 2):
         out = list(head)
-        for n, block in enumerate(blocks[s:s + frames], start=1):
+        for n, block in enumerate(blocks[s : s + frames], start=1):
             out += [str(n)] + block[1:]
         yield "\n".join(out) + "\n"
 
@@ -69,7 +70,9 @@ def make_takes(folder: Path, count: int, frames: int) -> list[Path]:
     sources = [(f.stem, ".bvh", cut_bvh(f, frames), None) for f in sorted(RAW.rglob("*.bvh"))]
     for f in sorted(RAW.rglob("*.amc")):
         own = RAW / f"{f.stem.split('_')[0]}.asf"
-        sources.append((f.stem, ".amc", cut_amc(f, frames), own if own.is_file() else RAW / "01.asf"))
+        sources.append(
+            (f.stem, ".amc", cut_amc(f, frames), own if own.is_file() else RAW / "01.asf")
+        )
     made = []
     while len(made) < count and sources:
         for src in list(sources):
@@ -88,13 +91,17 @@ def make_takes(folder: Path, count: int, frames: int) -> list[Path]:
             if len(made) == count:
                 break
     if len(made) < count:
-        raise SystemExit(f"only {len(made)} windows of {frames} frames in {RAW}; use fewer --takes or --frames")
+        raise SystemExit(
+            f"only {len(made)} windows of {frames} frames in {RAW}; use fewer --takes or --frames"
+        )
     return made
 
 
 def timed(cmd) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{proc.stderr[-3000:]}")
     return time.perf_counter() - t0
@@ -102,13 +109,39 @@ def timed(cmd) -> float:
 
 def bench_processes(takes, tmp: Path, convert_takes: int) -> dict:
     py = [sys.executable, "-m", "lsmplify_blender"]
-    t_convert = sum(timed(py + ["convert", str(p), "--out", str(tmp / "convert" / f"{p.name}.npz"), "--quiet",
-                                "--solver", "network"])
-                    for p in takes[:convert_takes]) / convert_takes
+    t_convert = (
+        sum(
+            timed(
+                py
+                + [
+                    "convert",
+                    str(p),
+                    "--out",
+                    str(tmp / "convert" / f"{p.name}.npz"),
+                    "--quiet",
+                    "--solver",
+                    "network",
+                ]
+            )
+            for p in takes[:convert_takes]
+        )
+        / convert_takes
+    )
     res = {"convert_s_per_take": t_convert}
     for w in (1, 2):
-        wall = timed(py + ["batch", str(tmp / "takes"), "--out", str(tmp / f"batch_w{w}"), "--workers", str(w),
-                           "--solver", "network"])
+        wall = timed(
+            py
+            + [
+                "batch",
+                str(tmp / "takes"),
+                "--out",
+                str(tmp / f"batch_w{w}"),
+                "--workers",
+                str(w),
+                "--solver",
+                "network",
+            ]
+        )
         res[f"batch_w{w}_s_per_take"] = wall / len(takes)
         res[f"batch_w{w}_vs_convert"] = t_convert / res[f"batch_w{w}_s_per_take"]
     res["scaling_w2_vs_w1"] = res["batch_w1_s_per_take"] / res["batch_w2_s_per_take"]
@@ -116,8 +149,21 @@ def bench_processes(takes, tmp: Path, convert_takes: int) -> dict:
 
 
 def engine_run(folder: Path, out: Path, engine: str, workers: int) -> dict:
-    options = Namespace(layout="auto", units="auto", up="auto", fps=None, model=None, solver="network", refine=0,
-                        chunk=None, smooth="auto", rotations="auto", device="auto", asf=None, init=None)
+    options = Namespace(
+        layout="auto",
+        units="auto",
+        up="auto",
+        fps=None,
+        model=None,
+        solver="network",
+        refine=0,
+        chunk=None,
+        smooth="auto",
+        rotations="auto",
+        device="auto",
+        asf=None,
+        init=None,
+    )
     stamps, finished = [], []
 
     def on_row(take, done, total):
@@ -130,7 +176,13 @@ def engine_run(folder: Path, out: Path, engine: str, workers: int) -> dict:
     wall = time.perf_counter() - t0
     ok = sum(t.status == "ok" for t in takes)
     steady = (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1)
-    return {"wall_s": wall, "steady_s_per_take": steady, "ok": ok, "takes": len(takes), "finished": finished}
+    return {
+        "wall_s": wall,
+        "steady_s_per_take": steady,
+        "ok": ok,
+        "takes": len(takes),
+        "finished": finished,
+    }
 
 
 def bench_ray(folder: Path, tmp: Path) -> dict:
@@ -144,15 +196,21 @@ def bench_ray(folder: Path, tmp: Path) -> dict:
         on_ray = engine_run(folder, tmp / "ray2", "ray", 2)
     finally:
         ray.shutdown()
-    return {"local": local, "ray": on_ray, "ray_cluster_start_s": start,
-            "ray_vs_local_steady": on_ray["steady_s_per_take"] / local["steady_s_per_take"]}
+    return {
+        "local": local,
+        "ray": on_ray,
+        "ray_cluster_start_s": start,
+        "ray_vs_local_steady": on_ray["steady_s_per_take"] / local["steady_s_per_take"],
+    }
 
 
 def bench_memory(takes, tmp: Path, count: int) -> dict:
     folder = tmp / "many"
     for i in range(count):
         src = takes[i % len(takes)]
-        dst = folder / src.parent.name / f"{src.stem}_{i:05d}{src.suffix}"  # still starts with its ASF's name
+        dst = (
+            folder / src.parent.name / f"{src.stem}_{i:05d}{src.suffix}"
+        )  # still starts with its ASF's name
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.link(src, dst)
         asf = src.parent / f"{src.parent.name}.asf"
@@ -163,7 +221,10 @@ def bench_memory(takes, tmp: Path, count: int) -> dict:
     for t in run["finished"]:
         if t.row.get("peak_rss_mb") is not None:
             peaks.setdefault(t.row["worker"], []).append(t.row["peak_rss_mb"])
-    marks = {w: {n: p[n - 1] for n in (10, 100, len(p) // 2, len(p)) if 0 < n <= len(p)} for w, p in peaks.items()}
+    marks = {
+        w: {n: p[n - 1] for n in (10, 100, len(p) // 2, len(p)) if 0 < n <= len(p)}
+        for w, p in peaks.items()
+    }
     return {"takes": count, "ok": run["ok"], "wall_s": run["wall_s"], "peak_rss_mb_by_takes": marks}
 
 
@@ -182,25 +243,46 @@ def main() -> None:
         res = bench_processes(takes, tmp, args.convert_takes or len(takes))
         print(f"convert, one process per take : {res['convert_s_per_take']:.3f} s/take", flush=True)
         for w in (1, 2):
-            print(f"batch --workers {w}             : {res[f'batch_w{w}_s_per_take']:.3f} s/take "
-                  f"({res[f'batch_w{w}_vs_convert']:.1f}x lower than convert)", flush=True)
+            print(
+                f"batch --workers {w}             : {res[f'batch_w{w}_s_per_take']:.3f} s/take "
+                f"({res[f'batch_w{w}_vs_convert']:.1f}x lower than convert)",
+                flush=True,
+            )
         print(f"workers 2 vs 1 throughput     : {res['scaling_w2_vs_w1']:.2f}x", flush=True)
         if not args.no_ray:
             r = bench_ray(tmp / "takes", tmp)
-            res["ray"] = {k: (v if not isinstance(v, dict) else {a: b for a, b in v.items() if a != "finished"})
-                          for k, v in r.items()}
+            res["ray"] = {
+                k: (
+                    v
+                    if not isinstance(v, dict)
+                    else {a: b for a, b in v.items() if a != "finished"}
+                )
+                for k, v in r.items()
+            }
             for name in ("local", "ray"):
                 e = r[name]
-                print(f"{name:5s} engine, 2 workers      : {e['wall_s']:.1f} s wall for {e['takes']} takes "
-                      f"({e['ok']} ok), steady state {e['steady_s_per_take']:.3f} s/take", flush=True)
-            print(f"Ray local cluster start        : {r['ray_cluster_start_s']:.1f} s; Ray / local steady state "
-                  f"{r['ray_vs_local_steady']:.2f}", flush=True)
+                print(
+                    f"{name:5s} engine, 2 workers      : {e['wall_s']:.1f} s wall for {e['takes']} takes "
+                    f"({e['ok']} ok), steady state {e['steady_s_per_take']:.3f} s/take",
+                    flush=True,
+                )
+            print(
+                f"Ray local cluster start        : {r['ray_cluster_start_s']:.1f} s; Ray / local steady state "
+                f"{r['ray_vs_local_steady']:.2f}",
+                flush=True,
+            )
         if args.memory_takes:
             m = bench_memory(takes, tmp, args.memory_takes)
             res["memory"] = m
-            print(f"{m['takes']} takes on 2 local workers: {m['ok']} ok in {m['wall_s']:.1f} s", flush=True)
+            print(
+                f"{m['takes']} takes on 2 local workers: {m['ok']} ok in {m['wall_s']:.1f} s",
+                flush=True,
+            )
             for w, marks in m["peak_rss_mb_by_takes"].items():
-                print(f"  worker {w}: peak RSS MB after n takes " + ", ".join(f"{n}: {v}" for n, v in marks.items()))
+                print(
+                    f"  worker {w}: peak RSS MB after n takes "
+                    + ", ".join(f"{n}: {v}" for n, v in marks.items())
+                )
         print(json.dumps(res, default=str))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -5,6 +5,7 @@
 Prints the best of ``--repeat`` runs of each step (target: keyframe writing < 0.5 s for
 1,000 frames, i.e. 100 F-curves and 100,000 keys) and the read-back time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from blender_env import import_bpy, reset_scene  # noqa: E402
+from blender_env import import_bpy, reset_scene
 
 
 def main(argv=None) -> int:
@@ -39,7 +40,9 @@ def main(argv=None) -> int:
     data = load_model_data()
     betas = np.random.default_rng(0).normal(size=10)
     g = torch.Generator().manual_seed(0)
-    rotmats = axis_angle_to_matrix(torch.randn(args.frames, 24, 3, generator=g, dtype=torch.float64) * 0.4)
+    rotmats = axis_angle_to_matrix(
+        torch.randn(args.frames, 24, 3, generator=g, dtype=torch.float64) * 0.4
+    )
     trans = torch.randn(args.frames, 3, generator=g, dtype=torch.float64)
     fit = np.random.default_rng(1).uniform(5, 30, size=args.frames)
 

@@ -9,6 +9,7 @@ lines, played again when it is shorter). Times ``lsmplify.import_keypoints`` (no
 read + prepare, solve, rig build (rig + mesh), keyframe writing. Target: under 10 s total with
 keyframe writing under 0.5 s. Printed, not asserted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from blender_env import import_bpy, reset_scene  # noqa: E402
+from blender_env import import_bpy, reset_scene
 
 RAW = ROOT.parent / "shared" / "data" / "mocap" / "cmu_raw" / "01_01.bvh"
 DEMO = ROOT / "lsmplify_blender" / "core" / "data" / "demo" / "cmu_131_01.bvh"
@@ -30,12 +31,14 @@ DEMO = ROOT / "lsmplify_blender" / "core" / "data" / "demo" / "cmu_131_01.bvh"
 def truncated_bvh(src: Path, frames: int, folder: Path) -> Path:
     lines = src.read_text(encoding="utf-8", errors="replace").splitlines()
     i = next(k for k, ln in enumerate(lines) if ln.strip().startswith("Frames:"))
-    motion = [ln for ln in lines[i + 2:] if ln.strip()]
+    motion = [ln for ln in lines[i + 2 :] if ln.strip()]
     # a take shorter than asked for is played again (a jump at each seam: timing only)
     n = frames
     motion = (motion * (n // len(motion) + 1))[:n]
     out = folder / f"{src.stem}_{n}.bvh"
-    out.write_text("\n".join(lines[:i] + [f"Frames: {n}", lines[i + 1]] + motion) + "\n", encoding="utf-8")
+    out.write_text(
+        "\n".join(lines[:i] + [f"Frames: {n}", lines[i + 1]] + motion) + "\n", encoding="utf-8"
+    )
     return out
 
 
@@ -65,6 +68,7 @@ def main(argv=None) -> int:
                 return fn(*a, **k)
             finally:
                 timers[key] += time.perf_counter() - t
+
         return wrapper
 
     # the operators look these up at call time, so wrapping the module attributes times them
@@ -89,13 +93,19 @@ def main(argv=None) -> int:
     frames = sc.frame_end - sc.frame_start + 1
     # the solve operator reads the file again (the file is the source): that is read/prepare too
     read_prepare = total - timers["solve"] - timers["rig_build"] - timers["keyframes"]
-    print(f"Blender {bpy.app.version_string}: {frames} frames of '{Path(args.input).name}', solver {args.solver}")
+    print(
+        f"Blender {bpy.app.version_string}: {frames} frames of '{Path(args.input).name}', solver {args.solver}"
+    )
     print(f"read + prepare (import op + solve op's own read): {read_prepare:6.2f} s")
     print(f"solve:                                             {timers['solve']:6.2f} s")
     print(f"rig build (armature + mesh + shape keys):          {timers['rig_build']:6.2f} s")
-    print(f"keyframe writing:                                  {timers['keyframes']:6.2f} s  (target < 0.5 s)")
+    print(
+        f"keyframe writing:                                  {timers['keyframes']:6.2f} s  (target < 0.5 s)"
+    )
     print(f"total, file to keyed rig:                          {total:6.2f} s  (target < 10 s)")
-    print(f"fit error {sc.lsmplify.result_fit_error_mm:.1f} mm, MPBE {sc.lsmplify.result_mpbe_mm:.1f} mm")
+    print(
+        f"fit error {sc.lsmplify.result_fit_error_mm:.1f} mm, MPBE {sc.lsmplify.result_mpbe_mm:.1f} mm"
+    )
     return 0
 
 

@@ -14,6 +14,7 @@ solver's own):
 
 Usage: python benchmarks/bench_core.py [--clips N] [--noise-mm X] [--optimize-frames N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,10 @@ from lsmplify_blender.core.rotations import axis_angle_to_matrix
 from lsmplify_blender.core.solver import solve
 
 # the mocap data root: $LSMPLIFY_DATA (as for `eval`), else this workspace's shared folder
-MOCAP = Path(os.environ.get("LSMPLIFY_DATA") or ROOT.parent / "shared" / "data" / "mocap") / "cmu_subset"
+MOCAP = (
+    Path(os.environ.get("LSMPLIFY_DATA") or ROOT.parent / "shared" / "data" / "mocap")
+    / "cmu_subset"
+)
 TWIST_JOINTS = [1, 2, 3, 4, 5, 6, 9, 12, 16, 17, 18, 19, 20, 21]  # single-child joints
 
 
@@ -67,8 +71,10 @@ def add_twist(model, rotmats, std, seed):
         c = kids[j][0]
         axis = rest[c] - rest[j]
         axis = axis / axis.norm()
-        a, b, ph = (torch.randn(3, generator=g) * std)
-        phi = a + b * torch.sin(2 * np.pi * (t * max(1.0, n / 90) + ph))  # slow oscillation, like real twist
+        a, b, ph = torch.randn(3, generator=g) * std
+        phi = a + b * torch.sin(
+            2 * np.pi * (t * max(1.0, n / 90) + ph)
+        )  # slow oscillation, like real twist
         tw = axis_angle_to_matrix(axis[None] * phi[:, None])
         r[:, j] = r[:, j] @ tw
         r[:, c] = tw.transpose(-1, -2) @ r[:, c]
@@ -83,9 +89,16 @@ def evaluate(model, truth, sol):
     v_e = model.vertices(sol.rotmats, sol.betas, sol.trans)
     rest_t = model.rest_joints(betas_t)
     rest_e = model.rest_joints(sol.betas)
-    return dict(mpjpe=mpjpe(j_e, j_t), pa_mpjpe=pa_mpjpe(j_e, j_t), mpve=mpve(v_e, v_t), pa_mpve=pa_mpve(v_e, v_t),
-                mpbe=mpbe(rest_e, rest_t), fps=rot_t.shape[0] / sol.seconds, frames=rot_t.shape[0],
-                fit=float(np.nanmean(sol.fit_error_mm)))
+    return dict(
+        mpjpe=mpjpe(j_e, j_t),
+        pa_mpjpe=pa_mpjpe(j_e, j_t),
+        mpve=mpve(v_e, v_t),
+        pa_mpve=pa_mpve(v_e, v_t),
+        mpbe=mpbe(rest_e, rest_t),
+        fps=rot_t.shape[0] / sol.seconds,
+        frames=rot_t.shape[0],
+        fit=float(np.nanmean(sol.fit_error_mm)),
+    )
 
 
 def speed(model, motions, args):
@@ -94,15 +107,27 @@ def speed(model, motions, args):
     trans = torch.cat([m[2] for m in motions])
     kp = SMPL24.generate(model, rot, torch.zeros(10), trans).numpy()
     out = {}
-    for name, opts, n in (("analytic", dict(solver="analytic"), len(kp)),
-                          ("network", dict(solver="network"), len(kp)),
-                          (f"analytic+refine{args.refine}", dict(solver="analytic", refine=args.refine), len(kp)),
-                          ("optimize (baseline)", dict(solver="optimize"), args.optimize_frames)):
-        prep = PreparedKeypoints(layout=SMPL24, positions=kp[:n], weight=np.ones(kp[:n].shape[:2]), fps=30,
-                                 units="m", up="y")
+    for name, opts, n in (
+        ("analytic", dict(solver="analytic"), len(kp)),
+        ("network", dict(solver="network"), len(kp)),
+        (f"analytic+refine{args.refine}", dict(solver="analytic", refine=args.refine), len(kp)),
+        ("optimize (baseline)", dict(solver="optimize"), args.optimize_frames),
+    ):
+        prep = PreparedKeypoints(
+            layout=SMPL24,
+            positions=kp[:n],
+            weight=np.ones(kp[:n].shape[:2]),
+            fps=30,
+            units="m",
+            up="y",
+        )
         solve(prep, model, **opts)  # warm-up: first-call setup is not per-frame cost
         sol = solve(prep, model, **opts)
-        out[name] = {"frames": n, "seconds": round(sol.seconds, 4), "fps": round(n / sol.seconds, 1)}
+        out[name] = {
+            "frames": n,
+            "seconds": round(sol.seconds, 4),
+            "fps": round(n / sol.seconds, 1),
+        }
         print(f"{name}: {n} frames in {sol.seconds:.3f} s = {n / sol.seconds:,.0f} frames/s")
     base = out["optimize (baseline)"]["fps"]
     ratios = {k: round(v["fps"] / base, 1) for k, v in out.items() if k != "optimize (baseline)"}
@@ -117,23 +142,37 @@ def main():
     ap.add_argument("--noise-mm", type=float, default=0.0)
     ap.add_argument("--twist", type=float, default=0.25)
     ap.add_argument("--refine", type=int, default=10)
-    ap.add_argument("--optimize-frames", type=int, default=60, help="frames per clip for the slow baseline")
-    ap.add_argument("--layouts", action="store_true", help="also every layout with the analytic solver")
-    ap.add_argument("--smooth", type=float, default=0.0, help="keypoint smoothing sigma (s) before solving")
-    ap.add_argument("--speed", action="store_true", help="only time each solver on all clips as one long clip")
+    ap.add_argument(
+        "--optimize-frames", type=int, default=60, help="frames per clip for the slow baseline"
+    )
+    ap.add_argument(
+        "--layouts", action="store_true", help="also every layout with the analytic solver"
+    )
+    ap.add_argument(
+        "--smooth", type=float, default=0.0, help="keypoint smoothing sigma (s) before solving"
+    )
+    ap.add_argument(
+        "--speed", action="store_true", help="only time each solver on all clips as one long clip"
+    )
     args = ap.parse_args()
     torch.set_num_threads(2)
     model = BodyModel(load_model_data())
     t0 = time.perf_counter()
     motions = load_motions(model, args.clips)
-    print(f"retargeted {len(motions)} clips, {sum(m[1].shape[0] for m in motions)} frames at 30 fps "
-          f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print(
+        f"retargeted {len(motions)} clips, {sum(m[1].shape[0] for m in motions)} frames at 30 fps "
+        f"in {time.perf_counter() - t0:.1f} s",
+        file=sys.stderr,
+    )
     if args.speed:
         speed(model, motions, args)
         return
     rng = np.random.default_rng(0)
-    methods = {"analytic": dict(solver="analytic"), f"analytic+refine{args.refine}": dict(solver="analytic", refine=args.refine),
-               "optimize (baseline)": dict(solver="optimize")}
+    methods = {
+        "analytic": dict(solver="analytic"),
+        f"analytic+refine{args.refine}": dict(solver="analytic", refine=args.refine),
+        "optimize (baseline)": dict(solver="optimize"),
+    }
     layouts = list(LAYOUTS) if args.layouts else ["smpl24"]
     results: dict[str, list] = {}
     for k, (_name, rot_plain, trans) in enumerate(motions):
@@ -148,28 +187,53 @@ def main():
             for mname, opts in methods.items():
                 if lay_name != "smpl24" and mname != "analytic":
                     continue
-                n = rot.shape[0] if mname != "optimize (baseline)" else min(rot.shape[0], args.optimize_frames)
-                prep = PreparedKeypoints(layout=lay, positions=np.nan_to_num(kp[:n]), weight=w[:n], fps=30,
-                                         units="m", up="y")
+                n = (
+                    rot.shape[0]
+                    if mname != "optimize (baseline)"
+                    else min(rot.shape[0], args.optimize_frames)
+                )
+                prep = PreparedKeypoints(
+                    layout=lay,
+                    positions=np.nan_to_num(kp[:n]),
+                    weight=w[:n],
+                    fps=30,
+                    units="m",
+                    up="y",
+                )
                 if args.smooth:
                     prep = smooth_over_time(prep, args.smooth)
                 sol = solve(prep, model, **opts)
                 key = mname if lay_name == "smpl24" else f"analytic [{lay_name}]"
-                results.setdefault(key, []).append(evaluate(model, (rot[:n], betas, trans[:n]), sol))
+                results.setdefault(key, []).append(
+                    evaluate(model, (rot[:n], betas, trans[:n]), sol)
+                )
     summary = {}
     print("\n| method | frames | MPJPE | PA-MPJPE | MPVE | PA-MPVE | MPBE | fit | frames/s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for key, rows in results.items():
         frames = sum(r["frames"] for r in rows)
-        avg = {m: float(np.sum([r[m] * r["frames"] for r in rows]) / frames) for m in
-               ("mpjpe", "pa_mpjpe", "mpve", "pa_mpve", "mpbe", "fit")}
+        avg = {
+            m: float(np.sum([r[m] * r["frames"] for r in rows]) / frames)
+            for m in ("mpjpe", "pa_mpjpe", "mpve", "pa_mpve", "mpbe", "fit")
+        }
         avg["fps"] = frames / float(np.sum([r["frames"] / r["fps"] for r in rows]))
         avg["frames"] = frames
         summary[key] = {k: round(v, 3) for k, v in avg.items()}
-        print(f"| {key} | {frames} | {avg['mpjpe']:.2f} | {avg['pa_mpjpe']:.2f} | {avg['mpve']:.2f} | "
-              f"{avg['pa_mpve']:.2f} | {avg['mpbe']:.2f} | {avg['fit']:.2f} | {avg['fps']:.0f} |")
+        print(
+            f"| {key} | {frames} | {avg['mpjpe']:.2f} | {avg['pa_mpjpe']:.2f} | {avg['mpve']:.2f} | "
+            f"{avg['pa_mpve']:.2f} | {avg['mpbe']:.2f} | {avg['fit']:.2f} | {avg['fps']:.0f} |"
+        )
     print("(errors in mm; fit = mean distance to the input keypoints)")
-    print(json.dumps({"noise_mm": args.noise_mm, "smooth_s": args.smooth, "twist_rad": args.twist, "results": summary}))
+    print(
+        json.dumps(
+            {
+                "noise_mm": args.noise_mm,
+                "smooth_s": args.smooth,
+                "twist_rad": args.twist,
+                "results": summary,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Both run in chunks of 512 frames (smplx.SMPLLayer built once per chunk size, out
 timing); the best of ``--repeats`` runs is reported. smplx is the reference here only: the
 core never imports it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,9 @@ def smplx_vertices(layers: dict, data, rot, betas, trans, dtype):
         if e - s not in layers:
             with contextlib.redirect_stdout(io.StringIO()):
                 layers[e - s] = smplx_layer(data, e - s, dtype=dtype)
-        res = layers[e - s](betas=betas[s:e], global_orient=rot[s:e, :1], body_pose=rot[s:e, 1:], transl=trans[s:e])
+        res = layers[e - s](
+            betas=betas[s:e], global_orient=rot[s:e, :1], body_pose=rot[s:e, 1:], transl=trans[s:e]
+        )
         out.append(res.vertices)
     return torch.cat(out)
 
@@ -62,30 +65,40 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--posedirs", action="store_true", help="random pose correctives on the open model")
+    ap.add_argument(
+        "--posedirs", action="store_true", help="random pose correctives on the open model"
+    )
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     data = load_model_data()
     if args.posedirs:
-        data.posedirs = np.random.default_rng(0).normal(0, 2e-3, (data.num_vertices, 3, 207)).astype(np.float32)
+        data.posedirs = (
+            np.random.default_rng(0).normal(0, 2e-3, (data.num_vertices, 3, 207)).astype(np.float32)
+        )
     model = BodyModel(data, dtype=dtype)
     g = torch.Generator().manual_seed(0)
     n = args.frames
-    aa = (torch.rand(n, 24, 3, generator=g, dtype=torch.float64) - 0.5)
+    aa = torch.rand(n, 24, 3, generator=g, dtype=torch.float64) - 0.5
     aa[:, 0] = torch.randn(n, 3, generator=g, dtype=torch.float64)
     rot = axis_angle_to_matrix(aa).to(dtype)
     betas = (torch.randn(n, 10, generator=g, dtype=torch.float64) * 1.5).to(dtype)
     trans = torch.randn(n, 3, generator=g, dtype=torch.float64).to(dtype)
     layers: dict = {}
-    smplx_vertices(layers, data, rot[:1], betas[:1], trans[:1], dtype)  # warm-up, builds nothing timed
+    smplx_vertices(
+        layers, data, rot[:1], betas[:1], trans[:1], dtype
+    )  # warm-up, builds nothing timed
     smplx_vertices(layers, data, rot, betas, trans, dtype)
     t_ours, v_ours = best_of(lambda: model.vertices(rot, betas, trans, chunk=CHUNK), args.repeats)
-    t_smplx, v_smplx = best_of(lambda: smplx_vertices(layers, data, rot, betas, trans, dtype), args.repeats)
+    t_smplx, v_smplx = best_of(
+        lambda: smplx_vertices(layers, data, rot, betas, trans, dtype), args.repeats
+    )
     err = float((v_ours.double() - v_smplx.double()).abs().max())
-    print(f"model: open model ({data.num_vertices} vertices){' + random posedirs' if args.posedirs else ''}, "
-          f"{n} frames, {args.dtype}, {torch.get_num_threads()} threads, chunks of {CHUNK}")
+    print(
+        f"model: open model ({data.num_vertices} vertices){' + random posedirs' if args.posedirs else ''}, "
+        f"{n} frames, {args.dtype}, {torch.get_num_threads()} threads, chunks of {CHUNK}"
+    )
     print(f"max |ours - smplx| over all vertices and coordinates: {err:.3e} m")
     print(f"BodyModel.vertices (ours): {t_ours:.3f} s  ({n / t_ours:.0f} frames/s)")
     print(f"smplx.SMPLLayer:           {t_smplx:.3f} s  ({n / t_smplx:.0f} frames/s)")

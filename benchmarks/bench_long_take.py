@@ -14,6 +14,7 @@ Usage: python benchmarks/bench_long_take.py [--frames 100000] [--solvers network
        [--input npz|npy|bvh] [--stage convert|read]
 e.g.   python benchmarks/bench_long_take.py --frames 1000000 --input bvh --stage read
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,9 @@ from lsmplify_blender.core.layouts import SMPL24
 from lsmplify_blender.core.network.retarget import read_cmu_rows, retarget_cmu
 from lsmplify_blender.research.evaluate import _skeleton_json, clip_files, synthetic_clips_dir
 
-DEFAULT_DATA = synthetic_clips_dir(os.environ.get("LSMPLIFY_DATA") or ROOT.parent / "shared" / "data" / "mocap")
+DEFAULT_DATA = synthetic_clips_dir(
+    os.environ.get("LSMPLIFY_DATA") or ROOT.parent / "shared" / "data" / "mocap"
+)
 
 PEAK = """
 import json, resource, sys, time
@@ -48,7 +51,9 @@ def peak_mb():  # VmHWM: this process's own high-water mark (ru_maxrss survives 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 """
 
-READ_CHILD = PEAK + """
+READ_CHILD = (
+    PEAK
+    + """
 from lsmplify_blender.core.body_model import BodyModel, load_model_data
 from lsmplify_blender.core.formats import read_keypoints
 from lsmplify_blender.core.prepare import prepare
@@ -61,14 +66,18 @@ print(json.dumps(dict(rc=0, wall_s=time.perf_counter() - t0, frames=prepared.num
                       read_peak_rss_mb=read_mb,
                       peak_rss_mb=peak_mb())), file=sys.stderr)
 """
+)
 
-CHILD = PEAK + """
+CHILD = (
+    PEAK
+    + """
 from lsmplify_blender.core.cli import main
 t0 = time.perf_counter()
 rc = main(sys.argv[1:])
 print(json.dumps(dict(rc=rc, wall_s=time.perf_counter() - t0,
                       peak_rss_mb=peak_mb())), file=sys.stderr)
 """
+)
 
 
 def make_keypoints(frames: int, noise_mm: float) -> np.ndarray:
@@ -80,8 +89,12 @@ def make_keypoints(frames: int, noise_mm: float) -> np.ndarray:
     while total < frames:
         for f in files:
             rot, pel = retarget_cmu(read_cmu_rows(f), names, parents, offsets, rest0)
-            kp = SMPL24.generate(model, torch.as_tensor(rot[::4], dtype=model.dtype), torch.zeros(10),
-                                 torch.as_tensor(pel[::4] - rest0[0], dtype=model.dtype)).numpy()
+            kp = SMPL24.generate(
+                model,
+                torch.as_tensor(rot[::4], dtype=model.dtype),
+                torch.zeros(10),
+                torch.as_tensor(pel[::4] - rest0[0], dtype=model.dtype),
+            ).numpy()
             parts.append(kp)
             total += kp.shape[0]
             if total >= frames:
@@ -107,14 +120,29 @@ def run(path: Path, out: Path, solver: str, stage: str = "convert") -> dict:
     if stage == "read":
         cmd = [sys.executable, "-c", READ_CHILD, str(path)]
     else:
-        cmd = [sys.executable, "-c", CHILD, "convert", str(path), "--out", str(out), "--solver", solver, "--quiet"]
+        cmd = [
+            sys.executable,
+            "-c",
+            CHILD,
+            "convert",
+            str(path),
+            "--out",
+            str(out),
+            "--solver",
+            solver,
+            "--quiet",
+        ]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise SystemExit(res.stderr)
     stats = json.loads(res.stderr.strip().splitlines()[-1])
     if stage == "read":
-        stats.update(solver=f"(read {stats['read_s']:.1f} s, {stats['read_peak_rss_mb']:.0f} MB; + prepare)",
-                     solve_seconds=0.0, solve_fps=0.0, fit_error_mm_mean=float("nan"))
+        stats.update(
+            solver=f"(read {stats['read_s']:.1f} s, {stats['read_peak_rss_mb']:.0f} MB; + prepare)",
+            solve_seconds=0.0,
+            solve_fps=0.0,
+            fit_error_mm_mean=float("nan"),
+        )
     else:
         stats.update(json.loads(res.stdout.strip().splitlines()[-1]))
     return stats
@@ -147,14 +175,21 @@ def main() -> None:
                 np.savez(long_f, keypoints=kp, layout="smpl24", fps=30.0, units="m", up="y")
                 np.savez(short_f, keypoints=kp[:100], layout="smpl24", fps=30.0, units="m", up="y")
             what = f"SMPL-24 keypoints as .{args.input} ({kp.nbytes / 2**20:.0f} MB float32), noise {args.noise_mm:g} mm"
-        print(f"{args.frames} frames of {what}, made in {time.perf_counter() - t0:.1f} s; stage: {args.stage}")
-        print("| solver | frames | wall s (process) | solve s | solve frames/s | peak RSS MB | fit mm |")
+        print(
+            f"{args.frames} frames of {what}, made in {time.perf_counter() - t0:.1f} s; stage: {args.stage}"
+        )
+        print(
+            "| solver | frames | wall s (process) | solve s | solve frames/s | peak RSS MB | fit mm |"
+        )
         print("|---|---|---|---|---|---|---|")
         for solver in args.solvers if args.stage == "convert" else ["-"]:
             for f in (short_f, long_f):
                 r = run(f, tmp / "out.npz", solver, args.stage)
-                print(f"| {r['solver']} | {r['frames']} | {r['wall_s']:.1f} | {r['solve_seconds']:.2f} | "
-                      f"{r['solve_fps']:.0f} | {r['peak_rss_mb']:.0f} | {r['fit_error_mm_mean']:.1f} |", flush=True)
+                print(
+                    f"| {r['solver']} | {r['frames']} | {r['wall_s']:.1f} | {r['solve_seconds']:.2f} | "
+                    f"{r['solve_fps']:.0f} | {r['peak_rss_mb']:.0f} | {r['fit_error_mm_mean']:.1f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ excluded) for each sequential chunk length, SMPL-24, all clips.
 
 Usage: python benchmarks/bench_network.py [--chunks 1 2 4 8] [--layouts] [--stride 2] [--ckpt PATH]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,19 +26,20 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lsmplify_blender.core.body_model import BodyModel, load_model_data  # noqa: E402
-from lsmplify_blender.research.evaluate import _skeleton_json, clip_files, synthetic_clips_dir  # noqa: E402
-from lsmplify_blender.core.formats.cmu_subset import read_cmu_skeleton  # noqa: E402
-from lsmplify_blender.core.layouts import LAYOUTS, SMPL24  # noqa: E402
-from lsmplify_blender.core.metrics import mpjpe, mpve  # noqa: E402
-from lsmplify_blender.core.network.infer import default_network, solve_network  # noqa: E402
-from lsmplify_blender.core.network.model import load_network  # noqa: E402
-from lsmplify_blender.core.network.retarget import read_cmu_rows, retarget_cmu  # noqa: E402
-from lsmplify_blender.core.prepare import PreparedKeypoints  # noqa: E402
-from lsmplify_blender.core.solver import solve  # noqa: E402
+from lsmplify_blender.core.body_model import BodyModel, load_model_data
+from lsmplify_blender.core.formats.cmu_subset import read_cmu_skeleton
+from lsmplify_blender.core.layouts import LAYOUTS, SMPL24
+from lsmplify_blender.core.metrics import mpjpe, mpve
+from lsmplify_blender.core.network.infer import default_network, solve_network
+from lsmplify_blender.core.network.model import load_network
+from lsmplify_blender.core.network.retarget import read_cmu_rows, retarget_cmu
+from lsmplify_blender.core.prepare import PreparedKeypoints
+from lsmplify_blender.core.solver import solve
+from lsmplify_blender.research.evaluate import _skeleton_json, clip_files, synthetic_clips_dir
 
-
-DEFAULT_DATA = synthetic_clips_dir(os.environ.get("LSMPLIFY_DATA") or ROOT.parent / "shared" / "data" / "mocap")
+DEFAULT_DATA = synthetic_clips_dir(
+    os.environ.get("LSMPLIFY_DATA") or ROOT.parent / "shared" / "data" / "mocap"
+)
 
 
 def clips(model, stride: int):
@@ -46,7 +48,9 @@ def clips(model, stride: int):
     rng = np.random.default_rng(0)
     for k, f in enumerate(clip_files(DEFAULT_DATA, None)):
         rot, pel = retarget_cmu(read_cmu_rows(f), names, parents, offsets, rest0)
-        betas = torch.as_tensor(rng.normal(scale=0.7, size=10), dtype=model.dtype)  # drawn for every clip
+        betas = torch.as_tensor(
+            rng.normal(scale=0.7, size=10), dtype=model.dtype
+        )  # drawn for every clip
         if k % stride:
             continue
         rot = torch.as_tensor(rot[::4], dtype=model.dtype)
@@ -57,7 +61,9 @@ def clips(model, stride: int):
 def prepared(model, lay, rot, betas, trans) -> PreparedKeypoints:
     kp = lay.generate(model, rot, betas, trans).cpu().numpy().astype(np.float64)
     w = np.isfinite(kp).all(-1).astype(np.float64)
-    return PreparedKeypoints(layout=lay, positions=np.nan_to_num(kp), weight=w, fps=30.0, units="m", up="y")
+    return PreparedKeypoints(
+        layout=lay, positions=np.nan_to_num(kp), weight=w, fps=30.0, units="m", up="y"
+    )
 
 
 def errors(model, rot, trans, betas, truth_v, truth_j):
@@ -81,7 +87,9 @@ def main() -> None:
         for rot, betas, trans in clips(model, 1):
             prep = prepared(model, SMPL24, rot, betas, trans)
             b = solve(prep, model, solver="analytic").betas
-            data.append((prep, b, model.vertices(rot, betas, trans), model.joints(rot, betas, trans)))
+            data.append(
+                (prep, b, model.vertices(rot, betas, trans), model.joints(rot, betas, trans))
+            )
         solve_network(data[0][0], model, data[0][1], net=net, chunk=1)  # warm-up
         print("| chunk | MPVE | MPJPE | frames/s (analytic + network) |\n|---|---|---|---|")
         for chunk in args.chunks:
@@ -91,14 +99,22 @@ def main() -> None:
                 r, tr, _ = solve_network(prep, model, b, net=net, chunk=chunk)
                 sec += time.perf_counter() - t0
                 v, j = errors(model, r, tr, b, tv, tj)
-                e_v, e_j, n = e_v + v * prep.num_frames, e_j + j * prep.num_frames, n + prep.num_frames
+                e_v, e_j, n = (
+                    e_v + v * prep.num_frames,
+                    e_j + j * prep.num_frames,
+                    n + prep.num_frames,
+                )
             print(f"| {chunk} | {e_v / n:.2f} | {e_j / n:.2f} | {n / sec:,.0f} |", flush=True)
 
     if args.layouts:
-        data = [(rot, betas, trans, model.vertices(rot, betas, trans), model.joints(rot, betas, trans))
-                for rot, betas, trans in clips(model, args.stride)]
+        data = [
+            (rot, betas, trans, model.vertices(rot, betas, trans), model.joints(rot, betas, trans))
+            for rot, betas, trans in clips(model, args.stride)
+        ]
         print(f"\n{len(data)} clips, {sum(d[0].shape[0] for d in data)} frames")
-        print("| layout (SMPL joints) | analytic MPVE | network MPVE | analytic MPJPE | network MPJPE |")
+        print(
+            "| layout (SMPL joints) | analytic MPVE | network MPVE | analytic MPJPE | network MPJPE |"
+        )
         print("|---|---|---|---|---|")
         for name, lay in LAYOUTS.items():
             sums = np.zeros(4)
@@ -113,7 +129,9 @@ def main() -> None:
                 sums += np.array([a_v, n_v, a_j, n_j]) * rot.shape[0]
                 n += rot.shape[0]
             a_v, n_v, a_j, n_j = sums / n
-            print(f"| {name} ({joints}) | {a_v:.2f} | {n_v:.2f} | {a_j:.2f} | {n_j:.2f} |", flush=True)
+            print(
+                f"| {name} ({joints}) | {a_v:.2f} | {n_v:.2f} | {a_j:.2f} | {n_j:.2f} |", flush=True
+            )
 
 
 if __name__ == "__main__":

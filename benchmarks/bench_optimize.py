@@ -18,6 +18,7 @@ ground truth is known. Compared:
 Frames per second count only the solver call (model and prior loading and a warm-up call
 excluded).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,24 +27,25 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lsmplify_blender.core import metrics  # noqa: E402
-from lsmplify_blender.core.analytic_ik import solve_analytic  # noqa: E402
-from lsmplify_blender.core.body_model import BodyModel, load_model_data  # noqa: E402
-from lsmplify_blender.core.layouts import get_layout  # noqa: E402
-from lsmplify_blender.core.optimize import optimize_fit  # noqa: E402
-from lsmplify_blender.core.pose_prior import load_default_prior  # noqa: E402
+from lsmplify_blender.core import metrics
+from lsmplify_blender.core.analytic_ik import solve_analytic
+from lsmplify_blender.core.body_model import BodyModel, load_model_data
+from lsmplify_blender.core.layouts import get_layout
+from lsmplify_blender.core.optimize import optimize_fit
+from lsmplify_blender.core.pose_prior import load_default_prior
 
 DEFAULT_CLIP = Path("/work/shared/data/mocap/cmu_subset/train/walking/walking_1.txt")
 
 
 def _retarget_module():
-    spec = importlib.util.spec_from_file_location("fit_pose_prior", ROOT / "tools" / "fit_pose_prior.py")
+    spec = importlib.util.spec_from_file_location(
+        "fit_pose_prior", ROOT / "tools" / "fit_pose_prior.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -57,18 +59,30 @@ def analytic_for_layout(model, layout, kp, w, betas):
     for k, j in enumerate(layout.smpl_joint_of()):
         if j >= 0:
             targets[:, j], tw[:, j] = kp[:, k], w[:, k]
-    cols = [k for k, d in enumerate(layout.definitions) if d and d.startswith("@") and "+" not in d
-            and d[1:] in model.data.landmarks]
+    cols = [
+        k
+        for k, d in enumerate(layout.definitions)
+        if d and d.startswith("@") and "+" not in d and d[1:] in model.data.landmarks
+    ]
     names = [layout.definitions[k][1:] for k in cols]
-    return solve_analytic(model, betas, targets, tw, names or None, kp[:, cols] if cols else None,
-                          w[:, cols] if cols else None)
+    return solve_analytic(
+        model,
+        betas,
+        targets,
+        tw,
+        names or None,
+        kp[:, cols] if cols else None,
+        w[:, cols] if cols else None,
+    )
 
 
 def report(name, model, rot, trans, betas, joints_gt, verts_gt, seconds, n):
     j = model.joints(rot, betas, trans)
     v = model.vertices(rot, betas, trans)
-    print(f"  {name:<22} {n / seconds:9.1f} frames/s  ({seconds:6.2f} s)   MPJPE {metrics.mpjpe(j, joints_gt):6.1f} mm"
-          f"   PA-MPJPE {metrics.pa_mpjpe(j, joints_gt):5.1f}   MPVE {metrics.mpve(v, verts_gt):6.1f} mm")
+    print(
+        f"  {name:<22} {n / seconds:9.1f} frames/s  ({seconds:6.2f} s)   MPJPE {metrics.mpjpe(j, joints_gt):6.1f} mm"
+        f"   PA-MPJPE {metrics.pa_mpjpe(j, joints_gt):5.1f}   MPVE {metrics.mpve(v, verts_gt):6.1f} mm"
+    )
 
 
 def main(argv=None) -> int:
@@ -77,7 +91,9 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--step", type=int, default=2, help="keep every n-th frame of the 120 fps clip")
     ap.add_argument("--layouts", default="smpl24,body25")
-    ap.add_argument("--noise", type=float, default=0.0, help="Gaussian noise std per coordinate (m)")
+    ap.add_argument(
+        "--noise", type=float, default=0.0, help="Gaussian noise std per coordinate (m)"
+    )
     ap.add_argument("--refine", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     args = ap.parse_args(argv)
@@ -89,14 +105,21 @@ def main(argv=None) -> int:
     model = BodyModel(load_model_data())
     prior = load_default_prior()
     with torch.no_grad():
-        rot, trans, betas = _retarget_module().retarget_clip(model, args.clip, args.clip.parents[2] / "skeleton.json",
-                                                               step=args.step, max_frames=args.frames)
+        rot, trans, betas = _retarget_module().retarget_clip(
+            model,
+            args.clip,
+            args.clip.parents[2] / "skeleton.json",
+            step=args.step,
+            max_frames=args.frames,
+        )
         joints_gt = model.joints(rot, betas, trans)
         verts_gt = model.vertices(rot, betas, trans)
     n = rot.shape[0]
-    print(f"{args.clip.name}: {n} frames (every {args.step}th at 120 fps), open model, "
-          f"prior {'on' if prior is not None else 'absent'}, noise {args.noise * 1000:.0f} mm, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"{args.clip.name}: {n} frames (every {args.step}th at 120 fps), open model, "
+        f"prior {'on' if prior is not None else 'absent'}, noise {args.noise * 1000:.0f} mm, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     gen = torch.Generator().manual_seed(0)
     for name in args.layouts.split(","):
         layout = get_layout(name)
@@ -109,7 +132,17 @@ def main(argv=None) -> int:
         optimize_fit(model, layout, kp[:2], w[:2], betas, mode="batch", iters=2, prior=prior)
 
         res = optimize_fit(model, layout, kp, w, betas, mode="sequential", prior=prior)
-        report("sequential 30/10", model, res.rotmats, res.trans, betas, joints_gt, verts_gt, res.seconds, n)
+        report(
+            "sequential 30/10",
+            model,
+            res.rotmats,
+            res.trans,
+            betas,
+            joints_gt,
+            verts_gt,
+            res.seconds,
+            n,
+        )
 
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -117,12 +150,40 @@ def main(argv=None) -> int:
         t_ik = time.perf_counter() - t0
         report("analytic", model, ik.rotmats, ik.trans, betas, joints_gt, verts_gt, t_ik, n)
 
-        res = optimize_fit(model, layout, kp, w, betas, ik.rotmats, ik.trans, mode="batch", iters=args.refine,
-                           prior=prior)
-        report(f"batch refine {args.refine} (alone)", model, res.rotmats, res.trans, betas, joints_gt, verts_gt,
-               res.seconds, n)
-        report(f"analytic + refine {args.refine}", model, res.rotmats, res.trans, betas, joints_gt, verts_gt,
-               res.seconds + t_ik, n)
+        res = optimize_fit(
+            model,
+            layout,
+            kp,
+            w,
+            betas,
+            ik.rotmats,
+            ik.trans,
+            mode="batch",
+            iters=args.refine,
+            prior=prior,
+        )
+        report(
+            f"batch refine {args.refine} (alone)",
+            model,
+            res.rotmats,
+            res.trans,
+            betas,
+            joints_gt,
+            verts_gt,
+            res.seconds,
+            n,
+        )
+        report(
+            f"analytic + refine {args.refine}",
+            model,
+            res.rotmats,
+            res.trans,
+            betas,
+            joints_gt,
+            verts_gt,
+            res.seconds + t_ik,
+            n,
+        )
     return 0
 
 

@@ -11,9 +11,11 @@ __version__ = "0.1.0"
 
 def register():
     from .blender import register as _register
+
     _register()
 
 
 def unregister():
     from .blender import unregister as _unregister
+
     _unregister()

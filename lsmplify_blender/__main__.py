@@ -1,4 +1,5 @@
 """``python -m lsmplify_blender``: the command-line interface of the core (no Blender needed)."""
+
 import sys
 
 from .core.cli import main

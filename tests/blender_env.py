@@ -5,6 +5,7 @@ scripts; pointing it at a fresh temp dir keeps tests away from any real Blender 
 There is one bpy per process: reset scenes with ``reset_scene()``
 (``read_homefile(use_empty=True)``), never ``read_factory_settings`` (it unregisters add-ons).
 """
+
 from __future__ import annotations
 
 import atexit

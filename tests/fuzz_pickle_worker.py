@@ -7,6 +7,7 @@ of range, checked against scipy's own validated matrix. Every case must either l
 plain values or raise ModelFileError. Prints a JSON summary; exits 1 on the first other
 outcome, with the case that caused it.
 """
+
 import json
 import pickle
 import random
@@ -22,15 +23,82 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lsmplify_blender.core.errors import ModelFileError
 from lsmplify_blender.core.safe_pickle import load_smpl_pickle
 
-GLOBALS = [b"cchumpy.ch\nCh\n", b"cnumpy\ndtype\n", b"cnumpy\nndarray\n", b"cnumpy.core.multiarray\n_reconstruct\n",
-           b"cnumpy.core.multiarray\nscalar\n", b"cnumpy.core.numeric\n_frombuffer\n",
-           b"cscipy.sparse._csc\ncsc_matrix\n", b"cscipy.sparse.csr\ncsr_matrix\n", b"ccopy_reg\n_reconstructor\n",
-           b"c__builtin__\nobject\n", b"c__builtin__\nset\n", b"cbuiltins\nfrozenset\n", b"c__builtin__\nbytes\n",
-           b"c_codecs\nencode\n"]
-TEXTS = ["f8", "f4", "i4", "u4", "b1", "i8", "O8", "V8", "c16", "M8", "U2", "<", ">", "|", "=", "C", "F", "x",
-         "data", "indices", "indptr", "_shape", "shape", "latin1", "v_template", "J_regressor", "weights"]
-SIMPLE = [b"(", b")", b"\x85", b"\x86", b"\x87", b"t", b"l", b"d", b"]", b"}", b"a", b"e", b"s", b"u", b"\x8f",
-          b"\x90", b"\x91", b"R", b"\x81", b"\x92", b"b", b"0", b"1", b"2", b"N", b"\x88", b"\x89", b"\x94", b"\x98"]
+GLOBALS = [
+    b"cchumpy.ch\nCh\n",
+    b"cnumpy\ndtype\n",
+    b"cnumpy\nndarray\n",
+    b"cnumpy.core.multiarray\n_reconstruct\n",
+    b"cnumpy.core.multiarray\nscalar\n",
+    b"cnumpy.core.numeric\n_frombuffer\n",
+    b"cscipy.sparse._csc\ncsc_matrix\n",
+    b"cscipy.sparse.csr\ncsr_matrix\n",
+    b"ccopy_reg\n_reconstructor\n",
+    b"c__builtin__\nobject\n",
+    b"c__builtin__\nset\n",
+    b"cbuiltins\nfrozenset\n",
+    b"c__builtin__\nbytes\n",
+    b"c_codecs\nencode\n",
+]
+TEXTS = [
+    "f8",
+    "f4",
+    "i4",
+    "u4",
+    "b1",
+    "i8",
+    "O8",
+    "V8",
+    "c16",
+    "M8",
+    "U2",
+    "<",
+    ">",
+    "|",
+    "=",
+    "C",
+    "F",
+    "x",
+    "data",
+    "indices",
+    "indptr",
+    "_shape",
+    "shape",
+    "latin1",
+    "v_template",
+    "J_regressor",
+    "weights",
+]
+SIMPLE = [
+    b"(",
+    b")",
+    b"\x85",
+    b"\x86",
+    b"\x87",
+    b"t",
+    b"l",
+    b"d",
+    b"]",
+    b"}",
+    b"a",
+    b"e",
+    b"s",
+    b"u",
+    b"\x8f",
+    b"\x90",
+    b"\x91",
+    b"R",
+    b"\x81",
+    b"\x92",
+    b"b",
+    b"0",
+    b"1",
+    b"2",
+    b"N",
+    b"\x88",
+    b"\x89",
+    b"\x94",
+    b"\x98",
+]
 
 
 def _text(t):
@@ -47,14 +115,21 @@ def random_stream(rng: random.Random) -> bytes:
         elif r < 0.3:
             out.append(_text(rng.choice(TEXTS)))
         elif r < 0.4:
-            out.append(b"K" + bytes([rng.randrange(256)]) if rng.random() < 0.7 else b"J" + struct.pack("<i", rng.randint(-2**31, 2**31 - 1)))
+            out.append(
+                b"K" + bytes([rng.randrange(256)])
+                if rng.random() < 0.7
+                else b"J" + struct.pack("<i", rng.randint(-(2**31), 2**31 - 1))
+            )
         elif r < 0.5:
             n = rng.choice([0, 1, 2, 4, 8, 12, 24, 48])
             out.append(b"C" + bytes([n]) + bytes(rng.randrange(256) for _ in range(n)))
         elif r < 0.58:
             out.append(rng.choice([b"q", b"h"]) + bytes([rng.randrange(8)]))
         elif r < 0.6:
-            out.append(rng.choice([b"r", b"j"]) + struct.pack("<I", rng.choice([0, 1, 7, 2**28, 2**32 - 1])))
+            out.append(
+                rng.choice([b"r", b"j"])
+                + struct.pack("<I", rng.choice([0, 1, 7, 2**28, 2**32 - 1]))
+            )
         else:
             out.append(rng.choice(SIMPLE))
     out.append(b".")
@@ -67,6 +142,7 @@ def _fake_chumpy():
     class Ch:
         def __init__(self, x):
             self.x = x
+
     Ch.__module__, Ch.__qualname__ = "chumpy.ch", "Ch"
     mod.Ch = Ch
     pkg = types.ModuleType("chumpy")
@@ -79,8 +155,16 @@ def seeds() -> list[bytes]:
     Ch = _fake_chumpy()
     rng = np.random.default_rng(0)
     m = sp.random(6, 9, density=0.3, format="csc", random_state=0)
-    obj = {"v_template": Ch(rng.normal(size=(4, 3))), "J_regressor": m, "R": m.tocsr(), "f": np.arange(6, dtype=np.uint32),
-           "s": np.float32(1.5), "e": np.zeros((0, 3)), "bs_style": "lbs", "info": {"n": [1, 2.5, None], "k": {"a"}}}
+    obj = {
+        "v_template": Ch(rng.normal(size=(4, 3))),
+        "J_regressor": m,
+        "R": m.tocsr(),
+        "f": np.arange(6, dtype=np.uint32),
+        "s": np.float32(1.5),
+        "e": np.zeros((0, 3)),
+        "bs_style": "lbs",
+        "info": {"n": [1, 2.5, None], "k": {"a"}},
+    }
     return [pickle.dumps(obj, protocol=p) for p in range(6)]
 
 
@@ -91,7 +175,7 @@ def mutate(rng: random.Random, blob: bytes) -> bytes:
         if op < 0.5:
             b[i] = rng.randrange(256)
         elif op < 0.7:
-            del b[i:i + rng.randint(1, 8)]
+            del b[i : i + rng.randint(1, 8)]
         elif op < 0.9:
             b[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
         else:
@@ -129,7 +213,9 @@ def sparse_case(rng: np.random.Generator):
         expected = ref.toarray()
     except (ValueError, IndexError):
         expected = None
-    obj = cls((np.zeros(0), np.zeros(0, np.int32), np.zeros(major + 1, np.int32)), shape=(rows, cols))
+    obj = cls(
+        (np.zeros(0), np.zeros(0, np.int32), np.zeros(major + 1, np.int32)), shape=(rows, cols)
+    )
     obj.data, obj.indices, obj.indptr = data, indices, indptr  # the attribute-dict form
     return pickle.dumps({"J_regressor": obj}, protocol=int(rng.integers(0, 6))), expected
 
@@ -144,7 +230,9 @@ def check_plain(value, depth=0):
         for v in value.values():
             check_plain(v, depth + 1)
     else:
-        assert isinstance(value, (str, bytes, int, float, type(None), set, frozenset, np.generic, np.dtype)), type(value)
+        assert isinstance(
+            value, (str, bytes, int, float, type(None), set, frozenset, np.generic, np.dtype)
+        ), type(value)
 
 
 def run_case(blob: bytes, counts: dict, expected="any") -> None:
@@ -174,8 +262,16 @@ def main(n: int) -> int:
         blob, expected = make()
         try:
             run_case(blob, counts, expected)
-        except Exception as exc:  # noqa: BLE001 - any other outcome is the failure we report
-            print(json.dumps({"failed": kind, "error": f"{type(exc).__name__}: {exc}", "case": blob.hex()[:4000]}))
+        except Exception as exc:  # noqa: BLE001 (the worker reports every escape to the test)
+            print(
+                json.dumps(
+                    {
+                        "failed": kind,
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "case": blob.hex()[:4000],
+                    }
+                )
+            )
             return 1
     print(json.dumps(counts | {"cases": len(cases)}))
     return 0

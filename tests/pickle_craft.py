@@ -1,5 +1,6 @@
 """Writers for SMPL-style pickles in the tests: realistic v1.0 (chumpy) and v1.1 files made
 from the open model's arrays, Python 2 byte strings, and crafted (hostile) variants."""
+
 import contextlib
 import io
 import pickle
@@ -37,7 +38,7 @@ class _Py2Pickler(pickle._Pickler):
     """Writes bytes as Python 2 ``str`` (SHORT_BINSTRING/BINSTRING), as SMPL's own files
     were written by Python 2's cPickle at protocol 2."""
 
-    dispatch = dict(pickle._Pickler.dispatch)  # noqa: RUF012 - the pickler looks it up on the class
+    dispatch = dict(pickle._Pickler.dispatch)  # noqa: RUF012 (pickle's own class-level table)
 
     def save_py2_str(self, obj, original=None):
         n = len(obj)
@@ -76,7 +77,8 @@ def smpl_dict(data, chumpy_cls=None, posedirs=None, with_posedirs=True):
         "kintree_table": kintree,
         "J": (data.J_regressor.astype(np.float64) @ data.v_template),
         "f": data.faces.astype(np.uint32),
-        "bs_type": "lrotmin", "bs_style": "lbs",
+        "bs_type": "lrotmin",
+        "bs_style": "lbs",
         "pose_training_info": {"num_poses": 1786, "subjects": ["a", "b"]},
     } | ({} if with_posedirs else {"posedirs": None})
 

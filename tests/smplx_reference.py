@@ -4,6 +4,7 @@ Builds ``smplx.SMPLLayer`` (rotation-matrix inputs) and ``smplx.SMPL`` (axis-ang
 the interface users of AMASS-style files call) from a ``ModelData``'s arrays, the way a
 user would load any SMPL-format file into smplx.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,16 +18,45 @@ from smplx.utils import Struct
 
 # smplx indexes these vertex names for its extra joints (we never read those, only the
 # vertices and the 24 joints); models without them get vertex 0 there.
-SMPLX_VERTEX_NAMES = ("nose", "reye", "leye", "rear", "lear", "LBigToe", "LSmallToe", "LHeel", "RBigToe",
-                      "RSmallToe", "RHeel", "lthumb", "lindex", "lmiddle", "lring", "lpinky", "rthumb",
-                      "rindex", "rmiddle", "rring", "rpinky")
+SMPLX_VERTEX_NAMES = (
+    "nose",
+    "reye",
+    "leye",
+    "rear",
+    "lear",
+    "LBigToe",
+    "LSmallToe",
+    "LHeel",
+    "RBigToe",
+    "RSmallToe",
+    "RHeel",
+    "lthumb",
+    "lindex",
+    "lmiddle",
+    "lring",
+    "lpinky",
+    "rthumb",
+    "rindex",
+    "rmiddle",
+    "rring",
+    "rpinky",
+)
 
 
 def _struct(d) -> Struct:
-    posedirs = d.posedirs if d.posedirs is not None else np.zeros((d.num_vertices, 3, 207), np.float32)
+    posedirs = (
+        d.posedirs if d.posedirs is not None else np.zeros((d.num_vertices, 3, 207), np.float32)
+    )
     kintree = np.stack([d.parents, np.arange(24)]).astype(np.int64)
-    return Struct(v_template=d.v_template, shapedirs=d.shapedirs, posedirs=posedirs, J_regressor=d.J_regressor,
-                  weights=d.weights, kintree_table=kintree, f=d.faces)
+    return Struct(
+        v_template=d.v_template,
+        shapedirs=d.shapedirs,
+        posedirs=posedirs,
+        J_regressor=d.J_regressor,
+        weights=d.weights,
+        kintree_table=kintree,
+        f=d.faces,
+    )
 
 
 def smplx_layer(d, batch_size: int, dtype=torch.float64, num_betas: int = 10, cls=None):
@@ -34,5 +64,11 @@ def smplx_layer(d, batch_size: int, dtype=torch.float64, num_betas: int = 10, cl
     cls = cls or smplx.SMPLLayer
     vids = {k: d.landmarks.get(k, 0) for k in SMPLX_VERTEX_NAMES}
     with contextlib.redirect_stdout(io.StringIO()):  # smplx prints a 10-betas warning
-        return cls(model_path="", data_struct=_struct(d), vertex_ids=vids, num_betas=num_betas,
-                   batch_size=batch_size, dtype=dtype)
+        return cls(
+            model_path="",
+            data_struct=_struct(d),
+            vertex_ids=vids,
+            num_betas=num_betas,
+            batch_size=batch_size,
+            dtype=dtype,
+        )

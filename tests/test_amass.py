@@ -4,6 +4,7 @@ The joint orders are checked against smplx's published name lists (the test refe
 the add-on never imports smplx), the motion is a real CMU take solved by the analytic
 solver, written the way AMASS stores it (Z up, no ``up`` key, 156 columns).
 """
+
 import json
 
 import numpy as np
@@ -47,7 +48,9 @@ def test_wide_poses_map_the_body_and_each_hand_to_its_own_side(names, width):
     assert note.startswith("SMPL-H" if width == 156 else "SMPL-X")
     # what the old poses[:, :72] did: a LEFT finger joint on SMPL's right hand
     assert names[int(poses[0, 69])].startswith("left_")
-    with pytest.raises(InputError, match="75 columns; expected 72 \\(SMPL\\), 156 \\(SMPL-H\\) or 165"):
+    with pytest.raises(
+        InputError, match="75 columns; expected 72 \\(SMPL\\), 156 \\(SMPL-H\\) or 165"
+    ):
         smpl_pose_columns(np.zeros((2, 75)), "f.npz")
 
 
@@ -80,7 +83,14 @@ def test_z_up_is_detected_from_the_data(cmu_motion, tmp_path):
     wide, tz = as_amass(poses, trans, j0)
     assert detect_pose_up(wide)[0] == "z"
     p = tmp_path / "amass.npz"
-    np.savez(p, poses=wide, trans=tz, betas=np.r_[betas, np.zeros(6)], mocap_framerate=120.0, gender="neutral")
+    np.savez(
+        p,
+        poses=wide,
+        trans=tz,
+        betas=np.r_[betas, np.zeros(6)],
+        mocap_framerate=120.0,
+        gender="neutral",
+    )
     data = read_smpl_npz(p)
     assert data["up"] == "z" and data["poses"].shape == (poses.shape[0], 72)
     assert any("read as Z up (as AMASS stores it)" in n for n in data["notes"])
@@ -99,10 +109,25 @@ def test_cli_init_reads_an_amass_file_like_the_smpl_one(cmu_motion, tmp_path, ca
     outs = []
     for i, init in enumerate((ours, amass)):
         out = tmp_path / f"r{i}.npz"
-        code = main(["convert", str(src), "--out", str(out), "--init", str(init), "--passes", "0", "--refine",
-                     "1", "--quiet"])
+        code = main(
+            [
+                "convert",
+                str(src),
+                "--out",
+                str(out),
+                "--init",
+                str(init),
+                "--passes",
+                "0",
+                "--refine",
+                "1",
+                "--quiet",
+            ]
+        )
         res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert code == 0 and res["solver"] == "refine"
         outs.append(np.load(out))
     a, b = outs
-    assert np.allclose(a["poses"], b["poses"], atol=1e-3) and np.allclose(a["trans"], b["trans"], atol=1e-4)
+    assert np.allclose(a["poses"], b["poses"], atol=1e-3) and np.allclose(
+        a["trans"], b["trans"], atol=1e-4
+    )

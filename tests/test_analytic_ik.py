@@ -1,9 +1,10 @@
 """Analytic IK: exact on model joints, sensible on every layout, batched."""
+
 import numpy as np
 import pytest
 import torch
-
 from conftest import random_pose
+
 from lsmplify_blender.core.analytic_ik import complete_targets, solve_analytic
 from lsmplify_blender.core.layouts import LAYOUTS
 from lsmplify_blender.core.metrics import mpjpe
@@ -32,10 +33,18 @@ def test_hinge_twist_recovers_knee_and_elbow_bends(model):
     """Hips and shoulders rotated off-axis with knees/elbows bent about their hinge: a swing alone
     gets the thigh/upper-arm twist wrong; the hinge rule recovers it."""
     from lsmplify_blender.core.rotations import axis_angle_to_matrix, geodesic_angle
+
     n = 100
     g = torch.Generator().manual_seed(3)
-    u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=g)  # noqa: E731
-    ax = lambda i, a: axis_angle_to_matrix(torch.nn.functional.one_hot(torch.tensor(i), 3)[None] * a[:, None])  # noqa: E731
+
+    def u(lo, hi):
+        return lo + (hi - lo) * torch.rand(n, generator=g)
+
+    def ax(i, a):
+        return axis_angle_to_matrix(
+            torch.nn.functional.one_hot(torch.tensor(i), 3)[None] * a[:, None]
+        )
+
     rot = torch.eye(3).repeat(n, 24, 1, 1)
     rot[:, 0] = axis_angle_to_matrix(torch.randn(n, 3, generator=g) * 0.5)
     for hip, knee, side in ((1, 4, 1.0), (2, 5, -1.0)):
@@ -67,21 +76,30 @@ def test_missing_torso_joints_are_completed_rigidly(model):
 
 # Analytic-only MPJPE limits (mm) on smooth random motion with estimated betas. Layouts
 # without spine/collar joints rely on the rigid torso completion, so they cannot be exact.
-ROUND_TRIP_LIMITS = {"smpl24": 0.5, "cmu": 15.0, "body25": 25.0, "h36m17": 30.0, "coco17": 35.0,
-                     "mediapipe33": 25.0}
+ROUND_TRIP_LIMITS = {
+    "smpl24": 0.5,
+    "cmu": 15.0,
+    "body25": 25.0,
+    "h36m17": 30.0,
+    "coco17": 35.0,
+    "mediapipe33": 25.0,
+}
 
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
 def test_round_trip_every_layout(model, name):
     """Model keypoints of each layout -> analytic solve; a short refinement must not make it worse."""
     from conftest import smooth_pose
+
     lay = LAYOUTS[name]
     rot = smooth_pose(60, seed=7)
     betas = torch.randn(10, generator=torch.Generator().manual_seed(7)) * 0.8
     trans = torch.linspace(0, 1, 60)[:, None] * torch.tensor([1.0, 0.1, 0.5])
     kp = lay.generate(model, rot, betas, trans).numpy()
     weight = np.isfinite(kp).all(-1).astype(float) * lay.trust_array()
-    prepared = PreparedKeypoints(layout=lay, positions=np.nan_to_num(kp), weight=weight, fps=30, units="m", up="y")
+    prepared = PreparedKeypoints(
+        layout=lay, positions=np.nan_to_num(kp), weight=weight, fps=30, units="m", up="y"
+    )
     truth = model.joints(rot, betas, trans)
     sol = solve(prepared, model, solver="analytic")
     err = mpjpe(model.joints(sol.rotmats, sol.betas, sol.trans), truth)

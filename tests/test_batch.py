@@ -4,6 +4,7 @@ the summary files and the Ray engine on a local cluster.
 Worker processes are real (spawned, each loading the model); the takes are the real
 fixtures (tests/fixtures/CREDITS.md). Kept to a few takes per test: CI has 2 cores.
 """
+
 import csv
 import importlib.util
 import json
@@ -23,8 +24,21 @@ from lsmplify_blender.core.cli import main
 from lsmplify_blender.core.formats import find_asf
 from lsmplify_blender.core.formats.amass import partial_path
 
-OPTIONS = Namespace(layout="auto", units="auto", up="auto", fps=None, model=None, solver="analytic", refine=0,
-                    chunk=None, smooth="auto", rotations="auto", device="cpu", asf=None, init=None)
+OPTIONS = Namespace(
+    layout="auto",
+    units="auto",
+    up="auto",
+    fps=None,
+    model=None,
+    solver="analytic",
+    refine=0,
+    chunk=None,
+    smooth="auto",
+    rotations="auto",
+    device="cpu",
+    asf=None,
+    init=None,
+)
 
 
 def library(root: Path) -> Path:
@@ -60,9 +74,15 @@ def test_asf_found_by_longest_name_prefix(tmp_path):
     asf = (FIXTURES / "01.asf").read_bytes()
     for name in ("01.asf", "SUBJ.asf", "SUBJ_action.asf", "1.asf", "SUBJECT.asf"):
         (tmp_path / name).write_bytes(asf)
-    for amc, expected in [("01_01.amc", "01.asf"), ("SUBJ_action_012.amc", "SUBJ_action.asf"),
-                          ("SUBJ_other_3.amc", "SUBJ.asf"), ("subj-walk.amc", "SUBJ.asf"),
-                          ("SUBJECT_1.amc", "SUBJECT.asf"), ("131_01.amc", None), ("02_01.amc", None)]:
+    for amc, expected in [
+        ("01_01.amc", "01.asf"),
+        ("SUBJ_action_012.amc", "SUBJ_action.asf"),
+        ("SUBJ_other_3.amc", "SUBJ.asf"),
+        ("subj-walk.amc", "SUBJ.asf"),
+        ("SUBJECT_1.amc", "SUBJECT.asf"),
+        ("131_01.amc", None),
+        ("02_01.amc", None),
+    ]:
         found = find_asf(tmp_path / amc)
         assert (found.name if found else None) == expected, amc
 
@@ -80,8 +100,13 @@ def test_find_takes_mirrors_the_tree_and_matches_skeletons(tmp_path):
     assert takes["01_01.bvh"].output == out.resolve() / "bvh" / "jumps" / "01_01.bvh.npz"
     assert takes["01_01.amc"].output == out.resolve() / "amc" / "01_01.amc.npz"
     assert takes["01_01.amc"].asf == (lib / "amc" / "01.asf").resolve()
-    assert takes["05_07.amc"].asf == (lib / "amc" / "01.asf").resolve()  # --asf: for takes without their own
-    assert takes["walk.fbx"].status == "skipped" and "FBX is not a keypoint format" in takes["walk.fbx"].row["reason"]
+    assert (
+        takes["05_07.amc"].asf == (lib / "amc" / "01.asf").resolve()
+    )  # --asf: for takes without their own
+    assert (
+        takes["walk.fbx"].status == "skipped"
+        and "FBX is not a keypoint format" in takes["walk.fbx"].row["reason"]
+    )
     only_bvh = batch.find_takes([lib], out, pattern="*.bvh")
     assert sorted(t.input.name for t in only_bvh) == ["01_01.bvh", "131_01.bvh"]
     # an output folder inside the input is never read back as input
@@ -97,18 +122,49 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     assert main(["batch", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "No takes found" in capsys.readouterr().err
     (tmp_path / "file.npz").write_bytes(b"x")
-    assert main(["batch", str(FIXTURES / "01_01_short.bvh"), "--out", str(tmp_path / "file.npz")]) == 2
+    assert (
+        main(["batch", str(FIXTURES / "01_01_short.bvh"), "--out", str(tmp_path / "file.npz")]) == 2
+    )
     assert "is a file" in capsys.readouterr().err
     assert main(["batch", str(tmp_path / "empty"), "--out", str(tmp_path)]) == 2
     assert "inside --out" in capsys.readouterr().err
     take = FIXTURES / "01_01_short.bvh"
-    assert main(["batch", str(take), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "file.npz")]) == 2
-    assert "file.npz" in capsys.readouterr().err  # every worker would fail to load it: one error, no rows
+    assert (
+        main(
+            [
+                "batch",
+                str(take),
+                "--out",
+                str(tmp_path / "o"),
+                "--model",
+                str(tmp_path / "file.npz"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        "file.npz" in capsys.readouterr().err
+    )  # every worker would fail to load it: one error, no rows
     with pytest.raises(SystemExit):
         main(["batch", str(take), "--out", str(tmp_path / "o"), "--workers", "0"])
-    if importlib.util.find_spec("ray") is not None:  # a cluster address that does not answer: at once, no retries
-        assert main(["batch", str(take), "--out", str(tmp_path / "o"), "--engine", "ray",
-                     "--ray-address", "127.0.0.1:1"]) == 2
+    if (
+        importlib.util.find_spec("ray") is not None
+    ):  # a cluster address that does not answer: at once, no retries
+        assert (
+            main(
+                [
+                    "batch",
+                    str(take),
+                    "--out",
+                    str(tmp_path / "o"),
+                    "--engine",
+                    "ray",
+                    "--ray-address",
+                    "127.0.0.1:1",
+                ]
+            )
+            == 2
+        )
         assert "nothing answers there" in capsys.readouterr().err
 
 
@@ -122,11 +178,15 @@ def test_batch_isolates_failures_writes_summary_and_resumes(tmp_path, capsys):
     assert (totals["takes"], totals["ok"], totals["failed"], totals["skipped"]) == (4, 3, 1, 0)
     assert "lsmplify batch" not in err  # no progress bar off a terminal
     rows = rows_by_name(out)
-    assert rows["damaged.bvh"]["status"] == "failed" and "damaged.bvh" in rows["damaged.bvh"]["error"]
+    assert (
+        rows["damaged.bvh"]["status"] == "failed" and "damaged.bvh" in rows["damaged.bvh"]["error"]
+    )
     assert rows["damaged.bvh"]["output"] == ""
     for name, frames in (("131_01.bvh", 200), ("01_01.bvh", 200), ("01_01.amc", 199)):
         r = rows[name]
-        assert r["status"] == "ok" and int(r["frames"]) == frames and r["error"] == r["reason"] == ""
+        assert (
+            r["status"] == "ok" and int(r["frames"]) == frames and r["error"] == r["reason"] == ""
+        )
         assert (r["layout"], r["units"], r["solver"]) == ("cmu", "cmu", "analytic")
         assert 0 < float(r["fit_error_mm_mean"]) <= float(r["fit_error_mm_max"]) < 80
         assert float(r["seconds"]) > 0 and float(r["peak_rss_mb"]) > 50
@@ -144,7 +204,9 @@ def test_batch_isolates_failures_writes_summary_and_resumes(tmp_path, capsys):
     code, totals, _ = run_cli(capsys, lib, "--out", out, "--workers", "1", "--solver", "analytic")
     again = rows_by_name(out)
     assert (totals["ok"], totals["failed"], totals["skipped"]) == (0, 1, 3)
-    assert again["131_01.bvh"]["status"] == "skipped" and "up to date" in again["131_01.bvh"]["reason"]
+    assert (
+        again["131_01.bvh"]["status"] == "skipped" and "up to date" in again["131_01.bvh"]["reason"]
+    )
     assert again["131_01.bvh"]["fit_error_mm_mean"] == rows["131_01.bvh"]["fit_error_mm_mean"]
     assert {n: os.stat(rows[n]["output"]).st_mtime_ns for n in stamps} == stamps
 
@@ -155,7 +217,9 @@ def test_batch_isolates_failures_writes_summary_and_resumes(tmp_path, capsys):
     code, totals, _ = run_cli(capsys, lib, "--out", out, "--workers", "1", "--solver", "analytic")
     assert code == 0 and (totals["ok"], totals["skipped"]) == (1, 2)
     assert rows_by_name(out)["131_01.bvh"]["status"] == "ok"
-    code, totals, _ = run_cli(capsys, lib, "--out", out, "--workers", "2", "--solver", "analytic", "--overwrite")
+    code, totals, _ = run_cli(
+        capsys, lib, "--out", out, "--workers", "2", "--solver", "analytic", "--overwrite"
+    )
     assert code == 0 and totals["ok"] == 3
 
 
@@ -180,14 +244,24 @@ def test_a_crashing_worker_is_replaced_and_its_take_failed(tmp_path):
     takes = batch.find_takes([lib], out)
     batch.run_batch(takes, OPTIONS, engine="local", workers=2, take_fn=crash_or_convert)
     status = {t.input.name: t.status for t in takes}
-    assert status == {"131_01.bvh": "ok", "01_01.bvh": "ok", "01_01.amc": "ok", "damaged.bvh": "failed",
-                      "crash_exit.bvh": "failed", "crash_sigkill.bvh": "failed"}
+    assert status == {
+        "131_01.bvh": "ok",
+        "01_01.bvh": "ok",
+        "01_01.amc": "ok",
+        "damaged.bvh": "failed",
+        "crash_exit.bvh": "failed",
+        "crash_sigkill.bvh": "failed",
+    }
     by_name = {t.input.name: t.row for t in takes}
     assert "exit code 3" in by_name["crash_exit.bvh"]["error"]
     assert "SIGKILL" in by_name["crash_sigkill.bvh"]["error"]
     assert "replaced" in by_name["crash_exit.bvh"]["error"]
     assert not list(out.rglob("*.tmp*")), "a killed worker left a half-written file"
-    assert sorted(p.name for p in out.rglob("*.npz")) == ["01_01.amc.npz", "01_01.bvh.npz", "131_01.bvh.npz"]
+    assert sorted(p.name for p in out.rglob("*.npz")) == [
+        "01_01.amc.npz",
+        "01_01.bvh.npz",
+        "131_01.bvh.npz",
+    ]
 
 
 def test_cancel_stops_handing_out_takes(tmp_path):
@@ -199,7 +273,9 @@ def test_cancel_stops_handing_out_takes(tmp_path):
         flag.done = True  # cancel after the first take
 
     batch.run_batch(takes, OPTIONS, engine="inline", on_row=on_row, cancel=flag)
-    assert [t.status for t in takes].count("ok") == 1 and [t.status for t in takes].count("pending") == 2
+    assert [t.status for t in takes].count("ok") == 1 and [t.status for t in takes].count(
+        "pending"
+    ) == 2
 
 
 # ----------------------------------------------------------------------------- Ray
@@ -210,7 +286,9 @@ def test_ray_engine_on_a_local_cluster_matches_the_local_engine(tmp_path):
     inline = batch.run_batch(batch.find_takes([lib], tmp_path / "inline"), OPTIONS, engine="inline")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        on_ray = batch.run_batch(batch.find_takes([lib], tmp_path / "ray"), OPTIONS, engine="ray", workers=2)
+        on_ray = batch.run_batch(
+            batch.find_takes([lib], tmp_path / "ray"), OPTIONS, engine="ray", workers=2
+        )
         assert len({t.row["worker"] for t in on_ray if t.status == "ok"}) == 2  # both actors worked
     finally:
         ray.shutdown()
@@ -218,8 +296,9 @@ def test_ray_engine_on_a_local_cluster_matches_the_local_engine(tmp_path):
     assert {t.input.name: t.status for t in on_ray}["damaged.bvh"] == "failed"
     for a, b in zip(inline, on_ray, strict=True):
         if a.status == "ok":
-            np.testing.assert_allclose(np.load(a.row["output"])["poses"], np.load(b.row["output"])["poses"],
-                                       atol=1e-5)
+            np.testing.assert_allclose(
+                np.load(a.row["output"])["poses"], np.load(b.row["output"])["poses"], atol=1e-5
+            )
 
 
 def test_ctrl_c_leaves_no_partial_output_and_the_rerun_finishes(tmp_path):
@@ -230,8 +309,19 @@ def test_ctrl_c_leaves_no_partial_output_and_the_rerun_finishes(tmp_path):
     for i in range(3):
         shutil.copy(FIXTURES / "131_01_short.bvh", lib / "bvh" / f"more_{i}.bvh")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "lsmplify_blender", "batch", str(lib), "--out", str(out), "--workers", "1",
-           "--solver", "analytic"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lsmplify_blender",
+        "batch",
+        str(lib),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--solver",
+        "analytic",
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -249,7 +339,11 @@ def test_ctrl_c_leaves_no_partial_output_and_the_rerun_finishes(tmp_path):
     assert len(list(out.rglob("*.npz"))) == totals["ok"]
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     again = json.loads(rerun.stdout.strip().splitlines()[-1])
-    assert rerun.returncode == 0 and again["ok"] == 6 - totals["ok"] and again["skipped"] == totals["ok"]
+    assert (
+        rerun.returncode == 0
+        and again["ok"] == 6 - totals["ok"]
+        and again["skipped"] == totals["ok"]
+    )
 
 
 def test_the_add_on_side_needs_neither_ray_nor_tqdm(tmp_path):
@@ -274,5 +368,7 @@ takes = batch.run_batch(batch.find_takes([{str(FIXTURES / "131_01_short.bvh")!r}
 print(takes[0].status)
 """
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

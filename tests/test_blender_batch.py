@@ -1,5 +1,6 @@
 """Batch Convert in headless Blender (bpy wheel): a folder of real takes to .npz and FBX,
 the scene left as it was, failures in the summary, cancel, resume."""
+
 import csv
 import shutil
 import threading
@@ -36,7 +37,10 @@ def scene():
 
 def snapshot():
     d = bpy.data
-    return {k: sorted(x.name for x in getattr(d, k)) for k in ("objects", "actions", "meshes", "armatures")}
+    return {
+        k: sorted(x.name for x in getattr(d, k))
+        for k in ("objects", "actions", "meshes", "armatures")
+    }
 
 
 def takes_folder(root: Path, copies: int = 1) -> Path:
@@ -59,13 +63,25 @@ def test_batch_convert_writes_npz_and_fbx_and_leaves_the_scene(tmp_path, scene):
     src, out = takes_folder(tmp_path / "takes"), tmp_path / "out"
     scene.frame_start, scene.frame_end, scene.render.fps = 7, 42, 25
     before = snapshot()
-    assert bpy.ops.lsmplify.batch_convert(input_dir=str(src), output_dir=str(out), export_fbx=True,
-                                          fbx_preset="BLENDER") == {"FINISHED"}
-    assert snapshot() == before and (scene.frame_start, scene.frame_end, scene.render.fps) == (7, 42, 25)
+    assert bpy.ops.lsmplify.batch_convert(
+        input_dir=str(src), output_dir=str(out), export_fbx=True, fbx_preset="BLENDER"
+    ) == {"FINISHED"}
+    assert snapshot() == before and (scene.frame_start, scene.frame_end, scene.render.fps) == (
+        7,
+        42,
+        25,
+    )
     rows = summary_rows(out)
-    assert {n: r["status"] for n, r in rows.items()} == {"131_01.bvh": "ok", "01_01.amc": "ok", "damaged.bvh": "failed"}
+    assert {n: r["status"] for n, r in rows.items()} == {
+        "131_01.bvh": "ok",
+        "01_01.amc": "ok",
+        "damaged.bvh": "failed",
+    }
     assert "damaged.bvh" in rows["damaged.bvh"]["error"]
-    for name, rel, frames in (("131_01.bvh", "131_01.bvh", 200), ("01_01.amc", "sub/01_01.amc", 199)):
+    for name, rel, frames in (
+        ("131_01.bvh", "131_01.bvh", 200),
+        ("01_01.amc", "sub/01_01.amc", 199),
+    ):
         z = np.load(out / f"{rel}.npz")
         assert z["poses"].shape == (frames, 72) and int(rows[name]["frames"]) == frames
         assert (out / f"{rel}.fbx").stat().st_size > 100_000
@@ -73,26 +89,37 @@ def test_batch_convert_writes_npz_and_fbx_and_leaves_the_scene(tmp_path, scene):
 
     # the FBX is the take: re-imported, 24 bones moving over the take's frames
     names = set(bpy.data.objects.keys())
-    assert bpy.ops.import_scene.fbx(filepath=str(out / "131_01.bvh.fbx"), anim_offset=0.0) == {"FINISHED"}
-    arm = next(bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - names
-               if bpy.data.objects[n].type == "ARMATURE")
+    assert bpy.ops.import_scene.fbx(filepath=str(out / "131_01.bvh.fbx"), anim_offset=0.0) == {
+        "FINISHED"
+    }
+    arm = next(
+        bpy.data.objects[n]
+        for n in set(bpy.data.objects.keys()) - names
+        if bpy.data.objects[n].type == "ARMATURE"
+    )
     assert len(arm.data.bones) == 24
     act = arm.animation_data.action
     assert act.frame_range[1] - act.frame_range[0] + 1 >= 199
 
     # again: nothing to do (up to date), nothing changes
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.fbx")}
-    assert bpy.ops.lsmplify.batch_convert(input_dir=str(src), output_dir=str(out), export_fbx=True) == {"FINISHED"}
+    assert bpy.ops.lsmplify.batch_convert(
+        input_dir=str(src), output_dir=str(out), export_fbx=True
+    ) == {"FINISHED"}
     assert summary_rows(out)["131_01.bvh"]["status"] == "skipped"
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.fbx")} == stamps
 
 
 def test_batch_convert_bad_folders_are_reported(tmp_path):
     with pytest.raises(RuntimeError, match="not a folder"):
-        bpy.ops.lsmplify.batch_convert(input_dir=str(tmp_path / "nope"), output_dir=str(tmp_path / "out"))
+        bpy.ops.lsmplify.batch_convert(
+            input_dir=str(tmp_path / "nope"), output_dir=str(tmp_path / "out")
+        )
     (tmp_path / "empty").mkdir()
     with pytest.raises(RuntimeError, match="No takes found"):
-        bpy.ops.lsmplify.batch_convert(input_dir=str(tmp_path / "empty"), output_dir=str(tmp_path / "out"))
+        bpy.ops.lsmplify.batch_convert(
+            input_dir=str(tmp_path / "empty"), output_dir=str(tmp_path / "out")
+        )
 
 
 def test_cancel_in_the_background_job_keeps_finished_takes(tmp_path):

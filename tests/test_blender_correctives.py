@@ -3,6 +3,7 @@
 The open model has no pose correctives, so the tests make an SMPL-format model file from its
 arrays with small random ``posedirs`` (seeded) and load it like any user model.
 """
+
 import time
 
 import numpy as np
@@ -35,8 +36,16 @@ def corrective_data(tmp_path_factory, model_data):
     kintree = np.stack([np.array(d.parents, dtype=np.int64), np.arange(24)]).astype(np.int64)
     kintree[0, 0] = -1
     path = tmp_path_factory.mktemp("model") / "SMPL_CORRECTIVES.npz"
-    np.savez(path, v_template=d.v_template, shapedirs=d.shapedirs, posedirs=posedirs,
-             J_regressor=d.J_regressor, weights=d.weights, kintree_table=kintree, f=d.faces)
+    np.savez(
+        path,
+        v_template=d.v_template,
+        shapedirs=d.shapedirs,
+        posedirs=posedirs,
+        J_regressor=d.J_regressor,
+        weights=d.weights,
+        kintree_table=kintree,
+        f=d.faces,
+    )
     data = load_model_data(path)
     assert data.posedirs is not None and np.array_equal(data.posedirs, posedirs)
     return data
@@ -67,7 +76,11 @@ def test_pose_keys_are_posedirs_in_blender_axes(corrective_data):
         off = rig.blender_to_smpl((co - basis).reshape(-1, 3).astype(np.float64))
         assert np.abs(off - corrective_data.posedirs[:, :, k]).max() < 1e-6
         b = blocks[POSE_KEYS[k]]
-        assert b.relative_key == blocks["Basis"] and (b.slider_min, b.slider_max) == (-10.0, 10.0) and b.value == 0
+        assert (
+            b.relative_key == blocks["Basis"]
+            and (b.slider_min, b.slider_max) == (-10.0, 10.0)
+            and b.value == 0
+        )
 
 
 def test_model_without_posedirs_has_no_pose_keys(model_data):
@@ -90,7 +103,9 @@ def test_blender_deformation_with_correctives_equals_smplx(corrective_data, corr
     action = keyframes.write_corrective_action(mesh_obj, rotmats, frame_start=3)
     assert mesh_obj.data.shape_keys.animation_data.action == action
     expected = corrective64.vertices(rotmats, torch.as_tensor(betas), trans).numpy()
-    no_corr = expected - torch.einsum("vcp,np->nvc", corrective64.posedirs, pose_feature(rotmats)).numpy()
+    no_corr = (
+        expected - torch.einsum("vcp,np->nvc", corrective64.posedirs, pose_feature(rotmats)).numpy()
+    )
     # the correctives matter at this scale: without them the mesh would be visibly off
     assert np.abs(expected - no_corr).max() > 1e-3
     worst = 0.0
@@ -121,16 +136,36 @@ def test_second_write_makes_a_second_shape_key_action(corrective_data):
 def test_write_motion_keys_correctives_and_refine_adds_a_new_action(corrective_data):
     class _Model:  # write_motion only reads model.data
         data = corrective_data
+
     rotmats = random_pose(6, seed=3)
-    rig_obj, _ = scene_writing.write_motion(bpy.context, _Model, rotmats, torch.zeros(6, 3), np.zeros(10), 1,
-                                      action_name="LSMPLify_test")
+    rig_obj, _ = scene_writing.write_motion(
+        bpy.context,
+        _Model,
+        rotmats,
+        torch.zeros(6, 3),
+        np.zeros(10),
+        1,
+        action_name="LSMPLify_test",
+    )
     (mesh_obj,) = rig.corrective_meshes(rig_obj)
     first = mesh_obj.data.shape_keys.animation_data.action
     assert first.name == "LSMPLify_test_correctives" and len(key_fcurves(mesh_obj)) == 207
-    scene_writing.write_motion(bpy.context, _Model, random_pose(6, seed=4), torch.zeros(6, 3), np.zeros(10), 1,
-                         target_rig=rig_obj, action_name="LSMPLify_refined")
+    scene_writing.write_motion(
+        bpy.context,
+        _Model,
+        random_pose(6, seed=4),
+        torch.zeros(6, 3),
+        np.zeros(10),
+        1,
+        target_rig=rig_obj,
+        action_name="LSMPLify_refined",
+    )
     second = mesh_obj.data.shape_keys.animation_data.action
-    assert second != first and second.name == "LSMPLify_refined_correctives" and first.name in bpy.data.actions
+    assert (
+        second != first
+        and second.name == "LSMPLify_refined_correctives"
+        and first.name in bpy.data.actions
+    )
 
 
 def test_timing_1000_frames(corrective_data):

@@ -5,6 +5,7 @@ before an operator that must fail, runs it through ``bpy.ops`` (as a button does
 compares afterwards. The broken inputs are copies of the real CMU fixtures with one field
 spoiled, or model files made from the project's own open model.
 """
+
 import dataclasses
 import pickle
 import re
@@ -45,8 +46,10 @@ def scene():
 def state():
     """Everything a failed import could leave behind or change."""
     d, sc = bpy.data, bpy.context.scene
-    blocks = {k: sorted(x.name for x in getattr(d, k))
-              for k in ("objects", "actions", "meshes", "armatures", "collections", "cameras")}
+    blocks = {
+        k: sorted(x.name for x in getattr(d, k))
+        for k in ("objects", "actions", "meshes", "armatures", "collections", "cameras")
+    }
     timing = (sc.frame_start, sc.frame_end, sc.frame_current, sc.render.fps, sc.render.fps_base)
     return blocks, timing, scene_writing.settings_values(sc.lsmplify)
 
@@ -67,8 +70,11 @@ def spoiled_bvh(tmp_path, name, text):
 
 def test_bvh_with_a_tiny_frame_time_leaves_the_scene_as_it_was(tmp_path):
     with_previous_import()
-    bad = spoiled_bvh(tmp_path, "tiny_frame_time.bvh",
-                      re.sub(r"Frame Time:.*", "Frame Time: 1e-300", BVH.read_text(encoding="utf-8")))
+    bad = spoiled_bvh(
+        tmp_path,
+        "tiny_frame_time.bvh",
+        re.sub(r"Frame Time:.*", "Frame Time: 1e-300", BVH.read_text(encoding="utf-8")),
+    )
     before = state()
     # refused by the reader or, where a reader lets it through, before the scene is touched
     with pytest.raises(RuntimeError, match=r"tiny_frame_time\.bvh: .*1e\+300 fps"):
@@ -101,6 +107,7 @@ def test_a_step_failing_after_the_empties_were_made_removes_them(monkeypatch):
 
     def full(*a, **k):
         raise RuntimeError("the scene refused its new frame range")
+
     monkeypatch.setattr(scene_writing, "set_scene_timing", full)
     with pytest.raises(RuntimeError, match=r"internal error.*refused its new frame range"):
         bpy.ops.lsmplify.import_keypoints(filepath=str(BVH))
@@ -118,12 +125,21 @@ def test_import_smpl_with_unusable_values_leaves_nothing(tmp_path, spoil):
         betas[3] = np.nan
     fps = {"inf_fps": np.inf, "nan_fps": np.nan, "zero_fps": 0.0}.get(spoil, fps)
     path = tmp_path / f"{spoil}.npz"  # written as a damaged file would be (our writer refuses NaN)
-    np.savez(path, poses=poses.astype(np.float32), betas=betas.astype(np.float32), trans=np.zeros((5, 3), np.float32),
-             mocap_framerate=np.float32(fps), gender=np.array("neutral"), up=np.array("y"))
+    np.savez(
+        path,
+        poses=poses.astype(np.float32),
+        betas=betas.astype(np.float32),
+        trans=np.zeros((5, 3), np.float32),
+        mocap_framerate=np.float32(fps),
+        gender=np.array("neutral"),
+        up=np.array("y"),
+    )
     before = state()
     # whichever check refuses it (the reader's or the importer's), it names what is wrong
-    expected = {"nan_poses": r"poses.*(NaN|non-finite)|(NaN|non-finite).*poses",
-                "nan_betas": r"betas.*NaN|NaN.*betas"}.get(spoil, rf"{spoil}\.npz: .*mocap_framerate")
+    expected = {
+        "nan_poses": r"poses.*(NaN|non-finite)|(NaN|non-finite).*poses",
+        "nan_betas": r"betas.*NaN|NaN.*betas",
+    }.get(spoil, rf"{spoil}\.npz: .*mocap_framerate")
     with pytest.raises(RuntimeError, match=expected):
         bpy.ops.lsmplify.import_smpl_npz(filepath=str(path))
     assert state() == before
@@ -133,14 +149,19 @@ def test_setting_a_hostile_model_file_loads_nothing_and_is_reported(tmp_path, mo
     class Exploit:
         def __reduce__(self):
             import os
+
             return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
     evil = tmp_path / "SMPL_EVIL.pkl"
     evil.write_bytes(pickle.dumps({"v_template": Exploit()}))
     prefs = bpy.context.preferences.addons[ADDON].preferences
     import lsmplify_blender.core.body_model as body_model
+
     calls = []
     real = body_model.load_model_data
-    monkeypatch.setattr(body_model, "load_model_data", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(
+        body_model, "load_model_data", lambda *a, **k: calls.append(a) or real(*a, **k)
+    )
     try:
         prefs.model_path = str(evil)  # the update callback: no load at all
         assert calls == [] and preferences.checked_model_status(prefs.model_path) is None
@@ -148,7 +169,9 @@ def test_setting_a_hostile_model_file_loads_nothing_and_is_reported(tmp_path, mo
             bpy.ops.lsmplify.check_model()
         assert len(calls) == 1 and "Refused" in preferences.checked_model_status(prefs.model_path)
         before = state()
-        with pytest.raises(RuntimeError, match=r"Body Model set in the add-on preferences.*Refused to load"):
+        with pytest.raises(
+            RuntimeError, match=r"Body Model set in the add-on preferences.*Refused to load"
+        ):
             bpy.ops.lsmplify.import_keypoints(filepath=str(BVH))
         assert state() == before and len(calls) == 1  # validated once per path
         assert not (tmp_path / "pwned").exists()
@@ -162,9 +185,18 @@ def test_a_model_with_nan_values_builds_no_rig(tmp_path):
     v = d.v_template.copy()
     v[10, 1] = np.nan
     bad = tmp_path / "SMPL_NAN.npz"
-    np.savez(bad, v_template=v, shapedirs=d.shapedirs, J_regressor=d.J_regressor, weights=d.weights,
-             kintree_table=np.stack([d.parents, np.arange(24)]).astype(np.int64), f=d.faces)
-    motion = write_smpl_npz(tmp_path / "m.npz", np.zeros((3, 72)), np.zeros(10), np.zeros((3, 3)), 30.0)
+    np.savez(
+        bad,
+        v_template=v,
+        shapedirs=d.shapedirs,
+        J_regressor=d.J_regressor,
+        weights=d.weights,
+        kintree_table=np.stack([d.parents, np.arange(24)]).astype(np.int64),
+        f=d.faces,
+    )
+    motion = write_smpl_npz(
+        tmp_path / "m.npz", np.zeros((3, 72)), np.zeros(10), np.zeros((3, 3)), 30.0
+    )
     prefs = bpy.context.preferences.addons[ADDON].preferences
     prefs.model_path = str(bad)
     try:
@@ -179,19 +211,39 @@ def test_a_model_with_nan_values_builds_no_rig(tmp_path):
     import torch
 
     class NanModel:
-        data = dataclasses.replace(d, shapedirs=np.where(np.arange(d.shapedirs.size).reshape(d.shapedirs.shape) == 5,
-                                                         np.inf, d.shapedirs))
+        data = dataclasses.replace(
+            d,
+            shapedirs=np.where(
+                np.arange(d.shapedirs.size).reshape(d.shapedirs.shape) == 5, np.inf, d.shapedirs
+            ),
+        )
+
     before = state()
-    with pytest.raises(LSMPLifyError, match="NaN, infinite or far-off values \\(shapedirs\\); no rig was built"):
-        scene_writing.write_motion(bpy.context, NanModel, torch.eye(3).expand(2, 24, 3, 3), np.zeros((2, 3)),
-                                   np.ones(10), 1)
+    with pytest.raises(
+        LSMPLifyError, match="NaN, infinite or far-off values \\(shapedirs\\); no rig was built"
+    ):
+        scene_writing.write_motion(
+            bpy.context,
+            NanModel,
+            torch.eye(3).expand(2, 24, 3, 3),
+            np.zeros((2, 3)),
+            np.ones(10),
+            1,
+        )
     assert state() == before
 
     class HugeModel:  # finite, but a shape direction of 1e30 m: a mesh no float32 can hold
         data = dataclasses.replace(d, shapedirs=d.shapedirs * 1e30)
+
     with pytest.raises(LSMPLifyError, match="far-off values \\(shaped vertices, joints\\)"):
-        scene_writing.write_motion(bpy.context, HugeModel, torch.eye(3).expand(2, 24, 3, 3), np.zeros((2, 3)),
-                                   np.ones(10), 1)
+        scene_writing.write_motion(
+            bpy.context,
+            HugeModel,
+            torch.eye(3).expand(2, 24, 3, 3),
+            np.zeros((2, 3)),
+            np.ones(10),
+            1,
+        )
     assert state() == before
 
 
@@ -206,6 +258,7 @@ def test_a_failed_solve_leaves_the_settings_as_they_were(monkeypatch):
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
+
     monkeypatch.setattr(keyframes, "write_pose_action", boom)
     with pytest.raises(RuntimeError, match=r"internal error.*disk on fire"):
         bpy.ops.lsmplify.solve()

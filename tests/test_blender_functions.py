@@ -5,6 +5,7 @@ Each operator reads its properties and calls one function of the Blender modules
 ``preview``); scripts can call those functions themselves. Every test here runs a function
 and its operator on the same scene and compares what they made, key by key and pixel by pixel.
 """
+
 import numpy as np
 import pytest
 from blender_env import fcurve_keys, import_bpy, reset_scene
@@ -78,7 +79,9 @@ def settings():
 
 
 def solved_rig(frames=8):
-    assert bpy.ops.lsmplify.import_keypoints(filepath=str(BVH), create_empties=False) == {"FINISHED"}
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(BVH), create_empties=False) == {
+        "FINISHED"
+    }
     settings().solver = "ANALYTIC"
     sc = bpy.context.scene
     sc.frame_start, sc.frame_end = 1, frames
@@ -95,15 +98,21 @@ def test_import_keypoint_file_is_the_import_operator():
     detected = (settings().detected_layout, settings().detected_frames, bpy.context.scene.frame_end)
     assert bpy.ops.lsmplify.import_keypoints(filepath=str(BVH)) == {"FINISHED"}
     by_op = settings().empties_collection
-    assert by_op != direct and (settings().detected_layout, settings().detected_frames,
-                                bpy.context.scene.frame_end) == detected == (prepared.layout.title, "200", 200)
+    assert by_op != direct and (
+        settings().detected_layout,
+        settings().detected_frames,
+        bpy.context.scene.frame_end,
+    ) == detected == (prepared.layout.title, "200", 200)
     a = sorted(direct.objects, key=lambda o: o.name)
     b = sorted(by_op.objects, key=lambda o: sources.strip_suffix(o.name))
-    assert [o[sources.KEYPOINT_PROP] for o in a] == [o[sources.KEYPOINT_PROP] for o in b] and len(a) >= 15
+    assert [o[sources.KEYPOINT_PROP] for o in a] == [o[sources.KEYPOINT_PROP] for o in b] and len(
+        a
+    ) >= 15
     for x, y in zip(a, b, strict=True):
         same_keys(x, y)
     # the empties sit where the prepared keypoints are (metres, Blender Z up)
     from lsmplify_blender.blender.rig import smpl_to_blender
+
     k = prepared.layout.keypoints.index("head")
     head = next(o for o in a if o[sources.KEYPOINT_PROP] == "head")
     loc = np.stack([keys_of(head)[("location", c)][:, 1] for c in range(3)], -1)
@@ -116,12 +125,15 @@ def test_gather_source_run_solve_apply_solution_is_the_solve_operator():
     s = settings()
     prepared, start = sources.gather_source(bpy.context, s, model)
     assert start == 1 and prepared.num_frames == 8
-    solution = solving.run_solve(prepared, model, solving.solver_name(s), s.refine_iters,
-                                 smooth=solving.smooth_setting(s))
+    solution = solving.run_solve(
+        prepared, model, solving.solver_name(s), s.refine_iters, smooth=solving.smooth_setting(s)
+    )
     rig, action = scene_writing.apply_solution(bpy.context, s, solution, prepared, start, model)
     assert rig != rig_op and action.name.startswith("LSMPLify_analytic")
     same_keys(rig, rig_op)
-    s.new_rig = True  # (else the job would write a new action on the operator's rig, as a re-solve does)
+    s.new_rig = (
+        True  # (else the job would write a new action on the operator's rig, as a re-solve does)
+    )
     job = solving.SolveJob(bpy.context, Reporter().report)
     assert job.target_name is None
     job.solve()
@@ -191,11 +203,14 @@ def test_render_preview_is_the_preview_operator(tmp_path):
     solved_rig(6)
     s = settings()
     a, b = tmp_path / "op", tmp_path / "direct"
-    assert bpy.ops.lsmplify.render_preview(directory=str(a), max_frames=2, resolution=48) == {"FINISHED"}
+    assert bpy.ops.lsmplify.render_preview(directory=str(a), max_frames=2, resolution=48) == {
+        "FINISHED"
+    }
     frames = preview.preview_frames(*sources.frame_range(bpy.context.scene, s), 2)
     assert frames == [1, 6]
-    written = preview.render_preview(bpy.context, str(b), frames, keypoint_empties.keypoint_empties(bpy.context, s),
-                                     48)
+    written = preview.render_preview(
+        bpy.context, str(b), frames, keypoint_empties.keypoint_empties(bpy.context, s), 48
+    )
     assert [p.rsplit("/", 1)[-1] for p in written] == sorted(p.name for p in a.glob("*.png"))
     for p in written:
         ia, ib = bpy.data.images.load(str(a / p.rsplit("/", 1)[-1])), bpy.data.images.load(p)
@@ -221,9 +236,13 @@ def test_refine_job_in_a_worker_thread_touches_the_scene_only_when_finished():
     assert sorted(a.name for a in bpy.data.actions) == names and rig.animation_data.action == first
     reporter = Reporter()
     assert job.finish(reporter, bpy.context) == {"FINISHED"}
-    assert rig.animation_data.action != first and any("refined into" in m for _, m in reporter.lines)
+    assert rig.animation_data.action != first and any(
+        "refined into" in m for _, m in reporter.lines
+    )
     # without a window, INVOKE runs it here and now
-    assert bpy.ops.lsmplify.refine("INVOKE_DEFAULT", method="OPTIMIZE", iterations=1) == {"FINISHED"}
+    assert bpy.ops.lsmplify.refine("INVOKE_DEFAULT", method="OPTIMIZE", iterations=1) == {
+        "FINISHED"
+    }
 
 
 def test_enabling_the_add_on_imports_no_torch():
@@ -233,9 +252,13 @@ def test_enabling_the_add_on_imports_no_torch():
 
     from blender_env import ROOT
 
-    code = ("import sys; sys.path.insert(0, 'tests'); from blender_env import import_bpy, reset_scene; "
-            "import_bpy(); import addon_utils; reset_scene(); addon_utils.enable('lsmplify_blender', default_set=True); "
-            "import bpy; assert hasattr(bpy.types.Scene, 'lsmplify'); print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); from blender_env import import_bpy, reset_scene; "
+        "import_bpy(); import addon_utils; reset_scene(); addon_utils.enable('lsmplify_blender', default_set=True); "
+        "import bpy; assert hasattr(bpy.types.Scene, 'lsmplify'); print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False"

@@ -4,6 +4,7 @@ The add-on is enabled the way Blender does it (``addon_utils.enable``), so prefe
 scene settings and operators are the registered ones. Operators that report an error make
 ``bpy.ops`` raise RuntimeError with the message: that is how the tests see the report.
 """
+
 import subprocess
 import sys
 
@@ -46,8 +47,10 @@ def settings():
 
 def snapshot():
     d = bpy.data
-    return {k: sorted(x.name for x in getattr(d, k))
-            for k in ("objects", "actions", "meshes", "armatures", "collections", "cameras")}
+    return {
+        k: sorted(x.name for x in getattr(d, k))
+        for k in ("objects", "actions", "meshes", "armatures", "collections", "cameras")
+    }
 
 
 def rigs():
@@ -60,7 +63,9 @@ def object_fcurve_keys(obj):
 
 
 def import_bvh(create_empties=True, path=BVH):
-    assert bpy.ops.lsmplify.import_keypoints(filepath=str(path), create_empties=create_empties) == {"FINISHED"}
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(path), create_empties=create_empties) == {
+        "FINISHED"
+    }
 
 
 def set_range(start, end):
@@ -72,11 +77,20 @@ def set_range(start, end):
 def test_registered_and_preferences():
     prefs = bpy.context.preferences.addons[ADDON].preferences
     assert type(prefs).bl_idname == ADDON and prefs.model_path == "" and prefs.device == "AUTO"
-    for op in ("import_keypoints", "solve", "refine", "export_npz", "import_smpl_npz", "export_fbx",
-               "render_preview", "check_model"):
+    for op in (
+        "import_keypoints",
+        "solve",
+        "refine",
+        "export_npz",
+        "import_smpl_npz",
+        "export_fbx",
+        "render_preview",
+        "check_model",
+    ):
         assert hasattr(bpy.ops.lsmplify, op)
     assert "LSMPLIFY_PT_main" in dir(bpy.types)
     from lsmplify_blender.blender import preferences
+
     assert preferences.device_summary("AUTO").startswith("Auto: ")
     assert preferences.device_summary("CPU") == "CPU: CPU"
     labels = {i[0]: i[1] for i in preferences.DEVICE_ITEMS}
@@ -88,17 +102,23 @@ def test_registered_and_preferences():
 
 def test_bad_model_path_blocks_the_solve_and_is_shown(tmp_path):
     from lsmplify_blender.blender import model_cache, preferences
+
     prefs = bpy.context.preferences.addons[ADDON].preferences
     import_bvh(create_empties=False)
     prefs.model_path = str(tmp_path / "nope.pkl")  # the update callback loads nothing
     assert preferences.checked_model_status(prefs.model_path) is None
     before = snapshot()
     try:
-        with pytest.raises(RuntimeError, match=r"Body Model set in the add-on preferences.*cannot be used.*not found"
-                                               r".*clear the field to use the embedded open model"):
+        with pytest.raises(
+            RuntimeError,
+            match=r"Body Model set in the add-on preferences.*cannot be used.*not found"
+            r".*clear the field to use the embedded open model",
+        ):
             bpy.ops.lsmplify.solve()
         assert snapshot() == before and not rigs()
-        assert "not found" in preferences.checked_model_status(prefs.model_path)  # shown in the preferences
+        assert "not found" in preferences.checked_model_status(
+            prefs.model_path
+        )  # shown in the preferences
         with pytest.raises(RuntimeError, match="not found"):
             bpy.ops.lsmplify.check_model()
     finally:
@@ -111,9 +131,11 @@ def test_bad_model_path_blocks_the_solve_and_is_shown(tmp_path):
 
 def test_unavailable_device_falls_back_to_cpu(capfd):
     import torch as _torch
+
     if _torch.cuda.is_available():
         pytest.skip("a CUDA device is present here")
     from lsmplify_blender.blender import model_cache
+
     prefs = bpy.context.preferences.addons[ADDON].preferences
     prefs.device = "CUDA"
     model_cache.clear_model_cache()
@@ -130,12 +152,14 @@ def test_unavailable_device_falls_back_to_cpu(capfd):
 def test_layout_items_match_the_core():
     from lsmplify_blender.blender.properties import LAYOUT_ITEMS
     from lsmplify_blender.core.layouts import LAYOUTS
+
     assert [i[0] for i in LAYOUT_ITEMS] == ["AUTO", *LAYOUTS]
 
 
 def test_the_panel_default_solver_is_the_core_default():
-    from lsmplify_blender.blender.properties import LSMPLifySceneSettings, SOLVER_ITEMS
+    from lsmplify_blender.blender.properties import SOLVER_ITEMS, LSMPLifySceneSettings
     from lsmplify_blender.core.solver import DEFAULT_SOLVER, SOLVERS
+
     assert bpy.context.scene.lsmplify.solver.lower() == DEFAULT_SOLVER
     assert sorted(i[0].lower() for i in SOLVER_ITEMS) == sorted(SOLVERS)
     assert LSMPLifySceneSettings.bl_rna.properties["solver"].default.lower() == DEFAULT_SOLVER
@@ -143,7 +167,9 @@ def test_the_panel_default_solver_is_the_core_default():
 
 def test_package_imports_without_blender():
     code = "import sys, lsmplify_blender, lsmplify_blender.blender; print('bpy' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -151,7 +177,11 @@ def test_package_imports_without_blender():
 def test_import_with_empties_then_solve_file():
     import_bvh()
     s, sc = settings(), bpy.context.scene
-    assert s.source_type == "FILE" and s.detected_layout.startswith("CMU") and s.detected_units == "cmu"
+    assert (
+        s.source_type == "FILE"
+        and s.detected_layout.startswith("CMU")
+        and s.detected_units == "cmu"
+    )
     assert s.detected_fps == "120" and s.detected_frames == "200"
     assert (sc.frame_start, sc.frame_end, sc.render.fps) == (1, 200, 120)
     empties = list(s.empties_collection.objects)
@@ -193,7 +223,9 @@ def test_solve_from_selected_empties():
     s.source_type = "EMPTIES"
     s.use_source_range = False  # the scene's 1..40, not the empties' 200 frames
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
-    assert s.detected_layout.startswith("CMU") and s.detected_up == "Z" and s.detected_frames == "40"
+    assert (
+        s.detected_layout.startswith("CMU") and s.detected_up == "Z" and s.detected_frames == "40"
+    )
     rig = rigs()[-1]
     assert len(object_fcurve_keys(rig)[('pose.bones["pelvis"].location', 0)]) == 40
     # the same positions through the empties: the same fit as the file solved from its positions
@@ -204,7 +236,9 @@ def test_solve_from_selected_empties():
     from lsmplify_blender.core.solver import solve
 
     model = BodyModel(load_model_data())
-    positions_only = solve(prepare(read_keypoints(BVH), model).cut(slice(0, 40)), model, "analytic", rotations="ignore")
+    positions_only = solve(
+        prepare(read_keypoints(BVH), model).cut(slice(0, 40)), model, "analytic", rotations="ignore"
+    )
     assert abs(s.result_fit_error_mm - float(np.nanmean(positions_only.fit_error_mm))) < 2.0
     assert file_err > 0
 
@@ -220,7 +254,11 @@ def test_solve_from_imported_bvh_armature():
     set_range(1, 30)
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
     # raw BVH scale (CMU units) in the scene: units detected from bone lengths
-    assert s.detected_layout.startswith("CMU") and s.detected_units == "cmu" and s.detected_frames == "30"
+    assert (
+        s.detected_layout.startswith("CMU")
+        and s.detected_units == "cmu"
+        and s.detected_frames == "30"
+    )
     rig = rigs()[-1]
     assert len(object_fcurve_keys(rig)[('pose.bones["pelvis"].rotation_quaternion', 0)]) == 30
     assert s.result_fit_error_mm < 100
@@ -244,7 +282,9 @@ def test_solve_twice_keeps_the_first():
     r1, r2 = rigs()
     a1, a2 = r1.animation_data.action, r2.animation_data.action
     assert a1 != a2 and len(bpy.data.actions) == 3
-    assert bpy.ops.lsmplify.solve() == {"FINISHED"}  # the latest rig of the source gets the next one
+    assert bpy.ops.lsmplify.solve() == {
+        "FINISHED"
+    }  # the latest rig of the source gets the next one
     assert r2.animation_data.action != a2 and r1.animation_data.action == a1
     a2 = r2.animation_data.action
     keys1 = object_fcurve_keys(r1)
@@ -256,6 +296,7 @@ def test_solve_twice_keeps_the_first():
     assert a3 not in (a1, a2) and a1.name in bpy.data.actions and a1.use_fake_user
     assert len(rigs()) == 2
     from lsmplify_blender.blender.keyframes import action_fcurves
+
     after = {(fc.data_path, fc.array_index): len(fc.keyframe_points) for fc in action_fcurves(a1)}
     assert after == {k: len(v) for k, v in keys1.items()}
     assert object_fcurve_keys(r1)[('pose.bones["pelvis"].location', 0)][0, 0] == 5
@@ -318,7 +359,9 @@ def test_undo_after_a_second_solve_and_a_refine_keeps_the_first_result():
 def test_undo_after_import_removes_the_empties():
     _undo_ready()
     before = snapshot()
-    assert bpy.ops.lsmplify.import_keypoints(*AS_UI, filepath=str(BVH), create_empties=True) == {"FINISHED"}
+    assert bpy.ops.lsmplify.import_keypoints(*AS_UI, filepath=str(BVH), create_empties=True) == {
+        "FINISHED"
+    }
     assert snapshot() != before
     assert bpy.ops.ed.undo() == {"FINISHED"}
     assert snapshot() == before and settings().filepath == ""
@@ -355,6 +398,7 @@ def test_failure_while_writing_removes_the_half_made_rig(monkeypatch):
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
+
     monkeypatch.setattr(keyframes, "write_pose_action", boom)
     with pytest.raises(RuntimeError, match=r"internal error.*disk on fire"):
         bpy.ops.lsmplify.solve()
@@ -400,7 +444,9 @@ def test_export_npz_round_trip_and_import(tmp_path):
     model = BodyModel(load_model_data())
     prepared = prepare(read_keypoints(BVH), model)
     ref = solve(prepared, model, "analytic")
-    got = axis_angle_to_matrix(torch.from_numpy(data["poses"].astype(np.float64).reshape(-1, 24, 3)))
+    got = axis_angle_to_matrix(
+        torch.from_numpy(data["poses"].astype(np.float64).reshape(-1, 24, 3))
+    )
     assert (got - ref.rotmats[:25].double()).abs().max() < 1e-4
     assert np.abs(data["trans"] - ref.trans[:25].numpy()).max() < 1e-4
     with np.load(out) as z:
@@ -424,11 +470,20 @@ def test_export_npz_round_trip_and_import(tmp_path):
     loc = object_fcurve_keys(new[0])[('pose.bones["pelvis"].location', 2)]
     assert len(loc) == 23 and loc[0, 0] == 3
     # the same keys as the solved rig at those frames
-    assert np.abs(loc[:, 1] - object_fcurve_keys(rig)[('pose.bones["pelvis"].location', 2)][2:, 1]).max() < 1e-5
+    assert (
+        np.abs(
+            loc[:, 1] - object_fcurve_keys(rig)[('pose.bones["pelvis"].location', 2)][2:, 1]
+        ).max()
+        < 1e-5
+    )
     mesh = next(c for c in new[0].children if c.type == "MESH")
-    assert np.allclose([k.value for k in mesh.data.shape_keys.key_blocks[1:]], data["betas"], atol=1e-5)
+    assert np.allclose(
+        [k.value for k in mesh.data.shape_keys.key_blocks[1:]], data["betas"], atol=1e-5
+    )
     set_range(1, 250)
-    assert bpy.ops.lsmplify.import_smpl_npz(filepath=str(part), use_file_start=False) == {"FINISHED"}
+    assert bpy.ops.lsmplify.import_smpl_npz(filepath=str(part), use_file_start=False) == {
+        "FINISHED"
+    }
     assert object_fcurve_keys(rigs()[-1])[('pose.bones["pelvis"].location', 2)][0, 0] == 1
     with pytest.raises(RuntimeError, match="not found"):
         bpy.ops.lsmplify.import_smpl_npz(filepath=str(tmp_path / "none.npz"))
@@ -446,7 +501,9 @@ def test_refine_writes_a_new_action():
     bpy.context.view_layer.objects.active = rig
     assert bpy.ops.lsmplify.refine(method="OPTIMIZE", iterations=2) == {"FINISHED"}
     new = rig.animation_data.action
-    assert new != first and new.name.startswith("LSMPLify_refined") and first.name in bpy.data.actions
+    assert (
+        new != first and new.name.startswith("LSMPLify_refined") and first.name in bpy.data.actions
+    )
     assert s.result_fit_error_mm <= err0 + 1.0 and "optimisation: 2 iteration" in s.result_summary
 
 
@@ -462,12 +519,16 @@ def test_refine_with_the_network_plug_in_mode():
     aa[:, 18, 2] = torch.linspace(0.3, 1.2, n)  # the left elbow bends over the clip
     aa[:, 4, 0] = torch.linspace(0.2, 0.9, n)  # and the left knee
     rot = axis_angle_to_matrix(aa)
-    kp = SMPL24.generate(model, rot, torch.zeros(10, dtype=model.dtype), torch.zeros(n, 3, dtype=model.dtype)).numpy()
+    kp = SMPL24.generate(
+        model, rot, torch.zeros(10, dtype=model.dtype), torch.zeros(n, 3, dtype=model.dtype)
+    ).numpy()
     path = ROOT / "out" / "test_plug_in_kp.npz"
     path.parent.mkdir(exist_ok=True)
     np.savez(path, keypoints=kp, joint_names=np.array(SMPL24.keypoints), fps=30, units="m", up="y")
     s = settings()
-    assert bpy.ops.lsmplify.import_keypoints(filepath=str(path), create_empties=False) == {"FINISHED"}
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(path), create_empties=False) == {
+        "FINISHED"
+    }
     set_range(1, n)
     s.solver = "ANALYTIC"
     s.auto_denoise = False
@@ -479,8 +540,10 @@ def test_refine_with_the_network_plug_in_mode():
     action = rig.animation_data.action
     spoiled = 0
     for fc in action_fcurves(action, getattr(rig.animation_data, "action_slot", None)):
-        if fc.data_path in ('pose.bones["left_elbow"].rotation_quaternion',
-                            'pose.bones["left_knee"].rotation_quaternion'):
+        if fc.data_path in (
+            'pose.bones["left_elbow"].rotation_quaternion',
+            'pose.bones["left_knee"].rotation_quaternion',
+        ):
             for k in fc.keyframe_points:
                 k.co[1] = 1.0 if fc.array_index == 0 else 0.0
             spoiled += 1
@@ -488,7 +551,9 @@ def test_refine_with_the_network_plug_in_mode():
     bpy.context.scene.frame_set(n)
     rig.evaluated_get(bpy.context.evaluated_depsgraph_get())
     wrist = rig.pose.bones["left_wrist"].head
-    assert (wrist - rig.data.bones["left_wrist"].head_local).length < 0.005  # the arm is straight now (bent: ~0.2 m)
+    assert (
+        wrist - rig.data.bones["left_wrist"].head_local
+    ).length < 0.005  # the arm is straight now (bent: ~0.2 m)
     bpy.context.view_layer.objects.active = rig
     s.refine_method, s.refine_passes = "NETWORK", 2
     assert bpy.ops.lsmplify.refine() == {"FINISHED"}
@@ -501,12 +566,22 @@ def test_model_with_pose_correctives_keys_them_on_solve_and_import(tmp_path):
     from lsmplify_blender.blender import model_cache
     from lsmplify_blender.core.body_model import load_model_data
     from lsmplify_blender.core.formats.amass import write_smpl_npz
+
     d = load_model_data()
-    posedirs = (np.random.default_rng(7).normal(size=(d.num_vertices, 3, 207)) * 1e-3).astype(np.float32)
+    posedirs = (np.random.default_rng(7).normal(size=(d.num_vertices, 3, 207)) * 1e-3).astype(
+        np.float32
+    )
     model_file = tmp_path / "SMPL_CORR.npz"
-    np.savez(model_file, v_template=d.v_template, shapedirs=d.shapedirs, posedirs=posedirs,
-             J_regressor=d.J_regressor, weights=d.weights,
-             kintree_table=np.stack([d.parents, np.arange(24)]).astype(np.int64), f=d.faces)
+    np.savez(
+        model_file,
+        v_template=d.v_template,
+        shapedirs=d.shapedirs,
+        posedirs=posedirs,
+        J_regressor=d.J_regressor,
+        weights=d.weights,
+        kintree_table=np.stack([d.parents, np.arange(24)]).astype(np.int64),
+        f=d.faces,
+    )
     prefs = bpy.context.preferences.addons[ADDON].preferences
     prefs.model_path = str(model_file)
     model_cache.clear_model_cache()
@@ -530,6 +605,7 @@ def test_model_with_pose_correctives_keys_them_on_solve_and_import(tmp_path):
         mesh = next(c for c in rig.children if c.type == "MESH")
         act = mesh.data.shape_keys.animation_data.action
         from lsmplify_blender.blender.keyframes import action_fcurves
+
         fcs = action_fcurves(act, getattr(mesh.data.shape_keys.animation_data, "action_slot", None))
         assert len(fcs) == 207 and all(len(fc.keyframe_points) == 4 for fc in fcs)
     finally:
@@ -554,8 +630,11 @@ def test_export_fbx(tmp_path, preset):
         names = set(bpy.data.objects.keys())
         # anim_offset=0: Blender's FBX importer shifts animation by +1 frame by default
         assert bpy.ops.import_scene.fbx(filepath=str(out), anim_offset=0.0) == {"FINISHED"}
-        arm = next(bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - names
-                   if bpy.data.objects[n].type == "ARMATURE")
+        arm = next(
+            bpy.data.objects[n]
+            for n in set(bpy.data.objects.keys()) - names
+            if bpy.data.objects[n].type == "ARMATURE"
+        )
         assert len(arm.data.bones) == 24
         for f in (1, 3, 5):
             bpy.context.scene.frame_set(f)
@@ -573,7 +652,9 @@ def test_render_preview_two_frames(tmp_path):
     sc = bpy.context.scene
     engine, res = sc.render.engine, (sc.render.resolution_x, sc.render.resolution_y)
     before = snapshot()
-    assert bpy.ops.lsmplify.render_preview(directory=str(tmp_path), max_frames=2, resolution=64) == {"FINISHED"}
+    assert bpy.ops.lsmplify.render_preview(
+        directory=str(tmp_path), max_frames=2, resolution=64
+    ) == {"FINISHED"}
     pngs = sorted(tmp_path.glob("*.png"))
     assert [p.name for p in pngs] == ["preview_00001.png", "preview_00010.png"]
     img = bpy.data.images.load(str(pngs[0]))
@@ -600,13 +681,17 @@ def test_smoothing_is_zero_phase():
     wave = np.sin(2 * np.pi * t / 200.0)  # 0.6 Hz at 120 fps
     p = prepared.positions.copy()
     p[:, :, 0] = wave[:, None]
-    sm = smooth_prepared(type(prepared)(**{**prepared.__dict__, "positions": p}), 1.0).positions[:, 0, 0]
+    sm = smooth_prepared(type(prepared)(**{**prepared.__dict__, "positions": p}), 1.0).positions[
+        :, 0, 0
+    ]
     core = slice(20, 180)
     assert np.argmax(sm[core]) == np.argmax(wave[core])  # no lag
     assert np.abs(sm[core] - wave[core]).max() < 0.05
     noisy = p.copy()
     noisy[:, :, 1] = np.random.default_rng(0).normal(size=noisy.shape[:2])
-    sm2 = smooth_prepared(type(prepared)(**{**prepared.__dict__, "positions": noisy}), 1.0).positions
+    sm2 = smooth_prepared(
+        type(prepared)(**{**prepared.__dict__, "positions": noisy}), 1.0
+    ).positions
     assert sm2[:, :, 1].std() < 0.5 * noisy[:, :, 1].std()
 
 
@@ -650,6 +735,7 @@ class _FakeLayout:
 
 def test_panel_and_preferences_draw():
     from lsmplify_blender.blender.panel import LSMPLIFY_PT_main
+
     s = settings()
     for kind in ("FILE", "EMPTIES", "ARMATURE"):
         s.source_type = kind
@@ -659,9 +745,18 @@ def test_panel_and_preferences_draw():
         assert "lsmplify.solve" in fake.ops and "solver" in fake.props
     prefs = bpy.context.preferences.addons[ADDON].preferences
     fake = _FakeLayout()
-    type(prefs).draw(type("P", (), {"layout": fake, "bl_rna": prefs.bl_rna, **{k: getattr(prefs, k) for k in
-                                                       ("model_path", "device")}})(),
-                     bpy.context)
+    type(prefs).draw(
+        type(
+            "P",
+            (),
+            {
+                "layout": fake,
+                "bl_rna": prefs.bl_rna,
+                **{k: getattr(prefs, k) for k in ("model_path", "device")},
+            },
+        )(),
+        bpy.context,
+    )
     assert fake.props == ["model_path", "device"] and fake.ops == ["lsmplify.check_model"]
     assert "network_checkpoint" not in prefs.bl_rna.properties  # it was never used: removed
 
@@ -670,6 +765,7 @@ def test_threaded_job_touches_the_scene_only_when_finished():
     import threading
 
     from lsmplify_blender.blender.solving import SolveJob as _SolveJob
+
     import_bvh(create_empties=False)
     settings().solver = "ANALYTIC"
     set_range(1, 10)
@@ -679,7 +775,9 @@ def test_threaded_job_touches_the_scene_only_when_finished():
     th = threading.Thread(target=job.work)
     th.start()
     th.join()
-    assert job.error is None and job.solution is not None and snapshot() == before  # Esc here: nothing to undo
+    assert (
+        job.error is None and job.solution is not None and snapshot() == before
+    )  # Esc here: nothing to undo
 
     class Op:
         def report(self, *a):
@@ -687,6 +785,7 @@ def test_threaded_job_touches_the_scene_only_when_finished():
 
         def report_notes(self, *a):
             pass
+
     assert job.finish(Op(), bpy.context) == {"FINISHED"} and len(rigs()) == 1
     # without a window, INVOKE runs the solve synchronously
     assert bpy.ops.lsmplify.solve("INVOKE_DEFAULT") == {"FINISHED"} and len(rigs()) == 2

@@ -7,6 +7,7 @@ FBX a complete CMU take on the 31-joint rig (``09_11_cmu.fbx``) imported with
 ``import_scene.fbx``; both come in at file units (1 unit = 0.05644 m) and leave the scene
 at frames 1..250.
 """
+
 import numpy as np
 import pytest
 from blender_env import import_bpy, reset_scene
@@ -25,9 +26,18 @@ FBX = FIXTURES / "09_11_cmu.fbx"
 KEYPOINTS = FIXTURES / "131_01_short.bvh"
 ADDON = "lsmplify_blender"
 # SMPL joint -> the CMU rig's bone whose head is that joint (the names of Blender's BVH and FBX imports)
-OVERLAY = {"left_knee": "LeftLeg", "right_knee": "RightLeg", "left_ankle": "LeftFoot", "right_ankle": "RightFoot",
-           "left_elbow": "LeftForeArm", "right_elbow": "RightForeArm", "left_wrist": "LeftHand",
-           "right_wrist": "RightHand", "left_shoulder": "LeftArm", "right_shoulder": "RightArm"}
+OVERLAY = {
+    "left_knee": "LeftLeg",
+    "right_knee": "RightLeg",
+    "left_ankle": "LeftFoot",
+    "right_ankle": "RightFoot",
+    "left_elbow": "LeftForeArm",
+    "right_elbow": "RightForeArm",
+    "left_wrist": "LeftHand",
+    "right_wrist": "RightHand",
+    "left_shoulder": "LeftArm",
+    "right_shoulder": "RightArm",
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -72,7 +82,9 @@ def overlay_error_m(rig, arm, frames, metres_per_unit):
     d = []
     for f in frames:
         sc.frame_set(f)
-        d.append(np.linalg.norm(world_heads(rig, OVERLAY) - world_heads(arm, OVERLAY.values()), axis=-1))
+        d.append(
+            np.linalg.norm(world_heads(rig, OVERLAY) - world_heads(arm, OVERLAY.values()), axis=-1)
+        )
     return float(np.mean(d)) * metres_per_unit
 
 
@@ -83,7 +95,11 @@ def test_armature_source_solves_its_action_and_the_rig_sits_on_it(kind, frames):
     assert (sc.frame_start, sc.frame_end) == (1, 250)  # what the importers leave
     s.source_type, s.source_armature, s.solver = "ARMATURE", arm, "ANALYTIC"
     from lsmplify_blender.blender.sources import solve_range_text
-    assert solve_range_text(bpy.context, s) == f"Solves frames 1-{frames} ({frames} frames, the armature's action)"
+
+    assert (
+        solve_range_text(bpy.context, s)
+        == f"Solves frames 1-{frames} ({frames} frames, the armature's action)"
+    )
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
     assert s.detected_frames == str(frames) and s.detected_units == "cmu"
     (rig,) = rigs()
@@ -92,7 +108,9 @@ def test_armature_source_solves_its_action_and_the_rig_sits_on_it(kind, frames):
     assert np.allclose(tuple(rig.scale), 1 / cmu, rtol=1e-6)  # 17.7 units per metre
     err = overlay_error_m(rig, arm, (1, frames // 2, frames), cmu)
     print(f"{kind}: overlay error {err * 1000:.0f} mm")
-    assert err < 0.08, err  # on the source: knees, ankles, elbows, wrists, shoulders within a few cm
+    assert err < 0.08, (
+        err
+    )  # on the source: knees, ankles, elbows, wrists, shoulders within a few cm
     # Match Source off: the rig at real size in metres, far from the file-unit source
     s.match_source, s.new_rig = False, True
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
@@ -109,6 +127,7 @@ def test_scene_range_option_and_npz_rows_of_an_armature_source(tmp_path):
     sc = bpy.context.scene
     sc.frame_start, sc.frame_end = 100, 140
     from lsmplify_blender.blender.sources import solve_range_text
+
     assert solve_range_text(bpy.context, s) == "Solves frames 100-140 (41 frames, the scene range)"
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
     rig = rigs()[-1]
@@ -141,8 +160,11 @@ def test_fbx_export_of_a_matched_rig_is_at_real_size(tmp_path):
     assert rig.scale[0] == k  # the scene keeps its overlay
     names = set(bpy.data.objects.keys())
     assert bpy.ops.import_scene.fbx(filepath=str(out), anim_offset=0.0) == {"FINISHED"}
-    back = next(bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - names
-                if bpy.data.objects[n].type == "ARMATURE")
+    back = next(
+        bpy.data.objects[n]
+        for n in set(bpy.data.objects.keys()) - names
+        if bpy.data.objects[n].type == "ARMATURE"
+    )
     for f in (1, 4):
         sc.frame_set(f)
         for b in ("pelvis", "head", "left_wrist"):
@@ -169,9 +191,19 @@ def test_rig_matches_keypoints_in_a_centimetre_scene(source):
     assert np.allclose(tuple(rig.scale), 100.0)
     sc.frame_set(10)
     # CMU ASF names: the knee is where 'ltibia' starts, the elbow where 'lradius' starts
-    pairs = {"left_knee": "ltibia", "right_knee": "rtibia", "left_elbow": "lradius", "right_elbow": "rradius"}
-    d = [np.linalg.norm(np.array(rig.matrix_world @ rig.pose.bones[j].head) - np.array(empties[e].matrix_world.translation))
-         for j, e in pairs.items()]
+    pairs = {
+        "left_knee": "ltibia",
+        "right_knee": "rtibia",
+        "left_elbow": "lradius",
+        "right_elbow": "rradius",
+    }
+    d = [
+        np.linalg.norm(
+            np.array(rig.matrix_world @ rig.pose.bones[j].head)
+            - np.array(empties[e].matrix_world.translation)
+        )
+        for j, e in pairs.items()
+    ]
     assert np.mean(d) * 0.01 < 0.06, d  # scene units are cm: within a few cm of the keypoints
 
 
@@ -185,7 +217,9 @@ def test_amass_z_up_smplh_file_imports_standing_like_its_smpl_twin(tmp_path):
     from lsmplify_blender.core.model.axes import Z_UP_TO_Y_UP
     from lsmplify_blender.core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
-    assert bpy.ops.lsmplify.import_keypoints(filepath=str(KEYPOINTS), create_empties=False) == {"FINISHED"}
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(KEYPOINTS), create_empties=False) == {
+        "FINISHED"
+    }
     s, sc = settings(), bpy.context.scene
     s.solver = "ANALYTIC"
     sc.frame_start, sc.frame_end = 1, 30
@@ -212,7 +246,9 @@ def test_amass_z_up_smplh_file_imports_standing_like_its_smpl_twin(tmp_path):
         sc.frame_set(f)
         pa, pb = world_heads(a, names), world_heads(b, names)
         assert np.abs(pa - pb).max() < 1e-3, f
-        assert pb[1, 2] - pb[4, 2] > 1.0  # standing: the head a metre above the ankle in Blender's Z
+        assert (
+            pb[1, 2] - pb[4, 2] > 1.0
+        )  # standing: the head a metre above the ankle in Blender's Z
 
 
 def fbx_global_settings(path):
@@ -226,7 +262,9 @@ def fbx_global_settings(path):
 
 
 def test_fbx_presets_write_unity_metres_and_unreal_centimetres(tmp_path):
-    assert bpy.ops.lsmplify.import_keypoints(filepath=str(KEYPOINTS), create_empties=False) == {"FINISHED"}
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(KEYPOINTS), create_empties=False) == {
+        "FINISHED"
+    }
     s, sc = settings(), bpy.context.scene
     s.solver = "ANALYTIC"
     sc.frame_start, sc.frame_end = 1, 3
@@ -236,7 +274,9 @@ def test_fbx_presets_write_unity_metres_and_unreal_centimetres(tmp_path):
     files = {}
     for preset in ("UNITY", "UNREAL"):
         files[preset] = tmp_path / f"{preset}.fbx"
-        assert bpy.ops.lsmplify.export_fbx(filepath=str(files[preset]), preset=preset) == {"FINISHED"}
+        assert bpy.ops.lsmplify.export_fbx(filepath=str(files[preset]), preset=preset) == {
+            "FINISHED"
+        }
     assert files["UNITY"].read_bytes() != files["UNREAL"].read_bytes()
     unity, unreal = fbx_global_settings(files["UNITY"]), fbx_global_settings(files["UNREAL"])
     assert unity["UnitScaleFactor"] == 100.0 and unity["UpAxis"] == 1  # metres, Y up
@@ -245,27 +285,39 @@ def test_fbx_presets_write_unity_metres_and_unreal_centimetres(tmp_path):
     for preset, path in files.items():
         names = set(bpy.data.objects.keys())
         assert bpy.ops.import_scene.fbx(filepath=str(path), anim_offset=0.0) == {"FINISHED"}
-        back = next(bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - names
-                    if bpy.data.objects[n].type == "ARMATURE")
+        back = next(
+            bpy.data.objects[n]
+            for n in set(bpy.data.objects.keys()) - names
+            if bpy.data.objects[n].type == "ARMATURE"
+        )
         for f in (1, 3):
             sc.frame_set(f)
             joints = ["pelvis", "head", "left_wrist", "right_ankle"]
-            assert np.abs(world_heads(rig, joints) - world_heads(back, joints)).max() < 1e-4, (preset, f)
+            assert np.abs(world_heads(rig, joints) - world_heads(back, joints)).max() < 1e-4, (
+                preset,
+                f,
+            )
 
 
 def test_render_preview_draws_file_source_keypoints_and_never_into_the_cwd(tmp_path, monkeypatch):
-    assert bpy.ops.lsmplify.import_keypoints(filepath=str(KEYPOINTS)) == {"FINISHED"}  # a File source + empties
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(KEYPOINTS)) == {
+        "FINISHED"
+    }  # a File source + empties
     sc = bpy.context.scene
     sc.frame_start, sc.frame_end = 1, 5
     out = tmp_path / "png"
-    assert bpy.ops.lsmplify.render_preview(directory=str(out), max_frames=1, resolution=160) == {"FINISHED"}
+    assert bpy.ops.lsmplify.render_preview(directory=str(out), max_frames=1, resolution=160) == {
+        "FINISHED"
+    }
     (png,) = sorted(out.glob("*.png"))
     img = bpy.data.images.load(str(png))
     try:
         px = np.array(img.pixels[:]).reshape(-1, 4)[:, :3]
     finally:
         bpy.data.images.remove(img)
-    markers = (px[:, 0] > 0.5) & (px[:, 0] > 2 * px[:, 2]) & (px[:, 0] > 1.5 * px[:, 1])  # the orange spheres
+    markers = (
+        (px[:, 0] > 0.5) & (px[:, 0] > 2 * px[:, 2]) & (px[:, 0] > 1.5 * px[:, 1])
+    )  # the orange spheres
     assert markers.sum() >= 20, markers.sum()
     # an unsaved file with the default '//' folder: refused, nothing in the working directory
     work = tmp_path / "cwd"
@@ -291,9 +343,15 @@ def test_an_amc_without_its_asf_names_the_asf_skeleton_control_and_imports_with_
     with pytest.raises(RuntimeError) as e:
         bpy.ops.lsmplify.import_keypoints(filepath=str(ASF))
     assert "choose this skeleton as the ASF Skeleton" in str(e.value) and "--" not in str(e.value)
-    assert bpy.ops.lsmplify.import_keypoints(filepath=str(AMC_ALONE), asf_path=str(ASF)) == {"FINISHED"}
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(AMC_ALONE), asf_path=str(ASF)) == {
+        "FINISHED"
+    }
     s = settings()
-    assert s.asf_path == str(ASF) and s.detected_frames == "120" and s.detected_layout.startswith("CMU")
+    assert (
+        s.asf_path == str(ASF)
+        and s.detected_frames == "120"
+        and s.detected_layout.startswith("CMU")
+    )
     s.solver = "ANALYTIC"
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}  # the File source reads the same ASF again
     assert len(rigs()) == 1 and s.result_fit_error_mm < 100
@@ -314,23 +372,31 @@ def test_a_non_human_armature_is_refused_with_its_real_bone_names():
     with pytest.raises(RuntimeError) as e:
         bpy.ops.lsmplify.solve()
     msg = str(e.value)
-    assert "Bone.001" in msg and "Bone.004" in msg and "(the Layout setting in the LSMPLify panel)" in msg
+    assert (
+        "Bone.001" in msg
+        and "Bone.004" in msg
+        and "(the Layout setting in the LSMPLify panel)" in msg
+    )
     assert "--layout" not in msg
 
 
 def test_every_cli_flag_of_the_core_messages_has_a_blender_term():
     from lsmplify_blender.blender.messages import in_blender_terms
 
-    samples = ["Rename the joints or pass the layout explicitly (--layout).",
-               "otherwise give joint names in the file or pass the layout (--layout auto|smpl24|body25).",
-               "Check the file, or give the units explicitly (--units).",
-               "CUDA was asked for but is not available here; use --device auto or cpu.",
-               ("'x.txt': .txt is not a keypoint format read by extension. CMU-subset clips are read with "
-                "read_cmu_subset(path, skeleton_json); otherwise save as .npz."),
-               "--asf must name an .asf skeleton file, got 'a.bvh'.",
-               "SMPL motion file not found: '/x.npz'. Check the path (--init).",
-               "x.npy is a single .npy array; --init needs an AMASS-style .npz with poses, betas and trans",
-               "Could not write /x.npz: No space. Nothing was replaced; free some disk space or choose another --out."]
+    samples = [
+        "Rename the joints or pass the layout explicitly (--layout).",
+        "otherwise give joint names in the file or pass the layout (--layout auto|smpl24|body25).",
+        "Check the file, or give the units explicitly (--units).",
+        "CUDA was asked for but is not available here; use --device auto or cpu.",
+        (
+            "'x.txt': .txt is not a keypoint format read by extension. CMU-subset clips are read with "
+            "read_cmu_subset(path, skeleton_json); otherwise save as .npz."
+        ),
+        "--asf must name an .asf skeleton file, got 'a.bvh'.",
+        "SMPL motion file not found: '/x.npz'. Check the path (--init).",
+        "x.npy is a single .npy array; --init needs an AMASS-style .npz with poses, betas and trans",
+        "Could not write /x.npz: No space. Nothing was replaced; free some disk space or choose another --out.",
+    ]
     for text in samples:
         out = in_blender_terms(text)
         assert "--" not in out and "read_cmu_subset(" not in out, out
@@ -339,7 +405,12 @@ def test_every_cli_flag_of_the_core_messages_has_a_blender_term():
 def test_forced_units_or_up_that_make_no_upright_person_are_warned(capfd):
     arm = import_source("bvh")
     s, sc = settings(), bpy.context.scene
-    s.source_type, s.source_armature, s.solver, s.use_source_range = "ARMATURE", arm, "ANALYTIC", False
+    s.source_type, s.source_armature, s.solver, s.use_source_range = (
+        "ARMATURE",
+        arm,
+        "ANALYTIC",
+        False,
+    )
     sc.frame_start, sc.frame_end = 1, 10
     capfd.readouterr()
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}  # units detected: no warning
@@ -347,15 +418,22 @@ def test_forced_units_or_up_that_make_no_upright_person_are_warned(capfd):
     s.units = "m"  # CMU units read as metres: a body of about 30 m
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
     out = capfd.readouterr().out
-    assert "m tall, not a person's size: check the Units setting in the LSMPLify panel (now read as 'm')" in out
+    assert (
+        "m tall, not a person's size: check the Units setting in the LSMPLify panel (now read as 'm')"
+        in out
+    )
     # a Y-up file forced to Z up: the body lies down
-    assert bpy.ops.lsmplify.import_keypoints(filepath=str(KEYPOINTS), create_empties=False, up="Z") == {"FINISHED"}
+    assert bpy.ops.lsmplify.import_keypoints(
+        filepath=str(KEYPOINTS), create_empties=False, up="Z"
+    ) == {"FINISHED"}
     sc.frame_start, sc.frame_end = 1, 10
     capfd.readouterr()
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
     out = capfd.readouterr().out
     assert "The body lies down over most of the take" in out and "check the Up setting" in out
-    assert bpy.ops.lsmplify.import_keypoints(filepath=str(KEYPOINTS), create_empties=False) == {"FINISHED"}
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(KEYPOINTS), create_empties=False) == {
+        "FINISHED"
+    }
     sc.frame_start, sc.frame_end = 1, 10
     capfd.readouterr()
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
@@ -368,7 +446,11 @@ def test_import_keypoints_takes_an_fbx_take_as_the_armature_source():
     arm = s.source_armature
     assert s.source_type == "ARMATURE" and arm is not None and arm.type == "ARMATURE"
     assert (sc.frame_start, sc.frame_end, sc.render.fps) == (1, 166, 120)
-    assert s.detected_layout.startswith("CMU") and s.detected_units == "cmu" and s.detected_frames == "166"
+    assert (
+        s.detected_layout.startswith("CMU")
+        and s.detected_units == "cmu"
+        and s.detected_frames == "166"
+    )
     s.solver = "ANALYTIC"
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
     (rig,) = rigs()
@@ -394,16 +476,26 @@ def test_an_fbx_without_a_human_armature_leaves_the_scene_as_it_was(tmp_path):
     reset_scene()
     assert bpy.ops.lsmplify.import_keypoints(filepath=str(BVH)) == {"FINISHED"}  # an earlier source
     d = bpy.data
-    before = ({k: sorted(x.name for x in getattr(d, k)) for k in ("objects", "actions", "armatures", "meshes",
-                                                                  "collections", "materials")},
-              (bpy.context.scene.frame_start, bpy.context.scene.frame_end), settings().source_type,
-              settings().filepath)
+    before = (
+        {
+            k: sorted(x.name for x in getattr(d, k))
+            for k in ("objects", "actions", "armatures", "meshes", "collections", "materials")
+        },
+        (bpy.context.scene.frame_start, bpy.context.scene.frame_end),
+        settings().source_type,
+        settings().filepath,
+    )
     with pytest.raises(RuntimeError, match="Boom0"):
         bpy.ops.lsmplify.import_keypoints(filepath=str(crane))
-    after = ({k: sorted(x.name for x in getattr(d, k)) for k in ("objects", "actions", "armatures", "meshes",
-                                                                 "collections", "materials")},
-             (bpy.context.scene.frame_start, bpy.context.scene.frame_end), settings().source_type,
-             settings().filepath)
+    after = (
+        {
+            k: sorted(x.name for x in getattr(d, k))
+            for k in ("objects", "actions", "armatures", "meshes", "collections", "materials")
+        },
+        (bpy.context.scene.frame_start, bpy.context.scene.frame_end),
+        settings().source_type,
+        settings().filepath,
+    )
     assert after == before
 
 
@@ -418,7 +510,9 @@ def test_render_preview_draws_a_floor_and_writes_an_h264_video(tmp_path):
     before = {k: sorted(x.name for x in getattr(d, k)) for k in kinds}
     fmt = sc.render.image_settings.file_format
     out = tmp_path / "prev"
-    assert bpy.ops.lsmplify.render_preview(directory=str(out), max_frames=2, resolution=64, video=True) == {"FINISHED"}
+    assert bpy.ops.lsmplify.render_preview(
+        directory=str(out), max_frames=2, resolution=64, video=True
+    ) == {"FINISHED"}
     (video,) = sorted(out.glob("*.mp4"))
     head = video.read_bytes()[:64]
     assert video.stat().st_size > 1000 and b"ftyp" in head  # an MPEG-4 container
@@ -430,8 +524,12 @@ def test_render_preview_draws_a_floor_and_writes_an_h264_video(tmp_path):
         px = np.array(img.pixels[:]).reshape(48, 64, 4)[..., :3]  # rows from the bottom
     finally:
         bpy.data.images.remove(img)
-    floor = np.abs(px[:3] - np.array([0.45, 0.47, 0.5])).max(-1) < 0.25  # the bottom rows: the floor, not white
-    top = np.abs(px[-3:] - np.array([0.85, 0.88, 0.92])).max(-1) < 0.1  # the top rows: the background colour
+    floor = (
+        np.abs(px[:3] - np.array([0.45, 0.47, 0.5])).max(-1) < 0.25
+    )  # the bottom rows: the floor, not white
+    top = (
+        np.abs(px[-3:] - np.array([0.85, 0.88, 0.92])).max(-1) < 0.1
+    )  # the top rows: the background colour
     assert floor.mean() > 0.5 and top.mean() > 0.5
 
 
@@ -439,7 +537,12 @@ def test_render_preview_draws_a_floor_and_writes_an_h264_video(tmp_path):
 def test_joint_map_makes_a_renamed_rig_solvable_and_is_saved_on_the_source():
     arm = import_source("bvh")
     s, sc = settings(), bpy.context.scene
-    s.source_type, s.source_armature, s.solver, s.use_source_range = "ARMATURE", arm, "ANALYTIC", False
+    s.source_type, s.source_armature, s.solver, s.use_source_range = (
+        "ARMATURE",
+        arm,
+        "ANALYTIC",
+        False,
+    )
     sc.frame_start, sc.frame_end = 1, 12
     s.new_rig = True
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
@@ -476,14 +579,22 @@ def keys_of_rig(rig):
 def test_render_preview_of_an_armature_source_marks_its_bones_over_the_matched_rig(tmp_path):
     arm = import_source("fbx")
     s, sc = settings(), bpy.context.scene
-    s.source_type, s.source_armature, s.solver, s.use_source_range = "ARMATURE", arm, "ANALYTIC", False
+    s.source_type, s.source_armature, s.solver, s.use_source_range = (
+        "ARMATURE",
+        arm,
+        "ANALYTIC",
+        False,
+    )
     sc.frame_start, sc.frame_end = 1, 20
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}
     from lsmplify_blender.blender.keypoint_empties import keypoint_targets
+
     targets = keypoint_targets(bpy.context, s)
     assert len(targets) == len(arm.pose.bones) and targets[0] == (arm, arm.pose.bones[0].name)
     out = tmp_path / "arm"
-    assert bpy.ops.lsmplify.render_preview(directory=str(out), max_frames=1, resolution=160) == {"FINISHED"}
+    assert bpy.ops.lsmplify.render_preview(directory=str(out), max_frames=1, resolution=160) == {
+        "FINISHED"
+    }
     img = bpy.data.images.load(str(next(out.glob("*.png"))))
     try:
         px = np.array(img.pixels[:]).reshape(-1, 4)[:, :3]

@@ -1,4 +1,5 @@
 """The SMPL rig and keyframes in Blender (bpy wheel, headless) against the core's smplx forward."""
+
 import numpy as np
 import pytest
 import torch
@@ -47,7 +48,9 @@ def test_bones_names_parents_and_rest_heads(model_data, model64):
     assert sorted(b.name for b in bones) == sorted(SMPL_JOINT_NAMES) and len(bones) == 24
     for j, name in enumerate(SMPL_JOINT_NAMES):
         parent = bones[name].parent
-        assert (parent.name if parent else None) == (SMPL_JOINT_NAMES[SMPL_PARENTS[j]] if j else None)
+        assert (parent.name if parent else None) == (
+            SMPL_JOINT_NAMES[SMPL_PARENTS[j]] if j else None
+        )
     rest = model64.rest_joints(torch.as_tensor(betas))[0].numpy()
     heads = np.array([bones[n].head_local for n in SMPL_JOINT_NAMES], dtype=np.float64)
     tails = np.array([bones[n].tail_local for n in SMPL_JOINT_NAMES], dtype=np.float64)
@@ -61,7 +64,9 @@ def test_bones_names_parents_and_rest_heads(model_data, model64):
     assert np.allclose(np.array(arm_obj.matrix_world), np.eye(4))
     # mesh: skinned child with shape keys valued at the betas
     assert mesh_obj.parent == arm_obj and mesh_obj.type == "MESH"
-    assert [m.type for m in mesh_obj.modifiers] == ["ARMATURE"] and mesh_obj.modifiers[0].object == arm_obj
+    assert [m.type for m in mesh_obj.modifiers] == ["ARMATURE"] and mesh_obj.modifiers[
+        0
+    ].object == arm_obj
     assert len(mesh_obj.data.vertices) == model_data.num_vertices
     assert len(mesh_obj.data.polygons) == model_data.faces.shape[0]
     assert [g.name for g in mesh_obj.vertex_groups] == list(SMPL_JOINT_NAMES)
@@ -87,7 +92,10 @@ def test_rig_from_scene_into_collection_leaves_user_objects_alone(model_data):
     assert user_arm.name == "SMPL" and arm_obj.name == "SMPL.001"
     assert len(user_arm.data.bones) == 0 and user_arm.mode == "OBJECT" and user_arm.select_get()
     assert list(coll.objects) == [arm_obj, mesh_obj]
-    assert arm_obj.name not in scene.collection.objects and mesh_obj.name not in scene.collection.objects
+    assert (
+        arm_obj.name not in scene.collection.objects
+        and mesh_obj.name not in scene.collection.objects
+    )
 
 
 def test_second_rig_does_not_touch_the_first(model_data):
@@ -98,8 +106,16 @@ def test_second_rig_does_not_touch_the_first(model_data):
     betas1 = [k.value for k in m1.data.shape_keys.key_blocks]
     names1 = (a1.name, m1.name, a1.data.name, m1.data.name)
     a2, m2 = rig.build_smpl_rig(bpy.context, model_data, random_betas(4))
-    assert (a1.name, m1.name, a1.data.name, m1.data.name) == names1 == ("SMPL", "SMPL_mesh", "SMPL", "SMPL_mesh")
-    assert (a2.name, m2.name) == ("SMPL.001", "SMPL_mesh.001") and a2.data != a1.data and m2.data != m1.data
+    assert (
+        (a1.name, m1.name, a1.data.name, m1.data.name)
+        == names1
+        == ("SMPL", "SMPL_mesh", "SMPL", "SMPL_mesh")
+    )
+    assert (
+        (a2.name, m2.name) == ("SMPL.001", "SMPL_mesh.001")
+        and a2.data != a1.data
+        and m2.data != m1.data
+    )
     assert np.array_equal(np.array([b.head_local for b in a1.data.bones]), heads1)
     assert [k.value for k in m1.data.shape_keys.key_blocks] == betas1
     after = fcurve_keys(a1.animation_data.action, getattr(a1.animation_data, "action_slot", None))
@@ -150,7 +166,9 @@ def test_keyframes_round_trip_and_continuity(model_data):
     trans = torch.as_tensor(np.random.default_rng(3).uniform(-2, 2, size=(T, 3)))
     fit = np.linspace(5, 25, T)
     fit[7] = np.nan
-    action = keyframes.write_pose_action(arm_obj, rotmats, trans, frame_start=start, fit_error_mm=fit)
+    action = keyframes.write_pose_action(
+        arm_obj, rotmats, trans, frame_start=start, fit_error_mm=fit
+    )
     anim = arm_obj.animation_data
     assert anim.action == action
     if hasattr(anim, "action_slot"):
@@ -159,7 +177,9 @@ def test_keyframes_round_trip_and_continuity(model_data):
     assert len(keys) == 24 * 4 + 3 + 1
     for co in keys.values():
         assert co.shape[0] in (T, T - 1) and co[0, 0] == start
-    linear = [kp.interpolation for fc in keyframes.action_fcurves(action) for kp in fc.keyframe_points[:3]]
+    linear = [
+        kp.interpolation for fc in keyframes.action_fcurves(action) for kp in fc.keyframe_points[:3]
+    ]
     assert set(linear) == {"LINEAR"}
 
     got_r, got_t = keyframes.read_pose_action(arm_obj, start, start + T - 1)
@@ -170,10 +190,18 @@ def test_keyframes_round_trip_and_continuity(model_data):
     assert err_r < 1e-6 and err_t < 1e-6
 
     # no sign flips between consecutive keys, though the raw (w >= 0) quaternions needed some
-    q = np.stack([np.stack([keys[(f'pose.bones["{b}"].rotation_quaternion', c)][:, 1] for c in range(4)], -1)
-                  for b in SMPL_JOINT_NAMES], 1)  # (T, 24, 4)
+    q = np.stack(
+        [
+            np.stack(
+                [keys[(f'pose.bones["{b}"].rotation_quaternion', c)][:, 1] for c in range(4)], -1
+            )
+            for b in SMPL_JOINT_NAMES
+        ],
+        1,
+    )  # (T, 24, 4)
     assert (np.einsum("tjc,tjc->tj", q[1:], q[:-1]) >= 0).all()
     from lsmplify_blender.core.rotations import matrix_to_quaternion
+
     raw = matrix_to_quaternion(rotmats).numpy()
     assert (np.einsum("tjc,tjc->tj", raw[1:], raw[:-1]) < 0).any()
 
@@ -185,7 +213,9 @@ def test_keyframes_round_trip_and_continuity(model_data):
     # and the pose bones follow the keys when the frame changes
     pb = arm_obj.pose.bones["left_elbow"]
     assert np.allclose(np.array(pb.matrix_basis)[:3, :3], rotmats[20, 18].numpy(), atol=1e-6)
-    assert np.allclose(np.array(arm_obj.pose.bones["pelvis"].location), trans[20].numpy(), atol=1e-6)
+    assert np.allclose(
+        np.array(arm_obj.pose.bones["pelvis"].location), trans[20].numpy(), atol=1e-6
+    )
 
 
 def test_second_write_makes_a_new_action_and_keeps_the_first(model_data):
@@ -241,8 +271,11 @@ def test_read_evaluates_curves_with_missing_keys(model_data):
     trans = torch.as_tensor(np.arange(30, dtype=np.float64).reshape(10, 3))
     keyframes.write_pose_action(arm_obj, random_pose(10, seed=4), trans, 1)
     anim = arm_obj.animation_data
-    fc = next(f for f in keyframes.action_fcurves(anim.action, getattr(anim, "action_slot", None))
-              if f.data_path == 'pose.bones["pelvis"].location' and f.array_index == 1)
+    fc = next(
+        f
+        for f in keyframes.action_fcurves(anim.action, getattr(anim, "action_slot", None))
+        if f.data_path == 'pose.bones["pelvis"].location' and f.array_index == 1
+    )
     fc.keyframe_points.remove(fc.keyframe_points[4])  # frame 5: read by evaluating the curve
     _, t = keyframes.read_pose_action(arm_obj, 1, 10)
     assert np.allclose(t, trans.numpy(), atol=1e-5)  # linear keys: the gap interpolates exactly

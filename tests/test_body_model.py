@@ -1,4 +1,5 @@
 """Body-model loading, and our SMPL forward pass (mesh, joints, landmarks) against smplx itself."""
+
 import json
 import subprocess
 import sys
@@ -27,7 +28,13 @@ def test_open_model_is_a_sane_human(model_data):
     idx = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
     assert j[idx["left_hip"], 0] > 0 > j[idx["right_hip"], 0]  # subject's left is +X
     assert j[idx["left_shoulder"], 0] > 0
-    assert j[idx["head"], 1] > j[idx["neck"], 1] > j[idx["pelvis"], 1] > j[idx["left_knee"], 1] > j[idx["left_ankle"], 1]
+    assert (
+        j[idx["head"], 1]
+        > j[idx["neck"], 1]
+        > j[idx["pelvis"], 1]
+        > j[idx["left_knee"], 1]
+        > j[idx["left_ankle"], 1]
+    )
     assert v[:, 1].min() < j[idx["left_ankle"], 1]  # feet at the bottom
     assert v[model_data.landmarks["nose"], 2] > j[idx["head"], 2]  # faces +Z
     # T-pose: shoulder-to-wrist runs along X
@@ -67,9 +74,13 @@ def test_our_mesh_equals_smplx_for_random_poses_and_shapes(model_data, correctiv
     ours = BodyModel(data, dtype=torch.float64)
     n = 16
     rot = random_pose(n, seed=11, scale=1.3).double()
-    betas = torch.randn(n, 10, generator=torch.Generator().manual_seed(12), dtype=torch.float64) * 1.5
+    betas = (
+        torch.randn(n, 10, generator=torch.Generator().manual_seed(12), dtype=torch.float64) * 1.5
+    )
     trans = torch.randn(n, 3, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
-    ref = smplx_layer(data, n)(betas=betas, global_orient=rot[:, :1], body_pose=rot[:, 1:], transl=trans)
+    ref = smplx_layer(data, n)(
+        betas=betas, global_orient=rot[:, :1], body_pose=rot[:, 1:], transl=trans
+    )
     verts = ours.vertices(rot, betas, trans, chunk=5)  # chunks smaller than the batch
     err = float((verts - ref.vertices).abs().max())
     assert err < 1e-6, err
@@ -86,17 +97,41 @@ def test_convert_output_is_reproduced_by_smplx_smpl_class(tmp_path, model_data):
     """An output .npz of ``python -m lsmplify_blender convert`` read by plain smplx.SMPL gives
     the mesh the core means: poses (axis-angle), betas, trans as AMASS files carry them."""
     out = tmp_path / "walk.npz"
-    proc = subprocess.run([sys.executable, "-m", "lsmplify_blender", "convert", str(FIXTURES / "01_01_short.bvh"),
-                           "--out", str(out), "--solver", "analytic", "--quiet"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lsmplify_blender",
+            "convert",
+            str(FIXTURES / "01_01_short.bvh"),
+            "--out",
+            str(out),
+            "--solver",
+            "analytic",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["frames"] >= 199
     z = np.load(out)
-    poses, betas, trans = (torch.as_tensor(z[k], dtype=torch.float64) for k in ("poses", "betas", "trans"))
+    poses, betas, trans = (
+        torch.as_tensor(z[k], dtype=torch.float64) for k in ("poses", "betas", "trans")
+    )
     n = poses.shape[0]
     layer = smplx_layer(model_data, n, cls=smplx.SMPL)
-    ref = layer(betas=betas[None].expand(n, -1), global_orient=poses[:, :3], body_pose=poses[:, 3:72], transl=trans)
-    ours = BodyModel(model_data, dtype=torch.float64).vertices(rotmats_from_axis_angle(poses), betas, trans)
+    ref = layer(
+        betas=betas[None].expand(n, -1),
+        global_orient=poses[:, :3],
+        body_pose=poses[:, 3:72],
+        transl=trans,
+    )
+    ours = BodyModel(model_data, dtype=torch.float64).vertices(
+        rotmats_from_axis_angle(poses), betas, trans
+    )
     err = float((ours - ref.vertices).abs().max())
     assert err < 1e-5, err
 
@@ -115,16 +150,26 @@ def test_core_runs_with_smplx_blocked():
         "v = m.vertices(sol.rotmats[:20], sol.betas, sol.trans[:20])\n"
         "assert v.shape == (20, m.data.num_vertices, 3) and torch.isfinite(v).all()\n"
         "assert 'smplx' not in {k.split('.')[0] for k, mod in sys.modules.items() if mod is not None}\n"
-        "print('ok', v.shape[0])\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok 20", proc.stdout + proc.stderr[-3000:]
+        "print('ok', v.shape[0])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok 20", (
+        proc.stdout + proc.stderr[-3000:]
+    )
 
 
 def test_core_sources_never_import_smplx():
     core = ROOT / "lsmplify_blender"
-    offenders = [str(p.relative_to(ROOT)) for p in core.rglob("*.py")
-                 if any(line.split("#")[0].strip().startswith(("import smplx", "from smplx"))
-                        for line in p.read_text(encoding="utf-8").splitlines())]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in core.rglob("*.py")
+        if any(
+            line.split("#")[0].strip().startswith(("import smplx", "from smplx"))
+            for line in p.read_text(encoding="utf-8").splitlines()
+        )
+    ]
     assert offenders == []
 
 
@@ -151,24 +196,43 @@ def test_skinning_round_trip_pose_then_unpose(model):
 
 def test_npz_round_trip(tmp_path, model_data):
     p = tmp_path / "model.npz"
-    np.savez(p, v_template=model_data.v_template, shapedirs=model_data.shapedirs,
-             J_regressor=model_data.J_regressor, weights=model_data.weights,
-             kintree_table=np.stack([model_data.parents, np.arange(24)]), f=model_data.faces)
+    np.savez(
+        p,
+        v_template=model_data.v_template,
+        shapedirs=model_data.shapedirs,
+        J_regressor=model_data.J_regressor,
+        weights=model_data.weights,
+        kintree_table=np.stack([model_data.parents, np.arange(24)]),
+        f=model_data.faces,
+    )
     again = load_model_data(p)
     np.testing.assert_array_equal(again.v_template, model_data.v_template)
     assert again.landmarks == ({} if model_data.num_vertices != 6890 else again.landmarks)
 
 
-@pytest.mark.parametrize("mutate,match", [
-    (lambda d: d.pop("J_regressor"), "missing J_regressor"),
-    (lambda d: d.update(weights=d["weights"][:, :22]), "weights"),
-    (lambda d: d.update(kintree_table=np.stack([np.r_[-1, np.zeros(23, int)], np.arange(24)])), "tree"),
-    (lambda d: d.update(shapedirs=d["shapedirs"] * np.nan), "NaN"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda d: d.pop("J_regressor"), "missing J_regressor"),
+        (lambda d: d.update(weights=d["weights"][:, :22]), "weights"),
+        (
+            lambda d: d.update(
+                kintree_table=np.stack([np.r_[-1, np.zeros(23, int)], np.arange(24)])
+            ),
+            "tree",
+        ),
+        (lambda d: d.update(shapedirs=d["shapedirs"] * np.nan), "NaN"),
+    ],
+)
 def test_malformed_npz_models_are_refused(tmp_path, model_data, mutate, match):
-    d = dict(v_template=model_data.v_template, shapedirs=model_data.shapedirs,
-             J_regressor=model_data.J_regressor, weights=model_data.weights,
-             kintree_table=np.stack([model_data.parents, np.arange(24)]), f=model_data.faces)
+    d = dict(
+        v_template=model_data.v_template,
+        shapedirs=model_data.shapedirs,
+        J_regressor=model_data.J_regressor,
+        weights=model_data.weights,
+        kintree_table=np.stack([model_data.parents, np.arange(24)]),
+        f=model_data.faces,
+    )
     mutate(d)
     p = tmp_path / "bad.npz"
     np.savez(p, **d)
@@ -185,5 +249,5 @@ def test_missing_and_truncated_model_files(tmp_path):
         load_model_data(p)
     q = tmp_path / "model.obj"
     q.write_text("v 0 0 0")
-    with pytest.raises(ModelFileError, match=".pkl or .npz"):
+    with pytest.raises(ModelFileError, match=r"\.pkl or \.npz"):
         load_model_data(q)

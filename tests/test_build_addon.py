@@ -42,8 +42,12 @@ def test_linux_zip_contents_and_validate(built):
     zips = sorted(out.glob("lsmplify_blender-*-linux_x64.zip"))
     assert len(zips) == 1, list(out.iterdir())
     names = set(zipfile.ZipFile(zips[0]).namelist())
-    for required in ("blender_manifest.toml", "__init__.py", "core/body_model.py",
-                     "core/data/open_model.npz"):
+    for required in (
+        "blender_manifest.toml",
+        "__init__.py",
+        "core/body_model.py",
+        "core/data/open_model.npz",
+    ):
         assert required in names, required
     assert not any("__pycache__" in n for n in names)
     wheels = [n for n in names if n.startswith("wheels/") and n.endswith(".whl")]
@@ -54,7 +58,9 @@ def test_linux_zip_contents_and_validate(built):
     # no SMPL body-model library (its licence forbids redistribution), and none of torch's
     # requirements that the add-on never loads
     dropped = ("smplx", "chumpy", *build_addon.TORCH_DEPS_NOT_BUNDLED)
-    assert not any(n[len("wheels/"):].lower().startswith(d) for n in wheels for d in dropped), wheels
+    assert not any(n[len("wheels/") :].lower().startswith(d) for n in wheels for d in dropped), (
+        wheels
+    )
     assert not any(n.split("/")[0] in ("research", "tests", "tools") for n in names)
 
     manifest = tomllib.loads(zipfile.ZipFile(zips[0]).read("blender_manifest.toml").decode())
@@ -64,9 +70,17 @@ def test_linux_zip_contents_and_validate(built):
     assert f"[validate] OK {zips[0].name}" in log
     # And validate once more, independently of the build script.
     builder = build_addon.find_builder()
-    proc = subprocess.run([sys.executable, str(builder), "validate", str(zips[0]),
-                           f"--valid-tags={build_addon.find_valid_tags(builder)}"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(builder),
+            "validate",
+            str(zips[0]),
+            f"--valid-tags={build_addon.find_valid_tags(builder)}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -85,19 +99,34 @@ def test_zip_carries_the_notices_with_every_bundled_wheels_licence(built):
                     assert whl.read(f).decode("utf-8", "replace").rstrip("\n") in notices, (n, f)
             assert Path(n).name in notices
     # the data notices: open model, network weights, demo clip
-    for line in ("Apache License", "CC0 1.0", "mocap.cs.cmu.edu", "EIA-0196217", "Xue Bin Peng",
-                 "Yuki Koyama", "core/data/network.pt", "core/data/demo/cmu_131_01.bvh"):
+    for line in (
+        "Apache License",
+        "CC0 1.0",
+        "mocap.cs.cmu.edu",
+        "EIA-0196217",
+        "Xue Bin Peng",
+        "Yuki Koyama",
+        "core/data/network.pt",
+        "core/data/demo/cmu_131_01.bvh",
+    ):
         assert line in notices, line
 
 
-def _fake_wheel(folder: Path, name: str, version: str, licence_line: str, licence_file: bool = True) -> Path:
+def _fake_wheel(
+    folder: Path, name: str, version: str, licence_line: str, licence_file: bool = True
+) -> Path:
     """A minimal but well-formed wheel (METADATA, WHEEL, RECORD) with the given licence field."""
     whl = folder / f"{name}-{version}-py3-none-any.whl"
     info = f"{name}-{version}.dist-info"
     with zipfile.ZipFile(whl, "w") as zf:
         zf.writestr(f"{name}/__init__.py", "")
-        zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{licence_line}\n\n")
-        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(
+            f"{info}/METADATA",
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{licence_line}\n\n",
+        )
+        zf.writestr(
+            f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
         if licence_file:
             zf.writestr(f"{info}/LICENSE", "All rights reserved.\n")
         zf.writestr(f"{info}/RECORD", "")
@@ -105,11 +134,18 @@ def _fake_wheel(folder: Path, name: str, version: str, licence_line: str, licenc
 
 
 def test_build_refuses_a_wheel_without_a_known_redistributable_licence(tmp_path):
-    unknown = _fake_wheel(tmp_path, "bodymodel_research", "0.1", "License: non-commercial research only")
-    with pytest.raises(SystemExit, match=re.escape("bodymodel_research-0.1-py3-none-any.whl: no known redistributable")):
+    unknown = _fake_wheel(
+        tmp_path, "bodymodel_research", "0.1", "License: non-commercial research only"
+    )
+    with pytest.raises(
+        SystemExit,
+        match=re.escape("bodymodel_research-0.1-py3-none-any.whl: no known redistributable"),
+    ):
         build_addon.audit_licences([unknown])
     # a known package whose new release changed its licence is refused too
-    relicensed = _fake_wheel(tmp_path, "mpmath", "9.0", "License-Expression: LicenseRef-Proprietary")
+    relicensed = _fake_wheel(
+        tmp_path, "mpmath", "9.0", "License-Expression: LicenseRef-Proprietary"
+    )
     with pytest.raises(SystemExit, match=r"mpmath-9\.0.*no longer contain 'BSD-3-Clause'"):
         build_addon.audit_licences([relicensed])
     # and nothing is staged for them

@@ -4,6 +4,7 @@ Checks what the demo promises: a .blend that loads with the rig, mesh and emptie
 an .npz with one row per scene frame from the scene's first frame, non-empty preview PNGs,
 and the fit figures on stdout.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -24,7 +25,7 @@ FIXTURE = ROOT / "tests" / "fixtures" / "131_01_short.bvh"
 if importlib.util.find_spec("bpy") is None:
     pytest.skip("the bpy wheel is not installed", allow_module_level=True)
 
-CHECK_BLEND = r'''
+CHECK_BLEND = r"""
 import json, sys, bpy
 bpy.ops.wm.open_mainfile(filepath=sys.argv[1])
 rigs = [o for o in bpy.data.objects if o.type == "ARMATURE" and o.get("lsmplify_rig")]
@@ -34,15 +35,31 @@ print("BLEND " + json.dumps(dict(
     empties=sum(o.type == "EMPTY" for o in bpy.data.objects),
     action=rigs[0].animation_data.action.name if rigs and rigs[0].animation_data else None,
     frames=[sc.frame_start, sc.frame_end], fps=sc.render.fps)))
-'''
+"""
 
 
 def test_demo_script_on_a_short_clip(tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "demo_blender.py"), "--out", str(out),
-                           "--input", str(FIXTURE), "--max-frames", "30", "--preview-frames", "3",
-                           "--resolution", "96"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "demo_blender.py"),
+            "--out",
+            str(out),
+            "--input",
+            str(FIXTURE),
+            "--max-frames",
+            "30",
+            "--preview-frames",
+            "3",
+            "--resolution",
+            "96",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -65,10 +82,19 @@ def test_demo_script_on_a_short_clip(tmp_path):
 
     script = tmp_path / "check_blend.py"
     script.write_text(CHECK_BLEND, encoding="utf-8")
-    chk = subprocess.run([sys.executable, str(script), str(out / "demo.blend")], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "user")})
+    chk = subprocess.run(
+        [sys.executable, str(script), str(out / "demo.blend")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "user")},
+    )
     assert chk.returncode == 0, (chk.stdout + chk.stderr)[-4000:]
     blend = json.loads(next(ln for ln in chk.stdout.splitlines() if ln.startswith("BLEND "))[6:])
     assert blend["rigs"] == 1 and len(blend["meshes"]) == 1 and blend["empties"] >= 15
-    assert blend["action"].startswith("LSMPLify_") and blend["frames"] == [1, 30] and blend["fps"] == 120
+    assert (
+        blend["action"].startswith("LSMPLify_")
+        and blend["frames"] == [1, 30]
+        and blend["fps"] == 120
+    )

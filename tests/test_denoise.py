@@ -1,13 +1,14 @@
 """Auto denoise: keypoint noise estimated from limb-length changes, smoothing matched to it."""
+
 import numpy as np
 import pytest
 import torch
-
 from conftest import smooth_pose
+
+from lsmplify_blender.core.denoise import auto_smooth_seconds, denoise, estimate_noise_mm
 from lsmplify_blender.core.errors import InputError
 from lsmplify_blender.core.layouts import SMPL24
 from lsmplify_blender.core.metrics import jitter, mpjpe
-from lsmplify_blender.core.denoise import auto_smooth_seconds, denoise, estimate_noise_mm
 from lsmplify_blender.core.prepare import PreparedKeypoints
 from lsmplify_blender.core.solver import solve
 
@@ -18,7 +19,9 @@ def _clip(model, noise_mm, n=150, seed=3):
     trans = torch.zeros(n, 3)
     clean = SMPL24.generate(model, rot, betas, trans).numpy().astype(np.float64)
     kp = clean + np.random.default_rng(seed).normal(scale=noise_mm / 1000.0, size=clean.shape)
-    prep = PreparedKeypoints(layout=SMPL24, positions=kp, weight=np.ones(kp.shape[:2]), fps=30.0, units="m", up="y")
+    prep = PreparedKeypoints(
+        layout=SMPL24, positions=kp, weight=np.ones(kp.shape[:2]), fps=30.0, units="m", up="y"
+    )
     return prep, model.joints(rot, betas, trans)
 
 
@@ -31,7 +34,7 @@ def test_noise_estimate_matches_the_added_noise(model, noise):
 def test_exact_keypoints_are_left_alone(model):
     prep, _ = _clip(model, 0.0)
     assert estimate_noise_mm(prep) < 0.1
-    out, noise, sigma = denoise(prep, "auto")
+    out, _noise, sigma = denoise(prep, "auto")
     assert out is prep and sigma == 0.0
     sol = solve(prep, model, solver="analytic")
     assert sol.smooth_s == 0.0 and not any("smoothed" in n for n in sol.notes)
@@ -80,10 +83,16 @@ def test_smoothing_never_blends_across_a_jump_of_the_whole_body(model):
     glued = dataclasses.replace(prep, positions=pos)
     assert motion_cuts(glued) == [30] and motion_cuts(prep) == []
     out = smooth_over_time(glued, 0.05)
-    first = smooth_over_time(dataclasses.replace(prep, positions=pos[:30], weight=prep.weight[:30],
-                                                   measured=prep.measured[:30]), 0.05)
+    first = smooth_over_time(
+        dataclasses.replace(
+            prep, positions=pos[:30], weight=prep.weight[:30], measured=prep.measured[:30]
+        ),
+        0.05,
+    )
     assert np.allclose(out.positions[:30], first.positions)
-    assert np.abs(out.positions[28:32, :, 0] - pos[28:32, :, 0]).max() < 0.5  # a blend across the cut would move them ~1 m
+    assert (
+        np.abs(out.positions[28:32, :, 0] - pos[28:32, :, 0]).max() < 0.5
+    )  # a blend across the cut would move them ~1 m
     assert any("2 pieces" in n for n in out.notes)
 
 
@@ -97,5 +106,8 @@ def test_gaussian_over_time_equals_scipy(sigma):
     ref = gaussian_filter1d(x, sigma, axis=0, mode="nearest", truncate=3.0)
     assert np.allclose(gaussian_over_time(x, sigma), ref, atol=1e-12)
     short = x[:3]  # fewer frames than the kernel
-    assert np.allclose(gaussian_over_time(short, sigma), gaussian_filter1d(short, sigma, axis=0, mode="nearest", truncate=3.0),
-                       atol=1e-12)
+    assert np.allclose(
+        gaussian_over_time(short, sigma),
+        gaussian_filter1d(short, sigma, axis=0, mode="nearest", truncate=3.0),
+        atol=1e-12,
+    )

@@ -31,4 +31,3 @@ def test_layout_section_names_every_subpackage():
     packages = [p.parent for p in PACKAGE.rglob("__init__.py") if p.parent != PACKAGE]
     missing = [str(p.relative_to(ROOT)) for p in sorted(packages) if f"{p.name}/`" not in section]
     assert not missing, f"README.md's layout section does not name: {', '.join(missing)}"
-

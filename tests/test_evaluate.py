@@ -1,4 +1,5 @@
 """The `eval` command on two short CMU test clips: report, plot, JSON line and sanity of the figures."""
+
 import json
 
 import pytest
@@ -14,8 +15,26 @@ DATA = SHARED_MOCAP / "cmu_subset" / "test"
 def test_eval_short_clips(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "report.md"
-    code = main(["eval", "--data", str(DATA), "--clips", "2", "--max-frames", "30", "--optimize-frames", "5",
-                 "--frames", "12", "--sources", "cmu_bvh,deepmimic", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "eval",
+            "--data",
+            str(DATA),
+            "--clips",
+            "2",
+            "--max-frames",
+            "30",
+            "--optimize-frames",
+            "5",
+            "--frames",
+            "12",
+            "--sources",
+            "cmu_bvh,deepmimic",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     stdout, err = capsys.readouterr()
     assert code == 0, err
     summary = json.loads(stdout.strip().splitlines()[-1])
@@ -41,7 +60,14 @@ def test_eval_short_clips(tmp_path, capsys):
     assert summary["input_jitter"] > 0
     real = summary["real_skeleton"]
     assert {"bone_std_mm", "jitter", "frames"} <= set(real["input"])
-    for name in ("analytic (swing only)", "analytic", "optimize (baseline)", M_NET, M_NET_SEQ, "network + refine 5"):
+    for name in (
+        "analytic (swing only)",
+        "analytic",
+        "optimize (baseline)",
+        M_NET,
+        M_NET_SEQ,
+        "network + refine 5",
+    ):
         for m in REAL_METRICS:
             assert m in real["results"][name], (name, m)
         assert real["results"][name]["fit"] < 100  # a real skeleton is not the model's, but close
@@ -52,9 +78,16 @@ def test_eval_short_clips(tmp_path, capsys):
 
     assert set(rc["results"]) == set(default_solvers()) >= {"analytic", "network", "optimize"}
     assert set(rc["results"]["network"]) == {"cmu_bvh", "deepmimic"}
-    assert rc["takes"] == ["cmu_bvh/131_03", "deepmimic/deepmimic_walk", "deepmimic/deepmimic_punch"]
+    assert rc["takes"] == [
+        "cmu_bvh/131_03",
+        "deepmimic/deepmimic_walk",
+        "deepmimic/deepmimic_punch",
+    ]
 
     # sanity: IK is exact on clean model joints; the network recovers twist the swing-only IK cannot
     assert res["analytic"]["mpjpe"] < 1.0 and res["analytic (swing only)"]["mpjpe"] < 1.0
-    assert res[M_NET]["mpve"] < res["analytic"]["mpve"] and res[M_NET_SEQ]["mpve"] < res["analytic"]["mpve"]
+    assert (
+        res[M_NET]["mpve"] < res["analytic"]["mpve"]
+        and res[M_NET_SEQ]["mpve"] < res["analytic"]["mpve"]
+    )
     assert res["network pairwise s=1 (GT init)"]["mpve"] < res["analytic"]["mpve"]

@@ -1,4 +1,5 @@
 """Tests for the keypoint file readers (lsmplify_blender.core.formats)."""
+
 from __future__ import annotations
 
 import json
@@ -34,23 +35,61 @@ SKEL = FIX / "cmu_skeleton.json"
 
 # BVH joint (CMU BVH conversion) -> ASF bone whose START is the same point
 BVH_TO_ASF = {
-    "Hips": "root", "LHipJoint": "lhipjoint", "LeftUpLeg": "lfemur", "LeftLeg": "ltibia",
-    "LeftFoot": "lfoot", "LeftToeBase": "ltoes", "LeftToeBase_End": "ltoes_end",
-    "RHipJoint": "rhipjoint", "RightUpLeg": "rfemur", "RightLeg": "rtibia", "RightFoot": "rfoot",
-    "RightToeBase": "rtoes", "RightToeBase_End": "rtoes_end",
-    "LowerBack": "lowerback", "Spine": "upperback", "Spine1": "thorax", "Neck": "lowerneck",
-    "Neck1": "upperneck", "Head": "head", "Head_End": "head_end",
-    "LeftShoulder": "lclavicle", "LeftArm": "lhumerus", "LeftForeArm": "lradius",
-    "LeftHand": "lwrist", "LeftFingerBase": "lhand", "LFingers": "lfingers",
-    "LFingers_End": "lfingers_end", "LThumb": "lthumb", "LThumb_End": "lthumb_end",
-    "RightShoulder": "rclavicle", "RightArm": "rhumerus", "RightForeArm": "rradius",
-    "RightHand": "rwrist", "RightFingerBase": "rhand", "RFingers": "rfingers",
-    "RFingers_End": "rfingers_end", "RThumb": "rthumb", "RThumb_End": "rthumb_end",
+    "Hips": "root",
+    "LHipJoint": "lhipjoint",
+    "LeftUpLeg": "lfemur",
+    "LeftLeg": "ltibia",
+    "LeftFoot": "lfoot",
+    "LeftToeBase": "ltoes",
+    "LeftToeBase_End": "ltoes_end",
+    "RHipJoint": "rhipjoint",
+    "RightUpLeg": "rfemur",
+    "RightLeg": "rtibia",
+    "RightFoot": "rfoot",
+    "RightToeBase": "rtoes",
+    "RightToeBase_End": "rtoes_end",
+    "LowerBack": "lowerback",
+    "Spine": "upperback",
+    "Spine1": "thorax",
+    "Neck": "lowerneck",
+    "Neck1": "upperneck",
+    "Head": "head",
+    "Head_End": "head_end",
+    "LeftShoulder": "lclavicle",
+    "LeftArm": "lhumerus",
+    "LeftForeArm": "lradius",
+    "LeftHand": "lwrist",
+    "LeftFingerBase": "lhand",
+    "LFingers": "lfingers",
+    "LFingers_End": "lfingers_end",
+    "LThumb": "lthumb",
+    "LThumb_End": "lthumb_end",
+    "RightShoulder": "rclavicle",
+    "RightArm": "rhumerus",
+    "RightForeArm": "rradius",
+    "RightHand": "rwrist",
+    "RightFingerBase": "rhand",
+    "RFingers": "rfingers",
+    "RFingers_End": "rfingers_end",
+    "RThumb": "rthumb",
+    "RThumb_End": "rthumb_end",
 }
 # joints below the thorax: the BVH conversion keeps every bone length there
-LOWER = ["Hips", "LeftUpLeg", "LeftLeg", "LeftFoot", "LeftToeBase", "LeftToeBase_End",
-         "RightUpLeg", "RightLeg", "RightFoot", "RightToeBase", "RightToeBase_End",
-         "Spine", "Spine1"]
+LOWER = [
+    "Hips",
+    "LeftUpLeg",
+    "LeftLeg",
+    "LeftFoot",
+    "LeftToeBase",
+    "LeftToeBase_End",
+    "RightUpLeg",
+    "RightLeg",
+    "RightFoot",
+    "RightToeBase",
+    "RightToeBase_End",
+    "Spine",
+    "Spine1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +116,9 @@ def test_bvh_structure(bvh):
     assert bvh.positions.dtype == np.float64
     assert bvh.names[0] == "Hips" and len(bvh.names) == 38
     assert sum(n.endswith("_End") for n in bvh.names) == 7
-    assert {"LeftUpLeg", "LeftLeg", "LeftFoot", "Head", "Head_End", "LFingers_End"} <= set(bvh.names)
+    assert {"LeftUpLeg", "LeftLeg", "LeftFoot", "Head", "Head_End", "LFingers_End"} <= set(
+        bvh.names
+    )
     assert bvh.fps == 120.0
     assert bvh.units is None and bvh.up == "y" and bvh.layout is None
     assert bvh.source == str(BVH)
@@ -96,12 +137,17 @@ def test_amc_structure(amc):
     # root = TX TY TZ of the first frame
     np.testing.assert_allclose(amc.positions[0, 0], [9.37216, 17.8693, -17.3198])
     # bone START points: lfemur (hip centre) = end of lhipjoint, 2.40479 units from the root
-    hip = np.linalg.norm(amc.positions[:, amc.names.index("lfemur")]
-                         - amc.positions[:, amc.names.index("lhipjoint")], axis=-1)
+    hip = np.linalg.norm(
+        amc.positions[:, amc.names.index("lfemur")]
+        - amc.positions[:, amc.names.index("lhipjoint")],
+        axis=-1,
+    )
     np.testing.assert_allclose(hip, 2.40479, rtol=1e-6)
     # thigh length = lfemur bone length
-    thigh = np.linalg.norm(amc.positions[:, amc.names.index("ltibia")]
-                           - amc.positions[:, amc.names.index("lfemur")], axis=-1)
+    thigh = np.linalg.norm(
+        amc.positions[:, amc.names.index("ltibia")] - amc.positions[:, amc.names.index("lfemur")],
+        axis=-1,
+    )
     np.testing.assert_allclose(thigh, 7.1578, rtol=1e-6)
 
 
@@ -127,7 +173,9 @@ def test_bvh_and_amc_agree_on_same_take(bvh, amc):
     # legs and lower spine: identical up to the 4 decimals the BVH was written with
     assert np.abs(B[:, bi] - A[:, ai]).max() < 1e-3
     # the upper body differs by the thorax bone the BVH conversion drops (Neck OFFSET 0)
-    neck = np.linalg.norm(B[:, bvh.names.index("Neck1")] - A[:, amc.names.index("upperneck")], axis=-1)
+    neck = np.linalg.norm(
+        B[:, bvh.names.index("Neck1")] - A[:, amc.names.index("upperneck")], axis=-1
+    )
     np.testing.assert_allclose(neck, 2.06488, rtol=1e-3)
 
 
@@ -135,6 +183,7 @@ def test_bvh_and_amc_agree_everywhere_with_dropped_bones_zeroed(bvh):
     """The BVH has zero-length thorax and wrist bones; with those zeroed in the ASF,
     all 38 points agree, which checks every rotation convention of both readers."""
     from lsmplify_blender.core.formats._common import read_text
+
     skel = read_asf(ASF)
     for b in ("thorax", "lwrist", "rwrist"):
         skel.bones[b].length = 0.0
@@ -156,11 +205,14 @@ def test_fk_upright_first_frame(which, bvh, amc):
     y = seq.positions[frame, :, 1]
     low, high = seq.names[int(np.argmin(y))].lower(), seq.names[int(np.argmax(y))].lower()
     assert "toe" in low or "foot" in low or "ankle" in low, low
-    assert low.startswith("l") or low.startswith("r")
+    assert low.startswith(("l", "r"))
     assert high.startswith("head"), high
     # a standing adult: head top 9-12 CMU units (0.5-0.7 m) above the ankles
-    ankles = [i for i, n in enumerate(seq.names) if n.lower() in ("lfoot", "rfoot", "leftfoot",
-                                                                  "rightfoot", "leftankle", "rightankle")]
+    ankles = [
+        i
+        for i, n in enumerate(seq.names)
+        if n.lower() in ("lfoot", "rfoot", "leftfoot", "rightfoot", "leftankle", "rightankle")
+    ]
     assert len(ankles) == 2
     assert 20 < y.max() - y[ankles].min() < 35
 
@@ -179,8 +231,9 @@ def test_bvh_rest_pose_is_the_offsets(bvh):
     # motion line 0 of 01_01 is the rest pose apart from the legs' +-17 deg / arms' +-5 deg
     p = bvh.positions[0]
     n = bvh.names
-    np.testing.assert_allclose(p[n.index("Spine")] - p[n.index("LowerBack")],
-                               [0.02827, 2.03559, -0.19338], atol=1e-9)
+    np.testing.assert_allclose(
+        p[n.index("Spine")] - p[n.index("LowerBack")], [0.02827, 2.03559, -0.19338], atol=1e-9
+    )
 
 
 def test_cmu_subset_walk():
@@ -200,7 +253,9 @@ def test_cmu_subset_walk():
     dx, dz = np.abs(P[-1, 0, [0, 2]] - P[0, 0, [0, 2]])
     assert dx > 10 and dx > 5 * dz
     # end sites are rigid: lfemur->ltibia distance is the offset length every frame
-    thigh = np.linalg.norm(P[:, seq.names.index("ltibia")] - P[:, seq.names.index("lfemur")], axis=-1)
+    thigh = np.linalg.norm(
+        P[:, seq.names.index("ltibia")] - P[:, seq.names.index("lfemur")], axis=-1
+    )
     np.testing.assert_allclose(thigh, np.linalg.norm([2.5972, -7.13576, 0.0]), rtol=1e-9)
 
 
@@ -208,8 +263,8 @@ def test_amc_bone_order_shuffled_and_comments(tmp_path):
     """A frame listing bones in another order goes through the line parser; same result."""
     lines = AMC.read_text().splitlines()
     starts = [i for i, ln in enumerate(lines) if ln.strip().isdigit()]
-    f2 = lines[starts[1] + 1:starts[2]]
-    lines[starts[1] + 1:starts[2]] = f2[::-1]
+    f2 = lines[starts[1] + 1 : starts[2]]
+    lines[starts[1] + 1 : starts[2]] = f2[::-1]
     lines.insert(starts[3], "# a comment")
     p = tmp_path / "01_01.amc"
     p.write_text("\n".join(lines) + "\n")
@@ -256,8 +311,17 @@ def test_npz_roundtrip_with_metadata(tmp_path):
     xyz = _xyz()
     xyz[2, 1] = np.nan
     conf = np.random.default_rng(1).uniform(size=(T, J))
-    np.savez(tmp_path / "a.npz", keypoints=xyz, joint_names=np.array(NAMES), confidence=conf,
-             fps=30.0, units="mm", up="z", layout="coco17", frames=np.arange(10, 10 + T))
+    np.savez(
+        tmp_path / "a.npz",
+        keypoints=xyz,
+        joint_names=np.array(NAMES),
+        confidence=conf,
+        fps=30.0,
+        units="mm",
+        up="z",
+        layout="coco17",
+        frames=np.arange(10, 10 + T),
+    )
     seq = read_keypoints(tmp_path / "a.npz")
     np.testing.assert_array_equal(seq.positions, xyz)
     assert seq.names == NAMES
@@ -277,8 +341,16 @@ def test_json_array_form_roundtrip(tmp_path):
     kp = xyz.tolist()
     kp[1][2] = None  # whole joint missing
     kp[3][0][1] = None  # one coordinate missing
-    doc = {"keypoints": kp, "joint_names": NAMES, "fps": 25, "units": "cm", "up": "y",
-           "layout": "custom", "frames": list(range(T)), "confidence": np.ones((T, J)).tolist()}
+    doc = {
+        "keypoints": kp,
+        "joint_names": NAMES,
+        "fps": 25,
+        "units": "cm",
+        "up": "y",
+        "layout": "custom",
+        "frames": list(range(T)),
+        "confidence": np.ones((T, J)).tolist(),
+    }
     (tmp_path / "a.json").write_text(json.dumps(doc))
     seq = read_keypoints(tmp_path / "a.json")
     expect = xyz.copy()
@@ -310,16 +382,22 @@ def test_json_frames_form(tmp_path):
     np.testing.assert_array_equal(seq.positions, expect)
     np.testing.assert_array_equal(seq.frames, 100 + np.arange(T))
     assert seq.fps == 60.0 and seq.units == "m" and seq.up is None
-    assert seq.confidence[0, 0] == 0.5 and seq.confidence[0, 1] == 1.0 and seq.confidence[2, 3] == 0.0
+    assert (
+        seq.confidence[0, 0] == 0.5 and seq.confidence[0, 1] == 1.0 and seq.confidence[2, 3] == 0.0
+    )
 
 
 def test_csv_header_roundtrip(tmp_path):
     xyz = _xyz()
     xyz[1, 3, 0] = np.nan
-    header = ["frame", "time"] + [f"{n}_{a}" for n in NAMES for a in "xyz"] + ["nose_visibility", "note"]
+    header = (
+        ["frame", "time"] + [f"{n}_{a}" for n in NAMES for a in "xyz"] + ["nose_visibility", "note"]
+    )
     rows = [",".join(header)]
     for t in range(T):
-        vals = [str(t), repr(t / 30.0)] + ["" if np.isnan(v) else repr(float(v)) for v in xyz[t].ravel()]
+        vals = [str(t), repr(t / 30.0)] + [
+            "" if np.isnan(v) else repr(float(v)) for v in xyz[t].ravel()
+        ]
         rows.append(",".join(vals + ["0.75", "text ignored"]))
     (tmp_path / "fm.csv").write_text("\n".join(rows) + "\n")
     seq = read_keypoints(tmp_path / "fm.csv")
@@ -329,7 +407,9 @@ def test_csv_header_roundtrip(tmp_path):
     assert seq.names == NAMES
     assert seq.fps == pytest.approx(30.0)
     np.testing.assert_array_equal(seq.frames, np.arange(T))
-    assert seq.confidence[0, 3] == 0.75 and seq.confidence[0, 0] == 1.0 and seq.confidence[1, 3] == 0.0
+    assert (
+        seq.confidence[0, 3] == 0.75 and seq.confidence[0, 0] == 1.0 and seq.confidence[1, 3] == 0.0
+    )
     assert any("note" in n for n in seq.notes)
 
 
@@ -374,7 +454,9 @@ def test_truncated_bvh(tmp_path):
     _err(tmp_path / "cut_motion.bvh", "truncated")
     (tmp_path / "cut_hier.bvh").write_text(text[: text.index("JOINT LeftArm")])
     _err(tmp_path / "cut_hier.bvh", "MOTION")
-    (tmp_path / "no_frames.bvh").write_text(text[: text.index("Frames:")] + "Frames: 0\nFrame Time: 0.01\n")
+    (tmp_path / "no_frames.bvh").write_text(
+        text[: text.index("Frames:")] + "Frames: 0\nFrame Time: 0.01\n"
+    )
     _err(tmp_path / "no_frames.bvh", "zero frames")
     (tmp_path / "text.bvh").write_text(text.replace("17.8693", "abc", 1))
     _err(tmp_path / "text.bvh", "'abc'")
@@ -391,7 +473,11 @@ def test_truncated_amc(tmp_path):
 
 
 def test_amc_wrong_asf(tmp_path):
-    text = ASF.read_text().replace("name lthumb", "name lthumbx").replace("rwrist lhand lthumb", "rwrist lhand")
+    text = (
+        ASF.read_text()
+        .replace("name lthumb", "name lthumbx")
+        .replace("rwrist lhand lthumb", "rwrist lhand")
+    )
     text = text.replace("lwrist lhand lthumb", "lwrist lhand lthumbx")
     (tmp_path / "x.asf").write_text(text)
     _err(AMC, "lthumb", asf=tmp_path / "x.asf")
@@ -439,7 +525,11 @@ def test_npy_npz_errors(tmp_path):
     _err(tmp_path / "t.npy", "not a NumPy")
     np.savez(tmp_path / "n.npz", positions=np.zeros((2, 3, 3)))
     _err(tmp_path / "n.npz", "no 'keypoints'")
-    np.savez(tmp_path / "on.npz", keypoints=np.zeros((2, 3, 3)), joint_names=np.array(["a", 1, None], dtype=object))
+    np.savez(
+        tmp_path / "on.npz",
+        keypoints=np.zeros((2, 3, 3)),
+        joint_names=np.array(["a", 1, None], dtype=object),
+    )
     _err(tmp_path / "on.npz", "dtype=str")
     np.savez(tmp_path / "nn.npz", keypoints=np.zeros((2, 3, 3)), joint_names=np.array(["a", "b"]))
     _err(tmp_path / "nn.npz", "2 joint names for 3 joints")
@@ -509,7 +599,7 @@ def test_10k_frames_fast(tmp_path):
     header, body = amc[:first], amc[first:]
     blocks = body.split("\n")
     starts = [i for i, ln in enumerate(blocks) if ln.strip().isdigit()]
-    frame_lines = [blocks[starts[k] + 1:starts[k + 1]] for k in range(len(starts) - 1)]
+    frame_lines = [blocks[starts[k] + 1 : starts[k + 1]] for k in range(len(starts) - 1)]
     out = [header.rstrip("\n")]
     for k in range(10000):
         out.append(str(k + 1))
@@ -537,8 +627,12 @@ def _bvh_chain(orders, angles, with_pos_channels=False):
         chans = [f"{a}rotation" for a in orders[j]]
         if j == 0 or with_pos_channels:
             chans = ["Xposition", "Yposition", "Zposition"] + chans
-        lines += [f"{kw} {names[j]}", "{", "OFFSET {:g} {:g} {:g}".format(*offs[j]),
-                  f"CHANNELS {len(chans)} " + " ".join(chans)]
+        lines += [
+            f"{kw} {names[j]}",
+            "{",
+            "OFFSET {:g} {:g} {:g}".format(*offs[j]),
+            f"CHANNELS {len(chans)} " + " ".join(chans),
+        ]
     lines += ["End Site", "{", "OFFSET {:g} {:g} {:g}".format(*offs[3]), "}", "}", "}", "}"]
     rows = []
     for t in range(angles.shape[0]):
@@ -624,8 +718,12 @@ def test_asf_axis_and_dof_orders_match_scipy(tmp_path):
     lines = [":FULLY-SPECIFIED", ":DEGREES"]
     for t in range(4):
         v = vals[t]
-        lines += [str(t + 1), "root " + " ".join(map(repr, v[:6])), "a " + " ".join(map(repr, v[6:9])),
-                  "b " + " ".join(map(repr, v[9:11]))]
+        lines += [
+            str(t + 1),
+            "root " + " ".join(map(repr, v[:6])),
+            "a " + " ".join(map(repr, v[6:9])),
+            "b " + " ".join(map(repr, v[9:11])),
+        ]
     (tmp_path / "s_01.amc").write_text("\n".join(lines) + "\n")
     seq = read_keypoints(tmp_path / "s_01.amc")  # finds s.asf by subject prefix
     assert seq.names == ["root", "a", "b", "b_end"]
@@ -649,26 +747,41 @@ def test_asf_axis_and_dof_orders_match_scipy(tmp_path):
 def test_asf_chain_of_3000_bones_reads_without_recursion(tmp_path):
     """A 3,000-bone chain (issue 12: a RecursionError before) is read iteratively."""
     n = 3000
-    bones = "\n".join(f"  begin\n    id {i + 1}\n    name b{i}\n    direction 0 1 0\n    length 0.1\n"
-                      f"    axis 0 0 0 XYZ\n    dof rx\n  end" for i in range(n))
+    bones = "\n".join(
+        f"  begin\n    id {i + 1}\n    name b{i}\n    direction 0 1 0\n    length 0.1\n"
+        f"    axis 0 0 0 XYZ\n    dof rx\n  end"
+        for i in range(n)
+    )
     chain = "\n".join(["    root b0"] + [f"    b{i} b{i + 1}" for i in range(n - 1)])
-    asf = (":version 1.10\n:name chain\n:units\n  mass 1.0\n  length 1\n  angle deg\n:root\n"
-           "   order TX TY TZ RX RY RZ\n   axis XYZ\n   position 0 0 0\n   orientation 0 0 0\n"
-           f":bonedata\n{bones}\n:hierarchy\n  begin\n{chain}\n  end\n")
+    asf = (
+        ":version 1.10\n:name chain\n:units\n  mass 1.0\n  length 1\n  angle deg\n:root\n"
+        "   order TX TY TZ RX RY RZ\n   axis XYZ\n   position 0 0 0\n   orientation 0 0 0\n"
+        f":bonedata\n{bones}\n:hierarchy\n  begin\n{chain}\n  end\n"
+    )
     (tmp_path / "chain.asf").write_text(asf)
     frame = "root 0 0 0 0 0 0\n" + "\n".join(f"b{i} 1" for i in range(n))
-    (tmp_path / "chain.amc").write_text(":FULLY-SPECIFIED\n:DEGREES\n1\n" + frame + "\n2\n" + frame + "\n")
+    (tmp_path / "chain.amc").write_text(
+        ":FULLY-SPECIFIED\n:DEGREES\n1\n" + frame + "\n2\n" + frame + "\n"
+    )
     seq = read_keypoints(tmp_path / "chain.amc", asf=tmp_path / "chain.asf")
     assert seq.positions.shape == (2, n + 2, 3)
     # a straight chain along +Y bent 1 degree per bone: the end is below n * 0.1 and finite
-    assert np.isfinite(seq.positions).all() and 0 < np.nanmax(seq.positions[:, :, 1]) < n * 0.1 + 1e-6
+    assert (
+        np.isfinite(seq.positions).all() and 0 < np.nanmax(seq.positions[:, :, 1]) < n * 0.1 + 1e-6
+    )
 
 
-@pytest.mark.parametrize(("text", "words"), [
-    ('{"keypoints": [[[' + "9" * 5000 + ", 0, 0]]]}", "JSON integer with 5000 digits"),
-    ('{"keypoints": [[[0, 0, 0]]], "fps": ' + "9" * 5000 + "}", "JSON integer with 5000 digits"),
-    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('{"keypoints": [[[' + "9" * 5000 + ", 0, 0]]]}", "JSON integer with 5000 digits"),
+        (
+            '{"keypoints": [[[0, 0, 0]]], "fps": ' + "9" * 5000 + "}",
+            "JSON integer with 5000 digits",
+        ),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ],
+)
 def test_hostile_json_numbers_and_nesting(tmp_path, text, words):
     (tmp_path / "k.json").write_text(text)
     with pytest.raises(InputError, match=words):
@@ -693,6 +806,7 @@ def test_csv_with_1e5_columns_and_a_repeated_header(tmp_path):
 def test_bvh_in_blocks_equals_all_at_once(monkeypatch):
     """Long takes run forward kinematics in blocks; the result is the same to the last bit."""
     from lsmplify_blender.core.formats import bvh
+
     whole = read_keypoints(BVH)
     monkeypatch.setattr(bvh, "FK_BLOCK", 7)
     monkeypatch.setattr(bvh, "_PARSE_CHUNK", 1000)  # the MOTION text in many chunks too

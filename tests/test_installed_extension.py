@@ -37,7 +37,7 @@ build_addon = pytest.importorskip("build_addon")
 
 # Run with the repository NOT on sys.path (cwd and script folder are temp dirs), so the
 # only lsmplify_blender Python can find is the installed one.
-SCRIPT = r'''
+SCRIPT = r"""
 import json, os, sys, time
 zip_path, bvh, npz = sys.argv[1:4]
 for blocked in sys.argv[4].split(","):  # not bundled: importing them must never be needed
@@ -80,7 +80,7 @@ import importlib
 ops = importlib.import_module(mod_name + ".blender.operators")
 out["operators_file"] = ops.__file__
 print("RESULT " + json.dumps(out), flush=True)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -98,21 +98,38 @@ def test_installed_zip_runs_the_operator_chain(built_zip, tmp_path):
     script = work / "run_installed.py"
     script.write_text(SCRIPT, encoding="utf-8")
     npz = work / "installed.npz"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BLENDER_USER_SCRIPTS",
-                                                            "BLENDER_USER_CONFIG", "BLENDER_USER_EXTENSIONS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "PYTHONPATH",
+            "BLENDER_USER_SCRIPTS",
+            "BLENDER_USER_CONFIG",
+            "BLENDER_USER_EXTENSIONS",
+        )
+    }
     env["BLENDER_USER_RESOURCES"] = str(user)
     t0 = time.perf_counter()
     blocked = ",".join(["smplx", "chumpy", *sorted(build_addon.TORCH_DEPS_NOT_BUNDLED)])
-    proc = subprocess.run([sys.executable, str(script), str(built_zip), str(FIXTURE), str(npz), blocked],
-                          cwd=work, env=env, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(built_zip), str(FIXTURE), str(npz), blocked],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     wall = time.perf_counter() - t0
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     assert line is not None, log[-6000:]
-    res = json.loads(line[len("RESULT "):])
-    print(f"\ninstall {res['install_seconds']} s, operator chain {res['chain_seconds']} s, "
-          f"whole process {wall:.1f} s")
+    res = json.loads(line[len("RESULT ") :])
+    print(
+        f"\ninstall {res['install_seconds']} s, operator chain {res['chain_seconds']} s, "
+        f"whole process {wall:.1f} s"
+    )
 
     assert res["install"] == ["FINISHED"]
     assert res["enabled"], res
@@ -123,9 +140,19 @@ def test_installed_zip_runs_the_operator_chain(built_zip, tmp_path):
     assert res["prefs_idname"] == "bl_ext.user_default.lsmplify_blender"
     # the bundled wheels were unpacked into the extensions' own site-packages (the venv's
     # copies come first on sys.path here; in Blender these are the only ones)
-    site = user / "extensions" / ".local" / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    site = (
+        user
+        / "extensions"
+        / ".local"
+        / "lib"
+        / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+        / "site-packages"
+    )
     for pkg in ("torch", "scipy", "sympy", "mpmath", "typing_extensions.py"):
-        assert (site / pkg / "__init__.py").is_file() or (site / pkg).is_file(), (pkg, sorted(p.name for p in site.iterdir()))
+        assert (site / pkg / "__init__.py").is_file() or (site / pkg).is_file(), (
+            pkg,
+            sorted(p.name for p in site.iterdir()),
+        )
     for pkg in ("numpy", "smplx", "chumpy", *build_addon.TORCH_DEPS_NOT_BUNDLED):
         assert not (site / pkg).exists(), pkg
     installed = user / "extensions" / "user_default" / "lsmplify_blender"
@@ -133,5 +160,9 @@ def test_installed_zip_runs_the_operator_chain(built_zip, tmp_path):
     assert res["layout"].startswith("CMU") and 0 < res["fit_error_mm"] < 100
 
     with np.load(npz) as z:
-        assert z["poses"].shape == (60, 72) and z["trans"].shape == (60, 3) and z["betas"].shape[0] >= 10
+        assert (
+            z["poses"].shape == (60, 72)
+            and z["trans"].shape == (60, 3)
+            and z["betas"].shape[0] >= 10
+        )
         assert np.isfinite(z["poses"]).all() and float(z["mocap_framerate"]) == 120

@@ -7,6 +7,7 @@ FK, cmu_subset's row-vector FK, the old landmark and top-k skinning, the Z-up tu
 seeded float64 inputs, written by ``fixtures/make_model_layer_reference.py`` from the
 commit before the refactor. Every one is reproduced here to 1e-10.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -57,11 +58,20 @@ def _model(ref):
 
 
 def test_skeleton_tables_match_the_old_copies(ref):
-    assert [len(k) for k in skeleton.SMPL_CHILDREN] == ref["children_ik"].tolist() == ref["children_network"].tolist()
+    assert (
+        [len(k) for k in skeleton.SMPL_CHILDREN]
+        == ref["children_ik"].tolist()
+        == ref["children_network"].tolist()
+    )
     levels = np.concatenate([[j, d] for d, js in enumerate(skeleton.SMPL_LEVELS) for j in js])
     assert levels.tolist() == ref["levels_network"].tolist()
-    assert all(skeleton.SMPL_DEPTHS[j] == skeleton.SMPL_DEPTHS[p] + 1 for p, j in skeleton.SMPL_BONES)
-    assert [skeleton.SMPL_JOINT_NAMES[m] for m in skeleton.SMPL_MIRROR][1:3] == ["right_hip", "left_hip"]
+    assert all(
+        skeleton.SMPL_DEPTHS[j] == skeleton.SMPL_DEPTHS[p] + 1 for p, j in skeleton.SMPL_BONES
+    )
+    assert [skeleton.SMPL_JOINT_NAMES[m] for m in skeleton.SMPL_MIRROR][1:3] == [
+        "right_hip",
+        "left_hip",
+    ]
     assert skeleton.SMPL_ANCESTORS[20] == (20, 18, 16, 13, 9, 6, 3, 0)
 
 
@@ -97,7 +107,10 @@ def test_rotations_reproduce_the_numpy_copies(ref):
     a, b = ref["in_swing_a"], ref["in_swing_b"]
     for name in ("swing_retarget", "swing_tool", "swing_torch"):
         close(swing_rotation(a, b), ref[name])
-    close(np.stack([retarget.swing_between(x, y) for x, y in zip(a, b, strict=True)]), ref["swing_retarget"])
+    close(
+        np.stack([retarget.swing_between(x, y) for x, y in zip(a, b, strict=True)]),
+        ref["swing_retarget"],
+    )
     close(kabsch(a[None], b[None]), ref["kabsch"])
     close(skew(ref["in_points"]), ref["skew_tool"])
 
@@ -126,7 +139,9 @@ def test_cmu_exp_map_kinematics_written_once_reproduces_both_conventions(ref):
 
 def test_tree_kinematics_is_differentiable_and_batched_over_levels():
     gen = torch.Generator().manual_seed(0)
-    rot = axis_angle_to_matrix((torch.randn(3, 24, 3, generator=gen, dtype=torch.float64) * 0.4).requires_grad_())
+    rot = axis_angle_to_matrix(
+        (torch.randn(3, 24, 3, generator=gen, dtype=torch.float64) * 0.4).requires_grad_()
+    )
     off = torch.randn(24, 3, generator=gen, dtype=torch.float64)
     _, pos = tree_kinematics(rot, off)
     pos.sum().backward()

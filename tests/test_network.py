@@ -1,17 +1,26 @@
 """Residual IK network: normalisation, residual composition, pairs, chunked inference, plug-in, checkpoint."""
+
 import numpy as np
 import pytest
 import torch
-
 from conftest import random_pose
+
 from lsmplify_blender.core.body_model import BodyModel, load_model_data
 from lsmplify_blender.core.network.infer import refine_network, solve_network_from
 from lsmplify_blender.core.network.kinematics import fk, reaim
-from lsmplify_blender.core.network.model import (CHECKPOINT_PATH, ResidualIKNet, build_features, compose, human_frame,
-                                                 load_network)
+from lsmplify_blender.core.network.model import (
+    CHECKPOINT_PATH,
+    ResidualIKNet,
+    build_features,
+    compose,
+    human_frame,
+    load_network,
+)
 from lsmplify_blender.core.network.pairs import MotionSet, make_batch, sample_indices
 from lsmplify_blender.core.network.retarget import mirror_motion
-from lsmplify_blender.core.rotations import axis_angle_to_matrix, matrix_to_rotation_6d, rotation_6d_to_matrix
+from lsmplify_blender.core.rotations import (
+    axis_angle_to_matrix,
+)
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +30,9 @@ def model():
 
 def _pair(model, n=8, seed=0):
     r0 = random_pose(n, seed).float()
-    r1 = r0 @ axis_angle_to_matrix(torch.randn(n, 24, 3, generator=torch.Generator().manual_seed(seed + 1)) * 0.05)
+    r1 = r0 @ axis_angle_to_matrix(
+        torch.randn(n, 24, 3, generator=torch.Generator().manual_seed(seed + 1)) * 0.05
+    )
     betas = torch.randn(n, 10, generator=torch.Generator().manual_seed(seed + 2))
     rest = model.rest_joints(betas)
     _, j0 = fk(r0, rest)
@@ -37,12 +48,15 @@ def test_human_frame_is_proper_rotation(model):
 
 
 def test_features_invariant_to_global_rotation_and_translation(model):
-    r0, r1, betas, rest, j0, j1 = _pair(model)
+    r0, _r1, betas, rest, j0, j1 = _pair(model)
     m = torch.ones(8, 24)
     f_a = build_features(j0, j1, m, m, r0, fk(r0, rest)[1], betas, rest)
     g = axis_angle_to_matrix(torch.tensor([0.3, -1.2, 0.7]))
     tr = torch.tensor([1.0, -2.0, 0.5])
-    move = lambda p: p @ g.T + tr  # noqa: E731
+
+    def move(p):
+        return p @ g.T + tr
+
     r0g = r0.clone()
     r0g[:, 0] = g @ r0[:, 0]
     f_b = build_features(move(j0), move(j1), m, m, r0g, move(fk(r0, rest)[1]), betas, rest)
@@ -50,7 +64,7 @@ def test_features_invariant_to_global_rotation_and_translation(model):
 
 
 def test_zero_output_returns_init(model):
-    r0, r1, betas, rest, j0, j1 = _pair(model)
+    r0, _r1, betas, rest, j0, j1 = _pair(model)
     net = ResidualIKNet(hidden=64, blocks=1)
     m = torch.ones(8, 24)
     d = net(build_features(j0, j1, m, m, r0, fk(r0, rest)[1], betas, rest))
@@ -69,9 +83,16 @@ def _motion_set(n_clips=3, frames=60):
     rots, pels = [], []
     for c in range(n_clips):
         base = random_pose(1, c).float()
-        aa = torch.linspace(0, 1, frames)[:, None, None] * torch.randn(1, 24, 3, generator=torch.Generator().manual_seed(c)) * 0.3
+        aa = (
+            torch.linspace(0, 1, frames)[:, None, None]
+            * torch.randn(1, 24, 3, generator=torch.Generator().manual_seed(c))
+            * 0.3
+        )
         rots.append(base @ axis_angle_to_matrix(aa))
-        pels.append(torch.linspace(0, 1, frames)[:, None] * torch.tensor([1.0, 0.0, 0.5]) + torch.tensor([0, 0.9, 0]))
+        pels.append(
+            torch.linspace(0, 1, frames)[:, None] * torch.tensor([1.0, 0.0, 0.5])
+            + torch.tensor([0, 0.9, 0])
+        )
     starts = np.concatenate([[0], np.cumsum([frames] * n_clips)])
     return MotionSet(torch.cat(rots), torch.cat(pels), starts, stride=4)
 
@@ -96,7 +117,7 @@ def test_pair_sampling_properties(model):
 
 
 def test_reaim_keeps_twist_and_hits_targets(model):
-    r0, r1, betas, rest, j0, j1 = _pair(model)
+    r0, _r1, _betas, rest, j0, j1 = _pair(model)
     rot, trans = reaim(r0, rest, j1, torch.ones(8, 24))
     _, j = fk(rot, rest)
     inner = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21, 22, 23]
@@ -118,17 +139,18 @@ def test_chunked_batch_equals_sequential(model):
     rest = model.rest_joints(betas)
     L = 6
     clip = random_pose(1, 5).float() @ axis_angle_to_matrix(
-        torch.linspace(0, 0.5, L)[:, None, None] * torch.ones(1, 24, 3) * 0.2)
+        torch.linspace(0, 0.5, L)[:, None, None] * torch.ones(1, 24, 3) * 0.2
+    )
     rots = torch.cat([clip, clip, clip[:3]])  # chunks 0 and 1 identical, a short tail
     _, j = fk(rots, rest)
     w = torch.ones(rots.shape[0], 24)
     ra = reaim(torch.eye(3).expand(rots.shape[0], 24, 3, 3), rest, j, w)[0]
     net = _net()
-    out, trans, _ = solve_network_from(model, betas, j, w, ra, j, net=net, chunk=L)
-    assert torch.allclose(out[:L], out[L:2 * L], atol=1e-5)
+    out, _trans, _ = solve_network_from(model, betas, j, w, ra, j, net=net, chunk=L)
+    assert torch.allclose(out[:L], out[L : 2 * L], atol=1e-5)
     single, _, _ = solve_network_from(model, betas, j[:L], w[:L], ra[:L], j[:L], net=net, chunk=L)
     assert torch.allclose(out[:L], single, atol=1e-5)
-    assert torch.allclose(out[2 * L:], single[:3], atol=1e-5)
+    assert torch.allclose(out[2 * L :], single[:3], atol=1e-5)
 
 
 @pytest.mark.skipif(not CHECKPOINT_PATH.is_file(), reason="no shipped checkpoint")
@@ -145,7 +167,9 @@ def test_plug_in_reduces_error_from_perturbed_init(model):
     betas = betas[:1]
     rest = model.rest_joints(betas)
     _, j = fk(r_true, rest.expand(16, -1, -1))
-    noise = axis_angle_to_matrix(torch.randn(16, 24, 3, generator=torch.Generator().manual_seed(3)) * 0.15)
+    noise = axis_angle_to_matrix(
+        torch.randn(16, 24, 3, generator=torch.Generator().manual_seed(3)) * 0.15
+    )
     r_init = r_true @ noise
     v_true = model.vertices(r_true, betas)
     err0 = (model.vertices(r_init, betas) - v_true).norm(dim=-1).mean()
@@ -157,8 +181,10 @@ def test_plug_in_reduces_error_from_perturbed_init(model):
 def test_bad_checkpoints_raise_model_file_error(tmp_path):
     import pytest
     import torch
+
     from lsmplify_blender.core.errors import ModelFileError
     from lsmplify_blender.core.network import load_network
+
     with pytest.raises(ModelFileError, match="not found"):
         load_network(tmp_path / "none.pt")
     junk = tmp_path / "junk.pt"
@@ -169,7 +195,9 @@ def test_bad_checkpoints_raise_model_file_error(tmp_path):
     torch.save({"weight": torch.zeros(3)}, other)
     with pytest.raises(ModelFileError, match="expected 'config'"):
         load_network(other)
-    shipped = torch.load(load_network.__globals__["CHECKPOINT_PATH"], map_location="cpu", weights_only=True)
+    shipped = torch.load(
+        load_network.__globals__["CHECKPOINT_PATH"], map_location="cpu", weights_only=True
+    )
     arch = tmp_path / "arch.pt"
     state = dict(shipped["state_dict"])
     first = next(k for k, v in state.items() if v.ndim == 2)
@@ -190,8 +218,12 @@ def test_network_solver_needs_enough_joints(model):
     weight = np.ones(kp.shape[:2])
     keep = [0, 1, 2, 4, 5, 12, 16, 17, 18][: NETWORK_MIN_JOINTS - 1]
     weight[:, [j for j in range(24) if j not in keep]] = 0.0
-    prep = PreparedKeypoints(layout=SMPL24, positions=kp, weight=weight, fps=30.0, units="m", up="y")
+    prep = PreparedKeypoints(
+        layout=SMPL24, positions=kp, weight=weight, fps=30.0, units="m", up="y"
+    )
     sol = solve(prep, model, solver="network")
     assert sol.solver == "analytic" and any("needs at least" in n for n in sol.notes)
-    full = PreparedKeypoints(layout=SMPL24, positions=kp, weight=np.ones(kp.shape[:2]), fps=30.0, units="m", up="y")
+    full = PreparedKeypoints(
+        layout=SMPL24, positions=kp, weight=np.ones(kp.shape[:2]), fps=30.0, units="m", up="y"
+    )
     assert solve(full, model, solver="network").solver == "network"

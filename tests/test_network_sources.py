@@ -1,4 +1,5 @@
 """Training-data sources: CMU ASF/AMC, CMU BVH and DeepMimic retargeted by rotation transfer."""
+
 from pathlib import Path
 
 import numpy as np
@@ -8,8 +9,15 @@ from scipy.spatial.transform import Rotation
 
 from lsmplify_blender.core.body_model import SMPL_JOINT_NAMES, BodyModel, load_model_data
 from lsmplify_blender.core.errors import InputError
-from lsmplify_blender.core.network.sources import (_spread, load_amc, load_bvh, load_deepmimic, resample,
-                                                   retarget_source, tracking_error_deg)
+from lsmplify_blender.core.network.sources import (
+    _spread,
+    load_amc,
+    load_bvh,
+    load_deepmimic,
+    resample,
+    retarget_source,
+    tracking_error_deg,
+)
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -30,12 +38,16 @@ def _retarget(model, rest, src):
     return local, pelvis, joints
 
 
-@pytest.mark.parametrize("load", [
-    lambda: load_amc(FIX / "01_01_short.amc", FIX / "01.asf"),
-    lambda: load_bvh(FIX / "01_01_short.bvh"),  # cgspeed dialect
-    lambda: load_bvh(FIX / "131_01_short.bvh"),  # LeftHip/Chest2 dialect
-    lambda: load_deepmimic(FIX / "humanoid3d_walk.txt", FIX / "humanoid3d_character.txt"),
-], ids=["amc", "bvh-cgspeed", "bvh-chest2", "deepmimic"])
+@pytest.mark.parametrize(
+    "load",
+    [
+        lambda: load_amc(FIX / "01_01_short.amc", FIX / "01.asf"),
+        lambda: load_bvh(FIX / "01_01_short.bvh"),  # cgspeed dialect
+        lambda: load_bvh(FIX / "131_01_short.bvh"),  # LeftHip/Chest2 dialect
+        lambda: load_deepmimic(FIX / "humanoid3d_walk.txt", FIX / "humanoid3d_character.txt"),
+    ],
+    ids=["amc", "bvh-cgspeed", "bvh-chest2", "deepmimic"],
+)
 def test_retargeted_limbs_follow_the_source_bones(model, rest, load):
     src = load()
     local, pelvis, joints = _retarget(model, rest, src)
@@ -52,7 +64,9 @@ def test_amc_and_bvh_of_the_same_take_give_the_same_pose(model, rest):
     amc, _, _ = _retarget(model, rest, load_amc(FIX / "01_01_short.amc", FIX / "01.asf"))
     bvh, _, _ = _retarget(model, rest, load_bvh(FIX / "01_01_short.bvh"))
     n = min(len(amc), len(bvh) - 1)
-    ang = Rotation.from_matrix((np.swapaxes(amc[:n], -1, -2) @ bvh[1:n + 1]).reshape(-1, 3, 3)).magnitude()
+    ang = Rotation.from_matrix(
+        (np.swapaxes(amc[:n], -1, -2) @ bvh[1 : n + 1]).reshape(-1, 3, 3)
+    ).magnitude()
     assert np.degrees(np.median(ang)) < 1.0
 
 
@@ -70,14 +84,18 @@ def test_deepmimic_spine_is_shared_between_the_three_spine_joints(model, rest):
     src = load_deepmimic(FIX / "humanoid3d_walk.txt", FIX / "humanoid3d_character.txt")
     local, _, _ = _retarget(model, rest, src)
     s1, s2, s3 = (SMPL_JOINT_NAMES.index(n) for n in ("spine1", "spine2", "spine3"))
-    assert np.allclose(local[:, s1], local[:, s2], atol=1e-5) and np.allclose(local[:, s2], local[:, s3], atol=1e-5)
+    assert np.allclose(local[:, s1], local[:, s2], atol=1e-5) and np.allclose(
+        local[:, s2], local[:, s3], atol=1e-5
+    )
 
 
 def test_spread_keeps_the_chain_end_rotation():
     local = Rotation.random(10 * 24, random_state=1).as_matrix().reshape(10, 24, 3, 3)
     local[:, [3, 6]] = np.eye(3)
     out = _spread(local, [3, 6, 9])
-    assert np.allclose(out[:, 3] @ out[:, 6] @ out[:, 9], local[:, 3] @ local[:, 6] @ local[:, 9], atol=1e-6)
+    assert np.allclose(
+        out[:, 3] @ out[:, 6] @ out[:, 9], local[:, 3] @ local[:, 6] @ local[:, 9], atol=1e-6
+    )
     assert np.allclose(out[:, 0], local[:, 0])
 
 
@@ -88,17 +106,23 @@ def test_resample_keeps_the_samples_it_lands_on(model, rest):
     assert up.shape[0] == 4 * (local.shape[0] - 1) + 1
     assert np.allclose(up[::4], local, atol=1e-5) and np.allclose(pel_up[::4], pelvis, atol=1e-5)
     # midway samples lie between their neighbours
-    mid = Rotation.from_matrix((np.swapaxes(local[:-1], -1, -2) @ up[2::4]).reshape(-1, 3, 3)).magnitude()
-    full = Rotation.from_matrix((np.swapaxes(local[:-1], -1, -2) @ local[1:]).reshape(-1, 3, 3)).magnitude()
+    mid = Rotation.from_matrix(
+        (np.swapaxes(local[:-1], -1, -2) @ up[2::4]).reshape(-1, 3, 3)
+    ).magnitude()
+    full = Rotation.from_matrix(
+        (np.swapaxes(local[:-1], -1, -2) @ local[1:]).reshape(-1, 3, 3)
+    ).magnitude()
     assert np.allclose(mid, full / 2, atol=1e-4)
 
 
 def test_non_cmu_bvh_is_refused_with_the_missing_nodes(tmp_path):
     f = tmp_path / "tiny.bvh"
-    f.write_text("HIERARCHY\nROOT Hips\n{\n OFFSET 0 0 0\n CHANNELS 6 Xposition Yposition Zposition "
-                 "Zrotation Xrotation Yrotation\n JOINT Foo\n {\n  OFFSET 0 1 0\n  CHANNELS 3 Zrotation "
-                 "Xrotation Yrotation\n  End Site\n  {\n   OFFSET 0 1 0\n  }\n }\n}\nMOTION\nFrames: 1\n"
-                 "Frame Time: 0.0333\n0 0 0 0 0 0 0 0 0\n")
+    f.write_text(
+        "HIERARCHY\nROOT Hips\n{\n OFFSET 0 0 0\n CHANNELS 6 Xposition Yposition Zposition "
+        "Zrotation Xrotation Yrotation\n JOINT Foo\n {\n  OFFSET 0 1 0\n  CHANNELS 3 Zrotation "
+        "Xrotation Yrotation\n  End Site\n  {\n   OFFSET 0 1 0\n  }\n }\n}\nMOTION\nFrames: 1\n"
+        "Frame Time: 0.0333\n0 0 0 0 0 0 0 0 0\n"
+    )
     with pytest.raises(InputError, match="no CMU node"):
         load_bvh(f)
 

@@ -6,15 +6,22 @@ import torch
 
 from lsmplify_blender.core import metrics
 from lsmplify_blender.core.analytic_ik import solve_analytic
-from lsmplify_blender.core.body_model import OPEN_MODEL_PATH, BodyModel, load_model_data, rotmats_from_axis_angle
+from lsmplify_blender.core.body_model import (
+    OPEN_MODEL_PATH,
+    BodyModel,
+    load_model_data,
+    rotmats_from_axis_angle,
+)
 from lsmplify_blender.core.errors import InputError
 from lsmplify_blender.core.layouts import BODY25, SMPL24
 from lsmplify_blender.core.optimize import FitWeights, kabsch_init, optimize_fit
 from lsmplify_blender.core.pose_prior import load_default_prior
 from lsmplify_blender.core.rotations import axis_angle_to_matrix, geodesic_angle
 
-pytestmark = pytest.mark.skipif(not OPEN_MODEL_PATH.is_file(),
-                                reason="the embedded open model (core/data/open_model.npz) is not built yet")
+pytestmark = pytest.mark.skipif(
+    not OPEN_MODEL_PATH.is_file(),
+    reason="the embedded open model (core/data/open_model.npz) is not built yet",
+)
 
 
 @pytest.fixture(scope="module")
@@ -99,22 +106,36 @@ def test_batch_refine_from_perturbed_pose(model, prior, clip):
     start_rot = rot @ noise
     start_trans = trans + 0.03 * torch.randn(24, 3, generator=g)
     before = metrics.mpjpe(model.joints(start_rot, betas, start_trans), joints)
-    res = optimize_fit(model, BODY25, kp, w, betas, start_rot, start_trans, mode="batch", iters=10, prior=prior)
+    res = optimize_fit(
+        model, BODY25, kp, w, betas, start_rot, start_trans, mode="batch", iters=10, prior=prior
+    )
     after = metrics.mpjpe(model.joints(res.rotmats, betas, res.trans), joints)
     assert before > 60.0
     assert after < 0.4 * before
     # more iterations keep improving the fit to the keypoints
-    res30 = optimize_fit(model, BODY25, kp, w, betas, start_rot, start_trans, mode="batch", iters=30, prior=prior)
+    res30 = optimize_fit(
+        model, BODY25, kp, w, betas, start_rot, start_trans, mode="batch", iters=30, prior=prior
+    )
     assert np.nanmean(res30.per_frame_error_mm) < np.nanmean(res.per_frame_error_mm)
     assert np.nanmean(res30.per_frame_error_mm) < 10.0
 
 
 def test_refine_keeps_an_exact_analytic_solution(model, prior, clip):
-    rot, trans, betas, joints = clip
+    _rot, _trans, betas, joints = clip
     ik = solve_analytic(model, betas, joints, torch.ones(joints.shape[:2]))
     assert metrics.mpjpe(model.joints(ik.rotmats, betas, ik.trans), joints) < 0.05
-    res = optimize_fit(model, SMPL24, joints, torch.ones(joints.shape[:2]), betas, ik.rotmats, ik.trans,
-                       mode="batch", iters=10, prior=prior)
+    res = optimize_fit(
+        model,
+        SMPL24,
+        joints,
+        torch.ones(joints.shape[:2]),
+        betas,
+        ik.rotmats,
+        ik.trans,
+        mode="batch",
+        iters=10,
+        prior=prior,
+    )
     fitted = model.joints(res.rotmats, betas, res.trans)
     assert metrics.mpjpe(fitted, joints) < 1.0
     assert np.nanmax(res.per_frame_error_mm) < 2.0
@@ -128,8 +149,19 @@ def test_chunks_and_missing_keypoints(model, prior, clip):
     kp[:, 21] = float("nan")  # a lost wrist: NaN with full weight must be ignored
     kp[5, 18] += 1.0  # one wild outlier, handled by the robust term
     ik = solve_analytic(model, betas, joints, torch.ones(20, 24))
-    res = optimize_fit(model, SMPL24, kp.numpy(), w.numpy(), betas.numpy(), ik.rotmats, ik.trans, mode="batch",
-                       iters=5, prior=prior, chunk=8)
+    res = optimize_fit(
+        model,
+        SMPL24,
+        kp.numpy(),
+        w.numpy(),
+        betas.numpy(),
+        ik.rotmats,
+        ik.trans,
+        mode="batch",
+        iters=5,
+        prior=prior,
+        chunk=8,
+    )
     assert res.rotmats.shape == (20, 24, 3, 3) and torch.isfinite(res.rotmats).all()
     assert np.isfinite(res.per_frame_error_mm).all()
     fitted = model.joints(res.rotmats, betas, res.trans)
@@ -141,12 +173,24 @@ def test_chunks_and_missing_keypoints(model, prior, clip):
 
 
 def test_shape_is_recovered_with_free_betas(model, prior, clip):
-    rot, trans, betas, joints = clip
+    rot, trans, _betas, joints = clip
     rot, trans, joints = rot[:12], trans[:12], joints[:12]
     start = torch.zeros(10)
     before = metrics.mpbe(model.joints(rot, start, trans), joints)
-    res = optimize_fit(model, SMPL24, joints, torch.ones(12, 24), start, rot, trans, mode="batch", iters=40,
-                       prior=prior, optimize_betas=True, weights=FitWeights(shape=1e-3))
+    res = optimize_fit(
+        model,
+        SMPL24,
+        joints,
+        torch.ones(12, 24),
+        start,
+        rot,
+        trans,
+        mode="batch",
+        iters=40,
+        prior=prior,
+        optimize_betas=True,
+        weights=FitWeights(shape=1e-3),
+    )
     after = metrics.mpbe(model.joints(res.rotmats, res.betas, res.trans), joints)
     assert before > 3.0
     assert after < 0.3 * before

@@ -6,7 +6,14 @@ import torch
 
 from lsmplify_blender.core.errors import ModelFileError
 from lsmplify_blender.core.pose_prior import (
-    DEFAULT_PRIOR_PATH, GMMPrior, fit_gmm, gmm_log_likelihood, load_default_prior, load_gmm, save_gmm)
+    DEFAULT_PRIOR_PATH,
+    GMMPrior,
+    fit_gmm,
+    gmm_log_likelihood,
+    load_default_prior,
+    load_gmm,
+    save_gmm,
+)
 
 
 def _two_component_samples(n=4000, seed=0):
@@ -16,7 +23,9 @@ def _two_component_samples(n=4000, seed=0):
     c1 = a @ a.T + 0.05 * np.eye(3)
     c2 = np.diag([0.2, 0.1, 0.3])
     n1 = int(0.7 * n)
-    x = np.concatenate([rng.multivariate_normal(m1, c1, n1), rng.multivariate_normal(m2, c2, n - n1)])
+    x = np.concatenate(
+        [rng.multivariate_normal(m1, c1, n1), rng.multivariate_normal(m2, c2, n - n1)]
+    )
     return rng.permutation(x), (m1, m2), (c1, c2), (0.7, 0.3)
 
 
@@ -41,7 +50,7 @@ def test_em_is_reproducible_and_regularised():
     assert np.array_equal(a["means"], b["means"])
     assert a["covars"][:, 3, 3] == pytest.approx(1e-3)  # the ridge keeps it invertible
     assert np.all(np.linalg.eigvalsh(a["covars"]) > 0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least 3 samples"):
         fit_gmm(x[:2], 3)
 
 
@@ -64,7 +73,12 @@ def test_save_load_and_torch_prior_match_numpy(tmp_path):
     k = 0
     m, c, w = (np.asarray(loaded[key], np.float64) for key in ("means", "covars", "weights"))
     d = x[0] - m[k]
-    direct = 0.5 * d @ np.linalg.solve(c[k], d) - math.log(w[k]) + 0.5 * np.linalg.slogdet(c[k])[1] + 1.5 * math.log(2 * math.pi)
+    direct = (
+        0.5 * d @ np.linalg.solve(c[k], d)
+        - math.log(w[k])
+        + 0.5 * np.linalg.slogdet(c[k])[1]
+        + 1.5 * math.log(2 * math.pi)
+    )
     assert prior.component_nll(pts[:1])[0, k].item() == pytest.approx(direct, rel=1e-6)
 
 
@@ -87,8 +101,10 @@ def test_load_errors(tmp_path):
         load_gmm(bad)
 
 
-shipped = pytest.mark.skipif(not DEFAULT_PRIOR_PATH.is_file(),
-                             reason="pose_prior_gmm.npz not built yet (tools/fit_pose_prior.py)")
+shipped = pytest.mark.skipif(
+    not DEFAULT_PRIOR_PATH.is_file(),
+    reason="pose_prior_gmm.npz not built yet (tools/fit_pose_prior.py)",
+)
 
 
 @shipped
@@ -113,6 +129,8 @@ def test_shipped_prior_prefers_typical_poses():
     assert nll[1] < nll[2]
     # about symmetric: the training set holds both sides, though 8 components fitted by EM
     # need not pair up exactly, so allow a few nats (the gaps above are tens)
-    mirrored = typical.clone()[[1, 0, 2, 4, 3, 5, 7, 6, 8, 10, 9, 11, 13, 12, 14, 16, 15, 18, 17, 20, 19, 22, 21]]
+    mirrored = typical.clone()[
+        [1, 0, 2, 4, 3, 5, 7, 6, 8, 10, 9, 11, 13, 12, 14, 16, 15, 18, 17, 20, 19, 22, 21]
+    ]
     mirrored[:, 1:] *= -1
     assert prior(mirrored[None]).item() == pytest.approx(nll[0].item(), abs=6.0)

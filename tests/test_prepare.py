@@ -1,9 +1,10 @@
 """Layout, units, up axis and gaps: given, declared or detected, and reported."""
+
 import numpy as np
 import pytest
 import torch
-
 from conftest import smooth_pose
+
 from lsmplify_blender.core.errors import InputError
 from lsmplify_blender.core.keypoints import UNIT_SCALES, KeypointSequence
 from lsmplify_blender.core.layouts import COCO17, SMPL24
@@ -60,10 +61,11 @@ def test_everything_missing_is_refused(model):
 
 def test_smpl_targets_and_landmarks_are_split(model):
     from lsmplify_blender.core.layouts import BODY25
+
     kp = _walk(model, lay=BODY25)
     prep = prepare(KeypointSequence(kp, names=list(BODY25.keypoints)), model, units="m", up="y")
-    targets, w = prep.smpl_targets()
-    names, lm, lw = prep.landmark_targets()
+    _targets, w = prep.smpl_targets()
+    names, lm, _lw = prep.landmark_targets()
     assert w[:, 0].max() == 0  # BODY_25 has no pelvis keypoint
     assert w[:, 1].min() == 1  # but has the left hip
     assert "nose" in names and "LHeel" in names and lm.shape[1] == len(names)
@@ -72,7 +74,9 @@ def test_smpl_targets_and_landmarks_are_split(model):
 def test_unsorted_frames_are_put_in_order(model):
     kp = _walk(model, n=10)
     frames = np.array([0, 1, 2, 3, 4, 6, 5, 7, 8, 9])
-    prep = prepare(KeypointSequence(kp, names=list(SMPL24.keypoints), frames=frames), model, units="m", up="y")
+    prep = prepare(
+        KeypointSequence(kp, names=list(SMPL24.keypoints), frames=frames), model, units="m", up="y"
+    )
     assert prep.num_frames == 10 and list(prep.frames) == list(range(10))
     np.testing.assert_allclose(prep.positions[5], kp[6])
     assert any("sorted" in n for n in prep.notes)
@@ -81,7 +85,9 @@ def test_unsorted_frames_are_put_in_order(model):
 def test_restarting_frame_numbers_keep_both_takes_in_file_order(model):
     kp = _walk(model, n=10)
     frames = np.r_[np.arange(5), np.arange(5)]  # two takes glued: 0..4, 0..4
-    prep = prepare(KeypointSequence(kp, names=list(SMPL24.keypoints), frames=frames), model, units="m", up="y")
+    prep = prepare(
+        KeypointSequence(kp, names=list(SMPL24.keypoints), frames=frames), model, units="m", up="y"
+    )
     assert prep.num_frames == 10 and list(prep.frames) == list(frames)
     np.testing.assert_allclose(prep.positions, kp, atol=1e-9)
     assert any("all 10 frames were kept in file order" in n for n in prep.notes)
@@ -92,12 +98,13 @@ def test_non_human_skeleton_is_refused_with_the_reason(model):
     legs = [SMPL24.keypoints.index(n) for n in ("left_knee", "left_ankle", "left_foot")]
     hip = SMPL24.keypoints.index("left_hip")
     kp[:, legs] = kp[:, hip, None] + (kp[:, legs] - kp[:, hip, None]) * 3.0  # a 3x left leg
-    with pytest.raises(InputError, match="not form a human skeleton.*left_hip->left_knee"):
+    with pytest.raises(InputError, match=r"not form a human skeleton.*left_hip->left_knee"):
         prepare(KeypointSequence(kp, names=list(SMPL24.keypoints)), model, units="m", up="y")
 
 
 def test_a_single_frame_is_solvable(model):
     from lsmplify_blender.core.solver import solve
+
     kp = _walk(model, n=1)
     prep = prepare(KeypointSequence(kp, names=list(SMPL24.keypoints)), model, units="m", up="y")
     sol = solve(prep, model, solver="analytic")
@@ -105,19 +112,28 @@ def test_a_single_frame_is_solvable(model):
 
 
 def test_smoothing_removes_jitter_without_lag(model):
-    from lsmplify_blender.core.metrics import jitter
     from lsmplify_blender.core.denoise import smooth_over_time
+    from lsmplify_blender.core.metrics import jitter
+
     clean = _walk(model, n=120)
     noisy = clean + np.random.default_rng(1).normal(scale=0.02, size=clean.shape)
-    prep = prepare(KeypointSequence(noisy, names=list(SMPL24.keypoints), fps=30), model, units="m", up="y")
+    prep = prepare(
+        KeypointSequence(noisy, names=list(SMPL24.keypoints), fps=30), model, units="m", up="y"
+    )
     smooth = smooth_over_time(prep, 0.05)
     err_before = np.linalg.norm(prep.positions - clean, axis=-1).mean()
     err_after = np.linalg.norm(smooth.positions - clean, axis=-1).mean()
     assert err_after < 0.7 * err_before
     assert jitter(smooth.positions, 30) < 0.2 * jitter(prep.positions, 30)
     # zero phase: a smoothed ramp is not delayed
-    ramp = prepare(KeypointSequence(clean + np.linspace(0, 1, 120)[:, None, None], names=list(SMPL24.keypoints),
-                                    fps=30), model, units="m", up="y")
+    ramp = prepare(
+        KeypointSequence(
+            clean + np.linspace(0, 1, 120)[:, None, None], names=list(SMPL24.keypoints), fps=30
+        ),
+        model,
+        units="m",
+        up="y",
+    )
     mid = smooth_over_time(ramp, 0.1).positions[60] - ramp.positions[60]
     assert np.abs(mid).max() < 0.01
     assert any("smoothed" in n for n in smooth.notes)

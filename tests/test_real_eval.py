@@ -1,6 +1,7 @@
 """The real-capture evaluation: its metrics on constructed cases with known answers, the capture
 machinery on a real take (the rotation-transfer pose must follow the capture exactly), the whole
 ``eval --real`` on one small real take, and the head-above-neck check on each CMU BVH dialect."""
+
 import json
 from pathlib import Path
 
@@ -68,13 +69,17 @@ def test_direction_error_of_a_known_bend():
     t = np.radians([0.0, 10.0, 45.0, 90.0, 135.0])
     captured = np.tile([0.0, -1.0, 0.0], (5, 1))
     solved = np.stack([np.sin(t), -np.cos(t), np.zeros(5)], -1) * 0.4  # length does not matter
-    np.testing.assert_allclose(metrics.direction_error_deg(captured, solved), np.degrees(t), atol=1e-9)
+    np.testing.assert_allclose(
+        metrics.direction_error_deg(captured, solved), np.degrees(t), atol=1e-9
+    )
     assert np.isnan(metrics.direction_error_deg(np.zeros((1, 3)), np.ones((1, 3))))[0]
 
 
 def test_foot_contact_and_horizontal_speed():
     t = np.arange(60) / 30.0
-    foot = np.stack([0.5 * t, np.where(t < 1.0, 0.0, 0.2), np.zeros(60)], -1)  # slides at 0.5 m/s, then lifts
+    foot = np.stack(
+        [0.5 * t, np.where(t < 1.0, 0.0, 0.2), np.zeros(60)], -1
+    )  # slides at 0.5 m/s, then lifts
     contact = metrics.contact_frames(foot[:, 1])
     assert contact[:30].all() and not contact[30:].any()
     np.testing.assert_allclose(metrics.horizontal_speed(foot, 30.0), 0.5, atol=1e-9)
@@ -84,15 +89,62 @@ def test_foot_contact_and_horizontal_speed():
 
 
 def test_canonical_names_of_both_cmu_dialects():
-    chest2 = ["Hips", "LeftHip", "LeftKnee", "LeftToe_End", "Chest2", "lowerneck", "Neck", "Head", "Head_End",
-              "LeftCollar", "lhand", "LFingers"]
-    assert canonical_cmu_names(chest2) == ["root", "lfemur", "ltibia", "LeftToe_End", "thorax", "lowerneck",
-                                           "upperneck", "head", "head_end", "lclavicle", "lhand", "lfingers"]
-    cgspeed = ["Hips", "LeftUpLeg", "LeftToeBase", "LeftToeBase_end", "LeftToeBase_end_End", "Spine1", "Neck",
-               "Neck1", "Head", "Head_end", "LeftFingerBase", "LeftHandIndex1"]
-    assert canonical_cmu_names(cgspeed) == ["root", "lfemur", "ltoes", "ltoes_end", "LeftToeBase_end_End",
-                                            "thorax", "lowerneck", "upperneck", "head", "head_end", "lhand",
-                                            "lfingers"]
+    chest2 = [
+        "Hips",
+        "LeftHip",
+        "LeftKnee",
+        "LeftToe_End",
+        "Chest2",
+        "lowerneck",
+        "Neck",
+        "Head",
+        "Head_End",
+        "LeftCollar",
+        "lhand",
+        "LFingers",
+    ]
+    assert canonical_cmu_names(chest2) == [
+        "root",
+        "lfemur",
+        "ltibia",
+        "LeftToe_End",
+        "thorax",
+        "lowerneck",
+        "upperneck",
+        "head",
+        "head_end",
+        "lclavicle",
+        "lhand",
+        "lfingers",
+    ]
+    cgspeed = [
+        "Hips",
+        "LeftUpLeg",
+        "LeftToeBase",
+        "LeftToeBase_end",
+        "LeftToeBase_end_End",
+        "Spine1",
+        "Neck",
+        "Neck1",
+        "Head",
+        "Head_end",
+        "LeftFingerBase",
+        "LeftHandIndex1",
+    ]
+    assert canonical_cmu_names(cgspeed) == [
+        "root",
+        "lfemur",
+        "ltoes",
+        "ltoes_end",
+        "LeftToeBase_end_End",
+        "thorax",
+        "lowerneck",
+        "upperneck",
+        "head",
+        "head_end",
+        "lhand",
+        "lfingers",
+    ]
 
 
 @pytest.mark.parametrize("path", [FIXTURES / "131_01_short.bvh", FBX_BVH / "07_01_cmu.bvh"])
@@ -106,14 +158,20 @@ def test_rotation_transfer_pose_follows_the_capture(model, path):
     take = load_bvh_take(path, "cmu_bvh", frames=40)
     rest0 = model.rest_joints(torch.zeros(10))[0].double().numpy()
     local, pelvis = retarget_source(take.capture.source, rest0)
-    g_rot, joints, landmarks = rm.solved_body(model, torch.as_tensor(local), torch.zeros(10), torch.as_tensor(pelvis))
+    g_rot, joints, landmarks = rm.solved_body(
+        model, torch.as_tensor(local), torch.zeros(10), torch.as_tensor(pelvis)
+    )
     orient = rm.orientation_errors(take.capture, g_rot, slice(0, 40))
     assert set(orient) == set(rm.ORIENT_NODES["cmu"])
     for seg, err in orient.items():
-        if not seg.endswith("_hand"):  # the transfer drives SMPL's wrist by CMU's wrist bone, not its hand
+        if not seg.endswith(
+            "_hand"
+        ):  # the transfer drives SMPL's wrist by CMU's wrist bone, not its hand
             assert err.max() < 0.05, (seg, err.max())
     direc = rm.direction_errors(take.capture, joints, landmarks, slice(0, 40))
-    assert {"neck", "head", "torso", "hip_line", "shoulder_line", "left_hand", "right_foot"} <= set(direc)
+    assert {"neck", "head", "torso", "hip_line", "shoulder_line", "left_hand", "right_foot"} <= set(
+        direc
+    )
     for seg in ("left_thigh", "right_shin", "left_upper_arm", "right_forearm", "left_foot"):
         assert direc[seg].max() < 0.05, (seg, direc[seg].max())
 
@@ -130,8 +188,12 @@ def test_held_out_takes_come_from_the_readers(tmp_path):
             assert node in t.capture.names
     # a data root without cmu_raw: its takes are named as missing, the others still run
     missing = []
-    takes = held_out_takes(tmp_path, kinds=("cmu_bvh", "cmu_fbx_bvh"), clips=1, frames=5, missing=missing)
-    assert [t.kind for t in takes] == ["cmu_fbx_bvh"] and missing == [str(tmp_path / "cmu_raw" / "131_03.bvh")]
+    takes = held_out_takes(
+        tmp_path, kinds=("cmu_bvh", "cmu_fbx_bvh"), clips=1, frames=5, missing=missing
+    )
+    assert [t.kind for t in takes] == ["cmu_fbx_bvh"] and missing == [
+        str(tmp_path / "cmu_raw" / "131_03.bvh")
+    ]
     with pytest.raises(InputError, match="no held-out takes found"):
         held_out_takes(tmp_path, kinds=("cmu_amc",))
 
@@ -143,7 +205,10 @@ def test_bad_options_are_clear_errors(tmp_path, monkeypatch):
         parse_solvers(["network:refine"])
     with pytest.raises(InputError, match="'speed' in 'network:speed=2' is not an option"):
         parse_solvers(["network:speed=2"])
-    assert parse_solvers(["network:refine=5:smooth=0.05"])[0].options == {"refine": 5, "smooth": 0.05}
+    assert parse_solvers(["network:refine=5:smooth=0.05"])[0].options == {
+        "refine": 5,
+        "smooth": 0.05,
+    }
     monkeypatch.delenv("LSMPLIFY_DATA", raising=False)
     with pytest.raises(InputError, match="--data DIR"):
         data_root(None)
@@ -159,13 +224,34 @@ def test_bad_options_are_clear_errors(tmp_path, monkeypatch):
 def test_eval_real_on_one_small_real_take(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "real.md"
-    code = main(["eval", "--real", "--data", str(tmp_path), "--sources", "cmu_fbx_bvh", "--clips", "1",
-                 "--frames", "20", "--optimize-frames", "3", "--solvers", "analytic,network", "--out", str(out),
-                 "--quiet"])
+    code = main(
+        [
+            "eval",
+            "--real",
+            "--data",
+            str(tmp_path),
+            "--sources",
+            "cmu_fbx_bvh",
+            "--clips",
+            "1",
+            "--frames",
+            "20",
+            "--optimize-frames",
+            "3",
+            "--solvers",
+            "analytic,network",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     stdout, err = capsys.readouterr()
     assert code == 0, err
     summary = json.loads(stdout.strip().splitlines()[-1])
-    assert summary["takes"] == ["cmu_fbx_bvh/07_01_cmu"] and summary["solvers"] == ["analytic", "network"]
+    assert summary["takes"] == ["cmu_fbx_bvh/07_01_cmu"] and summary["solvers"] == [
+        "analytic",
+        "network",
+    ]
     for png in summary["plots"]:
         assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = out.read_text()
@@ -180,14 +266,23 @@ def test_eval_real_on_one_small_real_take(tmp_path, capsys):
     assert summary["results"]["analytic"]["cmu_fbx_bvh"]["direction"]["neck"]["mean"] < 1.0
     plug = summary["plug_in"]["cmu_fbx_bvh"]
     assert set(plug) == {"own", "perturbed"}
-    assert plug["perturbed"]["fit_before"] > plug["own"]["fit_before"]  # 10 deg per joint moves the keypoints
+    assert (
+        plug["perturbed"]["fit_before"] > plug["own"]["fit_before"]
+    )  # 10 deg per joint moves the keypoints
 
 
 # ---------------------------------------------------------------------------- head above the neck
 
-DIALECTS = [ROOT / "lsmplify_blender" / "core" / "data" / "demo" / "cmu_131_01.bvh",  # LeftHip/Chest2 dialect
-            FIXTURES / "01_01_short.bvh",  # the same dialect, another subject
-            FBX_BVH / "07_01_cmu.bvh"]  # cgspeed dialect (LeftUpLeg/Spine1/Neck1), exported from the FBX rig
+DIALECTS = [
+    ROOT
+    / "lsmplify_blender"
+    / "core"
+    / "data"
+    / "demo"
+    / "cmu_131_01.bvh",  # LeftHip/Chest2 dialect
+    FIXTURES / "01_01_short.bvh",  # the same dialect, another subject
+    FBX_BVH / "07_01_cmu.bvh",
+]  # cgspeed dialect (LeftUpLeg/Spine1/Neck1), exported from the FBX rig
 
 
 def _default_solver() -> str:
@@ -204,14 +299,20 @@ def test_default_solver_keeps_the_head_above_the_neck(model, path):
     from lsmplify_blender.core.prepare import prepare
     from lsmplify_blender.core.solver import solve
 
-    take = load_bvh_take(path, "cmu_bvh", frames=None, every_frame=True)  # the file as convert reads it
+    take = load_bvh_take(
+        path, "cmu_bvh", frames=None, every_frame=True
+    )  # the file as convert reads it
     prep = prepare(take.seq, model)
     sol = solve(prep, model, solver=_default_solver())
     _, joints, landmarks = rm.solved_body(model, sol.rotmats, sol.betas, sol.trans)
     n = prep.num_frames
     neck = rm.direction_errors(take.capture, joints, landmarks, slice(0, n))["neck"]
-    assert neck.max() < rm.HEAD_FOLD_DEG, f"neck direction up to {neck.max():.0f} deg off in {(neck > 45).sum()} frames"
-    up = rm.capture_point(take.capture, "neck_base", slice(0, n)) - rm.capture_point(take.capture, "mid_hip", slice(0, n))
+    assert neck.max() < rm.HEAD_FOLD_DEG, (
+        f"neck direction up to {neck.max():.0f} deg off in {(neck > 45).sum()} frames"
+    )
+    up = rm.capture_point(take.capture, "neck_base", slice(0, n)) - rm.capture_point(
+        take.capture, "mid_hip", slice(0, n)
+    )
     above = ((joints[:, 15] - joints[:, 12]) * up).sum(-1)
     assert (above > 0).all(), f"head below the neck's plane in {(above <= 0).sum()} of {n} frames"
 
@@ -234,15 +335,30 @@ def test_gate_names_every_missed_target():
     from lsmplify_blender.research.real_gate import gate
 
     def row(neck, hand, mpve, folded=0):
-        seg = lambda m, p: {"mean": m, "p95": p}  # noqa: E731
-        return dict(orientation={"neck": seg(neck, 2 * neck), "left_thigh": seg(2.0, 4.0)},
-                    direction={"neck": seg(neck, neck), "left_hand": seg(hand, hand), "left_thigh": seg(4.0, 6.0)},
-                    mpve=mpve, head_folded_frames=folded)
+        def seg(m, p):
+            return {"mean": m, "p95": p}
 
-    summary = {"analytic": {"cmu_bvh": row(1.0, 7.0, 80.0)},
-               "network": {"cmu_bvh": row(96.0, 7.2, 120.0, folded=120)}}
-    plug = {"cmu_bvh": {"own": dict(fit_before=45.0, fit_after=600.0),
-                        "perturbed": dict(mpve_before=200.0, mpve_after=150.0)}}
+        return dict(
+            orientation={"neck": seg(neck, 2 * neck), "left_thigh": seg(2.0, 4.0)},
+            direction={
+                "neck": seg(neck, neck),
+                "left_hand": seg(hand, hand),
+                "left_thigh": seg(4.0, 6.0),
+            },
+            mpve=mpve,
+            head_folded_frames=folded,
+        )
+
+    summary = {
+        "analytic": {"cmu_bvh": row(1.0, 7.0, 80.0)},
+        "network": {"cmu_bvh": row(96.0, 7.2, 120.0, folded=120)},
+    }
+    plug = {
+        "cmu_bvh": {
+            "own": dict(fit_before=45.0, fit_after=600.0),
+            "perturbed": dict(mpve_before=200.0, mpve_after=150.0),
+        }
+    }
     g = gate(summary, plug, "network")["cmu_bvh"]
     assert not g["passes"]
     assert g["targets"]["orientation_positions"] == ["neck 96.0"]
@@ -260,10 +376,14 @@ def test_the_core_runs_without_the_research_package():
     import subprocess
     import sys
 
-    code = ("import sys, pkgutil, importlib, lsmplify_blender.core as c\n"
-            "for m in pkgutil.walk_packages(c.__path__, 'lsmplify_blender.core.'):\n"
-            "    importlib.import_module(m.name)\n"
-            "bad = [m for m in sys.modules if m.startswith('lsmplify_blender.research')]\n"
-            "assert not bad, bad\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys, pkgutil, importlib, lsmplify_blender.core as c\n"
+        "for m in pkgutil.walk_packages(c.__path__, 'lsmplify_blender.core.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "bad = [m for m in sys.modules if m.startswith('lsmplify_blender.research')]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]

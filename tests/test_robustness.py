@@ -1,5 +1,6 @@
 """Every bad input gets the project's own error type, a message that says what to do, and
 leaves nothing behind: the output file is never created (issue 5's list, core side)."""
+
 import json
 import pickle
 import re
@@ -22,7 +23,18 @@ def _walk_kp(model, n=40):
 
 def _convert(tmp_path, capsys, src, *extra):
     out = tmp_path / "out.npz"
-    code = main(["convert", str(src), "--out", str(out), "--solver", "analytic", "--quiet", *map(str, extra)])
+    code = main(
+        [
+            "convert",
+            str(src),
+            "--out",
+            str(out),
+            "--solver",
+            "analytic",
+            "--quiet",
+            *map(str, extra),
+        ]
+    )
     stdout, stderr = capsys.readouterr()
     return code, stdout, stderr, out
 
@@ -31,6 +43,7 @@ def _pipeline(path, model, **kw):
     from lsmplify_blender.core.formats import read_keypoints
     from lsmplify_blender.core.prepare import prepare
     from lsmplify_blender.core.solver import solve
+
     return solve(prepare(read_keypoints(path), model, **kw), model)
 
 
@@ -62,7 +75,11 @@ def _bad_files(tmp_path, model):
         weird[:, k] = kp[:, 1] + (kp[:, k] - kp[:, 1]) * 3
     np.savez(tmp_path / "alien.npz", keypoints=weird, joint_names=names, units="m", up="y")
     cases["not human-like"] = (tmp_path / "alien.npz", InputError, "human skeleton")
-    np.savez(tmp_path / "names.npz", keypoints=kp[:, :10], joint_names=np.array([f"marker{i}" for i in range(10)]))
+    np.savez(
+        tmp_path / "names.npz",
+        keypoints=kp[:, :10],
+        joint_names=np.array([f"marker{i}" for i in range(10)]),
+    )
     cases["undetectable names"] = (tmp_path / "names.npz", LayoutError, "marker0")
     return cases
 
@@ -83,14 +100,22 @@ def test_per_joint_nan_and_inf_are_missing_not_fatal(tmp_path, capsys, model):
     kp[5, 3] = np.nan
     kp[7, 10] = np.inf
     kp[:, 22] = np.nan  # a joint never seen
-    np.savez(tmp_path / "holes.npz", keypoints=kp, joint_names=np.array(SMPL24.keypoints), units="m", up="y")
+    np.savez(
+        tmp_path / "holes.npz",
+        keypoints=kp,
+        joint_names=np.array(SMPL24.keypoints),
+        units="m",
+        up="y",
+    )
     code, out, err, out_path = _convert(tmp_path, capsys, tmp_path / "holes.npz")
     assert code == 0, err
     assert json.loads(out)["fit_error_mm_mean"] < 2.0 and out_path.exists()
 
 
 @pytest.mark.parametrize(("factor", "unit"), [(10, "cmu"), (100, "cm"), (1000, "mm")])
-def test_units_off_by_powers_of_ten_are_detected_and_reported(tmp_path, capsys, model, factor, unit):
+def test_units_off_by_powers_of_ten_are_detected_and_reported(
+    tmp_path, capsys, model, factor, unit
+):
     kp = _walk_kp(model) * (factor if unit != "cmu" else 1 / 0.05644)
     np.save(tmp_path / "scaled.npy", kp)
     code, out, err, _ = _convert(tmp_path, capsys, tmp_path / "scaled.npy")
@@ -119,15 +144,22 @@ def test_existing_output_is_replaced_atomically_not_half_written(tmp_path, capsy
     assert code == 2 and out.read_bytes() == b"user's earlier result"  # a failed run keeps it
 
 
-@pytest.mark.parametrize(("make", "err_type"), [
-    (lambda p, d: np.savez(p, keypoints=np.zeros((2, 24, 3))), ModelFileError),  # not a SMPL file
-    (lambda p, d: p.write_bytes(b"PK\x03\x04broken"), ModelFileError),  # truncated npz
-])
+@pytest.mark.parametrize(
+    ("make", "err_type"),
+    [
+        (
+            lambda p, d: np.savez(p, keypoints=np.zeros((2, 24, 3))),
+            ModelFileError,
+        ),  # not a SMPL file
+        (lambda p, d: p.write_bytes(b"PK\x03\x04broken"), ModelFileError),  # truncated npz
+    ],
+)
 def test_bad_model_files(tmp_path, capsys, model, model_data, make, err_type):
     bad = tmp_path / "model.npz"
     make(bad, model_data)
     np.save(tmp_path / "in.npy", _walk_kp(model))
     from lsmplify_blender.core.body_model import load_model_data
+
     with pytest.raises(err_type):
         load_model_data(bad)
     code, _out, err, out_path = _convert(tmp_path, capsys, tmp_path / "in.npy", "--model", bad)
@@ -140,12 +172,14 @@ def test_malicious_model_pickle_is_refused_through_the_cli(tmp_path, capsys, mod
     class Evil:
         def __reduce__(self):
             import os
+
             return (os.system, (f"touch {marker}",))
 
     bad = tmp_path / "SMPL_NEUTRAL.pkl"
     bad.write_bytes(pickle.dumps({"v_template": Evil()}, protocol=2))
     np.save(tmp_path / "in.npy", _walk_kp(model))
     from lsmplify_blender.core.body_model import load_model_data
+
     with pytest.raises(UnsafePickleError):
         load_model_data(bad)
     code, _out, err, out_path = _convert(tmp_path, capsys, tmp_path / "in.npy", "--model", bad)
@@ -154,8 +188,10 @@ def test_malicious_model_pickle_is_refused_through_the_cli(tmp_path, capsys, mod
 
 # ------------------------------------------------------------------ broken and hostile model files
 
+
 def _open_arrays():
     from lsmplify_blender.core.body_model import OPEN_MODEL_PATH
+
     with np.load(OPEN_MODEL_PATH) as z:
         return {k: z[k] for k in z.files}
 
@@ -173,27 +209,64 @@ def _meta(**fields):
 
 _A = _open_arrays()
 BROKEN_MODELS = {
-    "zero J_regressor": (dict(J_regressor=np.zeros_like(_A["J_regressor"])), r"J_regressor row 0 sums to 0"),
-    "NaN J_regressor": (dict(J_regressor=np.full_like(_A["J_regressor"], np.nan)), r"'J_regressor' contains NaN"),
+    "zero J_regressor": (
+        dict(J_regressor=np.zeros_like(_A["J_regressor"])),
+        r"J_regressor row 0 sums to 0",
+    ),
+    "NaN J_regressor": (
+        dict(J_regressor=np.full_like(_A["J_regressor"], np.nan)),
+        r"'J_regressor' contains NaN",
+    ),
     "zero v_template": (dict(v_template=np.zeros_like(_A["v_template"])), r"0 m tall"),
     "NaN v_template": (dict(v_template=_A["v_template"] * np.nan), r"'v_template' contains NaN"),
     "zero weights": (dict(weights=np.zeros_like(_A["weights"])), r"sum to 1 per vertex"),
     "NaN weights": (dict(weights=_A["weights"] * np.nan), r"'weights' contains NaN"),
-    "NaN posedirs": (dict(posedirs=np.full((_A["v_template"].shape[0], 3, 207), np.nan, np.float32)),
-                     r"'posedirs' contains NaN"),
-    "shapedirs x 1e30": (dict(shapedirs=_A["shapedirs"].astype(np.float64) * 1e30), r"'shapedirs' has values up to"),
-    "model in millimetres": (dict(v_template=_A["v_template"] * 1000), r"'v_template' has values up to"),
-    "complex v_template": (dict(v_template=_A["v_template"].astype(np.complex64)), r"'v_template' has dtype complex64"),
+    "NaN posedirs": (
+        dict(posedirs=np.full((_A["v_template"].shape[0], 3, 207), np.nan, np.float32)),
+        r"'posedirs' contains NaN",
+    ),
+    "shapedirs x 1e30": (
+        dict(shapedirs=_A["shapedirs"].astype(np.float64) * 1e30),
+        r"'shapedirs' has values up to",
+    ),
+    "model in millimetres": (
+        dict(v_template=_A["v_template"] * 1000),
+        r"'v_template' has values up to",
+    ),
+    "complex v_template": (
+        dict(v_template=_A["v_template"].astype(np.complex64)),
+        r"'v_template' has dtype complex64",
+    ),
     "datetime faces": (dict(f=_A["f"].astype("datetime64[s]")), r"'f' has dtype datetime64"),
-    "text weights": (dict(weights=_A["weights"].astype(str)), r"'weights' is dtype <U\d+, not a numeric array"),
+    "text weights": (
+        dict(weights=_A["weights"].astype(str)),
+        r"'weights' is dtype <U\d+, not a numeric array",
+    ),
     "float faces": (dict(f=_A["f"].astype(np.float32)), r"faces \('f'\) must be vertex numbers"),
-    "negative landmark id": (dict(landmark_ids=_A["landmark_ids"] - 10**6), r"landmark ids must be vertex numbers"),
-    "landmark id past the end": (dict(landmark_ids=_A["landmark_ids"] + 10**6), r"landmark ids must be vertex"),
-    "meta name is an object": (dict(meta_json=_meta(name={"a": 1})), r"meta_json 'name' must be text, not dict"),
-    "meta gender is a list": (dict(meta_json=_meta(gender=["male"])), r"meta_json 'gender' must be text"),
-    "meta 100k deep": (dict(meta_json=np.array('{"a":' * 100_000 + "1" + "}" * 100_000)),
-                       r"meta_json is not valid JSON \(RecursionError"),
-    "meta 5000-digit integer": (dict(meta_json=np.array('{"n": ' + "9" * 5000 + "}")), r"meta_json is not valid JSON"),
+    "negative landmark id": (
+        dict(landmark_ids=_A["landmark_ids"] - 10**6),
+        r"landmark ids must be vertex numbers",
+    ),
+    "landmark id past the end": (
+        dict(landmark_ids=_A["landmark_ids"] + 10**6),
+        r"landmark ids must be vertex",
+    ),
+    "meta name is an object": (
+        dict(meta_json=_meta(name={"a": 1})),
+        r"meta_json 'name' must be text, not dict",
+    ),
+    "meta gender is a list": (
+        dict(meta_json=_meta(gender=["male"])),
+        r"meta_json 'gender' must be text",
+    ),
+    "meta 100k deep": (
+        dict(meta_json=np.array('{"a":' * 100_000 + "1" + "}" * 100_000)),
+        r"meta_json is not valid JSON \(RecursionError",
+    ),
+    "meta 5000-digit integer": (
+        dict(meta_json=np.array('{"n": ' + "9" * 5000 + "}")),
+        r"meta_json is not valid JSON",
+    ),
     "meta not JSON": (dict(meta_json=np.array("{name: x")), r"meta_json is not valid JSON"),
     "meta a list": (dict(meta_json=np.array("[1, 2]")), r"meta_json must be a JSON object"),
 }
@@ -202,6 +275,7 @@ BROKEN_MODELS = {
 @pytest.mark.parametrize("case", list(BROKEN_MODELS))
 def test_broken_model_is_refused_at_load(tmp_path, case):
     from lsmplify_blender.core.body_model import load_model_data
+
     change, pattern = BROKEN_MODELS[case]
     with pytest.raises(ModelFileError, match=pattern):
         load_model_data(_model_npz(tmp_path / "model.npz", **change))
@@ -218,15 +292,16 @@ def _declare_size(path, member, size):
     """Patch an .npz's zip directory so ``member`` declares ``size`` uncompressed bytes (a bomb's
     header: the data itself would be zeros compressing ~1000:1)."""
     import zipfile
+
     blob = bytearray(path.read_bytes())
     with zipfile.ZipFile(path) as zf:
         info = zf.getinfo(member)
     name = member.encode()
     at = blob.find(b"PK\x01\x02", 0)
     while at >= 0:
-        n = int.from_bytes(blob[at + 28:at + 30], "little")
-        if blob[at + 46:at + 46 + n] == name:
-            blob[at + 24:at + 28] = size.to_bytes(4, "little")
+        n = int.from_bytes(blob[at + 28 : at + 30], "little")
+        if blob[at + 46 : at + 46 + n] == name:
+            blob[at + 24 : at + 28] = size.to_bytes(4, "little")
             break
         at = blob.find(b"PK\x01\x02", at + 4)
     assert at >= 0 and info.file_size != size
@@ -235,6 +310,7 @@ def _declare_size(path, member, size):
 
 def test_npz_member_declaring_gigabytes_is_refused_before_reading(tmp_path):
     from lsmplify_blender.core.body_model import load_model_data
+
     p = _model_npz(tmp_path / "model.npz", junk=np.zeros(1000, np.float32))
     _declare_size(p, "junk.npy", 0xF000_0000)  # 3.75 GiB in an unused key
     with pytest.raises(ModelFileError, match=r"zip bomb"):
@@ -243,13 +319,19 @@ def test_npz_member_declaring_gigabytes_is_refused_before_reading(tmp_path):
 
 def test_npy_header_declaring_more_than_the_member_holds_is_refused(tmp_path):
     from lsmplify_blender.core.body_model import load_model_data
+
     p = _model_npz(tmp_path / "model.npz")
     blob = p.read_bytes()
     old = b"'shape': (%d, 3)" % _A["v_template"].shape[0]
     assert old in blob  # np.savez stores members uncompressed: the header is in plain sight
-    new = b"'shape': (%d, 9)" % (10 ** len(str(_A["v_template"].shape[0])) - 1)  # same length: offsets hold
+    new = b"'shape': (%d, 9)" % (
+        10 ** len(str(_A["v_template"].shape[0])) - 1
+    )  # same length: offsets hold
     p.write_bytes(blob.replace(old, new, 1))
-    with pytest.raises(ModelFileError, match=r"'v_template': its header declares \d+ bytes of data but the file holds"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"'v_template': its header declares \d+ bytes of data but the file holds",
+    ):
         load_model_data(p)
 
 
@@ -257,6 +339,7 @@ def test_unused_npz_members_are_never_decompressed(tmp_path):
     import tracemalloc
 
     from lsmplify_blender.core.body_model import load_model_data
+
     arrays = _open_arrays() | {"junk": np.zeros(2**24, np.float32)}  # 64 MiB, ~64 KiB compressed
     p = tmp_path / "model.npz"
     np.savez_compressed(p, **arrays)
@@ -273,11 +356,23 @@ def test_unused_npz_members_are_never_decompressed(tmp_path):
 
 # ------------------------------------------------------------------ implausible takes are refused with the reason
 
-@pytest.mark.parametrize(("change", "extra", "words"), [
-    (lambda kp: kp * 1e6, (), r"span 1\.\d+e\+03 m per frame when read as mm"),  # micrometres read as mm
-    (lambda kp: kp + 1e12, ("--units", "m"), r"1\.73e\+09 km from the origin"),
-    (lambda kp: kp * np.array([-1.0, 1.0, 1.0]), ("--units", "m"), r"Left and right look swapped"),
-])
+
+@pytest.mark.parametrize(
+    ("change", "extra", "words"),
+    [
+        (
+            lambda kp: kp * 1e6,
+            (),
+            r"span 1\.\d+e\+03 m per frame when read as mm",
+        ),  # micrometres read as mm
+        (lambda kp: kp + 1e12, ("--units", "m"), r"1\.73e\+09 km from the origin"),
+        (
+            lambda kp: kp * np.array([-1.0, 1.0, 1.0]),
+            ("--units", "m"),
+            r"Left and right look swapped",
+        ),
+    ],
+)
 def test_implausible_takes_are_refused(tmp_path, capsys, model, change, extra, words):
     kp = change(_walk_kp(model))
     np.savez(tmp_path / "odd.npz", keypoints=kp, joint_names=np.array(SMPL24.keypoints), up="y")
@@ -287,7 +382,12 @@ def test_implausible_takes_are_refused(tmp_path, capsys, model, change, extra, w
 
 
 def test_a_plausible_take_passes_the_checks(tmp_path, capsys, model):
-    np.savez(tmp_path / "ok.npz", keypoints=_walk_kp(model), joint_names=np.array(SMPL24.keypoints), up="y")
+    np.savez(
+        tmp_path / "ok.npz",
+        keypoints=_walk_kp(model),
+        joint_names=np.array(SMPL24.keypoints),
+        up="y",
+    )
     code, _out, err, out_path = _convert(tmp_path, capsys, tmp_path / "ok.npz")
     assert code == 0 and out_path.exists(), err
 
@@ -296,12 +396,18 @@ def test_values_of_1e300_are_refused_not_a_linalg_traceback(tmp_path, capsys, mo
     kp = _walk_kp(model) * 1e300
     np.save(tmp_path / "huge.npy", kp)
     code, _out, err, out_path = _convert(tmp_path, capsys, tmp_path / "huge.npy")
-    assert code == 2 and "Traceback" not in err and "LinAlgError" not in err and err.startswith("lsmplify: error:")
+    assert (
+        code == 2
+        and "Traceback" not in err
+        and "LinAlgError" not in err
+        and err.startswith("lsmplify: error:")
+    )
     assert len(err.strip().splitlines()) == 1 and not out_path.exists()
 
 
 def test_keypoint_npz_bomb_is_refused_before_reading(tmp_path, model):
     from lsmplify_blender.core.formats import read_keypoints
+
     p = tmp_path / "bomb.npz"
     np.savez(p, keypoints=_walk_kp(model), junk=np.zeros(1000, np.float32))
     _declare_size(p, "junk.npy", 0xF000_0000)
@@ -309,6 +415,8 @@ def test_keypoint_npz_bomb_is_refused_before_reading(tmp_path, model):
         read_keypoints(p)
     np.save(tmp_path / "liar.npy", _walk_kp(model))
     blob = (tmp_path / "liar.npy").read_bytes()
-    (tmp_path / "liar.npy").write_bytes(blob.replace(b"'shape': (40,", b"'shape': (99,", 1))  # same length
+    (tmp_path / "liar.npy").write_bytes(
+        blob.replace(b"'shape': (40,", b"'shape': (99,", 1)
+    )  # same length
     with pytest.raises(InputError, match=r"header declares \d+ bytes of data but the file holds"):
         read_keypoints(tmp_path / "liar.npy")

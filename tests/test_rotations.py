@@ -13,7 +13,11 @@ def _rand_rot(n, seed=0):
 def test_axis_angle_matrix_round_trip_including_small_and_large_angles():
     g = torch.Generator().manual_seed(1)
     aa = torch.randn(500, 3, generator=g, dtype=torch.float64)
-    aa = aa / aa.norm(dim=-1, keepdim=True) * torch.linspace(0, math.pi - 1e-3, 500, dtype=torch.float64)[:, None]
+    aa = (
+        aa
+        / aa.norm(dim=-1, keepdim=True)
+        * torch.linspace(0, math.pi - 1e-3, 500, dtype=torch.float64)[:, None]
+    )
     back = rt.matrix_to_axis_angle(rt.axis_angle_to_matrix(aa))
     assert torch.allclose(back, aa, atol=1e-6)
 

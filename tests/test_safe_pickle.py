@@ -2,6 +2,7 @@
 files that use only allowed classes end in ModelFileError without touching memory they
 do not own (issue 12: out-of-bounds CSC indices, attribute-dict CSC, __array_interface__,
 object-field dtypes, LONG_BINPUT 2**28, recursion bombs)."""
+
 import json
 import os
 import pickle
@@ -53,6 +54,7 @@ def _assert_same_model(loaded, data):
 
 # ------------------------------------------------------------------ well-formed files load
 
+
 def test_smpl_v10_style_pickle_loads_without_chumpy(tmp_path, model_data):
     assert "chumpy" not in sys.modules
     p = tmp_path / "SMPL_TEST_NEUTRAL.pkl"
@@ -65,7 +67,11 @@ def test_smpl_v10_style_pickle_loads_without_chumpy(tmp_path, model_data):
 
 
 def test_smpl_v11_style_pickle_loads(tmp_path, model_data):
-    posedirs = np.random.default_rng(0).normal(0, 1e-3, (model_data.num_vertices, 3, 207)).astype(np.float32)
+    posedirs = (
+        np.random.default_rng(0)
+        .normal(0, 1e-3, (model_data.num_vertices, 3, 207))
+        .astype(np.float32)
+    )
     p = tmp_path / "SMPL_NEUTRAL.pkl"
     p.write_bytes(smpl_v11_bytes(model_data, posedirs=posedirs))
     assert b"scipy.sparse.csc" in p.read_bytes()
@@ -85,16 +91,24 @@ def test_protocol5_v10_and_empty_arrays_at_protocol2():
     with chumpy_modules() as Ch:
         blob = pickle.dumps({"a": Ch(np.arange(6.0).reshape(2, 3))}, protocol=5)
     assert load_smpl_pickle(blob)["a"].tolist() == [[0, 1, 2], [3, 4, 5]]
-    empty = load_smpl_pickle(pickle.dumps({"e": np.zeros((0, 3), np.float32), "s": np.float64(2.5)}, protocol=2))
+    empty = load_smpl_pickle(
+        pickle.dumps({"e": np.zeros((0, 3), np.float32), "s": np.float64(2.5)}, protocol=2)
+    )
     assert empty["e"].shape == (0, 3) and empty["e"].dtype == np.float32 and empty["s"] == 2.5
 
 
 def test_layouts_byte_orders_and_sparse_forms_match_numpy():
     rng = np.random.default_rng(1)
     m = sp.random(24, 50, density=0.2, format="csc", random_state=1)
-    obj = {"f": np.asfortranarray(rng.normal(size=(4, 6))), "be": np.arange(5, dtype=">i4"),
-           "csr": m.tocsr(), "csc": m, "b": np.array([True, False]), "h": np.float16([1.5]),
-           "ctor": Reduced(sp.csc_matrix, ((m.data, m.indices, m.indptr), m.shape))}
+    obj = {
+        "f": np.asfortranarray(rng.normal(size=(4, 6))),
+        "be": np.arange(5, dtype=">i4"),
+        "csr": m.tocsr(),
+        "csc": m,
+        "b": np.array([True, False]),
+        "h": np.float16([1.5]),
+        "ctor": Reduced(sp.csc_matrix, ((m.data, m.indices, m.indptr), m.shape)),
+    }
     out = load_smpl_pickle(pickle.dumps(obj, protocol=2))
     np.testing.assert_array_equal(out["f"], obj["f"])
     assert out["be"].tolist() == [0, 1, 2, 3, 4] and out["be"].dtype.isnative
@@ -110,9 +124,11 @@ def test_only_requested_keys_are_built(model_data):
 
 # ------------------------------------------------------------------ refused, nothing executed
 
+
 class _Evil:
     def __reduce__(self):
         import os
+
         return (os.system, ("touch /tmp/lsmplify_pwned",))
 
 
@@ -170,51 +186,95 @@ def _crafted(data) -> dict[str, tuple[bytes, str]]:
     oob.indices[5] = 10**6  # a row far outside the 24 joints: toarray() would write there
     bad_ptr = jreg.copy()
     bad_ptr.indptr[10] = bad_ptr.indptr[11] + 5
-    ctor_oob = Reduced(sp.csc_matrix, ((jreg.data, np.full_like(jreg.indices, 4000), jreg.indptr), (24, nv)))
+    ctor_oob = Reduced(
+        sp.csc_matrix, ((jreg.data, np.full_like(jreg.indices, 4000), jreg.indptr), (24, nv))
+    )
     plain = pickle.dumps(_v11(data), protocol=2)
     cases = {
-        "csc attribute dict, out-of-bounds row": (pickle.dumps(_v11(data, J_regressor=oob), protocol=2),
-                                                  r"J_regressor.*indices outside 0\.\.23"),
-        "csc constructor, out-of-bounds row": (pickle.dumps(_v11(data, J_regressor=ctor_oob), protocol=2),
-                                               r"J_regressor.*indices outside 0\.\.23"),
-        "csc falling indptr": (pickle.dumps(_v11(data, J_regressor=bad_ptr), protocol=2), r"indptr is not"),
-        "long binput 2**28": (plain.replace(b"}q\x00", b"}r" + struct.pack("<I", 2**28), 1), r"memo index 268435456"),
-        "object array": (_one(weights=np.array([1, "a"], dtype=object)),
-                         r"weights.*(object arrays are refused|not a plain number)"),
-        "complex array": (_one(v_template=data.v_template.astype(np.complex128)),
-                          r"v_template.*'c16' is not a plain number"),
+        "csc attribute dict, out-of-bounds row": (
+            pickle.dumps(_v11(data, J_regressor=oob), protocol=2),
+            r"J_regressor.*indices outside 0\.\.23",
+        ),
+        "csc constructor, out-of-bounds row": (
+            pickle.dumps(_v11(data, J_regressor=ctor_oob), protocol=2),
+            r"J_regressor.*indices outside 0\.\.23",
+        ),
+        "csc falling indptr": (
+            pickle.dumps(_v11(data, J_regressor=bad_ptr), protocol=2),
+            r"indptr is not",
+        ),
+        "long binput 2**28": (
+            plain.replace(b"}q\x00", b"}r" + struct.pack("<I", 2**28), 1),
+            r"memo index 268435456",
+        ),
+        "object array": (
+            _one(weights=np.array([1, "a"], dtype=object)),
+            r"weights.*(object arrays are refused|not a plain number)",
+        ),
+        "complex array": (
+            _one(v_template=data.v_template.astype(np.complex128)),
+            r"v_template.*'c16' is not a plain number",
+        ),
         "datetime array": (_one(f=np.zeros(3, "datetime64[s]")), r"'f'.*'M8'"),
         "string array": (_one(f=np.array(["ab", "c"])), r"'f'.*'U2'"),
-        "structured array": (_one(f=np.zeros(3, [("a", "<i4"), ("b", "<f8")])),
-                             r"'f'.*not a plain number"),
-        "object-field dtype scalar": (_one(v_template=Reduced(scalar, (np.dtype([("a", "O")]), b"\0" * 8))),
-                                      r"v_template.*not a plain number"),
-        "shape larger than data": (_one(v_template=Reduced(
-            _reconstruct, (np.ndarray, (0,), b"b"), (1, (10**9, 3), np.dtype("f8"), False, b"\0" * 24))),
-            r"needs 24000000000 bytes but the file gives 24"),
-        "ndarray subclass": (_one(v_template=np.matrix(data.v_template)),
-                             r"Refused to load numpy\.matrix"),
-        "nested lists 100k deep": (top_dict("v_template", b"]" * N_DEEP + b"a" * (N_DEEP - 1)),
-                                   r"nested more than 64 deep"),
+        "structured array": (
+            _one(f=np.zeros(3, [("a", "<i4"), ("b", "<f8")])),
+            r"'f'.*not a plain number",
+        ),
+        "object-field dtype scalar": (
+            _one(v_template=Reduced(scalar, (np.dtype([("a", "O")]), b"\0" * 8))),
+            r"v_template.*not a plain number",
+        ),
+        "shape larger than data": (
+            _one(
+                v_template=Reduced(
+                    _reconstruct,
+                    (np.ndarray, (0,), b"b"),
+                    (1, (10**9, 3), np.dtype("f8"), False, b"\0" * 24),
+                )
+            ),
+            r"needs 24000000000 bytes but the file gives 24",
+        ),
+        "ndarray subclass": (
+            _one(v_template=np.matrix(data.v_template)),
+            r"Refused to load numpy\.matrix",
+        ),
+        "nested lists 100k deep": (
+            top_dict("v_template", b"]" * N_DEEP + b"a" * (N_DEEP - 1)),
+            r"nested more than 64 deep",
+        ),
         "5000-digit integer": (b"(dp0\nVv_template\np1\nI" + b"9" * 5000 + b"\ns.", r"more digits"),
         "bytes bomb via memo": (_bytes_bomb(), r"decompression bomb"),
     }
     with chumpy_modules() as Ch:
-        aiface = {"__array_interface__": {"data": (4096, False), "shape": (nv, 3), "typestr": "<f8", "version": 3}}
+        aiface = {
+            "__array_interface__": {
+                "data": (4096, False),
+                "shape": (nv, 3),
+                "typestr": "<f8",
+                "version": 3,
+            }
+        }
         cases["__array_interface__ at an address"] = (
             pickle.dumps(_v11(data, v_template=chumpy_with_state(Ch, aiface)), protocol=2),
-            r"v_template.*expression, not a plain array")
+            r"v_template.*expression, not a plain array",
+        )
         cases["chumpy 'x' with __array_interface__"] = (
             _one(weights=chumpy_with_state(Ch, {"x": chumpy_with_state(Ch, aiface)})),
-            r"weights.*expression, not a plain array")
+            r"weights.*expression, not a plain array",
+        )
         ch_global = pickle.dumps(Ch, protocol=2)[2:-1]  # GLOBAL 'chumpy.ch Ch'
     new_ch = ch_global + b")\x81"
     cases["self-referencing chumpy"] = (
-        top_dict("v_template", new_ch + b"r\x00\x00\x00\x00}" + unicode_op("x") + b"j\x00\x00\x00\x00sb"),
-        r"contains itself")
+        top_dict(
+            "v_template", new_ch + b"r\x00\x00\x00\x00}" + unicode_op("x") + b"j\x00\x00\x00\x00sb"
+        ),
+        r"contains itself",
+    )
     cases["chumpy 100k deep"] = (
         top_dict("v_template", (new_ch + b"}" + unicode_op("x")) * N_DEEP + b"N" + b"sb" * N_DEEP),
-        r"nested more than 64 deep")
+        r"nested more than 64 deep",
+    )
     return cases
 
 
@@ -255,19 +315,39 @@ def crafted_results(tmp_path_factory, model_data):
     for i, (name, (blob, _)) in enumerate(cases.items()):
         paths[name] = folder / f"SMPL_crafted_{i}.pkl"
         paths[name].write_bytes(blob)
-    proc = subprocess.run([sys.executable, "-c", _RUNNER, *map(str, paths.values())], cwd=ROOT,
-                          check=False, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUNNER, *map(str, paths.values())],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(proc.stdout)
     return {name: (results[str(p)], cases[name][1]) for name, p in paths.items()}
 
 
 CRAFTED_NAMES = [
-    "csc attribute dict, out-of-bounds row", "csc constructor, out-of-bounds row", "csc falling indptr",
-    "long binput 2**28", "object array", "complex array", "datetime array", "string array",
-    "structured array", "object-field dtype scalar", "shape larger than data", "ndarray subclass",
-    "nested lists 100k deep", "5000-digit integer", "bytes bomb via memo", "__array_interface__ at an address",
-    "chumpy 'x' with __array_interface__", "self-referencing chumpy", "chumpy 100k deep",
+    "csc attribute dict, out-of-bounds row",
+    "csc constructor, out-of-bounds row",
+    "csc falling indptr",
+    "long binput 2**28",
+    "object array",
+    "complex array",
+    "datetime array",
+    "string array",
+    "structured array",
+    "object-field dtype scalar",
+    "shape larger than data",
+    "ndarray subclass",
+    "nested lists 100k deep",
+    "5000-digit integer",
+    "bytes bomb via memo",
+    "__array_interface__ at an address",
+    "chumpy 'x' with __array_interface__",
+    "self-referencing chumpy",
+    "chumpy 100k deep",
 ]
 
 
@@ -288,8 +368,14 @@ def test_fuzz_random_opcode_streams_in_a_subprocess():
     """Random opcode streams, mutated valid pickles and random (broken) sparse parts: each
     loads into plain values or raises ModelFileError; the process never crashes."""
     worker = Path(__file__).resolve().parent / "fuzz_pickle_worker.py"
-    proc = subprocess.run([sys.executable, str(worker), os.environ.get("LSMPLIFY_PICKLE_FUZZ", "1200")],
-                          cwd=ROOT, check=False, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(worker), os.environ.get("LSMPLIFY_PICKLE_FUZZ", "1200")],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, (proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:])
     summary = json.loads(proc.stdout)
     assert summary["loaded"] > 50 and summary["refused"] > 500, summary
@@ -299,7 +385,16 @@ def test_odd_values_in_a_model_end_in_model_file_error(tmp_path, model_data):
     """None, text, dicts, lists, scalars, empty and wrong-shaped arrays where arrays belong:
     ModelFileError, never a TypeError/AttributeError/IndexError (issue 12)."""
     base = _v11(model_data)
-    odd = [None, "text", {"a": 1}, [[1, 2, 3]], 3.5, np.float64(1.0), np.zeros((0,)), np.zeros((24, 3, 3))]
+    odd = [
+        None,
+        "text",
+        {"a": 1},
+        [[1, 2, 3]],
+        3.5,
+        np.float64(1.0),
+        np.zeros((0,)),
+        np.zeros((24, 3, 3)),
+    ]
     p = tmp_path / "SMPL_ODD.pkl"
     for key in ("v_template", "J_regressor", "kintree_table"):
         for value in odd:

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
-
 from conftest import random_pose
+
 from lsmplify_blender.core.shape_inverse import fit_betas, observed_bone_lengths
 
 

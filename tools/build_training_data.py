@@ -14,6 +14,7 @@ source: the largest angle between a retargeted SMPL limb bone and the bone it co
 
 Usage: PYTHONPATH=. python tools/build_training_data.py [--out out/network]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,14 +28,33 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lsmplify_blender.core.body_model import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel, load_model_data  # noqa: E402
-from lsmplify_blender.core.formats.cmu_subset import cmu_subset_forward_kinematics, read_cmu_skeleton  # noqa: E402
-from lsmplify_blender.core.network.heldout import is_held_out  # noqa: E402
-from lsmplify_blender.core.network.retarget import (CMU_UNIT_M, SMPL_POS_CMU, mirror_motion,  # noqa: E402
-                                                    read_cmu_rows, retarget_cmu)
-from lsmplify_blender.core.network.sources import (load_amc, load_bvh, load_deepmimic, resample,  # noqa: E402
-                                                    retarget_source, tracking_error_deg)
-from lsmplify_blender.core.rotations import matrix_to_rotation_6d  # noqa: E402
+from lsmplify_blender.core.body_model import (
+    SMPL_JOINT_NAMES,
+    SMPL_PARENTS,
+    BodyModel,
+    load_model_data,
+)
+from lsmplify_blender.core.formats.cmu_subset import (
+    cmu_subset_forward_kinematics,
+    read_cmu_skeleton,
+)
+from lsmplify_blender.core.network.heldout import is_held_out
+from lsmplify_blender.core.network.retarget import (
+    CMU_UNIT_M,
+    SMPL_POS_CMU,
+    mirror_motion,
+    read_cmu_rows,
+    retarget_cmu,
+)
+from lsmplify_blender.core.network.sources import (
+    load_amc,
+    load_bvh,
+    load_deepmimic,
+    resample,
+    retarget_source,
+    tracking_error_deg,
+)
+from lsmplify_blender.core.rotations import matrix_to_rotation_6d
 
 MOCAP = ROOT.parent / "shared" / "data" / "mocap" / "cmu_subset"
 RAW = MOCAP.parent / "cmu_raw"
@@ -45,12 +65,20 @@ def extra_sources():
     """Loaders of the extra training takes (cmu_raw and DeepMimic), in a fixed order, without the
     takes held out for the real-capture evaluation (``core/network/heldout.py``)."""
     character = DEEPMIMIC / "humanoid3d_character.txt"
-    takes = [(RAW / "01_01.amc", lambda: load_amc(RAW / "01_01.amc", RAW / "01.asf")),
-             (RAW / "11_01.amc", lambda: load_amc(RAW / "11_01.amc", RAW / "11.asf"))]
-    takes += [(f, lambda f=f: load_amc(f, RAW / "01.asf")) for f in sorted((RAW / "amc_without_own_asf").glob("*.amc"))]
+    takes = [
+        (RAW / "01_01.amc", lambda: load_amc(RAW / "01_01.amc", RAW / "01.asf")),
+        (RAW / "11_01.amc", lambda: load_amc(RAW / "11_01.amc", RAW / "11.asf")),
+    ]
+    takes += [
+        (f, lambda f=f: load_amc(f, RAW / "01.asf"))
+        for f in sorted((RAW / "amc_without_own_asf").glob("*.amc"))
+    ]
     takes += [(f, lambda f=f: load_bvh(f)) for f in sorted(RAW.glob("131_*.bvh"))]
-    takes += [(f, lambda f=f: load_deepmimic(f, character))
-              for f in sorted(DEEPMIMIC.glob("humanoid3d_*.txt")) if f != character]
+    takes += [
+        (f, lambda f=f: load_deepmimic(f, character))
+        for f in sorted(DEEPMIMIC.glob("humanoid3d_*.txt"))
+        if f != character
+    ]
     return [load for f, load in takes if not is_held_out(f, MOCAP.parent)]
 
 
@@ -97,14 +125,23 @@ def build(split: str, model, mirror: bool):
         for load in extra_sources():
             src = load()
             r, p = retarget_source(src, rest)
-            track = tracking_error_deg(src, r, model.joints(torch.as_tensor(r), torch.zeros(10)).numpy())
+            track = tracking_error_deg(
+                src, r, model.joints(torch.as_tensor(r), torch.zeros(10)).numpy()
+            )
             r, p = resample(r, p, src.fps, 120.0)
-            print(f"  {src.name}: {src.glob.shape[0]} frames at {src.fps:.4g} fps -> {r.shape[0]} at 120; "
-                  f"max limb-direction error {track:.3f} deg")
+            print(
+                f"  {src.name}: {src.glob.shape[0]} frames at {src.fps:.4g} fps -> {r.shape[0]} at 120; "
+                f"max limb-direction error {track:.3f} deg"
+            )
             checks.append((track, np.nan))
             add(src.name, r, p)
-    return dict(rot6d=np.concatenate(rots).astype(np.float32), pelvis=np.concatenate(pels).astype(np.float32),
-                starts=np.asarray(starts), names=np.asarray(clip_names), fps=np.float32(120.0)), np.asarray(checks)
+    return dict(
+        rot6d=np.concatenate(rots).astype(np.float32),
+        pelvis=np.concatenate(pels).astype(np.float32),
+        starts=np.asarray(starts),
+        names=np.asarray(clip_names),
+        fps=np.float32(120.0),
+    ), np.asarray(checks)
 
 
 def main():
@@ -119,10 +156,12 @@ def main():
         t0 = time.perf_counter()
         arrays, checks = build(split, model, mirror)
         np.savez_compressed(out / f"cmu_smpl_{split}.npz", **arrays)
-        print(f"{split}: {len(arrays['names'])} clips, {arrays['rot6d'].shape[0]} frames at 120 fps, "
-              f"{time.perf_counter() - t0:.1f} s; tracking check: max limb-direction error "
-              f"{checks[:, 0].max():.3f} deg, joint error after scale {np.nanmean(checks[:, 1]):.1f} mm "
-              f"(proportions differ: CMU vs open model)")
+        print(
+            f"{split}: {len(arrays['names'])} clips, {arrays['rot6d'].shape[0]} frames at 120 fps, "
+            f"{time.perf_counter() - t0:.1f} s; tracking check: max limb-direction error "
+            f"{checks[:, 0].max():.3f} deg, joint error after scale {np.nanmean(checks[:, 1]):.1f} mm "
+            f"(proportions differ: CMU vs open model)"
+        )
 
 
 if __name__ == "__main__":

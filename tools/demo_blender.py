@@ -19,6 +19,7 @@ Steps (each one an operator, as a user would click them):
 
 Prints where the files are and the fit figures, then one JSON line (``--json``) with them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,9 @@ def import_bpy():
     try:
         import bpy
     except ImportError:
-        raise SystemExit("error: the bpy wheel is not installed in this Python (make venv installs it)") from None
+        raise SystemExit(
+            "error: the bpy wheel is not installed in this Python (make venv installs it)"
+        ) from None
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     return bpy
@@ -62,11 +65,17 @@ def main(argv=None) -> int:
 def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="out", help="output folder (default: out)")
-    ap.add_argument("--input", default=str(DEMO), help="keypoint file (default: the bundled CMU clip)")
-    ap.add_argument("--max-frames", type=int, default=0, help="solve only the first N frames (0: all)")
+    ap.add_argument(
+        "--input", default=str(DEMO), help="keypoint file (default: the bundled CMU clip)"
+    )
+    ap.add_argument(
+        "--max-frames", type=int, default=0, help="solve only the first N frames (0: all)"
+    )
     ap.add_argument("--solver", default="network", choices=("network", "analytic", "optimize"))
     ap.add_argument("--preview-frames", type=int, default=6, help="frames to render (default 6)")
-    ap.add_argument("--resolution", type=int, default=240, help="preview width in pixels (default 240)")
+    ap.add_argument(
+        "--resolution", type=int, default=240, help="preview width in pixels (default 240)"
+    )
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -95,9 +104,12 @@ def _main(argv=None) -> int:
     times["import"] = time.perf_counter() - t0
     if args.max_frames and scene.frame_end - scene.frame_start + 1 > args.max_frames:
         scene.frame_end = scene.frame_start + args.max_frames - 1
-    print(f"[demo] {src.name}: {s.detected_frames} frames of {s.detected_layout}, units {s.detected_units}, "
-          f"up {s.detected_up}, {s.detected_fps} fps; solving scene frames "
-          f"{scene.frame_start}-{scene.frame_end}", flush=True)
+    print(
+        f"[demo] {src.name}: {s.detected_frames} frames of {s.detected_layout}, units {s.detected_units}, "
+        f"up {s.detected_up}, {s.detected_fps} fps; solving scene frames "
+        f"{scene.frame_start}-{scene.frame_end}",
+        flush=True,
+    )
 
     s.solver = args.solver.upper()
     t0 = time.perf_counter()
@@ -109,8 +121,11 @@ def _main(argv=None) -> int:
     action = rig.animation_data.action
     solver_used = str(action.get("lsmplify_solver", args.solver))
     if solver_used != args.solver:
-        print(f"[demo] note: the {args.solver} solver is not available yet: used the {solver_used} solver "
-              "instead", flush=True)
+        print(
+            f"[demo] note: the {args.solver} solver is not available yet: used the {solver_used} solver "
+            "instead",
+            flush=True,
+        )
     bpy.context.view_layer.objects.active = rig
 
     blend = out / "demo.blend"
@@ -126,29 +141,51 @@ def _main(argv=None) -> int:
         for old in preview.glob("preview_*.png"):
             old.unlink()
     t0 = time.perf_counter()
-    bpy.ops.lsmplify.render_preview(directory=str(preview) + os.sep, max_frames=args.preview_frames,
-                                    resolution=args.resolution)
+    bpy.ops.lsmplify.render_preview(
+        directory=str(preview) + os.sep, max_frames=args.preview_frames, resolution=args.resolution
+    )
     times["render_preview"] = time.perf_counter() - t0
     pngs = sorted(preview.glob("preview_*.png"))
 
     with np.load(npz) as z:
         rows = int(z["poses"].shape[0])
-        fit = np.asarray(z["fit_error_mm"], dtype=np.float64) if "fit_error_mm" in z else np.array([np.nan])
+        fit = (
+            np.asarray(z["fit_error_mm"], dtype=np.float64)
+            if "fit_error_mm" in z
+            else np.array([np.nan])
+        )
     frames = scene.frame_end - scene.frame_start + 1
     seconds = time.perf_counter() - t_start
-    summary = dict(input=str(src), frames=frames, npz_rows=rows, frame_start=scene.frame_start,
-                   layout=s.detected_layout, solver=solver_used, rig=rig.name, mesh=mesh.name,
-                   action=action.name, fit_error_mm_mean=round(float(np.nanmean(fit)), 2),
-                   fit_error_mm_max=round(float(np.nanmax(fit)), 2), mpbe_mm=round(float(s.result_mpbe_mm), 2),
-                   betas=[round(float(b), 3) for b in s.result_betas.split()],
-                   blend=str(blend), npz=str(npz), preview=[str(p) for p in pngs],
-                   step_seconds={k: round(v, 2) for k, v in times.items()}, seconds=round(seconds, 2))
-    print(f"[demo] Blender {bpy.app.version_string}: rig '{rig.name}' + mesh '{mesh.name}', "
-          f"action '{action.name}' ({solver_used})")
-    print(f"[demo] frames {frames} | fit error mean {summary['fit_error_mm_mean']:.1f} mm, "
-          f"max {summary['fit_error_mm_max']:.1f} mm | MPBE {summary['mpbe_mm']:.1f} mm | "
-          f"{seconds:.1f} s (import {times['import']:.1f}, solve+rig {times['solve']:.1f}, "
-          f"npz {times['export_npz']:.1f}, preview {times['render_preview']:.1f})")
+    summary = dict(
+        input=str(src),
+        frames=frames,
+        npz_rows=rows,
+        frame_start=scene.frame_start,
+        layout=s.detected_layout,
+        solver=solver_used,
+        rig=rig.name,
+        mesh=mesh.name,
+        action=action.name,
+        fit_error_mm_mean=round(float(np.nanmean(fit)), 2),
+        fit_error_mm_max=round(float(np.nanmax(fit)), 2),
+        mpbe_mm=round(float(s.result_mpbe_mm), 2),
+        betas=[round(float(b), 3) for b in s.result_betas.split()],
+        blend=str(blend),
+        npz=str(npz),
+        preview=[str(p) for p in pngs],
+        step_seconds={k: round(v, 2) for k, v in times.items()},
+        seconds=round(seconds, 2),
+    )
+    print(
+        f"[demo] Blender {bpy.app.version_string}: rig '{rig.name}' + mesh '{mesh.name}', "
+        f"action '{action.name}' ({solver_used})"
+    )
+    print(
+        f"[demo] frames {frames} | fit error mean {summary['fit_error_mm_mean']:.1f} mm, "
+        f"max {summary['fit_error_mm_max']:.1f} mm | MPBE {summary['mpbe_mm']:.1f} mm | "
+        f"{seconds:.1f} s (import {times['import']:.1f}, solve+rig {times['solve']:.1f}, "
+        f"npz {times['export_npz']:.1f}, preview {times['render_preview']:.1f})"
+    )
     print(f"[demo] wrote {blend}")
     print(f"[demo] wrote {npz} ({rows} rows, scene frames {scene.frame_start}-{scene.frame_end})")
     print(f"[demo] wrote {len(pngs)} preview frames to {preview}{os.sep}")

@@ -8,6 +8,7 @@ plus the pairwise s=1 error (init = ground truth of the previous frame, ground-t
 
 Usage: PYTHONPATH=. python tools/eval_network.py [--ckpt PATH] [--clips N] [--noise-mm X] [--chunk 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,10 +40,14 @@ def main():
     ap.add_argument("--data", default=str(ROOT / "out" / "network" / "cmu_smpl_test.npz"))
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--noise-mm", type=float, default=0.0)
-    ap.add_argument("--chunk", type=int, default=1, help="frames per sequential chunk (the solver uses 1)")
+    ap.add_argument(
+        "--chunk", type=int, default=1, help="frames per sequential chunk (the solver uses 1)"
+    )
     ap.add_argument("--guard-mm", type=float, default=15.0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-refit", action="store_true", help="no re-aim after network steps (noisy keypoints)")
+    ap.add_argument(
+        "--no-refit", action="store_true", help="no re-aim after network steps (noisy keypoints)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = BodyModel(load_model_data())
@@ -59,42 +64,90 @@ def main():
         kp = SMPL24.generate(model, rot, betas, trans).numpy().astype(np.float64)
         if args.noise_mm:
             kp = kp + rng.normal(scale=args.noise_mm / 1000, size=kp.shape)
-        prep = PreparedKeypoints(layout=SMPL24, positions=kp, weight=np.ones(kp.shape[:2]), fps=30, units="m", up="y")
+        prep = PreparedKeypoints(
+            layout=SMPL24, positions=kp, weight=np.ones(kp.shape[:2]), fps=30, units="m", up="y"
+        )
         j_t = model.joints(rot, betas, trans)
         v_t = model.vertices(rot, betas, trans)
         n = rot.shape[0]
         sol = solve(prep, model, solver="analytic")
-        rows["analytic"].append((n, mpjpe(model.joints(sol.rotmats, sol.betas, sol.trans), j_t),
-                                 mpve(model.vertices(sol.rotmats, sol.betas, sol.trans), v_t), sol.seconds))
+        rows["analytic"].append(
+            (
+                n,
+                mpjpe(model.joints(sol.rotmats, sol.betas, sol.trans), j_t),
+                mpve(model.vertices(sol.rotmats, sol.betas, sol.trans), v_t),
+                sol.seconds,
+            )
+        )
         t0 = time.perf_counter()
         targets, weight = prep.smpl_targets()
         lengths, stderr = observed_lengths(targets, weight)
         b_est = fit_betas_auto(model, lengths, stderr).betas
-        r_n, t_n, info = solve_network(prep, model, b_est, net=net, chunk=args.chunk, guard_mm=args.guard_mm, refit=not args.no_refit)
+        r_n, t_n, info = solve_network(
+            prep,
+            model,
+            b_est,
+            net=net,
+            chunk=args.chunk,
+            guard_mm=args.guard_mm,
+            refit=not args.no_refit,
+        )
         sec = time.perf_counter() - t0
-        rows["network"].append((n, mpjpe(model.joints(r_n, b_est, t_n), j_t), mpve(model.vertices(r_n, b_est, t_n), v_t), sec))
+        rows["network"].append(
+            (
+                n,
+                mpjpe(model.joints(r_n, b_est, t_n), j_t),
+                mpve(model.vertices(r_n, b_est, t_n), v_t),
+                sec,
+            )
+        )
         # pairwise s=1 from ground truth
         kpt = torch.as_tensor(kp, dtype=torch.float32)
         m = torch.ones(n - 1, 24)
         with torch.no_grad():
             for refit, key in ((False, "pairwise s=1 (raw)"), (True, "pairwise s=1 (re-aimed)")):
-                r_p, t_p, _ = network_step(net, rest[None], betas[None], rot[:-1], kpt[:-1], kpt[1:], m, m, refit=refit)
-                rows[key].append((n - 1, mpjpe(model.joints(r_p, betas, t_p), j_t[1:]),
-                                  mpve(model.vertices(r_p, betas, t_p), v_t[1:]), float("nan")))
-        print(f"{ms.names[c] if 'names' in dir(ms) else c}: frames {n} analytic MPVE {rows['analytic'][-1][2]:.1f} "
-              f"network MPVE {rows['network'][-1][2]:.1f} MPJPE {rows['network'][-1][1]:.2f} reanchored {info.reanchored}",
-              file=sys.stderr, flush=True)
+                r_p, t_p, _ = network_step(
+                    net, rest[None], betas[None], rot[:-1], kpt[:-1], kpt[1:], m, m, refit=refit
+                )
+                rows[key].append(
+                    (
+                        n - 1,
+                        mpjpe(model.joints(r_p, betas, t_p), j_t[1:]),
+                        mpve(model.vertices(r_p, betas, t_p), v_t[1:]),
+                        float("nan"),
+                    )
+                )
+        print(
+            f"{ms.names[c] if 'names' in dir(ms) else c}: frames {n} analytic MPVE {rows['analytic'][-1][2]:.1f} "
+            f"network MPVE {rows['network'][-1][2]:.1f} MPJPE {rows['network'][-1][1]:.2f} reanchored {info.reanchored}",
+            file=sys.stderr,
+            flush=True,
+        )
     summary = {}
     print("\n| method | frames | MPJPE | MPVE | frames/s |\n|---|---|---|---|---|")
     for k, r in rows.items():
         a = np.array(r, dtype=np.float64)
         f = a[:, 0].sum()
-        s = dict(frames=int(f), mpjpe=float((a[:, 0] * a[:, 1]).sum() / f), mpve=float((a[:, 0] * a[:, 2]).sum() / f),
-                 fps=float(f / a[:, 3].sum()) if np.isfinite(a[:, 3]).all() else None)
+        s = dict(
+            frames=int(f),
+            mpjpe=float((a[:, 0] * a[:, 1]).sum() / f),
+            mpve=float((a[:, 0] * a[:, 2]).sum() / f),
+            fps=float(f / a[:, 3].sum()) if np.isfinite(a[:, 3]).all() else None,
+        )
         summary[k] = s
         fps = f"{s['fps']:.0f}" if s["fps"] else "-"
         print(f"| {k} | {s['frames']} | {s['mpjpe']:.2f} | {s['mpve']:.2f} | {fps} |")
-    print(json.dumps({"noise_mm": args.noise_mm, "chunk": args.chunk, "guard_mm": args.guard_mm, "refit": not args.no_refit, "results": summary}))
+    print(
+        json.dumps(
+            {
+                "noise_mm": args.noise_mm,
+                "chunk": args.chunk,
+                "guard_mm": args.guard_mm,
+                "refit": not args.no_refit,
+                "results": summary,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

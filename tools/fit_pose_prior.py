@@ -26,6 +26,7 @@ Pipeline, per clip of ``cmu_subset/train`` (``test/`` is only ever *evaluated*):
 6. save it (float32, compressed) and print sample counts and mean log-likelihoods of the
    train and test poses.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,14 +41,19 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lsmplify_blender.core.analytic_ik import solve_analytic  # noqa: E402
-from lsmplify_blender.core.body_model import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel, load_model_data  # noqa: E402
-from lsmplify_blender.core.formats.cmu_subset import read_cmu_skeleton, read_cmu_subset  # noqa: E402
-from lsmplify_blender.core.keypoints import UNIT_SCALES  # noqa: E402
-from lsmplify_blender.core.layouts import CMU, to_layout_order  # noqa: E402
-from lsmplify_blender.core.pose_prior import fit_gmm, gmm_log_likelihood, save_gmm  # noqa: E402
-from lsmplify_blender.core.model.skeleton import SMPL_MIRROR  # noqa: E402
-from lsmplify_blender.core.rotations import kabsch, matrix_to_axis_angle, swing_rotation  # noqa: E402
+from lsmplify_blender.core.analytic_ik import solve_analytic
+from lsmplify_blender.core.body_model import (
+    SMPL_JOINT_NAMES,
+    SMPL_PARENTS,
+    BodyModel,
+    load_model_data,
+)
+from lsmplify_blender.core.formats.cmu_subset import read_cmu_skeleton, read_cmu_subset
+from lsmplify_blender.core.keypoints import UNIT_SCALES
+from lsmplify_blender.core.layouts import CMU, to_layout_order
+from lsmplify_blender.core.model.skeleton import SMPL_MIRROR
+from lsmplify_blender.core.pose_prior import fit_gmm, gmm_log_likelihood, save_gmm
+from lsmplify_blender.core.rotations import kabsch, matrix_to_axis_angle, swing_rotation
 
 DEFAULT_DATA = Path("/work/shared/data/mocap/cmu_subset")
 DEFAULT_OUT = ROOT / "lsmplify_blender" / "core" / "data" / "pose_prior_gmm.npz"
@@ -55,12 +61,21 @@ MIRROR = list(SMPL_MIRROR)
 _J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
 # SMPL bone (parent -> joint) aimed along the CMU segment (from -> to), per side where needed.
 # Lengths come from the SMPL model, directions from the capture.
-_AIMED = [("spine2", "root", "upperback"), ("spine3", "upperback", "thorax"),
-          ("neck", "thorax", "upperneck"), ("head", "upperneck", "head")]
+_AIMED = [
+    ("spine2", "root", "upperback"),
+    ("spine3", "upperback", "thorax"),
+    ("neck", "thorax", "upperneck"),
+    ("head", "upperneck", "head"),
+]
 for _s, _c in (("left", "l"), ("right", "r")):
-    _AIMED += [(f"{_s}_knee", f"{_c}femur", f"{_c}tibia"), (f"{_s}_ankle", f"{_c}tibia", f"{_c}foot"),
-               (f"{_s}_foot", f"{_c}foot", f"{_c}toes"), (f"{_s}_elbow", f"{_c}humerus", f"{_c}radius"),
-               (f"{_s}_wrist", f"{_c}radius", f"{_c}wrist"), (f"{_s}_hand", f"{_c}wrist", f"{_c}fingers")]
+    _AIMED += [
+        (f"{_s}_knee", f"{_c}femur", f"{_c}tibia"),
+        (f"{_s}_ankle", f"{_c}tibia", f"{_c}foot"),
+        (f"{_s}_foot", f"{_c}foot", f"{_c}toes"),
+        (f"{_s}_elbow", f"{_c}humerus", f"{_c}radius"),
+        (f"{_s}_wrist", f"{_c}radius", f"{_c}wrist"),
+        (f"{_s}_hand", f"{_c}wrist", f"{_c}fingers"),
+    ]
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
@@ -70,7 +85,7 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
 def read_cmu_metres(path, skeleton):
     """(positions (T, N, 3) metres, node names, CMU rest positions (N, 3) metres)."""
     seq = read_cmu_subset(path, skeleton)
-    names, parents, offsets = read_cmu_skeleton(skeleton)
+    _names, parents, offsets = read_cmu_skeleton(skeleton)
     rest = np.zeros_like(offsets)
     for i, p in enumerate(parents):
         rest[i] = offsets[i] + (rest[p] if p >= 0 else 0.0)
@@ -95,7 +110,9 @@ def cmu_raw_targets(pos: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.n
     return targets, weight
 
 
-def cmu_smpl_targets(pos: np.ndarray, names: list[str], cmu_rest: np.ndarray, smpl_rest: torch.Tensor) -> torch.Tensor:
+def cmu_smpl_targets(
+    pos: np.ndarray, names: list[str], cmu_rest: np.ndarray, smpl_rest: torch.Tensor
+) -> torch.Tensor:
     """SMPL joint targets (T, 24, 3) with SMPL's bone lengths and the capture's directions.
 
     Aiming the analytic solver straight at the CMU nodes fails where the two skeletons
@@ -118,8 +135,13 @@ def cmu_smpl_targets(pos: np.ndarray, names: list[str], cmu_rest: np.ndarray, sm
     P = torch.as_tensor(pos, dtype=dt)
     R0 = torch.as_tensor(cmu_rest, dtype=dt)
     idx = {n: i for i, n in enumerate(names)}
-    node = lambda n: P[:, idx[n]]  # noqa: E731
-    rest = lambda n: R0[idx[n]]  # noqa: E731
+
+    def node(n):
+        return P[:, idx[n]]
+
+    def rest(n):
+        return R0[idx[n]]
+
     t = P.shape[0]
     out = [None] * 24
 
@@ -131,8 +153,13 @@ def cmu_smpl_targets(pos: np.ndarray, names: list[str], cmu_rest: np.ndarray, sm
 
     # the hip nodes are rigid with the root (their hipjoint rotations are zero)
     pelvis = frame_fit([("root", "lfemur"), ("root", "rfemur")], [1.0, 1.0])
-    chest = frame_fit([("upperback", "thorax"), ("thorax", "upperneck"), ("rhumerus", "lhumerus")], [1.0, 1.0, 1.0])
-    out[0] = 0.5 * (node("lfemur") + node("rfemur")) + (pelvis @ (smpl_rest[0] - 0.5 * (smpl_rest[1] + smpl_rest[2])))
+    chest = frame_fit(
+        [("upperback", "thorax"), ("thorax", "upperneck"), ("rhumerus", "lhumerus")],
+        [1.0, 1.0, 1.0],
+    )
+    out[0] = 0.5 * (node("lfemur") + node("rfemur")) + (
+        pelvis @ (smpl_rest[0] - 0.5 * (smpl_rest[1] + smpl_rest[2]))
+    )
     for j in ("left_hip", "right_hip", "spine1"):
         out[_J[j]] = out[0] + pelvis @ (smpl_rest[_J[j]] - smpl_rest[0])
     aimed = {_J[j]: (a, b) for j, a, b in _AIMED}
@@ -152,7 +179,11 @@ def cmu_smpl_targets(pos: np.ndarray, names: list[str], cmu_rest: np.ndarray, sm
             out[j] = out[p] + chest @ (smpl_rest[j] - smpl_rest[p])
         elif SMPL_JOINT_NAMES[j].endswith("shoulder"):
             c = "l" if j == _J["left_shoulder"] else "r"
-            local = _unit((chest.transpose(-1, -2) @ (node(f"{c}humerus") - node("thorax"))[..., None])[..., 0])
+            local = _unit(
+                (chest.transpose(-1, -2) @ (node(f"{c}humerus") - node("thorax"))[..., None])[
+                    ..., 0
+                ]
+            )
             swing = swing_rotation(_unit(rest(f"{c}humerus") - rest("thorax")).expand(t, 3), local)
             out[j] = out[p] + (chest @ (swing @ (smpl_rest[j] - smpl_rest[p]))[..., None])[..., 0]
     return torch.stack(out, 1)
@@ -207,11 +238,11 @@ def widen_unobserved(gmm: dict, samples: np.ndarray, free_std: float, floor_std:
     std = samples.std(0)
     fixed = np.nonzero(std < 1e-4)[0]
     floored = np.nonzero((std >= 1e-4) & (std < floor_std))[0]
-    gmm["covars"][:, floored, floored] += floor_std ** 2
+    gmm["covars"][:, floored, floored] += floor_std**2
     gmm["means"][:, fixed] = 0.0
     gmm["covars"][:, fixed, :] = 0.0
     gmm["covars"][:, :, fixed] = 0.0
-    gmm["covars"][:, fixed, fixed] = free_std ** 2
+    gmm["covars"][:, fixed, fixed] = free_std**2
     return fixed, floored
 
 
@@ -226,17 +257,29 @@ def collect(model, folder: Path, skeleton: Path, step: int) -> tuple[np.ndarray,
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--model", default=None, help="SMPL-format model (default: the embedded open model)")
+    ap.add_argument(
+        "--model", default=None, help="SMPL-format model (default: the embedded open model)"
+    )
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--step", type=int, default=4, help="keep every n-th frame (120 fps data)")
     ap.add_argument("--components", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--reg", type=float, default=1e-4, help="ridge added to each covariance during EM (rad^2)")
-    ap.add_argument("--free-std", type=float, default=0.5,
-                    help="std (rad) of the independent Gaussian for dimensions the data never moves")
-    ap.add_argument("--floor-std", type=float, default=0.1,
-                    help="dimensions whose sample std is below this (twists the retargeting cannot see) get "
-                         "this std added to their variance in every component")
+    ap.add_argument(
+        "--reg", type=float, default=1e-4, help="ridge added to each covariance during EM (rad^2)"
+    )
+    ap.add_argument(
+        "--free-std",
+        type=float,
+        default=0.5,
+        help="std (rad) of the independent Gaussian for dimensions the data never moves",
+    )
+    ap.add_argument(
+        "--floor-std",
+        type=float,
+        default=0.1,
+        help="dimensions whose sample std is below this (twists the retargeting cannot see) get "
+        "this std added to their variance in every component",
+    )
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
 
@@ -246,23 +289,40 @@ def main(argv=None) -> int:
     train, n_train_clips = collect(model, args.data / "train", skeleton, args.step)
     train_all = np.concatenate([train, mirror_body_pose(train)])
     t1 = time.perf_counter()
-    print(f"train: {n_train_clips} clips, {len(train)} poses (every {args.step}th frame), "
-          f"{len(train_all)} with mirrors; retargeting took {t1 - t0:.1f} s")
+    print(
+        f"train: {n_train_clips} clips, {len(train)} poses (every {args.step}th frame), "
+        f"{len(train_all)} with mirrors; retargeting took {t1 - t0:.1f} s"
+    )
 
     gmm = fit_gmm(train_all, args.components, seed=args.seed, reg_covar=args.reg)
-    print(f"GMM: {args.components} components, {gmm['iterations']} EM iterations, {time.perf_counter() - t1:.1f} s; "
-          f"weights {np.round(gmm['weights'], 3).tolist()}")
+    print(
+        f"GMM: {args.components} components, {gmm['iterations']} EM iterations, {time.perf_counter() - t1:.1f} s; "
+        f"weights {np.round(gmm['weights'], 3).tolist()}"
+    )
     fixed, floored = widen_unobserved(gmm, train_all, args.free_std, args.floor_std)
-    name = lambda dims: ", ".join(f"{SMPL_JOINT_NAMES[1 + d // 3]}.{'xyz'[d % 3]}" for d in dims)  # noqa: E731
-    print(f"never moved, given an independent std {args.free_std} rad: {len(fixed)} dims "
-          f"({', '.join(sorted({SMPL_JOINT_NAMES[1 + d // 3] for d in fixed}))})")
-    print(f"std below {args.floor_std} rad, variance floor added: {len(floored)} dims ({name(floored)})")
+
+    def name(dims):
+        return ", ".join(f"{SMPL_JOINT_NAMES[1 + d // 3]}.{'xyz'[d % 3]}" for d in dims)
+
+    print(
+        f"never moved, given an independent std {args.free_std} rad: {len(fixed)} dims "
+        f"({', '.join(sorted({SMPL_JOINT_NAMES[1 + d // 3] for d in fixed}))})"
+    )
+    print(
+        f"std below {args.floor_std} rad, variance floor added: {len(floored)} dims ({name(floored)})"
+    )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_gmm(args.out, gmm, source="CMU mocap (cmu_subset/train), retargeted by positions with solve_analytic",
-             samples=len(train_all), step=args.step, model=model.data.name,
-             credit="The data used in this project was obtained from mocap.cs.cmu.edu. The database was "
-                    "created with funding from NSF EIA-0196217.")
+    save_gmm(
+        args.out,
+        gmm,
+        source="CMU mocap (cmu_subset/train), retargeted by positions with solve_analytic",
+        samples=len(train_all),
+        step=args.step,
+        model=model.data.name,
+        credit="The data used in this project was obtained from mocap.cs.cmu.edu. The database was "
+        "created with funding from NSF EIA-0196217.",
+    )
     print(f"saved {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")
 
     test, n_test_clips = collect(model, args.data / "test", skeleton, args.step)
@@ -270,9 +330,11 @@ def main(argv=None) -> int:
     ll_train_all = gmm_log_likelihood(train_all, gmm).mean()
     ll_test = gmm_log_likelihood(test, gmm)
     ll_test_m = gmm_log_likelihood(mirror_body_pose(test), gmm)
-    print(f"mean log-likelihood (69-d, nats): train {ll_train:.2f} (with mirrors {ll_train_all:.2f}), "
-          f"test {ll_test.mean():.2f} ({n_test_clips} clips, {len(test)} poses; mirrored test {ll_test_m.mean():.2f}; "
-          f"test median {np.median(ll_test):.2f})")
+    print(
+        f"mean log-likelihood (69-d, nats): train {ll_train:.2f} (with mirrors {ll_train_all:.2f}), "
+        f"test {ll_test.mean():.2f} ({n_test_clips} clips, {len(test)} poses; mirrored test {ll_test_m.mean():.2f}; "
+        f"test median {np.median(ll_test):.2f})"
+    )
     print(f"total {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -18,6 +18,7 @@ the file reads like any other BVH (Y up, declared by the reader).
 Usage: .venv/bin/python tools/make_fbx_bvh_fixtures.py [--data DIR] [--frames 120]
 (``--data``: the mocap data root holding cmu_raw/, default $LSMPLIFY_DATA).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,13 @@ def export_take(fbx: Path, bvh: Path) -> None:
     bpy.context.view_layer.objects.active = arm
     bpy.ops.object.transform_apply(rotation=True)
     start, end = (round(v) for v in arm.animation_data.action.frame_range)
-    bpy.ops.export_anim.bvh(filepath=str(bvh), frame_start=start, frame_end=end, root_transform_only=True,
-                            global_scale=1.0)
+    bpy.ops.export_anim.bvh(
+        filepath=str(bvh),
+        frame_start=start,
+        frame_end=end,
+        root_transform_only=True,
+        global_scale=1.0,
+    )
 
 
 def _round(tok: str, digits: int) -> str:
@@ -73,31 +79,48 @@ def _round(tok: str, digits: int) -> str:
 def shorten(text: str, step: int, frames: int) -> str:
     """Without the leading bind pose; every ``step``-th frame, at most ``frames`` of them, values rounded."""
     head, motion = re.split(r"^MOTION\s*$", text, maxsplit=1, flags=re.MULTILINE)
-    head = re.sub(r"(OFFSET)((?:\s+\S+){3})",
-                  lambda m: m.group(1) + "".join(" " + _round(t, 4) for t in m.group(2).split()), head)
+    head = re.sub(
+        r"(OFFSET)((?:\s+\S+){3})",
+        lambda m: m.group(1) + "".join(" " + _round(t, 4) for t in m.group(2).split()),
+        head,
+    )
     lines = motion.strip().splitlines()
     frame_time = float(lines[1].split(":")[1])
     rows = lines[2:]
-    while rows and max(abs(float(v)) for v in rows[0].split()[3:]) < 1e-3:  # the bind pose the FBX puts first
+    while (
+        rows and max(abs(float(v)) for v in rows[0].split()[3:]) < 1e-3
+    ):  # the bind pose the FBX puts first
         rows = rows[1:]
     rows = rows[::step][:frames]
     out = []
     for row in rows:
         vals = row.split()
         out.append(" ".join([_round(v, 4) for v in vals[:3]] + [_round(v, 3) for v in vals[3:]]))
-    return (head + "MOTION\n" + f"Frames: {len(out)}\n" + f"Frame Time: {frame_time * step:.6f}\n"
-            + "\n".join(out) + "\n")
+    return (
+        head
+        + "MOTION\n"
+        + f"Frames: {len(out)}\n"
+        + f"Frame Time: {frame_time * step:.6f}\n"
+        + "\n".join(out)
+        + "\n"
+    )
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.environ.get("LSMPLIFY_DATA"),
-                    help="mocap data root with cmu_raw/ (default: $LSMPLIFY_DATA)")
+    ap.add_argument(
+        "--data",
+        default=os.environ.get("LSMPLIFY_DATA"),
+        help="mocap data root with cmu_raw/ (default: $LSMPLIFY_DATA)",
+    )
     ap.add_argument("--frames", type=int, default=120)
     ap.add_argument("--step", type=int, default=4)
     args = ap.parse_args(argv)
     if not args.data:
-        print("give --data DIR (the mocap data root with cmu_raw/) or set LSMPLIFY_DATA", file=sys.stderr)
+        print(
+            "give --data DIR (the mocap data root with cmu_raw/) or set LSMPLIFY_DATA",
+            file=sys.stderr,
+        )
         return 2
     raw = Path(args.data) / "cmu_raw"
     OUT.mkdir(parents=True, exist_ok=True)

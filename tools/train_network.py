@@ -7,6 +7,7 @@ Loss: 50 x mean joint distance (m) + 20 x mean vertex distance (m, 300 fixed ver
 1 x mean geodesic angle (rad) [+ --reaim-loss x vertex distance after re-aiming the bones at the
 target keypoints, i.e. the twist error of what inference returns]. AdamW, cosine schedule with warm-up, fixed seeds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,11 +23,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lsmplify_blender.core.body_model import BodyModel, load_model_data  # noqa: E402
-from lsmplify_blender.core.network.kinematics import SurfacePoints, fk, reaim  # noqa: E402
-from lsmplify_blender.core.network.model import ResidualIKNet, build_features, compose, save_network  # noqa: E402
-from lsmplify_blender.core.network.pairs import MotionSet, make_batch  # noqa: E402
-from lsmplify_blender.core.rotations import geodesic_angle  # noqa: E402
+from lsmplify_blender.core.body_model import BodyModel, load_model_data
+from lsmplify_blender.core.network.kinematics import SurfacePoints, fk, reaim
+from lsmplify_blender.core.network.model import ResidualIKNet, build_features, compose, save_network
+from lsmplify_blender.core.network.pairs import MotionSet, make_batch
+from lsmplify_blender.core.rotations import geodesic_angle
 
 W_JOINT, W_VERT, W_GEO = 50.0, 20.0, 1.0
 
@@ -46,13 +47,27 @@ def loss_terms(surf, b, rot):
 
 def reaimed_vertex_loss(surf, b, rot):
     """Vertex error after re-aiming the bones at the target keypoints (what inference returns): twist."""
-    r, _ = reaim(rot, b["rest"], b["kp_tgt"] - b["kp_tgt"][:, :1] + b["rest"][:, :1], b["mask_tgt"], swings_only=True)
+    r, _ = reaim(
+        rot,
+        b["rest"],
+        b["kp_tgt"] - b["kp_tgt"][:, :1] + b["rest"][:, :1],
+        b["mask_tgt"],
+        swings_only=True,
+    )
     return (surf(*fk(r, b["rest"]), b["betas"], b["rest"]) - b["verts_tgt"]).norm(dim=-1).mean()
 
 
 def forward(net, b):
-    feats = build_features(b["kp_init"], b["kp_tgt"], b["mask_init"], b["mask_tgt"], b["rot_init"], b["fk_init"],
-                           b["betas"], b["rest"])
+    feats = build_features(
+        b["kp_init"],
+        b["kp_tgt"],
+        b["mask_init"],
+        b["mask_tgt"],
+        b["rot_init"],
+        b["fk_init"],
+        b["betas"],
+        b["rest"],
+    )
     return compose(b["rot_init"], net(feats))
 
 
@@ -61,13 +76,17 @@ def main():
     ap.add_argument("--data", default=str(ROOT / "out" / "network"))
     ap.add_argument("--out", default=str(ROOT / "out" / "network" / "network.pt"))
     ap.add_argument("--steps", type=int, default=6000)
-    ap.add_argument("--minutes", type=float, default=85.0, help="stop early (schedule still by --steps)")
+    ap.add_argument(
+        "--minutes", type=float, default=85.0, help="stop early (schedule still by --steps)"
+    )
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--blocks", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--reaim-loss", type=float, default=0.0, help="weight of the vertex loss after re-aiming")
+    ap.add_argument(
+        "--reaim-loss", type=float, default=0.0, help="weight of the vertex loss after re-aiming"
+    )
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -79,13 +98,25 @@ def main():
     surf = SurfacePoints(model, vids)
     train = MotionSet.load(Path(args.data) / "cmu_smpl_train.npz")
     test = MotionSet.load(Path(args.data) / "cmu_smpl_test.npz")
-    val = make_batch(test, model, 1024, np.random.default_rng(99), torch.Generator().manual_seed(99), noise_max_mm=0)
+    val = make_batch(
+        test,
+        model,
+        1024,
+        np.random.default_rng(99),
+        torch.Generator().manual_seed(99),
+        noise_max_mm=0,
+    )
     net = ResidualIKNet(hidden=args.hidden, blocks=args.blocks)
     print(f"parameters: {sum(p.numel() for p in net.parameters())}", flush=True)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     warm = 200
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: min(1.0, (k + 1) / warm) * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(k, args.steps) / args.steps))))
+        opt,
+        lambda k: (
+            min(1.0, (k + 1) / warm)
+            * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(k, args.steps) / args.steps)))
+        ),
+    )
     t0 = time.perf_counter()
     log = []
     step = 0
@@ -107,20 +138,35 @@ def main():
             net.eval()
             with torch.no_grad():
                 vj, vv, vg = loss_terms(surf, val, forward(net, val))
-                ij, iv, ig = loss_terms(surf, val, val["rot_init"])
+                _ij, iv, _ig = loss_terms(surf, val, val["rot_init"])
                 rv = reaimed_vertex_loss(surf, val, forward(net, val))
-            row = dict(step=step, min=round(minutes, 2), loss=round(float(loss.detach()), 4), train_j_mm=round(float(lj.detach()) * 1000, 2),
-                       train_v_mm=round(float(lv.detach()) * 1000, 2), val_j_mm=round(float(vj) * 1000, 2),
-                       val_v_mm=round(float(vv) * 1000, 2), val_geo_deg=round(float(vg) * 57.3, 2),
-                       val_init_v_mm=round(float(iv) * 1000, 2), val_reaimed_v_mm=round(float(rv) * 1000, 2))
+            row = dict(
+                step=step,
+                min=round(minutes, 2),
+                loss=round(float(loss.detach()), 4),
+                train_j_mm=round(float(lj.detach()) * 1000, 2),
+                train_v_mm=round(float(lv.detach()) * 1000, 2),
+                val_j_mm=round(float(vj) * 1000, 2),
+                val_v_mm=round(float(vv) * 1000, 2),
+                val_geo_deg=round(float(vg) * 57.3, 2),
+                val_init_v_mm=round(float(iv) * 1000, 2),
+                val_reaimed_v_mm=round(float(rv) * 1000, 2),
+            )
             log.append(row)
             print(json.dumps(row), flush=True)
             save_network(net, args.out, meta=dict(step=step, args=vars(args), minutes=minutes))
         if minutes > args.minutes:
             print(f"time limit: stopped at step {step}", flush=True)
             break
-    save_network(net, args.out, meta=dict(step=step, args=vars(args), minutes=(time.perf_counter() - t0) / 60, log=log))
-    print(f"saved {args.out} after {step} steps, {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    save_network(
+        net,
+        args.out,
+        meta=dict(step=step, args=vars(args), minutes=(time.perf_counter() - t0) / 60, log=log),
+    )
+    print(
+        f"saved {args.out} after {step} steps, {(time.perf_counter() - t0) / 60:.1f} min",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Kept light on purpose: importing this package imports nothing; the modules impor
 
 def _modules():
     from . import batch, joint_map, operators, panel, preferences, properties
+
     return preferences, properties, operators, joint_map, batch, panel
 
 
@@ -22,6 +23,7 @@ def register():
     import bpy
 
     from . import batch, operators, properties
+
     for cls in _classes():
         bpy.utils.register_class(cls)
     properties.register_properties()
@@ -34,6 +36,7 @@ def unregister():
     import bpy
 
     from . import batch, operators, properties
+
     bpy.types.TOPBAR_MT_file_import.remove(batch.menu_import)
     bpy.types.TOPBAR_MT_file_export.remove(operators.menu_export)
     bpy.types.TOPBAR_MT_file_import.remove(operators.menu_import)

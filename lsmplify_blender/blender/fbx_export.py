@@ -1,4 +1,5 @@
 """An SMPL rig, its mesh and its action as FBX for a game engine or DCC (Blender's FBX exporter)."""
+
 from __future__ import annotations
 
 import os
@@ -16,21 +17,41 @@ FBX_PRESETS = {
     # so the model arrives at scale 1 (not 100). (Apply Transform is not used: Blender
     # documents it as broken with armatures. Unity's 'Bake Axis Conversion' removes the
     # root's axis rotation.)
-    "UNITY": dict(axis_forward="-Z", axis_up="Y", apply_unit_scale=True, apply_scale_options="FBX_SCALE_ALL"),
+    "UNITY": dict(
+        axis_forward="-Z", axis_up="Y", apply_unit_scale=True, apply_scale_options="FBX_SCALE_ALL"
+    ),
     # Unreal works in centimetres with Z up, as Blender does: 'All Local' writes the file in
     # centimetres (UnitScaleFactor 1, the metre-to-centimetre factor on the root objects'
     # transforms) and Blender's own axes (Z up, the body facing -Y), so Unreal neither
     # rescales nor turns it.
-    "UNREAL": dict(axis_forward="-Y", axis_up="Z", apply_unit_scale=True, apply_scale_options="FBX_SCALE_NONE"),
+    "UNREAL": dict(
+        axis_forward="-Y", axis_up="Z", apply_unit_scale=True, apply_scale_options="FBX_SCALE_NONE"
+    ),
     # Blender's defaults: re-imports into Blender unchanged.
-    "BLENDER": dict(axis_forward="-Z", axis_up="Y", apply_unit_scale=True, apply_scale_options="FBX_SCALE_NONE"),
+    "BLENDER": dict(
+        axis_forward="-Z", axis_up="Y", apply_unit_scale=True, apply_scale_options="FBX_SCALE_NONE"
+    ),
 }
-FBX_COMMON = dict(use_selection=True, object_types={"ARMATURE", "MESH"}, add_leaf_bones=False,
-                  use_armature_deform_only=True, primary_bone_axis="Y", secondary_bone_axis="X",
-                  armature_nodetype="NULL", bake_anim=True, bake_anim_use_all_bones=True,
-                  bake_anim_use_nla_strips=False, bake_anim_use_all_actions=False,
-                  bake_anim_force_startend_keying=True, bake_anim_step=1.0, bake_anim_simplify_factor=0.0,
-                  use_mesh_modifiers=False, mesh_smooth_type="FACE", bake_space_transform=False, global_scale=1.0)
+FBX_COMMON = dict(
+    use_selection=True,
+    object_types={"ARMATURE", "MESH"},
+    add_leaf_bones=False,
+    use_armature_deform_only=True,
+    primary_bone_axis="Y",
+    secondary_bone_axis="X",
+    armature_nodetype="NULL",
+    bake_anim=True,
+    bake_anim_use_all_bones=True,
+    bake_anim_use_nla_strips=False,
+    bake_anim_use_all_actions=False,
+    bake_anim_force_startend_keying=True,
+    bake_anim_step=1.0,
+    bake_anim_simplify_factor=0.0,
+    use_mesh_modifiers=False,
+    mesh_smooth_type="FACE",
+    bake_space_transform=False,
+    global_scale=1.0,
+)
 
 
 def fbx_exporter_available() -> bool:
@@ -46,9 +67,13 @@ def export_rig_fbx(context, rig_obj, path: str, preset: str = "UNITY") -> str:
     from .scene_writing import real_size_scale
 
     if preset not in FBX_PRESETS:
-        raise LSMPLifyError(f"Unknown FBX target '{preset}'; choose one of {', '.join(FBX_PRESETS)}.")
+        raise LSMPLifyError(
+            f"Unknown FBX target '{preset}'; choose one of {', '.join(FBX_PRESETS)}."
+        )
     if not fbx_exporter_available():
-        raise LSMPLifyError("Blender's FBX exporter is not enabled: enable the 'FBX format' add-on.")
+        raise LSMPLifyError(
+            "Blender's FBX exporter is not enabled: enable the 'FBX format' add-on."
+        )
     objs = [rig_obj] + [c for c in rig_obj.children if c.type == "MESH"]
     view_layer = context.view_layer
     prev_sel = [o for o in view_layer.objects if o.select_get()]

@@ -2,6 +2,7 @@
 names are not CMU, Mixamo or SMPL. Rows live in the scene settings (``joint_map``); Save to
 Source keeps them on the source armature (a JSON custom property), and a source armature
 with a saved map uses it whenever the panel's map is empty (see ``sources.joint_map``)."""
+
 from __future__ import annotations
 
 import json
@@ -19,12 +20,15 @@ def source_for_map(context):
     s = context.scene.lsmplify
     arm = source_armature(context, s) if s.source_type == "ARMATURE" else None
     if arm is None:
-        raise InputError("A joint map is saved on an Armature source: choose the armature in the LSMPLify panel.")
+        raise InputError(
+            "A joint map is saved on an Armature source: choose the armature in the LSMPLify panel."
+        )
     return arm
 
 
 class LSMPLIFY_OT_joint_map_add(GuardedOperator, bpy.types.Operator):
     """Add a row to the joint map (a source joint's name and the keypoint it stands for)"""
+
     bl_idname = "lsmplify.joint_map_add"
     bl_label = "Add Joint"
     bl_options = {"REGISTER", "UNDO"}
@@ -41,6 +45,7 @@ class LSMPLIFY_OT_joint_map_add(GuardedOperator, bpy.types.Operator):
 
 class LSMPLIFY_OT_joint_map_remove(GuardedOperator, bpy.types.Operator):
     """Remove the selected row of the joint map"""
+
     bl_idname = "lsmplify.joint_map_remove"
     bl_label = "Remove Joint"
     bl_options = {"REGISTER", "UNDO"}
@@ -58,6 +63,7 @@ class LSMPLIFY_OT_joint_map_remove(GuardedOperator, bpy.types.Operator):
 
 class LSMPLIFY_OT_joint_map_save(GuardedOperator, bpy.types.Operator):
     """Keep the joint map on the source armature: it is used for this armature whenever the panel's map is empty"""
+
     bl_idname = "lsmplify.joint_map_save"
     bl_label = "Save to Source"
     bl_options = {"REGISTER", "UNDO"}
@@ -66,7 +72,11 @@ class LSMPLIFY_OT_joint_map_save(GuardedOperator, bpy.types.Operator):
         from .sources import JOINT_MAP_PROP
 
         arm = source_for_map(context)
-        rows = {r.source: r.keypoint for r in context.scene.lsmplify.joint_map if r.source and r.keypoint}
+        rows = {
+            r.source: r.keypoint
+            for r in context.scene.lsmplify.joint_map
+            if r.source and r.keypoint
+        }
         arm[JOINT_MAP_PROP] = json.dumps(rows, sort_keys=True)
         self.say({"INFO"}, f"LSMPLify: {len(rows)} joint names saved on '{arm.name}'")
         return {"FINISHED"}
@@ -74,6 +84,7 @@ class LSMPLIFY_OT_joint_map_save(GuardedOperator, bpy.types.Operator):
 
 class LSMPLIFY_OT_joint_map_load(GuardedOperator, bpy.types.Operator):
     """Put the joint map saved on the source armature into the panel for editing"""
+
     bl_idname = "lsmplify.joint_map_load"
     bl_label = "Load from Source"
     bl_options = {"REGISTER", "UNDO"}
@@ -83,7 +94,9 @@ class LSMPLIFY_OT_joint_map_load(GuardedOperator, bpy.types.Operator):
 
         arm = source_for_map(context)
         if JOINT_MAP_PROP not in arm:
-            raise InputError(f"'{arm.name}' has no saved joint map: fill the map and use Save to Source.")
+            raise InputError(
+                f"'{arm.name}' has no saved joint map: fill the map and use Save to Source."
+            )
         s = context.scene.lsmplify
         s.joint_map.clear()
         for source, keypoint in sorted(joint_map(s, arm).items()):
@@ -113,5 +126,10 @@ def draw_joint_map(box, s) -> None:
         row.operator(LSMPLIFY_OT_joint_map_load.bl_idname)
 
 
-CLASSES = (LSMPLIFY_OT_joint_map_add, LSMPLIFY_OT_joint_map_remove, LSMPLIFY_OT_joint_map_save,
-           LSMPLIFY_OT_joint_map_load, LSMPLIFY_UL_joint_map)
+CLASSES = (
+    LSMPLIFY_OT_joint_map_add,
+    LSMPLIFY_OT_joint_map_remove,
+    LSMPLIFY_OT_joint_map_save,
+    LSMPLIFY_OT_joint_map_load,
+    LSMPLIFY_UL_joint_map,
+)

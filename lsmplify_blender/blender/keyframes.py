@@ -16,6 +16,7 @@ wants, chosen by feature detection:
   layered API fails, the slot Blender made is assigned explicitly (a legacy F-curve on a
   new action in 4.4/4.5 otherwise leaves the slot unassigned and nothing animates).
 """
+
 from __future__ import annotations
 
 import bpy
@@ -88,7 +89,8 @@ class _FCurveWriter:
         if self._channelbag is None and not hasattr(action, "fcurves"):
             raise LSMPLifyError(
                 f"This Blender version ({bpy.app.version_string}) offers neither layered nor legacy "
-                "actions through its Python API; keyframes cannot be written.")
+                "actions through its Python API; keyframes cannot be written."
+            )
 
     def _group(self, name: str):
         if name not in self._groups:
@@ -151,8 +153,9 @@ def _protect_previous_action(obj) -> None:
         prev.use_fake_user = True
 
 
-def write_pose_action(armature_obj, rotmats, trans, frame_start: int = 1, name: str = "LSMPLify",
-                      fit_error_mm=None):
+def write_pose_action(
+    armature_obj, rotmats, trans, frame_start: int = 1, name: str = "LSMPLify", fit_error_mm=None
+):
     """Key SMPL motion on an SMPL rig as a NEW action (unique name), assigned to the armature.
 
     rotmats (T, 24, 3, 3) SMPL local rotations and trans (T, 3) SMPL root translations
@@ -166,7 +169,9 @@ def write_pose_action(armature_obj, rotmats, trans, frame_start: int = 1, name: 
         raise LSMPLifyError("Keyframes need an armature object (build an SMPL rig first).")
     missing = [n for n in SMPL_JOINT_NAMES if n not in armature_obj.pose.bones]
     if missing:
-        raise LSMPLifyError(f"'{armature_obj.name}' is not an SMPL rig: it lacks the bones {', '.join(missing)}.")
+        raise LSMPLifyError(
+            f"'{armature_obj.name}' is not an SMPL rig: it lacks the bones {', '.join(missing)}."
+        )
     r = _as_numpy(rotmats)
     t = _as_numpy(trans)
     if r.ndim != 4 or r.shape[1:] != (NUM_JOINTS, 3, 3):
@@ -179,7 +184,9 @@ def write_pose_action(armature_obj, rotmats, trans, frame_start: int = 1, name: 
         raise LSMPLifyError("The motion contains NaN or infinite values; nothing was keyed.")
     anim = armature_obj.animation_data
     if anim is not None and anim.use_tweak_mode:
-        raise LSMPLifyError(f"'{armature_obj.name}' is in NLA tweak mode; leave it before writing a new action.")
+        raise LSMPLifyError(
+            f"'{armature_obj.name}' is in NLA tweak mode; leave it before writing a new action."
+        )
     fit = None
     if fit_error_mm is not None:
         fit = _as_numpy(fit_error_mm).reshape(-1)
@@ -209,9 +216,13 @@ def write_pose_action(armature_obj, rotmats, trans, frame_start: int = 1, name: 
         ok = np.isfinite(fit)
         armature_obj[FIT_ERROR_PROP] = float(fit[ok][0]) if ok.any() else 0.0
         ui = armature_obj.id_properties_ui(FIT_ERROR_PROP)
-        ui.update(min=0.0, description="LSMPLify: per-frame mean distance to the input keypoints (mm)")
+        ui.update(
+            min=0.0, description="LSMPLify: per-frame mean distance to the input keypoints (mm)"
+        )
         if ok.any():
-            _write_keys(writer.new(_FIT_PATH, 0, _GROUP_FIT), frames[ok], fit[ok].astype(np.float32), linear)
+            _write_keys(
+                writer.new(_FIT_PATH, 0, _GROUP_FIT), frames[ok], fit[ok].astype(np.float32), linear
+            )
     _protect_previous_action(armature_obj)
     writer.assign()
     return action
@@ -221,7 +232,9 @@ def _pose_key_path(name: str) -> str:
     return f'key_blocks["{name}"].value'
 
 
-def write_corrective_action(mesh_obj, rotmats, frame_start: int = 1, name: str = "LSMPLify_correctives"):
+def write_corrective_action(
+    mesh_obj, rotmats, frame_start: int = 1, name: str = "LSMPLify_correctives"
+):
     """Key the ``Pose000..Pose206`` shape keys of an SMPL mesh at SMPL's pose feature, as a NEW action.
 
     The action goes on the mesh's shape-key datablock (``mesh_obj.data.shape_keys``), one
@@ -242,7 +255,9 @@ def write_corrective_action(mesh_obj, rotmats, frame_start: int = 1, name: str =
     key = mesh_obj.data.shape_keys
     anim = key.animation_data
     if anim is not None and anim.use_tweak_mode:
-        raise LSMPLifyError(f"The shape keys of '{mesh_obj.name}' are in NLA tweak mode; leave it first.")
+        raise LSMPLifyError(
+            f"The shape keys of '{mesh_obj.name}' are in NLA tweak mode; leave it first."
+        )
     T = r.shape[0]
     feats = pose_feature(r).astype(np.float32)  # (T, 207): SMPL's pose-corrective input
     frames = (float(frame_start) + np.arange(T, dtype=np.float64)).astype(np.float32)
@@ -256,7 +271,9 @@ def write_corrective_action(mesh_obj, rotmats, frame_start: int = 1, name: str =
     action["lsmplify_frames"] = int(T)
     writer = _FCurveWriter(action, key, id_type="KEY")
     for k, kname in enumerate(pose_key_names()):
-        _write_keys(writer.new(_pose_key_path(kname), 0, "Pose correctives"), frames, feats[:, k], linear)
+        _write_keys(
+            writer.new(_pose_key_path(kname), 0, "Pose correctives"), frames, feats[:, k], linear
+        )
     _protect_previous_action(key)
     writer.assign()
     return action
@@ -311,9 +328,13 @@ def write_location_action(obj, frames, locations, name: str):
     loc = _as_numpy(locations, np.float32)
     f = _as_numpy(frames, np.float32).reshape(-1)
     if loc.shape != (f.size, 3) or f.size == 0:
-        raise LSMPLifyError(f"Locations must have shape ({f.size}, 3) with at least one frame; got {loc.shape}.")
+        raise LSMPLifyError(
+            f"Locations must have shape ({f.size}, 3) with at least one frame; got {loc.shape}."
+        )
     if not np.isfinite(loc).all():
-        raise LSMPLifyError(f"The locations of '{obj.name}' contain NaN or infinite values; nothing was keyed.")
+        raise LSMPLifyError(
+            f"The locations of '{obj.name}' contain NaN or infinite values; nothing was keyed."
+        )
     linear = _enum_value(bpy.types.Keyframe, "interpolation", "LINEAR")
     action = bpy.data.actions.new(name)
     writer = _FCurveWriter(action, obj)

@@ -1,4 +1,5 @@
 """Keypoint motion shown in the scene: one animated empty per keypoint, in a new collection."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -57,7 +58,9 @@ def keypoint_empties(context, settings) -> list:
     if settings.source_type == "EMPTIES":
         return selected_empties(context)
     coll = settings.empties_collection
-    if coll is not None and coll.name in {c.name for c in context.scene.collection.children_recursive}:
+    if coll is not None and coll.name in {
+        c.name for c in context.scene.collection.children_recursive
+    }:
         return [o for o in coll.all_objects if o.type == "EMPTY" and o.visible_get()]
     return []
 
@@ -75,8 +78,18 @@ def keypoint_targets(context, settings) -> list:
     return keypoint_empties(context, settings)
 
 
-def import_keypoint_file(context, filepath: str, model, layout="AUTO", units="AUTO", up="AUTO", fps=0.0,
-                         create_empties: bool = True, update_scene: bool = True, asf_path: str = ""):
+def import_keypoint_file(
+    context,
+    filepath: str,
+    model,
+    layout="AUTO",
+    units="AUTO",
+    up="AUTO",
+    fps=0.0,
+    create_empties: bool = True,
+    update_scene: bool = True,
+    asf_path: str = "",
+):
     """Read and prepare a keypoint file, make it the scene's File source (playing from the
     scene's first frame) and optionally show it as animated empties; returns the prepared
     keypoints. All or nothing: when any step fails the scene is left exactly as it was."""
@@ -90,15 +103,27 @@ def import_keypoint_file(context, filepath: str, model, layout="AUTO", units="AU
     mapping = joint_map(context.scene.lsmplify)
     if mapping and seq.names is not None:
         seq.names = mapped_names(seq.names, mapping)
-    prepared = prepare(seq, model, layout=option_value(layout), units=option_value(units),
-                       up=option_value(up), fps=fps or None)
-    check_frame_rate(prepared.fps, f"{Path(path).name}", "Set FPS in the Import Keypoints options to the "
-                     "capture's real frame rate.")
+    prepared = prepare(
+        seq,
+        model,
+        layout=option_value(layout),
+        units=option_value(units),
+        up=option_value(up),
+        fps=fps or None,
+    )
+    check_frame_rate(
+        prepared.fps,
+        f"{Path(path).name}",
+        "Set FPS in the Import Keypoints options to the capture's real frame rate.",
+    )
     scene = context.scene
     start = scene.frame_start
     with SceneChange(scene) as change:
-        coll = create_keypoint_empties(context, prepared, start, safe_stem(path), made=change.made) \
-            if create_empties else None
+        coll = (
+            create_keypoint_empties(context, prepared, start, safe_stem(path), made=change.made)
+            if create_empties
+            else None
+        )
         s = scene.lsmplify
         s.source_type = "FILE"
         s.filepath = filepath
@@ -113,11 +138,22 @@ def import_keypoint_file(context, filepath: str, model, layout="AUTO", units="AU
 
 
 # data-block collections an importer may add to; what it added is removed again on failure
-IMPORTED_KINDS = ("objects", "armatures", "meshes", "actions", "collections", "materials", "images", "cameras",
-                  "lights")
+IMPORTED_KINDS = (
+    "objects",
+    "armatures",
+    "meshes",
+    "actions",
+    "collections",
+    "materials",
+    "images",
+    "cameras",
+    "lights",
+)
 
 
-def import_fbx_armature(context, filepath: str, model, layout="AUTO", units="AUTO", update_scene: bool = True):
+def import_fbx_armature(
+    context, filepath: str, model, layout="AUTO", units="AUTO", update_scene: bool = True
+):
     """An FBX take through Blender's FBX importer, made the scene's Armature source (its
     action's frames, scene range and fps set to them when ``update_scene``); returns
     (armature, prepared keypoints). All or nothing: a file that is not a readable human
@@ -134,10 +170,14 @@ def import_fbx_armature(context, filepath: str, model, layout="AUTO", units="AUT
         try:
             result = bpy.ops.import_scene.fbx(filepath=path)
         finally:  # whatever the importer made, even when it failed half-way
-            change.made += [i for k in IMPORTED_KINDS for i in getattr(bpy.data, k) if i not in before[k]]
+            change.made += [
+                i for k in IMPORTED_KINDS for i in getattr(bpy.data, k) if i not in before[k]
+            ]
         arms = [o for o in change.made if isinstance(o, bpy.types.Object) and o.type == "ARMATURE"]
         if "FINISHED" not in result or not arms:
-            raise InputError(f"'{Path(path).name}' holds no armature that Blender's FBX importer could read.")
+            raise InputError(
+                f"'{Path(path).name}' holds no armature that Blender's FBX importer could read."
+            )
         arm = max(arms, key=lambda o: len(o.data.bones))
         found = action_frame_range([arm])
         if found is None:

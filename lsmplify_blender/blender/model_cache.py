@@ -2,6 +2,7 @@
 
 The core (and with it torch) is imported on first use, not at registration.
 """
+
 from __future__ import annotations
 
 import bpy
@@ -72,8 +73,12 @@ def load_preferred_model(path: str):
         raise ModelFileError(unusable_model_message(known))
     try:
         data = load_model_data(path)
-    except Exception as exc:  # noqa: BLE001 - a hostile or broken file: refuse it, whatever it raised
-        text = str(exc) if isinstance(exc, LSMPLifyError) else f"could not read it ({type(exc).__name__}: {exc})"
+    except Exception as exc:  # noqa: BLE001 (a bad model file falls back with a warning, never a crash)
+        text = (
+            str(exc)
+            if isinstance(exc, LSMPLifyError)
+            else f"could not read it ({type(exc).__name__}: {exc})"
+        )
         record_model_status(path, text)
         raise ModelFileError(unusable_model_message(text)) from None
     record_model_status(path, "", data.name)
@@ -81,6 +86,8 @@ def load_preferred_model(path: str):
 
 
 def unusable_model_message(error: str) -> str:
-    return (f"The Body Model set in the add-on preferences (Edit > Preferences > Add-ons > LSMPLify) "
-            f"cannot be used: {error} Choose a valid SMPL model file there, or clear the field to use the "
-            "embedded open model.")
+    return (
+        f"The Body Model set in the add-on preferences (Edit > Preferences > Add-ons > LSMPLify) "
+        f"cannot be used: {error} Choose a valid SMPL model file there, or clear the field to use the "
+        "embedded open model."
+    )

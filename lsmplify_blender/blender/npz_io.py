@@ -1,4 +1,5 @@
 """SMPL motion files (AMASS-style .npz) to and from SMPL rigs in the scene."""
+
 from __future__ import annotations
 
 import os
@@ -30,12 +31,18 @@ def rig_motion_arrays(rig_obj, fs: int, fe: int) -> dict:
     if anim is None or anim.action is None:
         raise InputError(f"The rig '{rig_obj.name}' has no action to export.")
     rotmats, trans = read_pose_action(rig_obj, fs, fe)
-    out = dict(poses=matrix_to_axis_angle(torch.from_numpy(rotmats)).reshape(-1, 72).numpy(), trans=trans)
+    out = dict(
+        poses=matrix_to_axis_angle(torch.from_numpy(rotmats)).reshape(-1, 72).numpy(), trans=trans
+    )
     slot = getattr(anim, "action_slot", None)
-    fit = next((fc for fc in action_fcurves(anim.action, slot)
-                if fc.data_path == f'["{FIT_ERROR_PROP}"]'), None)
+    fit = next(
+        (fc for fc in action_fcurves(anim.action, slot) if fc.data_path == f'["{FIT_ERROR_PROP}"]'),
+        None,
+    )
     if fit is not None:
-        out["fit_error_mm"] = np.array([fit.evaluate(f) for f in range(fs, fe + 1)], dtype=np.float32)
+        out["fit_error_mm"] = np.array(
+            [fit.evaluate(f) for f in range(fs, fe + 1)], dtype=np.float32
+        )
     for key in ("lsmplify_solver", "lsmplify_layout"):
         if key in anim.action:
             out[key.split("_", 1)[1]] = str(anim.action[key])
@@ -60,9 +67,11 @@ def solved_frames(rig_obj, within=None) -> tuple[int, int]:
     if within is not None:
         lo, hi = max(fs, within[0]), min(fe, within[1])
         if hi < lo:
-            raise InputError(f"The action '{action.name}' covers frames {fs}-{fe}, outside the scene range "
-                             f"{within[0]}-{within[1]}: nothing to export. Turn off Scene Range Only or change "
-                             "the scene range.")
+            raise InputError(
+                f"The action '{action.name}' covers frames {fs}-{fe}, outside the scene range "
+                f"{within[0]}-{within[1]}: nothing to export. Turn off Scene Range Only or change "
+                "the scene range."
+            )
         fs, fe = lo, hi
     return fs, fe
 
@@ -74,9 +83,17 @@ def export_rig_npz(context, rig_obj, path: str, fs: int, fe: int):
 
     arrays = rig_motion_arrays(rig_obj, fs, fe)
     poses, trans = arrays.pop("poses"), arrays.pop("trans")
-    out = write_smpl_npz(path, poses, rig_betas(rig_obj), trans, scene_fps(context.scene),
-                         gender=str(rig_obj.get("lsmplify_gender", "neutral")),
-                         model=str(rig_obj.get("lsmplify_model", "")), frame_start=np.int32(fs), **arrays)
+    out = write_smpl_npz(
+        path,
+        poses,
+        rig_betas(rig_obj),
+        trans,
+        scene_fps(context.scene),
+        gender=str(rig_obj.get("lsmplify_gender", "neutral")),
+        model=str(rig_obj.get("lsmplify_model", "")),
+        frame_start=np.int32(fs),
+        **arrays,
+    )
     return out, poses.shape[0]
 
 
@@ -91,7 +108,9 @@ def read_fit_error(path: str, frames: int):
     return None
 
 
-def import_smpl_motion(context, path: str, model, update_scene: bool = True, use_file_start: bool = True):
+def import_smpl_motion(
+    context, path: str, model, update_scene: bool = True, use_file_start: bool = True
+):
     """A new SMPL rig keyed with the motion of an AMASS-style .npz, from the file's
     ``frame_start`` (when it has one and ``use_file_start``) or the scene's first frame.
 
@@ -111,20 +130,42 @@ def import_smpl_motion(context, path: str, model, update_scene: bool = True, use
     poses = np.asarray(data["poses"], dtype=np.float64)
     trans = np.asarray(data["trans"], dtype=np.float64)
     if not np.isfinite(poses).all() or not np.isfinite(trans).all():
-        raise InputError(f"{Path(path).name}: the poses or translations contain NaN or infinite values.")
-    fps = check_frame_rate(data["fps"], f"{Path(path).name}: mocap_framerate",
-                           "Correct the file's mocap_framerate.")
+        raise InputError(
+            f"{Path(path).name}: the poses or translations contain NaN or infinite values."
+        )
+    fps = check_frame_rate(
+        data["fps"], f"{Path(path).name}: mocap_framerate", "Correct the file's mocap_framerate."
+    )
     rotmats = axis_angle_to_matrix(torch.from_numpy(poses.reshape(-1, 24, 3))).numpy()
     if data["up"] == "z":
         pelvis = rest_joints_smpl(model.data, data["betas"])[0]
         rotmats[:, 0], trans = turn_motion_z_up_to_y_up(rotmats[:, 0], trans, pelvis)
     scene = context.scene
-    start = data["frame_start"] if use_file_start and data["frame_start"] is not None else scene.frame_start
+    start = (
+        data["frame_start"]
+        if use_file_start and data["frame_start"] is not None
+        else scene.frame_start
+    )
     fit = read_fit_error(path, poses.shape[0])
     with SceneChange(scene) as change:
-        rig_obj, action = write_motion(context, model, rotmats, trans, data["betas"], start, fit,
-                                       name=safe_stem(path), action_name=safe_stem(path))
-        change.made += [rig_obj, action, rig_obj.data, *rig_obj.children, *(c.data for c in rig_obj.children)]
+        rig_obj, action = write_motion(
+            context,
+            model,
+            rotmats,
+            trans,
+            data["betas"],
+            start,
+            fit,
+            name=safe_stem(path),
+            action_name=safe_stem(path),
+        )
+        change.made += [
+            rig_obj,
+            action,
+            rig_obj.data,
+            *rig_obj.children,
+            *(c.data for c in rig_obj.children),
+        ]
         if update_scene:
             set_scene_timing(scene, start, poses.shape[0], fps)
     return rig_obj, action, poses.shape[0], data["notes"]

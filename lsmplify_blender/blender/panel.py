@@ -1,4 +1,5 @@
 """3D View > Sidebar > LSMPLify: source, solve, results, refine / export / preview."""
+
 from __future__ import annotations
 
 import bpy
@@ -53,12 +54,15 @@ def draw_source(box, context, s) -> None:
     box.prop(s, "layout")
     box.prop(s, "units")  # used by every source (scene sources too): shown for every source
     from .joint_map import draw_joint_map
+
     draw_joint_map(box.box(), s)
     if s.detected_layout:
         col = box.column(align=True)
         col.label(text=f"Detected: {s.detected_layout}")
-        col.label(text=f"Units {s.detected_units}, up {s.detected_up}, {s.detected_fps} fps, "
-                       f"{s.detected_frames} frames")
+        col.label(
+            text=f"Units {s.detected_units}, up {s.detected_up}, {s.detected_fps} fps, "
+            f"{s.detected_frames} frames"
+        )
 
 
 def draw_solve(box, context, s) -> None:
@@ -71,7 +75,10 @@ def draw_solve(box, context, s) -> None:
     row.prop(s, "auto_denoise", text="Auto")
     if s.smoothing > 0:  # the factor in the units it stands for
         from .sources import SMOOTHING_MAX_SIGMA_S
-        box.label(text=f"Gaussian over time, sigma {s.smoothing * SMOOTHING_MAX_SIGMA_S * 1000:.0f} ms")
+
+        box.label(
+            text=f"Gaussian over time, sigma {s.smoothing * SMOOTHING_MAX_SIGMA_S * 1000:.0f} ms"
+        )
     box.prop(s, "target_rig")
     if s.target_rig is None:
         box.prop(s, "new_rig")
@@ -96,7 +103,7 @@ def draw_results(box, s) -> None:
     if s.result_betas:  # five per line: ten do not fit the sidebar
         betas = s.result_betas.split()
         for i in range(0, len(betas), 5):
-            col.label(text=("Betas: " if i == 0 else "") + " ".join(betas[i:i + 5]))
+            col.label(text=("Betas: " if i == 0 else "") + " ".join(betas[i : i + 5]))
     if s.result_summary:
         col.label(text=s.result_summary)
 

@@ -6,6 +6,7 @@ A body-model file is hostile until validated, so setting the path loads nothing:
 is validated with the core's loader the first time it is needed (a solve or an import
 that builds a rig) or when Check Model is pressed, and the result is shown here.
 """
+
 from __future__ import annotations
 
 import bpy
@@ -51,12 +52,13 @@ def model_status(path: str) -> str:
     if key not in _MODEL_STATUS:
         from ..core.body_model import load_model_data
         from ..core.errors import LSMPLifyError
+
         try:
             data = load_model_data(key or None)
             record_model_status(path, "", data.name)
         except LSMPLifyError as exc:
             record_model_status(path, str(exc))
-        except Exception as exc:  # noqa: BLE001 - shown to the user, never raised in the UI
+        except Exception as exc:  # noqa: BLE001 (a preference must never crash Blender)
             record_model_status(path, f"Could not read the body model: {type(exc).__name__}: {exc}")
     return _MODEL_STATUS[key]
 
@@ -65,11 +67,13 @@ def _model_path_update(self, _context):
     # nothing is loaded here: a crafted file must not be read on a mere change of the path
     _MODEL_STATUS.pop(model_key(self.model_path), None)
     from .model_cache import clear_model_cache
+
     clear_model_cache()
 
 
 class LSMPLIFY_OT_check_model(bpy.types.Operator):
     """Validate the body model file set in the preferences (the result is shown there)"""
+
     bl_idname = "lsmplify.check_model"
     bl_label = "Check Model"
 
@@ -81,7 +85,9 @@ class LSMPLIFY_OT_check_model(bpy.types.Operator):
         if err:
             self.report({"ERROR"}, err)
             return {"CANCELLED"}
-        self.report({"INFO"}, f"LSMPLify: the body model '{_MODEL_NAMES.get(model_key(path), '')}' is valid")
+        self.report(
+            {"INFO"}, f"LSMPLify: the body model '{_MODEL_NAMES.get(model_key(path), '')}' is valid"
+        )
         return {"FINISHED"}
 
 
@@ -91,7 +97,7 @@ class LSMPLifyPreferences(bpy.types.AddonPreferences):
     model_path: StringProperty(
         name="Body Model",
         description="SMPL-format body model (.pkl or .npz, e.g. SMPL_NEUTRAL.pkl). "
-                    "Empty: the embedded open model",
+        "Empty: the embedded open model",
         subtype="FILE_PATH",
         default="",
         update=_model_path_update,
@@ -144,6 +150,7 @@ def device_summary(choice: str) -> str:
     """What the device choice means here, e.g. 'Auto: CPU'; an unavailable device says so."""
     from ..core.device import resolve_device
     from ..core.errors import LSMPLifyError
+
     label = {i[0]: i[1] for i in DEVICE_ITEMS}.get(choice, choice)
     try:
         dev = resolve_device(choice.lower())

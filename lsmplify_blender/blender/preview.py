@@ -3,6 +3,7 @@
 Everything the preview makes (a camera, marker spheres) is removed afterwards and every
 render setting it changes is restored: the scene is left as it was.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,9 @@ def preview_frames(fs: int, fe: int, max_frames: int) -> list[int]:
 
 
 def preview_meshes(scene) -> list:
-    return [o for o in scene.objects if o.type == "MESH" and o.get("lsmplify_mesh") and o.visible_get()]
+    return [
+        o for o in scene.objects if o.type == "MESH" and o.get("lsmplify_mesh") and o.visible_get()
+    ]
 
 
 def preview_folder(directory: str) -> str:
@@ -39,13 +42,22 @@ def preview_folder(directory: str) -> str:
     if not directory:
         raise InputError("Choose a Folder for the preview images.")
     if directory.startswith("//") and not bpy.data.filepath:
-        raise InputError(f"The Folder '{directory}' is relative to the .blend file, which is not saved yet: save "
-                         "the file first or choose an absolute Folder.")
+        raise InputError(
+            f"The Folder '{directory}' is relative to the .blend file, which is not saved yet: save "
+            "the file first or choose an absolute Folder."
+        )
     return os.path.abspath(bpy.path.abspath(directory))
 
 
-def render_preview(context, folder: str, frames, targets, resolution: int = 320, video: bool = False,
-                   marker_radius: float = MARKER_RADIUS_M) -> list[str]:
+def render_preview(
+    context,
+    folder: str,
+    frames,
+    targets,
+    resolution: int = 320,
+    video: bool = False,
+    marker_radius: float = MARKER_RADIUS_M,
+) -> list[str]:
     """Render ``frames`` of the visible LSMPLify meshes and the source's keypoints (``targets``:
     empties, or (armature, bone) pairs; small spheres of ``marker_radius``) over a floor into
     ``folder/preview_NNNNN.png`` (an absolute path, see ``preview_folder``), and
@@ -59,7 +71,9 @@ def render_preview(context, folder: str, frames, targets, resolution: int = 320,
     if not meshes and not targets:
         raise InputError("Nothing to preview: no visible LSMPLify mesh or keypoint empties.")
     if video and not bpy.app.build_options.codec_ffmpeg:
-        raise InputError("This Blender has no FFmpeg video output: turn Video off to render PNG frames only.")
+        raise InputError(
+            "This Blender has no FFmpeg video output: turn Video off to render PNG frames only."
+        )
     os.makedirs(folder, exist_ok=True)
     made = []
     saved = RenderState(scene)
@@ -97,12 +111,18 @@ def set_preview_look(scene, resolution: int) -> None:
     """Workbench, studio light, object colours, PNG at ``resolution`` x 3/4 of it."""
     r = scene.render
     r.engine = "BLENDER_WORKBENCH"
-    r.resolution_x, r.resolution_y, r.resolution_percentage = resolution, max(16, resolution * 3 // 4), 100
+    r.resolution_x, r.resolution_y, r.resolution_percentage = (
+        resolution,
+        max(16, resolution * 3 // 4),
+        100,
+    )
     set_output_format(r.image_settings, "PNG")
     r.film_transparent = False
     scene.display.shading.light = "STUDIO"
     scene.display.shading.color_type = "OBJECT"
-    scene.view_settings.view_transform = "Standard"  # the colours as set (AgX would grey the markers)
+    scene.view_settings.view_transform = (
+        "Standard"  # the colours as set (AgX would grey the markers)
+    )
 
 
 def set_output_format(image_settings, file_format: str) -> None:
@@ -123,7 +143,9 @@ def render_video(scene, folder: str, first: int, last: int) -> str:
     r.use_file_extension = True
     r.filepath = os.path.join(folder, "preview_")
     bpy.ops.render.render(animation=True, scene=scene.name)
-    found = sorted(glob.glob(os.path.join(glob.escape(folder), f"preview_{first:04d}-{last:04d}*.mp4")))
+    found = sorted(
+        glob.glob(os.path.join(glob.escape(folder), f"preview_{first:04d}-{last:04d}*.mp4"))
+    )
     if not found:
         raise InputError(f"Blender's FFmpeg output wrote no video into '{folder}'.")
     return found[-1]
@@ -149,6 +171,7 @@ def make_markers(scene, targets, made, radius: float = MARKER_RADIUS_M) -> list:
     if not targets:
         return []
     import bmesh
+
     mesh = bpy.data.meshes.new("lsmplify_marker")
     made.append(mesh)
     bm = bmesh.new()
@@ -160,7 +183,9 @@ def make_markers(scene, targets, made, radius: float = MARKER_RADIUS_M) -> list:
     scene.collection.children.link(coll)
     out = []
     for obj, bone in targets:
-        m = bpy.data.objects.new(f"marker_{obj.name}_{bone}" if bone else f"marker_{obj.name}", mesh)
+        m = bpy.data.objects.new(
+            f"marker_{obj.name}_{bone}" if bone else f"marker_{obj.name}", mesh
+        )
         made.append(m)
         coll.objects.link(m)
         m.show_in_front = True  # drawn over the mesh: a matched rig hides its source's joints
@@ -217,7 +242,11 @@ def make_camera(scene, points: np.ndarray, made):
     made.append(cam)
     scene.collection.objects.link(cam)
     cam.location = tuple(float(c) for c in centre + view * (d.min() - distance))
-    cam.rotation_euler = (np.pi / 2 - pitch, 0.0, 0.0)  # +90 deg about X looks along +Y; then tilt down
+    cam.rotation_euler = (
+        np.pi / 2 - pitch,
+        0.0,
+        0.0,
+    )  # +90 deg about X looks along +Y; then tilt down
     return cam
 
 
@@ -241,9 +270,15 @@ class RenderState:
 
     def __init__(self, scene):
         r = scene.render
-        self.values = dict(engine=r.engine, resolution_x=r.resolution_x, resolution_y=r.resolution_y,
-                           resolution_percentage=r.resolution_percentage, filepath=r.filepath,
-                           film_transparent=r.film_transparent, use_file_extension=r.use_file_extension)
+        self.values = dict(
+            engine=r.engine,
+            resolution_x=r.resolution_x,
+            resolution_y=r.resolution_y,
+            resolution_percentage=r.resolution_percentage,
+            filepath=r.filepath,
+            film_transparent=r.film_transparent,
+            use_file_extension=r.use_file_extension,
+        )
         self.range = (scene.frame_start, scene.frame_end, scene.frame_step)
         self.ffmpeg = (r.ffmpeg.format, r.ffmpeg.codec)
         self.file_format = r.image_settings.file_format

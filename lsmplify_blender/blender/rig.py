@@ -15,6 +15,7 @@ rest joints of those betas. A model with pose correctives (``posedirs``) also ge
 ``Pose000..Pose206`` shape keys, keyed per frame at SMPL's pose feature by
 ``keyframes.write_corrective_action``.
 """
+
 from __future__ import annotations
 
 import bpy
@@ -59,11 +60,11 @@ def shape_vectors(model_data: ModelData, betas):
     """Betas padded/truncated to the shape keys the rig carries: at least 10, at most the model's."""
     b = _as_numpy(betas).reshape(-1)
     n = min(model_data.num_betas, max(10, b.size))
-    if b.size > model_data.num_betas:
-        if np.any(b[model_data.num_betas:] != 0):
-            raise LSMPLifyError(
-                f"{b.size} betas given but the body model '{model_data.name}' has only "
-                f"{model_data.num_betas} shape components.")
+    if b.size > model_data.num_betas and np.any(b[model_data.num_betas :] != 0):
+        raise LSMPLifyError(
+            f"{b.size} betas given but the body model '{model_data.name}' has only "
+            f"{model_data.num_betas} shape components."
+        )
     out = np.zeros(n)
     out[: min(n, b.size)] = b[:n]
     if not np.isfinite(out).all():
@@ -71,15 +72,19 @@ def shape_vectors(model_data: ModelData, betas):
     if np.abs(out).max(initial=0.0) > SHAPE_KEY_LIMIT:
         raise LSMPLifyError(
             f"A beta of {np.abs(out).max():.1f} is outside Blender's shape-key range "
-            f"[-{SHAPE_KEY_LIMIT:g}, {SHAPE_KEY_LIMIT:g}]; such a body shape is far outside the model.")
+            f"[-{SHAPE_KEY_LIMIT:g}, {SHAPE_KEY_LIMIT:g}]; such a body shape is far outside the model."
+        )
     return out
 
 
 def rest_joints_smpl(model_data: ModelData, betas) -> np.ndarray:
     """(24, 3) rest joints in SMPL coordinates for the betas, in float64 (J_regressor @ shaped mesh)."""
     b = shape_vectors(model_data, betas)
-    verts = blend_shapes(model_data.v_template.astype(np.float64),
-                         model_data.shapedirs[:, :, :b.size].astype(np.float64), b[None])[0]
+    verts = blend_shapes(
+        model_data.v_template.astype(np.float64),
+        model_data.shapedirs[:, :, : b.size].astype(np.float64),
+        b[None],
+    )[0]
     return model_data.J_regressor.astype(np.float64) @ verts
 
 
@@ -114,9 +119,14 @@ def _create_bones(scene, view_layer, arm_obj, heads_blender: np.ndarray) -> None
     try:
         view_layer.objects.active = arm_obj
         arm_obj.select_set(True, view_layer=view_layer)
-        with bpy.context.temp_override(active_object=arm_obj, object=arm_obj, edit_object=arm_obj,
-                                       selected_objects=[arm_obj], selected_editable_objects=[arm_obj],
-                                       **override):
+        with bpy.context.temp_override(
+            active_object=arm_obj,
+            object=arm_obj,
+            edit_object=arm_obj,
+            selected_objects=[arm_obj],
+            selected_editable_objects=[arm_obj],
+            **override,
+        ):
             bpy.ops.object.mode_set(mode="EDIT")
             try:
                 tail = np.asarray(BONE_TAIL_OFFSET)
@@ -172,11 +182,13 @@ def _add_vertex_groups(mesh_obj, weights: np.ndarray) -> None:
         ids, vals = ids[order], vals[order]
         uniq, starts = np.unique(vals, return_index=True)
         ends = np.append(starts[1:], vals.size)
-        for value, s, e in zip(uniq.tolist(), starts.tolist(), ends.tolist()):
+        for value, s, e in zip(uniq.tolist(), starts.tolist(), ends.tolist(), strict=False):
             group.add(ids[s:e].tolist(), value, "REPLACE")
 
 
-def _add_shape_keys(mesh_obj, basis_blender: np.ndarray, shapedirs: np.ndarray, betas: np.ndarray) -> None:
+def _add_shape_keys(
+    mesh_obj, basis_blender: np.ndarray, shapedirs: np.ndarray, betas: np.ndarray
+) -> None:
     """``Basis`` + one key per beta whose offset from the basis is that shape direction."""
     basis = mesh_obj.shape_key_add(name="Basis", from_mix=False)
     basis.data.foreach_set("co", basis_blender.astype(np.float32).ravel())
@@ -225,7 +237,9 @@ def corrective_meshes(rig_obj) -> list:
     return [c for c in rig_obj.children if has_pose_keys(c)]
 
 
-def build_smpl_rig(context_or_scene, model_data: ModelData, betas, name: str = "SMPL", collection=None):
+def build_smpl_rig(
+    context_or_scene, model_data: ModelData, betas, name: str = "SMPL", collection=None
+):
     """Create a NEW SMPL armature and its skinned mesh child; returns ``(armature_obj, mesh_obj)``.
 
     ``context_or_scene``: a ``bpy.types.Context`` (objects go to its active collection) or a

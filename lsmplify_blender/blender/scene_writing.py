@@ -3,6 +3,7 @@
 All or nothing: every function that makes data-blocks removes them again (and gives a
 target rig its previous action back) when it fails half-way.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,9 +19,11 @@ def is_smpl_rig(obj) -> bool:
     if obj is None or obj.type != "ARMATURE":
         return False
     from .rig import RIG_TAG
+
     if obj.get(RIG_TAG):
         return True
     from ..core.body_model import SMPL_JOINT_NAMES
+
     bones = obj.data.bones
     return all(n in bones for n in SMPL_JOINT_NAMES)
 
@@ -47,7 +50,8 @@ def check_rig_model(rig_obj, model) -> None:
     if name and name != model.data.name:
         raise LSMPLifyError(
             f"The rig '{rig_obj.name}' was built with the body model '{name}' but the preferences use "
-            f"'{model.data.name}'. Switch the model in the preferences, or clear the target rig to make a new one.")
+            f"'{model.data.name}'. Switch the model in the preferences, or clear the target rig to make a new one."
+        )
 
 
 DISPLAY_SCALE_PROP = "lsmplify_display_scale"  # on a rig scaled by Match Source: its object scale
@@ -88,15 +92,22 @@ MADE_PROP = "lsmplify_made"  # on a rig: a counter of when it was made, to find 
 
 def latest_rig_for(source: str, model_name: str):
     """The last rig made from ``source`` with the body model ``model_name``, or None."""
-    found = [o for o in bpy.data.objects if is_smpl_rig(o) and o.get(SOURCE_PROP) == source
-             and o.get("lsmplify_model", model_name) == model_name]
+    found = [
+        o
+        for o in bpy.data.objects
+        if is_smpl_rig(o)
+        and o.get(SOURCE_PROP) == source
+        and o.get("lsmplify_model", model_name) == model_name
+    ]
     return max(found, key=lambda o: int(o.get(MADE_PROP, 0)), default=None)
 
 
 def tag_new_rig(rig_obj, source: str) -> None:
     """Record the source of a new rig and when it was made (after every rig there is)."""
     rig_obj[SOURCE_PROP] = source
-    rig_obj[MADE_PROP] = 1 + max((int(o.get(MADE_PROP, 0)) for o in bpy.data.objects if is_smpl_rig(o)), default=0)
+    rig_obj[MADE_PROP] = 1 + max(
+        (int(o.get(MADE_PROP, 0)) for o in bpy.data.objects if is_smpl_rig(o)), default=0
+    )
 
 
 def safe_stem(path: str) -> str:
@@ -112,8 +123,10 @@ def check_frame_rate(fps, what: str, fix: str) -> float:
     """``fps`` as a float when a scene can play at it, else an InputError naming ``what`` and ``fix``."""
     f = float(fps)
     if not (np.isfinite(f) and MIN_SCENE_FPS <= f <= MAX_SCENE_FPS):
-        raise InputError(f"{what}: a frame rate of {f:g} fps is not usable (Blender plays "
-                         f"{MIN_SCENE_FPS:g} to {MAX_SCENE_FPS:g} fps). {fix}")
+        raise InputError(
+            f"{what}: a frame rate of {f:g} fps is not usable (Blender plays "
+            f"{MIN_SCENE_FPS:g} to {MAX_SCENE_FPS:g} fps). {fix}"
+        )
     return f
 
 
@@ -131,17 +144,38 @@ def set_scene_timing(scene, start: int, frames: int, fps: float) -> None:
 # ----------------------------------------------------------------------------- undoing a failed run
 def remove_ids(ids) -> None:
     """Remove data-blocks made by a run that failed, objects first, ignoring ones already gone."""
-    collections = {bpy.types.Object: bpy.data.objects, bpy.types.Armature: bpy.data.armatures,
-                   bpy.types.Mesh: bpy.data.meshes, bpy.types.Action: bpy.data.actions,
-                   bpy.types.Collection: bpy.data.collections, bpy.types.Camera: bpy.data.cameras,
-                   bpy.types.Material: bpy.data.materials, bpy.types.Image: bpy.data.images,
-                   bpy.types.Light: bpy.data.lights, bpy.types.World: bpy.data.worlds}
-    order = (bpy.types.Object, bpy.types.Collection, bpy.types.Action, bpy.types.Armature, bpy.types.Mesh,
-             bpy.types.Camera, bpy.types.Light, bpy.types.Material, bpy.types.Image, bpy.types.World)
+    collections = {
+        bpy.types.Object: bpy.data.objects,
+        bpy.types.Armature: bpy.data.armatures,
+        bpy.types.Mesh: bpy.data.meshes,
+        bpy.types.Action: bpy.data.actions,
+        bpy.types.Collection: bpy.data.collections,
+        bpy.types.Camera: bpy.data.cameras,
+        bpy.types.Material: bpy.data.materials,
+        bpy.types.Image: bpy.data.images,
+        bpy.types.Light: bpy.data.lights,
+        bpy.types.World: bpy.data.worlds,
+    }
+    order = (
+        bpy.types.Object,
+        bpy.types.Collection,
+        bpy.types.Action,
+        bpy.types.Armature,
+        bpy.types.Mesh,
+        bpy.types.Camera,
+        bpy.types.Light,
+        bpy.types.Material,
+        bpy.types.Image,
+        bpy.types.World,
+    )
     for kind in order:
         for idb in ids:
             try:
-                if isinstance(idb, kind) and idb.name in collections[kind] and collections[kind][idb.name] == idb:
+                if (
+                    isinstance(idb, kind)
+                    and idb.name in collections[kind]
+                    and collections[kind][idb.name] == idb
+                ):
                     collections[kind].remove(idb)
             except ReferenceError:
                 pass
@@ -149,8 +183,11 @@ def remove_ids(ids) -> None:
 
 def settings_values(settings) -> dict:
     """Every writable property of a property group (the scene's LSMPLify settings) by name."""
-    return {p.identifier: getattr(settings, p.identifier) for p in settings.bl_rna.properties
-            if p.identifier != "rna_type" and not p.is_readonly}
+    return {
+        p.identifier: getattr(settings, p.identifier)
+        for p in settings.bl_rna.properties
+        if p.identifier != "rna_type" and not p.is_readonly
+    }
 
 
 class SceneChange:
@@ -196,31 +233,50 @@ def check_buildable(model_data, betas) -> None:
     """Refuse before anything is built when the rig's mesh or bones would not be finite and
     body-sized: a model whose arrays hold NaN or infinite values, such betas, or a shaped
     mesh (v_template + shapedirs @ betas, joints by J_regressor) beyond MAX_BODY_COORD_M."""
-    b = np.asarray(betas.detach().cpu().numpy() if hasattr(betas, "detach") else betas, np.float64).reshape(-1)
+    b = np.asarray(
+        betas.detach().cpu().numpy() if hasattr(betas, "detach") else betas, np.float64
+    ).reshape(-1)
     nb = min(b.size, model_data.num_betas)
-    arrays = dict(v_template=model_data.v_template, shapedirs=model_data.shapedirs[:, :, :nb],
-                  J_regressor=model_data.J_regressor, weights=model_data.weights, betas=b)
+    arrays = dict(
+        v_template=model_data.v_template,
+        shapedirs=model_data.shapedirs[:, :, :nb],
+        J_regressor=model_data.J_regressor,
+        weights=model_data.weights,
+        betas=b,
+    )
     if model_data.posedirs is not None:
         arrays["posedirs"] = model_data.posedirs
     bad = [k for k, v in arrays.items() if not np.isfinite(np.asarray(v, np.float64)).all()]
     if not bad:
         with np.errstate(all="ignore"):
-            verts = model_data.v_template.astype(np.float64) + model_data.shapedirs[:, :, :nb].astype(np.float64) @ b[:nb]
+            verts = (
+                model_data.v_template.astype(np.float64)
+                + model_data.shapedirs[:, :, :nb].astype(np.float64) @ b[:nb]
+            )
             joints = model_data.J_regressor.astype(np.float64) @ verts
-        bad = [k for k, v in (("shaped vertices", verts), ("joints", joints))
-               if not (np.isfinite(v).all() and np.abs(v).max() < MAX_BODY_COORD_M)]
+        bad = [
+            k
+            for k, v in (("shaped vertices", verts), ("joints", joints))
+            if not (np.isfinite(v).all() and np.abs(v).max() < MAX_BODY_COORD_M)
+        ]
     if bad:
-        raise LSMPLifyError(f"The body model '{model_data.name}' or the body shape gives NaN, infinite or "
-                            f"far-off values ({', '.join(bad)}); no rig was built. Choose a valid body model "
-                            "in the add-on preferences.")
+        raise LSMPLifyError(
+            f"The body model '{model_data.name}' or the body shape gives NaN, infinite or "
+            f"far-off values ({', '.join(bad)}); no rig was built. Choose a valid body model "
+            "in the add-on preferences."
+        )
 
 
 def action_state(idb):
     """What ``restore_action`` needs to give ``idb`` (an object or a shape-key datablock) its action back."""
     anim = idb.animation_data
     prev_action = anim.action if anim is not None else None
-    return (anim is not None, prev_action, getattr(anim, "action_slot", None) if anim else None,
-            prev_action.use_fake_user if prev_action is not None else None)
+    return (
+        anim is not None,
+        prev_action,
+        getattr(anim, "action_slot", None) if anim else None,
+        prev_action.use_fake_user if prev_action is not None else None,
+    )
 
 
 def restore_action(idb, prev) -> None:
@@ -239,26 +295,62 @@ def restore_action(idb, prev) -> None:
 
 
 # ----------------------------------------------------------------------------- motion
-def apply_solution(context, settings, solution, prepared, start_frame: int, model, target_rig=None,
-                   name: str = "SMPL"):
+def apply_solution(
+    context,
+    settings,
+    solution,
+    prepared,
+    start_frame: int,
+    model,
+    target_rig=None,
+    name: str = "SMPL",
+):
     """Write a solution into the scene: a new rig (or a new action on ``target_rig``).
 
     Returns (rig, action). On any failure every data-block made here is removed again and
     the target rig gets its previous action back.
     """
-    rig_obj, action = write_motion(context, model, solution.rotmats, solution.trans, solution.betas,
-                                   start_frame, solution.fit_error_mm, target_rig=target_rig, name=name,
-                                   action_name=f"LSMPLify_{solution.solver}",
-                                   tags=dict(lsmplify_solver=solution.solver, lsmplify_layout=prepared.layout.name,
-                                             lsmplify_mpbe_mm=float(solution.mpbe_mm)))
-    store_results(settings, solution.betas, solution.fit_error_mm, solution.mpbe_mm,
-                  f"{solution.solver} on {prepared.num_frames} frames from {start_frame}, "
-                  f"{solution.seconds:.1f} s on {solution.device}")
+    rig_obj, action = write_motion(
+        context,
+        model,
+        solution.rotmats,
+        solution.trans,
+        solution.betas,
+        start_frame,
+        solution.fit_error_mm,
+        target_rig=target_rig,
+        name=name,
+        action_name=f"LSMPLify_{solution.solver}",
+        tags=dict(
+            lsmplify_solver=solution.solver,
+            lsmplify_layout=prepared.layout.name,
+            lsmplify_mpbe_mm=float(solution.mpbe_mm),
+        ),
+    )
+    store_results(
+        settings,
+        solution.betas,
+        solution.fit_error_mm,
+        solution.mpbe_mm,
+        f"{solution.solver} on {prepared.num_frames} frames from {start_frame}, "
+        f"{solution.seconds:.1f} s on {solution.device}",
+    )
     return rig_obj, action
 
 
-def write_motion(context, model, rotmats, trans, betas, start_frame: int, fit_error_mm=None, target_rig=None,
-                 name: str = "SMPL", action_name: str = "LSMPLify", tags=None):
+def write_motion(
+    context,
+    model,
+    rotmats,
+    trans,
+    betas,
+    start_frame: int,
+    fit_error_mm=None,
+    target_rig=None,
+    name: str = "SMPL",
+    action_name: str = "LSMPLify",
+    tags=None,
+):
     """A new rig + action (or a new action on ``target_rig``); all or nothing.
 
     Where the rig's mesh carries pose-corrective shape keys (a model with ``posedirs``),
@@ -272,7 +364,10 @@ def write_motion(context, model, rotmats, trans, betas, start_frame: int, fit_er
     prev_keys = []  # (shape-key datablock, its animation state) of the target rig's meshes
     if target_rig is not None:
         prev = action_state(target_rig)
-        prev_keys = [(m.data.shape_keys, action_state(m.data.shape_keys)) for m in rig.corrective_meshes(target_rig)]
+        prev_keys = [
+            (m.data.shape_keys, action_state(m.data.shape_keys))
+            for m in rig.corrective_meshes(target_rig)
+        ]
     try:
         if target_rig is None:
             check_buildable(model.data, betas)
@@ -281,14 +376,21 @@ def write_motion(context, model, rotmats, trans, betas, start_frame: int, fit_er
             rig_obj["lsmplify_gender"] = model.data.meta.get("gender", "neutral")
         else:
             rig_obj = target_rig
-        action = keyframes.write_pose_action(rig_obj, rotmats, trans, frame_start=start_frame, name=action_name,
-                                             fit_error_mm=fit_error_mm)
+        action = keyframes.write_pose_action(
+            rig_obj,
+            rotmats,
+            trans,
+            frame_start=start_frame,
+            name=action_name,
+            fit_error_mm=fit_error_mm,
+        )
         made.append(action)
         for k, v in (tags or {}).items():
             action[k] = v
         for mesh_obj in rig.corrective_meshes(rig_obj):
-            corr = keyframes.write_corrective_action(mesh_obj, rotmats, frame_start=start_frame,
-                                                     name=f"{action_name}_correctives")
+            corr = keyframes.write_corrective_action(
+                mesh_obj, rotmats, frame_start=start_frame, name=f"{action_name}_correctives"
+            )
             if corr is not None:
                 made.append(corr)
     except BaseException:

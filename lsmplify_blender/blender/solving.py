@@ -4,6 +4,7 @@
 ``work`` (no bpy data touched: safe in a worker thread) and writes the result in
 ``finish``, back on the main thread.
 """
+
 from __future__ import annotations
 
 import bpy
@@ -41,6 +42,7 @@ def smooth_setting(settings):
 def run_solve(prepared, model, solver: str, refine: int, betas=None, smooth="auto"):
     """The core solve; touches no bpy data (safe in a worker thread)."""
     from ..core.solver import solve
+
     return solve(prepared, model, solver=solver, refine=int(refine), betas=betas, smooth=smooth)
 
 
@@ -70,19 +72,28 @@ def plausibility_warnings(model, prepared, solution, source_type: str) -> list[s
     lengths, _ = observed_lengths(targets, weight)
     ref = model.bone_lengths(torch.zeros(model.num_betas, dtype=model.dtype))[0].cpu().numpy()
     lengths = lengths[: ref.shape[0]]  # the SMPL tree's bones come first (as the solver reads them)
-    ok = np.isfinite(lengths) & (ref > 0.05)  # as prepare.detect_scale: short bones say little about size
+    ok = np.isfinite(lengths) & (
+        ref > 0.05
+    )  # as prepare.detect_scale: short bones say little about size
     if ok.sum() >= 3:
         v = model.v_template.cpu().numpy()
         height = float(lengths[ok].sum() / ref[ok].sum() * (v[:, 1].max() - v[:, 1].min()))
         if not HUMAN_HEIGHT_M[0] <= height <= HUMAN_HEIGHT_M[1]:
-            out.append(f"The keypoints make a body {height:.2f} m tall, not a person's size: check the Units "
-                       f"setting in the LSMPLify panel (now read as '{prepared.units}').")
+            out.append(
+                f"The keypoints make a body {height:.2f} m tall, not a person's size: check the Units "
+                f"setting in the LSMPLify panel (now read as '{prepared.units}')."
+            )
     up = float(np.median(solution.rotmats[:, 0, 1, 1].detach().cpu().numpy()))
     if up < UPRIGHT_MIN:
-        where = "the Up setting in the LSMPLify panel" if source_type == "FILE" else \
-            "that the source stands along the scene's Z axis"
-        out.append(f"The body lies down over most of the take (its up axis is {np.degrees(np.arccos(np.clip(up, -1, 1))):.0f}"
-                   f" deg from vertical): check {where} (now read as {prepared.up.upper()} up).")
+        where = (
+            "the Up setting in the LSMPLify panel"
+            if source_type == "FILE"
+            else "that the source stands along the scene's Z axis"
+        )
+        out.append(
+            f"The body lies down over most of the take (its up axis is {np.degrees(np.arccos(np.clip(up, -1, 1))):.0f}"
+            f" deg from vertical): check {where} (now read as {prepared.up.upper()} up)."
+        )
     return out
 
 
@@ -101,7 +112,7 @@ class BackgroundJob:
     def work(self):  # worker thread: no bpy
         try:
             self.solve()
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+        except BaseException as exc:  # noqa: BLE001 (re-raised on the main thread)
             self.error = exc
 
     def finish(self, op, context):
@@ -113,12 +124,16 @@ class SolveJob(BackgroundJob):
 
     def __init__(self, context, report):
         s = context.scene.lsmplify
-        self.model = get_model(context, warn=lambda m: report({'WARNING'}, m))
+        self.model = get_model(context, warn=lambda m: report({"WARNING"}, m))
         target = s.target_rig
         if target is not None and not is_smpl_rig(target):
-            raise InputError(f"The target rig '{target.name}' is not an SMPL rig; clear it to make a new rig.")
+            raise InputError(
+                f"The target rig '{target.name}' is not an SMPL rig; clear it to make a new rig."
+            )
         self.source = source_key(context, s)
-        if target is None and not s.new_rig:  # a re-solve: a new action on the last rig of this source
+        if (
+            target is None and not s.new_rig
+        ):  # a re-solve: a new action on the last rig of this source
             target = latest_rig_for(self.source, self.model.data.name)
         self.target_name = target.name if target is not None else None
         self.betas = None
@@ -131,11 +146,17 @@ class SolveJob(BackgroundJob):
         self.solver = solver_name(s)
         self.refine = s.refine_iters
         self.name = rig_name(context, s)
-        self.scale = match_source_scale(context.scene, s.source_type, prepared.units) if s.match_source else 1.0
+        self.scale = (
+            match_source_scale(context.scene, s.source_type, prepared.units)
+            if s.match_source
+            else 1.0
+        )
         self.frames = prepared.num_frames
 
     def solve(self):
-        self.solution = run_solve(self.prepared, self.model, self.solver, self.refine, self.betas, self.smooth)
+        self.solution = run_solve(
+            self.prepared, self.model, self.solver, self.refine, self.betas, self.smooth
+        )
 
     def finish(self, op, context):
         """Write the solution into the scene and report it through ``op``."""
@@ -143,19 +164,34 @@ class SolveJob(BackgroundJob):
         if self.target_name is not None:
             target = bpy.data.objects.get(self.target_name)
             if target is None:
-                raise InputError(f"The target rig '{self.target_name}' was deleted during the solve.")
+                raise InputError(
+                    f"The target rig '{self.target_name}' was deleted during the solve."
+                )
         s = context.scene.lsmplify
-        rig_obj, action = apply_solution(context, s, self.solution, self.prepared, self.start, self.model,
-                                         target_rig=target, name=self.name)
+        rig_obj, action = apply_solution(
+            context,
+            s,
+            self.solution,
+            self.prepared,
+            self.start,
+            self.model,
+            target_rig=target,
+            name=self.name,
+        )
         if target is None:
             tag_new_rig(rig_obj, self.source)
             if self.scale != 1.0:
                 place_on_source(rig_obj, self.scale)
         op.report_notes(self.prepared.notes + self.solution.notes)
-        for warning in plausibility_warnings(self.model, self.prepared, self.solution, s.source_type):
+        for warning in plausibility_warnings(
+            self.model, self.prepared, self.solution, s.source_type
+        ):
             op.report({"WARNING"}, f"LSMPLify: {warning}")
-        op.report({"INFO"}, f"LSMPLify: '{action.name}' on '{rig_obj.name}': fit error "
-                            f"{s.result_fit_error_mm:.1f} mm, bone length error {s.result_mpbe_mm:.1f} mm")
+        op.report(
+            {"INFO"},
+            f"LSMPLify: '{action.name}' on '{rig_obj.name}': fit error "
+            f"{s.result_fit_error_mm:.1f} mm, bone length error {s.result_mpbe_mm:.1f} mm",
+        )
         return {"FINISHED"}
 
 
@@ -163,7 +199,9 @@ class RefineJob(BackgroundJob):
     """Refine a rig's current action against the scene's source into a new action:
     ``method`` NETWORK runs ``passes`` plug-in passes, OPTIMIZE ``iterations`` iterations."""
 
-    def __init__(self, context, settings, rig_obj, method: str, passes: int, iterations: int, warn=None):
+    def __init__(
+        self, context, settings, rig_obj, method: str, passes: int, iterations: int, warn=None
+    ):
         from .keyframes import read_pose_action
 
         anim = rig_obj.animation_data
@@ -173,15 +211,26 @@ class RefineJob(BackgroundJob):
         check_rig_model(rig_obj, self.model)
         self.prepared, self.start = gather_source(context, settings, self.model)
         self.frames = self.prepared.num_frames
-        self.rotmats, self.trans = read_pose_action(rig_obj, self.start, self.start + self.frames - 1)
+        self.rotmats, self.trans = read_pose_action(
+            rig_obj, self.start, self.start + self.frames - 1
+        )
         self.betas = rig_betas(rig_obj)[: self.model.num_betas]
         self.rig_name, self.method = rig_obj.name, method
         self.passes, self.iterations, self.smooth = passes, iterations, smooth_setting(settings)
 
     def solve(self):
         from ..core.solver import refine_existing
-        self.solution = refine_existing(self.prepared, self.model, self.rotmats, self.betas, self.trans,
-                                        passes=self.passes, refine=self.iterations, smooth=self.smooth)
+
+        self.solution = refine_existing(
+            self.prepared,
+            self.model,
+            self.rotmats,
+            self.betas,
+            self.trans,
+            passes=self.passes,
+            refine=self.iterations,
+            smooth=self.smooth,
+        )
 
     def write(self, context):
         """The refined motion as a new action on the rig, and the panel's results; returns the action."""
@@ -190,20 +239,34 @@ class RefineJob(BackgroundJob):
             raise InputError(f"The rig '{self.rig_name}' was deleted while it was being refined.")
         sol, s = self.solution, context.scene.lsmplify
         err = sol.fit_error_mm
-        _, action = write_motion(context, self.model, sol.rotmats, sol.trans, self.betas, self.start, err,
-                                 target_rig=rig_obj, action_name="LSMPLify_refined",
-                                 tags=dict(lsmplify_solver="refine", lsmplify_layout=self.prepared.layout.name))
+        _, action = write_motion(
+            context,
+            self.model,
+            sol.rotmats,
+            sol.trans,
+            self.betas,
+            self.start,
+            err,
+            target_rig=rig_obj,
+            action_name="LSMPLify_refined",
+            tags=dict(lsmplify_solver="refine", lsmplify_layout=self.prepared.layout.name),
+        )
         s.has_result = True
         s.result_fit_error_mm = float(np.nanmean(err)) if np.isfinite(err).any() else 0.0
-        s.result_summary = (f"refined ({'; '.join(sol.notes) or self.method.lower()}) on {self.frames} "
-                            f"frames, {sol.seconds:.1f} s")
+        s.result_summary = (
+            f"refined ({'; '.join(sol.notes) or self.method.lower()}) on {self.frames} "
+            f"frames, {sol.seconds:.1f} s"
+        )
         return action
 
     def finish(self, op, context):
         action = self.write(context)
         op.report_notes(self.solution.notes)
-        op.report({"INFO"}, f"LSMPLify: refined into '{action.name}': fit error "
-                            f"{context.scene.lsmplify.result_fit_error_mm:.1f} mm")
+        op.report(
+            {"INFO"},
+            f"LSMPLify: refined into '{action.name}': fit error "
+            f"{context.scene.lsmplify.result_fit_error_mm:.1f} mm",
+        )
         return {"FINISHED"}
 
 

@@ -4,6 +4,7 @@ A source is the scene settings' File (a keypoint file), Empties (the selected an
 empties) or Armature (an animated armature's bone heads). Reading touches no scene data
 except the current frame, which is restored.
 """
+
 from __future__ import annotations
 
 import re
@@ -40,8 +41,11 @@ def action_frame_range(objs):
     when none of them is animated."""
     import math
 
-    ranges = [tuple(o.animation_data.action.frame_range) for o in objs
-              if o.animation_data is not None and o.animation_data.action is not None]
+    ranges = [
+        tuple(o.animation_data.action.frame_range)
+        for o in objs
+        if o.animation_data is not None and o.animation_data.action is not None
+    ]
     if not ranges:
         return None
     return math.floor(min(r[0] for r in ranges)), math.ceil(max(r[1] for r in ranges))
@@ -68,7 +72,11 @@ def solve_range(context, settings) -> tuple[int, int, str]:
     if settings.source_type != "FILE" and settings.use_source_range:
         found = action_frame_range(source_objects(context, settings))
         if found is not None:
-            what = "the armature's action" if settings.source_type == "ARMATURE" else "the empties' actions"
+            what = (
+                "the armature's action"
+                if settings.source_type == "ARMATURE"
+                else "the empties' actions"
+            )
             return found[0], found[1], what
     fs, fe = frame_range(context.scene, settings)
     return fs, fe, "the scene range" if settings.use_scene_range else "the custom range"
@@ -114,10 +122,16 @@ def joint_map(settings, source_obj=None) -> dict[str, str]:
     try:
         saved = json.loads(source_obj[JOINT_MAP_PROP])
     except (TypeError, ValueError):
-        raise InputError(f"The joint map saved on '{source_obj.name}' is not readable: save it again "
-                         "from the panel's Joint Map.") from None
-    if not isinstance(saved, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in saved.items()):
-        raise InputError(f"The joint map saved on '{source_obj.name}' is not a list of names: save it again.")
+        raise InputError(
+            f"The joint map saved on '{source_obj.name}' is not readable: save it again "
+            "from the panel's Joint Map."
+        ) from None
+    if not isinstance(saved, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in saved.items()
+    ):
+        raise InputError(
+            f"The joint map saved on '{source_obj.name}' is not a list of names: save it again."
+        )
     return saved
 
 
@@ -136,8 +150,14 @@ def scene_sequence(positions_blender: np.ndarray, names, scene, what: str):
     from ..core.keypoints import KeypointSequence
 
     scale = float(scene.unit_settings.scale_length or 1.0)
-    return KeypointSequence(positions=positions_blender * scale, names=list(names), fps=scene_fps(scene),
-                            up="z", source=what, notes=[f"source: {what}"])
+    return KeypointSequence(
+        positions=positions_blender * scale,
+        names=list(names),
+        fps=scene_fps(scene),
+        up="z",
+        source=what,
+        notes=[f"source: {what}"],
+    )
 
 
 def sample_frames(scene, fs: int, fe: int, read) -> np.ndarray:
@@ -161,9 +181,14 @@ def selected_empties(context) -> list:
 def sample_empties(context, fs: int, fe: int):
     objs = selected_empties(context)
     if not objs:
-        raise InputError("No empties are selected: select the animated keypoint empties "
-                         "(one per joint, named after the joints) to use them as the source.")
-    names = [o.get(KEYPOINT_PROP) or n for o, n in zip(objs, unsuffixed_names([o.name for o in objs]), strict=True)]
+        raise InputError(
+            "No empties are selected: select the animated keypoint empties "
+            "(one per joint, named after the joints) to use them as the source."
+        )
+    names = [
+        o.get(KEYPOINT_PROP) or n
+        for o, n in zip(objs, unsuffixed_names([o.name for o in objs]), strict=True)
+    ]
     names = mapped_names(names, joint_map(context.scene.lsmplify))
 
     def read():
@@ -179,7 +204,9 @@ def sample_armature(context, arm_obj, fs: int, fe: int):
     bones = list(arm_obj.pose.bones)
     if not bones:
         raise InputError(f"The armature '{arm_obj.name}' has no bones.")
-    names = mapped_names(unsuffixed_names([b.name for b in bones]), joint_map(context.scene.lsmplify, arm_obj))
+    names = mapped_names(
+        unsuffixed_names([b.name for b in bones]), joint_map(context.scene.lsmplify, arm_obj)
+    )
     n = len(bones)
 
     def read():
@@ -226,13 +253,21 @@ def read_file_source(settings, model):
     from ..core.prepare import prepare
 
     if not settings.filepath:
-        raise InputError("No keypoint file is set: choose a file in the LSMPLify panel or use Import Keypoints.")
+        raise InputError(
+            "No keypoint file is set: choose a file in the LSMPLify panel or use Import Keypoints."
+        )
     seq = read_keypoints(bpy.path.abspath(settings.filepath), asf=asf_or_none(settings.asf_path))
     mapping = joint_map(settings)
     if mapping and seq.names is not None:
         seq.names = mapped_names(seq.names, mapping)
-    return prepare(seq, model, layout=option_value(settings.layout), units=option_value(settings.units),
-                   up=option_value(settings.up_axis), fps=settings.fps or None)
+    return prepare(
+        seq,
+        model,
+        layout=option_value(settings.layout),
+        units=option_value(settings.units),
+        up=option_value(settings.up_axis),
+        fps=settings.fps or None,
+    )
 
 
 def gather_source(context, settings, model):
@@ -255,8 +290,14 @@ def gather_source(context, settings, model):
     # Scene sources are Z up. Units: scene units are metres in a normal scene, but a mocap
     # armature imported at its file's raw scale (e.g. CMU BVH units) is not: auto-detect
     # from bone lengths unless the user picked units.
-    prepared = prepare(seq, model, layout=option_value(settings.layout), units=option_value(settings.units),
-                       up="z", fps=scene_fps(scene))
+    prepared = prepare(
+        seq,
+        model,
+        layout=option_value(settings.layout),
+        units=option_value(settings.units),
+        up="z",
+        fps=scene_fps(scene),
+    )
     set_detected(settings, prepared)
     return prepared, fs
 
@@ -269,7 +310,8 @@ def slice_prepared(prepared, first_frame: int, fs: int, fe: int):
     if hi < lo:
         raise InputError(
             f"The source covers frames {first_frame}..{first_frame + t - 1} but the frame range is "
-            f"{fs}..{fe}: they do not overlap. Change the frame range or the file's start frame.")
+            f"{fs}..{fe}: they do not overlap. Change the frame range or the file's start frame."
+        )
     a, b = lo - first_frame, hi - first_frame + 1
     if (a, b) == (0, t):
         return prepared, lo

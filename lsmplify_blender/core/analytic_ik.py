@@ -17,6 +17,7 @@ On keypoints made by the model itself this reproduces the joints to float precis
 Missing torso joints (a COCO layout has no spine) are first filled by a rigid fit of the
 rest torso to the torso joints that are there.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,12 +30,31 @@ from .model.rotations import axis_angle_to_matrix, kabsch, normalize, swing_rota
 from .model.skeleton import JOINT_INDEX as _J
 from .model.skeleton import NUM_JOINTS, SMPL_CHILDREN, SMPL_DEPTHS
 
-TORSO = [_J[n] for n in ("pelvis", "left_hip", "right_hip", "spine1", "spine2", "spine3", "neck",
-                         "left_collar", "right_collar", "left_shoulder", "right_shoulder")]
+TORSO = [
+    _J[n]
+    for n in (
+        "pelvis",
+        "left_hip",
+        "right_hip",
+        "spine1",
+        "spine2",
+        "spine3",
+        "neck",
+        "left_collar",
+        "right_collar",
+        "left_shoulder",
+        "right_shoulder",
+    )
+]
 # joint whose twist is set so its child bends about a hinge: (joint, child, grandchild, hinge axis
 # in the child's rest frame). SMPL's rest frames are world-aligned: knees flex about X, elbows
 # (T-pose, palms down) about Y.
-HINGES = ((1, 4, 7, (1.0, 0, 0)), (2, 5, 8, (1.0, 0, 0)), (16, 18, 20, (0, 1.0, 0)), (17, 19, 21, (0, 1.0, 0)))
+HINGES = (
+    (1, 4, 7, (1.0, 0, 0)),
+    (2, 5, 8, (1.0, 0, 0)),
+    (16, 18, 20, (0, 1.0, 0)),
+    (17, 19, 21, (0, 1.0, 0)),
+)
 # Hand-set constants (none is fitted to data):
 # - the weight a torso joint filled in by ``complete_targets`` gets, relative to a measured
 #   one (so fits lean on real data), and the weight from which a joint counts as measured
@@ -77,7 +97,8 @@ def complete_targets(targets: torch.Tensor, weight: torch.Tensor, rest: torch.Te
         bad = int((missing & ~enough).sum())
         raise InputError(
             f"{bad} frame(s) have fewer than 3 torso keypoints (hips, shoulders, spine, neck), so the body's "
-            "orientation cannot be found. Check the layout and that hips and shoulders are tracked.")
+            "orientation cannot be found. Check the layout and that hips and shoulders are tracked."
+        )
     src = rest[torso].expand(targets.shape[0], -1, -1)
     dst = torch.nan_to_num(targets[:, torso])
     ws = w / w.sum(-1, keepdim=True).clamp_min(1e-9)
@@ -101,7 +122,11 @@ def attach_landmarks(model: BodyModel, names: list[str], joint_available: list[b
     out = []
     for heaviest in dominant:
         joint = heaviest
-        while joint > 0 and not joint_available[joint] and not any(joint_available[c] for c in SMPL_CHILDREN[joint]):
+        while (
+            joint > 0
+            and not joint_available[joint]
+            and not any(joint_available[c] for c in SMPL_CHILDREN[joint])
+        ):
             joint = model.parents[joint]
         out.append(joint)
     return out
@@ -136,7 +161,10 @@ def _hinge_twist(axis, swing, e, hinge, child_bone):
     rho = torch.sqrt(a * a + b * b).clamp_min(1e-12)
     alpha = torch.atan2(b, a)
     beta = torch.acos(((c - d) / rho).clamp(-1.0, 1.0))
-    wrap = lambda x: torch.remainder(x + torch.pi, 2 * torch.pi) - torch.pi  # noqa: E731
+
+    def wrap(x):
+        return torch.remainder(x + torch.pi, 2 * torch.pi) - torch.pi
+
     p1, p2 = wrap(alpha + beta), wrap(alpha - beta)
     phi = torch.where(p1.abs() <= p2.abs(), p1, p2)
     bend = rho / e_len  # ~ sin of the bend angle
@@ -198,7 +226,9 @@ class _Aim:
         """The vector from the joint to ``point``, aimed as above, in the parent's frame."""
         from_rebuilt = normalize(point - self.pos)
         from_target = normalize(point - self.target)
-        ramp = ((self.drift / length.clamp_min(1e-6) - AIM_DRIFT_START) / AIM_DRIFT_SPAN).clamp(0, 1)
+        ramp = ((self.drift / length.clamp_min(1e-6) - AIM_DRIFT_START) / AIM_DRIFT_SPAN).clamp(
+            0, 1
+        )
         blend = torch.where(self.seen, ramp, torch.zeros_like(self.drift))
         d = normalize((1 - blend) * from_rebuilt + blend * from_target)
         return (self.inv @ (d * (point - self.pos).norm(dim=-1, keepdim=True))[..., None])[..., 0]
@@ -225,13 +255,22 @@ def _group_vectors(grp: _Group, aim: _Aim, rest, targets, weight, kids, lm):
     lm_t, lm_w, lm_rest, lm_of = lm
     js = grp.joints
     # (the k-th child or landmark of each joint, its rest points, targets, weights, trust)
-    sources = [([kids[j][k] for j in js], rest, targets, weight, 1.0) for k in range(len(kids[js[0]]))]
-    sources += [([lm_of[j][k] for j in js], lm_rest, lm_t, lm_w, LANDMARK_TRUST) for k in range(len(lm_of[js[0]]))]
+    sources = [
+        ([kids[j][k] for j in js], rest, targets, weight, 1.0) for k in range(len(kids[js[0]]))
+    ]
+    sources += [
+        ([lm_of[j][k] for j in js], lm_rest, lm_t, lm_w, LANDMARK_TRUST)
+        for k in range(len(lm_of[js[0]]))
+    ]
     rv, tv, w = [], [], []
     for ids, rest_points, point_targets, point_weight, trust in sources:
         off = rest_points[ids] - rest[js]
         rv.append(grp.per_joint(off))
-        tv.append(aim.local(grp.flat(point_targets[:, ids]), grp.per_joint(off.norm(dim=-1, keepdim=True))))
+        tv.append(
+            aim.local(
+                grp.flat(point_targets[:, ids]), grp.per_joint(off.norm(dim=-1, keepdim=True))
+            )
+        )
         w.append(grp.flat(point_weight[:, ids]) * trust)
     if not rv:
         return None
@@ -254,7 +293,9 @@ def _swing_and_twist(grp: _Group, aim: _Aim, rv, tv, w, rest, targets, weight, h
         gs = [hinge_of[j][2] for j in js]
         hinge = grp.per_joint(torch.tensor([hinge_of[j][3] for j in js], dtype=dt, device=dev))
         # twisting about the bone leaves the child where the swing put it
-        pos_c = aim.pos + (aim.frame @ (swing @ grp.per_joint(rest[cs] - rest[js])[..., None]))[..., 0]
+        pos_c = (
+            aim.pos + (aim.frame @ (swing @ grp.per_joint(rest[cs] - rest[js])[..., None]))[..., 0]
+        )
         e = (aim.inv @ (grp.flat(targets[:, gs]) - pos_c)[..., None])[..., 0]
         phi = _hinge_twist(axis, swing, e, hinge, grp.per_joint(rest[gs] - rest[cs]))
         phi = torch.where(grp.flat(weight[:, gs]) > 0, phi, torch.zeros_like(phi))
@@ -273,9 +314,16 @@ def _fit_vectors(rv, tv, w, eye):
     return torch.where(((w > 0).sum(-1) == 0)[:, None, None], eye, r)
 
 
-def solve_analytic(model: BodyModel, betas: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
-                   landmark_names: list[str] | None = None, landmark_targets: torch.Tensor | None = None,
-                   landmark_weight: torch.Tensor | None = None, hinge_twist: bool = True) -> IKResult:
+def solve_analytic(
+    model: BodyModel,
+    betas: torch.Tensor,
+    targets: torch.Tensor,
+    weight: torch.Tensor,
+    landmark_names: list[str] | None = None,
+    landmark_targets: torch.Tensor | None = None,
+    landmark_weight: torch.Tensor | None = None,
+    hinge_twist: bool = True,
+) -> IKResult:
     """SMPL pose for joint targets (T, 24, 3) with weights (T, 24) (0 = missing)."""
     dt, dev = model.dtype, model.device
     targets = torch.as_tensor(targets, dtype=dt, device=dev)
@@ -286,10 +334,18 @@ def solve_analytic(model: BodyModel, betas: torch.Tensor, targets: torch.Tensor,
     targets, weight = complete_targets(targets, weight, rest)
     targets = torch.nan_to_num(targets)
     parents, kids = model.parents, SMPL_CHILDREN
-    lm = _landmark_setup(model, betas, list(landmark_names or []), landmark_targets, landmark_weight,
-                         (weight > 0).any(0).tolist())
+    lm = _landmark_setup(
+        model,
+        betas,
+        list(landmark_names or []),
+        landmark_targets,
+        landmark_weight,
+        (weight > 0).any(0).tolist(),
+    )
     hinge_of = {h[0]: h for h in HINGES} if hinge_twist else {}
-    child_seen = [len(kids[j]) == 1 and bool((weight[:, kids[j][0]] > 0).any()) for j in range(NUM_JOINTS)]
+    child_seen = [
+        len(kids[j]) == 1 and bool((weight[:, kids[j][0]] > 0).any()) for j in range(NUM_JOINTS)
+    ]
     local = targets.new_empty(n, NUM_JOINTS, 3, 3)
     glob = targets.new_empty(n, NUM_JOINTS, 3, 3)
     pos = targets.new_empty(n, NUM_JOINTS, 3)
@@ -300,11 +356,16 @@ def solve_analytic(model: BodyModel, betas: torch.Tensor, targets: torch.Tensor,
         grp = _Group(joints, n)
         par = [parents[j] for j in joints]
         if joints[0] > 0:
-            pos[:, joints] = pos[:, par] + (glob[:, par] @ (rest[joints] - rest[par])[..., None])[..., 0]
+            pos[:, joints] = (
+                pos[:, par] + (glob[:, par] @ (rest[joints] - rest[par])[..., None])[..., 0]
+            )
         eye = torch.eye(3, dtype=dt, device=dev).expand(grp.rows, 3, 3)
-        aim = _Aim(pos=grp.flat(pos[:, joints]), target=grp.flat(targets[:, joints]),
-                   frame=eye if joints[0] == 0 else grp.flat(glob[:, par]),
-                   seen=grp.flat(weight[:, joints, None]) >= MEASURED_WEIGHT)
+        aim = _Aim(
+            pos=grp.flat(pos[:, joints]),
+            target=grp.flat(targets[:, joints]),
+            frame=eye if joints[0] == 0 else grp.flat(glob[:, par]),
+            seen=grp.flat(weight[:, joints, None]) >= MEASURED_WEIGHT,
+        )
         vectors = _group_vectors(grp, aim, rest, targets, weight, kids, lm)
         r = eye
         if vectors is not None:
@@ -315,7 +376,9 @@ def solve_analytic(model: BodyModel, betas: torch.Tensor, targets: torch.Tensor,
             elif tv.shape[1] >= 2:
                 r = _fit_vectors(rv, tv, w, eye)
             else:
-                r = torch.where((w[:, 0] > 0)[:, None, None], swing_rotation(rv[:, 0], tv[:, 0]), eye)
+                r = torch.where(
+                    (w[:, 0] > 0)[:, None, None], swing_rotation(rv[:, 0], tv[:, 0]), eye
+                )
         local[:, joints] = r.reshape(n, len(joints), 3, 3)
         glob[:, joints] = (aim.frame @ r if joints[0] > 0 else r).reshape(n, len(joints), 3, 3)
     return IKResult(rotmats=local, trans=pos[:, 0] - rest[0], joints=pos)

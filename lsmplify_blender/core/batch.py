@@ -14,6 +14,7 @@ Every take is what ``convert`` does to one file (``cli.convert_take``); what bat
   ``ray`` (the same on a Ray cluster, ``batch_ray.py``) and ``inline`` (this process: the
   Blender operator, which passes its own model, a progress callback and a cancel flag).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,22 +41,38 @@ from .formats.amass import partial_path
 # Motion formats that are not keypoints for the core: listed as skipped, with what to do.
 OTHER_MOTION = {
     ".fbx": "FBX is not a keypoint format for the core: import it in Blender (File > Import > FBX) and "
-            "solve from the armature (Source: Armature).",
+    "solve from the armature (Source: Armature).",
     ".txt": "a .txt file is not a keypoint format read by extension (CMU-subset clips are read with "
-            "read_cmu_subset); save the keypoints as " + " ".join(SUPPORTED_EXTENSIONS) + ".",
+    "read_cmu_subset); save the keypoints as " + " ".join(SUPPORTED_EXTENSIONS) + ".",
     ".c3d": "C3D marker files are not read by the core: export the labelled markers as .csv.",
     ".trc": "TRC marker files are not read by the core: export the markers as .csv.",
     ".glb": "glTF is not a keypoint format for the core: import it in Blender and solve from the armature.",
     ".gltf": "glTF is not a keypoint format for the core: import it in Blender and solve from the armature.",
 }
 SKELETON_EXTENSIONS = (".asf",)  # read with their motions, never takes of their own
-CSV_FIELDS = ("input", "output", "status", "frames", "layout", "units", "solver", "fit_error_mm_mean",
-              "fit_error_mm_max", "mpbe_mm", "seconds", "worker", "peak_rss_mb", "error", "reason")
+CSV_FIELDS = (
+    "input",
+    "output",
+    "status",
+    "frames",
+    "layout",
+    "units",
+    "solver",
+    "fit_error_mm_mean",
+    "fit_error_mm_max",
+    "mpbe_mm",
+    "seconds",
+    "worker",
+    "peak_rss_mb",
+    "error",
+    "reason",
+)
 
 
 @dataclasses.dataclass
 class Take:
     """One input file and where its result goes; ``status`` is set once it is decided."""
+
     input: Path
     output: Path
     asf: Path | None = None
@@ -65,21 +82,55 @@ class Take:
 
 # ----------------------------------------------------------------------------- the command line
 def add_batch_parser(sub, add_take_options) -> None:
-    b = sub.add_parser("batch", help="convert files and folders of takes (parallel, resumable)",
-                       description="Convert every take under the inputs; writes DIR/summary.json and .csv.")
-    b.add_argument("inputs", nargs="+", metavar="INPUT", help="keypoint files and folders (searched recursively)")
-    b.add_argument("--out", required=True, metavar="DIR", help="output folder: the input tree mirrored, one .npz per take")
-    b.add_argument("--workers", type=_positive_int, default=None, metavar="N",
-                   help="worker processes (default: the CPU cores; with --engine ray: the cluster's CPUs)")
-    b.add_argument("--engine", default="local", choices=["local", "ray"],
-                   help="local: a process pool on this machine; ray: Ray tasks on a cluster (pip install ray)")
-    b.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
-                   help="a running Ray cluster (default: start a local one with --workers CPUs)")
-    b.add_argument("--pattern", default=None, metavar="GLOB",
-                   help="only files whose path below the input folder matches (e.g. '*.bvh', 'walk*/*.amc')")
-    b.add_argument("--overwrite", action="store_true", help="redo takes whose output is already up to date")
+    b = sub.add_parser(
+        "batch",
+        help="convert files and folders of takes (parallel, resumable)",
+        description="Convert every take under the inputs; writes DIR/summary.json and .csv.",
+    )
+    b.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="keypoint files and folders (searched recursively)",
+    )
+    b.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder: the input tree mirrored, one .npz per take",
+    )
+    b.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="worker processes (default: the CPU cores; with --engine ray: the cluster's CPUs)",
+    )
+    b.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local: a process pool on this machine; ray: Ray tasks on a cluster (pip install ray)",
+    )
+    b.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="auto|HOST:PORT",
+        help="a running Ray cluster (default: start a local one with --workers CPUs)",
+    )
+    b.add_argument(
+        "--pattern",
+        default=None,
+        metavar="GLOB",
+        help="only files whose path below the input folder matches (e.g. '*.bvh', 'walk*/*.amc')",
+    )
+    b.add_argument(
+        "--overwrite", action="store_true", help="redo takes whose output is already up to date"
+    )
     add_take_options(b)
-    b.add_argument("--quiet", action="store_true", help="no progress bar, only the JSON summary line")
+    b.add_argument(
+        "--quiet", action="store_true", help="no progress bar, only the JSON summary line"
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -99,23 +150,42 @@ def run_batch_command(args) -> int:
     check_take_options(args)  # the same ranges as convert, before any take starts
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {args.out} is a file; batch writes a folder of results: give a folder.")
-    takes = find_takes(args.inputs, out_dir, pattern=args.pattern, asf=args.asf, overwrite=args.overwrite)
+        raise InputError(
+            f"--out {args.out} is a file; batch writes a folder of results: give a folder."
+        )
+    takes = find_takes(
+        args.inputs, out_dir, pattern=args.pattern, asf=args.asf, overwrite=args.overwrite
+    )
     todo = sum(t.status == "pending" for t in takes)
     bar = ProgressBar(todo, quiet=args.quiet)
     t0 = time.perf_counter()
     interrupted = False
     try:
-        run_batch(takes, args, engine=args.engine, workers=args.workers, ray_address=args.ray_address,
-                  on_row=bar.update_row)
+        run_batch(
+            takes,
+            args,
+            engine=args.engine,
+            workers=args.workers,
+            ray_address=args.ray_address,
+            on_row=bar.update_row,
+        )
     except KeyboardInterrupt:
         interrupted = True
-        mark_unfinished(takes, "the batch was interrupted before this take finished; run again to resume")
+        mark_unfinished(
+            takes, "the batch was interrupted before this take finished; run again to resume"
+        )
     finally:
         bar.close()
-    totals = write_summary(takes, out_dir, seconds=time.perf_counter() - t0,
-                           extra={"engine": args.engine, "interrupted": interrupted,
-                                  "workers": args.workers or (os.cpu_count() if args.engine == "local" else "cluster")})
+    totals = write_summary(
+        takes,
+        out_dir,
+        seconds=time.perf_counter() - t0,
+        extra={
+            "engine": args.engine,
+            "interrupted": interrupted,
+            "workers": args.workers or (os.cpu_count() if args.engine == "local" else "cluster"),
+        },
+    )
     print(json.dumps(totals))
     if interrupted:
         return 130
@@ -134,10 +204,19 @@ class ProgressBar:
             from tqdm import tqdm
         except ImportError:
             if not quiet and sys.stderr.isatty():
-                print("lsmplify: no progress bar without tqdm (pip install tqdm==4.70.1)", file=sys.stderr)
+                print(
+                    "lsmplify: no progress bar without tqdm (pip install tqdm==4.70.1)",
+                    file=sys.stderr,
+                )
             return
-        self.bar = tqdm(total=total, unit="take", desc="lsmplify batch", file=sys.stderr,
-                        disable=True if quiet else None, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total,
+            unit="take",
+            desc="lsmplify batch",
+            file=sys.stderr,
+            disable=True if quiet else None,
+            dynamic_ncols=True,
+        )
 
     def update_row(self, take: Take, done: int, total: int) -> None:
         if self.bar is None:
@@ -153,7 +232,9 @@ class ProgressBar:
 
 
 # ----------------------------------------------------------------------------- finding the takes
-def find_takes(inputs, out_dir, pattern: str | None = None, asf=None, overwrite: bool = False) -> list[Take]:
+def find_takes(
+    inputs, out_dir, pattern: str | None = None, asf=None, overwrite: bool = False
+) -> list[Take]:
     """Every take under ``inputs`` (files, folders searched recursively) with its output path.
 
     Unsupported motion files and up-to-date outputs come back already ``skipped``.
@@ -164,19 +245,25 @@ def find_takes(inputs, out_dir, pattern: str | None = None, asf=None, overwrite:
     for item in inputs:
         p = Path(item)
         if not p.exists():
-            raise InputError(f"Input '{item}' does not exist: give keypoint files or folders of them.")
+            raise InputError(
+                f"Input '{item}' does not exist: give keypoint files or folders of them."
+            )
         root = p.resolve()
         if root == out_dir or out_dir in root.parents:
-            raise InputError(f"Input '{item}' is inside --out {out_dir}: the results would be read back as "
-                             "takes. Give an output folder outside the inputs.")
+            raise InputError(
+                f"Input '{item}' is inside --out {out_dir}: the results would be read back as "
+                "takes. Give an output folder outside the inputs."
+            )
         roots.append(root)
     base = Path(os.path.commonpath([r if r.is_dir() else r.parent for r in roots]))
     fallback_asf = Path(asf).resolve() if asf else None
-    if fallback_asf is not None and (fallback_asf.suffix.lower() != ".asf" or not fallback_asf.is_file()):
+    if fallback_asf is not None and (
+        fallback_asf.suffix.lower() != ".asf" or not fallback_asf.is_file()
+    ):
         raise InputError(f"--asf {asf}: not an .asf skeleton file.")
     seen, takes = set(), []
     for root in roots:
-        for path in ([root] if root.is_file() else _motion_files(root, out_dir, pattern)):
+        for path in [root] if root.is_file() else _motion_files(root, out_dir, pattern):
             if path in seen:
                 continue
             seen.add(path)
@@ -187,9 +274,11 @@ def find_takes(inputs, out_dir, pattern: str | None = None, asf=None, overwrite:
             _decide(take, overwrite)
             takes.append(take)
     if not takes:
-        raise InputError(f"No takes found in {', '.join(map(str, inputs))}"
-                         + (f" matching --pattern {pattern}" if pattern else "")
-                         + f": batch reads {' '.join(SUPPORTED_EXTENSIONS)} files.")
+        raise InputError(
+            f"No takes found in {', '.join(map(str, inputs))}"
+            + (f" matching --pattern {pattern}" if pattern else "")
+            + f": batch reads {' '.join(SUPPORTED_EXTENSIONS)} files."
+        )
     return takes
 
 
@@ -197,7 +286,9 @@ def _motion_files(folder: Path, out_dir: Path, pattern: str | None):
     """Motion files below ``folder`` in a stable order; hidden entries and ``out_dir`` left out."""
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() != out_dir)
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and (here / d).resolve() != out_dir
+        )
         for name in sorted(filenames):
             path = here / name
             ext = path.suffix.lower()
@@ -214,8 +305,11 @@ def _decide(take: Take, overwrite: bool) -> None:
     """Skip what cannot or need not be converted: unsupported files, up-to-date outputs."""
     ext = take.input.suffix.lower()
     if ext not in SUPPORTED_EXTENSIONS:
-        reason = OTHER_MOTION.get(ext, f"'{ext or '(no extension)'}' is not a keypoint format; "
-                                       f"batch reads {' '.join(SUPPORTED_EXTENSIONS)}.")
+        reason = OTHER_MOTION.get(
+            ext,
+            f"'{ext or '(no extension)'}' is not a keypoint format; "
+            f"batch reads {' '.join(SUPPORTED_EXTENSIONS)}.",
+        )
         _finish(take, "skipped", reason=f"unsupported: {reason}", output="")
         return
     if overwrite or not take.output.is_file():
@@ -225,8 +319,12 @@ def _decide(take: Take, overwrite: bool) -> None:
         return
     figures = read_back(take.output)
     if figures is not None:  # an unreadable output is converted again
-        _finish(take, "skipped", reason="up to date (the output is newer than the input; --overwrite redoes it)",
-                **figures)
+        _finish(
+            take,
+            "skipped",
+            reason="up to date (the output is newer than the input; --overwrite redoes it)",
+            **figures,
+        )
 
 
 def read_back(path: Path) -> dict | None:
@@ -234,11 +332,16 @@ def read_back(path: Path) -> dict | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             fit = z["fit_error_mm"].astype(np.float64)
-            return {"frames": int(z["poses"].shape[0]), "layout": str(z["layout"]), "units": str(z["units"]),
-                    "solver": str(z["solver"]), "mpbe_mm": round(float(z["mpbe_mm"]), 3),
-                    "fit_error_mm_mean": round(float(np.nanmean(fit)), 3) if fit.size else None,
-                    "fit_error_mm_max": round(float(np.nanmax(fit)), 3) if fit.size else None}
-    except Exception:  # noqa: BLE001 - any damage (truncated zip, missing key) means: convert again
+            return {
+                "frames": int(z["poses"].shape[0]),
+                "layout": str(z["layout"]),
+                "units": str(z["units"]),
+                "solver": str(z["solver"]),
+                "mpbe_mm": round(float(z["mpbe_mm"]), 3),
+                "fit_error_mm_mean": round(float(np.nanmean(fit)), 3) if fit.size else None,
+                "fit_error_mm_max": round(float(np.nanmax(fit)), 3) if fit.size else None,
+            }
+    except Exception:  # noqa: BLE001 (an unreadable old output is simply redone)
         return None
 
 
@@ -264,17 +367,32 @@ def run_take(options, model, take: Take) -> dict:
     t0 = time.perf_counter()
     try:
         s = convert_take(options, model, take.input, take.output, asf=take.asf)
-        row = {k: s[k] for k in ("frames", "layout", "units", "solver", "fit_error_mm_mean", "fit_error_mm_max",
-                                 "mpbe_mm")}
+        row = {
+            k: s[k]
+            for k in (
+                "frames",
+                "layout",
+                "units",
+                "solver",
+                "fit_error_mm_mean",
+                "fit_error_mm_max",
+                "mpbe_mm",
+            )
+        }
         row.update(status="ok", output=s["output"], notes=s["notes"])
     except LSMPLifyError as exc:
         row = {"status": "failed", "error": str(exc)}
-    except Exception as exc:  # noqa: BLE001 - a bug or a hostile file: isolated to this take
-        row = {"status": "failed", "error": f"internal error ({type(exc).__name__}: {exc})",
-               "traceback": traceback.format_exc(limit=6)}
+    except Exception as exc:  # noqa: BLE001 (one take's failure never stops the batch)
+        row = {
+            "status": "failed",
+            "error": f"internal error ({type(exc).__name__}: {exc})",
+            "traceback": traceback.format_exc(limit=6),
+        }
     finally:
         _remove_partial(take)
-    row.update(seconds=round(time.perf_counter() - t0, 4), worker=os.getpid(), peak_rss_mb=peak_rss_mb())
+    row.update(
+        seconds=round(time.perf_counter() - t0, 4), worker=os.getpid(), peak_rss_mb=peak_rss_mb()
+    )
     return row
 
 
@@ -290,12 +408,23 @@ def peak_rss_mb() -> float | None:
     except ImportError:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (2 ** 20 if sys.platform == "darwin" else 2 ** 10), 1)  # bytes on macOS, KiB on Linux
+    return round(
+        peak / (2**20 if sys.platform == "darwin" else 2**10), 1
+    )  # bytes on macOS, KiB on Linux
 
 
 # ----------------------------------------------------------------------------- engines
-def run_batch(takes: list[Take], options, engine: str = "local", workers: int | None = None,
-              ray_address: str | None = None, model=None, on_row=None, cancel=None, take_fn=None) -> list[Take]:
+def run_batch(
+    takes: list[Take],
+    options,
+    engine: str = "local",
+    workers: int | None = None,
+    ray_address: str | None = None,
+    model=None,
+    on_row=None,
+    cancel=None,
+    take_fn=None,
+) -> list[Take]:
     """Convert the pending takes; every take ends ok/failed/skipped with its summary row.
 
     ``on_row(take, done, total)`` is called as each pending take finishes; ``cancel`` (an
@@ -443,7 +572,9 @@ class _LocalPool:
     def collect(self, timeout: float) -> None:
         """Handle every worker that sent something or died within ``timeout`` seconds."""
         busy = [w for w in self.workers if w.take is not None or not w.ready]
-        ready = set(wait_ready([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=timeout))
+        ready = set(
+            wait_ready([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=timeout)
+        )
         for w in [w for w in busy if w.conn in ready or w.proc.sentinel in ready]:
             message = _receive(w)
             if message is None:
@@ -460,13 +591,21 @@ class _LocalPool:
         """A worker died: its take fails (nothing half-written stays), a new one starts if work is left."""
         self.start_failures += 0 if w.ready else 1
         if self.start_failures >= MAX_START_FAILURES:
-            raise LSMPLifyError(f"Batch workers keep dying while starting ({_death(w.proc)}); "
-                                "check the free memory and the --model file.")
+            raise LSMPLifyError(
+                f"Batch workers keep dying while starting ({_death(w.proc)}); "
+                "check the free memory and the --model file."
+            )
         if w.take is not None:
             _remove_partial(w.take)
-            self.counter.finish(w.take, {"status": "failed", "worker": w.proc.pid,
-                                         "error": f"the worker process died in this take ({_death(w.proc)}); "
-                                                  "it was replaced and the other takes went on"})
+            self.counter.finish(
+                w.take,
+                {
+                    "status": "failed",
+                    "worker": w.proc.pid,
+                    "error": f"the worker process died in this take ({_death(w.proc)}); "
+                    "it was replaced and the other takes went on",
+                },
+            )
             w.take = None
         w.stop(hard=True)
         self.workers.remove(w)
@@ -524,12 +663,23 @@ def write_summary(takes: list[Take], out_dir, seconds: float, extra: dict | None
     count = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped")}
     converted = [r for r in rows if r["status"] == "ok"]
     frames = sum(r.get("frames") or 0 for r in converted)
-    rss = [r["peak_rss_mb"] for r in rows if r.get("peak_rss_mb") is not None and r["status"] != "skipped"]
-    totals = {"takes": len(rows), **count, "frames": frames, "seconds": round(seconds, 3),
-              "frames_per_second": round(frames / max(seconds, 1e-9), 1),
-              "seconds_per_take": round(seconds / max(len(converted), 1), 4),
-              "peak_rss_mb_per_worker": max(rss) if rss else None, **(extra or {}),
-              "summary_json": str(out_dir / "summary.json"), "summary_csv": str(out_dir / "summary.csv")}
+    rss = [
+        r["peak_rss_mb"]
+        for r in rows
+        if r.get("peak_rss_mb") is not None and r["status"] != "skipped"
+    ]
+    totals = {
+        "takes": len(rows),
+        **count,
+        "frames": frames,
+        "seconds": round(seconds, 3),
+        "frames_per_second": round(frames / max(seconds, 1e-9), 1),
+        "seconds_per_take": round(seconds / max(len(converted), 1), 4),
+        "peak_rss_mb_per_worker": max(rss) if rss else None,
+        **(extra or {}),
+        "summary_json": str(out_dir / "summary.json"),
+        "summary_csv": str(out_dir / "summary.csv"),
+    }
     _atomic_write(out_dir / "summary.json", json.dumps({"totals": totals, "takes": rows}, indent=1))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")

@@ -8,6 +8,7 @@ once, as a local worker process does, and converts the takes it is given with th
 path too, or be installed on every node. An actor that dies inside a take (``os._exit``,
 the OOM killer) fails that take and is replaced. Ray is optional: ``pip install ray==2.60.0``.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,10 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise LSMPLifyError("--engine ray needs Ray: pip install ray==2.60.0 (the project's 'ray' extra), "
-                            "or use --engine local.") from None
+        raise LSMPLifyError(
+            "--engine ray needs Ray: pip install ray==2.60.0 (the project's 'ray' extra), "
+            "or use --engine local."
+        ) from None
     return ray
 
 
@@ -52,9 +55,11 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as exc:
-        raise LSMPLifyError(f"--ray-address {address}: nothing answers there ({exc}). Start the head node with "
-                            "'ray start --head' and give its address, or use --ray-address auto on a cluster "
-                            "node, or leave it out for a local cluster.") from None
+        raise LSMPLifyError(
+            f"--ray-address {address}: nothing answers there ({exc}). Start the head node with "
+            "'ray start --head' and give its address, or use --ray-address auto on a cluster "
+            "node, or leave it out for a local cluster."
+        ) from None
 
 
 def _connect(ray, workers: int | None, address: str | None) -> bool:
@@ -70,17 +75,26 @@ def _connect(ray, workers: int | None, address: str | None) -> bool:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
         else:
             # address="local": a new instance even where a cluster runs (or a stale one is recorded)
-            ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, runtime_env=runtime_env,
-                     include_dashboard=False, log_to_driver=False)
+            ray.init(
+                address="local",
+                num_cpus=workers or os.cpu_count() or 1,
+                runtime_env=runtime_env,
+                include_dashboard=False,
+                log_to_driver=False,
+            )
     except ConnectionError as exc:
         # Ray 2.60 wraps the GCS's AuthenticationError in a RuntimeError's text: only that text tells
         if "InvalidAuthToken" in str(exc.__cause__):
-            raise LSMPLifyError(f"--ray-address {address}: the cluster wants its authentication token. Run with "
-                                "RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token (or "
-                                "RAY_AUTH_TOKEN_PATH / RAY_AUTH_TOKEN), or use --ray-address auto on a node "
-                                "of the cluster.") from None
-        raise LSMPLifyError(f"--ray-address {address}: no Ray cluster there ({exc}). Start one with "
-                            "'ray start --head' or leave --ray-address out for a local one.") from None
+            raise LSMPLifyError(
+                f"--ray-address {address}: the cluster wants its authentication token. Run with "
+                "RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token (or "
+                "RAY_AUTH_TOKEN_PATH / RAY_AUTH_TOKEN), or use --ray-address auto on a node "
+                "of the cluster."
+            ) from None
+        raise LSMPLifyError(
+            f"--ray-address {address}: no Ray cluster there ({exc}). Start one with "
+            "'ray start --head' or leave --ray-address out for a local one."
+        ) from None
     return True
 
 
@@ -100,6 +114,7 @@ def run_ray(pending, options, workers, address, take_fn, counter, cancel) -> Non
     actors = {actor_class.remote(options, take_fn) for _ in range(min(n, len(queue)))}
     running: dict = {}  # object ref -> (actor, take)
     try:
+
         def submit(actor):
             if queue and not (cancel is not None and cancel.is_set()):
                 take = queue.pop()
@@ -114,13 +129,20 @@ def run_ray(pending, options, workers, address, take_fn, counter, cancel) -> Non
                 row = ray.get(done[0])
             except ray.exceptions.RayActorError as exc:
                 _remove_partial(take)
-                row = {"status": "failed", "error": f"the Ray worker died in this take ({type(exc).__name__}); "
-                                                    "it was replaced and the other takes went on"}
+                row = {
+                    "status": "failed",
+                    "error": f"the Ray worker died in this take ({type(exc).__name__}); "
+                    "it was replaced and the other takes went on",
+                }
                 actors.discard(actor)
                 actor = actor_class.remote(options, take_fn)
                 actors.add(actor)
-            except ray.exceptions.RayTaskError as exc:  # the actor could not start (e.g. a bad --model)
-                raise LSMPLifyError(f"A Ray worker failed: {exc.cause if exc.cause else exc}") from None
+            except (
+                ray.exceptions.RayTaskError
+            ) as exc:  # the actor could not start (e.g. a bad --model)
+                raise LSMPLifyError(
+                    f"A Ray worker failed: {exc.cause if exc.cause else exc}"
+                ) from None
             counter.finish(take, row)
             submit(actor)
     finally:

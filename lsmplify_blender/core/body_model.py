@@ -10,6 +10,7 @@ forward kinematics without the mesh, plus a handful of landmark vertices skinned
 their own. The full mesh is our own SMPL forward pass (``model.forward``), which equals
 smplx's (tests check it; smplx is never needed at run time).
 """
+
 from __future__ import annotations
 
 import os
@@ -29,11 +30,28 @@ from .model.skinning import pose_feature  # noqa: F401  (re-exported)
 # Landmark vertices of SMPL's own mesh topology (6890 vertices), as used by smplx for
 # OpenPose's extra keypoints, plus the common head-top vertex.
 SMPL_TOPOLOGY_LANDMARKS = {
-    "nose": 332, "reye": 6260, "leye": 2800, "rear": 4071, "lear": 583, "head_top": 411,
-    "LBigToe": 3216, "LSmallToe": 3226, "LHeel": 3387,
-    "RBigToe": 6617, "RSmallToe": 6624, "RHeel": 6787,
-    "lthumb": 2746, "lindex": 2319, "lmiddle": 2445, "lring": 2556, "lpinky": 2673,
-    "rthumb": 6191, "rindex": 5782, "rmiddle": 5905, "rring": 6016, "rpinky": 6133,
+    "nose": 332,
+    "reye": 6260,
+    "leye": 2800,
+    "rear": 4071,
+    "lear": 583,
+    "head_top": 411,
+    "LBigToe": 3216,
+    "LSmallToe": 3226,
+    "LHeel": 3387,
+    "RBigToe": 6617,
+    "RSmallToe": 6624,
+    "RHeel": 6787,
+    "lthumb": 2746,
+    "lindex": 2319,
+    "lmiddle": 2445,
+    "lring": 2556,
+    "lpinky": 2673,
+    "rthumb": 6191,
+    "rindex": 5782,
+    "rmiddle": 5905,
+    "rring": 6016,
+    "rpinky": 6133,
 }
 
 OPEN_MODEL_PATH = Path(__file__).resolve().parent / "data" / "open_model.npz"
@@ -97,7 +115,8 @@ def load_model_data(path: str | os.PathLike | None = None) -> ModelData:
     if not p.is_file():
         raise ModelFileError(
             f"Body model file not found: {p}. Point to an SMPL_NEUTRAL/MALE/FEMALE .pkl or .npz, "
-            "or leave the model unset to use the embedded open model.")
+            "or leave the model unset to use the embedded open model."
+        )
     raw = read_raw(p)
     check_shapes(raw, p.name)
     check_values(raw, p.name)
@@ -137,13 +156,21 @@ class BodyModel:
     holds the arrays as tensors and the joints-only shortcut.
     """
 
-    def __init__(self, data: ModelData, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32, num_betas: int = 10):
+    def __init__(
+        self,
+        data: ModelData,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        num_betas: int = 10,
+    ):
         self.data = data
         self.device = torch.device(device)
         self.dtype = dtype
         self.num_betas = min(num_betas, data.num_betas)
-        t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=self.device)
+
+        def t(a):
+            return torch.as_tensor(np.asarray(a), dtype=dtype, device=self.device)
+
         self.parents = tuple(int(p) for p in data.parents)
         self.v_template = t(data.v_template)
         self.shapedirs = t(data.shapedirs[:, :, : self.num_betas])
@@ -152,7 +179,9 @@ class BodyModel:
         # joints-only path into a tiny matmul instead of a pass over every vertex.
         jreg = data.J_regressor.astype(np.float64)
         self.rest_joints_template = t(jreg @ data.v_template)
-        self.joint_shapedirs = t(np.einsum("jv,vcb->jcb", jreg, data.shapedirs[:, :, : self.num_betas]))
+        self.joint_shapedirs = t(
+            np.einsum("jv,vcb->jcb", jreg, data.shapedirs[:, :, : self.num_betas])
+        )
         self.posedirs = None if data.posedirs is None else t(data.posedirs)
         self.landmark_names = tuple(data.landmarks)
 
@@ -176,12 +205,18 @@ class BodyModel:
 
     def rest_joints(self, betas) -> torch.Tensor:
         """(B, 24, 3) rest-pose joint positions J(b) = J_reg (T + S b) for betas (B, nb) or (nb,)."""
-        return forward.blend_shapes(self.rest_joints_template, self.joint_shapedirs, self.betas_tensor(betas))
+        return forward.blend_shapes(
+            self.rest_joints_template, self.joint_shapedirs, self.betas_tensor(betas)
+        )
 
     def rest_vertices(self, betas, ids=None) -> torch.Tensor:
         """(B, V or len(ids), 3) shaped rest vertices T + S b (no pose correctives)."""
         b = self.betas_tensor(betas)
-        vt, sd = (self.v_template, self.shapedirs) if ids is None else (self.v_template[ids], self.shapedirs[ids])
+        vt, sd = (
+            (self.v_template, self.shapedirs)
+            if ids is None
+            else (self.v_template[ids], self.shapedirs[ids])
+        )
         return forward.blend_shapes(vt, sd, b)
 
     def bone_lengths(self, betas) -> torch.Tensor:
@@ -193,7 +228,9 @@ class BodyModel:
         """Forward kinematics: global rotations (B,24,3,3) and posed joints (B,24,3), root at rest."""
         return forward_kinematics(rotmats, rest_joints, self.parents)
 
-    def joints(self, rotmats: torch.Tensor, betas, trans: torch.Tensor | None = None) -> torch.Tensor:
+    def joints(
+        self, rotmats: torch.Tensor, betas, trans: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, 24, 3) posed joints: the fast path (no mesh)."""
         rest = self.rest_joints(self.betas_tensor(betas, rotmats.shape[0]))
         _, pos = self.global_transforms(rotmats, rest)
@@ -202,7 +239,9 @@ class BodyModel:
     def skin_points(self, rotmats, betas, trans, ids) -> torch.Tensor:
         """Posed positions (B, len(ids), 3) of a few vertices (the full forward pass on them)."""
         ids = torch.as_tensor(ids, dtype=torch.long, device=self.device)
-        return forward.posed_points(self, rotmats, self.betas_tensor(betas, rotmats.shape[0]), trans, ids)
+        return forward.posed_points(
+            self, rotmats, self.betas_tensor(betas, rotmats.shape[0]), trans, ids
+        )
 
     def landmarks(self, rotmats, betas, trans=None, names=None) -> torch.Tensor:
         """Posed landmark vertices (B, len(names), 3), by name (default: all the model has)."""
@@ -211,21 +250,31 @@ class BodyModel:
         if missing:
             raise ModelFileError(
                 f"The body model '{self.data.name}' has no landmark vertices for {', '.join(missing)}; "
-                "use a layout without them or a model that defines them.")
+                "use a layout without them or a model that defines them."
+            )
         return self.skin_points(rotmats, betas, trans, [self.data.landmarks[n] for n in names])
 
     # ------------------------------------------------------------------- mesh
     @torch.no_grad()
-    def vertices(self, rotmats: torch.Tensor, betas, trans: torch.Tensor | None = None,
-                 chunk: int = 512) -> torch.Tensor:
+    def vertices(
+        self, rotmats: torch.Tensor, betas, trans: torch.Tensor | None = None, chunk: int = 512
+    ) -> torch.Tensor:
         """(B, V, 3) posed mesh vertices (``model.forward``), in chunks of frames to bound memory."""
         n = rotmats.shape[0]
         b = self.betas_tensor(betas, n)
         rotmats = rotmats.to(self.dtype)
-        trans = None if trans is None else torch.as_tensor(trans, dtype=self.dtype, device=self.device)
-        out = [forward.posed_points(self, rotmats[s:s + chunk], b[s:s + chunk],
-                                    None if trans is None else trans[s:s + chunk])
-               for s in range(0, n, chunk)]
+        trans = (
+            None if trans is None else torch.as_tensor(trans, dtype=self.dtype, device=self.device)
+        )
+        out = [
+            forward.posed_points(
+                self,
+                rotmats[s : s + chunk],
+                b[s : s + chunk],
+                None if trans is None else trans[s : s + chunk],
+            )
+            for s in range(0, n, chunk)
+        ]
         return torch.cat(out, 0)
 
 

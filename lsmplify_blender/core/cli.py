@@ -7,6 +7,7 @@ not part of the add-on).
 Prints what was detected on stderr and one JSON summary line on stdout, so scripts can
 parse the result. Errors the user can fix exit with status 2 and a one-line message.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,44 +25,105 @@ from .solver import DEFAULT_SOLVER, ROTATION_MODES, SOLVERS
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m lsmplify_blender",
-                                 description="Turn 3D keypoint motion into SMPL pose and shape.")
+    ap = argparse.ArgumentParser(
+        prog="python -m lsmplify_blender",
+        description="Turn 3D keypoint motion into SMPL pose and shape.",
+    )
     sub = ap.add_subparsers(dest="command", required=True)
     c = sub.add_parser("convert", help="solve a keypoint file to SMPL parameters (.npz)")
     c.add_argument("input", help="keypoints: .npz .npy .json .csv .bvh .amc")
-    c.add_argument("--out", required=True, help="output .npz (AMASS-style: poses, betas, trans, ...)")
+    c.add_argument(
+        "--out", required=True, help="output .npz (AMASS-style: poses, betas, trans, ...)"
+    )
     _add_take_options(c)
-    c.add_argument("--init", default=None, metavar="SMPL.npz",
-                   help="plug-in mode: refine this existing SMPL motion (AMASS-style .npz, same frames as the "
-                        "keypoints; e.g. an image-based estimate) against the keypoints instead of solving "
-                        "from scratch; its shape is kept")
-    c.add_argument("--passes", type=int, default=2, metavar="N",
-                   help="plug-in mode: network passes (default 2; 0 = optimisation only, with --refine)")
+    c.add_argument(
+        "--init",
+        default=None,
+        metavar="SMPL.npz",
+        help="plug-in mode: refine this existing SMPL motion (AMASS-style .npz, same frames as the "
+        "keypoints; e.g. an image-based estimate) against the keypoints instead of solving "
+        "from scratch; its shape is kept",
+    )
+    c.add_argument(
+        "--passes",
+        type=int,
+        default=2,
+        metavar="N",
+        help="plug-in mode: network passes (default 2; 0 = optimisation only, with --refine)",
+    )
     c.add_argument("--quiet", action="store_true", help="only the JSON summary line")
     from .batch import add_batch_parser
+
     add_batch_parser(sub, _add_take_options)
-    e = sub.add_parser("eval", help="every solver side by side: synthetic CMU test motion and held-out real captures "
-                                    "(markdown report + PNGs)")
-    e.add_argument("--data", default=None, help="mocap data root holding cmu_subset/, cmu_raw/, deepmimic/ (default: "
-                                                "$LSMPLIFY_DATA); a folder of cmu_subset clips also works")
-    e.add_argument("--real", action="store_true", help="only the real-capture evaluation (held-out real takes)")
-    e.add_argument("--no-real", action="store_true", help="only the synthetic protocol (no real-capture section)")
-    e.add_argument("--solvers", default=None, metavar="S1,S2",
-                   help="real captures: solvers to compare, each name[:option=value...] passed to the solver "
-                        "(default analytic,network,optimize, plus network:rotations=ignore when the solver reads the "
-                        "file's rotations), e.g. network:refine=5:smooth=0")
-    e.add_argument("--sources", default=None, metavar="K1,K2",
-                   help="real captures: source kinds (cmu_subset,cmu_bvh,cmu_amc,cmu_fbx_bvh,deepmimic; default all)")
-    e.add_argument("--frames", type=int, default=None, metavar="N",
-                   help="real captures: first N frames (~30 fps) of each take (default 120; 0 = all)")
-    e.add_argument("--layout", default="smpl24", choices=list(LAYOUTS), help="keypoints generated from the motion")
+    e = sub.add_parser(
+        "eval",
+        help="every solver side by side: synthetic CMU test motion and held-out real captures "
+        "(markdown report + PNGs)",
+    )
+    e.add_argument(
+        "--data",
+        default=None,
+        help="mocap data root holding cmu_subset/, cmu_raw/, deepmimic/ (default: "
+        "$LSMPLIFY_DATA); a folder of cmu_subset clips also works",
+    )
+    e.add_argument(
+        "--real", action="store_true", help="only the real-capture evaluation (held-out real takes)"
+    )
+    e.add_argument(
+        "--no-real",
+        action="store_true",
+        help="only the synthetic protocol (no real-capture section)",
+    )
+    e.add_argument(
+        "--solvers",
+        default=None,
+        metavar="S1,S2",
+        help="real captures: solvers to compare, each name[:option=value...] passed to the solver "
+        "(default analytic,network,optimize, plus network:rotations=ignore when the solver reads the "
+        "file's rotations), e.g. network:refine=5:smooth=0",
+    )
+    e.add_argument(
+        "--sources",
+        default=None,
+        metavar="K1,K2",
+        help="real captures: source kinds (cmu_subset,cmu_bvh,cmu_amc,cmu_fbx_bvh,deepmimic; default all)",
+    )
+    e.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help="real captures: first N frames (~30 fps) of each take (default 120; 0 = all)",
+    )
+    e.add_argument(
+        "--layout",
+        default="smpl24",
+        choices=list(LAYOUTS),
+        help="keypoints generated from the motion",
+    )
     e.add_argument("--noise-mm", type=float, default=0.0, help="Gaussian keypoint noise (mm)")
-    e.add_argument("--model", default=None, help="SMPL-format .pkl/.npz (default: the embedded open model)")
-    e.add_argument("--out", default="out/eval_report.md", help="markdown report (the PNGs are written next to it)")
-    e.add_argument("--clips", type=int, default=None, metavar="N",
-                   help="first N synthetic clips (default: all); real captures: at most N takes per source kind")
-    e.add_argument("--optimize-frames", type=int, default=None, metavar="N",
-                   help="frames per clip for the slow optimisation baseline (default 30 synthetic, 10 real)")
+    e.add_argument(
+        "--model", default=None, help="SMPL-format .pkl/.npz (default: the embedded open model)"
+    )
+    e.add_argument(
+        "--out",
+        default="out/eval_report.md",
+        help="markdown report (the PNGs are written next to it)",
+    )
+    e.add_argument(
+        "--clips",
+        type=int,
+        default=None,
+        metavar="N",
+        help="first N synthetic clips (default: all); real captures: at most N takes per source kind",
+    )
+    e.add_argument(
+        "--optimize-frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help="frames per clip for the slow optimisation baseline (default 30 synthetic, 10 real)",
+    )
     e.add_argument("--max-frames", type=int, default=None, help=argparse.SUPPRESS)
     e.add_argument("--quiet", action="store_true", help="no per-clip progress on stderr")
     return ap
@@ -72,24 +134,47 @@ def _add_take_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS])
     p.add_argument("--units", default="auto", choices=["auto", "m", "cm", "mm", "inch", "cmu"])
     p.add_argument("--up", default="auto", choices=["auto", "y", "z"])
-    p.add_argument("--fps", type=float, default=None, help="frame rate (default: from the file, else 30)")
-    p.add_argument("--model", default=None, help="SMPL-format .pkl/.npz (default: the embedded open model)")
+    p.add_argument(
+        "--fps", type=float, default=None, help="frame rate (default: from the file, else 30)"
+    )
+    p.add_argument(
+        "--model", default=None, help="SMPL-format .pkl/.npz (default: the embedded open model)"
+    )
     p.add_argument("--solver", default=DEFAULT_SOLVER, choices=list(SOLVERS))
-    p.add_argument("--refine", type=int, default=0, metavar="N", help="iterations of refinement after solving")
-    p.add_argument("--chunk", type=int, default=None, metavar="N",
-                   help="network solver: frames per sequential chunk, each started from analytic IK and run "
-                        "frame to frame (default 1: every frame from analytic IK + one plug-in pass)")
-    p.add_argument("--smooth", type=_smooth_arg, default="auto", metavar="auto|SECONDS",
-                   help="zero-phase Gaussian smoothing of the keypoints over time before solving: 'auto' "
-                        "(default) estimates the keypoint noise from limb-length changes and smooths only "
-                        "noisy input; a number of seconds (e.g. 0.05) forces that sigma; 0 turns it off")
-    p.add_argument("--rotations", default="auto", choices=list(ROTATION_MODES),
-                   help="bone rotations of BVH and ASF/AMC input: 'auto' (default) uses them when the file has them "
-                        "(the twist of every bone and the head, hand and foot orientation come from the capture), "
-                        "'use' requires them, 'ignore' solves from the joint positions only")
+    p.add_argument(
+        "--refine", type=int, default=0, metavar="N", help="iterations of refinement after solving"
+    )
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=None,
+        metavar="N",
+        help="network solver: frames per sequential chunk, each started from analytic IK and run "
+        "frame to frame (default 1: every frame from analytic IK + one plug-in pass)",
+    )
+    p.add_argument(
+        "--smooth",
+        type=_smooth_arg,
+        default="auto",
+        metavar="auto|SECONDS",
+        help="zero-phase Gaussian smoothing of the keypoints over time before solving: 'auto' "
+        "(default) estimates the keypoint noise from limb-length changes and smooths only "
+        "noisy input; a number of seconds (e.g. 0.05) forces that sigma; 0 turns it off",
+    )
+    p.add_argument(
+        "--rotations",
+        default="auto",
+        choices=list(ROTATION_MODES),
+        help="bone rotations of BVH and ASF/AMC input: 'auto' (default) uses them when the file has them "
+        "(the twist of every bone and the head, hand and foot orientation come from the capture), "
+        "'use' requires them, 'ignore' solves from the joint positions only",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--asf", default=None,
-                   help="ASF skeleton for an .amc input (batch: for the takes with no ASF of their own beside them)")
+    p.add_argument(
+        "--asf",
+        default=None,
+        help="ASF skeleton for an .amc input (batch: for the takes with no ASF of their own beside them)",
+    )
 
 
 def _smooth_arg(text: str):
@@ -98,7 +183,9 @@ def _smooth_arg(text: str):
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is neither 'auto' nor a number of seconds") from None
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is neither 'auto' nor a number of seconds"
+        ) from None
     if not np.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text}: the smoothing sigma must be >= 0 seconds")
     return value
@@ -118,7 +205,12 @@ def _load_init(path, model) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     betas[:k] = init["betas"][:k]
     trans = init["trans"].astype(np.float64)
     if init["up"] == "z":  # declared, or detected from the data (AMASS has no 'up' key)
-        j0 = model.rest_joints(torch.as_tensor(betas, dtype=model.dtype))[0, 0].cpu().double().numpy()
+        j0 = (
+            model.rest_joints(torch.as_tensor(betas, dtype=model.dtype))[0, 0]
+            .cpu()
+            .double()
+            .numpy()
+        )
         root, trans = turn_motion_z_up_to_y_up(rot[:, 0].cpu().double().numpy(), trans, j0)
         rot[:, 0] = torch.as_tensor(root, dtype=rot.dtype)
     return rot, betas, trans
@@ -129,8 +221,15 @@ def convert(args) -> dict:
 
     t0 = time.perf_counter()
     check_take_options(args)
-    out_path = output_path(args.out, {"the input": args.input, "--model": args.model or OPEN_MODEL_PATH,
-                                      "--init": args.init, "--asf": args.asf})
+    out_path = output_path(
+        args.out,
+        {
+            "the input": args.input,
+            "--model": args.model or OPEN_MODEL_PATH,
+            "--init": args.init,
+            "--asf": args.asf,
+        },
+    )
     summary = convert_take(args, load_model(args), args.input, out_path, asf=args.asf)
     if not args.quiet:
         for note in summary["notes"]:
@@ -165,27 +264,61 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
     prepared = prepare(seq, model, layout=args.layout, units=args.units, up=args.up, fps=args.fps)
     check_plausible(prepared)
     if getattr(args, "init", None):
-        sol = refine_existing(prepared, model, *_load_init(args.init, model), passes=args.passes,
-                              refine=args.refine, smooth=args.smooth)
+        sol = refine_existing(
+            prepared,
+            model,
+            *_load_init(args.init, model),
+            passes=args.passes,
+            refine=args.refine,
+            smooth=args.smooth,
+        )
     else:
-        sol = solve(prepared, model, solver=args.solver, refine=args.refine, smooth=args.smooth,
-                    network_chunk=args.chunk, rotations=args.rotations)
+        sol = solve(
+            prepared,
+            model,
+            solver=args.solver,
+            refine=args.refine,
+            smooth=args.smooth,
+            network_chunk=args.chunk,
+            rotations=args.rotations,
+        )
     out = write_smpl_npz(
-        out_path, sol.poses, sol.betas.cpu().numpy(), sol.trans.cpu().numpy(), prepared.fps,
-        gender=model.data.meta.get("gender", "neutral"), fit_error_mm=sol.fit_error_mm.astype(np.float32),
-        layout=prepared.layout.name, units=prepared.units, solver=sol.solver, model=model.data.name,
-        mpbe_mm=np.float32(sol.mpbe_mm))
+        out_path,
+        sol.poses,
+        sol.betas.cpu().numpy(),
+        sol.trans.cpu().numpy(),
+        prepared.fps,
+        gender=model.data.meta.get("gender", "neutral"),
+        fit_error_mm=sol.fit_error_mm.astype(np.float32),
+        layout=prepared.layout.name,
+        units=prepared.units,
+        solver=sol.solver,
+        model=model.data.name,
+        mpbe_mm=np.float32(sol.mpbe_mm),
+    )
     err = sol.fit_error_mm
     return {
-        "input": str(input_path), "output": str(out), "frames": prepared.num_frames,
-        "layout": prepared.layout.name, "units": prepared.units, "up": prepared.up, "fps": prepared.fps,
-        "solver": sol.solver, "rotations": sol.rotations, "refine": args.refine, "device": sol.device, "model": model.data.name,
-        "fit_error_mm_mean": round(float(np.nanmean(err)), 3), "fit_error_mm_max": round(float(np.nanmax(err)), 3),
+        "input": str(input_path),
+        "output": str(out),
+        "frames": prepared.num_frames,
+        "layout": prepared.layout.name,
+        "units": prepared.units,
+        "up": prepared.up,
+        "fps": prepared.fps,
+        "solver": sol.solver,
+        "rotations": sol.rotations,
+        "refine": args.refine,
+        "device": sol.device,
+        "model": model.data.name,
+        "fit_error_mm_mean": round(float(np.nanmean(err)), 3),
+        "fit_error_mm_max": round(float(np.nanmax(err)), 3),
         "mpbe_mm": round(float(sol.mpbe_mm), 3),
         "noise_mm": round(float(sol.noise_mm), 2) if np.isfinite(sol.noise_mm) else None,
-        "smooth_seconds": round(sol.smooth_s, 4), "solve_seconds": round(sol.seconds, 4),
+        "smooth_seconds": round(sol.smooth_s, 4),
+        "solve_seconds": round(sol.seconds, 4),
         "solve_fps": round(prepared.num_frames / max(sol.seconds, 1e-9), 1),
-        "seconds": round(time.perf_counter() - t0, 3), "notes": prepared.notes + sol.notes,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "notes": prepared.notes + sol.notes,
     }
 
 
@@ -193,20 +326,37 @@ def evaluate(args) -> dict:
     from ..research.evaluate import run_eval  # the research package: not in the add-on zip
     from ..research.real_eval import DEFAULT_FRAMES, OPTIMIZE_FRAMES, run_real_eval
 
-    log = None if args.quiet else (lambda msg: print(f"lsmplify: {msg}", file=sys.stderr, flush=True))
+    log = (
+        None if args.quiet else (lambda msg: print(f"lsmplify: {msg}", file=sys.stderr, flush=True))
+    )
     if args.real and args.no_real:
-        raise LSMPLifyError("--real and --no-real exclude each other: give one of them (or neither for both).")
-    real = dict(frames=DEFAULT_FRAMES if args.frames is None else (args.frames or None), clips=args.clips,
-                optimize_frames=OPTIMIZE_FRAMES if args.optimize_frames is None else args.optimize_frames)
+        raise LSMPLifyError(
+            "--real and --no-real exclude each other: give one of them (or neither for both)."
+        )
+    real = dict(
+        frames=DEFAULT_FRAMES if args.frames is None else (args.frames or None),
+        clips=args.clips,
+        optimize_frames=OPTIMIZE_FRAMES if args.optimize_frames is None else args.optimize_frames,
+    )
     if args.solvers:
         real["solvers"] = [s for s in args.solvers.split(",") if s.strip()]
     if args.sources:
         real["kinds"] = [s.strip() for s in args.sources.split(",") if s.strip()]
     if args.real:
         return run_real_eval(data=args.data, model_path=args.model, out=args.out, log=log, **real)
-    return run_eval(data=args.data, layout=args.layout, noise_mm=args.noise_mm, model_path=args.model, out=args.out,
-                    clips=args.clips, optimize_frames=30 if args.optimize_frames is None else args.optimize_frames,
-                    max_frames=args.max_frames, log=log, real=not args.no_real, real_options=real)
+    return run_eval(
+        data=args.data,
+        layout=args.layout,
+        noise_mm=args.noise_mm,
+        model_path=args.model,
+        out=args.out,
+        clips=args.clips,
+        optimize_frames=30 if args.optimize_frames is None else args.optimize_frames,
+        max_frames=args.max_frames,
+        log=log,
+        real=not args.no_real,
+        real_options=real,
+    )
 
 
 def main(argv=None) -> int:
@@ -218,11 +368,12 @@ def main(argv=None) -> int:
             summary = evaluate(args)
         elif args.command == "batch":
             from .batch import run_batch_command
+
             return run_batch_command(args)
         print(json.dumps(json_safe(summary), allow_nan=False))
         return 0
     except LSMPLifyError as exc:
         print(f"lsmplify: error: {exc}", file=sys.stderr)
         return 2
-    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the last resort: one line, never a traceback
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 (the last resort: one line, never a traceback)
         return last_resort(exc)

@@ -6,6 +6,7 @@ take a new file before the solve starts, so no work is lost to an unwritable pat
 JSON summary never holds a bare NaN. An exception that is not the project's own ends in
 one line and a log file holding the traceback, exit status 2.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,10 @@ def _number(value, flag: str, lo: float, hi: float, integer: bool = False, unit:
     if value < lo:
         raise OptionError(f"{flag} must be at least {lo:g}{unit}, not {value:g}.")
     if value > hi:
-        raise OptionError(f"{flag} {value:g} is more than {hi:g}{unit}, beyond any real take; give a value "
-                          f"in {lo:g}..{hi:g}.")
+        raise OptionError(
+            f"{flag} {value:g} is more than {hi:g}{unit}, beyond any real take; give a value "
+            f"in {lo:g}..{hi:g}."
+        )
     return value
 
 
@@ -70,12 +73,16 @@ def output_path(out, protect: dict[str, str | os.PathLike | None]) -> Path:
     if p.suffix.lower() != ".npz":
         p = p.with_suffix(".npz")
     if len(os.fsencode(p.name)) > 250:
-        raise OutputError(f"--out: the file name is {len(os.fsencode(p.name))} bytes long; file systems "
-                          "allow 255. Choose a shorter name.")
+        raise OutputError(
+            f"--out: the file name is {len(os.fsencode(p.name))} bytes long; file systems "
+            "allow 255. Choose a shorter name."
+        )
     for flag, path in protect.items():
         if path and _same_file(p, Path(os.fspath(path))):
-            raise OutputError(f"--out {p} is the same file as {flag}; writing there would destroy it. "
-                              "Choose another output name.")
+            raise OutputError(
+                f"--out {p} is the same file as {flag}; writing there would destroy it. "
+                "Choose another output name."
+            )
     try:
         is_dir = p.is_dir()
     except OSError as exc:
@@ -96,8 +103,10 @@ def _probe_folder(p: Path) -> None:
         os.unlink(probe)
     except OSError as exc:
         why = exc.strerror or str(exc)
-        raise OutputError(f"--out {p}: cannot create files in '{parent}' ({why}). Choose a writable "
-                          "folder (and a path whose folders are folders, not files).") from None
+        raise OutputError(
+            f"--out {p}: cannot create files in '{parent}' ({why}). Choose a writable "
+            "folder (and a path whose folders are folders, not files)."
+        ) from None
 
 
 def json_safe(value):
@@ -123,7 +132,9 @@ def last_resort(exc: BaseException) -> int:
     hint = hints.get(type(exc), "this is a bug in LSMPLify; please report it with the log")
     log = _write_log(exc)
     where = f" (traceback in {log})" if log else ""
-    print(f"lsmplify: error: {type(exc).__name__}: {str(exc)[:300]}: {hint}{where}", file=sys.stderr)
+    print(
+        f"lsmplify: error: {type(exc).__name__}: {str(exc)[:300]}: {hint}{where}", file=sys.stderr
+    )
     return 2
 
 

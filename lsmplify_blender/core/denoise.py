@@ -5,6 +5,7 @@ zero-phase Gaussian smoothing over time (never across a cut).
 sigma that minimises the joint error for it (benchmarks/bench_denoise.py), a number forces that
 sigma in seconds, 0 turns it off.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,10 +29,14 @@ def smooth_over_time(prepared: PreparedKeypoints, sigma_seconds: float) -> Prepa
         return prepared
     cuts = motion_cuts(prepared)
     pos = prepared.positions.copy()
-    for a, b in zip([0, *cuts], [*cuts, prepared.num_frames], strict=False):  # never smooth across a cut
+    for a, b in zip(
+        [0, *cuts], [*cuts, prepared.num_frames], strict=False
+    ):  # never smooth across a cut
         pos[a:b] = gaussian_over_time(prepared.positions[a:b], sigma)
-    notes = list(prepared.notes) + [f"smoothed over time: Gaussian sigma {sigma_seconds:g} s ({sigma:.1f} frames)"
-                                    + (f", in {len(cuts) + 1} pieces split at jumps of the whole body" if cuts else "")]
+    notes = list(prepared.notes) + [
+        f"smoothed over time: Gaussian sigma {sigma_seconds:g} s ({sigma:.1f} frames)"
+        + (f", in {len(cuts) + 1} pieces split at jumps of the whole body" if cuts else "")
+    ]
     return dataclasses.replace(prepared, positions=pos, notes=notes)
 
 
@@ -44,7 +49,7 @@ def gaussian_over_time(x: np.ndarray, sigma: float, truncate: float = 3.0) -> np
     padded = np.concatenate([np.repeat(x[:1], radius, 0), x, np.repeat(x[-1:], radius, 0)])
     out = np.zeros_like(x, dtype=np.float64)
     for k, wk in enumerate(taps):  # a loop over the few taps, each a whole-array multiply-add
-        out += wk * padded[k:k + x.shape[0]]
+        out += wk * padded[k : k + x.shape[0]]
     return out
 
 
@@ -56,7 +61,7 @@ def motion_cuts(prepared: PreparedKeypoints) -> list[int]:
     step) from the frame before (concatenated takes, an edit, a tracker that switched people):
     smoothing stops there."""
     w = prepared.measured[..., None]
-    centre = (np.where(w, prepared.positions, 0.0).sum(1) / np.maximum(w.sum(1), 1))
+    centre = np.where(w, prepared.positions, 0.0).sum(1) / np.maximum(w.sum(1), 1)
     step = np.linalg.norm(np.diff(centre, axis=0), axis=-1)
     if step.size == 0:
         return []
@@ -67,8 +72,11 @@ def motion_cuts(prepared: PreparedKeypoints) -> list[int]:
 
 # limb bones: the most rigid keypoint pairs in every layout (hip-knee, knee-ankle,
 # shoulder-elbow, elbow-wrist on both sides)
-_LIMBS = [(SMPL_JOINT_NAMES.index(f"{s}_{a}"), SMPL_JOINT_NAMES.index(f"{s}_{b}")) for s in ("left", "right")
-          for a, b in (("hip", "knee"), ("knee", "ankle"), ("shoulder", "elbow"), ("elbow", "wrist"))]
+_LIMBS = [
+    (SMPL_JOINT_NAMES.index(f"{s}_{a}"), SMPL_JOINT_NAMES.index(f"{s}_{b}"))
+    for s in ("left", "right")
+    for a, b in (("hip", "knee"), ("knee", "ankle"), ("shoulder", "elbow"), ("elbow", "wrist"))
+]
 NOISE_FLOOR_MM = 2.0
 
 

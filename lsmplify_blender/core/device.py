@@ -1,4 +1,5 @@
 """Compute-device choice: CUDA, then Apple MPS, then CPU, unless the user says otherwise."""
+
 from __future__ import annotations
 
 import contextlib
@@ -19,10 +20,16 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise LSMPLifyError("CUDA was asked for but no CUDA GPU is available to this torch build; "
-                            "use --device auto or cpu.")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise LSMPLifyError("Apple MPS was asked for but is not available here; use --device auto or cpu.")
+        raise LSMPLifyError(
+            "CUDA was asked for but no CUDA GPU is available to this torch build; "
+            "use --device auto or cpu."
+        )
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise LSMPLifyError(
+            "Apple MPS was asked for but is not available here; use --device auto or cpu."
+        )
     if name not in ("cpu", "cuda", "mps"):
         raise LSMPLifyError(f"Unknown device '{name}'; use auto, cpu, cuda or mps.")
     return torch.device(name)
@@ -49,4 +56,6 @@ def cpu_threads(device: torch.device):
     thread pool spends far longer synchronising than computing (measured: a 256-frame
     refinement took 0.11 s on one thread and 8.3 s on two while other work ran).
     """
-    return torch_threads(int(os.environ.get("LSMPLIFY_THREADS", "1")) if device.type == "cpu" else None)
+    return torch_threads(
+        int(os.environ.get("LSMPLIFY_THREADS", "1")) if device.type == "cpu" else None
+    )

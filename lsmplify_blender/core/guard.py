@@ -14,6 +14,7 @@ into the chest can be *closer* to those points than the right one (network 48.7 
 ``prefer_reference`` picks per frame the reference (analytic IK) where a candidate (the
 network, a plug-in pass) is anatomically worse; callers use it as the last word.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,7 +33,9 @@ PELVIS_DRIFT_M = 0.05  # half a pelvis width: a network pass that moves the root
 
 
 def _np(x) -> np.ndarray:
-    return x.detach().cpu().double().numpy() if torch.is_tensor(x) else np.asarray(x, dtype=np.float64)
+    return (
+        x.detach().cpu().double().numpy() if torch.is_tensor(x) else np.asarray(x, dtype=np.float64)
+    )
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -67,8 +70,9 @@ def head_above_neck(joints) -> np.ndarray:
     return ((j[:, _J["head"]] - j[:, _J["neck"]]) * up).sum(-1) > 0
 
 
-def worse_frames(candidate_joints, reference_joints, targets, measured: np.ndarray,
-                 guard_deg: float = GUARD_DEG) -> np.ndarray:
+def worse_frames(
+    candidate_joints, reference_joints, targets, measured: np.ndarray, guard_deg: float = GUARD_DEG
+) -> np.ndarray:
     """(T,) bool: frames where the candidate is anatomically worse than the reference: a segment
     direction more than ``guard_deg`` further from the measured one, the head dropped below the
     neck's plane (where the reference keeps it above), or the pelvis moved by more than
@@ -79,12 +83,16 @@ def worse_frames(candidate_joints, reference_joints, targets, measured: np.ndarr
     with np.errstate(invalid="ignore"):
         worse = (np.nan_to_num(e_c - e_r, nan=0.0) > guard_deg).any(-1)
     worse |= ~head_above_neck(candidate_joints) & head_above_neck(reference_joints)
-    worse |= np.linalg.norm(_np(candidate_joints)[:, 0] - _np(reference_joints)[:, 0], axis=-1) > PELVIS_DRIFT_M
+    worse |= (
+        np.linalg.norm(_np(candidate_joints)[:, 0] - _np(reference_joints)[:, 0], axis=-1)
+        > PELVIS_DRIFT_M
+    )
     return worse
 
 
-def prefer_reference(worse: np.ndarray, candidate: tuple[torch.Tensor, ...],
-                     reference: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+def prefer_reference(
+    worse: np.ndarray, candidate: tuple[torch.Tensor, ...], reference: tuple[torch.Tensor, ...]
+) -> tuple[torch.Tensor, ...]:
     """Per frame: the reference's tensors where ``worse``, the candidate's elsewhere."""
     if not worse.any():
         return candidate

@@ -5,6 +5,7 @@ positions in the file's own units and axes, joint names if it had any, and any m
 it declared. ``prepare`` (in ``prepare.py``) then resolves the layout, units and up axis
 and gives the solver metres, Y up, in the layout's keypoint order.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -10,6 +10,7 @@ targets for the analytic solver.
 Names in files are matched through aliases after ``normalize_name`` (lower case, rig
 prefixes such as ``mixamorig:`` dropped, separators removed).
 """
+
 from __future__ import annotations
 
 import re
@@ -31,8 +32,12 @@ class Layout:
     keypoints: tuple[str, ...]
     definitions: tuple[str | None, ...]
     aliases: dict[str, str]  # normalised alias -> keypoint name
-    trust: tuple[float, ...] = ()  # per keypoint, how well it matches its definition on real data (1 = exactly)
-    aim_only: frozenset[str] = frozenset()  # keypoints that give a direction, not a position (bone ends)
+    trust: tuple[
+        float, ...
+    ] = ()  # per keypoint, how well it matches its definition on real data (1 = exactly)
+    aim_only: frozenset[str] = (
+        frozenset()
+    )  # keypoints that give a direction, not a position (bone ends)
 
     def aim_only_mask(self) -> np.ndarray:
         """(K,) bool: keypoints used to aim a leaf only, never as a position to fit."""
@@ -51,10 +56,13 @@ class Layout:
 
     def supported(self, model: BodyModel) -> np.ndarray:
         """(K,) bool: the model can generate this keypoint (has its landmarks)."""
-        ok = []
-        for d in self.definitions:
-            ok.append(d is not None and all(t in _J or t[1:] in model.data.landmarks for t in d.split("+")))
-        return np.array(ok)
+        landmarks = model.data.landmarks
+        return np.array(
+            [
+                d is not None and all(t in _J or t[1:] in landmarks for t in d.split("+"))
+                for d in self.definitions
+            ]
+        )
 
     def regressor(self, model: BodyModel) -> tuple[torch.Tensor, list[str]]:
         """Matrix W (K, 24 + L) and landmark names L so that keypoints = W @ [joints; landmarks].
@@ -102,7 +110,9 @@ def _layout(name, title, table, extra_aliases=(), trust=None, aim_only=()):
     for alias, target in extra_aliases:
         aliases[normalize_name(alias)] = target
     t = tuple((trust or {}).get(k, 1.0) for k in keypoints)
-    return Layout(name, title, keypoints, tuple(d for _, d in table), aliases, t, frozenset(aim_only))
+    return Layout(
+        name, title, keypoints, tuple(d for _, d in table), aliases, t, frozenset(aim_only)
+    )
 
 
 def _sided(pairs):
@@ -110,57 +120,153 @@ def _sided(pairs):
     out = []
     for side in ("left", "right"):
         for key, d in pairs:
-            out.append((key.format(s=side, S=side.capitalize(), l=side[0], L=side[0].upper()),
-                        d.format(side=side, l=side[0], L=side[0].upper()) if d else None))
+            out.append(
+                (
+                    key.format(s=side, S=side.capitalize(), l=side[0], L=side[0].upper()),
+                    d.format(side=side, l=side[0], L=side[0].upper()) if d else None,
+                )
+            )
     return out
 
 
-SMPL24 = _layout("smpl24", "SMPL 24 joints", [(n, n) for n in SMPL_JOINT_NAMES], [
-    ("hips", "pelvis"), ("root", "pelvis"), ("lefthip", "left_hip"), ("chest", "spine2"),
-    ("leftwrist", "left_wrist"), ("rightwrist", "right_wrist"), ("l_hip", "left_hip"), ("r_hip", "right_hip"),
-])
+SMPL24 = _layout(
+    "smpl24",
+    "SMPL 24 joints",
+    [(n, n) for n in SMPL_JOINT_NAMES],
+    [
+        ("hips", "pelvis"),
+        ("root", "pelvis"),
+        ("lefthip", "left_hip"),
+        ("chest", "spine2"),
+        ("leftwrist", "left_wrist"),
+        ("rightwrist", "right_wrist"),
+        ("l_hip", "left_hip"),
+        ("r_hip", "right_hip"),
+    ],
+)
 
-BODY25 = _layout("body25", "OpenPose BODY_25", [
-    ("Nose", "@nose"), ("Neck", "neck"), ("RShoulder", "right_shoulder"), ("RElbow", "right_elbow"),
-    ("RWrist", "right_wrist"), ("LShoulder", "left_shoulder"), ("LElbow", "left_elbow"), ("LWrist", "left_wrist"),
-    ("MidHip", "left_hip+right_hip"), ("RHip", "right_hip"), ("RKnee", "right_knee"), ("RAnkle", "right_ankle"),
-    ("LHip", "left_hip"), ("LKnee", "left_knee"), ("LAnkle", "left_ankle"), ("REye", "@reye"), ("LEye", "@leye"),
-    ("REar", "@rear"), ("LEar", "@lear"), ("LBigToe", "@LBigToe"), ("LSmallToe", "@LSmallToe"),
-    ("LHeel", "@LHeel"), ("RBigToe", "@RBigToe"), ("RSmallToe", "@RSmallToe"), ("RHeel", "@RHeel"),
-])
+BODY25 = _layout(
+    "body25",
+    "OpenPose BODY_25",
+    [
+        ("Nose", "@nose"),
+        ("Neck", "neck"),
+        ("RShoulder", "right_shoulder"),
+        ("RElbow", "right_elbow"),
+        ("RWrist", "right_wrist"),
+        ("LShoulder", "left_shoulder"),
+        ("LElbow", "left_elbow"),
+        ("LWrist", "left_wrist"),
+        ("MidHip", "left_hip+right_hip"),
+        ("RHip", "right_hip"),
+        ("RKnee", "right_knee"),
+        ("RAnkle", "right_ankle"),
+        ("LHip", "left_hip"),
+        ("LKnee", "left_knee"),
+        ("LAnkle", "left_ankle"),
+        ("REye", "@reye"),
+        ("LEye", "@leye"),
+        ("REar", "@rear"),
+        ("LEar", "@lear"),
+        ("LBigToe", "@LBigToe"),
+        ("LSmallToe", "@LSmallToe"),
+        ("LHeel", "@LHeel"),
+        ("RBigToe", "@RBigToe"),
+        ("RSmallToe", "@RSmallToe"),
+        ("RHeel", "@RHeel"),
+    ],
+)
 
-H36M17 = _layout("h36m17", "Human3.6M 17 joints", [
-    ("Hip", "pelvis"), ("RHip", "right_hip"), ("RKnee", "right_knee"), ("RFoot", "right_ankle"),
-    ("LHip", "left_hip"), ("LKnee", "left_knee"), ("LFoot", "left_ankle"), ("Spine", "spine2"),
-    ("Thorax", "neck"), ("Neck/Nose", "@nose"), ("Head", "@head_top"), ("LShoulder", "left_shoulder"),
-    ("LElbow", "left_elbow"), ("LWrist", "left_wrist"), ("RShoulder", "right_shoulder"),
-    ("RElbow", "right_elbow"), ("RWrist", "right_wrist"),
-], [("Nose", "Neck/Nose"), ("Spine1", "Spine"), ("Pelvis", "Hip"), ("HeadTop", "Head")])
+H36M17 = _layout(
+    "h36m17",
+    "Human3.6M 17 joints",
+    [
+        ("Hip", "pelvis"),
+        ("RHip", "right_hip"),
+        ("RKnee", "right_knee"),
+        ("RFoot", "right_ankle"),
+        ("LHip", "left_hip"),
+        ("LKnee", "left_knee"),
+        ("LFoot", "left_ankle"),
+        ("Spine", "spine2"),
+        ("Thorax", "neck"),
+        ("Neck/Nose", "@nose"),
+        ("Head", "@head_top"),
+        ("LShoulder", "left_shoulder"),
+        ("LElbow", "left_elbow"),
+        ("LWrist", "left_wrist"),
+        ("RShoulder", "right_shoulder"),
+        ("RElbow", "right_elbow"),
+        ("RWrist", "right_wrist"),
+    ],
+    [("Nose", "Neck/Nose"), ("Spine1", "Spine"), ("Pelvis", "Hip"), ("HeadTop", "Head")],
+)
 
-COCO17 = _layout("coco17", "COCO 17 keypoints", [
-    ("nose", "@nose"), ("left_eye", "@leye"), ("right_eye", "@reye"), ("left_ear", "@lear"),
-    ("right_ear", "@rear"), ("left_shoulder", "left_shoulder"), ("right_shoulder", "right_shoulder"),
-    ("left_elbow", "left_elbow"), ("right_elbow", "right_elbow"), ("left_wrist", "left_wrist"),
-    ("right_wrist", "right_wrist"), ("left_hip", "left_hip"), ("right_hip", "right_hip"),
-    ("left_knee", "left_knee"), ("right_knee", "right_knee"), ("left_ankle", "left_ankle"),
-    ("right_ankle", "right_ankle"),
-])
+COCO17 = _layout(
+    "coco17",
+    "COCO 17 keypoints",
+    [
+        ("nose", "@nose"),
+        ("left_eye", "@leye"),
+        ("right_eye", "@reye"),
+        ("left_ear", "@lear"),
+        ("right_ear", "@rear"),
+        ("left_shoulder", "left_shoulder"),
+        ("right_shoulder", "right_shoulder"),
+        ("left_elbow", "left_elbow"),
+        ("right_elbow", "right_elbow"),
+        ("left_wrist", "left_wrist"),
+        ("right_wrist", "right_wrist"),
+        ("left_hip", "left_hip"),
+        ("right_hip", "right_hip"),
+        ("left_knee", "left_knee"),
+        ("right_knee", "right_knee"),
+        ("left_ankle", "left_ankle"),
+        ("right_ankle", "right_ankle"),
+    ],
+)
 
 # MediaPipe Pose / FreeMoCap. Eye corners and mouth corners have no SMPL landmark: kept
 # so files index correctly, never used. Hand points map to fingertips (approximate).
-MEDIAPIPE33 = _layout("mediapipe33", "MediaPipe Pose 33 / FreeMoCap", [
-    ("nose", "@nose"), ("left_eye_inner", None), ("left_eye", "@leye"), ("left_eye_outer", None),
-    ("right_eye_inner", None), ("right_eye", "@reye"), ("right_eye_outer", None), ("left_ear", "@lear"),
-    ("right_ear", "@rear"), ("mouth_left", None), ("mouth_right", None),
-    ("left_shoulder", "left_shoulder"), ("right_shoulder", "right_shoulder"), ("left_elbow", "left_elbow"),
-    ("right_elbow", "right_elbow"), ("left_wrist", "left_wrist"), ("right_wrist", "right_wrist"),
-    ("left_pinky", "@lpinky"), ("right_pinky", "@rpinky"), ("left_index", "@lindex"),
-    ("right_index", "@rindex"), ("left_thumb", "@lthumb"), ("right_thumb", "@rthumb"),
-    ("left_hip", "left_hip"), ("right_hip", "right_hip"), ("left_knee", "left_knee"),
-    ("right_knee", "right_knee"), ("left_ankle", "left_ankle"), ("right_ankle", "right_ankle"),
-    ("left_heel", "@LHeel"), ("right_heel", "@RHeel"), ("left_foot_index", "@LBigToe"),
-    ("right_foot_index", "@RBigToe"),
-])
+MEDIAPIPE33 = _layout(
+    "mediapipe33",
+    "MediaPipe Pose 33 / FreeMoCap",
+    [
+        ("nose", "@nose"),
+        ("left_eye_inner", None),
+        ("left_eye", "@leye"),
+        ("left_eye_outer", None),
+        ("right_eye_inner", None),
+        ("right_eye", "@reye"),
+        ("right_eye_outer", None),
+        ("left_ear", "@lear"),
+        ("right_ear", "@rear"),
+        ("mouth_left", None),
+        ("mouth_right", None),
+        ("left_shoulder", "left_shoulder"),
+        ("right_shoulder", "right_shoulder"),
+        ("left_elbow", "left_elbow"),
+        ("right_elbow", "right_elbow"),
+        ("left_wrist", "left_wrist"),
+        ("right_wrist", "right_wrist"),
+        ("left_pinky", "@lpinky"),
+        ("right_pinky", "@rpinky"),
+        ("left_index", "@lindex"),
+        ("right_index", "@rindex"),
+        ("left_thumb", "@lthumb"),
+        ("right_thumb", "@rthumb"),
+        ("left_hip", "left_hip"),
+        ("right_hip", "right_hip"),
+        ("left_knee", "left_knee"),
+        ("right_knee", "right_knee"),
+        ("left_ankle", "left_ankle"),
+        ("right_ankle", "right_ankle"),
+        ("left_heel", "@LHeel"),
+        ("right_heel", "@RHeel"),
+        ("left_foot_index", "@LBigToe"),
+        ("right_foot_index", "@RBigToe"),
+    ],
+)
 
 # The CMU skeleton by its ASF bone names; a bone's position is where it starts (lfemur =
 # hip centre). Only anatomically matching points are tied to SMPL joints: CMU's clavicles
@@ -171,46 +277,110 @@ MEDIAPIPE33 = _layout("mediapipe33", "MediaPipe Pose 33 / FreeMoCap", [
 # SMPL landmarks nearest to what they mark, so the leaves get an aim: the head top, the toe tips
 # (the big toe's), the finger tips (the middle finger's: CMU's hand + fingers bones end about
 # 17 cm from the wrist in 01.asf) and the thumb tip.
-_CMU_TABLE = [("root", None), ("lowerback", None), ("upperback", "spine1"), ("thorax", "spine2"),
-              ("lowerneck", "neck"), ("upperneck", None), ("head", "head"), ("head_end", "@head_top")] + _sided([
-    ("{l}hipjoint", None), ("{l}femur", "{side}_hip"), ("{l}tibia", "{side}_knee"), ("{l}foot", "{side}_ankle"),
-    ("{l}toes", "{side}_foot"), ("{l}toes_end", "@{L}BigToe"), ("{l}clavicle", None),
-    ("{l}humerus", "{side}_shoulder"), ("{l}radius", "{side}_elbow"), ("{l}wrist", "{side}_wrist"),
-    ("{l}hand", "{side}_hand"), ("{l}fingers", None), ("{l}thumb", None), ("{l}fingers_end", "@{l}middle"),
-    ("{l}thumb_end", "@{l}thumb"),
-])
+_CMU_TABLE = [
+    ("root", None),
+    ("lowerback", None),
+    ("upperback", "spine1"),
+    ("thorax", "spine2"),
+    ("lowerneck", "neck"),
+    ("upperneck", None),
+    ("head", "head"),
+    ("head_end", "@head_top"),
+] + _sided(
+    [
+        ("{l}hipjoint", None),
+        ("{l}femur", "{side}_hip"),
+        ("{l}tibia", "{side}_knee"),
+        ("{l}foot", "{side}_ankle"),
+        ("{l}toes", "{side}_foot"),
+        ("{l}toes_end", "@{L}BigToe"),
+        ("{l}clavicle", None),
+        ("{l}humerus", "{side}_shoulder"),
+        ("{l}radius", "{side}_elbow"),
+        ("{l}wrist", "{side}_wrist"),
+        ("{l}hand", "{side}_hand"),
+        ("{l}fingers", None),
+        ("{l}thumb", None),
+        ("{l}fingers_end", "@{l}middle"),
+        ("{l}thumb_end", "@{l}thumb"),
+    ]
+)
 # End points are defined by where the capture's last marker sat, not by anatomy: they aim a leaf
 # but must not outvote the joints (the same reasoning as the spine nodes' trust below), and they
 # are directions only: CMU's head bone ends 10 cm above the head joint, SMPL's head top 20 cm, so
 # as positions they would pull the body (and count 15 cm of "fit error" that no pose can remove).
-_CMU_END_TRUST = {k: 0.5 for s in "lr" for k in (f"{s}toes_end", f"{s}fingers_end", f"{s}thumb_end")}
+_CMU_END_TRUST = {
+    k: 0.5 for s in "lr" for k in (f"{s}toes_end", f"{s}fingers_end", f"{s}thumb_end")
+}
 _CMU_END_TRUST["head_end"] = 0.7
 # CMU BVH conversions come in dialects that reuse the same words for different joints:
 # cgspeed's (LeftUpLeg, Spine1, Neck = lower neck, LeftShoulder = clavicle), the one with
 # LeftHip/Chest2/lowerneck (Neck = upper neck, LeftShoulder = shoulder joint), and Mixamo
 # (Spine2 = upper chest, Neck = neck base).
-_CMU_CGSPEED = [("Hips", "root"), ("LowerBack", "lowerback"), ("Spine", "upperback"), ("Spine1", "thorax"),
-                ("Neck", "lowerneck"), ("Neck1", "upperneck"), ("Head", "head")]
-_CMU_CHEST2 = [("Hips", "root"), ("lowerback", "lowerback"), ("Chest", "upperback"), ("Chest2", "thorax"),
-               ("lowerneck", "lowerneck"), ("Neck", "upperneck"), ("Head", "head")]
-_CMU_MIXAMO = [("Hips", "root"), ("Spine", "upperback"), ("Spine1", "thorax"), ("Neck", "lowerneck"),
-               ("Head", "head")]  # Spine2 (upper chest) has no CMU node
+_CMU_CGSPEED = [
+    ("Hips", "root"),
+    ("LowerBack", "lowerback"),
+    ("Spine", "upperback"),
+    ("Spine1", "thorax"),
+    ("Neck", "lowerneck"),
+    ("Neck1", "upperneck"),
+    ("Head", "head"),
+]
+_CMU_CHEST2 = [
+    ("Hips", "root"),
+    ("lowerback", "lowerback"),
+    ("Chest", "upperback"),
+    ("Chest2", "thorax"),
+    ("lowerneck", "lowerneck"),
+    ("Neck", "upperneck"),
+    ("Head", "head"),
+]
+_CMU_MIXAMO = [
+    ("Hips", "root"),
+    ("Spine", "upperback"),
+    ("Spine1", "thorax"),
+    ("Neck", "lowerneck"),
+    ("Head", "head"),
+]  # Spine2 (upper chest) has no CMU node
 for _side, _s in (("Left", "l"), ("Right", "r")):
-    _CMU_CGSPEED += [(f"{_s.upper()}HipJoint", f"{_s}hipjoint"), (f"{_side}UpLeg", f"{_s}femur"),
-                     (f"{_side}Leg", f"{_s}tibia"), (f"{_side}Foot", f"{_s}foot"), (f"{_side}ToeBase", f"{_s}toes"),
-                     (f"{_side}Shoulder", f"{_s}clavicle"), (f"{_side}Arm", f"{_s}humerus"),
-                     (f"{_side}ForeArm", f"{_s}radius"), (f"{_side}Hand", f"{_s}wrist"),
-                     (f"{_side}FingerBase", f"{_s}hand"), (f"{_side}HandIndex1", f"{_s}fingers"),
-                     (f"{_s.upper()}Thumb", f"{_s}thumb")]
-    _CMU_CHEST2 += [(f"{_s.upper()}HipJoint", f"{_s}hipjoint"), (f"{_side}Hip", f"{_s}femur"),
-                    (f"{_side}Knee", f"{_s}tibia"), (f"{_side}Ankle", f"{_s}foot"), (f"{_side}Toe", f"{_s}toes"),
-                    (f"{_side}Collar", f"{_s}clavicle"), (f"{_side}Shoulder", f"{_s}humerus"),
-                    (f"{_side}Elbow", f"{_s}radius"), (f"{_side}Wrist", f"{_s}wrist"), (f"{_s}hand", f"{_s}hand"),
-                    (f"{_s.upper()}Fingers", f"{_s}fingers"), (f"{_s.upper()}Thumb", f"{_s}thumb")]
-    _CMU_MIXAMO += [(f"{_side}UpLeg", f"{_s}femur"), (f"{_side}Leg", f"{_s}tibia"), (f"{_side}Foot", f"{_s}foot"),
-                    (f"{_side}ToeBase", f"{_s}toes"), (f"{_side}Shoulder", f"{_s}clavicle"),
-                    (f"{_side}Arm", f"{_s}humerus"), (f"{_side}ForeArm", f"{_s}radius"),
-                    (f"{_side}Hand", f"{_s}wrist")]
+    _CMU_CGSPEED += [
+        (f"{_s.upper()}HipJoint", f"{_s}hipjoint"),
+        (f"{_side}UpLeg", f"{_s}femur"),
+        (f"{_side}Leg", f"{_s}tibia"),
+        (f"{_side}Foot", f"{_s}foot"),
+        (f"{_side}ToeBase", f"{_s}toes"),
+        (f"{_side}Shoulder", f"{_s}clavicle"),
+        (f"{_side}Arm", f"{_s}humerus"),
+        (f"{_side}ForeArm", f"{_s}radius"),
+        (f"{_side}Hand", f"{_s}wrist"),
+        (f"{_side}FingerBase", f"{_s}hand"),
+        (f"{_side}HandIndex1", f"{_s}fingers"),
+        (f"{_s.upper()}Thumb", f"{_s}thumb"),
+    ]
+    _CMU_CHEST2 += [
+        (f"{_s.upper()}HipJoint", f"{_s}hipjoint"),
+        (f"{_side}Hip", f"{_s}femur"),
+        (f"{_side}Knee", f"{_s}tibia"),
+        (f"{_side}Ankle", f"{_s}foot"),
+        (f"{_side}Toe", f"{_s}toes"),
+        (f"{_side}Collar", f"{_s}clavicle"),
+        (f"{_side}Shoulder", f"{_s}humerus"),
+        (f"{_side}Elbow", f"{_s}radius"),
+        (f"{_side}Wrist", f"{_s}wrist"),
+        (f"{_s}hand", f"{_s}hand"),
+        (f"{_s.upper()}Fingers", f"{_s}fingers"),
+        (f"{_s.upper()}Thumb", f"{_s}thumb"),
+    ]
+    _CMU_MIXAMO += [
+        (f"{_side}UpLeg", f"{_s}femur"),
+        (f"{_side}Leg", f"{_s}tibia"),
+        (f"{_side}Foot", f"{_s}foot"),
+        (f"{_side}ToeBase", f"{_s}toes"),
+        (f"{_side}Shoulder", f"{_s}clavicle"),
+        (f"{_side}Arm", f"{_s}humerus"),
+        (f"{_side}ForeArm", f"{_s}radius"),
+        (f"{_side}Hand", f"{_s}wrist"),
+    ]
     _CMU_CGSPEED += [(f"{_s.upper()}Fingers", f"{_s}fingers")]  # 01_01.bvh's cgspeed variant
 
 
@@ -223,8 +393,14 @@ def _end_aliases(table):
 # End-point names of every dialect (no two dialects give one of them different meanings)
 _CMU_ENDS = _end_aliases(_CMU_CGSPEED + _CMU_CHEST2 + _CMU_MIXAMO) + [("HeadTop_End", "head_end")]
 # Spine nodes are spaced differently from SMPL's: they may steer, not decide.
-CMU = _layout("cmu", "CMU mocap skeleton (ASF/BVH)", _CMU_TABLE, _CMU_CGSPEED + _CMU_ENDS,
-              trust={"upperback": 0.3, "thorax": 0.3, "lowerneck": 0.5, **_CMU_END_TRUST}, aim_only=_CMU_END_TRUST)
+CMU = _layout(
+    "cmu",
+    "CMU mocap skeleton (ASF/BVH)",
+    _CMU_TABLE,
+    _CMU_CGSPEED + _CMU_ENDS,
+    trust={"upperback": 0.3, "thorax": 0.3, "lowerneck": 0.5, **_CMU_END_TRUST},
+    aim_only=_CMU_END_TRUST,
+)
 _CMU_DIALECTS: dict[str | None, dict[str, str]] = {
     "mixamo": {normalize_name(a): k for a, k in _CMU_MIXAMO},
     "chest2": {normalize_name(a): k for a, k in _CMU_CHEST2},
@@ -233,7 +409,9 @@ _CMU_DIALECTS: dict[str | None, dict[str, str]] = {
 
 def cmu_node_names(names) -> dict[str, str]:
     """Map the joint names of a CMU-derived skeleton (any known dialect) to CMU ASF node names."""
-    table = _CMU_DIALECTS.get(_cmu_dialect(names)) or {normalize_name(a): k for a, k in _CMU_CGSPEED}
+    table = _CMU_DIALECTS.get(_cmu_dialect(names)) or {
+        normalize_name(a): k for a, k in _CMU_CGSPEED
+    }
     return {n: table[normalize_name(n)] for n in names if normalize_name(n) in table}
 
 
@@ -254,7 +432,9 @@ def get_layout(name: str) -> Layout:
     try:
         return LAYOUTS[name.lower()]
     except KeyError:
-        raise LayoutError(f"Unknown layout '{name}'. Choose one of: {', '.join(LAYOUTS)}.") from None
+        raise LayoutError(
+            f"Unknown layout '{name}'. Choose one of: {', '.join(LAYOUTS)}."
+        ) from None
 
 
 def match_names(layout: Layout, names: list[str]) -> list[int]:
@@ -275,7 +455,9 @@ def match_names(layout: Layout, names: list[str]) -> list[int]:
     return out
 
 
-def detect_layout(names: list[str] | None, num_joints: int, positions: np.ndarray | None = None) -> tuple[Layout, str]:
+def detect_layout(
+    names: list[str] | None, num_joints: int, positions: np.ndarray | None = None
+) -> tuple[Layout, str]:
     """Pick the layout from joint names, else from the joint count. Returns (layout, reason)."""
     if names:
         scores = []
@@ -295,7 +477,8 @@ def detect_layout(names: list[str] | None, num_joints: int, positions: np.ndarra
             f"one of: SMPL (pelvis, left_hip, ...), OpenPose BODY_25 (Nose, Neck, RShoulder, ...), "
             f"Human3.6M (Hip, RHip, RKnee, ...), COCO (left_shoulder, ...), MediaPipe (left_heel, ...), "
             f"CMU/BVH/Mixamo (lfemur, LeftUpLeg, mixamorig:LeftUpLeg, ...). Rename the joints or pass the "
-            f"layout explicitly (--layout).")
+            f"layout explicitly (--layout)."
+        )
     if num_joints in _BY_COUNT:
         lay = LAYOUTS[_BY_COUNT[num_joints]]
         return lay, f"{num_joints} unnamed keypoints: assumed {lay.title} order"
@@ -303,19 +486,26 @@ def detect_layout(names: list[str] | None, num_joints: int, positions: np.ndarra
         # H36M starts with the pelvis, midway between its hips (1 and 4); COCO starts with the nose.
         p = np.asarray(positions, dtype=np.float64)
         with np.errstate(all="ignore"):
-            size = np.nanmedian(np.nanmax(np.linalg.norm(p - np.nanmean(p, 1, keepdims=True), axis=-1), 1))
+            size = np.nanmedian(
+                np.nanmax(np.linalg.norm(p - np.nanmean(p, 1, keepdims=True), axis=-1), 1)
+            )
             off = np.nanmedian(np.linalg.norm(p[:, 0] - (p[:, 1] + p[:, 4]) / 2, axis=-1))
         if np.isfinite(off) and size > 0:
             lay = H36M17 if off < 0.15 * size else COCO17
-            return lay, f"17 unnamed keypoints: keypoint 0 {'is' if lay is H36M17 else 'is not'} between the hips, assumed {lay.title}"
+            return (
+                lay,
+                f"17 unnamed keypoints: keypoint 0 {'is' if lay is H36M17 else 'is not'} between the hips, assumed {lay.title}",
+            )
     raise LayoutError(
         f"Cannot tell the layout of {num_joints} unnamed keypoints. Supported counts without names: "
         f"24 (SMPL), 25 (BODY_25), 17 (H36M/COCO), 33 (MediaPipe); otherwise give joint names in the file "
-        f"or pass the layout (--layout {'|'.join(LAYOUTS)}).")
+        f"or pass the layout (--layout {'|'.join(LAYOUTS)})."
+    )
 
 
-def to_layout_order(layout: Layout, positions: np.ndarray, confidence: np.ndarray | None,
-                    names: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def to_layout_order(
+    layout: Layout, positions: np.ndarray, confidence: np.ndarray | None, names: list[str] | None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Reorder (T, J, 3) input into the layout's keypoint order; absent keypoints get confidence 0.
 
     Returns positions (T, K, 3), confidence (T, K) and the input names that were not used.
@@ -326,13 +516,16 @@ def to_layout_order(layout: Layout, positions: np.ndarray, confidence: np.ndarra
         if j != layout.num_keypoints:
             raise LayoutError(
                 f"The file has {j} unnamed keypoints but layout '{layout.name}' has {layout.num_keypoints}; "
-                "add joint names or choose the matching layout.")
+                "add joint names or choose the matching layout."
+            )
         index = list(range(j))
     else:
         index = match_names(layout, names)
         if sum(i >= 0 for i in index) == 0:
-            raise LayoutError(f"None of the joint names match layout '{layout.name}' "
-                              f"(expected names such as {', '.join(layout.keypoints[:6])}).")
+            raise LayoutError(
+                f"None of the joint names match layout '{layout.name}' "
+                f"(expected names such as {', '.join(layout.keypoints[:6])})."
+            )
     out = np.full((t, layout.num_keypoints, 3), np.nan)
     out_conf = np.zeros((t, layout.num_keypoints))
     unused = []

@@ -18,6 +18,7 @@ Inputs in metres give results in millimetres (mm, mm/frame^2, mm/s^k).
 - ``per_frame_error``: mean keypoint distance per frame over keypoints with positive
   weight and finite coordinates.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -70,7 +71,7 @@ def procrustes_align(pred, gt) -> np.ndarray:
     fix[:, -1] = d
     # R maps centred pred onto centred gt: R = V diag(fix) U^T, rows as points: pc @ R^T
     r = np.einsum("fji,fj,fkj->fik", vt, fix, u)
-    var = (pc ** 2).sum((1, 2))
+    var = (pc**2).sum((1, 2))
     scale = (s * fix).sum(-1) / np.maximum(var, 1e-300)
     return scale[:, None, None] * np.einsum("fij,fnj->fni", r, pc) + mg
 
@@ -78,8 +79,8 @@ def procrustes_align(pred, gt) -> np.ndarray:
 def mpjpe(pred, gt, root: int = 0, reduce: bool = True):
     """Mean per-joint position error (mm) of joints (..., J, 3) after centring each on its root."""
     p, g = _check(pred, gt)
-    p = p - p[:, root:root + 1]
-    g = g - g[:, root:root + 1]
+    p = p - p[:, root : root + 1]
+    g = g - g[:, root : root + 1]
     return _out(np.linalg.norm(p - g, axis=-1).mean(-1) * MM, reduce)
 
 

@@ -33,6 +33,7 @@ Without an initial solution frames start at the rest pose with the root rotation
 translation from a Kabsch fit of the rest torso keypoints to the observed ones.
 One L-BFGS "iteration" is one of torch's (``max_iter``), with a strong-Wolfe line search.
 """
+
 from __future__ import annotations
 
 import time
@@ -93,8 +94,9 @@ class _Forward:
         self.model = model
         w, lm = layout.regressor(model)
         self.w = w
-        self.lm_ids = torch.as_tensor([model.data.landmarks[n] for n in lm], dtype=torch.long,
-                                      device=model.device)
+        self.lm_ids = torch.as_tensor(
+            [model.data.landmarks[n] for n in lm], dtype=torch.long, device=model.device
+        )
         self.has_lm = len(lm) > 0
         if self.has_lm:
             self.lm_weights = model.weights[self.lm_ids]
@@ -120,7 +122,9 @@ class _Forward:
             pts = torch.cat([pts, m.rest_vertices(betas, self.lm_ids)[0]], 0)
         x = self.w @ pts  # (K, 3) rest keypoints
         wk = weight.mean(0) * self.defined.to(weight.dtype)  # (K,)
-        anc = torch.zeros(NUM_JOINTS, NUM_JOINTS, dtype=torch.bool, device=x.device)  # anc[k, j]: j is k or above it
+        anc = torch.zeros(
+            NUM_JOINTS, NUM_JOINTS, dtype=torch.bool, device=x.device
+        )  # anc[k, j]: j is k or above it
         for j, chain in enumerate(SMPL_ANCESTORS):
             anc[j, list(chain)] = True
         moved = anc[self.attach].to(x.dtype)  # (K, 24): keypoint k moves with joint j
@@ -136,16 +140,26 @@ class _Forward:
             v = m.rest_vertices(betas, self.lm_ids).expand(rotmats.shape[0], -1, -1)
             if m.posedirs is not None:
                 v = v + pose_correctives(m.posedirs[self.lm_ids], rotmats)
-            pts = torch.cat([pts, linear_blend_skinning(v, self.lm_weights, g_rot, g_pos, rest_j)], 1)
+            pts = torch.cat(
+                [pts, linear_blend_skinning(v, self.lm_weights, g_rot, g_pos, rest_j)], 1
+            )
         kp = torch.einsum("kp,npc->nkc", self.w, pts) + trans[:, None]
         return kp, g_pos + trans[:, None]
 
 
 def _as_tensor(x, model: BodyModel) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=model.dtype).to(model.device)
+    return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=model.dtype).to(
+        model.device
+    )
 
 
-def kabsch_init(model: BodyModel, layout: Layout, targets: torch.Tensor, weight: torch.Tensor, betas: torch.Tensor):
+def kabsch_init(
+    model: BodyModel,
+    layout: Layout,
+    targets: torch.Tensor,
+    weight: torch.Tensor,
+    betas: torch.Tensor,
+):
     """Rest pose whose root rotation and translation best fit the torso keypoints, per frame.
 
     Uses the keypoints made of torso joints only (hips, spine, neck, collars, shoulders, or
@@ -168,7 +182,9 @@ def kabsch_init(model: BodyModel, layout: Layout, targets: torch.Tensor, weight:
     c_src = (wn[..., None] * src).sum(1)  # (T, 3)
     c_dst = (wn[..., None] * targets).sum(1)
     r = kabsch((src - c_src[:, None]), targets - c_dst[:, None], wn)
-    r = torch.where(((w > 0).sum(-1) < 3)[:, None, None], torch.eye(3, dtype=r.dtype, device=r.device), r)
+    r = torch.where(
+        ((w > 0).sum(-1) < 3)[:, None, None], torch.eye(3, dtype=r.dtype, device=r.device), r
+    )
     trans = c_dst - (r @ c_src[..., None])[..., 0] - rest[0]
     rotmats = torch.eye(3, dtype=model.dtype, device=model.device).repeat(n, NUM_JOINTS, 1, 1)
     rotmats[:, 0] = r
@@ -178,8 +194,20 @@ def kabsch_init(model: BodyModel, layout: Layout, targets: torch.Tensor, weight:
 class _Problem:
     """Parameters and energy for a block of frames."""
 
-    def __init__(self, fwd: _Forward, prior, weights: FitWeights, targets, weight, rot_init, trans_init,
-                 betas, optimize_betas: bool, smooth: bool, context=None):
+    def __init__(
+        self,
+        fwd: _Forward,
+        prior,
+        weights: FitWeights,
+        targets,
+        weight,
+        rot_init,
+        trans_init,
+        betas,
+        optimize_betas: bool,
+        smooth: bool,
+        context=None,
+    ):
         self.fwd, self.prior, self.wts = fwd, prior, weights
         self.targets, self.weight = targets, weight
         self.root_init = rot_init[:, 0].detach()
@@ -189,12 +217,16 @@ class _Problem:
         # body, a wrist only the hand), which leaves L-BFGS's first iterations, before its
         # curvature memory fills, crawling along the stiff directions.
         lever = fwd.lever_arms(betas.reshape(1, -1), weight)
-        floor = LEVER_FLOOR_M ** 2 * max(float(weight.mean(0).sum()), 1.0)  # joints that move no keypoint
+        floor = LEVER_FLOOR_M**2 * max(
+            float(weight.mean(0).sum()), 1.0
+        )  # joints that move no keypoint
         scale = weights.sigma / torch.sqrt(lever + floor)
         self.s_root = scale[0]
         self.s_body = scale[1:, None]
         self.s_trans = weights.sigma / max(float(weight.mean(0).sum()), 1.0) ** 0.5
-        self.delta = torch.zeros(rot_init.shape[0], 3, dtype=targets.dtype, device=targets.device, requires_grad=True)
+        self.delta = torch.zeros(
+            rot_init.shape[0], 3, dtype=targets.dtype, device=targets.device, requires_grad=True
+        )
         body = matrix_to_axis_angle(rot_init[:, 1:]).detach()
         self.body_u = (body / self.s_body).requires_grad_(True)
         self.trans_u = (trans_init.detach() / self.s_trans).requires_grad_(True)
@@ -202,11 +234,17 @@ class _Problem:
         self.optimize_betas = optimize_betas
         self.smooth = smooth and weights.smooth > 0
         self.context = context  # (c, 24, 3) fixed joints just before this block, or None
-        self.bend_idx = torch.tensor([(j - 1) * 3 + c for j, c, _ in BEND_TERMS], device=targets.device)
-        self.bend_sign = torch.tensor([s for _, _, s in BEND_TERMS], dtype=targets.dtype, device=targets.device)
+        self.bend_idx = torch.tensor(
+            [(j - 1) * 3 + c for j, c, _ in BEND_TERMS], device=targets.device
+        )
+        self.bend_sign = torch.tensor(
+            [s for _, _, s in BEND_TERMS], dtype=targets.dtype, device=targets.device
+        )
 
     def params(self):
-        return [self.delta, self.body_u, self.trans_u] + ([self.betas] if self.optimize_betas else [])
+        return [self.delta, self.body_u, self.trans_u] + (
+            [self.betas] if self.optimize_betas else []
+        )
 
     @property
     def body(self):
@@ -226,27 +264,33 @@ class _Problem:
         n = body.shape[0]
         kp, joints = self.fwd(self.rotmats(), self.betas, self.trans)
         r2 = ((kp - self.targets) ** 2).sum(-1)
-        e = w.data * (self.weight * r2 / (r2 + w.sigma ** 2)).sum()
+        e = w.data * (self.weight * r2 / (r2 + w.sigma**2)).sum()
         body = body.reshape(n, 69)
         if self.prior is not None and w.pose_prior > 0:
             e = e + w.pose_prior * self.prior(body).sum()
         if w.bend > 0:
             e = e + w.bend * torch.exp(body[:, self.bend_idx] * self.bend_sign).sum()
         if self.optimize_betas and w.shape > 0:
-            e = e + w.shape * n * (self.betas ** 2).sum()
+            e = e + w.shape * n * (self.betas**2).sum()
         if self.smooth:
             j = joints if self.context is None else torch.cat([self.context, joints], 0)
             if j.shape[0] >= 3:
                 acc = j[2:] - 2 * j[1:-1] + j[:-2]
-                e = e + w.smooth * (acc ** 2).sum() / w.sigma ** 2
+                e = e + w.smooth * (acc**2).sum() / w.sigma**2
         return e / n
 
     def run(self, iters: int):
         if iters <= 0:
             return
-        opt = torch.optim.LBFGS(self.params(), lr=1.0, max_iter=iters, line_search_fn="strong_wolfe",
-                                tolerance_grad=LBFGS_TOLERANCE_GRAD, tolerance_change=LBFGS_TOLERANCE_CHANGE,
-                                history_size=LBFGS_HISTORY)
+        opt = torch.optim.LBFGS(
+            self.params(),
+            lr=1.0,
+            max_iter=iters,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=LBFGS_TOLERANCE_GRAD,
+            tolerance_change=LBFGS_TOLERANCE_CHANGE,
+            history_size=LBFGS_HISTORY,
+        )
 
         def closure():
             opt.zero_grad()
@@ -266,8 +310,10 @@ def _fit_inputs(model: BodyModel, layout: Layout, targets, weight):
     keypoints get weight 0 (and a finite placeholder position)."""
     y = _as_tensor(targets, model)
     if y.ndim != 3 or y.shape[1] != layout.num_keypoints or y.shape[2] != 3:
-        raise InputError(f"targets must be (frames, {layout.num_keypoints}, 3) for layout '{layout.name}', "
-                         f"got {tuple(y.shape)}.")
+        raise InputError(
+            f"targets must be (frames, {layout.num_keypoints}, 3) for layout '{layout.name}', "
+            f"got {tuple(y.shape)}."
+        )
     if y.shape[0] == 0:
         raise InputError("No frames to fit: the keypoint sequence is empty.")
     w = _as_tensor(weight, model).reshape(y.shape[:2]).clamp_min(0)
@@ -295,8 +341,18 @@ def _fit_sequential(fwd, prior, weights, y, w, r0, t0, b, optimize_betas, iters_
     rot_out, trans_out = [], []
     rot_prev, trans_prev = r0[:1], t0[:1]
     for f in range(y.shape[0]):
-        prob = _Problem(fwd, prior, weights, y[f:f + 1], w[f:f + 1], rot_prev, trans_prev, b,
-                        optimize_betas and f == 0, smooth=False)
+        prob = _Problem(
+            fwd,
+            prior,
+            weights,
+            y[f : f + 1],
+            w[f : f + 1],
+            rot_prev,
+            trans_prev,
+            b,
+            optimize_betas and f == 0,
+            smooth=False,
+        )
         prob.run(iters_first if f == 0 else iters)
         rot_prev, trans_prev, b_new = prob.result()
         b = b_new[None]
@@ -312,8 +368,19 @@ def _fit_batch(fwd, prior, weights, y, w, r0, t0, b, optimize_betas, iters, chun
     context = None
     for s in range(0, y.shape[0], chunk):
         e = min(y.shape[0], s + chunk)
-        prob = _Problem(fwd, prior, weights, y[s:e], w[s:e], r0[s:e], t0[s:e], b, optimize_betas,
-                        smooth=True, context=context)
+        prob = _Problem(
+            fwd,
+            prior,
+            weights,
+            y[s:e],
+            w[s:e],
+            r0[s:e],
+            t0[s:e],
+            b,
+            optimize_betas,
+            smooth=True,
+            context=context,
+        )
         prob.run(iters)
         rot, tr, b_new = prob.result()
         b = b_new[None]
@@ -324,9 +391,23 @@ def _fit_batch(fwd, prior, weights, y, w, r0, t0, b, optimize_betas, iters, chun
     return torch.cat(rot_out), torch.cat(trans_out), b
 
 
-def optimize_fit(model: BodyModel, layout: Layout, targets, weight, betas, init_rotmats=None, init_trans=None, *,
-                 mode: str = "sequential", iters_first: int = 30, iters: int = 10, prior=None,
-                 weights: FitWeights | None = None, optimize_betas: bool = False, chunk: int = 256) -> FitResult:
+def optimize_fit(
+    model: BodyModel,
+    layout: Layout,
+    targets,
+    weight,
+    betas,
+    init_rotmats=None,
+    init_trans=None,
+    *,
+    mode: str = "sequential",
+    iters_first: int = 30,
+    iters: int = 10,
+    prior=None,
+    weights: FitWeights | None = None,
+    optimize_betas: bool = False,
+    chunk: int = 256,
+) -> FitResult:
     """Fit SMPL to layout keypoints ``targets`` (T, K, 3) metres with weights (T, K) (0 = missing).
 
     ``prior`` is a ``GMMPrior`` (e.g. ``pose_prior.load_default_prior(device)``) or None for
@@ -348,14 +429,22 @@ def optimize_fit(model: BodyModel, layout: Layout, targets, weight, betas, init_
     fwd = _Forward(model, layout)
     with torch.enable_grad():
         if mode == "sequential":
-            rotmats, trans, b = _fit_sequential(fwd, prior, weights, y, w, r0, t0, b, optimize_betas,
-                                                iters_first, iters)
+            rotmats, trans, b = _fit_sequential(
+                fwd, prior, weights, y, w, r0, t0, b, optimize_betas, iters_first, iters
+            )
         else:
-            rotmats, trans, b = _fit_batch(fwd, prior, weights, y, w, r0, t0, b, optimize_betas, iters, chunk)
+            rotmats, trans, b = _fit_batch(
+                fwd, prior, weights, y, w, r0, t0, b, optimize_betas, iters, chunk
+            )
     with torch.no_grad():
         kp, _ = fwd(rotmats, b, trans)
     err = per_frame_error(kp, y, w)
     if model.device.type == "cuda":
         torch.cuda.synchronize()
-    return FitResult(rotmats=rotmats, trans=trans, betas=b[0], per_frame_error_mm=err,
-                     seconds=time.perf_counter() - start)
+    return FitResult(
+        rotmats=rotmats,
+        trans=trans,
+        betas=b[0],
+        per_frame_error_mm=err,
+        seconds=time.perf_counter() - start,
+    )

@@ -5,6 +5,7 @@ hold a millimetre) and left/right labels swapped (the fit turns the body inside 
 
 Each check uses the SMPL joints the layout has and is skipped when they are missing.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,12 +33,16 @@ def check_plausible(prepared) -> None:
     units = prepared.units
     lo, hi = BODY_SPAN_M
     if not lo <= extent <= hi:
-        raise InputError(f"The keypoints span {extent:.3g} m per frame when read as {units}; a human body spans "
-                         f"{lo}-{hi} m. Give the right --units (m, cm, mm, inch, cmu).")
+        raise InputError(
+            f"The keypoints span {extent:.3g} m per frame when read as {units}; a human body spans "
+            f"{lo}-{hi} m. Give the right --units (m, cm, mm, inch, cmu)."
+        )
     if distance > MAX_DISTANCE_M:
-        raise InputError(f"The keypoints are {distance / 1000:.3g} km from the origin (read as {units}); no capture "
-                         "volume is that large and float precision is lost there. Subtract the offset from the "
-                         "coordinates, or check --units.")
+        raise InputError(
+            f"The keypoints are {distance / 1000:.3g} km from the origin (read as {units}); no capture "
+            "volume is that large and float precision is lost there. Subtract the offset from the "
+            "coordinates, or check --units."
+        )
     _check_handedness(prepared)
 
 
@@ -57,11 +62,15 @@ def _check_handedness(prepared) -> None:
     agree = []
     for ankle, foot in ((_LANKLE, _LFOOT), (_RANKLE, _RFOOT)):
         toe = targets[:, foot] - targets[:, ankle]
-        cos = np.einsum("ti,ti->t", toe, facing) / (np.linalg.norm(toe, axis=1) * np.linalg.norm(facing, axis=1))
+        cos = np.einsum("ti,ti->t", toe, facing) / (
+            np.linalg.norm(toe, axis=1) * np.linalg.norm(facing, axis=1)
+        )
         agree.append(cos)
     cos = np.concatenate(agree)
     cos = cos[np.isfinite(cos)]
     if cos.size >= 2 and np.median(cos) < -0.2 and np.mean(cos < 0) > 0.8:
-        raise InputError("Left and right look swapped: with these labels the toes point backwards in "
-                         f"{np.mean(cos < 0):.0%} of the frames (the fit would turn the body inside out). Swap "
-                         "the left_/right_ joint names, or mirror the capture back (negate one axis).")
+        raise InputError(
+            "Left and right look swapped: with these labels the toes point backwards in "
+            f"{np.mean(cos < 0):.0%} of the frames (the fit would turn the body inside out). Swap "
+            "the left_/right_ joint names, or mirror the capture back (negate one axis)."
+        )

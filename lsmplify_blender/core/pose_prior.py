@@ -13,6 +13,7 @@ component). ``log_likelihood`` gives the exact mixture log-density for evaluatio
 
 The shipped prior is ``data/pose_prior_gmm.npz`` (built by ``tools/fit_pose_prior.py``).
 """
+
 from __future__ import annotations
 
 import math
@@ -67,12 +68,21 @@ def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
 def gmm_log_likelihood(samples, gmm: dict) -> np.ndarray:
     """(N,) exact log-density of each sample under the mixture."""
     x = np.asarray(samples, dtype=np.float64)
-    lp = _component_log_density(x, np.asarray(gmm["means"], np.float64), np.asarray(gmm["covars"], np.float64))
+    lp = _component_log_density(
+        x, np.asarray(gmm["means"], np.float64), np.asarray(gmm["covars"], np.float64)
+    )
     return _logsumexp(lp + np.log(np.asarray(gmm["weights"], np.float64))[None], 1)
 
 
-def fit_gmm(samples, n_components: int = 8, seed: int = 0, reg_covar: float = 1e-4,
-            max_iter: int = 300, tol: float = 1e-6, kmeans_iters: int = 10) -> dict:
+def fit_gmm(
+    samples,
+    n_components: int = 8,
+    seed: int = 0,
+    reg_covar: float = 1e-4,
+    max_iter: int = 300,
+    tol: float = 1e-6,
+    kmeans_iters: int = 10,
+) -> dict:
     """Fit a full-covariance Gaussian mixture to ``samples`` (N, D) by EM.
 
     Returns ``{"means": (K, D), "covars": (K, D, D), "weights": (K,), "log_likelihood":
@@ -114,7 +124,7 @@ def fit_gmm(samples, n_components: int = 8, seed: int = 0, reg_covar: float = 1e
     prev = -np.inf
     it = 0
     ll = prev
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (the count is read after the loop)
         lp = _component_log_density(x, means, covars) + np.log(weights)[None]
         norm = _logsumexp(lp, 1)
         ll = float(norm.mean())
@@ -124,8 +134,13 @@ def fit_gmm(samples, n_components: int = 8, seed: int = 0, reg_covar: float = 1e
             break
         prev = ll
     order = np.argsort(-weights)  # heaviest component first, for reproducible files
-    return {"means": means[order], "covars": covars[order], "weights": weights[order],
-            "log_likelihood": ll, "iterations": it}
+    return {
+        "means": means[order],
+        "covars": covars[order],
+        "weights": weights[order],
+        "log_likelihood": ll,
+        "iterations": it,
+    }
 
 
 def save_gmm(path, gmm: dict, **meta) -> None:
@@ -139,7 +154,9 @@ def load_gmm(path=None) -> dict:
     """Read a mixture saved by ``save_gmm`` (default: the shipped prior)."""
     p = Path(path) if path else DEFAULT_PRIOR_PATH
     if not p.is_file():
-        raise ModelFileError(f"Pose prior file not found: {p}. Rebuild it with tools/fit_pose_prior.py.")
+        raise ModelFileError(
+            f"Pose prior file not found: {p}. Rebuild it with tools/fit_pose_prior.py."
+        )
     try:
         with np.load(p, allow_pickle=False) as z:
             out = {k: z[k] for k in z.files}
@@ -184,7 +201,9 @@ class GMMPrior(torch.nn.Module):
         prec = 0.5 * (prec + prec.transpose(0, 2, 1))
         chol = np.linalg.cholesky(prec)
         logdet = np.linalg.slogdet(covars)[1]
-        const = -np.log(np.maximum(weights, 1e-300)) + 0.5 * logdet + 0.5 * d * math.log(2 * math.pi)
+        const = (
+            -np.log(np.maximum(weights, 1e-300)) + 0.5 * logdet + 0.5 * d * math.log(2 * math.pi)
+        )
         self.num_components, self.dim = k, d
         self.register_buffer("means", torch.tensor(means, dtype=dtype))
         self.register_buffer("prec_chol", torch.tensor(chol, dtype=dtype))
@@ -194,7 +213,9 @@ class GMMPrior(torch.nn.Module):
         """(..., K) -log(w_k N(x | mu_k, S_k)) for each component."""
         x = pose.reshape(pose.shape[:-2] + (-1,)) if pose.shape[-2:] == (23, 3) else pose
         if x.shape[-1] != self.dim:
-            raise ValueError(f"pose prior expects (..., {self.dim}) axis-angle, got {tuple(pose.shape)}")
+            raise ValueError(
+                f"pose prior expects (..., {self.dim}) axis-angle, got {tuple(pose.shape)}"
+            )
         diff = x[..., None, :] - self.means  # (..., K, D)
         z = torch.einsum("...kd,kde->...ke", diff, self.prec_chol)
         return 0.5 * (z * z).sum(-1) + self.const

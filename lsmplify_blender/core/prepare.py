@@ -9,6 +9,7 @@ and each is reported in ``notes`` so the user can see and override it:
 Gaps in a keypoint's track are filled by linear interpolation (weight 0.3, so bone lengths
 and fits lean on measured frames); a keypoint never seen stays missing.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -41,7 +42,9 @@ _J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
 class SourceRotations:
     """Bone orientations a file carried (BVH, ASF/AMC), in the solver's world (Y up)."""
 
-    glob: np.ndarray  # (T, N, 3, 3) world rotation of each source joint relative to the file's rest pose
+    glob: (
+        np.ndarray
+    )  # (T, N, 3, 3) world rotation of each source joint relative to the file's rest pose
     rest: np.ndarray  # (N, 3) rest positions of the source joints (file units)
     names: list[str]  # the N joint names as in the file
 
@@ -79,11 +82,21 @@ class PreparedKeypoints:
         """The same keypoints for a slice of the frames (every per-frame array cut alike)."""
         import dataclasses
 
-        rot = None if self.rotations is None else dataclasses.replace(self.rotations, glob=self.rotations.glob[frames])
-        return dataclasses.replace(self, positions=self.positions[frames], weight=self.weight[frames],
-                                   measured=self.measured[frames], interpolated=self.interpolated[frames],
-                                   frames=None if self.frames is None else self.frames[frames], rotations=rot,
-                                   notes=list(self.notes))
+        rot = (
+            None
+            if self.rotations is None
+            else dataclasses.replace(self.rotations, glob=self.rotations.glob[frames])
+        )
+        return dataclasses.replace(
+            self,
+            positions=self.positions[frames],
+            weight=self.weight[frames],
+            measured=self.measured[frames],
+            interpolated=self.interpolated[frames],
+            frames=None if self.frames is None else self.frames[frames],
+            rotations=rot,
+            notes=list(self.notes),
+        )
 
     def smpl_targets(self) -> tuple[np.ndarray, np.ndarray]:
         """(T, 24, 3) SMPL joint targets and (T, 24) weights from the keypoints that are joints."""
@@ -136,7 +149,9 @@ def detect_scale(positions, weight, layout, model: BodyModel) -> tuple[str, floa
     par = [p for p, _ in BONES]
     ch = [c for _, c in BONES]
     with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are expected: unmeasured bones
+        warnings.simplefilter(
+            "ignore", RuntimeWarning
+        )  # all-NaN columns are expected: unmeasured bones
         lengths = np.nanmedian(np.linalg.norm(tracks[:, ch] - tracks[:, par], axis=-1), axis=0)
     ref = model.bone_lengths(np.zeros(model.num_betas))[0].cpu().numpy()
     ok = np.isfinite(lengths) & (lengths > 0) & (ref > 0.05)  # short bones say little about scale
@@ -145,13 +160,17 @@ def detect_scale(positions, weight, layout, model: BodyModel) -> tuple[str, floa
     else:  # no bones: fall back on the body's extent against the model's height
         p = np.where(weight[..., None] > 0, positions, np.nan)
         with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are expected: unmeasured bones
+            warnings.simplefilter(
+                "ignore", RuntimeWarning
+            )  # all-NaN columns are expected: unmeasured bones
             size = np.nanmedian(np.nanmax(p, 1) - np.nanmin(p, 1), axis=0).max()
         v = model.v_template.cpu().numpy()
         ref_size = float(v[:, 1].max() - v[:, 1].min()) * 0.8
     if not np.isfinite(size) or size <= 0:
-        raise InputError("All keypoints sit at one point (zero size): cannot tell the units. "
-                         "Check the file, or give the units explicitly (--units).")
+        raise InputError(
+            "All keypoints sit at one point (zero size): cannot tell the units. "
+            "Check the file, or give the units explicitly (--units)."
+        )
     best = min(UNIT_SCALES, key=lambda u: abs(np.log(size * UNIT_SCALES[u] / ref_size)))
     return best, float(size * UNIT_SCALES[best] / ref_size), int(ok.sum())
 
@@ -193,28 +212,47 @@ def check_human_like(positions_m, weight, layout, model: BodyModel, max_ratio: f
     scale = obs[ok].sum() / ref[ok].sum()
     ratio = obs / (scale * ref)
     names = [f"{SMPL_JOINT_NAMES[p]}->{SMPL_JOINT_NAMES[c]}" for p, c in BONES]
-    bad = [f"{names[i]} is {ratio[i]:.1f}x its expected share" for i in np.nonzero(ok)[0]
-           if not (1 / max_ratio < ratio[i] < max_ratio)]
+    bad = [
+        f"{names[i]} is {ratio[i]:.1f}x its expected share"
+        for i in np.nonzero(ok)[0]
+        if not (1 / max_ratio < ratio[i] < max_ratio)
+    ]
     for i, (p, c) in enumerate(BONES):
         name = SMPL_JOINT_NAMES[c]
         if name.startswith("left_"):
-            j = BONES.index((_J[SMPL_JOINT_NAMES[p].replace("left_", "right_")], _J[name.replace("left_", "right_")]))
+            j = BONES.index(
+                (
+                    _J[SMPL_JOINT_NAMES[p].replace("left_", "right_")],
+                    _J[name.replace("left_", "right_")],
+                )
+            )
             if ok[i] and ok[j] and max(obs[i], obs[j]) > 1.4 * min(obs[i], obs[j]):
-                bad.append(f"{names[i]} ({obs[i]:.3g}) and its right twin ({obs[j]:.3g}) differ by "
-                           f"{max(obs[i], obs[j]) / min(obs[i], obs[j]):.1f}x")
+                bad.append(
+                    f"{names[i]} ({obs[i]:.3g}) and its right twin ({obs[j]:.3g}) differ by "
+                    f"{max(obs[i], obs[j]) / min(obs[i], obs[j]):.1f}x"
+                )
     if len(bad) >= 2:
         raise InputError(
-            "These keypoints do not form a human skeleton in the '" + layout.name + "' layout: "
-            + "; ".join(bad[:5]) + ". Check the layout (joint order or names) and that the data is a person.")
+            "These keypoints do not form a human skeleton in the '"
+            + layout.name
+            + "' layout: "
+            + "; ".join(bad[:5])
+            + ". Check the layout (joint order or names) and that the data is a person."
+        )
 
 
 def detect_up(positions_m, weight, layout) -> tuple[str, float]:
     """'y' or 'z' from the median feet-to-shoulders direction; returns (axis, its alignment)."""
     tracks = _joint_tracks(positions_m, weight, layout)
-    low = [_J[n] for n in ("left_ankle", "right_ankle", "left_knee", "right_knee", "left_hip", "right_hip")]
+    low = [
+        _J[n]
+        for n in ("left_ankle", "right_ankle", "left_knee", "right_knee", "left_hip", "right_hip")
+    ]
     high = [_J[n] for n in ("left_shoulder", "right_shoulder", "neck", "head", "spine3")]
     with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are expected: unmeasured bones
+        warnings.simplefilter(
+            "ignore", RuntimeWarning
+        )  # all-NaN columns are expected: unmeasured bones
         v = np.nanmean(tracks[:, high], 1) - np.nanmean(tracks[:, low], 1)
         v = v / np.linalg.norm(v, axis=-1, keepdims=True)
         med = np.nanmedian(v, axis=0)
@@ -241,8 +279,14 @@ def fill_gaps(positions: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np
     return pos, w
 
 
-def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units: str = "auto",
-            up: str = "auto", fps: float | None = None) -> PreparedKeypoints:
+def prepare(
+    seq: KeypointSequence,
+    model: BodyModel,
+    layout: str = "auto",
+    units: str = "auto",
+    up: str = "auto",
+    fps: float | None = None,
+) -> PreparedKeypoints:
     notes = list(seq.notes)
     pos = np.asarray(seq.positions, dtype=np.float64)
     if pos.ndim != 3 or pos.shape[-1] != 3 or pos.shape[0] == 0:
@@ -250,8 +294,13 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
     pos = np.where(np.isfinite(pos), pos, np.nan)
     confidence, frames = seq.confidence, seq.frames
     has_rot = seq.rotations is not None and seq.rest_positions is not None and seq.names is not None
-    if has_rot and np.shape(seq.rotations) != pos.shape[:2] + (3, 3):  # a caller cut the positions only
-        notes.append(f"bone rotations ignored: {np.shape(seq.rotations)[:2]} rotations for {pos.shape[:2]} keypoints")
+    if has_rot and np.shape(seq.rotations) != pos.shape[:2] + (
+        3,
+        3,
+    ):  # a caller cut the positions only
+        notes.append(
+            f"bone rotations ignored: {np.shape(seq.rotations)[:2]} rotations for {pos.shape[:2]} keypoints"
+        )
         has_rot = False
     rot_glob = np.asarray(seq.rotations, dtype=np.float64) if has_rot else None
     if frames is not None and len(frames) == pos.shape[0]:
@@ -261,8 +310,10 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
         order = np.argsort(frames, kind="stable")
         repeats = int(np.sum(np.diff(frames[order]) == 0))
         if repeats:
-            notes.append(f"frames: {repeats} frame number(s) repeat (two takes in one file?); all "
-                         f"{len(frames)} frames were kept in file order")
+            notes.append(
+                f"frames: {repeats} frame number(s) repeat (two takes in one file?); all "
+                f"{len(frames)} frames were kept in file order"
+            )
         elif np.any(np.diff(order) < 0):
             notes.append("frames: rows sorted by frame number")
             pos, frames = pos[order], frames[order]
@@ -280,9 +331,13 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
         notes.append(f"layout: {lay.title} (detected: {why})")
     pos, conf, unused = to_layout_order(lay, pos, confidence, seq.names)
     if unused:
-        notes.append(f"ignored joints not in the layout: {', '.join(unused[:10])}{' ...' if len(unused) > 10 else ''}")
+        notes.append(
+            f"ignored joints not in the layout: {', '.join(unused[:10])}{' ...' if len(unused) > 10 else ''}"
+        )
     if not (conf > 0).any():
-        raise InputError("Every keypoint is missing (NaN or zero confidence) in every frame: nothing to solve.")
+        raise InputError(
+            "Every keypoint is missing (NaN or zero confidence) in every frame: nothing to solve."
+        )
 
     if units and units != "auto":
         if units not in UNIT_SCALES:
@@ -306,13 +361,20 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
         axis, align = detect_up(pos, conf, lay)
         how = f"detected: feet-to-shoulders direction {align:+.2f} along {axis.upper()}"
     notes.append(f"up axis: {axis.upper()} ({how})")
-    rotations = None if rot_glob is None else SourceRotations(rot_glob, np.asarray(seq.rest_positions, np.float64),
-                                                                list(map(str, seq.names)))
+    rotations = (
+        None
+        if rot_glob is None
+        else SourceRotations(
+            rot_glob, np.asarray(seq.rest_positions, np.float64), list(map(str, seq.names))
+        )
+    )
     if axis == "z":
         pos = z_up_to_y_up(pos)
         if rotations is not None:  # the same turn of the world: R' = M R M^T, rest' = M rest
             m = z_up_to_y_up(np.eye(3)).T
-            rotations = SourceRotations(m @ rotations.glob @ m.T, rotations.rest @ m.T, rotations.names)
+            rotations = SourceRotations(
+                m @ rotations.glob @ m.T, rotations.rest @ m.T, rotations.names
+            )
     stacked = drop_stacked_joints(pos, conf, lay)
     if stacked:
         notes.append(f"ignored keypoints stacked on their parent joint: {', '.join(stacked)}")
@@ -321,13 +383,26 @@ def prepare(seq: KeypointSequence, model: BodyModel, layout: str = "auto", units
     rate = float(fps or seq.fps or 30.0)
     if not np.isfinite(rate) or rate <= 0:
         raise InputError(f"Frame rate must be a positive number; got {rate}.")
-    notes.append(f"fps: {rate:g} ({'given' if fps else 'declared by the file' if seq.fps else 'assumed'})")
+    notes.append(
+        f"fps: {rate:g} ({'given' if fps else 'declared by the file' if seq.fps else 'assumed'})"
+    )
 
     gaps = int(((conf <= 0) & (conf > 0).any(0)).sum())
     measured = conf > 0
     pos, conf = fill_gaps(np.nan_to_num(pos), conf)
     if gaps:
         notes.append(f"filled {gaps} missing keypoint samples by interpolation over time")
-    return PreparedKeypoints(layout=lay, positions=pos, weight=conf, fps=rate, units=unit, up=axis,
-                             source=seq.source, frames=frames, notes=notes, measured=measured, rotations=rotations,
-                             interpolated=~measured & (conf > 0))
+    return PreparedKeypoints(
+        layout=lay,
+        positions=pos,
+        weight=conf,
+        fps=rate,
+        units=unit,
+        up=axis,
+        source=seq.source,
+        frames=frames,
+        notes=notes,
+        measured=measured,
+        rotations=rotations,
+        interpolated=~measured & (conf > 0),
+    )

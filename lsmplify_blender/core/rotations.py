@@ -1,4 +1,5 @@
 """The rotation maths lives in ``core.model.rotations``; this name keeps older imports working."""
+
 from .model.rotations import (  # noqa: F401
     axis_angle_to_matrix,
     axis_angle_to_quaternion,

@@ -16,6 +16,7 @@ our own code. Work and memory are bounded by the file size (memo indices, stack,
 bytes the machine may create) and nesting by ``MAX_DEPTH``, so a crafted file ends in
 ``ModelFileError`` (or ``UnsafePickleError`` for a global outside the allow-list).
 """
+
 from __future__ import annotations
 
 import codecs
@@ -35,13 +36,19 @@ _MAX_TEXT_NUMBER = 64  # characters of a protocol-0 number; longer ones are not 
 
 # (module, name) -> kind. Everything here becomes a description, never the real object.
 _GLOBALS: dict[tuple[str, str], str] = {
-    ("copy_reg", "_reconstructor"): "reconstructor", ("copyreg", "_reconstructor"): "reconstructor",
-    ("__builtin__", "object"): "object", ("builtins", "object"): "object",
-    ("__builtin__", "set"): "set", ("builtins", "set"): "set",  # chumpy state holds sets of names
-    ("__builtin__", "frozenset"): "frozenset", ("builtins", "frozenset"): "frozenset",
-    ("__builtin__", "bytes"): "bytes", ("builtins", "bytes"): "bytes",  # b'' at protocol 2
+    ("copy_reg", "_reconstructor"): "reconstructor",
+    ("copyreg", "_reconstructor"): "reconstructor",
+    ("__builtin__", "object"): "object",
+    ("builtins", "object"): "object",
+    ("__builtin__", "set"): "set",
+    ("builtins", "set"): "set",  # chumpy state holds sets of names
+    ("__builtin__", "frozenset"): "frozenset",
+    ("builtins", "frozenset"): "frozenset",
+    ("__builtin__", "bytes"): "bytes",
+    ("builtins", "bytes"): "bytes",  # b'' at protocol 2
     ("_codecs", "encode"): "encode",  # Python 3 protocol-2 bytes: encode(text, 'latin1')
-    ("numpy", "ndarray"): "ndarray", ("numpy", "dtype"): "dtype",
+    ("numpy", "ndarray"): "ndarray",
+    ("numpy", "dtype"): "dtype",
 }
 for _np in ("numpy.core", "numpy._core"):
     _GLOBALS[(f"{_np}.multiarray", "_reconstruct")] = "reconstruct"
@@ -121,7 +128,8 @@ def _refuse_global(module: str, name: str) -> UnsafePickleError:
         f"Refused to load {module}.{name} from the pickle: SMPL model files only need "
         "numpy, scipy.sparse and chumpy arrays, so this file is not a SMPL model (or has "
         "been tampered with). Nothing from it was executed. Use the official SMPL .pkl "
-        "or an .npz export.")
+        "or an .npz export."
+    )
 
 
 def _lookup_global(module: str, name: str) -> _Global:
@@ -156,12 +164,14 @@ class _Machine:
     def charge(self, n: int) -> None:
         self.budget -= n
         if self.budget < 0:
-            raise _BadPickleError("it builds far more data than the file holds (a decompression bomb)")
+            raise _BadPickleError(
+                "it builds far more data than the file holds (a decompression bomb)"
+            )
 
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > self.end:
             raise _BadPickleError("it ends in the middle of a value (truncated)")
-        chunk = self.data[self.pos:self.pos + n]
+        chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
 
@@ -169,7 +179,7 @@ class _Machine:
         nl = self.data.find(b"\n", self.pos)
         if nl < 0:
             raise _BadPickleError("it ends in the middle of a text value (truncated)")
-        text = self.data[self.pos:nl]
+        text = self.data[self.pos : nl]
         self.pos = nl + 1
         return text
 
@@ -231,8 +241,10 @@ class _Machine:
             self.pos += 1
             handler = ops.get(op)
             if handler is None:
-                raise _BadPickleError(f"opcode {bytes([op])!r} is not one a model file uses "
-                           "(persistent ids, extension codes and out-of-band buffers are refused)")
+                raise _BadPickleError(
+                    f"opcode {bytes([op])!r} is not one a model file uses "
+                    "(persistent ids, extension codes and out-of-band buffers are refused)"
+                )
             if handler() is _STOP:
                 if len(self.stack) != 1 or self.marks:
                     raise _BadPickleError("it stops with a malformed stack")
@@ -325,7 +337,9 @@ class _Machine:
     def reduce(self) -> None:
         args, func = self.pop(), self.pop()
         if not isinstance(func, _Global) or not isinstance(args, tuple):
-            raise _BadPickleError("REDUCE on something that is not an allowed function with arguments")
+            raise _BadPickleError(
+                "REDUCE on something that is not an allowed function with arguments"
+            )
         self.push(self.call(func, args))
 
     def call(self, func: _Global, args: tuple) -> Any:
@@ -347,7 +361,11 @@ class _Machine:
                 raise _BadPickleError("a protocol-5 array with unexpected arguments")
             return _ArrayDesc(args[1], args[2], _text(args[3]) == "F", args[0])
         if kind == "encode":
-            if len(args) != 2 or not isinstance(args[0], str) or args[1] not in ("latin1", "latin-1"):
+            if (
+                len(args) != 2
+                or not isinstance(args[0], str)
+                or args[1] not in ("latin1", "latin-1")
+            ):
                 raise _BadPickleError("_codecs.encode with arguments other than (text, 'latin1')")
             self.charge(len(args[0]))
             return args[0].encode("latin-1")
@@ -356,14 +374,20 @@ class _Machine:
         if kind in ("set", "frozenset") and len(args) <= 1:
             return self.make_set(args[0] if args else [], kind == "frozenset")
         if kind == "reconstructor":  # copyreg._reconstructor(cls, object, None)
-            if len(args) != 3 or not isinstance(args[1], _Global) or args[1].kind != "object" \
-                    or args[2] is not None:
+            if (
+                len(args) != 3
+                or not isinstance(args[1], _Global)
+                or args[1].kind != "object"
+                or args[2] is not None
+            ):
                 raise _BadPickleError("copyreg._reconstructor with a base other than object")
             return self.instance(args[0], ())
         if kind in ("csc", "csr") and len(args) == 2:  # csc_matrix((data, indices, indptr), shape)
             parts, shape = args
             if not isinstance(parts, tuple) or len(parts) != 3:
-                raise _BadPickleError(f"{func.qualname} built from something other than (data, indices, indptr)")
+                raise _BadPickleError(
+                    f"{func.qualname} built from something other than (data, indices, indptr)"
+                )
             state = {"data": parts[0], "indices": parts[1], "indptr": parts[2], "_shape": shape}
             return _ObjectDesc(kind, func.qualname, state)
         raise _BadPickleError(f"it calls {func.qualname} in a way no model file does")
@@ -401,12 +425,16 @@ class _Machine:
                 raise _BadPickleError(f"the state of {target.qualname} is not a dict")
             target.state = state
         else:
-            raise _BadPickleError(f"BUILD on a {type(target).__name__.strip('_')}, which no model file does")
+            raise _BadPickleError(
+                f"BUILD on a {type(target).__name__.strip('_')}, which no model file does"
+            )
 
     # ---------------------------------------------------------------- dispatch
     def _dispatch(self) -> dict[int, Any]:
         u, push = self.unpack, self.stack.append
-        i32, u8, u16, u32, u64, f64 = (struct.Struct(f) for f in ("<i", "<B", "<H", "<I", "<Q", ">d"))
+        i32, u8, u16, u32, u64, f64 = (
+            struct.Struct(f) for f in ("<i", "<B", "<H", "<I", "<Q", ">d")
+        )
 
         def mark():
             self.floor = len(self.stack)
@@ -427,6 +455,7 @@ class _Machine:
             def run():
                 items = self.pop_mark()
                 fn(self.top(), items)
+
             return run
 
         def dict_from_mark():
@@ -436,33 +465,68 @@ class _Machine:
             push(d)
 
         table = {
-            b"\x80": self.proto, b"\x95": self.frame, b".": lambda: _STOP,
-            b"(": mark, b"0": self.pop_opcode, b"1": self.pop_mark, b"2": lambda: push(self.top()),
-            b"N": lambda: push(None), b"\x88": lambda: push(True), b"\x89": lambda: push(False),
-            b"I": self.text_int, b"L": self.text_long, b"F": lambda: push(float(self.text_number())),
-            b"J": lambda: push(u(i32)), b"K": lambda: push(u(u8)), b"M": lambda: push(u(u16)),
-            b"\x8a": lambda: self.long(u(u8)), b"\x8b": lambda: self.long(u(i32)),
+            b"\x80": self.proto,
+            b"\x95": self.frame,
+            b".": lambda: _STOP,
+            b"(": mark,
+            b"0": self.pop_opcode,
+            b"1": self.pop_mark,
+            b"2": lambda: push(self.top()),
+            b"N": lambda: push(None),
+            b"\x88": lambda: push(True),
+            b"\x89": lambda: push(False),
+            b"I": self.text_int,
+            b"L": self.text_long,
+            b"F": lambda: push(float(self.text_number())),
+            b"J": lambda: push(u(i32)),
+            b"K": lambda: push(u(u8)),
+            b"M": lambda: push(u(u16)),
+            b"\x8a": lambda: self.long(u(u8)),
+            b"\x8b": lambda: self.long(u(i32)),
             b"G": lambda: push(u(f64)),
-            b"S": self.text_string, b"T": lambda: self.py2_string(u(i32)), b"U": lambda: self.py2_string(u(u8)),
+            b"S": self.text_string,
+            b"T": lambda: self.py2_string(u(i32)),
+            b"U": lambda: self.py2_string(u(u8)),
             b"V": lambda: push(self.line().decode("raw-unicode-escape")),
-            b"X": lambda: self.unicode(u(u32)), b"\x8c": lambda: self.unicode(u(u8)),
+            b"X": lambda: self.unicode(u(u32)),
+            b"\x8c": lambda: self.unicode(u(u8)),
             b"\x8d": lambda: self.unicode(u(u64)),
-            b"B": lambda: push(self.take(u(u32))), b"C": lambda: push(self.take(u(u8))),
-            b"\x8e": lambda: push(self.take(u(u64))), b"\x96": lambda: push(bytearray(self.take(u(u64)))),
+            b"B": lambda: push(self.take(u(u32))),
+            b"C": lambda: push(self.take(u(u8))),
+            b"\x8e": lambda: push(self.take(u(u64))),
+            b"\x96": lambda: push(bytearray(self.take(u(u64)))),
             b"\x98": lambda: None,  # READONLY_BUFFER: our buffers are never written to
-            b")": lambda: push(()), b"t": lambda: push(tuple(self.pop_mark())),
-            b"\x85": tuple_n(1), b"\x86": tuple_n(2), b"\x87": tuple_n(3),
-            b"]": lambda: push([]), b"l": lambda: push(self.pop_mark()), b"a": append,
+            b")": lambda: push(()),
+            b"t": lambda: push(tuple(self.pop_mark())),
+            b"\x85": tuple_n(1),
+            b"\x86": tuple_n(2),
+            b"\x87": tuple_n(3),
+            b"]": lambda: push([]),
+            b"l": lambda: push(self.pop_mark()),
+            b"a": append,
             b"e": with_mark(self.append_items),
-            b"}": lambda: push({}), b"d": dict_from_mark, b"s": setitem, b"u": with_mark(self.set_items),
-            b"\x8f": lambda: push(set()), b"\x90": with_mark(self.add_items),
+            b"}": lambda: push({}),
+            b"d": dict_from_mark,
+            b"s": setitem,
+            b"u": with_mark(self.set_items),
+            b"\x8f": lambda: push(set()),
+            b"\x90": with_mark(self.add_items),
             b"\x91": lambda: push(self.make_set(self.pop_mark(), True)),
-            b"p": lambda: self.put(int(self.text_number())), b"q": lambda: self.put(u(u8)),
-            b"r": lambda: self.put(u(u32)), b"\x94": lambda: self.put(len(self.memo)),
-            b"g": lambda: self.get(int(self.text_number())), b"h": lambda: self.get(u(u8)),
+            b"p": lambda: self.put(int(self.text_number())),
+            b"q": lambda: self.put(u(u8)),
+            b"r": lambda: self.put(u(u32)),
+            b"\x94": lambda: self.put(len(self.memo)),
+            b"g": lambda: self.get(int(self.text_number())),
+            b"h": lambda: self.get(u(u8)),
             b"j": lambda: self.get(u(u32)),
-            b"c": self.global_, b"\x93": self.stack_global, b"R": self.reduce, b"\x81": self.newobj,
-            b"\x92": self.newobj_ex, b"i": self.inst, b"o": self.obj, b"b": self.build,
+            b"c": self.global_,
+            b"\x93": self.stack_global,
+            b"R": self.reduce,
+            b"\x81": self.newobj,
+            b"\x92": self.newobj_ex,
+            b"i": self.inst,
+            b"o": self.obj,
+            b"b": self.build,
         }
         return {k[0]: v for k, v in table.items()}
 
@@ -473,23 +537,37 @@ _STOP = object()
 def _plain_dtype(desc: Any) -> np.dtype:
     """A numpy dtype built from our own string after checking the file's description."""
     if not isinstance(desc, _DtypeDesc):
-        raise _BadPickleError(f"an array whose dtype is a {type(desc).__name__.strip('_')}, not a numpy dtype")
+        raise _BadPickleError(
+            f"an array whose dtype is a {type(desc).__name__.strip('_')}, not a numpy dtype"
+        )
     spec = desc.spec.decode("latin-1") if isinstance(desc.spec, bytes) else desc.spec
     found = re.fullmatch(r"([biuf])(\d{1,2})", spec) if isinstance(spec, str) else None
     if not found or int(found[2]) not in _PLAIN_DTYPES[found[1]]:
-        raise _BadPickleError(f"dtype {str(spec)[:20]!r} is not a plain number type (bool, int, uint or "
-                   "float); object, string, structured, complex and datetime arrays are refused")
+        raise _BadPickleError(
+            f"dtype {str(spec)[:20]!r} is not a plain number type (bool, int, uint or "
+            "float); object, string, structured, complex and datetime arrays are refused"
+        )
     endian = "="
     state = desc.state
     if state is not None:
         if not isinstance(state, tuple) or len(state) not in (8, 9) or state[0] not in (3, 4):
-            raise _BadPickleError(f"dtype {spec!r} has a state numpy does not write for plain numbers")
+            raise _BadPickleError(
+                f"dtype {spec!r} has a state numpy does not write for plain numbers"
+            )
         endian, subarray, names, fields, _elsize, _align, flags = state[1:8]
         endian = _text(endian)
         metadata = state[8] if len(state) == 9 else None
-        if subarray is not None or names is not None or fields is not None or metadata not in (None, {}) \
-                or flags != 0 or endian not in ("<", ">", "|", "="):
-            raise _BadPickleError(f"dtype {spec!r} carries fields, sub-arrays or flags; only plain numbers are allowed")
+        if (
+            subarray is not None
+            or names is not None
+            or fields is not None
+            or metadata not in (None, {})
+            or flags != 0
+            or endian not in ("<", ">", "|", "=")
+        ):
+            raise _BadPickleError(
+                f"dtype {spec!r} carries fields, sub-arrays or flags; only plain numbers are allowed"
+            )
     return np.dtype(("=" if endian == "|" else endian) + found[1] + found[2])
 
 
@@ -499,8 +577,11 @@ def _text(value: Any) -> Any:
 
 
 def _shape_of(shape: Any) -> tuple[int, ...]:
-    if not isinstance(shape, tuple) or len(shape) > _MAX_NDIM or not all(
-            isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**40 for n in shape):
+    if (
+        not isinstance(shape, tuple)
+        or len(shape) > _MAX_NDIM
+        or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**40 for n in shape)
+    ):
         raise _BadPickleError(f"an array shape that is not a tuple of sizes ({str(shape)[:40]})")
     return shape
 
@@ -513,7 +594,9 @@ def _raw_bytes(data: Any) -> bytes | bytearray:
             return data.encode("latin-1")
         except UnicodeEncodeError:
             raise _BadPickleError("array data given as text that is not latin-1") from None
-    raise _BadPickleError(f"array data given as {type(data).__name__}, not bytes (object arrays are refused)")
+    raise _BadPickleError(
+        f"array data given as {type(data).__name__}, not bytes (object arrays are refused)"
+    )
 
 
 def _array_parts(desc: _ArrayDesc) -> tuple[Any, Any, bool, Any]:
@@ -553,7 +636,9 @@ class _Builder:
         if key in self.busy:
             raise _BadPickleError("a value that contains itself (a reference cycle)")
         if depth >= MAX_DEPTH:
-            raise _BadPickleError(f"values nested more than {MAX_DEPTH} deep (no model file nests like that)")
+            raise _BadPickleError(
+                f"values nested more than {MAX_DEPTH} deep (no model file nests like that)"
+            )
         self.busy.add(key)
         out = self.build(v, depth + 1)
         self.busy.discard(key)
@@ -590,8 +675,10 @@ class _Builder:
         for n in shape:
             count *= n
         if count * dtype.itemsize != len(raw):
-            raise _BadPickleError(f"an array of shape {shape} ({dtype}) needs {count * dtype.itemsize} bytes "
-                       f"but the file gives {len(raw)}")
+            raise _BadPickleError(
+                f"an array of shape {shape} ({dtype}) needs {count * dtype.itemsize} bytes "
+                f"but the file gives {len(raw)}"
+            )
         self.machine.charge(len(raw))
         if count == 0:
             return np.zeros(shape, dtype.newbyteorder("="))
@@ -607,11 +694,15 @@ class _Builder:
     def chumpy(self, desc: _ObjectDesc, depth: int) -> Any:
         state = desc.state
         if not isinstance(state, dict) or "x" not in state:
-            raise _BadPickleError(f"a chumpy {desc.qualname} that is an expression, not a plain array; "
-                       "re-save the model as .npz (numpy arrays)")
+            raise _BadPickleError(
+                f"a chumpy {desc.qualname} that is an expression, not a plain array; "
+                "re-save the model as .npz (numpy arrays)"
+            )
         value = self.value(state["x"], depth)
         if not isinstance(value, np.ndarray):
-            raise _BadPickleError(f"a chumpy {desc.qualname} whose 'x' is a {type(value).__name__}, not an array")
+            raise _BadPickleError(
+                f"a chumpy {desc.qualname} whose 'x' is a {type(value).__name__}, not an array"
+            )
         return value
 
     def sparse(self, desc: _ObjectDesc, depth: int) -> np.ndarray:
@@ -619,16 +710,27 @@ class _Builder:
         state = desc.state if isinstance(desc.state, dict) else {}
         what = desc.qualname
         shape = state.get("_shape", state.get("shape"))
-        missing = [k for k in ("data", "indices", "indptr") if k not in state] + ([] if shape else ["shape"])
+        missing = [k for k in ("data", "indices", "indptr") if k not in state] + (
+            [] if shape else ["shape"]
+        )
         if missing:
             raise _BadPickleError(f"a {what} without its {', '.join(missing)}")
         data, indices, indptr = (self.value(state[k], depth) for k in ("data", "indices", "indptr"))
         shape = self.value(shape, depth)
-        for name, arr, kinds in (("data", data, "biuf"), ("indices", indices, "iu"), ("indptr", indptr, "iu")):
+        for name, arr, kinds in (
+            ("data", data, "biuf"),
+            ("indices", indices, "iu"),
+            ("indptr", indptr, "iu"),
+        ):
             if not isinstance(arr, np.ndarray) or arr.ndim != 1 or arr.dtype.kind not in kinds:
-                raise _BadPickleError(f"a {what} whose {name} is not a 1-D {'integer ' if kinds == 'iu' else ''}array")
-        if not (isinstance(shape, tuple) and len(shape) == 2
-                and all(isinstance(n, (int, np.integer)) and 0 <= n < 2**31 for n in shape)):
+                raise _BadPickleError(
+                    f"a {what} whose {name} is not a 1-D {'integer ' if kinds == 'iu' else ''}array"
+                )
+        if not (
+            isinstance(shape, tuple)
+            and len(shape) == 2
+            and all(isinstance(n, (int, np.integer)) and 0 <= n < 2**31 for n in shape)
+        ):
             raise _BadPickleError(f"a {what} whose shape {str(shape)[:40]} is not two sizes")
         rows, cols = int(shape[0]), int(shape[1])
         if rows * cols > MAX_DENSE_ELEMENTS:
@@ -639,7 +741,9 @@ class _Builder:
             raise _BadPickleError(f"a {what} whose indptr is not {major + 1} rising offsets from 0")
         nnz = int(ptr[-1])
         if nnz > len(indices) or len(indices) != len(data):
-            raise _BadPickleError(f"a {what} with {len(data)} values, {len(indices)} indices and {nnz} entries")
+            raise _BadPickleError(
+                f"a {what} with {len(data)} values, {len(indices)} indices and {nnz} entries"
+            )
         idx = indices[:nnz].astype(np.int64)
         if nnz and (idx.min() < 0 or idx.max() >= minor):
             raise _BadPickleError(f"a {what} with indices outside 0..{minor - 1}")
@@ -662,7 +766,8 @@ def load_smpl_pickle(data: bytes, keys: Iterable[str] | None = None) -> dict[str
         if not isinstance(top, dict):
             raise ModelFileError(
                 f"The pickle holds a {type(top).__name__.strip('_')}, not the dict of arrays a SMPL "
-                "model file holds.")
+                "model file holds."
+            )
         builder = _Builder(machine)
         wanted = None if keys is None else set(keys)
         out: dict[str, Any] = {}
@@ -679,9 +784,20 @@ def load_smpl_pickle(data: bytes, keys: Iterable[str] | None = None) -> dict[str
     except _BadPickleError as exc:
         raise ModelFileError(
             f"The pickle is not a well-formed SMPL model: {exc}. Nothing from it was executed. "
-            "Download the model again or use an .npz export.") from None
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError, struct.error,
-            UnicodeError, RecursionError, MemoryError) as exc:
+            "Download the model again or use an .npz export."
+        ) from None
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        OverflowError,
+        struct.error,
+        UnicodeError,
+        RecursionError,
+        MemoryError,
+    ) as exc:
         raise ModelFileError(
             f"Could not read the pickle ({type(exc).__name__}: {str(exc)[:200]}); the file is damaged "
-            "or not a SMPL model. Download the model again or use an .npz export.") from None
+            "or not a SMPL model. Download the model again or use an .npz export."
+        ) from None

@@ -9,6 +9,7 @@ Gauss-Newton on the exact lengths. Rest joints are affine in betas, J(b) = J0 + 
 
 and a ridge term keeps betas near the population mean when the lengths are noisy or few.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -38,7 +39,9 @@ class ShapeFit:
     fitted_all: np.ndarray  # (len(PAIRS),) bones then rigid pairs
 
 
-def observed_bone_lengths(targets, weight, min_weight: float = 0.9, symmetric: bool = True) -> np.ndarray:
+def observed_bone_lengths(
+    targets, weight, min_weight: float = 0.9, symmetric: bool = True
+) -> np.ndarray:
     return observed_lengths(targets, weight, min_weight, symmetric)[0]
 
 
@@ -58,7 +61,9 @@ def observed_lengths(targets, weight, min_weight: float = 0.9, symmetric: bool =
     ok = w[:, ch] & w[:, par] & np.isfinite(lengths)
     lengths = np.where(ok, lengths, np.nan)
     with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are expected: unmeasured bones
+        warnings.simplefilter(
+            "ignore", RuntimeWarning
+        )  # all-NaN columns are expected: unmeasured bones
         med = np.nanmedian(lengths, axis=0)  # all-NaN columns give NaN (unmeasured bones)
         mad = np.nanmedian(np.abs(lengths - med), axis=0)
     # the median's standard error: 1.4826 MAD is a robust sigma; the median costs ~1.25x the mean's
@@ -74,7 +79,7 @@ def observed_lengths(targets, weight, min_weight: float = 0.9, symmetric: bool =
     return med, stderr
 
 
-RIDGE_RANGE = (0.2e-3 ** 2, 15e-3 ** 2)  # (m^2): 0.2 mm to 15 mm of length error per unit beta
+RIDGE_RANGE = (0.2e-3**2, 15e-3**2)  # (m^2): 0.2 mm to 15 mm of length error per unit beta
 
 
 MAX_ABS_BETA = 3.5  # beyond ~3.5 standard deviations a PCA body stops looking human
@@ -99,8 +104,13 @@ def fit_betas_auto(model: BodyModel, lengths: np.ndarray, stderr: np.ndarray) ->
     return fit
 
 
-def fit_betas(model: BodyModel, lengths: np.ndarray, ridge: float = 4e-6, iterations: int = 15,
-              weights: np.ndarray | None = None) -> ShapeFit:
+def fit_betas(
+    model: BodyModel,
+    lengths: np.ndarray,
+    ridge: float = 4e-6,
+    iterations: int = 15,
+    weights: np.ndarray | None = None,
+) -> ShapeFit:
     """Betas whose rest skeleton has the given lengths (PAIRS order, or just the 23 bones),
     NaN entries ignored.
 
@@ -139,5 +149,10 @@ def fit_betas(model: BodyModel, lengths: np.ndarray, ridge: float = 4e-6, iterat
     lengths = lengths[: len(BONES)]
     m = np.isfinite(lengths)
     mpbe = float(np.mean(np.abs(fitted[m] - lengths[m])) * 1000) if m.any() else float("nan")
-    return ShapeFit(betas=b.to(model.dtype), observed=np.asarray(lengths), fitted=fitted, mpbe_mm=mpbe,
-                    fitted_all=fitted_all)
+    return ShapeFit(
+        betas=b.to(model.dtype),
+        observed=np.asarray(lengths),
+        fitted=fitted,
+        mpbe_mm=mpbe,
+        fitted_all=fitted_all,
+    )

@@ -16,6 +16,7 @@ Strategies:
 change length and, when it is above 2 mm, smooths the keypoints over time by the amount that
 minimises the joint error for that noise; the fit error is still measured against the input.
 """
+
 from __future__ import annotations
 
 import time
@@ -63,7 +64,9 @@ class Solution:
     notes: list[str] = field(default_factory=list)
     noise_mm: float = float("nan")  # estimated keypoint noise (per-axis std)
     smooth_s: float = 0.0  # Gaussian sigma (s) the keypoints were smoothed with before solving
-    rotations: bool = False  # the file's own bone rotations gave the twists (SolveOptions.rotations)
+    rotations: bool = (
+        False  # the file's own bone rotations gave the twists (SolveOptions.rotations)
+    )
 
     @property
     def poses(self) -> np.ndarray:
@@ -71,12 +74,20 @@ class Solution:
         return matrix_to_axis_angle(self.rotmats).reshape(-1, 72).cpu().numpy()
 
 
-def fit_error_mm(model: BodyModel, prepared: PreparedKeypoints, rotmats, betas, trans) -> np.ndarray:
+def fit_error_mm(
+    model: BodyModel, prepared: PreparedKeypoints, rotmats, betas, trans
+) -> np.ndarray:
     """Per-frame mean distance (mm) between the layout keypoints of a solution and the measured input
     (the keypoints that are positions: not the layout's aim-only end points)."""
     block = 8192  # the FK of a long take at once would hold (T, 24, 4, 4) float64 transforms
-    gen = np.concatenate([prepared.layout.generate(model, rotmats[s:s + block], betas, trans[s:s + block]).cpu().numpy()
-                          for s in range(0, max(rotmats.shape[0], 1), block)])
+    gen = np.concatenate(
+        [
+            prepared.layout.generate(model, rotmats[s : s + block], betas, trans[s : s + block])
+            .cpu()
+            .numpy()
+            for s in range(0, max(rotmats.shape[0], 1), block)
+        ]
+    )
     w = prepared.measured & np.isfinite(gen).all(-1) & ~prepared.layout.aim_only_mask()[None]
     d = np.linalg.norm(np.nan_to_num(gen) - prepared.positions, axis=-1)
     counts = w.sum(-1)
@@ -87,8 +98,10 @@ def _denoise(prepared, smooth, notes: list[str]):
     """``denoise`` with a note when it smoothed; returns (keypoints, noise mm, sigma s)."""
     out, noise_mm, smooth_s = denoise(prepared, smooth)
     if smooth_s > 0:
-        notes.append(f"keypoint noise estimated at {noise_mm:.1f} mm (limb length changes): smoothed over "
-                     f"time with a Gaussian of {smooth_s:.3f} s" + (" (auto)" if smooth == "auto" else ""))
+        notes.append(
+            f"keypoint noise estimated at {noise_mm:.1f} mm (limb length changes): smoothed over "
+            f"time with a Gaussian of {smooth_s:.3f} s" + (" (auto)" if smooth == "auto" else "")
+        )
     return out, noise_mm, smooth_s
 
 
@@ -117,17 +130,23 @@ class SolveOptions:
     chunk: int = 4096  # frames per analytic block (bounds memory on very long takes)
     smooth: object = "auto"  # 'auto' or a Gaussian sigma in seconds (0 = off)
     network_chunk: int | None = None  # frames per sequential network chunk (None: NETWORK_CHUNK)
-    rotations: str = "auto"  # the file's bone rotations: 'auto' (use when present), 'use' (required), 'ignore'
+    rotations: str = (
+        "auto"  # the file's bone rotations: 'auto' (use when present), 'use' (required), 'ignore'
+    )
 
     def check(self) -> None:
         if self.rotations not in ROTATION_MODES:
-            raise InputError(f"rotations must be one of {', '.join(ROTATION_MODES)}, not '{self.rotations}'.")
+            raise InputError(
+                f"rotations must be one of {', '.join(ROTATION_MODES)}, not '{self.rotations}'."
+            )
         if self.solver not in STRATEGIES:
             raise LSMPLifyError(f"Unknown solver '{self.solver}'; use one of {', '.join(SOLVERS)}.")
         if self.refine < 0:
             raise InputError(f"refine must be 0 or more iterations, not {self.refine}.")
         if self.network_chunk is not None and int(self.network_chunk) < 1:
-            raise LSMPLifyError(f"The network chunk must be at least 1 frame, not {self.network_chunk}.")
+            raise LSMPLifyError(
+                f"The network chunk must be at least 1 frame, not {self.network_chunk}."
+            )
 
 
 @dataclass
@@ -143,7 +162,9 @@ class _Context:
     weight: np.ndarray = None  # (T, 24) confidence x trust
     measured: np.ndarray = None  # (T, 24) bool: a real sample of that joint
     _analytic: IKResult | None = None
-    landmarks: tuple | None = None  # (names, (T, L, 3) targets moved with their joints, (T, L) weights)
+    landmarks: tuple | None = (
+        None  # (names, (T, L, 3) targets moved with their joints, (T, L) weights)
+    )
 
     def __post_init__(self):
         self.targets, self.weight = self.prepared.smpl_targets()
@@ -157,7 +178,15 @@ class _Context:
             lm_names, lm_t, lm_w = self.landmark_targets()
             if lm_names:
                 joints_only = self._analytic_blocks([], lm_t[:, :0], lm_w[:, :0])
-                lm_t = rebase_landmarks(self.model, lm_names, lm_t, lm_w, self.targets, self.measured, joints_only.joints)
+                lm_t = rebase_landmarks(
+                    self.model,
+                    lm_names,
+                    lm_t,
+                    lm_w,
+                    self.targets,
+                    self.measured,
+                    joints_only.joints,
+                )
             self.landmarks = (lm_names, lm_t, lm_w)
             self._analytic = self._analytic_blocks(lm_names, lm_t, lm_w)
         return self._analytic
@@ -177,9 +206,18 @@ class _Context:
         kp, conf, _ = to_layout_order(p.layout, pos, None, rot.names)
         drop_stacked_joints(kp, conf, p.layout)
         eye = np.broadcast_to(np.eye(3), (1, len(rot.names), 3, 3)).copy()
-        rest = PreparedKeypoints(layout=p.layout, positions=np.nan_to_num(kp), weight=conf, fps=p.fps, units=p.units,
-                                 up=p.up, rotations=SourceRotations(eye, rot.rest, rot.names))
-        return _Context(rest, self.model, dataclasses.replace(self.options, rotations="use"), self.betas, [])
+        rest = PreparedKeypoints(
+            layout=p.layout,
+            positions=np.nan_to_num(kp),
+            weight=conf,
+            fps=p.fps,
+            units=p.units,
+            up=p.up,
+            rotations=SourceRotations(eye, rot.rest, rot.names),
+        )
+        return _Context(
+            rest, self.model, dataclasses.replace(self.options, rotations="use"), self.betas, []
+        )
 
     def landmark_targets(self):
         """The layout's landmark keypoints that this model has (a user's SMPL file may lack some)."""
@@ -195,17 +233,25 @@ class _Context:
             return None
         if rot is None:
             if mode == "use":
-                raise InputError("--rotations use: this input carries no bone rotations (only BVH and ASF/AMC "
-                                 "files do). Use --rotations auto or ignore.")
+                raise InputError(
+                    "--rotations use: this input carries no bone rotations (only BVH and ASF/AMC "
+                    "files do). Use --rotations auto or ignore."
+                )
             return None
         if rot.glob.shape[0] != self.prepared.num_frames:
-            raise LSMPLifyError(f"The keypoints have {self.prepared.num_frames} frames but their bone rotations "
-                                f"{rot.glob.shape[0]}: cut PreparedKeypoints with .cut(), which slices both.")
+            raise LSMPLifyError(
+                f"The keypoints have {self.prepared.num_frames} frames but their bone rotations "
+                f"{rot.glob.shape[0]}: cut PreparedKeypoints with .cut(), which slices both."
+            )
         from .network.sources import smpl_pose_from_rotations
 
         try:
-            local = smpl_pose_from_rotations(rot.glob, rot.rest, rot.names,
-                                             self.model.rest_joints(self.betas)[0].cpu().double().numpy())
+            local = smpl_pose_from_rotations(
+                rot.glob,
+                rot.rest,
+                rot.names,
+                self.model.rest_joints(self.betas)[0].cpu().double().numpy(),
+            )
         except InputError as exc:
             if mode == "use":
                 raise InputError(f"--rotations use: {exc}.") from None
@@ -215,14 +261,32 @@ class _Context:
 
     def _analytic_blocks(self, lm_names, lm_t, lm_w) -> IKResult:
         model, chunk = self.model, self.options.chunk
-        parts = [solve_analytic(model, self.betas, self.targets[s:s + chunk], self.weight[s:s + chunk],
-                                lm_names, lm_t[s:s + chunk], lm_w[s:s + chunk])
-                 for s in range(0, self.prepared.num_frames, chunk)]
-        return IKResult(*(torch.cat([getattr(r, f) for r in parts]) for f in ("rotmats", "trans", "joints")))
+        parts = [
+            solve_analytic(
+                model,
+                self.betas,
+                self.targets[s : s + chunk],
+                self.weight[s : s + chunk],
+                lm_names,
+                lm_t[s : s + chunk],
+                lm_w[s : s + chunk],
+            )
+            for s in range(0, self.prepared.num_frames, chunk)
+        ]
+        return IKResult(
+            *(torch.cat([getattr(r, f) for r in parts]) for f in ("rotmats", "trans", "joints"))
+        )
 
 
-def rebase_landmarks(model: BodyModel, names: list[str], lm_t: np.ndarray, lm_w: np.ndarray, targets: np.ndarray,
-                     measured: np.ndarray, solved_joints) -> np.ndarray:
+def rebase_landmarks(
+    model: BodyModel,
+    names: list[str],
+    lm_t: np.ndarray,
+    lm_w: np.ndarray,
+    targets: np.ndarray,
+    measured: np.ndarray,
+    solved_joints,
+) -> np.ndarray:
     """Landmark targets (T, L, 3) moved with the joint each rides on (``attach_landmarks``): from the
     measured joint to the solved one, where that joint is measured.
 
@@ -248,8 +312,15 @@ def _optimize(ctx: _Context):
     from .pose_prior import load_default_prior
 
     p = ctx.prepared
-    fit = optimize_fit(ctx.model, p.layout, p.positions, p.position_weight(), ctx.betas, mode="sequential",
-                       prior=load_default_prior(ctx.model.device))
+    fit = optimize_fit(
+        ctx.model,
+        p.layout,
+        p.positions,
+        p.position_weight(),
+        ctx.betas,
+        mode="sequential",
+        prior=load_default_prior(ctx.model.device),
+    )
     return fit.rotmats, fit.trans, "optimize"
 
 
@@ -264,14 +335,25 @@ def _network(ctx: _Context):
         return _analytic(ctx)
     model, ana = ctx.model, ctx.analytic()
     n_chunk = NETWORK_CHUNK if ctx.options.network_chunk is None else int(ctx.options.network_chunk)
-    block = max(n_chunk, BLOCK_FRAMES // n_chunk * n_chunk)  # whole chunks; bounded memory on long takes
+    block = max(
+        n_chunk, BLOCK_FRAMES // n_chunk * n_chunk
+    )  # whole chunks; bounded memory on long takes
     tgt = torch.as_tensor(np.nan_to_num(ctx.targets), dtype=torch.float32)
     wgt = torch.as_tensor(ctx.weight, dtype=torch.float32)
     rot, trans, reanchored, anchors = [], [], 0, 0
     for s in range(0, ctx.prepared.num_frames, block):
         e = s + block
-        r, t, info = solve_network_from(model, ctx.betas, tgt[s:e], wgt[s:e], ana.rotmats[s:e], ana.joints[s:e],
-                                        chunk=n_chunk, device=model.device, threads=None)
+        r, t, info = solve_network_from(
+            model,
+            ctx.betas,
+            tgt[s:e],
+            wgt[s:e],
+            ana.rotmats[s:e],
+            ana.joints[s:e],
+            chunk=n_chunk,
+            device=model.device,
+            threads=None,
+        )
         rot.append(r.to(model.dtype))
         trans.append(t.to(model.dtype))
         reanchored += info.reanchored
@@ -280,15 +362,19 @@ def _network(ctx: _Context):
     if n_chunk == 1:
         ctx.notes.append("network: every frame from analytic IK + one plug-in pass")
     else:
-        ctx.notes.append(f"network: sequential in chunks of {n_chunk} frames, {anchors} chunk anchors, "
-                         f"{reanchored} frame(s) re-anchored by the drift guard")
+        ctx.notes.append(
+            f"network: sequential in chunks of {n_chunk} frames, {anchors} chunk anchors, "
+            f"{reanchored} frame(s) re-anchored by the drift guard"
+        )
     rot = _leaves_from(ctx, rot, ana.rotmats)
     worse = worse_frames(model.joints(rot, ctx.betas, trans), ana.joints, ctx.targets, ctx.measured)
     if worse.any():
         rot, trans = prefer_reference(worse, (rot, trans), (ana.rotmats, ana.trans))
-        ctx.notes.append(f"anatomical guard: {int(worse.sum())} of {worse.size} frame(s) kept analytic IK "
-                         f"(the network bent a segment more than {GUARD_DEG:g} deg off the keypoints, dropped "
-                         f"the head below the neck or moved the pelvis)")
+        ctx.notes.append(
+            f"anatomical guard: {int(worse.sum())} of {worse.size} frame(s) kept analytic IK "
+            f"(the network bent a segment more than {GUARD_DEG:g} deg off the keypoints, dropped "
+            f"the head below the neck or moved the pelvis)"
+        )
     return rot, trans, "network"
 
 
@@ -304,8 +390,13 @@ def _leaves_from(ctx: _Context, rot, reference):
     if not names:
         return rot
     seen = ctx.measured.any(0)
-    carried = {j for j, li in zip(attach_landmarks(ctx.model, names, seen.tolist()), range(len(names)), strict=True)
-               if (lm_w[:, li] > 0).any() and not any(seen[c] for c in KIDS[j])}
+    carried = {
+        j
+        for j, li in zip(
+            attach_landmarks(ctx.model, names, seen.tolist()), range(len(names)), strict=True
+        )
+        if (lm_w[:, li] > 0).any() and not any(seen[c] for c in KIDS[j])
+    }
     if not carried:
         return rot
     eye_rest = torch.zeros(1, 24, 3, dtype=rot.dtype, device=rot.device)
@@ -332,7 +423,11 @@ def _landmark_leaves(ctx: _Context) -> set[int]:
         return set()
     seen = ctx.measured.any(0)
     attach = attach_landmarks(ctx.model, names, seen.tolist())
-    return {j for li, j in enumerate(attach) if (lm_w[:, li] > 0).any() and not any(seen[c] for c in KIDS[j])}
+    return {
+        j
+        for li, j in enumerate(attach)
+        if (lm_w[:, li] > 0).any() and not any(seen[c] for c in KIDS[j])
+    }
 
 
 def _leaf_calibration(ctx: _Context, rot) -> dict[int, torch.Tensor]:
@@ -363,8 +458,12 @@ def _leaf_calibration(ctx: _Context, rot) -> dict[int, torch.Tensor]:
         wj = w[:, ls, None]
         if any(seen[c] for c in KIDS[j]) or not bool((wj > 0).any()):
             continue
-        tgt = ((t[:, ls] - joints[:, j, None]) * wj).sum(1)  # (T, 3) the landmarks' mean offset, weighted
-        local = normalize((g[:, j].transpose(-1, -2) @ tgt[..., None])[..., 0])  # seen from the leaf
+        tgt = ((t[:, ls] - joints[:, j, None]) * wj).sum(
+            1
+        )  # (T, 3) the landmarks' mean offset, weighted
+        local = normalize(
+            (g[:, j].transpose(-1, -2) @ tgt[..., None])[..., 0]
+        )  # seen from the leaf
         mean = normalize(local[(wj > 0).any(1)[:, 0]].mean(0))
         out[j] = swing_rotation((lm_rest[ls] - rest[j]).mean(0), mean)
     return out
@@ -390,7 +489,9 @@ def _source_aims_better(ctx: _Context, g_src, rest) -> set[int]:
     pairs = [(j, KIDS[j][0]) for j in range(24) if len(KIDS[j]) == 1]
     e_ana = direction_errors_deg(ana.joints, ctx.targets, ctx.measured, pairs)
     e_src = np.full_like(e_ana, np.nan)
-    for k, (j, c) in enumerate(pairs):  # each bone on its own: the source's direction from the same start
+    for k, (j, c) in enumerate(
+        pairs
+    ):  # each bone on its own: the source's direction from the same start
         tip = ana.joints[:, j] + (g_src[:, j] @ (rest[c] - rest[j])[:, None])[..., 0]
         pts = ana.joints.clone()
         pts[:, c] = tip
@@ -431,7 +532,9 @@ def _with_rotations(ctx: _Context, source: torch.Tensor):
     for j in range(24):
         if j in whole:  # the source's whole orientation (leaves re-aimed below)
             g[:, j] = g_s[:, j]
-        elif len(KIDS[j]) > 1:  # pelvis, spine3: the source's motion on analytic IK's rest orientation
+        elif (
+            len(KIDS[j]) > 1
+        ):  # pelvis, spine3: the source's motion on analytic IK's rest orientation
             g[:, j] = g_s[:, j] @ g_s0[0, j].transpose(-1, -2) @ g_a0[0, j]
         elif len(KIDS[j]) == 1:
             axis = normalize((g_a[:, j] @ (rest[0, KIDS[j][0]] - rest[0, j])[:, None])[..., 0])
@@ -441,13 +544,17 @@ def _with_rotations(ctx: _Context, source: torch.Tensor):
     rot = g.clone()
     for j in range(1, 24):
         rot[:, j] = g[:, SMPL_PARENTS[j]].transpose(-1, -2) @ g[:, j]
-    rest_rot = g_s0.clone()  # the rest pose's rotations, built the same way, for the leaf calibration
+    rest_rot = (
+        g_s0.clone()
+    )  # the rest pose's rotations, built the same way, for the leaf calibration
     for j in range(1, 24):
         rest_rot[:, j] = g_s0[:, SMPL_PARENTS[j]].transpose(-1, -2) @ g_s0[:, j]
     for j, c in _leaf_calibration(at_rest, rest_rot).items():
         rot[:, j] = rot[:, j] @ c
-    ctx.notes.append("bone rotations: the twist of every bone and the orientation of the head, hands and feet "
-                     "from the file's own rotations (transferred onto SMPL, rest calibration by bone directions)")
+    ctx.notes.append(
+        "bone rotations: the twist of every bone and the orientation of the head, hands and feet "
+        "from the file's own rotations (transferred onto SMPL, rest calibration by bone directions)"
+    )
     return rot, ana.trans
 
 
@@ -462,8 +569,18 @@ def _optimise_step(ctx: _Context, rotmats, trans, iters: int):
     from .pose_prior import load_default_prior
 
     p = ctx.prepared
-    fit = optimize_fit(ctx.model, p.layout, p.positions, p.position_weight(), ctx.betas, init_rotmats=rotmats,
-                       init_trans=trans, mode="batch", iters=iters, prior=load_default_prior(ctx.model.device))
+    fit = optimize_fit(
+        ctx.model,
+        p.layout,
+        p.positions,
+        p.position_weight(),
+        ctx.betas,
+        init_rotmats=rotmats,
+        init_trans=trans,
+        mode="batch",
+        iters=iters,
+        prior=load_default_prior(ctx.model.device),
+    )
     return fit.rotmats, fit.trans
 
 
@@ -474,7 +591,9 @@ def _shape(prepared: PreparedKeypoints, model: BodyModel, betas):
     if betas is None:
         shape = fit_betas_auto(model, lengths, stderr)
         return shape.betas.to(model.device), shape.mpbe_mm
-    betas = torch.as_tensor(np.asarray(betas, dtype=np.float64)[: model.num_betas], dtype=model.dtype)
+    betas = torch.as_tensor(
+        np.asarray(betas, dtype=np.float64)[: model.num_betas], dtype=model.dtype
+    )
     fitted = model.bone_lengths(betas)[0].cpu().numpy()
     bones = lengths[: fitted.shape[0]]
     ok = np.isfinite(bones)
@@ -482,13 +601,29 @@ def _shape(prepared: PreparedKeypoints, model: BodyModel, betas):
     return betas.to(model.device), mpbe
 
 
-def solve(prepared: PreparedKeypoints, model: BodyModel, solver: str = DEFAULT_SOLVER, refine: int = 0,
-          betas=None, chunk: int = 4096, smooth="auto", network_chunk: int | None = None,
-          rotations: str = "auto", options: SolveOptions | None = None) -> Solution:
+def solve(
+    prepared: PreparedKeypoints,
+    model: BodyModel,
+    solver: str = DEFAULT_SOLVER,
+    refine: int = 0,
+    betas=None,
+    chunk: int = 4096,
+    smooth="auto",
+    network_chunk: int | None = None,
+    rotations: str = "auto",
+    options: SolveOptions | None = None,
+) -> Solution:
     """Solve every frame with one strategy (``SolveOptions``; the keyword arguments build one when
     ``options`` is not given), then ``refine`` iterations of batched optimisation."""
-    opts = options or SolveOptions(solver=solver, refine=refine, betas=betas, chunk=chunk, smooth=smooth,
-                                   network_chunk=network_chunk, rotations=rotations)
+    opts = options or SolveOptions(
+        solver=solver,
+        refine=refine,
+        betas=betas,
+        chunk=chunk,
+        smooth=smooth,
+        network_chunk=network_chunk,
+        rotations=rotations,
+    )
     opts.check()
     with cpu_threads(model.device):
         notes: list[str] = []
@@ -497,7 +632,9 @@ def solve(prepared: PreparedKeypoints, model: BodyModel, solver: str = DEFAULT_S
         b, mpbe = _shape(denoised, model, opts.betas)
         ctx = _Context(denoised, model, opts, b, notes)
         if opts.solver == "optimize" and opts.rotations == "use":
-            raise InputError("--rotations use works with the analytic and network solvers, not optimize.")
+            raise InputError(
+                "--rotations use works with the analytic and network solvers, not optimize."
+            )
         source = ctx.source_pose() if opts.solver != "optimize" else None
         if source is not None:  # the twist is known: no strategy needs to guess it
             rotmats, trans = _with_rotations(ctx, source)
@@ -510,13 +647,32 @@ def solve(prepared: PreparedKeypoints, model: BodyModel, solver: str = DEFAULT_S
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     err = fit_error_mm(model, prepared, rotmats, b, trans)
-    return Solution(rotmats=rotmats, trans=trans, betas=b, fit_error_mm=err, mpbe_mm=mpbe, solver=used,
-                    device=str(model.device), seconds=seconds, notes=notes, noise_mm=noise_mm, smooth_s=smooth_s,
-                    rotations=source is not None)
+    return Solution(
+        rotmats=rotmats,
+        trans=trans,
+        betas=b,
+        fit_error_mm=err,
+        mpbe_mm=mpbe,
+        solver=used,
+        device=str(model.device),
+        seconds=seconds,
+        notes=notes,
+        noise_mm=noise_mm,
+        smooth_s=smooth_s,
+        rotations=source is not None,
+    )
 
 
-def refine_existing(prepared: PreparedKeypoints, model: BodyModel, rotmats, betas, trans=None, passes: int = 2,
-                    refine: int = 0, smooth="auto") -> Solution:
+def refine_existing(
+    prepared: PreparedKeypoints,
+    model: BodyModel,
+    rotmats,
+    betas,
+    trans=None,
+    passes: int = 2,
+    refine: int = 0,
+    smooth="auto",
+) -> Solution:
     """Plug-in mode: improve SMPL parameters that already exist for these frames (an image-based
     estimator's output, an animation on a rig) against the keypoints. ``passes`` network passes
     (init = the given pose, target = the keypoints completed by analytic IK, so layouts without a
@@ -531,18 +687,28 @@ def refine_existing(prepared: PreparedKeypoints, model: BodyModel, rotmats, beta
     t = prepared.num_frames
     rot = torch.as_tensor(np.asarray(rotmats), dtype=model.dtype, device=model.device)
     if rot.shape != (t, 24, 3, 3):
-        raise InputError(f"The existing motion has {rot.shape[0] if rot.ndim else 0} frames of "
-                         f"{tuple(rot.shape[1:])} rotations; the keypoints have {t} frames and SMPL needs "
-                         f"(24, 3, 3). Give the same frame range for both.")
+        raise InputError(
+            f"The existing motion has {rot.shape[0] if rot.ndim else 0} frames of "
+            f"{tuple(rot.shape[1:])} rotations; the keypoints have {t} frames and SMPL needs "
+            f"(24, 3, 3). Give the same frame range for both."
+        )
     if passes < 0 or refine < 0:
         raise InputError("passes and refine must be 0 or more.")
     if passes == 0 and refine == 0:
-        raise InputError("Nothing to refine with: give network passes or optimisation iterations (or both).")
-    b = torch.as_tensor(np.asarray(betas, dtype=np.float64)[: model.num_betas], dtype=model.dtype, device=model.device)
+        raise InputError(
+            "Nothing to refine with: give network passes or optimisation iterations (or both)."
+        )
+    b = torch.as_tensor(
+        np.asarray(betas, dtype=np.float64)[: model.num_betas],
+        dtype=model.dtype,
+        device=model.device,
+    )
     if trans is None:
         tr = torch.zeros(t, 3, dtype=model.dtype, device=model.device)
     else:
-        tr = torch.as_tensor(np.asarray(trans), dtype=model.dtype, device=model.device).reshape(t, 3)
+        tr = torch.as_tensor(np.asarray(trans), dtype=model.dtype, device=model.device).reshape(
+            t, 3
+        )
     notes: list[str] = []
     with cpu_threads(model.device):
         start = time.perf_counter()
@@ -563,8 +729,19 @@ def refine_existing(prepared: PreparedKeypoints, model: BodyModel, rotmats, beta
         new_rot, new_tr = _keep_better(ctx, prepared, (rot, tr), (new_rot, new_tr))
         seconds = time.perf_counter() - start
     err = fit_error_mm(model, prepared, new_rot, b, new_tr)
-    return Solution(rotmats=new_rot, trans=new_tr, betas=b, fit_error_mm=err, mpbe_mm=float("nan"), solver="refine",
-                    device=str(model.device), seconds=seconds, notes=notes, noise_mm=noise_mm, smooth_s=smooth_s)
+    return Solution(
+        rotmats=new_rot,
+        trans=new_tr,
+        betas=b,
+        fit_error_mm=err,
+        mpbe_mm=float("nan"),
+        solver="refine",
+        device=str(model.device),
+        seconds=seconds,
+        notes=notes,
+        noise_mm=noise_mm,
+        smooth_s=smooth_s,
+    )
 
 
 # a refined frame may fit the keypoints this much worse than the given one (relative) before the
@@ -578,8 +755,15 @@ def _plugin_passes(ctx: _Context, rot, passes: int):
 
     ana = ctx.analytic()
     tgt = torch.as_tensor(np.nan_to_num(ctx.targets), dtype=torch.float32)
-    r32, t32 = refine_network(ctx.model, ctx.betas, rot, tgt, torch.as_tensor(ctx.weight, dtype=torch.float32),
-                              passes=passes, joints_ref=ana.joints)
+    r32, t32 = refine_network(
+        ctx.model,
+        ctx.betas,
+        rot,
+        tgt,
+        torch.as_tensor(ctx.weight, dtype=torch.float32),
+        passes=passes,
+        joints_ref=ana.joints,
+    )
     return r32.to(ctx.model.dtype), t32.to(ctx.model.dtype)
 
 
@@ -595,6 +779,8 @@ def _keep_better(ctx: _Context, given: PreparedKeypoints, old, new):
     with np.errstate(invalid="ignore"):
         keep = ~old_bad & (new_bad | (e_new > e_old * (1 + REFINE_TOLERANCE)))
     if keep.any():
-        ctx.notes.append(f"plug-in guard: {int(keep.sum())} of {keep.size} frame(s) kept the given pose (the "
-                         f"refined one fitted worse or was anatomically worse)")
+        ctx.notes.append(
+            f"plug-in guard: {int(keep.sum())} of {keep.size} frame(s) kept the given pose (the "
+            f"refined one fitted worse or was anatomically worse)"
+        )
     return prefer_reference(keep, new, old)

@@ -29,6 +29,7 @@ measured against the capture's own segments) as a third section, with its own pl
 Writes a markdown report and a PNG plot (matplotlib, imported lazily: not needed by the
 add-on) and returns a summary dict (the CLI prints it as one JSON line).
 """
+
 from __future__ import annotations
 
 import time
@@ -58,7 +59,15 @@ def pairwise_name(s: int) -> str:
 
 
 def method_names() -> list[str]:
-    return [M_ANA_SWING, M_ANA, M_OPT, *[pairwise_name(s) for s in PAIRWISE_STEPS], M_NET, M_NET_SEQ, M_NET_REF]
+    return [
+        M_ANA_SWING,
+        M_ANA,
+        M_OPT,
+        *[pairwise_name(s) for s in PAIRWISE_STEPS],
+        M_NET,
+        M_NET_SEQ,
+        M_NET_REF,
+    ]
 
 
 def synthetic_clips_dir(data=None) -> Path:
@@ -72,8 +81,10 @@ def synthetic_clips_dir(data=None) -> Path:
         return test
     if any(root.rglob("*.txt")):
         return root
-    raise InputError(f"--data {root}: neither a mocap data root (with cmu_subset/test) nor a folder of cmu_subset "
-                     f"clips.")
+    raise InputError(
+        f"--data {root}: neither a mocap data root (with cmu_subset/test) nor a folder of cmu_subset "
+        f"clips."
+    )
 
 
 def data_root_of(data, clip_dir: Path) -> Path:
@@ -96,7 +107,9 @@ def _skeleton_json(data: Path) -> Path:
 def clip_files(data: Path, clips: int | None) -> list[Path]:
     data = Path(data)
     if not data.is_dir():
-        raise InputError(f"evaluation data folder not found: {data} (pass --data DIR with cmu_subset clips)")
+        raise InputError(
+            f"evaluation data folder not found: {data} (pass --data DIR with cmu_subset clips)"
+        )
     files = sorted(data.rglob("*.txt"))
     if not files:
         raise InputError(f"no cmu_subset clips (*.txt) under {data}")
@@ -135,16 +148,24 @@ def _solve(prep, model, **opts):
 def _slice(prep, n):
     from ..core.prepare import PreparedKeypoints
 
-    return PreparedKeypoints(layout=prep.layout, positions=prep.positions[:n], weight=prep.weight[:n],
-                             fps=prep.fps, units=prep.units, up=prep.up)
+    return PreparedKeypoints(
+        layout=prep.layout,
+        positions=prep.positions[:n],
+        weight=prep.weight[:n],
+        fps=prep.fps,
+        units=prep.units,
+        up=prep.up,
+    )
 
 
 def _solve_methods(prep, model, optimize_frames: int):
     """{method: (rotmats, trans, betas, seconds, fit_mm, mpbe_mm, first frame, frames)} for the
     ground-truth-free methods."""
     n = prep.num_frames
-    out = {M_ANA_SWING: _swing_only(prep, model) + (0, n),
-           M_ANA: _solve(prep, model, solver="analytic") + (0, n)}
+    out = {
+        M_ANA_SWING: _swing_only(prep, model) + (0, n),
+        M_ANA: _solve(prep, model, solver="analytic") + (0, n),
+    }
     k = min(n, optimize_frames)
     if k > 0:
         out[M_OPT] = _solve(_slice(prep, k), model, solver="optimize") + (0, k)
@@ -178,16 +199,28 @@ def _pairwise(model, net, prep, rot_t, betas_t, s):
 def _truth_metrics(model, rot, trans, betas, truth, sec, first, frames):
     from ..core.metrics import accel_error, jitter, mpbe, mpjpe, mpve, pa_mpjpe, pa_mpve
 
-    j_t, v_t, betas_t = truth["joints"][first:first + frames], truth["verts"][first:first + frames], truth["betas"]
+    j_t, v_t, betas_t = (
+        truth["joints"][first : first + frames],
+        truth["verts"][first : first + frames],
+        truth["betas"],
+    )
     rot = rot.to(model.dtype)
     trans = trans.to(model.dtype)
     j_e = model.joints(rot, betas, trans)
     v_e = model.vertices(rot, betas, trans)
     per_frame = mpve(v_e, v_t, reduce=False)
-    return dict(mpjpe=mpjpe(j_e, j_t), pa_mpjpe=pa_mpjpe(j_e, j_t), mpve=float(per_frame.mean()),
-                pa_mpve=pa_mpve(v_e, v_t), mpbe=mpbe(model.rest_joints(betas), model.rest_joints(betas_t)),
-                accel=accel_error(j_e, j_t), jitter=jitter(j_e, FPS) / 1000.0, seconds=sec, frames=frames,
-                first=first), per_frame
+    return dict(
+        mpjpe=mpjpe(j_e, j_t),
+        pa_mpjpe=pa_mpjpe(j_e, j_t),
+        mpve=float(per_frame.mean()),
+        pa_mpve=pa_mpve(v_e, v_t),
+        mpbe=mpbe(model.rest_joints(betas), model.rest_joints(betas_t)),
+        accel=accel_error(j_e, j_t),
+        jitter=jitter(j_e, FPS) / 1000.0,
+        seconds=sec,
+        frames=frames,
+        first=first,
+    ), per_frame
 
 
 def _input_jitter(positions) -> float:
@@ -220,7 +253,11 @@ def _aggregate(rows: list[dict], keys) -> dict:
             out["fps"] = frames / sec if sec > 0 else float("nan")
             continue
         vals = [(r[k], r["frames"]) for r in rows if np.isfinite(r[k])]
-        out[k] = float(sum(v * f for v, f in vals) / max(sum(f for _, f in vals), 1)) if vals else float("nan")
+        out[k] = (
+            float(sum(v * f for v, f in vals) / max(sum(f for _, f in vals), 1))
+            if vals
+            else float("nan")
+        )
     out["frames"] = frames
     return out
 
@@ -234,8 +271,14 @@ def _warm_up(model) -> None:
     from ..core.prepare import PreparedKeypoints
 
     rest0 = model.rest_joints(torch.zeros(model.num_betas))[0].double().cpu().numpy()
-    warm = PreparedKeypoints(layout=get_layout("smpl24"), positions=np.broadcast_to(rest0, (4, 24, 3)).copy(),
-                             weight=np.ones((4, 24)), fps=FPS, units="m", up="y")
+    warm = PreparedKeypoints(
+        layout=get_layout("smpl24"),
+        positions=np.broadcast_to(rest0, (4, 24, 3)).copy(),
+        weight=np.ones((4, 24)),
+        fps=FPS,
+        units="m",
+        up="y",
+    )
     _solve_methods(warm, model, 2)
 
 
@@ -254,8 +297,15 @@ def _synthetic_clip(model, lay, f, skeleton, rest0, rng, noise_mm, max_frames):
     if noise_mm:
         kp = kp + rng.normal(scale=noise_mm / 1000.0, size=kp.shape)
     w = np.isfinite(kp).all(-1).astype(np.float64)
-    prep = PreparedKeypoints(layout=lay, positions=np.nan_to_num(kp), weight=w, fps=FPS, units="m", up="y")
-    truth = dict(rot=rot, joints=model.joints(rot, betas, trans), verts=model.vertices(rot, betas, trans), betas=betas)
+    prep = PreparedKeypoints(
+        layout=lay, positions=np.nan_to_num(kp), weight=w, fps=FPS, units="m", up="y"
+    )
+    truth = dict(
+        rot=rot,
+        joints=model.joints(rot, betas, trans),
+        verts=model.vertices(rot, betas, trans),
+        betas=betas,
+    )
     return prep, truth, kp
 
 
@@ -284,17 +334,27 @@ def _real_skeleton_clip(model, f, skel_path, optimize_frames, max_frames):
     seq.positions = seq.positions[::SUBSAMPLE][:max_frames]
     for attr in ("confidence", "frames"):
         if getattr(seq, attr, None) is not None:
-            setattr(seq, attr, getattr(seq, attr)[::SUBSAMPLE][:len(seq.positions)])
+            setattr(seq, attr, getattr(seq, attr)[::SUBSAMPLE][: len(seq.positions)])
     seq.fps = FPS
     rprep = prepare(seq, model, layout="cmu")
     targets, weight = rprep.smpl_targets()
-    real_in = (_input_jitter(np.where(rprep.measured[..., None], rprep.positions, np.nan)),
-               _bone_std_mm(targets, weight), rprep.num_frames)
+    real_in = (
+        _input_jitter(np.where(rprep.measured[..., None], rprep.positions, np.nan)),
+        _bone_std_mm(targets, weight),
+        rprep.num_frames,
+    )
     rows = {}
-    for mname, (r, tr, b, sec, fit, mp, _first, k) in _solve_methods(rprep, model, optimize_frames).items():
+    for mname, (r, tr, b, sec, fit, mp, _first, k) in _solve_methods(
+        rprep, model, optimize_frames
+    ).items():
         j_e = model.joints(r.to(model.dtype), b, tr.to(model.dtype))
-        rows[mname] = dict(fit=float(np.nanmean(fit)), mpbe=mp, jitter=jitter(j_e, FPS) / 1000.0, seconds=sec,
-                           frames=k)
+        rows[mname] = dict(
+            fit=float(np.nanmean(fit)),
+            mpbe=mp,
+            jitter=jitter(j_e, FPS) / 1000.0,
+            seconds=sec,
+            frames=k,
+        )
     return rows, real_in, _solver_used(rprep, model)
 
 
@@ -303,9 +363,20 @@ def _weighted(pairs) -> float:
     return float(np.nansum([v * n for v, *_, n in pairs]) / frames) if frames else float("nan")
 
 
-def run_eval(data=None, layout: str = "smpl24", noise_mm: float = 0.0, model_path=None, out="out/eval_report.md",
-             clips: int | None = None, optimize_frames: int = 30, max_frames: int | None = None, seed: int = 0,
-             log=None, real: bool = True, real_options: dict | None = None) -> dict:
+def run_eval(
+    data=None,
+    layout: str = "smpl24",
+    noise_mm: float = 0.0,
+    model_path=None,
+    out="out/eval_report.md",
+    clips: int | None = None,
+    optimize_frames: int = 30,
+    max_frames: int | None = None,
+    seed: int = 0,
+    log=None,
+    real: bool = True,
+    real_options: dict | None = None,
+) -> dict:
     """The synthetic protocol (module docstring), then the real-capture section (``real_eval.py``)
     unless ``real`` is False; ``real_options`` go to ``run_real_eval``."""
     from ..core.body_model import BodyModel, load_model_data
@@ -336,12 +407,16 @@ def run_eval(data=None, layout: str = "smpl24", noise_mm: float = 0.0, model_pat
         n = prep.num_frames
         in_jit.append((_input_jitter(kp), n))
         gt_jit.append((jitter(truth["joints"], FPS) / 1000.0, n))
-        for mname, (m, per_frame, first, k) in _synthetic_methods(model, net, prep, truth, optimize_frames).items():
+        for mname, (m, per_frame, first, k) in _synthetic_methods(
+            model, net, prep, truth, optimize_frames
+        ).items():
             rows[mname].append(m)
             if c == 0:
                 curves[mname] = (np.arange(first, first + k), per_frame)
-        say(f"{f.parent.name}/{f.stem}: {n} frames; MPVE analytic {rows[M_ANA][-1]['mpve']:.1f}, "
-            f"network {rows[M_NET][-1]['mpve']:.1f} mm")
+        say(
+            f"{f.parent.name}/{f.stem}: {n} frames; MPVE analytic {rows[M_ANA][-1]['mpve']:.1f}, "
+            f"network {rows[M_NET][-1]['mpve']:.1f} mm"
+        )
         clip_rows, clip_in, used = _real_skeleton_clip(model, f, skel, optimize_frames, max_frames)
         for mname, row in clip_rows.items():
             real_rows.setdefault(mname, []).append(row)
@@ -351,22 +426,50 @@ def run_eval(data=None, layout: str = "smpl24", noise_mm: float = 0.0, model_pat
     summary_rows = {m: _aggregate(r, METRICS) for m, r in rows.items() if r}
     real_summary = {m: _aggregate(r, REAL_METRICS) for m, r in real_rows.items()}
     input_jitter, gt_jitter = _weighted(in_jit), _weighted(gt_jit)
-    real_input = dict(jitter=_weighted([(j, n) for j, _, n in real_in]),
-                      bone_std_mm=_weighted([(b, n) for _, b, n in real_in]), frames=sum(n for *_, n in real_in))
+    real_input = dict(
+        jitter=_weighted([(j, n) for j, _, n in real_in]),
+        bone_std_mm=_weighted([(b, n) for _, b, n in real_in]),
+        frames=sum(n for *_, n in real_in),
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
     plot_png(png, curves, summary_rows, f"{files[0].parent.name}/{files[0].stem}", noise_mm)
-    meta = dict(data=str(clip_dir), layout=lay.name, noise_mm=noise_mm, model=model.data.name, clips=len(files),
-                frames=sum(n for _, n in in_jit), optimize_frames=optimize_frames, max_frames=max_frames, seed=seed,
-                network_fallback=sorted(fallback))
+    meta = dict(
+        data=str(clip_dir),
+        layout=lay.name,
+        noise_mm=noise_mm,
+        model=model.data.name,
+        clips=len(files),
+        frames=sum(n for _, n in in_jit),
+        optimize_frames=optimize_frames,
+        max_frames=max_frames,
+        seed=seed,
+        network_fallback=sorted(fallback),
+    )
     real_summary_out = _real_section(data, clip_dir, out, real, real_options, log, model)
-    write_report(out, png, meta, summary_rows, input_jitter, gt_jitter, real_summary, real_input,
-                 real_summary_out.get("section") if real_summary_out else None)
-    result = dict(**meta, report=str(out), plot=str(png), input_jitter=round(input_jitter, 3),
-                  gt_jitter=round(gt_jitter, 3), results={m: _rounded(v) for m, v in summary_rows.items()},
-                  real_skeleton=dict(input=_rounded(real_input),
-                                     results={m: _rounded(v) for m, v in real_summary.items()}))
+    write_report(
+        out,
+        png,
+        meta,
+        summary_rows,
+        input_jitter,
+        gt_jitter,
+        real_summary,
+        real_input,
+        real_summary_out.get("section") if real_summary_out else None,
+    )
+    result = dict(
+        **meta,
+        report=str(out),
+        plot=str(png),
+        input_jitter=round(input_jitter, 3),
+        gt_jitter=round(gt_jitter, 3),
+        results={m: _rounded(v) for m, v in summary_rows.items()},
+        real_skeleton=dict(
+            input=_rounded(real_input), results={m: _rounded(v) for m, v in real_summary.items()}
+        ),
+    )
     if real_summary_out:
         result["real_captures"] = real_summary_out["summary"]
     result["seconds"] = round(time.perf_counter() - t_start, 2)
@@ -380,8 +483,14 @@ def _real_section(data, clip_dir, out: Path, real: bool, options, log, model):
     from .real_eval import run_real_eval
 
     root = data_root_of(data, clip_dir)
-    summary = run_real_eval(data=root, out=out.with_name(out.stem + "_real.md"), log=log, model=model, section=True,
-                            **(options or {}))
+    summary = run_real_eval(
+        data=root,
+        out=out.with_name(out.stem + "_real.md"),
+        log=log,
+        model=model,
+        section=True,
+        **(options or {}),
+    )
     return dict(summary=summary, section=summary.pop("section"))
 
 
@@ -391,13 +500,24 @@ def _solver_used(prep, model) -> set:
 
     _, weight = prep.smpl_targets()
     measured = int(((weight >= 0.9).any(0)).sum())
-    return {f"cmu layout gives {measured} SMPL joints (< {NETWORK_MIN_JOINTS}): network rows are analytic"} \
-        if measured < NETWORK_MIN_JOINTS else set()
+    return (
+        {
+            f"cmu layout gives {measured} SMPL joints (< {NETWORK_MIN_JOINTS}): network rows are analytic"
+        }
+        if measured < NETWORK_MIN_JOINTS
+        else set()
+    )
 
 
 def _rounded(d: dict) -> dict:
-    return {k: (round(float(v), 3) if isinstance(v, (float, np.floating)) and np.isfinite(v) else
-                (None if isinstance(v, (float, np.floating)) else v)) for k, v in d.items()}
+    return {
+        k: (
+            round(float(v), 3)
+            if isinstance(v, (float, np.floating)) and np.isfinite(v)
+            else (None if isinstance(v, (float, np.floating)) else v)
+        )
+        for k, v in d.items()
+    }
 
 
 # ---------------------------------------------------------------------------- output
@@ -407,36 +527,69 @@ def _fmt(v, digits=2):
     return "-" if v is None or not np.isfinite(v) else f"{v:,.{digits}f}"
 
 
-def write_report(path: Path, png: Path, meta, rows, input_jitter, gt_jitter, real_rows, real_input,
-                 real_section: list[str] | None = None):
+def write_report(
+    path: Path,
+    png: Path,
+    meta,
+    rows,
+    input_jitter,
+    gt_jitter,
+    real_rows,
+    real_input,
+    real_section: list[str] | None = None,
+):
     lines = [
-        "# LSMPLify evaluation", "",
-        (f"Data: `{meta['data']}` ({meta['clips']} clips, {meta['frames']} frames at 30 fps), rotation-transfer "
-        f"retarget (real twist), random betas N(0, 0.7^2) per clip (seed {meta['seed']}), keypoints `{meta['layout']}` "
-        f"from model `{meta['model']}`, noise {meta['noise_mm']:g} mm. Optimisation baseline: first "
-        f"{meta['optimize_frames']} frames of each clip. Pairwise rows start from the ground truth s frames earlier "
-        "(ground-truth betas); every other row uses only the keypoints."), "",
+        "# LSMPLify evaluation",
+        "",
+        (
+            f"Data: `{meta['data']}` ({meta['clips']} clips, {meta['frames']} frames at 30 fps), rotation-transfer "
+            f"retarget (real twist), random betas N(0, 0.7^2) per clip (seed {meta['seed']}), keypoints `{meta['layout']}` "
+            f"from model `{meta['model']}`, noise {meta['noise_mm']:g} mm. Optimisation baseline: first "
+            f"{meta['optimize_frames']} frames of each clip. Pairwise rows start from the ground truth s frames earlier "
+            "(ground-truth betas); every other row uses only the keypoints."
+        ),
+        "",
         "| method | frames | MPJPE | PA-MPJPE | MPVE | PA-MPVE | MPBE | accel | jitter | frames/s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m, r in rows.items():
-        lines.append(f"| {m} | {r['frames']} | {_fmt(r['mpjpe'])} | {_fmt(r['pa_mpjpe'])} | {_fmt(r['mpve'])} | "
-                     f"{_fmt(r['pa_mpve'])} | {_fmt(r['mpbe'])} | {_fmt(r['accel'])} | {_fmt(r['jitter'], 1)} | "
-                     f"{_fmt(r['fps'], 0)} |")
-    lines += ["", ("Errors in mm (MPJPE root-centred; MPVE raw vertices; MPBE rest skeleton of the estimated vs true "
-              "betas; accel = acceleration error of the joints, mm/frame^2). Jitter: mean third difference of the "
-              f"predicted joints, m/s^3; input keypoints {_fmt(input_jitter, 1)}, ground-truth joints "
-              f"{_fmt(gt_jitter, 1)}. frames/s: the whole solve (shape inverse included) on one CPU thread; "
-              "pairwise: the network step alone."), "",
-              "## Real skeleton (CMU joint positions, layout cmu)", "",
-              ("No ground-truth body: fit = mean distance of the solved keypoints to the input; MPBE = solved rest "
-              "skeleton vs the measured median bone lengths."), "",
-              "| method | frames | fit | MPBE | jitter | frames/s |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {m} | {r['frames']} | {_fmt(r['mpjpe'])} | {_fmt(r['pa_mpjpe'])} | {_fmt(r['mpve'])} | "
+            f"{_fmt(r['pa_mpve'])} | {_fmt(r['mpbe'])} | {_fmt(r['accel'])} | {_fmt(r['jitter'], 1)} | "
+            f"{_fmt(r['fps'], 0)} |"
+        )
+    lines += [
+        "",
+        (
+            "Errors in mm (MPJPE root-centred; MPVE raw vertices; MPBE rest skeleton of the estimated vs true "
+            "betas; accel = acceleration error of the joints, mm/frame^2). Jitter: mean third difference of the "
+            f"predicted joints, m/s^3; input keypoints {_fmt(input_jitter, 1)}, ground-truth joints "
+            f"{_fmt(gt_jitter, 1)}. frames/s: the whole solve (shape inverse included) on one CPU thread; "
+            "pairwise: the network step alone."
+        ),
+        "",
+        "## Real skeleton (CMU joint positions, layout cmu)",
+        "",
+        (
+            "No ground-truth body: fit = mean distance of the solved keypoints to the input; MPBE = solved rest "
+            "skeleton vs the measured median bone lengths."
+        ),
+        "",
+        "| method | frames | fit | MPBE | jitter | frames/s |",
+        "|---|---|---|---|---|---|",
+    ]
     for m, r in real_rows.items():
-        lines.append(f"| {m} | {r['frames']} | {_fmt(r['fit'])} | {_fmt(r['mpbe'])} | {_fmt(r['jitter'], 1)} | "
-                     f"{_fmt(r['fps'], 0)} |")
-    lines += ["", (f"Input: bone-length std over time {_fmt(real_input['bone_std_mm'])} mm, jitter "
-              f"{_fmt(real_input['jitter'], 1)} m/s^3.")]
+        lines.append(
+            f"| {m} | {r['frames']} | {_fmt(r['fit'])} | {_fmt(r['mpbe'])} | {_fmt(r['jitter'], 1)} | "
+            f"{_fmt(r['fps'], 0)} |"
+        )
+    lines += [
+        "",
+        (
+            f"Input: bone-length std over time {_fmt(real_input['bone_std_mm'])} mm, jitter "
+            f"{_fmt(real_input['jitter'], 1)} m/s^3."
+        ),
+    ]
     for note in meta.get("network_fallback") or []:
         lines.append(f"Note: {note}.")
     lines += ["", f"![error over time and error vs speed]({png.name})", ""]
@@ -467,8 +620,15 @@ def plot_png(path: Path, curves: dict, rows: dict, clip: str, noise_mm: float) -
             ax2.scatter(r["fps"], r["mpve"], color=colors[m], s=40)
             short = m.replace("network pairwise ", "pairwise ").replace(" (GT init)", "")
             pair = m.startswith("network pairwise")
-            ax2.annotate(short, (r["fps"], r["mpve"]), fontsize=7, textcoords="offset points",
-                         xytext=(-6, 0) if pair else (4, 3), ha="right" if pair else "left", va="center" if pair else "bottom")
+            ax2.annotate(
+                short,
+                (r["fps"], r["mpve"]),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(-6, 0) if pair else (4, 3),
+                ha="right" if pair else "left",
+                va="center" if pair else "bottom",
+            )
     ax2.set_xscale("log")
     ax2.set_xlabel("frames / s (log)")
     ax2.set_ylabel("MPVE (mm)")

@@ -20,6 +20,7 @@ Protocol:
    direction > 45 deg off the captured neck), and the plug-in pass (``solver.refine_existing``)
    from the default solver's output and from that output perturbed by 10 deg per joint.
 """
+
 from __future__ import annotations
 
 import time
@@ -68,7 +69,11 @@ def solver_options() -> list[str] | None:
     known = [p for p in params if p not in ("prepared", "model", "solver")]
     options = getattr(solver, "SolveOptions", None)
     if options is not None and dataclasses.is_dataclass(options):
-        known += [f.name for f in dataclasses.fields(options) if f.name not in known and f.name != "solver"]
+        known += [
+            f.name
+            for f in dataclasses.fields(options)
+            if f.name not in known and f.name != "solver"
+        ]
     return known
 
 
@@ -89,16 +94,20 @@ def parse_solvers(specs) -> list[SolverSpec]:
     for spec in specs:
         name, *opts = str(spec).strip().split(":")
         if name not in SOLVERS:
-            raise InputError(f"--solvers: unknown solver '{name}' in '{spec}'; use {', '.join(SOLVERS)}, optionally "
-                             f"with options (network:refine=5:smooth=0).")
+            raise InputError(
+                f"--solvers: unknown solver '{name}' in '{spec}'; use {', '.join(SOLVERS)}, optionally "
+                f"with options (network:refine=5:smooth=0)."
+            )
         options = {}
         for item in filter(None, opts):
             key, eq, val = item.partition("=")
             if not eq or not key:
                 raise InputError(f"--solvers: option '{item}' in '{spec}' must be key=value.")
             if known is not None and key.strip() not in known:
-                raise InputError(f"--solvers: '{key.strip()}' in '{spec}' is not an option of the solver; it takes "
-                                 f"{', '.join(known)}.")
+                raise InputError(
+                    f"--solvers: '{key.strip()}' in '{spec}' is not an option of the solver; it takes "
+                    f"{', '.join(known)}."
+                )
             options[key.strip()] = _value(val.strip())
         out.append(SolverSpec(str(spec).strip(), name, options))
     if not out:
@@ -122,7 +131,9 @@ def _y_up_capture(take: RealTake, up: str) -> None:
             take.capture.rot = m @ take.capture.rot
 
 
-def measure(take: RealTake, prep, model, rotmats, betas, trans, seconds, pose_error, unit_m) -> rm.TakeResult:
+def measure(
+    take: RealTake, prep, model, rotmats, betas, trans, seconds, pose_error, unit_m
+) -> rm.TakeResult:
     """Every metric of one solution (frames 0..k-1 of the take)."""
     from ..core.metrics import jitter
 
@@ -134,7 +145,9 @@ def measure(take: RealTake, prep, model, rotmats, betas, trans, seconds, pose_er
     res.direction = rm.direction_errors(take.capture, joints, landmarks, frames)
     if pose_error is not None:
         res.mpve = pose_error(rotmats, betas)
-    res.fit = rm.keypoint_fit(prep if prep.num_frames == k else _slice(prep, k), model, rotmats, betas, trans)
+    res.fit = rm.keypoint_fit(
+        prep if prep.num_frames == k else _slice(prep, k), model, rotmats, betas, trans
+    )
     res.skate, res.skate_source = rm.foot_skating(take.capture, joints, unit_m, prep.fps, frames)
     res.jitter = jitter(joints, prep.fps) / 1000.0 if k > 3 else float("nan")
     always = prep.measured[:k].all(0)
@@ -160,11 +173,17 @@ def plug_in(prep, model, sol, pose_error, seed: int = 0) -> dict:
     from ..core.solver import fit_error_mm, refine_existing
 
     out = {}
-    for start, rot in (("own", sol.rotmats), ("perturbed", _perturb(sol.rotmats, PERTURB_DEG, seed))):
+    for start, rot in (
+        ("own", sol.rotmats),
+        ("perturbed", _perturb(sol.rotmats, PERTURB_DEG, seed)),
+    ):
         t0 = time.perf_counter()
         ref = refine_existing(prep, model, rot, sol.betas.cpu().numpy(), sol.trans.cpu().numpy())
-        row = dict(fit_before=float(np.nanmean(fit_error_mm(model, prep, rot, sol.betas, sol.trans))),
-                   fit_after=float(np.nanmean(ref.fit_error_mm)), seconds=time.perf_counter() - t0)
+        row = dict(
+            fit_before=float(np.nanmean(fit_error_mm(model, prep, rot, sol.betas, sol.trans))),
+            fit_after=float(np.nanmean(ref.fit_error_mm)),
+            seconds=time.perf_counter() - t0,
+        )
         if pose_error is not None:
             row["mpve_before"] = float(pose_error(rot, sol.betas).mean())
             row["mpve_after"] = float(pose_error(ref.rotmats, sol.betas).mean())
@@ -172,7 +191,9 @@ def plug_in(prep, model, sol, pose_error, seed: int = 0) -> dict:
     return out
 
 
-def evaluate_take(take: RealTake, model, specs: list[SolverSpec], optimize_frames: int, plug_in_solver: str | None):
+def evaluate_take(
+    take: RealTake, model, specs: list[SolverSpec], optimize_frames: int, plug_in_solver: str | None
+):
     """{label: TakeResult} for every solver on one take, the plug-in rows, and the prepared keypoints."""
     from ..core.keypoints import UNIT_SCALES
     from ..core.network.sources import retarget_source
@@ -185,16 +206,19 @@ def evaluate_take(take: RealTake, model, specs: list[SolverSpec], optimize_frame
     rest0 = model.rest_joints(torch.zeros(model.num_betas))[0].double().cpu().numpy()
     pose_error = None
     if take.capture.source is not None:
-        pose_error = rm.PoseError(model, torch.as_tensor(retarget_source(take.capture.source, rest0)[0],
-                                                         dtype=model.dtype))
+        pose_error = rm.PoseError(
+            model,
+            torch.as_tensor(retarget_source(take.capture.source, rest0)[0], dtype=model.dtype),
+        )
     results, plug, notes = {}, None, set()
     for spec in specs:
         k = min(prep.num_frames, optimize_frames) if spec.solver == "optimize" else prep.num_frames
         p = prep if k == prep.num_frames else _slice(prep, k)
         sol = solve(p, model, solver=spec.solver, **spec.options)
         notes.update(sol.notes)
-        results[spec.label] = measure(take, p, model, sol.rotmats, sol.betas, sol.trans, sol.seconds, pose_error,
-                                      unit_m)
+        results[spec.label] = measure(
+            take, p, model, sol.rotmats, sol.betas, sol.trans, sol.seconds, pose_error, unit_m
+        )
         results[spec.label].extra["solver_used"] = sol.solver
         if plug is None and spec.label == plug_in_solver:
             plug = plug_in(prep, model, sol, pose_error)
@@ -214,7 +238,11 @@ def _pool(rows: list[rm.TakeResult], attr: str) -> dict[str, np.ndarray]:
 
 def _stats(values: np.ndarray) -> dict:
     v = values[np.isfinite(values)]
-    return dict(mean=float(v.mean()), p95=float(np.percentile(v, 95))) if v.size else dict(mean=None, p95=None)
+    return (
+        dict(mean=float(v.mean()), p95=float(np.percentile(v, 95)))
+        if v.size
+        else dict(mean=None, p95=None)
+    )
 
 
 def summarize(rows: list[rm.TakeResult]) -> dict:
@@ -231,7 +259,8 @@ def summarize(rows: list[rm.TakeResult]) -> dict:
     jit_in = [(r.jitter_input, r.frames) for r in rows if np.isfinite(r.jitter_input)]
     neck = direc.get("neck")
     return dict(
-        frames=frames, fps=frames / sec if sec > 0 else None,
+        frames=frames,
+        fps=frames / sec if sec > 0 else None,
         orientation={s: _stats(v) for s, v in orient.items()},
         direction={s: _stats(v) for s, v in direc.items()},
         orientation_mean=_mean_of([_stats(v)["mean"] for v in orient.values()]),
@@ -239,8 +268,10 @@ def summarize(rows: list[rm.TakeResult]) -> dict:
         mpve=float(np.concatenate(mpve).mean()) if mpve else None,
         fit=float(np.nanmean(all_fit)) if np.isfinite(all_fit).any() else None,
         fit_per_keypoint={k: float(np.nanmean(v)) for k, v in fit.items()},
-        skate_mm_s=_mean_of(skate), skate_source_mm_s=_mean_of(skate_src),
-        jitter=_weighted_mean(jit), jitter_input=_weighted_mean(jit_in),
+        skate_mm_s=_mean_of(skate),
+        skate_source_mm_s=_mean_of(skate_src),
+        jitter=_weighted_mean(jit),
+        jitter_input=_weighted_mean(jit_in),
         head_folded_frames=int((neck > rm.HEAD_FOLD_DEG).sum()) if neck is not None else None,
     )
 
@@ -266,9 +297,19 @@ def _plug_summary(rows: list[dict]) -> dict:
 # ---------------------------------------------------------------------------- main
 
 
-def run_real_eval(data=None, solvers=None, kinds=SOURCE_KINDS, clips: int | None = None,
-                  frames: int | None = DEFAULT_FRAMES, optimize_frames: int = OPTIMIZE_FRAMES, model_path=None,
-                  out="out/eval_real.md", log=None, model=None, section: bool = False) -> dict:
+def run_real_eval(
+    data=None,
+    solvers=None,
+    kinds=SOURCE_KINDS,
+    clips: int | None = None,
+    frames: int | None = DEFAULT_FRAMES,
+    optimize_frames: int = OPTIMIZE_FRAMES,
+    model_path=None,
+    out="out/eval_real.md",
+    log=None,
+    model=None,
+    section: bool = False,
+) -> dict:
     """Run the protocol; writes the markdown report and its PNGs, returns the summary dict (with
     the report's markdown section as 'section' when ``section``, for the default eval report)."""
     from ..core.body_model import BodyModel, load_model_data
@@ -281,42 +322,75 @@ def run_real_eval(data=None, solvers=None, kinds=SOURCE_KINDS, clips: int | None
     model = model or BodyModel(load_model_data(model_path))
     missing: list[str] = []
     takes = held_out_takes(root, kinds, clips, frames, missing=missing)
-    default = next((s.label for s in specs if s.solver == _default_solver() and not s.options), specs[0].label)
+    default = next(
+        (s.label for s in specs if s.solver == _default_solver() and not s.options), specs[0].label
+    )
     per: dict[str, dict[str, list]] = {s.label: {} for s in specs}
     plugs: dict[str, list] = {}
     curves: dict[str, dict] = {}
     notes: dict[str, set] = {}
     for take in takes:
-        results, plug, prep, take_notes = evaluate_take(take, model, specs, optimize_frames, default)
+        results, plug, prep, take_notes = evaluate_take(
+            take, model, specs, optimize_frames, default
+        )
         for n in take_notes:
             notes.setdefault(n, set()).add(take.kind)
         for label, res in results.items():
             per[label].setdefault(take.kind, []).append(res)
         plugs.setdefault(take.kind, []).append(plug)
         if take.kind not in curves:
-            curves[take.kind] = dict(take=take.name, series={lab: r.orientation for lab, r in results.items()})
+            curves[take.kind] = dict(
+                take=take.name, series={lab: r.orientation for lab, r in results.items()}
+            )
         d = results[default]
-        say(f"{take.kind} {take.name}: {prep.num_frames} frames ({prep.layout.name}); {default}: orientation "
+        say(
+            f"{take.kind} {take.name}: {prep.num_frames} frames ({prep.layout.name}); {default}: orientation "
             f"{_mean_of([np.nanmean(v) for v in d.orientation.values()]) or float('nan'):.1f} deg, direction "
-            f"{_mean_of([np.nanmean(v) for v in d.direction.values()]) or float('nan'):.1f} deg")
-    summary = {label: {kind: summarize(rows) for kind, rows in by_kind.items()} for label, by_kind in per.items()}
-    overall = {label: summarize([r for rows in by_kind.values() for r in rows]) for label, by_kind in per.items()}
+            f"{_mean_of([np.nanmean(v) for v in d.direction.values()]) or float('nan'):.1f} deg"
+        )
+    summary = {
+        label: {kind: summarize(rows) for kind, rows in by_kind.items()}
+        for label, by_kind in per.items()
+    }
+    overall = {
+        label: summarize([r for rows in by_kind.values() for r in rows])
+        for label, by_kind in per.items()
+    }
     plug_summary = {kind: _plug_summary(rows) for kind, rows in plugs.items()}
     checks = gate(summary, plug_summary, default)
     outp = _out_path(out)
-    seg_png, time_png = outp.with_name(outp.stem + "_segments.png"), outp.with_name(outp.stem + "_time.png")
+    seg_png, time_png = (
+        outp.with_name(outp.stem + "_segments.png"),
+        outp.with_name(outp.stem + "_time.png"),
+    )
     plot_segments(seg_png, overall)
     plot_timelines(time_png, curves)
-    meta = dict(data=str(root), takes=[f"{t.kind}/{t.name}" for t in takes], frames_per_take=frames,
-                optimize_frames=optimize_frames, solvers=[s.label for s in specs], default=default,
-                model=model.data.name, missing=missing,
-                notes=[f"{n} ({', '.join(sorted(k))})" for n, k in sorted(notes.items())])
+    meta = dict(
+        data=str(root),
+        takes=[f"{t.kind}/{t.name}" for t in takes],
+        frames_per_take=frames,
+        optimize_frames=optimize_frames,
+        solvers=[s.label for s in specs],
+        default=default,
+        model=model.data.name,
+        missing=missing,
+        notes=[f"{n} ({', '.join(sorted(k))})" for n, k in sorted(notes.items())],
+    )
     write_real_report(outp, meta, summary, overall, plug_summary, checks, seg_png, time_png)
-    result = dict(**meta, report=str(outp), plots=[str(seg_png), str(time_png)], results=_rounded(summary),
-                  overall=_rounded(overall), plug_in=_rounded(plug_summary), gate=checks,
-                  seconds=round(time.perf_counter() - t_start, 1))
+    result = dict(
+        **meta,
+        report=str(outp),
+        plots=[str(seg_png), str(time_png)],
+        results=_rounded(summary),
+        overall=_rounded(overall),
+        plug_in=_rounded(plug_summary),
+        gate=checks,
+        seconds=round(time.perf_counter() - t_start, 1),
+    )
     if section:
-        result["section"] = real_section(meta, summary, overall, plug_summary, checks, seg_png, time_png)
+        result["section"] = real_section(
+            meta, summary, overall, plug_summary, checks, seg_png, time_png
+        )
     return result
 
 

@@ -10,6 +10,7 @@ every CMU dialect is mapped onto, or DeepMimic's joint names):
 Segments without a captured counterpart (DeepMimic has no hands, toes, head top or neck bone)
 are left out, never guessed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,47 +27,114 @@ SIDES = (("left", "l"), ("right", "r"))
 # orientation segments: label -> SMPL joint whose world rotation it is
 ORIENT_SEGMENTS = {"pelvis": 0, "chest": 9, "neck": 12, "head": 15}
 for _side, _s in SIDES:
-    ORIENT_SEGMENTS.update({f"{_side}_thigh": _J[f"{_side}_hip"], f"{_side}_shin": _J[f"{_side}_knee"],
-                            f"{_side}_foot": _J[f"{_side}_ankle"], f"{_side}_upper_arm": _J[f"{_side}_shoulder"],
-                            f"{_side}_forearm": _J[f"{_side}_elbow"], f"{_side}_hand": _J[f"{_side}_wrist"]})
+    ORIENT_SEGMENTS.update(
+        {
+            f"{_side}_thigh": _J[f"{_side}_hip"],
+            f"{_side}_shin": _J[f"{_side}_knee"],
+            f"{_side}_foot": _J[f"{_side}_ankle"],
+            f"{_side}_upper_arm": _J[f"{_side}_shoulder"],
+            f"{_side}_forearm": _J[f"{_side}_elbow"],
+            f"{_side}_hand": _J[f"{_side}_wrist"],
+        }
+    )
 ORIENT_NODES = {
     "cmu": {"pelvis": "root", "chest": "thorax", "neck": "upperneck", "head": "head"},
-    "deepmimic": {"pelvis": "root", "chest": "chest", "head": "neck"},  # DeepMimic's neck joint turns the head
+    "deepmimic": {
+        "pelvis": "root",
+        "chest": "chest",
+        "head": "neck",
+    },  # DeepMimic's neck joint turns the head
 }
 for _side, _s in SIDES:
-    ORIENT_NODES["cmu"].update({f"{_side}_thigh": f"{_s}femur", f"{_side}_shin": f"{_s}tibia",
-                                f"{_side}_foot": f"{_s}foot", f"{_side}_upper_arm": f"{_s}humerus",
-                                f"{_side}_forearm": f"{_s}radius", f"{_side}_hand": f"{_s}hand"})
-    ORIENT_NODES["deepmimic"].update({f"{_side}_thigh": f"{_side}_hip", f"{_side}_shin": f"{_side}_knee",
-                                      f"{_side}_foot": f"{_side}_ankle", f"{_side}_upper_arm": f"{_side}_shoulder",
-                                      f"{_side}_forearm": f"{_side}_elbow"})
+    ORIENT_NODES["cmu"].update(
+        {
+            f"{_side}_thigh": f"{_s}femur",
+            f"{_side}_shin": f"{_s}tibia",
+            f"{_side}_foot": f"{_s}foot",
+            f"{_side}_upper_arm": f"{_s}humerus",
+            f"{_side}_forearm": f"{_s}radius",
+            f"{_side}_hand": f"{_s}hand",
+        }
+    )
+    ORIENT_NODES["deepmimic"].update(
+        {
+            f"{_side}_thigh": f"{_side}_hip",
+            f"{_side}_shin": f"{_side}_knee",
+            f"{_side}_foot": f"{_side}_ankle",
+            f"{_side}_upper_arm": f"{_side}_shoulder",
+            f"{_side}_forearm": f"{_side}_elbow",
+        }
+    )
 
 # direction end points: SMPL side (joint index, landmark name or a tuple averaged) and capture side
-SMPL_POINTS: dict[str, int | str | tuple[int, ...]] = {"neck_base": 12, "head_base": 15, "head_top": "head_top", "mid_hip": (1, 2)}
-CAPTURE_POINTS = {"cmu": {"neck_base": "lowerneck", "head_base": "head", "head_top": "head_end",
-                          "mid_hip": ("lfemur", "rfemur")},
-                  "deepmimic": {"neck_base": "neck", "mid_hip": ("left_hip", "right_hip")}}
+SMPL_POINTS: dict[str, int | str | tuple[int, ...]] = {
+    "neck_base": 12,
+    "head_base": 15,
+    "head_top": "head_top",
+    "mid_hip": (1, 2),
+}
+CAPTURE_POINTS = {
+    "cmu": {
+        "neck_base": "lowerneck",
+        "head_base": "head",
+        "head_top": "head_end",
+        "mid_hip": ("lfemur", "rfemur"),
+    },
+    "deepmimic": {"neck_base": "neck", "mid_hip": ("left_hip", "right_hip")},
+}
 for _side, _s in SIDES:
-    SMPL_POINTS.update({f"hip_{_s}": _J[f"{_side}_hip"], f"knee_{_s}": _J[f"{_side}_knee"],
-                        f"ankle_{_s}": _J[f"{_side}_ankle"], f"ball_{_s}": _J[f"{_side}_foot"],
-                        f"shoulder_{_s}": _J[f"{_side}_shoulder"], f"elbow_{_s}": _J[f"{_side}_elbow"],
-                        f"wrist_{_s}": _J[f"{_side}_wrist"], f"hand_{_s}": _J[f"{_side}_hand"]})
-    CAPTURE_POINTS["cmu"].update({f"hip_{_s}": f"{_s}femur", f"knee_{_s}": f"{_s}tibia", f"ankle_{_s}": f"{_s}foot",
-                                  f"ball_{_s}": f"{_s}toes", f"shoulder_{_s}": f"{_s}humerus",
-                                  f"elbow_{_s}": f"{_s}radius", f"wrist_{_s}": f"{_s}wrist",
-                                  f"hand_{_s}": f"{_s}fingers"})  # lfingers starts at the finger base
-    CAPTURE_POINTS["deepmimic"].update({f"hip_{_s}": f"{_side}_hip", f"knee_{_s}": f"{_side}_knee",
-                                        f"ankle_{_s}": f"{_side}_ankle", f"shoulder_{_s}": f"{_side}_shoulder",
-                                        f"elbow_{_s}": f"{_side}_elbow", f"wrist_{_s}": f"{_side}_wrist"})
-DIRECTIONS = {"neck": ("neck_base", "head_base"), "head": ("head_base", "head_top"),
-              "torso": ("mid_hip", "neck_base"), "hip_line": ("hip_r", "hip_l"),
-              "shoulder_line": ("shoulder_r", "shoulder_l")}
+    SMPL_POINTS.update(
+        {
+            f"hip_{_s}": _J[f"{_side}_hip"],
+            f"knee_{_s}": _J[f"{_side}_knee"],
+            f"ankle_{_s}": _J[f"{_side}_ankle"],
+            f"ball_{_s}": _J[f"{_side}_foot"],
+            f"shoulder_{_s}": _J[f"{_side}_shoulder"],
+            f"elbow_{_s}": _J[f"{_side}_elbow"],
+            f"wrist_{_s}": _J[f"{_side}_wrist"],
+            f"hand_{_s}": _J[f"{_side}_hand"],
+        }
+    )
+    CAPTURE_POINTS["cmu"].update(
+        {
+            f"hip_{_s}": f"{_s}femur",
+            f"knee_{_s}": f"{_s}tibia",
+            f"ankle_{_s}": f"{_s}foot",
+            f"ball_{_s}": f"{_s}toes",
+            f"shoulder_{_s}": f"{_s}humerus",
+            f"elbow_{_s}": f"{_s}radius",
+            f"wrist_{_s}": f"{_s}wrist",
+            f"hand_{_s}": f"{_s}fingers",
+        }
+    )  # lfingers starts at the finger base
+    CAPTURE_POINTS["deepmimic"].update(
+        {
+            f"hip_{_s}": f"{_side}_hip",
+            f"knee_{_s}": f"{_side}_knee",
+            f"ankle_{_s}": f"{_side}_ankle",
+            f"shoulder_{_s}": f"{_side}_shoulder",
+            f"elbow_{_s}": f"{_side}_elbow",
+            f"wrist_{_s}": f"{_side}_wrist",
+        }
+    )
+DIRECTIONS = {
+    "neck": ("neck_base", "head_base"),
+    "head": ("head_base", "head_top"),
+    "torso": ("mid_hip", "neck_base"),
+    "hip_line": ("hip_r", "hip_l"),
+    "shoulder_line": ("shoulder_r", "shoulder_l"),
+}
 for _side, _s in SIDES:
-    DIRECTIONS.update({f"{_side}_thigh": (f"hip_{_s}", f"knee_{_s}"), f"{_side}_shin": (f"knee_{_s}", f"ankle_{_s}"),
-                       f"{_side}_foot": (f"ankle_{_s}", f"ball_{_s}"),
-                       f"{_side}_upper_arm": (f"shoulder_{_s}", f"elbow_{_s}"),
-                       f"{_side}_forearm": (f"elbow_{_s}", f"wrist_{_s}"),
-                       f"{_side}_hand": (f"wrist_{_s}", f"hand_{_s}")})
+    DIRECTIONS.update(
+        {
+            f"{_side}_thigh": (f"hip_{_s}", f"knee_{_s}"),
+            f"{_side}_shin": (f"knee_{_s}", f"ankle_{_s}"),
+            f"{_side}_foot": (f"ankle_{_s}", f"ball_{_s}"),
+            f"{_side}_upper_arm": (f"shoulder_{_s}", f"elbow_{_s}"),
+            f"{_side}_forearm": (f"elbow_{_s}", f"wrist_{_s}"),
+            f"{_side}_hand": (f"wrist_{_s}", f"hand_{_s}"),
+        }
+    )
 # the foot point whose floor contact is tested, per vocabulary (SMPL point, capture point)
 FOOT_POINTS = {"cmu": ("ball", "ball"), "deepmimic": ("ankle", "ankle")}
 HEAD_FOLD_DEG = 45.0  # a neck direction this far off the captured one: the head is folded
@@ -75,6 +143,7 @@ HEAD_FOLD_DEG = 45.0  # a neck direction this far off the captured one: the head
 @dataclass
 class TakeResult:
     """Per-frame errors of one solver on one take (arrays over the frames solved)."""
+
     frames: int
     seconds: float
     orientation: dict[str, np.ndarray] = field(default_factory=dict)  # segment -> (T,) deg
@@ -114,7 +183,9 @@ def orientation_errors(capture, g_rot: np.ndarray, frames: slice) -> dict[str, n
     for seg, node in ORIENT_NODES[capture.vocabulary].items():
         i = capture.index(node)
         if i is not None:
-            out[seg] = metrics.orientation_error_deg(capture.rot[frames, i], g_rot[:, ORIENT_SEGMENTS[seg]])
+            out[seg] = metrics.orientation_error_deg(
+                capture.rot[frames, i], g_rot[:, ORIENT_SEGMENTS[seg]]
+            )
     return out
 
 
@@ -123,14 +194,20 @@ def direction_errors(capture, joints, landmarks, frames: slice) -> dict[str, np.
     out = {}
     for seg, (a, b) in DIRECTIONS.items():
         ca, cb = capture_point(capture, a, frames), capture_point(capture, b, frames)
-        missing_landmark = any(isinstance(SMPL_POINTS[p], str) and SMPL_POINTS[p] not in landmarks for p in (a, b))
+        missing_landmark = any(
+            isinstance(SMPL_POINTS[p], str) and SMPL_POINTS[p] not in landmarks for p in (a, b)
+        )
         if ca is None or cb is None or missing_landmark:
             continue
-        out[seg] = metrics.direction_error_deg(cb - ca, smpl_point(joints, landmarks, b) - smpl_point(joints, landmarks, a))
+        out[seg] = metrics.direction_error_deg(
+            cb - ca, smpl_point(joints, landmarks, b) - smpl_point(joints, landmarks, a)
+        )
     return out
 
 
-def foot_skating(capture, joints, unit_m: float, fps: float, frames: slice) -> tuple[list[float], list[float]]:
+def foot_skating(
+    capture, joints, unit_m: float, fps: float, frames: slice
+) -> tuple[list[float], list[float]]:
     """Mean horizontal speed (mm/s) of the solved foot point and of the captured one over the frames
     where the captured foot is on the floor (within 3 cm of its lowest height), per foot."""
     smpl_name, cap_name = FOOT_POINTS[capture.vocabulary]
@@ -154,10 +231,14 @@ def keypoint_fit(prepared, model, rotmats, betas, trans) -> dict[str, np.ndarray
     gen = prepared.layout.generate(model, rotmats, betas, trans).cpu().numpy()
     d = np.linalg.norm(gen - prepared.positions, axis=-1) * 1000.0
     d = np.where(prepared.measured & np.isfinite(d), d, np.nan)
-    return {k: d[:, i] for i, k in enumerate(prepared.layout.keypoints) if np.isfinite(d[:, i]).any()}
+    return {
+        k: d[:, i] for i, k in enumerate(prepared.layout.keypoints) if np.isfinite(d[:, i]).any()
+    }
 
 
-MPVE_VERTEX_STEP = 8  # every 8th mesh vertex (862 of SMPL's 6890): the same mean within 0.5%, 8x less skinning
+MPVE_VERTEX_STEP = (
+    8  # every 8th mesh vertex (862 of SMPL's 6890): the same mean within 0.5%, 8x less skinning
+)
 
 
 def pose_vertices(model, rotmats, betas) -> np.ndarray:
@@ -165,8 +246,12 @@ def pose_vertices(model, rotmats, betas) -> np.ndarray:
     the root at its rest place, skinned by the model's own blend skinning (pose correctives included)."""
     ids = np.arange(0, model.v_template.shape[0], MPVE_VERTEX_STEP)
     rot = torch.as_tensor(rotmats, dtype=model.dtype)
-    return np.concatenate([model.skin_points(rot[s:s + 256], betas, None, ids).cpu().numpy()  # bounds memory
-                           for s in range(0, int(rot.shape[0]), 256)])
+    return np.concatenate(
+        [
+            model.skin_points(rot[s : s + 256], betas, None, ids).cpu().numpy()  # bounds memory
+            for s in range(0, int(rot.shape[0]), 256)
+        ]
+    )
 
 
 class PoseError:
@@ -182,7 +267,9 @@ class PoseError:
         key = (k, np.asarray(torch.as_tensor(betas).detach().cpu(), dtype=np.float64).tobytes())
         if key not in self._cache:
             self._cache[key] = pose_vertices(self.model, self.truth[:k], betas)
-        return metrics.mpve(pose_vertices(self.model, rotmats, betas), self._cache[key], reduce=False)
+        return metrics.mpve(
+            pose_vertices(self.model, rotmats, betas), self._cache[key], reduce=False
+        )
 
 
 def solved_body(model, rotmats, betas, trans):
@@ -194,6 +281,14 @@ def solved_body(model, rotmats, betas, trans):
     names = [n for n in ("head_top",) if n in model.data.landmarks]
     landmarks = {}
     if names:
-        lms = model.landmarks(rot, betas, torch.as_tensor(trans, dtype=model.dtype), names).cpu().numpy()
+        lms = (
+            model.landmarks(rot, betas, torch.as_tensor(trans, dtype=model.dtype), names)
+            .cpu()
+            .numpy()
+        )
         landmarks = {n: lms[:, k] for k, n in enumerate(names)}
-    return g_rot.cpu().numpy().astype(np.float64), (joints + tr).cpu().numpy().astype(np.float64), landmarks
+    return (
+        g_rot.cpu().numpy().astype(np.float64),
+        (joints + tr).cpu().numpy().astype(np.float64),
+        landmarks,
+    )

@@ -13,6 +13,7 @@ Each :class:`RealTake` carries two views of one capture:
 Frames: every ``step``-th frame (about 30 fps) from the start, at most ``frames`` of them; the
 sequence's fps is divided accordingly, as for a file captured at that rate.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -80,12 +81,16 @@ def data_root(arg=None) -> Path:
 
     root = arg or os.environ.get("LSMPLIFY_DATA")
     if not root:
-        raise InputError("The evaluation needs the mocap data: pass --data DIR (the folder holding cmu_subset/, "
-                         "cmu_raw/ and deepmimic/) or set LSMPLIFY_DATA.")
+        raise InputError(
+            "The evaluation needs the mocap data: pass --data DIR (the folder holding cmu_subset/, "
+            "cmu_raw/ and deepmimic/) or set LSMPLIFY_DATA."
+        )
     root = Path(root)
     if not root.is_dir():
-        raise InputError(f"--data {root}: no such folder (the mocap data root holding cmu_subset/, cmu_raw/, "
-                         f"deepmimic/).")
+        raise InputError(
+            f"--data {root}: no such folder (the mocap data root holding cmu_subset/, cmu_raw/, "
+            f"deepmimic/)."
+        )
     return root
 
 
@@ -94,33 +99,50 @@ def _frames(step: int, frames: int | None):
 
 
 def _slice_source(src: SourceMotion, sl: slice, fps: float) -> SourceMotion:
-    return dataclasses.replace(src, glob=src.glob[sl], root=src.root[sl], pos=None if src.pos is None else src.pos[sl],
-                               fps=fps)
+    return dataclasses.replace(
+        src,
+        glob=src.glob[sl],
+        root=src.root[sl],
+        pos=None if src.pos is None else src.pos[sl],
+        fps=fps,
+    )
 
 
-PER_FRAME_FIELDS = ("confidence", "frames", "rotations")  # KeypointSequence fields with one entry per frame
+PER_FRAME_FIELDS = (
+    "confidence",
+    "frames",
+    "rotations",
+)  # KeypointSequence fields with one entry per frame
 
 
 def _sliced(seq: KeypointSequence, sl: slice, fps: float) -> KeypointSequence:
     cut = {k: getattr(seq, k)[sl] for k in PER_FRAME_FIELDS if getattr(seq, k, None) is not None}
-    return dataclasses.replace(seq, positions=seq.positions[sl], fps=fps, notes=list(seq.notes), **cut)
+    return dataclasses.replace(
+        seq, positions=seq.positions[sl], fps=fps, notes=list(seq.notes), **cut
+    )
 
 
 def _step(fps: float) -> int:
     return max(1, round(fps / TARGET_FPS))
 
 
-def _take(name, kind, seq, src: SourceMotion, names, frames, vocabulary="cmu", every_frame=False) -> RealTake:
+def _take(
+    name, kind, seq, src: SourceMotion, names, frames, vocabulary="cmu", every_frame=False
+) -> RealTake:
     """Cut the reader's sequence and the source motion to the same frames (about 30 fps, or every
     frame at the file's own rate with ``every_frame``)."""
     fps = float(seq.fps or src.fps)
     step = 1 if every_frame else _step(fps)
     sl = _frames(step, frames)
     if src.glob.shape[:2] != seq.positions.shape[:2]:
-        raise InputError(f"{name}: the reader gives {seq.positions.shape[:2]} (frames, joints) and the source "
-                         f"motion {src.glob.shape[:2]}: they must come from the same forward kinematics.")
+        raise InputError(
+            f"{name}: the reader gives {seq.positions.shape[:2]} (frames, joints) and the source "
+            f"motion {src.glob.shape[:2]}: they must come from the same forward kinematics."
+        )
     sub = _slice_source(src, sl, fps / step)
-    cap = Capture(names=list(names), pos=seq.positions[sl], rot=sub.glob, source=sub, vocabulary=vocabulary)
+    cap = Capture(
+        names=list(names), pos=seq.positions[sl], rot=sub.glob, source=sub, vocabulary=vocabulary
+    )
     return RealTake(name, kind, _sliced(seq, sl, fps / step), cap)
 
 
@@ -128,14 +150,29 @@ def load_cmu_subset(path: Path, skel: Path, frames: int | None) -> RealTake:
     seq = read_cmu_subset(path, skel)
     names, parents, offsets = read_cmu_skeleton(skel)
     glob, root = cmu_global_rotations(read_cmu_rows(path), parents)
-    src = SourceMotion("cmu", glob, cmu_rest_positions(parents, offsets), root, None, list(names), float(seq.fps or 120.0))
+    src = SourceMotion(
+        "cmu",
+        glob,
+        cmu_rest_positions(parents, offsets),
+        root,
+        None,
+        list(names),
+        float(seq.fps or 120.0),
+    )
     return _take(f"{path.parent.name}/{path.stem}", "cmu_subset", seq, src, names, frames)
 
 
 def load_bvh_take(path: Path, kind: str, frames: int | None, every_frame: bool = False) -> RealTake:
     seq = read_keypoints(path)
-    return _take(path.stem, kind, seq, load_bvh(path), canonical_cmu_names(seq.names), frames,
-                 every_frame=every_frame)
+    return _take(
+        path.stem,
+        kind,
+        seq,
+        load_bvh(path),
+        canonical_cmu_names(seq.names),
+        frames,
+        every_frame=every_frame,
+    )
 
 
 def load_amc_take(amc: Path, asf: Path, frames: int | None) -> RealTake:
@@ -147,41 +184,70 @@ def load_deepmimic_take(path: Path, character: Path, frames: int | None) -> Real
     """DeepMimic has no reader in core/formats: the joint positions go in as named keypoints in
     metres (a user's .npz of them), units and up axis left to ``prepare`` to detect."""
     src = load_deepmimic(path, character)
-    seq = KeypointSequence(positions=np.array(src.pos, dtype=np.float64), names=list(src.names), fps=src.fps, source=str(path),
-                           notes=[f"DeepMimic clip {path.name}: joint positions as named keypoints"])
+    seq = KeypointSequence(
+        positions=np.array(src.pos, dtype=np.float64),
+        names=list(src.names),
+        fps=src.fps,
+        source=str(path),
+        notes=[f"DeepMimic clip {path.name}: joint positions as named keypoints"],
+    )
     return _take(src.name, "deepmimic", seq, src, src.names, frames, vocabulary="deepmimic")
 
 
-def held_out_takes(root: Path, kinds=SOURCE_KINDS, clips: int | None = None, frames: int | None = None,
-                   fixtures: Path = FBX_BVH_FIXTURES, missing: list | None = None) -> list[RealTake]:
+def held_out_takes(
+    root: Path,
+    kinds=SOURCE_KINDS,
+    clips: int | None = None,
+    frames: int | None = None,
+    fixtures: Path = FBX_BVH_FIXTURES,
+    missing: list | None = None,
+) -> list[RealTake]:
     """The held-out takes of each source kind (``network/heldout.py``), at most ``clips`` per kind.
     cmu_subset/test gives its first clip of each action unless ``clips`` asks for more. Takes whose
     files are not under ``root`` are skipped and named in ``missing`` (when a list is given)."""
     unknown = sorted(set(kinds) - set(SOURCE_KINDS))
     if unknown:
-        raise InputError(f"unknown source kind(s) {unknown}; choose from {', '.join(SOURCE_KINDS)}.")
-    loaders: list[tuple[str, tuple[Path, ...], Callable[[], RealTake]]] = []  # (kind, files it needs, loader)
+        raise InputError(
+            f"unknown source kind(s) {unknown}; choose from {', '.join(SOURCE_KINDS)}."
+        )
+    loaders: list[
+        tuple[str, tuple[Path, ...], Callable[[], RealTake]]
+    ] = []  # (kind, files it needs, loader)
     if "cmu_subset" in kinds:
         test = root / heldout.HELD_OUT_CMU_SUBSET
         skel = test.parent / "skeleton.json"
         actions = sorted(p for p in test.iterdir() if p.is_dir()) if test.is_dir() else []
         firsts = [sorted(d.glob("*.txt"))[0] for d in actions if any(d.glob("*.txt"))]
         order = firsts + [f for f in sorted(test.glob("*/*.txt")) if f not in firsts]
-        loaders += [("cmu_subset", (f, skel), partial(load_cmu_subset, f, skel, frames))
-                    for f in order[:clips or len(firsts)]]
+        loaders += [
+            ("cmu_subset", (f, skel), partial(load_cmu_subset, f, skel, frames))
+            for f in order[: clips or len(firsts)]
+        ]
     if "cmu_bvh" in kinds:
-        loaders += [("cmu_bvh", (root / f,), partial(load_bvh_take, root / f, "cmu_bvh", frames))
-                    for f in heldout.HELD_OUT_BVH]
+        loaders += [
+            ("cmu_bvh", (root / f,), partial(load_bvh_take, root / f, "cmu_bvh", frames))
+            for f in heldout.HELD_OUT_BVH
+        ]
     if "cmu_amc" in kinds:
-        loaders += [("cmu_amc", (root / m, root / a), partial(load_amc_take, root / m, root / a, frames))
-                    for m, a in heldout.HELD_OUT_AMC]
+        loaders += [
+            ("cmu_amc", (root / m, root / a), partial(load_amc_take, root / m, root / a, frames))
+            for m, a in heldout.HELD_OUT_AMC
+        ]
     if "cmu_fbx_bvh" in kinds:
-        loaders += [("cmu_fbx_bvh", (f,), partial(load_bvh_take, f, "cmu_fbx_bvh", frames))
-                    for f in sorted(Path(fixtures).glob("*.bvh"))]
+        loaders += [
+            ("cmu_fbx_bvh", (f,), partial(load_bvh_take, f, "cmu_fbx_bvh", frames))
+            for f in sorted(Path(fixtures).glob("*.bvh"))
+        ]
     if "deepmimic" in kinds:
         character = root / heldout.DEEPMIMIC_CHARACTER
-        loaders += [("deepmimic", (root / f, character), partial(load_deepmimic_take, root / f, character, frames))
-                    for f in heldout.HELD_OUT_DEEPMIMIC]
+        loaders += [
+            (
+                "deepmimic",
+                (root / f, character),
+                partial(load_deepmimic_take, root / f, character, frames),
+            )
+            for f in heldout.HELD_OUT_DEEPMIMIC
+        ]
     taken: dict[str, int] = {}
     out = []
     for kind, needs, load in loaders:
@@ -195,6 +261,8 @@ def held_out_takes(root: Path, kinds=SOURCE_KINDS, clips: int | None = None, fra
         taken[kind] = taken.get(kind, 0) + 1
         out.append(load())
     if not out:
-        raise InputError(f"no held-out takes found under {root} for {', '.join(kinds)}: pass --data DIR, the mocap "
-                         f"data root holding cmu_subset/, cmu_raw/ and deepmimic/.")
+        raise InputError(
+            f"no held-out takes found under {root} for {', '.join(kinds)}: pass --data DIR, the mocap "
+            f"data root holding cmu_subset/, cmu_raw/ and deepmimic/."
+        )
     return out

@@ -16,6 +16,7 @@ The readers return what the file says (its own units and up axis when it declare
 as ``InputError`` with a message saying what was wrong and what to do.
 ``read_cmu_subset(path, skeleton_json)`` reads the CMU motion-prediction subset .txt clips.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,11 +30,27 @@ from .arrays import read_csv, read_json, read_npy, read_npz
 from .bvh import read_bvh
 from .cmu_subset import read_cmu_subset
 
-__all__ = ["read_keypoints", "read_cmu_subset", "read_npy", "read_npz", "read_json", "read_csv",
-           "read_bvh", "read_amc", "read_asf", "find_asf", "SUPPORTED_EXTENSIONS"]
+__all__ = [
+    "SUPPORTED_EXTENSIONS",
+    "find_asf",
+    "read_amc",
+    "read_asf",
+    "read_bvh",
+    "read_cmu_subset",
+    "read_csv",
+    "read_json",
+    "read_keypoints",
+    "read_npy",
+    "read_npz",
+]
 
-_READERS = {".npy": read_npy, ".npz": read_npz, ".json": read_json, ".csv": read_csv,
-            ".bvh": read_bvh}
+_READERS = {
+    ".npy": read_npy,
+    ".npz": read_npz,
+    ".json": read_json,
+    ".csv": read_csv,
+    ".bvh": read_bvh,
+}
 SUPPORTED_EXTENSIONS = (".npy", ".npz", ".json", ".csv", ".bvh", ".amc")
 
 
@@ -50,9 +67,17 @@ def find_asf(amc_path) -> Path | None:
     best = None
     for e in entries:
         stem = e.stem.lower()
-        boundary = len(stem) == len(motion) or (len(stem) < len(motion) and not motion[len(stem)].isalnum())
-        if (e.suffix.lower() == ".asf" and stem and motion.startswith(stem) and boundary and e.is_file()
-                and (best is None or len(stem) > len(best.stem))):
+        boundary = len(stem) == len(motion) or (
+            len(stem) < len(motion) and not motion[len(stem)].isalnum()
+        )
+        if (
+            e.suffix.lower() == ".asf"
+            and stem
+            and motion.startswith(stem)
+            and boundary
+            and e.is_file()
+            and (best is None or len(stem) > len(best.stem))
+        ):
             best = e
     return best
 
@@ -68,16 +93,19 @@ def read_keypoints(path, asf=None) -> KeypointSequence:
         check_file(p)
         raise InputError(
             f"'{p.name}' is an ASF skeleton: it has bones but no motion. Pass the .amc motion "
-            f"file instead and give this skeleton with --asf {p.name}.")
+            f"file instead and give this skeleton with --asf {p.name}."
+        )
     if ext == ".txt":
         raise InputError(
             f"'{p.name}': .txt is not a keypoint format read by extension. CMU-subset clips are "
             f"read with read_cmu_subset(path, skeleton_json); otherwise save as "
-            f"{', '.join(SUPPORTED_EXTENSIONS)}.")
+            f"{', '.join(SUPPORTED_EXTENSIONS)}."
+        )
     if ext not in SUPPORTED_EXTENSIONS:
         raise InputError(
             f"'{p.name}': unsupported file type '{ext or '(no extension)'}'. Supported: "
-            f"{', '.join(SUPPORTED_EXTENSIONS)}.")
+            f"{', '.join(SUPPORTED_EXTENSIONS)}."
+        )
     check_file(p)
     if ext == ".amc":
         if asf is None:
@@ -87,7 +115,8 @@ def read_keypoints(path, asf=None) -> KeypointSequence:
                 raise InputError(
                     f"'{p.name}' is an Acclaim motion and needs its skeleton (.asf). None named "
                     f"'{subject}.asf' is next to it; pass the skeleton with --asf PATH "
-                    f"(read_keypoints(path, asf=PATH)).")
+                    f"(read_keypoints(path, asf=PATH))."
+                )
             seq = read_amc(p, asf)
             seq.notes.append(f"ASF skeleton found next to the motion: '{Path(asf).name}'.")
             return seq

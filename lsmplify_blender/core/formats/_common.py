@@ -3,6 +3,7 @@
 Everything here is numpy only. Rotation matrices act on column vectors (x' = R x),
 matching ``core.rotations``; batched functions take any leading shape.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,7 +48,8 @@ def read_text(path, what: str = "text") -> str:
     if b"\x00" in raw[:4096]:
         raise InputError(
             f"'{p.name}' looks like a binary file, not a {what} file. "
-            f"Check that the file extension matches its contents.")
+            f"Check that the file extension matches its contents."
+        )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -78,10 +80,24 @@ def parse_floats(tokens, where: str) -> np.ndarray:
 # metadata
 
 _UNIT_ALIASES = {
-    "m": "m", "meter": "m", "meters": "m", "metre": "m", "metres": "m",
-    "cm": "cm", "centimeter": "cm", "centimeters": "cm", "centimetre": "cm", "centimetres": "cm",
-    "mm": "mm", "millimeter": "mm", "millimeters": "mm", "millimetre": "mm", "millimetres": "mm",
-    "inch": "inch", "inches": "inch", "in": "inch",
+    "m": "m",
+    "meter": "m",
+    "meters": "m",
+    "metre": "m",
+    "metres": "m",
+    "cm": "cm",
+    "centimeter": "cm",
+    "centimeters": "cm",
+    "centimetre": "cm",
+    "centimetres": "cm",
+    "mm": "mm",
+    "millimeter": "mm",
+    "millimeters": "mm",
+    "millimetre": "mm",
+    "millimetres": "mm",
+    "inch": "inch",
+    "inches": "inch",
+    "in": "inch",
     "cmu": "cmu",
 }
 
@@ -95,7 +111,8 @@ def norm_units(value, where: str) -> str | None:
     if s not in _UNIT_ALIASES:
         raise InputError(
             f"{where}: unknown units '{value}'. Use one of {', '.join(UNIT_SCALES)} "
-            f"(metres, centimetres, millimetres, inches, CMU units of 0.05644 m).")
+            f"(metres, centimetres, millimetres, inches, CMU units of 0.05644 m)."
+        )
     return _UNIT_ALIASES[s]
 
 
@@ -111,21 +128,31 @@ def norm_up(value, where: str) -> str | None:
     return s
 
 
-MAX_COORDINATE = 1e15  # far beyond any capture volume in any unit; bigger values overflow squared norms
-MAX_FPS = 1000.0  # no capture runs faster; larger values are a unit mistake (and would size kernels)
+MAX_COORDINATE = (
+    1e15  # far beyond any capture volume in any unit; bigger values overflow squared norms
+)
+MAX_FPS = (
+    1000.0  # no capture runs faster; larger values are a unit mistake (and would size kernels)
+)
 
 
 def norm_fps(value, where: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, (bool, np.bool_)) or (isinstance(value, np.ndarray) and value.dtype.kind == "b"):
-        raise InputError(f"{where}: fps is {value!r}, a yes/no value, not a frame rate. Write a number, e.g. 30.")
+    if isinstance(value, (bool, np.bool_)) or (
+        isinstance(value, np.ndarray) and value.dtype.kind == "b"
+    ):
+        raise InputError(
+            f"{where}: fps is {value!r}, a yes/no value, not a frame rate. Write a number, e.g. 30."
+        )
     try:
         f = float(value)
     except (TypeError, ValueError, OverflowError):
         raise InputError(f"{where}: fps '{str(value)[:40]}' is not a number.") from None
     if not math.isfinite(f) or f <= 0 or f > MAX_FPS:
-        raise InputError(f"{where}: fps must be a frame rate in (0, {MAX_FPS:g}], got {str(value)[:40]}.")
+        raise InputError(
+            f"{where}: fps must be a frame rate in (0, {MAX_FPS:g}], got {str(value)[:40]}."
+        )
     return f
 
 
@@ -138,9 +165,21 @@ def duplicates(items) -> list[str]:
     return sorted(dup)
 
 
-def finalize(positions, *, names=None, confidence=None, fps=None, units=None, up=None,
-             layout=None, frames=None, source="", notes=None,
-             where: str = "", owned: bool = False) -> KeypointSequence:
+def finalize(
+    positions,
+    *,
+    names=None,
+    confidence=None,
+    fps=None,
+    units=None,
+    up=None,
+    layout=None,
+    frames=None,
+    source="",
+    notes=None,
+    where: str = "",
+    owned: bool = False,
+) -> KeypointSequence:
     """Check shapes and values and build the KeypointSequence every reader returns.
 
     inf becomes NaN (missing); a sequence with no finite value at all is refused.
@@ -150,9 +189,13 @@ def finalize(positions, *, names=None, confidence=None, fps=None, units=None, up
     """
     where = where or (Path(source).name if source else "keypoints")
     notes = list(notes or [])
-    pos = np.asarray(positions, dtype=np.float64) if owned else np.array(positions, dtype=np.float64)
+    pos = (
+        np.asarray(positions, dtype=np.float64) if owned else np.array(positions, dtype=np.float64)
+    )
     if pos.ndim != 3 or pos.shape[2] != 3:
-        raise InputError(f"{where}: keypoints must have shape (frames, joints, 3); got {pos.shape}.")
+        raise InputError(
+            f"{where}: keypoints must have shape (frames, joints, 3); got {pos.shape}."
+        )
     T, J = pos.shape[:2]
     if T == 0:
         raise InputError(f"{where}: the file has zero frames. Export at least one frame.")
@@ -166,12 +209,15 @@ def finalize(positions, *, names=None, confidence=None, fps=None, units=None, up
             notes.append(f"{n_inf} infinite value(s) treated as missing.")
     peak = float(np.nanmax(np.abs(pos))) if np.isfinite(pos).any() else 0.0
     if peak > MAX_COORDINATE:
-        raise InputError(f"{where}: coordinates reach {peak:.3g}, which is no position in any unit (a "
-                         f"kilometre is 1e6 mm). The file holds something else, or is corrupt.")
+        raise InputError(
+            f"{where}: coordinates reach {peak:.3g}, which is no position in any unit (a "
+            f"kilometre is 1e6 mm). The file holds something else, or is corrupt."
+        )
     if not np.isfinite(pos).any():
         raise InputError(
             f"{where}: every keypoint value is missing (NaN/empty); there is nothing to fit. "
-            f"Check the export: the tracker may have found no person.")
+            f"Check the export: the tracker may have found no person."
+        )
     # a joint is missing as a whole when any coordinate is missing
     missing = np.isnan(pos).any(axis=2)
     pos[missing] = np.nan
@@ -185,18 +231,23 @@ def finalize(positions, *, names=None, confidence=None, fps=None, units=None, up
             raise InputError(f"{where}: {len(names)} joint names for {J} joints; they must match.")
         dup = duplicates(names)
         if dup:
-            raise InputError(f"{where}: duplicate joint names {dup}; every joint needs its own name.")
+            raise InputError(
+                f"{where}: duplicate joint names {dup}; every joint needs its own name."
+            )
 
     if confidence is not None:
         conf = np.asarray(confidence, dtype=np.float64)
         if conf.shape != (T, J):
             raise InputError(
-                f"{where}: confidence has shape {conf.shape}, expected (frames, joints) = ({T}, {J}).")
+                f"{where}: confidence has shape {conf.shape}, expected (frames, joints) = ({T}, {J})."
+            )
         conf = conf.copy()
         conf[~np.isfinite(conf)] = 0.0
         if conf.min() < 0 or conf.max() > 1:
-            notes.append(f"confidence values outside [0, 1] (range {conf.min():.3g}..{conf.max():.3g}) "
-                         f"were clipped to [0, 1].")
+            notes.append(
+                f"confidence values outside [0, 1] (range {conf.min():.3g}..{conf.max():.3g}) "
+                f"were clipped to [0, 1]."
+            )
             conf = np.clip(conf, 0.0, 1.0)
         conf[missing] = 0.0
         confidence = conf
@@ -215,9 +266,17 @@ def finalize(positions, *, names=None, confidence=None, fps=None, units=None, up
 
     layout = None if layout is None or str(layout).strip() == "" else str(layout).strip()
     return KeypointSequence(
-        positions=pos, names=names, confidence=confidence,
-        fps=norm_fps(fps, where), units=norm_units(units, where), up=norm_up(up, where),
-        layout=layout, frames=frames, source=str(source), notes=notes)
+        positions=pos,
+        names=names,
+        confidence=confidence,
+        fps=norm_fps(fps, where),
+        units=norm_units(units, where),
+        up=norm_up(up, where),
+        layout=layout,
+        frames=frames,
+        source=str(source),
+        notes=notes,
+    )
 
 
 # ---------------------------------------------------------------------------------------

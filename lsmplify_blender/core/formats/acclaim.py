@@ -29,10 +29,10 @@ positions stay in file units with ``units='cmu'`` (0.05644 m); for any other s t
 converted to metres (``units='m'``); without a length entry the unit is left unknown.
 AMC files carry no frame rate: CMU captured at 120 fps, which is assumed (see ``notes``).
 """
+
 from __future__ import annotations
 
 import dataclasses
-
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,8 +123,10 @@ def parse_asf(text: str, where: str = "ASF") -> AsfSkeleton:
     sec = _sections(text)
     if "bonedata" not in sec or "hierarchy" not in sec:
         missing = [s for s in (":bonedata", ":hierarchy") if s[1:] not in sec]
-        raise InputError(f"{where}: not a valid ASF skeleton (no {' and '.join(missing)} section). "
-                         f"Pass the subject's .asf file.")
+        raise InputError(
+            f"{where}: not a valid ASF skeleton (no {' and '.join(missing)} section). "
+            f"Pass the subject's .asf file."
+        )
     length_scale = None
     angle_deg = True
     for toks in sec.get("units", []):
@@ -184,10 +186,14 @@ def parse_asf(text: str, where: str = "ASF") -> AsfSkeleton:
             if name in bones or name == "root":
                 raise InputError(f"{where}: bone name '{name}' is used twice.")
             d = block["direction"]
-            bones[name] = AsfBone(name=name, direction=d, length=block["length"],
-                                  axis=block.get("axis", np.zeros(3)),
-                                  axis_order=block.get("axis_order", "XYZ"),
-                                  dof=block.get("dof", []))
+            bones[name] = AsfBone(
+                name=name,
+                direction=d,
+                length=block["length"],
+                axis=block.get("axis", np.zeros(3)),
+                axis_order=block.get("axis_order", "XYZ"),
+                dof=block.get("dof", []),
+            )
             block = None
             continue
         if block is None:
@@ -220,8 +226,9 @@ def parse_asf(text: str, where: str = "ASF") -> AsfSkeleton:
             block["dof"] = dof
         # id, limits (and their continuation lines), bodymass, cofmass: not needed
     if block is not None:
-        raise InputError(f"{where}: a bone block in :bonedata is not closed by 'end'; "
-                         f"the file is truncated.")
+        raise InputError(
+            f"{where}: a bone block in :bonedata is not closed by 'end'; the file is truncated."
+        )
     if not bones:
         raise InputError(f"{where}: :bonedata declares no bones.")
 
@@ -252,10 +259,17 @@ def parse_asf(text: str, where: str = "ASF") -> AsfSkeleton:
     if orphans:
         raise InputError(f"{where}: bones {orphans} are not connected to the root in :hierarchy.")
     name = " ".join(sec.get("name", [[""]])[0])
-    return AsfSkeleton(bones=bones, root_order=root_order, root_axis=root_axis,
-                       root_position=root_pos, root_orientation=root_ori,
-                       root_children=root_children, length_scale=length_scale,
-                       angle_deg=angle_deg, name=name)
+    return AsfSkeleton(
+        bones=bones,
+        root_order=root_order,
+        root_axis=root_axis,
+        root_position=root_pos,
+        root_orientation=root_ori,
+        root_children=root_children,
+        length_scale=length_scale,
+        angle_deg=angle_deg,
+        name=name,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -277,9 +291,11 @@ class AmcMotion:
 def parse_amc(text: str, skel: AsfSkeleton, where: str = "AMC") -> AmcMotion:
     m = _FRAME_LINE.search(text)
     if m is None:
-        raise InputError(f"{where}: no frames found (a frame starts with a line holding only its "
-                         f"number). The file is empty, truncated or not an AMC file.")
-    header, body = text[:m.start()], text[m.start():]
+        raise InputError(
+            f"{where}: no frames found (a frame starts with a line holding only its "
+            f"number). The file is empty, truncated or not an AMC file."
+        )
+    header, body = text[: m.start()], text[m.start() :]
     degrees = None
     fully_specified = False
     for line in header.splitlines():
@@ -332,13 +348,14 @@ def _parse_amc_fast(body: str, nvals: dict[str, int]):
         return None
     values, c = {}, 1
     for b in order:
-        values[b] = vals[:, c:c + nvals[b]]
+        values[b] = vals[:, c : c + nvals[b]]
         c += nvals[b]
     return frames.astype(np.int64), values
 
 
-def _parse_amc_slow(body: str, nvals: dict[str, int], fully_specified: bool, where: str,
-                    notes: list[str]):
+def _parse_amc_slow(
+    body: str, nvals: dict[str, int], fully_specified: bool, where: str, notes: list[str]
+):
     """Line-by-line parse with precise errors.
 
     In a :FULLY-SPECIFIED file every frame must list the bones of the first frame (a short
@@ -361,15 +378,20 @@ def _parse_amc_slow(body: str, nvals: dict[str, int], fully_specified: bool, whe
         fw = f"{where}: frame {frames[-1]}"
         if b not in nvals:
             if b[0].isdigit() or b[0] in "+-.":
-                raise InputError(f"{fw}: line '{raw.strip()[:60]}' does not start with a bone name.")
-            raise InputError(f"{fw}: bone '{b}' is not in the ASF skeleton. "
-                             f"Is this the right .asf for this .amc?")
+                raise InputError(
+                    f"{fw}: line '{raw.strip()[:60]}' does not start with a bone name."
+                )
+            raise InputError(
+                f"{fw}: bone '{b}' is not in the ASF skeleton. "
+                f"Is this the right .asf for this .amc?"
+            )
         if b in per_frame[-1]:
             raise InputError(f"{fw}: bone '{b}' is listed twice.")
         if len(toks) - 1 != nvals[b]:
             raise InputError(
                 f"{fw}: bone '{b}' has {len(toks) - 1} values but the ASF gives it {nvals[b]} "
-                f"dofs. The file is truncated, or the .asf does not match the .amc.")
+                f"dofs. The file is truncated, or the .asf does not match the .amc."
+            )
         try:
             per_frame[-1][b] = [float(v) for v in toks[1:]]
         except ValueError:
@@ -386,9 +408,12 @@ def _parse_amc_slow(body: str, nvals: dict[str, int], fully_specified: bool, whe
             if t == T - 1:
                 raise InputError(
                     f"{where}: the last frame ({frames[t]}) lists {len(f)} of {len(ref)} bones; the "
-                    f"file is truncated. Re-export it, or delete the incomplete last frame.")
-            raise InputError(f"{where}: frame {frames[t]} lacks bones {lack}; a :FULLY-SPECIFIED "
-                             f"AMC lists every bone in every frame.")
+                    f"file is truncated. Re-export it, or delete the incomplete last frame."
+                )
+            raise InputError(
+                f"{where}: frame {frames[t]} lacks bones {lack}; a :FULLY-SPECIFIED "
+                f"AMC lists every bone in every frame."
+            )
     values = {}
     n_held = 0
     for b in seen:
@@ -414,7 +439,9 @@ def _parse_amc_slow(body: str, nvals: dict[str, int], fully_specified: bool, whe
 def joint_order(skel: AsfSkeleton) -> list[tuple[str, str | None]]:
     """Depth-first (name, bone) list: ('root', None), (bone, bone), ('<leaf>_end', leaf)."""
     out: list[tuple[str, str | None]] = [("root", None)]
-    todo = list(reversed(skel.root_children))  # an explicit stack: a 3,000-bone chain needs no recursion
+    todo = list(
+        reversed(skel.root_children)
+    )  # an explicit stack: a 3,000-bone chain needs no recursion
     while todo:
         b = todo.pop()
         out.append((b, b))
@@ -425,8 +452,9 @@ def joint_order(skel: AsfSkeleton) -> list[tuple[str, str | None]]:
     return out
 
 
-def acclaim_forward_kinematics(skel: AsfSkeleton, motion: AmcMotion, notes: list[str] | None = None,
-                               rotations: bool = False):
+def acclaim_forward_kinematics(
+    skel: AsfSkeleton, motion: AmcMotion, notes: list[str] | None = None, rotations: bool = False
+):
     """Joint names and world positions (T, J, 3) in ASF length units.
 
     With ``rotations=True`` also the world rotation (T, J, 3, 3) of the bone starting at each
@@ -479,7 +507,9 @@ def acclaim_forward_kinematics(skel: AsfSkeleton, motion: AmcMotion, notes: list
         rots[bone_name] = R
         ends[bone_name] = p_end + R @ (bone.direction * bone.length)
     if ignored and notes is not None:
-        notes.append(f"translation/length dofs of {sorted(ignored)} ignored (only rotations are used).")
+        notes.append(
+            f"translation/length dofs of {sorted(ignored)} ignored (only rotations are used)."
+        )
 
     names, cols = [], []
     for name, bone_name in joint_order(skel):
@@ -493,14 +523,18 @@ def acclaim_forward_kinematics(skel: AsfSkeleton, motion: AmcMotion, notes: list
     if not rotations:
         return names, np.stack(cols, axis=1)
     rot = [R_root if b is None else rots[b] for _, b in joint_order(skel)]
-    return names, np.stack(cols, axis=1), np.stack([np.broadcast_to(r, (T, 3, 3)) for r in rot], axis=1)
+    return (
+        names,
+        np.stack(cols, axis=1),
+        np.stack([np.broadcast_to(r, (T, 3, 3)) for r in rot], axis=1),
+    )
 
 
 def _partial_rot(ang: np.ndarray, axes: list[str]) -> np.ndarray:
     """Rotation for a bone with 1 or 2 (or repeated) rotation dofs, first listed applied first."""
     R = None
     for k, a in enumerate(axes):
-        m = euler_matrix(ang[:, k:k + 1], a.lower())
+        m = euler_matrix(ang[:, k : k + 1], a.lower())
         R = m if R is None else m @ R
     assert R is not None, "a bone without rotation dofs has no partial rotation"
     return R
@@ -513,8 +547,11 @@ def _partial_rot(ang: np.ndarray, axes: list[str]) -> np.ndarray:
 def asf_rest_positions(skel: AsfSkeleton, motion: AmcMotion) -> np.ndarray:
     """(J, 3) joint positions of the ASF rest pose (every dof zero, root at its ASF position), in
     ``joint_order``: the frame the rotations of ``acclaim_forward_kinematics`` are relative to."""
-    zero = dataclasses.replace(motion, frames=motion.frames[:1],
-                               values={k: np.zeros_like(v[:1]) for k, v in motion.values.items()})
+    zero = dataclasses.replace(
+        motion,
+        frames=motion.frames[:1],
+        values={k: np.zeros_like(v[:1]) for k, v in motion.values.items()},
+    )
     return acclaim_forward_kinematics(skel, zero)[1][0]
 
 
@@ -528,13 +565,19 @@ def read_amc(path, asf) -> KeypointSequence:
     skel = read_asf(asf)
     text = read_text(path, "AMC")
     motion = parse_amc(text, skel, where)
-    notes = [f"AMC '{where}' on ASF skeleton '{Path(asf).name}': {len(skel.bones)} bones, "
-             f"{motion.frames.shape[0]} frames; joints are bone START points (lfemur = hip centre, "
-             f"ltibia = knee, lfoot = ankle), leaf bones add '<bone>_end'."]
+    notes = [
+        (
+            f"AMC '{where}' on ASF skeleton '{Path(asf).name}': {len(skel.bones)} bones, "
+            f"{motion.frames.shape[0]} frames; joints are bone START points (lfemur = hip centre, "
+            f"ltibia = knee, lfoot = ankle), leaf bones add '<bone>_end'."
+        )
+    ]
     notes += motion.notes
     if motion.degrees is None:
-        notes.append(f"AMC does not say :DEGREES or :RADIANS; used the ASF angle unit "
-                     f"({'degrees' if skel.angle_deg else 'radians'}).")
+        notes.append(
+            f"AMC does not say :DEGREES or :RADIANS; used the ASF angle unit "
+            f"({'degrees' if skel.angle_deg else 'radians'})."
+        )
     if motion.missing:
         notes.append(f"bones {motion.missing} never appear in the AMC; held at their rest pose.")
     with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN input -> NaN (missing)
@@ -550,13 +593,29 @@ def read_amc(path, asf) -> KeypointSequence:
         units = "m"
         mpu = 0.0254 / s
         pos = pos * mpu
-        notes.append(f"ASF ':units length {s:g}': 1 unit = (1/{s:g}) inch = {mpu:.6g} m; "
-                     f"positions converted to metres.")
-    notes.append(f"AMC files carry no frame rate; assumed {CMU_FPS:g} fps (the CMU capture rate). "
-                 f"Give the real rate if this is not CMU data.")
+        notes.append(
+            f"ASF ':units length {s:g}': 1 unit = (1/{s:g}) inch = {mpu:.6g} m; "
+            f"positions converted to metres."
+        )
+    notes.append(
+        f"AMC files carry no frame rate; assumed {CMU_FPS:g} fps (the CMU capture rate). "
+        f"Give the real rate if this is not CMU data."
+    )
     notes.append("Up axis: Y (Acclaim/CMU convention).")
-    seq = finalize(pos, names=names, fps=CMU_FPS, units=units, up="y", layout=None,
-                   frames=motion.frames, source=str(path), notes=notes, where=where)
-    rest = asf_rest_positions(skel, motion) * (1.0 if units != "m" else 0.0254 / s)  # in the positions' unit
+    seq = finalize(
+        pos,
+        names=names,
+        fps=CMU_FPS,
+        units=units,
+        up="y",
+        layout=None,
+        frames=motion.frames,
+        source=str(path),
+        notes=notes,
+        where=where,
+    )
+    rest = asf_rest_positions(skel, motion) * (
+        1.0 if units != "m" else 0.0254 / s
+    )  # in the positions' unit
     seq.rotations, seq.rest_positions = rotations.astype(np.float32), rest  # see KeypointSequence
     return seq

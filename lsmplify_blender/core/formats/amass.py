@@ -5,6 +5,7 @@ LSMPLify writes ``up = "y"``; AMASS files have no ``up`` key and are Z up, which
 reader detects from the data (``detect_pose_up``). AMASS's SMPL-H (156 columns) and SMPL-X
 (165 columns) poses are mapped onto SMPL's 24 joints (``smpl_pose_columns``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,8 +18,15 @@ from .. import safe_npy
 from ..errors import InputError, OutputError
 
 
-def write_smpl_npz(path: str | os.PathLike, poses: np.ndarray, betas: np.ndarray, trans: np.ndarray,
-                   fps: float, gender: str = "neutral", **extra) -> Path:
+def write_smpl_npz(
+    path: str | os.PathLike,
+    poses: np.ndarray,
+    betas: np.ndarray,
+    trans: np.ndarray,
+    fps: float,
+    gender: str = "neutral",
+    **extra,
+) -> Path:
     """Write the motion atomically: a temporary file beside the target, renamed over it only
     when complete, and removed on any failure (a full disk, a kill by Ctrl-C), so the
     user's earlier file is either kept or replaced whole and nothing is left behind.
@@ -30,13 +38,19 @@ def write_smpl_npz(path: str | os.PathLike, poses: np.ndarray, betas: np.ndarray
     if p.suffix.lower() != ".npz":
         p = p.with_suffix(".npz")
     arrays: dict[str, np.ndarray | np.generic] = dict(
-        poses=np.asarray(poses, np.float32), betas=np.asarray(betas, np.float32),
-        trans=np.asarray(trans, np.float32), mocap_framerate=np.float32(fps),
-        gender=np.array(str(gender)), up=np.array("y"))
+        poses=np.asarray(poses, np.float32),
+        betas=np.asarray(betas, np.float32),
+        trans=np.asarray(trans, np.float32),
+        mocap_framerate=np.float32(fps),
+        gender=np.array(str(gender)),
+        up=np.array("y"),
+    )
     for k in ("poses", "betas", "trans", "mocap_framerate"):
         if not np.isfinite(arrays[k]).all():
-            raise OutputError(f"The solve produced non-finite {k}; nothing was written to {p}. The input "
-                              "probably holds extreme values: check its units and coordinates.")
+            raise OutputError(
+                f"The solve produced non-finite {k}; nothing was written to {p}. The input "
+                "probably holds extreme values: check its units and coordinates."
+            )
     for k, value in extra.items():
         v = np.asarray(value)
         if v.dtype.kind == "f" and not np.isfinite(v).all():
@@ -44,7 +58,9 @@ def write_smpl_npz(path: str | os.PathLike, poses: np.ndarray, betas: np.ndarray
                 continue
             v = np.where(np.isfinite(v), v, -1).astype(v.dtype)
         if v.dtype.kind not in "biufU":
-            raise OutputError(f"Output field '{k}' is {v.dtype}, not numbers or text.")  # never an object array
+            raise OutputError(
+                f"Output field '{k}' is {v.dtype}, not numbers or text."
+            )  # never an object array
         arrays[k] = v
     _atomic_savez(p, arrays)
     return p
@@ -66,12 +82,18 @@ def smpl_pose_columns(poses: np.ndarray, name: str = "poses") -> tuple[np.ndarra
     if width == 72:
         return poses, None
     if width not in HAND_SOURCE_JOINTS:
-        raise InputError(f"{name}: 'poses' has {width} columns; expected 72 (SMPL), 156 (SMPL-H) or "
-                         "165 (SMPL-X).")
+        raise InputError(
+            f"{name}: 'poses' has {width} columns; expected 72 (SMPL), 156 (SMPL-H) or "
+            "165 (SMPL-X)."
+        )
     left, right, kind = HAND_SOURCE_JOINTS[width]
-    out = np.concatenate([poses[:, :66], poses[:, 3 * left:3 * left + 3], poses[:, 3 * right:3 * right + 3]], 1)
-    return out, (f"{kind} poses ({width} columns): the 22 body joints as they are, SMPL's hand joints from "
-                 "each hand's first finger joint (index1)")
+    out = np.concatenate(
+        [poses[:, :66], poses[:, 3 * left : 3 * left + 3], poses[:, 3 * right : 3 * right + 3]], 1
+    )
+    return out, (
+        f"{kind} poses ({width} columns): the 22 body joints as they are, SMPL's hand joints from "
+        "each hand's first finger joint (index1)"
+    )
 
 
 def detect_pose_up(poses: np.ndarray) -> tuple[str, float]:
@@ -125,8 +147,10 @@ def _atomic_savez(p: Path, arrays: dict) -> None:
         os.replace(tmp, p)
         tmp = None
     except OSError as exc:
-        raise OutputError(f"Could not write {p}: {exc.strerror or exc}. Nothing was replaced; free some disk "
-                          "space or choose another --out.") from None
+        raise OutputError(
+            f"Could not write {p}: {exc.strerror or exc}. Nothing was replaced; free some disk "
+            "space or choose another --out."
+        ) from None
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
@@ -142,28 +166,50 @@ def read_smpl_npz(path: str | os.PathLike) -> dict:
     with open(p, "rb") as f:
         magic = f.read(6)
     if magic == b"\x93NUMPY":
-        raise InputError(f"{p.name} is a single .npy array; --init needs an AMASS-style .npz with poses, betas "
-                         "and trans (np.savez(path, poses=..., betas=..., trans=...)).")
-    data, _ = safe_npy.read_npz(p, InputError, keys=("poses", "betas", "trans", "mocap_framerate",
-                                                     "mocap_frame_rate", "gender", "up", "frame_start"),
-                                kinds="biufU")
+        raise InputError(
+            f"{p.name} is a single .npy array; --init needs an AMASS-style .npz with poses, betas "
+            "and trans (np.savez(path, poses=..., betas=..., trans=...))."
+        )
+    data, _ = safe_npy.read_npz(
+        p,
+        InputError,
+        keys=(
+            "poses",
+            "betas",
+            "trans",
+            "mocap_framerate",
+            "mocap_frame_rate",
+            "gender",
+            "up",
+            "frame_start",
+        ),
+        kinds="biufU",
+    )
     if "poses" not in data:
-        raise InputError(f"{p.name}: no 'poses' array; expected an AMASS-style SMPL .npz "
-                         "(poses, betas, trans, mocap_framerate).")
+        raise InputError(
+            f"{p.name}: no 'poses' array; expected an AMASS-style SMPL .npz "
+            "(poses, betas, trans, mocap_framerate)."
+        )
     poses = _finite(data, "poses", p.name)
     if poses.ndim != 2 or poses.shape[1] < 72:
-        raise InputError(f"{p.name}: 'poses' has shape {poses.shape}; expected (frames, 72) or more.")
+        raise InputError(
+            f"{p.name}: 'poses' has shape {poses.shape}; expected (frames, 72) or more."
+        )
     t = poses.shape[0]
     if t == 0:
         raise InputError(f"{p.name}: 'poses' has zero frames.")
     trans = _finite(data, "trans", p.name) if "trans" in data else np.zeros((t, 3), np.float32)
     if trans.shape != (t, 3):
         raise InputError(f"{p.name}: 'trans' has shape {trans.shape}; expected ({t}, 3).")
-    betas = (_finite(data, "betas", p.name) if "betas" in data else np.zeros(10, np.float32)).reshape(-1)[:10]
+    betas = (
+        _finite(data, "betas", p.name) if "betas" in data else np.zeros(10, np.float32)
+    ).reshape(-1)[:10]
     key = "mocap_framerate" if "mocap_framerate" in data else "mocap_frame_rate"
     fps = _finite(data, key, p.name).reshape(-1) if key in data else np.array([30.0])
     if fps.size != 1 or not 0 < float(fps[0]) <= 1000:
-        raise InputError(f"{p.name}: '{key}' must be one frame rate in (0, 1000] fps; got {fps[:3].tolist()}.")
+        raise InputError(
+            f"{p.name}: '{key}' must be one frame rate in (0, 1000] fps; got {fps[:3].tolist()}."
+        )
     poses, note = smpl_pose_columns(poses, p.name)
     notes = [note] if note else []
     if "up" in data:
@@ -172,11 +218,20 @@ def read_smpl_npz(path: str | os.PathLike) -> dict:
             raise InputError(f"{p.name}: 'up' is '{up}'; expected 'y' or 'z'.")
     else:
         up, along = detect_pose_up(poses)
-        notes.append(f"no 'up' key: the body's up axis points along {up.upper()} ({along:.2f}) over the take, "
-                     f"read as {up.upper()} up" + (" (as AMASS stores it)" if up == "z" else ""))
-    return dict(poses=poses, betas=betas, trans=trans, fps=float(fps[0]),
-                gender=_text(data, "gender", "neutral", p.name), up=up,
-                frame_start=_frame_start(data.get("frame_start"), p.name), notes=notes)
+        notes.append(
+            f"no 'up' key: the body's up axis points along {up.upper()} ({along:.2f}) over the take, "
+            f"read as {up.upper()} up" + (" (as AMASS stores it)" if up == "z" else "")
+        )
+    return dict(
+        poses=poses,
+        betas=betas,
+        trans=trans,
+        fps=float(fps[0]),
+        gender=_text(data, "gender", "neutral", p.name),
+        up=up,
+        frame_start=_frame_start(data.get("frame_start"), p.name),
+        notes=notes,
+    )
 
 
 def _frame_start(value, name: str):
@@ -185,7 +240,9 @@ def _frame_start(value, name: str):
         return None
     v = np.asarray(value)
     if v.shape != () or v.dtype.kind not in "iu" or abs(int(v)) > 1_000_000_000:
-        raise InputError(f"{name}: 'frame_start' must be one whole frame number, got {v.dtype} {v.shape}.")
+        raise InputError(
+            f"{name}: 'frame_start' must be one whole frame number, got {v.dtype} {v.shape}."
+        )
     return int(v)
 
 
@@ -195,8 +252,10 @@ def _finite(data: dict, key: str, name: str) -> np.ndarray:
         raise InputError(f"{name}: '{key}' is {arr.dtype}, not numbers.")
     arr = arr.astype(np.float32)
     if not np.isfinite(arr).all():
-        raise InputError(f"{name}: '{key}' holds NaN or infinite values (or numbers beyond float32); "
-                         "the file is damaged. Export it again.")
+        raise InputError(
+            f"{name}: '{key}' holds NaN or infinite values (or numbers beyond float32); "
+            "the file is damaged. Export it again."
+        )
     return arr
 
 

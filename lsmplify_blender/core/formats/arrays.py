@@ -12,16 +12,30 @@
     ``frames`` (T,) frame numbers. Save strings as ``np.array(names, dtype=str)``,
     never as Python objects (they are loaded with ``allow_pickle=False``). Example::
 
-        np.savez("clip.npz", keypoints=xyz, joint_names=np.array(names), fps=30.0,
-                 units="m", up="y", layout="coco17")
+        np.savez(
+            "clip.npz",
+            keypoints=xyz,
+            joint_names=np.array(names),
+            fps=30.0,
+            units="m",
+            up="y",
+            layout="coco17",
+        )
 
 .json
     Either the array form (the same keys as .npz; ``null`` marks a missing joint or
     coordinate)::
 
-        {"keypoints": [[[x, y, z], null, ...], ...], "joint_names": ["nose", ...],
-         "confidence": [[1.0, 0.0, ...], ...], "fps": 30, "units": "m", "up": "y",
-         "layout": "coco17", "frames": [0, 1, ...]}
+        {
+            "keypoints": [[[x, y, z], null, ...], ...],
+            "joint_names": ["nose", ...],
+            "confidence": [[1.0, 0.0, ...], ...],
+            "fps": 30,
+            "units": "m",
+            "up": "y",
+            "layout": "coco17",
+            "frames": [0, 1, ...],
+        }
 
     (a bare top-level list is read as ``keypoints``), or the per-frame form, where each
     frame names its joints and any joint may be absent or ``null``::
@@ -44,6 +58,7 @@
     Without a header: numbers only, 3*J columns x, y, z per joint; names unknown.
     Comma, tab or semicolon separated (detected from the first line); '#' lines skipped.
 """
+
 from __future__ import annotations
 
 import csv
@@ -77,12 +92,15 @@ def as_tj3(arr, where: str, notes: list[str]) -> np.ndarray:
         notes.append(f"2-D array {a.shape} read as one frame of {a.shape[0]} joints (J, 3).")
         return a[None]
     if a.ndim == 2 and a.shape[1] % 3 == 0 and a.shape[1] > 3:
-        notes.append(f"2-D array {a.shape} read as (frames, joints*3) with x, y, z per joint: "
-                     f"{a.shape[0]} frames of {a.shape[1] // 3} joints.")
+        notes.append(
+            f"2-D array {a.shape} read as (frames, joints*3) with x, y, z per joint: "
+            f"{a.shape[0]} frames of {a.shape[1] // 3} joints."
+        )
         return a.reshape(a.shape[0], -1, 3)
     raise InputError(
         f"{where}: keypoints have shape {a.shape}; expected (frames, joints, 3) "
-        f"(or (joints, 3) for one frame). Reshape the array, e.g. arr.reshape(T, -1, 3).")
+        f"(or (joints, 3) for one frame). Reshape the array, e.g. arr.reshape(T, -1, 3)."
+    )
 
 
 def _scalar(value, key: str, where: str):
@@ -109,11 +127,12 @@ def _names(value, where: str) -> list[str] | None:
         return None
     a = np.asarray(value)
     if a.ndim != 1:
-        raise InputError(f"{where}: 'joint_names' must be a 1-D list of strings, got shape {a.shape}.")
+        raise InputError(
+            f"{where}: 'joint_names' must be a 1-D list of strings, got shape {a.shape}."
+        )
     out = []
-    for v in a.tolist():
-        if isinstance(v, bytes):
-            v = v.decode("utf-8", "replace")
+    for item in a.tolist():
+        v = item.decode("utf-8", "replace") if isinstance(item, bytes) else item
         if not isinstance(v, str):
             raise InputError(f"{where}: 'joint_names' must hold strings, found {v!r}.")
         out.append(v)
@@ -159,14 +178,18 @@ def read_npz(path) -> KeypointSequence:
     p = check_file(path)
     where = p.name
     if _magic(p)[:2] != b"PK":
-        raise InputError(f"{where}: this is a single .npy array, not an .npz archive; "
-                         f"rename it to .npy or save it with np.savez(path, keypoints=...).")
+        raise InputError(
+            f"{where}: this is a single .npy array, not an .npz archive; "
+            f"rename it to .npy or save it with np.savez(path, keypoints=...)."
+        )
     # Only the known keys are read, each after its declared size is checked (an .npz bomb
     # declares gigabytes of zeros in a few megabytes).
     vals, keys = safe_npy.read_npz(p, InputError, keys=_NPZ_KEYS, kinds="biufUS")
     if "keypoints" not in keys:
-        raise InputError(f"{where}: no 'keypoints' array in the .npz (it has {keys}). Save "
-                         f"the (T, J, 3) positions as np.savez(path, keypoints=xyz, ...).")
+        raise InputError(
+            f"{where}: no 'keypoints' array in the .npz (it has {keys}). Save "
+            f"the (T, J, 3) positions as np.savez(path, keypoints=xyz, ...)."
+        )
     notes: list[str] = []
     extra = [k for k in keys if k not in _NPZ_KEYS]
     if extra:
@@ -183,11 +206,19 @@ def _from_mapping(vals: dict, where: str, source: str, notes: list[str]) -> Keyp
     fps = vals.get("fps")
     fps = None if fps is None else _scalar(fps, "fps", where)
     frames = _numeric(vals.get("frames"), "frames", where)
-    return finalize(pos, names=_names(vals.get("joint_names"), where), confidence=conf,
-                    fps=fps, units=_string(vals.get("units"), "units", where),
-                    up=_string(vals.get("up"), "up", where),
-                    layout=_string(vals.get("layout"), "layout", where),
-                    frames=frames, source=source, notes=notes, where=where)
+    return finalize(
+        pos,
+        names=_names(vals.get("joint_names"), where),
+        confidence=conf,
+        fps=fps,
+        units=_string(vals.get("units"), "units", where),
+        up=_string(vals.get("up"), "up", where),
+        layout=_string(vals.get("layout"), "layout", where),
+        frames=frames,
+        source=source,
+        notes=notes,
+        where=where,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -203,7 +234,10 @@ def _nested_to_tj3(kp, where: str) -> np.ndarray:
     except (TypeError, ValueError):
         pass
     if not isinstance(kp, list) or not kp:
-        raise InputError(f"{where}: 'keypoints' must be a list of frames, each a list of [x, y, z].")
+        raise InputError(
+            f"{where}: 'keypoints' must be a list of frames, each a list of [x, y, z]."
+        )
+
     def is_number(v):
         return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -216,20 +250,25 @@ def _nested_to_tj3(kp, where: str) -> np.ndarray:
         if J is None:
             J = len(frame)
         elif len(frame) != J:
-            raise InputError(f"{where}: keypoints frame {t} has {len(frame)} joints but frame 0 has "
-                             f"{J}; every frame needs the same joints (use null for a missing one).")
+            raise InputError(
+                f"{where}: keypoints frame {t} has {len(frame)} joints but frame 0 has "
+                f"{J}; every frame needs the same joints (use null for a missing one)."
+            )
         row = []
         for j, v in enumerate(frame):
             if v is None:
                 row.append([np.nan] * 3)
                 continue
             if not isinstance(v, list) or len(v) != 3:
-                raise InputError(f"{where}: keypoints frame {t}, joint {j} must be [x, y, z] or null, "
-                                 f"got {v!r}.")
+                raise InputError(
+                    f"{where}: keypoints frame {t}, joint {j} must be [x, y, z] or null, got {v!r}."
+                )
             try:
                 row.append([np.nan if c is None else float(c) for c in v])
             except (TypeError, ValueError):
-                raise InputError(f"{where}: keypoints frame {t}, joint {j}: {v!r} is not numbers.") from None
+                raise InputError(
+                    f"{where}: keypoints frame {t}, joint {j}: {v!r} is not numbers."
+                ) from None
         out.append(row)
     return np.array(out, dtype=np.float64).reshape(len(out), J or 0, 3)
 
@@ -241,11 +280,15 @@ def _frames_form(data: dict, frames: list, where: str, source: str) -> KeypointS
     per_frame = []
     for t, fr in enumerate(frames):
         if not isinstance(fr, dict):
-            raise InputError(f"{where}: frames[{t}] must be an object {{\"frame\": n, \"joints\": {{...}}}}.")
+            raise InputError(
+                f'{where}: frames[{t}] must be an object {{"frame": n, "joints": {{...}}}}.'
+            )
         joints = fr.get("joints", fr.get("keypoints"))
         if not isinstance(joints, dict):
-            raise InputError(f"{where}: frames[{t}] needs a \"joints\" object mapping joint names to "
-                             f"[x, y, z] (or null).")
+            raise InputError(
+                f'{where}: frames[{t}] needs a "joints" object mapping joint names to '
+                f"[x, y, z] (or null)."
+            )
         conf = fr.get("confidence") or {}
         if not isinstance(conf, dict):
             raise InputError(f"{where}: frames[{t}].confidence must map joint names to numbers.")
@@ -267,12 +310,16 @@ def _frames_form(data: dict, frames: list, where: str, source: str) -> KeypointS
             if v is None:
                 continue
             if not isinstance(v, list) or len(v) not in (3, 4):
-                raise InputError(f"{where}: frame {t}, joint '{n}' must be [x, y, z], [x, y, z, c] "
-                                 f"or null; got {v!r}.")
+                raise InputError(
+                    f"{where}: frame {t}, joint '{n}' must be [x, y, z], [x, y, z, c] "
+                    f"or null; got {v!r}."
+                )
             try:
                 vals = [np.nan if c is None else float(c) for c in v]
             except (TypeError, ValueError):
-                raise InputError(f"{where}: frame {t}, joint '{n}': {v!r} is not numbers.") from None
+                raise InputError(
+                    f"{where}: frame {t}, joint '{n}': {v!r} is not numbers."
+                ) from None
             pos[t, j] = vals[:3]
             if len(vals) == 4:
                 cf[t, j] = vals[3]
@@ -283,41 +330,66 @@ def _frames_form(data: dict, frames: list, where: str, source: str) -> KeypointS
             try:
                 cf[t, index[n]] = np.nan if c is None else float(c)
             except (TypeError, ValueError):
-                raise InputError(f"{where}: frame {t}, confidence of '{n}' is not a number.") from None
+                raise InputError(
+                    f"{where}: frame {t}, confidence of '{n}' is not a number."
+                ) from None
             have_conf = True
     given = [f is not None for f in frame_nums]
     if any(given) and not all(given):
-        raise InputError(f"{where}: some frames have a \"frame\" number and some do not; give it "
-                         f"for every frame or for none.")
-    notes = [f"JSON per-frame form: {T} frames, {J} joints (ordered by first appearance); "
-             f"absent or null joints are missing."]
-    return finalize(pos, names=names, confidence=cf if have_conf else None,
-                    fps=data.get("fps"), units=data.get("units"), up=data.get("up"),
-                    layout=data.get("layout"),
-                    frames=_numeric(frame_nums, "frame", where) if all(given) else None,
-                    source=source, notes=notes, where=where)
+        raise InputError(
+            f'{where}: some frames have a "frame" number and some do not; give it '
+            f"for every frame or for none."
+        )
+    notes = [
+        (
+            f"JSON per-frame form: {T} frames, {J} joints (ordered by first appearance); "
+            f"absent or null joints are missing."
+        )
+    ]
+    return finalize(
+        pos,
+        names=names,
+        confidence=cf if have_conf else None,
+        fps=data.get("fps"),
+        units=data.get("units"),
+        up=data.get("up"),
+        layout=data.get("layout"),
+        frames=_numeric(frame_nums, "frame", where) if all(given) else None,
+        source=source,
+        notes=notes,
+        where=where,
+    )
 
 
 def read_json(path) -> KeypointSequence:
     where = Path(path).name
     text = read_text(path, "JSON")
+
     def json_int(digits: str):  # Python refuses > 4300 digits deep in json.loads; say why here
         if len(digits) > 30:
-            raise InputError(f"{where}: a JSON integer with {len(digits)} digits is no coordinate, frame or "
-                             f"rate. The file holds something else, or is corrupt.")
+            raise InputError(
+                f"{where}: a JSON integer with {len(digits)} digits is no coordinate, frame or "
+                f"rate. The file holds something else, or is corrupt."
+            )
         return int(digits)
 
     try:
         data = json.loads(text, parse_int=json_int)
     except json.JSONDecodeError as e:
-        raise InputError(f"{where}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}). "
-                         f"The file may be truncated.") from None
+        raise InputError(
+            f"{where}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}). "
+            f"The file may be truncated."
+        ) from None
     except RecursionError:
         raise InputError(f"{where}: JSON nested too deeply.") from None
     except ValueError as e:
         raise InputError(f"{where}: not valid JSON ({str(e)[:100]}).") from None
     if isinstance(data, list):
-        data = {"frames": data} if data and all(isinstance(f, dict) for f in data) else {"keypoints": data}
+        data = (
+            {"frames": data}
+            if data and all(isinstance(f, dict) for f in data)
+            else {"keypoints": data}
+        )
     if not isinstance(data, dict):
         raise InputError(f"{where}: expected a JSON object with 'keypoints' (or 'frames').")
     for k in ("fps", "units", "up", "layout"):
@@ -338,7 +410,9 @@ def read_json(path) -> KeypointSequence:
             try:
                 vals["confidence"] = np.array(vals["confidence"], dtype=np.float64)
             except (TypeError, ValueError):
-                raise InputError(f"{where}: 'confidence' must be a (frames, joints) list of numbers.") from None
+                raise InputError(
+                    f"{where}: 'confidence' must be a (frames, joints) list of numbers."
+                ) from None
         if "joint_names" in vals and not isinstance(vals["joint_names"], list):
             raise InputError(f"{where}: 'joint_names' must be a list of strings.")
         if "joint_names" in vals:
@@ -351,8 +425,10 @@ def read_json(path) -> KeypointSequence:
         return _frames_form(data, frames, where, str(path))
     if isinstance(frames, list) and not frames:
         raise InputError(f"{where}: 'frames' is empty; the file has zero frames.")
-    raise InputError(f"{where}: no 'keypoints' array and no 'frames' list of "
-                     f"{{\"frame\", \"joints\"}} objects; see the documented JSON forms.")
+    raise InputError(
+        f"{where}: no 'keypoints' array and no 'frames' list of "
+        f'{{"frame", "joints"}} objects; see the documented JSON forms.'
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -361,7 +437,15 @@ def read_json(path) -> KeypointSequence:
 _MISSING = {"", "nan", "na", "n/a", "null", "none", "-nan"}
 _COORD_RE = re.compile(r"^(.+?)[_.\s:]([xyzXYZ])$")
 _CONF_RE = re.compile(r"^(.+?)[_.\s:](confidence|visibility|score|conf|likelihood)$", re.IGNORECASE)
-_FRAME_COLS = {"frame", "frames", "frame_number", "frame_index", "frame_idx", "frame_id", "frame_no"}
+_FRAME_COLS = {
+    "frame",
+    "frames",
+    "frame_number",
+    "frame_index",
+    "frame_idx",
+    "frame_id",
+    "frame_no",
+}
 _TIME_COLS = {"time", "timestamp", "time_s", "seconds", "t", "time_ms", "timestamp_ms"}
 
 
@@ -375,8 +459,13 @@ def _is_number(tok: str) -> bool:
         return False
 
 
-def _csv_numbers(rows: list[list[str]], cols: list[int], header: list[str] | None,
-                 line_nos: list[int], where: str) -> np.ndarray:
+def _csv_numbers(
+    rows: list[list[str]],
+    cols: list[int],
+    header: list[str] | None,
+    line_nos: list[int],
+    where: str,
+) -> np.ndarray:
     """Cells rows[r][c] for c in cols -> (R, len(cols)) floats; empty/NaN/NA cells -> NaN."""
     flat = [rows[r][c] for r in range(len(rows)) for c in cols]
     flat = ["nan" if t.strip().lower() in _MISSING else t for t in flat]
@@ -389,16 +478,21 @@ def _csv_numbers(rows: list[list[str]], cols: list[int], header: list[str] | Non
             except ValueError:
                 r, c = divmod(i, len(cols))
                 col = f"column '{header[cols[c]]}'" if header else f"column {cols[c] + 1}"
-                raise InputError(f"{where}: line {line_nos[r]}, {col}: '{t}' is not a number. "
-                                 f"Numeric columns may hold only numbers or empty cells.") from None
+                raise InputError(
+                    f"{where}: line {line_nos[r]}, {col}: '{t}' is not a number. "
+                    f"Numeric columns may hold only numbers or empty cells."
+                ) from None
         raise  # pragma: no cover
 
 
 def read_csv(path) -> KeypointSequence:
     where = Path(path).name
     text = read_text(path, "CSV")
-    lines = [(k + 1, ln) for k, ln in enumerate(text.splitlines())
-             if ln.strip() and not ln.lstrip().startswith("#")]
+    lines = [
+        (k + 1, ln)
+        for k, ln in enumerate(text.splitlines())
+        if ln.strip() and not ln.lstrip().startswith("#")
+    ]
     if not lines:
         raise InputError(f"{where}: the CSV has no rows.")
     first = lines[0][1]
@@ -406,7 +500,9 @@ def read_csv(path) -> KeypointSequence:
     if delim is None:
         rows = [ln.split() for _, ln in lines]
     else:
-        rows = [[c.strip() for c in r] for r in csv.reader([ln for _, ln in lines], delimiter=delim)]
+        rows = [
+            [c.strip() for c in r] for r in csv.reader([ln for _, ln in lines], delimiter=delim)
+        ]
     if len(rows) != len(lines):
         raise InputError(f"{where}: a quoted field spans several lines; the CSV is malformed.")
     has_header = not all(_is_number(t) for t in rows[0])
@@ -418,23 +514,32 @@ def read_csv(path) -> KeypointSequence:
     if not data:
         raise InputError(f"{where}: the CSV has a header but no data rows (zero frames).")
     width = len(rows[0])
-    for (ln, _), r in zip(lines[1:] if has_header else lines, data):
+    for (ln, _), r in zip(lines[1:] if has_header else lines, data, strict=False):
         if len(r) != width:
-            raise InputError(f"{where}: line {ln} has {len(r)} fields but the "
-                             f"{'header' if has_header else 'first line'} has {width}. "
-                             f"The file is truncated or malformed; every row needs the same columns.")
+            raise InputError(
+                f"{where}: line {ln} has {len(r)} fields but the "
+                f"{'header' if has_header else 'first line'} has {width}. "
+                f"The file is truncated or malformed; every row needs the same columns."
+            )
+
     def numbers(cols):
         return _csv_numbers(data, cols, header, line_nos, where)
 
     if header is None:
         if width % 3:
-            raise InputError(f"{where}: a CSV without a header must have 3 columns (x, y, z) per "
-                             f"joint; it has {width}. Add a header row with <name>_x, <name>_y, "
-                             f"<name>_z columns.")
+            raise InputError(
+                f"{where}: a CSV without a header must have 3 columns (x, y, z) per "
+                f"joint; it has {width}. Add a header row with <name>_x, <name>_y, "
+                f"<name>_z columns."
+            )
         vals = numbers(list(range(width)))
-        notes.append(f"CSV without header: {width // 3} joints as x, y, z column triples; "
-                     f"joint names unknown.")
-        return finalize(vals.reshape(len(data), width // 3, 3), source=str(path), notes=notes, where=where)
+        notes.append(
+            f"CSV without header: {width // 3} joints as x, y, z column triples; "
+            f"joint names unknown."
+        )
+        return finalize(
+            vals.reshape(len(data), width // 3, 3), source=str(path), notes=notes, where=where
+        )
 
     dup = [h for h in duplicates(header) if h]
     if dup:
@@ -461,12 +566,15 @@ def read_csv(path) -> KeypointSequence:
         raise InputError(
             f"{where}: no keypoint columns in the header {header[:8]}{'...' if width > 8 else ''}. "
             f"Name them <joint>_x, <joint>_y, <joint>_z (e.g. left_hip_x, left_hip_y, left_hip_z), "
-            f"or drop the header for a plain numeric x, y, z per joint file.")
+            f"or drop the header for a plain numeric x, y, z per joint file."
+        )
     for name, d in coords.items():
         lack = [a for a in "xyz" if a not in d]
         if lack:
-            raise InputError(f"{where}: joint '{name}' has no {', '.join(name + '_' + a for a in lack)} "
-                             f"column; every joint needs _x, _y and _z columns.")
+            raise InputError(
+                f"{where}: joint '{name}' has no {', '.join(name + '_' + a for a in lack)} "
+                f"column; every joint needs _x, _y and _z columns."
+            )
     names = list(coords)
     xyz_cols = [coords[n][a] for n in names for a in "xyz"]
     pos = numbers(xyz_cols).reshape(len(data), len(names), 3)
@@ -478,8 +586,9 @@ def read_csv(path) -> KeypointSequence:
         conf = np.ones((len(data), len(names)))
         for k, n in enumerate(used_conf):
             conf[:, names.index(n)] = cv[:, k]
-        notes.append(f"confidence read for {len(used_conf)} of {len(names)} joints "
-                     f"(others set to 1).")
+        notes.append(
+            f"confidence read for {len(used_conf)} of {len(names)} joints (others set to 1)."
+        )
     ignored += stray
     if ignored:
         notes.append(f"ignored CSV columns: {ignored[:10]}{' ...' if len(ignored) > 10 else ''}.")
@@ -499,12 +608,27 @@ def read_csv(path) -> KeypointSequence:
             est = 1.0 / float(np.median(dt))
             if 1.0 <= est <= 1000.0:
                 fps = est
-                notes.append(f"fps {fps:.4g} estimated from the '{header[time_col]}' column "
-                             f"({'milliseconds' if name.endswith('ms') else 'seconds'}).")
+                notes.append(
+                    f"fps {fps:.4g} estimated from the '{header[time_col]}' column "
+                    f"({'milliseconds' if name.endswith('ms') else 'seconds'})."
+                )
             else:
-                notes.append(f"'{header[time_col]}' column gives an implausible {est:.4g} fps "
-                             f"(is it in other units?); fps not set.")
-    notes.insert(0, f"CSV: {len(data)} frames, {len(names)} joints from <name>_x/_y/_z columns; "
-                    f"empty cells are missing; units and up axis not stated.")
-    return finalize(pos, names=names, confidence=conf, fps=fps, frames=frames,
-                    source=str(path), notes=notes, where=where)
+                notes.append(
+                    f"'{header[time_col]}' column gives an implausible {est:.4g} fps "
+                    f"(is it in other units?); fps not set."
+                )
+    notes.insert(
+        0,
+        f"CSV: {len(data)} frames, {len(names)} joints from <name>_x/_y/_z columns; "
+        f"empty cells are missing; units and up axis not stated.",
+    )
+    return finalize(
+        pos,
+        names=names,
+        confidence=conf,
+        fps=fps,
+        frames=frames,
+        source=str(path),
+        notes=notes,
+        where=where,
+    )

@@ -21,6 +21,7 @@ The result keeps the file's own units (unknown: ``units=None``; CMU-derived BVH 
 are usually in CMU units of 0.05644 m, others in cm or inches) and its up axis
 (Y up by BVH convention). ``fps = 1 / Frame Time``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,8 +37,12 @@ from ..keypoints import KeypointSequence
 from ._common import MAX_FPS, euler_matrix, finalize, parse_floats, read_text
 
 _CHANNELS = {
-    "xposition": ("pos", 0), "yposition": ("pos", 1), "zposition": ("pos", 2),
-    "xrotation": ("rot", "x"), "yrotation": ("rot", "y"), "zrotation": ("rot", "z"),
+    "xposition": ("pos", 0),
+    "yposition": ("pos", 1),
+    "zposition": ("pos", 2),
+    "xrotation": ("rot", "x"),
+    "yrotation": ("rot", "y"),
+    "zrotation": ("rot", "z"),
 }
 
 
@@ -66,8 +71,10 @@ class BvhData:
 def _parse_hierarchy(header: str, where: str) -> tuple[list[BvhNode], int]:
     tokens = header.split()
     if not tokens or tokens[0].upper() != "HIERARCHY":
-        raise InputError(f"{where}: a BVH file must start with 'HIERARCHY'; this one starts with "
-                         f"'{tokens[0] if tokens else ''}'. Is it really a BVH file?")
+        raise InputError(
+            f"{where}: a BVH file must start with 'HIERARCHY'; this one starts with "
+            f"'{tokens[0] if tokens else ''}'. Is it really a BVH file?"
+        )
     nodes: list[BvhNode] = []
     stack: list[int] = []  # open nodes
     pending: BvhNode | None = None  # declared, waiting for its '{'
@@ -76,14 +83,18 @@ def _parse_hierarchy(header: str, where: str) -> tuple[list[BvhNode], int]:
 
     def need(k: int, what: str) -> list[str]:
         if i + k > n:
-            raise InputError(f"{where}: the HIERARCHY ends in the middle of {what}; "
-                             f"the file is truncated or malformed.")
-        return tokens[i:i + k]
+            raise InputError(
+                f"{where}: the HIERARCHY ends in the middle of {what}; "
+                f"the file is truncated or malformed."
+            )
+        return tokens[i : i + k]
 
     while i < n:
         tok = tokens[i]
         up = tok.upper()
-        if up in ("ROOT", "JOINT") or (up == "END" and i + 1 < n and tokens[i + 1].upper() == "SITE"):
+        if up in ("ROOT", "JOINT") or (
+            up == "END" and i + 1 < n and tokens[i + 1].upper() == "SITE"
+        ):
             if pending is not None:
                 raise InputError(f"{where}: expected '{{' after '{pending.name}', found '{tok}'.")
             is_end = up == "END"
@@ -103,7 +114,9 @@ def _parse_hierarchy(header: str, where: str) -> tuple[list[BvhNode], int]:
             if up == "JOINT" and not stack:
                 raise InputError(f"{where}: JOINT '{name}' is outside any ROOT block.")
             if up == "ROOT" and stack:
-                raise InputError(f"{where}: ROOT '{name}' inside another joint; braces do not match.")
+                raise InputError(
+                    f"{where}: ROOT '{name}' inside another joint; braces do not match."
+                )
             pending = BvhNode(name, stack[-1] if stack else -1, np.zeros(3), is_end=is_end)
             continue
         if tok == "{":
@@ -125,14 +138,17 @@ def _parse_hierarchy(header: str, where: str) -> tuple[list[BvhNode], int]:
         node = nodes[stack[-1]]
         if up == "OFFSET":
             i += 1
-            node.offset = parse_floats(need(3, f"the OFFSET of '{node.name}'"),
-                                       f"{where}: OFFSET of '{node.name}'")
+            node.offset = parse_floats(
+                need(3, f"the OFFSET of '{node.name}'"), f"{where}: OFFSET of '{node.name}'"
+            )
             i += 3
         elif up == "CHANNELS":
             i += 1
             cnt = need(1, f"the CHANNELS of '{node.name}'")[0]
             if not cnt.isdigit():
-                raise InputError(f"{where}: CHANNELS of '{node.name}' must start with a count, got '{cnt}'.")
+                raise InputError(
+                    f"{where}: CHANNELS of '{node.name}' must start with a count, got '{cnt}'."
+                )
             k = int(cnt)
             i += 1
             chans = need(k, f"the CHANNELS of '{node.name}'")
@@ -140,7 +156,8 @@ def _parse_hierarchy(header: str, where: str) -> tuple[list[BvhNode], int]:
                 if c.lower() not in _CHANNELS:
                     raise InputError(
                         f"{where}: unknown channel '{c}' on '{node.name}'. BVH channels are "
-                        f"Xposition Yposition Zposition Xrotation Yrotation Zrotation.")
+                        f"Xposition Yposition Zposition Xrotation Yrotation Zrotation."
+                    )
             if node.is_end:
                 raise InputError(f"{where}: an End Site cannot have CHANNELS.")
             node.channels = list(chans)
@@ -150,17 +167,22 @@ def _parse_hierarchy(header: str, where: str) -> tuple[list[BvhNode], int]:
         else:
             raise InputError(f"{where}: unexpected '{tok}' in the HIERARCHY of '{node.name}'.")
     if stack or pending is not None:
-        raise InputError(f"{where}: the HIERARCHY is not closed (missing '}}'); "
-                         f"the file is truncated or malformed.")
+        raise InputError(
+            f"{where}: the HIERARCHY is not closed (missing '}}'); "
+            f"the file is truncated or malformed."
+        )
     if not nodes:
         raise InputError(f"{where}: the HIERARCHY declares no joints.")
     return nodes, n_channels
 
 
 _MOTION_RE = re.compile(r"^[ \t]*MOTION[ \t]*\r?$", re.MULTILINE | re.IGNORECASE)
-_FRAMES_RE = re.compile(r"^[ \t]*Frames[ \t]*:?[ \t]*(\S+)[ \t]*\r?\n", re.MULTILINE | re.IGNORECASE)
-_FTIME_RE = re.compile(r"^[ \t]*Frame[ \t]+Time[ \t]*:?[ \t]*(\S+)[ \t]*(\r?\n|$)",
-                       re.MULTILINE | re.IGNORECASE)
+_FRAMES_RE = re.compile(
+    r"^[ \t]*Frames[ \t]*:?[ \t]*(\S+)[ \t]*\r?\n", re.MULTILINE | re.IGNORECASE
+)
+_FTIME_RE = re.compile(
+    r"^[ \t]*Frame[ \t]+Time[ \t]*:?[ \t]*(\S+)[ \t]*(\r?\n|$)", re.MULTILINE | re.IGNORECASE
+)
 
 
 _PARSE_CHUNK = 1 << 25  # characters of MOTION text parsed at a time (32 MB): bounds the copies
@@ -173,7 +195,9 @@ def _motion_values(text: str, start: int, expected: int) -> np.ndarray | None:
     out = np.empty(expected)
     got, pos, end = 0, start, len(text)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)  # numpy warns when it stops at a non-number
+        warnings.simplefilter(
+            "error", DeprecationWarning
+        )  # numpy warns when it stops at a non-number
         while pos < end:
             stop = text.find("\n", min(pos + _PARSE_CHUNK, end))
             stop = end if stop < 0 else stop + 1
@@ -187,7 +211,7 @@ def _motion_values(text: str, start: int, expected: int) -> np.ndarray | None:
                 return None
             if got + part.size > expected:
                 return None
-            out[got:got + part.size] = part
+            out[got : got + part.size] = part
             got += part.size
     return out if got == expected else None
 
@@ -196,15 +220,19 @@ def parse_bvh(text: str, where: str = "BVH") -> BvhData:
     m = _MOTION_RE.search(text)
     if m is None:
         if text.lstrip()[:9].upper() == "HIERARCHY":
-            raise InputError(f"{where}: no MOTION section; the file is truncated or has no animation.")
+            raise InputError(
+                f"{where}: no MOTION section; the file is truncated or has no animation."
+            )
         raise InputError(f"{where}: not a BVH file (no HIERARCHY / MOTION sections).")
-    nodes, n_channels = _parse_hierarchy(text[:m.start()], where)
+    nodes, n_channels = _parse_hierarchy(text[: m.start()], where)
     fm = _FRAMES_RE.search(text, m.end())  # offsets into text: a long take is never copied whole
     tm = _FTIME_RE.search(text, m.end())
     if fm is None or tm is None or fm.start() > tm.start():
-        raise InputError(f"{where}: the MOTION section must begin with 'Frames: N' and "
-                         f"'Frame Time: seconds' lines; the file is truncated or malformed.")
-    if text[m.end():fm.start()].strip():
+        raise InputError(
+            f"{where}: the MOTION section must begin with 'Frames: N' and "
+            f"'Frame Time: seconds' lines; the file is truncated or malformed."
+        )
+    if text[m.end() : fm.start()].strip():
         raise InputError(f"{where}: unexpected text between MOTION and 'Frames:'.")
     try:
         n_frames = int(fm.group(1))
@@ -215,20 +243,27 @@ def parse_bvh(text: str, where: str = "BVH") -> BvhData:
     except ValueError:
         raise InputError(f"{where}: 'Frame Time: {tm.group(1)}' is not a number.") from None
     if n_frames <= 0:
-        raise InputError(f"{where}: the file has zero frames ('Frames: {n_frames}'). "
-                         f"Export the animation, not only the skeleton.")
+        raise InputError(
+            f"{where}: the file has zero frames ('Frames: {n_frames}'). "
+            f"Export the animation, not only the skeleton."
+        )
     if n_channels == 0:
-        raise InputError(f"{where}: no joint declares CHANNELS, so the {n_frames} frames hold no motion. "
-                         "Re-export the BVH with its rotation channels.")
+        raise InputError(
+            f"{where}: no joint declares CHANNELS, so the {n_frames} frames hold no motion. "
+            "Re-export the BVH with its rotation channels."
+        )
     body_len = len(text) - tm.end()
     if n_frames * n_channels > (body_len + 1) // 2:  # every value takes a digit and a separator
         raise InputError(
             f"{where}: the header says {n_frames} frames of {n_channels} channels but the MOTION data is "
-            f"only {body_len} characters long. The file is truncated, or its 'Frames:' line is wrong.")
+            f"only {body_len} characters long. The file is truncated, or its 'Frames:' line is wrong."
+        )
     expected = n_frames * n_channels
     values = _motion_values(text, tm.end(), expected)
-    if values is None:  # not plain C numbers, or not as many: the slow, exact path says what is wrong
-        values = _slow_motion(text[tm.end():], n_frames, n_channels, where)
+    if (
+        values is None
+    ):  # not plain C numbers, or not as many: the slow, exact path says what is wrong
+        values = _slow_motion(text[tm.end() :], n_frames, n_channels, where)
     motion = values.reshape(n_frames, n_channels)
     return BvhData(nodes=nodes, motion=motion, frame_time=frame_time, num_channels=n_channels)
 
@@ -247,11 +282,13 @@ def _slow_motion(body: str, n_frames: int, n_channels: int, where: str) -> np.nd
             f"{where}: the header says {n_frames} frames of {n_channels} channels "
             f"({expected} values) but the MOTION data holds only {values.size} values on "
             f"{len(lines)} lines ({full} complete frames). The file is truncated; re-export it "
-            f"or correct the 'Frames:' line.")
+            f"or correct the 'Frames:' line."
+        )
     raise InputError(
         f"{where}: the header says {n_frames} frames of {n_channels} channels ({expected} "
         f"values) but the MOTION data holds {values.size} values on {len(lines)} lines. "
-        f"Correct the 'Frames:' line or the joint CHANNELS.")
+        f"Correct the 'Frames:' line or the joint CHANNELS."
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -273,22 +310,31 @@ def bvh_forward_kinematics(data: BvhData, notes: list[str] | None = None, rotati
     for j, node in enumerate(data.nodes):
         # local translation
         trans = np.broadcast_to(node.offset, (T, 3)).copy()
-        pos_cols = [(node.channel_start + k, _CHANNELS[c.lower()][1])
-                    for k, c in enumerate(node.channels) if _CHANNELS[c.lower()][0] == "pos"]
+        pos_cols = [
+            (node.channel_start + k, _CHANNELS[c.lower()][1])
+            for k, c in enumerate(node.channels)
+            if _CHANNELS[c.lower()][0] == "pos"
+        ]
         if pos_cols:
             chan = np.zeros((T, 3))
             for col, ax in pos_cols:
                 chan[:, ax] = motion[:, col]
-            absolute = (node.parent >= 0 and np.linalg.norm(node.offset) > 1e-9
-                        and np.allclose(chan[0], node.offset, rtol=1e-3, atol=1e-4))
+            absolute = (
+                node.parent >= 0
+                and np.linalg.norm(node.offset) > 1e-9
+                and np.allclose(chan[0], node.offset, rtol=1e-3, atol=1e-4)
+            )
             if absolute:
                 trans = chan
                 replaced.append(node.name)
             else:
                 trans = trans + chan
         # local rotation
-        rot_cols = [(node.channel_start + k, _CHANNELS[c.lower()][1])
-                    for k, c in enumerate(node.channels) if _CHANNELS[c.lower()][0] == "rot"]
+        rot_cols = [
+            (node.channel_start + k, _CHANNELS[c.lower()][1])
+            for k, c in enumerate(node.channels)
+            if _CHANNELS[c.lower()][0] == "rot"
+        ]
         if rot_cols:
             idx = [c for c, _ in rot_cols]
             axes = "".join(str(a) for _, a in rot_cols)
@@ -303,8 +349,10 @@ def bvh_forward_kinematics(data: BvhData, notes: list[str] | None = None, rotati
             pos[:, j] = pos[:, p] + np.einsum("tij,tj->ti", rot[:, p], trans)
             rot[:, j] = rot[:, p] @ local
     if replaced and notes is not None:
-        notes.append(f"position channels of {len(replaced)} non-root joint(s) equal their OFFSET; "
-                     f"taken as the whole local translation.")
+        notes.append(
+            f"position channels of {len(replaced)} non-root joint(s) equal their OFFSET; "
+            f"taken as the whole local translation."
+        )
     return (pos, rot) if rotations else pos
 
 
@@ -317,7 +365,9 @@ def bvh_rest_positions(data: BvhData) -> np.ndarray:
     return rest
 
 
-FK_BLOCK = 1 << 14  # frames per forward-kinematics pass: its float64 (T, N, 3, 3) rotations stay ~50 MB
+FK_BLOCK = (
+    1 << 14
+)  # frames per forward-kinematics pass: its float64 (T, N, 3, 3) rotations stay ~50 MB
 
 
 def _fk_in_blocks(data: BvhData, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -331,12 +381,13 @@ def _fk_in_blocks(data: BvhData, notes: list[str]) -> tuple[np.ndarray, np.ndarr
     pos = np.empty((t, len(data.nodes), 3))
     rot = np.empty((t, len(data.nodes), 3, 3), np.float32)
     for s in range(0, t, FK_BLOCK):
-        rows = data.motion[s:s + FK_BLOCK]
+        rows = data.motion[s : s + FK_BLOCK]
         if s:
             rows = np.concatenate([data.motion[:1], rows])
-        p, r = bvh_forward_kinematics(dataclasses.replace(data, motion=rows), notes if s == 0 else None,
-                                      rotations=True)
-        pos[s:s + FK_BLOCK], rot[s:s + FK_BLOCK] = (p[1:], r[1:]) if s else (p, r)
+        p, r = bvh_forward_kinematics(
+            dataclasses.replace(data, motion=rows), notes if s == 0 else None, rotations=True
+        )
+        pos[s : s + FK_BLOCK], rot[s : s + FK_BLOCK] = (p[1:], r[1:]) if s else (p, r)
     return pos, rot
 
 
@@ -357,23 +408,42 @@ def read_bvh(path) -> KeypointSequence:
     with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN input -> NaN (missing)
         positions, rotations = _fk_in_blocks(data, notes)
     n_end = sum(n.is_end for n in data.nodes)
-    notes.insert(0, f"BVH: {len(data.nodes) - n_end} joints + {n_end} End Sites (named "
-                    f"'<Parent>_End'), {data.motion.shape[0]} frames, {data.num_channels} channels.")
+    notes.insert(
+        0,
+        f"BVH: {len(data.nodes) - n_end} joints + {n_end} End Sites (named "
+        f"'<Parent>_End'), {data.motion.shape[0]} frames, {data.num_channels} channels.",
+    )
     fps = None
     if data.frame_time > 0 and np.isfinite(data.frame_time):
         fps = 1.0 / data.frame_time
         if fps > MAX_FPS:
-            raise InputError(f"{where}: 'Frame Time: {data.frame_time:g}' means {fps:.3g} fps, more than any "
-                             f"capture ({MAX_FPS:g}). Correct the Frame Time line (seconds per frame, e.g. "
-                             "0.0083333 for 120 fps).")
+            raise InputError(
+                f"{where}: 'Frame Time: {data.frame_time:g}' means {fps:.3g} fps, more than any "
+                f"capture ({MAX_FPS:g}). Correct the Frame Time line (seconds per frame, e.g. "
+                "0.0083333 for 120 fps)."
+            )
         if abs(fps - round(fps)) < 1e-4 * fps:  # 'Frame Time: .0083333' means 120 fps
             fps = float(round(fps))
         notes.append(f"fps = 1 / Frame Time ({data.frame_time:g} s) = {fps:.6g}.")
     else:
-        notes.append(f"'Frame Time: {data.frame_time}' is not positive; fps unknown, give it explicitly.")
-    notes.append("BVH carries no length unit; units left unknown (CMU-derived BVH files are in "
-                 "CMU units of 0.05644 m, others often cm or inches). Up axis: Y (BVH convention).")
-    seq = finalize(positions, names=names, fps=fps, units=None, up="y", layout=None,
-                   source=str(path), notes=notes, where=where, owned=True)
+        notes.append(
+            f"'Frame Time: {data.frame_time}' is not positive; fps unknown, give it explicitly."
+        )
+    notes.append(
+        "BVH carries no length unit; units left unknown (CMU-derived BVH files are in "
+        "CMU units of 0.05644 m, others often cm or inches). Up axis: Y (BVH convention)."
+    )
+    seq = finalize(
+        positions,
+        names=names,
+        fps=fps,
+        units=None,
+        up="y",
+        layout=None,
+        source=str(path),
+        notes=notes,
+        where=where,
+        owned=True,
+    )
     seq.rotations, seq.rest_positions = rotations, bvh_rest_positions(data)  # see KeypointSequence
     return seq

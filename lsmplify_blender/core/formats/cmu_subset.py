@@ -17,6 +17,7 @@ written; the network's rotation retarget uses it too). Y is up, the floor is y â
 Node i's position is where bone i starts (lfemur = hip centre, ltibia = knee, lfoot =
 ankle, ...).
 """
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,7 @@ def read_cmu_skeleton(skeleton_json) -> tuple[list[str], np.ndarray, np.ndarray]
         raise InputError(f"{where}: not valid JSON ({e.msg} at line {e.lineno}).") from None
     nodes = data.get("nodes") if isinstance(data, dict) else None
     if not isinstance(nodes, list) or not nodes:
-        raise InputError(f"{where}: expected {{\"nodes\": [{{name, parent, offset}}, ...]}}.")
+        raise InputError(f'{where}: expected {{"nodes": [{{name, parent, offset}}, ...]}}.')
     names, parents, offsets = [], [], []
     for k, n in enumerate(nodes):
         try:
@@ -51,14 +52,20 @@ def read_cmu_skeleton(skeleton_json) -> tuple[list[str], np.ndarray, np.ndarray]
             parents.append(int(n["parent"]))
             off = np.asarray(n["offset"], dtype=np.float64)
         except (KeyError, TypeError, ValueError):
-            raise InputError(f"{where}: node {k} needs 'name', integer 'parent' and 3-number 'offset'.") from None
+            raise InputError(
+                f"{where}: node {k} needs 'name', integer 'parent' and 3-number 'offset'."
+            ) from None
         if off.shape != (3,) or not np.isfinite(off).all():
             raise InputError(f"{where}: node {k} ('{names[-1]}') offset must be 3 finite numbers.")
         if "index" in n and int(n["index"]) != k:
-            raise InputError(f"{where}: node {k} has index {n['index']}; nodes must be listed in order.")
+            raise InputError(
+                f"{where}: node {k} has index {n['index']}; nodes must be listed in order."
+            )
         if not (-1 <= parents[-1] < k) or (parents[-1] == -1) != (k == 0):
-            raise InputError(f"{where}: node {k} ('{names[-1]}') has parent {parents[-1]}; node 0 must be "
-                             f"the root (parent -1) and every other parent must come earlier.")
+            raise InputError(
+                f"{where}: node {k} ('{names[-1]}') has parent {parents[-1]}; node 0 must be "
+                f"the root (parent -1) and every other parent must come earlier."
+            )
         offsets.append(off)
     return names, np.array(parents), np.stack(offsets)
 
@@ -70,12 +77,15 @@ def cmu_forward_kinematics(data: np.ndarray, parents, offsets: np.ndarray):
     t, n = data.shape[0], len(parents)
     root = data[:, 2::-1].copy()  # stored (z, y, x)
     local = np.swapaxes(axis_angle_to_matrix(data[:, 3:].reshape(t, n, 3)), -1, -2)  # E(r)^T
-    glob, pos = tree_kinematics(local, np.asarray(offsets, dtype=np.float64), [int(p) for p in parents])
+    glob, pos = tree_kinematics(
+        local, np.asarray(offsets, dtype=np.float64), [int(p) for p in parents]
+    )
     return glob, pos + root[:, None], root
 
 
-def cmu_subset_forward_kinematics(data: np.ndarray, parents: np.ndarray,
-                                  offsets: np.ndarray) -> np.ndarray:
+def cmu_subset_forward_kinematics(
+    data: np.ndarray, parents: np.ndarray, offsets: np.ndarray
+) -> np.ndarray:
     """(T, 3 + 3N) rows -> world positions (T, N, 3)."""
     return cmu_forward_kinematics(data, parents, offsets)[1]
 
@@ -94,21 +104,35 @@ def read_cmu_subset(path, skeleton_json) -> KeypointSequence:
         raise InputError(
             f"{where}: every line must hold {width} comma-separated numbers (root position + "
             f"{N} x 3 rotations for the {N}-node skeleton); line {bad + 1} has "
-            f"{lines[bad].count(',') + 1}. The file is truncated or does not match skeleton.json.")
+            f"{lines[bad].count(',') + 1}. The file is truncated or does not match skeleton.json."
+        )
     tokens = ",".join(lines).split(",")
     tokens = [t if t.strip() else "nan" for t in tokens]
     data = parse_floats(tokens, f"{where}").reshape(len(lines), width)
     with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN input -> NaN (missing)
         rotations, positions, _ = cmu_forward_kinematics(data, parents, offsets)
     notes = [
-        f"CMU subset clip: {len(lines)} frames, {N} nodes from '{Path(skeleton_json).name}'; "
-        f"root position read as (c2, c1, c0); row-vector exp-map FK; node positions are bone "
-        f"start points (lfemur = hip centre, ltibia = knee, lfoot = ankle).",
-        f"fps {CMU_SUBSET_FPS:g} (the CMU capture rate; the file has no rate), CMU units "
-        f"(0.05644 m), Y up.",
+        (
+            f"CMU subset clip: {len(lines)} frames, {N} nodes from '{Path(skeleton_json).name}'; "
+            f"root position read as (c2, c1, c0); row-vector exp-map FK; node positions are bone "
+            f"start points (lfemur = hip centre, ltibia = knee, lfoot = ankle)."
+        ),
+        (
+            f"fps {CMU_SUBSET_FPS:g} (the CMU capture rate; the file has no rate), CMU units "
+            f"(0.05644 m), Y up."
+        ),
     ]
-    seq = finalize(positions, names=names, fps=CMU_SUBSET_FPS, units="cmu", up="y", layout=None,
-                   source=str(path), notes=notes, where=where)
+    seq = finalize(
+        positions,
+        names=names,
+        fps=CMU_SUBSET_FPS,
+        units="cmu",
+        up="y",
+        layout=None,
+        source=str(path),
+        notes=notes,
+        where=where,
+    )
     rest = np.zeros((N, 3))  # the rest pose: every exp map zero, offsets accumulated
     for i in range(N):
         rest[i] = offsets[i] + (rest[parents[i]] if parents[i] >= 0 else 0.0)

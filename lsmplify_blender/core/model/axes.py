@@ -9,6 +9,7 @@ of +90 degrees about X,
 so X (the subject's left) is kept and handedness is preserved: rotations change by
 conjugation, R_z = C R_y C^T, and a root rotation composed after the world turn is C R.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -6,6 +6,7 @@ arrays; ``numpy_or_torch`` lets them call the same function: floating numpy arra
 as tensors sharing their memory (so float64 stays float64) and every tensor that comes
 out goes back as a numpy array. Torch callers are untouched.
 """
+
 from __future__ import annotations
 
 import functools

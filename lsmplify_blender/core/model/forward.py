@@ -15,6 +15,7 @@ joints never need the mesh. Steps 1, 2 and 5 can be restricted to a few vertex i
 (landmarks) at the same cost per vertex. This is what ``smplx.SMPL`` computes (its
 ``lbs.py``); tests check the two meshes agree.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -30,7 +31,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 @numpy_or_torch
-def blend_shapes(template: torch.Tensor, directions: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
+def blend_shapes(
+    template: torch.Tensor, directions: torch.Tensor, betas: torch.Tensor
+) -> torch.Tensor:
     """template (N, 3) + directions (N, 3, nb) . betas (B, nb) -> (B, N, 3)."""
     return template + torch.einsum("vcb,nb->nvc", directions, betas)
 
@@ -40,8 +43,13 @@ def pose_correctives(posedirs: torch.Tensor, rotmats: torch.Tensor) -> torch.Ten
     return torch.einsum("vcp,np->nvc", posedirs, pose_feature(rotmats))
 
 
-def posed_points(model: BodyModel, rotmats: torch.Tensor, betas: torch.Tensor,
-                 trans: torch.Tensor | None = None, ids=None) -> torch.Tensor:
+def posed_points(
+    model: BodyModel,
+    rotmats: torch.Tensor,
+    betas: torch.Tensor,
+    trans: torch.Tensor | None = None,
+    ids=None,
+) -> torch.Tensor:
     """Steps 1-5 for the vertices ``ids`` (all when None): (B, len(ids) or V, 3).
 
     rotmats (B, 24, 3, 3); betas (B, nb) as given by ``model.betas_tensor(betas, B)``;

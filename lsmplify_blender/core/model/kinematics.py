@@ -12,6 +12,7 @@ depth above, so each level is one batched step (SMPL: 8 steps for 23 joints) ins
 Python loop over joints. ``forward_kinematics`` is the SMPL form (rest joint positions
 in, root at its rest position); ``tree_kinematics`` the general one (offsets in, any tree).
 """
+
 from __future__ import annotations
 
 import functools
@@ -42,7 +43,9 @@ def bone_offsets(rest_joints: torch.Tensor, parents: Sequence[int] = SMPL_PARENT
 
 
 @numpy_or_torch
-def tree_kinematics(rotmats: torch.Tensor, offsets: torch.Tensor, parents: Sequence[int] = SMPL_PARENTS):
+def tree_kinematics(
+    rotmats: torch.Tensor, offsets: torch.Tensor, parents: Sequence[int] = SMPL_PARENTS
+):
     """Global rotations (B, J, 3, 3) and joint positions (B, J, 3) of a tree.
 
     rotmats (B, J, 3, 3) local rotations, offsets (B, J, 3) or (J, 3) bone offsets (see the
@@ -63,7 +66,9 @@ def tree_kinematics(rotmats: torch.Tensor, offsets: torch.Tensor, parents: Seque
 
 
 @numpy_or_torch
-def forward_kinematics(rotmats: torch.Tensor, rest_joints: torch.Tensor, parents: Sequence[int] = SMPL_PARENTS):
+def forward_kinematics(
+    rotmats: torch.Tensor, rest_joints: torch.Tensor, parents: Sequence[int] = SMPL_PARENTS
+):
     """SMPL forward kinematics: global rotations (B, J, 3, 3) and posed joints (B, J, 3).
 
     rotmats (B, J, 3, 3) local rotations; rest_joints (B, J, 3) or (1, J, 3) or (J, 3) rest
@@ -83,5 +88,7 @@ def global_rotations(rotmats: torch.Tensor, parents: Sequence[int] = SMPL_PARENT
 def rest_positions(offsets: torch.Tensor, parents: Sequence[int]) -> torch.Tensor:
     """Joint positions (J, 3) or (B, J, 3) of a tree at rest from its bone offsets: p_j = p_parent + o_j."""
     flat = offsets.reshape((-1,) + offsets.shape[-2:])
-    eye = torch.eye(3, dtype=offsets.dtype, device=offsets.device).expand(flat.shape[0], flat.shape[1], 3, 3)
+    eye = torch.eye(3, dtype=offsets.dtype, device=offsets.device).expand(
+        flat.shape[0], flat.shape[1], 3, 3
+    )
     return tree_kinematics(eye, flat, parents)[1].reshape(offsets.shape)

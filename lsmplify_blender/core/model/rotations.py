@@ -8,6 +8,7 @@ Representations in Neural Networks), stored as (..., 6) = [c0x, c0y, c0z, c1x, c
 Every function is written once in torch; floating numpy inputs give numpy outputs
 (``backend.numpy_or_torch``), so readers and tools use the same formulas.
 """
+
 from __future__ import annotations
 
 import torch
@@ -55,12 +56,47 @@ def matrix_to_quaternion(m: torch.Tensor) -> torch.Tensor:
     """
     m00, m11, m22 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
     trace = m00 + m11 + m22
-    cands = torch.stack([
-        torch.stack([1 + trace, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
-        torch.stack([m[..., 2, 1] - m[..., 1, 2], 1 + m00 - m11 - m22, m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0]], -1),
-        torch.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 0, 1] + m[..., 1, 0], 1 - m00 + m11 - m22, m[..., 1, 2] + m[..., 2, 1]], -1),
-        torch.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1], 1 - m00 - m11 + m22], -1),
-    ], -2)
+    cands = torch.stack(
+        [
+            torch.stack(
+                [
+                    1 + trace,
+                    m[..., 2, 1] - m[..., 1, 2],
+                    m[..., 0, 2] - m[..., 2, 0],
+                    m[..., 1, 0] - m[..., 0, 1],
+                ],
+                -1,
+            ),
+            torch.stack(
+                [
+                    m[..., 2, 1] - m[..., 1, 2],
+                    1 + m00 - m11 - m22,
+                    m[..., 0, 1] + m[..., 1, 0],
+                    m[..., 0, 2] + m[..., 2, 0],
+                ],
+                -1,
+            ),
+            torch.stack(
+                [
+                    m[..., 0, 2] - m[..., 2, 0],
+                    m[..., 0, 1] + m[..., 1, 0],
+                    1 - m00 + m11 - m22,
+                    m[..., 1, 2] + m[..., 2, 1],
+                ],
+                -1,
+            ),
+            torch.stack(
+                [
+                    m[..., 1, 0] - m[..., 0, 1],
+                    m[..., 0, 2] + m[..., 2, 0],
+                    m[..., 1, 2] + m[..., 2, 1],
+                    1 - m00 - m11 + m22,
+                ],
+                -1,
+            ),
+        ],
+        -2,
+    )
     diag = torch.stack([trace, m00, m11, m22], -1)
     best = diag.argmax(-1)
     q = torch.gather(cands, -2, best[..., None, None].expand(best.shape + (1, 4))).squeeze(-2)
@@ -74,11 +110,20 @@ def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
     homogeneous form R = (w^2 - |v|^2) I + 2 v v^T + 2 w [v]x written out."""
     q = q / q.norm(dim=-1, keepdim=True).clamp_min(_EPS)
     w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], -1).reshape(q.shape[:-1] + (3, 3))
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
+        ],
+        -1,
+    ).reshape(q.shape[:-1] + (3, 3))
 
 
 @numpy_or_torch
@@ -104,7 +149,9 @@ def axis_angle_to_quaternion(aa: torch.Tensor) -> torch.Tensor:
     """Axis-angle (..., 3) -> quaternion (cos(t/2), sin(t/2) aa / t) (..., 4)."""
     angle = aa.norm(dim=-1, keepdim=True)
     half = angle / 2
-    scale = torch.where(angle < 1e-6, 0.5 - angle * angle / 48, torch.sin(half) / angle.clamp_min(_EPS))
+    scale = torch.where(
+        angle < 1e-6, 0.5 - angle * angle / 48, torch.sin(half) / angle.clamp_min(_EPS)
+    )
     return torch.cat([torch.cos(half), aa * scale], -1)
 
 
@@ -147,15 +194,29 @@ def swing_rotation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     # R = c I + [v]x + v v^T / (1 + c): Rodrigues with sin = |v|, cos = c, no trig or quaternion
     k = 1.0 / (1.0 + c).clamp_min(1e-6)
     vx, vy, vz = v.unbind(-1)
-    r = torch.stack([c + k * vx * vx, k * vx * vy - vz, k * vx * vz + vy,
-                     k * vx * vy + vz, c + k * vy * vy, k * vy * vz - vx,
-                     k * vx * vz - vy, k * vy * vz + vx, c + k * vz * vz], -1).reshape(a.shape[:-1] + (3, 3))
+    r = torch.stack(
+        [
+            c + k * vx * vx,
+            k * vx * vy - vz,
+            k * vx * vz + vy,
+            k * vx * vy + vz,
+            c + k * vy * vy,
+            k * vy * vz - vx,
+            k * vx * vz - vy,
+            k * vy * vz + vx,
+            c + k * vz * vz,
+        ],
+        -1,
+    ).reshape(a.shape[:-1] + (3, 3))
     anti = (1 + c) < 1e-6
     degenerate = (a.norm(dim=-1) < 1e-9) | (b.norm(dim=-1) < 1e-9)
     if bool(anti.any() | degenerate.any()):
         # near-antiparallel: a half turn about any axis perpendicular to a, 2 p p^T - I
-        ref = torch.where(a_n[..., :1].abs() < 0.9, torch.tensor([1.0, 0, 0], dtype=a.dtype, device=a.device),
-                          torch.tensor([0, 1.0, 0], dtype=a.dtype, device=a.device))
+        ref = torch.where(
+            a_n[..., :1].abs() < 0.9,
+            torch.tensor([1.0, 0, 0], dtype=a.dtype, device=a.device),
+            torch.tensor([0, 1.0, 0], dtype=a.dtype, device=a.device),
+        )
         perp = normalize(torch.cross(a_n, ref.expand_as(a_n), dim=-1))
         eye = torch.eye(3, dtype=a.dtype, device=a.device)
         half = 2 * perp[..., :, None] * perp[..., None, :] - eye
@@ -165,7 +226,9 @@ def swing_rotation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @numpy_or_torch
-def kabsch(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+def kabsch(
+    src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Rotation R (..., 3, 3) minimising sum_i w_i |R src_i - dst_i|^2 for vectors (..., N, 3).
 
     Closed form (Kabsch 1976; Horn 1987 for the weighted version; Umeyama 1991 for the

@@ -8,15 +8,36 @@ by level (``LEVELS``), visits every parent before its children.
 The tree helpers (``children_of``, ``depths_of``, ``levels_of``) take any parent array
 (e.g. the 38-node CMU skeleton) so that general trees share the same code.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 SMPL_JOINT_NAMES = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
-    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar",
-    "right_collar", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hand", "right_hand",
+    "pelvis",
+    "left_hip",
+    "right_hip",
+    "spine1",
+    "left_knee",
+    "right_knee",
+    "spine2",
+    "left_ankle",
+    "right_ankle",
+    "spine3",
+    "left_foot",
+    "right_foot",
+    "neck",
+    "left_collar",
+    "right_collar",
+    "head",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hand",
+    "right_hand",
 )
 SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 NUM_JOINTS = 24
@@ -37,7 +58,9 @@ def depths_of(parents: Sequence[int]) -> tuple[int, ...]:
     for j, p in enumerate(parents):
         if p >= 0:
             if p >= j:
-                raise ValueError(f"joint {j} has parent {p}: parents must come before their children")
+                raise ValueError(
+                    f"joint {j} has parent {p}: parents must come before their children"
+                )
             depth[j] = depth[p] + 1
     return tuple(depth)
 

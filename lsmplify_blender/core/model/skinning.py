@@ -11,6 +11,7 @@ with G_j, P_j joint j's global rotation and posed position from forward kinemati
 J_j its rest position. The blended per-point transform (M_i, t_i) is what is computed
 (B x V x 12 numbers), never the B x V x J moved copies.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,8 +31,13 @@ def pose_feature(rotmats: torch.Tensor) -> torch.Tensor:
 
 
 @numpy_or_torch
-def linear_blend_skinning(points: torch.Tensor, weights: torch.Tensor, global_rot: torch.Tensor,
-                          posed_joints: torch.Tensor, rest_joints: torch.Tensor) -> torch.Tensor:
+def linear_blend_skinning(
+    points: torch.Tensor,
+    weights: torch.Tensor,
+    global_rot: torch.Tensor,
+    posed_joints: torch.Tensor,
+    rest_joints: torch.Tensor,
+) -> torch.Tensor:
     """Posed points (B, V, 3) by linear blend skinning (module docstring).
 
     points (B, V, 3) rest points, weights (V, J) their skinning weights, global_rot

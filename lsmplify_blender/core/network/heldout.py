@@ -7,6 +7,7 @@ and ``research/real_eval.py`` evaluates them (paths relative to the mocap data r
 whole (the published split); the CMU FBX rigs never entered training (the evaluation reads
 their BVH exports in ``tests/fixtures/cmu_fbx_bvh``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,11 +17,16 @@ HELD_OUT_CMU_SUBSET = "cmu_subset/test"
 HELD_OUT_BVH = ("cmu_raw/131_03.bvh",)
 # ASF/AMC: (motion, skeleton). Subject 11 has its own ASF; the amc_without_own_asf takes are
 # driven by 01.asf, as a user would with --asf
-HELD_OUT_AMC = (("cmu_raw/11_01.amc", "cmu_raw/11.asf"),
-                ("cmu_raw/amc_without_own_asf/05_13.amc", "cmu_raw/01.asf"),
-                ("cmu_raw/amc_without_own_asf/90_08.amc", "cmu_raw/01.asf"))
-HELD_OUT_DEEPMIMIC = ("deepmimic/humanoid3d_walk.txt", "deepmimic/humanoid3d_punch.txt",
-                      "deepmimic/humanoid3d_spinkick.txt")
+HELD_OUT_AMC = (
+    ("cmu_raw/11_01.amc", "cmu_raw/11.asf"),
+    ("cmu_raw/amc_without_own_asf/05_13.amc", "cmu_raw/01.asf"),
+    ("cmu_raw/amc_without_own_asf/90_08.amc", "cmu_raw/01.asf"),
+)
+HELD_OUT_DEEPMIMIC = (
+    "deepmimic/humanoid3d_walk.txt",
+    "deepmimic/humanoid3d_punch.txt",
+    "deepmimic/humanoid3d_spinkick.txt",
+)
 DEEPMIMIC_CHARACTER = "deepmimic/humanoid3d_character.txt"
 
 

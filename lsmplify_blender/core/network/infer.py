@@ -9,6 +9,7 @@ in lockstep as one batch. After every network step the bones are re-aimed at the
 compares the network's own fit error (before re-aiming) with the analytic one and
 re-anchors a chunk (analytic + plug-in pass) where the network has drifted.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,7 +28,9 @@ _CACHE: dict = {}
 BLOCK_FRAMES = 8192
 
 
-def network_targets(targets: torch.Tensor, weight: torch.Tensor, joints_ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def network_targets(
+    targets: torch.Tensor, weight: torch.Tensor, joints_ref: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The SMPL-24 keypoints (T, 24, 3) the network aims at and their 0/1 mask (T, 24).
 
     The keypoints are ``joints_ref``, the analytic solution's joints: the measured bone directions
@@ -59,8 +62,21 @@ class NetworkInfo:
     steps: int
 
 
-def network_step(net, model_rest, betas, rot_init, kp_init, kp_tgt, m_init, m_tgt, refit: bool = True,
-                 fk_init=None, return_joints: bool = False, m_fit=None, fit_error: bool = True):
+def network_step(
+    net,
+    model_rest,
+    betas,
+    rot_init,
+    kp_init,
+    kp_tgt,
+    m_init,
+    m_tgt,
+    refit: bool = True,
+    fk_init=None,
+    return_joints: bool = False,
+    m_fit=None,
+    fit_error: bool = True,
+):
     """One network pass + optional re-aim. Returns (rotmats, trans, raw fit error in m (B,)) and,
     with ``return_joints``, the joints of the result (to pass as the next step's ``fk_init``).
     ``m_fit``: which targets the re-aim uses (default ``m_tgt``; the sequential solver passes
@@ -84,8 +100,18 @@ def network_step(net, model_rest, betas, rot_init, kp_init, kp_tgt, m_init, m_tg
 
 
 @torch.no_grad()
-def refine_network(model: BodyModel, betas, rotmats, targets, weight, passes: int = 2, net=None, device=None,
-                   refit: bool = True, joints_ref=None):
+def refine_network(
+    model: BodyModel,
+    betas,
+    rotmats,
+    targets,
+    weight,
+    passes: int = 2,
+    net=None,
+    device=None,
+    refit: bool = True,
+    joints_ref=None,
+):
     """Plug-in mode: init = existing SMPL rotations (T, 24, 3, 3), target = SMPL-24 keypoints (T, 24, 3)
     with weights (T, 24). Returns (rotmats, trans).
 
@@ -106,13 +132,25 @@ def refine_network(model: BodyModel, betas, rotmats, targets, weight, passes: in
     b = model.betas_tensor(betas).to(dev, torch.float32)
     trans = None
     for _ in range(passes):
-        rot, trans, _ = network_step(net, rest, b, rot, kp, kp, m, m, refit, m_fit=m_fit, fit_error=False)
+        rot, trans, _ = network_step(
+            net, rest, b, rot, kp, kp, m, m, refit, m_fit=m_fit, fit_error=False
+        )
     return rot, trans
 
 
 @torch.no_grad()
-def solve_network(prepared, model: BodyModel, betas, net=None, chunk: int = 16, device=None, guard_mm: float = 15.0,
-                  anchor_passes: int = 1, threads: int | None = 1, refit: bool = True):
+def solve_network(
+    prepared,
+    model: BodyModel,
+    betas,
+    net=None,
+    chunk: int = 16,
+    device=None,
+    guard_mm: float = 15.0,
+    anchor_passes: int = 1,
+    threads: int | None = 1,
+    refit: bool = True,
+):
     """Sequential chunk-parallel solve. Returns (rotmats (T, 24, 3, 3), trans (T, 3), NetworkInfo).
 
     ``threads``: torch threads while solving (1 is fastest for these small batches; None = as set).
@@ -128,11 +166,24 @@ def solve_network(prepared, model: BodyModel, betas, net=None, chunk: int = 16, 
     for s in range(0, targets.shape[0], block):
         e = s + block
         with torch_threads(threads):
-            ana = solve_analytic(model, betas, targets[s:e], weight[s:e], lm_names, lm_t[s:e], lm_w[s:e])
-        r, t, i = solve_network_from(model, betas, torch.as_tensor(np.nan_to_num(targets[s:e]), dtype=torch.float32),
-                                     torch.as_tensor(weight[s:e], dtype=torch.float32), ana.rotmats, ana.joints,
-                                     net=net, chunk=chunk, device=dev, guard_mm=guard_mm,
-                                     anchor_passes=anchor_passes, threads=threads, refit=refit)
+            ana = solve_analytic(
+                model, betas, targets[s:e], weight[s:e], lm_names, lm_t[s:e], lm_w[s:e]
+            )
+        r, t, i = solve_network_from(
+            model,
+            betas,
+            torch.as_tensor(np.nan_to_num(targets[s:e]), dtype=torch.float32),
+            torch.as_tensor(weight[s:e], dtype=torch.float32),
+            ana.rotmats,
+            ana.joints,
+            net=net,
+            chunk=chunk,
+            device=dev,
+            guard_mm=guard_mm,
+            anchor_passes=anchor_passes,
+            threads=threads,
+            refit=refit,
+        )
         rot.append(r)
         trans.append(t)
         info.reanchored += i.reanchored
@@ -141,17 +192,53 @@ def solve_network(prepared, model: BodyModel, betas, net=None, chunk: int = 16, 
 
 
 @torch.no_grad()
-def solve_network_from(model, betas, targets, weight, rot_analytic, joints_analytic, net=None, chunk: int = 16,
-                       device="cpu", guard_mm: float = 15.0, anchor_passes: int = 1, threads: int | None = 1,
-                       refit: bool = True):
+def solve_network_from(
+    model,
+    betas,
+    targets,
+    weight,
+    rot_analytic,
+    joints_analytic,
+    net=None,
+    chunk: int = 16,
+    device="cpu",
+    guard_mm: float = 15.0,
+    anchor_passes: int = 1,
+    threads: int | None = 1,
+    refit: bool = True,
+):
     """The sequential solve given the analytic solution (T, 24, 3, 3) and its joints (T, 24, 3)."""
     with torch_threads(threads):
-        return _solve_from(model, betas, targets, weight, rot_analytic, joints_analytic, net, chunk, device,
-                           guard_mm, anchor_passes, refit)
+        return _solve_from(
+            model,
+            betas,
+            targets,
+            weight,
+            rot_analytic,
+            joints_analytic,
+            net,
+            chunk,
+            device,
+            guard_mm,
+            anchor_passes,
+            refit,
+        )
 
 
-def _solve_from(model, betas, targets, weight, rot_analytic, joints_analytic, net, chunk, device, guard_mm,
-                anchor_passes, refit=True):
+def _solve_from(
+    model,
+    betas,
+    targets,
+    weight,
+    rot_analytic,
+    joints_analytic,
+    net,
+    chunk,
+    device,
+    guard_mm,
+    anchor_passes,
+    refit=True,
+):
     dev = torch.device(device)
     net = net or default_network(dev)
     t = targets.shape[0]
@@ -174,10 +261,27 @@ def _solve_from(model, betas, targets, weight, rot_analytic, joints_analytic, ne
     joints_a = joints_analytic.to(**f32)
 
     def anchor(idx):
-        r, tr, jj = rot_a[idx], kp[idx, 0] - rest_j0, joints_a[idx]  # the analytic joints: no FK needed
+        r, tr, jj = (
+            rot_a[idx],
+            kp[idx, 0] - rest_j0,
+            joints_a[idx],
+        )  # the analytic joints: no FK needed
         for _ in range(anchor_passes):
-            r, tr, _, jj = network_step(net, rest, b, r, kp[idx], kp[idx], m[idx], m[idx], refit, fk_init=jj,
-                                         return_joints=True, m_fit=ones[idx], fit_error=False)
+            r, tr, _, jj = network_step(
+                net,
+                rest,
+                b,
+                r,
+                kp[idx],
+                kp[idx],
+                m[idx],
+                m[idx],
+                refit,
+                fk_init=jj,
+                return_joints=True,
+                m_fit=ones[idx],
+                fit_error=False,
+            )
         return r, tr, jj
 
     starts = torch.arange(0, t, chunk, device=dev)
@@ -189,8 +293,20 @@ def _solve_from(model, betas, targets, weight, rot_analytic, joints_analytic, ne
         if idx.numel() == 0:
             break
         prev = idx - 1
-        r, tr, err, jj = network_step(net, rest, b, out[prev], kp[prev], kp[idx], m[prev], m[idx],
-                                      refit, fk_init=joints[prev], return_joints=True, m_fit=ones[idx])
+        r, tr, err, jj = network_step(
+            net,
+            rest,
+            b,
+            out[prev],
+            kp[prev],
+            kp[idx],
+            m[prev],
+            m[idx],
+            refit,
+            fk_init=joints[prev],
+            return_joints=True,
+            m_fit=ones[idx],
+        )
         bad = err > err_a[idx] + guard_mm / 1000.0
         if bool(bad.any()):
             reanchored += int(bad.sum())

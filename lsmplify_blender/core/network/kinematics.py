@@ -4,6 +4,7 @@ cheap surface-point skinning for training losses, over a per-sample rest skeleto
 Forward kinematics is ``core.model.kinematics.forward_kinematics`` (``fk`` here, the name
 the network code uses for it).
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,7 +23,7 @@ _LEVEL_MULTI = [[j for j in js if len(KIDS[j]) > 1] for js in SMPL_LEVELS]
 def _fit_children(j, r, rest, targets, weight, pos_j, frame):
     """Weighted Kabsch of joint j's children (where >= 2 are observed), else ``r``."""
     kids = list(KIDS[j])
-    rv = rest[:, kids] - rest[:, j:j + 1]
+    rv = rest[:, kids] - rest[:, j : j + 1]
     tv = targets[:, kids] - pos_j[:, None]
     if frame is not None:
         tv = tv @ frame
@@ -33,8 +34,14 @@ def _fit_children(j, r, rest, targets, weight, pos_j, frame):
     return torch.where(ok[:, None, None], kabsch(rv, torch.nan_to_num(tv), wk + 1e-9), r)
 
 
-def reaim(rot_init: torch.Tensor, rest: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
-          return_joints: bool = False, swings_only: bool = False):
+def reaim(
+    rot_init: torch.Tensor,
+    rest: torch.Tensor,
+    targets: torch.Tensor,
+    weight: torch.Tensor,
+    return_joints: bool = False,
+    swings_only: bool = False,
+):
     """Re-aim every observed bone of ``rot_init`` at the targets (B, 24, 3), keeping its twist.
 
     Root and spine3 (several children) take the weighted Kabsch fit of their children when
@@ -55,7 +62,9 @@ def reaim(rot_init: torch.Tensor, rest: torch.Tensor, targets: torch.Tensor, wei
     if not swings_only:
         loc[:, 0] = _fit_children(0, rot_init[:, 0], rest, targets, weight, p[:, 0], None)
     g[:, 0] = loc[:, 0]
-    for level, ps, single, multi in zip(SMPL_LEVELS, _LEVEL_PARENTS, _LEVEL_SINGLE, _LEVEL_MULTI, strict=True):
+    for level, ps, single, multi in zip(
+        SMPL_LEVELS, _LEVEL_PARENTS, _LEVEL_SINGLE, _LEVEL_MULTI, strict=True
+    ):
         js = list(level)
         gp = g[:, ps]
         p[:, js] = p[:, ps] + (gp @ (rest[:, js] - rest[:, ps])[..., None])[..., 0]
@@ -69,7 +78,9 @@ def reaim(rot_init: torch.Tensor, rest: torch.Tensor, targets: torch.Tensor, wei
             loc[:, single] = torch.where(w[:, kids, None, None], swing_rotation(cur, tv) @ r, r)
         if not swings_only:
             for j in multi:
-                loc[:, j] = _fit_children(j, rot_init[:, j], rest, targets, weight, p[:, j], g[:, SMPL_PARENTS[j]])
+                loc[:, j] = _fit_children(
+                    j, rot_init[:, j], rest, targets, weight, p[:, j], g[:, SMPL_PARENTS[j]]
+                )
         g[:, js] = gp @ loc[:, js]
     if return_joints:
         return loc, p[:, 0] - rest[:, 0], p
@@ -84,10 +95,13 @@ class SurfacePoints:
         self.ids = torch.as_tensor(ids, dtype=torch.long)
         top = model.weights[self.ids].topk(k, dim=-1)
         self.weights = torch.zeros_like(model.weights[self.ids]).scatter_(
-            -1, top.indices, top.values / top.values.sum(-1, keepdim=True))  # (L, 24), k non-zeros a row
+            -1, top.indices, top.values / top.values.sum(-1, keepdim=True)
+        )  # (L, 24), k non-zeros a row
         self.model = model
 
-    def __call__(self, glob: torch.Tensor, pos: torch.Tensor, betas: torch.Tensor, rest: torch.Tensor):
+    def __call__(
+        self, glob: torch.Tensor, pos: torch.Tensor, betas: torch.Tensor, rest: torch.Tensor
+    ):
         """Posed points (B, L, 3), root at rest, for FK globals/joints and the rest joints used."""
         v = self.model.rest_vertices(betas, self.ids)  # (B, L, 3)
         return linear_blend_skinning(v, self.weights.to(glob.dtype), glob, pos, rest)

@@ -9,6 +9,7 @@ component removed; x = y x z, so F is a proper rotation):
   (root-relative rest joints). Output: a residual 6D rotation per joint; R = R_init @ dR.
 The last layer starts at zero, so an untrained network returns the init pose exactly.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +26,9 @@ NUM_BETAS = 10
 IN_DIM = 24 * 3 * 4 + 24 * 6 + 48 + NUM_BETAS + 24 * 3
 
 
-def human_frame(kp: torch.Tensor, fallback: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+def human_frame(
+    kp: torch.Tensor, fallback: torch.Tensor | None = None, mask: torch.Tensor | None = None
+):
     """Origin (B, 3) and proper rotation F (B, 3, 3) (columns x, y, z) from keypoints (B, 24, 3).
 
     Where ``mask`` marks hips/neck missing, ``fallback`` joints (same frame) stand in.
@@ -64,9 +67,20 @@ def build_features(kp_init, kp_tgt, mask_init, mask_tgt, rot_init, fk_init, beta
     six = matrix_to_rotation_6d(r)
     rest_rel = rest - rest[:, :1]
     n = kp_init.shape[0]
-    return torch.cat([a.reshape(n, -1), b.reshape(n, -1), c.reshape(n, -1), 4.0 * d.reshape(n, -1),
-                      six.reshape(n, -1), mask_init, mask_tgt, 0.3 * betas[:, :NUM_BETAS],
-                      rest_rel.reshape(n, -1)], -1)
+    return torch.cat(
+        [
+            a.reshape(n, -1),
+            b.reshape(n, -1),
+            c.reshape(n, -1),
+            4.0 * d.reshape(n, -1),
+            six.reshape(n, -1),
+            mask_init,
+            mask_tgt,
+            0.3 * betas[:, :NUM_BETAS],
+            rest_rel.reshape(n, -1),
+        ],
+        -1,
+    )
 
 
 class _Block(nn.Module):
@@ -109,7 +123,9 @@ def compose(rot_init: torch.Tensor, d_rot: torch.Tensor) -> torch.Tensor:
 
 
 def save_network(net: ResidualIKNet, path, meta: dict | None = None, half: bool = True) -> None:
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in net.state_dict().items()}
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v) for k, v in net.state_dict().items()
+    }
     torch.save({"config": net.config, "state_dict": state, "meta": meta or {}}, path)
 
 
@@ -123,20 +139,30 @@ def load_network(path=None, device="cpu") -> ResidualIKNet:
 
     p = Path(path) if path else CHECKPOINT_PATH
     if not p.is_file():
-        raise ModelFileError(f"Network checkpoint not found: {p}. Leave the checkpoint unset to use the shipped one.")
+        raise ModelFileError(
+            f"Network checkpoint not found: {p}. Leave the checkpoint unset to use the shipped one."
+        )
     try:
         ck = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise ModelFileError(f"{p.name}: not a readable LSMPLify network checkpoint ({type(exc).__name__}); "
-                             "it is damaged or not a torch weights file.") from None
+    except Exception as exc:  # noqa: BLE001 (any failure of a hostile file is one clear error)
+        raise ModelFileError(
+            f"{p.name}: not a readable LSMPLify network checkpoint ({type(exc).__name__}); "
+            "it is damaged or not a torch weights file."
+        ) from None
     if not isinstance(ck, dict) or "config" not in ck or "state_dict" not in ck:
-        raise ModelFileError(f"{p.name}: not an LSMPLify network checkpoint (expected 'config' and 'state_dict'); "
-                             "train one with tools/train_network.py or use the shipped one.")
+        raise ModelFileError(
+            f"{p.name}: not an LSMPLify network checkpoint (expected 'config' and 'state_dict'); "
+            "train one with tools/train_network.py or use the shipped one."
+        )
     try:
         net = ResidualIKNet(**ck["config"])
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()})
+        net.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
+        )
     except (TypeError, RuntimeError, KeyError) as exc:
-        raise ModelFileError(f"{p.name}: this checkpoint is for another network architecture "
-                             f"({str(exc).splitlines()[0][:160]}). Use a checkpoint made by this version.") from None
+        raise ModelFileError(
+            f"{p.name}: this checkpoint is for another network architecture "
+            f"({str(exc).splitlines()[0][:160]}). Use a checkpoint made by this version."
+        ) from None
     net.meta = ck.get("meta", {})
     return net.to(device).eval()

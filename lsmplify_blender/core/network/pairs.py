@@ -7,6 +7,7 @@ skeleton (left/right kept symmetric), keypoint noise 0-30 mm, random missing key
 and perturbed init poses (ground truth / drifted twist and swing / swing-only re-aim with
 no twist, like the analytic solver's output).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -77,7 +78,9 @@ def scaled_rest(rest: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return rest_positions(off, SMPL_PARENTS)
 
 
-def twist_noise(rot: torch.Tensor, rest: torch.Tensor, std: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def twist_noise(
+    rot: torch.Tensor, rest: torch.Tensor, std: torch.Tensor, gen: torch.Generator
+) -> torch.Tensor:
     """Twist each single-child joint about its rest bone by N(0, std) and undo it at the child
     (joint positions unchanged, surface changed), like a drifted twist after re-aiming."""
     rot = rot.clone()
@@ -92,8 +95,14 @@ def twist_noise(rot: torch.Tensor, rest: torch.Tensor, std: torch.Tensor, gen: t
     return rot
 
 
-def make_batch(ms: MotionSet, model: BodyModel, batch: int, rng: np.random.Generator, gen: torch.Generator,
-               noise_max_mm: float = 30.0):
+def make_batch(
+    ms: MotionSet,
+    model: BodyModel,
+    batch: int,
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    noise_max_mm: float = 30.0,
+):
     """One training batch (dict of tensors); everything derived exactly from the cached poses."""
     i0, i1, s = sample_indices(ms, batch, rng)
     r0, r1 = ms.rotmats[i0], ms.rotmats[i1]
@@ -117,16 +126,24 @@ def make_batch(ms: MotionSet, model: BodyModel, batch: int, rng: np.random.Gener
     j1 = j1 - rest[:, :1] + p1[:, None]
     # keypoint noise: none / small / large
     u = rng.random(batch)
-    sig = np.where(u < 0.4, 0.0, np.where(u < 0.75, rng.uniform(0, 10, batch), rng.uniform(10, max(noise_max_mm, 10), batch)))
+    sig = np.where(
+        u < 0.4,
+        0.0,
+        np.where(
+            u < 0.75, rng.uniform(0, 10, batch), rng.uniform(10, max(noise_max_mm, 10), batch)
+        ),
+    )
     sig = sig * (noise_max_mm > 0)
     sig_m = torch.as_tensor(sig / 1000.0, dtype=torch.float32)[:, None, None]
     kp0 = j0 + torch.randn(j0.shape, generator=gen) * sig_m
     kp1 = j1 + torch.randn(j1.shape, generator=gen) * sig_m
+
     # missing keypoints
     def mask():
         m = (rng.random((batch, 24)) > 0.15) | (rng.random((batch, 1)) > 0.25)
         m[:, list(ESSENTIAL)] = True
         return torch.as_tensor(m, dtype=torch.float32)
+
     m0, m1 = mask(), mask()
     # init pose: ground truth / drifted / swing-only re-aim of the init keypoints
     mode = rng.choice(3, size=batch, p=(0.3, 0.4, 0.3))
@@ -136,8 +153,9 @@ def make_batch(ms: MotionSet, model: BodyModel, batch: int, rng: np.random.Gener
         k = torch.as_tensor(np.nonzero(drift)[0])
         tw_std = torch.as_tensor(rng.uniform(0, 0.5, len(k)), dtype=torch.float32)
         d = twist_noise(r0[k], rest[k], tw_std, gen)
-        sw = torch.randn(len(k), 24, 3, generator=gen) * torch.as_tensor(rng.uniform(0, 0.08, (len(k), 1, 1)),
-                                                                         dtype=torch.float32)
+        sw = torch.randn(len(k), 24, 3, generator=gen) * torch.as_tensor(
+            rng.uniform(0, 0.08, (len(k), 1, 1)), dtype=torch.float32
+        )
         init[k] = d @ axis_angle_to_matrix(sw)
     swing_only = mode == 2
     if swing_only.any():
@@ -145,5 +163,17 @@ def make_batch(ms: MotionSet, model: BodyModel, batch: int, rng: np.random.Gener
         eye = torch.eye(3).expand(len(k), 24, 3, 3)
         init[k], _ = reaim(eye, rest[k], kp0[k], m0[k])
     _, fk0 = fk(init, rest)
-    return dict(kp_init=kp0, kp_tgt=kp1, mask_init=m0, mask_tgt=m1, rot_init=init, fk_init=fk0, betas=betas,
-                rest=rest, rest_betas=rest_b, rot_tgt=r1, joints_tgt=j1 - p1[:, None] + rest[:, :1], s=torch.as_tensor(s))
+    return dict(
+        kp_init=kp0,
+        kp_tgt=kp1,
+        mask_init=m0,
+        mask_tgt=m1,
+        rot_init=init,
+        fk_init=fk0,
+        betas=betas,
+        rest=rest,
+        rest_betas=rest_b,
+        rot_tgt=r1,
+        joints_tgt=j1 - p1[:, None] + rest[:, :1],
+        s=torch.as_tensor(s),
+    )

@@ -12,6 +12,7 @@ splayed ~20 degrees, maps onto the same pose of SMPL); joints with several or no
 use C_j = I. Local rotations follow as L_j = G^S_parent^T G^S_j. Twist about every bone
 comes from the capture itself (which a position retarget cannot give).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,20 +25,48 @@ from ..model.skeleton import SMPL_MIRROR
 CMU_UNIT_M = 0.05644
 # SMPL joint -> CMU node name whose rotation drives the same bone
 SMPL_TO_CMU = {
-    "pelvis": "root", "left_hip": "lfemur", "right_hip": "rfemur", "spine1": "lowerback",
-    "left_knee": "ltibia", "right_knee": "rtibia", "spine2": "upperback", "left_ankle": "lfoot",
-    "right_ankle": "rfoot", "spine3": "thorax", "left_foot": "ltoes", "right_foot": "rtoes",
-    "neck": "upperneck", "left_collar": "lclavicle", "right_collar": "rclavicle", "head": "head",
-    "left_shoulder": "lhumerus", "right_shoulder": "rhumerus", "left_elbow": "lradius",
-    "right_elbow": "rradius", "left_wrist": "lwrist", "right_wrist": "rwrist", "left_hand": "lhand",
+    "pelvis": "root",
+    "left_hip": "lfemur",
+    "right_hip": "rfemur",
+    "spine1": "lowerback",
+    "left_knee": "ltibia",
+    "right_knee": "rtibia",
+    "spine2": "upperback",
+    "left_ankle": "lfoot",
+    "right_ankle": "rfoot",
+    "spine3": "thorax",
+    "left_foot": "ltoes",
+    "right_foot": "rtoes",
+    "neck": "upperneck",
+    "left_collar": "lclavicle",
+    "right_collar": "rclavicle",
+    "head": "head",
+    "left_shoulder": "lhumerus",
+    "right_shoulder": "rhumerus",
+    "left_elbow": "lradius",
+    "right_elbow": "rradius",
+    "left_wrist": "lwrist",
+    "right_wrist": "rwrist",
+    "left_hand": "lhand",
     "right_hand": "rhand",
 }
 # CMU node standing at each SMPL joint's position (for the tracking check); None = no match
 SMPL_POS_CMU = {
-    "pelvis": "root", "left_hip": "lfemur", "right_hip": "rfemur", "left_knee": "ltibia",
-    "right_knee": "rtibia", "left_ankle": "lfoot", "right_ankle": "rfoot", "left_foot": "ltoes",
-    "right_foot": "rtoes", "left_shoulder": "lhumerus", "right_shoulder": "rhumerus",
-    "left_elbow": "lradius", "right_elbow": "rradius", "left_wrist": "lwrist", "right_wrist": "rwrist",
+    "pelvis": "root",
+    "left_hip": "lfemur",
+    "right_hip": "rfemur",
+    "left_knee": "ltibia",
+    "right_knee": "rtibia",
+    "left_ankle": "lfoot",
+    "right_ankle": "rfoot",
+    "left_foot": "ltoes",
+    "right_foot": "rtoes",
+    "left_shoulder": "lhumerus",
+    "right_shoulder": "rhumerus",
+    "left_elbow": "lradius",
+    "right_elbow": "rradius",
+    "left_wrist": "lwrist",
+    "right_wrist": "rwrist",
 }
 MIRROR = list(SMPL_MIRROR)
 
@@ -66,7 +95,9 @@ def retarget_cmu(data: np.ndarray, names, parents, offsets, smpl_rest: np.ndarra
     from .sources import SourceMotion, retarget_source  # sources builds on this module
 
     glob, root = cmu_global_rotations(data, parents)
-    src = SourceMotion("cmu", glob, cmu_rest_positions(parents, offsets), root, None, list(names), 120.0)
+    src = SourceMotion(
+        "cmu", glob, cmu_rest_positions(parents, offsets), root, None, list(names), 120.0
+    )
     return retarget_source(src, smpl_rest)
 
 

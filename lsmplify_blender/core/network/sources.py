@@ -6,6 +6,7 @@ SMPL's world convention (Y up, facing +Z, +X = the subject's left). ``retarget_s
 transfers the rotations onto SMPL's tree with the same rest calibration as the cmu_subset
 clips (see ``retarget.py``), so the twist of every bone comes from the capture.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,9 @@ class SourceMotion:
     glob: np.ndarray  # (T, N, 3, 3) world rotation of each node relative to its rest pose
     rest: np.ndarray  # (N, 3) rest positions of the nodes (any unit)
     root: np.ndarray  # (T, 3) root positions (same unit)
-    pos: np.ndarray | None  # (T, N, 3) world positions of the nodes (same unit), for the tracking check
+    pos: (
+        np.ndarray | None
+    )  # (T, N, 3) world positions of the nodes (same unit), for the tracking check
     names: list[str]
     fps: float
     drive: dict[str, str] = field(default_factory=lambda: dict(SMPL_TO_CMU))  # SMPL joint -> node
@@ -57,41 +60,78 @@ def load_bvh(path) -> SourceMotion:
     names = [cmu_node_names(raw).get(n, n) for n in raw]
     missing = sorted({SMPL_TO_CMU[j] for j in SMPL_JOINT_NAMES} - set(names))
     if missing:
-        raise InputError(f"{Path(path).name}: no CMU node for {missing}; only CMU-skeleton BVH files "
-                         f"can be retargeted by rotation transfer.")
-    return SourceMotion(Path(path).stem, rot, bvh_rest_positions(data), pos[:, 0], pos, names,
-                        round(1.0 / data.frame_time))
+        raise InputError(
+            f"{Path(path).name}: no CMU node for {missing}; only CMU-skeleton BVH files "
+            f"can be retargeted by rotation transfer."
+        )
+    return SourceMotion(
+        Path(path).stem,
+        rot,
+        bvh_rest_positions(data),
+        pos[:, 0],
+        pos,
+        names,
+        round(1.0 / data.frame_time),
+    )
 
 
 # DeepMimic's humanoid faces +X with its right side at +Z; SMPL faces +Z with its left at +X.
 _DM_TO_SMPL = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-_DM_DRIVE = {"pelvis": "root", "spine1": "root", "spine2": "root", "spine3": "chest", "neck": "neck",
-             "head": "neck"}
+_DM_DRIVE = {
+    "pelvis": "root",
+    "spine1": "root",
+    "spine2": "root",
+    "spine3": "chest",
+    "neck": "neck",
+    "head": "neck",
+}
 _DM_AT = {}
 for _s in ("left", "right"):
-    _DM_DRIVE.update({f"{_s}_hip": f"{_s}_hip", f"{_s}_knee": f"{_s}_knee", f"{_s}_ankle": f"{_s}_ankle",
-                      f"{_s}_foot": f"{_s}_ankle", f"{_s}_collar": "chest", f"{_s}_shoulder": f"{_s}_shoulder",
-                      f"{_s}_elbow": f"{_s}_elbow", f"{_s}_wrist": f"{_s}_elbow", f"{_s}_hand": f"{_s}_elbow"})
-    _DM_AT.update({f"{_s}_{j}": f"{_s}_{j}" for j in ("hip", "knee", "ankle", "shoulder", "elbow", "wrist")})
+    _DM_DRIVE.update(
+        {
+            f"{_s}_hip": f"{_s}_hip",
+            f"{_s}_knee": f"{_s}_knee",
+            f"{_s}_ankle": f"{_s}_ankle",
+            f"{_s}_foot": f"{_s}_ankle",
+            f"{_s}_collar": "chest",
+            f"{_s}_shoulder": f"{_s}_shoulder",
+            f"{_s}_elbow": f"{_s}_elbow",
+            f"{_s}_wrist": f"{_s}_elbow",
+            f"{_s}_hand": f"{_s}_elbow",
+        }
+    )
+    _DM_AT.update(
+        {f"{_s}_{j}": f"{_s}_{j}" for j in ("hip", "knee", "ankle", "shoulder", "elbow", "wrist")}
+    )
 _DM_AT["pelvis"] = "root"
 
 
 def _quat_wxyz(q: np.ndarray) -> np.ndarray:
-    return Rotation.from_quat(q[..., [1, 2, 3, 0]].reshape(-1, 4)).as_matrix().reshape(q.shape[:-1] + (3, 3))
+    return (
+        Rotation.from_quat(q[..., [1, 2, 3, 0]].reshape(-1, 4))
+        .as_matrix()
+        .reshape(q.shape[:-1] + (3, 3))
+    )
 
 
 def load_deepmimic(path, character) -> SourceMotion:
     """A DeepMimic humanoid3d clip (JSON 'Frames' rows) on the joint tree of ``character``."""
     try:
         joints = json.loads(read_text(character, "DeepMimic character"))["Skeleton"]["Joints"]
-        rows = np.asarray(json.loads(read_text(path, "DeepMimic motion"))["Frames"], dtype=np.float64)
+        rows = np.asarray(
+            json.loads(read_text(path, "DeepMimic motion"))["Frames"], dtype=np.float64
+        )
     except (ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{Path(path).name} / {Path(character).name}: not a DeepMimic motion and "
-                         f"character pair ({type(e).__name__}: {e}).") from None
+        raise InputError(
+            f"{Path(path).name} / {Path(character).name}: not a DeepMimic motion and "
+            f"character pair ({type(e).__name__}: {e})."
+        ) from None
     width = 4 + sum({"none": 4, "spherical": 4, "revolute": 1}.get(j["Type"], 0) for j in joints)
     if rows.ndim != 2 or rows.shape[1] != width or rows.shape[0] == 0:
-        raise InputError(f"{Path(path).name}: frames have shape {rows.shape}; the character "
-                         f"'{Path(character).name}' needs rows of {width} numbers.")
+        raise InputError(
+            f"{Path(path).name}: frames have shape {rows.shape}; the character "
+            f"'{Path(character).name}' needs rows of {width} numbers."
+        )
     t = rows.shape[0]
     n = len(joints)
     parents = [int(j["Parent"]) for j in joints]
@@ -104,10 +144,10 @@ def load_deepmimic(path, character) -> SourceMotion:
             rest[i] = rest[parents[i]] + [j["AttachX"], j["AttachY"], j["AttachZ"]]
         kind = j["Type"]
         if kind in ("none", "spherical"):
-            local = _quat_wxyz(rows[:, col:col + 4])
+            local = _quat_wxyz(rows[:, col : col + 4])
             col += 4
         elif kind == "revolute":  # DeepMimic's revolute joints turn about their local z
-            local = Rotation.from_rotvec(rows[:, col:col + 1] * [0.0, 0.0, 1.0]).as_matrix()
+            local = Rotation.from_rotvec(rows[:, col : col + 1] * [0.0, 0.0, 1.0]).as_matrix()
             col += 1
         else:  # fixed
             local = np.broadcast_to(np.eye(3), (t, 3, 3))
@@ -118,10 +158,19 @@ def load_deepmimic(path, character) -> SourceMotion:
             pos[:, i] = pos[:, parents[i]] + glob[:, parents[i]] @ (rest[i] - rest[parents[i]])
     p = _DM_TO_SMPL
     fps = 1.0 / float(np.median(rows[:-1, 0])) if t > 1 else 30.0
-    return SourceMotion(Path(path).stem.replace("humanoid3d_", "deepmimic_"), p @ glob @ p.T, rest @ p.T,
-                        rows[:, 1:4] @ p.T, pos @ p.T, [j["Name"] for j in joints], fps, drive=_DM_DRIVE, at=_DM_AT,
-                        no_calibration=("spine2", "left_collar", "right_collar"),
-                        spread=(("spine1", "spine2", "spine3"), ("neck", "head")))
+    return SourceMotion(
+        Path(path).stem.replace("humanoid3d_", "deepmimic_"),
+        p @ glob @ p.T,
+        rest @ p.T,
+        rows[:, 1:4] @ p.T,
+        pos @ p.T,
+        [j["Name"] for j in joints],
+        fps,
+        drive=_DM_DRIVE,
+        at=_DM_AT,
+        no_calibration=("spine2", "left_collar", "right_collar"),
+        spread=(("spine1", "spine2", "spine3"), ("neck", "head")),
+    )
 
 
 def _spread(local: np.ndarray, chain: list[int]) -> np.ndarray:
@@ -139,7 +188,9 @@ def tracking_error_deg(src: SourceMotion, local: np.ndarray, smpl_joints: np.nda
     """Largest angle (degrees, any frame) between an SMPL bone of the retarget and the source
     bone it copies, over bones whose both ends have a source node (limbs)."""
     if src.pos is None:  # e.g. retarget.py's CMU sources carry rotations only
-        raise InputError(f"{src.name}: the source has no node positions to check the tracking against.")
+        raise InputError(
+            f"{src.name}: the source has no node positions to check the tracking against."
+        )
     idx = {nm: i for i, nm in enumerate(src.names)}
     worst = 0.0
     for j, name in enumerate(SMPL_JOINT_NAMES):
@@ -186,7 +237,9 @@ def retarget_source(src: SourceMotion, smpl_rest: np.ndarray):
 SOLVER_DRIVE = {**SMPL_TO_CMU, "left_wrist": "lhand", "right_wrist": "rhand"}
 
 
-def smpl_pose_from_rotations(glob: np.ndarray, rest: np.ndarray, names, smpl_rest: np.ndarray) -> np.ndarray:
+def smpl_pose_from_rotations(
+    glob: np.ndarray, rest: np.ndarray, names, smpl_rest: np.ndarray
+) -> np.ndarray:
     """SMPL local rotations (T, 24, 3, 3) from the bone rotations a CMU-skeleton file carries
     (``glob`` (T, N, 3, 3) relative to its rest pose ``rest`` (N, 3), any CMU dialect's ``names``),
     by the training data's rotation transfer and rest calibration (``retarget_source``). A
@@ -195,11 +248,21 @@ def smpl_pose_from_rotations(glob: np.ndarray, rest: np.ndarray, names, smpl_res
     need = set(SMPL_TO_CMU.values()) | set(SMPL_POS_CMU.values())
     missing = sorted(need - set(cmu))
     if missing:
-        raise InputError(f"the skeleton has no joint for the CMU node(s) {', '.join(missing)}, which the rotation "
-                         f"transfer needs (only CMU-skeleton BVH and ASF/AMC files can give SMPL their rotations)")
+        raise InputError(
+            f"the skeleton has no joint for the CMU node(s) {', '.join(missing)}, which the rotation "
+            f"transfer needs (only CMU-skeleton BVH and ASF/AMC files can give SMPL their rotations)"
+        )
     rest = np.asarray(rest, dtype=np.float64)
-    src = SourceMotion("input", np.asarray(glob, dtype=np.float64), rest - rest[0], np.zeros((glob.shape[0], 3)),
-                       None, cmu, 0.0, drive=dict(SOLVER_DRIVE))
+    src = SourceMotion(
+        "input",
+        np.asarray(glob, dtype=np.float64),
+        rest - rest[0],
+        np.zeros((glob.shape[0], 3)),
+        None,
+        cmu,
+        0.0,
+        drive=dict(SOLVER_DRIVE),
+    )
     return retarget_source(src, np.asarray(smpl_rest, dtype=np.float64))[0]
 
 
