@@ -230,15 +230,18 @@ def _input_jitter(positions) -> float:
     return jitter(positions[:, cols], FPS) / 1000.0 if cols.any() else float("nan")
 
 
-def _bone_std_mm(targets, weight) -> float:
-    """Mean over bones of the std over time of the input's bone lengths (mm)."""
+def _bone_std_mm(targets, measured) -> float:
+    """Mean over bones of the std over time of the input's bone lengths (mm).
+
+    ``measured`` (T, 24) bool (``PreparedKeypoints.smpl_measured``): a bone counts in the frames
+    where both its joints are real samples (not interpolated, not missing).
+    """
     from ..core.body_model import SMPL_PARENTS
 
-    ok = weight >= 0.9
     stds = []
     for c in range(1, 24):
         p = SMPL_PARENTS[c]
-        both = ok[:, c] & ok[:, p]
+        both = measured[:, c] & measured[:, p]
         if both.sum() >= 2:
             stds.append(np.linalg.norm(targets[both, c] - targets[both, p], axis=-1).std())
     return float(np.mean(stds) * 1000.0) if stds else float("nan")
@@ -337,10 +340,10 @@ def _real_skeleton_clip(model, f, skel_path, optimize_frames, max_frames):
             setattr(seq, attr, getattr(seq, attr)[::SUBSAMPLE][: len(seq.positions)])
     seq.fps = FPS
     rprep = prepare(seq, model, layout="cmu")
-    targets, weight = rprep.smpl_targets()
+    targets, _ = rprep.smpl_targets()
     real_in = (
         _input_jitter(np.where(rprep.measured[..., None], rprep.positions, np.nan)),
-        _bone_std_mm(targets, weight),
+        _bone_std_mm(targets, rprep.smpl_measured()),
         rprep.num_frames,
     )
     rows = {}
@@ -495,11 +498,13 @@ def _real_section(data, clip_dir, out: Path, real: bool, options, log, model):
 
 
 def _solver_used(prep, model) -> set:
-    """Notes when the network falls back (too few SMPL joints in the layout)."""
+    """Notes when the network falls back (too few SMPL joints in the layout).
+
+    Counts the SMPL joints with a real sample in some frame, as the solver's network check does.
+    """
     from ..core.solver import NETWORK_MIN_JOINTS
 
-    _, weight = prep.smpl_targets()
-    measured = int(((weight >= 0.9).any(0)).sum())
+    measured = int(prep.smpl_measured().any(0).sum())
     return (
         {
             f"cmu layout gives {measured} SMPL joints (< {NETWORK_MIN_JOINTS}): network rows are analytic"
