@@ -120,6 +120,7 @@ def _sections(text: str) -> dict[str, list[list[str]]]:
 
 
 def parse_asf(text: str, where: str = "ASF") -> AsfSkeleton:
+    """Parse an Acclaim skeleton (.asf text) into an AsfSkeleton; ``where`` prefixes errors."""
     sec = _sections(text)
     if "bonedata" not in sec or "hierarchy" not in sec:
         missing = [s for s in (":bonedata", ":hierarchy") if s[1:] not in sec]
@@ -127,9 +128,30 @@ def parse_asf(text: str, where: str = "ASF") -> AsfSkeleton:
             f"{where}: not a valid ASF skeleton (no {' and '.join(missing)} section). "
             f"Pass the subject's .asf file."
         )
+    length_scale, angle_deg = _asf_units(sec.get("units", []), where)
+    root_order, root_axis, root_pos, root_ori = _asf_root(sec.get("root", []), where)
+    bones = _asf_bones(sec["bonedata"], where)
+    root_children = _asf_hierarchy(sec["hierarchy"], bones, where)
+    _check_connected(bones, root_children, where)
+    name = " ".join(sec.get("name", [[""]])[0])
+    return AsfSkeleton(
+        bones=bones,
+        root_order=root_order,
+        root_axis=root_axis,
+        root_position=root_pos,
+        root_orientation=root_ori,
+        root_children=root_children,
+        length_scale=length_scale,
+        angle_deg=angle_deg,
+        name=name,
+    )
+
+
+def _asf_units(rows: list[list[str]], where: str) -> tuple[float | None, bool]:
+    """The ':units' section: (length scale or None when absent, True when angles are degrees)."""
     length_scale = None
     angle_deg = True
-    for toks in sec.get("units", []):
+    for toks in rows:
         key = toks[0].lower()
         if key == "length" and len(toks) > 1:
             v = parse_floats(toks[1:2], f"{where}: units length")[0]
@@ -144,12 +166,16 @@ def parse_asf(text: str, where: str = "ASF") -> AsfSkeleton:
                 angle_deg = False
             else:
                 raise InputError(f"{where}: ':units angle {toks[1]}' must be 'deg' or 'rad'.")
+    return length_scale, angle_deg
 
+
+def _asf_root(rows: list[list[str]], where: str) -> tuple[list[str], str, np.ndarray, np.ndarray]:
+    """The ':root' section: (channel order, axis order, rest position, rest orientation)."""
     root_order = ["TX", "TY", "TZ", "RX", "RY", "RZ"]
     root_axis = "XYZ"
     root_pos = np.zeros(3)
     root_ori = np.zeros(3)
-    for toks in sec.get("root", []):
+    for toks in rows:
         key = toks[0].lower()
         if key == "order":
             root_order = [t.upper() for t in toks[1:]]
@@ -166,10 +192,14 @@ def parse_asf(text: str, where: str = "ASF") -> AsfSkeleton:
             root_ori = parse_floats(toks[1:4], f"{where}: root orientation")
             if root_ori.size != 3 or not np.isfinite(root_ori).all():
                 raise InputError(f"{where}: root orientation needs 3 finite numbers.")
+    return root_order, root_axis, root_pos, root_ori
 
+
+def _asf_bones(rows: list[list[str]], where: str) -> dict[str, AsfBone]:
+    """The ':bonedata' section: its begin/end blocks as bones by name (no hierarchy yet)."""
     bones: dict[str, AsfBone] = {}
     block: dict | None = None
-    for toks in sec["bonedata"]:
+    for toks in rows:
         key = toks[0].lower()
         if key == "begin":
             block = {}
@@ -177,63 +207,77 @@ def parse_asf(text: str, where: str = "ASF") -> AsfSkeleton:
         if key == "end":
             if block is None:
                 raise InputError(f"{where}: 'end' without 'begin' in :bonedata.")
-            name = block.get("name")
-            if not name:
-                raise InputError(f"{where}: a bone in :bonedata has no name.")
-            for req in ("direction", "length"):
-                if req not in block:
-                    raise InputError(f"{where}: bone '{name}' has no '{req}'.")
-            if name in bones or name == "root":
-                raise InputError(f"{where}: bone name '{name}' is used twice.")
-            d = block["direction"]
-            bones[name] = AsfBone(
-                name=name,
-                direction=d,
-                length=block["length"],
-                axis=block.get("axis", np.zeros(3)),
-                axis_order=block.get("axis_order", "XYZ"),
-                dof=block.get("dof", []),
-            )
+            bone = _bone_of_block(block, bones, where)
+            bones[bone.name] = bone
             block = None
             continue
         if block is None:
             raise InputError(f"{where}: '{' '.join(toks)}' outside a begin/end block in :bonedata.")
-        bw = f"{where}: bone '{block.get('name', '?')}'"
-        if key == "name":
-            block["name"] = toks[1] if len(toks) > 1 else ""
-        elif key == "direction":
-            d = parse_floats(toks[1:4], f"{bw} direction")
-            if d.size != 3 or not np.isfinite(d).all():
-                raise InputError(f"{bw}: direction needs 3 finite numbers.")
-            nrm = np.linalg.norm(d)
-            block["direction"] = d / nrm if nrm > 0 else d
-        elif key == "length":
-            v = parse_floats(toks[1:2], f"{bw} length")
-            if v.size != 1 or not np.isfinite(v).all() or v[0] < 0:
-                raise InputError(f"{bw}: length needs one finite, non-negative number.")
-            block["length"] = float(v[0])
-        elif key == "axis":
-            v = parse_floats(toks[1:4], f"{bw} axis")
-            if v.size != 3 or not np.isfinite(v).all():
-                raise InputError(f"{bw}: axis needs 3 finite angles and an order.")
-            block["axis"] = v
-            block["axis_order"] = _angle_order(toks[4], f"{bw} axis") if len(toks) > 4 else "XYZ"
-        elif key == "dof":
-            dof = [t.lower() for t in toks[1:]]
-            bad = [t for t in dof if t not in _DOF_NAMES]
-            if bad:
-                raise InputError(f"{bw}: unknown dof {bad}; Acclaim dofs are rx ry rz tx ty tz l.")
-            block["dof"] = dof
-        # id, limits (and their continuation lines), bodymass, cofmass: not needed
+        _read_bone_line(block, key, toks, where)
     if block is not None:
         raise InputError(
             f"{where}: a bone block in :bonedata is not closed by 'end'; the file is truncated."
         )
     if not bones:
         raise InputError(f"{where}: :bonedata declares no bones.")
+    return bones
 
+
+def _bone_of_block(block: dict, bones: dict[str, AsfBone], where: str) -> AsfBone:
+    """The bone a closed begin/end block describes, checked for a new name and its required fields."""
+    name = block.get("name")
+    if not name:
+        raise InputError(f"{where}: a bone in :bonedata has no name.")
+    for req in ("direction", "length"):
+        if req not in block:
+            raise InputError(f"{where}: bone '{name}' has no '{req}'.")
+    if name in bones or name == "root":
+        raise InputError(f"{where}: bone name '{name}' is used twice.")
+    return AsfBone(
+        name=name,
+        direction=block["direction"],
+        length=block["length"],
+        axis=block.get("axis", np.zeros(3)),
+        axis_order=block.get("axis_order", "XYZ"),
+        dof=block.get("dof", []),
+    )
+
+
+def _read_bone_line(block: dict, key: str, toks: list[str], where: str) -> None:
+    """Store one line of a bone block (name, direction, length, axis, dof) in ``block``."""
+    bw = f"{where}: bone '{block.get('name', '?')}'"
+    if key == "name":
+        block["name"] = toks[1] if len(toks) > 1 else ""
+    elif key == "direction":
+        d = parse_floats(toks[1:4], f"{bw} direction")
+        if d.size != 3 or not np.isfinite(d).all():
+            raise InputError(f"{bw}: direction needs 3 finite numbers.")
+        nrm = np.linalg.norm(d)
+        block["direction"] = d / nrm if nrm > 0 else d
+    elif key == "length":
+        v = parse_floats(toks[1:2], f"{bw} length")
+        if v.size != 1 or not np.isfinite(v).all() or v[0] < 0:
+            raise InputError(f"{bw}: length needs one finite, non-negative number.")
+        block["length"] = float(v[0])
+    elif key == "axis":
+        v = parse_floats(toks[1:4], f"{bw} axis")
+        if v.size != 3 or not np.isfinite(v).all():
+            raise InputError(f"{bw}: axis needs 3 finite angles and an order.")
+        block["axis"] = v
+        block["axis_order"] = _angle_order(toks[4], f"{bw} axis") if len(toks) > 4 else "XYZ"
+    elif key == "dof":
+        dof = [t.lower() for t in toks[1:]]
+        bad = [t for t in dof if t not in _DOF_NAMES]
+        if bad:
+            raise InputError(f"{bw}: unknown dof {bad}; Acclaim dofs are rx ry rz tx ty tz l.")
+        block["dof"] = dof
+    # id, limits (and their continuation lines), bodymass, cofmass: not needed
+
+
+def _asf_hierarchy(rows: list[list[str]], bones: dict[str, AsfBone], where: str) -> list[str]:
+    """Link the bones as the ':hierarchy' section says (parents, children); the root's children."""
     root_children: list[str] = []
-    for toks in sec["hierarchy"]:
+    for toks in rows:
         if toks[0].lower() in ("begin", "end"):
             continue
         parent, kids = toks[0], toks[1:]
@@ -247,7 +291,11 @@ def parse_asf(text: str, where: str = "ASF") -> AsfSkeleton:
                 root_children.append(k)
             else:
                 bones[parent].children.append(k)
-    # every bone must hang off the root (no orphans, no cycles)
+    return root_children
+
+
+def _check_connected(bones: dict[str, AsfBone], root_children: list[str], where: str) -> None:
+    """Every bone must hang off the root: no orphans, no cycles."""
     reach, todo = set(), list(root_children)
     while todo:
         b = todo.pop()
@@ -258,18 +306,6 @@ def parse_asf(text: str, where: str = "ASF") -> AsfSkeleton:
     orphans = [b for b in bones if b not in reach]
     if orphans:
         raise InputError(f"{where}: bones {orphans} are not connected to the root in :hierarchy.")
-    name = " ".join(sec.get("name", [[""]])[0])
-    return AsfSkeleton(
-        bones=bones,
-        root_order=root_order,
-        root_axis=root_axis,
-        root_position=root_pos,
-        root_orientation=root_ori,
-        root_children=root_children,
-        length_scale=length_scale,
-        angle_deg=angle_deg,
-        name=name,
-    )
 
 
 # ---------------------------------------------------------------------------------------
