@@ -64,6 +64,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -274,66 +276,10 @@ def _nested_to_tj3(kp, where: str) -> np.ndarray:
 
 
 def _frames_form(data: dict, frames: list, where: str, source: str) -> KeypointSequence:
-    names: list[str] = []
-    index: dict[str, int] = {}
-    frame_nums = []
-    per_frame = []
-    for t, fr in enumerate(frames):
-        if not isinstance(fr, dict):
-            raise InputError(
-                f'{where}: frames[{t}] must be an object {{"frame": n, "joints": {{...}}}}.'
-            )
-        joints = fr.get("joints", fr.get("keypoints"))
-        if not isinstance(joints, dict):
-            raise InputError(
-                f'{where}: frames[{t}] needs a "joints" object mapping joint names to '
-                f"[x, y, z] (or null)."
-            )
-        conf = fr.get("confidence") or {}
-        if not isinstance(conf, dict):
-            raise InputError(f"{where}: frames[{t}].confidence must map joint names to numbers.")
-        for n in joints:
-            if n not in index:
-                index[n] = len(names)
-                names.append(n)
-        frame_nums.append(fr.get("frame"))
-        per_frame.append((joints, conf))
-    if not names:
-        raise InputError(f"{where}: the frames name no joints; there is nothing to read.")
+    """The JSON per-frame form (module docstring): each frame names its joints."""
+    names, frame_nums, per_frame = _frame_joints(frames, where)
     T, J = len(per_frame), len(names)
-    pos = np.full((T, J, 3), np.nan)
-    cf = np.ones((T, J))
-    have_conf = False
-    for t, (joints, conf) in enumerate(per_frame):
-        for n, v in joints.items():
-            j = index[n]
-            if v is None:
-                continue
-            if not isinstance(v, list) or len(v) not in (3, 4):
-                raise InputError(
-                    f"{where}: frame {t}, joint '{n}' must be [x, y, z], [x, y, z, c] "
-                    f"or null; got {v!r}."
-                )
-            try:
-                vals = [np.nan if c is None else float(c) for c in v]
-            except (TypeError, ValueError):
-                raise InputError(
-                    f"{where}: frame {t}, joint '{n}': {v!r} is not numbers."
-                ) from None
-            pos[t, j] = vals[:3]
-            if len(vals) == 4:
-                cf[t, j] = vals[3]
-                have_conf = True
-        for n, c in conf.items():
-            if n not in index:
-                continue
-            try:
-                cf[t, index[n]] = np.nan if c is None else float(c)
-            except (TypeError, ValueError):
-                raise InputError(
-                    f"{where}: frame {t}, confidence of '{n}' is not a number."
-                ) from None
-            have_conf = True
+    pos, cf, have_conf = _frame_values(per_frame, {n: j for j, n in enumerate(names)}, where)
     given = [f is not None for f in frame_nums]
     if any(given) and not all(given):
         raise InputError(
@@ -359,6 +305,79 @@ def _frames_form(data: dict, frames: list, where: str, source: str) -> KeypointS
         notes=notes,
         where=where,
     )
+
+
+def _frame_joints(frames: list, where: str) -> tuple[list[str], list, list[tuple[dict, dict]]]:
+    """Check each frame's shape: (joint names by first appearance, each frame's "frame" number
+    or None, each frame's (joints, confidence) objects)."""
+    names: list[str] = []
+    seen: set[str] = set()
+    frame_nums = []
+    per_frame = []
+    for t, fr in enumerate(frames):
+        if not isinstance(fr, dict):
+            raise InputError(
+                f'{where}: frames[{t}] must be an object {{"frame": n, "joints": {{...}}}}.'
+            )
+        joints = fr.get("joints", fr.get("keypoints"))
+        if not isinstance(joints, dict):
+            raise InputError(
+                f'{where}: frames[{t}] needs a "joints" object mapping joint names to '
+                f"[x, y, z] (or null)."
+            )
+        conf = fr.get("confidence") or {}
+        if not isinstance(conf, dict):
+            raise InputError(f"{where}: frames[{t}].confidence must map joint names to numbers.")
+        for n in joints:
+            if n not in seen:
+                seen.add(n)
+                names.append(n)
+        frame_nums.append(fr.get("frame"))
+        per_frame.append((joints, conf))
+    if not names:
+        raise InputError(f"{where}: the frames name no joints; there is nothing to read.")
+    return names, frame_nums, per_frame
+
+
+def _frame_values(per_frame: list[tuple[dict, dict]], index: dict[str, int], where: str):
+    """(T, J, 3) positions (NaN where absent or null), (T, J) confidences (1 unless given) and
+    whether any confidence was given, from each frame's (joints, confidence) objects."""
+    T, J = len(per_frame), len(index)
+    pos = np.full((T, J, 3), np.nan)
+    cf = np.ones((T, J))
+    have_conf = False
+    for t, (joints, conf) in enumerate(per_frame):
+        for n, v in joints.items():
+            if v is None:
+                continue
+            vals = _joint_value(v, t, n, where)
+            pos[t, index[n]] = vals[:3]
+            if len(vals) == 4:
+                cf[t, index[n]] = vals[3]
+                have_conf = True
+        for n, c in conf.items():
+            if n not in index:
+                continue
+            try:
+                cf[t, index[n]] = np.nan if c is None else float(c)
+            except (TypeError, ValueError):
+                raise InputError(
+                    f"{where}: frame {t}, confidence of '{n}' is not a number."
+                ) from None
+            have_conf = True
+    return pos, cf, have_conf
+
+
+def _joint_value(v, t: int, n: str, where: str) -> list[float]:
+    """One joint's [x, y, z] or [x, y, z, c] as floats (None -> NaN) in frame ``t``."""
+    if not isinstance(v, list) or len(v) not in (3, 4):
+        raise InputError(
+            f"{where}: frame {t}, joint '{n}' must be [x, y, z], [x, y, z, c] or null; got {v!r}."
+        )
+    try:
+        return [np.nan if c is None else float(c) for c in v]
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: frame {t}, joint '{n}': {v!r} is not numbers.") from None
 
 
 def read_json(path) -> KeypointSequence:
@@ -486,8 +505,29 @@ def _csv_numbers(
 
 
 def read_csv(path) -> KeypointSequence:
+    """Read a keypoint CSV (module docstring: with a <name>_x/_y/_z header, or numbers only)."""
     where = Path(path).name
-    text = read_text(path, "CSV")
+    lines, rows = _csv_rows(read_text(path, "CSV"), where)
+    has_header = not all(_is_number(t) for t in rows[0])
+    if has_header:
+        header, data, line_nos = rows[0], rows[1:], [n for n, _ in lines[1:]]
+    else:
+        header, data, line_nos = None, rows, [n for n, _ in lines]
+    if not data:
+        raise InputError(f"{where}: the CSV has a header but no data rows (zero frames).")
+    width = len(rows[0])
+    _check_row_widths(line_nos, data, width, has_header, where)
+    numbers = partial(_csv_numbers, data, header=header, line_nos=line_nos, where=where)
+    if header is None:
+        return _csv_without_header(numbers, len(data), width, str(path), where)
+    return _csv_with_header(numbers, header, len(data), str(path), where)
+
+
+def _csv_rows(text: str, where: str) -> tuple[list[tuple[int, str]], list[list[str]]]:
+    """The non-empty, non-comment lines as (line number, text) and their cells (stripped).
+
+    The delimiter (comma, tab, semicolon, else whitespace) is the first one the first line has.
+    """
     lines = [
         (k + 1, ln)
         for k, ln in enumerate(text.splitlines())
@@ -505,16 +545,14 @@ def read_csv(path) -> KeypointSequence:
         ]
     if len(rows) != len(lines):
         raise InputError(f"{where}: a quoted field spans several lines; the CSV is malformed.")
-    has_header = not all(_is_number(t) for t in rows[0])
-    notes: list[str] = []
-    if has_header:
-        header, data, line_nos = rows[0], rows[1:], [n for n, _ in lines[1:]]
-    else:
-        header, data, line_nos = None, rows, [n for n, _ in lines]
-    if not data:
-        raise InputError(f"{where}: the CSV has a header but no data rows (zero frames).")
-    width = len(rows[0])
-    for (ln, _), r in zip(lines[1:] if has_header else lines, data, strict=False):
+    return lines, rows
+
+
+def _check_row_widths(
+    line_nos: list[int], data: list[list[str]], width: int, has_header: bool, where: str
+) -> None:
+    """Every data row must have as many fields as the header (or the first line)."""
+    for ln, r in zip(line_nos, data, strict=False):
         if len(r) != width:
             raise InputError(
                 f"{where}: line {ln} has {len(r)} fields but the "
@@ -522,104 +560,101 @@ def read_csv(path) -> KeypointSequence:
                 f"The file is truncated or malformed; every row needs the same columns."
             )
 
-    def numbers(cols):
-        return _csv_numbers(data, cols, header, line_nos, where)
 
-    if header is None:
-        if width % 3:
-            raise InputError(
-                f"{where}: a CSV without a header must have 3 columns (x, y, z) per "
-                f"joint; it has {width}. Add a header row with <name>_x, <name>_y, "
-                f"<name>_z columns."
-            )
-        vals = numbers(list(range(width)))
-        notes.append(
-            f"CSV without header: {width // 3} joints as x, y, z column triples; "
-            f"joint names unknown."
+def _csv_without_header(numbers, num_rows: int, width: int, source: str, where: str):
+    """A header-less CSV: every column a number, x, y, z per joint; ``numbers(cols)`` reads cells."""
+    if width % 3:
+        raise InputError(
+            f"{where}: a CSV without a header must have 3 columns (x, y, z) per "
+            f"joint; it has {width}. Add a header row with <name>_x, <name>_y, "
+            f"<name>_z columns."
         )
-        return finalize(
-            vals.reshape(len(data), width // 3, 3), source=str(path), notes=notes, where=where
-        )
+    vals = numbers(list(range(width)))
+    notes = [
+        f"CSV without header: {width // 3} joints as x, y, z column triples; joint names unknown."
+    ]
+    return finalize(vals.reshape(num_rows, width // 3, 3), source=source, notes=notes, where=where)
 
+
+@dataclass
+class _CsvColumns:
+    """What each header column is: joint coordinates, confidences, frame, time, or ignored."""
+
+    coords: dict[str, dict[str, int]]  # joint name -> {'x': column, 'y': ..., 'z': ...}
+    conf: dict[str, int]  # joint name -> its confidence column
+    frame: int | None
+    time: int | None
+    ignored: list[str]
+
+
+def _csv_columns(header: list[str], where: str) -> _CsvColumns:
+    """Classify the header's columns; refuses duplicates and joints lacking an x, y or z column."""
     dup = [h for h in duplicates(header) if h]
     if dup:
         raise InputError(f"{where}: duplicate column names {dup} in the header.")
-    coords: dict[str, dict[str, int]] = {}
-    conf_cols: dict[str, int] = {}
-    frame_col = time_col = None
-    ignored = []
+    cols = _CsvColumns(coords={}, conf={}, frame=None, time=None, ignored=[])
     for c, h in enumerate(header):
         hl = h.strip().lower()
         m = _COORD_RE.match(h.strip())
         mc = _CONF_RE.match(h.strip())
-        if hl in _FRAME_COLS and frame_col is None:
-            frame_col = c
-        elif hl in _TIME_COLS and time_col is None:
-            time_col = c
+        if hl in _FRAME_COLS and cols.frame is None:
+            cols.frame = c
+        elif hl in _TIME_COLS and cols.time is None:
+            cols.time = c
         elif m:
-            coords.setdefault(m.group(1), {})[m.group(2).lower()] = c
+            cols.coords.setdefault(m.group(1), {})[m.group(2).lower()] = c
         elif mc:
-            conf_cols[mc.group(1)] = c
+            cols.conf[mc.group(1)] = c
         else:
-            ignored.append(h)
-    if not coords:
+            cols.ignored.append(h)
+    if not cols.coords:
         raise InputError(
-            f"{where}: no keypoint columns in the header {header[:8]}{'...' if width > 8 else ''}. "
+            f"{where}: no keypoint columns in the header {header[:8]}{'...' if len(header) > 8 else ''}. "
             f"Name them <joint>_x, <joint>_y, <joint>_z (e.g. left_hip_x, left_hip_y, left_hip_z), "
             f"or drop the header for a plain numeric x, y, z per joint file."
         )
-    for name, d in coords.items():
+    for name, d in cols.coords.items():
         lack = [a for a in "xyz" if a not in d]
         if lack:
             raise InputError(
                 f"{where}: joint '{name}' has no {', '.join(name + '_' + a for a in lack)} "
                 f"column; every joint needs _x, _y and _z columns."
             )
-    names = list(coords)
-    xyz_cols = [coords[n][a] for n in names for a in "xyz"]
-    pos = numbers(xyz_cols).reshape(len(data), len(names), 3)
+    return cols
+
+
+def _csv_with_header(numbers, header: list[str], num_rows: int, source: str, where: str):
+    """A CSV with a header: joints from <name>_x/_y/_z columns, confidences, frames and fps."""
+    cols = _csv_columns(header, where)
+    names = list(cols.coords)
+    xyz_cols = [cols.coords[n][a] for n in names for a in "xyz"]
+    pos = numbers(xyz_cols).reshape(num_rows, len(names), 3)
+    notes: list[str] = []
     conf = None
-    used_conf = [n for n in names if n in conf_cols]
-    stray = [h for n, c in conf_cols.items() if n not in coords for h in [header[c]]]
+    used_conf = [n for n in names if n in cols.conf]
+    stray = [h for n, c in cols.conf.items() if n not in cols.coords for h in [header[c]]]
     if used_conf:
-        cv = numbers([conf_cols[n] for n in used_conf])
-        conf = np.ones((len(data), len(names)))
+        cv = numbers([cols.conf[n] for n in used_conf])
+        conf = np.ones((num_rows, len(names)))
         for k, n in enumerate(used_conf):
             conf[:, names.index(n)] = cv[:, k]
         notes.append(
             f"confidence read for {len(used_conf)} of {len(names)} joints (others set to 1)."
         )
-    ignored += stray
+    ignored = cols.ignored + stray
     if ignored:
         notes.append(f"ignored CSV columns: {ignored[:10]}{' ...' if len(ignored) > 10 else ''}.")
     frames = None
-    if frame_col is not None:
-        frames = numbers([frame_col])[:, 0]
+    if cols.frame is not None:
+        frames = numbers([cols.frame])[:, 0]
         if np.isnan(frames).any():
-            raise InputError(f"{where}: the '{header[frame_col]}' column has empty cells.")
+            raise InputError(f"{where}: the '{header[cols.frame]}' column has empty cells.")
     fps = None
-    if time_col is not None:
-        t = numbers([time_col])[:, 0]
-        name = header[time_col].strip().lower()
-        if name.endswith("ms"):
-            t = t / 1000.0
-        dt = np.diff(t[np.isfinite(t)])
-        if dt.size and np.median(dt) > 0:
-            est = 1.0 / float(np.median(dt))
-            if 1.0 <= est <= 1000.0:
-                fps = est
-                notes.append(
-                    f"fps {fps:.4g} estimated from the '{header[time_col]}' column "
-                    f"({'milliseconds' if name.endswith('ms') else 'seconds'})."
-                )
-            else:
-                notes.append(
-                    f"'{header[time_col]}' column gives an implausible {est:.4g} fps "
-                    f"(is it in other units?); fps not set."
-                )
+    if cols.time is not None:
+        fps = _csv_fps(numbers([cols.time])[:, 0], header[cols.time], notes)
     notes.insert(
         0,
-        f"CSV: {len(data)} frames, {len(names)} joints from <name>_x/_y/_z columns; "
+        f"CSV: {num_rows} frames, {len(names)} joints from <name>_x/_y/_z columns; "
         f"empty cells are missing; units and up axis not stated.",
     )
     return finalize(
@@ -628,7 +663,30 @@ def read_csv(path) -> KeypointSequence:
         confidence=conf,
         fps=fps,
         frames=frames,
-        source=str(path),
+        source=source,
         notes=notes,
         where=where,
     )
+
+
+def _csv_fps(t: np.ndarray, column: str, notes: list[str]) -> float | None:
+    """fps from a time column (seconds, or milliseconds when its name ends in 'ms'), or None
+    when it gives no plausible rate (1-1000 fps); says which in ``notes``."""
+    name = column.strip().lower()
+    if name.endswith("ms"):
+        t = t / 1000.0
+    dt = np.diff(t[np.isfinite(t)])
+    if not (dt.size and np.median(dt) > 0):
+        return None
+    est = 1.0 / float(np.median(dt))
+    if 1.0 <= est <= 1000.0:
+        notes.append(
+            f"fps {est:.4g} estimated from the '{column}' column "
+            f"({'milliseconds' if name.endswith('ms') else 'seconds'})."
+        )
+        return est
+    notes.append(
+        f"'{column}' column gives an implausible {est:.4g} fps "
+        f"(is it in other units?); fps not set."
+    )
+    return None
