@@ -189,6 +189,36 @@ def finalize(
     """
     where = where or (Path(source).name if source else "keypoints")
     notes = list(notes or [])
+    pos, missing = _checked_positions(positions, owned, where, notes)
+    T, J = pos.shape[:2]
+    names = _checked_names(names, J, where)
+    if confidence is not None:
+        confidence = _checked_confidence(confidence, missing, where, notes)
+    if frames is not None:
+        frames = _checked_frames(frames, T, where)
+    layout = None if layout is None or str(layout).strip() == "" else str(layout).strip()
+    return KeypointSequence(
+        positions=pos,
+        names=names,
+        confidence=confidence,
+        fps=norm_fps(fps, where),
+        units=norm_units(units, where),
+        up=norm_up(up, where),
+        layout=layout,
+        frames=frames,
+        source=str(source),
+        notes=notes,
+    )
+
+
+def _checked_positions(
+    positions, owned: bool, where: str, notes: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(T, J, 3) float64 positions with NaN for every missing joint, and the (T, J) missing mask.
+
+    Refuses a wrong shape, zero frames or joints, absurd coordinates and all-missing data;
+    inf and partly missing joints become NaN (said in ``notes``). ``owned``: edit in place.
+    """
     pos = (
         np.asarray(positions, dtype=np.float64) if owned else np.array(positions, dtype=np.float64)
     )
@@ -224,59 +254,59 @@ def finalize(
     n_missing = int(missing.sum())
     if n_missing:
         notes.append(f"{n_missing} of {T * J} keypoints are missing (NaN).")
+    return pos, missing
 
-    if names is not None:
-        names = [str(n) for n in names]
-        if len(names) != J:
-            raise InputError(f"{where}: {len(names)} joint names for {J} joints; they must match.")
-        dup = duplicates(names)
-        if dup:
-            raise InputError(
-                f"{where}: duplicate joint names {dup}; every joint needs its own name."
-            )
 
-    if confidence is not None:
-        conf = np.asarray(confidence, dtype=np.float64)
-        if conf.shape != (T, J):
-            raise InputError(
-                f"{where}: confidence has shape {conf.shape}, expected (frames, joints) = ({T}, {J})."
-            )
-        conf = conf.copy()
-        conf[~np.isfinite(conf)] = 0.0
-        if conf.min() < 0 or conf.max() > 1:
-            notes.append(
-                f"confidence values outside [0, 1] (range {conf.min():.3g}..{conf.max():.3g}) "
-                f"were clipped to [0, 1]."
-            )
-            conf = np.clip(conf, 0.0, 1.0)
-        conf[missing] = 0.0
-        confidence = conf
+def _checked_names(names, num_joints: int, where: str) -> list[str] | None:
+    """The joint names as strings, one per joint and no two alike (None stays None)."""
+    if names is None:
+        return None
+    names = [str(n) for n in names]
+    if len(names) != num_joints:
+        raise InputError(
+            f"{where}: {len(names)} joint names for {num_joints} joints; they must match."
+        )
+    dup = duplicates(names)
+    if dup:
+        raise InputError(f"{where}: duplicate joint names {dup}; every joint needs its own name.")
+    return names
 
-    if frames is not None:
-        fr = np.asarray(frames)
-        if fr.shape != (T,):
-            raise InputError(f"{where}: {fr.size} frame numbers for {T} frames; they must match.")
-        try:
-            fr = fr.astype(np.float64)
-        except (TypeError, ValueError):
-            raise InputError(f"{where}: frame numbers must be numbers.") from None
-        if not np.isfinite(fr).all():
-            raise InputError(f"{where}: frame numbers contain missing values.")
-        frames = fr.astype(np.int64) if np.all(fr == np.round(fr)) else fr
 
-    layout = None if layout is None or str(layout).strip() == "" else str(layout).strip()
-    return KeypointSequence(
-        positions=pos,
-        names=names,
-        confidence=confidence,
-        fps=norm_fps(fps, where),
-        units=norm_units(units, where),
-        up=norm_up(up, where),
-        layout=layout,
-        frames=frames,
-        source=str(source),
-        notes=notes,
-    )
+def _checked_confidence(confidence, missing: np.ndarray, where: str, notes: list[str]):
+    """(T, J) confidence in [0, 1] (non-finite -> 0, out of range clipped with a note), 0 where
+    the position is ``missing``."""
+    T, J = missing.shape
+    conf = np.asarray(confidence, dtype=np.float64)
+    if conf.shape != (T, J):
+        raise InputError(
+            f"{where}: confidence has shape {conf.shape}, expected (frames, joints) = ({T}, {J})."
+        )
+    conf = conf.copy()
+    conf[~np.isfinite(conf)] = 0.0
+    if conf.min() < 0 or conf.max() > 1:
+        notes.append(
+            f"confidence values outside [0, 1] (range {conf.min():.3g}..{conf.max():.3g}) "
+            f"were clipped to [0, 1]."
+        )
+        conf = np.clip(conf, 0.0, 1.0)
+    conf[missing] = 0.0
+    return conf
+
+
+def _checked_frames(frames, num_frames: int, where: str) -> np.ndarray:
+    """(T,) finite frame numbers: int64 when they are all whole, else float64."""
+    fr = np.asarray(frames)
+    if fr.shape != (num_frames,):
+        raise InputError(
+            f"{where}: {fr.size} frame numbers for {num_frames} frames; they must match."
+        )
+    try:
+        fr = fr.astype(np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: frame numbers must be numbers.") from None
+    if not np.isfinite(fr).all():
+        raise InputError(f"{where}: frame numbers contain missing values.")
+    return fr.astype(np.int64) if np.all(fr == np.round(fr)) else fr
 
 
 # ---------------------------------------------------------------------------------------
