@@ -69,111 +69,140 @@ class BvhData:
 
 
 def _parse_hierarchy(header: str, where: str) -> tuple[list[BvhNode], int]:
+    """The HIERARCHY section: the nodes in file order and the number of MOTION channels."""
     tokens = header.split()
     if not tokens or tokens[0].upper() != "HIERARCHY":
         raise InputError(
             f"{where}: a BVH file must start with 'HIERARCHY'; this one starts with "
             f"'{tokens[0] if tokens else ''}'. Is it really a BVH file?"
         )
-    nodes: list[BvhNode] = []
-    stack: list[int] = []  # open nodes
-    pending: BvhNode | None = None  # declared, waiting for its '{'
-    n_channels = 0
-    i, n = 1, len(tokens)
+    return _HierarchyParser(tokens, where).parse()
 
-    def need(k: int, what: str) -> list[str]:
-        if i + k > n:
+
+class _HierarchyParser:
+    """Walks the HIERARCHY tokens once (after the keyword), building the node list."""
+
+    def __init__(self, tokens: list[str], where: str):
+        self.tokens, self.where = tokens, where
+        self.nodes: list[BvhNode] = []
+        self.stack: list[int] = []  # open nodes
+        self.pending: BvhNode | None = None  # declared, waiting for its '{'
+        self.n_channels = 0
+        self.i, self.n = 1, len(tokens)
+
+    def parse(self) -> tuple[list[BvhNode], int]:
+        """Every token in turn; refuses unbalanced braces and a truncated or empty hierarchy."""
+        where, tokens = self.where, self.tokens
+        while self.i < self.n:
+            tok = tokens[self.i]
+            up = tok.upper()
+            if up in ("ROOT", "JOINT") or (
+                up == "END" and self.i + 1 < self.n and tokens[self.i + 1].upper() == "SITE"
+            ):
+                self._declare(tok, up)
+            elif tok == "{":
+                self._open()
+            elif tok == "}":
+                if not self.stack:
+                    raise InputError(f"{where}: unbalanced '}}' in the HIERARCHY.")
+                self.stack.pop()
+                self.i += 1
+            else:
+                self._node_statement(tok, up)
+        if self.stack or self.pending is not None:
             raise InputError(
-                f"{where}: the HIERARCHY ends in the middle of {what}; "
+                f"{where}: the HIERARCHY is not closed (missing '}}'); "
                 f"the file is truncated or malformed."
             )
-        return tokens[i : i + k]
+        if not self.nodes:
+            raise InputError(f"{where}: the HIERARCHY declares no joints.")
+        return self.nodes, self.n_channels
 
-    while i < n:
-        tok = tokens[i]
-        up = tok.upper()
-        if up in ("ROOT", "JOINT") or (
-            up == "END" and i + 1 < n and tokens[i + 1].upper() == "SITE"
-        ):
-            if pending is not None:
-                raise InputError(f"{where}: expected '{{' after '{pending.name}', found '{tok}'.")
-            is_end = up == "END"
-            i += 2 if is_end else 1
-            name_toks = []
-            while i < n and tokens[i] != "{":
-                name_toks.append(tokens[i])
-                i += 1
-            if is_end:
-                if not stack:
-                    raise InputError(f"{where}: 'End Site' outside any joint.")
-                name = nodes[stack[-1]].name + "_End"
-            else:
-                if not name_toks:
-                    raise InputError(f"{where}: a {up} has no name.")
-                name = " ".join(name_toks)
-            if up == "JOINT" and not stack:
-                raise InputError(f"{where}: JOINT '{name}' is outside any ROOT block.")
-            if up == "ROOT" and stack:
-                raise InputError(
-                    f"{where}: ROOT '{name}' inside another joint; braces do not match."
-                )
-            pending = BvhNode(name, stack[-1] if stack else -1, np.zeros(3), is_end=is_end)
-            continue
-        if tok == "{":
-            if pending is None:
-                raise InputError(f"{where}: unexpected '{{' in the HIERARCHY.")
-            nodes.append(pending)
-            stack.append(len(nodes) - 1)
-            pending = None
-            i += 1
-            continue
-        if tok == "}":
-            if not stack:
-                raise InputError(f"{where}: unbalanced '}}' in the HIERARCHY.")
-            stack.pop()
-            i += 1
-            continue
-        if not stack or pending is not None:
-            raise InputError(f"{where}: unexpected '{tok}' in the HIERARCHY.")
-        node = nodes[stack[-1]]
-        if up == "OFFSET":
-            i += 1
-            node.offset = parse_floats(
-                need(3, f"the OFFSET of '{node.name}'"), f"{where}: OFFSET of '{node.name}'"
+    def _need(self, k: int, what: str) -> list[str]:
+        """The next ``k`` tokens, or an error saying the hierarchy ends inside ``what``."""
+        if self.i + k > self.n:
+            raise InputError(
+                f"{self.where}: the HIERARCHY ends in the middle of {what}; "
+                f"the file is truncated or malformed."
             )
-            i += 3
+        return self.tokens[self.i : self.i + k]
+
+    def _declare(self, tok: str, up: str) -> None:
+        """'ROOT name', 'JOINT name' or 'End Site': the node waits for its '{'."""
+        where, tokens = self.where, self.tokens
+        if self.pending is not None:
+            raise InputError(f"{where}: expected '{{' after '{self.pending.name}', found '{tok}'.")
+        is_end = up == "END"
+        self.i += 2 if is_end else 1
+        name_toks = []
+        while self.i < self.n and tokens[self.i] != "{":
+            name_toks.append(tokens[self.i])
+            self.i += 1
+        if is_end:
+            if not self.stack:
+                raise InputError(f"{where}: 'End Site' outside any joint.")
+            name = self.nodes[self.stack[-1]].name + "_End"
+        else:
+            if not name_toks:
+                raise InputError(f"{where}: a {up} has no name.")
+            name = " ".join(name_toks)
+        if up == "JOINT" and not self.stack:
+            raise InputError(f"{where}: JOINT '{name}' is outside any ROOT block.")
+        if up == "ROOT" and self.stack:
+            raise InputError(f"{where}: ROOT '{name}' inside another joint; braces do not match.")
+        parent = self.stack[-1] if self.stack else -1
+        self.pending = BvhNode(name, parent, np.zeros(3), is_end=is_end)
+
+    def _open(self) -> None:
+        """'{': the declared node becomes the open one."""
+        if self.pending is None:
+            raise InputError(f"{self.where}: unexpected '{{' in the HIERARCHY.")
+        self.nodes.append(self.pending)
+        self.stack.append(len(self.nodes) - 1)
+        self.pending = None
+        self.i += 1
+
+    def _node_statement(self, tok: str, up: str) -> None:
+        """OFFSET or CHANNELS of the open node."""
+        where = self.where
+        if not self.stack or self.pending is not None:
+            raise InputError(f"{where}: unexpected '{tok}' in the HIERARCHY.")
+        node = self.nodes[self.stack[-1]]
+        if up == "OFFSET":
+            self.i += 1
+            node.offset = parse_floats(
+                self._need(3, f"the OFFSET of '{node.name}'"), f"{where}: OFFSET of '{node.name}'"
+            )
+            self.i += 3
         elif up == "CHANNELS":
-            i += 1
-            cnt = need(1, f"the CHANNELS of '{node.name}'")[0]
-            if not cnt.isdigit():
-                raise InputError(
-                    f"{where}: CHANNELS of '{node.name}' must start with a count, got '{cnt}'."
-                )
-            k = int(cnt)
-            i += 1
-            chans = need(k, f"the CHANNELS of '{node.name}'")
-            for c in chans:
-                if c.lower() not in _CHANNELS:
-                    raise InputError(
-                        f"{where}: unknown channel '{c}' on '{node.name}'. BVH channels are "
-                        f"Xposition Yposition Zposition Xrotation Yrotation Zrotation."
-                    )
-            if node.is_end:
-                raise InputError(f"{where}: an End Site cannot have CHANNELS.")
-            node.channels = list(chans)
-            node.channel_start = n_channels
-            n_channels += k
-            i += k
+            self._channels(node)
         else:
             raise InputError(f"{where}: unexpected '{tok}' in the HIERARCHY of '{node.name}'.")
-    if stack or pending is not None:
-        raise InputError(
-            f"{where}: the HIERARCHY is not closed (missing '}}'); "
-            f"the file is truncated or malformed."
-        )
-    if not nodes:
-        raise InputError(f"{where}: the HIERARCHY declares no joints.")
-    return nodes, n_channels
+
+    def _channels(self, node: BvhNode) -> None:
+        """'CHANNELS k c1 .. ck' of ``node``: known channel names; they take the next k columns."""
+        where = self.where
+        self.i += 1
+        cnt = self._need(1, f"the CHANNELS of '{node.name}'")[0]
+        if not cnt.isdigit():
+            raise InputError(
+                f"{where}: CHANNELS of '{node.name}' must start with a count, got '{cnt}'."
+            )
+        k = int(cnt)
+        self.i += 1
+        chans = self._need(k, f"the CHANNELS of '{node.name}'")
+        for c in chans:
+            if c.lower() not in _CHANNELS:
+                raise InputError(
+                    f"{where}: unknown channel '{c}' on '{node.name}'. BVH channels are "
+                    f"Xposition Yposition Zposition Xrotation Yrotation Zrotation."
+                )
+        if node.is_end:
+            raise InputError(f"{where}: an End Site cannot have CHANNELS.")
+        node.channels = list(chans)
+        node.channel_start = self.n_channels
+        self.n_channels += k
+        self.i += k
 
 
 _MOTION_RE = re.compile(r"^[ \t]*MOTION[ \t]*\r?$", re.MULTILINE | re.IGNORECASE)
