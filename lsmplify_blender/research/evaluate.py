@@ -33,6 +33,7 @@ add-on) and returns a summary dict (the CLI prints it as one JSON line).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -383,9 +384,7 @@ def run_eval(
     """The synthetic protocol (module docstring), then the real-capture section (``real_eval.py``)
     unless ``real`` is False; ``real_options`` go to ``run_real_eval``."""
     from ..core.body_model import BodyModel, load_model_data
-    from ..core.formats.cmu_subset import read_cmu_skeleton
     from ..core.layouts import get_layout
-    from ..core.metrics import jitter
     from ..core.network.infer import default_network
 
     t_start = time.perf_counter()
@@ -395,60 +394,26 @@ def run_eval(
     lay = get_layout(layout)
     model = BodyModel(load_model_data(model_path))
     net = default_network(model.device)
-    skeleton = read_cmu_skeleton(skel)
-    rest0 = model.rest_joints(torch.zeros(10))[0].double().cpu().numpy()
-    rng = np.random.default_rng(seed)
-    _warm_up(model)
-
-    rows: dict[str, list] = {m: [] for m in method_names()}
-    real_rows: dict[str, list] = {}
-    curves: dict[str, tuple] = {}
-    fallback: set = set()
-    in_jit, gt_jit, real_in = [], [], []
-    for c, f in enumerate(files):
-        prep, truth, kp = _synthetic_clip(model, lay, f, skeleton, rest0, rng, noise_mm, max_frames)
-        n = prep.num_frames
-        in_jit.append((_input_jitter(kp), n))
-        gt_jit.append((jitter(truth["joints"], FPS) / 1000.0, n))
-        for mname, (m, per_frame, first, k) in _synthetic_methods(
-            model, net, prep, truth, optimize_frames
-        ).items():
-            rows[mname].append(m)
-            if c == 0:
-                curves[mname] = (np.arange(first, first + k), per_frame)
-        say(
-            f"{f.parent.name}/{f.stem}: {n} frames; MPVE analytic {rows[M_ANA][-1]['mpve']:.1f}, "
-            f"network {rows[M_NET][-1]['mpve']:.1f} mm"
-        )
-        clip_rows, clip_in, used = _real_skeleton_clip(model, f, skel, optimize_frames, max_frames)
-        for mname, row in clip_rows.items():
-            real_rows.setdefault(mname, []).append(row)
-        real_in.append(clip_in)
-        fallback |= used
-
-    summary_rows = {m: _aggregate(r, METRICS) for m, r in rows.items() if r}
-    real_summary = {m: _aggregate(r, REAL_METRICS) for m, r in real_rows.items()}
-    input_jitter, gt_jitter = _weighted(in_jit), _weighted(gt_jit)
-    real_input = dict(
-        jitter=_weighted([(j, n) for j, _, n in real_in]),
-        bone_std_mm=_weighted([(b, n) for _, b, n in real_in]),
-        frames=sum(n for *_, n in real_in),
+    runs = _run_clips(
+        model, net, lay, files, skel, noise_mm, optimize_frames, max_frames, seed, say
     )
+
+    summary_rows, real_summary, input_jitter, gt_jitter, real_input = _summaries(runs)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
-    plot_png(png, curves, summary_rows, f"{files[0].parent.name}/{files[0].stem}", noise_mm)
+    plot_png(png, runs.curves, summary_rows, f"{files[0].parent.name}/{files[0].stem}", noise_mm)
     meta = dict(
         data=str(clip_dir),
         layout=lay.name,
         noise_mm=noise_mm,
         model=model.data.name,
         clips=len(files),
-        frames=sum(n for _, n in in_jit),
+        frames=sum(n for _, n in runs.in_jit),
         optimize_frames=optimize_frames,
         max_frames=max_frames,
         seed=seed,
-        network_fallback=sorted(fallback),
+        network_fallback=sorted(runs.fallback),
     )
     real_summary_out = _real_section(data, clip_dir, out, real, real_options, log, model)
     write_report(
@@ -462,7 +427,80 @@ def run_eval(
         real_input,
         real_summary_out.get("section") if real_summary_out else None,
     )
-    result = dict(
+    result = _result(
+        meta, out, png, input_jitter, gt_jitter, summary_rows, real_input, real_summary
+    )
+    if real_summary_out:
+        result["real_captures"] = real_summary_out["summary"]
+    result["seconds"] = round(time.perf_counter() - t_start, 2)
+    return result
+
+
+@dataclass
+class _ClipRuns:
+    """What the clips gave, per method (one entry per clip), before aggregation."""
+
+    rows: dict[str, list]  # synthetic metrics
+    real_rows: dict[str, list] = field(default_factory=dict)  # the real skeleton's metrics
+    curves: dict[str, tuple] = field(default_factory=dict)  # per-frame error of the first clip
+    fallback: set = field(default_factory=set)  # network fallback notes
+    in_jit: list = field(default_factory=list)  # (input jitter, frames)
+    gt_jit: list = field(default_factory=list)  # (ground-truth jitter, frames)
+    real_in: list = field(default_factory=list)  # (real input jitter, bone std, frames)
+
+
+def _run_clips(
+    model, net, lay, files, skel, noise_mm, optimize_frames, max_frames, seed, say
+) -> _ClipRuns:
+    """Every method on every clip: synthetic keypoints from the clip, then its real skeleton."""
+    from ..core.formats.cmu_subset import read_cmu_skeleton
+    from ..core.metrics import jitter
+
+    skeleton = read_cmu_skeleton(skel)
+    rest0 = model.rest_joints(torch.zeros(10))[0].double().cpu().numpy()
+    rng = np.random.default_rng(seed)
+    _warm_up(model)
+    runs = _ClipRuns(rows={m: [] for m in method_names()})
+    for c, f in enumerate(files):
+        prep, truth, kp = _synthetic_clip(model, lay, f, skeleton, rest0, rng, noise_mm, max_frames)
+        n = prep.num_frames
+        runs.in_jit.append((_input_jitter(kp), n))
+        runs.gt_jit.append((jitter(truth["joints"], FPS) / 1000.0, n))
+        for mname, (m, per_frame, first, k) in _synthetic_methods(
+            model, net, prep, truth, optimize_frames
+        ).items():
+            runs.rows[mname].append(m)
+            if c == 0:
+                runs.curves[mname] = (np.arange(first, first + k), per_frame)
+        say(
+            f"{f.parent.name}/{f.stem}: {n} frames; MPVE analytic "
+            f"{runs.rows[M_ANA][-1]['mpve']:.1f}, network {runs.rows[M_NET][-1]['mpve']:.1f} mm"
+        )
+        clip_rows, clip_in, used = _real_skeleton_clip(model, f, skel, optimize_frames, max_frames)
+        for mname, row in clip_rows.items():
+            runs.real_rows.setdefault(mname, []).append(row)
+        runs.real_in.append(clip_in)
+        runs.fallback |= used
+    return runs
+
+
+def _summaries(runs: _ClipRuns):
+    """Frame-weighted aggregates: (synthetic rows per method, real-skeleton rows per method,
+    input jitter, ground-truth jitter, the real skeleton's input figures)."""
+    summary_rows = {m: _aggregate(r, METRICS) for m, r in runs.rows.items() if r}
+    real_summary = {m: _aggregate(r, REAL_METRICS) for m, r in runs.real_rows.items()}
+    input_jitter, gt_jitter = _weighted(runs.in_jit), _weighted(runs.gt_jit)
+    real_input = dict(
+        jitter=_weighted([(j, n) for j, _, n in runs.real_in]),
+        bone_std_mm=_weighted([(b, n) for _, b, n in runs.real_in]),
+        frames=sum(n for *_, n in runs.real_in),
+    )
+    return summary_rows, real_summary, input_jitter, gt_jitter, real_input
+
+
+def _result(meta, out, png, input_jitter, gt_jitter, summary_rows, real_input, real_summary):
+    """The summary dict ``run_eval`` returns (the CLI's JSON line), figures rounded."""
+    return dict(
         **meta,
         report=str(out),
         plot=str(png),
@@ -473,10 +511,6 @@ def run_eval(
             input=_rounded(real_input), results={m: _rounded(v) for m, v in real_summary.items()}
         ),
     )
-    if real_summary_out:
-        result["real_captures"] = real_summary_out["summary"]
-    result["seconds"] = round(time.perf_counter() - t_start, 2)
-    return result
 
 
 def _real_section(data, clip_dir, out: Path, real: bool, options, log, model):
