@@ -325,38 +325,8 @@ def run_real_eval(
     default = next(
         (s.label for s in specs if s.solver == _default_solver() and not s.options), specs[0].label
     )
-    per: dict[str, dict[str, list]] = {s.label: {} for s in specs}
-    plugs: dict[str, list] = {}
-    curves: dict[str, dict] = {}
-    notes: dict[str, set] = {}
-    for take in takes:
-        results, plug, prep, take_notes = evaluate_take(
-            take, model, specs, optimize_frames, default
-        )
-        for n in take_notes:
-            notes.setdefault(n, set()).add(take.kind)
-        for label, res in results.items():
-            per[label].setdefault(take.kind, []).append(res)
-        plugs.setdefault(take.kind, []).append(plug)
-        if take.kind not in curves:
-            curves[take.kind] = dict(
-                take=take.name, series={lab: r.orientation for lab, r in results.items()}
-            )
-        d = results[default]
-        say(
-            f"{take.kind} {take.name}: {prep.num_frames} frames ({prep.layout.name}); {default}: orientation "
-            f"{_mean_of([np.nanmean(v) for v in d.orientation.values()]) or float('nan'):.1f} deg, direction "
-            f"{_mean_of([np.nanmean(v) for v in d.direction.values()]) or float('nan'):.1f} deg"
-        )
-    summary = {
-        label: {kind: summarize(rows) for kind, rows in by_kind.items()}
-        for label, by_kind in per.items()
-    }
-    overall = {
-        label: summarize([r for rows in by_kind.values() for r in rows])
-        for label, by_kind in per.items()
-    }
-    plug_summary = {kind: _plug_summary(rows) for kind, rows in plugs.items()}
+    runs = _run_takes(takes, model, specs, optimize_frames, default, say)
+    summary, overall, plug_summary = _summaries(runs)
     checks = gate(summary, plug_summary, default)
     outp = _out_path(out)
     seg_png, time_png = (
@@ -364,7 +334,7 @@ def run_real_eval(
         outp.with_name(outp.stem + "_time.png"),
     )
     plot_segments(seg_png, overall)
-    plot_timelines(time_png, curves)
+    plot_timelines(time_png, runs.curves)
     meta = dict(
         data=str(root),
         takes=[f"{t.kind}/{t.name}" for t in takes],
@@ -374,7 +344,7 @@ def run_real_eval(
         default=default,
         model=model.data.name,
         missing=missing,
-        notes=[f"{n} ({', '.join(sorted(k))})" for n, k in sorted(notes.items())],
+        notes=[f"{n} ({', '.join(sorted(k))})" for n, k in sorted(runs.notes.items())],
     )
     write_real_report(outp, meta, summary, overall, plug_summary, checks, seg_png, time_png)
     result = dict(
@@ -392,6 +362,55 @@ def run_real_eval(
             meta, summary, overall, plug_summary, checks, seg_png, time_png
         )
     return result
+
+
+@dataclass
+class _TakeRuns:
+    """What the takes gave, before aggregation."""
+
+    per: dict[str, dict[str, list]]  # solver label -> source kind -> one result per take
+    plugs: dict[str, list] = field(default_factory=dict)  # source kind -> plug-in pass per take
+    curves: dict[str, dict] = field(default_factory=dict)  # source kind -> its first take's series
+    notes: dict[str, set] = field(default_factory=dict)  # solver note -> source kinds it came from
+
+
+def _run_takes(takes, model, specs, optimize_frames, default: str, say) -> _TakeRuns:
+    """Every solver on every take (``evaluate_take``), logging the default solver's errors."""
+    runs = _TakeRuns(per={s.label: {} for s in specs})
+    for take in takes:
+        results, plug, prep, take_notes = evaluate_take(
+            take, model, specs, optimize_frames, default
+        )
+        for n in take_notes:
+            runs.notes.setdefault(n, set()).add(take.kind)
+        for label, res in results.items():
+            runs.per[label].setdefault(take.kind, []).append(res)
+        runs.plugs.setdefault(take.kind, []).append(plug)
+        if take.kind not in runs.curves:
+            runs.curves[take.kind] = dict(
+                take=take.name, series={lab: r.orientation for lab, r in results.items()}
+            )
+        d = results[default]
+        say(
+            f"{take.kind} {take.name}: {prep.num_frames} frames ({prep.layout.name}); {default}: orientation "
+            f"{_mean_of([np.nanmean(v) for v in d.orientation.values()]) or float('nan'):.1f} deg, direction "
+            f"{_mean_of([np.nanmean(v) for v in d.direction.values()]) or float('nan'):.1f} deg"
+        )
+    return runs
+
+
+def _summaries(runs: _TakeRuns):
+    """(per solver and source kind, per solver over all kinds, the plug-in pass per kind)."""
+    summary = {
+        label: {kind: summarize(rows) for kind, rows in by_kind.items()}
+        for label, by_kind in runs.per.items()
+    }
+    overall = {
+        label: summarize([r for rows in by_kind.values() for r in rows])
+        for label, by_kind in runs.per.items()
+    }
+    plug_summary = {kind: _plug_summary(rows) for kind, rows in runs.plugs.items()}
+    return summary, overall, plug_summary
 
 
 def _default_solver() -> str:
