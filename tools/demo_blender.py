@@ -3,15 +3,15 @@
 """The Blender demo, headless with the bpy wheel: the bundled CMU clip through the add-on's operators.
 
     .venv/bin/python tools/demo_blender.py --out out [--input FILE] [--max-frames N]
-                                           [--solver network|analytic|optimize]
+                                           [--solver analytic|network|optimize]
                                            [--preview-frames 6] [--resolution 240]
 
 Steps (each one an operator, as a user would click them):
 
 1. ``lsmplify.import_keypoints``: read the clip, one animated empty per keypoint, scene range
    and fps set to the clip's (``--max-frames`` then shortens the scene range);
-2. ``lsmplify.solve`` with the default model and solver ``network`` (until the network's
-   checkpoint ships it falls back to ``analytic`` and says so): a new SMPL rig + mesh preview;
+2. ``lsmplify.solve`` with the panel's defaults (the default model and solver, the core's
+   ``DEFAULT_SOLVER``; the file's bone rotations are used for twist): a new SMPL rig + mesh;
 3. save ``OUT/demo.blend``;
 4. ``lsmplify.export_npz`` -> ``OUT/demo_smpl.npz`` (one row per solved frame: the scene
    frames the solve covered);
@@ -71,7 +71,12 @@ def _main(argv=None) -> int:
     ap.add_argument(
         "--max-frames", type=int, default=0, help="solve only the first N frames (0: all)"
     )
-    ap.add_argument("--solver", default="network", choices=("network", "analytic", "optimize"))
+    ap.add_argument(
+        "--solver",
+        default=None,
+        choices=("analytic", "network", "optimize"),
+        help="default: the panel's (the core's DEFAULT_SOLVER)",
+    )
     ap.add_argument("--preview-frames", type=int, default=6, help="frames to render (default 6)")
     ap.add_argument(
         "--resolution", type=int, default=240, help="preview width in pixels (default 240)"
@@ -111,7 +116,9 @@ def _main(argv=None) -> int:
         flush=True,
     )
 
-    s.solver = args.solver.upper()
+    if args.solver:
+        s.solver = args.solver.upper()
+    args.solver = s.solver.lower()  # what the panel will run
     t0 = time.perf_counter()
     bpy.ops.lsmplify.solve()
     times["solve"] = time.perf_counter() - t0
