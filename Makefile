@@ -41,10 +41,11 @@ $(LINT_STAMP): requirements.txt
 lint: $(LINT_STAMP)
 	@status=0; \
 	$(VENV)/bin/ruff check --output-format=concise . || status=1; \
+	$(VENV)/bin/ruff format --check . || status=1; \
 	$(VENV)/bin/mypy || status=1; \
 	exit $$status
 
-# Not yet part of `lint`: the tree is formatted once, after the parallel branches merge.
+# `lint` runs this too; on its own for a quick look.
 format-check: $(LINT_STAMP)
 	$(VENV)/bin/ruff format --check .
 
