@@ -3,7 +3,7 @@
 #                 out/demo_smpl.npz, out/preview/*.png
 #   make test   - run the whole test suite
 # and for developers:
-#   make lint   - ruff check + mypy on the core (CI runs it before the tests)
+#   make lint   - ruff check, ruff format --check, mypy on the core (CI runs it before the tests)
 #   make format - ruff format + ruff check --fix over the tree
 # Every version pin lives in requirements.txt; tools/pins.py reads them (stdlib only).
 PYTHON ?= python3
