@@ -3,7 +3,7 @@
 #                 out/demo_smpl.npz, out/preview/*.png
 #   make test   - run the whole test suite
 # and for developers:
-#   make lint   - ruff check + mypy on the core (CI runs it before the tests)
+#   make lint   - ruff check, ruff format --check, mypy on the core (CI runs it before the tests)
 #   make format - ruff format + ruff check --fix over the tree
 # Every version pin lives in requirements.txt; tools/pins.py reads them (stdlib only).
 PYTHON ?= python3
@@ -41,10 +41,11 @@ $(LINT_STAMP): requirements.txt
 lint: $(LINT_STAMP)
 	@status=0; \
 	$(VENV)/bin/ruff check --output-format=concise . || status=1; \
+	$(VENV)/bin/ruff format --check . || status=1; \
 	$(VENV)/bin/mypy || status=1; \
 	exit $$status
 
-# Not yet part of `lint`: the tree is formatted once, after the parallel branches merge.
+# `lint` runs this too; on its own for a quick look.
 format-check: $(LINT_STAMP)
 	$(VENV)/bin/ruff format --check .
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .body_model import BodyModel
@@ -317,11 +318,11 @@ def _fit_vectors(rv, tv, w, eye):
 def solve_analytic(
     model: BodyModel,
     betas: torch.Tensor,
-    targets: torch.Tensor,
-    weight: torch.Tensor,
+    targets: torch.Tensor | np.ndarray,
+    weight: torch.Tensor | np.ndarray,
     landmark_names: list[str] | None = None,
-    landmark_targets: torch.Tensor | None = None,
-    landmark_weight: torch.Tensor | None = None,
+    landmark_targets: torch.Tensor | np.ndarray | None = None,
+    landmark_weight: torch.Tensor | np.ndarray | None = None,
     hinge_twist: bool = True,
 ) -> IKResult:
     """SMPL pose for joint targets (T, 24, 3) with weights (T, 24) (0 = missing)."""

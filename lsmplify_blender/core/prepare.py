@@ -293,16 +293,14 @@ def prepare(
         raise InputError(f"Keypoints must have shape (frames, joints, 3); got {pos.shape}.")
     pos = np.where(np.isfinite(pos), pos, np.nan)
     confidence, frames = seq.confidence, seq.frames
-    has_rot = seq.rotations is not None and seq.rest_positions is not None and seq.names is not None
-    if has_rot and np.shape(seq.rotations) != pos.shape[:2] + (
-        3,
-        3,
-    ):  # a caller cut the positions only
-        notes.append(
-            f"bone rotations ignored: {np.shape(seq.rotations)[:2]} rotations for {pos.shape[:2]} keypoints"
-        )
-        has_rot = False
-    rot_glob = np.asarray(seq.rotations, dtype=np.float64) if has_rot else None
+    rot_glob: np.ndarray | None = None
+    if seq.rotations is not None and seq.rest_positions is not None and seq.names is not None:
+        if np.shape(seq.rotations) == pos.shape[:2] + (3, 3):
+            rot_glob = np.asarray(seq.rotations, dtype=np.float64)
+        else:  # a caller cut the positions only
+            notes.append(
+                f"bone rotations ignored: {np.shape(seq.rotations)[:2]} rotations for {pos.shape[:2]} keypoints"
+            )
     if frames is not None and len(frames) == pos.shape[0]:
         # Rows out of order are sorted (nothing lost); repeated numbers are two takes glued
         # together: every frame is kept in file order, since sorting would interleave them.
@@ -361,13 +359,13 @@ def prepare(
         axis, align = detect_up(pos, conf, lay)
         how = f"detected: feet-to-shoulders direction {align:+.2f} along {axis.upper()}"
     notes.append(f"up axis: {axis.upper()} ({how})")
-    rotations = (
-        None
-        if rot_glob is None
-        else SourceRotations(
+    rotations: SourceRotations | None = None
+    if rot_glob is not None:
+        # rot_glob is only set when the file has all three (checked where it is read)
+        assert seq.rest_positions is not None and seq.names is not None
+        rotations = SourceRotations(
             rot_glob, np.asarray(seq.rest_positions, np.float64), list(map(str, seq.names))
         )
-    )
     if axis == "z":
         pos = z_up_to_y_up(pos)
         if rotations is not None:  # the same turn of the world: R' = M R M^T, rest' = M rest

@@ -158,9 +158,10 @@ class _Context:
     options: SolveOptions
     betas: torch.Tensor
     notes: list[str]
-    targets: np.ndarray = None  # (T, 24, 3)
-    weight: np.ndarray = None  # (T, 24) confidence x trust
-    measured: np.ndarray = None  # (T, 24) bool: a real sample of that joint
+    # set from ``prepared`` by __post_init__
+    targets: np.ndarray = field(init=False)  # (T, 24, 3)
+    weight: np.ndarray = field(init=False)  # (T, 24) confidence x trust
+    measured: np.ndarray = field(init=False)  # (T, 24) bool: a real sample of that joint
     _analytic: IKResult | None = None
     landmarks: tuple | None = (
         None  # (names, (T, L, 3) targets moved with their joints, (T, L) weights)
@@ -202,6 +203,8 @@ class _Context:
         from .prepare import SourceRotations, drop_stacked_joints
 
         p, rot = self.prepared, self.prepared.rotations
+        # only _with_rotations calls this, with a source pose, which needs the file's rotations
+        assert rot is not None
         pos = rot.rest[None] * UNIT_SCALES.get(p.units, 1.0)
         kp, conf, _ = to_layout_order(p.layout, pos, None, rot.names)
         drop_stacked_joints(kp, conf, p.layout)
@@ -340,7 +343,7 @@ def _network(ctx: _Context):
     )  # whole chunks; bounded memory on long takes
     tgt = torch.as_tensor(np.nan_to_num(ctx.targets), dtype=torch.float32)
     wgt = torch.as_tensor(ctx.weight, dtype=torch.float32)
-    rot, trans, reanchored, anchors = [], [], 0, 0
+    rot_blocks, trans_blocks, reanchored, anchors = [], [], 0, 0
     for s in range(0, ctx.prepared.num_frames, block):
         e = s + block
         r, t, info = solve_network_from(
@@ -354,11 +357,11 @@ def _network(ctx: _Context):
             device=model.device,
             threads=None,
         )
-        rot.append(r.to(model.dtype))
-        trans.append(t.to(model.dtype))
+        rot_blocks.append(r.to(model.dtype))
+        trans_blocks.append(t.to(model.dtype))
         reanchored += info.reanchored
         anchors += info.anchors
-    rot, trans = torch.cat(rot), torch.cat(trans)
+    rot, trans = torch.cat(rot_blocks), torch.cat(trans_blocks)
     if n_chunk == 1:
         ctx.notes.append("network: every frame from analytic IK + one plug-in pass")
     else:
@@ -524,6 +527,7 @@ def _with_rotations(ctx: _Context, source: torch.Tensor):
     g_s, _ = model.global_transforms(source, rest)
     at_rest = ctx.rest_context()  # the constants below are the file's own (not the frame range's)
     rest_src = at_rest.source_pose()
+    assert rest_src is not None  # rotations="use": source_pose raises rather than return None
     g_a0, _ = model.global_transforms(at_rest.analytic().rotmats, rest)
     g_s0, _ = model.global_transforms(rest_src, rest)
     leaves = _landmark_leaves(ctx) | {j for j in range(24) if not KIDS[j]}

@@ -619,6 +619,7 @@ def read_amc(path, asf) -> KeypointSequence:
     with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN input -> NaN (missing)
         names, pos, rotations = acclaim_forward_kinematics(skel, motion, notes, rotations=True)
     s = skel.length_scale
+    mpu = 1.0  # metres per file unit once the positions are converted (1: left as they are)
     if s is None:
         units = None
         notes.append("ASF has no ':units length'; length unit unknown.")
@@ -650,8 +651,6 @@ def read_amc(path, asf) -> KeypointSequence:
         notes=notes,
         where=where,
     )
-    rest = asf_rest_positions(skel, motion) * (
-        1.0 if units != "m" else 0.0254 / s
-    )  # in the positions' unit
+    rest = asf_rest_positions(skel, motion) * mpu  # in the positions' unit
     seq.rotations, seq.rest_positions = rotations.astype(np.float32), rest  # see KeypointSequence
     return seq

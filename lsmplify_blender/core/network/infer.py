@@ -13,6 +13,7 @@ re-anchors a chunk (analytic + plug-in pass) where the network has drifted.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -242,7 +243,7 @@ def _solve_from(
     dev = torch.device(device)
     net = net or default_network(dev)
     t = targets.shape[0]
-    f32 = dict(dtype=torch.float32, device=dev)
+    f32: dict[str, Any] = dict(dtype=torch.float32, device=dev)
     kp, m = network_targets(targets.to(**f32), weight.to(**f32), joints_analytic.to(**f32))
     ones = torch.ones_like(m)
     rot_a = rot_analytic.to(**f32)
