@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lsmplify_blender.core.solver import DEFAULT_SOLVER
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "131_01_short.bvh"
 
@@ -63,7 +65,8 @@ def test_demo_script_on_a_short_clip(tmp_path):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["solver"] == "network"  # the shipped checkpoint, on CPU, from the Blender side
+    # the panel's default, which is the core's (the demo no longer forces a solver)
+    assert summary["solver"] == DEFAULT_SOLVER
     assert summary["frames"] == 30 and summary["frame_start"] == 1
     assert 0 < summary["fit_error_mm_mean"] <= summary["fit_error_mm_max"] < 150
     assert 0 < summary["mpbe_mm"] < 80 and len(summary["betas"]) == 10
