@@ -326,7 +326,16 @@ def test_ctrl_c_leaves_no_partial_output_and_the_rerun_finishes(tmp_path):
         "analytic",
     ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell that starts a job in the background sets SIGINT to "ignore" for it and its
+    # children (CI may run us that way), and exec keeps an ignored signal ignored: give the
+    # child the default, as a terminal's Ctrl-C finds it (a handler is reset by exec)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    finally:
+        signal.signal(signal.SIGINT, before)
     deadline = time.time() + 120
     while not list(out.rglob("*.bvh.npz")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
