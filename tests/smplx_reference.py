@@ -16,31 +16,11 @@ import torch
 smplx = __import__("pytest").importorskip("smplx")
 from smplx.utils import Struct
 
+from lsmplify_blender.core.body_model import SMPL_TOPOLOGY_LANDMARKS
+
 # smplx indexes these vertex names for its extra joints (we never read those, only the
 # vertices and the 24 joints); models without them get vertex 0 there.
-SMPLX_VERTEX_NAMES = (
-    "nose",
-    "reye",
-    "leye",
-    "rear",
-    "lear",
-    "LBigToe",
-    "LSmallToe",
-    "LHeel",
-    "RBigToe",
-    "RSmallToe",
-    "RHeel",
-    "lthumb",
-    "lindex",
-    "lmiddle",
-    "lring",
-    "lpinky",
-    "rthumb",
-    "rindex",
-    "rmiddle",
-    "rring",
-    "rpinky",
-)
+SMPLX_VERTEX_NAMES = tuple(n for n in SMPL_TOPOLOGY_LANDMARKS if n != "head_top")
 
 
 def _struct(d) -> Struct:

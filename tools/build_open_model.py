@@ -774,29 +774,8 @@ def validate(path: Path, src: AnnySource, phen, verts, heads, sample_betas, rng,
     return ok and res.returncode == 0
 
 
-SMPLX_EXTRA_JOINT_VERTICES = [
-    "nose",
-    "reye",
-    "leye",
-    "rear",
-    "lear",
-    "LBigToe",
-    "LSmallToe",
-    "LHeel",
-    "RBigToe",
-    "RSmallToe",
-    "RHeel",
-    "lthumb",
-    "lindex",
-    "lmiddle",
-    "lring",
-    "lpinky",
-    "rthumb",
-    "rindex",
-    "rmiddle",
-    "rring",
-    "rpinky",
-]
+# the vertex names smplx looks up for its extra joints: our landmarks bar the head top
+SMPLX_EXTRA_JOINT_VERTICES = [n for n in LANDMARK_NAMES if n != "head_top"]
 
 
 def _smplx_factory(model_path: str):
