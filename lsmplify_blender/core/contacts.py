@@ -553,32 +553,54 @@ def _lock_and_lift(prepared, hull, posed: Posed, contacts, ground: float) -> Pos
     return Posed(new.model, new.betas, new.rotmats, _raise_root(new.trans, raise_by, prepared.fps))
 
 
-def feet_report(prepared, hull, posed: Posed, contacts: FootContacts, ground) -> dict:
-    """The JSON line's figures: contact frames per foot, skating (mean horizontal speed, mm/s, of
-    the solved ``foot`` joint over each foot's contact frames, and of the source's toe point over
-    the same frames) and penetration (frames with a vertex more than PENETRATION_TOLERANCE below
-    the ground, and the deepest, mm)."""
+def planted_speed(contacts: FootContacts, heel: np.ndarray, toe: np.ndarray, fps: float):
+    """(T, 2) horizontal speed (m/s) of the planted point of each foot: the heel point's while only
+    the heel is in contact, the toe point's while only the toe is, their mean while both are (NaN
+    out of contact). ``heel`` and ``toe`` are (T, 2, 3) tracks (the source's or the solved ones)."""
     from .metrics import horizontal_speed
 
-    foot = contacts.foot
+    v = np.stack(
+        [np.stack([horizontal_speed(pts[:, f], fps) for f in (0, 1)], 1) for pts in (heel, toe)],
+        -1,
+    )  # (T, 2, 2 parts)
+    w = np.stack([contacts.heel, contacts.toe], -1).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.where(w.sum(-1) > 0, (v * w).sum(-1) / w.sum(-1), np.nan)
+
+
+def feet_report(prepared, hull, posed: Posed, contacts: FootContacts, ground) -> dict:
+    """The JSON line's figures: contact frames per foot, skating (``planted_speed``, mm/s, averaged
+    over each foot's contact frames: of the solved ankle / ball of the foot, and of the source's
+    heel / toe points in the same frames) and penetration (frames with a vertex more than
+    PENETRATION_TOLERANCE below the ground, their share, and the deepest, mm)."""
     joints = posed.world_joints().detach().cpu().double().numpy()
-    src, ok = _point_tracks(
-        prepared.positions, prepared.measured, [toe for _, toe in foot_keypoints(prepared.layout)]
+    tracks = [
+        _point_tracks(
+            prepared.positions, prepared.measured, [f[p] for f in foot_keypoints(prepared.layout)]
+        )
+        for p in (0, 1)
+    ]
+    seen = tracks[0][1] & tracks[1][1]
+    solved = planted_speed(
+        contacts,
+        joints[:, [leg[2] for leg in LEG_JOINTS]],
+        joints[:, [leg[3] for leg in LEG_JOINTS]],
+        prepared.fps,
     )
-    solved, source = [], []
-    for f in (0, 1):
-        sel = foot[:, f] & ok[:, f]
-        if sel.sum() >= 2:
-            solved.append(horizontal_speed(joints[:, LEG_JOINTS[f][3]], prepared.fps)[sel].mean())
-            source.append(horizontal_speed(src[:, f], prepared.fps)[sel].mean())
+    source = planted_speed(contacts, tracks[0][0], tracks[1][0], prepared.fps)
+    use = contacts.foot & seen
+    per_foot = [f for f in (0, 1) if use[:, f].sum() >= 2]
+    skate = [float(solved[use[:, f], f].mean()) for f in per_foot]
+    skate_src = [float(source[use[:, f], f].mean()) for f in per_foot]
+    foot = contacts.foot
     low = np.minimum(foot_lowest(hull, posed).min(1), body_lowest(hull, posed, ground))
     depth = np.maximum(ground - low, 0.0)
     below = depth > PENETRATION_TOLERANCE
     return dict(
         contact_frames=[int(foot[:, 0].sum()), int(foot[:, 1].sum())],
         ground_height=round(float(ground), 4),
-        skate_mm_s=round(float(np.mean(solved)) * 1000, 1) if solved else None,
-        skate_source_mm_s=round(float(np.mean(source)) * 1000, 1) if source else None,
+        skate_mm_s=round(float(np.mean(skate)) * 1000, 1) if skate else None,
+        skate_source_mm_s=round(float(np.mean(skate_src)) * 1000, 1) if skate_src else None,
         penetration_frames=int(below.sum()),
         penetration_pct=round(100.0 * float(below.mean()), 2) if below.size else 0.0,
         penetration_max_mm=round(float(depth.max(initial=0.0)) * 1000, 1),
