@@ -67,8 +67,14 @@ ENTER_SPEED = 0.20  # m/s: a planted point moves less than this (heel strike / t
 EXIT_SPEED = 0.45  # ... and leaves contact when it moves faster than this
 SPEED_SECONDS = 1.0 / 30.0  # half-window of the central difference (bounds noise at 120 fps)
 MIN_CONTACT_SECONDS = 0.1  # shorter runs are not contacts (a foot passing low and slow)
+MAX_RUN_DRIFT = (
+    0.05  # m: a run whose point strays further from its mean slides (a pivot, a shuffle)
+)
 # Locking and ground:
 BLEND_SECONDS = 0.12  # the adjustment fades in and out over this either side of a contact
+LEG_REACH = 0.97  # the IK extends a leg at most to this share of its length (or as solved):
+# past it the knee swings far for millimetres of ankle (a knee 14 deg from straight sits ~10 cm off
+# the hip-ankle line), so a foot the leg cannot reach stays a little short of its anchor
 PENETRATION_TOLERANCE = 0.01  # m: the target (issue 10): no vertex more than this below ground
 LIFT_ROUNDS = 3  # lift-and-solve rounds (skinning is not rigid: each round fixes what is left)
 HULL_DIRECTIONS = 256  # directions whose extreme vertices make a body part's hull subset
@@ -169,6 +175,18 @@ def drop_short_runs(state: np.ndarray, min_frames: int) -> np.ndarray:
     return out
 
 
+def drop_sliding_runs(state: np.ndarray, points: np.ndarray, max_drift: float) -> np.ndarray:
+    """``state`` (T, C) without the runs whose point (T, C, 3) strays more than ``max_drift`` (m)
+    across the floor from the run's mean position: that foot slides, it is not planted."""
+    lab = _run_labels(state)
+    flat, pts = lab.reshape(-1), points.reshape(-1, 3)[:, [0, 2]]
+    counts = np.maximum(np.bincount(flat), 1)[:, None]
+    mean = np.stack([np.bincount(flat, pts[:, i]) for i in (0, 1)], 1) / counts
+    far = np.zeros(counts.shape[0])
+    np.maximum.at(far, flat, np.linalg.norm(pts - mean[flat], axis=-1))
+    return state & (far[lab] <= max_drift)
+
+
 def detect_contacts(prepared) -> FootContacts:
     """Foot contacts (heel and toe point per foot) from the source keypoints (see the module doc)."""
     t = prepared.num_frames
@@ -195,9 +213,8 @@ def detect_contacts(prepared) -> FootContacts:
     enter = ok & (rel <= ENTER_HEIGHT) & (speed <= ENTER_SPEED)
     leave = ~ok | (rel > EXIT_HEIGHT) | (speed > EXIT_SPEED)
     state = hysteresis(enter, leave).reshape(t, 4)
-    state = drop_short_runs(state, max(2, round(prepared.fps * MIN_CONTACT_SECONDS))).reshape(
-        t, 2, 2
-    )
+    state = drop_short_runs(state, max(2, round(prepared.fps * MIN_CONTACT_SECONDS)))
+    state = drop_sliding_runs(state, pts.reshape(t, 4, 3), MAX_RUN_DRIFT).reshape(t, 2, 2)
     return FootContacts(heel=state[..., 0], toe=state[..., 1])
 
 
@@ -462,14 +479,17 @@ def foot_displacements(
 
 
 def two_bone_ik(hip, knee, ankle, target, forward):
-    """New knee and ankle (..., 3) so the ankle reaches ``target`` (as far as the leg can) with the
+    """New knee and ankle (..., 3) so the ankle reaches ``target`` (as far as the leg may: at most
+    LEG_REACH of its length, or its solved extension if more) with the
     thigh and shin lengths kept, the knee in the plane of hip, old knee and target (its pole); a
     straight leg (no plane) bends towards ``forward`` (the foot's direction). Law of cosines at the
     hip: cos a = (l1^2 + d^2 - l2^2) / (2 l1 d) (Tolani, Goswami, Badler 2000)."""
     l1 = (knee - hip).norm(dim=-1, keepdim=True)
     l2 = (ankle - knee).norm(dim=-1, keepdim=True)
     to = target - hip
+    reach = torch.maximum((ankle - hip).norm(dim=-1, keepdim=True), LEG_REACH * (l1 + l2))
     d = to.norm(dim=-1, keepdim=True).clamp(min=(l1 - l2).abs() + 1e-6, max=(l1 + l2) * (1 - 1e-6))
+    d = torch.minimum(d, reach)
     u = normalize(to)
     pole = knee - hip
     v = pole - (pole * u).sum(-1, keepdim=True) * u
@@ -638,6 +658,7 @@ def plant_feet(
         posed = _lock_and_lift(prepared, hull, posed, contacts, ground_h)
     report = feet_report(prepared, hull, posed, contacts, ground_h)
     report["lock_feet"] = "on" if locked else "off"
+    report["seconds"] = round(time.perf_counter() - start, 3)
     return FeetResult(
         posed.rotmats,
         posed.trans,
