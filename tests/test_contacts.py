@@ -211,3 +211,22 @@ def test_two_bone_ik_reaches_and_keeps_the_bones(model, walk_solved):
     assert torch.allclose(moved[:, 7], target, atol=1e-4)
     assert torch.allclose(moved[:, 10], ball + target - ankle, atol=1e-4)
     assert torch.equal(moved[:, 8], j[:, 8])  # the other leg untouched
+
+
+def test_eval_real_feet_columns(walk_solved):
+    """``eval --real``'s foot columns come from the solution's own figures, pooled by frames."""
+    from lsmplify_blender.research import real_eval
+    from lsmplify_blender.research import real_metrics as rm
+
+    rows = []
+    for sol in walk_solved.values():
+        r = rm.TakeResult(frames=int(sol.rotmats.shape[0]), seconds=sol.seconds)
+        r.extra.update(rm.feet_figures(sol))
+        rows.append(r)
+    assert rows[0].extra["skate_mm_s"] == walk_solved["on"].feet["skate_mm_s"]
+    pooled = rm.feet_summary(rows, real_eval._weighted_mean)
+    on, off = walk_solved["on"].feet, walk_solved["off"].feet
+    assert pooled["planted_skate_mm_s"] == pytest.approx((on["skate_mm_s"] + off["skate_mm_s"]) / 2)
+    assert pooled["below_ground_pct"] == pytest.approx(
+        (on["penetration_pct"] + off["penetration_pct"]) / 2
+    )

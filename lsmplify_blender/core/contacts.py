@@ -42,6 +42,7 @@ see ``lock_feet_enabled``).
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -287,11 +288,25 @@ def _tree_distances(rest_joints: np.ndarray) -> np.ndarray:
     return dist
 
 
+_HULLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {betas: BodyHull}
+
+
 def body_hull(model, betas) -> BodyHull:
-    """``BodyHull`` of the model on this body (betas). The reach bound: a blend-skinned vertex
-    v = sum_k w_k (G_k (v0 - J_k) + J'_k) lies within sum_k w_k (|v0 - J_k| + path(k, j)) of
-    joint j (each term is a rigid move of the vertex about joint k, and J'_k is at most the
-    bone path away from J'_j), plus ``REACH_MARGIN``."""
+    """``BodyHull`` of the model on this body (betas), computed once per model and body (cached:
+    a batch solves many takes of one subject)."""
+    key = model.betas_tensor(betas)[0].detach().cpu().double().numpy().tobytes()
+    cache = _HULLS.setdefault(model, {})
+    if key not in cache:
+        if len(cache) > 8:  # a few bodies per model at a time (a batch of subjects)
+            cache.clear()
+        cache[key] = _build_hull(model, betas)
+    return cache[key]
+
+
+def _build_hull(model, betas) -> BodyHull:
+    """The reach bound: a blend-skinned vertex v = sum_k w_k (G_k (v0 - J_k) + J'_k) lies within
+    sum_k w_k (|v0 - J_k| + path(k, j)) of joint j (each term is a rigid move of the vertex about
+    joint k, and J'_k is at most the bone path away from J'_j), plus ``REACH_MARGIN``."""
     v = model.rest_vertices(betas)[0].detach().cpu().double().numpy()
     j = model.rest_joints(betas)[0].detach().cpu().double().numpy()
     w = model.weights.detach().cpu().double().numpy()
