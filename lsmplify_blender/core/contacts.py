@@ -472,25 +472,26 @@ def lock_displacements(
 def foot_displacements(
     contacts: FootContacts, joints_world: np.ndarray, sole: np.ndarray, ground: float, fps: float
 ) -> np.ndarray:
-    """(T, 2, 2, 3) displacement of each foot's (ankle, ball) SMPL joints that plants them.
-    Across the floor: the ankle held at its run's mean while the heel is in contact, the ball while
-    the toe is; a free point rides with the planted one (A = E_a + (1 - w_a) E_b and
-    B = E_b + (1 - w_b) E_a, E the blended displacements, w their weights). Up and down: while
-    the foot is in contact its lowest vertex (``sole``, (T, 2)) goes onto the ``ground``."""
+    """(T, 2, 2, 3) displacement of each foot's (ankle, ball) SMPL joints that plants it. The whole
+    foot moves as one (its orientation stays the solved one, which follows the capture's: issue 9's
+    foot orientation target): across the floor, by the displacement that holds the ankle at its
+    run's mean while the heel is in contact, the ball while the toe is, their mean while both are
+    (D = (E_a + E_b) / (w_a + w_b) max(w_a, w_b), E the blended displacements, w their weights);
+    up and down, while the foot is in contact, by what puts its lowest vertex (``sole``, (T, 2))
+    on the ``ground``."""
     pts = np.stack([joints_world[:, [LEG_JOINTS[f][2], LEG_JOINTS[f][3]]] for f in (0, 1)], 1)
     state = np.stack([contacts.heel, contacts.toe], -1)  # (T, 2, 2)
     t = state.shape[0]
     blend = max(1, round(fps * BLEND_SECONDS))
     e, w = lock_displacements(state.reshape(t, 4), pts.reshape(t, 4, 3), blend)
     e, w = e.reshape(t, 2, 2, 3), w.reshape(t, 2, 2)
-    ankle = e[:, :, 0] + (1 - w[:, :, 0, None]) * e[:, :, 1]
-    ball = e[:, :, 1] + (1 - w[:, :, 1, None]) * e[:, :, 0]
-    out = np.stack([ankle, ball], 2)
+    total = w.sum(-1, keepdims=True)
+    foot = np.where(total > 0, e.sum(2) / np.maximum(total, 1e-12) * w.max(-1, keepdims=True), 0.0)
     low = np.zeros((t, 2, 3))
     low[..., 1] = sole
     up, _ = lock_displacements(contacts.foot, low, blend, np.full_like(low, ground))
-    out[..., 1] = up[:, :, None, 1]
-    return out
+    foot[..., 1] = up[..., 1]
+    return np.repeat(foot[:, :, None], 2, axis=2)
 
 
 def two_bone_ik(hip, knee, ankle, target, forward):
@@ -526,7 +527,9 @@ def leg_ik(posed: Posed, disp: np.ndarray) -> torch.Tensor:
     hip, knee, ankle, ball = (j[:, legs[:, i]] for i in range(4))  # (T, 2, 3)
     g_hip, g_knee, g_ankle = (g[:, legs[:, i]] for i in range(3))
     knee_new, ankle_new = two_bone_ik(hip, knee, ankle, ankle + d[:, :, 0], ball - ankle)
-    ball_new = ball + d[:, :, 1]
+    # the foot's new direction from where the ankle really got to (a leg that cannot reach its
+    # anchor carries the foot short of it, instead of pitching the foot to reach the ball's)
+    ball_new = ankle_new + (ball + d[:, :, 1]) - (ankle + d[:, :, 0])
     g_hip_new = swing_rotation(knee - hip, knee_new - hip) @ g_hip
     g_knee_new = swing_rotation(ankle - knee, ankle_new - knee_new) @ g_knee
     g_ankle_new = swing_rotation(ball - ankle, ball_new - ankle_new) @ g_ankle
