@@ -18,16 +18,17 @@ is batched over frames (numpy for the per-frame signals, torch for the kinematic
    most motion-synthesis work; the hysteresis as in Kovar et al.).
 2. ``estimate_ground``: the floor height (metres, the solver's Y-up world) where the solved body's
    soles stand while the source says a foot is planted: per frame, the solved foot's lowest mesh
-   vertex moved by the vertical fit residual of the foot keypoints (so it is the source's foot
-   height, in SMPL's definition of the foot), median over the contact frames. A given ``ground``
-   (``--ground Y``) replaces it.
-3. ``lock_displacements`` + ``leg_ik``: per contact run of a point, its anchor is the solved SMPL
+   vertex moved by the vertical fit residual of the heel point (so it is the source's foot
+   height, in SMPL's definition of the foot), median over the flat-foot frames (``estimate_ground``).
+   A given ``ground`` (``--ground Y``) replaces it.
+3. ``foot_displacements`` + ``leg_ik``: per contact run of a point, its anchor is the solved SMPL
    point's mean position over the run (ankle for the heel, the ``foot`` joint (ball) for the toe);
-   inside the run the point goes to the anchor, over ``BLEND_SECONDS`` either side the displacement
-   fades out (smoothstep). A free point rides with the planted one (toe-off: the foot turns about
-   its ball). The leg reaches the new ankle by two-bone IK (law of cosines, the knee kept in the
-   plane of hip, old knee and new ankle: Tolani, Goswami and Badler 2000), then the ankle turns
-   the foot onto the new ball; the hip's, knee's and ankle's local rotations change, nothing else.
+   inside the run the foot moves so the planted point is at its anchor (their mean when both are)
+   and its sole on the ground, over ``BLEND_SECONDS`` either side the displacement fades out
+   (smoothstep). The foot moves as one, keeping the solved orientation (which follows the
+   capture's). The leg reaches the new ankle by two-bone IK (law of cosines, the knee kept in the
+   plane of hip, old knee and new ankle: Tolani, Goswami and Badler 2000, a leg never straightened
+   past ``LEG_REACH``); the hip's, knee's and ankle's local rotations change, nothing else.
 4. Ground penetration: no vertex more than ``PENETRATION_TOLERANCE`` below the ground. Feet are
    lifted by the leg IK (the upper body keeps its fit); any other body part (knees, hands, a back
    on the floor) by raising the root. Only a subset of vertices is skinned (``BodyHull``): per
