@@ -444,16 +444,37 @@ def _landmark_leaves(ctx: _Context) -> set[int]:
     }
 
 
+def _unaimed_bones(ctx: _Context) -> set[int]:
+    """Single-child joints below which no keypoint is measured and no landmark aims (DeepMimic's
+    ankles and neck: it has no toe or head point): the keypoints cannot turn them, the file's
+    rotations can (eval --real, DeepMimic takes, first 120 frames: feet 13.4/16.5 -> 0.0 deg)."""
+    from .network.kinematics import KIDS
+
+    seen = ctx.measured.any(0)
+    names = (ctx.landmarks or ctx.landmark_targets())[0]
+    aimed = set(attach_landmarks(ctx.model, names, seen.tolist())) if names else set()
+
+    def subtree(j: int) -> list[int]:
+        return [j] + [d for c in KIDS[j] for d in subtree(c)]
+
+    return {
+        j
+        for j in range(24)
+        if len(KIDS[j]) == 1
+        and j not in aimed
+        and not any(seen[d] or d in aimed for d in subtree(KIDS[j][0]))
+    }
+
+
 def _leaf_calibration(ctx: _Context, rot) -> dict[int, torch.Tensor]:
     """Per leaf that landmark keypoints aim (head top, toe tips, finger tips on a joint with no
     measured child), the constant rotation C (3, 3), in the leaf's own frame, that turns its
-    landmarks' mean rest offset onto their mean direction seen from the leaf posed by ``rot``
-    (local_leaf -> local_leaf @ C). The rest calibration matches bone directions only where a bone
+    landmarks' rest offsets onto where they are seen from the leaf posed by ``rot`` (local_leaf ->
+    local_leaf @ C; ``_aim_leaf``). The rest calibration matches bone directions only where a bone
     has a child; a leaf's rest frame differs from the source's by a constant (31-34 deg at CMU's
     toes). Measured on the rest pose (``rest_context``), where the source's rotations are the
     identity."""
     from .network.kinematics import KIDS
-    from .rotations import normalize, swing_rotation
 
     names, lm_t, lm_w = ctx.landmarks or ([], None, None)
     if not names:
@@ -472,15 +493,30 @@ def _leaf_calibration(ctx: _Context, rot) -> dict[int, torch.Tensor]:
         wj = w[:, ls, None]
         if any(seen[c] for c in KIDS[j]) or not bool((wj > 0).any()):
             continue
-        tgt = ((t[:, ls] - joints[:, j, None]) * wj).sum(
-            1
-        )  # (T, 3) the landmarks' mean offset, weighted
-        local = normalize(
-            (g[:, j].transpose(-1, -2) @ tgt[..., None])[..., 0]
-        )  # seen from the leaf
-        mean = normalize(local[(wj > 0).any(1)[:, 0]].mean(0))
-        out[j] = swing_rotation((lm_rest[ls] - rest[j]).mean(0), mean)
+        out[j] = _aim_leaf(
+            lm_rest[ls] - rest[j],
+            g[:, j].transpose(-1, -2)[:, None] @ (t[:, ls] - joints[:, j, None])[..., None],
+            wj[..., 0],
+            rest[KIDS[j][0]] - rest[j] if KIDS[j] else None,
+        )
     return out
+
+
+def _aim_leaf(rest_offsets, seen, w, axis=None) -> torch.Tensor:
+    """The swing C (3, 3) that turns a leaf's farthest landmark rest offset (of L, 3: its long axis,
+    the middle finger tip rather than the thumb's) onto where that landmark is seen from the leaf
+    (T, L, 3, 1; weights (T, L)). A leaf with a bone of its own (the wrist: wrist -> finger base)
+    aims that bone's rest ``axis`` instead: a source's finger chain is straight in its rest pose,
+    while the open model's finger tips droop 9.5 deg below its palm. The twist stays the source's:
+    the thumb tips of CMU and SMPL differ by ~30 deg about the palm. Aiming the landmarks' mean
+    tilted CMU hands by a constant 15-24 deg (CMU's thumb tip sits much nearer the wrist than SMPL's;
+    eval --real, analytic, hand direction: cmu_subset 15.0 -> 0.0, cmu_bvh 23.8 -> 0.0 deg)."""
+    from .rotations import normalize, swing_rotation
+
+    seen_any = (w > 0).any(0)
+    mean = ((w[..., None] > 0) * normalize(seen[..., 0])).sum(0)  # (L, 3) over the frames seen
+    far = torch.where(seen_any, rest_offsets.norm(dim=-1), -1.0).argmax()
+    return swing_rotation(rest_offsets[far] if axis is None else axis, normalize(mean[far]))
 
 
 # the source's bone direction must beat analytic IK's by this much (in the rest pose) to replace it:
@@ -541,7 +577,7 @@ def _with_rotations(ctx: _Context, source: torch.Tensor):
     assert rest_src is not None  # rotations="use": source_pose raises rather than return None
     g_a0, _ = model.global_transforms(at_rest.analytic().rotmats, rest)
     g_s0, _ = model.global_transforms(rest_src, rest)
-    leaves = _landmark_leaves(ctx) | {j for j in range(24) if not KIDS[j]}
+    leaves = _landmark_leaves(ctx) | {j for j in range(24) if not KIDS[j]} | _unaimed_bones(ctx)
     whole = leaves | _source_aims_better(at_rest, g_s0, rest[0])
     g = g_a.clone()
     for j in range(24):
