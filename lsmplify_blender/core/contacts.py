@@ -54,7 +54,6 @@ from .model.rotations import normalize, swing_rotation
 from .model.skeleton import SMPL_PARENTS
 
 LOCK_MODES = ("auto", "on", "off")
-SIDES = ("left", "right")
 # SMPL joints per side: hip, knee, ankle, foot (ball of the foot)
 LEG_JOINTS = ((1, 4, 7, 10), (2, 5, 8, 11))
 FOOT_PARTS = ((7, 10), (8, 11))  # the joints whose vertices make each foot
