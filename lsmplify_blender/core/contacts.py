@@ -353,8 +353,14 @@ class Posed:
         v = m.rest_vertices(self.betas, ids)
         if m.posedirs is not None:
             v = v + pose_correctives(m.posedirs[ids], rot)
+        w = m.weights[ids]
+        cols = torch.nonzero((w > 0).any(0))[:, 0]  # the few joints that move these vertices
         out = linear_blend_skinning(
-            v.expand(rot.shape[0], -1, -1), m.weights[ids], glob, joints, self.rest
+            v.expand(rot.shape[0], -1, -1),
+            w[:, cols],
+            glob[:, cols],
+            joints[:, cols],
+            self.rest[:, cols],
         )
         return out + self.trans[sel][:, None]
 
