@@ -28,6 +28,7 @@ import torch
 
 from .analytic_ik import IKResult, attach_landmarks, solve_analytic
 from .body_model import BodyModel
+from .calibration import calibrated_rest, calibrated_solve
 from .denoise import denoise
 from .device import cpu_threads
 from .errors import InputError, LSMPLifyError
@@ -67,6 +68,10 @@ class Solution:
     rotations: bool = (
         False  # the file's own bone rotations gave the twists (SolveOptions.rotations)
     )
+    # (K, 3) float32 metres: each keypoint's offset in its SMPL part's frame (``calibration.py``);
+    # None when not calibrated. ``fit_error_mm`` is then to the calibrated keypoints.
+    keypoint_offsets: np.ndarray | None = None
+    fit_error_mm_raw: np.ndarray | None = None  # (T,) to the keypoints as captured (uncalibrated)
 
     @property
     def poses(self) -> np.ndarray:
@@ -75,16 +80,30 @@ class Solution:
 
 
 def fit_error_mm(
-    model: BodyModel, prepared: PreparedKeypoints, rotmats, betas, trans
+    model: BodyModel, prepared: PreparedKeypoints, rotmats, betas, trans, offsets=None
 ) -> np.ndarray:
     """Per-frame mean distance (mm) between the layout keypoints of a solution and the measured input
-    (the keypoints that are positions: not the layout's aim-only end points)."""
+    (the keypoints that are positions: not the layout's aim-only end points); with ``offsets``
+    (K, 3), to the calibrated keypoints (``calibration.calibrated_points``)."""
+    from .calibration import calibrated_points
+
     block = 8192  # the FK of a long take at once would hold (T, 24, 4, 4) float64 transforms
     gen = np.concatenate(
         [
-            prepared.layout.generate(model, rotmats[s : s + block], betas, trans[s : s + block])
-            .cpu()
-            .numpy()
+            (
+                prepared.layout.generate(model, rotmats[s : s + block], betas, trans[s : s + block])
+                .cpu()
+                .numpy()
+                if offsets is None
+                else calibrated_points(
+                    model,
+                    prepared.layout,
+                    rotmats[s : s + block],
+                    betas,
+                    trans[s : s + block],
+                    offsets,
+                )
+            )
             for s in range(0, max(rotmats.shape[0], 1), block)
         ]
     )
@@ -133,8 +152,16 @@ class SolveOptions:
     rotations: str = (
         "auto"  # the file's bone rotations: 'auto' (use when present), 'use' (required), 'ignore'
     )
+    # per-keypoint offsets (calibration.py): 'auto' (on for real skeleton layouts), 'on', 'off'
+    calibrate: str = "auto"
 
     def check(self) -> None:
+        from .calibration import CALIBRATE_MODES
+
+        if self.calibrate not in CALIBRATE_MODES:
+            raise InputError(
+                f"calibrate must be one of {', '.join(CALIBRATE_MODES)}, not '{self.calibrate}'."
+            )
         if self.rotations not in ROTATION_MODES:
             raise InputError(
                 f"rotations must be one of {', '.join(ROTATION_MODES)}, not '{self.rotations}'."
@@ -166,10 +193,19 @@ class _Context:
     landmarks: tuple | None = (
         None  # (names, (T, L, 3) targets moved with their joints, (T, L) weights)
     )
+    offsets: np.ndarray | None = None  # (K, 3) the keypoint calibration aimed at (calibration.py)
 
     def __post_init__(self):
         self.targets, self.weight = self.prepared.smpl_targets()
         self.measured = self.prepared.smpl_measured()
+
+    def with_prepared(
+        self, prepared: PreparedKeypoints, notes: list[str] | None = None, offsets=None
+    ) -> _Context:
+        """The same solve on other keypoints (a frame subsample, calibrated targets, aimed with the
+        keypoint ``offsets``); its own notes unless ``notes`` is given."""
+        notes = [] if notes is None else notes
+        return _Context(prepared, self.model, self.options, self.betas, notes, offsets=offsets)
 
     def analytic(self) -> IKResult:
         """Analytic IK of every frame (computed once, in blocks of ``options.chunk``). With landmark
@@ -218,9 +254,10 @@ class _Context:
             up=p.up,
             rotations=SourceRotations(eye, rot.rest, rot.names),
         )
-        return _Context(
+        ctx = _Context(
             rest, self.model, dataclasses.replace(self.options, rotations="use"), self.betas, []
         )
+        return ctx if self.offsets is None else calibrated_rest(ctx, self.offsets)
 
     def landmark_targets(self):
         """The layout's landmark keypoints that this model has (a user's SMPL file may lack some)."""
@@ -616,6 +653,7 @@ def solve(
     network_chunk: int | None = None,
     rotations: str = "auto",
     options: SolveOptions | None = None,
+    calibrate: str = "auto",
 ) -> Solution:
     """Solve every frame with one strategy (``SolveOptions``; the keyword arguments build one when
     ``options`` is not given), then ``refine`` iterations of batched optimisation."""
@@ -627,6 +665,7 @@ def solve(
         smooth=smooth,
         network_chunk=network_chunk,
         rotations=rotations,
+        calibrate=calibrate,
     )
     opts.check()
     with cpu_threads(model.device):
@@ -639,18 +678,16 @@ def solve(
             raise InputError(
                 "--rotations use works with the analytic and network solvers, not optimize."
             )
-        source = ctx.source_pose() if opts.solver != "optimize" else None
-        if source is not None:  # the twist is known: no strategy needs to guess it
-            rotmats, trans = _with_rotations(ctx, source)
-            used = opts.solver
-        else:
-            rotmats, trans, used = STRATEGIES[opts.solver](ctx)
+        # the strategy, aimed at the calibrated keypoints where calibration is on (calibration.py)
+        cal = calibrated_solve(ctx, _run_strategy, opts.calibrate)
+        rotmats, trans, used = cal.rotmats, cal.trans, cal.used
         if opts.refine > 0:
-            rotmats, trans = _optimise_step(ctx, rotmats, trans, opts.refine)
+            rotmats, trans = _optimise_step(cal.ctx, rotmats, trans, opts.refine)
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-    err = fit_error_mm(model, prepared, rotmats, b, trans)
+    raw = fit_error_mm(model, prepared, rotmats, b, trans)
+    err = raw if cal.offsets is None else fit_error_mm(model, prepared, rotmats, b, trans, cal.offsets)
     return Solution(
         rotmats=rotmats,
         trans=trans,
@@ -663,8 +700,20 @@ def solve(
         notes=notes,
         noise_mm=noise_mm,
         smooth_s=smooth_s,
-        rotations=source is not None,
+        rotations=cal.rotations,
+        keypoint_offsets=cal.offsets,
+        fit_error_mm_raw=raw,
     )
+
+
+def _run_strategy(ctx: _Context):
+    """(rotmats, trans, solver used, whether the file's rotations gave the twists) of one solve."""
+    source = ctx.source_pose() if ctx.options.solver != "optimize" else None
+    if source is not None:  # the twist is known: no strategy needs to guess it
+        rotmats, trans = _with_rotations(ctx, source)
+        return rotmats, trans, ctx.options.solver, True
+    rotmats, trans, used = STRATEGIES[ctx.options.solver](ctx)
+    return rotmats, trans, used, False
 
 
 def refine_existing(

@@ -1,0 +1,343 @@
+"""Per-keypoint calibration: each keypoint is its SMPL joint (or landmark) plus a constant offset in
+the frame of the body part that carries it, estimated over the whole take.
+
+A mocap skeleton's joint is not SMPL's joint: CMU's hips are wider, its thorax and neck nodes sit
+elsewhere on the spine, its head node is not SMPL's head joint. Aiming SMPL's joints at those points
+bends the pose and leaves 40-60 mm of "fit error" that no pose can remove (issue 10). This is the
+latent-marker idea of MoSh (Loper, Mahmood, Black: "MoSh: Motion and Shape Capture from Sparse
+Markers", SIGGRAPH Asia 2014, sec. 3): a marker is a point rigidly attached to a body part at a
+constant, unknown offset, solved for together with the pose over many frames. Applied here to
+skeleton joints:
+
+    keypoint_k(t) ~ P_k(theta_t, beta) + G_part(k)(theta_t) o_k
+
+with P_k the layout's model point (``Layout.generate``), G_part the world rotation of the part
+(``keypoint_parts``: a joint rides on its parent's segment, exactly where forward kinematics puts
+it; a landmark on the joint that skins it most) and o_k (3,) in that part's frame, metres.
+
+Estimation (``calibrated_solve``) alternates, as MoSh does, a pose solve aimed at the calibrated
+points (target_k(t) = keypoint_k(t) - G_part(t) o_k, the pose of the previous round giving G) and
+the offsets' linear least squares at fixed pose, which has a closed form per keypoint (the
+residuals seen from the part, averaged), with
+- a ridge toward zero offset (``OFFSET_RIDGE`` frames' worth of a zero residual: a keypoint seen in
+  a few frames keeps its definition);
+- robustness to outlier frames by iteratively reweighted least squares with Huber weights
+  (``HUBER_M``, Huber 1964): a frame where a marker slipped or the pose failed counts linearly, not
+  quadratically;
+- the rounds on an evenly spread subsample of the frames (``CALIBRATION_FRAMES``), then one solve of
+  every frame with the shift interpolated in time from the subsample (the offsets are constants:
+  a few hundred frames determine them), so calibration costs a fraction of a solve.
+The betas stay the bone-length fit (``shape_inverse``): an offset along a bone absorbs a length
+difference. The layout's trust tables stay the priors they were (the weights of the solve).
+
+Aim-only keypoints (bone ends: head top, toe and finger tips) are not calibrated: they give the
+leaves a direction, and an offset would turn the leaf away from the captured bone.
+
+``--calibrate auto`` (``wants_calibration``): on for the real-skeleton layout (``cmu``: BVH, ASF/AMC,
+cmu_subset, CMU FBX rigs and Mixamo armatures), whose joints are a lab's definitions; off for
+SMPL-24 keypoints and pose-estimator layouts (COCO, BODY_25, H3.6M, MediaPipe), which are either
+the model's own points (offsets ~0: calibration changes nothing) or per-frame detections whose
+errors are not constant offsets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .layouts import Layout
+from .prepare import PreparedKeypoints
+
+CALIBRATE_MODES = ("auto", "on", "off")
+# layouts whose keypoints are a mocap lab's joint definitions (``--calibrate auto`` turns it on)
+SKELETON_LAYOUTS = frozenset({"cmu"})
+CALIBRATION_ROUNDS = 3  # pose solve + offset update; the fit changes < 1 mm after the third
+CALIBRATION_FRAMES = 96  # frames the rounds run on, evenly spread over the take
+OFFSET_RIDGE = 2.0  # frames' worth of a zero residual pulling each offset toward 0
+HUBER_M = 0.03  # residuals (about the offset) above 3 cm count linearly (IRLS, Huber weights)
+IRLS_ITERS = 4
+LONG_OFFSET = 0.5  # an offset longer than this fraction of its bone is applied along it (_Aims.along)
+MAX_OFFSET_M = 0.30  # an offset longer than this is not a definition difference: not calibrated
+
+
+@dataclass
+class Calibrated:
+    """What ``calibrated_solve`` returns: the pose, the offsets and the calibrated context."""
+
+    rotmats: torch.Tensor
+    trans: torch.Tensor
+    used: str  # the strategy that ran
+    rotations: bool  # the file's bone rotations gave the twists
+    offsets: np.ndarray | None  # (K, 3) metres in the parts' frames; None when not calibrated
+    ctx: object  # the solver context aimed at (the calibrated one when calibrated)
+
+
+def wants_calibration(mode: str, layout: Layout) -> bool:
+    """Whether ``--calibrate mode`` calibrates keypoints of ``layout`` (auto: skeleton layouts)."""
+    if mode not in CALIBRATE_MODES:
+        raise InputError(f"calibrate must be one of {', '.join(CALIBRATE_MODES)}, not '{mode}'.")
+    return mode == "on" or (mode == "auto" and layout.name in SKELETON_LAYOUTS)
+
+
+def keypoint_parts(model, layout: Layout) -> np.ndarray:
+    """(K,) the SMPL joint whose world rotation carries each keypoint's offset, or -1 (not
+    calibrated: no definition, unsupported by the model, aim-only). A joint keypoint rides on its
+    parent's segment (forward kinematics places joint j rigidly in its parent's frame); a landmark on
+    the joint that skins its vertex most; a mean of points on its first term's part."""
+    from .body_model import SMPL_JOINT_NAMES
+
+    index = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
+    supported = layout.supported(model)
+    aim_only = layout.aim_only_mask()
+    out = np.full(layout.num_keypoints, -1, dtype=np.int64)
+    for k, d in enumerate(layout.definitions):
+        if d is None or not supported[k] or aim_only[k]:
+            continue
+        first = d.split("+")[0]
+        if first in index:
+            out[k] = max(model.parents[index[first]], 0)
+        else:
+            vid = model.data.landmarks[first[1:]]
+            out[k] = int(model.weights[vid].argmax())
+    return out
+
+
+def posed_keypoints(model, layout: Layout, rotmats, betas, trans):
+    """The layout's model points (T, K, 3) (NaN where unsupported) and the parts' world rotations
+    (T, 24, 3, 3) of a solution, from one forward-kinematics pass (numpy, float64)."""
+    rot = torch.as_tensor(rotmats, dtype=model.dtype, device=model.device)
+    t = torch.as_tensor(trans, dtype=model.dtype, device=model.device)
+    g, joints = model.global_transforms(rot, model.rest_joints(model.betas_tensor(betas, rot.shape[0])))
+    points = joints + t[:, None]
+    w, lm = layout.regressor(model)
+    if lm:
+        points = torch.cat([points, model.landmarks(rot, betas, t, lm)], 1)
+    kp = torch.einsum("kp,npc->nkc", w, points).detach().cpu().double().numpy()
+    kp[:, ~layout.supported(model)] = np.nan
+    return kp, g.detach().cpu().double().numpy()
+
+
+def calibrated_points(model, layout: Layout, rotmats, betas, trans, offsets) -> np.ndarray:
+    """(T, K, 3) the calibrated keypoints of a solution: model point + G_part @ offset."""
+    kp, g = posed_keypoints(model, layout, rotmats, betas, trans)
+    parts = keypoint_parts(model, layout)
+    return kp + _shift(g, parts, np.asarray(offsets, np.float64))
+
+
+def _shift(g: np.ndarray, parts: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(T, K, 3) world vectors G_part(k) o_k (0 for keypoints without a part)."""
+    ok = parts >= 0
+    out = np.zeros(g.shape[:1] + offsets.shape)
+    out[:, ok] = np.einsum("tkij,kj->tki", g[:, parts[ok]], offsets[ok])
+    return out
+
+
+def estimate_offsets(
+    prepared: PreparedKeypoints, model_points: np.ndarray, g: np.ndarray, parts: np.ndarray
+) -> np.ndarray:
+    """(K, 3) offsets o_k minimising, over the measured frames,
+
+        sum_t,k w_tk rho(|x_tk - P_tk - G_tk o_k - c_t|) + OFFSET_RIDGE sum_k |o_k|^2
+
+    (rho: Huber, by IRLS) with c_t (3,) a translation per frame common to the keypoints: what is
+    common to them is where the body stands, which the solve decides, not a definition (without it
+    each round moved the body 1-2 cm further from the capture, the offsets following); a Huber mean,
+    so the few keypoints with large definition offsets do not place the body. Block coordinate
+    descent: c_t from the offsets, then each o_k in closed form (the residuals seen from its part,
+    averaged). 0 for keypoints without a part, never measured, or whose offset would
+    exceed MAX_OFFSET_M (not a definition difference)."""
+    ok = parts >= 0
+    offsets = np.zeros((parts.shape[0], 3))
+    if not ok.any():
+        return offsets
+    resid = prepared.positions[:, ok] - model_points[:, ok]  # (T, K', 3) world
+    rot = g[:, parts[ok]]  # (T, K', 3, 3)
+    w = (prepared.measured[:, ok] & np.isfinite(resid).all(-1)) * prepared.weight[:, ok]
+    resid = np.nan_to_num(resid)
+    o = np.zeros((int(ok.sum()), 3))
+    h, c = w, np.zeros((resid.shape[0], 3))
+    for _ in range(IRLS_ITERS):
+        world = np.einsum("tkij,kj->tki", rot, o)  # G o
+        # c: the Huber mean of what is left (the few keypoints far from their definitions, CMU's
+        # spine and neck nodes 8-19 cm off SMPL's joints, count little until their offsets hold it)
+        left = resid - world
+        hc = w * np.minimum(1.0, HUBER_M / np.maximum(np.linalg.norm(left - c[:, None], axis=-1), 1e-12))
+        c = (hc[..., None] * left).sum(1) / np.maximum(hc.sum(1), 1e-12)[:, None]
+        local = np.einsum("tkji,tkj->tki", rot, resid - c[:, None])  # G^T (x - P - c)
+        o = (h[..., None] * local).sum(0) / (h.sum(0) + OFFSET_RIDGE)[:, None]
+        dist = np.linalg.norm(local - o[None], axis=-1)  # Huber weights min(1, m / |r|)
+        h = w * np.minimum(1.0, HUBER_M / np.maximum(dist, 1e-12))
+    o[np.linalg.norm(o, axis=-1) > MAX_OFFSET_M] = 0.0
+    offsets[ok] = o
+    return offsets
+
+
+def rest_vectors(model, layout: Layout, betas, parts: np.ndarray) -> np.ndarray:
+    """(K, 3) each keypoint's model point in the rest pose seen from its part's joint (0 where no
+    part): the lever arm through which a turn of the part moves the point."""
+    eye = torch.eye(3, dtype=model.dtype, device=model.device).expand(1, 24, 3, 3)
+    zero = torch.zeros(1, 3, dtype=model.dtype, device=model.device)
+    kp, _ = posed_keypoints(model, layout, eye, betas, zero)
+    joints = model.rest_joints(model.betas_tensor(betas))[0].detach().cpu().double().numpy()
+    return np.where((parts >= 0)[:, None], np.nan_to_num(kp[0] - joints[parts.clip(0)]), 0.0)
+
+
+def shifted(prepared: PreparedKeypoints, shift: np.ndarray) -> PreparedKeypoints:
+    """The same keypoints moved by -shift (T, K, 3): what the solver aims the model's points at."""
+    return dataclasses.replace(
+        prepared, positions=prepared.positions - shift, notes=list(prepared.notes)
+    )
+
+
+def subsample(num_frames: int, count: int = CALIBRATION_FRAMES) -> np.ndarray:
+    """Indices of at most ``count`` frames evenly spread over the take (first and last included)."""
+    if num_frames <= count:
+        return np.arange(num_frames)
+    return np.unique(np.linspace(0, num_frames - 1, count).round().astype(np.int64))
+
+
+def interpolate_shift(frames: np.ndarray, shift: np.ndarray, num_frames: int) -> np.ndarray:
+    """(T, K, 3) the world shift G_part(t) o_k at every frame from its values at ``frames``: linear in
+    time per component, rescaled to the offset's length (a rotating vector of fixed length)."""
+    if frames.shape[0] == num_frames:
+        return shift
+    t = np.arange(num_frames)
+    out = np.stack(
+        [
+            np.stack([np.interp(t, frames, shift[:, k, c]) for c in range(3)], -1)
+            for k in range(shift.shape[1])
+        ],
+        1,
+    )
+    length = np.linalg.norm(shift[:1], axis=-1)  # the same in every frame (a rotated offset)
+    n = np.linalg.norm(out, axis=-1)
+    return np.where(n[..., None] > 1e-12, out * (length / np.maximum(n, 1e-12))[..., None], out)
+
+
+REST_ROUNDS = 2  # the rest pose: one frame, solved again after each shift
+
+
+def calibrated_rest(ctx, offsets: np.ndarray):
+    import os
+    if os.environ.get("CAL_REST", "0") != "1":
+        return ctx
+    """The file's rest pose (``_Context.rest_context``) aimed at the points ``offsets`` calibrate, as
+    the take is: the constant rest calibrations of the rotation transfer (pelvis, spine3, leaves)
+    are measured on the same points the take's analytic IK aims at."""
+    layout = ctx.prepared.layout
+    aims = _Aims.of(ctx.model, layout, ctx.betas)
+    rest = ctx
+    for _ in range(REST_ROUNDS):
+        ana = rest.analytic()
+        _, g = posed_keypoints(ctx.model, layout, ana.rotmats, ctx.betas, ana.trans)
+        rest = ctx.with_prepared(shifted(ctx.prepared, aims.shift(ctx.prepared, g, offsets)))
+    return rest
+
+
+@dataclass
+class _Aims:
+    """How each keypoint's offset enters the solve (see ``calibrated_solve``)."""
+
+    parts: np.ndarray  # (K,) keypoint_parts
+    levers: np.ndarray  # (K, 3) rest_vectors
+    bone_from: np.ndarray  # (K,) the keypoint at the part's joint when that part has one child, or -1
+
+    @classmethod
+    def of(cls, model, layout: Layout, betas) -> _Aims:
+        from .model.skeleton import SMPL_CHILDREN
+
+        parts = keypoint_parts(model, layout)
+        joint_of = layout.smpl_joint_of()
+        at = {int(j): k for k, j in enumerate(joint_of) if j >= 0}
+        bone_from = np.array(
+            [
+                at.get(int(p), -1) if p >= 0 and len(SMPL_CHILDREN[p]) == 1 and joint_of[k] >= 0 else -1
+                for k, p in enumerate(parts)
+            ],
+            dtype=np.int64,
+        )
+        return cls(parts, rest_vectors(model, layout, betas, parts), bone_from)
+
+    def estimate(self, prepared: PreparedKeypoints, model_points, g) -> np.ndarray:
+        """``estimate_offsets``, the long offsets on a bone (``along``) cut to their bone's axis."""
+        o = estimate_offsets(prepared, model_points, g, self.parts)
+        long = self.along(o)
+        unit = self.levers / np.maximum(np.linalg.norm(self.levers, axis=-1, keepdims=True), 1e-9)
+        o[long] = unit[long] * (o[long] * unit[long]).sum(-1, keepdims=True)
+        return o
+
+    def along(self, offsets: np.ndarray) -> np.ndarray:
+        """(K,) bool: joint keypoints on a one-child part whose joint is a keypoint too (a limb bone,
+        the neck, a spine segment) with an offset longer than LONG_OFFSET of that bone.
+
+        Such an offset cannot be applied through the previous round's pose: the shift G o moves the
+        target across the bone as the pose turns, by as much as the bone turns (gain |o| / |bone|
+        >= 1: the alternation does not converge; CMU's head node is 8 cm down a 9 cm SMPL neck, its
+        thorax 17 cm up a 13 cm spine segment: the neck turned 27 deg off the capture). Its part
+        across the bone would turn the bone off the captured one, which is a turn of the part, not a
+        definition. So it keeps the length along the bone, applied along the captured bone
+        x_k - x_parent (``shift``): no pose needed, the bone aimed exactly along the capture."""
+        ratio = np.linalg.norm(offsets, axis=-1) / np.maximum(
+            np.linalg.norm(self.levers, axis=-1), 1e-9
+        )
+        return (self.bone_from >= 0) & (ratio > LONG_OFFSET)
+
+    def shift(self, prepared: PreparedKeypoints, g: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """(T, K, 3) world shifts of the keypoints: G_part o from the pose ``g`` (T, 24, 3, 3), and
+        along the captured bone for the long offsets (``along_bones``)."""
+        return self.along_bones(prepared, offsets, _shift(g, self.parts, offsets))
+
+    def along_bones(self, prepared: PreparedKeypoints, offsets: np.ndarray, out: np.ndarray):
+        """``out`` (T, K, 3) with the shifts of the long offsets (``along``) replaced by their length
+        along the captured bone."""
+        ks = np.nonzero(self.along(offsets))[0]
+        if ks.size:
+            bone = prepared.positions[:, ks] - prepared.positions[:, self.bone_from[ks]]
+            unit = bone / np.maximum(np.linalg.norm(bone, axis=-1, keepdims=True), 1e-9)
+            lever = self.levers[ks]
+            lever = lever / np.maximum(np.linalg.norm(lever, axis=-1, keepdims=True), 1e-9)
+            out[:, ks] = unit * (offsets[ks] * lever).sum(-1)[None, :, None]
+        return out
+
+
+def calibrated_solve(ctx, run, mode: str = "auto", offsets=None) -> Calibrated:
+    """Solve ``ctx`` (the solver's context) with ``run(ctx) -> (rotmats, trans, used, rotations)``,
+    calibrated as the module docstring says when ``wants_calibration(mode, layout)``; or, when
+    ``offsets`` (K, 3) are given, aimed at the points those offsets calibrate (one round from an
+    uncalibrated solve of the subsample, no estimation)."""
+    prepared, model = ctx.prepared, ctx.model
+    layout = prepared.layout
+    if offsets is None and not wants_calibration(mode, layout):
+        rotmats, trans, used, rotations = run(ctx)
+        return Calibrated(rotmats, trans, used, rotations, None, ctx)
+    aims = _Aims.of(model, layout, ctx.betas)
+    frames = subsample(prepared.num_frames)
+    sub = ctx.with_prepared(prepared.cut(frames))
+    fixed = offsets is not None
+    o = np.asarray(offsets, np.float64) if fixed else np.zeros((layout.num_keypoints, 3))
+    rounds = 1 if fixed else CALIBRATION_ROUNDS
+    rotmats, trans, _, _ = run(sub)
+    for _ in range(rounds):
+        kp, g = posed_keypoints(model, layout, rotmats, ctx.betas, trans)
+        if not fixed:
+            o = aims.estimate(sub.prepared, kp, g)
+        shift = aims.shift(sub.prepared, g, o)
+        rotmats, trans, _, _ = run(ctx.with_prepared(shifted(sub.prepared, shift), offsets=o))
+    _, g = posed_keypoints(model, layout, rotmats, ctx.betas, trans)
+    shift = interpolate_shift(frames, _shift(g, aims.parts, o), prepared.num_frames)
+    shift = aims.along_bones(prepared, o, shift)
+    full = ctx.with_prepared(shifted(prepared, shift), ctx.notes, offsets=o)
+    rotmats, trans, used, rotations = run(full)
+    if not fixed:  # the offsets that calibrate the final pose (what the fit figures measure)
+        kp, g = posed_keypoints(model, layout, rotmats, ctx.betas, trans)
+        o = aims.estimate(prepared, kp, g)
+    n = int((np.linalg.norm(o, axis=-1) > 0).sum())
+    how = "given" if fixed else f"estimated over {frames.shape[0]} frames, {rounds} rounds"
+    ctx.notes.append(
+        f"calibration: {n} keypoint offset(s) in their SMPL body parts' frames ({how}; MoSh-style)"
+    )
+    return Calibrated(rotmats, trans, used, rotations, o.astype(np.float32), full)
