@@ -9,26 +9,44 @@ Markers", SIGGRAPH Asia 2014, sec. 3): a marker is a point rigidly attached to a
 constant, unknown offset, solved for together with the pose over many frames. Applied here to
 skeleton joints:
 
-    keypoint_k(t) ~ P_k(theta_t, beta) + G_part(k)(theta_t) o_k
+    keypoint_k(t) ~ c_k(t) = P_k(theta_t, beta) + G_part(k)(theta_t) o_k
 
 with P_k the layout's model point (``Layout.generate``), G_part the world rotation of the part
 (``keypoint_parts``: a joint rides on its parent's segment, exactly where forward kinematics puts
 it; a landmark on the joint that skins it most) and o_k (3,) in that part's frame, metres.
 
+A joint keypoint whose part has one child and whose part's joint is a keypoint too (the thigh from
+hip to knee, every limb bone, the neck, a spine segment: ``Geometry.chain_from``) is a bone of the
+capture: its offset is the bone's length difference, along the bone (o_k = s_k l_k, l_k SMPL's bone
+direction in the part's frame), and it rides on its parent keypoint's calibrated point,
+
+    c_k(t) = c_parent(t) + (P_k - P_parent)(t) + G_part(t) o_k,
+
+so the calibrated skeleton is SMPL's with each captured bone's length and the chains' roots (hips,
+upper back, neck base, shoulders) displaced in their parts' frames. A free offset across a bone
+would be a constant turn of the bone against the capture: indistinguishable from a pose error, it
+turned the segments off the captured bones (eval --real: neck 0 -> 27 deg, upper arms +1-2 deg),
+and applied through the previous pose it does not converge when it is as long as the bone (CMU's
+head node sits 8 cm down a 9 cm SMPL neck, its thorax 17 cm up a 13 cm spine segment).
+
 Estimation (``calibrated_solve``) alternates, as MoSh does, a pose solve aimed at the calibrated
-points (target_k(t) = keypoint_k(t) - G_part(t) o_k, the pose of the previous round giving G) and
-the offsets' linear least squares at fixed pose, which has a closed form per keypoint (the
-residuals seen from the part, averaged), with
+points and the offsets' linear least squares at fixed pose. A chain root's target is
+keypoint - G_part o (the pose of the previous round giving G); a bone's target is SMPL's bone length
+along the captured bone from its parent's target (``Geometry.shift``), which needs no pose, and its
+length difference is the captured length's mean less SMPL's. The roots' least squares has a closed
+form per keypoint (the residuals seen from the part, averaged, less a translation per frame common
+to all keypoints: where the body stands is the solve's, not a definition), with
 - a ridge toward zero offset (``OFFSET_RIDGE`` frames' worth of a zero residual: a keypoint seen in
   a few frames keeps its definition);
 - robustness to outlier frames by iteratively reweighted least squares with Huber weights
   (``HUBER_M``, Huber 1964): a frame where a marker slipped or the pose failed counts linearly, not
   quadratically;
 - the rounds on an evenly spread subsample of the frames (``CALIBRATION_FRAMES``), then one solve of
-  every frame with the shift interpolated in time from the subsample (the offsets are constants:
-  a few hundred frames determine them), so calibration costs a fraction of a solve.
-The betas stay the bone-length fit (``shape_inverse``): an offset along a bone absorbs a length
-difference. The layout's trust tables stay the priors they were (the weights of the solve).
+  every frame with the roots' shifts interpolated in time from the subsample (the offsets are
+  constants: a hundred frames determine them), so calibration costs a fraction of a solve.
+The betas stay the bone-length fit (``shape_inverse``): the bones' offsets absorb what the ten betas
+cannot (CMU's spine and neck nodes, spaced unlike SMPL's joints). The layout's trust tables stay the
+priors they were (the weights of the solve).
 
 Aim-only keypoints (bone ends: head top, toe and finger tips) are not calibrated: they give the
 leaves a direction, and an offset would turn the leaf away from the captured bone.
@@ -55,12 +73,13 @@ from .prepare import PreparedKeypoints
 CALIBRATE_MODES = ("auto", "on", "off")
 # layouts whose keypoints are a mocap lab's joint definitions (``--calibrate auto`` turns it on)
 SKELETON_LAYOUTS = frozenset({"cmu"})
-CALIBRATION_ROUNDS = 3  # pose solve + offset update; the fit changes < 1 mm after the third
+# pose solves of the subsample, each followed by the offsets' update (eval --real, worst take's
+# calibrated fit: 14.6 mm after one, 11.2 after two, 10.0 after three on the ASF/AMC takes)
+CALIBRATION_ROUNDS = 2
 CALIBRATION_FRAMES = 96  # frames the rounds run on, evenly spread over the take
 OFFSET_RIDGE = 2.0  # frames' worth of a zero residual pulling each offset toward 0
 HUBER_M = 0.03  # residuals (about the offset) above 3 cm count linearly (IRLS, Huber weights)
 IRLS_ITERS = 4
-LONG_OFFSET = 0.5  # an offset longer than this fraction of its bone is applied along it (_Aims.along)
 MAX_OFFSET_M = 0.30  # an offset longer than this is not a definition difference: not calibrated
 
 
@@ -107,25 +126,35 @@ def keypoint_parts(model, layout: Layout) -> np.ndarray:
 
 
 def posed_keypoints(model, layout: Layout, rotmats, betas, trans):
-    """The layout's model points (T, K, 3) (NaN where unsupported) and the parts' world rotations
-    (T, 24, 3, 3) of a solution, from one forward-kinematics pass (numpy, float64)."""
+    """The layout's model points (T, K, 3) and the parts' world rotations (T, 24, 3, 3) of a
+    solution, from one forward-kinematics pass (numpy, float64). Points that are not positions
+    (unsupported, aim-only) are NaN, and their landmarks are not skinned (skinning CMU's end points
+    cost more than the rest of the calibration)."""
     rot = torch.as_tensor(rotmats, dtype=model.dtype, device=model.device)
     t = torch.as_tensor(trans, dtype=model.dtype, device=model.device)
-    g, joints = model.global_transforms(rot, model.rest_joints(model.betas_tensor(betas, rot.shape[0])))
+    g, joints = model.global_transforms(
+        rot, model.rest_joints(model.betas_tensor(betas, rot.shape[0]))
+    )
     points = joints + t[:, None]
     w, lm = layout.regressor(model)
-    if lm:
-        points = torch.cat([points, model.landmarks(rot, betas, t, lm)], 1)
+    wanted = layout.supported(model) & ~layout.aim_only_mask()
+    used = [n for i, n in enumerate(lm) if bool((w[torch.as_tensor(wanted), 24 + i] != 0).any())]
+    if used:
+        lms = torch.zeros(rot.shape[0], len(lm), 3, dtype=points.dtype, device=points.device)
+        lms[:, [lm.index(n) for n in used]] = model.landmarks(rot, betas, t, used)
+        points = torch.cat([points, lms], 1)
+    elif lm:
+        points = torch.cat([points, points.new_zeros(rot.shape[0], len(lm), 3)], 1)
     kp = torch.einsum("kp,npc->nkc", w, points).detach().cpu().double().numpy()
-    kp[:, ~layout.supported(model)] = np.nan
+    kp[:, ~wanted] = np.nan
     return kp, g.detach().cpu().double().numpy()
 
 
 def calibrated_points(model, layout: Layout, rotmats, betas, trans, offsets) -> np.ndarray:
-    """(T, K, 3) the calibrated keypoints of a solution: model point + G_part @ offset."""
+    """(T, K, 3) the calibrated keypoints c_k of a solution (the module docstring's model)."""
     kp, g = posed_keypoints(model, layout, rotmats, betas, trans)
-    parts = keypoint_parts(model, layout)
-    return kp + _shift(g, parts, np.asarray(offsets, np.float64))
+    geometry = Geometry.of(model, layout, betas)
+    return geometry.points(kp, g, np.asarray(offsets, np.float64))
 
 
 def _shift(g: np.ndarray, parts: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -165,7 +194,9 @@ def estimate_offsets(
         # c: the Huber mean of what is left (the few keypoints far from their definitions, CMU's
         # spine and neck nodes 8-19 cm off SMPL's joints, count little until their offsets hold it)
         left = resid - world
-        hc = w * np.minimum(1.0, HUBER_M / np.maximum(np.linalg.norm(left - c[:, None], axis=-1), 1e-12))
+        hc = w * np.minimum(
+            1.0, HUBER_M / np.maximum(np.linalg.norm(left - c[:, None], axis=-1), 1e-12)
+        )
         c = (hc[..., None] * left).sum(1) / np.maximum(hc.sum(1), 1e-12)[:, None]
         local = np.einsum("tkji,tkj->tki", rot, resid - c[:, None])  # G^T (x - P - c)
         o = (h[..., None] * local).sum(0) / (h.sum(0) + OFFSET_RIDGE)[:, None]
@@ -218,89 +249,79 @@ def interpolate_shift(frames: np.ndarray, shift: np.ndarray, num_frames: int) ->
     return np.where(n[..., None] > 1e-12, out * (length / np.maximum(n, 1e-12))[..., None], out)
 
 
-REST_ROUNDS = 2  # the rest pose: one frame, solved again after each shift
-
-
-def calibrated_rest(ctx, offsets: np.ndarray):
-    import os
-    if os.environ.get("CAL_REST", "0") != "1":
-        return ctx
-    """The file's rest pose (``_Context.rest_context``) aimed at the points ``offsets`` calibrate, as
-    the take is: the constant rest calibrations of the rotation transfer (pelvis, spine3, leaves)
-    are measured on the same points the take's analytic IK aims at."""
-    layout = ctx.prepared.layout
-    aims = _Aims.of(ctx.model, layout, ctx.betas)
-    rest = ctx
-    for _ in range(REST_ROUNDS):
-        ana = rest.analytic()
-        _, g = posed_keypoints(ctx.model, layout, ana.rotmats, ctx.betas, ana.trans)
-        rest = ctx.with_prepared(shifted(ctx.prepared, aims.shift(ctx.prepared, g, offsets)))
-    return rest
-
-
 @dataclass
-class _Aims:
-    """How each keypoint's offset enters the solve (see ``calibrated_solve``)."""
+class Geometry:
+    """The calibration model of one layout on one body (see the module docstring)."""
 
     parts: np.ndarray  # (K,) keypoint_parts
     levers: np.ndarray  # (K, 3) rest_vectors
-    bone_from: np.ndarray  # (K,) the keypoint at the part's joint when that part has one child, or -1
+    chain_from: np.ndarray  # (K,) the keypoint at the part's joint for a bone keypoint, else -1
+    chained: tuple[int, ...]  # the bone keypoints, parents first
 
     @classmethod
-    def of(cls, model, layout: Layout, betas) -> _Aims:
-        from .model.skeleton import SMPL_CHILDREN
+    def of(cls, model, layout: Layout, betas) -> Geometry:
+        from .model.skeleton import SMPL_CHILDREN, SMPL_DEPTHS
 
         parts = keypoint_parts(model, layout)
         joint_of = layout.smpl_joint_of()
         at = {int(j): k for k, j in enumerate(joint_of) if j >= 0}
-        bone_from = np.array(
+        chain_from = np.array(
             [
-                at.get(int(p), -1) if p >= 0 and len(SMPL_CHILDREN[p]) == 1 and joint_of[k] >= 0 else -1
+                at.get(int(p), -1)
+                if p >= 0 and joint_of[k] >= 0 and len(SMPL_CHILDREN[p]) == 1
+                else -1
                 for k, p in enumerate(parts)
             ],
             dtype=np.int64,
         )
-        return cls(parts, rest_vectors(model, layout, betas, parts), bone_from)
+        chained = tuple(
+            sorted(np.nonzero(chain_from >= 0)[0].tolist(), key=lambda k: SMPL_DEPTHS[joint_of[k]])
+        )
+        return cls(parts, rest_vectors(model, layout, betas, parts), chain_from, chained)
+
+    @property
+    def roots(self) -> np.ndarray:
+        """(K,) parts of the keypoints with a free offset (-1 for the bones and the uncalibrated)."""
+        return np.where(self.chain_from >= 0, -1, self.parts)
+
+    def points(self, model_points: np.ndarray, g: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """(T, K, 3) calibrated points from the model points and parts' rotations of a pose."""
+        own = _shift(g, self.parts, offsets)  # G_part o
+        out = model_points + own
+        for k in self.chained:
+            p = self.chain_from[k]
+            out[:, k] = out[:, p] + (model_points[:, k] - model_points[:, p]) + own[:, k]
+        return out
 
     def estimate(self, prepared: PreparedKeypoints, model_points, g) -> np.ndarray:
-        """``estimate_offsets``, the long offsets on a bone (``along``) cut to their bone's axis."""
-        o = estimate_offsets(prepared, model_points, g, self.parts)
-        long = self.along(o)
-        unit = self.levers / np.maximum(np.linalg.norm(self.levers, axis=-1, keepdims=True), 1e-9)
-        o[long] = unit[long] * (o[long] * unit[long]).sum(-1, keepdims=True)
+        """(K, 3) offsets: the roots' by ``estimate_offsets`` at this pose, each bone's its captured
+        length's weighted mean less SMPL's, along SMPL's bone (0 where never measured at both ends)."""
+        o = estimate_offsets(prepared, model_points, g, self.roots)
+        x, w = prepared.positions, prepared.weight * prepared.measured
+        for k in self.chained:
+            p = self.chain_from[k]
+            both = w[:, k] * w[:, p]
+            lever = np.linalg.norm(self.levers[k])
+            if both.sum() <= 0 or lever <= 1e-9:
+                continue
+            length = (both * np.linalg.norm(x[:, k] - x[:, p], axis=-1)).sum() / both.sum()
+            o[k] = self.levers[k] * (length - lever) / lever
         return o
 
-    def along(self, offsets: np.ndarray) -> np.ndarray:
-        """(K,) bool: joint keypoints on a one-child part whose joint is a keypoint too (a limb bone,
-        the neck, a spine segment) with an offset longer than LONG_OFFSET of that bone.
-
-        Such an offset cannot be applied through the previous round's pose: the shift G o moves the
-        target across the bone as the pose turns, by as much as the bone turns (gain |o| / |bone|
-        >= 1: the alternation does not converge; CMU's head node is 8 cm down a 9 cm SMPL neck, its
-        thorax 17 cm up a 13 cm spine segment: the neck turned 27 deg off the capture). Its part
-        across the bone would turn the bone off the captured one, which is a turn of the part, not a
-        definition. So it keeps the length along the bone, applied along the captured bone
-        x_k - x_parent (``shift``): no pose needed, the bone aimed exactly along the capture."""
-        ratio = np.linalg.norm(offsets, axis=-1) / np.maximum(
-            np.linalg.norm(self.levers, axis=-1), 1e-9
-        )
-        return (self.bone_from >= 0) & (ratio > LONG_OFFSET)
-
-    def shift(self, prepared: PreparedKeypoints, g: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """(T, K, 3) world shifts of the keypoints: G_part o from the pose ``g`` (T, 24, 3, 3), and
-        along the captured bone for the long offsets (``along_bones``)."""
-        return self.along_bones(prepared, offsets, _shift(g, self.parts, offsets))
-
-    def along_bones(self, prepared: PreparedKeypoints, offsets: np.ndarray, out: np.ndarray):
-        """``out`` (T, K, 3) with the shifts of the long offsets (``along``) replaced by their length
-        along the captured bone."""
-        ks = np.nonzero(self.along(offsets))[0]
-        if ks.size:
-            bone = prepared.positions[:, ks] - prepared.positions[:, self.bone_from[ks]]
+    def shift(self, prepared: PreparedKeypoints, root_shift: np.ndarray, offsets) -> np.ndarray:
+        """(T, K, 3) keypoint - target for every keypoint: ``root_shift`` (G_part o, from a pose) for
+        the roots; for each bone, SMPL's bone length along the captured bone from its parent's
+        target (parents first), so the SMPL bone aims along the captured one and its own pose is
+        not needed (frames where the parent keypoint is missing: G_part o from ``root_shift``)."""
+        out = root_shift.copy()
+        x = prepared.positions
+        for k in self.chained:
+            p = self.chain_from[k]
+            bone = x[:, k] - x[:, p]
             unit = bone / np.maximum(np.linalg.norm(bone, axis=-1, keepdims=True), 1e-9)
-            lever = self.levers[ks]
-            lever = lever / np.maximum(np.linalg.norm(lever, axis=-1, keepdims=True), 1e-9)
-            out[:, ks] = unit * (offsets[ks] * lever).sum(-1)[None, :, None]
+            target = x[:, p] - out[:, p] + np.linalg.norm(self.levers[k]) * unit
+            seen = (prepared.weight[:, p] > 0)[:, None]
+            out[:, k] = np.where(seen, x[:, k] - target, root_shift[:, k])
         return out
 
 
@@ -314,30 +335,77 @@ def calibrated_solve(ctx, run, mode: str = "auto", offsets=None) -> Calibrated:
     if offsets is None and not wants_calibration(mode, layout):
         rotmats, trans, used, rotations = run(ctx)
         return Calibrated(rotmats, trans, used, rotations, None, ctx)
-    aims = _Aims.of(model, layout, ctx.betas)
+    geo = Geometry.of(model, layout, ctx.betas)
     frames = subsample(prepared.num_frames)
     sub = ctx.with_prepared(prepared.cut(frames))
     fixed = offsets is not None
     o = np.asarray(offsets, np.float64) if fixed else np.zeros((layout.num_keypoints, 3))
-    rounds = 1 if fixed else CALIBRATION_ROUNDS
+    rounds = 1 if fixed else max(CALIBRATION_ROUNDS, 1)
     rotmats, trans, _, _ = run(sub)
-    for _ in range(rounds):
+    for r in range(rounds):
         kp, g = posed_keypoints(model, layout, rotmats, ctx.betas, trans)
         if not fixed:
-            o = aims.estimate(sub.prepared, kp, g)
-        shift = aims.shift(sub.prepared, g, o)
-        rotmats, trans, _, _ = run(ctx.with_prepared(shifted(sub.prepared, shift), offsets=o))
-    _, g = posed_keypoints(model, layout, rotmats, ctx.betas, trans)
-    shift = interpolate_shift(frames, _shift(g, aims.parts, o), prepared.num_frames)
-    shift = aims.along_bones(prepared, o, shift)
-    full = ctx.with_prepared(shifted(prepared, shift), ctx.notes, offsets=o)
+            o = geo.estimate(sub.prepared, kp, g)
+        if r + 1 < rounds:
+            shift = geo.shift(sub.prepared, _shift(g, geo.parts, o), o)
+            rotmats, trans, _, _ = run(ctx.with_prepared(shifted(sub.prepared, shift)))
+    root_shift = interpolate_shift(frames, _shift(g, geo.parts, o), prepared.num_frames)
+    full = ctx.with_prepared(shifted(prepared, geo.shift(prepared, root_shift, o)), ctx.notes)
     rotmats, trans, used, rotations = run(full)
     if not fixed:  # the offsets that calibrate the final pose (what the fit figures measure)
-        kp, g = posed_keypoints(model, layout, rotmats, ctx.betas, trans)
-        o = aims.estimate(prepared, kp, g)
+        kp, g = posed_keypoints(model, layout, rotmats[frames], ctx.betas, trans[frames])
+        o = geo.estimate(sub.prepared, kp, g)
     n = int((np.linalg.norm(o, axis=-1) > 0).sum())
     how = "given" if fixed else f"estimated over {frames.shape[0]} frames, {rounds} rounds"
     ctx.notes.append(
         f"calibration: {n} keypoint offset(s) in their SMPL body parts' frames ({how}; MoSh-style)"
     )
     return Calibrated(rotmats, trans, used, rotations, o.astype(np.float32), full)
+
+
+def aimed_at(ctx, offsets, rotmats, trans):
+    """``ctx`` aimed at the points ``offsets`` (K, 3) calibrate, the roots' shifts taken from a
+    given pose of the same frames (the plug-in mode's existing motion: ``solver.refine_existing``)."""
+    model, prepared = ctx.model, ctx.prepared
+    o = np.asarray(offsets, np.float64)
+    geo = Geometry.of(model, prepared.layout, ctx.betas)
+    _, g = posed_keypoints(model, prepared.layout, rotmats, ctx.betas, trans)
+    shift = geo.shift(prepared, _shift(g, geo.parts, o), o)
+    ctx.notes.append(
+        f"calibration: aimed at the {int((np.linalg.norm(o, axis=-1) > 0).sum())} calibrated "
+        "keypoint(s) of the given offsets (keypoint_offsets)"
+    )
+    return ctx.with_prepared(shifted(prepared, shift), ctx.notes)
+
+
+def checked_offsets(offsets, layout: Layout, names=None, source: str = "keypoint_offsets"):
+    """``offsets`` as (K, 3) float64 for ``layout``, or a clear InputError: the shape, finite values,
+    at most MAX_OFFSET_M long, and (when the file names them) the same keypoints in the same order.
+    Offsets come from files (an earlier output's ``keypoint_offsets``): hostile until checked."""
+    o = np.asarray(offsets)
+    k = layout.num_keypoints
+    if o.dtype.kind not in "iuf" or o.shape != (k, 3):
+        raise InputError(
+            f"{source}: expected ({k}, 3) numbers, one offset per keypoint of the '{layout.name}' "
+            f"layout, got {o.dtype} {o.shape}. Use the output of a solve with the same layout, or "
+            "solve again without it."
+        )
+    o = o.astype(np.float64)
+    if not np.isfinite(o).all():
+        raise InputError(f"{source}: holds NaN or infinite values; the file is damaged.")
+    longest = float(np.linalg.norm(o, axis=-1).max(initial=0.0))
+    if longest > MAX_OFFSET_M:
+        raise InputError(
+            f"{source}: an offset is {longest:.2f} m long; a keypoint's calibration is at most "
+            f"{MAX_OFFSET_M:g} m. The file is not a calibration of this skeleton."
+        )
+    if names is not None:
+        given = [str(n) for n in np.asarray(names).reshape(-1)]
+        if given != list(layout.keypoints):
+            raise InputError(
+                f"{source}: the offsets are for the keypoints {', '.join(given[:6])}"
+                f"{' ...' if len(given) > 6 else ''}, not the '{layout.name}' layout's "
+                f"({', '.join(layout.keypoints[:6])} ...). Give --layout {layout.name}'s own output "
+                "or solve without it."
+            )
+    return o

@@ -28,7 +28,7 @@ import torch
 
 from .analytic_ik import IKResult, attach_landmarks, solve_analytic
 from .body_model import BodyModel
-from .calibration import calibrated_rest, calibrated_solve
+from .calibration import aimed_at, calibrated_solve, checked_offsets
 from .denoise import denoise
 from .device import cpu_threads
 from .errors import InputError, LSMPLifyError
@@ -193,19 +193,19 @@ class _Context:
     landmarks: tuple | None = (
         None  # (names, (T, L, 3) targets moved with their joints, (T, L) weights)
     )
-    offsets: np.ndarray | None = None  # (K, 3) the keypoint calibration aimed at (calibration.py)
 
     def __post_init__(self):
         self.targets, self.weight = self.prepared.smpl_targets()
         self.measured = self.prepared.smpl_measured()
 
     def with_prepared(
-        self, prepared: PreparedKeypoints, notes: list[str] | None = None, offsets=None
+        self, prepared: PreparedKeypoints, notes: list[str] | None = None
     ) -> _Context:
-        """The same solve on other keypoints (a frame subsample, calibrated targets, aimed with the
-        keypoint ``offsets``); its own notes unless ``notes`` is given."""
-        notes = [] if notes is None else notes
-        return _Context(prepared, self.model, self.options, self.betas, notes, offsets=offsets)
+        """The same solve on other keypoints (a frame subsample, calibrated targets); its own notes
+        unless ``notes`` is given."""
+        return _Context(
+            prepared, self.model, self.options, self.betas, [] if notes is None else notes
+        )
 
     def analytic(self) -> IKResult:
         """Analytic IK of every frame (computed once, in blocks of ``options.chunk``). With landmark
@@ -254,10 +254,9 @@ class _Context:
             up=p.up,
             rotations=SourceRotations(eye, rot.rest, rot.names),
         )
-        ctx = _Context(
+        return _Context(
             rest, self.model, dataclasses.replace(self.options, rotations="use"), self.betas, []
         )
-        return ctx if self.offsets is None else calibrated_rest(ctx, self.offsets)
 
     def landmark_targets(self):
         """The layout's landmark keypoints that this model has (a user's SMPL file may lack some)."""
@@ -687,7 +686,11 @@ def solve(
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     raw = fit_error_mm(model, prepared, rotmats, b, trans)
-    err = raw if cal.offsets is None else fit_error_mm(model, prepared, rotmats, b, trans, cal.offsets)
+    err = (
+        raw
+        if cal.offsets is None
+        else fit_error_mm(model, prepared, rotmats, b, trans, cal.offsets)
+    )
     return Solution(
         rotmats=rotmats,
         trans=trans,
@@ -725,6 +728,7 @@ def refine_existing(
     passes: int = 2,
     refine: int = 0,
     smooth="auto",
+    keypoint_offsets=None,
 ) -> Solution:
     """Plug-in mode: improve SMPL parameters that already exist for these frames (an image-based
     estimator's output, an animation on a rig) against the keypoints. ``passes`` network passes
@@ -736,7 +740,10 @@ def refine_existing(
 
     Per frame the given pose is kept where the refined one is worse: anatomically worse than
     analytic IK while the given one is not (``guard.worse_frames``), or a fit error more than
-    REFINE_TOLERANCE above the given pose's while the given one is anatomically sound."""
+    REFINE_TOLERANCE above the given pose's while the given one is anatomically sound.
+
+    ``keypoint_offsets`` (K, 3) (an earlier solve's ``Solution.keypoint_offsets``): aim at the
+    points they calibrate (``calibration.aimed_at``) and measure the fit to them."""
     t = prepared.num_frames
     rot = torch.as_tensor(np.asarray(rotmats), dtype=model.dtype, device=model.device)
     if rot.shape != (t, 24, 3, 3):
@@ -767,6 +774,9 @@ def refine_existing(
         start = time.perf_counter()
         denoised, noise_mm, smooth_s = _denoise(prepared, smooth, notes)
         ctx = _Context(denoised, model, SolveOptions(refine=refine, smooth=smooth), b, notes)
+        if keypoint_offsets is not None:
+            offsets = checked_offsets(keypoint_offsets, prepared.layout)
+            ctx = aimed_at(ctx, offsets, rot, tr)
         new_rot, new_tr = rot, tr
         if passes > 0:
             blocker = _network_blocker(ctx.measured)
@@ -779,9 +789,16 @@ def refine_existing(
         if refine > 0:
             new_rot, new_tr = _optimise_step(ctx, new_rot, new_tr, refine)
             notes.append(f"optimisation: {refine} iteration(s)")
-        new_rot, new_tr = _keep_better(ctx, prepared, (rot, tr), (new_rot, new_tr))
+        new_rot, new_tr = _keep_better(
+            ctx, prepared, (rot, tr), (new_rot, new_tr), keypoint_offsets
+        )
         seconds = time.perf_counter() - start
-    err = fit_error_mm(model, prepared, new_rot, b, new_tr)
+    raw = fit_error_mm(model, prepared, new_rot, b, new_tr)
+    err = (
+        raw
+        if keypoint_offsets is None
+        else fit_error_mm(model, prepared, new_rot, b, new_tr, keypoint_offsets)
+    )
     return Solution(
         rotmats=new_rot,
         trans=new_tr,
@@ -794,6 +811,10 @@ def refine_existing(
         notes=notes,
         noise_mm=noise_mm,
         smooth_s=smooth_s,
+        keypoint_offsets=None
+        if keypoint_offsets is None
+        else np.asarray(keypoint_offsets, np.float32),
+        fit_error_mm_raw=raw,
     )
 
 
@@ -820,15 +841,15 @@ def _plugin_passes(ctx: _Context, rot, passes: int):
     return r32.to(ctx.model.dtype), t32.to(ctx.model.dtype)
 
 
-def _keep_better(ctx: _Context, given: PreparedKeypoints, old, new):
+def _keep_better(ctx: _Context, given: PreparedKeypoints, old, new, offsets=None):
     """Per frame the refined (rotmats, trans) ``new`` unless the given ``old`` is better (see
     ``refine_existing``); notes how many frames kept the given pose."""
     model, ana = ctx.model, ctx.analytic()
     j_old, j_new = model.joints(old[0], ctx.betas, old[1]), model.joints(new[0], ctx.betas, new[1])
     old_bad = worse_frames(j_old, ana.joints, ctx.targets, ctx.measured)
     new_bad = worse_frames(j_new, ana.joints, ctx.targets, ctx.measured)
-    e_old = fit_error_mm(model, given, old[0], ctx.betas, old[1])
-    e_new = fit_error_mm(model, given, new[0], ctx.betas, new[1])
+    e_old = fit_error_mm(model, given, old[0], ctx.betas, old[1], offsets)
+    e_new = fit_error_mm(model, given, new[0], ctx.betas, new[1], offsets)
     with np.errstate(invalid="ignore"):
         keep = ~old_bad & (new_bad | (e_new > e_old * (1 + REFINE_TOLERANCE)))
     if keep.any():
