@@ -776,7 +776,7 @@ def refine_existing(
         ctx = _Context(denoised, model, SolveOptions(refine=refine, smooth=smooth), b, notes)
         if keypoint_offsets is not None:
             offsets = checked_offsets(keypoint_offsets, prepared.layout)
-            ctx = aimed_at(ctx, offsets, rot, tr)
+            ctx = aimed_at(ctx, offsets)
         new_rot, new_tr = rot, tr
         if passes > 0:
             blocker = _network_blocker(ctx.measured)
