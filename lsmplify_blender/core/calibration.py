@@ -80,6 +80,7 @@ CALIBRATION_FRAMES = 96  # frames the rounds run on, evenly spread over the take
 OFFSET_RIDGE = 2.0  # frames' worth of a zero residual pulling each offset toward 0
 HUBER_M = 0.03  # residuals (about the offset) above 3 cm count linearly (IRLS, Huber weights)
 IRLS_ITERS = 4
+FAR_START = 0.5  # a bone starting further than this share of it from SMPL's joint is re-aimed
 MAX_OFFSET_M = 0.30  # an offset longer than this is not a definition difference: not calibrated
 
 
@@ -308,17 +309,28 @@ class Geometry:
             o[k] = self.levers[k] * (length - lever) / lever
         return o
 
-    def aim_bones(self, model, prepared: PreparedKeypoints, rotmats, betas):
-        """``rotmats`` with each bone's segment turned (the minimal swing) onto the captured bone,
-        every other segment keeping its world rotation: the calibrated bone's target lies along the
-        captured bone from its parent's target, but analytic IK aims from the rebuilt joint, which
-        the torso's fit leaves ~1 cm from its target at CMU's neck base (the 9 cm neck then 3-4 deg
-        off the captured one; uncalibrated, the aim followed the captured bone exactly because the
-        rebuilt neck was 19 cm from its keypoint, see ``analytic_ik._Aim``)."""
+    def far_starts(self, offsets: np.ndarray) -> list[int]:
+        """The bones whose start keypoint's own offset is longer than FAR_START of the bone: the
+        captured bone starts far from SMPL's joint (CMU's neck base 19 cm from SMPL's neck, its
+        upper back 14 cm from SMPL's spine1)."""
+        start = np.linalg.norm(offsets[self.chain_from.clip(0)], axis=-1)
+        bone = np.linalg.norm(self.levers, axis=-1)
+        return [k for k in self.chained if start[k] > FAR_START * bone[k]]
+
+    def aim_bones(self, model, prepared: PreparedKeypoints, rotmats, betas, offsets):
+        """``rotmats`` with each bone that starts far from its SMPL joint (``far_starts``) turned (the
+        minimal swing) onto the captured bone, every other segment keeping its world rotation. Such
+        a bone's target lies along the captured bone from its parent's target, but analytic IK aims
+        from the rebuilt joint, which the torso's fit leaves ~1 cm from its target at CMU's neck
+        base: the 9 cm neck was 3-4 deg off the captured one (uncalibrated, the aim followed the
+        captured bone because the rebuilt neck was 19 cm from its keypoint: ``analytic_ik._Aim``
+        does the same from half a bone on). The limbs start within a fifth of their bone and
+        follow the capture within 0.5 deg as solved."""
         from .body_model import SMPL_PARENTS
         from .rotations import swing_rotation
 
-        if not self.chained:
+        bones = self.far_starts(np.asarray(offsets, np.float64))
+        if not bones:
             return rotmats
         rot = torch.as_tensor(rotmats)
         rest = model.rest_joints(model.betas_tensor(betas))[0].to(rot.dtype)
@@ -328,7 +340,7 @@ class Geometry:
         x = torch.as_tensor(prepared.positions, dtype=rot.dtype)
         seen = torch.as_tensor(prepared.measured)
         eye = torch.eye(3, dtype=rot.dtype)
-        for k in self.chained:
+        for k in bones:
             p, c, a = int(self.parts[k]), int(joint_of[k]), int(self.chain_from[k])
             bone = g[:, p] @ (rest[c] - rest[p])
             swing = swing_rotation(bone, x[:, k] - x[:, a])
@@ -383,7 +395,7 @@ def calibrated_solve(ctx, run, mode: str = "auto", offsets=None) -> Calibrated:
     root_shift = interpolate_shift(frames, _shift(g, geo.parts, o), prepared.num_frames)
     full = ctx.with_prepared(shifted(prepared, geo.shift(prepared, root_shift, o)), ctx.notes)
     rotmats, trans, used, rotations = run(full)
-    rotmats = geo.aim_bones(model, prepared, rotmats, ctx.betas)
+    rotmats = geo.aim_bones(model, prepared, rotmats, ctx.betas, o)
     if not fixed:  # the offsets that calibrate the final pose (what the fit figures measure)
         kp, g = posed_keypoints(model, layout, rotmats[frames], ctx.betas, trans[frames])
         o = geo.estimate(sub.prepared, kp, g)
