@@ -78,7 +78,7 @@ def test_a_folded_head_is_a_warning_not_a_score(model, take):
     rot = sol.rotmats.clone()
     rot[:, 12] = rot[:, 12] @ bend
     rep = fit_report(model, prep, dataclasses.replace(sol, rotmats=rot), source_names=seq.names)
-    neck = dict(zip(rep.segment_names, rep.segment_direction_deg))["neck"]
+    neck = dict(zip(rep.segment_names, rep.segment_direction_deg, strict=True))["neck"]
     assert neck > SEGMENT_WARN_DEG
     assert any("disagree with the capture" in w and "neck" in w for w in rep.warnings)
     assert any("folded below the neck" in w for w in rep.warnings)

@@ -309,13 +309,30 @@ class Geometry:
             o[k] = self.levers[k] * (length - lever) / lever
         return o
 
-    def far_starts(self, offsets: np.ndarray) -> list[int]:
-        """The bones whose start keypoint's own offset is longer than FAR_START of the bone: the
-        captured bone starts far from SMPL's joint (CMU's neck base 19 cm from SMPL's neck, its
-        upper back 14 cm from SMPL's spine1)."""
+    def far_starts(self, offsets: np.ndarray, joint_of: np.ndarray) -> list[int]:
+        """The last bones of their chains (no keypoint rides below them) whose start keypoint's own
+        offset is longer than FAR_START of the bone: the captured bone starts far from SMPL's joint
+        (CMU's neck base 19 cm from SMPL's neck). A bone with keypoints below (CMU's upper back,
+        14 cm from SMPL's spine1, under the whole upper body) is not turned: that would move them."""
+        from .body_model import SMPL_PARENTS
+
+        def below(j: int, c: int) -> bool:  # j in c's subtree, c excluded
+            while j > 0:
+                j = SMPL_PARENTS[j]
+                if j == c:
+                    return True
+            return False
+
         start = np.linalg.norm(offsets[self.chain_from.clip(0)], axis=-1)
         bone = np.linalg.norm(self.levers, axis=-1)
-        return [k for k in self.chained if start[k] > FAR_START * bone[k]]
+        return [
+            k
+            for k in self.chained
+            if start[k] > FAR_START * bone[k]
+            and not any(
+                below(int(p), int(joint_of[k])) or p == joint_of[k] for p in self.parts if p >= 0
+            )
+        ]
 
     def aim_bones(self, model, prepared: PreparedKeypoints, rotmats, betas, offsets):
         """``rotmats`` with each bone that starts far from its SMPL joint (``far_starts``) turned (the
@@ -329,14 +346,14 @@ class Geometry:
         from .body_model import SMPL_PARENTS
         from .rotations import swing_rotation
 
-        bones = self.far_starts(np.asarray(offsets, np.float64))
+        joint_of = prepared.layout.smpl_joint_of()
+        bones = self.far_starts(np.asarray(offsets, np.float64), joint_of)
         if not bones:
             return rotmats
         rot = torch.as_tensor(rotmats)
         rest = model.rest_joints(model.betas_tensor(betas))[0].to(rot.dtype)
         g, _ = model.global_transforms(rot, rest.expand(rot.shape[0], -1, -1))
         g = g.clone()
-        joint_of = prepared.layout.smpl_joint_of()
         x = torch.as_tensor(prepared.positions, dtype=rot.dtype)
         seen = torch.as_tensor(prepared.measured)
         eye = torch.eye(3, dtype=rot.dtype)
