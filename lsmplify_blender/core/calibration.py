@@ -41,9 +41,10 @@ to all keypoints: where the body stands is the solve's, not a definition), with
 - robustness to outlier frames by iteratively reweighted least squares with Huber weights
   (``HUBER_M``, Huber 1964): a frame where a marker slipped or the pose failed counts linearly, not
   quadratically;
-- the rounds on an evenly spread subsample of the frames (``CALIBRATION_FRAMES``), then one solve of
-  every frame with the roots' shifts interpolated in time from the subsample (the offsets are
-  constants: a hundred frames determine them), so calibration costs a fraction of a solve.
+- the rounds by analytic IK on an evenly spread subsample of the frames (``CALIBRATION_FRAMES``: the
+  offsets are constants, a hundred frames determine them), then two analytic passes over every
+  frame place the roots' shifts and the solver (any strategy, the file's rotations included) runs
+  once on the calibrated targets, so calibration costs a fraction of a solve.
 The betas stay the bone-length fit (``shape_inverse``): the bones' offsets absorb what the ten betas
 cannot (CMU's spine and neck nodes, spaced unlike SMPL's joints). The layout's trust tables stay the
 priors they were (the weights of the solve).
@@ -76,6 +77,9 @@ SKELETON_LAYOUTS = frozenset({"cmu"})
 # pose solves of the subsample, each followed by the offsets' update (eval --real, worst take's
 # calibrated fit: 14.6 mm after one, 11.2 after two, 10.0 after three on the ASF/AMC takes)
 CALIBRATION_ROUNDS = 2
+# strategy runs on the subsample that re-estimate the roots' offsets in its frames (eval --real,
+# worst cmu_subset take's calibrated fit: 15.6 mm after one, 13.2 after two)
+STRATEGY_ROUNDS = 2
 CALIBRATION_FRAMES = 96  # frames the rounds run on, evenly spread over the take
 OFFSET_RIDGE = 2.0  # frames' worth of a zero residual pulling each offset toward 0
 HUBER_M = 0.03  # residuals (about the offset) above 3 cm count linearly (IRLS, Huber weights)
@@ -232,24 +236,6 @@ def subsample(num_frames: int, count: int = CALIBRATION_FRAMES) -> np.ndarray:
     return np.unique(np.linspace(0, num_frames - 1, count).round().astype(np.int64))
 
 
-def interpolate_shift(frames: np.ndarray, shift: np.ndarray, num_frames: int) -> np.ndarray:
-    """(T, K, 3) the world shift G_part(t) o_k at every frame from its values at ``frames``: linear in
-    time per component, rescaled to the offset's length (a rotating vector of fixed length)."""
-    if frames.shape[0] == num_frames:
-        return shift
-    t = np.arange(num_frames)
-    out = np.stack(
-        [
-            np.stack([np.interp(t, frames, shift[:, k, c]) for c in range(3)], -1)
-            for k in range(shift.shape[1])
-        ],
-        1,
-    )
-    length = np.linalg.norm(shift[:1], axis=-1)  # the same in every frame (a rotated offset)
-    n = np.linalg.norm(out, axis=-1)
-    return np.where(n[..., None] > 1e-12, out * (length / np.maximum(n, 1e-12))[..., None], out)
-
-
 @dataclass
 class Geometry:
     """The calibration model of one layout on one body (see the module docstring)."""
@@ -387,9 +373,17 @@ class Geometry:
 
 def calibrated_solve(ctx, run, mode: str = "auto", offsets=None) -> Calibrated:
     """Solve ``ctx`` (the solver's context) with ``run(ctx) -> (rotmats, trans, used, rotations)``,
-    calibrated as the module docstring says when ``wants_calibration(mode, layout)``; or, when
-    ``offsets`` (K, 3) are given, aimed at the points those offsets calibrate (one round from an
-    uncalibrated solve of the subsample, no estimation)."""
+    calibrated as the module docstring says when ``wants_calibration(mode, layout)``, or aimed at the
+    points given ``offsets`` (K, 3) calibrate.
+
+    The rounds run analytic IK (``analytic_pose``) on the subsample; the take's targets come from
+    two analytic passes over every frame (``aimed_at``), so each frame's targets depend on that
+    frame alone (a take glued twice gives the same poses twice). The strategy's parts turn by a
+    constant against analytic IK's (the file's rotations set the pelvis and spine3): one run of it
+    on the subsample re-estimates the roots' offsets in its frames and measures that turn (mean per
+    part), which the take's shifts then carry; then ``run`` solves every frame once (the roots'
+    shifts from analytic IK alone left the worst cmu_subset take at 17 mm). The offsets returned are
+    re-estimated on the final pose (the fit figures' model)."""
     prepared, model = ctx.prepared, ctx.model
     layout = prepared.layout
     if offsets is None and not wants_calibration(mode, layout):
@@ -397,55 +391,109 @@ def calibrated_solve(ctx, run, mode: str = "auto", offsets=None) -> Calibrated:
         return Calibrated(rotmats, trans, used, rotations, None, ctx)
     geo = Geometry.of(model, layout, ctx.betas)
     frames = subsample(prepared.num_frames)
-    sub = ctx.with_prepared(prepared.cut(frames))
+    sub = prepared.cut(frames)
     fixed = offsets is not None
     o = np.asarray(offsets, np.float64) if fixed else np.zeros((layout.num_keypoints, 3))
-    rounds = 1 if fixed else max(CALIBRATION_ROUNDS, 1)
-    rotmats, trans, _, _ = run(sub)
-    for r in range(rounds):
-        kp, g = posed_keypoints(model, layout, rotmats, ctx.betas, trans)
-        if not fixed:
-            o = geo.estimate(sub.prepared, kp, g)
-        if r + 1 < rounds:
-            shift = geo.shift(sub.prepared, _shift(g, geo.parts, o), o)
-            rotmats, trans, _, _ = run(ctx.with_prepared(shifted(sub.prepared, shift)))
-    root_shift = interpolate_shift(frames, _shift(g, geo.parts, o), prepared.num_frames)
-    full = ctx.with_prepared(shifted(prepared, geo.shift(prepared, root_shift, o)), ctx.notes)
+    if not fixed:
+        rotmats, trans = analytic_pose(ctx, sub)
+        for r in range(CALIBRATION_ROUNDS):
+            kp, g = posed_keypoints(model, layout, rotmats, ctx.betas, trans)
+            o = geo.estimate(sub, kp, g)
+            if r + 1 < CALIBRATION_ROUNDS:
+                shift = geo.shift(sub, _shift(g, geo.parts, o), o)
+                rotmats, trans = analytic_pose(ctx, shifted(sub, shift))
+    full, g_ana = _aimed(ctx, o, geo)
+    for _ in range(0 if fixed else STRATEGY_ROUNDS):  # the strategy's own frames (see above)
+        rot_s, trans_s, _, _ = run(ctx.with_prepared(full.prepared.cut(frames)))
+        kp, g_s = posed_keypoints(model, layout, rot_s, ctx.betas, trans_s)
+        o = geo.estimate(sub, kp, g_s)
+        turn = mean_rotation(np.einsum("tjab,tjcb->tjac", g_s, g_ana[frames]))  # G_s G_ana^T
+        g_run = np.einsum("jab,tjbc->tjac", turn, g_ana)
+        shift = geo.shift(prepared, _shift(g_run, geo.parts, o), o)
+        full = ctx.with_prepared(shifted(prepared, shift), ctx.notes)
     rotmats, trans, used, rotations = run(full)
     rotmats = geo.aim_bones(model, prepared, rotmats, ctx.betas, o)
     if not fixed:  # the offsets that calibrate the final pose (what the fit figures measure)
         kp, g = posed_keypoints(model, layout, rotmats[frames], ctx.betas, trans[frames])
-        o = geo.estimate(sub.prepared, kp, g)
+        o = geo.estimate(sub, kp, g)
     n = int((np.linalg.norm(o, axis=-1) > 0).sum())
-    how = "given" if fixed else f"estimated over {frames.shape[0]} frames, {rounds} rounds"
+    how = (
+        "given"
+        if fixed
+        else f"estimated over {frames.shape[0]} frames, {CALIBRATION_ROUNDS} rounds"
+    )
     ctx.notes.append(
         f"calibration: {n} keypoint offset(s) in their SMPL body parts' frames ({how}; MoSh-style)"
     )
     return Calibrated(rotmats, trans, used, rotations, o.astype(np.float32), full)
 
 
+def analytic_pose(ctx, prepared: PreparedKeypoints):
+    """(rotmats, trans) of analytic IK on ``prepared``'s joint targets and position landmarks (not
+    the aim-only end points: the parts that carry offsets are solved before the leaves), in blocks
+    of the solve's chunk."""
+    from .analytic_ik import solve_analytic
+
+    layout = prepared.layout
+    targets, weight = prepared.smpl_targets()
+    lm = [
+        k
+        for k, d in enumerate(layout.definitions)
+        if d
+        and d.startswith("@")
+        and "+" not in d
+        and not layout.aim_only_mask()[k]
+        and d[1:] in ctx.model.data.landmarks
+    ]
+    names = [layout.definitions[k][1:] for k in lm]
+    chunk = ctx.options.chunk
+    parts = [
+        solve_analytic(
+            ctx.model,
+            ctx.betas,
+            targets[s : s + chunk],
+            weight[s : s + chunk],
+            names,
+            prepared.positions[s : s + chunk, lm],
+            prepared.weight[s : s + chunk, lm],
+        )
+        for s in range(0, prepared.num_frames, chunk)
+    ]
+    return torch.cat([p.rotmats for p in parts]), torch.cat([p.trans for p in parts])
+
+
 AIM_ROUNDS = 2  # analytic solves that place the chain roots' shifts in ``aimed_at``
 
 
-def aimed_at(ctx, offsets):
-    """``ctx`` aimed at the points ``offsets`` (K, 3) calibrate (the plug-in mode: an earlier solve's
-    offsets reused, ``solver.refine_existing``). The chain roots' shifts G_part o come from analytic IK
-    of the keypoints themselves, solved again on the shifted ones, not from the motion being refined:
-    10 deg of noise per joint in it moved CMU's neck-base target (a 19 cm offset) by centimetres."""
+def aimed_at(ctx, offsets, geo: Geometry | None = None):
+    """``ctx`` aimed at the points ``offsets`` (K, 3) calibrate (also the plug-in mode: an earlier
+    solve's offsets reused, ``solver.refine_existing``). The chain roots' shifts G_part o come from
+    analytic IK of the keypoints themselves (``analytic_pose``), solved again on the shifted ones
+    (AIM_ROUNDS), never from a motion being refined: 10 deg of noise per joint in it moved CMU's
+    neck-base target (a 19 cm offset) by centimetres."""
+    return _aimed(ctx, offsets, geo)[0]
+
+
+def _aimed(ctx, offsets, geo: Geometry | None = None):
+    """``aimed_at`` and the parts' world rotations (T, 24, 3, 3) of its last analytic pass."""
     model, prepared = ctx.model, ctx.prepared
     o = np.asarray(offsets, np.float64)
-    geo = Geometry.of(model, prepared.layout, ctx.betas)
-    aimed = ctx
+    geo = geo or Geometry.of(model, prepared.layout, ctx.betas)
+    aimed = prepared
     for _ in range(AIM_ROUNDS):
-        ana = aimed.analytic()
-        _, g = posed_keypoints(model, prepared.layout, ana.rotmats, ctx.betas, ana.trans)
-        aimed = ctx.with_prepared(
-            shifted(prepared, geo.shift(prepared, _shift(g, geo.parts, o), o))
-        )
-    n = int((np.linalg.norm(o, axis=-1) > 0).sum())
-    ctx.notes.append(f"calibration: aimed at the {n} calibrated keypoint(s) of keypoint_offsets")
-    aimed.notes = ctx.notes
-    return aimed
+        rotmats, trans = analytic_pose(ctx, aimed)
+        _, g = posed_keypoints(model, prepared.layout, rotmats, ctx.betas, trans)
+        aimed = shifted(prepared, geo.shift(prepared, _shift(g, geo.parts, o), o))
+    return ctx.with_prepared(aimed, ctx.notes), g
+
+
+def mean_rotation(rotations: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) the chordal mean over the first axis of (T, ..., 3, 3) rotations (the mean matrix
+    projected onto SO(3) by SVD, Hartley et al. 2013 "Rotation averaging", sec. 5.3)."""
+    u, _, vt = np.linalg.svd(rotations.mean(0))
+    d = np.sign(np.linalg.det(u @ vt))
+    u[..., :, -1] *= d[..., None]
+    return u @ vt
 
 
 def checked_offsets(offsets, layout: Layout, names=None, source: str = "keypoint_offsets"):

@@ -777,6 +777,9 @@ def refine_existing(
         if keypoint_offsets is not None:
             offsets = checked_offsets(keypoint_offsets, prepared.layout)
             ctx = aimed_at(ctx, offsets)
+            notes.append(
+                "calibration: aimed at the calibrated keypoints of the given keypoint_offsets"
+            )
         new_rot, new_tr = rot, tr
         if passes > 0:
             blocker = _network_blocker(ctx.measured)
