@@ -465,25 +465,36 @@ def analytic_pose(ctx, prepared: PreparedKeypoints):
 AIM_ROUNDS = 2  # analytic solves that place the chain roots' shifts in ``aimed_at``
 
 
-def aimed_at(ctx, offsets, geo: Geometry | None = None):
-    """``ctx`` aimed at the points ``offsets`` (K, 3) calibrate (also the plug-in mode: an earlier
-    solve's offsets reused, ``solver.refine_existing``). The chain roots' shifts G_part o come from
-    analytic IK of the keypoints themselves (``analytic_pose``), solved again on the shifted ones
-    (AIM_ROUNDS), never from a motion being refined: 10 deg of noise per joint in it moved CMU's
-    neck-base target (a 19 cm offset) by centimetres."""
-    return _aimed(ctx, offsets, geo)[0]
-
-
-def _aimed(ctx, offsets, geo: Geometry | None = None):
-    """``aimed_at`` and the parts' world rotations (T, 24, 3, 3) of its last analytic pass."""
+def aimed_at(ctx, offsets, reference=None):
+    """``ctx`` aimed at the points ``offsets`` (K, 3) calibrate (the plug-in mode: an earlier solve's
+    offsets reused, ``solver.refine_existing``). The chain roots' shifts G_part o come from analytic
+    IK of the keypoints themselves (``analytic_pose``), solved again on the shifted ones
+    (AIM_ROUNDS), turned by the parts' mean turn from analytic IK to the ``reference`` motion
+    ((rotmats, trans) of the same frames: the offsets are in its solver's frames, whose pelvis and
+    spine3 the file's rotations set). Its parts are never used frame by frame: 10 deg of noise per
+    joint moved CMU's neck-base target (a 19 cm offset) by centimetres; over the take it averages out."""
     model, prepared = ctx.model, ctx.prepared
     o = np.asarray(offsets, np.float64)
-    geo = geo or Geometry.of(model, prepared.layout, ctx.betas)
+    geo = Geometry.of(model, prepared.layout, ctx.betas)
+    aimed, g = _aimed(ctx, o, geo)
+    if reference is None:
+        return aimed
+    _, g_ref = posed_keypoints(model, prepared.layout, reference[0], ctx.betas, reference[1])
+    turn = mean_rotation(np.einsum("tjab,tjcb->tjac", g_ref, g))
+    g_run = np.einsum("jab,tjbc->tjac", turn, g)
+    shift = geo.shift(prepared, _shift(g_run, geo.parts, o), o)
+    return ctx.with_prepared(shifted(prepared, shift), ctx.notes)
+
+
+def _aimed(ctx, offsets, geo: Geometry):
+    """``ctx`` aimed at the calibrated points by analytic IK alone (AIM_ROUNDS passes over every
+    frame) and the parts' world rotations (T, 24, 3, 3) of its last pass."""
+    model, prepared = ctx.model, ctx.prepared
     aimed = prepared
     for _ in range(AIM_ROUNDS):
         rotmats, trans = analytic_pose(ctx, aimed)
         _, g = posed_keypoints(model, prepared.layout, rotmats, ctx.betas, trans)
-        aimed = shifted(prepared, geo.shift(prepared, _shift(g, geo.parts, o), o))
+        aimed = shifted(prepared, geo.shift(prepared, _shift(g, geo.parts, offsets), offsets))
     return ctx.with_prepared(aimed, ctx.notes), g
 
 

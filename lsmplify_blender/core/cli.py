@@ -292,11 +292,12 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
     check_plausible(prepared)
     calibrate = getattr(args, "calibrate", "auto")
     if getattr(args, "init", None):
+        init = _load_init(args.init, model)  # checks the file first (its own messages)
         offsets = None if calibrate == "off" else _init_offsets(args.init, prepared.layout)
         sol = refine_existing(
             prepared,
             model,
-            *_load_init(args.init, model),
+            *init,
             passes=args.passes,
             refine=args.refine,
             smooth=args.smooth,

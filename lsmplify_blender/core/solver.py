@@ -776,7 +776,7 @@ def refine_existing(
         ctx = _Context(denoised, model, SolveOptions(refine=refine, smooth=smooth), b, notes)
         if keypoint_offsets is not None:
             offsets = checked_offsets(keypoint_offsets, prepared.layout)
-            ctx = aimed_at(ctx, offsets)
+            ctx = aimed_at(ctx, offsets, reference=(rot, tr))
             notes.append(
                 "calibration: aimed at the calibrated keypoints of the given keypoint_offsets"
             )
