@@ -28,6 +28,7 @@ import torch
 
 from .analytic_ik import IKResult, attach_landmarks, solve_analytic
 from .body_model import BodyModel
+from .contacts import LOCK_MODES, check_ground, plant_feet
 from .denoise import denoise
 from .device import cpu_threads
 from .errors import InputError, LSMPLifyError
@@ -67,6 +68,9 @@ class Solution:
     rotations: bool = (
         False  # the file's own bone rotations gave the twists (SolveOptions.rotations)
     )
+    contacts: np.ndarray | None = None  # (T, 2) bool: left/right foot on the ground (the source's)
+    ground_height: float = float("nan")  # metres, Y up (given, or estimated: contacts.py)
+    feet: dict = field(default_factory=dict)  # contacts.feet_report: skating, penetration figures
 
     @property
     def poses(self) -> np.ndarray:
@@ -133,8 +137,15 @@ class SolveOptions:
     rotations: str = (
         "auto"  # the file's bone rotations: 'auto' (use when present), 'use' (required), 'ignore'
     )
+    lock_feet: str = "auto"  # plant feet in contact + keep the mesh above ground (contacts.py)
+    ground: float | None = None  # the floor's height (m, Y up); None = from the source
 
     def check(self) -> None:
+        if self.lock_feet not in LOCK_MODES:
+            raise InputError(
+                f"lock_feet must be one of {', '.join(LOCK_MODES)}, not '{self.lock_feet}'."
+            )
+        check_ground(self.ground)
         if self.rotations not in ROTATION_MODES:
             raise InputError(
                 f"rotations must be one of {', '.join(ROTATION_MODES)}, not '{self.rotations}'."
@@ -653,6 +664,8 @@ def solve(
     network_chunk: int | None = None,
     rotations: str = "auto",
     options: SolveOptions | None = None,
+    lock_feet: str = "auto",
+    ground: float | None = None,
 ) -> Solution:
     """Solve every frame with one strategy (``SolveOptions``; the keyword arguments build one when
     ``options`` is not given), then ``refine`` iterations of batched optimisation."""
@@ -664,6 +677,8 @@ def solve(
         smooth=smooth,
         network_chunk=network_chunk,
         rotations=rotations,
+        lock_feet=lock_feet,
+        ground=ground,
     )
     opts.check()
     with cpu_threads(model.device):
@@ -684,6 +699,10 @@ def solve(
             rotmats, trans, used = STRATEGIES[opts.solver](ctx)
         if opts.refine > 0:
             rotmats, trans = _optimise_step(ctx, rotmats, trans, opts.refine)
+        feet = plant_feet(denoised, model, b, rotmats, trans, opts.lock_feet, opts.ground)
+        rotmats, trans = feet.rotmats, feet.trans
+        if feet.locked:
+            notes.append(_feet_note(feet))
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
@@ -701,6 +720,18 @@ def solve(
         noise_mm=noise_mm,
         smooth_s=smooth_s,
         rotations=source is not None,
+        contacts=feet.contacts,
+        ground_height=feet.ground_height,
+        feet=feet.report,
+    )
+
+
+def _feet_note(feet) -> str:
+    r = feet.report
+    return (
+        f"feet: {r['contact_frames'][0]} / {r['contact_frames'][1]} frame(s) of left / right foot "
+        f"contact planted; ground at Y = {feet.ground_height:.3f} m "
+        f"({'given' if feet.ground_given else 'from the source'}); the mesh kept above it"
     )
 
 
