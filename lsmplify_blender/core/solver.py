@@ -603,6 +603,8 @@ def _with_rotations(ctx: _Context, source: torch.Tensor, base=None):
         rest_rot[:, j] = g_s0[:, SMPL_PARENTS[j]].transpose(-1, -2) @ g_s0[:, j]
     for j, c in _leaf_calibration(at_rest, rest_rot).items():
         rot[:, j] = rot[:, j] @ c
+        for k in KIDS[j]:  # a calibrated joint's children keep their world orientation
+            rot[:, k] = c.transpose(-1, -2) @ rot[:, k]
     ctx.notes.append(
         "bone rotations: the twist of every bone and the orientation of the head, hands and feet "
         "from the file's own rotations (transferred onto SMPL, rest calibration by bone directions)"
