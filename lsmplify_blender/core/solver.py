@@ -29,6 +29,7 @@ import torch
 from .analytic_ik import IKResult, attach_landmarks, solve_analytic
 from .body_model import BodyModel
 from .calibration import aimed_at, calibrated_solve, checked_offsets
+from .contacts import LOCK_MODES, check_ground, plant_feet
 from .denoise import denoise
 from .device import cpu_threads
 from .errors import InputError, LSMPLifyError
@@ -72,6 +73,9 @@ class Solution:
     # None when not calibrated. ``fit_error_mm`` is then to the calibrated keypoints.
     keypoint_offsets: np.ndarray | None = None
     fit_error_mm_raw: np.ndarray | None = None  # (T,) to the keypoints as captured (uncalibrated)
+    contacts: np.ndarray | None = None  # (T, 2) bool: left/right foot on the ground (the source's)
+    ground_height: float = float("nan")  # metres, Y up (given, or estimated: contacts.py)
+    feet: dict = field(default_factory=dict)  # contacts.feet_report: skating, penetration figures
 
     @property
     def poses(self) -> np.ndarray:
@@ -152,6 +156,8 @@ class SolveOptions:
     rotations: str = (
         "auto"  # the file's bone rotations: 'auto' (use when present), 'use' (required), 'ignore'
     )
+    lock_feet: str = "auto"  # plant feet in contact + keep the mesh above ground (contacts.py)
+    ground: float | None = None  # the floor's height (m, Y up); None = from the source
     # per-keypoint offsets (calibration.py): 'auto' (on for real skeleton layouts), 'on', 'off'
     calibrate: str = "auto"
 
@@ -162,6 +168,11 @@ class SolveOptions:
             raise InputError(
                 f"calibrate must be one of {', '.join(CALIBRATE_MODES)}, not '{self.calibrate}'."
             )
+        if self.lock_feet not in LOCK_MODES:
+            raise InputError(
+                f"lock_feet must be one of {', '.join(LOCK_MODES)}, not '{self.lock_feet}'."
+            )
+        check_ground(self.ground)
         if self.rotations not in ROTATION_MODES:
             raise InputError(
                 f"rotations must be one of {', '.join(ROTATION_MODES)}, not '{self.rotations}'."
@@ -469,16 +480,37 @@ def _landmark_leaves(ctx: _Context) -> set[int]:
     }
 
 
+def _unaimed_bones(ctx: _Context) -> set[int]:
+    """Single-child joints below which no keypoint is measured and no landmark aims (DeepMimic's
+    ankles and neck: it has no toe or head point): the keypoints cannot turn them, the file's
+    rotations can (eval --real, DeepMimic takes, first 120 frames: feet 13.4/16.5 -> 0.0 deg)."""
+    from .network.kinematics import KIDS
+
+    seen = ctx.measured.any(0)
+    names = (ctx.landmarks or ctx.landmark_targets())[0]
+    aimed = set(attach_landmarks(ctx.model, names, seen.tolist())) if names else set()
+
+    def subtree(j: int) -> list[int]:
+        return [j] + [d for c in KIDS[j] for d in subtree(c)]
+
+    return {
+        j
+        for j in range(24)
+        if len(KIDS[j]) == 1
+        and j not in aimed
+        and not any(seen[d] or d in aimed for d in subtree(KIDS[j][0]))
+    }
+
+
 def _leaf_calibration(ctx: _Context, rot) -> dict[int, torch.Tensor]:
     """Per leaf that landmark keypoints aim (head top, toe tips, finger tips on a joint with no
     measured child), the constant rotation C (3, 3), in the leaf's own frame, that turns its
-    landmarks' mean rest offset onto their mean direction seen from the leaf posed by ``rot``
-    (local_leaf -> local_leaf @ C). The rest calibration matches bone directions only where a bone
+    landmarks' rest offsets onto where they are seen from the leaf posed by ``rot`` (local_leaf ->
+    local_leaf @ C; ``_aim_leaf``). The rest calibration matches bone directions only where a bone
     has a child; a leaf's rest frame differs from the source's by a constant (31-34 deg at CMU's
     toes). Measured on the rest pose (``rest_context``), where the source's rotations are the
     identity."""
     from .network.kinematics import KIDS
-    from .rotations import normalize, swing_rotation
 
     names, lm_t, lm_w = ctx.landmarks or ([], None, None)
     if not names:
@@ -497,15 +529,30 @@ def _leaf_calibration(ctx: _Context, rot) -> dict[int, torch.Tensor]:
         wj = w[:, ls, None]
         if any(seen[c] for c in KIDS[j]) or not bool((wj > 0).any()):
             continue
-        tgt = ((t[:, ls] - joints[:, j, None]) * wj).sum(
-            1
-        )  # (T, 3) the landmarks' mean offset, weighted
-        local = normalize(
-            (g[:, j].transpose(-1, -2) @ tgt[..., None])[..., 0]
-        )  # seen from the leaf
-        mean = normalize(local[(wj > 0).any(1)[:, 0]].mean(0))
-        out[j] = swing_rotation((lm_rest[ls] - rest[j]).mean(0), mean)
+        out[j] = _aim_leaf(
+            lm_rest[ls] - rest[j],
+            g[:, j].transpose(-1, -2)[:, None] @ (t[:, ls] - joints[:, j, None])[..., None],
+            wj[..., 0],
+            rest[KIDS[j][0]] - rest[j] if KIDS[j] else None,
+        )
     return out
+
+
+def _aim_leaf(rest_offsets, seen, w, axis=None) -> torch.Tensor:
+    """The swing C (3, 3) that turns a leaf's farthest landmark rest offset (of L, 3: its long axis,
+    the middle finger tip rather than the thumb's) onto where that landmark is seen from the leaf
+    (T, L, 3, 1; weights (T, L)). A leaf with a bone of its own (the wrist: wrist -> finger base)
+    aims that bone's rest ``axis`` instead: a source's finger chain is straight in its rest pose,
+    while the open model's finger tips droop 9.5 deg below its palm. The twist stays the source's:
+    the thumb tips of CMU and SMPL differ by ~30 deg about the palm. Aiming the landmarks' mean
+    tilted CMU hands by a constant 15-24 deg (CMU's thumb tip sits much nearer the wrist than SMPL's;
+    eval --real, analytic, hand direction: cmu_subset 15.0 -> 0.0, cmu_bvh 23.8 -> 0.0 deg)."""
+    from .rotations import normalize, swing_rotation
+
+    seen_any = (w > 0).any(0)
+    mean = ((w[..., None] > 0) * normalize(seen[..., 0])).sum(0)  # (L, 3) over the frames seen
+    far = torch.where(seen_any, rest_offsets.norm(dim=-1), -1.0).argmax()
+    return swing_rotation(rest_offsets[far] if axis is None else axis, normalize(mean[far]))
 
 
 # the source's bone direction must beat analytic IK's by this much (in the rest pose) to replace it:
@@ -541,7 +588,7 @@ def _source_aims_better(ctx: _Context, g_src, rest) -> set[int]:
     return {j for (j, _), b in zip(pairs, better, strict=True) if b}
 
 
-def _with_rotations(ctx: _Context, source: torch.Tensor):
+def _with_rotations(ctx: _Context, source: torch.Tensor, base=None):
     """Analytic IK with each bone's twist taken from the file's transferred bone rotations
     (``source``): every bone points where the keypoints say, and turns about itself as the capture
     says. Per single-child joint j with world bone axis a (analytic IK), the world twist is the part
@@ -557,16 +604,17 @@ def _with_rotations(ctx: _Context, source: torch.Tensor):
     from .network.kinematics import KIDS
     from .rotations import axis_angle_to_matrix, matrix_to_quaternion, normalize
 
-    model, ana = ctx.model, ctx.analytic()
+    model = ctx.model
+    base_rot, base_trans = (ctx.analytic().rotmats, ctx.analytic().trans) if base is None else base
     rest = model.rest_joints(ctx.betas)
-    g_a, _ = model.global_transforms(ana.rotmats, rest)
+    g_a, _ = model.global_transforms(base_rot, rest)
     g_s, _ = model.global_transforms(source, rest)
     at_rest = ctx.rest_context()  # the constants below are the file's own (not the frame range's)
     rest_src = at_rest.source_pose()
     assert rest_src is not None  # rotations="use": source_pose raises rather than return None
     g_a0, _ = model.global_transforms(at_rest.analytic().rotmats, rest)
     g_s0, _ = model.global_transforms(rest_src, rest)
-    leaves = _landmark_leaves(ctx) | {j for j in range(24) if not KIDS[j]}
+    leaves = _landmark_leaves(ctx) | {j for j in range(24) if not KIDS[j]} | _unaimed_bones(ctx)
     whole = leaves | _source_aims_better(at_rest, g_s0, rest[0])
     g = g_a.clone()
     for j in range(24):
@@ -591,11 +639,13 @@ def _with_rotations(ctx: _Context, source: torch.Tensor):
         rest_rot[:, j] = g_s0[:, SMPL_PARENTS[j]].transpose(-1, -2) @ g_s0[:, j]
     for j, c in _leaf_calibration(at_rest, rest_rot).items():
         rot[:, j] = rot[:, j] @ c
+        for k in KIDS[j]:  # a calibrated joint's children keep their world orientation
+            rot[:, k] = c.transpose(-1, -2) @ rot[:, k]
     ctx.notes.append(
         "bone rotations: the twist of every bone and the orientation of the head, hands and feet "
         "from the file's own rotations (transferred onto SMPL, rest calibration by bone directions)"
     )
-    return rot, ana.trans
+    return rot, base_trans
 
 
 # The solver strategies by name; each takes the context and returns (rotmats, trans, solver used).
@@ -653,6 +703,8 @@ def solve(
     rotations: str = "auto",
     options: SolveOptions | None = None,
     calibrate: str = "auto",
+    lock_feet: str = "auto",
+    ground: float | None = None,
 ) -> Solution:
     """Solve every frame with one strategy (``SolveOptions``; the keyword arguments build one when
     ``options`` is not given), then ``refine`` iterations of batched optimisation."""
@@ -665,6 +717,8 @@ def solve(
         network_chunk=network_chunk,
         rotations=rotations,
         calibrate=calibrate,
+        lock_feet=lock_feet,
+        ground=ground,
     )
     opts.check()
     with cpu_threads(model.device):
@@ -682,6 +736,10 @@ def solve(
         rotmats, trans, used = cal.rotmats, cal.trans, cal.used
         if opts.refine > 0:
             rotmats, trans = _optimise_step(cal.ctx, rotmats, trans, opts.refine)
+        feet = plant_feet(denoised, model, b, rotmats, trans, opts.lock_feet, opts.ground)
+        rotmats, trans = feet.rotmats, feet.trans
+        if feet.locked:
+            notes.append(_feet_note(feet))
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
@@ -706,6 +764,18 @@ def solve(
         rotations=cal.rotations,
         keypoint_offsets=cal.offsets,
         fit_error_mm_raw=raw,
+        contacts=feet.contacts,
+        ground_height=feet.ground_height,
+        feet=feet.report,
+    )
+
+
+def _feet_note(feet) -> str:
+    r = feet.report
+    return (
+        f"feet: {r['contact_frames'][0]} / {r['contact_frames'][1]} frame(s) of left / right foot "
+        f"contact planted; ground at Y = {feet.ground_height:.3f} m "
+        f"({'given' if feet.ground_given else 'from the source'}); the mesh kept above it"
     )
 
 
@@ -789,6 +859,11 @@ def refine_existing(
             else:
                 new_rot, new_tr = _plugin_passes(ctx, rot, passes)
                 notes.append(f"network plug-in: {passes} pass(es) from the existing motion")
+                source = ctx.source_pose()
+                if source is not None:  # the passes see keypoints only: twist and leaves from the
+                    # file, as the solver's own output has them (eval --real, refining that output:
+                    # cmu_bvh MPVE 60.7 -> 73.3 mm without, the fit error lower either way)
+                    new_rot, new_tr = _with_rotations(ctx, source, base=(new_rot, new_tr))
         if refine > 0:
             new_rot, new_tr = _optimise_step(ctx, new_rot, new_tr, refine)
             notes.append(f"optimisation: {refine} iteration(s)")

@@ -243,6 +243,7 @@ def evaluate_take(
             getattr(sol, "keypoint_offsets", None),
         )
         results[spec.label].extra["solver_used"] = sol.solver
+        results[spec.label].extra.update(rm.feet_figures(sol))
         if plug is None and spec.label == plug_in_solver:
             plug = plug_in(prep, model, sol, pose_error)
     return results, plug, prep, sorted(notes)
@@ -305,6 +306,7 @@ def summarize(rows: list[rm.TakeResult]) -> dict:
         jitter=_weighted_mean(jit),
         jitter_input=_weighted_mean(jit_in),
         head_folded_frames=int((neck > rm.HEAD_FOLD_DEG).sum()) if neck is not None else None,
+        **rm.feet_summary(rows, _weighted_mean),
     )
 
 
