@@ -1,5 +1,6 @@
 """``python -m lsmplify_blender``: the command-line interface of the core (no Blender needed)."""
 
+import contextlib
 import os
 import sys
 
@@ -18,10 +19,8 @@ def _exit(rc: int) -> None:
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
     if command in FAST_EXIT_COMMANDS:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing to write to
                 stream.flush()
-            except (OSError, ValueError):  # a closed pipe: nothing left to write to
-                pass
         os._exit(rc)
     sys.exit(rc)
 

@@ -24,6 +24,7 @@ from ..device import torch_threads
 from .kinematics import fk, reaim
 from .model import ResidualIKNet, build_features, compose, load_network
 from .pairs import ESSENTIAL
+from .precision import fast_network
 
 _CACHE: dict = {}
 BLOCK_FRAMES = 8192
@@ -87,7 +88,8 @@ def network_step(
     rest = model_rest.expand(n, -1, -1)
     fk0 = fk(rot_init, rest)[1] if fk_init is None else fk_init
     feats = build_features(kp_init, kp_tgt, m_init, m_tgt, rot_init, fk0, betas.expand(n, -1), rest)
-    rot = compose(rot_init, net(feats))
+    # bf16 blocks on a CPU that has it natively (``precision``), float32 elsewhere
+    rot = compose(rot_init, fast_network(net, rest[0])(feats))
     err = None
     if fit_error or not refit:
         _, j = fk(rot, rest)

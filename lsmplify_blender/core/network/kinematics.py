@@ -7,22 +7,50 @@ the network code uses for it).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from ..model.kinematics import _parent_selector, _selector, put, take
 from ..model.kinematics import forward_kinematics as fk  # noqa: F401  (re-exported for the network code)
 from ..model.rotations import kabsch, swing_rotation
 from ..model.skeleton import SMPL_CHILDREN as KIDS
 from ..model.skeleton import SMPL_LEVELS, SMPL_PARENTS
 from ..model.skinning import linear_blend_skinning
 
-_LEVEL_PARENTS = [[SMPL_PARENTS[j] for j in js] for js in SMPL_LEVELS]
-_LEVEL_SINGLE = [[j for j in js if len(KIDS[j]) == 1] for js in SMPL_LEVELS]
-_LEVEL_MULTI = [[j for j in js if len(KIDS[j]) > 1] for js in SMPL_LEVELS]
+
+@dataclass(frozen=True)
+class _ReaimLevel:
+    """One SMPL level for ``reaim``: its joints, their parents, its single-child joints with
+    their children and parents (``take``/``put`` selectors: slices on SMPL's tree) and its
+    multi-child joints (pelvis, spine3)."""
+
+    joints: object
+    parents: object
+    single: object | None
+    single_kids: object | None
+    single_parents: object | None
+    multi: tuple[int, ...]
+
+
+def _plan_level(level) -> _ReaimLevel:
+    single = [j for j in level if len(KIDS[j]) == 1]
+    return _ReaimLevel(
+        joints=_selector(level),
+        parents=_parent_selector([SMPL_PARENTS[j] for j in level]),
+        single=_selector(single) if single else None,
+        single_kids=_selector([KIDS[j][0] for j in single]) if single else None,
+        single_parents=_parent_selector([SMPL_PARENTS[j] for j in single]) if single else None,
+        multi=tuple(j for j in level if len(KIDS[j]) > 1),
+    )
+
+
+_PLAN = tuple(_plan_level(level) for level in SMPL_LEVELS)
 
 
 def _fit_children(j, r, rest, targets, weight, pos_j, frame):
     """Weighted Kabsch of joint j's children (where >= 2 are observed), else ``r``."""
-    kids = list(KIDS[j])
+    kids = slice(KIDS[j][0], KIDS[j][-1] + 1)  # SMPL's children of one joint are consecutive
     rv = rest[:, kids] - rest[:, j : j + 1]
     tv = targets[:, kids] - pos_j[:, None]
     if frame is not None:
@@ -51,9 +79,11 @@ def reaim(
     Returns local rotations (B, 24, 3, 3) and root translation (B, 3) (and the posed joints,
     translation included, with ``return_joints``). ``swings_only`` skips the Kabsch fits (for a
     loss that is differentiated through the re-aim: multi-child joints keep ``rot_init``).
+    ``rest`` (B, 24, 3) or (1, 24, 3). Each level reads and writes its joints as slices
+    (``_PLAN``): SMPL's levels, their single-child joints and their children are consecutive.
     """
     n = rot_init.shape[0]
-    rest = rest.expand(n, -1, -1)
+    rest = rest.reshape((-1,) + rest.shape[-2:])
     w = weight > 0
     g = rot_init.new_empty(n, 24, 3, 3)
     p = rot_init.new_empty(n, 24, 3)
@@ -62,26 +92,26 @@ def reaim(
     if not swings_only:
         loc[:, 0] = _fit_children(0, rot_init[:, 0], rest, targets, weight, p[:, 0], None)
     g[:, 0] = loc[:, 0]
-    for level, ps, single, multi in zip(
-        SMPL_LEVELS, _LEVEL_PARENTS, _LEVEL_SINGLE, _LEVEL_MULTI, strict=True
-    ):
-        js = list(level)
-        gp = g[:, ps]
-        p[:, js] = p[:, ps] + (gp @ (rest[:, js] - rest[:, ps])[..., None])[..., 0]
-        if single:
-            kids = [KIDS[j][0] for j in single]
-            par = [SMPL_PARENTS[j] for j in single]
-            r = rot_init[:, single]
-            rv = rest[:, kids] - rest[:, single]
-            tv = ((targets[:, kids] - p[:, single])[..., None, :] @ g[:, par])[..., 0, :]  # F^T v
+    for lv in _PLAN:
+        gp = take(g, lv.parents)
+        bone = take(rest, lv.joints) - take(rest, lv.parents)
+        put(p, lv.joints, take(p, lv.parents) + (gp @ bone[..., None])[..., 0])
+        if lv.single is not None:
+            r = take(rot_init, lv.single)
+            rv = take(rest, lv.single_kids) - take(rest, lv.single)
+            tv = (
+                (take(targets, lv.single_kids) - take(p, lv.single))[..., None, :]
+                @ take(g, lv.single_parents)
+            )[..., 0, :]  # F^T v
             cur = (r @ rv[..., None])[..., 0]
-            loc[:, single] = torch.where(w[:, kids, None, None], swing_rotation(cur, tv) @ r, r)
+            seen = take(w, lv.single_kids)[..., None, None]
+            put(loc, lv.single, torch.where(seen, swing_rotation(cur, tv) @ r, r))
         if not swings_only:
-            for j in multi:
+            for j in lv.multi:
                 loc[:, j] = _fit_children(
                     j, rot_init[:, j], rest, targets, weight, p[:, j], g[:, SMPL_PARENTS[j]]
                 )
-        g[:, js] = gp @ loc[:, js]
+        put(g, lv.joints, gp @ take(loc, lv.joints))
     if return_joints:
         return loc, p[:, 0] - rest[:, 0], p
     return loc, p[:, 0] - rest[:, 0]
