@@ -4,6 +4,7 @@ import numpy as np
 import torch
 from conftest import random_pose
 
+from lsmplify_blender.core.model import rotations
 from lsmplify_blender.core.model.kinematics import forward_kinematics, level_plan, tree_kinematics
 from lsmplify_blender.core.model.rotations import (
     _adjugate4,
@@ -62,12 +63,23 @@ def test_kabsch_float32_is_at_least_as_close_as_the_float32_svd():
 
 
 def test_kabsch_without_a_unique_answer_falls_back_to_the_svd():
-    """One vector (any turn about it fits) and no weight at all: the SVD's answer, proper."""
-    src = torch.tensor([[[1.0, 0, 0]], [[0, 1.0, 0]]])
-    dst = torch.tensor([[[0, 1.0, 0]], [[0, 1.0, 0]]])
-    got = kabsch(src, dst, torch.tensor([[1.0], [0.0]]))
-    assert torch.allclose(got[0] @ src[0, 0], dst[0, 0], atol=1e-6)
-    assert torch.allclose(torch.det(got), torch.ones(2), atol=1e-6)
+    """One vector (any turn about it fits) and no weight at all, in a batch large enough for
+    Horn's method: the SVD's answer, proper."""
+    reps = rotations.HORN_MIN_ROWS
+    src = torch.tensor([[[1.0, 0, 0]], [[0, 1.0, 0]]]).repeat(reps, 1, 1)
+    dst = torch.tensor([[[0, 1.0, 0]], [[0, 1.0, 0]]]).repeat(reps, 1, 1)
+    got = kabsch(src, dst, torch.tensor([[1.0], [0.0]]).repeat(reps, 1))
+    assert torch.allclose(got[::2] @ src[0, 0], dst[0, 0].expand(reps, 3), atol=1e-6)
+    assert torch.allclose(torch.det(got), torch.ones(2 * reps), atol=1e-6)
+
+
+def test_small_batches_take_the_svd_and_agree_with_horn():
+    g = torch.Generator().manual_seed(3)
+    n = rotations.HORN_MIN_ROWS
+    src = torch.randn(n, 3, 3, generator=g, dtype=torch.float64)
+    dst = src + 0.1 * torch.randn(n, 3, 3, generator=g, dtype=torch.float64)
+    w = torch.rand(n, 3, generator=g, dtype=torch.float64)
+    assert torch.allclose(kabsch(src, dst, w)[:7], kabsch(src[:7], dst[:7], w[:7]), atol=1e-9)
 
 
 def _fk_reference(rotmats, rest, parents):

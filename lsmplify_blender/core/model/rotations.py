@@ -267,6 +267,10 @@ def _horn_matrix(h: list) -> list:
     ]  # fmt: skip
 
 
+# Horn's method is ~200 elementwise ops whatever the batch, the SVD one op at ~2.5 us a row: below
+# this many rows the SVD is faster (one thread, this machine: 200 rows 1.17 vs 0.55 ms, 500 rows
+# 1.31 vs 1.25 ms, 5,000 rows 5.2 vs 12.1 ms). Both give the same rotation.
+HORN_MIN_ROWS = 512
 # Newton steps on the characteristic polynomial (at most; it stops when every row has converged)
 _HORN_NEWTON_STEPS = 40
 
@@ -344,10 +348,13 @@ def kabsch(
     solution with Umeyama's reflection fix (Kabsch 1976; Umeyama 1991), which the few rows
     without a unique answer (a largest eigenvalue that is repeated: collinear or no vectors)
     still get from the SVD (``_kabsch_svd``), so the result is that of the SVD everywhere.
+    Batches under ``HORN_MIN_ROWS`` rows take the SVD directly (fewer ops).
     """
     if weights is None:
         weights = torch.ones(src.shape[:-1], dtype=src.dtype, device=src.device)
     h = (src * weights[..., None]).transpose(-1, -2) @ dst  # (..., 3, 3) = sum w src dst^T
+    if h[..., 0, 0].numel() < HORN_MIN_ROWS:
+        return _kabsch_svd(h)
     wide = torch.float64 if h.device.type in ("cpu", "cuda") else h.dtype
     batch = h.shape[:-2]
     # components first (9, B), each contiguous: the maths below is elementwise over the batch
