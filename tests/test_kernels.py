@@ -122,3 +122,23 @@ def test_smpl_levels_are_slices_and_other_trees_use_index_tensors():
     # numpy in, numpy out still
     g_np, _ = tree_kinematics(rot.numpy(), off.numpy(), parents)
     assert isinstance(g_np, np.ndarray) and np.allclose(g_np, g_ref.numpy())
+
+
+def test_gradients_flow_through_the_sliced_kinematics():
+    """The optimiser and the training loss differentiate FK and the re-aim: the level slices
+    must not be views that later writes invalidate; the gradient is the loop's."""
+    from lsmplify_blender.core.network.kinematics import reaim
+
+    rot = random_pose(8, seed=6).double().requires_grad_(True)
+    rest = torch.randn(1, 24, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    g, p = forward_kinematics(rot, rest)
+    (g.sum() + p.sum()).backward()
+    grad = rot.grad.clone()
+    rot.grad = None
+    g_ref, p_ref = _fk_reference(rot, rest.expand(8, -1, -1), SMPL_PARENTS)
+    (g_ref.sum() + p_ref.sum()).backward()
+    assert torch.allclose(grad, rot.grad, atol=1e-10)
+    rot.grad = None
+    loc, trans = reaim(rot, rest, p.detach() + 0.01, torch.ones(8, 24), swings_only=True)
+    (loc.sum() + trans.sum()).backward()
+    assert torch.isfinite(rot.grad).all() and rot.grad.abs().sum() > 0

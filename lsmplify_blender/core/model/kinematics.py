@@ -41,9 +41,14 @@ def _parent_selector(ids: Sequence[int]):
 
 
 def take(x: torch.Tensor, sel, dim: int = 1) -> torch.Tensor:
-    """``x`` at the joints ``sel`` (a ``_selector``) along ``dim``."""
+    """``x`` at the joints ``sel`` (a ``_selector``) along ``dim``.
+
+    A slice is a view of ``x``, which the kinematic loops go on writing into (``put``); under
+    autograd it is copied, as indexing with a list did, so the graph keeps the values it used
+    (the optimiser differentiates forward kinematics)."""
     if isinstance(sel, slice):
-        return x[(slice(None),) * dim + (sel,)]
+        out = x[(slice(None),) * dim + (sel,)]
+        return out.clone() if x.requires_grad and torch.is_grad_enabled() else out
     return x.index_select(dim, sel.to(x.device))
 
 
