@@ -48,6 +48,7 @@ TORSO = [
         "right_shoulder",
     )
 ]
+_TORSO_INDEX = torch.tensor(TORSO, dtype=torch.long)
 # joint whose twist is set so its child bends about a hinge: (joint, child, grandchild, hinge axis
 # in the child's rest frame). SMPL's rest frames are world-aligned: knees flex about X, elbows
 # (T-pose, palms down) about Y.
@@ -89,9 +90,9 @@ def complete_targets(targets: torch.Tensor, weight: torch.Tensor, rest: torch.Te
     targets (T, 24, 3), weight (T, 24) >= 0, rest (24, 3). Returns new targets and weights
     (filled joints get ``COMPLETED_WEIGHT`` of a measured one, so fits lean on real data).
     """
-    torso = torch.tensor(TORSO, device=targets.device)
-    w = weight[:, torso]
-    missing = (weight[:, torso] <= 0).any(-1)
+    torso = _TORSO_INDEX.to(targets.device)
+    w = weight.index_select(1, torso)
+    missing = (w <= 0).any(-1)
     if not bool(missing.any()):
         return targets, weight
     enough = (w > 0).sum(-1) >= 3
@@ -101,18 +102,16 @@ def complete_targets(targets: torch.Tensor, weight: torch.Tensor, rest: torch.Te
             f"{bad} frame(s) have fewer than 3 torso keypoints (hips, shoulders, spine, neck), so the body's "
             "orientation cannot be found. Check the layout and that hips and shoulders are tracked."
         )
-    src = rest[torso].expand(targets.shape[0], -1, -1)
-    dst = torch.nan_to_num(targets[:, torso])
+    src = rest.index_select(0, torso).expand(targets.shape[0], -1, -1)
+    dst = torch.nan_to_num(targets.index_select(1, torso))
     ws = w / w.sum(-1, keepdim=True).clamp_min(1e-9)
     c_src = (src * ws[..., None]).sum(1, keepdim=True)
     c_dst = (dst * ws[..., None]).sum(1, keepdim=True)
     r = kabsch(src - c_src, dst - c_dst, ws)
     fitted = (r @ (src - c_src).transpose(-1, -2)).transpose(-1, -2) + c_dst
     fill = (w <= 0) & missing[:, None]
-    new_t = targets.clone()
-    new_w = weight.clone()
-    new_t[:, torso] = torch.where(fill[..., None], fitted, dst)
-    new_w[:, torso] = torch.where(fill, torch.full_like(w, COMPLETED_WEIGHT), w)
+    new_t = targets.index_copy(1, torso, torch.where(fill[..., None], fitted, dst))
+    new_w = weight.index_copy(1, torso, torch.where(fill, torch.full_like(w, COMPLETED_WEIGHT), w))
     return new_t, new_w
 
 
