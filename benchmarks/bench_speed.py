@@ -5,14 +5,17 @@
 - whole solve (``core.solver.solve``, what the CLI and the panel call) in frames/s on one thread,
   network (real-capture features on: landmarks rebased on the joints, leaves from analytic IK,
   the anatomical guard, automatic denoising; the file's rotations ignored so the network runs)
-  and analytic, at 10,000 and 100 frames of CMU 131_01.bvh (994 frames, played again to fill);
-  wall clock and CPU time (``time.process_time``: on a shared machine the wall clock also counts
-  the time other processes hold the core), best of ``--repeats`` after a warm-up;
-- a 60-frame ``convert`` (a fresh ``python -m lsmplify_blender`` process), wall clock, beside
-  the bare ``import torch`` of a fresh process (the floor under it);
+  and analytic, at 10,000 and 100 frames of CMU 131_01.bvh (994 frames, played again to fill),
+  best of ``--repeats`` after a warm-up;
+- a 60-frame ``convert`` (a fresh ``python -m lsmplify_blender`` process), beside the bare
+  ``import torch`` of a fresh process (the floor under it);
 - inside Blender (the bpy module, in its own process): file to keyed rig with mesh for 1,000
-  frames through the operators (read + prepare, rig build, keyframes; the solve beside it), and
-  the FBX export of a 10,000-frame action (``fbx_export.export_rig_fbx``);
+  frames through the operators (read + prepare, rig build, keyframes; the solve excluded and
+  printed beside it), and the FBX export of a 10,000-frame action (``fbx_export.export_rig_fbx``);
+
+Every figure is the CPU time of the process that did the work (``time.process_time``; a child's
+from ``getrusage``), with the wall clock beside it: on a shared machine the wall clock also
+counts the time other processes hold the cores (the load average is printed first).
 - the peers (keypoints2body, smplfitter) with their exact versions where installed.
 
 Ratio: measured / target for rates, target / measured for times (>= 1 meets the target).
