@@ -26,6 +26,7 @@ def test_adjugate4_is_det_times_inverse():
     adj = torch.stack(_adjugate4(entries), -1).reshape(-1, 4, 4)
     want = torch.linalg.inv(m) * torch.linalg.det(m)[:, None, None]
     assert torch.allclose(adj, want, atol=1e-9)
+    assert torch.allclose(rotations._det4(entries), torch.linalg.det(m), atol=1e-9)
 
 
 def test_horn_kabsch_matches_the_svd_solution():

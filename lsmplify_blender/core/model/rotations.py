@@ -225,15 +225,39 @@ def swing_rotation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return r
 
 
+def _minors4(m: list) -> tuple:
+    """The complementary 2x2 minors s0..s5 (rows 0-1) and c0..c5 (rows 2-3) of a 4x4 matrix
+    given as its 16 entries (row-major, each over the batch)."""
+    m00, m01, m02, m03, m10, m11, m12, m13, m20, m21, m22, m23, m30, m31, m32, m33 = m
+    return (
+        m00 * m11 - m10 * m01,
+        m00 * m12 - m10 * m02,
+        m00 * m13 - m10 * m03,
+        m01 * m12 - m11 * m02,
+        m01 * m13 - m11 * m03,
+        m02 * m13 - m12 * m03,
+        m20 * m31 - m30 * m21,
+        m20 * m32 - m30 * m22,
+        m20 * m33 - m30 * m23,
+        m21 * m32 - m31 * m22,
+        m21 * m33 - m31 * m23,
+        m22 * m33 - m32 * m23,
+    )
+
+
+def _det4(m: list) -> torch.Tensor:
+    """Determinant of a 4x4 matrix given as its 16 entries: s0 c5 - s1 c4 + s2 c3 + s3 c2 -
+    s4 c1 + s5 c0 in the minors of ``_minors4``."""
+    s0, s1, s2, s3, s4, s5, c0, c1, c2, c3, c4, c5 = _minors4(m)
+    return s0 * c5 - s1 * c4 + s2 * c3 + s3 * c2 - s4 * c1 + s5 * c0
+
+
 def _adjugate4(m: list) -> list:
     """Adjugate (det(m) inv(m), no division) of a 4x4 matrix given as its 16 entries, row-major,
     each a tensor over the batch, by Laplace expansion in the complementary 2x2 minors of rows
     0-1 (s) and rows 2-3 (c). Entries as separate contiguous tensors: no strided 3x3 views."""
     m00, m01, m02, m03, m10, m11, m12, m13, m20, m21, m22, m23, m30, m31, m32, m33 = m
-    s0, s1, s2 = m00 * m11 - m10 * m01, m00 * m12 - m10 * m02, m00 * m13 - m10 * m03
-    s3, s4, s5 = m01 * m12 - m11 * m02, m01 * m13 - m11 * m03, m02 * m13 - m12 * m03
-    c5, c4, c3 = m22 * m33 - m32 * m23, m21 * m33 - m31 * m23, m21 * m32 - m31 * m22
-    c2, c1, c0 = m20 * m33 - m30 * m23, m20 * m32 - m30 * m22, m20 * m31 - m30 * m21
+    s0, s1, s2, s3, s4, s5, c0, c1, c2, c3, c4, c5 = _minors4(m)
     return [
         m11 * c5 - m12 * c4 + m13 * c3,
         -m01 * c5 + m02 * c4 - m03 * c3,
@@ -290,8 +314,7 @@ def _horn_quaternion(h: torch.Tensor, bound: torch.Tensor):
     n = _horn_matrix(hs)
     c2 = -2.0 * (h * h).sum(0)
     c1 = -8.0 * _det3(hs)
-    adj_n = _adjugate4(n)
-    c0 = adj_n[0] * n[0] + adj_n[1] * n[4] + adj_n[2] * n[8] + adj_n[3] * n[12]  # det N
+    c0 = _det4(n)
     lam = bound
     tol = 1e-12 * bound.clamp_min(1e-30)
     for _ in range(_HORN_NEWTON_STEPS):
