@@ -88,8 +88,7 @@ def network_step(
     rest = model_rest.expand(n, -1, -1)
     fk0 = fk(rot_init, rest)[1] if fk_init is None else fk_init
     feats = build_features(kp_init, kp_tgt, m_init, m_tgt, rot_init, fk0, betas.expand(n, -1), rest)
-    # bf16 blocks on a CPU that has it natively (``precision``), float32 elsewhere
-    rot = compose(rot_init, fast_network(net, rest[0])(feats))
+    rot = compose(rot_init, net(feats))
     err = None
     if fit_error or not refit:
         _, j = fk(rot, rest)
@@ -252,6 +251,9 @@ def _solve_from(
     rest = model.rest_joints(betas).to(**f32)[:1]
     b = model.betas_tensor(betas)[:1].to(**f32)
     rest_j0 = rest[0, 0]
+    # the solve's throughput path: bf16 blocks on a CPU that has it natively (``precision``),
+    # float32 elsewhere; the plug-in refinement (``refine_network``) stays float32
+    net = fast_network(net, rest[0])
     if chunk > 1:  # analytic fit error (root-relative), for the drift guard
         _, ja = fk(rot_a, rest.expand(t, -1, -1))
         rel = kp - kp[:, :1]
