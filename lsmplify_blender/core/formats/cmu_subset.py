@@ -1,8 +1,10 @@
 """Reader for the CMU motion-prediction subset text format (``cmu_subset/*.txt``).
 
 One frame per line, 117 comma-separated numbers:
-- columns 0..2: root position in CMU units (0.05644 m) stored as (z, y, x), so the root
-  position is (c2, c1, c0);
+- columns 0..2: root position in CMU units (0.05644 m), (x, y, z) in file order. The data
+  README says (z, y, x), but read that way no foot of a walk ever stops (walking_1: the ankle's
+  10th-percentile horizontal speed 1.44 m/s, the body sliding sideways); in file order a stance
+  foot stands (0.07 m/s) and the body walks the way it faces;
 - columns 3..116: 38 nodes x 3 exponential-map rotations (radians), local to the parent;
   node 0 is the root's global rotation; end-site nodes are zero.
 
@@ -75,7 +77,7 @@ def cmu_forward_kinematics(data: np.ndarray, parents, offsets: np.ndarray):
     positions (T, N, 3) and root positions (T, 3) (module docstring), float64."""
     data = np.asarray(data, dtype=np.float64)
     t, n = data.shape[0], len(parents)
-    root = data[:, 2::-1].copy()  # stored (z, y, x)
+    root = data[:, :3].copy()  # (x, y, z): see the module docstring
     local = np.swapaxes(axis_angle_to_matrix(data[:, 3:].reshape(t, n, 3)), -1, -2)  # E(r)^T
     glob, pos = tree_kinematics(
         local, np.asarray(offsets, dtype=np.float64), [int(p) for p in parents]
