@@ -51,6 +51,7 @@ from .model.forward import pose_correctives
 from .model.rotations import axis_angle_to_matrix, kabsch, matrix_to_axis_angle
 from .model.skeleton import NUM_JOINTS, SMPL_ANCESTORS
 from .model.skinning import linear_blend_skinning
+from .progress import step as step_progress
 
 # (joint, axis-angle component, sign): exp(sign * theta) grows as the joint hyper-extends.
 # Knees flex about +x; the left elbow flexes towards -y, the right towards +y (T-pose).
@@ -358,6 +359,7 @@ def _fit_sequential(fwd, prior, weights, y, w, r0, t0, b, optimize_betas, iters_
         b = b_new[None]
         rot_out.append(rot_prev)
         trans_out.append(trans_prev)
+        step_progress(1, "optimisation")
     return torch.cat(rot_out), torch.cat(trans_out), b
 
 
@@ -386,6 +388,7 @@ def _fit_batch(fwd, prior, weights, y, w, r0, t0, b, optimize_betas, iters, chun
         b = b_new[None]
         rot_out.append(rot)
         trans_out.append(tr)
+        step_progress(e - s, "optimisation")
         with torch.no_grad():
             context = fwd(rot[-BATCH_CONTEXT_FRAMES:], b, tr[-BATCH_CONTEXT_FRAMES:])[1]
     return torch.cat(rot_out), torch.cat(trans_out), b

@@ -33,6 +33,9 @@ from .device import cpu_threads
 from .errors import InputError, LSMPLifyError
 from .guard import GUARD_DEG, prefer_reference, worse_frames
 from .prepare import PreparedKeypoints
+from .progress import Progress, tracking
+from .progress import plan as plan_progress
+from .progress import step as step_progress
 from .rotations import matrix_to_axis_angle
 from .shape_inverse import fit_betas_auto, observed_lengths
 
@@ -166,6 +169,7 @@ class _Context:
     landmarks: tuple | None = (
         None  # (names, (T, L, 3) targets moved with their joints, (T, L) weights)
     )
+    steps_progress: bool = True  # its analytic blocks count as frames done (not the rest pose's)
 
     def __post_init__(self):
         self.targets, self.weight = self.prepared.smpl_targets()
@@ -219,7 +223,12 @@ class _Context:
             rotations=SourceRotations(eye, rot.rest, rot.names),
         )
         return _Context(
-            rest, self.model, dataclasses.replace(self.options, rotations="use"), self.betas, []
+            rest,
+            self.model,
+            dataclasses.replace(self.options, rotations="use"),
+            self.betas,
+            [],
+            steps_progress=False,
         )
 
     def landmark_targets(self):
@@ -264,18 +273,21 @@ class _Context:
 
     def _analytic_blocks(self, lm_names, lm_t, lm_w) -> IKResult:
         model, chunk = self.model, self.options.chunk
-        parts = [
-            solve_analytic(
-                model,
-                self.betas,
-                self.targets[s : s + chunk],
-                self.weight[s : s + chunk],
-                lm_names,
-                lm_t[s : s + chunk],
-                lm_w[s : s + chunk],
+        parts = []
+        for s in range(0, self.prepared.num_frames, chunk):
+            parts.append(
+                solve_analytic(
+                    model,
+                    self.betas,
+                    self.targets[s : s + chunk],
+                    self.weight[s : s + chunk],
+                    lm_names,
+                    lm_t[s : s + chunk],
+                    lm_w[s : s + chunk],
+                )
             )
-            for s in range(0, self.prepared.num_frames, chunk)
-        ]
+            if self.steps_progress:
+                step_progress(parts[-1].rotmats.shape[0], "analytic IK")
         return IKResult(
             *(torch.cat([getattr(r, f) for r in parts]) for f in ("rotmats", "trans", "joints"))
         )
@@ -361,6 +373,7 @@ def _network(ctx: _Context):
         trans_blocks.append(t.to(model.dtype))
         reanchored += info.reanchored
         anchors += info.anchors
+        step_progress(r.shape[0], "network")
     rot, trans = torch.cat(rot_blocks), torch.cat(trans_blocks)
     if n_chunk == 1:
         ctx.notes.append("network: every frame from analytic IK + one plug-in pass")
@@ -616,9 +629,12 @@ def solve(
     network_chunk: int | None = None,
     rotations: str = "auto",
     options: SolveOptions | None = None,
+    progress: Progress | None = None,
 ) -> Solution:
     """Solve every frame with one strategy (``SolveOptions``; the keyword arguments build one when
-    ``options`` is not given), then ``refine`` iterations of batched optimisation."""
+    ``options`` is not given), then ``refine`` iterations of batched optimisation. ``progress``
+    hears the frames done block by block and stops the solve (``progress.Cancelled``) when it
+    is cancelled."""
     opts = options or SolveOptions(
         solver=solver,
         refine=refine,
@@ -629,12 +645,13 @@ def solve(
         rotations=rotations,
     )
     opts.check()
-    with cpu_threads(model.device):
+    with cpu_threads(model.device), tracking(progress):
         notes: list[str] = []
         start = time.perf_counter()
         denoised, noise_mm, smooth_s = _denoise(prepared, opts.smooth, notes)
         b, mpbe = _shape(denoised, model, opts.betas)
         ctx = _Context(denoised, model, opts, b, notes)
+        plan_progress(_planned_frames(ctx, opts.solver, 0, opts.refine))
         if opts.solver == "optimize" and opts.rotations == "use":
             raise InputError(
                 "--rotations use works with the analytic and network solvers, not optimize."
@@ -676,6 +693,7 @@ def refine_existing(
     passes: int = 2,
     refine: int = 0,
     smooth="auto",
+    progress: Progress | None = None,
 ) -> Solution:
     """Plug-in mode: improve SMPL parameters that already exist for these frames (an image-based
     estimator's output, an animation on a rig) against the keypoints. ``passes`` network passes
@@ -687,7 +705,8 @@ def refine_existing(
 
     Per frame the given pose is kept where the refined one is worse: anatomically worse than
     analytic IK while the given one is not (``guard.worse_frames``), or a fit error more than
-    REFINE_TOLERANCE above the given pose's while the given one is anatomically sound."""
+    REFINE_TOLERANCE above the given pose's while the given one is anatomically sound.
+    ``progress``: as for ``solve``."""
     t = prepared.num_frames
     rot = torch.as_tensor(np.asarray(rotmats), dtype=model.dtype, device=model.device)
     if rot.shape != (t, 24, 3, 3):
@@ -714,10 +733,11 @@ def refine_existing(
             t, 3
         )
     notes: list[str] = []
-    with cpu_threads(model.device):
+    with cpu_threads(model.device), tracking(progress):
         start = time.perf_counter()
         denoised, noise_mm, smooth_s = _denoise(prepared, smooth, notes)
         ctx = _Context(denoised, model, SolveOptions(refine=refine, smooth=smooth), b, notes)
+        plan_progress(_planned_frames(ctx, "analytic", passes, refine))
         new_rot, new_tr = rot, tr
         if passes > 0:
             blocker = _network_blocker(ctx.measured)
@@ -759,16 +779,35 @@ def _plugin_passes(ctx: _Context, rot, passes: int):
 
     ana = ctx.analytic()
     tgt = torch.as_tensor(np.nan_to_num(ctx.targets), dtype=torch.float32)
-    r32, t32 = refine_network(
-        ctx.model,
-        ctx.betas,
-        rot,
-        tgt,
-        torch.as_tensor(ctx.weight, dtype=torch.float32),
-        passes=passes,
-        joints_ref=ana.joints,
-    )
-    return r32.to(ctx.model.dtype), t32.to(ctx.model.dtype)
+    wgt = torch.as_tensor(ctx.weight, dtype=torch.float32)
+    rots, trans = [], []
+    for s in range(0, rot.shape[0], PLUGIN_BLOCK):  # frame by frame: blocks give the same poses
+        e = s + PLUGIN_BLOCK
+        r32, t32 = refine_network(
+            ctx.model, ctx.betas, rot[s:e], tgt[s:e], wgt[s:e], passes, joints_ref=ana.joints[s:e]
+        )
+        rots.append(r32.to(ctx.model.dtype))
+        trans.append(t32.to(ctx.model.dtype))
+        step_progress(r32.shape[0] * passes, "network plug-in")
+    return torch.cat(rots), torch.cat(trans)
+
+
+# frames per network plug-in block: progress and cancelling between blocks (each pass works on
+# every frame on its own, so the block size changes nothing in the result)
+PLUGIN_BLOCK = 2048
+
+
+def _planned_frames(ctx: _Context, strategy: str, passes: int, refine: int) -> int:
+    """The frames of work a solve steps ``progress`` through: analytic IK (twice with landmark
+    keypoints, see ``_Context.analytic``) or the frame-by-frame optimiser, the network (once,
+    or ``passes`` plug-in passes) and the optimisation step."""
+    t = ctx.prepared.num_frames
+    if strategy == "optimize":
+        frames = t
+    else:
+        frames = t * (2 if ctx.landmark_targets()[0] else 1)
+        frames += t if strategy == "network" and not _network_blocker(ctx.measured) else 0
+    return frames + t * passes + (t if refine > 0 else 0)
 
 
 def _keep_better(ctx: _Context, given: PreparedKeypoints, old, new):
