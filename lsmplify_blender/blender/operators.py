@@ -8,13 +8,10 @@ data is made only after the solve succeeded, and anything half-made is removed.
 
 from __future__ import annotations
 
-import threading
-import time
 import traceback
 from pathlib import Path
 
 import bpy
-import numpy as np
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
@@ -119,18 +116,24 @@ class LSMPLIFY_OT_import_keypoints(GuardedOperator, bpy.types.Operator, ImportHe
                 f"{prepared.layout.title}) is the source",
             )
             return {"FINISHED"}
-        prepared = import_keypoint_file(
-            context,
-            self.filepath,
-            model,
-            self.layout,
-            self.units,
-            self.up,
-            self.fps,
-            self.create_empties,
-            self.update_scene,
-            self.asf_path,
-        )
+        wm = context.window_manager
+        wm.progress_begin(0, 100)
+        try:
+            prepared = import_keypoint_file(
+                context,
+                self.filepath,
+                model,
+                self.layout,
+                self.units,
+                self.up,
+                self.fps,
+                self.create_empties,
+                self.update_scene,
+                self.asf_path,
+                progress=lambda fraction, _what: wm.progress_update(int(100 * fraction)),
+            )
+        finally:
+            wm.progress_end()
         self.report_notes(prepared.notes)
         self.say(
             {"INFO"},
@@ -143,15 +146,14 @@ class LSMPLIFY_OT_import_keypoints(GuardedOperator, bpy.types.Operator, ImportHe
 # =============================================================================== solve, refine
 class _InBackground(GuardedOperator):
     """``execute`` (scripts, background mode) runs the job here and now; ``invoke`` (a button)
-    runs its solve in a worker thread with a progress bar and Esc, and writes on finishing.
-    Subclasses make the job (``make_job``) and name what it does (``doing``)."""
+    runs its solve in a worker thread (``solving.WorkerRun``) with a progress bar of the frames
+    done, and writes on finishing; Esc stops the worker at the core's next block of frames and
+    leaves the scene as it was. Subclasses make the job (``make_job``) and name what it does
+    (``doing``)."""
 
     doing = "working"
-    _job = None
-    _thread = None
+    _run = None
     _timer = None
-    _t0 = 0.0
-
     _before = None  # the scene's state before the job read it (its detected settings change)
 
     def run(self, context):
@@ -166,21 +168,19 @@ class _InBackground(GuardedOperator):
         if bpy.app.background or context.window is None:
             return self.execute(context)
         from .scene_writing import SceneChange
-        from .solving import BackgroundJob
+        from .solving import BackgroundJob, WorkerRun
 
         self._before = SceneChange(context.scene)
         job = self.guard(self.make_job, context)
         if not isinstance(job, BackgroundJob):
             self._before.undo()
             return job  # CANCELLED, reported
-        self._job = job
-        self._thread = threading.Thread(target=job.work, name=f"lsmplify-{self.doing}", daemon=True)
-        self._t0 = time.perf_counter()
-        self._thread.start()
+        self._run = WorkerRun(job, self.doing)
+        self._run.start()
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
         wm.progress_begin(0, 100)
-        self._status(context, f"LSMPLify: {self.doing} {job.frames} frames... (Esc to cancel)")
+        self._status(context, self._run.status())
         wm.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
@@ -198,29 +198,31 @@ class _InBackground(GuardedOperator):
         self._status(context, None)
 
     def modal(self, context, event):
-        if event.type == "ESC":
-            self._job.cancelled = True  # the worker finishes on its own; its result is dropped
-            self._end(context)
+        run = self._run
+        if event.type == "ESC" and event.value == "PRESS" and not run.cancelled:
+            run.cancel()  # the worker stops at its next block; its result is never written
+            self._status(context, run.status())
+            return {"RUNNING_MODAL"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        if run.running:
+            context.window_manager.progress_update(int(100 * run.fraction))
+            self._status(context, run.status())
+            return {"RUNNING_MODAL"}
+        self._end(context)
+        if run.cancelled:  # also when the worker finished before it saw the cancel
             self._before.undo()
             self.say({"WARNING"}, f"LSMPLify: {self.doing} cancelled; the scene is unchanged.")
             return {"CANCELLED"}
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        if self._thread.is_alive():
-            elapsed = time.perf_counter() - self._t0
-            # no progress signal from the core: an asymptotic bar that never claims to be done
-            context.window_manager.progress_update(int(99 * (1 - np.exp(-elapsed / 10.0))))
-            return {"RUNNING_MODAL"}
-        self._end(context)
-        if self._job.error is not None:
-            err = self._job.error
+        if run.job.error is not None:
+            err = run.job.error
 
             def fail():
                 raise err
 
             done = self.guard(fail)
         else:
-            done = self.guard(self._job.finish, self, context)
+            done = self.guard(run.job.finish, self, context)
         if "FINISHED" not in done:
             self._before.undo()
         return done

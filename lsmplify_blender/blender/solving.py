@@ -39,11 +39,26 @@ def smooth_setting(settings):
     return "auto" if settings.auto_denoise else 0.0
 
 
-def run_solve(prepared, model, solver: str, refine: int, betas=None, smooth="auto"):
-    """The core solve; touches no bpy data (safe in a worker thread)."""
+# frames per analytic block of a solve started here: the bar moves (and Esc stops the work)
+# every block; blocks of 1,024 frames cost no measurable time against one of 4,096
+PROGRESS_CHUNK = 1024
+
+
+def run_solve(prepared, model, solver: str, refine: int, betas=None, smooth="auto", progress=None):
+    """The core solve; touches no bpy data (safe in a worker thread). ``progress``: a
+    ``core.progress.Progress`` that hears the frames done and can stop the solve."""
     from ..core.solver import solve
 
-    return solve(prepared, model, solver=solver, refine=int(refine), betas=betas, smooth=smooth)
+    return solve(
+        prepared,
+        model,
+        solver=solver,
+        refine=int(refine),
+        betas=betas,
+        smooth=smooth,
+        chunk=PROGRESS_CHUNK,
+        progress=progress,
+    )
 
 
 def rig_name(context, settings) -> str:
@@ -99,12 +114,14 @@ def plausibility_warnings(model, prepared, solution, source_type: str) -> list[s
 
 class BackgroundJob:
     """Read the scene on creation (main thread), ``solve`` (no bpy data: ``work`` runs it in a
-    worker thread and keeps its error), then ``finish`` writes into the scene (main thread)."""
+    worker thread and keeps its error), then ``finish`` writes into the scene (main thread).
+    ``progress`` (``core.progress.Progress``) hears the frames done; cancelling it stops the
+    core at its next block of frames."""
 
     solution = None
     error = None
-    cancelled = False
     frames = 0  # what the status bar says the job works on
+    progress = None
 
     def solve(self):
         raise NotImplementedError
@@ -117,6 +134,56 @@ class BackgroundJob:
 
     def finish(self, op, context):
         raise NotImplementedError
+
+
+class WorkerRun:
+    """A ``BackgroundJob`` solving in a worker thread, as the Solve and Refine buttons run it:
+    ``start``, then on each timer tick ``running`` / ``fraction`` / ``status``; ``cancel`` (Esc)
+    stops the worker at the core's next block of frames, and ``cancelled`` tells the operator
+    to drop whatever the worker left and restore the scene."""
+
+    def __init__(self, job: BackgroundJob, doing: str):
+        import threading
+
+        from ..core.progress import Progress
+
+        self.job, self.doing = job, doing
+        job.progress = Progress()
+        self.thread = threading.Thread(target=job.work, name=f"lsmplify-{doing}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def cancel(self) -> None:
+        self.job.progress.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.job.progress.cancelled
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
+    def wait(self, seconds: float | None = None) -> bool:
+        """Wait for the worker; True when it has ended."""
+        self.thread.join(seconds)
+        return not self.thread.is_alive()
+
+    @property
+    def fraction(self) -> float:
+        return self.job.progress.fraction
+
+    def status(self) -> str:
+        """The status bar's line: what is being done, how far, and how to stop it."""
+        p = self.job.progress
+        if p.cancelled:
+            return f"LSMPLify: cancelling {self.doing} (at the end of this block of frames)..."
+        stage = f", {p.stage}" if p.stage else ""
+        return (
+            f"LSMPLify: {self.doing} {self.job.frames} frames{stage}: {100 * p.fraction:.0f}% "
+            "(Esc to cancel)"
+        )
 
 
 class SolveJob(BackgroundJob):
@@ -155,7 +222,13 @@ class SolveJob(BackgroundJob):
 
     def solve(self):
         self.solution = run_solve(
-            self.prepared, self.model, self.solver, self.refine, self.betas, self.smooth
+            self.prepared,
+            self.model,
+            self.solver,
+            self.refine,
+            self.betas,
+            self.smooth,
+            progress=self.progress,
         )
 
     def finish(self, op, context):
@@ -230,6 +303,7 @@ class RefineJob(BackgroundJob):
             passes=self.passes,
             refine=self.iterations,
             smooth=self.smooth,
+            progress=self.progress,
         )
 
     def write(self, context):
