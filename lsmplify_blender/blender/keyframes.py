@@ -30,7 +30,7 @@ from ..core.model.skinning import pose_feature
 from .rig import has_pose_keys, pose_key_names
 
 FIT_ERROR_PROP = "lsmplify_fit_error_mm"
-ROOT_BONE = SMPL_JOINT_NAMES[0]
+PELVIS_BONE = SMPL_JOINT_NAMES[0]
 _GROUP_FIT = "LSMPLify"
 
 
@@ -193,8 +193,11 @@ def write_pose_action(
         if fit.size != r.shape[0]:
             raise LSMPLifyError(f"fit_error_mm has {fit.size} values for {r.shape[0]} frames.")
 
+    from .rig_style import channel_bones, to_bone_channels
+
     T = r.shape[0]
-    quats = rotmats_to_continuous_quaternions(r).astype(np.float32)  # (T, 24, 4)
+    bone_rot, pelvis_loc, root_loc = to_bone_channels(r, t, armature_obj)
+    quats = rotmats_to_continuous_quaternions(bone_rot).astype(np.float32)  # (T, bones, 4)
     frames = (float(frame_start) + np.arange(T, dtype=np.float64)).astype(np.float32)
     linear = _enum_value(bpy.types.Keyframe, "interpolation", "LINEAR")
 
@@ -205,13 +208,16 @@ def write_pose_action(
     action["lsmplify_frame_start"] = int(frame_start)
     action["lsmplify_frames"] = int(T)
     writer = _FCurveWriter(action, armature_obj)
-    for j, bone in enumerate(SMPL_JOINT_NAMES):
+    bones = channel_bones(armature_obj)
+    for j, bone in enumerate(bones):
         armature_obj.pose.bones[bone].rotation_mode = "QUATERNION"
         for c in range(4):
             _write_keys(writer.new(_rot_path(bone), c, bone), frames, quats[:, j, c], linear)
-    loc = t.astype(np.float32)
-    for c in range(3):
-        _write_keys(writer.new(_loc_path(ROOT_BONE), c, ROOT_BONE), frames, loc[:, c], linear)
+    locations = [(PELVIS_BONE, pelvis_loc)] + ([(bones[-1], root_loc)] if root_loc is not None else [])
+    for bone, loc in locations:
+        loc = loc.astype(np.float32)
+        for c in range(3):
+            _write_keys(writer.new(_loc_path(bone), c, bone), frames, loc[:, c], linear)
     if fit is not None:
         ok = np.isfinite(fit)
         armature_obj[FIT_ERROR_PROP] = float(fit[ok][0]) if ok.any() else 0.0
@@ -313,13 +319,21 @@ def read_pose_action(armature_obj, frame_start: int, frame_end: int, action=None
             return kv[idx]
         return np.array([fc.evaluate(f) for f in frames])
 
-    quats = np.empty((T, NUM_JOINTS, 4))
-    for j, bone in enumerate(SMPL_JOINT_NAMES):
+    from .rig_style import channel_bones, from_bone_channels, has_root_bone
+
+    bones = channel_bones(armature_obj)
+    quats = np.empty((T, len(bones), 4))
+    for j, bone in enumerate(bones):
         for c in range(4):
             quats[:, j, c] = channel(_rot_path(bone), c, 1.0 if c == 0 else 0.0)
-    trans = np.stack([channel(_loc_path(ROOT_BONE), c, 0.0) for c in range(3)], -1)
-    rotmats = quaternion_to_matrix(quats)
-    return rotmats, trans
+
+    def location(bone):
+        return np.stack([channel(_loc_path(bone), c, 0.0) for c in range(3)], -1)
+
+    root_loc = location(bones[-1]) if has_root_bone(armature_obj) else None
+    return from_bone_channels(
+        quaternion_to_matrix(quats), location(PELVIS_BONE), root_loc, armature_obj
+    )
 
 
 def write_location_action(obj, frames, locations, name: str):

@@ -147,6 +147,8 @@ def import_smpl_motion(
         else scene.frame_start
     )
     fit = read_fit_error(path, poses.shape[0])
+    from .rig_style import style_from_settings
+
     with SceneChange(scene) as change:
         rig_obj, action = write_motion(
             context,
@@ -158,6 +160,7 @@ def import_smpl_motion(
             fit,
             name=safe_stem(path),
             action_name=safe_stem(path),
+            style=style_from_settings(scene.lsmplify),
         )
         change.made += [
             rig_obj,

@@ -121,6 +121,9 @@ def draw_refine(box, s) -> None:
 
 def draw_rig(box, s) -> None:
     box.label(text="Rig", icon="OUTLINER_OB_ARMATURE")
+    col = box.column(heading="New Rigs", align=True)
+    col.prop(s, "root_bone")
+    col.prop(s, "bones_to_children")
     col = box.column(align=True)
     col.operator(LSMPLIFY_OT_import_smpl_npz.bl_idname, icon="IMPORT")
     col.operator(LSMPLIFY_OT_export_npz.bl_idname, icon="EXPORT")

@@ -244,6 +244,20 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
     )
     frame_start: IntProperty(name="Start", default=1, description="First frame to solve")
     frame_end: IntProperty(name="End", default=250, description="Last frame to solve")
+    root_bone: BoolProperty(
+        name="Root Bone",
+        default=False,
+        description="New rigs get a 'root' bone on the ground under the pelvis that carries "
+        "the body's ground-plane movement and heading, for game engines' root motion (the "
+        "body moves exactly as without it; exports carry the root bone too)",
+    )
+    bones_to_children: BoolProperty(
+        name="Bones Point at Children",
+        default=False,
+        description="New rigs' bones point at their child joints (a skeleton to look at and "
+        "pose); off: every bone points up in SMPL's own axes. The animation, the mesh and "
+        "the exports are the same either way",
+    )
 
     # ------------------------------------------------------------------ results
     has_result: BoolProperty(default=False)

@@ -310,6 +310,8 @@ def apply_solution(
     Returns (rig, action). On any failure every data-block made here is removed again and
     the target rig gets its previous action back.
     """
+    from .rig_style import style_from_settings
+
     rig_obj, action = write_motion(
         context,
         model,
@@ -320,6 +322,7 @@ def apply_solution(
         solution.fit_error_mm,
         target_rig=target_rig,
         name=name,
+        style=style_from_settings(settings),
         action_name=f"LSMPLify_{solution.solver}",
         tags=dict(
             lsmplify_solver=solution.solver,
@@ -350,8 +353,10 @@ def write_motion(
     name: str = "SMPL",
     action_name: str = "LSMPLify",
     tags=None,
+    style=None,
 ):
-    """A new rig + action (or a new action on ``target_rig``); all or nothing.
+    """A new rig + action (or a new action on ``target_rig``); all or nothing. A new rig is
+    laid out as ``style`` says (``rig_style.RigStyle``); a target rig keeps its own layout.
 
     Where the rig's mesh carries pose-corrective shape keys (a model with ``posedirs``),
     they get a new action of their own on the mesh's shape-key datablock.
@@ -371,7 +376,9 @@ def write_motion(
     try:
         if target_rig is None:
             check_buildable(model.data, betas)
-            rig_obj, mesh_obj = rig.build_smpl_rig(context, model.data, betas, name=name)
+            rig_obj, mesh_obj = rig.build_smpl_rig(
+                context, model.data, betas, name=name, style=style
+            )
             made += [rig_obj, mesh_obj, rig_obj.data, mesh_obj.data]
             rig_obj["lsmplify_gender"] = model.data.meta.get("gender", "neutral")
         else:
