@@ -5,6 +5,10 @@ With the rig's bone-frame trick the SMPL local rotation of joint j goes straight
 pelvis bone's ``location`` (the pelvis rest frame is SMPL's frame and its head is the
 rest pelvis joint, so the bone's location offset is exactly SMPL's ``transl``).
 
+A rig made with a root bone or with bones pointing at their children keys other channels for
+the same motion; ``rig_style`` turns SMPL motion into them and back (the default rig's
+channels are SMPL's, unchanged).
+
 Keys are written with ``keyframe_points.add`` + ``foreach_set`` (never one
 ``keyframe_insert`` per key), and F-curves are created the way each Blender version
 wants, chosen by feature detection:

@@ -7,6 +7,10 @@ Y-up -> Blender's Z-up change of axes. So a bone's local frame IS SMPL's frame: 
 local rotation goes unchanged into ``rotation_quaternion`` and SMPL's root translation
 unchanged into the pelvis bone's ``location``.
 
+Two options of a new rig (``rig_style.RigStyle``) keep the motion and change only how it is
+keyed: a ``root`` bone on the ground for engines' root motion, and bones that point at their
+children (then a bone's frame is not SMPL's and ``rig_style`` conjugates its rotations).
+
 The change of axes is baked into the coordinates (joints and vertices are stored Z-up),
 so the armature object keeps an identity transform: users can move it, apply transforms
 or export it like any other rig. Shape is ``Shape000..`` shape keys valued at the betas
