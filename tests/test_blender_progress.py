@@ -19,12 +19,14 @@ from conftest import FIXTURES
 from lsmplify_blender.core.progress import Cancelled
 
 BVH = FIXTURES / "131_01_short.bvh"
+FBX = FIXTURES / "09_11_cmu.fbx"  # 166 frames on the CMU rig
 ADDON = "lsmplify_blender"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def addon():
     addon_utils.enable(ADDON, default_set=True)
+    addon_utils.enable("io_scene_fbx", default_set=True)
     yield
     addon_utils.disable(ADDON, default_set=True)
 
@@ -146,3 +148,29 @@ def test_import_keypoints_reports_its_steps_up_to_done():
     assert keyed - 1 == int((prepared.weight > 0).any(0).sum())
     # the operator drives the window manager's bar with it and finishes
     assert bpy.ops.lsmplify.import_keypoints(filepath=str(BVH)) == {"FINISHED"}
+
+
+def test_an_fbx_import_and_a_solve_from_its_armature_report_the_frames_read():
+    from lsmplify_blender.blender.keypoint_empties import FBX_IMPORTER_SHARE, import_fbx_armature
+    from lsmplify_blender.blender.model_cache import get_model
+    from lsmplify_blender.blender.solving import SolveJob
+    from lsmplify_blender.blender.sources import SAMPLE_REPORT_FRAMES
+
+    heard = []
+    arm, prepared = import_fbx_armature(
+        bpy.context, str(FBX), get_model(bpy.context), progress=lambda f, w: heard.append((f, w))
+    )
+    assert prepared.num_frames == 166
+    fractions = [f for f, _ in heard]
+    assert fractions[0] == FBX_IMPORTER_SHARE and fractions[-1] == 1.0
+    assert fractions == sorted(fractions)
+    assert len(fractions) == 1 + 166 // SAMPLE_REPORT_FRAMES + 1  # start, every 50 frames, end
+    read = []
+    s = bpy.context.scene.lsmplify
+    s.solver = "ANALYTIC"
+    job = SolveJob(bpy.context, lambda kind, msg: None, on_read=read.append)
+    assert job.frames == 166
+    expected = [k * SAMPLE_REPORT_FRAMES / 166 for k in range(1, 166 // SAMPLE_REPORT_FRAMES + 1)]
+    assert np.allclose(read, [*expected, 1.0])
+    # the operator drives the window manager's bar with it and finishes
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(FBX)) == {"FINISHED"}

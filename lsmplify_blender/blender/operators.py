@@ -106,9 +106,20 @@ class LSMPLIFY_OT_import_keypoints(GuardedOperator, bpy.types.Operator, ImportHe
         ):  # an animated rig: Blender's importer, an Armature source
             from .keypoint_empties import import_fbx_armature
 
-            arm, prepared = import_fbx_armature(
-                context, self.filepath, model, self.layout, self.units, self.update_scene
-            )
+            wm = context.window_manager
+            wm.progress_begin(0, 100)
+            try:
+                arm, prepared = import_fbx_armature(
+                    context,
+                    self.filepath,
+                    model,
+                    self.layout,
+                    self.units,
+                    self.update_scene,
+                    progress=lambda fraction, _what: wm.progress_update(int(100 * fraction)),
+                )
+            finally:
+                wm.progress_end()
             self.report_notes(prepared.notes)
             self.say(
                 {"INFO"},
@@ -154,6 +165,7 @@ class _InBackground(GuardedOperator):
     doing = "working"
     _run = None
     _timer = None
+    _on_read = None  # progress(fraction) of reading a scene source's frames (invoke only)
     _before = None  # the scene's state before the job read it (its detected settings change)
 
     def run(self, context):
@@ -171,7 +183,13 @@ class _InBackground(GuardedOperator):
         from .solving import BackgroundJob, WorkerRun
 
         self._before = SceneChange(context.scene)
-        job = self.guard(self.make_job, context)
+        wm = context.window_manager
+        wm.progress_begin(0, 100)  # reading an Armature or Empties source's frames takes seconds
+        self._on_read = lambda fraction: wm.progress_update(int(100 * fraction))
+        try:
+            job = self.guard(self.make_job, context)
+        finally:
+            wm.progress_end()
         if not isinstance(job, BackgroundJob):
             self._before.undo()
             return job  # CANCELLED, reported
@@ -239,7 +257,7 @@ class LSMPLIFY_OT_solve(_InBackground, bpy.types.Operator):
     def make_job(self, context):
         from .solving import SolveJob
 
-        return SolveJob(context, self.say)
+        return SolveJob(context, self.say, on_read=self._on_read)
 
 
 class LSMPLIFY_OT_refine(_InBackground, bpy.types.Operator):
@@ -284,7 +302,9 @@ class LSMPLIFY_OT_refine(_InBackground, bpy.types.Operator):
         method = s.refine_method if self.method == "SCENE" else self.method
         passes = (self.passes or s.refine_passes) if method == "NETWORK" else 0
         iters = 0 if method == "NETWORK" else (self.iterations or s.refine_iters or 10)
-        return RefineJob(context, s, rig_obj, method, passes, iters, warn=self.warn)
+        return RefineJob(
+            context, s, rig_obj, method, passes, iters, warn=self.warn, on_read=self._on_read
+        )
 
 
 # =============================================================================== npz

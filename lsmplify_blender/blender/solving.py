@@ -189,7 +189,7 @@ class WorkerRun:
 class SolveJob(BackgroundJob):
     """One solve of the scene's source."""
 
-    def __init__(self, context, report):
+    def __init__(self, context, report, on_read=None):
         s = context.scene.lsmplify
         self.model = get_model(context, warn=lambda m: report({"WARNING"}, m))
         target = s.target_rig
@@ -207,7 +207,7 @@ class SolveJob(BackgroundJob):
         if target is not None:
             check_rig_model(target, self.model)
             self.betas = rig_betas(target)[: self.model.num_betas]
-        prepared, self.start = gather_source(context, s, self.model)
+        prepared, self.start = gather_source(context, s, self.model, on_read)
         self.prepared = prepared
         self.smooth = smooth_setting(s)
         self.solver = solver_name(s)
@@ -273,7 +273,15 @@ class RefineJob(BackgroundJob):
     ``method`` NETWORK runs ``passes`` plug-in passes, OPTIMIZE ``iterations`` iterations."""
 
     def __init__(
-        self, context, settings, rig_obj, method: str, passes: int, iterations: int, warn=None
+        self,
+        context,
+        settings,
+        rig_obj,
+        method: str,
+        passes: int,
+        iterations: int,
+        warn=None,
+        on_read=None,
     ):
         from .keyframes import read_pose_action
 
@@ -282,7 +290,7 @@ class RefineJob(BackgroundJob):
             raise InputError(f"The rig '{rig_obj.name}' has no action to refine; solve first.")
         self.model = get_model(context, warn=warn)
         check_rig_model(rig_obj, self.model)
-        self.prepared, self.start = gather_source(context, settings, self.model)
+        self.prepared, self.start = gather_source(context, settings, self.model, on_read)
         self.frames = self.prepared.num_frames
         self.rotmats, self.trans = read_pose_action(
             rig_obj, self.start, self.start + self.frames - 1
