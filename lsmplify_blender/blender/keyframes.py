@@ -23,6 +23,8 @@ wants, chosen by feature detection:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import bpy
 import numpy as np
 import torch
@@ -34,6 +36,7 @@ from ..core.model.skinning import pose_feature
 from .rig import has_pose_keys, pose_key_names
 
 FIT_ERROR_PROP = "lsmplify_fit_error_mm"
+FIT_ERROR_DESCRIPTION = "per-frame mean distance to the input keypoints (mm)"
 PELVIS_BONE = SMPL_JOINT_NAMES[0]
 _GROUP_FIT = "LSMPLify"
 
@@ -45,8 +48,6 @@ def _rot_path(bone: str) -> str:
 def _loc_path(bone: str) -> str:
     return f'pose.bones["{bone}"].location'
 
-
-_FIT_PATH = f'["{FIT_ERROR_PROP}"]'
 
 
 def _as_numpy(x, dtype=np.float64) -> np.ndarray:
@@ -157,8 +158,43 @@ def _protect_previous_action(obj) -> None:
         prev.use_fake_user = True
 
 
+@dataclass(frozen=True)
+class AnimatedProperty:
+    """A custom property of the rig keyed at every frame of a new action (for the Graph Editor)."""
+
+    name: str
+    values: np.ndarray  # (T,); non-finite frames get no key
+    description: str
+    stepped: bool = False  # constant interpolation: a state (a foot on the ground), not a measure
+    minimum: float | None = None  # the property's lower limit in the UI
+
+
+def _key_property(writer, obj, frames: np.ndarray, prop: AnimatedProperty) -> None:
+    """``prop`` as a custom property of ``obj`` (valued as at its first keyed frame), keyed in bulk."""
+    values = _as_numpy(prop.values).reshape(-1)
+    ok = np.isfinite(values)
+    obj[prop.name] = float(values[ok][0]) if ok.any() else 0.0
+    limits = {} if prop.minimum is None else {"min": prop.minimum}
+    obj.id_properties_ui(prop.name).update(description=f"LSMPLify: {prop.description}", **limits)
+    if ok.any():
+        kind = "CONSTANT" if prop.stepped else "LINEAR"
+        fc = writer.new(f'["{prop.name}"]', 0, _GROUP_FIT)
+        _write_keys(
+            fc,
+            frames[ok],
+            values[ok].astype(np.float32),
+            _enum_value(bpy.types.Keyframe, "interpolation", kind),
+        )
+
+
 def write_pose_action(
-    armature_obj, rotmats, trans, frame_start: int = 1, name: str = "LSMPLify", fit_error_mm=None
+    armature_obj,
+    rotmats,
+    trans,
+    frame_start: int = 1,
+    name: str = "LSMPLify",
+    fit_error_mm=None,
+    properties=(),
 ):
     """Key SMPL motion on an SMPL rig as a NEW action (unique name), assigned to the armature.
 
@@ -166,7 +202,8 @@ def write_pose_action(
     (numpy or torch, SMPL's Y-up metres) become keys at frames ``frame_start ..
     frame_start + T - 1`` with linear interpolation; ``fit_error_mm`` (T,) optionally keys
     the custom property ``lsmplify_fit_error_mm`` on the armature object (non-finite
-    frames get no key). An action already assigned is kept (given a fake user when it
+    frames get no key), and each of ``properties`` (``AnimatedProperty``) its own custom
+    property. An action already assigned is kept (given a fake user when it
     would otherwise be lost on save) and never modified.
     """
     if armature_obj is None or armature_obj.type != "ARMATURE":
@@ -191,11 +228,15 @@ def write_pose_action(
         raise LSMPLifyError(
             f"'{armature_obj.name}' is in NLA tweak mode; leave it before writing a new action."
         )
-    fit = None
+    props = list(properties)
     if fit_error_mm is not None:
-        fit = _as_numpy(fit_error_mm).reshape(-1)
-        if fit.size != r.shape[0]:
-            raise LSMPLifyError(f"fit_error_mm has {fit.size} values for {r.shape[0]} frames.")
+        props.insert(
+            0, AnimatedProperty(FIT_ERROR_PROP, fit_error_mm, FIT_ERROR_DESCRIPTION, minimum=0.0)
+        )
+    for prop in props:
+        size = _as_numpy(prop.values).size
+        if size != r.shape[0]:
+            raise LSMPLifyError(f"{prop.name} has {size} values for {r.shape[0]} frames.")
 
     from .rig_style import channel_bones, to_bone_channels
 
@@ -222,17 +263,8 @@ def write_pose_action(
         loc = loc.astype(np.float32)
         for c in range(3):
             _write_keys(writer.new(_loc_path(bone), c, bone), frames, loc[:, c], linear)
-    if fit is not None:
-        ok = np.isfinite(fit)
-        armature_obj[FIT_ERROR_PROP] = float(fit[ok][0]) if ok.any() else 0.0
-        ui = armature_obj.id_properties_ui(FIT_ERROR_PROP)
-        ui.update(
-            min=0.0, description="LSMPLify: per-frame mean distance to the input keypoints (mm)"
-        )
-        if ok.any():
-            _write_keys(
-                writer.new(_FIT_PATH, 0, _GROUP_FIT), frames[ok], fit[ok].astype(np.float32), linear
-            )
+    for prop in props:
+        _key_property(writer, armature_obj, frames, prop)
     _protect_previous_action(armature_obj)
     writer.assign()
     return action
