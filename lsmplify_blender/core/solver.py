@@ -446,6 +446,28 @@ def _landmark_leaves(ctx: _Context) -> set[int]:
     }
 
 
+def _unaimed_bones(ctx: _Context) -> set[int]:
+    """Single-child joints below which no keypoint is measured and no landmark aims (DeepMimic's
+    ankles and neck: it has no toe or head point): the keypoints cannot turn them, the file's
+    rotations can (eval --real, DeepMimic takes, first 120 frames: feet 13.4/16.5 -> 0.0 deg)."""
+    from .network.kinematics import KIDS
+
+    seen = ctx.measured.any(0)
+    names = (ctx.landmarks or ctx.landmark_targets())[0]
+    aimed = set(attach_landmarks(ctx.model, names, seen.tolist())) if names else set()
+
+    def subtree(j: int) -> list[int]:
+        return [j] + [d for c in KIDS[j] for d in subtree(c)]
+
+    return {
+        j
+        for j in range(24)
+        if len(KIDS[j]) == 1
+        and j not in aimed
+        and not any(seen[d] or d in aimed for d in subtree(KIDS[j][0]))
+    }
+
+
 def _leaf_calibration(ctx: _Context, rot) -> dict[int, torch.Tensor]:
     """Per leaf that landmark keypoints aim (head top, toe tips, finger tips on a joint with no
     measured child), the constant rotation C (3, 3), in the leaf's own frame, that turns its
@@ -543,7 +565,7 @@ def _with_rotations(ctx: _Context, source: torch.Tensor):
     assert rest_src is not None  # rotations="use": source_pose raises rather than return None
     g_a0, _ = model.global_transforms(at_rest.analytic().rotmats, rest)
     g_s0, _ = model.global_transforms(rest_src, rest)
-    leaves = _landmark_leaves(ctx) | {j for j in range(24) if not KIDS[j]}
+    leaves = _landmark_leaves(ctx) | {j for j in range(24) if not KIDS[j]} | _unaimed_bones(ctx)
     whole = leaves | _source_aims_better(at_rest, g_s0, rest[0])
     g = g_a.clone()
     for j in range(24):
