@@ -18,7 +18,8 @@ from bpy_extras.io_utils import ExportHelper, ImportHelper
 from ..core.errors import InputError, LSMPLifyError
 from .properties import LAYOUT_ITEMS, REFINE_METHOD_ITEMS, UNIT_ITEMS, UP_ITEMS
 
-KEYPOINT_GLOB = "*.npz;*.npy;*.json;*.csv;*.bvh;*.amc;*.fbx"
+# .txt: DeepMimic motion files (humanoid3d_*.txt), recognised by their content
+KEYPOINT_GLOB = "*.npz;*.npy;*.json;*.csv;*.bvh;*.amc;*.fbx;*.txt"
 
 
 class GuardedOperator:
@@ -67,7 +68,8 @@ def _rig_or_error(context):
 
 # =============================================================================== import
 class LSMPLIFY_OT_import_keypoints(GuardedOperator, bpy.types.Operator, ImportHelper):
-    """Read a keypoint file, make it the scene's source and optionally show it as animated empties"""
+    """Read a keypoint or mocap file (.npz .npy .json .csv .bvh .amc, an .fbx take, a DeepMimic
+    .txt motion), make it the scene's source and optionally show it as animated empties"""
 
     bl_idname = "lsmplify.import_keypoints"
     bl_label = "Import Keypoints"
@@ -453,7 +455,7 @@ class LSMPLIFY_OT_render_preview(GuardedOperator, bpy.types.Operator):
 # =============================================================================== menus
 def menu_import(self, _context):
     self.layout.operator(
-        LSMPLIFY_OT_import_keypoints.bl_idname, text="Keypoints for LSMPLify (.bvh .npz .csv ...)"
+        LSMPLIFY_OT_import_keypoints.bl_idname, text="Keypoints for LSMPLify (.bvh .amc .fbx DeepMimic .txt ...)"
     )
     self.layout.operator(LSMPLIFY_OT_import_smpl_npz.bl_idname, text="SMPL Motion (.npz)")
 

@@ -39,7 +39,7 @@ UP_ITEMS = (
     ("Z", "Z", "Z up (Blender)"),
 )
 SOURCE_ITEMS = (
-    ("FILE", "File", "A keypoint file (.npz .npy .json .csv .bvh .amc)"),
+    ("FILE", "File", "A keypoint file (.npz .npy .json .csv .bvh .amc, DeepMimic .txt)"),
     (
         "EMPTIES",
         "Empties",
@@ -110,7 +110,7 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
         name="File",
         subtype="FILE_PATH",
         default="",
-        description="Keypoint file (.npz .npy .json .csv .bvh .amc)",
+        description="Keypoint file (.npz .npy .json .csv .bvh .amc, a DeepMimic motion .txt)",
     )
     source_armature: PointerProperty(
         name="Armature",
