@@ -40,8 +40,9 @@ def smooth_setting(settings):
 
 
 # frames per analytic block of a solve started here: the bar moves (and Esc stops the work)
-# every block; blocks of 1,024 frames cost no measurable time against one of 4,096
-PROGRESS_CHUNK = 1024
+# every block. CPU time of the analytic solve of 10,000 frames of 01_01.bvh (best of 4): 2.4 s
+# in blocks of 2,048 or 4,096 frames, 3.0 s in blocks of 1,024
+PROGRESS_CHUNK = 2048
 
 
 def run_solve(prepared, model, solver: str, refine: int, betas=None, smooth="auto", progress=None):
