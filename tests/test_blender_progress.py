@@ -16,7 +16,7 @@ if bpy is None:
 import addon_utils
 from conftest import FIXTURES
 
-from lsmplify_blender.core.progress import Cancelled
+from lsmplify_blender.core.progress import CancelledError
 
 BVH = FIXTURES / "131_01_short.bvh"
 FBX = FIXTURES / "09_11_cmu.fbx"  # 166 frames on the CMU rig
@@ -70,15 +70,19 @@ def test_esc_stops_the_solve_worker_and_the_scene_is_unchanged():
     run, reported, release, seen = paused_run(job, "solving")
     run.start()
     assert reported.wait(60) and run.running
-    text = run.status()
-    assert text.startswith(f"LSMPLify: solving {job.frames} frames, analytic IK: ")
-    assert "(Esc to cancel)" in text and 0 < run.fraction < 1
+    t = job.frames  # one block of analytic IK: its first report is all of its frames
+    assert (
+        run.status()
+        == f"LSMPLify: solving {t} frames, analytic IK: {t} of {t} frames (Esc to cancel)"
+    )
+    assert run.fraction == 1.0
     run.cancel()  # what the modal handler does on Esc
     assert "cancelling" in run.status()
     release.set()
     assert run.wait(60)  # the worker stopped: it never reached the end of the solve
-    assert job.solution is None and isinstance(job.error, Cancelled)
-    assert len(seen) == 1 and seen[0][0] < seen[0][1]
+    assert job.solution is None and isinstance(job.error, CancelledError)
+    # it stopped right after that block: no other step of the solve began
+    assert seen == [(t, t, "analytic IK")] and job.progress.steps == 1
     before.undo()  # what the modal handler does when the run was cancelled
     assert snapshot() == state and s.detected_layout == "before the solve" and not s.has_result
 
@@ -94,7 +98,7 @@ def test_a_solve_run_to_the_end_reports_every_frame_and_matches_the_operator():
     run.start()
     assert run.wait(120) and not run.cancelled
     assert job.error is None and run.fraction == 1.0
-    assert job.progress.done == job.progress.total >= job.frames
+    assert job.progress.done == job.progress.total and job.progress.steps >= 2
     assert bpy.ops.lsmplify.solve() == {"FINISHED"}  # the button's blocking twin
     (rig,) = [o for o in bpy.data.objects if o.get("lsmplify_rig")]
     from lsmplify_blender.blender.keyframes import read_pose_action
@@ -116,13 +120,13 @@ def test_esc_stops_a_refine_and_leaves_the_rig_with_its_action():
     action = rig.animation_data.action
     before, state = SceneChange(sc), snapshot()
     job = RefineJob(bpy.context, s, rig, "OPTIMIZE", 0, 2)
-    run, reported, release, seen = paused_run(job, "refining")
+    run, reported, release, _ = paused_run(job, "refining")
     run.start()
     assert reported.wait(120)
     assert run.status().startswith(f"LSMPLify: refining {job.frames} frames, ")
     run.cancel()
     release.set()
-    assert run.wait(120) and isinstance(job.error, Cancelled) and job.solution is None
+    assert run.wait(120) and isinstance(job.error, CancelledError) and job.solution is None
     before.undo()
     assert snapshot() == state and rig.animation_data.action == action
 
@@ -157,7 +161,7 @@ def test_an_fbx_import_and_a_solve_from_its_armature_report_the_frames_read():
     from lsmplify_blender.blender.sources import SAMPLE_REPORT_FRAMES
 
     heard = []
-    arm, prepared = import_fbx_armature(
+    _, prepared = import_fbx_armature(
         bpy.context, str(FBX), get_model(bpy.context), progress=lambda f, w: heard.append((f, w))
     )
     assert prepared.num_frames == 166

@@ -152,7 +152,9 @@ def test_bones_pointing_at_children_keep_the_exported_animation(
     bones = skeleton.data.bones
     for joint, child in (("left_knee", "left_ankle"), ("spine3", "neck"), ("pelvis", "spine1")):
         assert np.allclose(bones[joint].tail_local, bones[child].head_local, atol=1e-6)
-    up = np.array(plain.data.bones["left_knee"].tail_local - plain.data.bones["left_knee"].head_local)
+    up = np.array(
+        plain.data.bones["left_knee"].tail_local - plain.data.bones["left_knee"].head_local
+    )
     assert np.allclose(up / np.linalg.norm(up), (0, 0, 1), atol=1e-6)  # the plain rig: up
     assert_same_motion(plain, skeleton, k)
     a, b = export_npz(plain, tmp_path / "plain.npz"), export_npz(skeleton, tmp_path / "sk.npz")

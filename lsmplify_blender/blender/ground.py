@@ -23,7 +23,8 @@ def ground_plane(rig_obj):
         (
             o
             for o in bpy.data.objects
-            if GROUND_TAG in o and any(c.target == rig_obj for c in o.constraints if c.type == "CHILD_OF")
+            if GROUND_TAG in o
+            and any(c.target == rig_obj for c in o.constraints if c.type == "CHILD_OF")
         ),
         None,
     )
@@ -36,7 +37,14 @@ def plane_corners(trans: np.ndarray, pelvis_rest: np.ndarray, height: float) -> 
 
     path = smpl_to_blender(pelvis_rest + trans)  # (T, 3) Blender coordinates
     lo, hi = path[:, :2].min(0) - MARGIN_M, path[:, :2].max(0) + MARGIN_M
-    return np.array([[lo[0], lo[1], height], [hi[0], lo[1], height], [hi[0], hi[1], height], [lo[0], hi[1], height]])
+    return np.array(
+        [
+            [lo[0], lo[1], height],
+            [hi[0], lo[1], height],
+            [hi[0], hi[1], height],
+            [lo[0], hi[1], height],
+        ]
+    )
 
 
 def show_ground(rig_obj, height: float, trans, made: list) -> object:

@@ -49,7 +49,6 @@ def _loc_path(bone: str) -> str:
     return f'pose.bones["{bone}"].location'
 
 
-
 def _as_numpy(x, dtype=np.float64) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
@@ -258,9 +257,11 @@ def write_pose_action(
         armature_obj.pose.bones[bone].rotation_mode = "QUATERNION"
         for c in range(4):
             _write_keys(writer.new(_rot_path(bone), c, bone), frames, quats[:, j, c], linear)
-    locations = [(PELVIS_BONE, pelvis_loc)] + ([(bones[-1], root_loc)] if root_loc is not None else [])
-    for bone, loc in locations:
-        loc = loc.astype(np.float32)
+    locations = [(PELVIS_BONE, pelvis_loc)] + (
+        [(bones[-1], root_loc)] if root_loc is not None else []
+    )
+    for bone, values in locations:
+        loc = values.astype(np.float32)
         for c in range(3):
             _write_keys(writer.new(_loc_path(bone), c, bone), frames, loc[:, c], linear)
     for prop in props:

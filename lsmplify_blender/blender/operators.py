@@ -455,7 +455,8 @@ class LSMPLIFY_OT_render_preview(GuardedOperator, bpy.types.Operator):
 # =============================================================================== menus
 def menu_import(self, _context):
     self.layout.operator(
-        LSMPLIFY_OT_import_keypoints.bl_idname, text="Keypoints for LSMPLify (.bvh .amc .fbx DeepMimic .txt ...)"
+        LSMPLIFY_OT_import_keypoints.bl_idname,
+        text="Keypoints for LSMPLify (.bvh .amc .fbx DeepMimic .txt ...)",
     )
     self.layout.operator(LSMPLIFY_OT_import_smpl_npz.bl_idname, text="SMPL Motion (.npz)")
 

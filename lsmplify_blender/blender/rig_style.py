@@ -83,7 +83,9 @@ def rest_frames(rig_obj) -> np.ndarray:
 
     a = np.asarray(SMPL_TO_BLENDER, dtype=np.float64)
     bones = rig_obj.data.bones
-    rest = np.array([np.array(bones[b].matrix_local, dtype=np.float64)[:3, :3] for b in SMPL_JOINT_NAMES])
+    rest = np.array(
+        [np.array(bones[b].matrix_local, dtype=np.float64)[:3, :3] for b in SMPL_JOINT_NAMES]
+    )
     u, _, vt = np.linalg.svd(a.T @ rest)  # float32 matrices made orthonormal again
     return u @ vt
 
@@ -153,7 +155,9 @@ def from_bone_channels(rot: np.ndarray, loc0: np.ndarray, root_loc, rig_obj):
     trans = np.einsum("ab,tb->ta", frames[0], loc0)
     if root_loc is None:
         return rotmats, trans
-    rotmats[:, 0], trans = join_root(rot[:, -1], root_loc, rotmats[:, 0], trans, pelvis_rest_smpl(rig_obj))
+    rotmats[:, 0], trans = join_root(
+        rot[:, -1], root_loc, rotmats[:, 0], trans, pelvis_rest_smpl(rig_obj)
+    )
     return rotmats, trans
 
 

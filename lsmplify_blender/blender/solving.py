@@ -139,7 +139,8 @@ class BackgroundJob:
 
 class WorkerRun:
     """A ``BackgroundJob`` solving in a worker thread, as the Solve and Refine buttons run it:
-    ``start``, then on each timer tick ``running`` / ``fraction`` / ``status``; ``cancel`` (Esc)
+    ``start``, then on each timer tick ``running`` / ``fraction`` (of the core's current step:
+    analytic IK, the network, the optimiser) / ``status``; ``cancel`` (Esc)
     stops the worker at the core's next block of frames, and ``cancelled`` tells the operator
     to drop whatever the worker left and restore the scene."""
 
@@ -180,10 +181,11 @@ class WorkerRun:
         p = self.job.progress
         if p.cancelled:
             return f"LSMPLify: cancelling {self.doing} (at the end of this block of frames)..."
-        stage = f", {p.stage}" if p.stage else ""
+        if not p.stage:
+            return f"LSMPLify: {self.doing} {self.job.frames} frames... (Esc to cancel)"
         return (
-            f"LSMPLify: {self.doing} {self.job.frames} frames{stage}: {100 * p.fraction:.0f}% "
-            "(Esc to cancel)"
+            f"LSMPLify: {self.doing} {self.job.frames} frames, {p.stage}: {p.done:,} of "
+            f"{p.total:,} frames (Esc to cancel)"
         )
 
 

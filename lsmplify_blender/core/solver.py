@@ -34,7 +34,7 @@ from .errors import InputError, LSMPLifyError
 from .guard import GUARD_DEG, prefer_reference, worse_frames
 from .prepare import PreparedKeypoints
 from .progress import Progress, tracking
-from .progress import plan as plan_progress
+from .progress import begin as begin_progress
 from .progress import step as step_progress
 from .rotations import matrix_to_axis_angle
 from .shape_inverse import fit_betas_auto, observed_lengths
@@ -169,7 +169,6 @@ class _Context:
     landmarks: tuple | None = (
         None  # (names, (T, L, 3) targets moved with their joints, (T, L) weights)
     )
-    steps_progress: bool = True  # its analytic blocks count as frames done (not the rest pose's)
 
     def __post_init__(self):
         self.targets, self.weight = self.prepared.smpl_targets()
@@ -223,12 +222,7 @@ class _Context:
             rotations=SourceRotations(eye, rot.rest, rot.names),
         )
         return _Context(
-            rest,
-            self.model,
-            dataclasses.replace(self.options, rotations="use"),
-            self.betas,
-            [],
-            steps_progress=False,
+            rest, self.model, dataclasses.replace(self.options, rotations="use"), self.betas, []
         )
 
     def landmark_targets(self):
@@ -274,6 +268,7 @@ class _Context:
     def _analytic_blocks(self, lm_names, lm_t, lm_w) -> IKResult:
         model, chunk = self.model, self.options.chunk
         parts = []
+        begin_progress("analytic IK", self.prepared.num_frames)
         for s in range(0, self.prepared.num_frames, chunk):
             parts.append(
                 solve_analytic(
@@ -286,8 +281,7 @@ class _Context:
                     lm_w[s : s + chunk],
                 )
             )
-            if self.steps_progress:
-                step_progress(parts[-1].rotmats.shape[0], "analytic IK")
+            step_progress(parts[-1].rotmats.shape[0])
         return IKResult(
             *(torch.cat([getattr(r, f) for r in parts]) for f in ("rotmats", "trans", "joints"))
         )
@@ -356,6 +350,7 @@ def _network(ctx: _Context):
     tgt = torch.as_tensor(np.nan_to_num(ctx.targets), dtype=torch.float32)
     wgt = torch.as_tensor(ctx.weight, dtype=torch.float32)
     rot_blocks, trans_blocks, reanchored, anchors = [], [], 0, 0
+    begin_progress("network", ctx.prepared.num_frames)
     for s in range(0, ctx.prepared.num_frames, block):
         e = s + block
         r, t, info = solve_network_from(
@@ -373,7 +368,7 @@ def _network(ctx: _Context):
         trans_blocks.append(t.to(model.dtype))
         reanchored += info.reanchored
         anchors += info.anchors
-        step_progress(r.shape[0], "network")
+        step_progress(r.shape[0])
     rot, trans = torch.cat(rot_blocks), torch.cat(trans_blocks)
     if n_chunk == 1:
         ctx.notes.append("network: every frame from analytic IK + one plug-in pass")
@@ -655,7 +650,7 @@ def solve(
 ) -> Solution:
     """Solve every frame with one strategy (``SolveOptions``; the keyword arguments build one when
     ``options`` is not given), then ``refine`` iterations of batched optimisation. ``progress``
-    hears the frames done block by block and stops the solve (``progress.Cancelled``) when it
+    hears the frames done block by block and stops the solve (``progress.CancelledError``) when it
     is cancelled."""
     opts = options or SolveOptions(
         solver=solver,
@@ -673,7 +668,6 @@ def solve(
         denoised, noise_mm, smooth_s = _denoise(prepared, opts.smooth, notes)
         b, mpbe = _shape(denoised, model, opts.betas)
         ctx = _Context(denoised, model, opts, b, notes)
-        plan_progress(_planned_frames(ctx, opts.solver, 0, opts.refine))
         if opts.solver == "optimize" and opts.rotations == "use":
             raise InputError(
                 "--rotations use works with the analytic and network solvers, not optimize."
@@ -759,7 +753,6 @@ def refine_existing(
         start = time.perf_counter()
         denoised, noise_mm, smooth_s = _denoise(prepared, smooth, notes)
         ctx = _Context(denoised, model, SolveOptions(refine=refine, smooth=smooth), b, notes)
-        plan_progress(_planned_frames(ctx, "analytic", passes, refine))
         new_rot, new_tr = rot, tr
         if passes > 0:
             blocker = _network_blocker(ctx.measured)
@@ -803,6 +796,7 @@ def _plugin_passes(ctx: _Context, rot, passes: int):
     tgt = torch.as_tensor(np.nan_to_num(ctx.targets), dtype=torch.float32)
     wgt = torch.as_tensor(ctx.weight, dtype=torch.float32)
     rots, trans = [], []
+    begin_progress("network plug-in", rot.shape[0])
     for s in range(0, rot.shape[0], PLUGIN_BLOCK):  # frame by frame: blocks give the same poses
         e = s + PLUGIN_BLOCK
         r32, t32 = refine_network(
@@ -810,26 +804,13 @@ def _plugin_passes(ctx: _Context, rot, passes: int):
         )
         rots.append(r32.to(ctx.model.dtype))
         trans.append(t32.to(ctx.model.dtype))
-        step_progress(r32.shape[0] * passes, "network plug-in")
+        step_progress(r32.shape[0])
     return torch.cat(rots), torch.cat(trans)
 
 
 # frames per network plug-in block: progress and cancelling between blocks (each pass works on
 # every frame on its own, so the block size changes nothing in the result)
 PLUGIN_BLOCK = 2048
-
-
-def _planned_frames(ctx: _Context, strategy: str, passes: int, refine: int) -> int:
-    """The frames of work a solve steps ``progress`` through: analytic IK (twice with landmark
-    keypoints, see ``_Context.analytic``) or the frame-by-frame optimiser, the network (once,
-    or ``passes`` plug-in passes) and the optimisation step."""
-    t = ctx.prepared.num_frames
-    if strategy == "optimize":
-        frames = t
-    else:
-        frames = t * (2 if ctx.landmark_targets()[0] else 1)
-        frames += t if strategy == "network" and not _network_blocker(ctx.measured) else 0
-    return frames + t * passes + (t if refine > 0 else 0)
 
 
 def _keep_better(ctx: _Context, given: PreparedKeypoints, old, new):
