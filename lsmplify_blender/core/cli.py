@@ -19,9 +19,12 @@ import numpy as np
 import torch  # already imported by .solver; named here for the annotations
 
 from .cli_guards import check_take_options, json_safe, last_resort, output_path
+from .contacts import LOCK_MODES
 from .errors import LSMPLifyError
 from .layouts import LAYOUTS
 from .solver import DEFAULT_SOLVER, ROTATION_MODES, SOLVERS
+
+MAX_GROUND_M = 100.0  # --ground: a floor further than this from the origin is a typo (or units)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -169,6 +172,25 @@ def _add_take_options(p: argparse.ArgumentParser) -> None:
         "(the twist of every bone and the head, hand and foot orientation come from the capture), "
         "'use' requires them, 'ignore' solves from the joint positions only",
     )
+    p.add_argument(
+        "--lock-feet",
+        default="auto",
+        choices=list(LOCK_MODES),
+        help="plant each foot where the capture holds it on the floor (contacts detected from the "
+        "input's heel and toe heights and speeds; leg IK, blended in and out) and keep every mesh "
+        "vertex above the ground: 'auto' (default) = on for mocap skeletons (BVH, ASF/AMC, CMU, FBX "
+        "rigs), off for SMPL-24, pose-estimator and model-generated keypoints; 'off' leaves the "
+        "solve untouched. Contacts and the ground are written to the .npz either way",
+    )
+    p.add_argument(
+        "--ground",
+        type=_ground_arg,
+        default=None,
+        metavar="Y",
+        help="the floor's height in metres in the output's world (Y up, as the .npz's trans: "
+        "SMPL's Y-up frame after any Z-up input was turned); default: estimated from where the "
+        "input's feet stand",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument(
         "--asf",
@@ -188,6 +210,20 @@ def _smooth_arg(text: str):
         ) from None
     if not np.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text}: the smoothing sigma must be >= 0 seconds")
+    return value
+
+
+def _ground_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a height: give the floor's Y in metres, e.g. --ground 0 or --ground -0.02"
+        ) from None
+    if not np.isfinite(value) or abs(value) > MAX_GROUND_M:
+        raise argparse.ArgumentTypeError(
+            f"{text}: the floor height must be a finite number of metres within +-{MAX_GROUND_M:g}"
+        )
     return value
 
 
@@ -281,7 +317,12 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
             smooth=args.smooth,
             network_chunk=args.chunk,
             rotations=args.rotations,
+            lock_feet=getattr(args, "lock_feet", "auto"),
+            ground=getattr(args, "ground", None),
         )
+    feet = {}
+    if sol.contacts is not None:  # a fresh solve (not --init): the feet's contacts and ground
+        feet = dict(contacts=sol.contacts.astype(bool), ground_height=np.float32(sol.ground_height))
     out = write_smpl_npz(
         out_path,
         sol.poses,
@@ -295,6 +336,7 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
         solver=sol.solver,
         model=model.data.name,
         mpbe_mm=np.float32(sol.mpbe_mm),
+        **feet,
     )
     err = sol.fit_error_mm
     return {
@@ -318,6 +360,7 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
         "solve_seconds": round(sol.seconds, 4),
         "solve_fps": round(prepared.num_frames / max(sol.seconds, 1e-9), 1),
         "seconds": round(time.perf_counter() - t0, 3),
+        **({"feet": sol.feet} if sol.feet else {}),
         "notes": prepared.notes + sol.notes,
     }
 

@@ -28,6 +28,7 @@ import torch
 
 from .analytic_ik import IKResult, attach_landmarks, solve_analytic
 from .body_model import BodyModel
+from .contacts import LOCK_MODES, check_ground, plant_feet
 from .denoise import denoise
 from .device import cpu_threads
 from .errors import InputError, LSMPLifyError
@@ -70,6 +71,9 @@ class Solution:
     rotations: bool = (
         False  # the file's own bone rotations gave the twists (SolveOptions.rotations)
     )
+    contacts: np.ndarray | None = None  # (T, 2) bool: left/right foot on the ground (the source's)
+    ground_height: float = float("nan")  # metres, Y up (given, or estimated: contacts.py)
+    feet: dict = field(default_factory=dict)  # contacts.feet_report: skating, penetration figures
 
     @property
     def poses(self) -> np.ndarray:
@@ -136,8 +140,15 @@ class SolveOptions:
     rotations: str = (
         "auto"  # the file's bone rotations: 'auto' (use when present), 'use' (required), 'ignore'
     )
+    lock_feet: str = "auto"  # plant feet in contact + keep the mesh above ground (contacts.py)
+    ground: float | None = None  # the floor's height (m, Y up); None = from the source
 
     def check(self) -> None:
+        if self.lock_feet not in LOCK_MODES:
+            raise InputError(
+                f"lock_feet must be one of {', '.join(LOCK_MODES)}, not '{self.lock_feet}'."
+            )
+        check_ground(self.ground)
         if self.rotations not in ROTATION_MODES:
             raise InputError(
                 f"rotations must be one of {', '.join(ROTATION_MODES)}, not '{self.rotations}'."
@@ -466,13 +477,12 @@ def _unaimed_bones(ctx: _Context) -> set[int]:
 def _leaf_calibration(ctx: _Context, rot) -> dict[int, torch.Tensor]:
     """Per leaf that landmark keypoints aim (head top, toe tips, finger tips on a joint with no
     measured child), the constant rotation C (3, 3), in the leaf's own frame, that turns its
-    landmarks' mean rest offset onto their mean direction seen from the leaf posed by ``rot``
-    (local_leaf -> local_leaf @ C). The rest calibration matches bone directions only where a bone
+    landmarks' rest offsets onto where they are seen from the leaf posed by ``rot`` (local_leaf ->
+    local_leaf @ C; ``_aim_leaf``). The rest calibration matches bone directions only where a bone
     has a child; a leaf's rest frame differs from the source's by a constant (31-34 deg at CMU's
     toes). Measured on the rest pose (``rest_context``), where the source's rotations are the
     identity."""
     from .network.kinematics import KIDS
-    from .rotations import normalize, swing_rotation
 
     names, lm_t, lm_w = ctx.landmarks or ([], None, None)
     if not names:
@@ -491,15 +501,30 @@ def _leaf_calibration(ctx: _Context, rot) -> dict[int, torch.Tensor]:
         wj = w[:, ls, None]
         if any(seen[c] for c in KIDS[j]) or not bool((wj > 0).any()):
             continue
-        tgt = ((t[:, ls] - joints[:, j, None]) * wj).sum(
-            1
-        )  # (T, 3) the landmarks' mean offset, weighted
-        local = normalize(
-            (g[:, j].transpose(-1, -2) @ tgt[..., None])[..., 0]
-        )  # seen from the leaf
-        mean = normalize(local[(wj > 0).any(1)[:, 0]].mean(0))
-        out[j] = swing_rotation((lm_rest[ls] - rest[j]).mean(0), mean)
+        out[j] = _aim_leaf(
+            lm_rest[ls] - rest[j],
+            g[:, j].transpose(-1, -2)[:, None] @ (t[:, ls] - joints[:, j, None])[..., None],
+            wj[..., 0],
+            rest[KIDS[j][0]] - rest[j] if KIDS[j] else None,
+        )
     return out
+
+
+def _aim_leaf(rest_offsets, seen, w, axis=None) -> torch.Tensor:
+    """The swing C (3, 3) that turns a leaf's farthest landmark rest offset (of L, 3: its long axis,
+    the middle finger tip rather than the thumb's) onto where that landmark is seen from the leaf
+    (T, L, 3, 1; weights (T, L)). A leaf with a bone of its own (the wrist: wrist -> finger base)
+    aims that bone's rest ``axis`` instead: a source's finger chain is straight in its rest pose,
+    while the open model's finger tips droop 9.5 deg below its palm. The twist stays the source's:
+    the thumb tips of CMU and SMPL differ by ~30 deg about the palm. Aiming the landmarks' mean
+    tilted CMU hands by a constant 15-24 deg (CMU's thumb tip sits much nearer the wrist than SMPL's;
+    eval --real, analytic, hand direction: cmu_subset 15.0 -> 0.0, cmu_bvh 23.8 -> 0.0 deg)."""
+    from .rotations import normalize, swing_rotation
+
+    seen_any = (w > 0).any(0)
+    mean = ((w[..., None] > 0) * normalize(seen[..., 0])).sum(0)  # (L, 3) over the frames seen
+    far = torch.where(seen_any, rest_offsets.norm(dim=-1), -1.0).argmax()
+    return swing_rotation(rest_offsets[far] if axis is None else axis, normalize(mean[far]))
 
 
 # the source's bone direction must beat analytic IK's by this much (in the rest pose) to replace it:
@@ -646,6 +671,8 @@ def solve(
     network_chunk: int | None = None,
     rotations: str = "auto",
     options: SolveOptions | None = None,
+    lock_feet: str = "auto",
+    ground: float | None = None,
     progress: Progress | None = None,
 ) -> Solution:
     """Solve every frame with one strategy (``SolveOptions``; the keyword arguments build one when
@@ -660,6 +687,8 @@ def solve(
         smooth=smooth,
         network_chunk=network_chunk,
         rotations=rotations,
+        lock_feet=lock_feet,
+        ground=ground,
     )
     opts.check()
     with cpu_threads(model.device), tracking(progress):
@@ -680,6 +709,10 @@ def solve(
             rotmats, trans, used = STRATEGIES[opts.solver](ctx)
         if opts.refine > 0:
             rotmats, trans = _optimise_step(ctx, rotmats, trans, opts.refine)
+        feet = plant_feet(denoised, model, b, rotmats, trans, opts.lock_feet, opts.ground)
+        rotmats, trans = feet.rotmats, feet.trans
+        if feet.locked:
+            notes.append(_feet_note(feet))
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
@@ -697,6 +730,18 @@ def solve(
         noise_mm=noise_mm,
         smooth_s=smooth_s,
         rotations=source is not None,
+        contacts=feet.contacts,
+        ground_height=feet.ground_height,
+        feet=feet.report,
+    )
+
+
+def _feet_note(feet) -> str:
+    r = feet.report
+    return (
+        f"feet: {r['contact_frames'][0]} / {r['contact_frames'][1]} frame(s) of left / right foot "
+        f"contact planted; ground at Y = {feet.ground_height:.3f} m "
+        f"({'given' if feet.ground_given else 'from the source'}); the mesh kept above it"
     )
 
 

@@ -220,6 +220,7 @@ def evaluate_take(
             take, p, model, sol.rotmats, sol.betas, sol.trans, sol.seconds, pose_error, unit_m
         )
         results[spec.label].extra["solver_used"] = sol.solver
+        results[spec.label].extra.update(rm.feet_figures(sol))
         if plug is None and spec.label == plug_in_solver:
             plug = plug_in(prep, model, sol, pose_error)
     return results, plug, prep, sorted(notes)
@@ -273,6 +274,7 @@ def summarize(rows: list[rm.TakeResult]) -> dict:
         jitter=_weighted_mean(jit),
         jitter_input=_weighted_mean(jit_in),
         head_folded_frames=int((neck > rm.HEAD_FOLD_DEG).sum()) if neck is not None else None,
+        **rm.feet_summary(rows, _weighted_mean),
     )
 
 

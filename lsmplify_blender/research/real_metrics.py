@@ -226,6 +226,29 @@ def foot_skating(
     return solved, source
 
 
+def feet_figures(sol) -> dict:
+    """A solution's foot figures (``contacts.feet_report``): skating of the planted foot point over
+    the contact frames found in the source (and the source's own), and the % of frames with a
+    vertex more than 1 cm below the ground."""
+    feet = getattr(sol, "feet", None) or {}
+    return {k: feet[k] for k in ("skate_mm_s", "skate_source_mm_s", "penetration_pct") if k in feet}
+
+
+def feet_summary(rows, weighted_mean) -> dict:
+    """``feet_figures`` of several takes, frame-weighted: planted skate, the source's, below-ground %."""
+
+    def pooled(key):
+        return weighted_mean(
+            [(r.extra[key], r.frames) for r in rows if r.extra.get(key) is not None]
+        )
+
+    return dict(
+        planted_skate_mm_s=pooled("skate_mm_s"),
+        planted_skate_source_mm_s=pooled("skate_source_mm_s"),
+        below_ground_pct=pooled("penetration_pct"),
+    )
+
+
 def keypoint_fit(prepared, model, rotmats, betas, trans) -> dict[str, np.ndarray]:
     """keypoint -> (T,) distance (mm) of the solved layout keypoint to the measured input (NaN unmeasured)."""
     gen = prepared.layout.generate(model, rotmats, betas, trans).cpu().numpy()

@@ -63,14 +63,15 @@ def real_section(
             "root at rest (mm). Fit: solved keypoints vs the input (mm). Skate: horizontal speed of the solved foot while the "
             "captured foot is on the floor (mm/s; the capture's own in brackets). Jitter: third difference of the "
             f"solved joints (m/s^3; the input keypoints' in brackets). Folded: frames whose neck direction is > {HEAD_FOLD_DEG:g} deg off the "
-            "captured neck."
+            "captured neck. Planted: horizontal speed of the planted foot point (ankle / ball) over the contacts found "
+            "in the input (mm/s; the input's own in brackets). Below: % of frames with a vertex > 1 cm below the ground."
         ),
         "",
         (
             "| source | solver | frames | orient. | direction | MPVE | fit | skate (capture) | jitter (input) | folded | "
-            "frames/s |"
+            "planted (input) | below % | frames/s |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind in _kinds(summary):
         for lab, by_kind in summary.items():
@@ -81,7 +82,8 @@ def real_section(
                     f"{_f(r['direction_mean'])} | {_f(r['mpve'])} | {_f(r['fit'])} | {_f(r['skate_mm_s'], 0)} "
                     f"({_f(r['skate_source_mm_s'], 0)}) | {_f(r['jitter'], 0)} ({_f(r['jitter_input'], 0)}) | "
                     f"{'-' if r['head_folded_frames'] is None else r['head_folded_frames']} | "
-                    f"{_f(r['fps'], 0)} |"
+                    f"{_f(r.get('planted_skate_mm_s'), 0)} ({_f(r.get('planted_skate_source_mm_s'), 0)}) | "
+                    f"{_f(r.get('below_ground_pct'), 1)} | {_f(r['fps'], 0)} |"
                 )
     lines += [""]
     lines += _plug_lines(plug, meta["default"])

@@ -216,6 +216,9 @@ def retarget_source(src: SourceMotion, smpl_rest: np.ndarray):
         d_c = src.rest[idx[ends[SMPL_JOINT_NAMES[c]]]] - src.rest[idx[ends[name]]]
         if np.linalg.norm(d_c) > 1e-6 and np.linalg.norm(d_s) > 1e-6:
             cal[j] = swing_between(d_s, d_c)
+        elif j > 0:  # a source bone of no length (CMU BVH wrist -> hand) continues its parent's
+            # (the identity bent 131_0x.bvh's hands 90 deg off their hanging forearms)
+            cal[j] = cal[SMPL_PARENTS[j]]
     sel = [idx[src.drive[n]] for n in SMPL_JOINT_NAMES]
     g = src.glob[:, sel] @ cal[None]
     local = np.empty_like(g)
