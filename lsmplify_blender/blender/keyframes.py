@@ -322,6 +322,19 @@ def write_corrective_action(
     return action
 
 
+def sample_fcurve(fc, frames: np.ndarray) -> np.ndarray:
+    """An F-curve's values (float64) at ``frames``: its keys, read in bulk, where every frame
+    has one (as LSMPLify keys them); else the curve evaluated frame by frame."""
+    n = len(fc.keyframe_points)
+    co = np.empty(2 * n, dtype=np.float32)
+    fc.keyframe_points.foreach_get("co", co)
+    kf, kv = co[0::2].astype(np.float64), co[1::2].astype(np.float64)
+    idx = np.clip(np.searchsorted(kf, frames), 0, max(n - 1, 0))
+    if n and np.all(np.abs(kf[idx] - frames) < 1e-3):
+        return kv[idx]
+    return np.array([fc.evaluate(f) for f in frames])
+
+
 def read_pose_action(armature_obj, frame_start: int, frame_end: int, action=None):
     """Read SMPL motion back from an SMPL rig's action, frames ``frame_start..frame_end`` inclusive.
 
@@ -347,14 +360,7 @@ def read_pose_action(armature_obj, frame_start: int, frame_end: int, action=None
         fc = curves.get((path, index))
         if fc is None or len(fc.keyframe_points) == 0:
             return np.full(T, default)
-        n = len(fc.keyframe_points)
-        co = np.empty(2 * n, dtype=np.float32)
-        fc.keyframe_points.foreach_get("co", co)
-        kf, kv = co[0::2].astype(np.float64), co[1::2].astype(np.float64)
-        idx = np.clip(np.searchsorted(kf, frames), 0, n - 1)
-        if np.all(np.abs(kf[idx] - frames) < 1e-3):
-            return kv[idx]
-        return np.array([fc.evaluate(f) for f in frames])
+        return sample_fcurve(fc, frames)
 
     from .rig_style import channel_bones, from_bone_channels, has_root_bone
 

@@ -21,11 +21,12 @@ from .sources import scene_fps
 
 def rig_motion_arrays(rig_obj, fs: int, fe: int) -> dict:
     """The rig's current action over scene frames fs..fe as the .npz's arrays: poses (T, 72)
-    axis-angle, trans (T, 3), and fit_error_mm / solver / layout where the action has them."""
+    axis-angle, trans (T, 3), and fit_error_mm / contacts (T, 2) / ground_height / solver /
+    layout where the action and the rig have them (the CLI's keys)."""
     import torch
 
     from ..core.rotations import matrix_to_axis_angle
-    from .keyframes import FIT_ERROR_PROP, action_fcurves, read_pose_action
+    from .keyframes import FIT_ERROR_PROP, action_fcurves, read_pose_action, sample_fcurve
 
     anim = rig_obj.animation_data
     if anim is None or anim.action is None:
@@ -34,15 +35,21 @@ def rig_motion_arrays(rig_obj, fs: int, fe: int) -> dict:
     out = dict(
         poses=matrix_to_axis_angle(torch.from_numpy(rotmats)).reshape(-1, 72).numpy(), trans=trans
     )
+    from .ground import CONTACT_PROPS, GROUND_HEIGHT_PROP
+
     slot = getattr(anim, "action_slot", None)
-    fit = next(
-        (fc for fc in action_fcurves(anim.action, slot) if fc.data_path == f'["{FIT_ERROR_PROP}"]'),
-        None,
-    )
-    if fit is not None:
-        out["fit_error_mm"] = np.array(
-            [fit.evaluate(f) for f in range(fs, fe + 1)], dtype=np.float32
-        )
+    curves = {fc.data_path: fc for fc in action_fcurves(anim.action, slot)}
+
+    def sampled(prop):
+        frames = np.arange(fs, fe + 1, dtype=np.float64)
+        return sample_fcurve(curves[f'["{prop}"]'], frames).astype(np.float32)
+
+    if f'["{FIT_ERROR_PROP}"]' in curves:
+        out["fit_error_mm"] = sampled(FIT_ERROR_PROP)
+    if all(f'["{p}"]' in curves for p in CONTACT_PROPS):
+        out["contacts"] = np.stack([sampled(p) for p in CONTACT_PROPS], -1) > 0.5
+        if GROUND_HEIGHT_PROP in rig_obj:
+            out["ground_height"] = np.float32(rig_obj[GROUND_HEIGHT_PROP])
     for key in ("lsmplify_solver", "lsmplify_layout"):
         if key in anim.action:
             out[key.split("_", 1)[1]] = str(anim.action[key])
@@ -108,6 +115,23 @@ def read_fit_error(path: str, frames: int):
     return None
 
 
+def read_feet(path: str, frames: int):
+    """The file's foot ``contacts`` (T, 2) bool and ``ground_height`` (metres) when it has them
+    in the right shape (LSMPLify's exports, the command line's output), else (None, None)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "contacts" not in z.files or z["contacts"].shape != (frames, 2):
+                return None, None
+            contacts = z["contacts"].astype(bool)
+            ground = None
+            if "ground_height" in z.files and z["ground_height"].shape == ():
+                g = float(z["ground_height"])
+                ground = g if np.isfinite(g) else None
+            return contacts, ground
+    except (OSError, ValueError):
+        return None, None
+
+
 def import_smpl_motion(
     context, path: str, model, update_scene: bool = True, use_file_start: bool = True
 ):
@@ -115,7 +139,9 @@ def import_smpl_motion(
     ``frame_start`` (when it has one and ``use_file_start``) or the scene's first frame.
 
     Z-up files (declared, or AMASS's, detected from the data) are turned into SMPL's Y up;
-    SMPL-H / SMPL-X poses are mapped onto SMPL's 24 joints (``core.formats.amass``).
+    SMPL-H / SMPL-X poses are mapped onto SMPL's 24 joints (``core.formats.amass``). Foot
+    contacts and the ground height, when the file has them, become the rig's contact
+    properties and ground plane, as after a solve.
     Returns (rig, action, frames, notes).
     """
     import torch
@@ -147,6 +173,10 @@ def import_smpl_motion(
         else scene.frame_start
     )
     fit = read_fit_error(path, poses.shape[0])
+    contacts, ground = read_feet(path, poses.shape[0])
+    if data["up"] == "z":  # a ground height is along Y, as LSMPLify writes files
+        ground = None
+    from .ground import contact_properties
     from .rig_style import style_from_settings
 
     with SceneChange(scene) as change:
@@ -161,13 +191,19 @@ def import_smpl_motion(
             name=safe_stem(path),
             action_name=safe_stem(path),
             style=style_from_settings(scene.lsmplify),
+            properties=contact_properties(contacts),
+            ground=ground,
         )
+        from .ground import ground_plane
+
+        plane = ground_plane(rig_obj)
         change.made += [
             rig_obj,
             action,
             rig_obj.data,
             *rig_obj.children,
             *(c.data for c in rig_obj.children),
+            *([plane, plane.data] if plane is not None else []),
         ]
         if update_scene:
             set_scene_timing(scene, start, poses.shape[0], fps)

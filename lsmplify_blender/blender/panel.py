@@ -79,6 +79,10 @@ def draw_solve(box, context, s) -> None:
         box.label(
             text=f"Gaussian over time, sigma {s.smoothing * SMOOTHING_MAX_SIGMA_S * 1000:.0f} ms"
         )
+    box.prop(s, "lock_feet")
+    box.prop(s, "ground_from_source")
+    if not s.ground_from_source:
+        box.prop(s, "ground_height")
     box.prop(s, "target_rig")
     if s.target_rig is None:
         box.prop(s, "new_rig")
@@ -104,6 +108,8 @@ def draw_results(box, s) -> None:
         betas = s.result_betas.split()
         for i in range(0, len(betas), 5):
             col.label(text=("Betas: " if i == 0 else "") + " ".join(betas[i : i + 5]))
+    if s.result_feet:
+        col.label(text=s.result_feet)
     if s.result_summary:
         col.label(text=s.result_summary)
 

@@ -59,6 +59,16 @@ REFINE_METHOD_ITEMS = (
     ),
     ("OPTIMIZE", "Optimize", "Iterations of batched optimisation with the pose prior (slower)"),
 )
+LOCK_FEET_ITEMS = (
+    (
+        "AUTO",
+        "Auto",
+        "On for real captures (mocap skeletons: BVH, ASF/AMC, FBX, DeepMimic, a mocap armature), "
+        "off for pose-estimator or model-made keypoints",
+    ),
+    ("ON", "On", "Plant the feet and keep the mesh above the ground"),
+    ("OFF", "Off", "Leave the solved motion as it is (contacts and ground are still found)"),
+)
 SOLVER_ITEMS = (
     (
         "NETWORK",
@@ -218,6 +228,26 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
         "length and smooth noisy keypoints over time by the matching "
         "amount (exact or clean mocap is left as it is)",
     )
+    lock_feet: EnumProperty(
+        name="Lock Feet",
+        items=LOCK_FEET_ITEMS,
+        default="AUTO",
+        description="While a foot of the source is on the ground, keep the SMPL foot planted "
+        "where the source's is (leg IK, blended in and out), and keep every mesh vertex "
+        "above the ground",
+    )
+    ground_from_source: BoolProperty(
+        name="Ground from Source",
+        default=True,
+        description="Estimate the ground's height from the source's feet; off: the Ground "
+        "Height below",
+    )
+    ground_height: FloatProperty(
+        name="Ground Height",
+        default=0.0,
+        subtype="DISTANCE",
+        description="Height (Z) of the floor in the scene, where the source's feet stand",
+    )
     target_rig: PointerProperty(
         name="Target Rig",
         type=bpy.types.Object,
@@ -271,6 +301,7 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
         name="Fit Error (mm)", default=0.0, description="Mean distance to the input keypoints"
     )
     result_betas: StringProperty(name="Betas", default="")
+    result_feet: StringProperty(name="Feet", default="")
     result_summary: StringProperty(name="Summary", default="")
 
 

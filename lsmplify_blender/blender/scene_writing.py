@@ -310,6 +310,7 @@ def apply_solution(
     Returns (rig, action). On any failure every data-block made here is removed again and
     the target rig gets its previous action back.
     """
+    from .ground import contact_properties, feet_summary
     from .rig_style import style_from_settings
 
     rig_obj, action = write_motion(
@@ -323,6 +324,8 @@ def apply_solution(
         target_rig=target_rig,
         name=name,
         style=style_from_settings(settings),
+        properties=contact_properties(solution.contacts),
+        ground=solution.ground_height,
         action_name=f"LSMPLify_{solution.solver}",
         tags=dict(
             lsmplify_solver=solution.solver,
@@ -338,6 +341,7 @@ def apply_solution(
         f"{solution.solver} on {prepared.num_frames} frames from {start_frame}, "
         f"{solution.seconds:.1f} s on {solution.device}",
     )
+    settings.result_feet = feet_summary(solution)
     return rig_obj, action
 
 
@@ -354,9 +358,13 @@ def write_motion(
     action_name: str = "LSMPLify",
     tags=None,
     style=None,
+    properties=(),
+    ground=None,
 ):
     """A new rig + action (or a new action on ``target_rig``); all or nothing. A new rig is
     laid out as ``style`` says (``rig_style.RigStyle``); a target rig keeps its own layout.
+    ``properties`` (``keyframes.AnimatedProperty``) are keyed on the action too; a finite
+    ``ground`` (SMPL height, metres) puts the rig's ground plane there (``ground.show_ground``).
 
     Where the rig's mesh carries pose-corrective shape keys (a model with ``posedirs``),
     they get a new action of their own on the mesh's shape-key datablock.
@@ -390,6 +398,7 @@ def write_motion(
             frame_start=start_frame,
             name=action_name,
             fit_error_mm=fit_error_mm,
+            properties=properties,
         )
         made.append(action)
         for k, v in (tags or {}).items():
@@ -400,6 +409,10 @@ def write_motion(
             )
             if corr is not None:
                 made.append(corr)
+        if ground is not None and np.isfinite(ground):
+            from .ground import show_ground
+
+            show_ground(rig_obj, float(ground), keyframes._as_numpy(trans), made)
     except BaseException:
         if target_rig is not None:
             restore_action(target_rig, prev)

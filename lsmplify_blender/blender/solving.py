@@ -45,9 +45,21 @@ def smooth_setting(settings):
 PROGRESS_CHUNK = 2048
 
 
-def run_solve(prepared, model, solver: str, refine: int, betas=None, smooth="auto", progress=None):
+def run_solve(
+    prepared,
+    model,
+    solver: str,
+    refine: int,
+    betas=None,
+    smooth="auto",
+    progress=None,
+    lock_feet: str = "auto",
+    ground=None,
+):
     """The core solve; touches no bpy data (safe in a worker thread). ``progress``: a
-    ``core.progress.Progress`` that hears the frames done and can stop the solve."""
+    ``core.progress.Progress`` that hears the frames done and can stop the solve;
+    ``lock_feet`` ('auto', 'on', 'off') and ``ground`` (metres, SMPL's Y; None: from the
+    source) as the core's foot step takes them."""
     from ..core.solver import solve
 
     return solve(
@@ -58,8 +70,19 @@ def run_solve(prepared, model, solver: str, refine: int, betas=None, smooth="aut
         betas=betas,
         smooth=smooth,
         chunk=PROGRESS_CHUNK,
+        lock_feet=lock_feet,
+        ground=ground,
         progress=progress,
     )
+
+
+def ground_setting(context, settings, prepared):
+    """The core's ``ground``: None (from the source), or the panel's Ground Height (scene units,
+    Z) in the metres of the solve's SMPL frame (the inverse of the Match Source scale)."""
+    if settings.ground_from_source:
+        return None
+    scene_scale = match_source_scale(context.scene, settings.source_type, prepared.units)
+    return float(settings.ground_height) / scene_scale
 
 
 def rig_name(context, settings) -> str:
@@ -213,6 +236,8 @@ class SolveJob(BackgroundJob):
         prepared, self.start = gather_source(context, s, self.model, on_read)
         self.prepared = prepared
         self.smooth = smooth_setting(s)
+        self.lock_feet = s.lock_feet.lower()
+        self.ground = ground_setting(context, s, prepared)
         self.solver = solver_name(s)
         self.refine = s.refine_iters
         self.name = rig_name(context, s)
@@ -232,6 +257,8 @@ class SolveJob(BackgroundJob):
             self.betas,
             self.smooth,
             progress=self.progress,
+            lock_feet=self.lock_feet,
+            ground=self.ground,
         )
 
     def finish(self, op, context):
@@ -299,6 +326,9 @@ class RefineJob(BackgroundJob):
             rig_obj, self.start, self.start + self.frames - 1
         )
         self.betas = rig_betas(rig_obj)[: self.model.num_betas]
+        from .ground import action_contacts
+
+        self.contacts = action_contacts(rig_obj, self.start, self.frames)  # kept by the refine
         self.rig_name, self.method = rig_obj.name, method
         self.passes, self.iterations, self.smooth = passes, iterations, smooth_setting(settings)
 
@@ -319,6 +349,8 @@ class RefineJob(BackgroundJob):
 
     def write(self, context):
         """The refined motion as a new action on the rig, and the panel's results; returns the action."""
+        from .ground import contact_properties
+
         rig_obj = bpy.data.objects.get(self.rig_name)
         if rig_obj is None:
             raise InputError(f"The rig '{self.rig_name}' was deleted while it was being refined.")
@@ -335,6 +367,7 @@ class RefineJob(BackgroundJob):
             target_rig=rig_obj,
             action_name="LSMPLify_refined",
             tags=dict(lsmplify_solver="refine", lsmplify_layout=self.prepared.layout.name),
+            properties=contact_properties(self.contacts),
         )
         s.has_result = True
         s.result_fit_error_mm = float(np.nanmean(err)) if np.isfinite(err).any() else 0.0
