@@ -59,7 +59,12 @@ def ankle_speed_in_contact(rig, contacts):
     pos = []
     for f in range(sc.frame_start, sc.frame_start + len(contacts)):
         sc.frame_set(f)
-        pos.append([tuple(rig.matrix_world @ rig.pose.bones[b].head) for b in ("left_ankle", "right_ankle")])
+        pos.append(
+            [
+                tuple(rig.matrix_world @ rig.pose.bones[b].head)
+                for b in ("left_ankle", "right_ankle")
+            ]
+        )
     speed = np.linalg.norm(np.diff(np.array(pos), axis=0), axis=-1) / k  # (T-1, 2)
     both = contacts[1:] & contacts[:-1]
     return [float(speed[both[:, i], i].mean()) for i in (0, 1)]
@@ -77,7 +82,9 @@ def test_contacts_are_animated_properties_and_the_ground_is_shown(tmp_path):
     from lsmplify_blender.blender.keyframes import action_fcurves
 
     fcs = {fc.data_path: fc for fc in action_fcurves(anim.action, anim.action_slot)}
-    assert {kp.interpolation for kp in fcs[f'["{CONTACT_PROPS[0]}"]'].keyframe_points} == {"CONSTANT"}
+    assert {kp.interpolation for kp in fcs[f'["{CONTACT_PROPS[0]}"]'].keyframe_points} == {
+        "CONSTANT"
+    }
     assert "left foot" in rig.id_properties_ui(CONTACT_PROPS[0]).as_dict()["description"]
     assert "(planted)" in s.result_feet and "left" in s.result_feet
     # the ground plane follows the rig (Match Source scale) at the solve's ground height
@@ -92,7 +99,11 @@ def test_contacts_are_animated_properties_and_the_ground_is_shown(tmp_path):
     lows = []
     for f in range(1, 167, 5):
         sc.frame_set(f)
-        lows.append(min((rig.matrix_world @ rig.pose.bones[b].head).z for b in ("left_ankle", "right_ankle")))
+        lows.append(
+            min(
+                (rig.matrix_world @ rig.pose.bones[b].head).z for b in ("left_ankle", "right_ankle")
+            )
+        )
     assert 0.02 < (min(lows) / rig.scale[0] - height) < 0.15
     # the .npz has the contacts and the ground, as the command line writes them
     bpy.context.view_layer.objects.active = rig
@@ -110,7 +121,10 @@ def test_lock_feet_plants_the_feet_and_off_leaves_the_motion():
     assert "(planted)" not in s.result_feet  # off: contacts and ground found, nothing planted
     contacts = contact_keys(locked).astype(bool)
     assert (contact_keys(free).astype(bool) == contacts).all()  # the source's, either way
-    planted, sliding = ankle_speed_in_contact(locked, contacts), ankle_speed_in_contact(free, contacts)
+    planted, sliding = (
+        ankle_speed_in_contact(locked, contacts),
+        ankle_speed_in_contact(free, contacts),
+    )
     print(f"ankle speed in contact, m/frame: locked {planted}, off {sliding}")
     assert all(p < q for p, q in zip(planted, sliding, strict=True))
 

@@ -48,7 +48,9 @@ def action_contacts(rig_obj, frame_start: int, frames: int):
     anim = rig_obj.animation_data
     if anim is None or anim.action is None:
         return None
-    curves = {fc.data_path: fc for fc in action_fcurves(anim.action, getattr(anim, "action_slot", None))}
+    curves = {
+        fc.data_path: fc for fc in action_fcurves(anim.action, getattr(anim, "action_slot", None))
+    }
     paths = [f'["{p}"]' for p in CONTACT_PROPS]
     if not all(p in curves for p in paths):
         return None

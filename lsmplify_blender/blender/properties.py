@@ -63,8 +63,10 @@ LOCK_FEET_ITEMS = (
     (
         "AUTO",
         "Auto",
-        "On for real captures (mocap skeletons: BVH, ASF/AMC, FBX, DeepMimic, a mocap armature), "
-        "off for pose-estimator or model-made keypoints",
+        (
+            "On for real captures (mocap skeletons: BVH, ASF/AMC, FBX, DeepMimic, a mocap "
+            "armature), off for pose-estimator or model-made keypoints"
+        ),
     ),
     ("ON", "On", "Plant the feet and keep the mesh above the ground"),
     ("OFF", "Off", "Leave the solved motion as it is (contacts and ground are still found)"),
