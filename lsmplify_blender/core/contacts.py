@@ -18,16 +18,17 @@ is batched over frames (numpy for the per-frame signals, torch for the kinematic
    most motion-synthesis work; the hysteresis as in Kovar et al.).
 2. ``estimate_ground``: the floor height (metres, the solver's Y-up world) where the solved body's
    soles stand while the source says a foot is planted: per frame, the solved foot's lowest mesh
-   vertex moved by the vertical fit residual of the foot keypoints (so it is the source's foot
-   height, in SMPL's definition of the foot), median over the contact frames. A given ``ground``
-   (``--ground Y``) replaces it.
-3. ``lock_displacements`` + ``leg_ik``: per contact run of a point, its anchor is the solved SMPL
+   vertex moved by the vertical fit residual of the heel point (so it is the source's foot
+   height, in SMPL's definition of the foot), median over the flat-foot frames (``estimate_ground``).
+   A given ``ground`` (``--ground Y``) replaces it.
+3. ``foot_displacements`` + ``leg_ik``: per contact run of a point, its anchor is the solved SMPL
    point's mean position over the run (ankle for the heel, the ``foot`` joint (ball) for the toe);
-   inside the run the point goes to the anchor, over ``BLEND_SECONDS`` either side the displacement
-   fades out (smoothstep). A free point rides with the planted one (toe-off: the foot turns about
-   its ball). The leg reaches the new ankle by two-bone IK (law of cosines, the knee kept in the
-   plane of hip, old knee and new ankle: Tolani, Goswami and Badler 2000), then the ankle turns
-   the foot onto the new ball; the hip's, knee's and ankle's local rotations change, nothing else.
+   inside the run the foot moves so the planted point is at its anchor (their mean when both are)
+   and its sole is not below the ground, over ``BLEND_SECONDS`` either side the displacement fades out
+   (smoothstep). The foot moves as one, keeping the solved orientation (which follows the
+   capture's). The leg reaches the new ankle by two-bone IK (law of cosines, the knee kept in the
+   plane of hip, old knee and new ankle: Tolani, Goswami and Badler 2000, a leg never straightened
+   past ``LEG_REACH``); the hip's, knee's and ankle's local rotations change, nothing else.
 4. Ground penetration: no vertex more than ``PENETRATION_TOLERANCE`` below the ground. Feet are
    lifted by the leg IK (the upper body keeps its fit); any other body part (knees, hands, a back
    on the floor) by raising the root. Only a subset of vertices is skinned (``BodyHull``): per
@@ -53,7 +54,6 @@ from .model.rotations import normalize, swing_rotation
 from .model.skeleton import SMPL_PARENTS
 
 LOCK_MODES = ("auto", "on", "off")
-SIDES = ("left", "right")
 # SMPL joints per side: hip, knee, ankle, foot (ball of the foot)
 LEG_JOINTS = ((1, 4, 7, 10), (2, 5, 8, 11))
 FOOT_PARTS = ((7, 10), (8, 11))  # the joints whose vertices make each foot
@@ -472,25 +472,29 @@ def lock_displacements(
 def foot_displacements(
     contacts: FootContacts, joints_world: np.ndarray, sole: np.ndarray, ground: float, fps: float
 ) -> np.ndarray:
-    """(T, 2, 2, 3) displacement of each foot's (ankle, ball) SMPL joints that plants them.
-    Across the floor: the ankle held at its run's mean while the heel is in contact, the ball while
-    the toe is; a free point rides with the planted one (A = E_a + (1 - w_a) E_b and
-    B = E_b + (1 - w_b) E_a, E the blended displacements, w their weights). Up and down: while
-    the foot is in contact its lowest vertex (``sole``, (T, 2)) goes onto the ``ground``."""
+    """(T, 2, 2, 3) displacement of each foot's (ankle, ball) SMPL joints that plants it. The whole
+    foot moves as one (its orientation stays the solved one, which follows the capture's: issue 9's
+    foot orientation target): across the floor, by the displacement that holds the ankle at its
+    run's mean while the heel is in contact, the ball while the toe is, their mean while both are
+    (D = (E_a + E_b) / (w_a + w_b) max(w_a, w_b), E the blended displacements, w their weights);
+    upwards, while the foot is in contact, by what puts its lowest vertex (``sole``, (T, 2)) back
+    on the ``ground``. Never down: a foot above the ground is left there, since pulling it down
+    would straighten a leg the fit has often extended already (CMU takes driven by another
+    subject's ASF: every stance leg straight), and a straight leg can only swing its ankle across
+    the floor (05_13.amc: 84 -> 97 mm/s of skating when pulled down, 15 mm/s when not)."""
     pts = np.stack([joints_world[:, [LEG_JOINTS[f][2], LEG_JOINTS[f][3]]] for f in (0, 1)], 1)
     state = np.stack([contacts.heel, contacts.toe], -1)  # (T, 2, 2)
     t = state.shape[0]
     blend = max(1, round(fps * BLEND_SECONDS))
     e, w = lock_displacements(state.reshape(t, 4), pts.reshape(t, 4, 3), blend)
     e, w = e.reshape(t, 2, 2, 3), w.reshape(t, 2, 2)
-    ankle = e[:, :, 0] + (1 - w[:, :, 0, None]) * e[:, :, 1]
-    ball = e[:, :, 1] + (1 - w[:, :, 1, None]) * e[:, :, 0]
-    out = np.stack([ankle, ball], 2)
+    total = w.sum(-1, keepdims=True)
+    foot = np.where(total > 0, e.sum(2) / np.maximum(total, 1e-12) * w.max(-1, keepdims=True), 0.0)
     low = np.zeros((t, 2, 3))
     low[..., 1] = sole
     up, _ = lock_displacements(contacts.foot, low, blend, np.full_like(low, ground))
-    out[..., 1] = up[:, :, None, 1]
-    return out
+    foot[..., 1] = np.maximum(up[..., 1], 0.0)  # up only: see the docstring
+    return np.repeat(foot[:, :, None], 2, axis=2)
 
 
 def two_bone_ik(hip, knee, ankle, target, forward):
@@ -526,7 +530,9 @@ def leg_ik(posed: Posed, disp: np.ndarray) -> torch.Tensor:
     hip, knee, ankle, ball = (j[:, legs[:, i]] for i in range(4))  # (T, 2, 3)
     g_hip, g_knee, g_ankle = (g[:, legs[:, i]] for i in range(3))
     knee_new, ankle_new = two_bone_ik(hip, knee, ankle, ankle + d[:, :, 0], ball - ankle)
-    ball_new = ball + d[:, :, 1]
+    # the foot's new direction from where the ankle really got to (a leg that cannot reach its
+    # anchor carries the foot short of it, instead of pitching the foot to reach the ball's)
+    ball_new = ankle_new + (ball + d[:, :, 1]) - (ankle + d[:, :, 0])
     g_hip_new = swing_rotation(knee - hip, knee_new - hip) @ g_hip
     g_knee_new = swing_rotation(ankle - knee, ankle_new - knee_new) @ g_knee
     g_ankle_new = swing_rotation(ball - ankle, ball_new - ankle_new) @ g_ankle
@@ -564,13 +570,11 @@ def _raise_root(trans, lift: np.ndarray, fps: float) -> torch.Tensor:
 
 def _lock_and_lift(prepared, hull, posed: Posed, contacts, ground: float) -> Posed:
     """Plant the feet (``foot_displacements`` + ``leg_ik``), then a few rounds (skinning is not
-    rigid) that put each contact foot's lowest vertex onto the ground and lift any other foot
-    below it, by the same IK; last, raise the root where another body part is below the ground.
-    Returns the new motion."""
+    rigid) that lift any foot still below the ground by the same IK; last, raise the root where
+    another body part is below the ground. Returns the new motion."""
     joints = posed.world_joints().detach().cpu().double().numpy()
     sole = foot_lowest(hull, posed)
     disp = foot_displacements(contacts, joints, sole, ground, prepared.fps)
-    foot = contacts.foot
     new = posed
     for round_ in range(LIFT_ROUNDS + 1):
         if disp.any():
@@ -578,8 +582,8 @@ def _lock_and_lift(prepared, hull, posed: Posed, contacts, ground: float) -> Pos
         if round_ == LIFT_ROUNDS:
             break
         gap = ground - foot_lowest(hull, new)  # (T, 2): > 0 below the ground
-        fix = np.where(foot & disp.any((-1, -2)), gap, np.maximum(gap, 0.0))
-        if np.abs(fix).max(initial=0.0) < 1e-3:
+        fix = np.maximum(gap, 0.0)
+        if fix.max(initial=0.0) < 1e-3:
             break
         disp[..., 1] += fix[:, :, None]  # ankle and ball of that foot: the whole foot moves
     raise_by = np.maximum(ground - body_lowest(hull, new, ground), 0.0)

@@ -64,10 +64,6 @@ HUMANOID3D = (
     DeepMimicJoint("left_elbow", 12, "revolute", (0.0, -0.274788, 0.0)),
     DeepMimicJoint("left_wrist", 13, "fixed", (0.0, -0.258947, 0.0)),
 )
-# The rotation that turns humanoid3d's rest pose (facing +X, right side +Z) into SMPL's (facing +Z,
-# left side +X), for the rotation transfer's rest calibration (``network/sources.py``).
-HUMANOID3D_REST_TO_SMPL = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-
 _WIDTH = {"none": 4, "spherical": 4, "revolute": 1, "fixed": 0}  # numbers per joint in a row
 MAX_FILE_BYTES = 64 << 20  # 64 MiB of JSON text: ~150,000 frames, 40 min at 60 fps
 MAX_FRAMES = 200_000
