@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch  # already imported by .solver; named here for the annotations
@@ -173,6 +174,15 @@ def _add_take_options(p: argparse.ArgumentParser) -> None:
         "'use' requires them, 'ignore' solves from the joint positions only",
     )
     p.add_argument(
+        "--calibrate",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="per-keypoint calibration: each keypoint is its SMPL joint plus a constant offset in its "
+        "body part's frame, estimated over the take (the offsets are written as keypoint_offsets); "
+        "'auto' (default) is on for mocap skeletons (the cmu layout: BVH, ASF/AMC, CMU/Mixamo rigs), "
+        "off for SMPL-24 and pose-estimator keypoints",
+    )
+    p.add_argument(
         "--lock-feet",
         default="auto",
         choices=list(LOCK_MODES),
@@ -252,6 +262,22 @@ def _load_init(path, model) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     return rot, betas, trans
 
 
+def _init_offsets(path, layout):
+    """The ``keypoint_offsets`` an earlier solve wrote into the ``--init`` file, checked against the
+    layout (``calibration.checked_offsets``), or None when it has none."""
+    from . import safe_npy
+    from .calibration import checked_offsets
+    from .errors import InputError
+
+    data, _ = safe_npy.read_npz(
+        path, InputError, keys=("keypoint_offsets", "keypoint_names"), kinds="biufU"
+    )
+    if "keypoint_offsets" not in data:
+        return None
+    name = f"--init {Path(path).name}: keypoint_offsets"
+    return checked_offsets(data["keypoint_offsets"], layout, data.get("keypoint_names"), name)
+
+
 def convert(args) -> dict:
     from .body_model import OPEN_MODEL_PATH
 
@@ -289,6 +315,7 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
     ``args`` holds the take options (``_add_take_options``); returns the JSON summary with
     the readers' and solver's ``notes``. ``convert`` and every ``batch`` worker call this.
     """
+    from .fit_report import fit_report
     from .formats import read_keypoints
     from .formats.amass import write_smpl_npz
     from .plausibility import check_plausible
@@ -299,14 +326,18 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
     seq = read_keypoints(input_path, asf=asf)
     prepared = prepare(seq, model, layout=args.layout, units=args.units, up=args.up, fps=args.fps)
     check_plausible(prepared)
+    calibrate = getattr(args, "calibrate", "auto")
     if getattr(args, "init", None):
+        init = _load_init(args.init, model)  # checks the file first (its own messages)
+        offsets = None if calibrate == "off" else _init_offsets(args.init, prepared.layout)
         sol = refine_existing(
             prepared,
             model,
-            *_load_init(args.init, model),
+            *init,
             passes=args.passes,
             refine=args.refine,
             smooth=args.smooth,
+            keypoint_offsets=offsets,
         )
     else:
         sol = solve(
@@ -317,9 +348,11 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
             smooth=args.smooth,
             network_chunk=args.chunk,
             rotations=args.rotations,
+            calibrate=calibrate,
             lock_feet=getattr(args, "lock_feet", "auto"),
             ground=getattr(args, "ground", None),
         )
+    report = fit_report(model, prepared, sol, source_names=seq.names)
     feet = {}
     if sol.contacts is not None:  # a fresh solve (not --init): the feet's contacts and ground
         feet = dict(contacts=sol.contacts.astype(bool), ground_height=np.float32(sol.ground_height))
@@ -336,6 +369,7 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
         solver=sol.solver,
         model=model.data.name,
         mpbe_mm=np.float32(sol.mpbe_mm),
+        **report.npz_fields(),
         **feet,
     )
     err = sol.fit_error_mm
@@ -354,6 +388,7 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
         "model": model.data.name,
         "fit_error_mm_mean": round(float(np.nanmean(err)), 3),
         "fit_error_mm_max": round(float(np.nanmax(err)), 3),
+        **report.to_json(),
         "mpbe_mm": round(float(sol.mpbe_mm), 3),
         "noise_mm": round(float(sol.noise_mm), 2) if np.isfinite(sol.noise_mm) else None,
         "smooth_seconds": round(sol.smooth_s, 4),

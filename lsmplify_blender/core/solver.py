@@ -28,6 +28,7 @@ import torch
 
 from .analytic_ik import IKResult, attach_landmarks, solve_analytic
 from .body_model import BodyModel
+from .calibration import aimed_at, calibrated_solve, checked_offsets
 from .contacts import LOCK_MODES, check_ground, plant_feet
 from .denoise import denoise
 from .device import cpu_threads
@@ -71,6 +72,10 @@ class Solution:
     rotations: bool = (
         False  # the file's own bone rotations gave the twists (SolveOptions.rotations)
     )
+    # (K, 3) float32 metres: each keypoint's offset in its SMPL part's frame (``calibration.py``);
+    # None when not calibrated. ``fit_error_mm`` is then to the calibrated keypoints.
+    keypoint_offsets: np.ndarray | None = None
+    fit_error_mm_raw: np.ndarray | None = None  # (T,) to the keypoints as captured (uncalibrated)
     contacts: np.ndarray | None = None  # (T, 2) bool: left/right foot on the ground (the source's)
     ground_height: float = float("nan")  # metres, Y up (given, or estimated: contacts.py)
     feet: dict = field(default_factory=dict)  # contacts.feet_report: skating, penetration figures
@@ -82,16 +87,30 @@ class Solution:
 
 
 def fit_error_mm(
-    model: BodyModel, prepared: PreparedKeypoints, rotmats, betas, trans
+    model: BodyModel, prepared: PreparedKeypoints, rotmats, betas, trans, offsets=None
 ) -> np.ndarray:
     """Per-frame mean distance (mm) between the layout keypoints of a solution and the measured input
-    (the keypoints that are positions: not the layout's aim-only end points)."""
+    (the keypoints that are positions: not the layout's aim-only end points); with ``offsets``
+    (K, 3), to the calibrated keypoints (``calibration.calibrated_points``)."""
+    from .calibration import calibrated_points
+
     block = 8192  # the FK of a long take at once would hold (T, 24, 4, 4) float64 transforms
     gen = np.concatenate(
         [
-            prepared.layout.generate(model, rotmats[s : s + block], betas, trans[s : s + block])
-            .cpu()
-            .numpy()
+            (
+                prepared.layout.generate(model, rotmats[s : s + block], betas, trans[s : s + block])
+                .cpu()
+                .numpy()
+                if offsets is None
+                else calibrated_points(
+                    model,
+                    prepared.layout,
+                    rotmats[s : s + block],
+                    betas,
+                    trans[s : s + block],
+                    offsets,
+                )
+            )
             for s in range(0, max(rotmats.shape[0], 1), block)
         ]
     )
@@ -142,8 +161,16 @@ class SolveOptions:
     )
     lock_feet: str = "auto"  # plant feet in contact + keep the mesh above ground (contacts.py)
     ground: float | None = None  # the floor's height (m, Y up); None = from the source
+    # per-keypoint offsets (calibration.py): 'auto' (on for real skeleton layouts), 'on', 'off'
+    calibrate: str = "auto"
 
     def check(self) -> None:
+        from .calibration import CALIBRATE_MODES
+
+        if self.calibrate not in CALIBRATE_MODES:
+            raise InputError(
+                f"calibrate must be one of {', '.join(CALIBRATE_MODES)}, not '{self.calibrate}'."
+            )
         if self.lock_feet not in LOCK_MODES:
             raise InputError(
                 f"lock_feet must be one of {', '.join(LOCK_MODES)}, not '{self.lock_feet}'."
@@ -184,6 +211,15 @@ class _Context:
     def __post_init__(self):
         self.targets, self.weight = self.prepared.smpl_targets()
         self.measured = self.prepared.smpl_measured()
+
+    def with_prepared(
+        self, prepared: PreparedKeypoints, notes: list[str] | None = None
+    ) -> _Context:
+        """The same solve on other keypoints (a frame subsample, calibrated targets); its own notes
+        unless ``notes`` is given."""
+        return _Context(
+            prepared, self.model, self.options, self.betas, [] if notes is None else notes
+        )
 
     def analytic(self) -> IKResult:
         """Analytic IK of every frame (computed once, in blocks of ``options.chunk``). With landmark
@@ -674,6 +710,7 @@ def solve(
     network_chunk: int | None = None,
     rotations: str = "auto",
     options: SolveOptions | None = None,
+    calibrate: str = "auto",
     lock_feet: str = "auto",
     ground: float | None = None,
     progress: Progress | None = None,
@@ -690,6 +727,7 @@ def solve(
         smooth=smooth,
         network_chunk=network_chunk,
         rotations=rotations,
+        calibrate=calibrate,
         lock_feet=lock_feet,
         ground=ground,
     )
@@ -704,14 +742,11 @@ def solve(
             raise InputError(
                 "--rotations use works with the analytic and network solvers, not optimize."
             )
-        source = ctx.source_pose() if opts.solver != "optimize" else None
-        if source is not None:  # the twist is known: no strategy needs to guess it
-            rotmats, trans = _with_rotations(ctx, source)
-            used = opts.solver
-        else:
-            rotmats, trans, used = STRATEGIES[opts.solver](ctx)
+        # the strategy, aimed at the calibrated keypoints where calibration is on (calibration.py)
+        cal = calibrated_solve(ctx, _run_strategy, opts.calibrate)
+        rotmats, trans, used = cal.rotmats, cal.trans, cal.used
         if opts.refine > 0:
-            rotmats, trans = _optimise_step(ctx, rotmats, trans, opts.refine)
+            rotmats, trans = _optimise_step(cal.ctx, rotmats, trans, opts.refine)
         feet = plant_feet(denoised, model, b, rotmats, trans, opts.lock_feet, opts.ground)
         rotmats, trans = feet.rotmats, feet.trans
         if feet.locked:
@@ -719,7 +754,12 @@ def solve(
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-    err = fit_error_mm(model, prepared, rotmats, b, trans)
+    raw = fit_error_mm(model, prepared, rotmats, b, trans)
+    err = (
+        raw
+        if cal.offsets is None
+        else fit_error_mm(model, prepared, rotmats, b, trans, cal.offsets)
+    )
     return Solution(
         rotmats=rotmats,
         trans=trans,
@@ -732,7 +772,9 @@ def solve(
         notes=notes,
         noise_mm=noise_mm,
         smooth_s=smooth_s,
-        rotations=source is not None,
+        rotations=cal.rotations,
+        keypoint_offsets=cal.offsets,
+        fit_error_mm_raw=raw,
         contacts=feet.contacts,
         ground_height=feet.ground_height,
         feet=feet.report,
@@ -748,6 +790,16 @@ def _feet_note(feet) -> str:
     )
 
 
+def _run_strategy(ctx: _Context):
+    """(rotmats, trans, solver used, whether the file's rotations gave the twists) of one solve."""
+    source = ctx.source_pose() if ctx.options.solver != "optimize" else None
+    if source is not None:  # the twist is known: no strategy needs to guess it
+        rotmats, trans = _with_rotations(ctx, source)
+        return rotmats, trans, ctx.options.solver, True
+    rotmats, trans, used = STRATEGIES[ctx.options.solver](ctx)
+    return rotmats, trans, used, False
+
+
 def refine_existing(
     prepared: PreparedKeypoints,
     model: BodyModel,
@@ -757,6 +809,7 @@ def refine_existing(
     passes: int = 2,
     refine: int = 0,
     smooth="auto",
+    keypoint_offsets=None,
     progress: Progress | None = None,
 ) -> Solution:
     """Plug-in mode: improve SMPL parameters that already exist for these frames (an image-based
@@ -770,7 +823,10 @@ def refine_existing(
     Per frame the given pose is kept where the refined one is worse: anatomically worse than
     analytic IK while the given one is not (``guard.worse_frames``), or a fit error more than
     REFINE_TOLERANCE above the given pose's while the given one is anatomically sound.
-    ``progress``: as for ``solve``."""
+    ``progress``: as for ``solve``.
+
+    ``keypoint_offsets`` (K, 3) (an earlier solve's ``Solution.keypoint_offsets``): aim at the
+    points they calibrate (``calibration.aimed_at``) and measure the fit to them."""
     t = prepared.num_frames
     rot = torch.as_tensor(np.asarray(rotmats), dtype=model.dtype, device=model.device)
     if rot.shape != (t, 24, 3, 3):
@@ -801,6 +857,12 @@ def refine_existing(
         start = time.perf_counter()
         denoised, noise_mm, smooth_s = _denoise(prepared, smooth, notes)
         ctx = _Context(denoised, model, SolveOptions(refine=refine, smooth=smooth), b, notes)
+        if keypoint_offsets is not None:
+            offsets = checked_offsets(keypoint_offsets, prepared.layout)
+            ctx = aimed_at(ctx, offsets, reference=(rot, tr))
+            notes.append(
+                "calibration: aimed at the calibrated keypoints of the given keypoint_offsets"
+            )
         new_rot, new_tr = rot, tr
         if passes > 0:
             blocker = _network_blocker(ctx.measured)
@@ -818,9 +880,16 @@ def refine_existing(
         if refine > 0:
             new_rot, new_tr = _optimise_step(ctx, new_rot, new_tr, refine)
             notes.append(f"optimisation: {refine} iteration(s)")
-        new_rot, new_tr = _keep_better(ctx, prepared, (rot, tr), (new_rot, new_tr))
+        new_rot, new_tr = _keep_better(
+            ctx, prepared, (rot, tr), (new_rot, new_tr), keypoint_offsets
+        )
         seconds = time.perf_counter() - start
-    err = fit_error_mm(model, prepared, new_rot, b, new_tr)
+    raw = fit_error_mm(model, prepared, new_rot, b, new_tr)
+    err = (
+        raw
+        if keypoint_offsets is None
+        else fit_error_mm(model, prepared, new_rot, b, new_tr, keypoint_offsets)
+    )
     return Solution(
         rotmats=new_rot,
         trans=new_tr,
@@ -833,6 +902,10 @@ def refine_existing(
         notes=notes,
         noise_mm=noise_mm,
         smooth_s=smooth_s,
+        keypoint_offsets=None
+        if keypoint_offsets is None
+        else np.asarray(keypoint_offsets, np.float32),
+        fit_error_mm_raw=raw,
     )
 
 
@@ -866,15 +939,15 @@ def _plugin_passes(ctx: _Context, rot, passes: int):
 PLUGIN_BLOCK = 2048
 
 
-def _keep_better(ctx: _Context, given: PreparedKeypoints, old, new):
+def _keep_better(ctx: _Context, given: PreparedKeypoints, old, new, offsets=None):
     """Per frame the refined (rotmats, trans) ``new`` unless the given ``old`` is better (see
     ``refine_existing``); notes how many frames kept the given pose."""
     model, ana = ctx.model, ctx.analytic()
     j_old, j_new = model.joints(old[0], ctx.betas, old[1]), model.joints(new[0], ctx.betas, new[1])
     old_bad = worse_frames(j_old, ana.joints, ctx.targets, ctx.measured)
     new_bad = worse_frames(j_new, ana.joints, ctx.targets, ctx.measured)
-    e_old = fit_error_mm(model, given, old[0], ctx.betas, old[1])
-    e_new = fit_error_mm(model, given, new[0], ctx.betas, new[1])
+    e_old = fit_error_mm(model, given, old[0], ctx.betas, old[1], offsets)
+    e_new = fit_error_mm(model, given, new[0], ctx.betas, new[1], offsets)
     with np.errstate(invalid="ignore"):
         keep = ~old_bad & (new_bad | (e_new > e_old * (1 + REFINE_TOLERANCE)))
     if keep.any():

@@ -150,6 +150,10 @@ class TakeResult:
     direction: dict[str, np.ndarray] = field(default_factory=dict)  # segment -> (T,) deg
     mpve: np.ndarray | None = None  # (T,) mm against the rotation-transfer ground truth
     fit: dict[str, np.ndarray] = field(default_factory=dict)  # keypoint -> (T,) mm (NaN unmeasured)
+    # the same for the position keypoints only (no aim-only end points), as captured and to the
+    # calibrated keypoints (the solver's keypoint_offsets; = fit_positions when not calibrated)
+    fit_positions: dict[str, np.ndarray] = field(default_factory=dict)
+    fit_calibrated: dict[str, np.ndarray] = field(default_factory=dict)
     skate: list[float] = field(default_factory=list)  # solved foot speed in contact frames (mm/s)
     skate_source: list[float] = field(default_factory=list)  # the capture's own, same frames
     jitter: float = float("nan")  # m/s^3 of the solved joints
@@ -249,11 +253,22 @@ def feet_summary(rows, weighted_mean) -> dict:
     )
 
 
-def keypoint_fit(prepared, model, rotmats, betas, trans) -> dict[str, np.ndarray]:
-    """keypoint -> (T,) distance (mm) of the solved layout keypoint to the measured input (NaN unmeasured)."""
-    gen = prepared.layout.generate(model, rotmats, betas, trans).cpu().numpy()
+def keypoint_fit(
+    prepared, model, rotmats, betas, trans, offsets=None, positions_only: bool = False
+) -> dict[str, np.ndarray]:
+    """keypoint -> (T,) distance (mm) of the solved layout keypoint to the measured input (NaN unmeasured);
+    with ``offsets`` (K, 3) of the calibrated keypoints (``core.calibration``); ``positions_only``
+    leaves out the aim-only end points (as the solver's fit error does)."""
+    from ..core.calibration import calibrated_points
+
+    if offsets is None:
+        gen = prepared.layout.generate(model, rotmats, betas, trans).cpu().numpy()
+    else:
+        gen = calibrated_points(model, prepared.layout, rotmats, betas, trans, offsets)
     d = np.linalg.norm(gen - prepared.positions, axis=-1) * 1000.0
     d = np.where(prepared.measured & np.isfinite(d), d, np.nan)
+    if positions_only:
+        d[:, prepared.layout.aim_only_mask()] = np.nan
     return {
         k: d[:, i] for i, k in enumerate(prepared.layout.keypoints) if np.isfinite(d[:, i]).any()
     }
