@@ -53,6 +53,14 @@ def rig_motion_arrays(rig_obj, fs: int, fe: int) -> dict:
     for key in ("lsmplify_solver", "lsmplify_layout"):
         if key in anim.action:
             out[key.split("_", 1)[1]] = str(anim.action[key])
+    from ..core.layouts import LAYOUTS
+    from .results import OFFSETS_LAYOUT_PROP, action_offsets
+
+    layout = LAYOUTS.get(str(anim.action.get(OFFSETS_LAYOUT_PROP, "")))
+    offsets = action_offsets(anim.action, layout) if layout is not None else None
+    if offsets is not None:  # the solve's calibration, as the command line writes it
+        out["keypoint_offsets"] = offsets.astype(np.float32)
+        out["keypoint_names"] = np.array(layout.keypoints)
     return out
 
 
@@ -132,6 +140,31 @@ def read_feet(path: str, frames: int):
         return None, None
 
 
+def read_offsets(path: str, notes: list):
+    """The file's keypoint calibration (``keypoint_offsets`` with its ``layout``), checked by the
+    core as a file's offsets are (hostile until checked): ((K, 3), layout name) or (None, None);
+    offsets that do not pass are left out with a note."""
+    from ..core.calibration import checked_offsets
+    from ..core.errors import InputError as CoreInputError
+    from ..core.layouts import LAYOUTS
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "keypoint_offsets" not in z.files or "layout" not in z.files:
+                return None, None
+            layout = LAYOUTS.get(str(z["layout"]))
+            names = z["keypoint_names"] if "keypoint_names" in z.files else None
+            if layout is None:
+                return None, None
+            offsets = checked_offsets(z["keypoint_offsets"], layout, names)
+    except (OSError, ValueError):
+        return None, None
+    except CoreInputError as exc:
+        notes.append(f"the file's keypoint calibration is not kept: {exc}")
+        return None, None
+    return offsets, layout.name
+
+
 def import_smpl_motion(
     context, path: str, model, update_scene: bool = True, use_file_start: bool = True
 ):
@@ -176,7 +209,10 @@ def import_smpl_motion(
     contacts, ground = read_feet(path, poses.shape[0])
     if data["up"] == "z":  # a ground height is along Y, as LSMPLify writes files
         ground = None
+    notes = list(data["notes"])
+    offsets, offsets_layout = read_offsets(path, notes)
     from .ground import contact_properties
+    from .results import tag_offsets
     from .rig_style import style_from_settings
 
     with SceneChange(scene) as change:
@@ -205,6 +241,7 @@ def import_smpl_motion(
             *(c.data for c in rig_obj.children),
             *([plane, plane.data] if plane is not None else []),
         ]
+        tag_offsets(action, offsets, offsets_layout)
         if update_scene:
             set_scene_timing(scene, start, poses.shape[0], fps)
-    return rig_obj, action, poses.shape[0], data["notes"]
+    return rig_obj, action, poses.shape[0], notes

@@ -83,6 +83,7 @@ def draw_solve(box, context, s) -> None:
     box.prop(s, "ground_from_source")
     if not s.ground_from_source:
         box.prop(s, "ground_height")
+    box.prop(s, "calibrate")
     box.prop(s, "target_rig")
     if s.target_rig is None:
         box.prop(s, "new_rig")
@@ -102,7 +103,11 @@ def draw_solve(box, context, s) -> None:
 def draw_results(box, s) -> None:
     box.label(text="Results", icon="INFO")
     col = box.column(align=True)
-    col.label(text=f"Fit error: {s.result_fit_error_mm:.1f} mm")
+    if s.result_fit_raw_mm > 0:  # calibrated: the fit to the calibrated points, and as captured
+        col.label(text=f"Fit error: {s.result_fit_error_mm:.1f} mm (calibrated)")
+        col.label(text=f"As captured: {s.result_fit_raw_mm:.1f} mm")
+    else:
+        col.label(text=f"Fit error: {s.result_fit_error_mm:.1f} mm")
     col.label(text=f"Bone length error: {s.result_mpbe_mm:.1f} mm")
     if s.result_betas:  # five per line: ten do not fit the sidebar
         betas = s.result_betas.split()
@@ -110,6 +115,9 @@ def draw_results(box, s) -> None:
             col.label(text=("Betas: " if i == 0 else "") + " ".join(betas[i : i + 5]))
     if s.result_feet:
         col.label(text=s.result_feet)
+    from .results import draw_report
+
+    draw_report(col, s)
     if s.result_summary:
         col.label(text=s.result_summary)
 

@@ -71,6 +71,18 @@ LOCK_FEET_ITEMS = (
     ("ON", "On", "Plant the feet and keep the mesh above the ground"),
     ("OFF", "Off", "Leave the solved motion as it is (contacts and ground are still found)"),
 )
+CALIBRATE_ITEMS = (
+    (
+        "AUTO",
+        "Auto",
+        (
+            "On for real mocap skeletons (CMU: BVH, ASF/AMC, FBX rigs), off where it changes "
+            "nothing (SMPL joints, model-made keypoints)"
+        ),
+    ),
+    ("ON", "On", "Estimate each keypoint's offset from its SMPL joint over the take"),
+    ("OFF", "Off", "Aim at the keypoints as they are"),
+)
 SOLVER_ITEMS = (
     (
         "NETWORK",
@@ -250,6 +262,14 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
         subtype="DISTANCE",
         description="Height (Z) of the floor in the scene, where the source's feet stand",
     )
+    calibrate: EnumProperty(
+        name="Calibrate Keypoints",
+        items=CALIBRATE_ITEMS,
+        default="AUTO",
+        description="A mocap skeleton's joint is not SMPL's joint (its hips are wider, its neck "
+        "sits elsewhere): estimate each keypoint's constant offset in its body part over the "
+        "take with the shape, and aim at the calibrated points (Refine reuses them)",
+    )
     target_rig: PointerProperty(
         name="Target Rig",
         type=bpy.types.Object,
@@ -304,6 +324,16 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
     )
     result_betas: StringProperty(name="Betas", default="")
     result_feet: StringProperty(name="Feet", default="")
+    result_fit_raw_mm: FloatProperty(
+        name="Fit Error as Captured (mm)",
+        default=0.0,
+        description="Mean distance to the keypoints as captured (0: not calibrated)",
+    )
+    result_verdict: StringProperty(name="Verdict", default="")
+    result_worst_keypoints: StringProperty(name="Worst Keypoints", default="")
+    result_worst_segments: StringProperty(name="Worst Segments", default="")
+    result_warnings: StringProperty(name="Warnings", default="")
+    result_report_frames: StringProperty(name="Report Frames", default="")
     result_summary: StringProperty(name="Summary", default="")
 
 

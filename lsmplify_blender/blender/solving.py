@@ -55,11 +55,13 @@ def run_solve(
     progress=None,
     lock_feet: str = "auto",
     ground=None,
+    calibrate: str = "auto",
 ):
     """The core solve; touches no bpy data (safe in a worker thread). ``progress``: a
     ``core.progress.Progress`` that hears the frames done and can stop the solve;
     ``lock_feet`` ('auto', 'on', 'off') and ``ground`` (metres, SMPL's Y; None: from the
-    source) as the core's foot step takes them."""
+    source) as the core's foot step takes them; ``calibrate`` ('auto', 'on', 'off'): the
+    keypoint calibration."""
     from ..core.solver import solve
 
     return solve(
@@ -72,6 +74,7 @@ def run_solve(
         chunk=PROGRESS_CHUNK,
         lock_feet=lock_feet,
         ground=ground,
+        calibrate=calibrate,
         progress=progress,
     )
 
@@ -238,6 +241,7 @@ class SolveJob(BackgroundJob):
         self.smooth = smooth_setting(s)
         self.lock_feet = s.lock_feet.lower()
         self.ground = ground_setting(context, s, prepared)
+        self.calibrate = s.calibrate.lower()
         self.solver = solver_name(s)
         self.refine = s.refine_iters
         self.name = rig_name(context, s)
@@ -259,7 +263,11 @@ class SolveJob(BackgroundJob):
             progress=self.progress,
             lock_feet=self.lock_feet,
             ground=self.ground,
+            calibrate=self.calibrate,
         )
+        from .results import solve_report
+
+        self.report = solve_report(self.model, self.prepared, self.solution)
 
     def finish(self, op, context):
         """Write the solution into the scene and report it through ``op``."""
@@ -285,6 +293,10 @@ class SolveJob(BackgroundJob):
             tag_new_rig(rig_obj, self.source)
             if self.scale != 1.0:
                 place_on_source(rig_obj, self.scale)
+        from .results import store_report, tag_offsets
+
+        tag_offsets(action, self.solution.keypoint_offsets, self.prepared.layout.name)
+        store_report(s, self.report[0], self.report[1], self.prepared.num_frames)
         op.report_notes(self.prepared.notes + self.solution.notes)
         for warning in plausibility_warnings(
             self.model, self.prepared, self.solution, s.source_type
@@ -293,7 +305,8 @@ class SolveJob(BackgroundJob):
         op.report(
             {"INFO"},
             f"LSMPLify: '{action.name}' on '{rig_obj.name}': fit error "
-            f"{s.result_fit_error_mm:.1f} mm, bone length error {s.result_mpbe_mm:.1f} mm",
+            f"{s.result_fit_error_mm:.1f} mm, bone length error {s.result_mpbe_mm:.1f} mm; "
+            f"{s.result_verdict}",
         )
         return {"FINISHED"}
 
@@ -329,6 +342,11 @@ class RefineJob(BackgroundJob):
         from .ground import action_contacts
 
         self.contacts = action_contacts(rig_obj, self.start, self.frames)  # kept by the refine
+
+        from .results import action_offsets
+
+        # the keypoint calibration of the solve that made the action: Refine aims at the same points
+        self.offsets = action_offsets(anim.action, self.prepared.layout)
         self.rig_name, self.method = rig_obj.name, method
         self.passes, self.iterations, self.smooth = passes, iterations, smooth_setting(settings)
 
@@ -345,7 +363,11 @@ class RefineJob(BackgroundJob):
             refine=self.iterations,
             smooth=self.smooth,
             progress=self.progress,
+            keypoint_offsets=self.offsets,
         )
+        from .results import solve_report
+
+        self.report = solve_report(self.model, self.prepared, self.solution)
 
     def write(self, context):
         """The refined motion as a new action on the rig, and the panel's results; returns the action."""
@@ -369,6 +391,10 @@ class RefineJob(BackgroundJob):
             tags=dict(lsmplify_solver="refine", lsmplify_layout=self.prepared.layout.name),
             properties=contact_properties(self.contacts),
         )
+        from .results import store_report, tag_offsets
+
+        tag_offsets(action, sol.keypoint_offsets, self.prepared.layout.name)
+        store_report(s, self.report[0], self.report[1], self.frames)
         s.has_result = True
         s.result_fit_error_mm = float(np.nanmean(err)) if np.isfinite(err).any() else 0.0
         s.result_summary = (
@@ -383,7 +409,8 @@ class RefineJob(BackgroundJob):
         op.report(
             {"INFO"},
             f"LSMPLify: refined into '{action.name}': fit error "
-            f"{context.scene.lsmplify.result_fit_error_mm:.1f} mm",
+            f"{context.scene.lsmplify.result_fit_error_mm:.1f} mm; "
+            f"{context.scene.lsmplify.result_verdict}",
         )
         return {"FINISHED"}
 
