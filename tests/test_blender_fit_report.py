@@ -133,3 +133,21 @@ def test_refine_aims_at_the_solve_calibration_and_exports_carry_it(tmp_path):
     (imported,) = [o for o in set(bpy.data.objects) - before if o.type == "ARMATURE"]
     kept = np.asarray(list(imported.animation_data.action[OFFSETS_PROP])).reshape(-1, 3)
     assert np.allclose(kept, offsets, atol=1e-6)
+
+
+def test_a_long_take_is_reported_from_evenly_spread_frames():
+    from conftest import SHARED_MOCAP
+
+    from lsmplify_blender.blender.results import REPORT_FRAMES, report_frames
+
+    take = SHARED_MOCAP / "cmu_raw" / "131_01.bvh"
+    if not take.is_file():
+        pytest.skip(f"{take} is not in the shared mocap collection")
+    solve_rig(path=take, calibrate="AUTO")
+    s = bpy.context.scene.lsmplify
+    frames = int(s.detected_frames)
+    assert frames > REPORT_FRAMES
+    assert s.result_report_frames == f"measured on {REPORT_FRAMES:,} of {frames:,} frames"
+    idx = report_frames(frames)
+    assert idx[0] == 0 and idx[-1] == frames - 1 and np.all(np.diff(idx) > 0)
+    assert s.result_verdict and s.result_worst_keypoints
