@@ -116,3 +116,17 @@ def test_no_progress_steps_into_nothing_and_tracking_nests():
     assert (outer.stage, outer.done, outer.total) == ("outer", 3, 5)
     assert (inner.stage, inner.done, inner.fraction) == ("inner", 2, 0.5)
     assert progress_mod.current() is None
+
+
+def test_network_plug_in_blocks_change_nothing(model, prepared, monkeypatch):
+    from lsmplify_blender.core import solver
+
+    first = solve(prepared, model, solver="analytic")
+    args = (prepared, model, first.rotmats, first.betas, first.trans)
+    whole = refine_existing(*args, passes=1)
+    seen = []
+    monkeypatch.setattr(solver, "PLUGIN_BLOCK", 64)
+    blocked = refine_existing(*args, passes=1, progress=Progress(lambda d, t, s: seen.append(s)))
+    assert seen.count("network plug-in") == -(-prepared.num_frames // 64)  # one report per block
+    assert torch.allclose(blocked.rotmats, whole.rotmats, atol=1e-5)
+    assert torch.allclose(blocked.trans, whole.trans, atol=1e-5)
