@@ -744,6 +744,7 @@ def test_panel_and_preferences_draw():
         fake = _FakeLayout()
         LSMPLIFY_PT_main.draw(type("P", (), {"layout": fake})(), bpy.context)
         assert "lsmplify.solve" in fake.ops and "solver" in fake.props
+        assert {"root_bone", "bones_to_children"} <= set(fake.props)  # the rig options
     prefs = bpy.context.preferences.addons[ADDON].preferences
     fake = _FakeLayout()
     type(prefs).draw(

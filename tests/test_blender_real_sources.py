@@ -17,7 +17,7 @@ if bpy is None:
     pytest.skip("the bpy wheel is not installed", allow_module_level=True)
 
 import addon_utils
-from conftest import FIXTURES
+from conftest import FIXTURES, SHARED_MOCAP
 
 from lsmplify_blender.core.keypoints import UNIT_SCALES
 
@@ -603,3 +603,44 @@ def test_render_preview_of_an_armature_source_marks_its_bones_over_the_matched_r
     markers = (px[:, 0] > 0.5) & (px[:, 0] > 2 * px[:, 2]) & (px[:, 0] > 1.5 * px[:, 1])
     body = (np.abs(px - 0.75).max(-1) < 0.2) & (px.std(-1) < 0.05)  # the grey mesh
     assert markers.sum() >= 20 and body.sum() >= 200, (markers.sum(), body.sum())
+
+
+DEEPMIMIC_RUN = SHARED_MOCAP / "deepmimic" / "humanoid3d_run.txt"
+
+
+@pytest.mark.parametrize("clip", [FIXTURES / "humanoid3d_walk.txt", DEEPMIMIC_RUN])
+def test_import_keypoints_takes_a_deepmimic_motion_and_the_rig_follows_it(clip):
+    if not clip.is_file():
+        pytest.skip(f"{clip} is not in the shared mocap collection")
+    from lsmplify_blender.blender.operators import KEYPOINT_GLOB
+
+    assert "*.txt" in KEYPOINT_GLOB.split(";")  # the file browser shows DeepMimic files
+    assert bpy.ops.lsmplify.import_keypoints(filepath=str(clip)) == {"FINISHED"}
+    s, sc = settings(), bpy.context.scene
+    frames = int(s.detected_frames)
+    assert s.detected_layout == "DeepMimic humanoid3d" and s.detected_units == "m"
+    assert frames > 20 and (sc.frame_start, sc.frame_end) == (1, frames)
+    empties = {o["lsmplify_keypoint"]: o for o in s.empties_collection.objects}
+    assert {"root", "left_knee", "right_elbow"} <= set(empties)
+    s.solver = "ANALYTIC"
+    assert bpy.ops.lsmplify.solve() == {"FINISHED"}
+    (rig,) = rigs()
+    assert s.result_fit_error_mm < 60.0
+    d = []
+    for f in (1, frames // 2, frames):
+        sc.frame_set(f)
+        for joint in ("left_knee", "right_knee", "left_elbow", "right_elbow"):
+            ours = np.array(rig.matrix_world @ rig.pose.bones[joint].head)
+            d.append(np.linalg.norm(ours - np.array(empties[joint].matrix_world.translation)))
+    assert np.mean(d) < 0.06, d  # knees and elbows on the clip's own, within a few cm
+
+
+def test_a_txt_that_is_not_deepmimic_is_refused_in_blender_terms(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("1 2 3\n4 5 6\n", encoding="utf-8")
+    before = {k: set(getattr(bpy.data, k)) for k in ("objects", "actions", "collections")}
+    with pytest.raises(RuntimeError) as err:
+        bpy.ops.lsmplify.import_keypoints(filepath=str(bad))
+    msg = str(err.value)
+    assert "DeepMimic motion" in msg and "read_cmu_subset(" not in msg and "--" not in msg
+    assert {k: set(getattr(bpy.data, k)) for k in before} == before

@@ -5,6 +5,10 @@ With the rig's bone-frame trick the SMPL local rotation of joint j goes straight
 pelvis bone's ``location`` (the pelvis rest frame is SMPL's frame and its head is the
 rest pelvis joint, so the bone's location offset is exactly SMPL's ``transl``).
 
+A rig made with a root bone or with bones pointing at their children keys other channels for
+the same motion; ``rig_style`` turns SMPL motion into them and back (the default rig's
+channels are SMPL's, unchanged).
+
 Keys are written with ``keyframe_points.add`` + ``foreach_set`` (never one
 ``keyframe_insert`` per key), and F-curves are created the way each Blender version
 wants, chosen by feature detection:
@@ -19,6 +23,8 @@ wants, chosen by feature detection:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import bpy
 import numpy as np
 import torch
@@ -30,7 +36,8 @@ from ..core.model.skinning import pose_feature
 from .rig import has_pose_keys, pose_key_names
 
 FIT_ERROR_PROP = "lsmplify_fit_error_mm"
-ROOT_BONE = SMPL_JOINT_NAMES[0]
+FIT_ERROR_DESCRIPTION = "per-frame mean distance to the input keypoints (mm)"
+PELVIS_BONE = SMPL_JOINT_NAMES[0]
 _GROUP_FIT = "LSMPLify"
 
 
@@ -40,9 +47,6 @@ def _rot_path(bone: str) -> str:
 
 def _loc_path(bone: str) -> str:
     return f'pose.bones["{bone}"].location'
-
-
-_FIT_PATH = f'["{FIT_ERROR_PROP}"]'
 
 
 def _as_numpy(x, dtype=np.float64) -> np.ndarray:
@@ -153,8 +157,43 @@ def _protect_previous_action(obj) -> None:
         prev.use_fake_user = True
 
 
+@dataclass(frozen=True)
+class AnimatedProperty:
+    """A custom property of the rig keyed at every frame of a new action (for the Graph Editor)."""
+
+    name: str
+    values: np.ndarray  # (T,); non-finite frames get no key
+    description: str
+    stepped: bool = False  # constant interpolation: a state (a foot on the ground), not a measure
+    minimum: float | None = None  # the property's lower limit in the UI
+
+
+def _key_property(writer, obj, frames: np.ndarray, prop: AnimatedProperty) -> None:
+    """``prop`` as a custom property of ``obj`` (valued as at its first keyed frame), keyed in bulk."""
+    values = _as_numpy(prop.values).reshape(-1)
+    ok = np.isfinite(values)
+    obj[prop.name] = float(values[ok][0]) if ok.any() else 0.0
+    limits = {} if prop.minimum is None else {"min": prop.minimum}
+    obj.id_properties_ui(prop.name).update(description=f"LSMPLify: {prop.description}", **limits)
+    if ok.any():
+        kind = "CONSTANT" if prop.stepped else "LINEAR"
+        fc = writer.new(f'["{prop.name}"]', 0, _GROUP_FIT)
+        _write_keys(
+            fc,
+            frames[ok],
+            values[ok].astype(np.float32),
+            _enum_value(bpy.types.Keyframe, "interpolation", kind),
+        )
+
+
 def write_pose_action(
-    armature_obj, rotmats, trans, frame_start: int = 1, name: str = "LSMPLify", fit_error_mm=None
+    armature_obj,
+    rotmats,
+    trans,
+    frame_start: int = 1,
+    name: str = "LSMPLify",
+    fit_error_mm=None,
+    properties=(),
 ):
     """Key SMPL motion on an SMPL rig as a NEW action (unique name), assigned to the armature.
 
@@ -162,7 +201,8 @@ def write_pose_action(
     (numpy or torch, SMPL's Y-up metres) become keys at frames ``frame_start ..
     frame_start + T - 1`` with linear interpolation; ``fit_error_mm`` (T,) optionally keys
     the custom property ``lsmplify_fit_error_mm`` on the armature object (non-finite
-    frames get no key). An action already assigned is kept (given a fake user when it
+    frames get no key), and each of ``properties`` (``AnimatedProperty``) its own custom
+    property. An action already assigned is kept (given a fake user when it
     would otherwise be lost on save) and never modified.
     """
     if armature_obj is None or armature_obj.type != "ARMATURE":
@@ -187,14 +227,21 @@ def write_pose_action(
         raise LSMPLifyError(
             f"'{armature_obj.name}' is in NLA tweak mode; leave it before writing a new action."
         )
-    fit = None
+    props = list(properties)
     if fit_error_mm is not None:
-        fit = _as_numpy(fit_error_mm).reshape(-1)
-        if fit.size != r.shape[0]:
-            raise LSMPLifyError(f"fit_error_mm has {fit.size} values for {r.shape[0]} frames.")
+        props.insert(
+            0, AnimatedProperty(FIT_ERROR_PROP, fit_error_mm, FIT_ERROR_DESCRIPTION, minimum=0.0)
+        )
+    for prop in props:
+        size = _as_numpy(prop.values).size
+        if size != r.shape[0]:
+            raise LSMPLifyError(f"{prop.name} has {size} values for {r.shape[0]} frames.")
+
+    from .rig_style import channel_bones, to_bone_channels
 
     T = r.shape[0]
-    quats = rotmats_to_continuous_quaternions(r).astype(np.float32)  # (T, 24, 4)
+    bone_rot, pelvis_loc, root_loc = to_bone_channels(r, t, armature_obj)
+    quats = rotmats_to_continuous_quaternions(bone_rot).astype(np.float32)  # (T, bones, 4)
     frames = (float(frame_start) + np.arange(T, dtype=np.float64)).astype(np.float32)
     linear = _enum_value(bpy.types.Keyframe, "interpolation", "LINEAR")
 
@@ -205,24 +252,20 @@ def write_pose_action(
     action["lsmplify_frame_start"] = int(frame_start)
     action["lsmplify_frames"] = int(T)
     writer = _FCurveWriter(action, armature_obj)
-    for j, bone in enumerate(SMPL_JOINT_NAMES):
+    bones = channel_bones(armature_obj)
+    for j, bone in enumerate(bones):
         armature_obj.pose.bones[bone].rotation_mode = "QUATERNION"
         for c in range(4):
             _write_keys(writer.new(_rot_path(bone), c, bone), frames, quats[:, j, c], linear)
-    loc = t.astype(np.float32)
-    for c in range(3):
-        _write_keys(writer.new(_loc_path(ROOT_BONE), c, ROOT_BONE), frames, loc[:, c], linear)
-    if fit is not None:
-        ok = np.isfinite(fit)
-        armature_obj[FIT_ERROR_PROP] = float(fit[ok][0]) if ok.any() else 0.0
-        ui = armature_obj.id_properties_ui(FIT_ERROR_PROP)
-        ui.update(
-            min=0.0, description="LSMPLify: per-frame mean distance to the input keypoints (mm)"
-        )
-        if ok.any():
-            _write_keys(
-                writer.new(_FIT_PATH, 0, _GROUP_FIT), frames[ok], fit[ok].astype(np.float32), linear
-            )
+    locations = [(PELVIS_BONE, pelvis_loc)] + (
+        [(bones[-1], root_loc)] if root_loc is not None else []
+    )
+    for bone, values in locations:
+        loc = values.astype(np.float32)
+        for c in range(3):
+            _write_keys(writer.new(_loc_path(bone), c, bone), frames, loc[:, c], linear)
+    for prop in props:
+        _key_property(writer, armature_obj, frames, prop)
     _protect_previous_action(armature_obj)
     writer.assign()
     return action
@@ -279,6 +322,19 @@ def write_corrective_action(
     return action
 
 
+def sample_fcurve(fc, frames: np.ndarray) -> np.ndarray:
+    """An F-curve's values (float64) at ``frames``: its keys, read in bulk, where every frame
+    has one (as LSMPLify keys them); else the curve evaluated frame by frame."""
+    n = len(fc.keyframe_points)
+    co = np.empty(2 * n, dtype=np.float32)
+    fc.keyframe_points.foreach_get("co", co)
+    kf, kv = co[0::2].astype(np.float64), co[1::2].astype(np.float64)
+    idx = np.clip(np.searchsorted(kf, frames), 0, max(n - 1, 0))
+    if n and np.all(np.abs(kf[idx] - frames) < 1e-3):
+        return kv[idx]
+    return np.array([fc.evaluate(f) for f in frames])
+
+
 def read_pose_action(armature_obj, frame_start: int, frame_end: int, action=None):
     """Read SMPL motion back from an SMPL rig's action, frames ``frame_start..frame_end`` inclusive.
 
@@ -304,22 +360,23 @@ def read_pose_action(armature_obj, frame_start: int, frame_end: int, action=None
         fc = curves.get((path, index))
         if fc is None or len(fc.keyframe_points) == 0:
             return np.full(T, default)
-        n = len(fc.keyframe_points)
-        co = np.empty(2 * n, dtype=np.float32)
-        fc.keyframe_points.foreach_get("co", co)
-        kf, kv = co[0::2].astype(np.float64), co[1::2].astype(np.float64)
-        idx = np.clip(np.searchsorted(kf, frames), 0, n - 1)
-        if np.all(np.abs(kf[idx] - frames) < 1e-3):
-            return kv[idx]
-        return np.array([fc.evaluate(f) for f in frames])
+        return sample_fcurve(fc, frames)
 
-    quats = np.empty((T, NUM_JOINTS, 4))
-    for j, bone in enumerate(SMPL_JOINT_NAMES):
+    from .rig_style import channel_bones, from_bone_channels, has_root_bone
+
+    bones = channel_bones(armature_obj)
+    quats = np.empty((T, len(bones), 4))
+    for j, bone in enumerate(bones):
         for c in range(4):
             quats[:, j, c] = channel(_rot_path(bone), c, 1.0 if c == 0 else 0.0)
-    trans = np.stack([channel(_loc_path(ROOT_BONE), c, 0.0) for c in range(3)], -1)
-    rotmats = quaternion_to_matrix(quats)
-    return rotmats, trans
+
+    def location(bone):
+        return np.stack([channel(_loc_path(bone), c, 0.0) for c in range(3)], -1)
+
+    root_loc = location(bones[-1]) if has_root_bone(armature_obj) else None
+    return from_bone_channels(
+        quaternion_to_matrix(quats), location(PELVIS_BONE), root_loc, armature_obj
+    )
 
 
 def write_location_action(obj, frames, locations, name: str):

@@ -14,11 +14,13 @@ from .sources import KEYPOINT_PROP
 EMPTY_SIZE_M = 0.025  # display radius of a keypoint empty, metres
 
 
-def create_keypoint_empties(context, prepared, start_frame: int, name: str, made=None):
+def create_keypoint_empties(
+    context, prepared, start_frame: int, name: str, made=None, progress=None
+):
     """One empty per seen keypoint in a new collection ``"{name} keypoints"`` linked to the
     scene, each keyed in bulk at the frames it is seen (Blender Z up, scene units); all or
     nothing. Returns the collection; what it made is also appended to ``made`` when given
-    (a caller's ``SceneChange.made``)."""
+    (a caller's ``SceneChange.made``). ``progress(fraction)`` hears each keypoint done."""
     from .keyframes import write_location_action
     from .rig import smpl_to_blender
 
@@ -43,6 +45,8 @@ def create_keypoint_empties(context, prepared, start_frame: int, name: str, made
             coll.objects.link(obj)
             obj.location = tuple(pos[int(np.argmax(ok)), k])
             made.append(write_location_action(obj, frames_all[ok], pos[ok, k], f"{kp}_keypoint"))
+            if progress is not None:
+                progress((k + 1) / prepared.layout.num_keypoints)
         scene.collection.children.link(coll)
     except BaseException:
         remove_ids(made)
@@ -89,17 +93,26 @@ def import_keypoint_file(
     create_empties: bool = True,
     update_scene: bool = True,
     asf_path: str = "",
+    progress=None,
 ):
     """Read and prepare a keypoint file, make it the scene's File source (playing from the
     scene's first frame) and optionally show it as animated empties; returns the prepared
-    keypoints. All or nothing: when any step fails the scene is left exactly as it was."""
+    keypoints. All or nothing: when any step fails the scene is left exactly as it was.
+    ``progress(fraction, what)``, when given, hears each step: the file read, prepared, and
+    each keypoint's empty keyed (``IMPORT_STEPS`` share the bar)."""
     from ..core.formats import read_keypoints
     from ..core.prepare import prepare
     from .scene_writing import SceneChange, check_frame_rate, safe_stem, set_scene_timing
     from .sources import asf_or_none, joint_map, mapped_names, option_value, set_detected
 
+    def report(fraction: float, what: str) -> None:
+        if progress is not None:
+            progress(fraction, what)
+
     path = bpy.path.abspath(filepath)
+    report(0.0, "reading")
     seq = read_keypoints(path, asf=asf_or_none(asf_path))
+    report(IMPORT_STEPS["read"], "preparing")
     mapping = joint_map(context.scene.lsmplify)
     if mapping and seq.names is not None:
         seq.names = mapped_names(seq.names, mapping)
@@ -118,9 +131,18 @@ def import_keypoint_file(
     )
     scene = context.scene
     start = scene.frame_start
+    done = IMPORT_STEPS["read"] + IMPORT_STEPS["prepare"]
+    report(done, "keying the keypoint empties")
     with SceneChange(scene) as change:
         coll = (
-            create_keypoint_empties(context, prepared, start, safe_stem(path), made=change.made)
+            create_keypoint_empties(
+                context,
+                prepared,
+                start,
+                safe_stem(path),
+                made=change.made,
+                progress=lambda f: report(done + (1 - done) * f, "keying the keypoint empties"),
+            )
             if create_empties
             else None
         )
@@ -134,8 +156,17 @@ def import_keypoint_file(
         set_detected(s, prepared)
         if update_scene:
             set_scene_timing(scene, start, prepared.num_frames, prepared.fps)
+    report(1.0, "done")
     return prepared
 
+
+# shares of Import Keypoints' progress bar, as the steps took on 01_01.bvh (2,752 frames, 31
+# joints): reading 0.13 s, preparing 0.04 s, keying the empties 0.06 s
+IMPORT_STEPS = {"read": 0.55, "prepare": 0.2}
+
+
+# share of an FBX import's bar taken by Blender's importer (01_01_cmu.fbx: 2.3 s of 8.5 s)
+FBX_IMPORTER_SHARE = 0.25
 
 # data-block collections an importer may add to; what it added is removed again on failure
 IMPORTED_KINDS = (
@@ -152,12 +183,20 @@ IMPORTED_KINDS = (
 
 
 def import_fbx_armature(
-    context, filepath: str, model, layout="AUTO", units="AUTO", update_scene: bool = True
+    context,
+    filepath: str,
+    model,
+    layout="AUTO",
+    units="AUTO",
+    update_scene: bool = True,
+    progress=None,
 ):
     """An FBX take through Blender's FBX importer, made the scene's Armature source (its
     action's frames, scene range and fps set to them when ``update_scene``); returns
     (armature, prepared keypoints). All or nothing: a file that is not a readable human
-    armature leaves the scene exactly as it was."""
+    armature leaves the scene exactly as it was. ``progress(fraction, what)`` hears the
+    importer's end and each block of frames of the armature read (the slow part: 6 s for
+    2,752 frames)."""
     from .scene_writing import SceneChange, set_scene_timing
     from .sources import action_frame_range, gather_source
 
@@ -188,5 +227,16 @@ def import_fbx_armature(
         if update_scene:
             fps = scene.render.fps / scene.render.fps_base  # the importer sets the file's rate
             set_scene_timing(scene, found[0], found[1] - found[0] + 1, fps)
-        prepared, _ = gather_source(context, s, model)  # a non-human armature is refused here
+        if progress is not None:
+            progress(FBX_IMPORTER_SHARE, "reading the armature's frames")
+        prepared, _ = gather_source(  # a non-human armature is refused here
+            context,
+            s,
+            model,
+            None
+            if progress is None
+            else lambda f: progress(
+                FBX_IMPORTER_SHARE + (1 - FBX_IMPORTER_SHARE) * f, "reading the armature's frames"
+            ),
+        )
     return arm, prepared

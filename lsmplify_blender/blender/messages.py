@@ -36,6 +36,16 @@ _BLENDER_TERMS = (
     (re.compile(r" \(--init\)"), ""),
     (re.compile(r"--init needs"), "Import SMPL needs"),
     (re.compile(r"choose another --out"), "choose another file"),
+    # the foot step's given ground: in Blender the panel's Ground Height, turned into metres
+    (
+        re.compile(
+            r"ground (\S+): give the floor height in metres \(Y up, in the output's world\)"
+        ),
+        (
+            r"the Ground Height in the LSMPLify panel is \1 m from the source's origin: give the "
+            "floor's height (Z in the scene)"
+        ),
+    ),
 )
 
 

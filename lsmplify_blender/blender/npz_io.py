@@ -21,11 +21,12 @@ from .sources import scene_fps
 
 def rig_motion_arrays(rig_obj, fs: int, fe: int) -> dict:
     """The rig's current action over scene frames fs..fe as the .npz's arrays: poses (T, 72)
-    axis-angle, trans (T, 3), and fit_error_mm / solver / layout where the action has them."""
+    axis-angle, trans (T, 3), and fit_error_mm / contacts (T, 2) / ground_height / solver /
+    layout where the action and the rig have them (the CLI's keys)."""
     import torch
 
     from ..core.rotations import matrix_to_axis_angle
-    from .keyframes import FIT_ERROR_PROP, action_fcurves, read_pose_action
+    from .keyframes import FIT_ERROR_PROP, action_fcurves, read_pose_action, sample_fcurve
 
     anim = rig_obj.animation_data
     if anim is None or anim.action is None:
@@ -34,18 +35,32 @@ def rig_motion_arrays(rig_obj, fs: int, fe: int) -> dict:
     out = dict(
         poses=matrix_to_axis_angle(torch.from_numpy(rotmats)).reshape(-1, 72).numpy(), trans=trans
     )
+    from .ground import CONTACT_PROPS, GROUND_HEIGHT_PROP
+
     slot = getattr(anim, "action_slot", None)
-    fit = next(
-        (fc for fc in action_fcurves(anim.action, slot) if fc.data_path == f'["{FIT_ERROR_PROP}"]'),
-        None,
-    )
-    if fit is not None:
-        out["fit_error_mm"] = np.array(
-            [fit.evaluate(f) for f in range(fs, fe + 1)], dtype=np.float32
-        )
+    curves = {fc.data_path: fc for fc in action_fcurves(anim.action, slot)}
+
+    def sampled(prop):
+        frames = np.arange(fs, fe + 1, dtype=np.float64)
+        return sample_fcurve(curves[f'["{prop}"]'], frames).astype(np.float32)
+
+    if f'["{FIT_ERROR_PROP}"]' in curves:
+        out["fit_error_mm"] = sampled(FIT_ERROR_PROP)
+    if all(f'["{p}"]' in curves for p in CONTACT_PROPS):
+        out["contacts"] = np.stack([sampled(p) for p in CONTACT_PROPS], -1) > 0.5
+        if GROUND_HEIGHT_PROP in rig_obj:
+            out["ground_height"] = np.float32(rig_obj[GROUND_HEIGHT_PROP])
     for key in ("lsmplify_solver", "lsmplify_layout"):
         if key in anim.action:
             out[key.split("_", 1)[1]] = str(anim.action[key])
+    from ..core.layouts import LAYOUTS
+    from .results import OFFSETS_LAYOUT_PROP, action_offsets
+
+    layout = LAYOUTS.get(str(anim.action.get(OFFSETS_LAYOUT_PROP, "")))
+    offsets = action_offsets(anim.action, layout) if layout is not None else None
+    if offsets is not None:  # the solve's calibration, as the command line writes it
+        out["keypoint_offsets"] = offsets.astype(np.float32)
+        out["keypoint_names"] = np.array(layout.keypoints)
     return out
 
 
@@ -108,6 +123,48 @@ def read_fit_error(path: str, frames: int):
     return None
 
 
+def read_feet(path: str, frames: int):
+    """The file's foot ``contacts`` (T, 2) bool and ``ground_height`` (metres) when it has them
+    in the right shape (LSMPLify's exports, the command line's output), else (None, None)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "contacts" not in z.files or z["contacts"].shape != (frames, 2):
+                return None, None
+            contacts = z["contacts"].astype(bool)
+            ground = None
+            if "ground_height" in z.files and z["ground_height"].shape == ():
+                g = float(z["ground_height"])
+                ground = g if np.isfinite(g) else None
+            return contacts, ground
+    except (OSError, ValueError):
+        return None, None
+
+
+def read_offsets(path: str, notes: list):
+    """The file's keypoint calibration (``keypoint_offsets`` with its ``layout``), checked by the
+    core as a file's offsets are (hostile until checked): ((K, 3), layout name) or (None, None);
+    offsets that do not pass are left out with a note."""
+    from ..core.calibration import checked_offsets
+    from ..core.errors import InputError as CoreInputError
+    from ..core.layouts import LAYOUTS
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "keypoint_offsets" not in z.files or "layout" not in z.files:
+                return None, None
+            layout = LAYOUTS.get(str(z["layout"]))
+            names = z["keypoint_names"] if "keypoint_names" in z.files else None
+            if layout is None:
+                return None, None
+            offsets = checked_offsets(z["keypoint_offsets"], layout, names)
+    except (OSError, ValueError):
+        return None, None
+    except CoreInputError as exc:
+        notes.append(f"the file's keypoint calibration is not kept: {exc}")
+        return None, None
+    return offsets, layout.name
+
+
 def import_smpl_motion(
     context, path: str, model, update_scene: bool = True, use_file_start: bool = True
 ):
@@ -115,7 +172,9 @@ def import_smpl_motion(
     ``frame_start`` (when it has one and ``use_file_start``) or the scene's first frame.
 
     Z-up files (declared, or AMASS's, detected from the data) are turned into SMPL's Y up;
-    SMPL-H / SMPL-X poses are mapped onto SMPL's 24 joints (``core.formats.amass``).
+    SMPL-H / SMPL-X poses are mapped onto SMPL's 24 joints (``core.formats.amass``). Foot
+    contacts and the ground height, when the file has them, become the rig's contact
+    properties and ground plane, as after a solve.
     Returns (rig, action, frames, notes).
     """
     import torch
@@ -147,6 +206,15 @@ def import_smpl_motion(
         else scene.frame_start
     )
     fit = read_fit_error(path, poses.shape[0])
+    contacts, ground = read_feet(path, poses.shape[0])
+    if data["up"] == "z":  # a ground height is along Y, as LSMPLify writes files
+        ground = None
+    notes = list(data["notes"])
+    offsets, offsets_layout = read_offsets(path, notes)
+    from .ground import contact_properties
+    from .results import tag_offsets
+    from .rig_style import style_from_settings
+
     with SceneChange(scene) as change:
         rig_obj, action = write_motion(
             context,
@@ -158,14 +226,22 @@ def import_smpl_motion(
             fit,
             name=safe_stem(path),
             action_name=safe_stem(path),
+            style=style_from_settings(scene.lsmplify),
+            properties=contact_properties(contacts),
+            ground=ground,
         )
+        from .ground import ground_plane
+
+        plane = ground_plane(rig_obj)
         change.made += [
             rig_obj,
             action,
             rig_obj.data,
             *rig_obj.children,
             *(c.data for c in rig_obj.children),
+            *([plane, plane.data] if plane is not None else []),
         ]
+        tag_offsets(action, offsets, offsets_layout)
         if update_scene:
             set_scene_timing(scene, start, poses.shape[0], fps)
-    return rig_obj, action, poses.shape[0], data["notes"]
+    return rig_obj, action, poses.shape[0], notes

@@ -8,20 +8,18 @@ data is made only after the solve succeeded, and anything half-made is removed.
 
 from __future__ import annotations
 
-import threading
-import time
 import traceback
 from pathlib import Path
 
 import bpy
-import numpy as np
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from ..core.errors import InputError, LSMPLifyError
 from .properties import LAYOUT_ITEMS, REFINE_METHOD_ITEMS, UNIT_ITEMS, UP_ITEMS
 
-KEYPOINT_GLOB = "*.npz;*.npy;*.json;*.csv;*.bvh;*.amc;*.fbx"
+# .txt: DeepMimic motion files (humanoid3d_*.txt), recognised by their content
+KEYPOINT_GLOB = "*.npz;*.npy;*.json;*.csv;*.bvh;*.amc;*.fbx;*.txt"
 
 
 class GuardedOperator:
@@ -70,7 +68,8 @@ def _rig_or_error(context):
 
 # =============================================================================== import
 class LSMPLIFY_OT_import_keypoints(GuardedOperator, bpy.types.Operator, ImportHelper):
-    """Read a keypoint file, make it the scene's source and optionally show it as animated empties"""
+    """Read a keypoint or mocap file (.npz .npy .json .csv .bvh .amc, an .fbx take, a DeepMimic
+    .txt motion), make it the scene's source and optionally show it as animated empties"""
 
     bl_idname = "lsmplify.import_keypoints"
     bl_label = "Import Keypoints"
@@ -109,9 +108,20 @@ class LSMPLIFY_OT_import_keypoints(GuardedOperator, bpy.types.Operator, ImportHe
         ):  # an animated rig: Blender's importer, an Armature source
             from .keypoint_empties import import_fbx_armature
 
-            arm, prepared = import_fbx_armature(
-                context, self.filepath, model, self.layout, self.units, self.update_scene
-            )
+            wm = context.window_manager
+            wm.progress_begin(0, 100)
+            try:
+                arm, prepared = import_fbx_armature(
+                    context,
+                    self.filepath,
+                    model,
+                    self.layout,
+                    self.units,
+                    self.update_scene,
+                    progress=lambda fraction, _what: wm.progress_update(int(100 * fraction)),
+                )
+            finally:
+                wm.progress_end()
             self.report_notes(prepared.notes)
             self.say(
                 {"INFO"},
@@ -119,18 +129,24 @@ class LSMPLIFY_OT_import_keypoints(GuardedOperator, bpy.types.Operator, ImportHe
                 f"{prepared.layout.title}) is the source",
             )
             return {"FINISHED"}
-        prepared = import_keypoint_file(
-            context,
-            self.filepath,
-            model,
-            self.layout,
-            self.units,
-            self.up,
-            self.fps,
-            self.create_empties,
-            self.update_scene,
-            self.asf_path,
-        )
+        wm = context.window_manager
+        wm.progress_begin(0, 100)
+        try:
+            prepared = import_keypoint_file(
+                context,
+                self.filepath,
+                model,
+                self.layout,
+                self.units,
+                self.up,
+                self.fps,
+                self.create_empties,
+                self.update_scene,
+                self.asf_path,
+                progress=lambda fraction, _what: wm.progress_update(int(100 * fraction)),
+            )
+        finally:
+            wm.progress_end()
         self.report_notes(prepared.notes)
         self.say(
             {"INFO"},
@@ -143,15 +159,15 @@ class LSMPLIFY_OT_import_keypoints(GuardedOperator, bpy.types.Operator, ImportHe
 # =============================================================================== solve, refine
 class _InBackground(GuardedOperator):
     """``execute`` (scripts, background mode) runs the job here and now; ``invoke`` (a button)
-    runs its solve in a worker thread with a progress bar and Esc, and writes on finishing.
-    Subclasses make the job (``make_job``) and name what it does (``doing``)."""
+    runs its solve in a worker thread (``solving.WorkerRun``) with a progress bar of the frames
+    done, and writes on finishing; Esc stops the worker at the core's next block of frames and
+    leaves the scene as it was. Subclasses make the job (``make_job``) and name what it does
+    (``doing``)."""
 
     doing = "working"
-    _job = None
-    _thread = None
+    _run = None
     _timer = None
-    _t0 = 0.0
-
+    _on_read = None  # progress(fraction) of reading a scene source's frames (invoke only)
     _before = None  # the scene's state before the job read it (its detected settings change)
 
     def run(self, context):
@@ -166,21 +182,25 @@ class _InBackground(GuardedOperator):
         if bpy.app.background or context.window is None:
             return self.execute(context)
         from .scene_writing import SceneChange
-        from .solving import BackgroundJob
+        from .solving import BackgroundJob, WorkerRun
 
         self._before = SceneChange(context.scene)
-        job = self.guard(self.make_job, context)
+        wm = context.window_manager
+        wm.progress_begin(0, 100)  # reading an Armature or Empties source's frames takes seconds
+        self._on_read = lambda fraction: wm.progress_update(int(100 * fraction))
+        try:
+            job = self.guard(self.make_job, context)
+        finally:
+            wm.progress_end()
         if not isinstance(job, BackgroundJob):
             self._before.undo()
             return job  # CANCELLED, reported
-        self._job = job
-        self._thread = threading.Thread(target=job.work, name=f"lsmplify-{self.doing}", daemon=True)
-        self._t0 = time.perf_counter()
-        self._thread.start()
+        self._run = WorkerRun(job, self.doing)
+        self._run.start()
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
         wm.progress_begin(0, 100)
-        self._status(context, f"LSMPLify: {self.doing} {job.frames} frames... (Esc to cancel)")
+        self._status(context, self._run.status())
         wm.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
@@ -198,29 +218,31 @@ class _InBackground(GuardedOperator):
         self._status(context, None)
 
     def modal(self, context, event):
-        if event.type == "ESC":
-            self._job.cancelled = True  # the worker finishes on its own; its result is dropped
-            self._end(context)
+        run = self._run
+        if event.type == "ESC" and event.value == "PRESS" and not run.cancelled:
+            run.cancel()  # the worker stops at its next block; its result is never written
+            self._status(context, run.status())
+            return {"RUNNING_MODAL"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        if run.running:
+            context.window_manager.progress_update(int(100 * run.fraction))
+            self._status(context, run.status())
+            return {"RUNNING_MODAL"}
+        self._end(context)
+        if run.cancelled:  # also when the worker finished before it saw the cancel
             self._before.undo()
             self.say({"WARNING"}, f"LSMPLify: {self.doing} cancelled; the scene is unchanged.")
             return {"CANCELLED"}
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        if self._thread.is_alive():
-            elapsed = time.perf_counter() - self._t0
-            # no progress signal from the core: an asymptotic bar that never claims to be done
-            context.window_manager.progress_update(int(99 * (1 - np.exp(-elapsed / 10.0))))
-            return {"RUNNING_MODAL"}
-        self._end(context)
-        if self._job.error is not None:
-            err = self._job.error
+        if run.job.error is not None:
+            err = run.job.error
 
             def fail():
                 raise err
 
             done = self.guard(fail)
         else:
-            done = self.guard(self._job.finish, self, context)
+            done = self.guard(run.job.finish, self, context)
         if "FINISHED" not in done:
             self._before.undo()
         return done
@@ -237,7 +259,7 @@ class LSMPLIFY_OT_solve(_InBackground, bpy.types.Operator):
     def make_job(self, context):
         from .solving import SolveJob
 
-        return SolveJob(context, self.say)
+        return SolveJob(context, self.say, on_read=self._on_read)
 
 
 class LSMPLIFY_OT_refine(_InBackground, bpy.types.Operator):
@@ -282,7 +304,9 @@ class LSMPLIFY_OT_refine(_InBackground, bpy.types.Operator):
         method = s.refine_method if self.method == "SCENE" else self.method
         passes = (self.passes or s.refine_passes) if method == "NETWORK" else 0
         iters = 0 if method == "NETWORK" else (self.iterations or s.refine_iters or 10)
-        return RefineJob(context, s, rig_obj, method, passes, iters, warn=self.warn)
+        return RefineJob(
+            context, s, rig_obj, method, passes, iters, warn=self.warn, on_read=self._on_read
+        )
 
 
 # =============================================================================== npz
@@ -431,7 +455,8 @@ class LSMPLIFY_OT_render_preview(GuardedOperator, bpy.types.Operator):
 # =============================================================================== menus
 def menu_import(self, _context):
     self.layout.operator(
-        LSMPLIFY_OT_import_keypoints.bl_idname, text="Keypoints for LSMPLify (.bvh .npz .csv ...)"
+        LSMPLIFY_OT_import_keypoints.bl_idname,
+        text="Keypoints for LSMPLify (.bvh .amc .fbx DeepMimic .txt ...)",
     )
     self.layout.operator(LSMPLIFY_OT_import_smpl_npz.bl_idname, text="SMPL Motion (.npz)")
 

@@ -79,6 +79,11 @@ def draw_solve(box, context, s) -> None:
         box.label(
             text=f"Gaussian over time, sigma {s.smoothing * SMOOTHING_MAX_SIGMA_S * 1000:.0f} ms"
         )
+    box.prop(s, "lock_feet")
+    box.prop(s, "ground_from_source")
+    if not s.ground_from_source:
+        box.prop(s, "ground_height")
+    box.prop(s, "calibrate")
     box.prop(s, "target_rig")
     if s.target_rig is None:
         box.prop(s, "new_rig")
@@ -98,12 +103,21 @@ def draw_solve(box, context, s) -> None:
 def draw_results(box, s) -> None:
     box.label(text="Results", icon="INFO")
     col = box.column(align=True)
-    col.label(text=f"Fit error: {s.result_fit_error_mm:.1f} mm")
+    if s.result_fit_raw_mm > 0:  # calibrated: the fit to the calibrated points, and as captured
+        col.label(text=f"Fit error: {s.result_fit_error_mm:.1f} mm (calibrated)")
+        col.label(text=f"As captured: {s.result_fit_raw_mm:.1f} mm")
+    else:
+        col.label(text=f"Fit error: {s.result_fit_error_mm:.1f} mm")
     col.label(text=f"Bone length error: {s.result_mpbe_mm:.1f} mm")
     if s.result_betas:  # five per line: ten do not fit the sidebar
         betas = s.result_betas.split()
         for i in range(0, len(betas), 5):
             col.label(text=("Betas: " if i == 0 else "") + " ".join(betas[i : i + 5]))
+    if s.result_feet:
+        col.label(text=s.result_feet)
+    from .results import draw_report
+
+    draw_report(col, s)
     if s.result_summary:
         col.label(text=s.result_summary)
 
@@ -121,6 +135,9 @@ def draw_refine(box, s) -> None:
 
 def draw_rig(box, s) -> None:
     box.label(text="Rig", icon="OUTLINER_OB_ARMATURE")
+    col = box.column(heading="New Rigs", align=True)
+    col.prop(s, "root_bone")
+    col.prop(s, "bones_to_children")
     col = box.column(align=True)
     col.operator(LSMPLIFY_OT_import_smpl_npz.bl_idname, icon="IMPORT")
     col.operator(LSMPLIFY_OT_export_npz.bl_idname, icon="EXPORT")

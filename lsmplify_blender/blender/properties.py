@@ -39,7 +39,7 @@ UP_ITEMS = (
     ("Z", "Z", "Z up (Blender)"),
 )
 SOURCE_ITEMS = (
-    ("FILE", "File", "A keypoint file (.npz .npy .json .csv .bvh .amc)"),
+    ("FILE", "File", "A keypoint file (.npz .npy .json .csv .bvh .amc, DeepMimic .txt)"),
     (
         "EMPTIES",
         "Empties",
@@ -58,6 +58,30 @@ REFINE_METHOD_ITEMS = (
         ("Network plug-in passes: re-aim every bone at the keypoints and predict its twist (fast)"),
     ),
     ("OPTIMIZE", "Optimize", "Iterations of batched optimisation with the pose prior (slower)"),
+)
+LOCK_FEET_ITEMS = (
+    (
+        "AUTO",
+        "Auto",
+        (
+            "On for real captures (mocap skeletons: BVH, ASF/AMC, FBX, DeepMimic, a mocap "
+            "armature), off for pose-estimator or model-made keypoints"
+        ),
+    ),
+    ("ON", "On", "Plant the feet and keep the mesh above the ground"),
+    ("OFF", "Off", "Leave the solved motion as it is (contacts and ground are still found)"),
+)
+CALIBRATE_ITEMS = (
+    (
+        "AUTO",
+        "Auto",
+        (
+            "On for real mocap skeletons (CMU: BVH, ASF/AMC, FBX rigs), off where it changes "
+            "nothing (SMPL joints, model-made keypoints)"
+        ),
+    ),
+    ("ON", "On", "Estimate each keypoint's offset from its SMPL joint over the take"),
+    ("OFF", "Off", "Aim at the keypoints as they are"),
 )
 SOLVER_ITEMS = (
     (
@@ -110,7 +134,7 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
         name="File",
         subtype="FILE_PATH",
         default="",
-        description="Keypoint file (.npz .npy .json .csv .bvh .amc)",
+        description="Keypoint file (.npz .npy .json .csv .bvh .amc, a DeepMimic motion .txt)",
     )
     source_armature: PointerProperty(
         name="Armature",
@@ -218,6 +242,34 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
         "length and smooth noisy keypoints over time by the matching "
         "amount (exact or clean mocap is left as it is)",
     )
+    lock_feet: EnumProperty(
+        name="Lock Feet",
+        items=LOCK_FEET_ITEMS,
+        default="AUTO",
+        description="While a foot of the source is on the ground, keep the SMPL foot planted "
+        "where the source's is (leg IK, blended in and out), and keep every mesh vertex "
+        "above the ground",
+    )
+    ground_from_source: BoolProperty(
+        name="Ground from Source",
+        default=True,
+        description="Estimate the ground's height from the source's feet; off: the Ground "
+        "Height below",
+    )
+    ground_height: FloatProperty(
+        name="Ground Height",
+        default=0.0,
+        subtype="DISTANCE",
+        description="Height (Z) of the floor in the scene, where the source's feet stand",
+    )
+    calibrate: EnumProperty(
+        name="Calibrate Keypoints",
+        items=CALIBRATE_ITEMS,
+        default="AUTO",
+        description="A mocap skeleton's joint is not SMPL's joint (its hips are wider, its neck "
+        "sits elsewhere): estimate each keypoint's constant offset in its body part over the "
+        "take with the shape, and aim at the calibrated points (Refine reuses them)",
+    )
     target_rig: PointerProperty(
         name="Target Rig",
         type=bpy.types.Object,
@@ -245,6 +297,20 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
     )
     frame_start: IntProperty(name="Start", default=1, description="First frame to solve")
     frame_end: IntProperty(name="End", default=250, description="Last frame to solve")
+    root_bone: BoolProperty(
+        name="Root Bone",
+        default=False,
+        description="New rigs get a 'root' bone on the ground under the pelvis that carries "
+        "the body's ground-plane movement and heading, for game engines' root motion (the "
+        "body moves exactly as without it; exports carry the root bone too)",
+    )
+    bones_to_children: BoolProperty(
+        name="Bones Point at Children",
+        default=False,
+        description="New rigs' bones point at their child joints (a skeleton to look at and "
+        "pose); off: every bone points up in SMPL's own axes. The animation, the mesh and "
+        "the exports are the same either way",
+    )
 
     # ------------------------------------------------------------------ results
     has_result: BoolProperty(default=False)
@@ -257,6 +323,17 @@ class LSMPLifySceneSettings(bpy.types.PropertyGroup):
         name="Fit Error (mm)", default=0.0, description="Mean distance to the input keypoints"
     )
     result_betas: StringProperty(name="Betas", default="")
+    result_feet: StringProperty(name="Feet", default="")
+    result_fit_raw_mm: FloatProperty(
+        name="Fit Error as Captured (mm)",
+        default=0.0,
+        description="Mean distance to the keypoints as captured (0: not calibrated)",
+    )
+    result_verdict: StringProperty(name="Verdict", default="")
+    result_worst_keypoints: StringProperty(name="Worst Keypoints", default="")
+    result_worst_segments: StringProperty(name="Worst Segments", default="")
+    result_warnings: StringProperty(name="Warnings", default="")
+    result_report_frames: StringProperty(name="Report Frames", default="")
     result_summary: StringProperty(name="Summary", default="")
 
 

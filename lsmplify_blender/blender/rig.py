@@ -7,6 +7,10 @@ Y-up -> Blender's Z-up change of axes. So a bone's local frame IS SMPL's frame: 
 local rotation goes unchanged into ``rotation_quaternion`` and SMPL's root translation
 unchanged into the pelvis bone's ``location``.
 
+Two options of a new rig (``rig_style.RigStyle``) keep the motion and change only how it is
+keyed: a ``root`` bone on the ground for engines' root motion, and bones that point at their
+children (then a bone's frame is not SMPL's and ``rig_style`` conjugates its rotations).
+
 The change of axes is baked into the coordinates (joints and vertices are stored Z-up),
 so the armature object keeps an identity transform: users can move it, apply transforms
 or export it like any other rig. Shape is ``Shape000..`` shape keys valued at the betas
@@ -99,8 +103,41 @@ def _resolve_scene(context_or_scene):
     return ctx.scene, ctx.view_layer, (getattr(ctx, "collection", None) or ctx.scene.collection)
 
 
-def _create_bones(scene, view_layer, arm_obj, heads_blender: np.ndarray) -> None:
-    """Add the 24 bones in edit mode, touching no other object's mode or data.
+# a bone pointing at its child gets its Z axis (roll) towards the body's front (Blender -Y,
+# SMPL +Z), as SMPL's own axes have it; one pointing along the front (a foot) towards up
+FRONT_BLENDER, UP_BLENDER = (0.0, -1.0, 0.0), (0.0, 0.0, 1.0)
+
+
+def _add_edit_bones(arm, heads_blender: np.ndarray, style) -> None:
+    """The 24 SMPL bones (and the root bone of ``style``) as edit bones, parented."""
+    from .rig_style import ROOT_BONE_NAME, bone_tails
+
+    up = np.asarray(BONE_TAIL_OFFSET)
+    tails = bone_tails(heads_blender, style.bone_axes, up)
+    bones = []
+    for j, name in enumerate(SMPL_JOINT_NAMES):
+        eb = arm.edit_bones.new(name)
+        eb.head = tuple(heads_blender[j])
+        eb.tail = tuple(tails[j])
+        eb.roll = 0.0
+        if style.bone_axes != "SMPL":
+            d = (tails[j] - heads_blender[j]) / np.linalg.norm(tails[j] - heads_blender[j])
+            eb.align_roll(UP_BLENDER if abs(d @ FRONT_BLENDER) > 0.7 else FRONT_BLENDER)
+        eb.use_connect = False
+        eb.use_deform = True
+        bones.append(eb)
+    for j, p in enumerate(SMPL_PARENTS):
+        if p >= 0:
+            bones[j].parent = bones[p]
+    if style.root_bone:  # on the ground at the origin, SMPL's axes (rig_style.split_root)
+        root = arm.edit_bones.new(ROOT_BONE_NAME)
+        root.head, root.tail, root.roll = (0.0, 0.0, 0.0), tuple(up), 0.0
+        root.use_deform = False  # moves the body through the pelvis; skins nothing itself
+        bones[0].parent = root
+
+
+def _create_bones(scene, view_layer, arm_obj, heads_blender: np.ndarray, style) -> None:
+    """Add the bones in edit mode, touching no other object's mode or data.
 
     Edit mode needs the armature active in a view layer; other selected armatures would
     join a multi-object edit, so every other object is deselected meanwhile and its
@@ -129,19 +166,7 @@ def _create_bones(scene, view_layer, arm_obj, heads_blender: np.ndarray) -> None
         ):
             bpy.ops.object.mode_set(mode="EDIT")
             try:
-                tail = np.asarray(BONE_TAIL_OFFSET)
-                bones = []
-                for j, name in enumerate(SMPL_JOINT_NAMES):
-                    eb = arm.edit_bones.new(name)
-                    eb.head = tuple(heads_blender[j])
-                    eb.tail = tuple(heads_blender[j] + tail)
-                    eb.roll = 0.0
-                    eb.use_connect = False
-                    eb.use_deform = True
-                    bones.append(eb)
-                for j, p in enumerate(SMPL_PARENTS):
-                    if p >= 0:
-                        bones[j].parent = bones[p]
+                _add_edit_bones(arm, heads_blender, style)
             finally:
                 bpy.ops.object.mode_set(mode="OBJECT")
     finally:
@@ -238,15 +263,29 @@ def corrective_meshes(rig_obj) -> list:
 
 
 def build_smpl_rig(
-    context_or_scene, model_data: ModelData, betas, name: str = "SMPL", collection=None
+    context_or_scene,
+    model_data: ModelData,
+    betas,
+    name: str = "SMPL",
+    collection=None,
+    style=None,
 ):
     """Create a NEW SMPL armature and its skinned mesh child; returns ``(armature_obj, mesh_obj)``.
+
+    ``style`` (``rig_style.RigStyle``; default: SMPL's axes, no root bone) adds a root bone
+    for engines' root motion and/or points the bones at their children; the motion keyed on
+    the rig is the same either way (``rig_style``).
 
     ``context_or_scene``: a ``bpy.types.Context`` (objects go to its active collection) or a
     ``bpy.types.Scene`` (objects go to the scene's master collection); ``collection``
     overrides either. Existing objects are never renamed or touched: Blender gives the new
     data unique names (``SMPL.001``...) when the names are taken.
     """
+    from .rig_style import BONE_AXES, BONE_AXES_PROP, RigStyle
+
+    style = style or RigStyle()
+    if style.bone_axes not in BONE_AXES:
+        raise LSMPLifyError(f"Unknown bone axes '{style.bone_axes}'; use one of {BONE_AXES}.")
     scene, view_layer, default_collection = _resolve_scene(context_or_scene)
     target = collection if collection is not None else default_collection
     b = shape_vectors(model_data, betas)
@@ -256,13 +295,14 @@ def build_smpl_rig(
     arm = bpy.data.armatures.new(name)
     arm_obj = bpy.data.objects.new(name, arm)
     arm_obj.show_in_front = True
-    _create_bones(scene, view_layer, arm_obj, heads)
+    _create_bones(scene, view_layer, arm_obj, heads, style)
     if target != scene.collection:
         target.objects.link(arm_obj)
         scene.collection.objects.unlink(arm_obj)
     for pb in arm_obj.pose.bones:
         pb.rotation_mode = "QUATERNION"
     arm_obj[RIG_TAG] = 1
+    arm_obj[BONE_AXES_PROP] = style.bone_axes
     arm_obj["lsmplify_betas"] = [float(x) for x in b]
     arm_obj["lsmplify_model"] = model_data.name
 

@@ -310,6 +310,9 @@ def apply_solution(
     Returns (rig, action). On any failure every data-block made here is removed again and
     the target rig gets its previous action back.
     """
+    from .ground import contact_properties, feet_summary
+    from .rig_style import style_from_settings
+
     rig_obj, action = write_motion(
         context,
         model,
@@ -320,6 +323,9 @@ def apply_solution(
         solution.fit_error_mm,
         target_rig=target_rig,
         name=name,
+        style=style_from_settings(settings),
+        properties=contact_properties(solution.contacts),
+        ground=solution.ground_height,
         action_name=f"LSMPLify_{solution.solver}",
         tags=dict(
             lsmplify_solver=solution.solver,
@@ -335,6 +341,7 @@ def apply_solution(
         f"{solution.solver} on {prepared.num_frames} frames from {start_frame}, "
         f"{solution.seconds:.1f} s on {solution.device}",
     )
+    settings.result_feet = feet_summary(solution)
     return rig_obj, action
 
 
@@ -350,8 +357,14 @@ def write_motion(
     name: str = "SMPL",
     action_name: str = "LSMPLify",
     tags=None,
+    style=None,
+    properties=(),
+    ground=None,
 ):
-    """A new rig + action (or a new action on ``target_rig``); all or nothing.
+    """A new rig + action (or a new action on ``target_rig``); all or nothing. A new rig is
+    laid out as ``style`` says (``rig_style.RigStyle``); a target rig keeps its own layout.
+    ``properties`` (``keyframes.AnimatedProperty``) are keyed on the action too; a finite
+    ``ground`` (SMPL height, metres) puts the rig's ground plane there (``ground.show_ground``).
 
     Where the rig's mesh carries pose-corrective shape keys (a model with ``posedirs``),
     they get a new action of their own on the mesh's shape-key datablock.
@@ -371,7 +384,9 @@ def write_motion(
     try:
         if target_rig is None:
             check_buildable(model.data, betas)
-            rig_obj, mesh_obj = rig.build_smpl_rig(context, model.data, betas, name=name)
+            rig_obj, mesh_obj = rig.build_smpl_rig(
+                context, model.data, betas, name=name, style=style
+            )
             made += [rig_obj, mesh_obj, rig_obj.data, mesh_obj.data]
             rig_obj["lsmplify_gender"] = model.data.meta.get("gender", "neutral")
         else:
@@ -383,6 +398,7 @@ def write_motion(
             frame_start=start_frame,
             name=action_name,
             fit_error_mm=fit_error_mm,
+            properties=properties,
         )
         made.append(action)
         for k, v in (tags or {}).items():
@@ -393,6 +409,10 @@ def write_motion(
             )
             if corr is not None:
                 made.append(corr)
+        if ground is not None and np.isfinite(ground):
+            from .ground import show_ground
+
+            show_ground(rig_obj, float(ground), keyframes._as_numpy(trans), made)
     except BaseException:
         if target_rig is not None:
             restore_action(target_rig, prev)

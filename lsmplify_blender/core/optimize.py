@@ -51,6 +51,8 @@ from .model.forward import pose_correctives
 from .model.rotations import axis_angle_to_matrix, kabsch, matrix_to_axis_angle
 from .model.skeleton import NUM_JOINTS, SMPL_ANCESTORS
 from .model.skinning import linear_blend_skinning
+from .progress import begin as begin_progress
+from .progress import step as step_progress
 
 # (joint, axis-angle component, sign): exp(sign * theta) grows as the joint hyper-extends.
 # Knees flex about +x; the left elbow flexes towards -y, the right towards +y (T-pose).
@@ -340,6 +342,7 @@ def _fit_sequential(fwd, prior, weights, y, w, r0, t0, b, optimize_betas, iters_
     """Frame by frame, each warm-started from the previous result (frame 0 from ``r0[0]``)."""
     rot_out, trans_out = [], []
     rot_prev, trans_prev = r0[:1], t0[:1]
+    begin_progress("optimisation", y.shape[0])
     for f in range(y.shape[0]):
         prob = _Problem(
             fwd,
@@ -358,6 +361,7 @@ def _fit_sequential(fwd, prior, weights, y, w, r0, t0, b, optimize_betas, iters_
         b = b_new[None]
         rot_out.append(rot_prev)
         trans_out.append(trans_prev)
+        step_progress(1)
     return torch.cat(rot_out), torch.cat(trans_out), b
 
 
@@ -366,6 +370,7 @@ def _fit_batch(fwd, prior, weights, y, w, r0, t0, b, optimize_betas, iters, chun
     two refined frames of the one before (``BATCH_CONTEXT_FRAMES``)."""
     rot_out, trans_out = [], []
     context = None
+    begin_progress("optimisation", y.shape[0])
     for s in range(0, y.shape[0], chunk):
         e = min(y.shape[0], s + chunk)
         prob = _Problem(
@@ -386,6 +391,7 @@ def _fit_batch(fwd, prior, weights, y, w, r0, t0, b, optimize_betas, iters, chun
         b = b_new[None]
         rot_out.append(rot)
         trans_out.append(tr)
+        step_progress(e - s)
         with torch.no_grad():
             context = fwd(rot[-BATCH_CONTEXT_FRAMES:], b, tr[-BATCH_CONTEXT_FRAMES:])[1]
     return torch.cat(rot_out), torch.cat(trans_out), b

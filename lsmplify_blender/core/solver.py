@@ -35,6 +35,9 @@ from .device import cpu_threads
 from .errors import InputError, LSMPLifyError
 from .guard import GUARD_DEG, prefer_reference, worse_frames
 from .prepare import PreparedKeypoints
+from .progress import Progress, tracking
+from .progress import begin as begin_progress
+from .progress import step as step_progress
 from .rotations import matrix_to_axis_angle
 from .shape_inverse import fit_betas_auto, observed_lengths
 
@@ -311,18 +314,21 @@ class _Context:
 
     def _analytic_blocks(self, lm_names, lm_t, lm_w) -> IKResult:
         model, chunk = self.model, self.options.chunk
-        parts = [
-            solve_analytic(
-                model,
-                self.betas,
-                self.targets[s : s + chunk],
-                self.weight[s : s + chunk],
-                lm_names,
-                lm_t[s : s + chunk],
-                lm_w[s : s + chunk],
+        parts = []
+        begin_progress("analytic IK", self.prepared.num_frames)
+        for s in range(0, self.prepared.num_frames, chunk):
+            parts.append(
+                solve_analytic(
+                    model,
+                    self.betas,
+                    self.targets[s : s + chunk],
+                    self.weight[s : s + chunk],
+                    lm_names,
+                    lm_t[s : s + chunk],
+                    lm_w[s : s + chunk],
+                )
             )
-            for s in range(0, self.prepared.num_frames, chunk)
-        ]
+            step_progress(parts[-1].rotmats.shape[0])
         return IKResult(
             *(torch.cat([getattr(r, f) for r in parts]) for f in ("rotmats", "trans", "joints"))
         )
@@ -391,6 +397,7 @@ def _network(ctx: _Context):
     tgt = torch.as_tensor(np.nan_to_num(ctx.targets), dtype=torch.float32)
     wgt = torch.as_tensor(ctx.weight, dtype=torch.float32)
     rot_blocks, trans_blocks, reanchored, anchors = [], [], 0, 0
+    begin_progress("network", ctx.prepared.num_frames)
     for s in range(0, ctx.prepared.num_frames, block):
         e = s + block
         r, t, info = solve_network_from(
@@ -408,6 +415,7 @@ def _network(ctx: _Context):
         trans_blocks.append(t.to(model.dtype))
         reanchored += info.reanchored
         anchors += info.anchors
+        step_progress(r.shape[0])
     rot, trans = torch.cat(rot_blocks), torch.cat(trans_blocks)
     if n_chunk == 1:
         ctx.notes.append("network: every frame from analytic IK + one plug-in pass")
@@ -705,9 +713,12 @@ def solve(
     calibrate: str = "auto",
     lock_feet: str = "auto",
     ground: float | None = None,
+    progress: Progress | None = None,
 ) -> Solution:
     """Solve every frame with one strategy (``SolveOptions``; the keyword arguments build one when
-    ``options`` is not given), then ``refine`` iterations of batched optimisation."""
+    ``options`` is not given), then ``refine`` iterations of batched optimisation. ``progress``
+    hears the frames done block by block and stops the solve (``progress.CancelledError``) when it
+    is cancelled."""
     opts = options or SolveOptions(
         solver=solver,
         refine=refine,
@@ -721,7 +732,7 @@ def solve(
         ground=ground,
     )
     opts.check()
-    with cpu_threads(model.device):
+    with cpu_threads(model.device), tracking(progress):
         notes: list[str] = []
         start = time.perf_counter()
         denoised, noise_mm, smooth_s = _denoise(prepared, opts.smooth, notes)
@@ -811,6 +822,7 @@ def refine_existing(
     refine: int = 0,
     smooth="auto",
     keypoint_offsets=None,
+    progress: Progress | None = None,
 ) -> Solution:
     """Plug-in mode: improve SMPL parameters that already exist for these frames (an image-based
     estimator's output, an animation on a rig) against the keypoints. ``passes`` network passes
@@ -823,6 +835,7 @@ def refine_existing(
     Per frame the given pose is kept where the refined one is worse: anatomically worse than
     analytic IK while the given one is not (``guard.worse_frames``), or a fit error more than
     REFINE_TOLERANCE above the given pose's while the given one is anatomically sound.
+    ``progress``: as for ``solve``.
 
     ``keypoint_offsets`` (K, 3) (an earlier solve's ``Solution.keypoint_offsets``): aim at the
     points they calibrate (``calibration.aimed_at``) and measure the fit to them."""
@@ -852,7 +865,7 @@ def refine_existing(
             t, 3
         )
     notes: list[str] = []
-    with cpu_threads(model.device):
+    with cpu_threads(model.device), tracking(progress):
         start = time.perf_counter()
         denoised, noise_mm, smooth_s = _denoise(prepared, smooth, notes)
         ctx = _Context(denoised, model, SolveOptions(refine=refine, smooth=smooth), b, notes)
@@ -919,16 +932,23 @@ def _plugin_passes(ctx: _Context, rot, passes: int):
 
     ana = ctx.analytic()
     tgt = torch.as_tensor(np.nan_to_num(ctx.targets), dtype=torch.float32)
-    r32, t32 = refine_network(
-        ctx.model,
-        ctx.betas,
-        rot,
-        tgt,
-        torch.as_tensor(ctx.weight, dtype=torch.float32),
-        passes=passes,
-        joints_ref=ana.joints,
-    )
-    return r32.to(ctx.model.dtype), t32.to(ctx.model.dtype)
+    wgt = torch.as_tensor(ctx.weight, dtype=torch.float32)
+    rots, trans = [], []
+    begin_progress("network plug-in", rot.shape[0])
+    for s in range(0, rot.shape[0], PLUGIN_BLOCK):  # frame by frame: blocks give the same poses
+        e = s + PLUGIN_BLOCK
+        r32, t32 = refine_network(
+            ctx.model, ctx.betas, rot[s:e], tgt[s:e], wgt[s:e], passes, joints_ref=ana.joints[s:e]
+        )
+        rots.append(r32.to(ctx.model.dtype))
+        trans.append(t32.to(ctx.model.dtype))
+        step_progress(r32.shape[0])
+    return torch.cat(rots), torch.cat(trans)
+
+
+# frames per network plug-in block: progress and cancelling between blocks (each pass works on
+# every frame on its own, so the block size changes nothing in the result)
+PLUGIN_BLOCK = 2048
 
 
 def _keep_better(ctx: _Context, given: PreparedKeypoints, old, new, offsets=None):
