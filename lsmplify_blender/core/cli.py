@@ -254,12 +254,17 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
     the readers' and solver's ``notes``. ``convert`` and every ``batch`` worker call this.
     """
     from .formats import read_keypoints
-    from .formats.amass import write_smpl_npz
     from .plausibility import check_plausible
     from .prepare import prepare
     from .solver import refine_existing, solve
 
     t0 = time.perf_counter()
+    if not getattr(args, "init", None):
+        from .long_take import convert_long_take  # long .npy/.bvh takes: by blocks (issue 12)
+
+        streamed = convert_long_take(args, model, input_path, out_path)
+        if streamed is not None:
+            return streamed
     seq = read_keypoints(input_path, asf=asf)
     prepared = prepare(seq, model, layout=args.layout, units=args.units, up=args.up, fps=args.fps)
     check_plausible(prepared)
@@ -282,6 +287,14 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
             network_chunk=args.chunk,
             rotations=args.rotations,
         )
+    return finish_take(args, model, input_path, out_path, prepared, sol, t0)
+
+
+def finish_take(args, model, input_path, out_path, prepared, sol, t0) -> dict:
+    """Write a solved take's .npz and return its JSON summary (``convert_take``; ``long_take``
+    hands in its own stand-ins for the prepared keypoints and the solution)."""
+    from .formats.amass import write_smpl_npz
+
     out = write_smpl_npz(
         out_path,
         sol.poses,
