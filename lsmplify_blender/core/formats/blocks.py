@@ -72,9 +72,9 @@ class NpyBlocks:
                 raise NotByBlocksError  # an .npz renamed, or not NumPy: read_npy says which
             f.seek(0)
             size = os.fstat(f.fileno()).st_size
-            # the limit is the file itself: its rows are never all in memory at once
+            # no size limit but the file's own (checked there): its rows are never all in memory
             shape, fortran, dtype, _ = safe_npy.read_npy_header(
-                f, self.where, InputError, available=size, max_bytes=size
+                f, self.where, InputError, available=size, max_bytes=1 << 62
             )
             self.data_start = f.tell()
         wide = len(shape) == 2 and shape[1] % 3 == 0 and shape[1] > 3
