@@ -41,7 +41,7 @@ from .bvh import (
 
 _HEAD_STEP = 1 << 20  # bytes of a BVH's head read at a time while looking for its MOTION header
 _HEAD_LIMIT = 1 << 26  # a HIERARCHY longer than 64 MB is no skeleton: read such a file whole
-_INDEX_CHUNK = 1 << 25  # bytes scanned at a time for line starts (32 MB)
+_INDEX_CHUNK = 1 << 24  # bytes scanned at a time for line starts (16 MB)
 _BLANK = np.array([ord(c) for c in " \t\r\n\v\f"], np.uint8)
 
 
@@ -156,12 +156,13 @@ class BvhBlocks:
                 part = np.frombuffer(buf, np.uint8, count=cut)
                 starts = np.concatenate([[0], np.flatnonzero(part == 10) + 1])
                 starts = starts[starts < cut]
-                ink = np.concatenate([[0], np.cumsum(~np.isin(part, _BLANK))])
-                ends = np.append(starts[1:], cut)
-                parts.append(offset + starts[ink[ends] > ink[starts]])
+                # a line is blank when none of its bytes is ink (one bool a byte, no counts)
+                if starts.size:
+                    inked = np.logical_or.reduceat(~np.isin(part, _BLANK), starts)
+                    parts.append(offset + starts[inked])
                 offset, rest = offset + cut, buf[cut:]
                 if not chunk:
-                    return np.concatenate(parts).astype(np.int64)
+                    return np.concatenate([np.zeros(0, np.int64), *parts]).astype(np.int64)
 
     def _motion(self, start: int, stop: int) -> np.ndarray:
         """(stop - start, C) channel values of those frames' lines."""
