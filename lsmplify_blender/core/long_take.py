@@ -47,7 +47,9 @@ from .prepare import prepare
 from .shape_inverse import PAIRS, fit_betas_auto, median_lengths, pair_lengths
 from .solver import NETWORK_CHUNK, solve
 
-LONG_TAKE_FRAMES = 100_000  # fewer frames: the whole-take path (under 1.1 GB at 100k frames)
+# fewer frames: the whole-take path, one pass (bench_long_take.py, CMU BVH of 38 nodes, analytic:
+# 1.69 GB peak at 99,999 frames, so half that keeps it near 1 GB for rigs with more joints)
+LONG_TAKE_FRAMES = 50_000
 BLOCK_FRAMES = 16_384  # frames solved at a time
 OVERLAP_FRAMES = 256  # context either side of a block (more when the Gaussian is wider)
 SAMPLE_FRAMES = 32_768  # frames the layout, units and up axis are detected on
