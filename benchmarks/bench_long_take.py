@@ -75,11 +75,23 @@ print(json.dumps(dict(rc=0, wall_s=time.perf_counter() - t0, frames=prepared.num
 CHILD = (
     PEAK
     + """
-from lsmplify_blender.core.cli import main
+import lsmplify_blender.core.cli as cli
+import lsmplify_blender.core.long_take as long_take
+stages = {}  # a long take's passes (long_take.py): the peak so far after each
+def after(name, fn):
+    def timed(*a, **k):
+        out = fn(*a, **k)
+        stages[name] = round(peak_mb())
+        return out
+    return timed
+for name, label in [("_detect", "detect"), ("_gather", "pass1_gather"),
+                    ("_smoothed_lengths", "pass2_smoothed_lengths"), ("_solve_blocks", "pass3_solve")]:
+    setattr(long_take, name, after(label, getattr(long_take, name)))
+cli.finish_take = after("write", cli.finish_take)
 t0 = time.perf_counter()
-rc = main(sys.argv[1:])
+rc = cli.main(sys.argv[1:])
 print(json.dumps(dict(rc=rc, wall_s=time.perf_counter() - t0,
-                      peak_rss_mb=peak_mb())), file=sys.stderr)
+                      peak_rss_mb=peak_mb(), stages=stages)), file=sys.stderr)
 """
 )
 
@@ -195,6 +207,8 @@ def main() -> None:
                     f"{r['solve_fps']:.0f} | {r['peak_rss_mb']:.0f} | {r['fit_error_mm_mean']:.1f} |",
                     flush=True,
                 )
+                if r.get("stages"):  # converted by blocks: the peak (MB) after each pass
+                    print(f"|   by blocks, peak MB after: {r['stages']} | | | | | | |", flush=True)
 
 
 if __name__ == "__main__":
