@@ -443,7 +443,8 @@ def test_export_npz_round_trip_and_import(tmp_path):
 
     model = BodyModel(load_model_data())
     prepared = prepare(read_keypoints(BVH), model)
-    ref = solve(prepared, model, "analytic")
+    # the same 25 frames: foot locking (on for a BVH) plants each contact over the frames solved
+    ref = solve(prepared.cut(slice(0, 25)), model, "analytic")
     got = axis_angle_to_matrix(
         torch.from_numpy(data["poses"].astype(np.float64).reshape(-1, 24, 3))
     )

@@ -23,6 +23,7 @@ LAYOUT_ITEMS = (
     ("coco17", "COCO (17)", "COCO 17 keypoints"),
     ("mediapipe33", "MediaPipe (33)", "MediaPipe Pose / FreeMoCap"),
     ("cmu", "CMU / BVH / Mixamo", "CMU ASF bone names, CMU BVH names, Mixamo names"),
+    ("deepmimic", "DeepMimic", "DeepMimic humanoid3d joint names"),
 )
 UNIT_ITEMS = (
     ("AUTO", "Auto", "The file's declaration, else detected from bone lengths"),

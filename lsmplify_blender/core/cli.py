@@ -14,14 +14,18 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch  # already imported by .solver; named here for the annotations
 
 from .cli_guards import check_take_options, json_safe, last_resort, output_path
+from .contacts import LOCK_MODES
 from .errors import LSMPLifyError
 from .layouts import LAYOUTS
 from .solver import DEFAULT_SOLVER, ROTATION_MODES, SOLVERS
+
+MAX_GROUND_M = 100.0  # --ground: a floor further than this from the origin is a typo (or units)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -169,6 +173,34 @@ def _add_take_options(p: argparse.ArgumentParser) -> None:
         "(the twist of every bone and the head, hand and foot orientation come from the capture), "
         "'use' requires them, 'ignore' solves from the joint positions only",
     )
+    p.add_argument(
+        "--calibrate",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="per-keypoint calibration: each keypoint is its SMPL joint plus a constant offset in its "
+        "body part's frame, estimated over the take (the offsets are written as keypoint_offsets); "
+        "'auto' (default) is on for mocap skeletons (the cmu layout: BVH, ASF/AMC, CMU/Mixamo rigs), "
+        "off for SMPL-24 and pose-estimator keypoints",
+    )
+    p.add_argument(
+        "--lock-feet",
+        default="auto",
+        choices=list(LOCK_MODES),
+        help="plant each foot where the capture holds it on the floor (contacts detected from the "
+        "input's heel and toe heights and speeds; leg IK, blended in and out) and keep every mesh "
+        "vertex above the ground: 'auto' (default) = on for mocap skeletons (BVH, ASF/AMC, CMU, FBX "
+        "rigs), off for SMPL-24, pose-estimator and model-generated keypoints; 'off' leaves the "
+        "solve untouched. Contacts and the ground are written to the .npz either way",
+    )
+    p.add_argument(
+        "--ground",
+        type=_ground_arg,
+        default=None,
+        metavar="Y",
+        help="the floor's height in metres in the output's world (Y up, as the .npz's trans: "
+        "SMPL's Y-up frame after any Z-up input was turned); default: estimated from where the "
+        "input's feet stand",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument(
         "--asf",
@@ -188,6 +220,20 @@ def _smooth_arg(text: str):
         ) from None
     if not np.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text}: the smoothing sigma must be >= 0 seconds")
+    return value
+
+
+def _ground_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a height: give the floor's Y in metres, e.g. --ground 0 or --ground -0.02"
+        ) from None
+    if not np.isfinite(value) or abs(value) > MAX_GROUND_M:
+        raise argparse.ArgumentTypeError(
+            f"{text}: the floor height must be a finite number of metres within +-{MAX_GROUND_M:g}"
+        )
     return value
 
 
@@ -214,6 +260,22 @@ def _load_init(path, model) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         root, trans = turn_motion_z_up_to_y_up(rot[:, 0].cpu().double().numpy(), trans, j0)
         rot[:, 0] = torch.as_tensor(root, dtype=rot.dtype)
     return rot, betas, trans
+
+
+def _init_offsets(path, layout):
+    """The ``keypoint_offsets`` an earlier solve wrote into the ``--init`` file, checked against the
+    layout (``calibration.checked_offsets``), or None when it has none."""
+    from . import safe_npy
+    from .calibration import checked_offsets
+    from .errors import InputError
+
+    data, _ = safe_npy.read_npz(
+        path, InputError, keys=("keypoint_offsets", "keypoint_names"), kinds="biufU"
+    )
+    if "keypoint_offsets" not in data:
+        return None
+    name = f"--init {Path(path).name}: keypoint_offsets"
+    return checked_offsets(data["keypoint_offsets"], layout, data.get("keypoint_names"), name)
 
 
 def convert(args) -> dict:
@@ -253,6 +315,7 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
     ``args`` holds the take options (``_add_take_options``); returns the JSON summary with
     the readers' and solver's ``notes``. ``convert`` and every ``batch`` worker call this.
     """
+    from .fit_report import fit_report
     from .formats import read_keypoints
     from .plausibility import check_plausible
     from .prepare import prepare
@@ -268,14 +331,18 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
     seq = read_keypoints(input_path, asf=asf)
     prepared = prepare(seq, model, layout=args.layout, units=args.units, up=args.up, fps=args.fps)
     check_plausible(prepared)
+    calibrate = getattr(args, "calibrate", "auto")
     if getattr(args, "init", None):
+        init = _load_init(args.init, model)  # checks the file first (its own messages)
+        offsets = None if calibrate == "off" else _init_offsets(args.init, prepared.layout)
         sol = refine_existing(
             prepared,
             model,
-            *_load_init(args.init, model),
+            *init,
             passes=args.passes,
             refine=args.refine,
             smooth=args.smooth,
+            keypoint_offsets=offsets,
         )
     else:
         sol = solve(
@@ -286,13 +353,21 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
             smooth=args.smooth,
             network_chunk=args.chunk,
             rotations=args.rotations,
+            calibrate=calibrate,
+            lock_feet=getattr(args, "lock_feet", "auto"),
+            ground=getattr(args, "ground", None),
         )
-    return finish_take(args, model, input_path, out_path, prepared, sol, t0)
+    report = fit_report(model, prepared, sol, source_names=seq.names)
+    feet = {}
+    if sol.contacts is not None:  # a fresh solve (not --init): the feet's contacts and ground
+        feet = dict(contacts=sol.contacts.astype(bool), ground_height=np.float32(sol.ground_height))
+    return finish_take(args, model, input_path, out_path, prepared, sol, t0, report, feet)
 
 
-def finish_take(args, model, input_path, out_path, prepared, sol, t0) -> dict:
+def finish_take(args, model, input_path, out_path, prepared, sol, t0, report, feet) -> dict:
     """Write a solved take's .npz and return its JSON summary (``convert_take``; ``long_take``
-    hands in its own stand-ins for the prepared keypoints and the solution)."""
+    hands in its own stand-ins for the prepared keypoints and the solution, its fit ``report``
+    and its ``feet`` arrays)."""
     from .formats.amass import write_smpl_npz
 
     out = write_smpl_npz(
@@ -308,6 +383,8 @@ def finish_take(args, model, input_path, out_path, prepared, sol, t0) -> dict:
         solver=sol.solver,
         model=model.data.name,
         mpbe_mm=np.float32(sol.mpbe_mm),
+        **report.npz_fields(),
+        **feet,
     )
     err = sol.fit_error_mm
     return {
@@ -325,12 +402,14 @@ def finish_take(args, model, input_path, out_path, prepared, sol, t0) -> dict:
         "model": model.data.name,
         "fit_error_mm_mean": round(float(np.nanmean(err)), 3),
         "fit_error_mm_max": round(float(np.nanmax(err)), 3),
+        **report.to_json(),
         "mpbe_mm": round(float(sol.mpbe_mm), 3),
         "noise_mm": round(float(sol.noise_mm), 2) if np.isfinite(sol.noise_mm) else None,
         "smooth_seconds": round(sol.smooth_s, 4),
         "solve_seconds": round(sol.seconds, 4),
         "solve_fps": round(prepared.num_frames / max(sol.seconds, 1e-9), 1),
         "seconds": round(time.perf_counter() - t0, 3),
+        **({"feet": sol.feet} if sol.feet else {}),
         "notes": prepared.notes + sol.notes,
     }
 

@@ -424,7 +424,37 @@ def _cmu_dialect(names) -> str | None:
     return None
 
 
-LAYOUTS = {lay.name: lay for lay in (SMPL24, BODY25, H36M17, COCO17, MEDIAPIPE33, CMU)}
+# DeepMimic's humanoid3d character (``formats/deepmimic.py``) by its joint names. Its root sits
+# between its hips (the open model's pelvis is 1.6 cm above its hips), its chest joint 0.24 m above
+# the root, at the lower thorax, and its neck joint at the neck's base; that one neck joint turns
+# the whole head (a sphere 0.175 m above it), so the head is oriented by the file's rotations
+# (``solver._with_rotations``), as the feet are (no toe point). Its spine points are spaced unlike
+# SMPL's (its neck sits at shoulder height): they may steer, not decide, as the CMU spine nodes do
+# (eval --real, DeepMimic takes, analytic with the file's rotations: chest -> spine3 or the neck ->
+# the collars' midpoint gave a lower fit error, 22 against 33 mm, but 1.5-2.4x the pose MPVE).
+DEEPMIMIC = _layout(
+    "deepmimic",
+    "DeepMimic humanoid3d",
+    [
+        ("root", "pelvis"),
+        ("chest", "spine2"),
+        ("neck", "neck"),
+    ]
+    + _sided(
+        [
+            ("{s}_hip", "{side}_hip"),
+            ("{s}_knee", "{side}_knee"),
+            ("{s}_ankle", "{side}_ankle"),
+            ("{s}_shoulder", "{side}_shoulder"),
+            ("{s}_elbow", "{side}_elbow"),
+            ("{s}_wrist", "{side}_wrist"),
+        ]
+    ),
+    trust={"chest": 0.3, "neck": 0.5},
+)
+DEEPMIMIC_NAMES = frozenset(DEEPMIMIC.keypoints)
+
+LAYOUTS = {lay.name: lay for lay in (SMPL24, BODY25, H36M17, COCO17, MEDIAPIPE33, CMU, DEEPMIMIC)}
 _BY_COUNT = {24: "smpl24", 25: "body25", 33: "mediapipe33"}
 
 

@@ -43,7 +43,7 @@ from .errors import InputError
 from .formats.blocks import open_blocks
 from .keypoints import KeypointSequence
 from .plausibility import check_plausible
-from .prepare import prepare
+from .prepare import PreparedKeypoints, prepare
 from .shape_inverse import PAIRS, fit_betas_auto, median_lengths, pair_lengths
 from .solver import NETWORK_CHUNK, solve
 
@@ -67,6 +67,8 @@ class _Take:
     up: str
     num_frames: int
     notes: list[str]
+    sample: PreparedKeypoints | None = None  # the detection sample (the fit report's frames)
+    source_names: list[str] | None = None  # the file's joint names
 
 
 @dataclasses.dataclass
@@ -85,6 +87,11 @@ class _Motion:
     noise_mm: float
     smooth_s: float
     rotations: bool
+    fit_error_mm_raw: np.ndarray | None = None  # (T,) to the keypoints as captured
+    keypoint_offsets: np.ndarray | None = None  # the first block's calibration (calibration.py)
+    contacts: np.ndarray | None = None  # (T, 2) bool, each block's (contacts.py)
+    ground_height: float = float("nan")  # the median of the blocks' grounds
+    feet: dict = dataclasses.field(default_factory=dict)  # no whole-take feet report by blocks
 
 
 def convert_long_take(args, model, input_path, out_path, *, block_frames=None, min_frames=None):
@@ -135,10 +142,45 @@ def convert_long_take(args, model, input_path, out_path, *, block_frames=None, m
         f"long take: converted in {blocks} blocks of {block} frames with {margin} frames of "
         f"overlap (memory bounded); layout, units and up axis detected on "
         f"{min(reader.num_frames, SAMPLE_FRAMES)} sampled frames, the shape and the noise "
-        f"estimate from every frame{per_block}; anything estimated over a whole solve (e.g. "
-        "calibration or ground contact) is estimated per block"
+        f"estimate from every frame{per_block}; the keypoint calibration and the feet's "
+        "ground are estimated per block (the first block's offsets and the blocks' median ground "
+        "are written), the per-keypoint and per-segment fit figures on the sampled frames; no "
+        "skating / penetration figures ('feet' in the JSON line)"
     )
-    return finish_take(args, model, input_path, out_path, take, motion, t0)
+    report = _sample_report(model, take, motion)
+    feet = {}
+    if motion.contacts is not None:
+        feet = dict(contacts=motion.contacts, ground_height=np.float32(motion.ground_height))
+    return finish_take(args, model, input_path, out_path, take, motion, t0, report, feet)
+
+
+def _sample_report(model, take: _Take, motion: _Motion):
+    """``fit_report`` of the detection sample's frames (per keypoint and segment), with the
+    whole take's mean fit errors and per-frame raw errors."""
+    from types import SimpleNamespace
+
+    from .body_model import rotmats_from_axis_angle
+    from .fit_report import fit_report
+
+    frames = np.concatenate([np.arange(a, b) for a, b in _sample_starts(take.num_frames)])
+    rot = rotmats_from_axis_angle(torch.as_tensor(motion.poses[frames], dtype=torch.float64))
+    raw = motion.fit_error_mm_raw
+    sampled = SimpleNamespace(
+        rotmats=rot.to(model.dtype),
+        betas=motion.betas,
+        trans=motion.trans[frames].to(model.dtype),
+        keypoint_offsets=motion.keypoint_offsets,
+        fit_error_mm=motion.fit_error_mm[frames],
+        fit_error_mm_raw=None if raw is None else raw[frames],
+    )
+    assert take.sample is not None  # _detect keeps it
+    report = fit_report(model, take.sample, sampled, source_names=take.source_names)
+    with np.errstate(invalid="ignore"):
+        report.fit_error_mm_mean = float(np.nanmean(motion.fit_error_mm))
+        if raw is not None:
+            report.fit_error_mm_mean_raw = float(np.nanmean(raw))
+    report.fit_error_mm_raw = raw
+    return report
 
 
 def _sample_starts(total: int) -> list[tuple[int, int]]:
@@ -174,7 +216,14 @@ def _detect(args, model, reader) -> tuple[_Take, dict]:
     )
     notes = [n for n in prepared.notes if not n.startswith("filled ")]
     take = _Take(
-        prepared.layout, prepared.fps, prepared.units, prepared.up, reader.num_frames, notes
+        prepared.layout,
+        prepared.fps,
+        prepared.units,
+        prepared.up,
+        reader.num_frames,
+        notes,
+        prepared,
+        first.names,
     )
     return take, forced
 
@@ -237,6 +286,7 @@ def _solve_blocks(args, model, reader, forced, block, margin, sigma, shape) -> _
     betas = shape.betas.cpu().double().numpy()
     notes: list[str] = []
     more, seconds, used, with_rotations = 0, 0.0, args.solver, False
+    raw, contacts, offsets, grounds = None, None, None, []
     for s, e, a, b in _ranges(total, block, margin):
         p = prepare(reader.read(a, b), model, **forced)
         sol = solve(
@@ -248,8 +298,19 @@ def _solve_blocks(args, model, reader, forced, block, margin, sigma, shape) -> _
             smooth=sigma,
             network_chunk=args.chunk,
             rotations=args.rotations,
+            calibrate=getattr(args, "calibrate", "auto"),
+            lock_feet=getattr(args, "lock_feet", "auto"),
+            ground=getattr(args, "ground", None),
         )
         own = slice(s - a, e - a)
+        if sol.fit_error_mm_raw is not None:
+            raw = np.empty(total) if raw is None else raw
+            raw[s:e] = sol.fit_error_mm_raw[own]
+        if sol.contacts is not None:
+            contacts = np.zeros((total, 2), bool) if contacts is None else contacts
+            contacts[s:e] = sol.contacts[own]
+            grounds.append(sol.ground_height)
+        offsets = sol.keypoint_offsets if offsets is None else offsets
         poses[s:e] = sol.poses[own]
         trans[s:e] = sol.trans[own].cpu().double().numpy()
         err[s:e] = sol.fit_error_mm[own]
@@ -277,4 +338,8 @@ def _solve_blocks(args, model, reader, forced, block, margin, sigma, shape) -> _
         noise_mm=float("nan"),
         smooth_s=0.0,
         rotations=with_rotations,
+        fit_error_mm_raw=raw,
+        keypoint_offsets=offsets,
+        contacts=contacts,
+        ground_height=float(np.median(grounds)) if grounds else float("nan"),
     )

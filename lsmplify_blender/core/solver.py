@@ -28,6 +28,8 @@ import torch
 
 from .analytic_ik import IKResult, attach_landmarks, solve_analytic
 from .body_model import BodyModel
+from .calibration import aimed_at, calibrated_solve, checked_offsets
+from .contacts import LOCK_MODES, check_ground, plant_feet
 from .denoise import denoise
 from .device import cpu_threads
 from .errors import InputError, LSMPLifyError
@@ -67,6 +69,13 @@ class Solution:
     rotations: bool = (
         False  # the file's own bone rotations gave the twists (SolveOptions.rotations)
     )
+    # (K, 3) float32 metres: each keypoint's offset in its SMPL part's frame (``calibration.py``);
+    # None when not calibrated. ``fit_error_mm`` is then to the calibrated keypoints.
+    keypoint_offsets: np.ndarray | None = None
+    fit_error_mm_raw: np.ndarray | None = None  # (T,) to the keypoints as captured (uncalibrated)
+    contacts: np.ndarray | None = None  # (T, 2) bool: left/right foot on the ground (the source's)
+    ground_height: float = float("nan")  # metres, Y up (given, or estimated: contacts.py)
+    feet: dict = field(default_factory=dict)  # contacts.feet_report: skating, penetration figures
 
     @property
     def poses(self) -> np.ndarray:
@@ -75,16 +84,30 @@ class Solution:
 
 
 def fit_error_mm(
-    model: BodyModel, prepared: PreparedKeypoints, rotmats, betas, trans
+    model: BodyModel, prepared: PreparedKeypoints, rotmats, betas, trans, offsets=None
 ) -> np.ndarray:
     """Per-frame mean distance (mm) between the layout keypoints of a solution and the measured input
-    (the keypoints that are positions: not the layout's aim-only end points)."""
+    (the keypoints that are positions: not the layout's aim-only end points); with ``offsets``
+    (K, 3), to the calibrated keypoints (``calibration.calibrated_points``)."""
+    from .calibration import calibrated_points
+
     block = 8192  # the FK of a long take at once would hold (T, 24, 4, 4) float64 transforms
     gen = np.concatenate(
         [
-            prepared.layout.generate(model, rotmats[s : s + block], betas, trans[s : s + block])
-            .cpu()
-            .numpy()
+            (
+                prepared.layout.generate(model, rotmats[s : s + block], betas, trans[s : s + block])
+                .cpu()
+                .numpy()
+                if offsets is None
+                else calibrated_points(
+                    model,
+                    prepared.layout,
+                    rotmats[s : s + block],
+                    betas,
+                    trans[s : s + block],
+                    offsets,
+                )
+            )
             for s in range(0, max(rotmats.shape[0], 1), block)
         ]
     )
@@ -133,8 +156,23 @@ class SolveOptions:
     rotations: str = (
         "auto"  # the file's bone rotations: 'auto' (use when present), 'use' (required), 'ignore'
     )
+    lock_feet: str = "auto"  # plant feet in contact + keep the mesh above ground (contacts.py)
+    ground: float | None = None  # the floor's height (m, Y up); None = from the source
+    # per-keypoint offsets (calibration.py): 'auto' (on for real skeleton layouts), 'on', 'off'
+    calibrate: str = "auto"
 
     def check(self) -> None:
+        from .calibration import CALIBRATE_MODES
+
+        if self.calibrate not in CALIBRATE_MODES:
+            raise InputError(
+                f"calibrate must be one of {', '.join(CALIBRATE_MODES)}, not '{self.calibrate}'."
+            )
+        if self.lock_feet not in LOCK_MODES:
+            raise InputError(
+                f"lock_feet must be one of {', '.join(LOCK_MODES)}, not '{self.lock_feet}'."
+            )
+        check_ground(self.ground)
         if self.rotations not in ROTATION_MODES:
             raise InputError(
                 f"rotations must be one of {', '.join(ROTATION_MODES)}, not '{self.rotations}'."
@@ -170,6 +208,15 @@ class _Context:
     def __post_init__(self):
         self.targets, self.weight = self.prepared.smpl_targets()
         self.measured = self.prepared.smpl_measured()
+
+    def with_prepared(
+        self, prepared: PreparedKeypoints, notes: list[str] | None = None
+    ) -> _Context:
+        """The same solve on other keypoints (a frame subsample, calibrated targets); its own notes
+        unless ``notes`` is given."""
+        return _Context(
+            prepared, self.model, self.options, self.betas, [] if notes is None else notes
+        )
 
     def analytic(self) -> IKResult:
         """Analytic IK of every frame (computed once, in blocks of ``options.chunk``). With landmark
@@ -433,16 +480,37 @@ def _landmark_leaves(ctx: _Context) -> set[int]:
     }
 
 
+def _unaimed_bones(ctx: _Context) -> set[int]:
+    """Single-child joints below which no keypoint is measured and no landmark aims (DeepMimic's
+    ankles and neck: it has no toe or head point): the keypoints cannot turn them, the file's
+    rotations can (eval --real, DeepMimic takes, first 120 frames: feet 13.4/16.5 -> 0.0 deg)."""
+    from .network.kinematics import KIDS
+
+    seen = ctx.measured.any(0)
+    names = (ctx.landmarks or ctx.landmark_targets())[0]
+    aimed = set(attach_landmarks(ctx.model, names, seen.tolist())) if names else set()
+
+    def subtree(j: int) -> list[int]:
+        return [j] + [d for c in KIDS[j] for d in subtree(c)]
+
+    return {
+        j
+        for j in range(24)
+        if len(KIDS[j]) == 1
+        and j not in aimed
+        and not any(seen[d] or d in aimed for d in subtree(KIDS[j][0]))
+    }
+
+
 def _leaf_calibration(ctx: _Context, rot) -> dict[int, torch.Tensor]:
     """Per leaf that landmark keypoints aim (head top, toe tips, finger tips on a joint with no
     measured child), the constant rotation C (3, 3), in the leaf's own frame, that turns its
-    landmarks' mean rest offset onto their mean direction seen from the leaf posed by ``rot``
-    (local_leaf -> local_leaf @ C). The rest calibration matches bone directions only where a bone
+    landmarks' rest offsets onto where they are seen from the leaf posed by ``rot`` (local_leaf ->
+    local_leaf @ C; ``_aim_leaf``). The rest calibration matches bone directions only where a bone
     has a child; a leaf's rest frame differs from the source's by a constant (31-34 deg at CMU's
     toes). Measured on the rest pose (``rest_context``), where the source's rotations are the
     identity."""
     from .network.kinematics import KIDS
-    from .rotations import normalize, swing_rotation
 
     names, lm_t, lm_w = ctx.landmarks or ([], None, None)
     if not names:
@@ -461,15 +529,30 @@ def _leaf_calibration(ctx: _Context, rot) -> dict[int, torch.Tensor]:
         wj = w[:, ls, None]
         if any(seen[c] for c in KIDS[j]) or not bool((wj > 0).any()):
             continue
-        tgt = ((t[:, ls] - joints[:, j, None]) * wj).sum(
-            1
-        )  # (T, 3) the landmarks' mean offset, weighted
-        local = normalize(
-            (g[:, j].transpose(-1, -2) @ tgt[..., None])[..., 0]
-        )  # seen from the leaf
-        mean = normalize(local[(wj > 0).any(1)[:, 0]].mean(0))
-        out[j] = swing_rotation((lm_rest[ls] - rest[j]).mean(0), mean)
+        out[j] = _aim_leaf(
+            lm_rest[ls] - rest[j],
+            g[:, j].transpose(-1, -2)[:, None] @ (t[:, ls] - joints[:, j, None])[..., None],
+            wj[..., 0],
+            rest[KIDS[j][0]] - rest[j] if KIDS[j] else None,
+        )
     return out
+
+
+def _aim_leaf(rest_offsets, seen, w, axis=None) -> torch.Tensor:
+    """The swing C (3, 3) that turns a leaf's farthest landmark rest offset (of L, 3: its long axis,
+    the middle finger tip rather than the thumb's) onto where that landmark is seen from the leaf
+    (T, L, 3, 1; weights (T, L)). A leaf with a bone of its own (the wrist: wrist -> finger base)
+    aims that bone's rest ``axis`` instead: a source's finger chain is straight in its rest pose,
+    while the open model's finger tips droop 9.5 deg below its palm. The twist stays the source's:
+    the thumb tips of CMU and SMPL differ by ~30 deg about the palm. Aiming the landmarks' mean
+    tilted CMU hands by a constant 15-24 deg (CMU's thumb tip sits much nearer the wrist than SMPL's;
+    eval --real, analytic, hand direction: cmu_subset 15.0 -> 0.0, cmu_bvh 23.8 -> 0.0 deg)."""
+    from .rotations import normalize, swing_rotation
+
+    seen_any = (w > 0).any(0)
+    mean = ((w[..., None] > 0) * normalize(seen[..., 0])).sum(0)  # (L, 3) over the frames seen
+    far = torch.where(seen_any, rest_offsets.norm(dim=-1), -1.0).argmax()
+    return swing_rotation(rest_offsets[far] if axis is None else axis, normalize(mean[far]))
 
 
 # the source's bone direction must beat analytic IK's by this much (in the rest pose) to replace it:
@@ -505,7 +588,7 @@ def _source_aims_better(ctx: _Context, g_src, rest) -> set[int]:
     return {j for (j, _), b in zip(pairs, better, strict=True) if b}
 
 
-def _with_rotations(ctx: _Context, source: torch.Tensor):
+def _with_rotations(ctx: _Context, source: torch.Tensor, base=None):
     """Analytic IK with each bone's twist taken from the file's transferred bone rotations
     (``source``): every bone points where the keypoints say, and turns about itself as the capture
     says. Per single-child joint j with world bone axis a (analytic IK), the world twist is the part
@@ -521,16 +604,17 @@ def _with_rotations(ctx: _Context, source: torch.Tensor):
     from .network.kinematics import KIDS
     from .rotations import axis_angle_to_matrix, matrix_to_quaternion, normalize
 
-    model, ana = ctx.model, ctx.analytic()
+    model = ctx.model
+    base_rot, base_trans = (ctx.analytic().rotmats, ctx.analytic().trans) if base is None else base
     rest = model.rest_joints(ctx.betas)
-    g_a, _ = model.global_transforms(ana.rotmats, rest)
+    g_a, _ = model.global_transforms(base_rot, rest)
     g_s, _ = model.global_transforms(source, rest)
     at_rest = ctx.rest_context()  # the constants below are the file's own (not the frame range's)
     rest_src = at_rest.source_pose()
     assert rest_src is not None  # rotations="use": source_pose raises rather than return None
     g_a0, _ = model.global_transforms(at_rest.analytic().rotmats, rest)
     g_s0, _ = model.global_transforms(rest_src, rest)
-    leaves = _landmark_leaves(ctx) | {j for j in range(24) if not KIDS[j]}
+    leaves = _landmark_leaves(ctx) | {j for j in range(24) if not KIDS[j]} | _unaimed_bones(ctx)
     whole = leaves | _source_aims_better(at_rest, g_s0, rest[0])
     g = g_a.clone()
     for j in range(24):
@@ -555,11 +639,13 @@ def _with_rotations(ctx: _Context, source: torch.Tensor):
         rest_rot[:, j] = g_s0[:, SMPL_PARENTS[j]].transpose(-1, -2) @ g_s0[:, j]
     for j, c in _leaf_calibration(at_rest, rest_rot).items():
         rot[:, j] = rot[:, j] @ c
+        for k in KIDS[j]:  # a calibrated joint's children keep their world orientation
+            rot[:, k] = c.transpose(-1, -2) @ rot[:, k]
     ctx.notes.append(
         "bone rotations: the twist of every bone and the orientation of the head, hands and feet "
         "from the file's own rotations (transferred onto SMPL, rest calibration by bone directions)"
     )
-    return rot, ana.trans
+    return rot, base_trans
 
 
 # The solver strategies by name; each takes the context and returns (rotmats, trans, solver used).
@@ -616,6 +702,9 @@ def solve(
     network_chunk: int | None = None,
     rotations: str = "auto",
     options: SolveOptions | None = None,
+    calibrate: str = "auto",
+    lock_feet: str = "auto",
+    ground: float | None = None,
 ) -> Solution:
     """Solve every frame with one strategy (``SolveOptions``; the keyword arguments build one when
     ``options`` is not given), then ``refine`` iterations of batched optimisation."""
@@ -627,6 +716,9 @@ def solve(
         smooth=smooth,
         network_chunk=network_chunk,
         rotations=rotations,
+        calibrate=calibrate,
+        lock_feet=lock_feet,
+        ground=ground,
     )
     opts.check()
     with cpu_threads(model.device):
@@ -639,18 +731,24 @@ def solve(
             raise InputError(
                 "--rotations use works with the analytic and network solvers, not optimize."
             )
-        source = ctx.source_pose() if opts.solver != "optimize" else None
-        if source is not None:  # the twist is known: no strategy needs to guess it
-            rotmats, trans = _with_rotations(ctx, source)
-            used = opts.solver
-        else:
-            rotmats, trans, used = STRATEGIES[opts.solver](ctx)
+        # the strategy, aimed at the calibrated keypoints where calibration is on (calibration.py)
+        cal = calibrated_solve(ctx, _run_strategy, opts.calibrate)
+        rotmats, trans, used = cal.rotmats, cal.trans, cal.used
         if opts.refine > 0:
-            rotmats, trans = _optimise_step(ctx, rotmats, trans, opts.refine)
+            rotmats, trans = _optimise_step(cal.ctx, rotmats, trans, opts.refine)
+        feet = plant_feet(denoised, model, b, rotmats, trans, opts.lock_feet, opts.ground)
+        rotmats, trans = feet.rotmats, feet.trans
+        if feet.locked:
+            notes.append(_feet_note(feet))
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-    err = fit_error_mm(model, prepared, rotmats, b, trans)
+    raw = fit_error_mm(model, prepared, rotmats, b, trans)
+    err = (
+        raw
+        if cal.offsets is None
+        else fit_error_mm(model, prepared, rotmats, b, trans, cal.offsets)
+    )
     return Solution(
         rotmats=rotmats,
         trans=trans,
@@ -663,8 +761,32 @@ def solve(
         notes=notes,
         noise_mm=noise_mm,
         smooth_s=smooth_s,
-        rotations=source is not None,
+        rotations=cal.rotations,
+        keypoint_offsets=cal.offsets,
+        fit_error_mm_raw=raw,
+        contacts=feet.contacts,
+        ground_height=feet.ground_height,
+        feet=feet.report,
     )
+
+
+def _feet_note(feet) -> str:
+    r = feet.report
+    return (
+        f"feet: {r['contact_frames'][0]} / {r['contact_frames'][1]} frame(s) of left / right foot "
+        f"contact planted; ground at Y = {feet.ground_height:.3f} m "
+        f"({'given' if feet.ground_given else 'from the source'}); the mesh kept above it"
+    )
+
+
+def _run_strategy(ctx: _Context):
+    """(rotmats, trans, solver used, whether the file's rotations gave the twists) of one solve."""
+    source = ctx.source_pose() if ctx.options.solver != "optimize" else None
+    if source is not None:  # the twist is known: no strategy needs to guess it
+        rotmats, trans = _with_rotations(ctx, source)
+        return rotmats, trans, ctx.options.solver, True
+    rotmats, trans, used = STRATEGIES[ctx.options.solver](ctx)
+    return rotmats, trans, used, False
 
 
 def refine_existing(
@@ -676,6 +798,7 @@ def refine_existing(
     passes: int = 2,
     refine: int = 0,
     smooth="auto",
+    keypoint_offsets=None,
 ) -> Solution:
     """Plug-in mode: improve SMPL parameters that already exist for these frames (an image-based
     estimator's output, an animation on a rig) against the keypoints. ``passes`` network passes
@@ -687,7 +810,10 @@ def refine_existing(
 
     Per frame the given pose is kept where the refined one is worse: anatomically worse than
     analytic IK while the given one is not (``guard.worse_frames``), or a fit error more than
-    REFINE_TOLERANCE above the given pose's while the given one is anatomically sound."""
+    REFINE_TOLERANCE above the given pose's while the given one is anatomically sound.
+
+    ``keypoint_offsets`` (K, 3) (an earlier solve's ``Solution.keypoint_offsets``): aim at the
+    points they calibrate (``calibration.aimed_at``) and measure the fit to them."""
     t = prepared.num_frames
     rot = torch.as_tensor(np.asarray(rotmats), dtype=model.dtype, device=model.device)
     if rot.shape != (t, 24, 3, 3):
@@ -718,6 +844,12 @@ def refine_existing(
         start = time.perf_counter()
         denoised, noise_mm, smooth_s = _denoise(prepared, smooth, notes)
         ctx = _Context(denoised, model, SolveOptions(refine=refine, smooth=smooth), b, notes)
+        if keypoint_offsets is not None:
+            offsets = checked_offsets(keypoint_offsets, prepared.layout)
+            ctx = aimed_at(ctx, offsets, reference=(rot, tr))
+            notes.append(
+                "calibration: aimed at the calibrated keypoints of the given keypoint_offsets"
+            )
         new_rot, new_tr = rot, tr
         if passes > 0:
             blocker = _network_blocker(ctx.measured)
@@ -727,12 +859,24 @@ def refine_existing(
             else:
                 new_rot, new_tr = _plugin_passes(ctx, rot, passes)
                 notes.append(f"network plug-in: {passes} pass(es) from the existing motion")
+                source = ctx.source_pose()
+                if source is not None:  # the passes see keypoints only: twist and leaves from the
+                    # file, as the solver's own output has them (eval --real, refining that output:
+                    # cmu_bvh MPVE 60.7 -> 73.3 mm without, the fit error lower either way)
+                    new_rot, new_tr = _with_rotations(ctx, source, base=(new_rot, new_tr))
         if refine > 0:
             new_rot, new_tr = _optimise_step(ctx, new_rot, new_tr, refine)
             notes.append(f"optimisation: {refine} iteration(s)")
-        new_rot, new_tr = _keep_better(ctx, prepared, (rot, tr), (new_rot, new_tr))
+        new_rot, new_tr = _keep_better(
+            ctx, prepared, (rot, tr), (new_rot, new_tr), keypoint_offsets
+        )
         seconds = time.perf_counter() - start
-    err = fit_error_mm(model, prepared, new_rot, b, new_tr)
+    raw = fit_error_mm(model, prepared, new_rot, b, new_tr)
+    err = (
+        raw
+        if keypoint_offsets is None
+        else fit_error_mm(model, prepared, new_rot, b, new_tr, keypoint_offsets)
+    )
     return Solution(
         rotmats=new_rot,
         trans=new_tr,
@@ -745,6 +889,10 @@ def refine_existing(
         notes=notes,
         noise_mm=noise_mm,
         smooth_s=smooth_s,
+        keypoint_offsets=None
+        if keypoint_offsets is None
+        else np.asarray(keypoint_offsets, np.float32),
+        fit_error_mm_raw=raw,
     )
 
 
@@ -771,15 +919,15 @@ def _plugin_passes(ctx: _Context, rot, passes: int):
     return r32.to(ctx.model.dtype), t32.to(ctx.model.dtype)
 
 
-def _keep_better(ctx: _Context, given: PreparedKeypoints, old, new):
+def _keep_better(ctx: _Context, given: PreparedKeypoints, old, new, offsets=None):
     """Per frame the refined (rotmats, trans) ``new`` unless the given ``old`` is better (see
     ``refine_existing``); notes how many frames kept the given pose."""
     model, ana = ctx.model, ctx.analytic()
     j_old, j_new = model.joints(old[0], ctx.betas, old[1]), model.joints(new[0], ctx.betas, new[1])
     old_bad = worse_frames(j_old, ana.joints, ctx.targets, ctx.measured)
     new_bad = worse_frames(j_new, ana.joints, ctx.targets, ctx.measured)
-    e_old = fit_error_mm(model, given, old[0], ctx.betas, old[1])
-    e_new = fit_error_mm(model, given, new[0], ctx.betas, new[1])
+    e_old = fit_error_mm(model, given, old[0], ctx.betas, old[1], offsets)
+    e_new = fit_error_mm(model, given, new[0], ctx.betas, new[1], offsets)
     with np.errstate(invalid="ignore"):
         keep = ~old_bad & (new_bad | (e_new > e_old * (1 + REFINE_TOLERANCE)))
     if keep.any():

@@ -132,7 +132,7 @@ def _y_up_capture(take: RealTake, up: str) -> None:
 
 
 def measure(
-    take: RealTake, prep, model, rotmats, betas, trans, seconds, pose_error, unit_m
+    take: RealTake, prep, model, rotmats, betas, trans, seconds, pose_error, unit_m, offsets=None
 ) -> rm.TakeResult:
     """Every metric of one solution (frames 0..k-1 of the take)."""
     from ..core.metrics import jitter
@@ -145,8 +145,13 @@ def measure(
     res.direction = rm.direction_errors(take.capture, joints, landmarks, frames)
     if pose_error is not None:
         res.mpve = pose_error(rotmats, betas)
-    res.fit = rm.keypoint_fit(
-        prep if prep.num_frames == k else _slice(prep, k), model, rotmats, betas, trans
+    kp = prep if prep.num_frames == k else _slice(prep, k)
+    res.fit = rm.keypoint_fit(kp, model, rotmats, betas, trans)
+    res.fit_positions = rm.keypoint_fit(kp, model, rotmats, betas, trans, positions_only=True)
+    res.fit_calibrated = (
+        res.fit_positions
+        if offsets is None
+        else rm.keypoint_fit(kp, model, rotmats, betas, trans, offsets, positions_only=True)
     )
     res.skate, res.skate_source = rm.foot_skating(take.capture, joints, unit_m, prep.fps, frames)
     res.jitter = jitter(joints, prep.fps) / 1000.0 if k > 3 else float("nan")
@@ -173,14 +178,23 @@ def plug_in(prep, model, sol, pose_error, seed: int = 0) -> dict:
     from ..core.solver import fit_error_mm, refine_existing
 
     out = {}
+    offsets = getattr(sol, "keypoint_offsets", None)  # calibrated: refine aims at the same points
     for start, rot in (
         ("own", sol.rotmats),
         ("perturbed", _perturb(sol.rotmats, PERTURB_DEG, seed)),
     ):
         t0 = time.perf_counter()
-        ref = refine_existing(prep, model, rot, sol.betas.cpu().numpy(), sol.trans.cpu().numpy())
+        ref = refine_existing(
+            prep,
+            model,
+            rot,
+            sol.betas.cpu().numpy(),
+            sol.trans.cpu().numpy(),
+            keypoint_offsets=offsets,
+        )
+        before = fit_error_mm(model, prep, rot, sol.betas, sol.trans, offsets)
         row = dict(
-            fit_before=float(np.nanmean(fit_error_mm(model, prep, rot, sol.betas, sol.trans))),
+            fit_before=float(np.nanmean(before)),
             fit_after=float(np.nanmean(ref.fit_error_mm)),
             seconds=time.perf_counter() - t0,
         )
@@ -217,9 +231,19 @@ def evaluate_take(
         sol = solve(p, model, solver=spec.solver, **spec.options)
         notes.update(sol.notes)
         results[spec.label] = measure(
-            take, p, model, sol.rotmats, sol.betas, sol.trans, sol.seconds, pose_error, unit_m
+            take,
+            p,
+            model,
+            sol.rotmats,
+            sol.betas,
+            sol.trans,
+            sol.seconds,
+            pose_error,
+            unit_m,
+            getattr(sol, "keypoint_offsets", None),
         )
         results[spec.label].extra["solver_used"] = sol.solver
+        results[spec.label].extra.update(rm.feet_figures(sol))
         if plug is None and spec.label == plug_in_solver:
             plug = plug_in(prep, model, sol, pose_error)
     return results, plug, prep, sorted(notes)
@@ -249,6 +273,7 @@ def summarize(rows: list[rm.TakeResult]) -> dict:
     """One solver on one source kind: per-segment mean/p95 and the take-level figures."""
     orient, direc = _pool(rows, "orientation"), _pool(rows, "direction")
     fit = _pool(rows, "fit")
+    fit_pos, fit_cal = _pool(rows, "fit_positions"), _pool(rows, "fit_calibrated")
     mpve = [r.mpve for r in rows if r.mpve is not None]
     frames = sum(r.frames for r in rows)
     sec = sum(r.seconds for r in rows)
@@ -268,12 +293,29 @@ def summarize(rows: list[rm.TakeResult]) -> dict:
         mpve=float(np.concatenate(mpve).mean()) if mpve else None,
         fit=float(np.nanmean(all_fit)) if np.isfinite(all_fit).any() else None,
         fit_per_keypoint={k: float(np.nanmean(v)) for k, v in fit.items()},
+        # position keypoints only: as captured, and to the calibrated keypoints (issue 10), with the
+        # worst take's mean (the target is per take)
+        fit_positions=_fit_mean(fit_pos),
+        fit_calibrated=_fit_mean(fit_cal),
+        fit_calibrated_worst_take=_mean_of(
+            [max((_fit_mean(r.fit_calibrated) or 0.0) for r in rows)] if rows else []
+        ),
+        fit_calibrated_per_keypoint={k: float(np.nanmean(v)) for k, v in fit_cal.items()},
         skate_mm_s=_mean_of(skate),
         skate_source_mm_s=_mean_of(skate_src),
         jitter=_weighted_mean(jit),
         jitter_input=_weighted_mean(jit_in),
         head_folded_frames=int((neck > rm.HEAD_FOLD_DEG).sum()) if neck is not None else None,
+        **rm.feet_summary(rows, _weighted_mean),
     )
+
+
+def _fit_mean(per_keypoint: dict) -> float | None:
+    """Mean over every measured sample of every keypoint (mm), or None."""
+    if not per_keypoint:
+        return None
+    v = np.concatenate([np.ravel(x) for x in per_keypoint.values()])
+    return float(np.nanmean(v)) if np.isfinite(v).any() else None
 
 
 def _weighted_mean(pairs) -> float | None:

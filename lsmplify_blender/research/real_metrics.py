@@ -150,6 +150,10 @@ class TakeResult:
     direction: dict[str, np.ndarray] = field(default_factory=dict)  # segment -> (T,) deg
     mpve: np.ndarray | None = None  # (T,) mm against the rotation-transfer ground truth
     fit: dict[str, np.ndarray] = field(default_factory=dict)  # keypoint -> (T,) mm (NaN unmeasured)
+    # the same for the position keypoints only (no aim-only end points), as captured and to the
+    # calibrated keypoints (the solver's keypoint_offsets; = fit_positions when not calibrated)
+    fit_positions: dict[str, np.ndarray] = field(default_factory=dict)
+    fit_calibrated: dict[str, np.ndarray] = field(default_factory=dict)
     skate: list[float] = field(default_factory=list)  # solved foot speed in contact frames (mm/s)
     skate_source: list[float] = field(default_factory=list)  # the capture's own, same frames
     jitter: float = float("nan")  # m/s^3 of the solved joints
@@ -226,11 +230,45 @@ def foot_skating(
     return solved, source
 
 
-def keypoint_fit(prepared, model, rotmats, betas, trans) -> dict[str, np.ndarray]:
-    """keypoint -> (T,) distance (mm) of the solved layout keypoint to the measured input (NaN unmeasured)."""
-    gen = prepared.layout.generate(model, rotmats, betas, trans).cpu().numpy()
+def feet_figures(sol) -> dict:
+    """A solution's foot figures (``contacts.feet_report``): skating of the planted foot point over
+    the contact frames found in the source (and the source's own), and the % of frames with a
+    vertex more than 1 cm below the ground."""
+    feet = getattr(sol, "feet", None) or {}
+    return {k: feet[k] for k in ("skate_mm_s", "skate_source_mm_s", "penetration_pct") if k in feet}
+
+
+def feet_summary(rows, weighted_mean) -> dict:
+    """``feet_figures`` of several takes, frame-weighted: planted skate, the source's, below-ground %."""
+
+    def pooled(key):
+        return weighted_mean(
+            [(r.extra[key], r.frames) for r in rows if r.extra.get(key) is not None]
+        )
+
+    return dict(
+        planted_skate_mm_s=pooled("skate_mm_s"),
+        planted_skate_source_mm_s=pooled("skate_source_mm_s"),
+        below_ground_pct=pooled("penetration_pct"),
+    )
+
+
+def keypoint_fit(
+    prepared, model, rotmats, betas, trans, offsets=None, positions_only: bool = False
+) -> dict[str, np.ndarray]:
+    """keypoint -> (T,) distance (mm) of the solved layout keypoint to the measured input (NaN unmeasured);
+    with ``offsets`` (K, 3) of the calibrated keypoints (``core.calibration``); ``positions_only``
+    leaves out the aim-only end points (as the solver's fit error does)."""
+    from ..core.calibration import calibrated_points
+
+    if offsets is None:
+        gen = prepared.layout.generate(model, rotmats, betas, trans).cpu().numpy()
+    else:
+        gen = calibrated_points(model, prepared.layout, rotmats, betas, trans, offsets)
     d = np.linalg.norm(gen - prepared.positions, axis=-1) * 1000.0
     d = np.where(prepared.measured & np.isfinite(d), d, np.nan)
+    if positions_only:
+        d[:, prepared.layout.aim_only_mask()] = np.nan
     return {
         k: d[:, i] for i, k in enumerate(prepared.layout.keypoints) if np.isfinite(d[:, i]).any()
     }

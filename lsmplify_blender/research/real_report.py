@@ -60,17 +60,19 @@ def real_section(
             "constant per-take offset (Kabsch over the take: rest definitions do not count, every change of direction "
             "and twist does). Direction: angle between segment end-point directions, no offset. MPVE: vertices (every "
             "8th) of the solved pose vs the rotation-transfer pose (the training data's transfer) on the solved body, "
-            "root at rest (mm). Fit: solved keypoints vs the input (mm). Skate: horizontal speed of the solved foot while the "
+            "root at rest (mm). Fit: solved keypoints vs the input (mm); fit pos.: the position keypoints only (no aim-only end points), "
+            "as captured (to the calibrated keypoints, and the worst take's mean; issue 10). Skate: horizontal speed of the solved foot while the "
             "captured foot is on the floor (mm/s; the capture's own in brackets). Jitter: third difference of the "
             f"solved joints (m/s^3; the input keypoints' in brackets). Folded: frames whose neck direction is > {HEAD_FOLD_DEG:g} deg off the "
-            "captured neck."
+            "captured neck. Planted: horizontal speed of the planted foot point (ankle / ball) over the contacts found "
+            "in the input (mm/s; the input's own in brackets). Below: % of frames with a vertex > 1 cm below the ground."
         ),
         "",
         (
-            "| source | solver | frames | orient. | direction | MPVE | fit | skate (capture) | jitter (input) | folded | "
-            "frames/s |"
+            "| source | solver | frames | orient. | direction | MPVE | fit | fit pos. (calibrated, worst take) "
+            "| skate (capture) | jitter (input) | folded | planted (input) | below % | frames/s |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind in _kinds(summary):
         for lab, by_kind in summary.items():
@@ -78,10 +80,13 @@ def real_section(
             if r:
                 lines.append(
                     f"| {kind} | {lab} | {r['frames']} | {_f(r['orientation_mean'])} | "
-                    f"{_f(r['direction_mean'])} | {_f(r['mpve'])} | {_f(r['fit'])} | {_f(r['skate_mm_s'], 0)} "
+                    f"{_f(r['direction_mean'])} | {_f(r['mpve'])} | {_f(r['fit'])} | "
+                    f"{_f(r.get('fit_positions'))} ({_f(r.get('fit_calibrated'))}, "
+                    f"{_f(r.get('fit_calibrated_worst_take'))}) | {_f(r['skate_mm_s'], 0)} "
                     f"({_f(r['skate_source_mm_s'], 0)}) | {_f(r['jitter'], 0)} ({_f(r['jitter_input'], 0)}) | "
                     f"{'-' if r['head_folded_frames'] is None else r['head_folded_frames']} | "
-                    f"{_f(r['fps'], 0)} |"
+                    f"{_f(r.get('planted_skate_mm_s'), 0)} ({_f(r.get('planted_skate_source_mm_s'), 0)}) | "
+                    f"{_f(r.get('below_ground_pct'), 1)} | {_f(r['fps'], 0)} |"
                 )
     lines += [""]
     lines += _plug_lines(plug, meta["default"])
@@ -118,15 +123,19 @@ def _fit_table(by_solver: dict) -> list[str]:
         keys += [k for k in by_solver[lab].get("fit_per_keypoint", {}) if k not in keys]
     if not keys:
         return []
+    cal = [lab for lab in labels if by_solver[lab].get("fit_calibrated_per_keypoint")]
     lines = [
-        "**Fit per keypoint** (mm, all sources)",
+        "**Fit per keypoint** (mm, all sources; 'cal.': to the calibrated keypoints)",
         "",
-        "| keypoint | " + " | ".join(labels) + " |",
-        "|---|" + "---|" * len(labels),
+        "| keypoint | " + " | ".join(labels + [f"{lab} cal." for lab in cal]) + " |",
+        "|---|" + "---|" * (len(labels) + len(cal)),
     ]
     lines += [
         f"| {k} | "
-        + " | ".join(_f(by_solver[lab].get("fit_per_keypoint", {}).get(k)) for lab in labels)
+        + " | ".join(
+            [_f(by_solver[lab].get("fit_per_keypoint", {}).get(k)) for lab in labels]
+            + [_f(by_solver[lab]["fit_calibrated_per_keypoint"].get(k)) for lab in cal]
+        )
         + " |"
         for k in keys
     ]

@@ -9,6 +9,8 @@
 .csv       ``<name>_x,<name>_y,<name>_z`` columns (FreeMoCap style) or bare x,y,z triples
 .bvh       Biovision hierarchy + motion; forward kinematics to joint positions (``bvh``)
 .amc       Acclaim motion; needs its .asf skeleton (``acclaim``)
+.txt       DeepMimic motion (JSON with ``Frames`` rows, sniffed from the content) on its
+           humanoid3d character: joint positions and bone rotations (``deepmimic``)
 =========  =============================================================================
 
 The readers return what the file says (its own units and up axis when it declares them,
@@ -29,8 +31,10 @@ from .acclaim import read_amc, read_asf
 from .arrays import read_csv, read_json, read_npy, read_npz
 from .bvh import read_bvh
 from .cmu_subset import read_cmu_subset
+from .deepmimic import looks_like_deepmimic, read_deepmimic
 
 __all__ = [
+    "SNIFFED_EXTENSIONS",
     "SUPPORTED_EXTENSIONS",
     "find_asf",
     "read_amc",
@@ -38,6 +42,7 @@ __all__ = [
     "read_bvh",
     "read_cmu_subset",
     "read_csv",
+    "read_deepmimic",
     "read_json",
     "read_keypoints",
     "read_npy",
@@ -52,6 +57,8 @@ _READERS = {
     ".bvh": read_bvh,
 }
 SUPPORTED_EXTENSIONS = (".npy", ".npz", ".json", ".csv", ".bvh", ".amc")
+# read when the content says what they are (a .txt may be anything): DeepMimic motions
+SNIFFED_EXTENSIONS = (".txt",)
 
 
 def find_asf(amc_path) -> Path | None:
@@ -96,10 +103,19 @@ def read_keypoints(path, asf=None) -> KeypointSequence:
             f"file instead and give this skeleton with --asf {p.name}."
         )
     if ext == ".txt":
+        check_file(p)
+        if looks_like_deepmimic(p):
+            seq = read_deepmimic(p)
+            if asf is not None:
+                seq.notes.append(
+                    "an ASF skeleton was given but is only used for .amc files; ignored."
+                )
+            return seq
         raise InputError(
             f"'{p.name}': .txt is not a keypoint format read by extension. CMU-subset clips are "
             f"read with read_cmu_subset(path, skeleton_json); otherwise save as "
-            f"{', '.join(SUPPORTED_EXTENSIONS)}."
+            f"{', '.join(SUPPORTED_EXTENSIONS)} (a .txt is read only as a DeepMimic motion: JSON "
+            f'with "Frames" rows).'
         )
     if ext not in SUPPORTED_EXTENSIONS:
         raise InputError(

@@ -9,8 +9,7 @@ clips (see ``retarget.py``), so the twist of every bone comes from the capture.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from ..errors import InputError
 from ..formats._common import read_text
 from ..formats.acclaim import acclaim_forward_kinematics, asf_rest_positions, parse_amc, read_asf
 from ..formats.bvh import bvh_forward_kinematics, bvh_rest_positions, parse_bvh
-from ..layouts import cmu_node_names
+from ..layouts import DEEPMIMIC_NAMES, cmu_node_names
 from ..model.skeleton import SMPL_CHILDREN as KIDS
 from .retarget import SMPL_POS_CMU, SMPL_TO_CMU, swing_between
 
@@ -41,6 +40,9 @@ class SourceMotion:
     at: dict[str, str] = field(default_factory=lambda: dict(SMPL_POS_CMU))  # node AT the SMPL joint
     no_calibration: tuple[str, ...] = ()  # SMPL joints whose bone has no source counterpart
     spread: tuple[tuple[str, ...], ...] = ()  # chains whose summed local rotation is shared out
+    # a rest pose that does not face as SMPL's (DeepMimic's): P (3, 3) turns it to (``rest_to_smpl_
+    # facing``); the retarget calibrates on the turned source and turns its result back
+    facing: np.ndarray | None = None
 
 
 def load_amc(amc, asf) -> SourceMotion:
@@ -75,8 +77,8 @@ def load_bvh(path) -> SourceMotion:
     )
 
 
-# DeepMimic's humanoid faces +X with its right side at +Z; SMPL faces +Z with its left at +X.
-_DM_TO_SMPL = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+# DeepMimic's humanoid3d (``formats/deepmimic.py``) drives SMPL's spine by its root and chest and
+# its neck and head by its one neck joint; its wrists are fixed to the forearms.
 _DM_DRIVE = {
     "pelvis": "root",
     "spine1": "root",
@@ -106,70 +108,57 @@ for _s in ("left", "right"):
 _DM_AT["pelvis"] = "root"
 
 
-def _quat_wxyz(q: np.ndarray) -> np.ndarray:
-    return (
-        Rotation.from_quat(q[..., [1, 2, 3, 0]].reshape(-1, 4))
-        .as_matrix()
-        .reshape(q.shape[:-1] + (3, 3))
-    )
+def rest_to_smpl_facing(rest: np.ndarray, names, left: str, right: str, low: str, high: str):
+    """The rotation P (3, 3) that turns a rest pose ``rest`` (N, 3) so that it faces as SMPL's does
+    (left side +X, up +Y, facing +Z): rows (left, up, left x up) measured on the ``left``/``right``
+    hip and ``low``/``high`` spine nodes. DeepMimic's humanoid3d faces +X with its right side at +Z;
+    the rest calibration matches bone directions only, so the facing must agree first."""
+    i = {n: k for k, n in enumerate(names)}
+    up = rest[i[high]] - rest[i[low]]
+    up = up / np.linalg.norm(up)
+    side = rest[i[left]] - rest[i[right]]
+    side = side - (side @ up) * up
+    side = side / np.linalg.norm(side)
+    return np.stack([side, up, np.cross(side, up)])
 
 
-def load_deepmimic(path, character) -> SourceMotion:
-    """A DeepMimic humanoid3d clip (JSON 'Frames' rows) on the joint tree of ``character``."""
-    try:
-        joints = json.loads(read_text(character, "DeepMimic character"))["Skeleton"]["Joints"]
-        rows = np.asarray(
-            json.loads(read_text(path, "DeepMimic motion"))["Frames"], dtype=np.float64
-        )
-    except (ValueError, KeyError, TypeError) as e:
-        raise InputError(
-            f"{Path(path).name} / {Path(character).name}: not a DeepMimic motion and "
-            f"character pair ({type(e).__name__}: {e})."
-        ) from None
-    width = 4 + sum({"none": 4, "spherical": 4, "revolute": 1}.get(j["Type"], 0) for j in joints)
-    if rows.ndim != 2 or rows.shape[1] != width or rows.shape[0] == 0:
-        raise InputError(
-            f"{Path(path).name}: frames have shape {rows.shape}; the character "
-            f"'{Path(character).name}' needs rows of {width} numbers."
-        )
-    t = rows.shape[0]
-    n = len(joints)
-    parents = [int(j["Parent"]) for j in joints]
-    rest = np.zeros((n, 3))
-    glob = np.empty((t, n, 3, 3))
-    pos = np.empty((t, n, 3))
-    col = 4  # duration, root position
-    for i, j in enumerate(joints):
-        if parents[i] >= 0:
-            rest[i] = rest[parents[i]] + [j["AttachX"], j["AttachY"], j["AttachZ"]]
-        kind = j["Type"]
-        if kind in ("none", "spherical"):
-            local = _quat_wxyz(rows[:, col : col + 4])
-            col += 4
-        elif kind == "revolute":  # DeepMimic's revolute joints turn about their local z
-            local = Rotation.from_rotvec(rows[:, col : col + 1] * [0.0, 0.0, 1.0]).as_matrix()
-            col += 1
-        else:  # fixed
-            local = np.broadcast_to(np.eye(3), (t, 3, 3))
-        if parents[i] < 0:
-            glob[:, i], pos[:, i] = local, rows[:, 1:4]
-        else:
-            glob[:, i] = glob[:, parents[i]] @ local
-            pos[:, i] = pos[:, parents[i]] + glob[:, parents[i]] @ (rest[i] - rest[parents[i]])
-    p = _DM_TO_SMPL
-    fps = 1.0 / float(np.median(rows[:-1, 0])) if t > 1 else 30.0
+def _deepmimic_source(name, glob, rest, pos, names, fps, turn: bool) -> SourceMotion:
+    """A DeepMimic motion as a SourceMotion: turned to face as SMPL does (P glob P^T, P rest, P pos;
+    ``turn``, as the training data is built), or in the file's own world with ``facing`` = P."""
+    p = rest_to_smpl_facing(rest, names, "left_hip", "right_hip", "root", "neck")
+    q = p if turn else np.eye(3)
     return SourceMotion(
-        Path(path).stem.replace("humanoid3d_", "deepmimic_"),
-        p @ glob @ p.T,
-        rest @ p.T,
-        rows[:, 1:4] @ p.T,
-        pos @ p.T,
-        [j["Name"] for j in joints],
+        name,
+        q @ glob @ q.T,
+        (rest - rest[0]) @ q.T,
+        np.zeros((glob.shape[0], 3)) if pos is None else pos[:, 0] @ q.T,
+        None if pos is None else pos @ q.T,
+        list(names),
         fps,
         drive=_DM_DRIVE,
         at=_DM_AT,
         no_calibration=("spine2", "left_collar", "right_collar"),
         spread=(("spine1", "spine2", "spine3"), ("neck", "head")),
+        facing=None if turn else p,
+    )
+
+
+def load_deepmimic(path, character=None, turn: bool = True) -> SourceMotion:
+    """A DeepMimic humanoid3d clip read by ``formats.deepmimic`` (on ``character``, a character file,
+    or the built-in humanoid3d): turned to face as SMPL does (``turn``, the training data), or in
+    the file's own world (the real-capture evaluation, which measures what ``convert`` returns)."""
+    from ..formats.deepmimic import read_deepmimic
+
+    seq = read_deepmimic(path, character)
+    assert seq.rotations is not None and seq.rest_positions is not None and seq.names
+    return _deepmimic_source(
+        Path(path).stem.replace("humanoid3d_", "deepmimic_"),
+        seq.rotations,
+        seq.rest_positions,
+        seq.positions,
+        seq.names,
+        float(seq.fps or 30.0),
+        turn,
     )
 
 
@@ -207,7 +196,15 @@ def tracking_error_deg(src: SourceMotion, local: np.ndarray, smpl_joints: np.nda
 
 def retarget_source(src: SourceMotion, smpl_rest: np.ndarray):
     """SMPL local rotations (T, 24, 3, 3) and pelvis path (T, 3) in metres, scaled to the SMPL
-    rest skeleton ``smpl_rest`` (24, 3) by leg length."""
+    rest skeleton ``smpl_rest`` (24, 3) by leg length. A source with ``facing`` P is calibrated
+    turned (P glob P^T, P rest) and its result turned back: G = P^T G' for every joint, so only the
+    root's local rotation and the path change."""
+    if src.facing is not None:
+        p = src.facing
+        turned = replace(src, glob=p @ src.glob @ p.T, rest=src.rest @ p.T, root=src.root @ p.T)
+        local, pelvis = retarget_source(replace(turned, pos=None, facing=None), smpl_rest)
+        local[:, 0] = p.T @ local[:, 0]
+        return local, pelvis @ p.astype(np.float32)
     idx = {nm: i for i, nm in enumerate(src.names)}
     cal = np.tile(np.eye(3), (24, 1, 1))
     for j, name in enumerate(SMPL_JOINT_NAMES):
@@ -219,6 +216,9 @@ def retarget_source(src: SourceMotion, smpl_rest: np.ndarray):
         d_c = src.rest[idx[ends[SMPL_JOINT_NAMES[c]]]] - src.rest[idx[ends[name]]]
         if np.linalg.norm(d_c) > 1e-6 and np.linalg.norm(d_s) > 1e-6:
             cal[j] = swing_between(d_s, d_c)
+        elif j > 0:  # a source bone of no length (CMU BVH wrist -> hand) continues its parent's
+            # (the identity bent 131_0x.bvh's hands 90 deg off their hanging forearms)
+            cal[j] = cal[SMPL_PARENTS[j]]
     sel = [idx[src.drive[n]] for n in SMPL_JOINT_NAMES]
     g = src.glob[:, sel] @ cal[None]
     local = np.empty_like(g)
@@ -240,19 +240,24 @@ SOLVER_DRIVE = {**SMPL_TO_CMU, "left_wrist": "lhand", "right_wrist": "rhand"}
 def smpl_pose_from_rotations(
     glob: np.ndarray, rest: np.ndarray, names, smpl_rest: np.ndarray
 ) -> np.ndarray:
-    """SMPL local rotations (T, 24, 3, 3) from the bone rotations a CMU-skeleton file carries
-    (``glob`` (T, N, 3, 3) relative to its rest pose ``rest`` (N, 3), any CMU dialect's ``names``),
+    """SMPL local rotations (T, 24, 3, 3) from the bone rotations a CMU-skeleton file or a DeepMimic
+    humanoid3d clip carries (``glob`` (T, N, 3, 3) relative to its rest pose ``rest`` (N, 3), any
+    CMU dialect's ``names`` or DeepMimic's),
     by the training data's rotation transfer and rest calibration (``retarget_source``). A
     skeleton without the CMU nodes the transfer needs is an InputError naming them."""
+    rest = np.asarray(rest, dtype=np.float64)
+    if set(names) >= DEEPMIMIC_NAMES:  # DeepMimic's humanoid3d
+        dm = _deepmimic_source("input", np.asarray(glob, np.float64), rest, None, names, 0.0, False)
+        return retarget_source(dm, np.asarray(smpl_rest, dtype=np.float64))[0]
     cmu = [cmu_node_names(list(names)).get(n, n) for n in names]
     need = set(SMPL_TO_CMU.values()) | set(SMPL_POS_CMU.values())
     missing = sorted(need - set(cmu))
     if missing:
         raise InputError(
             f"the skeleton has no joint for the CMU node(s) {', '.join(missing)}, which the rotation "
-            f"transfer needs (only CMU-skeleton BVH and ASF/AMC files can give SMPL their rotations)"
+            f"transfer needs (only CMU-skeleton BVH and ASF/AMC files and DeepMimic clips can give "
+            f"SMPL their rotations)"
         )
-    rest = np.asarray(rest, dtype=np.float64)
     src = SourceMotion(
         "input",
         np.asarray(glob, dtype=np.float64),

@@ -1,0 +1,540 @@
+"""Per-keypoint calibration: each keypoint is its SMPL joint (or landmark) plus a constant offset in
+the frame of the body part that carries it, estimated over the whole take.
+
+A mocap skeleton's joint is not SMPL's joint: CMU's hips are wider, its thorax and neck nodes sit
+elsewhere on the spine, its head node is not SMPL's head joint. Aiming SMPL's joints at those points
+bends the pose and leaves 40-60 mm of "fit error" that no pose can remove (issue 10). This is the
+latent-marker idea of MoSh (Loper, Mahmood, Black: "MoSh: Motion and Shape Capture from Sparse
+Markers", SIGGRAPH Asia 2014, sec. 3): a marker is a point rigidly attached to a body part at a
+constant, unknown offset, solved for together with the pose over many frames. Applied here to
+skeleton joints:
+
+    keypoint_k(t) ~ c_k(t) = P_k(theta_t, beta) + G_part(k)(theta_t) o_k
+
+with P_k the layout's model point (``Layout.generate``), G_part the world rotation of the part
+(``keypoint_parts``: a joint rides on its parent's segment, exactly where forward kinematics puts
+it; a landmark on the joint that skins it most) and o_k (3,) in that part's frame, metres.
+
+A joint keypoint whose part has one child and whose part's joint is a keypoint too (the thigh from
+hip to knee, every limb bone, the neck, a spine segment: ``Geometry.chain_from``) is a bone of the
+capture: its offset is the bone's length difference, along the bone (o_k = s_k l_k, l_k SMPL's bone
+direction in the part's frame), and it rides on its parent keypoint's calibrated point,
+
+    c_k(t) = c_parent(t) + (P_k - P_parent)(t) + G_part(t) o_k,
+
+so the calibrated skeleton is SMPL's with each captured bone's length and the chains' roots (hips,
+upper back, neck base, shoulders) displaced in their parts' frames. A free offset across a bone
+would be a constant turn of the bone against the capture: indistinguishable from a pose error, it
+turned the segments off the captured bones (eval --real: neck 0 -> 27 deg, upper arms +1-2 deg),
+and applied through the previous pose it does not converge when it is as long as the bone (CMU's
+head node sits 8 cm down a 9 cm SMPL neck, its thorax 17 cm up a 13 cm spine segment).
+
+Estimation (``calibrated_solve``) alternates, as MoSh does, a pose solve aimed at the calibrated
+points and the offsets' linear least squares at fixed pose. A chain root's target is
+keypoint - G_part o (the pose of the previous round giving G); a bone's target is SMPL's bone length
+along the captured bone from its parent's target (``Geometry.shift``), which needs no pose, and its
+length difference is the captured length's mean less SMPL's. The roots' least squares has a closed
+form per keypoint (the residuals seen from the part, averaged, less a translation per frame common
+to all keypoints: where the body stands is the solve's, not a definition), with
+- a ridge toward zero offset (``OFFSET_RIDGE`` frames' worth of a zero residual: a keypoint seen in
+  a few frames keeps its definition);
+- robustness to outlier frames by iteratively reweighted least squares with Huber weights
+  (``HUBER_M``, Huber 1964): a frame where a marker slipped or the pose failed counts linearly, not
+  quadratically;
+- the rounds by analytic IK on an evenly spread subsample of the frames (``CALIBRATION_FRAMES``: the
+  offsets are constants, a hundred frames determine them), then two analytic passes over every
+  frame place the roots' shifts and the solver (any strategy, the file's rotations included) runs
+  once on the calibrated targets, so calibration costs a fraction of a solve.
+The betas stay the bone-length fit (``shape_inverse``): the bones' offsets absorb what the ten betas
+cannot (CMU's spine and neck nodes, spaced unlike SMPL's joints). The layout's trust tables stay the
+priors they were (the weights of the solve).
+
+Aim-only keypoints (bone ends: head top, toe and finger tips) are not calibrated: they give the
+leaves a direction, and an offset would turn the leaf away from the captured bone.
+
+``--calibrate auto`` (``wants_calibration``): on for the real-skeleton layout (``cmu``: BVH, ASF/AMC,
+cmu_subset, CMU FBX rigs and Mixamo armatures), whose joints are a lab's definitions; off for
+SMPL-24 keypoints and pose-estimator layouts (COCO, BODY_25, H3.6M, MediaPipe), which are either
+the model's own points (offsets ~0: calibration changes nothing) or per-frame detections whose
+errors are not constant offsets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .layouts import Layout
+from .prepare import PreparedKeypoints
+
+CALIBRATE_MODES = ("auto", "on", "off")
+# layouts whose keypoints are a mocap lab's joint definitions (``--calibrate auto`` turns it on)
+SKELETON_LAYOUTS = frozenset({"cmu"})
+# pose solves of the subsample, each followed by the offsets' update (eval --real, worst take's
+# calibrated fit: 14.6 mm after one, 11.2 after two, 10.0 after three on the ASF/AMC takes)
+CALIBRATION_ROUNDS = 2
+# strategy runs on the subsample that re-estimate the roots' offsets in its frames (eval --real,
+# worst cmu_subset take's calibrated fit: 15.6 mm after one, 13.2 after two)
+STRATEGY_ROUNDS = 2
+CALIBRATION_FRAMES = 96  # frames the rounds run on, evenly spread over the take
+OFFSET_RIDGE = 2.0  # frames' worth of a zero residual pulling each offset toward 0
+HUBER_M = 0.03  # residuals (about the offset) above 3 cm count linearly (IRLS, Huber weights)
+IRLS_ITERS = 4
+FAR_START = 0.5  # a bone starting further than this share of it from SMPL's joint is re-aimed
+MAX_OFFSET_M = 0.30  # an offset longer than this is not a definition difference: not calibrated
+
+
+@dataclass
+class Calibrated:
+    """What ``calibrated_solve`` returns: the pose, the offsets and the calibrated context."""
+
+    rotmats: torch.Tensor
+    trans: torch.Tensor
+    used: str  # the strategy that ran
+    rotations: bool  # the file's bone rotations gave the twists
+    offsets: np.ndarray | None  # (K, 3) metres in the parts' frames; None when not calibrated
+    ctx: object  # the solver context aimed at (the calibrated one when calibrated)
+
+
+def wants_calibration(mode: str, layout: Layout) -> bool:
+    """Whether ``--calibrate mode`` calibrates keypoints of ``layout`` (auto: skeleton layouts)."""
+    if mode not in CALIBRATE_MODES:
+        raise InputError(f"calibrate must be one of {', '.join(CALIBRATE_MODES)}, not '{mode}'.")
+    return mode == "on" or (mode == "auto" and layout.name in SKELETON_LAYOUTS)
+
+
+def keypoint_parts(model, layout: Layout) -> np.ndarray:
+    """(K,) the SMPL joint whose world rotation carries each keypoint's offset, or -1 (not
+    calibrated: no definition, unsupported by the model, aim-only). A joint keypoint rides on its
+    parent's segment (forward kinematics places joint j rigidly in its parent's frame); a landmark on
+    the joint that skins its vertex most; a mean of points on its first term's part."""
+    from .body_model import SMPL_JOINT_NAMES
+
+    index = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
+    supported = layout.supported(model)
+    aim_only = layout.aim_only_mask()
+    out = np.full(layout.num_keypoints, -1, dtype=np.int64)
+    for k, d in enumerate(layout.definitions):
+        if d is None or not supported[k] or aim_only[k]:
+            continue
+        first = d.split("+")[0]
+        if first in index:
+            out[k] = max(model.parents[index[first]], 0)
+        else:
+            vid = model.data.landmarks[first[1:]]
+            out[k] = int(model.weights[vid].argmax())
+    return out
+
+
+def posed_keypoints(model, layout: Layout, rotmats, betas, trans):
+    """The layout's model points (T, K, 3) and the parts' world rotations (T, 24, 3, 3) of a
+    solution, from one forward-kinematics pass (numpy, float64). Points that are not positions
+    (unsupported, aim-only) are NaN, and their landmarks are not skinned (skinning CMU's end points
+    cost more than the rest of the calibration)."""
+    rot = torch.as_tensor(rotmats, dtype=model.dtype, device=model.device)
+    t = torch.as_tensor(trans, dtype=model.dtype, device=model.device)
+    g, joints = model.global_transforms(
+        rot, model.rest_joints(model.betas_tensor(betas, rot.shape[0]))
+    )
+    points = joints + t[:, None]
+    w, lm = layout.regressor(model)
+    wanted = layout.supported(model) & ~layout.aim_only_mask()
+    used = [n for i, n in enumerate(lm) if bool((w[torch.as_tensor(wanted), 24 + i] != 0).any())]
+    if used:
+        lms = torch.zeros(rot.shape[0], len(lm), 3, dtype=points.dtype, device=points.device)
+        lms[:, [lm.index(n) for n in used]] = model.landmarks(rot, betas, t, used)
+        points = torch.cat([points, lms], 1)
+    elif lm:
+        points = torch.cat([points, points.new_zeros(rot.shape[0], len(lm), 3)], 1)
+    kp = torch.einsum("kp,npc->nkc", w, points).detach().cpu().double().numpy()
+    kp[:, ~wanted] = np.nan
+    return kp, g.detach().cpu().double().numpy()
+
+
+def calibrated_points(model, layout: Layout, rotmats, betas, trans, offsets) -> np.ndarray:
+    """(T, K, 3) the calibrated keypoints c_k of a solution (the module docstring's model)."""
+    kp, g = posed_keypoints(model, layout, rotmats, betas, trans)
+    geometry = Geometry.of(model, layout, betas)
+    return geometry.points(kp, g, np.asarray(offsets, np.float64))
+
+
+def _shift(g: np.ndarray, parts: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(T, K, 3) world vectors G_part(k) o_k (0 for keypoints without a part)."""
+    ok = parts >= 0
+    out = np.zeros(g.shape[:1] + offsets.shape)
+    out[:, ok] = np.einsum("tkij,kj->tki", g[:, parts[ok]], offsets[ok])
+    return out
+
+
+def estimate_offsets(
+    prepared: PreparedKeypoints, model_points: np.ndarray, g: np.ndarray, parts: np.ndarray
+) -> np.ndarray:
+    """(K, 3) offsets o_k minimising, over the measured frames,
+
+        sum_t,k w_tk rho(|x_tk - P_tk - G_tk o_k - c_t|) + OFFSET_RIDGE sum_k |o_k|^2
+
+    (rho: Huber, by IRLS) with c_t (3,) a translation per frame common to the keypoints: what is
+    common to them is where the body stands, which the solve decides, not a definition (without it
+    each round moved the body 1-2 cm further from the capture, the offsets following); a Huber mean,
+    so the few keypoints with large definition offsets do not place the body. Block coordinate
+    descent: c_t from the offsets, then each o_k in closed form (the residuals seen from its part,
+    averaged). 0 for keypoints without a part, never measured, or whose offset would
+    exceed MAX_OFFSET_M (not a definition difference)."""
+    ok = parts >= 0
+    offsets = np.zeros((parts.shape[0], 3))
+    if not ok.any():
+        return offsets
+    resid = prepared.positions[:, ok] - model_points[:, ok]  # (T, K', 3) world
+    rot = g[:, parts[ok]]  # (T, K', 3, 3)
+    w = (prepared.measured[:, ok] & np.isfinite(resid).all(-1)) * prepared.weight[:, ok]
+    resid = np.nan_to_num(resid)
+    o = np.zeros((int(ok.sum()), 3))
+    h, c = w, np.zeros((resid.shape[0], 3))
+    for _ in range(IRLS_ITERS):
+        world = np.einsum("tkij,kj->tki", rot, o)  # G o
+        # c: the Huber mean of what is left (the few keypoints far from their definitions, CMU's
+        # spine and neck nodes 8-19 cm off SMPL's joints, count little until their offsets hold it)
+        left = resid - world
+        hc = w * np.minimum(
+            1.0, HUBER_M / np.maximum(np.linalg.norm(left - c[:, None], axis=-1), 1e-12)
+        )
+        c = (hc[..., None] * left).sum(1) / np.maximum(hc.sum(1), 1e-12)[:, None]
+        local = np.einsum("tkji,tkj->tki", rot, resid - c[:, None])  # G^T (x - P - c)
+        o = (h[..., None] * local).sum(0) / (h.sum(0) + OFFSET_RIDGE)[:, None]
+        dist = np.linalg.norm(local - o[None], axis=-1)  # Huber weights min(1, m / |r|)
+        h = w * np.minimum(1.0, HUBER_M / np.maximum(dist, 1e-12))
+    o[np.linalg.norm(o, axis=-1) > MAX_OFFSET_M] = 0.0
+    offsets[ok] = o
+    return offsets
+
+
+def rest_vectors(model, layout: Layout, betas, parts: np.ndarray) -> np.ndarray:
+    """(K, 3) each keypoint's model point in the rest pose seen from its part's joint (0 where no
+    part): the lever arm through which a turn of the part moves the point."""
+    eye = torch.eye(3, dtype=model.dtype, device=model.device).expand(1, 24, 3, 3)
+    zero = torch.zeros(1, 3, dtype=model.dtype, device=model.device)
+    kp, _ = posed_keypoints(model, layout, eye, betas, zero)
+    joints = model.rest_joints(model.betas_tensor(betas))[0].detach().cpu().double().numpy()
+    return np.where((parts >= 0)[:, None], np.nan_to_num(kp[0] - joints[parts.clip(0)]), 0.0)
+
+
+def shifted(prepared: PreparedKeypoints, shift: np.ndarray) -> PreparedKeypoints:
+    """The same keypoints moved by -shift (T, K, 3): what the solver aims the model's points at."""
+    return dataclasses.replace(
+        prepared, positions=prepared.positions - shift, notes=list(prepared.notes)
+    )
+
+
+def subsample(num_frames: int, count: int = CALIBRATION_FRAMES) -> np.ndarray:
+    """Indices of at most ``count`` frames evenly spread over the take (first and last included)."""
+    if num_frames <= count:
+        return np.arange(num_frames)
+    return np.unique(np.linspace(0, num_frames - 1, count).round().astype(np.int64))
+
+
+@dataclass
+class Geometry:
+    """The calibration model of one layout on one body (see the module docstring)."""
+
+    parts: np.ndarray  # (K,) keypoint_parts
+    levers: np.ndarray  # (K, 3) rest_vectors
+    chain_from: np.ndarray  # (K,) the keypoint at the part's joint for a bone keypoint, else -1
+    chained: tuple[int, ...]  # the bone keypoints, parents first
+
+    @classmethod
+    def of(cls, model, layout: Layout, betas) -> Geometry:
+        from .model.skeleton import SMPL_CHILDREN, SMPL_DEPTHS
+
+        parts = keypoint_parts(model, layout)
+        joint_of = layout.smpl_joint_of()
+        at = {int(j): k for k, j in enumerate(joint_of) if j >= 0}
+        chain_from = np.array(
+            [
+                at.get(int(p), -1)
+                if p >= 0 and joint_of[k] >= 0 and len(SMPL_CHILDREN[p]) == 1
+                else -1
+                for k, p in enumerate(parts)
+            ],
+            dtype=np.int64,
+        )
+        chained = tuple(
+            sorted(np.nonzero(chain_from >= 0)[0].tolist(), key=lambda k: SMPL_DEPTHS[joint_of[k]])
+        )
+        return cls(parts, rest_vectors(model, layout, betas, parts), chain_from, chained)
+
+    @property
+    def roots(self) -> np.ndarray:
+        """(K,) parts of the keypoints with a free offset (-1 for the bones and the uncalibrated)."""
+        return np.where(self.chain_from >= 0, -1, self.parts)
+
+    def points(self, model_points: np.ndarray, g: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """(T, K, 3) calibrated points from the model points and parts' rotations of a pose."""
+        own = _shift(g, self.parts, offsets)  # G_part o
+        out = model_points + own
+        for k in self.chained:
+            p = self.chain_from[k]
+            out[:, k] = out[:, p] + (model_points[:, k] - model_points[:, p]) + own[:, k]
+        return out
+
+    def estimate(self, prepared: PreparedKeypoints, model_points, g) -> np.ndarray:
+        """(K, 3) offsets: the roots' by ``estimate_offsets`` at this pose, each bone's its captured
+        length's weighted mean less SMPL's, along SMPL's bone (0 where never measured at both ends)."""
+        o = estimate_offsets(prepared, model_points, g, self.roots)
+        x, w = prepared.positions, prepared.weight * prepared.measured
+        for k in self.chained:
+            p = self.chain_from[k]
+            both = w[:, k] * w[:, p]
+            lever = np.linalg.norm(self.levers[k])
+            if both.sum() <= 0 or lever <= 1e-9:
+                continue
+            length = (both * np.linalg.norm(x[:, k] - x[:, p], axis=-1)).sum() / both.sum()
+            o[k] = self.levers[k] * (length - lever) / lever
+        return o
+
+    def far_starts(self, offsets: np.ndarray, joint_of: np.ndarray) -> list[int]:
+        """The last bones of their chains (no keypoint rides below them) whose start keypoint's own
+        offset is longer than FAR_START of the bone: the captured bone starts far from SMPL's joint
+        (CMU's neck base 19 cm from SMPL's neck). A bone with keypoints below (CMU's upper back,
+        14 cm from SMPL's spine1, under the whole upper body) is not turned: that would move them."""
+        from .body_model import SMPL_PARENTS
+
+        def below(j: int, c: int) -> bool:  # j in c's subtree, c excluded
+            while j > 0:
+                j = SMPL_PARENTS[j]
+                if j == c:
+                    return True
+            return False
+
+        start = np.linalg.norm(offsets[self.chain_from.clip(0)], axis=-1)
+        bone = np.linalg.norm(self.levers, axis=-1)
+        return [
+            k
+            for k in self.chained
+            if start[k] > FAR_START * bone[k]
+            and not any(
+                below(int(p), int(joint_of[k])) or p == joint_of[k] for p in self.parts if p >= 0
+            )
+        ]
+
+    def aim_bones(self, model, prepared: PreparedKeypoints, rotmats, betas, offsets):
+        """``rotmats`` with each bone that starts far from its SMPL joint (``far_starts``) turned (the
+        minimal swing) onto the captured bone, every other segment keeping its world rotation. Such
+        a bone's target lies along the captured bone from its parent's target, but analytic IK aims
+        from the rebuilt joint, which the torso's fit leaves ~1 cm from its target at CMU's neck
+        base: the 9 cm neck was 3-4 deg off the captured one (uncalibrated, the aim followed the
+        captured bone because the rebuilt neck was 19 cm from its keypoint: ``analytic_ik._Aim``
+        does the same from half a bone on). The limbs start within a fifth of their bone and
+        follow the capture within 0.5 deg as solved."""
+        from .body_model import SMPL_PARENTS
+        from .rotations import swing_rotation
+
+        joint_of = prepared.layout.smpl_joint_of()
+        bones = self.far_starts(np.asarray(offsets, np.float64), joint_of)
+        if not bones:
+            return rotmats
+        rot = torch.as_tensor(rotmats)
+        rest = model.rest_joints(model.betas_tensor(betas))[0].to(rot.dtype)
+        g, _ = model.global_transforms(rot, rest.expand(rot.shape[0], -1, -1))
+        g = g.clone()
+        x = torch.as_tensor(prepared.positions, dtype=rot.dtype)
+        seen = torch.as_tensor(prepared.measured)
+        eye = torch.eye(3, dtype=rot.dtype)
+        for k in bones:
+            p, c, a = int(self.parts[k]), int(joint_of[k]), int(self.chain_from[k])
+            bone = g[:, p] @ (rest[c] - rest[p])
+            swing = swing_rotation(bone, x[:, k] - x[:, a])
+            ok = (seen[:, k] & seen[:, a])[:, None, None]
+            g[:, p] = torch.where(ok, swing, eye) @ g[:, p]
+        local = rot.clone()
+        for j in range(1, 24):
+            local[:, j] = g[:, SMPL_PARENTS[j]].transpose(-1, -2) @ g[:, j]
+        return local
+
+    def shift(self, prepared: PreparedKeypoints, root_shift: np.ndarray, offsets) -> np.ndarray:
+        """(T, K, 3) keypoint - target for every keypoint: ``root_shift`` (G_part o, from a pose) for
+        the roots; for each bone, SMPL's bone length along the captured bone from its parent's
+        target (parents first), so the SMPL bone aims along the captured one and its own pose is
+        not needed (frames where the parent keypoint is missing: G_part o from ``root_shift``)."""
+        out = root_shift.copy()
+        x = prepared.positions
+        for k in self.chained:
+            p = self.chain_from[k]
+            bone = x[:, k] - x[:, p]
+            unit = bone / np.maximum(np.linalg.norm(bone, axis=-1, keepdims=True), 1e-9)
+            target = x[:, p] - out[:, p] + np.linalg.norm(self.levers[k]) * unit
+            seen = (prepared.weight[:, p] > 0)[:, None]
+            out[:, k] = np.where(seen, x[:, k] - target, root_shift[:, k])
+        return out
+
+
+def calibrated_solve(ctx, run, mode: str = "auto", offsets=None) -> Calibrated:
+    """Solve ``ctx`` (the solver's context) with ``run(ctx) -> (rotmats, trans, used, rotations)``,
+    calibrated as the module docstring says when ``wants_calibration(mode, layout)``, or aimed at the
+    points given ``offsets`` (K, 3) calibrate.
+
+    The rounds run analytic IK (``analytic_pose``) on the subsample; the take's targets come from
+    two analytic passes over every frame (``aimed_at``), so each frame's targets depend on that
+    frame alone (a take glued twice gives the same poses twice). The strategy's parts turn by a
+    constant against analytic IK's (the file's rotations set the pelvis and spine3): one run of it
+    on the subsample re-estimates the roots' offsets in its frames and measures that turn (mean per
+    part), which the take's shifts then carry; then ``run`` solves every frame once (the roots'
+    shifts from analytic IK alone left the worst cmu_subset take at 17 mm). The offsets returned are
+    re-estimated on the final pose (the fit figures' model)."""
+    prepared, model = ctx.prepared, ctx.model
+    layout = prepared.layout
+    if offsets is None and not wants_calibration(mode, layout):
+        rotmats, trans, used, rotations = run(ctx)
+        return Calibrated(rotmats, trans, used, rotations, None, ctx)
+    geo = Geometry.of(model, layout, ctx.betas)
+    frames = subsample(prepared.num_frames)
+    sub = prepared.cut(frames)
+    fixed = offsets is not None
+    o = np.asarray(offsets, np.float64) if fixed else np.zeros((layout.num_keypoints, 3))
+    if not fixed:
+        rotmats, trans = analytic_pose(ctx, sub)
+        for r in range(CALIBRATION_ROUNDS):
+            kp, g = posed_keypoints(model, layout, rotmats, ctx.betas, trans)
+            o = geo.estimate(sub, kp, g)
+            if r + 1 < CALIBRATION_ROUNDS:
+                shift = geo.shift(sub, _shift(g, geo.parts, o), o)
+                rotmats, trans = analytic_pose(ctx, shifted(sub, shift))
+    full, g_ana = _aimed(ctx, o, geo)
+    for _ in range(0 if fixed else STRATEGY_ROUNDS):  # the strategy's own frames (see above)
+        rot_s, trans_s, _, _ = run(ctx.with_prepared(full.prepared.cut(frames)))
+        kp, g_s = posed_keypoints(model, layout, rot_s, ctx.betas, trans_s)
+        o = geo.estimate(sub, kp, g_s)
+        turn = mean_rotation(np.einsum("tjab,tjcb->tjac", g_s, g_ana[frames]))  # G_s G_ana^T
+        g_run = np.einsum("jab,tjbc->tjac", turn, g_ana)
+        shift = geo.shift(prepared, _shift(g_run, geo.parts, o), o)
+        full = ctx.with_prepared(shifted(prepared, shift), ctx.notes)
+    rotmats, trans, used, rotations = run(full)
+    rotmats = geo.aim_bones(model, prepared, rotmats, ctx.betas, o)
+    if not fixed:  # the offsets that calibrate the final pose (what the fit figures measure)
+        kp, g = posed_keypoints(model, layout, rotmats[frames], ctx.betas, trans[frames])
+        o = geo.estimate(sub, kp, g)
+    n = int((np.linalg.norm(o, axis=-1) > 0).sum())
+    how = (
+        "given"
+        if fixed
+        else f"estimated over {frames.shape[0]} frames, {CALIBRATION_ROUNDS} rounds"
+    )
+    ctx.notes.append(
+        f"calibration: {n} keypoint offset(s) in their SMPL body parts' frames ({how}; MoSh-style)"
+    )
+    return Calibrated(rotmats, trans, used, rotations, o.astype(np.float32), full)
+
+
+def analytic_pose(ctx, prepared: PreparedKeypoints):
+    """(rotmats, trans) of analytic IK on ``prepared``'s joint targets and position landmarks (not
+    the aim-only end points: the parts that carry offsets are solved before the leaves), in blocks
+    of the solve's chunk."""
+    from .analytic_ik import solve_analytic
+
+    layout = prepared.layout
+    targets, weight = prepared.smpl_targets()
+    lm = [
+        k
+        for k, d in enumerate(layout.definitions)
+        if d
+        and d.startswith("@")
+        and "+" not in d
+        and not layout.aim_only_mask()[k]
+        and d[1:] in ctx.model.data.landmarks
+    ]
+    names = [layout.definitions[k][1:] for k in lm]
+    chunk = ctx.options.chunk
+    parts = [
+        solve_analytic(
+            ctx.model,
+            ctx.betas,
+            targets[s : s + chunk],
+            weight[s : s + chunk],
+            names,
+            prepared.positions[s : s + chunk, lm],
+            prepared.weight[s : s + chunk, lm],
+        )
+        for s in range(0, prepared.num_frames, chunk)
+    ]
+    return torch.cat([p.rotmats for p in parts]), torch.cat([p.trans for p in parts])
+
+
+AIM_ROUNDS = 2  # analytic solves that place the chain roots' shifts in ``aimed_at``
+
+
+def aimed_at(ctx, offsets, reference=None):
+    """``ctx`` aimed at the points ``offsets`` (K, 3) calibrate (the plug-in mode: an earlier solve's
+    offsets reused, ``solver.refine_existing``). The chain roots' shifts G_part o come from analytic
+    IK of the keypoints themselves (``analytic_pose``), solved again on the shifted ones
+    (AIM_ROUNDS), turned by the parts' mean turn from analytic IK to the ``reference`` motion
+    ((rotmats, trans) of the same frames: the offsets are in its solver's frames, whose pelvis and
+    spine3 the file's rotations set). Its parts are never used frame by frame: 10 deg of noise per
+    joint moved CMU's neck-base target (a 19 cm offset) by centimetres; over the take it averages out."""
+    model, prepared = ctx.model, ctx.prepared
+    o = np.asarray(offsets, np.float64)
+    geo = Geometry.of(model, prepared.layout, ctx.betas)
+    aimed, g = _aimed(ctx, o, geo)
+    if reference is None:
+        return aimed
+    _, g_ref = posed_keypoints(model, prepared.layout, reference[0], ctx.betas, reference[1])
+    turn = mean_rotation(np.einsum("tjab,tjcb->tjac", g_ref, g))
+    g_run = np.einsum("jab,tjbc->tjac", turn, g)
+    shift = geo.shift(prepared, _shift(g_run, geo.parts, o), o)
+    return ctx.with_prepared(shifted(prepared, shift), ctx.notes)
+
+
+def _aimed(ctx, offsets, geo: Geometry):
+    """``ctx`` aimed at the calibrated points by analytic IK alone (AIM_ROUNDS passes over every
+    frame) and the parts' world rotations (T, 24, 3, 3) of its last pass."""
+    model, prepared = ctx.model, ctx.prepared
+    aimed = prepared
+    for _ in range(AIM_ROUNDS):
+        rotmats, trans = analytic_pose(ctx, aimed)
+        _, g = posed_keypoints(model, prepared.layout, rotmats, ctx.betas, trans)
+        aimed = shifted(prepared, geo.shift(prepared, _shift(g, geo.parts, offsets), offsets))
+    return ctx.with_prepared(aimed, ctx.notes), g
+
+
+def mean_rotation(rotations: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) the chordal mean over the first axis of (T, ..., 3, 3) rotations (the mean matrix
+    projected onto SO(3) by SVD, Hartley et al. 2013 "Rotation averaging", sec. 5.3)."""
+    u, _, vt = np.linalg.svd(rotations.mean(0))
+    d = np.sign(np.linalg.det(u @ vt))
+    u[..., :, -1] *= d[..., None]
+    return u @ vt
+
+
+def checked_offsets(offsets, layout: Layout, names=None, source: str = "keypoint_offsets"):
+    """``offsets`` as (K, 3) float64 for ``layout``, or a clear InputError: the shape, finite values,
+    at most MAX_OFFSET_M long, and (when the file names them) the same keypoints in the same order.
+    Offsets come from files (an earlier output's ``keypoint_offsets``): hostile until checked."""
+    o = np.asarray(offsets)
+    k = layout.num_keypoints
+    if o.dtype.kind not in "iuf" or o.shape != (k, 3):
+        raise InputError(
+            f"{source}: expected ({k}, 3) numbers, one offset per keypoint of the '{layout.name}' "
+            f"layout, got {o.dtype} {o.shape}. Use the output of a solve with the same layout, or "
+            "solve again without it."
+        )
+    o = o.astype(np.float64)
+    if not np.isfinite(o).all():
+        raise InputError(f"{source}: holds NaN or infinite values; the file is damaged.")
+    longest = float(np.linalg.norm(o, axis=-1).max(initial=0.0))
+    if longest > MAX_OFFSET_M:
+        raise InputError(
+            f"{source}: an offset is {longest:.2f} m long; a keypoint's calibration is at most "
+            f"{MAX_OFFSET_M:g} m. The file is not a calibration of this skeleton."
+        )
+    if names is not None:
+        given = [str(n) for n in np.asarray(names).reshape(-1)]
+        if given != list(layout.keypoints):
+            raise InputError(
+                f"{source}: the offsets are for the keypoints {', '.join(given[:6])}"
+                f"{' ...' if len(given) > 6 else ''}, not the '{layout.name}' layout's "
+                f"({', '.join(layout.keypoints[:6])} ...). Give --layout {layout.name}'s own output "
+                "or solve without it."
+            )
+    return o

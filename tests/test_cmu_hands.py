@@ -1,0 +1,56 @@
+"""CMU hands with the file's rotations: the hand's aim and the rotation transfer's calibration of a
+zero-length CMU bone (BVH conversions give the wrist -> hand bone no length).
+
+Fixtures: CMU takes 131_01 (LeftWrist/lhand/LFingers dialect) and 01_01 (cgspeed dialect), see
+fixtures/CREDITS.md. "The data used in this project was obtained from mocap.cs.cmu.edu. The
+database was created with funding from NSF EIA-0196217."
+"""
+
+import numpy as np
+import pytest
+import torch
+from conftest import FIXTURES
+
+from lsmplify_blender.core.body_model import SMPL_JOINT_NAMES
+from lsmplify_blender.core.formats import read_keypoints
+from lsmplify_blender.core.layouts import cmu_node_names
+from lsmplify_blender.core.network.sources import load_bvh, retarget_source
+from lsmplify_blender.core.prepare import prepare
+from lsmplify_blender.core.solver import solve
+
+J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
+
+
+@pytest.mark.parametrize("name", ["131_01_short.bvh", "01_01_short.bvh"])
+def test_hand_points_from_the_wrist_to_the_finger_base(model, name):
+    """SMPL's wrist -> hand joint (the finger base) along the capture's wrist -> finger base
+    (eval --real's hand direction; aiming the finger and thumb tips' mean left 15-24 deg)."""
+    seq = read_keypoints(FIXTURES / name)
+    sol = solve(prepare(seq, model), model, solver="analytic", rotations="use")
+    _, joints = model.global_transforms(sol.rotmats, model.rest_joints(sol.betas))
+    joints = joints.double().numpy()
+    cmu = {v: k for k, v in cmu_node_names(seq.names).items()}
+    for s, side in (("l", "left"), ("r", "right")):
+        cap = (
+            seq.positions[:, seq.names.index(cmu[f"{s}fingers"])]
+            - seq.positions[:, seq.names.index(cmu[f"{s}wrist"])]
+        )
+        got = joints[:, J[f"{side}_hand"]] - joints[:, J[f"{side}_wrist"]]
+        cos = (cap * got).sum(-1) / np.linalg.norm(cap, axis=-1) / np.linalg.norm(got, axis=-1)
+        err = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+        assert err.mean() < 2.0 and err.max() < 4.0, (name, side, err.mean(), err.max())
+
+
+def test_a_zero_length_bone_continues_its_parent(model):
+    """131_01's arms hang in its rest pose and its wrist -> hand bone has no length: at rest the
+    transferred SMPL hand must continue the forearm (an identity calibration bent it 90 deg)."""
+    src = load_bvh(FIXTURES / "131_01_short.bvh")
+    rest_pose = src.glob[:1].copy()
+    rest_pose[:] = np.eye(3)
+    still = type(src)(**{**src.__dict__, "glob": rest_pose, "root": src.root[:1], "pos": None})
+    local, _ = retarget_source(still, model.rest_joints(torch.zeros(10))[0].double().numpy())
+    for side in ("left", "right"):
+        angle = np.degrees(
+            np.arccos(np.clip((np.trace(local[0, J[f"{side}_wrist"]]) - 1) / 2, -1, 1))
+        )
+        assert angle < 1.0, (side, angle)
