@@ -207,7 +207,9 @@ def main() -> None:
                     f"{r['solve_fps']:.0f} | {r['peak_rss_mb']:.0f} | {r['fit_error_mm_mean']:.1f} |",
                     flush=True,
                 )
-                if len(r.get("stages", {})) > 1:  # converted by blocks: the peak (MB) after each pass
+                if (
+                    len(r.get("stages", {})) > 1
+                ):  # converted by blocks: the peak (MB) after each pass
                     print(f"|   by blocks, peak MB after: {r['stages']} | | | | | | |", flush=True)
 
 
