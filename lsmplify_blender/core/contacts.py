@@ -353,8 +353,14 @@ class Posed:
         v = m.rest_vertices(self.betas, ids)
         if m.posedirs is not None:
             v = v + pose_correctives(m.posedirs[ids], rot)
+        w = m.weights[ids]
+        cols = torch.nonzero((w > 0).any(0))[:, 0]  # the few joints that move these vertices
         out = linear_blend_skinning(
-            v.expand(rot.shape[0], -1, -1), m.weights[ids], glob, joints, self.rest
+            v.expand(rot.shape[0], -1, -1),
+            w[:, cols],
+            glob[:, cols],
+            joints[:, cols],
+            self.rest[:, cols],
         )
         return out + self.trans[sel][:, None]
 
@@ -647,12 +653,21 @@ def feet_report(prepared, hull, posed: Posed, contacts: FootContacts, ground) ->
 
 
 def plant_feet(
-    prepared, model, betas, rotmats, trans, mode: str = "auto", ground=None
+    prepared,
+    model,
+    betas,
+    rotmats,
+    trans,
+    mode: str = "auto",
+    ground=None,
+    ground_keypoints=None,
 ) -> FeetResult:
     """The post-solve step (``solver.solve`` calls it after the refine step): contacts from the
     source, the ground (given or estimated), and, when ``lock_feet_enabled(mode)``, the feet planted
     and the body kept above the ground. With locking off the motion is returned untouched (the same
-    tensors) and only the contacts, ground and figures are computed."""
+    tensors) and only the contacts, ground and figures are computed. ``ground_keypoints``: the
+    keypoints the solve aimed at when they are not ``prepared`` (calibrated ones,
+    ``calibration.py``): the ground is estimated from their fit residual."""
     start = time.perf_counter()
     given = check_ground(ground)
     locked = lock_feet_enabled(mode, prepared)
@@ -669,7 +684,7 @@ def plant_feet(
     hull = body_hull(model, betas)
     posed = Posed(model, betas, rotmats, trans)
     ground_h = (
-        estimate_ground(prepared, posed, foot_lowest(hull, posed), contacts)
+        estimate_ground(ground_keypoints or prepared, posed, foot_lowest(hull, posed), contacts)
         if given is None
         else given
     )
