@@ -8,11 +8,15 @@ Python, torch and the model).
 
 ``--input npy`` writes a plain (T, 24, 3) .npy instead of the .npz; ``--input bvh`` repeats
 the CMU fixture's motion (01_01, 38 joints, 120 fps) to --frames frames of a real BVH.
-``--stage read`` stops after reading and preparing (the readers' share of the memory).
+``--stage read`` stops after reading the file whole (``read_keypoints``), ``--stage prepare``
+after reading and preparing it (the whole-take path's share of the memory; both print the peak
+after reading and after preparing); ``--stage convert`` (the default) runs the real CLI
+``convert``, which for a .npy or .bvh take of ``long_take.LONG_TAKE_FRAMES`` frames or more reads,
+prepares, solves and writes by blocks. Every run is a fresh process.
 
 Usage: python benchmarks/bench_long_take.py [--frames 100000] [--solvers network analytic]
-       [--input npz|npy|bvh] [--stage convert|read]
-e.g.   python benchmarks/bench_long_take.py --frames 1000000 --input bvh --stage read
+       [--input npz|npy|bvh] [--stage convert|prepare|read]
+e.g.   python benchmarks/bench_long_take.py --frames 1000000 --input bvh --stage convert --solvers analytic
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ model = BodyModel(load_model_data())
 t0 = time.perf_counter()
 seq = read_keypoints(sys.argv[1])
 read_s, read_mb = time.perf_counter() - t0, peak_mb()
-prepared = prepare(seq, model)
+prepared = prepare(seq, model) if sys.argv[2] == "prepare" else seq
 print(json.dumps(dict(rc=0, wall_s=time.perf_counter() - t0, frames=prepared.num_frames, read_s=read_s,
                       read_peak_rss_mb=read_mb,
                       peak_rss_mb=peak_mb())), file=sys.stderr)
@@ -71,11 +75,23 @@ print(json.dumps(dict(rc=0, wall_s=time.perf_counter() - t0, frames=prepared.num
 CHILD = (
     PEAK
     + """
-from lsmplify_blender.core.cli import main
+import lsmplify_blender.core.cli as cli
+import lsmplify_blender.core.long_take as long_take
+stages = {}  # a long take's passes (long_take.py): the peak so far after each
+def after(name, fn):
+    def timed(*a, **k):
+        out = fn(*a, **k)
+        stages[name] = round(peak_mb())
+        return out
+    return timed
+for name, label in [("_detect", "detect"), ("_gather", "pass1_gather"),
+                    ("_smoothed_lengths", "pass2_smoothed_lengths"), ("_solve_blocks", "pass3_solve")]:
+    setattr(long_take, name, after(label, getattr(long_take, name)))
+cli.finish_take = after("write", cli.finish_take)
 t0 = time.perf_counter()
-rc = main(sys.argv[1:])
+rc = cli.main(sys.argv[1:])
 print(json.dumps(dict(rc=rc, wall_s=time.perf_counter() - t0,
-                      peak_rss_mb=peak_mb())), file=sys.stderr)
+                      peak_rss_mb=peak_mb(), stages=stages)), file=sys.stderr)
 """
 )
 
@@ -117,8 +133,8 @@ def write_bvh(path: Path, frames: int) -> None:
 
 
 def run(path: Path, out: Path, solver: str, stage: str = "convert") -> dict:
-    if stage == "read":
-        cmd = [sys.executable, "-c", READ_CHILD, str(path)]
+    if stage in ("read", "prepare"):
+        cmd = [sys.executable, "-c", READ_CHILD, str(path), stage]
     else:
         cmd = [
             sys.executable,
@@ -136,9 +152,10 @@ def run(path: Path, out: Path, solver: str, stage: str = "convert") -> dict:
     if res.returncode != 0:
         raise SystemExit(res.stderr)
     stats = json.loads(res.stderr.strip().splitlines()[-1])
-    if stage == "read":
+    if stage in ("read", "prepare"):
         stats.update(
-            solver=f"(read {stats['read_s']:.1f} s, {stats['read_peak_rss_mb']:.0f} MB; + prepare)",
+            solver=f"(read {stats['read_s']:.1f} s, {stats['read_peak_rss_mb']:.0f} MB"
+            + ("; + prepare)" if stage == "prepare" else ")"),
             solve_seconds=0.0,
             solve_fps=0.0,
             fit_error_mm_mean=float("nan"),
@@ -154,7 +171,7 @@ def main() -> None:
     ap.add_argument("--noise-mm", type=float, default=5.0)
     ap.add_argument("--solvers", nargs="+", default=["network", "analytic"])
     ap.add_argument("--input", choices=["npz", "npy", "bvh"], default="npz")
-    ap.add_argument("--stage", choices=["convert", "read"], default="convert")
+    ap.add_argument("--stage", choices=["convert", "prepare", "read"], default="convert")
     args = ap.parse_args()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -190,6 +207,10 @@ def main() -> None:
                     f"{r['solve_fps']:.0f} | {r['peak_rss_mb']:.0f} | {r['fit_error_mm_mean']:.1f} |",
                     flush=True,
                 )
+                if (
+                    len(r.get("stages", {})) > 1
+                ):  # converted by blocks: the peak (MB) after each pass
+                    print(f"|   by blocks, peak MB after: {r['stages']} | | | | | | |", flush=True)
 
 
 if __name__ == "__main__":

@@ -317,12 +317,17 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
     """
     from .fit_report import fit_report
     from .formats import read_keypoints
-    from .formats.amass import write_smpl_npz
     from .plausibility import check_plausible
     from .prepare import prepare
     from .solver import refine_existing, solve
 
     t0 = time.perf_counter()
+    if not getattr(args, "init", None):
+        from .long_take import convert_long_take  # long .npy/.bvh takes: by blocks (issue 12)
+
+        streamed = convert_long_take(args, model, input_path, out_path)
+        if streamed is not None:
+            return streamed
     seq = read_keypoints(input_path, asf=asf)
     prepared = prepare(seq, model, layout=args.layout, units=args.units, up=args.up, fps=args.fps)
     check_plausible(prepared)
@@ -356,6 +361,15 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
     feet = {}
     if sol.contacts is not None:  # a fresh solve (not --init): the feet's contacts and ground
         feet = dict(contacts=sol.contacts.astype(bool), ground_height=np.float32(sol.ground_height))
+    return finish_take(args, model, input_path, out_path, prepared, sol, t0, report, feet)
+
+
+def finish_take(args, model, input_path, out_path, prepared, sol, t0, report, feet) -> dict:
+    """Write a solved take's .npz and return its JSON summary (``convert_take``; ``long_take``
+    hands in its own stand-ins for the prepared keypoints and the solution, its fit ``report``
+    and its ``feet`` arrays)."""
+    from .formats.amass import write_smpl_npz
+
     out = write_smpl_npz(
         out_path,
         sol.poses,

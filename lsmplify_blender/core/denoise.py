@@ -87,14 +87,42 @@ def estimate_noise_mm(prepared: PreparedKeypoints) -> float:
     std of sigma * sqrt(2), whatever the motion, so the median over the limbs divided by
     sqrt(2) estimates sigma (20.1 mm for 20 mm of Gaussian noise, benchmarks/bench_denoise.py; 0 on
     exact keypoints). NaN with fewer than 5 measured frames."""
+    return noise_from_limb_stats(limb_length_stats(prepared))
+
+
+def limb_length_stats(prepared: PreparedKeypoints) -> np.ndarray:
+    """(len(_LIMBS), 3): per limb bone the count, mean and sum of squared deviations (M2) of its
+    length over the frames where both ends are measured. Blocks of a long take combine with
+    ``combine_limb_stats`` into the whole take's (Chan et al.'s parallel variance)."""
     targets, _ = prepared.smpl_targets()
     measured = prepared.smpl_measured()
-    stds = []
-    for a, b in _LIMBS:
+    out = np.zeros((len(_LIMBS), 3))
+    for i, (a, b) in enumerate(_LIMBS):
         ok = measured[:, a] & measured[:, b]
-        if ok.sum() >= 5:
-            stds.append(np.std(np.linalg.norm(targets[ok, a] - targets[ok, b], axis=-1)))
-    return float(np.median(stds) / np.sqrt(2) * 1000) if stds else float("nan")
+        if ok.any():
+            length = np.linalg.norm(targets[ok, a] - targets[ok, b], axis=-1)
+            mean = float(length.mean())
+            out[i] = (length.size, mean, float(((length - mean) ** 2).sum()))
+    return out
+
+
+def combine_limb_stats(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``limb_length_stats`` of two sets of frames -> those of both (Chan, Golub & LeVeque 1979)."""
+    n = a[:, 0] + b[:, 0]
+    delta = b[:, 1] - a[:, 1]
+    safe = np.maximum(n, 1)
+    mean = a[:, 1] + delta * b[:, 0] / safe
+    m2 = a[:, 2] + b[:, 2] + delta**2 * a[:, 0] * b[:, 0] / safe
+    return np.stack([n, mean, m2], axis=1)
+
+
+def noise_from_limb_stats(stats: np.ndarray) -> float:
+    """The noise estimate of ``estimate_noise_mm`` from ``limb_length_stats``."""
+    ok = stats[:, 0] >= 5
+    if not ok.any():
+        return float("nan")
+    stds = np.sqrt(stats[ok, 2] / stats[ok, 0])
+    return float(np.median(stds) / np.sqrt(2) * 1000)
 
 
 def auto_smooth_seconds(noise_mm: float, fps: float) -> float:
@@ -106,18 +134,24 @@ def auto_smooth_seconds(noise_mm: float, fps: float) -> float:
     return float(min(0.025 + 0.0016 * noise_mm, 0.08) * (30.0 / max(fps, 1.0)) ** 0.2)
 
 
+def smooth_sigma_seconds(smooth, noise_mm: float, fps: float) -> float:
+    """The Gaussian sigma (s) that ``smooth`` ('auto', or seconds; 0 = off) means for keypoints
+    with this noise estimate and frame rate."""
+    if isinstance(smooth, str):
+        if smooth != "auto":
+            raise InputError(f"smooth must be 'auto' or a number of seconds, not '{smooth}'.")
+        return auto_smooth_seconds(noise_mm, fps)
+    sigma = float(smooth)
+    if not np.isfinite(sigma) or sigma < 0:
+        raise InputError(f"smooth must be 'auto' or a number of seconds >= 0, not {smooth}.")
+    return sigma
+
+
 def denoise(prepared: PreparedKeypoints, smooth="auto") -> tuple[PreparedKeypoints, float, float]:
     """Apply ``smooth`` ('auto', or sigma in seconds; 0 = off). Returns the keypoints, the
     estimated noise (mm) and the sigma used (s)."""
     noise = estimate_noise_mm(prepared)
-    if isinstance(smooth, str):
-        if smooth != "auto":
-            raise InputError(f"smooth must be 'auto' or a number of seconds, not '{smooth}'.")
-        sigma = auto_smooth_seconds(noise, prepared.fps)
-    else:
-        sigma = float(smooth)
-        if not np.isfinite(sigma) or sigma < 0:
-            raise InputError(f"smooth must be 'auto' or a number of seconds >= 0, not {smooth}.")
+    sigma = smooth_sigma_seconds(smooth, noise, prepared.fps)
     if sigma <= 0:
         return prepared, noise, 0.0
     return smooth_over_time(prepared, sigma), noise, sigma

@@ -37,7 +37,7 @@ def _check_dtype(dtype: np.dtype, kinds: str, what: str, error: type[LSMPLifyErr
         )
 
 
-def read_npy_stream(
+def read_npy_header(
     f,
     where: str,
     error: type[LSMPLifyError],
@@ -45,8 +45,10 @@ def read_npy_stream(
     available: int,
     kinds: str = "biuf",
     max_bytes: int = MAX_MEMBER_BYTES,
-) -> np.ndarray:
-    """One array from an open .npy stream; ``available`` bytes at most may follow the header."""
+) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran order, dtype, element count) of the array whose .npy header starts at
+    ``f``'s position, which is left at the first data byte; the dtype and the declared size
+    are checked against ``kinds``, ``max_bytes`` and the ``available`` bytes of the stream."""
     try:
         version = np.lib.format.read_magic(f)
         read_header = (
@@ -76,6 +78,23 @@ def read_npy_stream(
             f"{where}: its header declares {nbytes} bytes of data but the file holds "
             f"{max(available - header_end, 0)}; it is truncated or corrupt."
         )
+    return shape, fortran, dtype, count
+
+
+def read_npy_stream(
+    f,
+    where: str,
+    error: type[LSMPLifyError],
+    *,
+    available: int,
+    kinds: str = "biuf",
+    max_bytes: int = MAX_MEMBER_BYTES,
+) -> np.ndarray:
+    """One array from an open .npy stream; ``available`` bytes at most may follow the header."""
+    shape, fortran, dtype, count = read_npy_header(
+        f, where, error, available=available, kinds=kinds, max_bytes=max_bytes
+    )
+    nbytes = count * dtype.itemsize
     raw = bytearray(nbytes)  # read straight into the array's memory: one copy of the data, not two
     got, view = 0, memoryview(raw)
     while got < nbytes:

@@ -53,13 +53,25 @@ def observed_lengths(targets, weight, min_weight: float = 0.9, symmetric: bool =
     Only joints measured in a frame (weight >= min_weight, so gap-filled or completed joints
     do not vote) count.
     """
+    return median_lengths(pair_lengths(targets, weight, min_weight), symmetric)
+
+
+def pair_lengths(targets, weight, min_weight: float = 0.9) -> np.ndarray:
+    """(T, len(PAIRS)) length of every bone and rigid pair in every frame; NaN where one of its
+    joints is not measured (weight < min_weight). ``observed_lengths`` summarises them."""
     t = np.asarray(targets, dtype=np.float64)
     w = np.asarray(weight, dtype=np.float64) >= min_weight
     par = [p for p, _ in PAIRS]
     ch = [c for _, c in PAIRS]
     lengths = np.linalg.norm(t[:, ch] - t[:, par], axis=-1)
     ok = w[:, ch] & w[:, par] & np.isfinite(lengths)
-    lengths = np.where(ok, lengths, np.nan)
+    return np.where(ok, lengths, np.nan)
+
+
+def median_lengths(lengths: np.ndarray, symmetric: bool = True):
+    """(median, its standard error) per pair of ``pair_lengths`` rows (a take's frames, or a
+    long take's gathered block by block, ``long_take``)."""
+    ok = np.isfinite(lengths)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter(
             "ignore", RuntimeWarning

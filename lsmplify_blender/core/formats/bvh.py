@@ -245,7 +245,20 @@ def _motion_values(text: str, start: int, expected: int) -> np.ndarray | None:
     return out if got == expected else None
 
 
-def parse_bvh(text: str, where: str = "BVH") -> BvhData:
+@dataclass
+class BvhHeader:
+    """What a BVH file says before its MOTION numbers (checked against the data's size)."""
+
+    nodes: list[BvhNode]
+    num_channels: int
+    num_frames: int
+    frame_time: float
+    body_start: int  # offset of the first MOTION number's line in the text
+
+
+def parse_bvh_header(text: str, where: str = "BVH") -> BvhHeader:
+    """The HIERARCHY and the MOTION header lines of ``text`` (the whole file, or its head up to
+    past the 'Frame Time' line); ``check_declared_size`` then checks them against the data."""
     m = _MOTION_RE.search(text)
     if m is None:
         if text.lstrip()[:9].upper() == "HIERARCHY":
@@ -281,20 +294,33 @@ def parse_bvh(text: str, where: str = "BVH") -> BvhData:
             f"{where}: no joint declares CHANNELS, so the {n_frames} frames hold no motion. "
             "Re-export the BVH with its rotation channels."
         )
-    body_len = len(text) - tm.end()
+    return BvhHeader(nodes, n_channels, n_frames, frame_time, tm.end())
+
+
+def check_declared_size(head: BvhHeader, body_len: int, where: str) -> None:
+    """Refuse a header that declares more frames x channels than ``body_len`` characters of
+    MOTION data can hold, before anything is allocated for them."""
+    n_frames, n_channels = head.num_frames, head.num_channels
     if n_frames * n_channels > (body_len + 1) // 2:  # every value takes a digit and a separator
         raise InputError(
             f"{where}: the header says {n_frames} frames of {n_channels} channels but the MOTION data is "
             f"only {body_len} characters long. The file is truncated, or its 'Frames:' line is wrong."
         )
-    expected = n_frames * n_channels
-    values = _motion_values(text, tm.end(), expected)
+
+
+def parse_bvh(text: str, where: str = "BVH") -> BvhData:
+    head = parse_bvh_header(text, where)
+    check_declared_size(head, len(text) - head.body_start, where)
+    n_frames, n_channels = head.num_frames, head.num_channels
+    values = _motion_values(text, head.body_start, n_frames * n_channels)
     if (
         values is None
     ):  # not plain C numbers, or not as many: the slow, exact path says what is wrong
-        values = _slow_motion(text[tm.end() :], n_frames, n_channels, where)
+        values = _slow_motion(text[head.body_start :], n_frames, n_channels, where)
     motion = values.reshape(n_frames, n_channels)
-    return BvhData(nodes=nodes, motion=motion, frame_time=frame_time, num_channels=n_channels)
+    return BvhData(
+        nodes=head.nodes, motion=motion, frame_time=head.frame_time, num_channels=n_channels
+    )
 
 
 def _slow_motion(body: str, n_frames: int, n_channels: int, where: str) -> np.ndarray:
@@ -424,23 +450,41 @@ def read_bvh(path) -> KeypointSequence:
     """Read a .bvh file into world joint positions (file units, Y up, End Sites included)."""
     where = Path(path).name
     data = parse_bvh(read_text(path, "BVH"), where)  # the text is freed once parsed
+    names, notes = unique_node_names(data.nodes)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN input -> NaN (missing)
+        positions, rotations = _fk_in_blocks(data, notes)
+    return bvh_sequence(data, data.motion.shape[0], names, notes, positions, rotations, path)
+
+
+def unique_node_names(nodes: list[BvhNode]) -> tuple[list[str], list[str]]:
+    """The node names with repeats renamed (some exporters repeat names, e.g. two End Sites),
+    and the notes saying so."""
+    names = [n.name for n in nodes]
     notes: list[str] = []
-    names = [n.name for n in data.nodes]
     seen: dict[str, int] = {}
-    for k, nm in enumerate(names):  # some exporters repeat names (e.g. two End Sites)
+    for k, nm in enumerate(names):
         if nm in seen:
             seen[nm] += 1
             names[k] = f"{nm}{seen[nm]}"
             notes.append(f"duplicate joint name '{nm}' renamed to '{names[k]}'.")
         else:
             seen[nm] = 1
-    with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN input -> NaN (missing)
-        positions, rotations = _fk_in_blocks(data, notes)
+    return names, notes
+
+
+def bvh_sequence(
+    data, num_frames: int, names, notes, positions, rotations, path
+) -> KeypointSequence:
+    """The KeypointSequence of FK ``positions`` (T, N, 3) and ``rotations`` (T, N, 3, 3) of a
+    BVH take of ``num_frames`` frames (``data``: its nodes, channels and frame time; the
+    positions may be a block of its frames, ``BvhBlocks``)."""
+    where = Path(path).name
+    notes = list(notes)
     n_end = sum(n.is_end for n in data.nodes)
     notes.insert(
         0,
         f"BVH: {len(data.nodes) - n_end} joints + {n_end} End Sites (named "
-        f"'<Parent>_End'), {data.motion.shape[0]} frames, {data.num_channels} channels.",
+        f"'<Parent>_End'), {num_frames} frames, {data.num_channels} channels.",
     )
     fps = None
     if data.frame_time > 0 and np.isfinite(data.frame_time):
