@@ -736,7 +736,8 @@ def solve(
         rotmats, trans, used = cal.rotmats, cal.trans, cal.used
         if opts.refine > 0:
             rotmats, trans = _optimise_step(cal.ctx, rotmats, trans, opts.refine)
-        feet = plant_feet(denoised, model, b, rotmats, trans, opts.lock_feet, opts.ground)
+        # the feet planted where the (calibrated) keypoints put them: cal.ctx.prepared is denoised
+        feet = plant_feet(cal.ctx.prepared, model, b, rotmats, trans, opts.lock_feet, opts.ground)
         rotmats, trans = feet.rotmats, feet.trans
         if feet.locked:
             notes.append(_feet_note(feet))
