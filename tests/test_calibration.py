@@ -112,14 +112,15 @@ def test_calibration_lowers_the_fit_on_a_real_bvh_and_keeps_the_head_up(model, s
 
 def test_calibrate_off_is_the_strategy_alone(model, bvh, solved):
     """--calibrate off runs the strategy exactly as before calibration existed (the same call with
-    no hunk around it)."""
+    no hunk around it; the foot step after it, contacts.py, is off here)."""
     opts = solver.SolveOptions(calibrate="off", lock_feet="off")
     denoised, _, _ = solver._denoise(bvh, opts.smooth, [])
     betas, _ = solver._shape(denoised, model, None)
     ctx = solver._Context(denoised, model, opts, betas, [])
     rotmats, trans, _, _ = solver._run_strategy(ctx)
-    assert torch.equal(rotmats, solved["off"].rotmats)
-    assert torch.equal(trans, solved["off"].trans)
+    alone = solve(bvh, model, calibrate="off", lock_feet="off")
+    assert torch.equal(rotmats, alone.rotmats)
+    assert torch.equal(trans, alone.trans)
 
 
 def test_auto_rule(model):
@@ -241,8 +242,9 @@ def test_cli_npz_round_trip_and_init(tmp_path):
 def test_calibrated_rotations_path_matches_the_capture_directions(model, solved, bvh):
     """With the file's rotations (the default for a BVH), the calibrated solve's limb bones follow
     the captured bones (calibration keeps each bone parallel to the capture): thigh, shin, upper arm
-    and forearm within 1 deg on average."""
-    on = solved["on"]
+    and forearm within 1 deg on average. Foot locking (contacts.py, after the solve) is off here: it
+    moves the legs to plant the feet, which is its job, not calibration's."""
+    on = solve(bvh, model, calibrate="on", lock_feet="off")
     joints = model.joints(on.rotmats, on.betas, on.trans).numpy()
     targets, _ = bvh.smpl_targets()
     pairs = [(1, 4), (4, 7), (16, 18), (18, 20), (2, 5), (5, 8), (17, 19), (19, 21)]

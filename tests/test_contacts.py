@@ -117,9 +117,9 @@ def test_lock_feet_off_returns_the_solve_untouched(model, walk, monkeypatch):
     seen = {}
     real = solver.plant_feet
 
-    def spy(prepared, model_, betas, rotmats, trans, mode, ground):
+    def spy(prepared, model_, betas, rotmats, trans, mode, ground, **kwargs):
         seen["in"] = (rotmats.clone(), trans.clone())
-        return real(prepared, model_, betas, rotmats, trans, mode, ground)
+        return real(prepared, model_, betas, rotmats, trans, mode, ground, **kwargs)
 
     monkeypatch.setattr(solver, "plant_feet", spy)
     sol = solve(walk, model, lock_feet="off")

@@ -112,9 +112,7 @@ def test_plugin_refinement_on_cmu_keypoints(model, name, asf):
     from lsmplify_blender.core.solver import fit_error_mm
 
     start = float(np.nanmean(fit_error_mm(model, prep, perturbed, sol.betas, sol.trans, offsets)))
-    back = refine_existing(
-        prep, model, perturbed, sol.betas, sol.trans, keypoint_offsets=offsets
-    )
+    back = refine_existing(prep, model, perturbed, sol.betas, sol.trans, keypoint_offsets=offsets)
     assert start > 1.5 * base
     assert np.nanmean(back.fit_error_mm) <= 1.05 * base
 

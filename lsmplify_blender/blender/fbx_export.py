@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import bpy
@@ -54,6 +55,46 @@ FBX_COMMON = dict(
 )
 
 
+@contextlib.contextmanager
+def _meshes_hidden_while_baking(meshes):
+    """Hide ``meshes`` in the viewport while the exporter bakes the animation, and only then.
+
+    The exporter bakes by setting every frame in turn (``scene.frame_set``), which evaluates the
+    skinned mesh each time (6,890 vertices through the Armature modifier and the shape keys:
+    ~90% of the time per frame) though the file gets only the rest mesh and the bones' motion.
+    Hidden meshes are not evaluated; everything the bake reads (bone and object transforms,
+    shape key values) is the same, and the object properties, Visibility included, are written
+    after the bake with the meshes shown again: the file is byte-identical but for the header's
+    time stamp (tests/test_fbx_export_speed.py). Wraps ``io_scene_fbx.export_fbx_bin.
+    fbx_animations`` for the duration of one export; an exporter without it exports unchanged.
+    """
+    try:
+        from io_scene_fbx import export_fbx_bin
+    except ImportError:
+        yield
+        return
+    bake = getattr(export_fbx_bin, "fbx_animations", None)
+    if bake is None:
+        yield
+        return
+
+    def bake_hidden(scene_data):
+        shown = [(m, m.hide_viewport) for m in meshes]
+        try:
+            for m, _ in shown:
+                m.hide_viewport = True
+            return bake(scene_data)
+        finally:
+            for m, hidden in shown:
+                m.hide_viewport = hidden
+
+    export_fbx_bin.fbx_animations = bake_hidden
+    try:
+        yield
+    finally:
+        export_fbx_bin.fbx_animations = bake
+
+
 def fbx_exporter_available() -> bool:
     return hasattr(bpy.ops.export_scene, "fbx") and "EXPORT_SCENE_OT_fbx" in dir(bpy.types)
 
@@ -88,7 +129,10 @@ def export_rig_fbx(context, rig_obj, path: str, preset: str = "UNITY") -> str:
         for o in objs:
             o.select_set(True)
         view_layer.objects.active = rig_obj
-        with context.temp_override(active_object=rig_obj, selected_objects=objs):
+        with (
+            context.temp_override(active_object=rig_obj, selected_objects=objs),
+            _meshes_hidden_while_baking(objs[1:]),
+        ):
             result = bpy.ops.export_scene.fbx(filepath=path, **FBX_COMMON, **FBX_PRESETS[preset])
     finally:
         rig_obj.scale = prev_scale

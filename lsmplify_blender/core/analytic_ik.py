@@ -27,6 +27,7 @@ import torch
 
 from .body_model import BodyModel
 from .errors import InputError
+from .model.kinematics import _parent_selector, _selector, put, take
 from .model.rotations import axis_angle_to_matrix, kabsch, normalize, swing_rotation
 from .model.skeleton import JOINT_INDEX as _J
 from .model.skeleton import NUM_JOINTS, SMPL_CHILDREN, SMPL_DEPTHS
@@ -47,6 +48,7 @@ TORSO = [
         "right_shoulder",
     )
 ]
+_TORSO_INDEX = torch.tensor(TORSO, dtype=torch.long)
 # joint whose twist is set so its child bends about a hinge: (joint, child, grandchild, hinge axis
 # in the child's rest frame). SMPL's rest frames are world-aligned: knees flex about X, elbows
 # (T-pose, palms down) about Y.
@@ -88,9 +90,9 @@ def complete_targets(targets: torch.Tensor, weight: torch.Tensor, rest: torch.Te
     targets (T, 24, 3), weight (T, 24) >= 0, rest (24, 3). Returns new targets and weights
     (filled joints get ``COMPLETED_WEIGHT`` of a measured one, so fits lean on real data).
     """
-    torso = torch.tensor(TORSO, device=targets.device)
-    w = weight[:, torso]
-    missing = (weight[:, torso] <= 0).any(-1)
+    torso = _TORSO_INDEX.to(targets.device)
+    w = weight.index_select(1, torso)
+    missing = (w <= 0).any(-1)
     if not bool(missing.any()):
         return targets, weight
     enough = (w > 0).sum(-1) >= 3
@@ -100,18 +102,16 @@ def complete_targets(targets: torch.Tensor, weight: torch.Tensor, rest: torch.Te
             f"{bad} frame(s) have fewer than 3 torso keypoints (hips, shoulders, spine, neck), so the body's "
             "orientation cannot be found. Check the layout and that hips and shoulders are tracked."
         )
-    src = rest[torso].expand(targets.shape[0], -1, -1)
-    dst = torch.nan_to_num(targets[:, torso])
+    src = rest.index_select(0, torso).expand(targets.shape[0], -1, -1)
+    dst = torch.nan_to_num(targets.index_select(1, torso))
     ws = w / w.sum(-1, keepdim=True).clamp_min(1e-9)
     c_src = (src * ws[..., None]).sum(1, keepdim=True)
     c_dst = (dst * ws[..., None]).sum(1, keepdim=True)
     r = kabsch(src - c_src, dst - c_dst, ws)
     fitted = (r @ (src - c_src).transpose(-1, -2)).transpose(-1, -2) + c_dst
     fill = (w <= 0) & missing[:, None]
-    new_t = targets.clone()
-    new_w = weight.clone()
-    new_t[:, torso] = torch.where(fill[..., None], fitted, dst)
-    new_w[:, torso] = torch.where(fill, torch.full_like(w, COMPLETED_WEIGHT), w)
+    new_t = targets.index_copy(1, torso, torch.where(fill[..., None], fitted, dst))
+    new_w = weight.index_copy(1, torso, torch.where(fill, torch.full_like(w, COMPLETED_WEIGHT), w))
     return new_t, new_w
 
 
@@ -184,22 +184,39 @@ def _groups(kids, lm_of, hinge_of, child_seen) -> list[list[int]]:
 
 @dataclass
 class _Group:
-    """A batch of joints of one level and branch, solved as ``rows = frames x joints`` rows."""
+    """A batch of joints of one level and branch, solved as ``rows = joints x frames`` rows.
+
+    Per-frame values are stored joint-major, (24 or L, T, ...): a group's joints are one
+    block (``take``: a slice where they are consecutive, else ``index_select`` with a tensor
+    made once) and its rows a view of it."""
 
     joints: list[int]
     frames: int
+
+    def __post_init__(self):
+        self.sel = _selector(self.joints)
 
     @property
     def rows(self) -> int:
         return self.frames * len(self.joints)
 
     def flat(self, x: torch.Tensor) -> torch.Tensor:
-        """(frames, G, ...) per-frame values of the group's joints -> (rows, ...)."""
-        return x.reshape((self.rows,) + x.shape[2:])
+        """(G or 1, frames, ...) per-frame values of the group's joints -> (rows, ...)."""
+        return x.expand((len(self.joints),) + x.shape[1:]).reshape((self.rows,) + x.shape[2:])
 
     def per_joint(self, x: torch.Tensor) -> torch.Tensor:
         """(G, ...) one value per joint, the same in every frame -> (rows, ...)."""
-        return x.expand((self.frames,) + x.shape).reshape((self.rows,) + x.shape[1:])
+        return (
+            x[:, None]
+            .expand((x.shape[0], self.frames) + x.shape[1:])
+            .reshape((self.rows,) + x.shape[1:])
+        )
+
+    def of(self, x: torch.Tensor, ids=None) -> torch.Tensor:
+        """Rows (rows, ...) of joint-major ``x`` (J, frames, ...) at the group's joints, or at
+        ``ids`` (one per joint of the group: their children, parents, landmarks)."""
+        sel = self.sel if ids is None else _parent_selector(ids)
+        return self.flat(take(x, sel, dim=0))
 
 
 @dataclass
@@ -236,23 +253,24 @@ class _Aim:
 
 
 def _landmark_setup(model: BodyModel, betas, names, targets, weight, avail):
-    """Landmark targets (T, L, 3), weights (T, L), rest positions (L, 3) and the landmarks
-    each joint carries (``lm_of[j]``: indices into ``names``)."""
+    """Landmark targets (L, T, 3) and weights (L, T), joint-major, rest positions (L, 3) and the
+    landmarks each joint carries (``lm_of[j]``: indices into ``names``)."""
     dt, dev = model.dtype, model.device
     lm_of: list[list[int]] = [[] for _ in range(NUM_JOINTS)]
     if not names:
         return None, None, None, lm_of
-    lm_t = torch.nan_to_num(torch.as_tensor(targets, dtype=dt, device=dev))
-    lm_w = torch.as_tensor(weight, dtype=dt, device=dev)
+    lm_t = torch.nan_to_num(torch.as_tensor(targets, dtype=dt, device=dev)).transpose(0, 1)
+    lm_w = torch.as_tensor(weight, dtype=dt, device=dev).T
     lm_rest = model.rest_vertices(betas, [model.data.landmarks[m] for m in names])[0]
     for li, j in enumerate(attach_landmarks(model, names, avail)):
         lm_of[j].append(li)
-    return lm_t, lm_w, lm_rest, lm_of
+    return lm_t.contiguous(), lm_w.contiguous(), lm_rest, lm_of
 
 
 def _group_vectors(grp: _Group, aim: _Aim, rest, targets, weight, kids, lm):
     """Rest vectors, aimed target vectors (parent frame) and weights (rows, K, ...) of a group:
-    its children first, then its landmarks (trusted ``LANDMARK_TRUST`` times a joint)."""
+    its children first, then its landmarks (trusted ``LANDMARK_TRUST`` times a joint).
+    ``targets`` (24, T, 3) and ``weight`` (24, T) joint-major, as the landmarks'."""
     lm_t, lm_w, lm_rest, lm_of = lm
     js = grp.joints
     # (the k-th child or landmark of each joint, its rest points, targets, weights, trust)
@@ -268,11 +286,9 @@ def _group_vectors(grp: _Group, aim: _Aim, rest, targets, weight, kids, lm):
         off = rest_points[ids] - rest[js]
         rv.append(grp.per_joint(off))
         tv.append(
-            aim.local(
-                grp.flat(point_targets[:, ids]), grp.per_joint(off.norm(dim=-1, keepdim=True))
-            )
+            aim.local(grp.of(point_targets, ids), grp.per_joint(off.norm(dim=-1, keepdim=True)))
         )
-        w.append(grp.flat(point_weight[:, ids]) * trust)
+        w.append(grp.of(point_weight, ids) * trust)
     if not rv:
         return None
     return torch.stack(rv, 1), torch.stack(tv, 1), torch.stack(w, 1)
@@ -297,9 +313,9 @@ def _swing_and_twist(grp: _Group, aim: _Aim, rv, tv, w, rest, targets, weight, h
         pos_c = (
             aim.pos + (aim.frame @ (swing @ grp.per_joint(rest[cs] - rest[js])[..., None]))[..., 0]
         )
-        e = (aim.inv @ (grp.flat(targets[:, gs]) - pos_c)[..., None])[..., 0]
+        e = (aim.inv @ (grp.of(targets, gs) - pos_c)[..., None])[..., 0]
         phi = _hinge_twist(axis, swing, e, hinge, grp.per_joint(rest[gs] - rest[cs]))
-        phi = torch.where(grp.flat(weight[:, gs]) > 0, phi, torch.zeros_like(phi))
+        phi = torch.where(grp.of(weight, gs) > 0, phi, torch.zeros_like(phi))
     return swing if phi is None else axis_angle_to_matrix(axis * phi[:, None]) @ swing
 
 
@@ -333,7 +349,10 @@ def solve_analytic(
     betas = model.betas_tensor(betas)[:1]
     rest = model.rest_joints(betas)[0]
     targets, weight = complete_targets(targets, weight, rest)
-    targets = torch.nan_to_num(targets)
+    seen_any = (weight > 0).any(0)
+    # joint-major from here on: (24, T, ...), a group of joints is one block of rows
+    targets = torch.nan_to_num(torch.as_tensor(targets)).transpose(0, 1).contiguous()
+    weight = torch.as_tensor(weight).T.contiguous()
     parents, kids = model.parents, SMPL_CHILDREN
     lm = _landmark_setup(
         model,
@@ -341,31 +360,35 @@ def solve_analytic(
         list(landmark_names or []),
         landmark_targets,
         landmark_weight,
-        (weight > 0).any(0).tolist(),
+        seen_any.tolist(),
     )
     hinge_of = {h[0]: h for h in HINGES} if hinge_twist else {}
-    child_seen = [
-        len(kids[j]) == 1 and bool((weight[:, kids[j][0]] > 0).any()) for j in range(NUM_JOINTS)
-    ]
-    local = targets.new_empty(n, NUM_JOINTS, 3, 3)
-    glob = targets.new_empty(n, NUM_JOINTS, 3, 3)
-    pos = targets.new_empty(n, NUM_JOINTS, 3)
-    pos[:, 0] = targets[:, 0]
+    child_seen = [len(kids[j]) == 1 and bool(seen_any[kids[j][0]]) for j in range(NUM_JOINTS)]
+    local = targets.new_empty(NUM_JOINTS, n, 3, 3)
+    glob = targets.new_empty(NUM_JOINTS, n, 3, 3)
+    pos = targets.new_empty(NUM_JOINTS, n, 3)
+    pos[0] = targets[0]
     # Joints of one tree level that take the same branch below (e.g. both knees) are solved as
-    # one batch of n * len(group) rows: 14 steps instead of 24, the same arithmetic.
+    # one batch of len(group) * n rows: 14 steps instead of 24, the same arithmetic.
     for joints in _groups(kids, lm[3], hinge_of, child_seen):
         grp = _Group(joints, n)
         par = [parents[j] for j in joints]
-        if joints[0] > 0:
-            pos[:, joints] = (
-                pos[:, par] + (glob[:, par] @ (rest[joints] - rest[par])[..., None])[..., 0]
-            )
         eye = torch.eye(3, dtype=dt, device=dev).expand(grp.rows, 3, 3)
+        frame = eye
+        if joints[0] > 0:
+            frame = grp.of(glob, par)
+            bone = grp.per_joint(rest[joints] - rest[par])
+            put(
+                pos,
+                grp.sel,
+                (grp.of(pos, par) + (frame @ bone[..., None])[..., 0]).reshape(-1, n, 3),
+                dim=0,
+            )
         aim = _Aim(
-            pos=grp.flat(pos[:, joints]),
-            target=grp.flat(targets[:, joints]),
-            frame=eye if joints[0] == 0 else grp.flat(glob[:, par]),
-            seen=grp.flat(weight[:, joints, None]) >= MEASURED_WEIGHT,
+            pos=grp.of(pos),
+            target=grp.of(targets),
+            frame=frame,
+            seen=grp.of(weight)[:, None] >= MEASURED_WEIGHT,
         )
         vectors = _group_vectors(grp, aim, rest, targets, weight, kids, lm)
         r = eye
@@ -380,6 +403,10 @@ def solve_analytic(
                 r = torch.where(
                     (w[:, 0] > 0)[:, None, None], swing_rotation(rv[:, 0], tv[:, 0]), eye
                 )
-        local[:, joints] = r.reshape(n, len(joints), 3, 3)
-        glob[:, joints] = (aim.frame @ r if joints[0] > 0 else r).reshape(n, len(joints), 3, 3)
-    return IKResult(rotmats=local, trans=pos[:, 0] - rest[0], joints=pos)
+        put(local, grp.sel, r.reshape(len(joints), n, 3, 3), dim=0)
+        put(glob, grp.sel, (frame @ r if joints[0] > 0 else r).reshape(len(joints), n, 3, 3), dim=0)
+    return IKResult(
+        rotmats=local.transpose(0, 1).contiguous(),
+        trans=pos[0] - rest[0],
+        joints=pos.transpose(0, 1).contiguous(),
+    )

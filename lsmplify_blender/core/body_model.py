@@ -13,6 +13,8 @@ smplx's (tests check it; smplx is never needed at run time).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,16 +109,28 @@ def load_model_data(path: str | os.PathLike | None = None) -> ModelData:
     """Load an SMPL-format model; ``None`` loads the embedded open default.
 
     The file is read and validated once here (``model_file``): a model that loads is
-    finite, SMPL-shaped and human-sized; anything else is a ModelFileError.
+    finite, SMPL-shaped and human-sized; anything else is a ModelFileError. A file already
+    loaded in this process, unchanged since (same path, size and modification time), is not
+    read again (~30 ms): the caller gets its own ModelData over the same validated arrays.
     """
-    from .model_file import check_shapes, check_values, read_meta, read_raw
-
     p = Path(path) if path else OPEN_MODEL_PATH
     if not p.is_file():
         raise ModelFileError(
             f"Body model file not found: {p}. Point to an SMPL_NEUTRAL/MALE/FEMALE .pkl or .npz, "
             "or leave the model unset to use the embedded open model."
         )
+    st = p.stat()
+    data = _load_validated(str(p.resolve()), st.st_mtime_ns, st.st_size, str(p))
+    return dataclasses.replace(data, landmarks=dict(data.landmarks), meta=dict(data.meta))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_validated(resolved: str, mtime_ns: int, size: int, given: str) -> ModelData:
+    """The model file read and validated (``load_model_data``), once per file state; messages
+    and names use the path as given (``given``); ``resolved`` and the stat only key the cache."""
+    from .model_file import check_shapes, check_values, read_meta, read_raw
+
+    p = Path(given)
     raw = read_raw(p)
     check_shapes(raw, p.name)
     check_values(raw, p.name)
@@ -177,11 +191,9 @@ class BodyModel:
         self.weights = t(data.weights)
         # Rest joints are affine in betas: J(b) = J0 + Jdirs b. Precomputing both turns the
         # joints-only path into a tiny matmul instead of a pass over every vertex.
-        jreg = data.J_regressor.astype(np.float64)
-        self.rest_joints_template = t(jreg @ data.v_template)
-        self.joint_shapedirs = t(
-            np.einsum("jv,vcb->jcb", jreg, data.shapedirs[:, :, : self.num_betas])
-        )
+        j0, jdirs = _joint_regression(data.J_regressor, data.v_template, data.shapedirs)
+        self.rest_joints_template = t(j0)
+        self.joint_shapedirs = t(jdirs[:, :, : self.num_betas])
         self.posedirs = None if data.posedirs is None else t(data.posedirs)
         self.landmark_names = tuple(data.landmarks)
 
@@ -276,6 +288,28 @@ class BodyModel:
             for s in range(0, n, chunk)
         ]
         return torch.cat(out, 0)
+
+
+_JOINT_REGRESSION: dict[tuple[int, int, int], tuple] = {}
+
+
+def _joint_regression(j_regressor, v_template, shapedirs):
+    """(J_reg T (24, 3), J_reg S (24, 3, B)) in float64, computed once per set of arrays (the
+    models of one loaded file share them, ``load_model_data``; ~15 ms). Keyed by the arrays'
+    identity, which the entry keeps alive (so an id is never reused while it is cached)."""
+    key = (id(j_regressor), id(v_template), id(shapedirs))
+    hit = _JOINT_REGRESSION.get(key)
+    if hit is None:
+        jreg = j_regressor.astype(np.float64)
+        hit = (
+            (j_regressor, v_template, shapedirs),
+            jreg @ v_template,
+            np.einsum("jv,vcb->jcb", jreg, shapedirs),
+        )
+        if len(_JOINT_REGRESSION) >= 8:
+            _JOINT_REGRESSION.pop(next(iter(_JOINT_REGRESSION)))
+        _JOINT_REGRESSION[key] = hit
+    return hit[1], hit[2]
 
 
 def rotmats_from_axis_angle(poses) -> torch.Tensor:

@@ -647,12 +647,21 @@ def feet_report(prepared, hull, posed: Posed, contacts: FootContacts, ground) ->
 
 
 def plant_feet(
-    prepared, model, betas, rotmats, trans, mode: str = "auto", ground=None
+    prepared,
+    model,
+    betas,
+    rotmats,
+    trans,
+    mode: str = "auto",
+    ground=None,
+    ground_keypoints=None,
 ) -> FeetResult:
     """The post-solve step (``solver.solve`` calls it after the refine step): contacts from the
     source, the ground (given or estimated), and, when ``lock_feet_enabled(mode)``, the feet planted
     and the body kept above the ground. With locking off the motion is returned untouched (the same
-    tensors) and only the contacts, ground and figures are computed."""
+    tensors) and only the contacts, ground and figures are computed. ``ground_keypoints``: the
+    keypoints the solve aimed at when they are not ``prepared`` (calibrated ones,
+    ``calibration.py``): the ground is estimated from their fit residual."""
     start = time.perf_counter()
     given = check_ground(ground)
     locked = lock_feet_enabled(mode, prepared)
@@ -669,7 +678,7 @@ def plant_feet(
     hull = body_hull(model, betas)
     posed = Posed(model, betas, rotmats, trans)
     ground_h = (
-        estimate_ground(prepared, posed, foot_lowest(hull, posed), contacts)
+        estimate_ground(ground_keypoints or prepared, posed, foot_lowest(hull, posed), contacts)
         if given is None
         else given
     )

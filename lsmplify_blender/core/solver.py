@@ -736,8 +736,19 @@ def solve(
         rotmats, trans, used = cal.rotmats, cal.trans, cal.used
         if opts.refine > 0:
             rotmats, trans = _optimise_step(cal.ctx, rotmats, trans, opts.refine)
-        # the feet planted where the (calibrated) keypoints put them: cal.ctx.prepared is denoised
-        feet = plant_feet(cal.ctx.prepared, model, b, rotmats, trans, opts.lock_feet, opts.ground)
+        # the ground from the calibrated keypoints (cal.ctx's): it is read from the heel's fit
+        # residual, which against the raw keypoints holds the calibration offset (CMU's ankle sits
+        # lower than SMPL's), and lifting the feet by it bent the calibrated legs
+        feet = plant_feet(
+            denoised,
+            model,
+            b,
+            rotmats,
+            trans,
+            opts.lock_feet,
+            opts.ground,
+            ground_keypoints=cal.ctx.prepared,
+        )
         rotmats, trans = feet.rotmats, feet.trans
         if feet.locked:
             notes.append(_feet_note(feet))

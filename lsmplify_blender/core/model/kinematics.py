@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -24,12 +25,62 @@ from .backend import numpy_or_torch
 from .skeleton import SMPL_PARENTS, levels_of
 
 
+def _selector(ids: Sequence[int]):
+    """A slice when ``ids`` are consecutive (SMPL's levels all are: basic indexing, no gather or
+    scatter kernel), else the index tensor for ``index_select`` / ``index_copy_``."""
+    ids = list(ids)
+    if ids == list(range(ids[0], ids[0] + len(ids))):
+        return slice(ids[0], ids[0] + len(ids))
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _parent_selector(ids: Sequence[int]):
+    """``_selector`` of joints read once per child (parents): a length-1 slice, broadcast, when
+    they are all one joint (SMPL's hips and spine1 share the pelvis)."""
+    return slice(ids[0], ids[0] + 1) if len(set(ids)) == 1 else _selector(ids)
+
+
+def take(x: torch.Tensor, sel, dim: int = 1) -> torch.Tensor:
+    """``x`` at the joints ``sel`` (a ``_selector``) along ``dim``.
+
+    A slice is a view of ``x``, which the kinematic loops go on writing into (``put``); under
+    autograd it is copied, as indexing with a list did, so the graph keeps the values it used
+    (the optimiser differentiates forward kinematics)."""
+    if isinstance(sel, slice):
+        out = x[(slice(None),) * dim + (sel,)]
+        return out.clone() if x.requires_grad and torch.is_grad_enabled() else out
+    return x.index_select(dim, sel.to(x.device))
+
+
+def put(x: torch.Tensor, sel, value: torch.Tensor, dim: int = 1) -> None:
+    """``x[..., sel, ...] = value`` along ``dim`` in place."""
+    if isinstance(sel, slice):
+        x[(slice(None),) * dim + (sel,)] = value
+    else:
+        x.index_copy_(dim, sel.to(x.device), value)
+
+
+@dataclass(frozen=True)
+class LevelStep:
+    """One tree level: its joints and their parents as ``_selector``s."""
+
+    joints: object
+    parents: object
+    joint_ids: tuple[int, ...]
+    parent_ids: tuple[int, ...]
+
+
 @functools.lru_cache(maxsize=32)
-def _level_plan(parents: tuple[int, ...]):
-    """(joints, their parents) per level and the roots of a tree, computed once per tree."""
+def level_plan(parents: tuple[int, ...]):
+    """The roots (a selector) and one ``LevelStep`` per level of a tree, computed once per tree.
+    A level whose joints share one parent reads it as a length-1 slice broadcast over them."""
     levels = levels_of(parents)
-    roots = [j for j, p in enumerate(parents) if p < 0]
-    return roots, [(list(js), [parents[j] for j in js]) for js in levels]
+    roots = _selector([j for j, p in enumerate(parents) if p < 0])
+    steps = []
+    for js in levels:
+        ps = [parents[j] for j in js]
+        steps.append(LevelStep(_selector(js), _parent_selector(ps), tuple(js), tuple(ps)))
+    return roots, tuple(steps)
 
 
 @numpy_or_torch
@@ -51,17 +102,18 @@ def tree_kinematics(
     rotmats (B, J, 3, 3) local rotations, offsets (B, J, 3) or (J, 3) bone offsets (see the
     module docstring), parents (J,) with -1 for a root and every parent before its children.
     """
-    roots, plan = _level_plan(tuple(int(p) for p in parents))
+    roots, plan = level_plan(tuple(int(p) for p in parents))
     n = rotmats.shape[0]
     offsets = offsets.expand(n, -1, -1)
     glob = rotmats.new_empty(rotmats.shape)
     pos = rotmats.new_empty(offsets.shape)
-    glob[:, roots] = rotmats[:, roots]
-    pos[:, roots] = offsets[:, roots]
-    for js, ps in plan:
-        g_par = glob[:, ps]
-        pos[:, js] = pos[:, ps] + (g_par @ offsets[:, js, :, None])[..., 0]
-        glob[:, js] = g_par @ rotmats[:, js]
+    put(glob, roots, take(rotmats, roots))
+    put(pos, roots, take(offsets, roots))
+    for step in plan:
+        g_par = take(glob, step.parents)
+        off = take(offsets, step.joints)
+        put(pos, step.joints, take(pos, step.parents) + (g_par @ off[..., None])[..., 0])
+        put(glob, step.joints, g_par @ take(rotmats, step.joints))
     return glob, pos
 
 

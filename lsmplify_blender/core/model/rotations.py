@@ -225,25 +225,173 @@ def swing_rotation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return r
 
 
+def _minors4(m: list) -> tuple:
+    """The complementary 2x2 minors s0..s5 (rows 0-1) and c0..c5 (rows 2-3) of a 4x4 matrix
+    given as its 16 entries (row-major, each over the batch)."""
+    m00, m01, m02, m03, m10, m11, m12, m13, m20, m21, m22, m23, m30, m31, m32, m33 = m
+    return (
+        m00 * m11 - m10 * m01,
+        m00 * m12 - m10 * m02,
+        m00 * m13 - m10 * m03,
+        m01 * m12 - m11 * m02,
+        m01 * m13 - m11 * m03,
+        m02 * m13 - m12 * m03,
+        m20 * m31 - m30 * m21,
+        m20 * m32 - m30 * m22,
+        m20 * m33 - m30 * m23,
+        m21 * m32 - m31 * m22,
+        m21 * m33 - m31 * m23,
+        m22 * m33 - m32 * m23,
+    )
+
+
+def _det4(m: list) -> torch.Tensor:
+    """Determinant of a 4x4 matrix given as its 16 entries: s0 c5 - s1 c4 + s2 c3 + s3 c2 -
+    s4 c1 + s5 c0 in the minors of ``_minors4``."""
+    s0, s1, s2, s3, s4, s5, c0, c1, c2, c3, c4, c5 = _minors4(m)
+    return s0 * c5 - s1 * c4 + s2 * c3 + s3 * c2 - s4 * c1 + s5 * c0
+
+
+def _adjugate4(m: list) -> list:
+    """Adjugate (det(m) inv(m), no division) of a 4x4 matrix given as its 16 entries, row-major,
+    each a tensor over the batch, by Laplace expansion in the complementary 2x2 minors of rows
+    0-1 (s) and rows 2-3 (c). Entries as separate contiguous tensors: no strided 3x3 views."""
+    m00, m01, m02, m03, m10, m11, m12, m13, m20, m21, m22, m23, m30, m31, m32, m33 = m
+    s0, s1, s2, s3, s4, s5, c0, c1, c2, c3, c4, c5 = _minors4(m)
+    return [
+        m11 * c5 - m12 * c4 + m13 * c3,
+        -m01 * c5 + m02 * c4 - m03 * c3,
+        m31 * s5 - m32 * s4 + m33 * s3,
+        -m21 * s5 + m22 * s4 - m23 * s3,
+        -m10 * c5 + m12 * c2 - m13 * c1,
+        m00 * c5 - m02 * c2 + m03 * c1,
+        -m30 * s5 + m32 * s2 - m33 * s1,
+        m20 * s5 - m22 * s2 + m23 * s1,
+        m10 * c4 - m11 * c2 + m13 * c0,
+        -m00 * c4 + m01 * c2 - m03 * c0,
+        m30 * s4 - m31 * s2 + m33 * s0,
+        -m20 * s4 + m21 * s2 - m23 * s0,
+        -m10 * c3 + m11 * c1 - m12 * c0,
+        m00 * c3 - m01 * c1 + m02 * c0,
+        -m30 * s3 + m31 * s1 - m32 * s0,
+        m20 * s3 - m21 * s1 + m22 * s0,
+    ]
+
+
+def _horn_matrix(h: list) -> list:
+    """Horn's symmetric 4x4 N (16 entries, row-major) of the correlation H = sum w src dst^T
+    (its 9 entries S_ab = H[a, b], row-major) (Horn 1987, eq. 32): the quaternion maximising
+    sum w dst . R src is N's eigenvector of the largest eigenvalue."""
+    sxx, sxy, sxz, syx, syy, syz, szx, szy, szz = h
+    return [
+        sxx + syy + szz, syz - szy, szx - sxz, sxy - syx,
+        syz - szy, sxx - syy - szz, sxy + syx, szx + sxz,
+        szx - sxz, sxy + syx, -sxx + syy - szz, syz + szy,
+        sxy - syx, szx + sxz, syz + szy, -sxx - syy + szz,
+    ]  # fmt: skip
+
+
+# Horn's method is ~200 elementwise ops whatever the batch, the SVD one op at ~2.5 us a row: below
+# this many rows the SVD is faster (one thread, this machine: 200 rows 1.17 vs 0.55 ms, 500 rows
+# 1.31 vs 1.25 ms, 5,000 rows 5.2 vs 12.1 ms). Both give the same rotation.
+HORN_MIN_ROWS = 512
+# Newton steps on the characteristic polynomial (at most; it stops when every row has converged)
+_HORN_NEWTON_STEPS = 40
+
+
+def _horn_quaternion(h: torch.Tensor, bound: torch.Tensor):
+    """The unit quaternions (B, 4) of Horn's method for correlations ``h`` (9, B) (entries of
+    H row-major, over the batch), and a (B,) bool: the rows where the answer is well defined
+    (a simple largest eigenvalue; the caller falls back to the SVD elsewhere).
+
+    N's characteristic polynomial is P(l) = l^4 + c2 l^2 + c1 l + c0 with c2 = -2 |H|_F^2,
+    c1 = -8 det H, c0 = det N (Horn 1987; the QCP method of Theobald 2005, Acta Cryst. A61,
+    478). Newton's method from ``bound`` >= the largest root (P is increasing and convex right
+    of it) converges to it monotonically; the eigenvector is then any non-zero column of
+    adj(N - l I), which is rank one: the column of the largest diagonal entry, normalised.
+    """
+    hs = list(h.unbind(0))
+    n = _horn_matrix(hs)
+    c2 = -2.0 * (h * h).sum(0)
+    c1 = -8.0 * _det3(hs)
+    c0 = _det4(n)
+    lam = bound
+    tol = 1e-12 * bound.clamp_min(1e-30)
+    for _ in range(_HORN_NEWTON_STEPS):
+        lam2 = lam * lam
+        p = (lam2 + c2) * lam2 + c1 * lam + c0
+        dp = (4.0 * lam2 + 2.0 * c2) * lam + c1
+        step = torch.where(dp > 0, p / dp.clamp_min(1e-30), torch.zeros_like(p))
+        lam = lam - step
+        if not bool((step.abs() > tol).any()):
+            break
+    shifted = list(n)
+    for k in (0, 5, 10, 15):
+        shifted[k] = n[k] - lam
+    entries = _adjugate4(shifted)
+    adj = torch.stack(entries, 0).reshape(4, 4, -1)
+    diag = torch.stack([entries[0], entries[5], entries[10], entries[15]], 0)
+    best = diag.abs().argmax(0)  # (B,) the best-conditioned column
+    col = torch.gather(adj, 1, best[None, None].expand(4, 1, -1))[:, 0].T  # (B, 4)
+    norm = col.norm(dim=-1)
+    ok = norm > 1e-9 * bound.clamp_min(1e-30) ** 3
+    return col / norm.clamp_min(1e-300)[:, None], ok
+
+
+def _det3(m: list) -> torch.Tensor:
+    """Determinant of a 3x3 matrix given as its 9 entries (row-major, each over the batch)."""
+    a00, a01, a02, a10, a11, a12, a20, a21, a22 = m
+    return (
+        a00 * (a11 * a22 - a12 * a21)
+        - a01 * (a10 * a22 - a12 * a20)
+        + a02 * (a10 * a21 - a11 * a20)
+    )
+
+
+def _kabsch_svd(h: torch.Tensor) -> torch.Tensor:
+    """R = V diag(1, 1, d) U^T from H = U S V^T, d = sign det(V U^T) (Kabsch 1976, Umeyama 1991)."""
+    u, _, vt = torch.linalg.svd(h)
+    d = torch.det(vt.transpose(-1, -2) @ u.transpose(-1, -2))
+    fix = torch.ones(d.shape + (3,), dtype=h.dtype, device=h.device)
+    fix[..., 2] = torch.sign(d) + (d == 0).to(d.dtype)
+    return vt.transpose(-1, -2) @ torch.diag_embed(fix) @ u.transpose(-1, -2)
+
+
 @numpy_or_torch
 def kabsch(
     src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Rotation R (..., 3, 3) minimising sum_i w_i |R src_i - dst_i|^2 for vectors (..., N, 3).
 
-    Closed form (Kabsch 1976; Horn 1987 for the weighted version; Umeyama 1991 for the
-    reflection fix): H = sum_i w_i src_i dst_i^T = U S V^T, R = V diag(1, 1, d) U^T with
-    d = sign det(V U^T), so R is proper (det +1). The inputs are direction sets (already
-    relative to a common origin); ``weights`` (..., N) default to 1.
+    The inputs are direction sets (already relative to a common origin); ``weights`` (..., N)
+    default to 1. Closed form, no SVD: Horn's quaternion method (Horn 1987, Closed-form solution
+    of absolute orientation using unit quaternions, JOSA A 4(4)), the largest eigenvector of a
+    symmetric 4x4 found by Newton's method on its characteristic polynomial (``_horn_quaternion``,
+    computed in float64 where the device has it). R is always proper (det +1), as Kabsch's
+    solution with Umeyama's reflection fix (Kabsch 1976; Umeyama 1991), which the few rows
+    without a unique answer (a largest eigenvalue that is repeated: collinear or no vectors)
+    still get from the SVD (``_kabsch_svd``), so the result is that of the SVD everywhere.
+    Batches under ``HORN_MIN_ROWS`` rows take the SVD directly (fewer ops).
     """
     if weights is None:
         weights = torch.ones(src.shape[:-1], dtype=src.dtype, device=src.device)
     h = (src * weights[..., None]).transpose(-1, -2) @ dst  # (..., 3, 3) = sum w src dst^T
-    u, _, vt = torch.linalg.svd(h)
-    d = torch.det(vt.transpose(-1, -2) @ u.transpose(-1, -2))
-    fix = torch.ones(d.shape + (3,), dtype=src.dtype, device=src.device)
-    fix[..., 2] = torch.sign(d) + (d == 0).to(d.dtype)
-    return vt.transpose(-1, -2) @ torch.diag_embed(fix) @ u.transpose(-1, -2)
+    if h[..., 0, 0].numel() < HORN_MIN_ROWS:
+        return _kabsch_svd(h)
+    wide = torch.float64 if h.device.type in ("cpu", "cuda") else h.dtype
+    batch = h.shape[:-2]
+    # components first (9, B), each contiguous: the maths below is elementwise over the batch
+    h9 = h.reshape(-1, 9).T.to(wide).contiguous()
+    # an upper bound of the largest eigenvalue: sum w |src| |dst| <= (sum w |src|^2 + |dst|^2) / 2
+    ends = (weights[..., None] * (src * src + dst * dst)).sum((-1, -2)).reshape(-1)
+    q, ok = _horn_quaternion(h9, 0.5 * ends.to(wide))
+    r = quaternion_to_matrix(q).to(h.dtype).reshape(batch + (3, 3))
+    ok = ok.reshape(batch)
+    if not bool(ok.all()):
+        bad = ~ok
+        r = r.clone()
+        r[bad] = _kabsch_svd(h[bad])
+    return r
 
 
 @numpy_or_torch

@@ -24,6 +24,7 @@ from ..device import torch_threads
 from .kinematics import fk, reaim
 from .model import ResidualIKNet, build_features, compose, load_network
 from .pairs import ESSENTIAL
+from .precision import fast_network
 
 _CACHE: dict = {}
 BLOCK_FRAMES = 8192
@@ -250,6 +251,9 @@ def _solve_from(
     rest = model.rest_joints(betas).to(**f32)[:1]
     b = model.betas_tensor(betas)[:1].to(**f32)
     rest_j0 = rest[0, 0]
+    # the solve's throughput path: bf16 blocks on a CPU that has it natively (``precision``),
+    # float32 elsewhere; the plug-in refinement (``refine_network``) stays float32
+    net = fast_network(net, rest[0])
     if chunk > 1:  # analytic fit error (root-relative), for the drift guard
         _, ja = fk(rot_a, rest.expand(t, -1, -1))
         rel = kp - kp[:, :1]
