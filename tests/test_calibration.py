@@ -35,7 +35,9 @@ def bvh(model):
 
 @pytest.fixture(scope="module")
 def solved(bvh, model):
-    return {mode: solve(bvh, model, calibrate=mode) for mode in ("off", "on")}
+    """The take solved without and with calibration (no foot locking: the figures are calibration's;
+    the locked feet lift the body off a floor the SMPL mesh would go through)."""
+    return {mode: solve(bvh, model, calibrate=mode, lock_feet="off") for mode in ("off", "on")}
 
 
 def _known_offsets(model, betas) -> np.ndarray:

@@ -52,17 +52,19 @@ priors they were (the weights of the solve).
 Aim-only keypoints (bone ends: head top, toe and finger tips) are not calibrated: they give the
 leaves a direction, and an offset would turn the leaf away from the captured bone.
 
-``--calibrate auto`` (``wants_calibration``): on for the real-skeleton layout (``cmu``: BVH, ASF/AMC,
-cmu_subset, CMU FBX rigs and Mixamo armatures), whose joints are a lab's definitions; off for
-SMPL-24 keypoints and pose-estimator layouts (COCO, BODY_25, H3.6M, MediaPipe), which are either
-the model's own points (offsets ~0: calibration changes nothing) or per-frame detections whose
-errors are not constant offsets.
+``--calibrate auto`` (``wants_calibration``): on for the real-skeleton layouts (``cmu``: BVH, ASF/AMC,
+cmu_subset, CMU FBX rigs and Mixamo armatures; ``deepmimic``), whose joints are a lab's or a
+character's definitions; off for SMPL-24 keypoints and pose-estimator layouts (COCO, BODY_25,
+H3.6M, MediaPipe), which are either the model's own points (offsets ~0: calibration changes
+nothing, ``tests/test_calibration.py``) or per-frame detections whose errors are not constant
+offsets.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -71,14 +73,18 @@ from .errors import InputError
 from .layouts import Layout
 from .prepare import PreparedKeypoints
 
+if TYPE_CHECKING:  # the solver imports this module; its context type only for the checker
+    from .solver import _Context
+
 CALIBRATE_MODES = ("auto", "on", "off")
 # layouts whose keypoints are a mocap lab's joint definitions (``--calibrate auto`` turns it on)
-SKELETON_LAYOUTS = frozenset({"cmu"})
+# (DeepMimic's humanoid: fit 31 -> 4.6 mm on humanoid3d_walk, every segment as close or closer)
+SKELETON_LAYOUTS = frozenset({"cmu", "deepmimic"})
 # pose solves of the subsample, each followed by the offsets' update (eval --real, worst take's
 # calibrated fit: 14.6 mm after one, 11.2 after two, 10.0 after three on the ASF/AMC takes)
 CALIBRATION_ROUNDS = 2
-# strategy runs on the subsample that re-estimate the roots' offsets in its frames (eval --real,
-# worst cmu_subset take's calibrated fit: 15.6 mm after one, 13.2 after two)
+# strategy runs on the subsample: STRATEGY_ROUNDS - 1 re-estimate the roots' offsets in its frames,
+# the last measures its parts' turn against analytic IK (_in_strategy_frames)
 STRATEGY_ROUNDS = 2
 CALIBRATION_FRAMES = 96  # frames the rounds run on, evenly spread over the take
 OFFSET_RIDGE = 2.0  # frames' worth of a zero residual pulling each offset toward 0
@@ -97,7 +103,7 @@ class Calibrated:
     used: str  # the strategy that ran
     rotations: bool  # the file's bone rotations gave the twists
     offsets: np.ndarray | None  # (K, 3) metres in the parts' frames; None when not calibrated
-    ctx: object  # the solver context aimed at (the calibrated one when calibrated)
+    ctx: _Context  # the solver context aimed at (the calibrated one when calibrated)
 
 
 def wants_calibration(mode: str, layout: Layout) -> bool:
@@ -377,13 +383,12 @@ def calibrated_solve(ctx, run, mode: str = "auto", offsets=None) -> Calibrated:
     points given ``offsets`` (K, 3) calibrate.
 
     The rounds run analytic IK (``analytic_pose``) on the subsample; the take's targets come from
-    two analytic passes over every frame (``aimed_at``), so each frame's targets depend on that
+    two analytic passes over every frame (``_aimed``), so each frame's targets depend on that
     frame alone (a take glued twice gives the same poses twice). The strategy's parts turn by a
     constant against analytic IK's (the file's rotations set the pelvis and spine3): one run of it
     on the subsample re-estimates the roots' offsets in its frames and measures that turn (mean per
     part), which the take's shifts then carry; then ``run`` solves every frame once (the roots'
-    shifts from analytic IK alone left the worst cmu_subset take at 17 mm). The offsets returned are
-    re-estimated on the final pose (the fit figures' model)."""
+    shifts from analytic IK alone left the worst cmu_subset take at 17 mm)."""
     prepared, model = ctx.prepared, ctx.model
     layout = prepared.layout
     if offsets is None and not wants_calibration(mode, layout):
@@ -402,20 +407,10 @@ def calibrated_solve(ctx, run, mode: str = "auto", offsets=None) -> Calibrated:
             if r + 1 < CALIBRATION_ROUNDS:
                 shift = geo.shift(sub, _shift(g, geo.parts, o), o)
                 rotmats, trans = analytic_pose(ctx, shifted(sub, shift))
-    full, g_ana = _aimed(ctx, o, geo)
-    for _ in range(0 if fixed else STRATEGY_ROUNDS):  # the strategy's own frames (see above)
-        rot_s, trans_s, _, _ = run(ctx.with_prepared(full.prepared.cut(frames)))
-        kp, g_s = posed_keypoints(model, layout, rot_s, ctx.betas, trans_s)
-        o = geo.estimate(sub, kp, g_s)
-        turn = mean_rotation(np.einsum("tjab,tjcb->tjac", g_s, g_ana[frames]))  # G_s G_ana^T
-        g_run = np.einsum("jab,tjbc->tjac", turn, g_ana)
-        shift = geo.shift(prepared, _shift(g_run, geo.parts, o), o)
-        full = ctx.with_prepared(shifted(prepared, shift), ctx.notes)
+    full, o = _in_strategy_frames(ctx, run, geo, o, frames, estimate=not fixed)
     rotmats, trans, used, rotations = run(full)
     rotmats = geo.aim_bones(model, prepared, rotmats, ctx.betas, o)
-    if not fixed:  # the offsets that calibrate the final pose (what the fit figures measure)
-        kp, g = posed_keypoints(model, layout, rotmats[frames], ctx.betas, trans[frames])
-        o = geo.estimate(sub, kp, g)
+    # the offsets returned are the ones aimed at: reused (--init, Refine) they give the same targets
     n = int((np.linalg.norm(o, axis=-1) > 0).sum())
     how = (
         "given"
@@ -426,6 +421,48 @@ def calibrated_solve(ctx, run, mode: str = "auto", offsets=None) -> Calibrated:
         f"calibration: {n} keypoint offset(s) in their SMPL body parts' frames ({how}; MoSh-style)"
     )
     return Calibrated(rotmats, trans, used, rotations, o.astype(np.float32), full)
+
+
+def _in_strategy_frames(ctx, run, geo: Geometry, offsets, frames, estimate: bool):
+    """(the context aimed at the calibrated points for ``run``, the offsets). Analytic passes over
+    every frame place the roots' shifts (``_aimed``); when ``estimate``, runs of the strategy on the
+    subsample re-estimate the roots' offsets in its frames (STRATEGY_ROUNDS - 1). Its parts turn by
+    a constant against analytic IK's (the file's rotations set the pelvis and spine3): a last run on
+    the subsample measures that turn (mean per part), which every frame's shifts carry. The last
+    step depends on the offsets alone, so given offsets (``calibrated_context``) aim exactly where
+    the solve that estimated them aimed."""
+    model, prepared, layout = ctx.model, ctx.prepared, ctx.prepared.layout
+    sub = prepared.cut(frames)
+    for _ in range(STRATEGY_ROUNDS - 1 if estimate else 0):
+        full, _ = _aimed(ctx, offsets, geo)
+        rot_s, trans_s, _, _ = run(ctx.with_prepared(full.prepared.cut(frames)))
+        kp, g_s = posed_keypoints(model, layout, rot_s, ctx.betas, trans_s)
+        offsets = geo.estimate(sub, kp, g_s)
+    full, g_ana = _aimed(ctx, offsets, geo)
+    rot_s, trans_s, _, _ = run(ctx.with_prepared(full.prepared.cut(frames)))
+    _, g_s = posed_keypoints(model, layout, rot_s, ctx.betas, trans_s)
+    turn = mean_rotation(np.einsum("tjab,tjcb->tjac", g_s, g_ana[frames]))  # G_s G_ana^T
+    g_run = np.einsum("jab,tjbc->tjac", turn, g_ana)
+    shift = geo.shift(prepared, _shift(g_run, geo.parts, offsets), offsets)
+    return ctx.with_prepared(shifted(prepared, shift), ctx.notes), offsets
+
+
+def calibrated_context(ctx, run, offsets):
+    """``ctx`` aimed at the points given ``offsets`` (K, 3) calibrate, for the strategy ``run``, as a
+    calibrated solve aims (the plug-in mode: an earlier solve's offsets reused,
+    ``solver.refine_existing``). Nothing comes from a motion being refined: 10 deg of noise per joint
+    in it moved CMU's neck-base target (a 19 cm offset) by centimetres."""
+    o = np.asarray(offsets, np.float64)
+    geo = Geometry.of(ctx.model, ctx.prepared.layout, ctx.betas)
+    return _in_strategy_frames(ctx, run, geo, o, subsample(ctx.prepared.num_frames), False)[0]
+
+
+def aim_far_bones(ctx, rotmats, offsets):
+    """``Geometry.aim_bones`` of ``ctx``'s keypoints: the post-step of a calibrated solve, for the
+    plug-in mode (the same pose from the same keypoints)."""
+    geo = Geometry.of(ctx.model, ctx.prepared.layout, ctx.betas)
+    o = np.asarray(offsets, np.float64)
+    return geo.aim_bones(ctx.model, ctx.prepared, rotmats, ctx.betas, o)
 
 
 def analytic_pose(ctx, prepared: PreparedKeypoints):
@@ -445,7 +482,7 @@ def analytic_pose(ctx, prepared: PreparedKeypoints):
         and not layout.aim_only_mask()[k]
         and d[1:] in ctx.model.data.landmarks
     ]
-    names = [layout.definitions[k][1:] for k in lm]
+    names = [str(layout.definitions[k])[1:] for k in lm]
     chunk = ctx.options.chunk
     parts = [
         solve_analytic(
@@ -462,28 +499,7 @@ def analytic_pose(ctx, prepared: PreparedKeypoints):
     return torch.cat([p.rotmats for p in parts]), torch.cat([p.trans for p in parts])
 
 
-AIM_ROUNDS = 2  # analytic solves that place the chain roots' shifts in ``aimed_at``
-
-
-def aimed_at(ctx, offsets, reference=None):
-    """``ctx`` aimed at the points ``offsets`` (K, 3) calibrate (the plug-in mode: an earlier solve's
-    offsets reused, ``solver.refine_existing``). The chain roots' shifts G_part o come from analytic
-    IK of the keypoints themselves (``analytic_pose``), solved again on the shifted ones
-    (AIM_ROUNDS), turned by the parts' mean turn from analytic IK to the ``reference`` motion
-    ((rotmats, trans) of the same frames: the offsets are in its solver's frames, whose pelvis and
-    spine3 the file's rotations set). Its parts are never used frame by frame: 10 deg of noise per
-    joint moved CMU's neck-base target (a 19 cm offset) by centimetres; over the take it averages out."""
-    model, prepared = ctx.model, ctx.prepared
-    o = np.asarray(offsets, np.float64)
-    geo = Geometry.of(model, prepared.layout, ctx.betas)
-    aimed, g = _aimed(ctx, o, geo)
-    if reference is None:
-        return aimed
-    _, g_ref = posed_keypoints(model, prepared.layout, reference[0], ctx.betas, reference[1])
-    turn = mean_rotation(np.einsum("tjab,tjcb->tjac", g_ref, g))
-    g_run = np.einsum("jab,tjbc->tjac", turn, g)
-    shift = geo.shift(prepared, _shift(g_run, geo.parts, o), o)
-    return ctx.with_prepared(shifted(prepared, shift), ctx.notes)
+AIM_ROUNDS = 2  # analytic solves that place the chain roots' shifts (``_aimed``)
 
 
 def _aimed(ctx, offsets, geo: Geometry):

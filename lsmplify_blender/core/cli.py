@@ -179,7 +179,8 @@ def _add_take_options(p: argparse.ArgumentParser) -> None:
         choices=["auto", "on", "off"],
         help="per-keypoint calibration: each keypoint is its SMPL joint plus a constant offset in its "
         "body part's frame, estimated over the take (the offsets are written as keypoint_offsets); "
-        "'auto' (default) is on for mocap skeletons (the cmu layout: BVH, ASF/AMC, CMU/Mixamo rigs), "
+        "'auto' (default) is on for mocap skeletons (the cmu layout: BVH, ASF/AMC, CMU/Mixamo rigs; "
+        "DeepMimic), "
         "off for SMPL-24 and pose-estimator keypoints",
     )
     p.add_argument(

@@ -28,7 +28,7 @@ import torch
 
 from .analytic_ik import IKResult, attach_landmarks, solve_analytic
 from .body_model import BodyModel
-from .calibration import aimed_at, calibrated_solve, checked_offsets
+from .calibration import aim_far_bones, calibrated_context, calibrated_solve, checked_offsets
 from .contacts import LOCK_MODES, check_ground, plant_feet
 from .denoise import denoise
 from .device import cpu_threads
@@ -838,7 +838,7 @@ def refine_existing(
     ``progress``: as for ``solve``.
 
     ``keypoint_offsets`` (K, 3) (an earlier solve's ``Solution.keypoint_offsets``): aim at the
-    points they calibrate (``calibration.aimed_at``) and measure the fit to them."""
+    points they calibrate (``calibration.calibrated_context``) and measure the fit to them."""
     t = prepared.num_frames
     rot = torch.as_tensor(np.asarray(rotmats), dtype=model.dtype, device=model.device)
     if rot.shape != (t, 24, 3, 3):
@@ -871,7 +871,7 @@ def refine_existing(
         ctx = _Context(denoised, model, SolveOptions(refine=refine, smooth=smooth), b, notes)
         if keypoint_offsets is not None:
             offsets = checked_offsets(keypoint_offsets, prepared.layout)
-            ctx = aimed_at(ctx, offsets, reference=(rot, tr))
+            ctx = calibrated_context(ctx, _run_strategy, offsets)
             notes.append(
                 "calibration: aimed at the calibrated keypoints of the given keypoint_offsets"
             )
@@ -892,6 +892,8 @@ def refine_existing(
         if refine > 0:
             new_rot, new_tr = _optimise_step(ctx, new_rot, new_tr, refine)
             notes.append(f"optimisation: {refine} iteration(s)")
+        if keypoint_offsets is not None:  # as a calibrated solve ends (calibration.py)
+            new_rot = aim_far_bones(ctx, new_rot, keypoint_offsets)
         new_rot, new_tr = _keep_better(
             ctx, prepared, (rot, tr), (new_rot, new_tr), keypoint_offsets
         )

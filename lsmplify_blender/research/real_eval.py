@@ -436,7 +436,9 @@ def _run_takes(takes, model, specs, optimize_frames, default: str, say) -> _Take
         say(
             f"{take.kind} {take.name}: {prep.num_frames} frames ({prep.layout.name}); {default}: orientation "
             f"{_mean_of([np.nanmean(v) for v in d.orientation.values()]) or float('nan'):.1f} deg, direction "
-            f"{_mean_of([np.nanmean(v) for v in d.direction.values()]) or float('nan'):.1f} deg"
+            f"{_mean_of([np.nanmean(v) for v in d.direction.values()]) or float('nan'):.1f} deg, fit "
+            f"{_fit_mean(d.fit_positions) or float('nan'):.1f} mm as captured, "
+            f"{_fit_mean(d.fit_calibrated) or float('nan'):.1f} mm calibrated"
         )
     return runs
 
