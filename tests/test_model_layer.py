@@ -128,10 +128,14 @@ def test_axes_reproduce_the_old_turns(ref):
 def test_cmu_exp_map_kinematics_written_once_reproduces_both_conventions(ref):
     rows, parents, offsets = ref["in_cmu_rows"], ref["in_cmu_parents"], ref["in_cmu_offsets"]
     glob, pos, root = cmu_forward_kinematics(rows, parents, offsets)
-    close(pos, ref["cmu_fk_positions"])  # the reader's row-vector FK
-    close(cmu_subset_forward_kinematics(rows, parents, offsets), ref["cmu_fk_positions"])
+    # the reference was recorded with the root read as (c2, c1, c0); it is (c0, c1, c2) now
+    # (formats/cmu_subset.py): the same FK, every node moved by the difference of the roots
+    np.testing.assert_array_equal(ref["cmu_root"], np.asarray(rows)[:, 2::-1])
+    expected = ref["cmu_fk_positions"] + (np.asarray(rows)[:, :3] - ref["cmu_root"])[:, None]
+    close(pos, expected)  # the reader's row-vector FK
+    close(cmu_subset_forward_kinematics(rows, parents, offsets), expected)
     close(glob, ref["cmu_global_rot"])  # the retarget's column-vector rotations
-    close(root, ref["cmu_root"])
+    close(root, np.asarray(rows)[:, :3])
     g2, _ = retarget.cmu_global_rotations(rows, parents)
     close(g2, ref["cmu_global_rot"])
     close(retarget.cmu_rest_positions(parents, offsets), ref["cmu_rest"])

