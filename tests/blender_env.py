@@ -9,6 +9,7 @@ There is one bpy per process: reset scenes with ``reset_scene()``
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import sys
@@ -71,3 +72,22 @@ def fcurve_keys(action, slot=None) -> dict:
         fc.keyframe_points.foreach_get("co", co)
         out[(fc.data_path, fc.array_index)] = co.reshape(-1, 2)
     return out
+
+
+ADDON = "lsmplify_blender"
+
+
+@contextlib.contextmanager
+def addon_enabled(*importers: str):
+    """The LSMPLify add-on, then Blender's own ``importers`` (e.g. ``io_scene_fbx``), enabled for
+    a test module (``with addon_enabled(...): yield`` in its module fixture); the add-on is
+    disabled after."""
+    import addon_utils
+
+    addon_utils.enable(ADDON, default_set=True)
+    for name in importers:
+        addon_utils.enable(name, default_set=True)
+    try:
+        yield
+    finally:
+        addon_utils.disable(ADDON, default_set=True)

@@ -12,13 +12,12 @@ import re
 
 import numpy as np
 import pytest
-from blender_env import import_bpy, reset_scene
+from blender_env import ADDON, addon_enabled, import_bpy, reset_scene
 
 bpy = import_bpy()
 if bpy is None:
     pytest.skip("the bpy wheel is not installed", allow_module_level=True)
 
-import addon_utils
 from conftest import FIXTURES
 
 from lsmplify_blender.blender import model_cache, preferences, scene_writing
@@ -28,14 +27,12 @@ from lsmplify_blender.core.formats.amass import write_smpl_npz
 
 BVH = FIXTURES / "131_01_short.bvh"
 BVH2 = FIXTURES / "01_01_short.bvh"
-ADDON = "lsmplify_blender"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def addon():
-    addon_utils.enable(ADDON, default_set=True)
-    yield
-    addon_utils.disable(ADDON, default_set=True)
+    with addon_enabled():
+        yield
 
 
 @pytest.fixture(autouse=True)

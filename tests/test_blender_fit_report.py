@@ -5,24 +5,21 @@ calibration is kept on the action for Refine, the .npz and Import SMPL."""
 
 import numpy as np
 import pytest
-from blender_env import fcurve_keys, import_bpy, reset_scene
+from blender_env import addon_enabled, fcurve_keys, import_bpy, reset_scene
 
 bpy = import_bpy()
 if bpy is None:
     pytest.skip("the bpy wheel is not installed", allow_module_level=True)
 
-import addon_utils
 from conftest import FIXTURES
 
 BVH = FIXTURES / "01_01_short.bvh"  # CMU subject 01 on its own skeleton: calibrated by default
-ADDON = "lsmplify_blender"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def addon():
-    addon_utils.enable(ADDON, default_set=True)
-    yield
-    addon_utils.disable(ADDON, default_set=True)
+    with addon_enabled():
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -8,13 +8,12 @@ and its operator on the same scene and compares what they made, key by key and p
 
 import numpy as np
 import pytest
-from blender_env import fcurve_keys, import_bpy, reset_scene
+from blender_env import addon_enabled, fcurve_keys, import_bpy, reset_scene
 
 bpy = import_bpy()
 if bpy is None:
     pytest.skip("the bpy wheel is not installed", allow_module_level=True)
 
-import addon_utils
 from conftest import FIXTURES
 
 from lsmplify_blender.blender import (
@@ -29,15 +28,12 @@ from lsmplify_blender.blender import (
 )
 
 BVH = FIXTURES / "131_01_short.bvh"
-ADDON = "lsmplify_blender"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def addon():
-    addon_utils.enable(ADDON, default_set=True)
-    addon_utils.enable("io_scene_fbx", default_set=True)
-    yield
-    addon_utils.disable(ADDON, default_set=True)
+    with addon_enabled("io_scene_fbx"):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -11,29 +11,24 @@ import sys
 import numpy as np
 import pytest
 import torch
-from blender_env import ROOT, fcurve_keys, import_bpy, reset_scene
+from blender_env import ADDON, ROOT, addon_enabled, fcurve_keys, import_bpy, reset_scene
 
 bpy = import_bpy()
 if bpy is None:
     pytest.skip("the bpy wheel is not installed", allow_module_level=True)
 
-import addon_utils
 from conftest import FIXTURES
 
 from lsmplify_blender.core.formats.amass import read_smpl_npz
 
 BVH = FIXTURES / "131_01_short.bvh"
 BVH2 = FIXTURES / "01_01_short.bvh"
-ADDON = "lsmplify_blender"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def addon():
-    addon_utils.enable(ADDON, default_set=True)
-    for name in ("io_anim_bvh", "io_scene_fbx"):
-        addon_utils.enable(name, default_set=True)
-    yield
-    addon_utils.disable(ADDON, default_set=True)
+    with addon_enabled("io_anim_bvh", "io_scene_fbx"):
+        yield
 
 
 @pytest.fixture(autouse=True)

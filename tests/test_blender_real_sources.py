@@ -10,13 +10,12 @@ at frames 1..250.
 
 import numpy as np
 import pytest
-from blender_env import import_bpy, reset_scene
+from blender_env import addon_enabled, import_bpy, reset_scene
 
 bpy = import_bpy()
 if bpy is None:
     pytest.skip("the bpy wheel is not installed", allow_module_level=True)
 
-import addon_utils
 from conftest import FIXTURES, SHARED_MOCAP
 
 from lsmplify_blender.core.keypoints import UNIT_SCALES
@@ -24,7 +23,6 @@ from lsmplify_blender.core.keypoints import UNIT_SCALES
 BVH = FIXTURES / "01_01_short.bvh"
 FBX = FIXTURES / "09_11_cmu.fbx"
 KEYPOINTS = FIXTURES / "131_01_short.bvh"
-ADDON = "lsmplify_blender"
 # SMPL joint -> the CMU rig's bone whose head is that joint (the names of Blender's BVH and FBX imports)
 OVERLAY = {
     "left_knee": "LeftLeg",
@@ -42,11 +40,8 @@ OVERLAY = {
 
 @pytest.fixture(scope="module", autouse=True)
 def addon():
-    addon_utils.enable(ADDON, default_set=True)
-    for name in ("io_anim_bvh", "io_scene_fbx"):
-        addon_utils.enable(name, default_set=True)
-    yield
-    addon_utils.disable(ADDON, default_set=True)
+    with addon_enabled("io_anim_bvh", "io_scene_fbx"):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -5,28 +5,24 @@ re-imported FBX are the same as the plain rig's."""
 
 import numpy as np
 import pytest
-from blender_env import evaluated_vertices_smpl, import_bpy, reset_scene
+from blender_env import addon_enabled, evaluated_vertices_smpl, import_bpy, reset_scene
 
 bpy = import_bpy()
 if bpy is None:
     pytest.skip("the bpy wheel is not installed", allow_module_level=True)
 
-import addon_utils
 from conftest import FIXTURES
 
 from lsmplify_blender.core.body_model import SMPL_JOINT_NAMES
 
 FBX = FIXTURES / "09_11_cmu.fbx"  # a run: the body travels and turns
-ADDON = "lsmplify_blender"
 FRAMES = (1, 40, 83, 166)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def addon():
-    addon_utils.enable(ADDON, default_set=True)
-    addon_utils.enable("io_scene_fbx", default_set=True)
-    yield
-    addon_utils.disable(ADDON, default_set=True)
+    with addon_enabled("io_scene_fbx"):
+        yield
 
 
 @pytest.fixture(autouse=True)

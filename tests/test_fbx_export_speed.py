@@ -4,26 +4,21 @@ import contextlib
 
 import numpy as np
 import pytest
-from blender_env import import_bpy, reset_scene
+from blender_env import addon_enabled, import_bpy, reset_scene
 
 bpy = import_bpy()
 if bpy is None:
     pytest.skip("the bpy wheel is not installed", allow_module_level=True)
 
-import addon_utils
 from conftest import FIXTURES
 
 from lsmplify_blender.blender import fbx_export
 
-ADDON = "lsmplify_blender"
-
 
 @pytest.fixture(scope="module", autouse=True)
 def addon():
-    addon_utils.enable(ADDON, default_set=True)
-    addon_utils.enable("io_scene_fbx", default_set=True)
-    yield
-    addon_utils.disable(ADDON, default_set=True)
+    with addon_enabled("io_scene_fbx"):
+        yield
 
 
 @pytest.fixture
