@@ -8,6 +8,7 @@ data is made only after the solve succeeded, and anything half-made is removed.
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 from pathlib import Path
 
@@ -20,6 +21,18 @@ from .properties import LAYOUT_ITEMS, REFINE_METHOD_ITEMS, UNIT_ITEMS, UP_ITEMS
 
 # .txt: DeepMimic motion files (humanoid3d_*.txt), recognised by their content
 KEYPOINT_GLOB = "*.npz;*.npy;*.json;*.csv;*.bvh;*.amc;*.fbx;*.txt"
+
+
+@contextlib.contextmanager
+def window_progress(context):
+    """Blender's progress cursor over one blocking step (an import, reading a source's frames);
+    yields the ``progress(fraction, what)`` callback the import and read functions take."""
+    wm = context.window_manager
+    wm.progress_begin(0, 100)
+    try:
+        yield lambda fraction, _what="": wm.progress_update(int(100 * fraction))
+    finally:
+        wm.progress_end()
 
 
 class GuardedOperator:
@@ -108,9 +121,7 @@ class LSMPLIFY_OT_import_keypoints(GuardedOperator, bpy.types.Operator, ImportHe
         ):  # an animated rig: Blender's importer, an Armature source
             from .keypoint_empties import import_fbx_armature
 
-            wm = context.window_manager
-            wm.progress_begin(0, 100)
-            try:
+            with window_progress(context) as progress:
                 arm, prepared = import_fbx_armature(
                     context,
                     self.filepath,
@@ -118,10 +129,8 @@ class LSMPLIFY_OT_import_keypoints(GuardedOperator, bpy.types.Operator, ImportHe
                     self.layout,
                     self.units,
                     self.update_scene,
-                    progress=lambda fraction, _what: wm.progress_update(int(100 * fraction)),
+                    progress=progress,
                 )
-            finally:
-                wm.progress_end()
             self.report_notes(prepared.notes)
             self.say(
                 {"INFO"},
@@ -129,9 +138,7 @@ class LSMPLIFY_OT_import_keypoints(GuardedOperator, bpy.types.Operator, ImportHe
                 f"{prepared.layout.title}) is the source",
             )
             return {"FINISHED"}
-        wm = context.window_manager
-        wm.progress_begin(0, 100)
-        try:
+        with window_progress(context) as progress:
             prepared = import_keypoint_file(
                 context,
                 self.filepath,
@@ -143,10 +150,8 @@ class LSMPLIFY_OT_import_keypoints(GuardedOperator, bpy.types.Operator, ImportHe
                 self.create_empties,
                 self.update_scene,
                 self.asf_path,
-                progress=lambda fraction, _what: wm.progress_update(int(100 * fraction)),
+                progress=progress,
             )
-        finally:
-            wm.progress_end()
         self.report_notes(prepared.notes)
         self.say(
             {"INFO"},
@@ -185,13 +190,10 @@ class _InBackground(GuardedOperator):
         from .solving import BackgroundJob, WorkerRun
 
         self._before = SceneChange(context.scene)
-        wm = context.window_manager
-        wm.progress_begin(0, 100)  # reading an Armature or Empties source's frames takes seconds
-        self._on_read = lambda fraction: wm.progress_update(int(100 * fraction))
-        try:
+        # reading an Armature or Empties source's frames takes seconds
+        with window_progress(context) as progress:
+            self._on_read = progress
             job = self.guard(self.make_job, context)
-        finally:
-            wm.progress_end()
         if not isinstance(job, BackgroundJob):
             self._before.undo()
             return job  # CANCELLED, reported
