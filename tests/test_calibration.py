@@ -54,7 +54,7 @@ def _known_offsets(model, betas) -> np.ndarray:
     for name, v in roots.items():
         o[CMU.keypoints.index(name)] = v
     lengths = {"thorax": 0.03, "head": -0.02, "ltibia": 0.015, "rtibia": 0.015, "lradius": -0.01}
-    lengths |= {"rradius": -0.01, "lwrist": 0.012, "rwrist": 0.012, "lfoot": -0.01, "rfoot": -0.01}
+    lengths |= {"rradius": -0.01, "lhand": 0.012, "rhand": 0.012, "lfoot": -0.01, "rfoot": -0.01}
     for name, s in lengths.items():
         k = CMU.keypoints.index(name)
         assert geo.chain_from[k] >= 0, name

@@ -277,6 +277,20 @@ MEDIAPIPE33 = _layout(
 # SMPL landmarks nearest to what they mark, so the leaves get an aim: the head top, the toe tips
 # (the big toe's), the finger tips (the middle finger's: CMU's hand + fingers bones end about
 # 17 cm from the wrist in 01.asf) and the thumb tip.
+# CMU's hand: SMPL's wrist joint (whose rotation turns the palm) is the START of the ASF bone lhand,
+# not of lwrist. In 01.asf lwrist has `dof ry` only, ry being the rotation about its own bone axis
+# (axis 0 90 90 XYZ turns local y onto the bone's direction), so it can only twist and stays on
+# the line of lradius (`dof rx`, the elbow's flexion): it is the distal forearm, where pronation
+# and supination happen. lhand has `dof rx rz`, the two rotations across its bone: flexion and
+# deviation, the wrist's own two degrees of freedom. Lengths agree: lradius 3.48 + lwrist 1.74
+# units = 29.5 cm from the elbow to lhand's start (a forearm; lradius alone, 19.7 cm, is 0.70 of
+# the 28 cm humerus). The BVH conversions (cgspeed's LeftHand = lwrist / LeftFingerBase = lhand,
+# 131_0x's LeftWrist / lhand) and cmu_subset drop lwrist's length: there lhand's start is stacked
+# on lwrist's, the same point. So lhand is SMPL's wrist in every dialect; lwrist's node is tied to
+# nothing (SMPL has no joint mid-forearm). Tying lwrist to SMPL's wrist (and lhand to SMPL's hand)
+# aimed the ASF palm along the forearm, so the hand's flexion was lost (eval --real, cmu_amc hand
+# orientation 8.0 / 10.6 deg mean, p95 24.7 / 29.1). A skeleton with a wrist node and no hand node
+# (a BVH without LeftFingerBase, Mixamo's LeftHand) gives its wrist node to lhand (``match_names``).
 _CMU_TABLE = [
     ("root", None),
     ("lowerback", None),
@@ -297,8 +311,8 @@ _CMU_TABLE = [
         ("{l}clavicle", None),
         ("{l}humerus", "{side}_shoulder"),
         ("{l}radius", "{side}_elbow"),
-        ("{l}wrist", "{side}_wrist"),
-        ("{l}hand", "{side}_hand"),
+        ("{l}wrist", None),
+        ("{l}hand", "{side}_wrist"),
         ("{l}fingers", None),
         ("{l}thumb", None),
         ("{l}fingers_end", "@{l}middle"),
@@ -379,7 +393,7 @@ for _side, _s in (("Left", "l"), ("Right", "r")):
         (f"{_side}Shoulder", f"{_s}clavicle"),
         (f"{_side}Arm", f"{_s}humerus"),
         (f"{_side}ForeArm", f"{_s}radius"),
-        (f"{_side}Hand", f"{_s}wrist"),
+        (f"{_side}Hand", f"{_s}hand"),  # Mixamo's hand bone is the palm: CMU's lhand
     ]
     _CMU_CGSPEED += [(f"{_s.upper()}Fingers", f"{_s}fingers")]  # 01_01.bvh's cgspeed variant
 
@@ -482,6 +496,19 @@ def match_names(layout: Layout, names: list[str]) -> list[int]:
         if idx >= 0:
             taken.add(idx)
         out.append(idx)
+    if layout is CMU:
+        out = _wrist_as_hand(out, keypoint_index)
+    return out
+
+
+def _wrist_as_hand(matched: list[int], keypoint_index: dict[str, int]) -> list[int]:
+    """A CMU-derived skeleton with a wrist node and no hand node (a BVH without LeftFingerBase): its
+    wrist node is where the palm turns, SMPL's wrist, which the CMU layout ties to lhand."""
+    out = list(matched)
+    for s in "lr":
+        wrist, hand = keypoint_index[f"{s}wrist"], keypoint_index[f"{s}hand"]
+        if hand not in out and wrist in out:
+            out[out.index(wrist)] = hand
     return out
 
 
