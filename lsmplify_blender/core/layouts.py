@@ -271,7 +271,15 @@ MEDIAPIPE33 = _layout(
 # The CMU skeleton by its ASF bone names; a bone's position is where it starts (lfemur =
 # hip centre). Only anatomically matching points are tied to SMPL joints: CMU's clavicles
 # start where its neck does (the thorax top), and its spine nodes are spaced unlike SMPL's,
-# so spine3, the collars and the mid-neck are left to the rigid torso completion.
+# so spine3, the collars and the lower neck are left to the rigid torso completion.
+# CMU's neck: SMPL's neck joint is upperneck, not lowerneck. Heights above the hips' centre as a
+# share of hips -> shoulders (eval --real takes, first frame): SMPL neck 1.21, head 1.42; CMU
+# upperneck 1.03-1.12, head 1.23-1.35, lowerneck 0.80-0.91 (below the shoulders: the thorax's top,
+# where the clavicles start; the FBX rigs, cmu_subset and the BVH files stack it on thorax). So
+# SMPL's neck bone is CMU's upperneck bone, and lowerneck, which bends under it, has no SMPL joint.
+# Tied to lowerneck, SMPL's neck was aimed along the lowerneck -> head chord, which leaves the
+# upperneck bone whenever the lower neck bends (eval --real, neck orientation against upperneck:
+# 3.4 deg mean over the CMU takes, 9.6 / 15.9 mean / p95 on the FBX rig's dance 49_08).
 # CMU's root sits ~10 cm above its hip centres, unlike a SMPL pelvis; the hips place it.
 # The ends of the leaf bones (ASF '<bone>_end', BVH End Sites '<Joint>_End') are tied to the
 # SMPL landmarks nearest to what they mark, so the leaves get an aim: the head top, the toe tips
@@ -296,8 +304,8 @@ _CMU_TABLE = [
     ("lowerback", None),
     ("upperback", "spine1"),
     ("thorax", "spine2"),
-    ("lowerneck", "neck"),
-    ("upperneck", None),
+    ("lowerneck", None),
+    ("upperneck", "neck"),
     ("head", "head"),
     ("head_end", "@head_top"),
 ] + _sided(
@@ -353,9 +361,9 @@ _CMU_MIXAMO = [
     ("Hips", "root"),
     ("Spine", "upperback"),
     ("Spine1", "thorax"),
-    ("Neck", "lowerneck"),
+    ("Neck", "upperneck"),
     ("Head", "head"),
-]  # Spine2 (upper chest) has no CMU node
+]  # Spine2 (upper chest) has no CMU node; Mixamo's Neck sits where SMPL's does (CMU's upperneck)
 for _side, _s in (("Left", "l"), ("Right", "r")):
     _CMU_CGSPEED += [
         (f"{_s.upper()}HipJoint", f"{_s}hipjoint"),
@@ -412,7 +420,7 @@ CMU = _layout(
     "CMU mocap skeleton (ASF/BVH)",
     _CMU_TABLE,
     _CMU_CGSPEED + _CMU_ENDS,
-    trust={"upperback": 0.3, "thorax": 0.3, "lowerneck": 0.5, **_CMU_END_TRUST},
+    trust={"upperback": 0.3, "thorax": 0.3, "upperneck": 0.5, **_CMU_END_TRUST},
     aim_only=_CMU_END_TRUST,
 )
 _CMU_DIALECTS: dict[str | None, dict[str, str]] = {

@@ -75,7 +75,7 @@ SMPL_POINTS: dict[str, int | str | tuple[int, ...]] = {
 }
 CAPTURE_POINTS = {
     "cmu": {
-        "neck_base": "lowerneck",
+        "neck_base": "upperneck",
         "head_base": "head",
         "head_top": "head_end",
         "mid_hip": ("lfemur", "rfemur"),
