@@ -207,6 +207,10 @@ class _Context:
     landmarks: tuple | None = (
         None  # (names, (T, L, 3) targets moved with their joints, (T, L) weights)
     )
+    # what depends on the file's bone rotations and the shape only (the transferred source pose,
+    # the rest context), shared by the contexts derived from this one (``with_prepared``, ``cut``):
+    # a calibrated solve runs the strategy three times on the same rotations
+    memo: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.targets, self.weight = self.prepared.smpl_targets()
@@ -218,8 +222,28 @@ class _Context:
         """The same solve on other keypoints (a frame subsample, calibrated targets); its own notes
         unless ``notes`` is given."""
         return _Context(
-            prepared, self.model, self.options, self.betas, [] if notes is None else notes
+            prepared,
+            self.model,
+            self.options,
+            self.betas,
+            [] if notes is None else notes,
+            memo=self.memo,
         )
+
+    def cut(self, frames) -> _Context:
+        """The same solve on a subset of the frames (its own notes); the file's transferred pose,
+        once computed for every frame, is sliced rather than transferred again."""
+        sub = self.with_prepared(self.prepared.cut(frames))
+        if self.options.solver != "optimize":  # the strategies that use it: every frame's at once
+            self.source_pose()
+        known = self.memo.get(("source_pose", id(self.prepared.rotations)))
+        if known is not None and known[1] is not None:
+            sub.memo[("source_pose", id(sub.prepared.rotations))] = (
+                sub.prepared.rotations,
+                known[1][frames],
+                None,
+            )
+        return sub
 
     def analytic(self) -> IKResult:
         """Analytic IK of every frame (computed once, in blocks of ``options.chunk``). With landmark
@@ -255,6 +279,9 @@ class _Context:
         p, rot = self.prepared, self.prepared.rotations
         # only _with_rotations calls this, with a source pose, which needs the file's rotations
         assert rot is not None
+        key = ("rest_context", id(rot.rest), p.layout.name, p.units)
+        if key in self.memo:
+            return self.memo[key][1]
         pos = rot.rest[None] * UNIT_SCALES.get(p.units, 1.0)
         kp, conf, _ = to_layout_order(p.layout, pos, None, rot.names)
         drop_stacked_joints(kp, conf, p.layout)
@@ -268,9 +295,11 @@ class _Context:
             up=p.up,
             rotations=SourceRotations(eye, rot.rest, rot.names),
         )
-        return _Context(
+        at_rest = _Context(
             rest, self.model, dataclasses.replace(self.options, rotations="use"), self.betas, []
         )
+        self.memo[key] = (rot.rest, at_rest)  # the array kept: its id stays this file's
+        return at_rest
 
     def landmark_targets(self):
         """The layout's landmark keypoints that this model has (a user's SMPL file may lack some)."""
@@ -284,13 +313,25 @@ class _Context:
         mode, rot = self.options.rotations, self.prepared.rotations
         if mode == "ignore":
             return None
+        key = ("source_pose", id(rot))
+        if key not in self.memo:
+            # the rotations kept with it: their id stays theirs while the entry lives
+            self.memo[key] = (rot, *self._transferred_pose())
+        _, pose, note = self.memo[key]
+        if note and note not in self.notes:  # every context that asks says why, not only the first
+            self.notes.append(note)
+        return pose
+
+    def _transferred_pose(self) -> tuple[torch.Tensor | None, str | None]:
+        """(the transferred pose or None, the note saying why not)."""
+        mode, rot = self.options.rotations, self.prepared.rotations
         if rot is None:
             if mode == "use":
                 raise InputError(
                     "--rotations use: this input carries no bone rotations (only BVH and ASF/AMC "
                     "files do). Use --rotations auto or ignore."
                 )
-            return None
+            return None, None
         if rot.glob.shape[0] != self.prepared.num_frames:
             raise LSMPLifyError(
                 f"The keypoints have {self.prepared.num_frames} frames but their bone rotations "
@@ -308,9 +349,8 @@ class _Context:
         except InputError as exc:
             if mode == "use":
                 raise InputError(f"--rotations use: {exc}.") from None
-            self.notes.append(f"bone rotations not used: {exc}")
-            return None
-        return torch.as_tensor(local, dtype=self.model.dtype, device=self.model.device)
+            return None, f"bone rotations not used: {exc}"
+        return torch.as_tensor(local, dtype=self.model.dtype, device=self.model.device), None
 
     def _analytic_blocks(self, lm_names, lm_t, lm_w) -> IKResult:
         model, chunk = self.model, self.options.chunk
@@ -330,7 +370,10 @@ class _Context:
             )
             step_progress(parts[-1].rotmats.shape[0])
         return IKResult(
-            *(torch.cat([getattr(r, f) for r in parts]) for f in ("rotmats", "trans", "joints"))
+            *(
+                torch.cat([getattr(r, f) for r in parts])
+                for f in ("rotmats", "trans", "joints", "glob")
+            )
         )
 
 
