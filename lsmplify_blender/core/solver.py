@@ -79,6 +79,8 @@ class Solution:
     contacts: np.ndarray | None = None  # (T, 2) bool: left/right foot on the ground (the source's)
     ground_height: float = float("nan")  # metres, Y up (given, or estimated: contacts.py)
     feet: dict = field(default_factory=dict)  # contacts.feet_report: skating, penetration figures
+    # seconds per step of the solve (denoise, shape, strategy + calibration, feet, fit error ...)
+    stage_seconds: dict = field(default_factory=dict)
 
     @property
     def poses(self) -> np.ndarray:
@@ -742,6 +744,23 @@ def _shape(prepared: PreparedKeypoints, model: BodyModel, betas):
     return betas.to(model.device), mpbe
 
 
+class _Clock:
+    """Seconds per named step of a solve (``Solution.stage_seconds``: the benchmarks print where a
+    solve's time goes); each step is the time since the previous one."""
+
+    def __init__(self):
+        self.stages: dict[str, float] = {}
+        self.start = self._last = time.perf_counter()
+
+    def done(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.stages[stage] = self.stages.get(stage, 0.0) + now - self._last
+        self._last = now
+
+    def total(self) -> float:
+        return self._last - self.start
+
+
 def solve(
     prepared: PreparedKeypoints,
     model: BodyModel,
@@ -759,9 +778,9 @@ def solve(
     progress: Progress | None = None,
 ) -> Solution:
     """Solve every frame with one strategy (``SolveOptions``; the keyword arguments build one when
-    ``options`` is not given), then ``refine`` iterations of batched optimisation. ``progress``
-    hears the frames done block by block and stops the solve (``progress.CancelledError``) when it
-    is cancelled."""
+    ``options`` is not given), then ``refine`` iterations of batched optimisation, then the feet
+    (``contacts.plant_feet``). ``progress`` hears the frames done block by block and stops the
+    solve (``progress.CancelledError``) when it is cancelled."""
     opts = options or SolveOptions(
         solver=solver,
         refine=refine,
@@ -775,53 +794,38 @@ def solve(
         ground=ground,
     )
     opts.check()
+    if opts.solver == "optimize" and opts.rotations == "use":
+        raise InputError(
+            "--rotations use works with the analytic and network solvers, not optimize."
+        )
+    notes: list[str] = []
     with cpu_threads(model.device), tracking(progress):
-        notes: list[str] = []
-        start = time.perf_counter()
+        clock = _Clock()
         denoised, noise_mm, smooth_s = _denoise(prepared, opts.smooth, notes)
+        clock.done("denoise")
         b, mpbe = _shape(denoised, model, opts.betas)
-        ctx = _Context(denoised, model, opts, b, notes)
-        if opts.solver == "optimize" and opts.rotations == "use":
-            raise InputError(
-                "--rotations use works with the analytic and network solvers, not optimize."
-            )
+        clock.done("shape")
         # the strategy, aimed at the calibrated keypoints where calibration is on (calibration.py)
-        cal = calibrated_solve(ctx, _run_strategy, opts.calibrate)
-        rotmats, trans, used = cal.rotmats, cal.trans, cal.used
+        cal = calibrated_solve(
+            _Context(denoised, model, opts, b, notes), _run_strategy, opts.calibrate
+        )
+        rotmats, trans = cal.rotmats, cal.trans
+        clock.done("strategy + calibration")
         if opts.refine > 0:
             rotmats, trans = _optimise_step(cal.ctx, rotmats, trans, opts.refine)
-        # the ground from the calibrated keypoints (cal.ctx's): it is read from the heel's fit
-        # residual, which against the raw keypoints holds the calibration offset (CMU's ankle sits
-        # lower than SMPL's), and lifting the feet by it bent the calibrated legs
-        feet = plant_feet(
-            denoised,
-            model,
-            b,
-            rotmats,
-            trans,
-            opts.lock_feet,
-            opts.ground,
-            ground_keypoints=cal.ctx.prepared,
-        )
-        rotmats, trans = feet.rotmats, feet.trans
-        if feet.locked:
-            notes.append(_feet_note(feet))
-        if model.device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-    raw = fit_error_mm(model, prepared, rotmats, b, trans)
-    err = (
-        raw
-        if cal.offsets is None
-        else fit_error_mm(model, prepared, rotmats, b, trans, cal.offsets)
-    )
+            clock.done("refine")
+        feet = _feet(cal.ctx, denoised, rotmats, trans, opts.lock_feet, opts.ground)
+        clock.done("feet")
+        seconds = clock.total()
+    err, raw = _fit_errors(model, prepared, feet.rotmats, b, feet.trans, cal.offsets)
+    clock.done("fit error")
     return Solution(
-        rotmats=rotmats,
-        trans=trans,
+        rotmats=feet.rotmats,
+        trans=feet.trans,
         betas=b,
         fit_error_mm=err,
         mpbe_mm=mpbe,
-        solver=used,
+        solver=cal.used,
         device=str(model.device),
         seconds=seconds,
         notes=notes,
@@ -833,7 +837,33 @@ def solve(
         contacts=feet.contacts,
         ground_height=feet.ground_height,
         feet=feet.report,
+        stage_seconds=clock.stages,
     )
+
+
+def _feet(ctx: _Context, denoised: PreparedKeypoints, rotmats, trans, mode: str, ground):
+    """``contacts.plant_feet`` after a solve or a refine (``FeetResult``), noted when it locked.
+    The ground comes from the keypoints the solve aimed at (``ctx``'s: the calibrated ones where
+    calibration is on): it is read from the heel's fit residual, which against the raw keypoints
+    holds the calibration offset (CMU's ankle sits lower than SMPL's), and lifting the feet by it
+    bent the calibrated legs."""
+    feet = plant_feet(
+        denoised, ctx.model, ctx.betas, rotmats, trans, mode, ground, ground_keypoints=ctx.prepared
+    )
+    if feet.locked:
+        ctx.notes.append(_feet_note(feet))
+    if ctx.model.device.type == "cuda":
+        torch.cuda.synchronize()
+    return feet
+
+
+def _fit_errors(model, prepared, rotmats, betas, trans, offsets):
+    """(fit error per frame, mm: to the calibrated keypoints when ``offsets`` are given, else to
+    the keypoints; the same to the keypoints as captured)."""
+    raw = fit_error_mm(model, prepared, rotmats, betas, trans)
+    if offsets is None:
+        return raw, raw
+    return fit_error_mm(model, prepared, rotmats, betas, trans, offsets), raw
 
 
 def _feet_note(feet) -> str:
@@ -866,6 +896,8 @@ def refine_existing(
     smooth="auto",
     keypoint_offsets=None,
     progress: Progress | None = None,
+    lock_feet: str = "auto",
+    ground: float | None = None,
 ) -> Solution:
     """Plug-in mode: improve SMPL parameters that already exist for these frames (an image-based
     estimator's output, an animation on a rig) against the keypoints. ``passes`` network passes
@@ -877,79 +909,42 @@ def refine_existing(
 
     Per frame the given pose is kept where the refined one is worse: anatomically worse than
     analytic IK while the given one is not (``guard.worse_frames``), or a fit error more than
-    REFINE_TOLERANCE above the given pose's while the given one is anatomically sound.
+    REFINE_TOLERANCE above the given pose's while the given one is anatomically sound. Then the
+    feet, as a solve ends them (``lock_feet``, ``ground``: ``SolveOptions``'s; ``plant_feet``).
     ``progress``: as for ``solve``.
 
     ``keypoint_offsets`` (K, 3) (an earlier solve's ``Solution.keypoint_offsets``): aim at the
     points they calibrate (``calibration.calibrated_context``) and measure the fit to them."""
-    t = prepared.num_frames
-    rot = torch.as_tensor(np.asarray(rotmats), dtype=model.dtype, device=model.device)
-    if rot.shape != (t, 24, 3, 3):
-        raise InputError(
-            f"The existing motion has {rot.shape[0] if rot.ndim else 0} frames of "
-            f"{tuple(rot.shape[1:])} rotations; the keypoints have {t} frames and SMPL needs "
-            f"(24, 3, 3). Give the same frame range for both."
-        )
-    if passes < 0 or refine < 0:
-        raise InputError("passes and refine must be 0 or more.")
-    if passes == 0 and refine == 0:
-        raise InputError(
-            "Nothing to refine with: give network passes or optimisation iterations (or both)."
-        )
-    b = torch.as_tensor(
-        np.asarray(betas, dtype=np.float64)[: model.num_betas],
-        dtype=model.dtype,
-        device=model.device,
+    rot, b, tr = _existing_motion(prepared, model, rotmats, betas, trans, passes, refine)
+    opts = SolveOptions(refine=refine, smooth=smooth, lock_feet=lock_feet, ground=ground)
+    opts.check()
+    offsets = (
+        None if keypoint_offsets is None else checked_offsets(keypoint_offsets, prepared.layout)
     )
-    if trans is None:
-        tr = torch.zeros(t, 3, dtype=model.dtype, device=model.device)
-    else:
-        tr = torch.as_tensor(np.asarray(trans), dtype=model.dtype, device=model.device).reshape(
-            t, 3
-        )
     notes: list[str] = []
     with cpu_threads(model.device), tracking(progress):
-        start = time.perf_counter()
+        clock = _Clock()
         denoised, noise_mm, smooth_s = _denoise(prepared, smooth, notes)
-        ctx = _Context(denoised, model, SolveOptions(refine=refine, smooth=smooth), b, notes)
-        if keypoint_offsets is not None:
-            offsets = checked_offsets(keypoint_offsets, prepared.layout)
+        ctx = _Context(denoised, model, opts, b, notes)
+        if offsets is not None:
             ctx = calibrated_context(ctx, _run_strategy, offsets)
             notes.append(
                 "calibration: aimed at the calibrated keypoints of the given keypoint_offsets"
             )
-        new_rot, new_tr = rot, tr
-        if passes > 0:
-            blocker = _network_blocker(ctx.measured)
-            if blocker:
-                refine = refine or 10
-                notes.append(f"{blocker}: refined by {refine} iterations of optimisation instead")
-            else:
-                new_rot, new_tr = _plugin_passes(ctx, rot, passes)
-                notes.append(f"network plug-in: {passes} pass(es) from the existing motion")
-                source = ctx.source_pose()
-                if source is not None:  # the passes see keypoints only: twist and leaves from the
-                    # file, as the solver's own output has them (eval --real, refining that output:
-                    # cmu_bvh MPVE 60.7 -> 73.3 mm without, the fit error lower either way)
-                    new_rot, new_tr = _with_rotations(ctx, source, base=(new_rot, new_tr))
-        if refine > 0:
-            new_rot, new_tr = _optimise_step(ctx, new_rot, new_tr, refine)
-            notes.append(f"optimisation: {refine} iteration(s)")
-        if keypoint_offsets is not None:  # as a calibrated solve ends (calibration.py)
-            new_rot = aim_far_bones(ctx, new_rot, keypoint_offsets)
-        new_rot, new_tr = _keep_better(
-            ctx, prepared, (rot, tr), (new_rot, new_tr), keypoint_offsets
-        )
-        seconds = time.perf_counter() - start
-    raw = fit_error_mm(model, prepared, new_rot, b, new_tr)
-    err = (
-        raw
-        if keypoint_offsets is None
-        else fit_error_mm(model, prepared, new_rot, b, new_tr, keypoint_offsets)
-    )
+        clock.done("calibration")
+        new_rot, new_tr = _refined(ctx, rot, tr, passes, refine)
+        if offsets is not None:  # as a calibrated solve ends (calibration.py)
+            new_rot = aim_far_bones(ctx, new_rot, offsets)
+        new_rot, new_tr = _keep_better(ctx, prepared, (rot, tr), (new_rot, new_tr), offsets)
+        clock.done("refine")
+        feet = _feet(ctx, denoised, new_rot, new_tr, lock_feet, ground)
+        clock.done("feet")
+        seconds = clock.total()
+    err, raw = _fit_errors(model, prepared, feet.rotmats, b, feet.trans, offsets)
+    clock.done("fit error")
     return Solution(
-        rotmats=new_rot,
-        trans=new_tr,
+        rotmats=feet.rotmats,
+        trans=feet.trans,
         betas=b,
         fit_error_mm=err,
         mpbe_mm=float("nan"),
@@ -959,11 +954,67 @@ def refine_existing(
         notes=notes,
         noise_mm=noise_mm,
         smooth_s=smooth_s,
-        keypoint_offsets=None
-        if keypoint_offsets is None
-        else np.asarray(keypoint_offsets, np.float32),
+        keypoint_offsets=None if offsets is None else offsets.astype(np.float32),
         fit_error_mm_raw=raw,
+        contacts=feet.contacts,
+        ground_height=feet.ground_height,
+        feet=feet.report,
+        stage_seconds=clock.stages,
     )
+
+
+def _existing_motion(
+    prepared: PreparedKeypoints, model: BodyModel, rotmats, betas, trans, passes, refine
+):
+    """The motion to refine as the model's tensors (rotmats (T, 24, 3, 3), betas, trans (T, 3),
+    zeros when not given), or a clear InputError when its frames do not match the keypoints' or
+    there is nothing to refine with (``passes``, ``refine``)."""
+    if passes < 0 or refine < 0:
+        raise InputError("passes and refine must be 0 or more.")
+    if passes == 0 and refine == 0:
+        raise InputError(
+            "Nothing to refine with: give network passes or optimisation iterations (or both)."
+        )
+    t = prepared.num_frames
+    rot = torch.as_tensor(np.asarray(rotmats), dtype=model.dtype, device=model.device)
+    if rot.shape != (t, 24, 3, 3):
+        raise InputError(
+            f"The existing motion has {rot.shape[0] if rot.ndim else 0} frames of "
+            f"{tuple(rot.shape[1:])} rotations; the keypoints have {t} frames and SMPL needs "
+            f"(24, 3, 3). Give the same frame range for both."
+        )
+    b = torch.as_tensor(
+        np.asarray(betas, dtype=np.float64)[: model.num_betas],
+        dtype=model.dtype,
+        device=model.device,
+    )
+    if trans is None:
+        return rot, b, torch.zeros(t, 3, dtype=model.dtype, device=model.device)
+    tr = torch.as_tensor(np.asarray(trans), dtype=model.dtype, device=model.device)
+    return rot, b, tr.reshape(t, 3)
+
+
+def _refined(ctx: _Context, rot, tr, passes: int, refine: int):
+    """(rotmats, trans) after the network plug-in passes (with the file's twist and leaves where it
+    has bone rotations) and ``refine`` iterations of optimisation, each noted."""
+    new_rot, new_tr = rot, tr
+    if passes > 0:
+        blocker = _network_blocker(ctx.measured)
+        if blocker:
+            refine = refine or 10
+            ctx.notes.append(f"{blocker}: refined by {refine} iterations of optimisation instead")
+        else:
+            new_rot, new_tr = _plugin_passes(ctx, rot, passes)
+            ctx.notes.append(f"network plug-in: {passes} pass(es) from the existing motion")
+            source = ctx.source_pose()
+            if source is not None:  # the passes see keypoints only: twist and leaves from the
+                # file, as the solver's own output has them (eval --real, refining that output:
+                # cmu_bvh MPVE 60.7 -> 73.3 mm without, the fit error lower either way)
+                new_rot, new_tr = _with_rotations(ctx, source, base=(new_rot, new_tr))
+    if refine > 0:
+        new_rot, new_tr = _optimise_step(ctx, new_rot, new_tr, refine)
+        ctx.notes.append(f"optimisation: {refine} iteration(s)")
+    return new_rot, new_tr
 
 
 # a refined frame may fit the keypoints this much worse than the given one (relative) before the
