@@ -400,13 +400,13 @@ def calibrated_solve(ctx, run, mode: str = "auto", offsets=None) -> Calibrated:
     fixed = offsets is not None
     o = np.asarray(offsets, np.float64) if fixed else np.zeros((layout.num_keypoints, 3))
     if not fixed:
-        rotmats, trans = analytic_pose(ctx, sub)
+        ana = analytic_pose(ctx, sub)
         for r in range(CALIBRATION_ROUNDS):
-            kp, g = posed_keypoints(model, layout, rotmats, ctx.betas, trans)
+            kp, g = posed_keypoints(model, layout, ana.rotmats, ctx.betas, ana.trans)
             o = geo.estimate(sub, kp, g)
             if r + 1 < CALIBRATION_ROUNDS:
                 shift = geo.shift(sub, _shift(g, geo.parts, o), o)
-                rotmats, trans = analytic_pose(ctx, shifted(sub, shift))
+                ana = analytic_pose(ctx, shifted(sub, shift))
     full, o = _in_strategy_frames(ctx, run, geo, o, frames, estimate=not fixed)
     rotmats, trans, used, rotations = run(full)
     rotmats = geo.aim_bones(model, prepared, rotmats, ctx.betas, o)
@@ -432,14 +432,14 @@ def _in_strategy_frames(ctx, run, geo: Geometry, offsets, frames, estimate: bool
     step depends on the offsets alone, so given offsets (``calibrated_context``) aim exactly where
     the solve that estimated them aimed."""
     model, prepared, layout = ctx.model, ctx.prepared, ctx.prepared.layout
-    sub = prepared.cut(frames)
+    sub = ctx.cut(frames)
     for _ in range(STRATEGY_ROUNDS - 1 if estimate else 0):
-        full, _ = _aimed(ctx, offsets, geo)
-        rot_s, trans_s, _, _ = run(ctx.with_prepared(full.prepared.cut(frames)))
+        # each frame's targets depend on that frame alone: the subsample's are aimed on their own
+        rot_s, trans_s, _, _ = run(_aimed(sub, offsets, geo)[0])
         kp, g_s = posed_keypoints(model, layout, rot_s, ctx.betas, trans_s)
-        offsets = geo.estimate(sub, kp, g_s)
+        offsets = geo.estimate(sub.prepared, kp, g_s)
     full, g_ana = _aimed(ctx, offsets, geo)
-    rot_s, trans_s, _, _ = run(ctx.with_prepared(full.prepared.cut(frames)))
+    rot_s, trans_s, _, _ = run(full.cut(frames))
     _, g_s = posed_keypoints(model, layout, rot_s, ctx.betas, trans_s)
     turn = mean_rotation(np.einsum("tjab,tjcb->tjac", g_s, g_ana[frames]))  # G_s G_ana^T
     g_run = np.einsum("jab,tjbc->tjac", turn, g_ana)
@@ -466,10 +466,10 @@ def aim_far_bones(ctx, rotmats, offsets):
 
 
 def analytic_pose(ctx, prepared: PreparedKeypoints):
-    """(rotmats, trans) of analytic IK on ``prepared``'s joint targets and position landmarks (not
-    the aim-only end points: the parts that carry offsets are solved before the leaves), in blocks
-    of the solve's chunk."""
-    from .analytic_ik import solve_analytic
+    """``IKResult`` (local and world rotations, trans, joints) of analytic IK on ``prepared``'s
+    joint targets and position landmarks (not the aim-only end points: the parts that carry offsets
+    are solved before the leaves), in blocks of the solve's chunk."""
+    from .analytic_ik import IKResult, solve_analytic
 
     layout = prepared.layout
     targets, weight = prepared.smpl_targets()
@@ -496,7 +496,9 @@ def analytic_pose(ctx, prepared: PreparedKeypoints):
         )
         for s in range(0, prepared.num_frames, chunk)
     ]
-    return torch.cat([p.rotmats for p in parts]), torch.cat([p.trans for p in parts])
+    return IKResult(
+        *(torch.cat([getattr(p, f) for p in parts]) for f in ("rotmats", "trans", "joints", "glob"))
+    )
 
 
 AIM_ROUNDS = 2  # analytic solves that place the chain roots' shifts (``_aimed``)
@@ -504,12 +506,12 @@ AIM_ROUNDS = 2  # analytic solves that place the chain roots' shifts (``_aimed``
 
 def _aimed(ctx, offsets, geo: Geometry):
     """``ctx`` aimed at the calibrated points by analytic IK alone (AIM_ROUNDS passes over every
-    frame) and the parts' world rotations (T, 24, 3, 3) of its last pass."""
-    model, prepared = ctx.model, ctx.prepared
+    frame) and the parts' world rotations (T, 24, 3, 3) of its last pass (analytic IK's own: no
+    forward kinematics again)."""
+    prepared = ctx.prepared
     aimed = prepared
     for _ in range(AIM_ROUNDS):
-        rotmats, trans = analytic_pose(ctx, aimed)
-        _, g = posed_keypoints(model, prepared.layout, rotmats, ctx.betas, trans)
+        g = analytic_pose(ctx, aimed).glob.detach().cpu().double().numpy()
         aimed = shifted(prepared, geo.shift(prepared, _shift(g, geo.parts, offsets), offsets))
     return ctx.with_prepared(aimed, ctx.notes), g
 

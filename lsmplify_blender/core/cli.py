@@ -344,6 +344,8 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
             refine=args.refine,
             smooth=args.smooth,
             keypoint_offsets=offsets,
+            lock_feet=getattr(args, "lock_feet", "auto"),
+            ground=getattr(args, "ground", None),
         )
     else:
         sol = solve(
@@ -360,7 +362,7 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
         )
     report = fit_report(model, prepared, sol, source_names=seq.names)
     feet = {}
-    if sol.contacts is not None:  # a fresh solve (not --init): the feet's contacts and ground
+    if sol.contacts is not None:  # the feet's contacts and ground (a solve and --init alike)
         feet = dict(contacts=sol.contacts.astype(bool), ground_height=np.float32(sol.ground_height))
     return finish_take(args, model, input_path, out_path, prepared, sol, t0, report, feet)
 
