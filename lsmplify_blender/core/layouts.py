@@ -272,6 +272,10 @@ MEDIAPIPE33 = _layout(
 # hip centre). Only anatomically matching points are tied to SMPL joints: CMU's clavicles
 # start where its neck does (the thorax top), and its spine nodes are spaced unlike SMPL's,
 # so spine3, the collars and the lower neck are left to the rigid torso completion.
+# CMU's spine by the same heights: upperback 0.42-0.59, thorax 0.64-0.91, against SMPL's spine1
+# 0.21, spine2 0.36, spine3 0.54: upperback is tied to spine2 and thorax to spine3 (the calibrated
+# fit, eval --real with the file's rotations, worst take 22.7 -> 19.3 mm, every other take 1-6 mm
+# lower, the feet's directions 0.0 again; tied to spine1 / spine2 they rode one segment too low).
 # CMU's neck: SMPL's neck joint is upperneck, not lowerneck. Heights above the hips' centre as a
 # share of hips -> shoulders (eval --real takes, first frame): SMPL neck 1.21, head 1.42; CMU
 # upperneck 1.03-1.12, head 1.23-1.35, lowerneck 0.80-0.91 (below the shoulders: the thorax's top,
@@ -302,8 +306,8 @@ MEDIAPIPE33 = _layout(
 _CMU_TABLE = [
     ("root", None),
     ("lowerback", None),
-    ("upperback", "spine1"),
-    ("thorax", "spine2"),
+    ("upperback", "spine2"),
+    ("thorax", "spine3"),
     ("lowerneck", None),
     ("upperneck", "neck"),
     ("head", "head"),
