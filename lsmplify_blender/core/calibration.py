@@ -304,8 +304,9 @@ class Geometry:
     def far_starts(self, offsets: np.ndarray, joint_of: np.ndarray) -> list[int]:
         """The last bones of their chains (no keypoint rides below them) whose start keypoint's own
         offset is longer than FAR_START of the bone: the captured bone starts far from SMPL's joint
-        (CMU's neck base 19 cm from SMPL's neck). A bone with keypoints below (CMU's upper back,
-        14 cm from SMPL's spine1, under the whole upper body) is not turned: that would move them."""
+        (CMU's upperneck 11 cm from SMPL's neck on cmu_subset's basketball_1, its lower neck 19 cm
+        when the layout tied that one to SMPL's neck). A bone with keypoints below (CMU's upper
+        back, under the whole upper body) is not turned: that would move them."""
         from .body_model import SMPL_PARENTS
 
         def below(j: int, c: int) -> bool:  # j in c's subtree, c excluded
@@ -331,7 +332,7 @@ class Geometry:
         minimal swing) onto the captured bone, every other segment keeping its world rotation. Such
         a bone's target lies along the captured bone from its parent's target, but analytic IK aims
         from the rebuilt joint, which the torso's fit leaves ~1 cm from its target at CMU's neck
-        base: the 9 cm neck was 3-4 deg off the captured one (uncalibrated, the aim followed the
+        (measured with the lower neck as SMPL's neck): the 9 cm neck was 3-4 deg off the captured one (uncalibrated, the aim followed the
         captured bone because the rebuilt neck was 19 cm from its keypoint: ``analytic_ik._Aim``
         does the same from half a bone on). The limbs start within a fifth of their bone and
         follow the capture within 0.5 deg as solved."""
