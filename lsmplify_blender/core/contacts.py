@@ -337,6 +337,9 @@ class Posed:
         self.glob, self.joints = model.global_transforms(
             rotmats, self.rest.expand(rotmats.shape[0], -1, -1)
         )
+        # the lowest vertices found so far (``foot_lowest``, ``body_lowest``): the ground estimate,
+        # the locking and the report ask for the same ones of the same motion
+        self.lowest: dict = {}
 
     def world_joints(self) -> torch.Tensor:
         return self.joints + self.trans[:, None]
@@ -366,17 +369,34 @@ class Posed:
 
 
 def foot_lowest(hull: BodyHull, posed: Posed) -> np.ndarray:
-    """(T, 2) height of each foot's lowest vertex (left, right), every frame."""
-    ids = [hull.foot_ids(f) for f in (0, 1)]
-    y = posed.skin(np.concatenate(ids))[..., 1].detach().cpu().double().numpy()
-    n0 = len(ids[0])
-    return np.stack([y[:, :n0].min(1), y[:, n0:].min(1)], 1)
+    """(T, 2) height of each foot's lowest vertex (left, right), every frame (read-only: skinned
+    once per motion and hull)."""
+    key = ("feet", id(hull))
+    if key not in posed.lowest:
+        ids = [hull.foot_ids(f) for f in (0, 1)]
+        y = posed.skin(np.concatenate(ids))[..., 1].detach().cpu().double().numpy()
+        n0 = len(ids[0])
+        posed.lowest[key] = (hull, _read_only(np.stack([y[:, :n0].min(1), y[:, n0:].min(1)], 1)))
+    return posed.lowest[key][1]
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False  # a cached result: a caller that changes it copies it first
+    return a
 
 
 def body_lowest(hull: BodyHull, posed: Posed, below: float) -> np.ndarray:
     """(T,) height of the lowest vertex outside the feet, exact in every frame where it is below
     ``below``; elsewhere a bound that is above ``below``. Each body part is skinned only in the
-    frames where its joint is less than its reach above ``below``."""
+    frames where its joint is less than its reach above ``below``. Read-only: computed once per
+    motion, hull and ``below``."""
+    key = ("body", id(hull), float(below))
+    if key not in posed.lowest:
+        posed.lowest[key] = (hull, _read_only(_body_lowest(hull, posed, below)))
+    return posed.lowest[key][1]
+
+
+def _body_lowest(hull: BodyHull, posed: Posed, below: float) -> np.ndarray:
     feet = {j for part in FOOT_PARTS for j in part}
     jy = posed.world_joints()[..., 1].detach().cpu().double().numpy()  # (T, 24)
     low = np.full(jy.shape[0], np.inf)
