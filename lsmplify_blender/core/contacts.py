@@ -330,11 +330,12 @@ class Posed:
     vertices of it or reads its joints (the SMPL forward pass of ``model.forward.posed_points``,
     with the kinematics kept)."""
 
-    def __init__(self, model, betas, rotmats, trans):
+    def __init__(self, model, betas, rotmats, trans, kinematics=None):
         self.model, self.rotmats, self.trans = model, rotmats, trans
         self.betas = model.betas_tensor(betas)[:1]
         self.rest = model.rest_joints(self.betas)
-        self.glob, self.joints = model.global_transforms(
+        # (global rotations, joints) of ``rotmats`` when the caller has them (``cut``)
+        self.glob, self.joints = kinematics or model.global_transforms(
             rotmats, self.rest.expand(rotmats.shape[0], -1, -1)
         )
         # the lowest vertices found so far (``foot_lowest``, ``body_lowest``): the ground estimate,
@@ -343,6 +344,12 @@ class Posed:
 
     def world_joints(self) -> torch.Tensor:
         return self.joints + self.trans[:, None]
+
+    def cut(self, frames) -> Posed:
+        """The same motion in ``frames`` only (its kinematics sliced, not computed again)."""
+        sel = torch.as_tensor(frames, dtype=torch.long, device=self.rotmats.device)
+        kin = (self.glob[sel], self.joints[sel])
+        return Posed(self.model, self.betas, self.rotmats[sel], self.trans[sel], kinematics=kin)
 
     def skin(self, ids, frames=None) -> torch.Tensor:
         """(T or len(frames), len(ids), 3) posed vertices ``ids`` (pose correctives included)."""
@@ -597,25 +604,41 @@ def _raise_root(trans, lift: np.ndarray, fps: float) -> torch.Tensor:
 def _lock_and_lift(prepared, hull, posed: Posed, contacts, ground: float) -> Posed:
     """Plant the feet (``foot_displacements`` + ``leg_ik``), then a few rounds (skinning is not
     rigid) that lift any foot still below the ground by the same IK; last, raise the root where
-    another body part is below the ground. Returns the new motion."""
+    another body part is below the ground. Returns the new motion. Each round solves only the
+    frames whose displacement it changes: ``leg_ik`` leaves the others' rotations exactly as they
+    were, and so their feet."""
     joints = posed.world_joints().detach().cpu().double().numpy()
-    sole = foot_lowest(hull, posed)
-    disp = foot_displacements(contacts, joints, sole, ground, prepared.fps)
-    new = posed
+    disp = foot_displacements(contacts, joints, foot_lowest(hull, posed), ground, prepared.fps)
+    rotmats, low = posed.rotmats, foot_lowest(hull, posed)
+    moved = np.flatnonzero(np.abs(disp).sum((1, 2, 3)) > 0)
     for round_ in range(LIFT_ROUNDS + 1):
-        if disp.any():
-            new = Posed(posed.model, posed.betas, leg_ik(posed, disp), posed.trans)
-        if round_ == LIFT_ROUNDS:
-            break
-        gap = ground - foot_lowest(hull, new)  # (T, 2): > 0 below the ground
-        fix = np.maximum(gap, 0.0)
-        if fix.max(initial=0.0) < 1e-3:
+        if moved.size:
+            rotmats, low = _replanted(hull, posed, disp, moved, rotmats, low)
+        fix = np.maximum(ground - low, 0.0)  # (T, 2): > 0 below the ground
+        if round_ == LIFT_ROUNDS or fix.max(initial=0.0) < 1e-3:
             break
         disp[..., 1] += fix[:, :, None]  # ankle and ball of that foot: the whole foot moves
+        moved = np.flatnonzero(fix.max(1) > 0)
+    new = posed
+    if rotmats is not posed.rotmats:
+        new = Posed(posed.model, posed.betas, rotmats, posed.trans)
+        new.lowest[("feet", id(hull))] = (hull, _read_only(low))
     raise_by = np.maximum(ground - body_lowest(hull, new, ground), 0.0)
     if not (raise_by > 0).any():
         return new
     return Posed(new.model, new.betas, new.rotmats, _raise_root(new.trans, raise_by, prepared.fps))
+
+
+def _replanted(hull, posed: Posed, disp: np.ndarray, frames: np.ndarray, rotmats, low):
+    """(``rotmats`` with the legs of ``frames`` moved by ``leg_ik`` from ``posed`` by ``disp``,
+    ``low`` (T, 2) with those frames' lowest foot vertices), new arrays."""
+    sub = posed.cut(frames)
+    legs = leg_ik(sub, disp[frames])
+    rotmats, low = rotmats.clone(), low.copy()
+    sel = torch.as_tensor(frames, dtype=torch.long, device=rotmats.device)
+    rotmats[sel] = legs
+    low[frames] = foot_lowest(hull, Posed(posed.model, posed.betas, legs, sub.trans))
+    return rotmats, low
 
 
 def planted_speed(contacts: FootContacts, heel: np.ndarray, toe: np.ndarray, fps: float):
