@@ -191,7 +191,8 @@ def _add_take_options(p: argparse.ArgumentParser) -> None:
         "input's heel and toe heights and speeds; leg IK, blended in and out) and keep every mesh "
         "vertex above the ground: 'auto' (default) = on for mocap skeletons (BVH, ASF/AMC, CMU, FBX "
         "rigs), off for SMPL-24, pose-estimator and model-generated keypoints; 'off' leaves the "
-        "solve untouched. Contacts and the ground are written to the .npz either way",
+        "solve untouched. The same after --init's refine. Contacts and the ground are written to "
+        "the .npz either way",
     )
     p.add_argument(
         "--ground",
