@@ -105,17 +105,15 @@ def test_rotations_give_every_segment_its_orientation(model, name, asf):
     assert sum(e.mean() for e in err.values()) < 0.6 * sum(e.mean() for e in base.values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (issues 9/10): calibration moves CMU's wrist target along the forearm and turns "
-    "the ASF take's right wrist 3.5 deg (rhand orientation 4.8 -> 6.9 deg); CMU's lwrist/lhand "
-    "definition (palm or fingers) is undecided",
-)
 def test_calibrated_rotations_keep_the_hands_orientation(model):
     seq = read_keypoints(FIXTURES / "01_01_short.amc", asf=FIXTURES / "01.asf")
-    sol = solve(prepare(seq, model))  # the defaults: calibration on for a CMU skeleton
+    sol = solve(prepare(seq, model), model)  # the defaults: calibration on for a CMU skeleton
+    assert sol.keypoint_offsets is not None and sol.rotations
     err = _orientation(seq, sol, model)
-    assert max(err["lhand"].mean(), err["rhand"].mean()) <= 5.0
+    # lhand is SMPL's wrist (core/layouts.py, CMU's hand): tied to lwrist, the palm was aimed along
+    # the forearm and lost the hand's flexion (4.8 / 6.9 deg here, 24.7 / 29.1 p95 on eval --real)
+    for node in ("lhand", "rhand"):
+        assert err[node].mean() <= 1.0 and np.percentile(err[node], 95) <= 2.0, node
 
 
 def test_rotations_use_without_rotations_is_an_error(model):
