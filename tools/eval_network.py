@@ -80,8 +80,7 @@ def main():
             )
         )
         t0 = time.perf_counter()
-        targets, weight = prep.smpl_targets()
-        lengths, stderr = observed_lengths(targets, weight)
+        lengths, stderr = observed_lengths(*prep.length_samples())
         b_est = fit_betas_auto(model, lengths, stderr).betas
         r_n, t_n, info = solve_network(
             prep,

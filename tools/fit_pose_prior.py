@@ -94,20 +94,22 @@ def read_cmu_metres(path, skeleton):
 
 
 def cmu_raw_targets(pos: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The CMU nodes as SMPL joint targets (T, 24, 3) by the CMU layout (for bone lengths).
+    """The CMU nodes as SMPL joint targets (T, 24, 3) by the CMU layout, and (T, 24) bool: which
+    may vote on bone lengths (measured, and standing for their joint exactly: layout trust 1).
 
     Nodes that start where another node does (lowerneck and the clavicles at the thorax,
-    the hands at the wrists) measure no bone: weight 0.
+    the hands at the wrists) measure no bone: not measured.
     """
     kp, conf, _ = to_layout_order(CMU, pos, None, names)
+    measured = (conf > 0) & (CMU.trust_array() == 1.0)
     for name in ("lowerneck", "lclavicle", "rclavicle", "lhand", "rhand"):
-        conf[:, CMU.keypoints.index(name)] = 0.0
+        measured[:, CMU.keypoints.index(name)] = False
     targets = np.full((pos.shape[0], 24, 3), np.nan)
-    weight = np.zeros((pos.shape[0], 24))
+    smpl_measured = np.zeros((pos.shape[0], 24), dtype=bool)
     for k, j in enumerate(CMU.smpl_joint_of()):
         if j >= 0:
-            targets[:, j], weight[:, j] = kp[:, k], conf[:, k]
-    return targets, weight
+            targets[:, j], smpl_measured[:, j] = kp[:, k], measured[:, k]
+    return targets, smpl_measured
 
 
 def cmu_smpl_targets(
@@ -189,7 +191,7 @@ def cmu_smpl_targets(
     return torch.stack(out, 1)
 
 
-def clip_betas(model: BodyModel, targets, weight) -> torch.Tensor:
+def clip_betas(model: BodyModel, targets, measured) -> torch.Tensor:
     """One shape per clip from its bone lengths; zeros if the shape inverse is unavailable."""
     try:
         from lsmplify_blender.core.shape_inverse import fit_betas, observed_bone_lengths
@@ -197,15 +199,15 @@ def clip_betas(model: BodyModel, targets, weight) -> torch.Tensor:
         return torch.zeros(model.num_betas, dtype=model.dtype)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # bones this skeleton never measures
-        return fit_betas(model, observed_bone_lengths(targets, weight)).betas
+        return fit_betas(model, observed_bone_lengths(targets, measured)).betas
 
 
 def retarget_clip(model: BodyModel, path, skeleton, step: int = 1, max_frames: int | None = None):
     """SMPL fit of one CMU clip by positions: (rotmats (T,24,3,3), trans (T,3), betas (nb,))."""
     pos, names, cmu_rest = read_cmu_metres(path, skeleton)
     pos = pos[::step][:max_frames]
-    raw, raw_w = cmu_raw_targets(pos, names)
-    betas = clip_betas(model, raw, raw_w)
+    raw, raw_measured = cmu_raw_targets(pos, names)
+    betas = clip_betas(model, raw, raw_measured)
     smpl_rest = model.rest_joints(betas)[0]
     targets = cmu_smpl_targets(pos, names, cmu_rest, smpl_rest)
     res = solve_analytic(model, betas, targets, torch.ones(targets.shape[:2], dtype=model.dtype))

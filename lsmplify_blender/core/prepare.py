@@ -35,6 +35,14 @@ from .model.axes import z_up_to_y_up
 from .shape_inverse import BONES
 
 GAP_WEIGHT = 0.3
+# Which measured keypoints each use takes, by the layout's trust (``Layout.trust``; 1 = the
+# keypoint is its joint). Bone lengths: only exact keypoints (CMU's and DeepMimic's spine and
+# neck nodes are spaced unlike SMPL's). Aim origins (``analytic_ik._Aim``, commit a5c9494): the
+# neck nodes (trust 0.5) too, the best origin for the head's aim when the rebuilt torso drifts
+# from them; the spine nodes (0.3) only steer. These reproduce the weight tests they replace
+# (``>= 0.9`` and ``>= 0.45`` on confidence x trust) on full-confidence keypoints.
+LENGTH_TRUST = 1.0
+AIM_ORIGIN_TRUST = 0.5
 _J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
 
 
@@ -113,13 +121,28 @@ class PreparedKeypoints:
         """(T, K) weights of the keypoints as positions to fit: ``weight`` without the aim-only ones."""
         return np.where(self.layout.aim_only_mask()[None], 0.0, self.weight)
 
-    def smpl_measured(self) -> np.ndarray:
-        """(T, 24) bool: the SMPL joint has a real sample in that frame (not interpolated, not missing)."""
+    def smpl_measured(self, min_trust: float = 0.0) -> np.ndarray:
+        """(T, 24) bool: the SMPL joint has a real sample in that frame (not interpolated, not
+        missing), from a keypoint whose layout trust is at least ``min_trust``. Trust is the
+        layout's word on how well a keypoint matches its joint (``Layout.trust``: a property of
+        the layout, never of a sample), so this is a mask, not a weight test."""
         out = np.zeros((self.num_frames, 24), dtype=bool)
+        trusted = self.layout.trust_array() >= min_trust
         for k, j in enumerate(self.layout.smpl_joint_of()):
-            if j >= 0:
+            if j >= 0 and trusted[k]:
                 out[:, j] = self.measured[:, k]
         return out
+
+    def length_samples(self) -> tuple[np.ndarray, np.ndarray]:
+        """(T, 24, 3) SMPL joint targets and (T, 24) bool: which may vote on bone lengths
+        (``shape_inverse.observed_lengths``): measured, from keypoints that are their joint
+        exactly (``LENGTH_TRUST``)."""
+        return self.smpl_targets()[0], self.smpl_measured(LENGTH_TRUST)
+
+    def aim_origins(self) -> np.ndarray:
+        """(T, 24) bool: measured joints whose own target may serve as the origin of their
+        bones' aim (``analytic_ik.solve_analytic``'s ``measured``; ``AIM_ORIGIN_TRUST``)."""
+        return self.smpl_measured(AIM_ORIGIN_TRUST)
 
     def landmark_targets(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Keypoints that are single landmark vertices: names, (T, L, 3), (T, L)."""

@@ -159,6 +159,7 @@ def solve_network(
     ``refit``: re-aim the bones at the keypoints after each step (exact joints on clean keypoints;
     on noisy ones it also fits the noise, where the raw network output is smoother)."""
     targets, weight = prepared.smpl_targets()
+    measured = prepared.aim_origins()
     lm_names, lm_t, lm_w = prepared.landmark_targets()
     betas = model.betas_tensor(betas)[:1]
     dev = torch.device(device) if device is not None else model.device
@@ -169,7 +170,14 @@ def solve_network(
         e = s + block
         with torch_threads(threads):
             ana = solve_analytic(
-                model, betas, targets[s:e], weight[s:e], lm_names, lm_t[s:e], lm_w[s:e]
+                model,
+                betas,
+                targets[s:e],
+                weight[s:e],
+                lm_names,
+                lm_t[s:e],
+                lm_w[s:e],
+                measured=measured[s:e],
             )
         r, t, i = solve_network_from(
             model,
