@@ -257,6 +257,46 @@ def collect(model, folder: Path, skeleton: Path, step: int) -> tuple[np.ndarray,
 
 
 def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    torch.set_grad_enabled(False)
+
+    t0 = time.perf_counter()
+    model = BodyModel(load_model_data(args.model))
+    skeleton = args.data / "skeleton.json"
+    train, n_train_clips = collect(model, args.data / "train", skeleton, args.step)
+    train_all = np.concatenate([train, mirror_body_pose(train)])
+    t1 = time.perf_counter()
+    print(
+        f"train: {n_train_clips} clips, {len(train)} poses (every {args.step}th frame), "
+        f"{len(train_all)} with mirrors; retargeting took {t1 - t0:.1f} s"
+    )
+
+    gmm = fit_gmm(train_all, args.components, seed=args.seed, reg_covar=args.reg)
+    print(
+        f"GMM: {args.components} components, {gmm['iterations']} EM iterations, {time.perf_counter() - t1:.1f} s; "
+        f"weights {np.round(gmm['weights'], 3).tolist()}"
+    )
+    _report_widened(*widen_unobserved(gmm, train_all, args.free_std, args.floor_std), args)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_gmm(
+        args.out,
+        gmm,
+        source="CMU mocap (cmu_subset/train), retargeted by positions with solve_analytic",
+        samples=len(train_all),
+        step=args.step,
+        model=model.data.name,
+        credit="The data used in this project was obtained from mocap.cs.cmu.edu. The database was "
+        "created with funding from NSF EIA-0196217.",
+    )
+    print(f"saved {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")
+
+    _report_likelihood(model, args, skeleton, train, train_all, gmm)
+    print(f"total {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument(
@@ -282,26 +322,11 @@ def main(argv=None) -> int:
         help="dimensions whose sample std is below this (twists the retargeting cannot see) get "
         "this std added to their variance in every component",
     )
-    args = ap.parse_args(argv)
-    torch.set_grad_enabled(False)
+    return ap
 
-    t0 = time.perf_counter()
-    model = BodyModel(load_model_data(args.model))
-    skeleton = args.data / "skeleton.json"
-    train, n_train_clips = collect(model, args.data / "train", skeleton, args.step)
-    train_all = np.concatenate([train, mirror_body_pose(train)])
-    t1 = time.perf_counter()
-    print(
-        f"train: {n_train_clips} clips, {len(train)} poses (every {args.step}th frame), "
-        f"{len(train_all)} with mirrors; retargeting took {t1 - t0:.1f} s"
-    )
 
-    gmm = fit_gmm(train_all, args.components, seed=args.seed, reg_covar=args.reg)
-    print(
-        f"GMM: {args.components} components, {gmm['iterations']} EM iterations, {time.perf_counter() - t1:.1f} s; "
-        f"weights {np.round(gmm['weights'], 3).tolist()}"
-    )
-    fixed, floored = widen_unobserved(gmm, train_all, args.free_std, args.floor_std)
+def _report_widened(fixed, floored, args) -> None:
+    """Print the dimensions the data never moved and those given the variance floor."""
 
     def name(dims):
         return ", ".join(f"{SMPL_JOINT_NAMES[1 + d // 3]}.{'xyz'[d % 3]}" for d in dims)
@@ -314,19 +339,9 @@ def main(argv=None) -> int:
         f"std below {args.floor_std} rad, variance floor added: {len(floored)} dims ({name(floored)})"
     )
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_gmm(
-        args.out,
-        gmm,
-        source="CMU mocap (cmu_subset/train), retargeted by positions with solve_analytic",
-        samples=len(train_all),
-        step=args.step,
-        model=model.data.name,
-        credit="The data used in this project was obtained from mocap.cs.cmu.edu. The database was "
-        "created with funding from NSF EIA-0196217.",
-    )
-    print(f"saved {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")
 
+def _report_likelihood(model, args, skeleton, train, train_all, gmm) -> None:
+    """Print the mean log-likelihood of train and held-out test poses (and their mirrors)."""
     test, n_test_clips = collect(model, args.data / "test", skeleton, args.step)
     ll_train = gmm_log_likelihood(train, gmm).mean()
     ll_train_all = gmm_log_likelihood(train_all, gmm).mean()
@@ -337,9 +352,3 @@ def main(argv=None) -> int:
         f"test {ll_test.mean():.2f} ({n_test_clips} clips, {len(test)} poses; mirrored test {ll_test_m.mean():.2f}; "
         f"test median {np.median(ll_test):.2f})"
     )
-    print(f"total {time.perf_counter() - t0:.1f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
