@@ -352,3 +352,7 @@ def _report_likelihood(model, args, skeleton, train, train_all, gmm) -> None:
         f"test {ll_test.mean():.2f} ({n_test_clips} clips, {len(test)} poses; mirrored test {ll_test_m.mean():.2f}; "
         f"test median {np.median(ll_test):.2f})"
     )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
