@@ -217,22 +217,30 @@ def solve_network_from(
     threads: int | None = 1,
     refit: bool = True,
 ):
-    """The sequential solve given the analytic solution (T, 24, 3, 3) and its joints (T, 24, 3)."""
+    """The sequential solve given the analytic solution (T, 24, 3, 3) and its joints (T, 24, 3).
+
+    Chunk-parallel: every ``chunk``-th frame is anchored on its analytic solution, the frames
+    between are solved from their predecessor, all chunks at once; a step whose fit error
+    exceeds the analytic one by ``guard_mm`` is re-anchored."""
+    dev = torch.device(device)
+    f32: dict[str, Any] = dict(dtype=torch.float32, device=dev)
     with torch_threads(threads):
-        return _solve_from(
-            model,
-            betas,
-            targets,
-            weight,
-            rot_analytic,
-            joints_analytic,
-            net,
-            chunk,
-            device,
-            guard_mm,
-            anchor_passes,
-            refit,
+        kp, m = network_targets(targets.to(**f32), weight.to(**f32), joints_analytic.to(**f32))
+        rest = model.rest_joints(betas).to(**f32)[:1]
+        # the solve's throughput path: bf16 blocks on a CPU that has it natively (``precision``),
+        # float32 elsewhere; the plug-in refinement (``refine_network``) stays float32
+        chain = _Chain(
+            net=fast_network(net or default_network(dev), rest[0]),
+            rest=rest,
+            betas=model.betas_tensor(betas)[:1].to(**f32),
+            kp=kp,
+            m=m,
+            rot_a=rot_analytic.to(**f32),
+            joints_a=joints_analytic.to(**f32),
+            anchor_passes=anchor_passes,
+            refit=refit,
         )
+        return _solve_chunks(chain, chunk, guard_mm)
 
 
 @dataclass
@@ -256,24 +264,10 @@ class _Chain:
         no FK needed), refined by ``anchor_passes`` network steps in place."""
         r, tr, jj = self.rot_a[idx], self.kp[idx, 0] - self.rest[0, 0], self.joints_a[idx]
         for _ in range(self.anchor_passes):
-            r, tr, _, jj = network_step(
-                self.net,
-                self.rest,
-                self.betas,
-                r,
-                self.kp[idx],
-                self.kp[idx],
-                self.m[idx],
-                self.m[idx],
-                self.refit,
-                fk_init=jj,
-                return_joints=True,
-                m_fit=torch.ones_like(self.m[idx]),
-                fit_error=False,
-            )
+            r, tr, _, jj = self.step(idx, idx, r, jj, fit_error=False)
         return r, tr, jj
 
-    def step(self, prev, idx, rot_prev, joints_prev):
+    def step(self, prev, idx, rot_prev, joints_prev, fit_error: bool = True):
         """(rotmats, trans, fit error, joints) of frames ``idx`` from the solved frames ``prev``."""
         return network_step(
             self.net,
@@ -288,6 +282,7 @@ class _Chain:
             fk_init=joints_prev,
             return_joints=True,
             m_fit=torch.ones_like(self.m[idx]),
+            fit_error=fit_error,
         )
 
 
@@ -300,46 +295,15 @@ def _analytic_error(chain: _Chain) -> torch.Tensor:
     return ((ja - ja[:, :1] - rel).norm(dim=-1) * m).sum(-1) / m.sum(-1).clamp_min(1)
 
 
-def _solve_from(
-    model,
-    betas,
-    targets,
-    weight,
-    rot_analytic,
-    joints_analytic,
-    net,
-    chunk,
-    device,
-    guard_mm,
-    anchor_passes,
-    refit=True,
-):
-    """Chunk-parallel: every ``chunk``-th frame is anchored on its analytic solution, the frames
-    between are solved from their predecessor, all chunks at once; a step whose fit error
-    exceeds the analytic one by ``guard_mm`` is re-anchored."""
-    dev = torch.device(device)
-    t = targets.shape[0]
-    f32: dict[str, Any] = dict(dtype=torch.float32, device=dev)
-    kp, m = network_targets(targets.to(**f32), weight.to(**f32), joints_analytic.to(**f32))
-    rest = model.rest_joints(betas).to(**f32)[:1]
-    # the solve's throughput path: bf16 blocks on a CPU that has it natively (``precision``),
-    # float32 elsewhere; the plug-in refinement (``refine_network``) stays float32
-    chain = _Chain(
-        net=fast_network(net or default_network(dev), rest[0]),
-        rest=rest,
-        betas=model.betas_tensor(betas)[:1].to(**f32),
-        kp=kp,
-        m=m,
-        rot_a=rot_analytic.to(**f32),
-        joints_a=joints_analytic.to(**f32),
-        anchor_passes=anchor_passes,
-        refit=refit,
-    )
+def _solve_chunks(chain: _Chain, chunk: int, guard_mm: float):
+    """(rotmats, trans, NetworkInfo) of ``solve_network_from``'s chunk-parallel walk."""
+    t = chain.kp.shape[0]
+    f32: dict[str, Any] = dict(dtype=torch.float32, device=chain.kp.device)
     err_a = _analytic_error(chain) if chunk > 1 else None
     out = torch.empty(t, 24, 3, 3, **f32)
     trans = torch.empty(t, 3, **f32)
     joints = torch.empty(t, 24, 3, **f32)
-    starts = torch.arange(0, t, chunk, device=dev)
+    starts = torch.arange(0, t, chunk, device=chain.kp.device)
     out[starts], trans[starts], joints[starts] = chain.anchor(starts)
     reanchored = 0
     for k in range(1, chunk):
