@@ -485,6 +485,7 @@ def analytic_pose(ctx, prepared: PreparedKeypoints):
 
     layout = prepared.layout
     targets, weight = prepared.smpl_targets()
+    measured = prepared.aim_origins()
     lm = [
         k
         for k, d in enumerate(layout.definitions)
@@ -505,6 +506,7 @@ def analytic_pose(ctx, prepared: PreparedKeypoints):
             names,
             prepared.positions[s : s + chunk, lm],
             prepared.weight[s : s + chunk, lm],
+            measured=measured[s : s + chunk],
         )
         for s in range(0, prepared.num_frames, chunk)
     ]
