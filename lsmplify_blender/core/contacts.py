@@ -557,6 +557,13 @@ def leg_ik(posed: Posed, disp: np.ndarray) -> torch.Tensor:
     positions plus ``disp`` (T, 2, 2, 3): two-bone IK for hip and knee, the minimal turn of each
     bone onto its new direction (twist kept), then the ankle aimed at the new ball. Frames without
     a displacement keep their rotations exactly."""
+    return _moved_legs(posed, disp).rotmats
+
+
+def _moved_legs(posed: Posed, disp: np.ndarray) -> Posed:
+    """``leg_ik``'s motion with its kinematics: the legs' new world rotations and joints are the
+    IK's own (a leg's joints below the hip, the foot joint carried by the ankle), the rest of the
+    body's are ``posed``'s, so no forward kinematics runs again."""
     rotmats, g, j = posed.rotmats, posed.glob, posed.world_joints()
     d = torch.as_tensor(disp, dtype=rotmats.dtype, device=rotmats.device)
     legs = torch.tensor(LEG_JOINTS, device=rotmats.device)  # (2, 4)
@@ -579,7 +586,23 @@ def leg_ik(posed: Posed, disp: np.ndarray) -> torch.Tensor:
     moved = (d.abs().sum((-1, -2)) > 0)[..., None, None]  # (T, 2, 1, 1)
     for i, rot in enumerate(new):
         out[:, legs[:, i]] = torch.where(moved, rot, rotmats[:, legs[:, i]])
-    return out
+    # the kinematics of the new legs: the foot joint (a leaf) keeps its local rotation and bone
+    g_foot_new = g_ankle_new @ rotmats[:, legs[:, 3]]
+    foot_bone = (posed.rest[0, legs[:, 3]] - posed.rest[0, legs[:, 2]])[..., None]  # (2, 3, 1)
+    foot_new = ankle_new + (g_ankle_new @ foot_bone)[..., 0]
+    glob, joints, t = g.clone(), posed.joints.clone(), posed.trans[:, None]
+    for i, (rot, pos) in enumerate(
+        (
+            (g_hip_new, None),
+            (g_knee_new, knee_new),
+            (g_ankle_new, ankle_new),
+            (g_foot_new, foot_new),
+        )
+    ):
+        glob[:, legs[:, i]] = torch.where(moved, rot, g[:, legs[:, i]])
+        if pos is not None:
+            joints[:, legs[:, i]] = torch.where(moved[..., 0], pos - t, posed.joints[:, legs[:, i]])
+    return Posed(posed.model, posed.betas, out, posed.trans, kinematics=(glob, joints))
 
 
 def _raise_root(trans, lift: np.ndarray, fps: float) -> torch.Tensor:
@@ -609,36 +632,35 @@ def _lock_and_lift(prepared, hull, posed: Posed, contacts, ground: float) -> Pos
     were, and so their feet."""
     joints = posed.world_joints().detach().cpu().double().numpy()
     disp = foot_displacements(contacts, joints, foot_lowest(hull, posed), ground, prepared.fps)
-    rotmats, low = posed.rotmats, foot_lowest(hull, posed)
+    new, low = posed, foot_lowest(hull, posed)
     moved = np.flatnonzero(np.abs(disp).sum((1, 2, 3)) > 0)
     for round_ in range(LIFT_ROUNDS + 1):
         if moved.size:
-            rotmats, low = _replanted(hull, posed, disp, moved, rotmats, low)
+            new, low = _replanted(hull, posed, disp, moved, new, low)
         fix = np.maximum(ground - low, 0.0)  # (T, 2): > 0 below the ground
         if round_ == LIFT_ROUNDS or fix.max(initial=0.0) < 1e-3:
             break
         disp[..., 1] += fix[:, :, None]  # ankle and ball of that foot: the whole foot moves
         moved = np.flatnonzero(fix.max(1) > 0)
-    new = posed
-    if rotmats is not posed.rotmats:
-        new = Posed(posed.model, posed.betas, rotmats, posed.trans)
+    if new is not posed:
         new.lowest[("feet", id(hull))] = (hull, _read_only(low))
     raise_by = np.maximum(ground - body_lowest(hull, new, ground), 0.0)
     if not (raise_by > 0).any():
         return new
-    return Posed(new.model, new.betas, new.rotmats, _raise_root(new.trans, raise_by, prepared.fps))
+    raised = _raise_root(new.trans, raise_by, prepared.fps)  # the kinematics need no trans
+    return Posed(new.model, new.betas, new.rotmats, raised, kinematics=(new.glob, new.joints))
 
 
-def _replanted(hull, posed: Posed, disp: np.ndarray, frames: np.ndarray, rotmats, low):
-    """(``rotmats`` with the legs of ``frames`` moved by ``leg_ik`` from ``posed`` by ``disp``,
-    ``low`` (T, 2) with those frames' lowest foot vertices), new arrays."""
-    sub = posed.cut(frames)
-    legs = leg_ik(sub, disp[frames])
-    rotmats, low = rotmats.clone(), low.copy()
-    sel = torch.as_tensor(frames, dtype=torch.long, device=rotmats.device)
-    rotmats[sel] = legs
-    low[frames] = foot_lowest(hull, Posed(posed.model, posed.betas, legs, sub.trans))
-    return rotmats, low
+def _replanted(hull, posed: Posed, disp: np.ndarray, frames: np.ndarray, new: Posed, low):
+    """(``new`` with the legs of ``frames`` moved by ``leg_ik`` from ``posed`` by ``disp``, ``low``
+    (T, 2) with those frames' lowest foot vertices), new objects."""
+    moved = _moved_legs(posed.cut(frames), disp[frames])
+    sel = torch.as_tensor(frames, dtype=torch.long, device=posed.rotmats.device)
+    rotmats, glob, joints = new.rotmats.clone(), new.glob.clone(), new.joints.clone()
+    rotmats[sel], glob[sel], joints[sel] = moved.rotmats, moved.glob, moved.joints
+    low = low.copy()
+    low[frames] = foot_lowest(hull, moved)
+    return Posed(posed.model, posed.betas, rotmats, posed.trans, kinematics=(glob, joints)), low
 
 
 def planted_speed(contacts: FootContacts, heel: np.ndarray, toe: np.ndarray, fps: float):
