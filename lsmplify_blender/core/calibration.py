@@ -397,18 +397,12 @@ def calibrated_solve(ctx, run, mode: str = "auto", offsets=None) -> Calibrated:
         return Calibrated(rotmats, trans, used, rotations, None, ctx)
     geo = Geometry.of(model, layout, ctx.betas)
     frames = subsample(prepared.num_frames)
-    sub = prepared.cut(frames)
+    # analytic IK of every frame as captured, once: the first round's pose and the first pass of
+    # every aiming (``_aimed``) start from it (each frame's pose depends on that frame alone)
+    start = analytic_pose(ctx, prepared)
     fixed = offsets is not None
-    o = np.asarray(offsets, np.float64) if fixed else np.zeros((layout.num_keypoints, 3))
-    if not fixed:
-        ana = analytic_pose(ctx, sub)
-        for r in range(CALIBRATION_ROUNDS):
-            kp, g = posed_keypoints(model, layout, ana.rotmats, ctx.betas, ana.trans)
-            o = geo.estimate(sub, kp, g)
-            if r + 1 < CALIBRATION_ROUNDS:
-                shift = geo.shift(sub, _shift(g, geo.parts, o), o)
-                ana = analytic_pose(ctx, shifted(sub, shift))
-    full, o = _in_strategy_frames(ctx, run, geo, o, frames, estimate=not fixed)
+    o = np.asarray(offsets, np.float64) if fixed else _estimated_offsets(ctx, geo, frames, start)
+    full, o = _in_strategy_frames(ctx, run, geo, o, frames, start, estimate=not fixed)
     rotmats, trans, used, rotations = run(full)
     rotmats = geo.aim_bones(model, prepared, rotmats, ctx.betas, o)
     # the offsets returned are the ones aimed at: reused (--init, Refine) they give the same targets
@@ -424,22 +418,39 @@ def calibrated_solve(ctx, run, mode: str = "auto", offsets=None) -> Calibrated:
     return Calibrated(rotmats, trans, used, rotations, o.astype(np.float32), full)
 
 
-def _in_strategy_frames(ctx, run, geo: Geometry, offsets, frames, estimate: bool):
+def _estimated_offsets(ctx, geo: Geometry, frames, start) -> np.ndarray:
+    """(K, 3) the offsets after CALIBRATION_ROUNDS analytic rounds on the subsample ``frames``, the
+    first from ``start`` (``analytic_pose`` of every frame as captured)."""
+    model, layout = ctx.model, ctx.prepared.layout
+    sub = ctx.prepared.cut(frames)
+    sel = torch.as_tensor(frames, dtype=torch.long, device=start.rotmats.device)
+    rotmats, trans = start.rotmats[sel], start.trans[sel]
+    for r in range(CALIBRATION_ROUNDS):
+        kp, g = posed_keypoints(model, layout, rotmats, ctx.betas, trans)
+        o = geo.estimate(sub, kp, g)
+        if r + 1 < CALIBRATION_ROUNDS:
+            ana = analytic_pose(ctx, shifted(sub, geo.shift(sub, _shift(g, geo.parts, o), o)))
+            rotmats, trans = ana.rotmats, ana.trans
+    return o
+
+
+def _in_strategy_frames(ctx, run, geo: Geometry, offsets, frames, start, estimate: bool):
     """(the context aimed at the calibrated points for ``run``, the offsets). Analytic passes over
     every frame place the roots' shifts (``_aimed``); when ``estimate``, runs of the strategy on the
     subsample re-estimate the roots' offsets in its frames (STRATEGY_ROUNDS - 1). Its parts turn by
     a constant against analytic IK's (the file's rotations set the pelvis and spine3): a last run on
     the subsample measures that turn (mean per part), which every frame's shifts carry. The last
     step depends on the offsets alone, so given offsets (``calibrated_context``) aim exactly where
-    the solve that estimated them aimed."""
+    the solve that estimated them aimed. ``start``: ``analytic_pose`` of every frame as captured."""
     model, prepared, layout = ctx.model, ctx.prepared, ctx.prepared.layout
     sub = ctx.cut(frames)
+    g_start = start.glob.detach().cpu().double().numpy()
     for _ in range(STRATEGY_ROUNDS - 1 if estimate else 0):
         # each frame's targets depend on that frame alone: the subsample's are aimed on their own
-        rot_s, trans_s, _, _ = run(_aimed(sub, offsets, geo)[0])
+        rot_s, trans_s, _, _ = run(_aimed(sub, offsets, geo, g_start[frames])[0])
         kp, g_s = posed_keypoints(model, layout, rot_s, ctx.betas, trans_s)
         offsets = geo.estimate(sub.prepared, kp, g_s)
-    full, g_ana = _aimed(ctx, offsets, geo)
+    full, g_ana = _aimed(ctx, offsets, geo, g_start)
     rot_s, trans_s, _, _ = run(full.cut(frames))
     _, g_s = posed_keypoints(model, layout, rot_s, ctx.betas, trans_s)
     turn = mean_rotation(np.einsum("tjab,tjcb->tjac", g_s, g_ana[frames]))  # G_s G_ana^T
@@ -455,7 +466,8 @@ def calibrated_context(ctx, run, offsets):
     in it moved CMU's neck-base target (a 19 cm offset) by centimetres."""
     o = np.asarray(offsets, np.float64)
     geo = Geometry.of(ctx.model, ctx.prepared.layout, ctx.betas)
-    return _in_strategy_frames(ctx, run, geo, o, subsample(ctx.prepared.num_frames), False)[0]
+    frames, start = subsample(ctx.prepared.num_frames), analytic_pose(ctx, ctx.prepared)
+    return _in_strategy_frames(ctx, run, geo, o, frames, start, False)[0]
 
 
 def aim_far_bones(ctx, rotmats, offsets):
@@ -474,6 +486,7 @@ def analytic_pose(ctx, prepared: PreparedKeypoints):
 
     layout = prepared.layout
     targets, weight = prepared.smpl_targets()
+    measured = prepared.aim_origins()
     lm = [
         k
         for k, d in enumerate(layout.definitions)
@@ -494,6 +507,7 @@ def analytic_pose(ctx, prepared: PreparedKeypoints):
             names,
             prepared.positions[s : s + chunk, lm],
             prepared.weight[s : s + chunk, lm],
+            measured=measured[s : s + chunk],
         )
         for s in range(0, prepared.num_frames, chunk)
     ]
@@ -505,14 +519,16 @@ def analytic_pose(ctx, prepared: PreparedKeypoints):
 AIM_ROUNDS = 2  # analytic solves that place the chain roots' shifts (``_aimed``)
 
 
-def _aimed(ctx, offsets, geo: Geometry):
+def _aimed(ctx, offsets, geo: Geometry, g_start: np.ndarray):
     """``ctx`` aimed at the calibrated points by analytic IK alone (AIM_ROUNDS passes over every
-    frame) and the parts' world rotations (T, 24, 3, 3) of its last pass (analytic IK's own: no
-    forward kinematics again)."""
+    frame, the first given: ``g_start``, the world rotations (T, 24, 3, 3) of ``analytic_pose`` on
+    the keypoints as captured) and the parts' world rotations of its last pass (analytic IK's own:
+    no forward kinematics again)."""
     prepared = ctx.prepared
-    aimed = prepared
-    for _ in range(AIM_ROUNDS):
-        g = analytic_pose(ctx, aimed).glob.detach().cpu().double().numpy()
+    g, aimed = g_start, prepared
+    for r in range(AIM_ROUNDS):
+        if r:
+            g = analytic_pose(ctx, aimed).glob.detach().cpu().double().numpy()
         aimed = shifted(prepared, geo.shift(prepared, _shift(g, geo.parts, offsets), offsets))
     return ctx.with_prepared(aimed, ctx.notes), g
 

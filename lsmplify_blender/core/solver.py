@@ -94,30 +94,33 @@ def fit_error_mm(
     """Per-frame mean distance (mm) between the layout keypoints of a solution and the measured input
     (the keypoints that are positions: not the layout's aim-only end points); with ``offsets``
     (K, 3), to the calibrated keypoints (``calibration.calibrated_points``)."""
-    from .calibration import calibrated_points
+    return _fit_errors(model, prepared, rotmats, betas, trans, offsets)[0]
 
+
+def _fit_errors(model, prepared, rotmats, betas, trans, offsets=None):
+    """(``fit_error_mm`` with ``offsets``, the same to the keypoints as captured) from one forward
+    kinematics pass: the calibrated points are the model points moved in their parts' frames."""
+    from .calibration import Geometry, posed_keypoints
+
+    geo = None if offsets is None else Geometry.of(model, prepared.layout, betas)
     block = 8192  # the FK of a long take at once would hold (T, 24, 4, 4) float64 transforms
-    gen = np.concatenate(
-        [
-            (
-                prepared.layout.generate(model, rotmats[s : s + block], betas, trans[s : s + block])
-                .cpu()
-                .numpy()
-                if offsets is None
-                else calibrated_points(
-                    model,
-                    prepared.layout,
-                    rotmats[s : s + block],
-                    betas,
-                    trans[s : s + block],
-                    offsets,
-                )
-            )
-            for s in range(0, max(rotmats.shape[0], 1), block)
-        ]
-    )
-    w = prepared.measured & np.isfinite(gen).all(-1) & ~prepared.layout.aim_only_mask()[None]
-    d = np.linalg.norm(np.nan_to_num(gen) - prepared.positions, axis=-1)
+    raw, cal = [], []
+    for s in range(0, max(rotmats.shape[0], 1), block):
+        kp, g = posed_keypoints(
+            model, prepared.layout, rotmats[s : s + block], betas, trans[s : s + block]
+        )
+        raw.append(kp)
+        if geo is not None:
+            cal.append(geo.points(kp, g, np.asarray(offsets, np.float64)))
+    raw_mm = _mean_distance_mm(prepared, np.concatenate(raw))
+    return (raw_mm if geo is None else _mean_distance_mm(prepared, np.concatenate(cal))), raw_mm
+
+
+def _mean_distance_mm(prepared: PreparedKeypoints, points: np.ndarray) -> np.ndarray:
+    """(T,) mean distance (mm) of the model ``points`` (T, K, 3; NaN where not a position) to the
+    measured keypoints that are positions."""
+    w = prepared.measured & np.isfinite(points).all(-1) & ~prepared.layout.aim_only_mask()[None]
+    d = np.linalg.norm(np.nan_to_num(points) - prepared.positions, axis=-1)
     counts = w.sum(-1)
     return np.where(counts > 0, (d * w).sum(-1) / np.maximum(counts, 1), np.nan) * 1000.0
 
@@ -217,6 +220,7 @@ class _Context:
     def __post_init__(self):
         self.targets, self.weight = self.prepared.smpl_targets()
         self.measured = self.prepared.smpl_measured()
+        self.aim_origins = self.prepared.aim_origins()
 
     def with_prepared(
         self, prepared: PreparedKeypoints, notes: list[str] | None = None
@@ -368,6 +372,7 @@ class _Context:
                     lm_names,
                     lm_t[s : s + chunk],
                     lm_w[s : s + chunk],
+                    measured=self.aim_origins[s : s + chunk],
                 )
             )
             step_progress(parts[-1].rotmats.shape[0])
@@ -793,8 +798,7 @@ def _optimise_step(ctx: _Context, rotmats, trans, iters: int):
 
 def _shape(prepared: PreparedKeypoints, model: BodyModel, betas):
     """(betas on the model's device, MPBE mm): fitted to the bone lengths, or the given ones scored."""
-    targets, weight = prepared.smpl_targets()
-    lengths, stderr = observed_lengths(targets, weight)
+    lengths, stderr = observed_lengths(*prepared.length_samples())
     if betas is None:
         shape = fit_betas_auto(model, lengths, stderr)
         return shape.betas.to(model.device), shape.mpbe_mm
@@ -919,15 +923,6 @@ def _feet(ctx: _Context, denoised: PreparedKeypoints, rotmats, trans, mode: str,
     if ctx.model.device.type == "cuda":
         torch.cuda.synchronize()
     return feet
-
-
-def _fit_errors(model, prepared, rotmats, betas, trans, offsets):
-    """(fit error per frame, mm: to the calibrated keypoints when ``offsets`` are given, else to
-    the keypoints; the same to the keypoints as captured)."""
-    raw = fit_error_mm(model, prepared, rotmats, betas, trans)
-    if offsets is None:
-        return raw, raw
-    return fit_error_mm(model, prepared, rotmats, betas, trans, offsets), raw
 
 
 def _feet_note(feet) -> str:
