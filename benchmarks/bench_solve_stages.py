@@ -7,7 +7,7 @@ solved as the panel's Solve does (``blender.solving.run_solve``: the default sol
 smoothing, calibration and foot locking 'auto', blocks of 2,048 frames), and the fit report is
 built as the CLI builds it (``fit_report`` over every frame). Prints per step the minimum over
 ``--repeats`` of the wall seconds (``Solution.stage_seconds``: denoise, shape, strategy +
-calibration, feet, fit error) and its share, the solve's total beside issue 11's budget (the core
+calibration, feet, fit error) and its share, the CPU seconds beside it (``stage_cpu_seconds``), the solve's total beside issue 11's budget (the core
 part of "file to keyed rig with mesh for 10,000 frames <= 10 s"), and the load average (on a
 shared machine the wall clock also counts the time other processes hold the cores).
 
@@ -39,16 +39,17 @@ from lsmplify_blender.core.solver import DEFAULT_SOLVER, solve
 PANEL_CHUNK = 2048  # blender.solving.PROGRESS_CHUNK (not imported: that module needs bpy)
 
 
-def timed_solve(prepared, model, names) -> dict[str, float]:
-    """Seconds per step of one panel-default solve and the fit report after it."""
+def timed_solve(prepared, model, names) -> tuple[dict[str, float], dict[str, float]]:
+    """Wall and CPU seconds per step of one panel-default solve and the fit report after it."""
     t0 = time.perf_counter()
     sol = solve(prepared, model, solver=DEFAULT_SOLVER, chunk=PANEL_CHUNK)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     fit_report(model, prepared, sol, source_names=names)
-    stages = dict(sol.stage_seconds)
-    stages["fit report"] = time.perf_counter() - t1
-    stages["(other)"] = t1 - t0 - sum(sol.stage_seconds.values())
-    return stages
+    wall, cpu = dict(sol.stage_seconds), dict(sol.stage_cpu_seconds)
+    wall["fit report"], cpu["fit report"] = time.perf_counter() - t1, time.process_time() - c1
+    wall["(other)"] = t1 - t0 - sum(sol.stage_seconds.values())
+    cpu["(other)"] = 0.0
+    return wall, cpu
 
 
 def main() -> None:
@@ -69,19 +70,20 @@ def main() -> None:
     prepared = prepared.cut(np.arange(args.frames) % prepared.num_frames)  # played again to fill
     solve(prepared.cut(slice(0, 50)), model)  # warm-up (imports, allocator)
     runs = [timed_solve(prepared, model, seq.names) for _ in range(args.repeats)]
-    best = {k: min(r[k] for r in runs) for k in runs[0]}
-    totals = [sum(r.values()) for r in runs]
+    best = {k: min(r[0][k] for r in runs) for k in runs[0][0]}
+    best_cpu = {k: min(r[1][k] for r in runs) for k in runs[0][1]}
+    totals = [sum(r[0].values()) for r in runs]
     print(
         f"{Path(args.take).name}: {prepared.num_frames} frames ({prepared.layout.name}), solver "
         f"{DEFAULT_SOLVER}, {torch.get_num_threads()} thread(s), best of {args.repeats}; "
         f"load average {os.getloadavg()[0]:.2f}; read + prepare {read_s:.2f} s (the whole file once)"
     )
-    print("| step | seconds | share |\n|---|---|---|")
+    print("| step | seconds | share | CPU seconds |\n|---|---|---|---|")
     for k, v in best.items():
-        print(f"| {k} | {v:.3f} | {100 * v / sum(best.values()):.0f}% |")
+        print(f"| {k} | {v:.3f} | {100 * v / sum(best.values()):.0f}% | {best_cpu[k]:.3f} |")
     print(
         f"solve + fit report: {min(totals):.2f} s (min), {np.median(totals):.2f} s (median); "
-        f"{prepared.num_frames / min(totals):,.0f} frames/s"
+        f"{prepared.num_frames / min(totals):,.0f} frames/s; CPU {sum(best_cpu.values()):.2f} s"
     )
 
 

@@ -157,7 +157,14 @@ def _nanmean(values: np.ndarray, axis=0) -> np.ndarray:
 def fit_report(model, prepared: PreparedKeypoints, solution, source_names=None) -> FitReport:
     """The figures of ``solution`` (``solver.Solution``) on ``prepared``. ``source_names``: the file's
     joint names (default: those of its bone rotations, when it had any), for the unused-joints
-    warning."""
+    warning. On the solver's thread setting (``device.cpu_threads``)."""
+    from .device import cpu_threads
+
+    with cpu_threads(model.device):
+        return _fit_report(model, prepared, solution, source_names)
+
+
+def _fit_report(model, prepared: PreparedKeypoints, solution, source_names) -> FitReport:
     from .calibration import Geometry, posed_keypoints
 
     layout = prepared.layout
