@@ -27,7 +27,7 @@ import torch
 
 from .body_model import BodyModel
 from .errors import InputError
-from .model.kinematics import _parent_selector, _selector, put, take
+from .model.kinematics import parent_selector, put, selector, take
 from .model.rotations import axis_angle_to_matrix, kabsch, normalize, swing_rotation
 from .model.skeleton import JOINT_INDEX as _J
 from .model.skeleton import NUM_JOINTS, SMPL_CHILDREN, SMPL_DEPTHS
@@ -196,7 +196,7 @@ class _Group:
     frames: int
 
     def __post_init__(self):
-        self.sel = _selector(self.joints)
+        self.sel = selector(self.joints)
 
     @property
     def rows(self) -> int:
@@ -217,7 +217,7 @@ class _Group:
     def of(self, x: torch.Tensor, ids=None) -> torch.Tensor:
         """Rows (rows, ...) of joint-major ``x`` (J, frames, ...) at the group's joints, or at
         ``ids`` (one per joint of the group: their children, parents, landmarks)."""
-        sel = self.sel if ids is None else _parent_selector(ids)
+        sel = self.sel if ids is None else parent_selector(ids)
         return self.flat(take(x, sel, dim=0))
 
 
@@ -333,6 +333,63 @@ def _fit_vectors(rv, tv, w, eye):
     return torch.where(((w > 0).sum(-1) == 0)[:, None, None], eye, r)
 
 
+@dataclass
+class _Tree:
+    """What every group of one ``solve_analytic`` call reads: the tree, the rest joints (24, 3),
+    the joint-major targets (24, T, 3), weights (24, T) and aim origins (24, T), the landmark
+    setup (``_landmark_setup``), the hinges and which joints have a seen only child."""
+
+    parents: tuple[int, ...]
+    rest: torch.Tensor
+    targets: torch.Tensor
+    weight: torch.Tensor
+    measured: torch.Tensor
+    lm: tuple
+    hinge_of: dict
+    child_seen: list[bool]
+
+
+def _solve_group(tree: _Tree, grp: _Group, local, glob, pos) -> None:
+    """One group's joints: place them under their parents (forward kinematics of the rest
+    bones), aim them at their children and landmarks, and write their local and world
+    rotations into ``local`` / ``glob`` (24, T, 3, 3) and positions into ``pos`` (24, T, 3)."""
+    joints, n, rest = grp.joints, grp.frames, tree.rest
+    dt, dev = rest.dtype, rest.device
+    par = [tree.parents[j] for j in joints]
+    eye = torch.eye(3, dtype=dt, device=dev).expand(grp.rows, 3, 3)
+    frame = eye
+    if joints[0] > 0:
+        frame = grp.of(glob, par)
+        bone = grp.per_joint(rest[joints] - rest[par])
+        put(
+            pos,
+            grp.sel,
+            (grp.of(pos, par) + (frame @ bone[..., None])[..., 0]).reshape(-1, n, 3),
+            dim=0,
+        )
+    aim = _Aim(
+        pos=grp.of(pos),
+        target=grp.of(tree.targets),
+        frame=frame,
+        seen=grp.of(tree.measured)[:, None],
+    )
+    vectors = _group_vectors(grp, aim, rest, tree.targets, tree.weight, SMPL_CHILDREN, tree.lm)
+    r = eye
+    if vectors is not None:
+        rv, tv, w = vectors
+        if tree.child_seen[joints[0]]:
+            r = _swing_and_twist(
+                grp, aim, rv, tv, w, rest, tree.targets, tree.weight, tree.hinge_of
+            )
+            r = torch.where((w[:, 0] > 0)[:, None, None], r, eye)
+        elif tv.shape[1] >= 2:
+            r = _fit_vectors(rv, tv, w, eye)
+        else:
+            r = torch.where((w[:, 0] > 0)[:, None, None], swing_rotation(rv[:, 0], tv[:, 0]), eye)
+    put(local, grp.sel, r.reshape(len(joints), n, 3, 3), dim=0)
+    put(glob, grp.sel, (frame @ r if joints[0] > 0 else r).reshape(len(joints), n, 3, 3), dim=0)
+
+
 def solve_analytic(
     model: BodyModel,
     betas: torch.Tensor,
@@ -364,7 +421,6 @@ def solve_analytic(
     targets = torch.nan_to_num(torch.as_tensor(targets)).transpose(0, 1).contiguous()
     weight = torch.as_tensor(weight).T.contiguous()
     measured = (measured & (weight.T > 0)).T.contiguous()
-    parents, kids = model.parents, SMPL_CHILDREN
     lm = _landmark_setup(
         model,
         betas,
@@ -374,7 +430,9 @@ def solve_analytic(
         seen_any.tolist(),
     )
     hinge_of = {h[0]: h for h in HINGES} if hinge_twist else {}
+    kids = SMPL_CHILDREN
     child_seen = [len(kids[j]) == 1 and bool(seen_any[kids[j][0]]) for j in range(NUM_JOINTS)]
+    tree = _Tree(model.parents, rest, targets, weight, measured, lm, hinge_of, child_seen)
     local = targets.new_empty(NUM_JOINTS, n, 3, 3)
     glob = targets.new_empty(NUM_JOINTS, n, 3, 3)
     pos = targets.new_empty(NUM_JOINTS, n, 3)
@@ -382,40 +440,7 @@ def solve_analytic(
     # Joints of one tree level that take the same branch below (e.g. both knees) are solved as
     # one batch of len(group) * n rows: 14 steps instead of 24, the same arithmetic.
     for joints in _groups(kids, lm[3], hinge_of, child_seen):
-        grp = _Group(joints, n)
-        par = [parents[j] for j in joints]
-        eye = torch.eye(3, dtype=dt, device=dev).expand(grp.rows, 3, 3)
-        frame = eye
-        if joints[0] > 0:
-            frame = grp.of(glob, par)
-            bone = grp.per_joint(rest[joints] - rest[par])
-            put(
-                pos,
-                grp.sel,
-                (grp.of(pos, par) + (frame @ bone[..., None])[..., 0]).reshape(-1, n, 3),
-                dim=0,
-            )
-        aim = _Aim(
-            pos=grp.of(pos),
-            target=grp.of(targets),
-            frame=frame,
-            seen=grp.of(measured)[:, None],
-        )
-        vectors = _group_vectors(grp, aim, rest, targets, weight, kids, lm)
-        r = eye
-        if vectors is not None:
-            rv, tv, w = vectors
-            if child_seen[joints[0]]:
-                r = _swing_and_twist(grp, aim, rv, tv, w, rest, targets, weight, hinge_of)
-                r = torch.where((w[:, 0] > 0)[:, None, None], r, eye)
-            elif tv.shape[1] >= 2:
-                r = _fit_vectors(rv, tv, w, eye)
-            else:
-                r = torch.where(
-                    (w[:, 0] > 0)[:, None, None], swing_rotation(rv[:, 0], tv[:, 0]), eye
-                )
-        put(local, grp.sel, r.reshape(len(joints), n, 3, 3), dim=0)
-        put(glob, grp.sel, (frame @ r if joints[0] > 0 else r).reshape(len(joints), n, 3, 3), dim=0)
+        _solve_group(tree, _Group(joints, n), local, glob, pos)
     return IKResult(
         rotmats=local.transpose(0, 1).contiguous(),
         trans=pos[0] - rest[0],

@@ -389,14 +389,14 @@ def run_take(options, model, take: Take) -> dict:
             "traceback": traceback.format_exc(limit=6),
         }
     finally:
-        _remove_partial(take)
+        remove_partial(take)
     row.update(
         seconds=round(time.perf_counter() - t0, 4), worker=os.getpid(), peak_rss_mb=peak_rss_mb()
     )
     return row
 
 
-def _remove_partial(take: Take) -> None:
+def remove_partial(take: Take) -> None:
     with contextlib.suppress(OSError):
         partial_path(take.output).unlink(missing_ok=True)
 
@@ -596,7 +596,7 @@ class _LocalPool:
                 "check the free memory and the --model file."
             )
         if w.take is not None:
-            _remove_partial(w.take)
+            remove_partial(w.take)
             self.counter.finish(
                 w.take,
                 {
@@ -616,7 +616,7 @@ class _LocalPool:
         for w in self.workers:
             if w.take is not None:  # interrupted mid-take: no half-written output stays
                 w.stop(hard=True)
-                _remove_partial(w.take)
+                remove_partial(w.take)
             else:
                 w.stop()
 

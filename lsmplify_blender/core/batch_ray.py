@@ -100,7 +100,7 @@ def _connect(ray, workers: int | None, address: str | None) -> bool:
 
 def run_ray(pending, options, workers, address, take_fn, counter, cancel) -> None:
     """Feed one take at a time to each actor; a take whose actor died is failed and the actor replaced."""
-    from .batch import _remove_partial
+    from .batch import remove_partial
     from .cli import load_model
 
     if not pending:
@@ -128,7 +128,7 @@ def run_ray(pending, options, workers, address, take_fn, counter, cancel) -> Non
             try:
                 row = ray.get(done[0])
             except ray.exceptions.RayActorError as exc:
-                _remove_partial(take)
+                remove_partial(take)
                 row = {
                     "status": "failed",
                     "error": f"the Ray worker died in this take ({type(exc).__name__}); "
@@ -149,6 +149,6 @@ def run_ray(pending, options, workers, address, take_fn, counter, cancel) -> Non
         for actor in actors:  # in-flight takes leave nothing: their partial files are removed
             ray.kill(actor)
         for _actor, take in running.values():
-            _remove_partial(take)
+            remove_partial(take)
         if started:
             ray.shutdown()

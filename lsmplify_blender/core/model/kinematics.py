@@ -25,7 +25,7 @@ from .backend import numpy_or_torch
 from .skeleton import SMPL_PARENTS, levels_of
 
 
-def _selector(ids: Sequence[int]):
+def selector(ids: Sequence[int]):
     """A slice when ``ids`` are consecutive (SMPL's levels all are: basic indexing, no gather or
     scatter kernel), else the index tensor for ``index_select`` / ``index_copy_``."""
     ids = list(ids)
@@ -34,14 +34,14 @@ def _selector(ids: Sequence[int]):
     return torch.tensor(ids, dtype=torch.long)
 
 
-def _parent_selector(ids: Sequence[int]):
-    """``_selector`` of joints read once per child (parents): a length-1 slice, broadcast, when
+def parent_selector(ids: Sequence[int]):
+    """``selector`` of joints read once per child (parents): a length-1 slice, broadcast, when
     they are all one joint (SMPL's hips and spine1 share the pelvis)."""
-    return slice(ids[0], ids[0] + 1) if len(set(ids)) == 1 else _selector(ids)
+    return slice(ids[0], ids[0] + 1) if len(set(ids)) == 1 else selector(ids)
 
 
 def take(x: torch.Tensor, sel, dim: int = 1) -> torch.Tensor:
-    """``x`` at the joints ``sel`` (a ``_selector``) along ``dim``.
+    """``x`` at the joints ``sel`` (a ``selector``) along ``dim``.
 
     A slice is a view of ``x``, which the kinematic loops go on writing into (``put``); under
     autograd it is copied, as indexing with a list did, so the graph keeps the values it used
@@ -62,7 +62,7 @@ def put(x: torch.Tensor, sel, value: torch.Tensor, dim: int = 1) -> None:
 
 @dataclass(frozen=True)
 class LevelStep:
-    """One tree level: its joints and their parents as ``_selector``s."""
+    """One tree level: its joints and their parents as ``selector``s."""
 
     joints: object
     parents: object
@@ -75,11 +75,11 @@ def level_plan(parents: tuple[int, ...]):
     """The roots (a selector) and one ``LevelStep`` per level of a tree, computed once per tree.
     A level whose joints share one parent reads it as a length-1 slice broadcast over them."""
     levels = levels_of(parents)
-    roots = _selector([j for j, p in enumerate(parents) if p < 0])
+    roots = selector([j for j, p in enumerate(parents) if p < 0])
     steps = []
     for js in levels:
         ps = [parents[j] for j in js]
-        steps.append(LevelStep(_selector(js), _parent_selector(ps), tuple(js), tuple(ps)))
+        steps.append(LevelStep(selector(js), parent_selector(ps), tuple(js), tuple(ps)))
     return roots, tuple(steps)
 
 

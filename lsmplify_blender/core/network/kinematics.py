@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model.kinematics import _parent_selector, _selector, put, take
 from ..model.kinematics import forward_kinematics as fk  # noqa: F401  (re-exported for the network code)
+from ..model.kinematics import parent_selector, put, selector, take
 from ..model.rotations import kabsch, swing_rotation
 from ..model.skeleton import SMPL_CHILDREN as KIDS
 from ..model.skeleton import SMPL_LEVELS, SMPL_PARENTS
@@ -36,11 +36,11 @@ class _ReaimLevel:
 def _plan_level(level) -> _ReaimLevel:
     single = [j for j in level if len(KIDS[j]) == 1]
     return _ReaimLevel(
-        joints=_selector(level),
-        parents=_parent_selector([SMPL_PARENTS[j] for j in level]),
-        single=_selector(single) if single else None,
-        single_kids=_selector([KIDS[j][0] for j in single]) if single else None,
-        single_parents=_parent_selector([SMPL_PARENTS[j] for j in single]) if single else None,
+        joints=selector(level),
+        parents=parent_selector([SMPL_PARENTS[j] for j in level]),
+        single=selector(single) if single else None,
+        single_kids=selector([KIDS[j][0] for j in single]) if single else None,
+        single_parents=parent_selector([SMPL_PARENTS[j] for j in single]) if single else None,
         multi=tuple(j for j in level if len(KIDS[j]) > 1),
     )
 
