@@ -136,7 +136,7 @@ def speed(model, motions, args):
     print(json.dumps({"speed": out, "over_baseline": ratios}))
 
 
-def main():
+def parse_args(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--noise-mm", type=float, default=0.0)
@@ -154,19 +154,35 @@ def main():
     ap.add_argument(
         "--speed", action="store_true", help="only time each solver on all clips as one long clip"
     )
-    args = ap.parse_args()
-    torch.set_num_threads(2)
-    model = BodyModel(load_model_data())
-    t0 = time.perf_counter()
-    motions = load_motions(model, args.clips)
-    print(
-        f"retargeted {len(motions)} clips, {sum(m[1].shape[0] for m in motions)} frames at 30 fps "
-        f"in {time.perf_counter() - t0:.1f} s",
-        file=sys.stderr,
+    return ap.parse_args(argv)
+
+
+def layout_keypoints(model, lay, rot, betas, trans, noise_mm, rng):
+    """A layout's keypoints of the true motion (plus noise, mm) and their weights (1 where finite)."""
+    kp = lay.generate(model, rot, betas, trans).numpy().astype(np.float64)
+    if noise_mm:
+        kp = kp + rng.normal(scale=noise_mm / 1000, size=kp.shape)
+    w = np.isfinite(kp).all(-1).astype(float)
+    return kp, w
+
+
+def solve_keypoints(model, lay, kp, w, n, opts, smooth):
+    """One solver run on the first n frames of a layout's keypoints (smoothed if asked)."""
+    prep = PreparedKeypoints(
+        layout=lay,
+        positions=np.nan_to_num(kp[:n]),
+        weight=w[:n],
+        fps=30,
+        units="m",
+        up="y",
     )
-    if args.speed:
-        speed(model, motions, args)
-        return
+    if smooth:
+        prep = smooth_over_time(prep, smooth)
+    return solve(prep, model, **opts)
+
+
+def accuracy_runs(model, motions, args) -> dict[str, list]:
+    """Each method on each twisted, reshaped clip: per method, one evaluate() row per clip."""
     rng = np.random.default_rng(0)
     methods = {
         "analytic": dict(solver="analytic"),
@@ -180,10 +196,7 @@ def main():
         rot = add_twist(model, rot_plain, args.twist, seed=k)
         for lay_name in layouts:
             lay = LAYOUTS[lay_name]
-            kp = lay.generate(model, rot, betas, trans).numpy().astype(np.float64)
-            if args.noise_mm:
-                kp = kp + rng.normal(scale=args.noise_mm / 1000, size=kp.shape)
-            w = np.isfinite(kp).all(-1).astype(float)
+            kp, w = layout_keypoints(model, lay, rot, betas, trans, args.noise_mm, rng)
             for mname, opts in methods.items():
                 if lay_name != "smpl24" and mname != "analytic":
                     continue
@@ -192,21 +205,16 @@ def main():
                     if mname != "optimize (baseline)"
                     else min(rot.shape[0], args.optimize_frames)
                 )
-                prep = PreparedKeypoints(
-                    layout=lay,
-                    positions=np.nan_to_num(kp[:n]),
-                    weight=w[:n],
-                    fps=30,
-                    units="m",
-                    up="y",
-                )
-                if args.smooth:
-                    prep = smooth_over_time(prep, args.smooth)
-                sol = solve(prep, model, **opts)
+                sol = solve_keypoints(model, lay, kp, w, n, opts, args.smooth)
                 key = mname if lay_name == "smpl24" else f"analytic [{lay_name}]"
                 results.setdefault(key, []).append(
                     evaluate(model, (rot[:n], betas, trans[:n]), sol)
                 )
+    return results
+
+
+def print_table(results: dict[str, list], args) -> None:
+    """The frame-weighted means of each method as a Markdown table, then as a JSON line."""
     summary = {}
     print("\n| method | frames | MPJPE | PA-MPJPE | MPVE | PA-MPVE | MPBE | fit | frames/s |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -234,6 +242,23 @@ def main():
             }
         )
     )
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(2)
+    model = BodyModel(load_model_data())
+    t0 = time.perf_counter()
+    motions = load_motions(model, args.clips)
+    print(
+        f"retargeted {len(motions)} clips, {sum(m[1].shape[0] for m in motions)} frames at 30 fps "
+        f"in {time.perf_counter() - t0:.1f} s",
+        file=sys.stderr,
+    )
+    if args.speed:
+        speed(model, motions, args)
+        return
+    print_table(accuracy_runs(model, motions, args), args)
 
 
 if __name__ == "__main__":

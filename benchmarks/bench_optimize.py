@@ -25,6 +25,7 @@ import argparse
 import importlib.util
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -76,16 +77,33 @@ def analytic_for_layout(model, layout, kp, w, betas):
     )
 
 
-def report(name, model, rot, trans, betas, joints_gt, verts_gt, seconds, n):
-    j = model.joints(rot, betas, trans)
-    v = model.vertices(rot, betas, trans)
+@dataclass
+class GroundTruth:
+    """The retargeted clip (pose, root path, shape) and the joints and mesh it gives."""
+
+    rotmats: torch.Tensor
+    trans: torch.Tensor
+    betas: torch.Tensor
+    joints: torch.Tensor
+    vertices: torch.Tensor
+
+    @property
+    def frames(self) -> int:
+        return self.rotmats.shape[0]
+
+
+def report(name, model, truth: GroundTruth, rot, trans, seconds):
+    """One table row: a solver's speed and its errors against the ground truth (true betas)."""
+    j = model.joints(rot, truth.betas, trans)
+    v = model.vertices(rot, truth.betas, trans)
+    n, joints_gt, verts_gt = truth.frames, truth.joints, truth.vertices
     print(
         f"  {name:<22} {n / seconds:9.1f} frames/s  ({seconds:6.2f} s)   MPJPE {metrics.mpjpe(j, joints_gt):6.1f} mm"
         f"   PA-MPJPE {metrics.pa_mpjpe(j, joints_gt):5.1f}   MPVE {metrics.mpve(v, verts_gt):6.1f} mm"
     )
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
     ap.add_argument("--frames", type=int, default=200)
@@ -96,14 +114,11 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--refine", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if not args.clip.is_file():
-        print(f"clip not found: {args.clip}")
-        return 1
-    model = BodyModel(load_model_data())
-    prior = load_default_prior()
+    return ap.parse_args(argv)
+
+
+def load_truth(model, args) -> GroundTruth:
+    """The CMU clip retargeted onto the model (every --step-th frame, at most --frames)."""
     with torch.no_grad():
         rot, trans, betas = _retarget_module().retarget_clip(
             model,
@@ -112,78 +127,66 @@ def main(argv=None) -> int:
             step=args.step,
             max_frames=args.frames,
         )
-        joints_gt = model.joints(rot, betas, trans)
-        verts_gt = model.vertices(rot, betas, trans)
-    n = rot.shape[0]
+        return GroundTruth(
+            rot, trans, betas, model.joints(rot, betas, trans), model.vertices(rot, betas, trans)
+        )
+
+
+def compare_on_layout(model, prior, layout, truth: GroundTruth, args, gen) -> None:
+    """The sequential baseline, the analytic solver and its batch refinement on one layout."""
+    betas = truth.betas
+    with torch.no_grad():
+        kp = layout.generate(model, truth.rotmats, betas, truth.trans)
+    w = torch.isfinite(kp).all(-1).to(model.dtype)
+    kp = torch.nan_to_num(kp) + args.noise * torch.randn(kp.shape, generator=gen)
+    print(f"layout {layout.name} ({int(w[0].sum())} keypoints)")
+    # warm-up: torch's first L-BFGS step pays one-off lazy imports and allocations (~1 s)
+    optimize_fit(model, layout, kp[:2], w[:2], betas, mode="batch", iters=2, prior=prior)
+
+    res = optimize_fit(model, layout, kp, w, betas, mode="sequential", prior=prior)
+    report("sequential 30/10", model, truth, res.rotmats, res.trans, res.seconds)
+
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        ik = analytic_for_layout(model, layout, kp, w, betas)
+    t_ik = time.perf_counter() - t0
+    report("analytic", model, truth, ik.rotmats, ik.trans, t_ik)
+
+    res = optimize_fit(
+        model,
+        layout,
+        kp,
+        w,
+        betas,
+        ik.rotmats,
+        ik.trans,
+        mode="batch",
+        iters=args.refine,
+        prior=prior,
+    )
+    refined = (res.rotmats, res.trans)
+    report(f"batch refine {args.refine} (alone)", model, truth, *refined, res.seconds)
+    report(f"analytic + refine {args.refine}", model, truth, *refined, res.seconds + t_ik)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.clip.is_file():
+        print(f"clip not found: {args.clip}")
+        return 1
+    model = BodyModel(load_model_data())
+    prior = load_default_prior()
+    truth = load_truth(model, args)
     print(
-        f"{args.clip.name}: {n} frames (every {args.step}th at 120 fps), open model, "
+        f"{args.clip.name}: {truth.frames} frames (every {args.step}th at 120 fps), open model, "
         f"prior {'on' if prior is not None else 'absent'}, noise {args.noise * 1000:.0f} mm, "
         f"torch threads {torch.get_num_threads()}"
     )
     gen = torch.Generator().manual_seed(0)
     for name in args.layouts.split(","):
-        layout = get_layout(name)
-        with torch.no_grad():
-            kp = layout.generate(model, rot, betas, trans)
-        w = torch.isfinite(kp).all(-1).to(model.dtype)
-        kp = torch.nan_to_num(kp) + args.noise * torch.randn(kp.shape, generator=gen)
-        print(f"layout {layout.name} ({int(w[0].sum())} keypoints)")
-        # warm-up: torch's first L-BFGS step pays one-off lazy imports and allocations (~1 s)
-        optimize_fit(model, layout, kp[:2], w[:2], betas, mode="batch", iters=2, prior=prior)
-
-        res = optimize_fit(model, layout, kp, w, betas, mode="sequential", prior=prior)
-        report(
-            "sequential 30/10",
-            model,
-            res.rotmats,
-            res.trans,
-            betas,
-            joints_gt,
-            verts_gt,
-            res.seconds,
-            n,
-        )
-
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            ik = analytic_for_layout(model, layout, kp, w, betas)
-        t_ik = time.perf_counter() - t0
-        report("analytic", model, ik.rotmats, ik.trans, betas, joints_gt, verts_gt, t_ik, n)
-
-        res = optimize_fit(
-            model,
-            layout,
-            kp,
-            w,
-            betas,
-            ik.rotmats,
-            ik.trans,
-            mode="batch",
-            iters=args.refine,
-            prior=prior,
-        )
-        report(
-            f"batch refine {args.refine} (alone)",
-            model,
-            res.rotmats,
-            res.trans,
-            betas,
-            joints_gt,
-            verts_gt,
-            res.seconds,
-            n,
-        )
-        report(
-            f"analytic + refine {args.refine}",
-            model,
-            res.rotmats,
-            res.trans,
-            betas,
-            joints_gt,
-            verts_gt,
-            res.seconds + t_ik,
-            n,
-        )
+        compare_on_layout(model, prior, get_layout(name), truth, args, gen)
     return 0
 
 
