@@ -257,26 +257,95 @@ def source_key(context, settings) -> str:
     return "empties:" + "|".join(o.name for o in selected_empties(context))
 
 
-def read_file_source(settings, model):
-    """The file source read and prepared (every frame of the file)."""
+# The last keypoint file read (key, sequence): Import Keypoints reads the file and Solve reads
+# the same File source again moments later (0.08 s of a 1,000-frame BVH each time); the second
+# read is served from here while the file (and its skeleton) are unchanged on disk.
+_LAST_READ: list = []
+
+
+def _file_stamp(path) -> tuple:
+    """What tells a changed file: its path, size and modification time (ns); None when absent."""
+    import os
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (str(path), None)
+    return (str(path), st.st_size, st.st_mtime_ns)
+
+
+def _read_key(path: str, asf) -> tuple:
+    """The cache key of a read: the file's stamp and its skeleton's (the given .asf, or the one
+    an .amc finds next to it)."""
+    from pathlib import Path
+
+    from ..core.formats import find_asf
+
+    skeleton = asf
+    if skeleton is None and Path(path).suffix.lower() == ".amc":
+        skeleton = find_asf(Path(path))
+    return _file_stamp(path), (_file_stamp(skeleton) if skeleton is not None else None)
+
+
+def read_keypoint_file(path: str, asf=None):
+    """``core.formats.read_keypoints(path, asf)``, read once: the last file's sequence is kept
+    and served again (a copy whose name and note lists the caller may change; the arrays are
+    shared and never written by ``prepare``) while its size and modification time (and its
+    skeleton's) are unchanged."""
+    import dataclasses
+
     from ..core.formats import read_keypoints
+
+    key = _read_key(path, asf)
+    if not (_LAST_READ and _LAST_READ[0][0] == key):
+        seq = read_keypoints(path, asf=asf)
+        _LAST_READ[:] = [(key, seq)]
+    seq = _LAST_READ[0][1]
+    return dataclasses.replace(
+        seq,
+        names=None if seq.names is None else list(seq.names),
+        notes=list(seq.notes),
+    )
+
+
+def clear_read_cache() -> None:
+    _LAST_READ.clear()
+
+
+def prepare_sequence(seq, model, layout, units, up, fps, mapping):
+    """A read keypoint sequence renamed by the joint map (``mapping``: source name -> keypoint)
+    and prepared with the panel's options (enum identifiers: ``AUTO``, ``cm``, ``Y``...)."""
     from ..core.prepare import prepare
 
-    if not settings.filepath:
-        raise InputError(
-            "No keypoint file is set: choose a file in the LSMPLify panel or use Import Keypoints."
-        )
-    seq = read_keypoints(bpy.path.abspath(settings.filepath), asf=asf_or_none(settings.asf_path))
-    mapping = joint_map(settings)
     if mapping and seq.names is not None:
         seq.names = mapped_names(seq.names, mapping)
     return prepare(
         seq,
         model,
-        layout=option_value(settings.layout),
-        units=option_value(settings.units),
-        up=option_value(settings.up_axis),
-        fps=settings.fps or None,
+        layout=option_value(layout),
+        units=option_value(units),
+        up=option_value(up),
+        fps=fps or None,
+    )
+
+
+def read_file_source(settings, model):
+    """The file source read and prepared (every frame of the file)."""
+    if not settings.filepath:
+        raise InputError(
+            "No keypoint file is set: choose a file in the LSMPLify panel or use Import Keypoints."
+        )
+    seq = read_keypoint_file(
+        bpy.path.abspath(settings.filepath), asf=asf_or_none(settings.asf_path)
+    )
+    return prepare_sequence(
+        seq,
+        model,
+        settings.layout,
+        settings.units,
+        settings.up_axis,
+        settings.fps,
+        joint_map(settings),
     )
 
 
