@@ -1,5 +1,6 @@
-"""A keypoint file is read once on the way to a keyed rig (issue 15): Import Keypoints reads it,
-Solve of that File source is served the same read, and a file changed on disk is read again.
+"""A keypoint file is read and prepared once on the way to a keyed rig (issue 15): Import
+Keypoints reads it, Solve of that File source is served the same read and preparation, and a
+file changed on disk (or other options) is read (prepared) again.
 Real CMU take (fixtures/CREDITS.md), the real bpy wheel."""
 
 import os
@@ -122,3 +123,23 @@ def test_a_served_read_is_a_copy_the_joint_map_cannot_change(counted_reads, tmp_
     again = read_keypoint_file(str(BVH))
     assert len(counted_reads) == 1
     assert again.names[0] != "renamed" and "added by a caller" not in again.notes
+
+
+def test_other_options_prepare_the_served_read_again(counted_reads, monkeypatch):
+    from lsmplify_blender.blender import model_cache, sources
+    from lsmplify_blender.core import prepare
+
+    model = model_cache.get_model(bpy.context)
+    prepares = []
+    real = prepare.prepare
+    monkeypatch.setattr(prepare, "prepare", lambda *a, **k: prepares.append(k) or real(*a, **k))
+    args = (str(BVH), model, "AUTO", "AUTO", "AUTO", 0.0, "", {})
+    first = sources.prepared_file(*args)
+    again = sources.prepared_file(*args)
+    assert len(counted_reads) == 1 and len(prepares) == 1
+    assert again is not first and again.notes == first.notes
+    again.notes.append("a caller's note")
+    assert "a caller's note" not in sources.prepared_file(*args).notes
+    cm = sources.prepared_file(str(BVH), model, "AUTO", "cm", "AUTO", 0.0, "", {})
+    assert len(counted_reads) == 1 and len(prepares) == 2  # the same read, prepared again
+    assert cm.units == "cm" and first.units == "cmu"

@@ -101,13 +101,7 @@ def import_keypoint_file(
     ``progress(fraction, what)``, when given, hears each step: the file read, prepared, and
     each keypoint's empty keyed (``IMPORT_STEPS`` share the bar)."""
     from .scene_writing import SceneChange, check_frame_rate, safe_stem, set_scene_timing
-    from .sources import (
-        asf_or_none,
-        joint_map,
-        prepare_sequence,
-        read_keypoint_file,
-        set_detected,
-    )
+    from .sources import joint_map, prepared_file, set_detected
 
     def report(fraction: float, what: str) -> None:
         if progress is not None:
@@ -115,11 +109,17 @@ def import_keypoint_file(
 
     path = bpy.path.abspath(filepath)
     report(0.0, "reading")
-    # read once: a Solve of this File source is served this read (sources.read_keypoint_file)
-    seq = read_keypoint_file(path, asf=asf_or_none(asf_path))
-    report(IMPORT_STEPS["read"], "preparing")
-    prepared = prepare_sequence(
-        seq, model, layout, units, up, fps, joint_map(context.scene.lsmplify)
+    # read and prepared once: a Solve of this File source is served the same (sources.prepared_file)
+    prepared = prepared_file(
+        path,
+        model,
+        layout,
+        units,
+        up,
+        fps,
+        asf_path,
+        joint_map(context.scene.lsmplify),
+        progress=lambda what: report(IMPORT_STEPS["read"], what),
     )
     check_frame_rate(
         prepared.fps,

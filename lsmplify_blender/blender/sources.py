@@ -310,6 +310,33 @@ def read_keypoint_file(path: str, asf=None):
 
 def clear_read_cache() -> None:
     _LAST_READ.clear()
+    _LAST_PREPARED.clear()
+
+
+# The last file prepared (key, model, prepared): Solve prepares the File source as Import
+# Keypoints did, with the same options; served again (a copy with its own note list: the arrays
+# are shared and never written in place) while the file, the options and the model are the same.
+_LAST_PREPARED: list = []
+
+
+def prepared_file(path: str, model, layout, units, up, fps, asf_path: str, mapping, progress=None):
+    """A keypoint file read (``read_keypoint_file``) and prepared (``prepare_sequence``), once for
+    the same file on disk, options, joint map and model. ``progress(what)`` hears the prepare
+    step begin (the read done)."""
+    import dataclasses
+
+    asf = asf_or_none(asf_path)
+    options = (layout, units, up, float(fps or 0.0), tuple(sorted(mapping.items())))
+    key = (_read_key(path, asf), options)
+    hit = _LAST_PREPARED and _LAST_PREPARED[0][0] == key and _LAST_PREPARED[0][1] is model
+    seq = None if hit else read_keypoint_file(path, asf=asf)
+    if progress is not None:
+        progress("preparing")
+    if seq is not None:
+        prepared = prepare_sequence(seq, model, layout, units, up, fps, mapping)
+        _LAST_PREPARED[:] = [(key, model, prepared)]
+    prepared = _LAST_PREPARED[0][2]
+    return dataclasses.replace(prepared, notes=list(prepared.notes))
 
 
 def prepare_sequence(seq, model, layout, units, up, fps, mapping):
@@ -335,16 +362,14 @@ def read_file_source(settings, model):
         raise InputError(
             "No keypoint file is set: choose a file in the LSMPLify panel or use Import Keypoints."
         )
-    seq = read_keypoint_file(
-        bpy.path.abspath(settings.filepath), asf=asf_or_none(settings.asf_path)
-    )
-    return prepare_sequence(
-        seq,
+    return prepared_file(
+        bpy.path.abspath(settings.filepath),
         model,
         settings.layout,
         settings.units,
         settings.up_axis,
         settings.fps,
+        settings.asf_path,
         joint_map(settings),
     )
 
