@@ -209,6 +209,7 @@ def _channel(curves: dict, path: str, index: int, frames: np.ndarray, still: flo
 def pose_bases(rig, curves: dict, bone_names, frames: np.ndarray) -> np.ndarray:
     """(F, B, 4, 4) the bones' pose basis matrices ``T @ R @ S`` at ``frames`` from their keys."""
     from ..core.model.rotations import quaternion_to_matrix
+    from .keyframes import one_thread
 
     f, n = frames.size, len(bone_names)
     loc, quat, scale = np.empty((f, n, 3)), np.empty((f, n, 4)), np.empty((f, n, 3))
@@ -223,7 +224,8 @@ def pose_bases(rig, curves: dict, bone_names, frames: np.ndarray) -> np.ndarray:
             for c in range(out.shape[-1]):
                 out[:, j, c] = _channel(curves, path, c, frames, still[c])
     basis = np.zeros((f, n, 4, 4))
-    basis[..., :3, :3] = quaternion_to_matrix(quat) * scale[..., None, :]
+    with one_thread():
+        basis[..., :3, :3] = quaternion_to_matrix(quat) * scale[..., None, :]
     basis[..., :3, 3] = loc
     basis[..., 3, 3] = 1.0
     return basis
