@@ -213,3 +213,16 @@ def test_compatible_eulers_are_blenders_to_euler_frame_by_frame():
             prev = Matrix(rot[f, n].tolist()).to_euler("XYZ", prev)
             # the same solution and the same whole turns (float32 in mathutils)
             assert np.abs(np.array(prev) - ours[f, n]).max() < 2e-3, (n, f)
+
+
+def test_a_scene_range_past_the_keys_bakes_the_held_poses_as_the_exporter(
+    solved_rig, tmp_path, monkeypatch
+):
+    sc = bpy.context.scene
+    sc.frame_start, sc.frame_end = 0, 45  # the action keys 1..40: held before and after
+    fast, plain = both_bakes(solved_rig, tmp_path, monkeypatch)
+    a, b = fbx_curves(fast), fbx_curves(plain)
+    assert len(a) == len(b) and {len(t) for t, _ in a} == {46}
+    for (ta, va), (tb, vb) in zip(a, b, strict=True):
+        np.testing.assert_array_equal(ta, tb)
+        np.testing.assert_allclose(va, vb, rtol=0, atol=2e-3)

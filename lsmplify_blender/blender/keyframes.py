@@ -359,16 +359,19 @@ def write_corrective_action(
 
 
 def sample_fcurve(fc, frames: np.ndarray) -> np.ndarray:
-    """An F-curve's values (float64) at ``frames``: its keys, read in bulk, where every frame
-    has one (as LSMPLify keys them); else the curve evaluated frame by frame."""
+    """An F-curve's values (float64) at ``frames``: its keys, read in bulk, at the frames that
+    have one (every frame, as LSMPLify keys them); the curve evaluated at the others only (a
+    range past the action's ends)."""
     n = len(fc.keyframe_points)
     co = np.empty(2 * n, dtype=np.float32)
     fc.keyframe_points.foreach_get("co", co)
     kf, kv = co[0::2].astype(np.float64), co[1::2].astype(np.float64)
     idx = np.clip(np.searchsorted(kf, frames), 0, max(n - 1, 0))
-    if n and np.all(np.abs(kf[idx] - frames) < 1e-3):
-        return kv[idx]
-    return np.array([fc.evaluate(f) for f in frames])
+    keyed = np.abs(kf[idx] - frames) < 1e-3 if n else np.zeros(frames.shape, dtype=bool)
+    out = np.where(keyed, kv[idx] if n else 0.0, 0.0)
+    for i in np.flatnonzero(~keyed):
+        out[i] = fc.evaluate(float(frames[i]))
+    return out
 
 
 def read_pose_action(armature_obj, frame_start: int, frame_end: int, action=None):
