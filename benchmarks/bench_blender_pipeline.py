@@ -1,7 +1,7 @@
 """Seconds from a keypoint file to a keyed SMPL rig with mesh preview, through the operators, by stage.
 
     .venv/bin/python benchmarks/bench_blender_pipeline.py [--input FILE] [--frames 1000]
-        [--solver analytic] [--repeat 3] [--fbx]
+        [--solver analytic] [--repeat 3] [--fbx] [--source file|armature]
 
 The input (default: ../shared/data/mocap/cmu_raw/01_01.bvh, 2,752 frames, else the bundled
 demo clip) is truncated to ``--frames`` frames (a BVH keeps its header and the first N motion
@@ -10,7 +10,8 @@ empties) and ``lsmplify.solve`` on a fresh scene and splits them into stages by 
 functions the operators call (looked up at call time):
 
 - model: loading and validating the body model (``model_cache.get_model``; cached after run 1)
-- read: the keypoint file read (``core.formats.read_keypoints``), every call
+- read: the keypoint file read (``core.formats.read_keypoints``), every call, or with
+  ``--source armature`` the source armature's frames (``sources.sample_armature``)
 - prepare: ``core.prepare.prepare``, every call
 - solve: the core solve (``solving.run_solve``)
 - rig build: the armature (``rig.build_smpl_rig`` less its mesh)
@@ -54,7 +55,10 @@ STAGES = {
         ("lsmplify_blender.blender.model_cache", "get_model"),
         ("lsmplify_blender.blender.solving", "get_model"),  # imported by name there
     ],
-    "read": ("lsmplify_blender.core.formats", "read_keypoints"),
+    "read": [
+        ("lsmplify_blender.core.formats", "read_keypoints"),
+        ("lsmplify_blender.blender.sources", "sample_armature"),  # an Armature source's frames
+    ],
     "prepare": ("lsmplify_blender.core.prepare", "prepare"),
     "solve": ("lsmplify_blender.blender.solving", "run_solve"),
     "rig build": ("lsmplify_blender.blender.rig", "build_smpl_rig"),
@@ -118,18 +122,27 @@ def wrap_stages() -> None:
             setattr(mod, name, timed(key, getattr(mod, name)))
 
 
-def one_run(bpy, path: Path, frames: int, solver: str) -> dict:
-    """Import + solve on a fresh scene; the stage times and the total."""
+def one_run(bpy, path: Path, frames: int, solver: str, source: str = "file") -> dict:
+    """Import + solve on a fresh scene; the stage times and the total. ``source`` 'armature':
+    the BVH brought in by Blender's BVH importer (not timed) and solved as an Armature source
+    (reading its frames is the 'read' stage)."""
     from lsmplify_blender.blender import sources
 
     TIMERS.update(dict.fromkeys(STAGES, 0.0))
     reset_scene()
     sources.clear_read_cache()  # every run imports the file anew (a cached read is timed once)
-    t0 = time.perf_counter()
-    bpy.ops.lsmplify.import_keypoints(filepath=str(path), create_empties=False)
-    t_import = time.perf_counter() - t0
     sc = bpy.context.scene
-    sc.frame_end = min(sc.frame_end, sc.frame_start + frames - 1)
+    if source == "armature":
+        assert bpy.ops.import_anim.bvh(filepath=str(path)) == {"FINISHED"}
+        arm = next(o for o in bpy.data.objects if o.type == "ARMATURE")
+        sc.lsmplify.source_type, sc.lsmplify.source_armature = "ARMATURE", arm
+        sc.lsmplify.use_source_range = True
+        t_import = 0.0
+    else:
+        t0 = time.perf_counter()
+        bpy.ops.lsmplify.import_keypoints(filepath=str(path), create_empties=False)
+        t_import = time.perf_counter() - t0
+        sc.frame_end = min(sc.frame_end, sc.frame_start + frames - 1)
     sc.lsmplify.solver = solver.upper()
     t1 = time.perf_counter()
     bpy.ops.lsmplify.solve()
@@ -140,7 +153,7 @@ def one_run(bpy, path: Path, frames: int, solver: str) -> dict:
     out["other"] = total - sum(out.values())
     out["total"] = total
     out["without solve"] = total - out["solve"]
-    out["frames"] = sc.frame_end - sc.frame_start + 1
+    out["frames"] = int(sc.lsmplify.detected_frames or 0)
     return out
 
 
@@ -195,6 +208,12 @@ def main(argv=None) -> int:
     ap.add_argument("--solver", default="analytic", choices=("network", "analytic", "optimize"))
     ap.add_argument("--repeat", type=int, default=3, help="runs; the first is cold")
     ap.add_argument("--fbx", action="store_true", help="also time the FBX export of the rig")
+    ap.add_argument(
+        "--source",
+        default="file",
+        choices=("file", "armature"),
+        help="armature: the BVH through Blender's BVH importer, solved as an Armature source",
+    )
     args = ap.parse_args(argv)
 
     bpy = import_bpy()
@@ -210,11 +229,15 @@ def main(argv=None) -> int:
         path = Path(args.input)
         if path.suffix.lower() == ".bvh":
             path = truncated_bvh(path, args.frames, Path(tmp))
-        runs = [one_run(bpy, path, args.frames, args.solver) for _ in range(max(1, args.repeat))]
+        runs = [
+            one_run(bpy, path, args.frames, args.solver, args.source)
+            for _ in range(max(1, args.repeat))
+        ]
         sc = bpy.context.scene
         print(
             f"Blender {bpy.app.version_string}: {runs[0]['frames']} frames of "
-            f"'{Path(args.input).name}', solver {args.solver}, {len(runs)} run(s)"
+            f"'{Path(args.input).name}' ({args.source} source), solver {args.solver}, "
+            f"{len(runs)} run(s)"
         )
         print_runs(runs)
         print(

@@ -29,9 +29,10 @@ import math
 import bpy
 import numpy as np
 
+from .pose_eval import channel_values, key_curves, pose_bases, rig_curves
+
 # the two ways of a transform at the current frame agree within this (float32 mathutils)
 CHECK_TOLERANCE = 1e-4
-_BONE_CHANNELS = ("location", "rotation_quaternion", "scale")
 
 
 def euler_pair(rot: np.ndarray):
@@ -126,47 +127,6 @@ def _matrix(m) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- what it covers
-def _curves(idb) -> dict | None:
-    """{(data_path, index): F-curve} of ``idb``'s action; None when its animation is more than
-    one action's keys (drivers, NLA tracks, a blended or partial action, curve modifiers,
-    muted curves)."""
-    from .keyframes import action_fcurves
-
-    anim = idb.animation_data
-    if anim is None or anim.action is None:
-        return {} if anim is None or not (anim.drivers or anim.nla_tracks) else None
-    if anim.drivers or anim.nla_tracks or anim.use_tweak_mode:
-        return None
-    if anim.action_influence != 1.0 or anim.action_blend_type != "REPLACE":
-        return None
-    curves = action_fcurves(anim.action, getattr(anim, "action_slot", None))
-    if any(fc.modifiers or fc.mute for fc in curves):
-        return None
-    return {(fc.data_path, fc.array_index): fc for fc in curves}
-
-
-def _bone_path(bone: str, channel: str) -> str:
-    return f'pose.bones["{bpy.utils.escape_identifier(bone)}"].{channel}'
-
-
-def _rig_curves(rig) -> dict | None:
-    """The rig's curves when they are only bone locations, quaternions and scales and custom
-    properties, on a rig whose bones pose by their keys alone; else None."""
-    curves = _curves(rig)
-    if curves is None or rig.constraints or rig.parent is not None:
-        return None
-    known = {_bone_path(b.name, c) for b in rig.pose.bones for c in _BONE_CHANNELS}
-    if any(p not in known and not p.startswith('["') for p, _ in curves):
-        return None
-    for pb in rig.pose.bones:
-        bone = pb.bone
-        if pb.constraints or bone.use_connect or not bone.use_local_location:
-            return None
-        if not bone.use_inherit_rotation or bone.inherit_scale != "FULL":
-            return None
-    return curves
-
-
 def _covered(scene_data, export_fbx_bin):
     """(rig, its curves) when every exported object is one SMPL rig, its bones and its meshes
     with nothing animating them but keys; else None."""
@@ -176,7 +136,7 @@ def _covered(scene_data, export_fbx_bin):
     if len(rigs) != 1:
         return None
     rig = rigs.pop()
-    curves = _rig_curves(rig)
+    curves = rig_curves(rig)
     if curves is None:
         return None
     for o in scene_data.objects:
@@ -189,48 +149,12 @@ def _covered(scene_data, export_fbx_bin):
             if ob.animation_data is not None:
                 return None
     for me in scene_data.data_deformers_shape:
-        if me.shape_keys is not None and _curves(me.shape_keys) is None:
+        if me.shape_keys is not None and key_curves(me.shape_keys) is None:
             return None
     return rig, curves
 
 
 # ----------------------------------------------------------------------------- the values
-def _channel(curves: dict, path: str, index: int, frames: np.ndarray, still: float):
-    """A channel's values at ``frames``: its keys (``keyframes.sample_fcurve``) or, unkeyed,
-    its current value."""
-    from .keyframes import sample_fcurve
-
-    fc = curves.get((path, index))
-    if fc is None or len(fc.keyframe_points) == 0:
-        return np.full(frames.size, float(still))
-    return sample_fcurve(fc, frames)
-
-
-def pose_bases(rig, curves: dict, bone_names, frames: np.ndarray) -> np.ndarray:
-    """(F, B, 4, 4) the bones' pose basis matrices ``T @ R @ S`` at ``frames`` from their keys."""
-    from ..core.model.rotations import quaternion_to_matrix
-    from .keyframes import one_thread
-
-    f, n = frames.size, len(bone_names)
-    loc, quat, scale = np.empty((f, n, 3)), np.empty((f, n, 4)), np.empty((f, n, 3))
-    for j, name in enumerate(bone_names):
-        pb = rig.pose.bones[name]
-        for out, channel, still in (
-            (loc, "location", pb.location),
-            (quat, "rotation_quaternion", pb.rotation_quaternion),
-            (scale, "scale", pb.scale),
-        ):
-            path = _bone_path(name, channel)
-            for c in range(out.shape[-1]):
-                out[:, j, c] = _channel(curves, path, c, frames, still[c])
-    basis = np.zeros((f, n, 4, 4))
-    with one_thread():
-        basis[..., :3, :3] = quaternion_to_matrix(quat) * scale[..., None, :]
-    basis[..., :3, 3] = loc
-    basis[..., 3, 3] = 1.0
-    return basis
-
-
 def bone_transforms(scene_data, rig, curves, bones, frames) -> np.ndarray | None:
     """(F, B, 4, 4) the FBX local transforms of the exported ``bones`` (ObjectWrappers) at
     ``frames``: ``R @ C^-1 @ B(f) @ C``; None when this disagrees with the exporter's own
@@ -271,11 +195,11 @@ def transform_values(mats: np.ndarray, first_rot: np.ndarray) -> np.ndarray:
 def shape_values(me, shapes, frames: np.ndarray) -> list:
     """Each of ``shapes``' value at ``frames`` (its keys clamped to the slider range, or its
     value), as the exporter reads ``shape.value`` frame by frame."""
-    curves = _curves(me.shape_keys) or {}
+    curves = key_curves(me.shape_keys) or {}
     out = []
     for shape in shapes:
         path = f'key_blocks["{bpy.utils.escape_identifier(shape.name)}"].value'
-        v = _channel(curves, path, 0, frames, shape.value)
+        v = channel_values(curves, path, 0, frames, shape.value)
         out.append(np.clip(v, shape.slider_min, shape.slider_max))
     return out
 
