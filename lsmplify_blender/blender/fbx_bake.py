@@ -127,7 +127,7 @@ def _matrix(m) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- what it covers
-def _covered(scene_data, export_fbx_bin):
+def _covered(scene_data):
     """(rig, its curves) when every exported object is one SMPL rig, its bones and its meshes
     with nothing animating them but keys; else None."""
     if scene_data.data_cameras:
@@ -169,7 +169,7 @@ def bone_transforms(scene_data, rig, curves, bones, frames) -> np.ndarray | None
     if not np.allclose(left @ now @ right, exporter_now, atol=CHECK_TOLERANCE):
         return None
     basis = pose_bases(rig, curves, [b.bdata.name for b in bones], frames)
-    current = bpy.context.scene.frame_current
+    current = scene_data.scene.frame_current
     at = np.flatnonzero(frames == current)
     if at.size and not np.allclose(basis[at[0]], now, atol=CHECK_TOLERANCE):
         return None  # the keys do not give the pose Blender evaluated
@@ -228,7 +228,7 @@ def _object_values(scene_data, rig, curves, objects, frames):
 def baked_stack(export_fbx_bin, scene_data, f_start, f_end):
     """``fbx_animations_do(scene_data, None, f_start, f_end, False)`` (the scene's animation
     stack) computed from the keys, or None when the scene is not a case it covers."""
-    covered = _covered(scene_data, export_fbx_bin)
+    covered = _covered(scene_data)
     if covered is None:
         return None
     rig, curves = covered
