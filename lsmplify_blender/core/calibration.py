@@ -473,6 +473,7 @@ def analytic_pose(ctx, prepared: PreparedKeypoints):
 
     layout = prepared.layout
     targets, weight = prepared.smpl_targets()
+    measured = prepared.aim_origins()
     lm = [
         k
         for k, d in enumerate(layout.definitions)
@@ -493,6 +494,7 @@ def analytic_pose(ctx, prepared: PreparedKeypoints):
             names,
             prepared.positions[s : s + chunk, lm],
             prepared.weight[s : s + chunk, lm],
+            measured=measured[s : s + chunk],
         )
         for s in range(0, prepared.num_frames, chunk)
     ]

@@ -34,6 +34,16 @@ def _parser() -> argparse.ArgumentParser:
         description="Turn 3D keypoint motion into SMPL pose and shape.",
     )
     sub = ap.add_subparsers(dest="command", required=True)
+    _add_convert_parser(sub)
+    from .batch import add_batch_parser
+
+    add_batch_parser(sub, _add_take_options)
+    _add_eval_parser(sub)
+    return ap
+
+
+def _add_convert_parser(sub) -> None:
+    """``convert``: one take to SMPL parameters (the take options, plus plug-in mode)."""
     c = sub.add_parser("convert", help="solve a keypoint file to SMPL parameters (.npz)")
     c.add_argument("input", help="keypoints: .npz .npy .json .csv .bvh .amc")
     c.add_argument(
@@ -56,9 +66,10 @@ def _parser() -> argparse.ArgumentParser:
         help="plug-in mode: network passes (default 2; 0 = optimisation only, with --refine)",
     )
     c.add_argument("--quiet", action="store_true", help="only the JSON summary line")
-    from .batch import add_batch_parser
 
-    add_batch_parser(sub, _add_take_options)
+
+def _add_eval_parser(sub) -> None:
+    """``eval``: every solver side by side (``research/evaluate.py``, ``research/real_eval.py``)."""
     e = sub.add_parser(
         "eval",
         help="every solver side by side: synthetic CMU test motion and held-out real captures "
@@ -130,7 +141,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--max-frames", type=int, default=None, help=argparse.SUPPRESS)
     e.add_argument("--quiet", action="store_true", help="no per-clip progress on stderr")
-    return ap
 
 
 def _add_take_options(p: argparse.ArgumentParser) -> None:

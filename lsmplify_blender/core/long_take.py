@@ -251,7 +251,7 @@ def _gather(reader, model, forced, block, smooth):
             lengths = np.empty((total, len(PAIRS))) if keep_lengths else None
         measured[s:e] = p.measured
         if lengths is not None:
-            lengths[s:e] = pair_lengths(*p.smpl_targets())
+            lengths[s:e] = pair_lengths(*p.length_samples())
         st = limb_length_stats(p)
         stats = st if stats is None else combine_limb_stats(stats, st)
     assert stats is not None and measured is not None  # a take has at least one block
@@ -273,7 +273,7 @@ def _smoothed_lengths(reader, model, forced, block, margin, sigma) -> np.ndarray
     lengths = np.empty((reader.num_frames, len(PAIRS)))
     for s, e, a, b in _ranges(reader.num_frames, block, margin):
         p = smooth_over_time(prepare(reader.read(a, b), model, **forced), sigma)
-        lengths[s:e] = pair_lengths(*p.cut(slice(s - a, e - a)).smpl_targets())
+        lengths[s:e] = pair_lengths(*p.cut(slice(s - a, e - a)).length_samples())
     return lengths
 
 

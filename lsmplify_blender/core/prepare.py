@@ -35,6 +35,14 @@ from .model.axes import z_up_to_y_up
 from .shape_inverse import BONES
 
 GAP_WEIGHT = 0.3
+# Which measured keypoints each use takes, by the layout's trust (``Layout.trust``; 1 = the
+# keypoint is its joint). Bone lengths: only exact keypoints (CMU's and DeepMimic's spine and
+# neck nodes are spaced unlike SMPL's). Aim origins (``analytic_ik._Aim``, commit a5c9494): the
+# neck nodes (trust 0.5) too, the best origin for the head's aim when the rebuilt torso drifts
+# from them; the spine nodes (0.3) only steer. These reproduce the weight tests they replace
+# (``>= 0.9`` and ``>= 0.45`` on confidence x trust) on full-confidence keypoints.
+LENGTH_TRUST = 1.0
+AIM_ORIGIN_TRUST = 0.5
 _J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
 
 
@@ -113,13 +121,28 @@ class PreparedKeypoints:
         """(T, K) weights of the keypoints as positions to fit: ``weight`` without the aim-only ones."""
         return np.where(self.layout.aim_only_mask()[None], 0.0, self.weight)
 
-    def smpl_measured(self) -> np.ndarray:
-        """(T, 24) bool: the SMPL joint has a real sample in that frame (not interpolated, not missing)."""
+    def smpl_measured(self, min_trust: float = 0.0) -> np.ndarray:
+        """(T, 24) bool: the SMPL joint has a real sample in that frame (not interpolated, not
+        missing), from a keypoint whose layout trust is at least ``min_trust``. Trust is the
+        layout's word on how well a keypoint matches its joint (``Layout.trust``: a property of
+        the layout, never of a sample), so this is a mask, not a weight test."""
         out = np.zeros((self.num_frames, 24), dtype=bool)
+        trusted = self.layout.trust_array() >= min_trust
         for k, j in enumerate(self.layout.smpl_joint_of()):
-            if j >= 0:
+            if j >= 0 and trusted[k]:
                 out[:, j] = self.measured[:, k]
         return out
+
+    def length_samples(self) -> tuple[np.ndarray, np.ndarray]:
+        """(T, 24, 3) SMPL joint targets and (T, 24) bool: which may vote on bone lengths
+        (``shape_inverse.observed_lengths``): measured, from keypoints that are their joint
+        exactly (``LENGTH_TRUST``)."""
+        return self.smpl_targets()[0], self.smpl_measured(LENGTH_TRUST)
+
+    def aim_origins(self) -> np.ndarray:
+        """(T, 24) bool: measured joints whose own target may serve as the origin of their
+        bones' aim (``analytic_ik.solve_analytic``'s ``measured``; ``AIM_ORIGIN_TRUST``)."""
+        return self.smpl_measured(AIM_ORIGIN_TRUST)
 
     def landmark_targets(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Keypoints that are single landmark vertices: names, (T, L, 3), (T, L)."""
@@ -287,46 +310,13 @@ def prepare(
     up: str = "auto",
     fps: float | None = None,
 ) -> PreparedKeypoints:
+    """The solver's keypoints from a file's: each step below given, declared or detected, and
+    said in ``notes`` (module docstring)."""
     notes = list(seq.notes)
-    pos = np.asarray(seq.positions, dtype=np.float64)
-    if pos.ndim != 3 or pos.shape[-1] != 3 or pos.shape[0] == 0:
-        raise InputError(f"Keypoints must have shape (frames, joints, 3); got {pos.shape}.")
-    pos = np.where(np.isfinite(pos), pos, np.nan)
-    confidence, frames = seq.confidence, seq.frames
-    rot_glob: np.ndarray | None = None
-    if seq.rotations is not None and seq.rest_positions is not None and seq.names is not None:
-        if np.shape(seq.rotations) == pos.shape[:2] + (3, 3):
-            rot_glob = np.asarray(seq.rotations, dtype=np.float64)
-        else:  # a caller cut the positions only
-            notes.append(
-                f"bone rotations ignored: {np.shape(seq.rotations)[:2]} rotations for {pos.shape[:2]} keypoints"
-            )
-    if frames is not None and len(frames) == pos.shape[0]:
-        # Rows out of order are sorted (nothing lost); repeated numbers are two takes glued
-        # together: every frame is kept in file order, since sorting would interleave them.
-        frames = np.asarray(frames)
-        order = np.argsort(frames, kind="stable")
-        repeats = int(np.sum(np.diff(frames[order]) == 0))
-        if repeats:
-            notes.append(
-                f"frames: {repeats} frame number(s) repeat (two takes in one file?); all "
-                f"{len(frames)} frames were kept in file order"
-            )
-        elif np.any(np.diff(order) < 0):
-            notes.append("frames: rows sorted by frame number")
-            pos, frames = pos[order], frames[order]
-            rot_glob = None if rot_glob is None else rot_glob[order]
-            confidence = None if confidence is None else np.asarray(confidence)[order]
-
-    if layout and layout != "auto":
-        lay = get_layout(layout)
-        notes.append(f"layout: {lay.title} (given)")
-    elif seq.layout:
-        lay = get_layout(seq.layout)
-        notes.append(f"layout: {lay.title} (declared by the file)")
-    else:
-        lay, why = detect_layout(seq.names, pos.shape[1], pos)
-        notes.append(f"layout: {lay.title} (detected: {why})")
+    pos = _checked_positions(seq)
+    rot_glob = _file_rotations(seq, pos, notes)
+    pos, frames, confidence, rot_glob = _frames_in_order(seq, pos, rot_glob, notes)
+    lay = _choose_layout(seq, layout, pos, notes)
     pos, conf, unused = to_layout_order(lay, pos, confidence, seq.names)
     if unused:
         notes.append(
@@ -336,30 +326,10 @@ def prepare(
         raise InputError(
             "Every keypoint is missing (NaN or zero confidence) in every frame: nothing to solve."
         )
-
-    if units and units != "auto":
-        if units not in UNIT_SCALES:
-            raise InputError(f"Unknown units '{units}'; use one of {', '.join(UNIT_SCALES)}.")
-        unit, how = units, "given"
-    elif seq.units:
-        unit, how = seq.units, "declared by the file"
-    else:
-        unit, ratio, nb = detect_scale(pos, conf, lay, model)
-        how = f"detected from {nb} bone lengths: the skeleton is {ratio:.2f}x the model's mean body"
-    notes.append(f"units: {unit} (1 unit = {UNIT_SCALES[unit]} m, {how})")
+    unit = _choose_units(seq, units, pos, conf, lay, model, notes)
     pos = pos * UNIT_SCALES[unit]
-
-    if up and up != "auto":
-        axis, how = up.lower(), "given"
-        if axis not in ("y", "z"):
-            raise InputError(f"Up axis must be y or z; got '{up}'.")
-    elif seq.up:
-        axis, how = seq.up, "declared by the file"
-    else:
-        axis, align = detect_up(pos, conf, lay)
-        how = f"detected: feet-to-shoulders direction {align:+.2f} along {axis.upper()}"
-    notes.append(f"up axis: {axis.upper()} ({how})")
-    rotations: SourceRotations | None = None
+    axis = _choose_up(seq, up, pos, conf, lay, notes)
+    rotations = None
     if rot_glob is not None:
         # rot_glob is only set when the file has all three (checked where it is read)
         assert seq.rest_positions is not None and seq.names is not None
@@ -367,23 +337,12 @@ def prepare(
             rot_glob, np.asarray(seq.rest_positions, np.float64), list(map(str, seq.names))
         )
     if axis == "z":
-        pos = z_up_to_y_up(pos)
-        if rotations is not None:  # the same turn of the world: R' = M R M^T, rest' = M rest
-            m = z_up_to_y_up(np.eye(3)).T
-            rotations = SourceRotations(
-                m @ rotations.glob @ m.T, rotations.rest @ m.T, rotations.names
-            )
+        pos, rotations = _z_up_to_y_up(pos, rotations)
     stacked = drop_stacked_joints(pos, conf, lay)
     if stacked:
         notes.append(f"ignored keypoints stacked on their parent joint: {', '.join(stacked)}")
     check_human_like(pos, conf, lay, model)
-
-    rate = float(fps or seq.fps or 30.0)
-    if not np.isfinite(rate) or rate <= 0:
-        raise InputError(f"Frame rate must be a positive number; got {rate}.")
-    notes.append(
-        f"fps: {rate:g} ({'given' if fps else 'declared by the file' if seq.fps else 'assumed'})"
-    )
+    rate = _frame_rate(seq, fps, notes)
 
     gaps = int(((conf <= 0) & (conf > 0).any(0)).sum())
     measured = conf > 0
@@ -404,3 +363,112 @@ def prepare(
         rotations=rotations,
         interpolated=~measured & (conf > 0),
     )
+
+
+def _checked_positions(seq: KeypointSequence) -> np.ndarray:
+    """(T, K, 3) float64 positions, NaN where not finite; a clear error for any other shape."""
+    pos = np.asarray(seq.positions, dtype=np.float64)
+    if pos.ndim != 3 or pos.shape[-1] != 3 or pos.shape[0] == 0:
+        raise InputError(f"Keypoints must have shape (frames, joints, 3); got {pos.shape}.")
+    return np.where(np.isfinite(pos), pos, np.nan)
+
+
+def _file_rotations(seq: KeypointSequence, pos: np.ndarray, notes: list[str]):
+    """The file's bone rotations (T, K, 3, 3) float64 when it has them for these keypoints."""
+    if seq.rotations is None or seq.rest_positions is None or seq.names is None:
+        return None
+    if np.shape(seq.rotations) == pos.shape[:2] + (3, 3):
+        return np.asarray(seq.rotations, dtype=np.float64)
+    # a caller cut the positions only
+    notes.append(
+        f"bone rotations ignored: {np.shape(seq.rotations)[:2]} rotations for {pos.shape[:2]} keypoints"
+    )
+    return None
+
+
+def _frames_in_order(seq: KeypointSequence, pos, rot_glob, notes: list[str]):
+    """(positions, frame numbers, confidence, rotations) with rows sorted by frame number.
+
+    Rows out of order are sorted (nothing lost); repeated numbers are two takes glued together:
+    every frame is kept in file order, since sorting would interleave them."""
+    confidence, frames = seq.confidence, seq.frames
+    if frames is None or len(frames) != pos.shape[0]:
+        return pos, frames, confidence, rot_glob
+    frames = np.asarray(frames)
+    order = np.argsort(frames, kind="stable")
+    repeats = int(np.sum(np.diff(frames[order]) == 0))
+    if repeats:
+        notes.append(
+            f"frames: {repeats} frame number(s) repeat (two takes in one file?); all "
+            f"{len(frames)} frames were kept in file order"
+        )
+    elif np.any(np.diff(order) < 0):
+        notes.append("frames: rows sorted by frame number")
+        pos, frames = pos[order], frames[order]
+        rot_glob = None if rot_glob is None else rot_glob[order]
+        confidence = None if confidence is None else np.asarray(confidence)[order]
+    return pos, frames, confidence, rot_glob
+
+
+def _choose_layout(seq: KeypointSequence, layout: str, pos, notes: list[str]) -> Layout:
+    """Layout: option > file > joint names > joint count."""
+    if layout and layout != "auto":
+        lay = get_layout(layout)
+        notes.append(f"layout: {lay.title} (given)")
+    elif seq.layout:
+        lay = get_layout(seq.layout)
+        notes.append(f"layout: {lay.title} (declared by the file)")
+    else:
+        lay, why = detect_layout(seq.names, pos.shape[1], pos)
+        notes.append(f"layout: {lay.title} (detected: {why})")
+    return lay
+
+
+def _choose_units(seq, units: str, pos, conf, lay, model: BodyModel, notes: list[str]) -> str:
+    """Units: option > file > bone lengths compared with the body model's rest skeleton."""
+    if units and units != "auto":
+        if units not in UNIT_SCALES:
+            raise InputError(f"Unknown units '{units}'; use one of {', '.join(UNIT_SCALES)}.")
+        unit, how = units, "given"
+    elif seq.units:
+        unit, how = seq.units, "declared by the file"
+    else:
+        unit, ratio, nb = detect_scale(pos, conf, lay, model)
+        how = f"detected from {nb} bone lengths: the skeleton is {ratio:.2f}x the model's mean body"
+    notes.append(f"units: {unit} (1 unit = {UNIT_SCALES[unit]} m, {how})")
+    return unit
+
+
+def _choose_up(seq, up: str, pos_m, conf, lay, notes: list[str]) -> str:
+    """Up axis: option > file > the feet-to-shoulders direction."""
+    if up and up != "auto":
+        axis, how = up.lower(), "given"
+        if axis not in ("y", "z"):
+            raise InputError(f"Up axis must be y or z; got '{up}'.")
+    elif seq.up:
+        axis, how = seq.up, "declared by the file"
+    else:
+        axis, align = detect_up(pos_m, conf, lay)
+        how = f"detected: feet-to-shoulders direction {align:+.2f} along {axis.upper()}"
+    notes.append(f"up axis: {axis.upper()} ({how})")
+    return axis
+
+
+def _z_up_to_y_up(pos, rotations: SourceRotations | None):
+    """Positions and the file's rotations turned from Z up to Y up."""
+    pos = z_up_to_y_up(pos)
+    if rotations is not None:  # the same turn of the world: R' = M R M^T, rest' = M rest
+        m = z_up_to_y_up(np.eye(3)).T
+        rotations = SourceRotations(m @ rotations.glob @ m.T, rotations.rest @ m.T, rotations.names)
+    return pos, rotations
+
+
+def _frame_rate(seq: KeypointSequence, fps: float | None, notes: list[str]) -> float:
+    """fps: option > file > 30."""
+    rate = float(fps or seq.fps or 30.0)
+    if not np.isfinite(rate) or rate <= 0:
+        raise InputError(f"Frame rate must be a positive number; got {rate}.")
+    notes.append(
+        f"fps: {rate:g} ({'given' if fps else 'declared by the file' if seq.fps else 'assumed'})"
+    )
+    return rate

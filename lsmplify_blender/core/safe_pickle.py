@@ -431,10 +431,47 @@ class _Machine:
 
     # ---------------------------------------------------------------- dispatch
     def _dispatch(self) -> dict[int, Any]:
+        """Opcode byte -> handler: the allow-list (an opcode not in it is refused). The three
+        groups: protocol and constants, containers, memo and objects."""
+        table = {**self._constant_ops(), **self._container_ops(), **self._object_ops()}
+        return {k[0]: v for k, v in table.items()}
+
+    def _constant_ops(self) -> dict[bytes, Any]:
+        """Framing, STOP and the opcodes that push one constant (numbers, strings, bytes)."""
         u, push = self.unpack, self.stack.append
-        i32, u8, u16, u32, u64, f64 = (
-            struct.Struct(f) for f in ("<i", "<B", "<H", "<I", "<Q", ">d")
-        )
+        return {
+            b"\x80": self.proto,
+            b"\x95": self.frame,
+            b".": lambda: _STOP,
+            b"N": lambda: push(None),
+            b"\x88": lambda: push(True),
+            b"\x89": lambda: push(False),
+            b"I": self.text_int,
+            b"L": self.text_long,
+            b"F": lambda: push(float(self.text_number())),
+            b"J": lambda: push(u(_I32)),
+            b"K": lambda: push(u(_U8)),
+            b"M": lambda: push(u(_U16)),
+            b"\x8a": lambda: self.long(u(_U8)),
+            b"\x8b": lambda: self.long(u(_I32)),
+            b"G": lambda: push(u(_F64)),
+            b"S": self.text_string,
+            b"T": lambda: self.py2_string(u(_I32)),
+            b"U": lambda: self.py2_string(u(_U8)),
+            b"V": lambda: push(self.line().decode("raw-unicode-escape")),
+            b"X": lambda: self.unicode(u(_U32)),
+            b"\x8c": lambda: self.unicode(u(_U8)),
+            b"\x8d": lambda: self.unicode(u(_U64)),
+            b"B": lambda: push(self.take(u(_U32))),
+            b"C": lambda: push(self.take(u(_U8))),
+            b"\x8e": lambda: push(self.take(u(_U64))),
+            b"\x96": lambda: push(bytearray(self.take(u(_U64)))),
+            b"\x98": lambda: None,  # READONLY_BUFFER: our buffers are never written to
+        }
+
+    def _container_ops(self) -> dict[bytes, Any]:
+        """MARK, the stack opcodes and those that build tuples, lists, dicts and sets."""
+        push = self.stack.append
 
         def mark():
             self.floor = len(self.stack)
@@ -464,38 +501,11 @@ class _Machine:
             self.set_items(d, items)
             push(d)
 
-        table = {
-            b"\x80": self.proto,
-            b"\x95": self.frame,
-            b".": lambda: _STOP,
+        return {
             b"(": mark,
             b"0": self.pop_opcode,
             b"1": self.pop_mark,
             b"2": lambda: push(self.top()),
-            b"N": lambda: push(None),
-            b"\x88": lambda: push(True),
-            b"\x89": lambda: push(False),
-            b"I": self.text_int,
-            b"L": self.text_long,
-            b"F": lambda: push(float(self.text_number())),
-            b"J": lambda: push(u(i32)),
-            b"K": lambda: push(u(u8)),
-            b"M": lambda: push(u(u16)),
-            b"\x8a": lambda: self.long(u(u8)),
-            b"\x8b": lambda: self.long(u(i32)),
-            b"G": lambda: push(u(f64)),
-            b"S": self.text_string,
-            b"T": lambda: self.py2_string(u(i32)),
-            b"U": lambda: self.py2_string(u(u8)),
-            b"V": lambda: push(self.line().decode("raw-unicode-escape")),
-            b"X": lambda: self.unicode(u(u32)),
-            b"\x8c": lambda: self.unicode(u(u8)),
-            b"\x8d": lambda: self.unicode(u(u64)),
-            b"B": lambda: push(self.take(u(u32))),
-            b"C": lambda: push(self.take(u(u8))),
-            b"\x8e": lambda: push(self.take(u(u64))),
-            b"\x96": lambda: push(bytearray(self.take(u(u64)))),
-            b"\x98": lambda: None,  # READONLY_BUFFER: our buffers are never written to
             b")": lambda: push(()),
             b"t": lambda: push(tuple(self.pop_mark())),
             b"\x85": tuple_n(1),
@@ -512,13 +522,20 @@ class _Machine:
             b"\x8f": lambda: push(set()),
             b"\x90": with_mark(self.add_items),
             b"\x91": lambda: push(self.make_set(self.pop_mark(), True)),
+        }
+
+    def _object_ops(self) -> dict[bytes, Any]:
+        """The memo (PUT/GET) and the opcodes that name a global or build an object from one:
+        each goes through the allow-list of ``_lookup_global`` / ``instance``."""
+        u = self.unpack
+        return {
             b"p": lambda: self.put(int(self.text_number())),
-            b"q": lambda: self.put(u(u8)),
-            b"r": lambda: self.put(u(u32)),
+            b"q": lambda: self.put(u(_U8)),
+            b"r": lambda: self.put(u(_U32)),
             b"\x94": lambda: self.put(len(self.memo)),
             b"g": lambda: self.get(int(self.text_number())),
-            b"h": lambda: self.get(u(u8)),
-            b"j": lambda: self.get(u(u32)),
+            b"h": lambda: self.get(u(_U8)),
+            b"j": lambda: self.get(u(_U32)),
             b"c": self.global_,
             b"\x93": self.stack_global,
             b"R": self.reduce,
@@ -528,9 +545,11 @@ class _Machine:
             b"o": self.obj,
             b"b": self.build,
         }
-        return {k[0]: v for k, v in table.items()}
 
 
+# the fixed-width operands of the opcodes (pickle's own formats: little-endian ints, big-endian
+# float for BINFLOAT)
+_I32, _U8, _U16, _U32, _U64, _F64 = (struct.Struct(f) for f in ("<i", "<B", "<H", "<I", "<Q", ">d"))
 _STOP = object()
 
 

@@ -39,28 +39,27 @@ class ShapeFit:
     fitted_all: np.ndarray  # (len(PAIRS),) bones then rigid pairs
 
 
-def observed_bone_lengths(
-    targets, weight, min_weight: float = 0.9, symmetric: bool = True
-) -> np.ndarray:
-    return observed_lengths(targets, weight, min_weight, symmetric)[0]
+def observed_bone_lengths(targets, measured, symmetric: bool = True) -> np.ndarray:
+    return observed_lengths(targets, measured, symmetric)[0]
 
 
-def observed_lengths(targets, weight, min_weight: float = 0.9, symmetric: bool = True):
+def observed_lengths(targets, measured, symmetric: bool = True):
     """Median lengths (len(PAIRS),) of the 23 bones then the rigid pairs, from SMPL joint
     targets (T, 24, 3), and the standard error of each median (from the spread over frames);
     NaN where never measured.
 
-    Only joints measured in a frame (weight >= min_weight, so gap-filled or completed joints
-    do not vote) count.
+    Only joints measured in a frame count: ``measured`` (T, 24) bool, from
+    ``PreparedKeypoints.smpl_measured(exact=True)``, so gap-filled joints, torso joints
+    completed by a fit, and keypoints that only stand near their joint do not vote.
     """
-    return median_lengths(pair_lengths(targets, weight, min_weight), symmetric)
+    return median_lengths(pair_lengths(targets, measured), symmetric)
 
 
-def pair_lengths(targets, weight, min_weight: float = 0.9) -> np.ndarray:
+def pair_lengths(targets, measured) -> np.ndarray:
     """(T, len(PAIRS)) length of every bone and rigid pair in every frame; NaN where one of its
-    joints is not measured (weight < min_weight). ``observed_lengths`` summarises them."""
+    joints is not ``measured`` (T, 24) bool. ``observed_lengths`` summarises them."""
     t = np.asarray(targets, dtype=np.float64)
-    w = np.asarray(weight, dtype=np.float64) >= min_weight
+    w = np.asarray(measured, dtype=bool)
     par = [p for p, _ in PAIRS]
     ch = [c for _, c in PAIRS]
     lengths = np.linalg.norm(t[:, ch] - t[:, par], axis=-1)

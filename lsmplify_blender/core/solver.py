@@ -211,6 +211,7 @@ class _Context:
     def __post_init__(self):
         self.targets, self.weight = self.prepared.smpl_targets()
         self.measured = self.prepared.smpl_measured()
+        self.aim_origins = self.prepared.aim_origins()
 
     def with_prepared(
         self, prepared: PreparedKeypoints, notes: list[str] | None = None
@@ -326,6 +327,7 @@ class _Context:
                     lm_names,
                     lm_t[s : s + chunk],
                     lm_w[s : s + chunk],
+                    measured=self.aim_origins[s : s + chunk],
                 )
             )
             step_progress(parts[-1].rotmats.shape[0])
@@ -684,8 +686,7 @@ def _optimise_step(ctx: _Context, rotmats, trans, iters: int):
 
 def _shape(prepared: PreparedKeypoints, model: BodyModel, betas):
     """(betas on the model's device, MPBE mm): fitted to the bone lengths, or the given ones scored."""
-    targets, weight = prepared.smpl_targets()
-    lengths, stderr = observed_lengths(targets, weight)
+    lengths, stderr = observed_lengths(*prepared.length_samples())
     if betas is None:
         shape = fit_betas_auto(model, lengths, stderr)
         return shape.betas.to(model.device), shape.mpbe_mm

@@ -130,9 +130,11 @@ def _swing_only(prep, model):
     with cpu_threads(model.device):
         t0 = time.perf_counter()
         targets, weight = prep.smpl_targets()
-        lengths, stderr = observed_lengths(targets, weight)
+        lengths, stderr = observed_lengths(*prep.length_samples())
         shape = fit_betas_auto(model, lengths, stderr)
-        res = solve_analytic(model, shape.betas, targets, weight, hinge_twist=False)
+        res = solve_analytic(
+            model, shape.betas, targets, weight, hinge_twist=False, measured=prep.aim_origins()
+        )
         sec = time.perf_counter() - t0
     betas = model.betas_tensor(shape.betas)[0]
     fit = fit_error_mm(model, prep, res.rotmats, betas, res.trans)

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..keypoints import KeypointSequence
+from ..model.kinematics import tree_kinematics
 from ._common import euler_matrix, finalize, parse_floats, read_text
 
 CMU_FPS = 120.0
@@ -495,15 +496,66 @@ def acclaim_forward_kinematics(
 
     With ``rotations=True`` also the world rotation (T, J, 3, 3) of the bone starting at each
     joint, relative to the ASF rest pose (identity at rest; '<leaf>_end' carries its leaf's),
-    as a third value."""
-    T = motion.frames.shape[0]
-    deg = motion.degrees if motion.degrees is not None else skel.angle_deg
-    to_rad = np.pi / 180.0 if deg else 1.0
-    asf_rad = np.pi / 180.0 if skel.angle_deg else 1.0
+    as a third value. In ``joint_order`` every joint is a tree node: a bone's start hangs off
+    its parent bone's start by the parent's rest vector (direction x length), a leaf's end off
+    the leaf's start by its own; a bone's local rotation is C M C^T (its dofs M in its ASF axis
+    frame C; ASF/AMC spec). ``model.kinematics.tree_kinematics`` walks the tree by levels."""
+    order = joint_order(skel)
+    names = [name for name, _ in order]
+    local, offsets, parents = _acclaim_tree(skel, motion, order, notes)
+    rot, pos = tree_kinematics(local, offsets, parents)
+    return (names, pos, rot) if rotations else (names, pos)
 
-    # root
-    rv = motion.values.get("root", np.zeros((T, len(skel.root_order))))
-    trans = np.zeros((T, 3))
+
+def _acclaim_tree(skel: AsfSkeleton, motion: AmcMotion, order, notes: list[str] | None):
+    """Local rotations (T, J, 3, 3), offsets (T, J, 3) (the root's: its position) and parents
+    (J,) of ``joint_order``'s tree (``acclaim_forward_kinematics``)."""
+    t = motion.frames.shape[0]
+    to_rad = (
+        np.pi / 180.0 if (motion.degrees if motion.degrees is not None else skel.angle_deg) else 1.0
+    )
+    asf_rad = np.pi / 180.0 if skel.angle_deg else 1.0
+    index = {name: k for k, (name, _) in enumerate(order)}
+    local = np.empty((t, len(order), 3, 3))
+    local[:] = np.eye(3)
+    offsets = np.zeros((t, len(order), 3))
+    parents = [-1] * len(order)
+    offsets[:, 0], local[:, 0] = _root_motion(skel, motion, to_rad, asf_rad)
+    ignored = set()
+    for k, (name, bone_name) in enumerate(order[1:], 1):
+        bone = skel.bones[str(bone_name)]
+        if (
+            name != bone_name
+        ):  # '<leaf>_end': the leaf's start + its rest vector, the leaf's rotation
+            parents[k], offsets[:, k] = index[bone.name], bone.direction * bone.length
+            continue
+        parents[k] = index[bone.parent]
+        if bone.parent != "root":
+            up = skel.bones[bone.parent]
+            offsets[:, k] = up.direction * up.length
+        rcols = [(c, d[1].upper()) for c, d in enumerate(bone.dof) if d[0] == "r"]
+        if len(rcols) < len(bone.dof):
+            ignored.add(bone.name)
+        if rcols:
+            v = motion.values[bone.name]
+            m = _partial_rot(
+                np.stack([v[:, c] for c, _ in rcols], -1) * to_rad, [a for _, a in rcols]
+            )
+            c_b = _rot_from_xyz(bone.axis * asf_rad, bone.axis_order)
+            local[:, k] = c_b @ m @ c_b.T
+    if ignored and notes is not None:
+        notes.append(
+            f"translation/length dofs of {sorted(ignored)} ignored (only rotations are used)."
+        )
+    return local, offsets, parents
+
+
+def _root_motion(skel: AsfSkeleton, motion: AmcMotion, to_rad: float, asf_rad: float):
+    """The root's world position (T, 3) and rotation (T, 3, 3): its translation dofs added to
+    its ASF position, its rotation dofs M in its ASF orientation frame C (C M C^T)."""
+    t = motion.frames.shape[0]
+    rv = motion.values.get("root", np.zeros((t, len(skel.root_order))))
+    trans = np.zeros((t, 3))
     rot_vals, rot_axes = [], ""
     for k, ch in enumerate(skel.root_order):
         if ch[0] == "T":
@@ -511,59 +563,9 @@ def acclaim_forward_kinematics(
         else:
             rot_vals.append(rv[:, k] * to_rad)
             rot_axes += ch[1]
-    root_pos = skel.root_position + trans
-    C = _rot_from_xyz(skel.root_orientation * asf_rad, skel.root_axis)
-    M = _rot_from_order(np.stack(rot_vals, -1), rot_axes) if rot_vals else np.eye(3)
-    R_root = C @ M @ C.T
-    R_root = np.broadcast_to(R_root, (T, 3, 3))
-
-    ends: dict[str, np.ndarray] = {}
-    rots: dict[str, np.ndarray] = {}
-    starts: dict[str, np.ndarray] = {}
-    ignored = set()
-    for name, bone_name in joint_order(skel):
-        if bone_name is None or name != bone_name:
-            continue
-        bone = skel.bones[bone_name]
-        parent = bone.parent
-        p_end = root_pos if parent == "root" else ends[parent]
-        p_rot = R_root if parent == "root" else rots[parent]
-        rcols = [(k, d[1].upper()) for k, d in enumerate(bone.dof) if d[0] == "r"]
-        if len(rcols) < len(bone.dof):
-            ignored.add(bone_name)
-        if rcols:
-            v = motion.values[bone_name]
-            ang = np.stack([v[:, k] for k, _ in rcols], -1) * to_rad
-            Mb = _partial_rot(ang, [a for _, a in rcols])
-            Cb = _rot_from_xyz(bone.axis * asf_rad, bone.axis_order)
-            R = p_rot @ (Cb @ Mb @ Cb.T)
-        else:
-            R = p_rot
-        starts[bone_name] = p_end
-        rots[bone_name] = R
-        ends[bone_name] = p_end + R @ (bone.direction * bone.length)
-    if ignored and notes is not None:
-        notes.append(
-            f"translation/length dofs of {sorted(ignored)} ignored (only rotations are used)."
-        )
-
-    names, cols = [], []
-    for name, bone_name in joint_order(skel):
-        names.append(name)
-        if bone_name is None:
-            cols.append(root_pos)
-        elif name == bone_name:
-            cols.append(starts[bone_name])
-        else:
-            cols.append(ends[bone_name])
-    if not rotations:
-        return names, np.stack(cols, axis=1)
-    rot = [R_root if b is None else rots[b] for _, b in joint_order(skel)]
-    return (
-        names,
-        np.stack(cols, axis=1),
-        np.stack([np.broadcast_to(r, (T, 3, 3)) for r in rot], axis=1),
-    )
+    c = _rot_from_xyz(skel.root_orientation * asf_rad, skel.root_axis)
+    m = _rot_from_order(np.stack(rot_vals, -1), rot_axes) if rot_vals else np.eye(3)
+    return skel.root_position + trans, c @ m @ c.T
 
 
 def _partial_rot(ang: np.ndarray, axes: list[str]) -> np.ndarray:

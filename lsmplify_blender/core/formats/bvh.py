@@ -3,7 +3,8 @@
 Reads the HIERARCHY (ROOT / JOINT / End Site, OFFSET, CHANNELS with any channel order,
 any number of roots) and the MOTION block (``Frames:``, ``Frame Time:``, one line of
 channel values per frame), then runs forward kinematics over all frames at once
-(a loop over joints only) to give the world position of every joint.
+(``model.kinematics.tree_kinematics``: one batched step per tree level) to give the world
+position of every joint.
 
 Conventions (the usual BVH ones):
 - rotation channels are Euler angles in degrees, applied in the order listed: for
@@ -34,6 +35,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..keypoints import KeypointSequence
+from ..model.kinematics import rest_positions, tree_kinematics
 from ._common import MAX_FPS, euler_matrix, finalize, parse_floats, read_text
 
 _CHANNELS = {
@@ -354,55 +356,11 @@ def bvh_forward_kinematics(data: BvhData, notes: list[str] | None = None, rotati
     """World positions (T, N, 3) of every node (End Sites included), all frames at once.
 
     With ``rotations=True`` also the world rotation of every node (T, N, 3, 3), relative to
-    the rest pose the OFFSETs describe (identity at rest), as a second value."""
-    motion = data.motion
-    T = motion.shape[0]
-    N = len(data.nodes)
-    pos = np.empty((T, N, 3))
-    rot = np.empty((T, N, 3, 3))
-    eye = np.broadcast_to(np.eye(3), (T, 3, 3))
-    replaced = []
-    for j, node in enumerate(data.nodes):
-        # local translation
-        trans = np.broadcast_to(node.offset, (T, 3)).copy()
-        pos_cols = [
-            (node.channel_start + k, _CHANNELS[c.lower()][1])
-            for k, c in enumerate(node.channels)
-            if _CHANNELS[c.lower()][0] == "pos"
-        ]
-        if pos_cols:
-            chan = np.zeros((T, 3))
-            for col, ax in pos_cols:
-                chan[:, ax] = motion[:, col]
-            absolute = (
-                node.parent >= 0
-                and np.linalg.norm(node.offset) > 1e-9
-                and np.allclose(chan[0], node.offset, rtol=1e-3, atol=1e-4)
-            )
-            if absolute:
-                trans = chan
-                replaced.append(node.name)
-            else:
-                trans = trans + chan
-        # local rotation
-        rot_cols = [
-            (node.channel_start + k, _CHANNELS[c.lower()][1])
-            for k, c in enumerate(node.channels)
-            if _CHANNELS[c.lower()][0] == "rot"
-        ]
-        if rot_cols:
-            idx = [c for c, _ in rot_cols]
-            axes = "".join(str(a) for _, a in rot_cols)
-            local = euler_matrix(np.deg2rad(motion[:, idx]), axes)
-        else:
-            local = eye
-        p = node.parent
-        if p < 0:
-            pos[:, j] = trans
-            rot[:, j] = local
-        else:
-            pos[:, j] = pos[:, p] + np.einsum("tij,tj->ti", rot[:, p], trans)
-            rot[:, j] = rot[:, p] @ local
+    the rest pose the OFFSETs describe (identity at rest), as a second value. The channels
+    give each node's local rotation and translation (``_local_motion``); the tree is walked by
+    ``model.kinematics.tree_kinematics``, one batched step per tree level."""
+    local, trans, replaced = _local_motion(data)
+    rot, pos = tree_kinematics(local, trans, [node.parent for node in data.nodes])
     if replaced and notes is not None:
         notes.append(
             f"position channels of {len(replaced)} non-root joint(s) equal their OFFSET; "
@@ -411,13 +369,49 @@ def bvh_forward_kinematics(data: BvhData, notes: list[str] | None = None, rotati
     return (pos, rot) if rotations else pos
 
 
+def _local_motion(data: BvhData) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Every node's local rotation (T, N, 3, 3) and local translation (T, N, 3) from the
+    channels (module docstring), and the names of the non-root nodes whose position channels
+    were taken as their whole translation (the first frame's equal their OFFSET)."""
+    motion = data.motion
+    t, n = motion.shape[0], len(data.nodes)
+    local = np.empty((t, n, 3, 3))
+    local[:] = np.eye(3)
+    trans = np.empty((t, n, 3))
+    replaced = []
+    for j, node in enumerate(data.nodes):  # a loop over nodes: every frame at once
+        kinds = [_CHANNELS[c.lower()] for c in node.channels]
+        pos_cols = [
+            (node.channel_start + k, ax) for k, (kind, ax) in enumerate(kinds) if kind == "pos"
+        ]
+        rot_cols = [
+            (node.channel_start + k, ax) for k, (kind, ax) in enumerate(kinds) if kind == "rot"
+        ]
+        trans[:, j] = node.offset
+        if pos_cols:
+            chan = np.zeros((t, 3))
+            for col, ax in pos_cols:
+                chan[:, ax] = motion[:, col]
+            absolute = (
+                node.parent >= 0
+                and np.linalg.norm(node.offset) > 1e-9
+                and np.allclose(chan[0], node.offset, rtol=1e-3, atol=1e-4)
+            )
+            if absolute:
+                trans[:, j] = chan
+                replaced.append(node.name)
+            else:
+                trans[:, j] += chan
+        if rot_cols:
+            axes = "".join(str(a) for _, a in rot_cols)
+            local[:, j] = euler_matrix(np.deg2rad(motion[:, [c for c, _ in rot_cols]]), axes)
+    return local, trans, replaced
+
+
 def bvh_rest_positions(data: BvhData) -> np.ndarray:
     """(N, 3) node positions in the rest pose the OFFSETs describe (root at the origin)."""
-    rest = np.zeros((len(data.nodes), 3))
-    for i, node in enumerate(data.nodes):
-        if node.parent >= 0:
-            rest[i] = rest[node.parent] + node.offset
-    return rest
+    offsets = np.array([node.offset if node.parent >= 0 else np.zeros(3) for node in data.nodes])
+    return rest_positions(offsets.reshape(-1, 3).astype(np.float64), [n.parent for n in data.nodes])
 
 
 FK_BLOCK = (

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..keypoints import KeypointSequence
-from ..model.kinematics import tree_kinematics
+from ..model.kinematics import rest_positions, tree_kinematics
 from ..model.rotations import axis_angle_to_matrix
 from ._common import finalize, parse_floats, read_text
 
@@ -135,8 +135,6 @@ def read_cmu_subset(path, skeleton_json) -> KeypointSequence:
         notes=notes,
         where=where,
     )
-    rest = np.zeros((N, 3))  # the rest pose: every exp map zero, offsets accumulated
-    for i in range(N):
-        rest[i] = offsets[i] + (rest[parents[i]] if parents[i] >= 0 else 0.0)
+    rest = rest_positions(offsets, [int(p) for p in parents])  # every exp map zero
     seq.rotations, seq.rest_positions = rotations.astype(np.float32), rest  # see KeypointSequence
     return seq

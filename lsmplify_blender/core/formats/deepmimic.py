@@ -34,7 +34,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..keypoints import KeypointSequence
-from ._common import MAX_FPS, check_file, finalize, read_text
+from ..model.kinematics import rest_positions, tree_kinematics
+from ..model.rotations import quaternion_to_matrix
+from ._common import MAX_FPS, axis_rotation, check_file, finalize, read_text
 
 
 @dataclass(frozen=True)
@@ -185,20 +187,7 @@ def _quat_matrices(q: np.ndarray, where: str, joint: str) -> np.ndarray:
             f"{where}: frame {k}: the '{joint}' quaternion is zero, which is no rotation; the file "
             f"is corrupt."
         )
-    w, x, y, z = (q / norm[:, None]).T
-    return np.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        -1,
-    ).reshape(-1, 3, 3)  # fmt: skip
-
-
-def _about_z(angle: np.ndarray) -> np.ndarray:
-    c, s, o, i = np.cos(angle), np.sin(angle), np.zeros_like(angle), np.ones_like(angle)
-    return np.stack([c, -s, o, s, c, o, o, o, i], -1).reshape(-1, 3, 3)
+    return quaternion_to_matrix(q)  # normalised there
 
 
 def deepmimic_forward_kinematics(rows: np.ndarray, joints=HUMANOID3D, where: str = "DeepMimic"):
@@ -206,26 +195,24 @@ def deepmimic_forward_kinematics(rows: np.ndarray, joints=HUMANOID3D, where: str
     positions (N, 3) of the character's joints for frame rows (T, width).
 
     G_i = G_parent(i) L_i, p_i = p_parent(i) + G_parent(i) offset_i (DeepMimic's kinematic tree;
-    at rest every L_i is the identity, so G_i is the rotation relative to the rest pose)."""
+    at rest every L_i is the identity, so G_i is the rotation relative to the rest pose), walked
+    by ``model.kinematics.tree_kinematics``; the root's offset is its position in the row."""
     t, n = rows.shape[0], len(joints)
-    glob = np.empty((t, n, 3, 3))
-    pos = np.empty((t, n, 3))
-    rest = np.zeros((n, 3))
+    local = np.empty((t, n, 3, 3))
+    offsets = np.empty((t, n, 3))
     col = 4  # duration, root position
     for i, j in enumerate(joints):
         if j.kind in ("none", "spherical"):
-            local = _quat_matrices(rows[:, col : col + 4], where, j.name)
+            local[:, i] = _quat_matrices(rows[:, col : col + 4], where, j.name)
         elif j.kind == "revolute":
-            local = _about_z(rows[:, col])
+            local[:, i] = axis_rotation("z", rows[:, col])
         else:  # fixed
-            local = np.broadcast_to(np.eye(3), (t, 3, 3))
+            local[:, i] = np.eye(3)
         col += _WIDTH[j.kind]
-        if j.parent < 0:
-            glob[:, i], pos[:, i] = local, rows[:, 1:4]
-            continue
-        rest[i] = rest[j.parent] + j.offset
-        glob[:, i] = glob[:, j.parent] @ local
-        pos[:, i] = pos[:, j.parent] + glob[:, j.parent] @ np.asarray(j.offset)
+        offsets[:, i] = rows[:, 1:4] if j.parent < 0 else j.offset
+    parents = [j.parent for j in joints]
+    glob, pos = tree_kinematics(local, offsets, parents)
+    rest = rest_positions(np.array([(0.0, 0.0, 0.0)] + [j.offset for j in joints[1:]]), parents)
     return pos, glob, rest
 
 

@@ -159,6 +159,7 @@ def solve_network(
     ``refit``: re-aim the bones at the keypoints after each step (exact joints on clean keypoints;
     on noisy ones it also fits the noise, where the raw network output is smoother)."""
     targets, weight = prepared.smpl_targets()
+    measured = prepared.aim_origins()
     lm_names, lm_t, lm_w = prepared.landmark_targets()
     betas = model.betas_tensor(betas)[:1]
     dev = torch.device(device) if device is not None else model.device
@@ -169,7 +170,14 @@ def solve_network(
         e = s + block
         with torch_threads(threads):
             ana = solve_analytic(
-                model, betas, targets[s:e], weight[s:e], lm_names, lm_t[s:e], lm_w[s:e]
+                model,
+                betas,
+                targets[s:e],
+                weight[s:e],
+                lm_names,
+                lm_t[s:e],
+                lm_w[s:e],
+                measured=measured[s:e],
             )
         r, t, i = solve_network_from(
             model,
@@ -209,88 +217,94 @@ def solve_network_from(
     threads: int | None = 1,
     refit: bool = True,
 ):
-    """The sequential solve given the analytic solution (T, 24, 3, 3) and its joints (T, 24, 3)."""
+    """The sequential solve given the analytic solution (T, 24, 3, 3) and its joints (T, 24, 3).
+
+    Chunk-parallel: every ``chunk``-th frame is anchored on its analytic solution, the frames
+    between are solved from their predecessor, all chunks at once; a step whose fit error
+    exceeds the analytic one by ``guard_mm`` is re-anchored."""
+    dev = torch.device(device)
+    f32: dict[str, Any] = dict(dtype=torch.float32, device=dev)
     with torch_threads(threads):
-        return _solve_from(
-            model,
-            betas,
-            targets,
-            weight,
-            rot_analytic,
-            joints_analytic,
-            net,
-            chunk,
-            device,
-            guard_mm,
-            anchor_passes,
-            refit,
+        kp, m = network_targets(targets.to(**f32), weight.to(**f32), joints_analytic.to(**f32))
+        rest = model.rest_joints(betas).to(**f32)[:1]
+        # the solve's throughput path: bf16 blocks on a CPU that has it natively (``precision``),
+        # float32 elsewhere; the plug-in refinement (``refine_network``) stays float32
+        chain = _Chain(
+            net=fast_network(net or default_network(dev), rest[0]),
+            rest=rest,
+            betas=model.betas_tensor(betas)[:1].to(**f32),
+            kp=kp,
+            m=m,
+            rot_a=rot_analytic.to(**f32),
+            joints_a=joints_analytic.to(**f32),
+            anchor_passes=anchor_passes,
+            refit=refit,
+        )
+        return _solve_chunks(chain, chunk, guard_mm)
+
+
+@dataclass
+class _Chain:
+    """What every step of the chunk-parallel solve reads, float32 on the solve's device:
+    keypoint targets ``kp`` and their mask ``m`` (T, 24, ...), the analytic solution, the rest
+    joints (1, 24, 3) and betas (1, B)."""
+
+    net: Any
+    rest: torch.Tensor
+    betas: torch.Tensor
+    kp: torch.Tensor
+    m: torch.Tensor
+    rot_a: torch.Tensor
+    joints_a: torch.Tensor
+    anchor_passes: int
+    refit: bool
+
+    def anchor(self, idx):
+        """(rotmats, trans, joints) of frames ``idx`` from their analytic solution (its joints:
+        no FK needed), refined by ``anchor_passes`` network steps in place."""
+        r, tr, jj = self.rot_a[idx], self.kp[idx, 0] - self.rest[0, 0], self.joints_a[idx]
+        for _ in range(self.anchor_passes):
+            r, tr, _, jj = self.step(idx, idx, r, jj, fit_error=False)
+        return r, tr, jj
+
+    def step(self, prev, idx, rot_prev, joints_prev, fit_error: bool = True):
+        """(rotmats, trans, fit error, joints) of frames ``idx`` from the solved frames ``prev``."""
+        return network_step(
+            self.net,
+            self.rest,
+            self.betas,
+            rot_prev,
+            self.kp[prev],
+            self.kp[idx],
+            self.m[prev],
+            self.m[idx],
+            self.refit,
+            fk_init=joints_prev,
+            return_joints=True,
+            m_fit=torch.ones_like(self.m[idx]),
+            fit_error=fit_error,
         )
 
 
-def _solve_from(
-    model,
-    betas,
-    targets,
-    weight,
-    rot_analytic,
-    joints_analytic,
-    net,
-    chunk,
-    device,
-    guard_mm,
-    anchor_passes,
-    refit=True,
-):
-    dev = torch.device(device)
-    net = net or default_network(dev)
-    t = targets.shape[0]
-    f32: dict[str, Any] = dict(dtype=torch.float32, device=dev)
-    kp, m = network_targets(targets.to(**f32), weight.to(**f32), joints_analytic.to(**f32))
-    ones = torch.ones_like(m)
-    rot_a = rot_analytic.to(**f32)
-    rest = model.rest_joints(betas).to(**f32)[:1]
-    b = model.betas_tensor(betas)[:1].to(**f32)
-    rest_j0 = rest[0, 0]
-    # the solve's throughput path: bf16 blocks on a CPU that has it natively (``precision``),
-    # float32 elsewhere; the plug-in refinement (``refine_network``) stays float32
-    net = fast_network(net, rest[0])
-    if chunk > 1:  # analytic fit error (root-relative), for the drift guard
-        _, ja = fk(rot_a, rest.expand(t, -1, -1))
-        rel = kp - kp[:, :1]
-        err_a = ((ja - ja[:, :1] - rel).norm(dim=-1) * m).sum(-1) / m.sum(-1).clamp_min(1)
+def _analytic_error(chain: _Chain) -> torch.Tensor:
+    """(T,) root-relative fit error (m) of the analytic solution: the drift guard's baseline."""
+    t = chain.kp.shape[0]
+    _, ja = fk(chain.rot_a, chain.rest.expand(t, -1, -1))
+    rel = chain.kp - chain.kp[:, :1]
+    m = chain.m
+    return ((ja - ja[:, :1] - rel).norm(dim=-1) * m).sum(-1) / m.sum(-1).clamp_min(1)
 
+
+def _solve_chunks(chain: _Chain, chunk: int, guard_mm: float):
+    """(rotmats, trans, NetworkInfo) of ``solve_network_from``'s chunk-parallel walk."""
+    t = chain.kp.shape[0]
+    f32: dict[str, Any] = dict(dtype=torch.float32, device=chain.kp.device)
+    err_a = _analytic_error(chain) if chunk > 1 else None
     out = torch.empty(t, 24, 3, 3, **f32)
     trans = torch.empty(t, 3, **f32)
     joints = torch.empty(t, 24, 3, **f32)
-
-    joints_a = joints_analytic.to(**f32)
-
-    def anchor(idx):
-        r, tr, jj = (
-            rot_a[idx],
-            kp[idx, 0] - rest_j0,
-            joints_a[idx],
-        )  # the analytic joints: no FK needed
-        for _ in range(anchor_passes):
-            r, tr, _, jj = network_step(
-                net,
-                rest,
-                b,
-                r,
-                kp[idx],
-                kp[idx],
-                m[idx],
-                m[idx],
-                refit,
-                fk_init=jj,
-                return_joints=True,
-                m_fit=ones[idx],
-                fit_error=False,
-            )
-        return r, tr, jj
-
-    starts = torch.arange(0, t, chunk, device=dev)
-    out[starts], trans[starts], joints[starts] = anchor(starts)
+    starts = torch.arange(0, t, chunk, device=chain.kp.device)
+    out[starts], trans[starts], joints[starts] = chain.anchor(starts)
     reanchored = 0
     for k in range(1, chunk):
         idx = starts + k
@@ -298,23 +312,11 @@ def _solve_from(
         if idx.numel() == 0:
             break
         prev = idx - 1
-        r, tr, err, jj = network_step(
-            net,
-            rest,
-            b,
-            out[prev],
-            kp[prev],
-            kp[idx],
-            m[prev],
-            m[idx],
-            refit,
-            fk_init=joints[prev],
-            return_joints=True,
-            m_fit=ones[idx],
-        )
+        r, tr, err, jj = chain.step(prev, idx, out[prev], joints[prev])
+        assert err_a is not None  # chunk > 1 here
         bad = err > err_a[idx] + guard_mm / 1000.0
         if bool(bad.any()):
             reanchored += int(bad.sum())
-            r[bad], tr[bad], jj[bad] = anchor(idx[bad])
+            r[bad], tr[bad], jj[bad] = chain.anchor(idx[bad])
         out[idx], trans[idx], joints[idx] = r, tr, jj
     return out, trans, NetworkInfo(reanchored=reanchored, anchors=len(starts), steps=chunk)
