@@ -95,15 +95,16 @@ def channel_values(curves: dict, path: str, index: int, frames: np.ndarray, stil
 def euler_to_matrix(angles: np.ndarray, order: str) -> np.ndarray:
     """(..., 3) Euler angles (x, y, z, radians) -> (..., 3, 3) in Blender's convention: the
     axes applied in ``order`` (``XYZ``: X first, R = Rz Ry Rx)."""
-    out = np.broadcast_to(np.eye(3), angles.shape[:-1] + (3, 3))
+    out = np.zeros(angles.shape[:-1] + (3, 3))
+    out[..., [0, 1, 2], [0, 1, 2]] = 1.0
     for axis in order:
+        # R_axis @ M mixes two rows of M: j' = c j - s k, k' = s j + c k (i = the axis)
         i = "XYZ".index(axis)
-        c, s = np.cos(angles[..., i]), np.sin(angles[..., i])
-        r = np.zeros(angles.shape[:-1] + (3, 3))
         j, k = (i + 1) % 3, (i + 2) % 3
-        r[..., i, i] = 1.0
-        r[..., j, j], r[..., j, k], r[..., k, j], r[..., k, k] = c, -s, s, c
-        out = np.einsum("...ik,...kj->...ij", r, out)  # (batched 3x3 @ is slower)
+        c, s = np.cos(angles[..., i])[..., None], np.sin(angles[..., i])[..., None]
+        row_j, row_k = out[..., j, :].copy(), out[..., k, :]
+        out[..., j, :] = c * row_j - s * row_k
+        out[..., k, :] = s * row_j + c * row_k
     return out
 
 
@@ -148,6 +149,13 @@ def pose_bases(rig, curves: dict, bone_names, frames: np.ndarray) -> np.ndarray:
     return basis
 
 
+def _times(m: np.ndarray, mats: np.ndarray) -> np.ndarray:
+    """(4, 4) @ (F, 4, 4) as one matrix product: the frames' matrices side by side."""
+    f = mats.shape[0]
+    side = mats.transpose(1, 0, 2).reshape(4, 4 * f)
+    return (m @ side).reshape(4, f, 4).transpose(1, 0, 2)
+
+
 def armature_pose(rig, curves: dict, frames: np.ndarray) -> np.ndarray:
     """(F, B, 4, 4) every pose bone's armature-space matrix (``PoseBone.matrix``) at ``frames``,
     in ``rig.pose.bones`` order, by forward kinematics over the rest matrices."""
@@ -163,11 +171,11 @@ def armature_pose(rig, curves: dict, frames: np.ndarray) -> np.ndarray:
     def solve(i: int) -> None:
         p = parents[i]
         if p < 0:
-            pose[:, i] = rest[i] @ basis[:, i]
+            pose[:, i] = _times(rest[i], basis[:, i])
         else:
             if not done[p]:
                 solve(p)
-            pose[:, i] = pose[:, p] @ (np.linalg.inv(rest[p]) @ rest[i]) @ basis[:, i]
+            pose[:, i] = pose[:, p] @ _times(np.linalg.inv(rest[p]) @ rest[i], basis[:, i])
         done[i] = True
 
     for i in range(len(names)):
