@@ -54,7 +54,7 @@ def _known_offsets(model, betas) -> np.ndarray:
     for name, v in roots.items():
         o[CMU.keypoints.index(name)] = v
     lengths = {"thorax": 0.03, "head": -0.02, "ltibia": 0.015, "rtibia": 0.015, "lradius": -0.01}
-    lengths |= {"rradius": -0.01, "lwrist": 0.012, "rwrist": 0.012, "lfoot": -0.01, "rfoot": -0.01}
+    lengths |= {"rradius": -0.01, "lhand": 0.012, "rhand": 0.012, "lfoot": -0.01, "rfoot": -0.01}
     for name, s in lengths.items():
         k = CMU.keypoints.index(name)
         assert geo.chain_from[k] >= 0, name
@@ -65,7 +65,7 @@ def _known_offsets(model, betas) -> np.ndarray:
 def test_offsets_recovered_from_known_offsets(model, solved, bvh):
     """CMU-layout keypoints made by the model from a real motion (01_01_short.bvh solved) plus known
     part-frame offsets: the calibration finds every bone's length difference within 1 mm and the
-    hips' width difference within 3 mm, and its calibrated points fit the keypoints within 5 mm.
+    hips' width difference within 6 mm, and its calibrated points fit the keypoints within 5 mm.
     (A chain root's offset on its own is known only up to where the torso stands and bends: the
     spine3 and collars have no keypoint, so a shift of the shoulders there fits as well.)"""
     sol = solved["off"]
@@ -89,7 +89,9 @@ def test_offsets_recovered_from_known_offsets(model, solved, bvh):
     assert len(bones) >= 12 and err[bones].max() < 1.0, err[bones]
     left, right = CMU.keypoints.index("lfemur"), CMU.keypoints.index("rfemur")
     width = out.keypoint_offsets[left] - out.keypoint_offsets[right]
-    assert np.linalg.norm(width - (truth[left] - truth[right])) < 0.003
+    # 6 mm: the upper back rides on spine1 (core/layouts.py), so the pelvis's turn rests on the hips
+    # alone, which share it with their width (3 mm when the upper back rode on the pelvis)
+    assert np.linalg.norm(width - (truth[left] - truth[right])) < 0.006
     assert np.nanmean(out.fit_error_mm) < 5.0
 
 
@@ -162,6 +164,7 @@ def test_refine_reuses_offsets(model, bvh, solved):
         passes=0,
         refine=3,
         keypoint_offsets=on.keypoint_offsets,
+        lock_feet="off",  # as the solve it refines (the ``solved`` fixture): calibration's figures
     )
     assert np.array_equal(ref.keypoint_offsets, on.keypoint_offsets)
     assert np.nanmean(ref.fit_error_mm) <= 1.02 * np.nanmean(on.fit_error_mm)

@@ -54,3 +54,42 @@ def test_a_zero_length_bone_continues_its_parent(model):
             np.arccos(np.clip((np.trace(local[0, J[f"{side}_wrist"]]) - 1) / 2, -1, 1))
         )
         assert angle < 1.0, (side, angle)
+
+
+def test_asf_hand_turns_at_lhand_not_along_the_forearm(model):
+    """01.asf's lwrist (dof ry: a twist about its own bone, on the line of lradius) is the forearm's
+    distal segment; lhand (dof rx rz) is the palm, so SMPL's wrist sits at lhand's start and the
+    palm follows lhand -> lfingers. Tied to lwrist, SMPL's palm lay along the forearm and lost the
+    hand's flexion (eval --real cmu_amc hand direction 7.4 deg mean, orientation p95 24.7-29.1)."""
+    seq = read_keypoints(FIXTURES / "01_01_short.amc", asf=FIXTURES / "01.asf")
+    sol = solve(prepare(seq, model), model)  # the defaults: calibrated, with the file's rotations
+    _, joints = model.global_transforms(sol.rotmats, model.rest_joints(sol.betas))
+    joints = joints.double().numpy()
+    at = {n: i for i, n in enumerate(seq.names)}
+    for s, side in (("l", "left"), ("r", "right")):
+        # the capture's hand does flex against its forearm in this take: the test can tell
+        palm = seq.positions[:, at[f"{s}fingers"]] - seq.positions[:, at[f"{s}hand"]]
+        fore = seq.positions[:, at[f"{s}hand"]] - seq.positions[:, at[f"{s}radius"]]
+        assert _angle(palm, fore).mean() > 5.0
+        got = joints[:, J[f"{side}_hand"]] - joints[:, J[f"{side}_wrist"]]
+        assert _angle(palm, got).mean() < 1.0, side
+
+
+def test_a_wrist_without_a_hand_node_is_the_palm():
+    """A CMU-named skeleton whose hand chain stops at LeftHand (no LeftFingerBase) gives that node
+    to the keypoint tied to SMPL's wrist (lhand); with LeftFingerBase, LeftHand is lwrist (untied)."""
+    from lsmplify_blender.core.layouts import CMU, match_names
+
+    base = ["Hips", "LeftUpLeg", "LeftLeg", "RightUpLeg", "RightLeg", "Spine", "Head"]
+    arm = ["LeftArm", "LeftForeArm", "LeftHand", "RightArm", "RightForeArm", "RightHand"]
+    short = match_names(CMU, base + arm)
+    full = match_names(CMU, base + arm + ["LeftFingerBase", "RightFingerBase"])
+    k = CMU.keypoints.index
+    assert short[len(base) + 2] == k("lhand") and short[len(base) + 5] == k("rhand")
+    assert full[len(base) + 2] == k("lwrist") and full[-2] == k("lhand")
+    assert CMU.definitions[k("lhand")] == "left_wrist" and CMU.definitions[k("lwrist")] is None
+
+
+def _angle(a, b):
+    cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+    return np.degrees(np.arccos(np.clip(cos, -1, 1)))

@@ -233,3 +233,84 @@ def test_eval_real_feet_columns(walk_solved):
     assert pooled["below_ground_pct"] == pytest.approx(
         (on["penetration_pct"] + off["penetration_pct"]) / 2
     )
+
+
+@pytest.fixture(scope="module")
+def walk_refined(model, walk, walk_solved):
+    """The plug-in mode (``refine_existing``) from the unlocked solve turned 5 deg per joint (a
+    motion some other tool made), feet locked by default ('auto': a CMU skeleton) and off."""
+    from lsmplify_blender.research.real_eval import _perturb
+
+    base = walk_solved["off"]
+    given = _perturb(base.rotmats, 5.0, seed=1)
+    return {
+        mode: solver.refine_existing(
+            walk,
+            model,
+            given,
+            base.betas,
+            base.trans,
+            keypoint_offsets=base.keypoint_offsets,
+            lock_feet=mode,
+        )
+        for mode in ("auto", "off")
+    }
+
+
+def _planted_speed_mm_s(model, prepared, sol) -> float:
+    """Horizontal speed of each foot's planted point (ankle while only the heel is down, ball while
+    only the toe is, their mean while both are) over its contact frames, mm/s, measured here."""
+    det = contacts.detect_contacts(prepared)
+    joints = model.joints(sol.rotmats, sol.betas, sol.trans).numpy()
+    speeds = []
+    for f in (0, 1):
+        heel, toe = det.heel[:, f], det.toe[:, f]
+        v_ankle = horizontal_speed(joints[:, 7 + f], prepared.fps)
+        v_ball = horizontal_speed(joints[:, 10 + f], prepared.fps)
+        v = np.where(heel & toe, (v_ankle + v_ball) / 2, np.where(heel, v_ankle, v_ball))
+        speeds.append(v[heel | toe].mean())
+    return float(np.mean(speeds)) * 1000
+
+
+def test_refine_locks_feet_like_a_solve(model, walk, walk_refined):
+    """Plug-in mode plants the feet as a solve does: the planted foot moves slower than the
+    capture's own heel and toe points in the same frames, and no vertex of the full mesh is more
+    than 1 cm below the ground; with lock_feet 'off' the feet are left as refined."""
+    on, off = walk_refined["auto"], walk_refined["off"]
+    assert on.feet["lock_feet"] == "on" and off.feet["lock_feet"] == "off"
+    assert any(n.startswith("feet:") for n in on.notes)
+    assert not any(n.startswith("feet:") for n in off.notes)
+    speed_on, speed_off = (_planted_speed_mm_s(model, walk, s) for s in (on, off))
+    assert speed_on == pytest.approx(on.feet["skate_mm_s"], abs=0.1)
+    assert speed_on < on.feet["skate_source_mm_s"]  # below the capture's own
+    assert speed_on < 0.5 * speed_off
+    assert _lowest_full_mesh(model, on).min() >= on.ground_height - TOLERANCE
+    assert on.feet["penetration_frames"] == 0
+    assert on.contacts.shape == (walk.num_frames, 2) and on.contacts.any()
+    # only the legs move: every other joint as refined
+    legs = {j for leg in contacts.LEG_JOINTS for j in leg[:3]}
+    others = [j for j in range(24) if j not in legs]
+    assert torch.equal(on.rotmats[:, others], off.rotmats[:, others])
+
+
+def test_init_honours_lock_feet(model, tmp_path, capsys):
+    """``convert --init`` (the plug-in mode on the CLI) locks the feet by default on a CMU take,
+    leaves them with --lock-feet off, and writes the contacts and ground either way."""
+    first = tmp_path / "walk.npz"
+    assert (
+        cli.main(["convert", str(WALK), "--out", str(first), "--lock-feet", "off", "--quiet"]) == 0
+    )
+    capsys.readouterr()
+    lines = {}
+    for mode in ("auto", "off"):
+        out = tmp_path / f"refined_{mode}.npz"
+        args = ["convert", str(WALK), "--init", str(first), "--out", str(out), "--quiet"]
+        assert cli.main(args + ["--lock-feet", mode]) == 0
+        lines[mode] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        with np.load(out) as f:
+            assert f["contacts"].shape == (lines[mode]["frames"], 2)
+            assert np.isfinite(float(f["ground_height"]))
+    assert lines["auto"]["feet"]["lock_feet"] == "on"
+    assert lines["off"]["feet"]["lock_feet"] == "off"
+    assert lines["auto"]["feet"]["skate_mm_s"] < lines["off"]["feet"]["skate_mm_s"]
+    assert lines["auto"]["feet"]["penetration_frames"] == 0

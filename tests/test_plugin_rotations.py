@@ -25,11 +25,13 @@ def _angles_deg(a, b):
 def test_refining_the_rotation_solve_keeps_it_and_a_perturbed_start_comes_back(model):
     prep = prepare(read_keypoints(FIXTURES / "131_01_short.bvh"), model).cut(slice(0, 60))
     # without the post-solve foot locking (contacts.py) and keypoint calibration (calibration.py):
-    # the fit errors compared are then to the same keypoints
+    # the fit errors compared are then to the same keypoints (and the refine locks no feet either)
     sol = solve(prep, model, solver="analytic", rotations="use", lock_feet="off", calibrate="off")
     betas, trans = sol.betas.cpu().numpy(), sol.trans.cpu().numpy()
     offsets = sol.keypoint_offsets  # calibrated (auto on a CMU BVH): refine aims at the same points
-    own = refine_existing(prep, model, sol.rotmats, betas, trans, keypoint_offsets=offsets)
+    own = refine_existing(
+        prep, model, sol.rotmats, betas, trans, keypoint_offsets=offsets, lock_feet="off"
+    )
     assert np.nanmean(own.fit_error_mm) <= np.nanmean(sol.fit_error_mm) * 1.02
     assert _angles_deg(own.rotmats, sol.rotmats).max() < 0.5
     g = torch.Generator().manual_seed(0)
@@ -37,6 +39,8 @@ def test_refining_the_rotation_solve_keeps_it_and_a_perturbed_start_comes_back(m
         torch.randn(60, 24, 3, generator=g, dtype=torch.float64), dim=-1
     )
     noisy = sol.rotmats @ axis_angle_to_matrix(axis * np.radians(10.0)).to(sol.rotmats.dtype)
-    back = refine_existing(prep, model, noisy, betas, trans, keypoint_offsets=offsets)
+    back = refine_existing(
+        prep, model, noisy, betas, trans, keypoint_offsets=offsets, lock_feet="off"
+    )
     assert np.median(_angles_deg(back.rotmats, sol.rotmats)) < 1.0
     assert np.nanmean(back.fit_error_mm) <= np.nanmean(sol.fit_error_mm) * 1.02

@@ -30,7 +30,7 @@ def _captured(seq, node):
     for i, k in enumerate(match_names(CMU, names)):
         if k >= 0 and CMU.keypoints[k] == node:
             return np.asarray(seq.positions[:, i], dtype=np.float64)
-    mapped = cmu_node_names(names)  # nodes the layout does not use (upperneck, ...)
+    mapped = cmu_node_names(names)  # nodes the layout does not use (lowerneck, ...)
     for i, n in enumerate(names):
         if mapped.get(n, n) == node:
             return np.asarray(seq.positions[:, i], dtype=np.float64)
@@ -45,14 +45,15 @@ def _angle_deg(a, b):
 @pytest.mark.parametrize(("name", "asf"), CMU_TAKES)
 def test_default_solver_keeps_the_head_on_the_neck(model, name, asf):
     """Every frame: head above the neck's plane, and the neck (SMPL neck -> head) within 3 deg of
-    the captured one (lowerneck -> head); the network folded it 88-123 deg into the chest."""
+    the captured one (upperneck -> head: CMU's upperneck is SMPL's neck, core/layouts.py); the network
+    folded it 88-123 deg into the chest."""
     assert DEFAULT_SOLVER in SOLVERS
     seq = _read(name, asf)
     prep = prepare(seq, model)
     sol = solve(prep, model)  # the default solver
     joints = model.joints(sol.rotmats, sol.betas, sol.trans).numpy()
     assert guard.head_above_neck(joints).all()
-    captured = _captured(seq, "head") - _captured(seq, "lowerneck")
+    captured = _captured(seq, "head") - _captured(seq, "upperneck")
     err = _angle_deg(joints[:, J["head"]] - joints[:, J["neck"]], captured)
     assert err.max() < 3.0, f"{name}: neck up to {err.max():.1f} deg off the captured neck"
 

@@ -105,17 +105,15 @@ def test_rotations_give_every_segment_its_orientation(model, name, asf):
     assert sum(e.mean() for e in err.values()) < 0.6 * sum(e.mean() for e in base.values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (issues 9/10): calibration moves CMU's wrist target along the forearm and turns "
-    "the ASF take's right wrist 3.5 deg (rhand orientation 4.8 -> 6.9 deg); CMU's lwrist/lhand "
-    "definition (palm or fingers) is undecided",
-)
 def test_calibrated_rotations_keep_the_hands_orientation(model):
     seq = read_keypoints(FIXTURES / "01_01_short.amc", asf=FIXTURES / "01.asf")
-    sol = solve(prepare(seq, model))  # the defaults: calibration on for a CMU skeleton
+    sol = solve(prepare(seq, model), model)  # the defaults: calibration on for a CMU skeleton
+    assert sol.keypoint_offsets is not None and sol.rotations
     err = _orientation(seq, sol, model)
-    assert max(err["lhand"].mean(), err["rhand"].mean()) <= 5.0
+    # lhand is SMPL's wrist (core/layouts.py, CMU's hand): tied to lwrist, the palm was aimed along
+    # the forearm and lost the hand's flexion (4.8 / 6.9 deg here, 24.7 / 29.1 p95 on eval --real)
+    for node in ("lhand", "rhand"):
+        assert err[node].mean() <= 1.0 and np.percentile(err[node], 95) <= 2.0, node
 
 
 def test_rotations_use_without_rotations_is_an_error(model):
@@ -176,3 +174,29 @@ def test_cmu_subset_rotations_move_the_offsets():
                 "tij,j->ti", seq.rotations[:, p], seq.rest_positions[i] - seq.rest_positions[p]
             )
             np.testing.assert_allclose(seq.positions[:, i] - seq.positions[:, p], moved, atol=1e-4)
+
+
+@pytest.mark.parametrize(("take", "fit_mm", "torso_deg"), [("55_01", 15.0, 6.0), ("49_08", 17.0, 6.0)])
+def test_calibrated_fit_of_the_fbx_rig_dances(model, take, fit_mm, torso_deg):
+    """The FBX rig's dances (first 120 frames at 30 fps, as eval --real takes them), defaults: the
+    fit to the calibrated keypoints and the torso's direction. They missed most (fit 16.5 and
+    21.1 mm, torso 7.3 and 9.8 deg) while the file's thorax set the chest and the body stood where
+    analytic IK had put it for its own chest (solver._chest_onto_keypoints, _refit_translation),
+    and CMU's upper back / thorax / lower neck were tied to SMPL's spine1 / spine2 / neck. 49_08
+    is still above issue 10's 15 mm: SMPL has no lower-neck joint to follow its head's swings.
+    CMU takes 55_01 and 49_08, mocap.cs.cmu.edu (fixtures/cmu_fbx_bvh/CREDIT.txt)."""
+    from lsmplify_blender.research import real_metrics as rm
+    from lsmplify_blender.research.real_eval import _y_up_capture
+    from lsmplify_blender.research.real_takes import load_bvh_take
+
+    real = load_bvh_take(FIXTURES / "cmu_fbx_bvh" / f"{take}_cmu.bvh", "cmu_fbx_bvh", frames=120)
+    prep = prepare(real.seq, model)
+    _y_up_capture(real, prep.up)
+    sol = solve(prep, model)
+    fit = rm.keypoint_fit(
+        prep, model, sol.rotmats, sol.betas, sol.trans, sol.keypoint_offsets, positions_only=True
+    )
+    assert np.nanmean(np.concatenate(list(fit.values()))) <= fit_mm
+    _, joints, landmarks = rm.solved_body(model, sol.rotmats, sol.betas, sol.trans)
+    torso = rm.direction_errors(real.capture, joints, landmarks, slice(0, prep.num_frames))["torso"]
+    assert torso.mean() <= torso_deg

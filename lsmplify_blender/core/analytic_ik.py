@@ -81,6 +81,9 @@ class IKResult:
     rotmats: torch.Tensor  # (T, 24, 3, 3) local rotations
     trans: torch.Tensor  # (T, 3)
     joints: torch.Tensor  # (T, 24, 3) posed joints of the result
+    # (T, 24, 3, 3) world rotations of the result: the solve builds them joint by joint, so a
+    # caller that needs them (calibration's shifts) does not run forward kinematics again
+    glob: torch.Tensor | None = None
 
 
 def complete_targets(targets: torch.Tensor, weight: torch.Tensor, rest: torch.Tensor):
@@ -417,4 +420,5 @@ def solve_analytic(
         rotmats=local.transpose(0, 1).contiguous(),
         trans=pos[0] - rest[0],
         joints=pos.transpose(0, 1).contiguous(),
+        glob=glob.transpose(0, 1).contiguous(),
     )

@@ -304,8 +304,9 @@ class Geometry:
     def far_starts(self, offsets: np.ndarray, joint_of: np.ndarray) -> list[int]:
         """The last bones of their chains (no keypoint rides below them) whose start keypoint's own
         offset is longer than FAR_START of the bone: the captured bone starts far from SMPL's joint
-        (CMU's neck base 19 cm from SMPL's neck). A bone with keypoints below (CMU's upper back,
-        14 cm from SMPL's spine1, under the whole upper body) is not turned: that would move them."""
+        (CMU's upperneck 11 cm from SMPL's neck on cmu_subset's basketball_1, its lower neck 19 cm
+        when the layout tied that one to SMPL's neck). A bone with keypoints below (CMU's upper
+        back, under the whole upper body) is not turned: that would move them."""
         from .body_model import SMPL_PARENTS
 
         def below(j: int, c: int) -> bool:  # j in c's subtree, c excluded
@@ -331,7 +332,7 @@ class Geometry:
         minimal swing) onto the captured bone, every other segment keeping its world rotation. Such
         a bone's target lies along the captured bone from its parent's target, but analytic IK aims
         from the rebuilt joint, which the torso's fit leaves ~1 cm from its target at CMU's neck
-        base: the 9 cm neck was 3-4 deg off the captured one (uncalibrated, the aim followed the
+        (measured with the lower neck as SMPL's neck): the 9 cm neck was 3-4 deg off the captured one (uncalibrated, the aim followed the
         captured bone because the rebuilt neck was 19 cm from its keypoint: ``analytic_ik._Aim``
         does the same from half a bone on). The limbs start within a fifth of their bone and
         follow the capture within 0.5 deg as solved."""
@@ -396,18 +397,12 @@ def calibrated_solve(ctx, run, mode: str = "auto", offsets=None) -> Calibrated:
         return Calibrated(rotmats, trans, used, rotations, None, ctx)
     geo = Geometry.of(model, layout, ctx.betas)
     frames = subsample(prepared.num_frames)
-    sub = prepared.cut(frames)
+    # analytic IK of every frame as captured, once: the first round's pose and the first pass of
+    # every aiming (``_aimed``) start from it (each frame's pose depends on that frame alone)
+    start = analytic_pose(ctx, prepared)
     fixed = offsets is not None
-    o = np.asarray(offsets, np.float64) if fixed else np.zeros((layout.num_keypoints, 3))
-    if not fixed:
-        rotmats, trans = analytic_pose(ctx, sub)
-        for r in range(CALIBRATION_ROUNDS):
-            kp, g = posed_keypoints(model, layout, rotmats, ctx.betas, trans)
-            o = geo.estimate(sub, kp, g)
-            if r + 1 < CALIBRATION_ROUNDS:
-                shift = geo.shift(sub, _shift(g, geo.parts, o), o)
-                rotmats, trans = analytic_pose(ctx, shifted(sub, shift))
-    full, o = _in_strategy_frames(ctx, run, geo, o, frames, estimate=not fixed)
+    o = np.asarray(offsets, np.float64) if fixed else _estimated_offsets(ctx, geo, frames, start)
+    full, o = _in_strategy_frames(ctx, run, geo, o, frames, start, estimate=not fixed)
     rotmats, trans, used, rotations = run(full)
     rotmats = geo.aim_bones(model, prepared, rotmats, ctx.betas, o)
     # the offsets returned are the ones aimed at: reused (--init, Refine) they give the same targets
@@ -423,23 +418,40 @@ def calibrated_solve(ctx, run, mode: str = "auto", offsets=None) -> Calibrated:
     return Calibrated(rotmats, trans, used, rotations, o.astype(np.float32), full)
 
 
-def _in_strategy_frames(ctx, run, geo: Geometry, offsets, frames, estimate: bool):
+def _estimated_offsets(ctx, geo: Geometry, frames, start) -> np.ndarray:
+    """(K, 3) the offsets after CALIBRATION_ROUNDS analytic rounds on the subsample ``frames``, the
+    first from ``start`` (``analytic_pose`` of every frame as captured)."""
+    model, layout = ctx.model, ctx.prepared.layout
+    sub = ctx.prepared.cut(frames)
+    sel = torch.as_tensor(frames, dtype=torch.long, device=start.rotmats.device)
+    rotmats, trans = start.rotmats[sel], start.trans[sel]
+    for r in range(CALIBRATION_ROUNDS):
+        kp, g = posed_keypoints(model, layout, rotmats, ctx.betas, trans)
+        o = geo.estimate(sub, kp, g)
+        if r + 1 < CALIBRATION_ROUNDS:
+            ana = analytic_pose(ctx, shifted(sub, geo.shift(sub, _shift(g, geo.parts, o), o)))
+            rotmats, trans = ana.rotmats, ana.trans
+    return o
+
+
+def _in_strategy_frames(ctx, run, geo: Geometry, offsets, frames, start, estimate: bool):
     """(the context aimed at the calibrated points for ``run``, the offsets). Analytic passes over
     every frame place the roots' shifts (``_aimed``); when ``estimate``, runs of the strategy on the
     subsample re-estimate the roots' offsets in its frames (STRATEGY_ROUNDS - 1). Its parts turn by
     a constant against analytic IK's (the file's rotations set the pelvis and spine3): a last run on
     the subsample measures that turn (mean per part), which every frame's shifts carry. The last
     step depends on the offsets alone, so given offsets (``calibrated_context``) aim exactly where
-    the solve that estimated them aimed."""
+    the solve that estimated them aimed. ``start``: ``analytic_pose`` of every frame as captured."""
     model, prepared, layout = ctx.model, ctx.prepared, ctx.prepared.layout
-    sub = prepared.cut(frames)
+    sub = ctx.cut(frames)
+    g_start = start.glob.detach().cpu().double().numpy()
     for _ in range(STRATEGY_ROUNDS - 1 if estimate else 0):
-        full, _ = _aimed(ctx, offsets, geo)
-        rot_s, trans_s, _, _ = run(ctx.with_prepared(full.prepared.cut(frames)))
+        # each frame's targets depend on that frame alone: the subsample's are aimed on their own
+        rot_s, trans_s, _, _ = run(_aimed(sub, offsets, geo, g_start[frames])[0])
         kp, g_s = posed_keypoints(model, layout, rot_s, ctx.betas, trans_s)
-        offsets = geo.estimate(sub, kp, g_s)
-    full, g_ana = _aimed(ctx, offsets, geo)
-    rot_s, trans_s, _, _ = run(ctx.with_prepared(full.prepared.cut(frames)))
+        offsets = geo.estimate(sub.prepared, kp, g_s)
+    full, g_ana = _aimed(ctx, offsets, geo, g_start)
+    rot_s, trans_s, _, _ = run(full.cut(frames))
     _, g_s = posed_keypoints(model, layout, rot_s, ctx.betas, trans_s)
     turn = mean_rotation(np.einsum("tjab,tjcb->tjac", g_s, g_ana[frames]))  # G_s G_ana^T
     g_run = np.einsum("jab,tjbc->tjac", turn, g_ana)
@@ -454,7 +466,8 @@ def calibrated_context(ctx, run, offsets):
     in it moved CMU's neck-base target (a 19 cm offset) by centimetres."""
     o = np.asarray(offsets, np.float64)
     geo = Geometry.of(ctx.model, ctx.prepared.layout, ctx.betas)
-    return _in_strategy_frames(ctx, run, geo, o, subsample(ctx.prepared.num_frames), False)[0]
+    frames, start = subsample(ctx.prepared.num_frames), analytic_pose(ctx, ctx.prepared)
+    return _in_strategy_frames(ctx, run, geo, o, frames, start, False)[0]
 
 
 def aim_far_bones(ctx, rotmats, offsets):
@@ -466,10 +479,10 @@ def aim_far_bones(ctx, rotmats, offsets):
 
 
 def analytic_pose(ctx, prepared: PreparedKeypoints):
-    """(rotmats, trans) of analytic IK on ``prepared``'s joint targets and position landmarks (not
-    the aim-only end points: the parts that carry offsets are solved before the leaves), in blocks
-    of the solve's chunk."""
-    from .analytic_ik import solve_analytic
+    """``IKResult`` (local and world rotations, trans, joints) of analytic IK on ``prepared``'s
+    joint targets and position landmarks (not the aim-only end points: the parts that carry offsets
+    are solved before the leaves), in blocks of the solve's chunk."""
+    from .analytic_ik import IKResult, solve_analytic
 
     layout = prepared.layout
     targets, weight = prepared.smpl_targets()
@@ -498,20 +511,24 @@ def analytic_pose(ctx, prepared: PreparedKeypoints):
         )
         for s in range(0, prepared.num_frames, chunk)
     ]
-    return torch.cat([p.rotmats for p in parts]), torch.cat([p.trans for p in parts])
+    return IKResult(
+        *(torch.cat([getattr(p, f) for p in parts]) for f in ("rotmats", "trans", "joints", "glob"))
+    )
 
 
 AIM_ROUNDS = 2  # analytic solves that place the chain roots' shifts (``_aimed``)
 
 
-def _aimed(ctx, offsets, geo: Geometry):
+def _aimed(ctx, offsets, geo: Geometry, g_start: np.ndarray):
     """``ctx`` aimed at the calibrated points by analytic IK alone (AIM_ROUNDS passes over every
-    frame) and the parts' world rotations (T, 24, 3, 3) of its last pass."""
-    model, prepared = ctx.model, ctx.prepared
-    aimed = prepared
-    for _ in range(AIM_ROUNDS):
-        rotmats, trans = analytic_pose(ctx, aimed)
-        _, g = posed_keypoints(model, prepared.layout, rotmats, ctx.betas, trans)
+    frame, the first given: ``g_start``, the world rotations (T, 24, 3, 3) of ``analytic_pose`` on
+    the keypoints as captured) and the parts' world rotations of its last pass (analytic IK's own:
+    no forward kinematics again)."""
+    prepared = ctx.prepared
+    g, aimed = g_start, prepared
+    for r in range(AIM_ROUNDS):
+        if r:
+            g = analytic_pose(ctx, aimed).glob.detach().cpu().double().numpy()
         aimed = shifted(prepared, geo.shift(prepared, _shift(g, geo.parts, offsets), offsets))
     return ctx.with_prepared(aimed, ctx.notes), g
 

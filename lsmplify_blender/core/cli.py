@@ -201,7 +201,8 @@ def _add_take_options(p: argparse.ArgumentParser) -> None:
         "input's heel and toe heights and speeds; leg IK, blended in and out) and keep every mesh "
         "vertex above the ground: 'auto' (default) = on for mocap skeletons (BVH, ASF/AMC, CMU, FBX "
         "rigs), off for SMPL-24, pose-estimator and model-generated keypoints; 'off' leaves the "
-        "solve untouched. Contacts and the ground are written to the .npz either way",
+        "solve untouched. The same after --init's refine. Contacts and the ground are written to "
+        "the .npz either way",
     )
     p.add_argument(
         "--ground",
@@ -354,6 +355,8 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
             refine=args.refine,
             smooth=args.smooth,
             keypoint_offsets=offsets,
+            lock_feet=getattr(args, "lock_feet", "auto"),
+            ground=getattr(args, "ground", None),
         )
     else:
         sol = solve(
@@ -370,7 +373,7 @@ def convert_take(args, model, input_path, out_path, asf=None) -> dict:
         )
     report = fit_report(model, prepared, sol, source_names=seq.names)
     feet = {}
-    if sol.contacts is not None:  # a fresh solve (not --init): the feet's contacts and ground
+    if sol.contacts is not None:  # the feet's contacts and ground (a solve and --init alike)
         feet = dict(contacts=sol.contacts.astype(bool), ground_height=np.float32(sol.ground_height))
     return finish_take(args, model, input_path, out_path, prepared, sol, t0, report, feet)
 

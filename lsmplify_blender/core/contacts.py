@@ -330,16 +330,26 @@ class Posed:
     vertices of it or reads its joints (the SMPL forward pass of ``model.forward.posed_points``,
     with the kinematics kept)."""
 
-    def __init__(self, model, betas, rotmats, trans):
+    def __init__(self, model, betas, rotmats, trans, kinematics=None):
         self.model, self.rotmats, self.trans = model, rotmats, trans
         self.betas = model.betas_tensor(betas)[:1]
         self.rest = model.rest_joints(self.betas)
-        self.glob, self.joints = model.global_transforms(
+        # (global rotations, joints) of ``rotmats`` when the caller has them (``cut``)
+        self.glob, self.joints = kinematics or model.global_transforms(
             rotmats, self.rest.expand(rotmats.shape[0], -1, -1)
         )
+        # the lowest vertices found so far (``foot_lowest``, ``body_lowest``): the ground estimate,
+        # the locking and the report ask for the same ones of the same motion
+        self.lowest: dict = {}
 
     def world_joints(self) -> torch.Tensor:
         return self.joints + self.trans[:, None]
+
+    def cut(self, frames) -> Posed:
+        """The same motion in ``frames`` only (its kinematics sliced, not computed again)."""
+        sel = torch.as_tensor(frames, dtype=torch.long, device=self.rotmats.device)
+        kin = (self.glob[sel], self.joints[sel])
+        return Posed(self.model, self.betas, self.rotmats[sel], self.trans[sel], kinematics=kin)
 
     def skin(self, ids, frames=None) -> torch.Tensor:
         """(T or len(frames), len(ids), 3) posed vertices ``ids`` (pose correctives included)."""
@@ -366,17 +376,34 @@ class Posed:
 
 
 def foot_lowest(hull: BodyHull, posed: Posed) -> np.ndarray:
-    """(T, 2) height of each foot's lowest vertex (left, right), every frame."""
-    ids = [hull.foot_ids(f) for f in (0, 1)]
-    y = posed.skin(np.concatenate(ids))[..., 1].detach().cpu().double().numpy()
-    n0 = len(ids[0])
-    return np.stack([y[:, :n0].min(1), y[:, n0:].min(1)], 1)
+    """(T, 2) height of each foot's lowest vertex (left, right), every frame (read-only: skinned
+    once per motion and hull)."""
+    key = ("feet", id(hull))
+    if key not in posed.lowest:
+        ids = [hull.foot_ids(f) for f in (0, 1)]
+        y = posed.skin(np.concatenate(ids))[..., 1].detach().cpu().double().numpy()
+        n0 = len(ids[0])
+        posed.lowest[key] = (hull, _read_only(np.stack([y[:, :n0].min(1), y[:, n0:].min(1)], 1)))
+    return posed.lowest[key][1]
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False  # a cached result: a caller that changes it copies it first
+    return a
 
 
 def body_lowest(hull: BodyHull, posed: Posed, below: float) -> np.ndarray:
     """(T,) height of the lowest vertex outside the feet, exact in every frame where it is below
     ``below``; elsewhere a bound that is above ``below``. Each body part is skinned only in the
-    frames where its joint is less than its reach above ``below``."""
+    frames where its joint is less than its reach above ``below``. Read-only: computed once per
+    motion, hull and ``below``."""
+    key = ("body", id(hull), float(below))
+    if key not in posed.lowest:
+        posed.lowest[key] = (hull, _read_only(_body_lowest(hull, posed, below)))
+    return posed.lowest[key][1]
+
+
+def _body_lowest(hull: BodyHull, posed: Posed, below: float) -> np.ndarray:
     feet = {j for part in FOOT_PARTS for j in part}
     jy = posed.world_joints()[..., 1].detach().cpu().double().numpy()  # (T, 24)
     low = np.full(jy.shape[0], np.inf)
@@ -530,6 +557,13 @@ def leg_ik(posed: Posed, disp: np.ndarray) -> torch.Tensor:
     positions plus ``disp`` (T, 2, 2, 3): two-bone IK for hip and knee, the minimal turn of each
     bone onto its new direction (twist kept), then the ankle aimed at the new ball. Frames without
     a displacement keep their rotations exactly."""
+    return _moved_legs(posed, disp).rotmats
+
+
+def _moved_legs(posed: Posed, disp: np.ndarray) -> Posed:
+    """``leg_ik``'s motion with its kinematics: the legs' new world rotations and joints are the
+    IK's own (a leg's joints below the hip, the foot joint carried by the ankle), the rest of the
+    body's are ``posed``'s, so no forward kinematics runs again."""
     rotmats, g, j = posed.rotmats, posed.glob, posed.world_joints()
     d = torch.as_tensor(disp, dtype=rotmats.dtype, device=rotmats.device)
     legs = torch.tensor(LEG_JOINTS, device=rotmats.device)  # (2, 4)
@@ -552,7 +586,23 @@ def leg_ik(posed: Posed, disp: np.ndarray) -> torch.Tensor:
     moved = (d.abs().sum((-1, -2)) > 0)[..., None, None]  # (T, 2, 1, 1)
     for i, rot in enumerate(new):
         out[:, legs[:, i]] = torch.where(moved, rot, rotmats[:, legs[:, i]])
-    return out
+    # the kinematics of the new legs: the foot joint (a leaf) keeps its local rotation and bone
+    g_foot_new = g_ankle_new @ rotmats[:, legs[:, 3]]
+    foot_bone = (posed.rest[0, legs[:, 3]] - posed.rest[0, legs[:, 2]])[..., None]  # (2, 3, 1)
+    foot_new = ankle_new + (g_ankle_new @ foot_bone)[..., 0]
+    glob, joints, t = g.clone(), posed.joints.clone(), posed.trans[:, None]
+    for i, (rot, pos) in enumerate(
+        (
+            (g_hip_new, None),
+            (g_knee_new, knee_new),
+            (g_ankle_new, ankle_new),
+            (g_foot_new, foot_new),
+        )
+    ):
+        glob[:, legs[:, i]] = torch.where(moved, rot, g[:, legs[:, i]])
+        if pos is not None:
+            joints[:, legs[:, i]] = torch.where(moved[..., 0], pos - t, posed.joints[:, legs[:, i]])
+    return Posed(posed.model, posed.betas, out, posed.trans, kinematics=(glob, joints))
 
 
 def _raise_root(trans, lift: np.ndarray, fps: float) -> torch.Tensor:
@@ -577,25 +627,40 @@ def _raise_root(trans, lift: np.ndarray, fps: float) -> torch.Tensor:
 def _lock_and_lift(prepared, hull, posed: Posed, contacts, ground: float) -> Posed:
     """Plant the feet (``foot_displacements`` + ``leg_ik``), then a few rounds (skinning is not
     rigid) that lift any foot still below the ground by the same IK; last, raise the root where
-    another body part is below the ground. Returns the new motion."""
+    another body part is below the ground. Returns the new motion. Each round solves only the
+    frames whose displacement it changes: ``leg_ik`` leaves the others' rotations exactly as they
+    were, and so their feet."""
     joints = posed.world_joints().detach().cpu().double().numpy()
-    sole = foot_lowest(hull, posed)
-    disp = foot_displacements(contacts, joints, sole, ground, prepared.fps)
-    new = posed
+    disp = foot_displacements(contacts, joints, foot_lowest(hull, posed), ground, prepared.fps)
+    new, low = posed, foot_lowest(hull, posed)
+    moved = np.flatnonzero(np.abs(disp).sum((1, 2, 3)) > 0)
     for round_ in range(LIFT_ROUNDS + 1):
-        if disp.any():
-            new = Posed(posed.model, posed.betas, leg_ik(posed, disp), posed.trans)
-        if round_ == LIFT_ROUNDS:
-            break
-        gap = ground - foot_lowest(hull, new)  # (T, 2): > 0 below the ground
-        fix = np.maximum(gap, 0.0)
-        if fix.max(initial=0.0) < 1e-3:
+        if moved.size:
+            new, low = _replanted(hull, posed, disp, moved, new, low)
+        fix = np.maximum(ground - low, 0.0)  # (T, 2): > 0 below the ground
+        if round_ == LIFT_ROUNDS or fix.max(initial=0.0) < 1e-3:
             break
         disp[..., 1] += fix[:, :, None]  # ankle and ball of that foot: the whole foot moves
+        moved = np.flatnonzero(fix.max(1) > 0)
+    if new is not posed:
+        new.lowest[("feet", id(hull))] = (hull, _read_only(low))
     raise_by = np.maximum(ground - body_lowest(hull, new, ground), 0.0)
     if not (raise_by > 0).any():
         return new
-    return Posed(new.model, new.betas, new.rotmats, _raise_root(new.trans, raise_by, prepared.fps))
+    raised = _raise_root(new.trans, raise_by, prepared.fps)  # the kinematics need no trans
+    return Posed(new.model, new.betas, new.rotmats, raised, kinematics=(new.glob, new.joints))
+
+
+def _replanted(hull, posed: Posed, disp: np.ndarray, frames: np.ndarray, new: Posed, low):
+    """(``new`` with the legs of ``frames`` moved by ``leg_ik`` from ``posed`` by ``disp``, ``low``
+    (T, 2) with those frames' lowest foot vertices), new objects."""
+    moved = _moved_legs(posed.cut(frames), disp[frames])
+    sel = torch.as_tensor(frames, dtype=torch.long, device=posed.rotmats.device)
+    rotmats, glob, joints = new.rotmats.clone(), new.glob.clone(), new.joints.clone()
+    rotmats[sel], glob[sel], joints[sel] = moved.rotmats, moved.glob, moved.joints
+    low = low.copy()
+    low[frames] = foot_lowest(hull, moved)
+    return Posed(posed.model, posed.betas, rotmats, posed.trans, kinematics=(glob, joints)), low
 
 
 def planted_speed(contacts: FootContacts, heel: np.ndarray, toe: np.ndarray, fps: float):

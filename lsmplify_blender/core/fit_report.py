@@ -157,19 +157,31 @@ def _nanmean(values: np.ndarray, axis=0) -> np.ndarray:
 def fit_report(model, prepared: PreparedKeypoints, solution, source_names=None) -> FitReport:
     """The figures of ``solution`` (``solver.Solution``) on ``prepared``. ``source_names``: the file's
     joint names (default: those of its bone rotations, when it had any), for the unused-joints
-    warning."""
-    from .calibration import calibrated_points, posed_keypoints
+    warning. On the solver's thread setting (``device.cpu_threads``)."""
+    from .device import cpu_threads
+
+    with cpu_threads(model.device):
+        return _fit_report(model, prepared, solution, source_names)
+
+
+def _fit_report(model, prepared: PreparedKeypoints, solution, source_names) -> FitReport:
+    from .calibration import Geometry, posed_keypoints
 
     layout = prepared.layout
     rot, b, tr = solution.rotmats, solution.betas, solution.trans
     offsets = getattr(solution, "keypoint_offsets", None)
-    raw_points = layout.generate(model, rot, b, tr).detach().cpu().double().numpy()
+    # one forward kinematics for the model points that are positions, their calibrated points and
+    # the folded-head check; the end points (segment directions) from the layout's whole set
+    joints, g = posed_keypoints(model, layout, rot, b, tr)
     points = (
-        raw_points if offsets is None else calibrated_points(model, layout, rot, b, tr, offsets)
+        joints
+        if offsets is None
+        else Geometry.of(model, layout, b).points(joints, g, np.asarray(offsets, np.float64))
     )
     fitted = prepared.measured & ~layout.aim_only_mask()[None]
     fit = _per_keypoint_mm(points, prepared.positions, fitted)
-    fit_raw = _per_keypoint_mm(raw_points, prepared.positions, fitted)
+    fit_raw = _per_keypoint_mm(joints, prepared.positions, fitted)
+    raw_points = layout.generate(model, rot, b, tr).detach().cpu().double().numpy()
     names, seg_deg = segment_directions(layout, raw_points, prepared)
     raw_frames = getattr(solution, "fit_error_mm_raw", None)
     report = FitReport(
@@ -191,7 +203,6 @@ def fit_report(model, prepared: PreparedKeypoints, solution, source_names=None) 
     if source_names is None and prepared.rotations is not None:
         source_names = prepared.rotations.names
     report.warnings = _unused_warning(layout, source_names) + _segment_warnings(names, seg_deg)
-    joints = posed_keypoints(model, layout, rot, b, tr)[0]
     report.warnings += _folded_warning(layout, joints, prepared)
     report.verdict = _verdict(report, layout, model)
     return report

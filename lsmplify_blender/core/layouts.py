@@ -271,19 +271,45 @@ MEDIAPIPE33 = _layout(
 # The CMU skeleton by its ASF bone names; a bone's position is where it starts (lfemur =
 # hip centre). Only anatomically matching points are tied to SMPL joints: CMU's clavicles
 # start where its neck does (the thorax top), and its spine nodes are spaced unlike SMPL's,
-# so spine3, the collars and the mid-neck are left to the rigid torso completion.
+# so spine3, the collars and the lower neck are left to the rigid torso completion.
+# CMU's spine by the same heights: upperback 0.42-0.59, thorax 0.64-0.91, against SMPL's spine1
+# 0.21, spine2 0.36, spine3 0.54: upperback is tied to spine2 and thorax to spine3 (the calibrated
+# fit, eval --real with the file's rotations, worst take 22.7 -> 19.3 mm, every other take 1-6 mm
+# lower, the feet's directions 0.0 again; tied to spine1 / spine2 they rode one segment too low).
+# CMU's neck: SMPL's neck joint is upperneck, not lowerneck. Heights above the hips' centre as a
+# share of hips -> shoulders (eval --real takes, first frame): SMPL neck 1.21, head 1.42; CMU
+# upperneck 1.03-1.12, head 1.23-1.35, lowerneck 0.80-0.91 (below the shoulders: the thorax's top,
+# where the clavicles start; the FBX rigs, cmu_subset and the BVH files stack it on thorax). So
+# SMPL's neck bone is CMU's upperneck bone, and lowerneck, which bends under it, has no SMPL joint.
+# Tied to lowerneck, SMPL's neck was aimed along the lowerneck -> head chord, which leaves the
+# upperneck bone whenever the lower neck bends (eval --real, neck orientation against upperneck:
+# 3.4 deg mean over the CMU takes, 9.6 / 15.9 mean / p95 on the FBX rig's dance 49_08).
 # CMU's root sits ~10 cm above its hip centres, unlike a SMPL pelvis; the hips place it.
 # The ends of the leaf bones (ASF '<bone>_end', BVH End Sites '<Joint>_End') are tied to the
 # SMPL landmarks nearest to what they mark, so the leaves get an aim: the head top, the toe tips
 # (the big toe's), the finger tips (the middle finger's: CMU's hand + fingers bones end about
 # 17 cm from the wrist in 01.asf) and the thumb tip.
+# CMU's hand: SMPL's wrist joint (whose rotation turns the palm) is the START of the ASF bone lhand,
+# not of lwrist. In 01.asf lwrist has `dof ry` only, ry being the rotation about its own bone axis
+# (axis 0 90 90 XYZ turns local y onto the bone's direction), so it can only twist and stays on
+# the line of lradius (`dof rx`, the elbow's flexion): it is the distal forearm, where pronation
+# and supination happen. lhand has `dof rx rz`, the two rotations across its bone: flexion and
+# deviation, the wrist's own two degrees of freedom. Lengths agree: lradius 3.48 + lwrist 1.74
+# units = 29.5 cm from the elbow to lhand's start (a forearm; lradius alone, 19.7 cm, is 0.70 of
+# the 28 cm humerus). The BVH conversions (cgspeed's LeftHand = lwrist / LeftFingerBase = lhand,
+# 131_0x's LeftWrist / lhand) and cmu_subset drop lwrist's length: there lhand's start is stacked
+# on lwrist's, the same point. So lhand is SMPL's wrist in every dialect; lwrist's node is tied to
+# nothing (SMPL has no joint mid-forearm). Tying lwrist to SMPL's wrist (and lhand to SMPL's hand)
+# aimed the ASF palm along the forearm, so the hand's flexion was lost (eval --real, cmu_amc hand
+# orientation 8.0 / 10.6 deg mean, p95 24.7 / 29.1). A skeleton with a wrist node and no hand node
+# (a BVH without LeftFingerBase, Mixamo's LeftHand) gives its wrist node to lhand (``match_names``).
 _CMU_TABLE = [
     ("root", None),
     ("lowerback", None),
-    ("upperback", "spine1"),
-    ("thorax", "spine2"),
-    ("lowerneck", "neck"),
-    ("upperneck", None),
+    ("upperback", "spine2"),
+    ("thorax", "spine3"),
+    ("lowerneck", None),
+    ("upperneck", "neck"),
     ("head", "head"),
     ("head_end", "@head_top"),
 ] + _sided(
@@ -297,8 +323,8 @@ _CMU_TABLE = [
         ("{l}clavicle", None),
         ("{l}humerus", "{side}_shoulder"),
         ("{l}radius", "{side}_elbow"),
-        ("{l}wrist", "{side}_wrist"),
-        ("{l}hand", "{side}_hand"),
+        ("{l}wrist", None),
+        ("{l}hand", "{side}_wrist"),
         ("{l}fingers", None),
         ("{l}thumb", None),
         ("{l}fingers_end", "@{l}middle"),
@@ -339,9 +365,9 @@ _CMU_MIXAMO = [
     ("Hips", "root"),
     ("Spine", "upperback"),
     ("Spine1", "thorax"),
-    ("Neck", "lowerneck"),
+    ("Neck", "upperneck"),
     ("Head", "head"),
-]  # Spine2 (upper chest) has no CMU node
+]  # Spine2 (upper chest) has no CMU node; Mixamo's Neck sits where SMPL's does (CMU's upperneck)
 for _side, _s in (("Left", "l"), ("Right", "r")):
     _CMU_CGSPEED += [
         (f"{_s.upper()}HipJoint", f"{_s}hipjoint"),
@@ -379,7 +405,7 @@ for _side, _s in (("Left", "l"), ("Right", "r")):
         (f"{_side}Shoulder", f"{_s}clavicle"),
         (f"{_side}Arm", f"{_s}humerus"),
         (f"{_side}ForeArm", f"{_s}radius"),
-        (f"{_side}Hand", f"{_s}wrist"),
+        (f"{_side}Hand", f"{_s}hand"),  # Mixamo's hand bone is the palm: CMU's lhand
     ]
     _CMU_CGSPEED += [(f"{_s.upper()}Fingers", f"{_s}fingers")]  # 01_01.bvh's cgspeed variant
 
@@ -398,7 +424,7 @@ CMU = _layout(
     "CMU mocap skeleton (ASF/BVH)",
     _CMU_TABLE,
     _CMU_CGSPEED + _CMU_ENDS,
-    trust={"upperback": 0.3, "thorax": 0.3, "lowerneck": 0.5, **_CMU_END_TRUST},
+    trust={"upperback": 0.3, "thorax": 0.3, "upperneck": 0.5, **_CMU_END_TRUST},
     aim_only=_CMU_END_TRUST,
 )
 _CMU_DIALECTS: dict[str | None, dict[str, str]] = {
@@ -482,6 +508,19 @@ def match_names(layout: Layout, names: list[str]) -> list[int]:
         if idx >= 0:
             taken.add(idx)
         out.append(idx)
+    if layout is CMU:
+        out = _wrist_as_hand(out, keypoint_index)
+    return out
+
+
+def _wrist_as_hand(matched: list[int], keypoint_index: dict[str, int]) -> list[int]:
+    """A CMU-derived skeleton with a wrist node and no hand node (a BVH without LeftFingerBase): its
+    wrist node is where the palm turns, SMPL's wrist, which the CMU layout ties to lhand."""
+    out = list(matched)
+    for s in "lr":
+        wrist, hand = keypoint_index[f"{s}wrist"], keypoint_index[f"{s}hand"]
+        if hand not in out and wrist in out:
+            out[out.index(wrist)] = hand
     return out
 
 

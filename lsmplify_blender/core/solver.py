@@ -79,6 +79,10 @@ class Solution:
     contacts: np.ndarray | None = None  # (T, 2) bool: left/right foot on the ground (the source's)
     ground_height: float = float("nan")  # metres, Y up (given, or estimated: contacts.py)
     feet: dict = field(default_factory=dict)  # contacts.feet_report: skating, penetration figures
+    # seconds per step of the solve (denoise, shape, strategy + calibration, feet, fit error ...),
+    # wall clock and CPU time of the process
+    stage_seconds: dict = field(default_factory=dict)
+    stage_cpu_seconds: dict = field(default_factory=dict)
 
     @property
     def poses(self) -> np.ndarray:
@@ -92,30 +96,33 @@ def fit_error_mm(
     """Per-frame mean distance (mm) between the layout keypoints of a solution and the measured input
     (the keypoints that are positions: not the layout's aim-only end points); with ``offsets``
     (K, 3), to the calibrated keypoints (``calibration.calibrated_points``)."""
-    from .calibration import calibrated_points
+    return _fit_errors(model, prepared, rotmats, betas, trans, offsets)[0]
 
+
+def _fit_errors(model, prepared, rotmats, betas, trans, offsets=None):
+    """(``fit_error_mm`` with ``offsets``, the same to the keypoints as captured) from one forward
+    kinematics pass: the calibrated points are the model points moved in their parts' frames."""
+    from .calibration import Geometry, posed_keypoints
+
+    geo = None if offsets is None else Geometry.of(model, prepared.layout, betas)
     block = 8192  # the FK of a long take at once would hold (T, 24, 4, 4) float64 transforms
-    gen = np.concatenate(
-        [
-            (
-                prepared.layout.generate(model, rotmats[s : s + block], betas, trans[s : s + block])
-                .cpu()
-                .numpy()
-                if offsets is None
-                else calibrated_points(
-                    model,
-                    prepared.layout,
-                    rotmats[s : s + block],
-                    betas,
-                    trans[s : s + block],
-                    offsets,
-                )
-            )
-            for s in range(0, max(rotmats.shape[0], 1), block)
-        ]
-    )
-    w = prepared.measured & np.isfinite(gen).all(-1) & ~prepared.layout.aim_only_mask()[None]
-    d = np.linalg.norm(np.nan_to_num(gen) - prepared.positions, axis=-1)
+    raw, cal = [], []
+    for s in range(0, max(rotmats.shape[0], 1), block):
+        kp, g = posed_keypoints(
+            model, prepared.layout, rotmats[s : s + block], betas, trans[s : s + block]
+        )
+        raw.append(kp)
+        if geo is not None:
+            cal.append(geo.points(kp, g, np.asarray(offsets, np.float64)))
+    raw_mm = _mean_distance_mm(prepared, np.concatenate(raw))
+    return (raw_mm if geo is None else _mean_distance_mm(prepared, np.concatenate(cal))), raw_mm
+
+
+def _mean_distance_mm(prepared: PreparedKeypoints, points: np.ndarray) -> np.ndarray:
+    """(T,) mean distance (mm) of the model ``points`` (T, K, 3; NaN where not a position) to the
+    measured keypoints that are positions."""
+    w = prepared.measured & np.isfinite(points).all(-1) & ~prepared.layout.aim_only_mask()[None]
+    d = np.linalg.norm(np.nan_to_num(points) - prepared.positions, axis=-1)
     counts = w.sum(-1)
     return np.where(counts > 0, (d * w).sum(-1) / np.maximum(counts, 1), np.nan) * 1000.0
 
@@ -207,6 +214,10 @@ class _Context:
     landmarks: tuple | None = (
         None  # (names, (T, L, 3) targets moved with their joints, (T, L) weights)
     )
+    # what depends on the file's bone rotations and the shape only (the transferred source pose,
+    # the rest context), shared by the contexts derived from this one (``with_prepared``, ``cut``):
+    # a calibrated solve runs the strategy three times on the same rotations
+    memo: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.targets, self.weight = self.prepared.smpl_targets()
@@ -219,8 +230,28 @@ class _Context:
         """The same solve on other keypoints (a frame subsample, calibrated targets); its own notes
         unless ``notes`` is given."""
         return _Context(
-            prepared, self.model, self.options, self.betas, [] if notes is None else notes
+            prepared,
+            self.model,
+            self.options,
+            self.betas,
+            [] if notes is None else notes,
+            memo=self.memo,
         )
+
+    def cut(self, frames) -> _Context:
+        """The same solve on a subset of the frames (its own notes); the file's transferred pose,
+        once computed for every frame, is sliced rather than transferred again."""
+        sub = self.with_prepared(self.prepared.cut(frames))
+        if self.options.solver != "optimize":  # the strategies that use it: every frame's at once
+            self.source_pose()
+        known = self.memo.get(("source_pose", id(self.prepared.rotations)))
+        if known is not None and known[1] is not None:
+            sub.memo[("source_pose", id(sub.prepared.rotations))] = (
+                sub.prepared.rotations,
+                known[1][frames],
+                None,
+            )
+        return sub
 
     def analytic(self) -> IKResult:
         """Analytic IK of every frame (computed once, in blocks of ``options.chunk``). With landmark
@@ -256,6 +287,9 @@ class _Context:
         p, rot = self.prepared, self.prepared.rotations
         # only _with_rotations calls this, with a source pose, which needs the file's rotations
         assert rot is not None
+        key = ("rest_context", id(rot.rest), p.layout.name, p.units)
+        if key in self.memo:
+            return self.memo[key][1]
         pos = rot.rest[None] * UNIT_SCALES.get(p.units, 1.0)
         kp, conf, _ = to_layout_order(p.layout, pos, None, rot.names)
         drop_stacked_joints(kp, conf, p.layout)
@@ -269,9 +303,11 @@ class _Context:
             up=p.up,
             rotations=SourceRotations(eye, rot.rest, rot.names),
         )
-        return _Context(
+        at_rest = _Context(
             rest, self.model, dataclasses.replace(self.options, rotations="use"), self.betas, []
         )
+        self.memo[key] = (rot.rest, at_rest)  # the array kept: its id stays this file's
+        return at_rest
 
     def landmark_targets(self):
         """The layout's landmark keypoints that this model has (a user's SMPL file may lack some)."""
@@ -285,13 +321,25 @@ class _Context:
         mode, rot = self.options.rotations, self.prepared.rotations
         if mode == "ignore":
             return None
+        key = ("source_pose", id(rot))
+        if key not in self.memo:
+            # the rotations kept with it: their id stays theirs while the entry lives
+            self.memo[key] = (rot, *self._transferred_pose())
+        _, pose, note = self.memo[key]
+        if note and note not in self.notes:  # every context that asks says why, not only the first
+            self.notes.append(note)
+        return pose
+
+    def _transferred_pose(self) -> tuple[torch.Tensor | None, str | None]:
+        """(the transferred pose or None, the note saying why not)."""
+        mode, rot = self.options.rotations, self.prepared.rotations
         if rot is None:
             if mode == "use":
                 raise InputError(
                     "--rotations use: this input carries no bone rotations (only BVH and ASF/AMC "
                     "files do). Use --rotations auto or ignore."
                 )
-            return None
+            return None, None
         if rot.glob.shape[0] != self.prepared.num_frames:
             raise LSMPLifyError(
                 f"The keypoints have {self.prepared.num_frames} frames but their bone rotations "
@@ -309,9 +357,8 @@ class _Context:
         except InputError as exc:
             if mode == "use":
                 raise InputError(f"--rotations use: {exc}.") from None
-            self.notes.append(f"bone rotations not used: {exc}")
-            return None
-        return torch.as_tensor(local, dtype=self.model.dtype, device=self.model.device)
+            return None, f"bone rotations not used: {exc}"
+        return torch.as_tensor(local, dtype=self.model.dtype, device=self.model.device), None
 
     def _analytic_blocks(self, lm_names, lm_t, lm_w) -> IKResult:
         model, chunk = self.model, self.options.chunk
@@ -332,7 +379,10 @@ class _Context:
             )
             step_progress(parts[-1].rotmats.shape[0])
         return IKResult(
-            *(torch.cat([getattr(r, f) for r in parts]) for f in ("rotmats", "trans", "joints"))
+            *(
+                torch.cat([getattr(r, f) for r in parts])
+                for f in ("rotmats", "trans", "joints", "glob")
+            )
         )
 
 
@@ -655,7 +705,71 @@ def _with_rotations(ctx: _Context, source: torch.Tensor, base=None):
         "bone rotations: the twist of every bone and the orientation of the head, hands and feet "
         "from the file's own rotations (transferred onto SMPL, rest calibration by bone directions)"
     )
-    return rot, base_trans
+    if ctx.prepared.layout.name in CHEST_FROM_KEYPOINTS:
+        rot = _chest_onto_keypoints(ctx, rot, base_trans)
+    return rot, _refit_translation(ctx, rot, base_trans)
+
+
+SPINE2, SPINE3 = 6, 9
+# layouts whose shoulders and neck ride on joints SMPL lacks (CMU's clavicles, its lower neck), so
+# the file's chest orientation leaves them off as a whole (``_chest_onto_keypoints``); DeepMimic's
+# hang on its chest itself, and moving it there only left its spine rotations (eval --real,
+# deepmimic_walk: MPVE against the rotation transfer 20.4 -> 29.8 mm, torso 1.4 -> 2.6 deg)
+CHEST_FROM_KEYPOINTS = frozenset({"cmu"})
+
+
+def _chest_onto_keypoints(ctx: _Context, rot, trans):
+    """``rot`` with spine2 swung so that the chest (spine3 and all it carries, its world rotation
+    the file's) moves by the weighted mean of what the keypoints it carries miss. The file's thorax
+    sets the chest's orientation, but CMU's shoulders and neck ride on its clavicles and lower neck
+    (SMPL has neither joint), so the chest placed by the spine's aim at its own keypoints leaves the
+    upper body off as a whole (eval --real, torso direction 6-8 deg on the FBX rig's dances). The
+    spine's middle joints have no captured orientation to keep; the chest's and everything else's
+    world rotations are unchanged. Swinging spine2 (the bone up to the chest) rather than spine1:
+    49_08 fit 15.9 against 17.2 mm, torso 5.2 against 6.3 deg; the cost is the rotation-transfer
+    MPVE (the spine leaves the file's: cmu_bvh 131_03 53.5 -> 64.1 mm, 57.2 swinging spine1).
+    Without it: torso 7.6 deg, fit 19.3 mm on 49_08."""
+    from .body_model import SMPL_PARENTS
+    from .calibration import keypoint_parts
+    from .rotations import swing_rotation
+
+    model, p = ctx.model, ctx.prepared
+    moved = {SPINE2}  # the parts whose points the swing moves: spine2 and all below it
+    for j in range(SPINE2 + 1, 24):
+        if SMPL_PARENTS[j] in moved:
+            moved.add(j)
+    carried = np.isin(keypoint_parts(model, p.layout), sorted(moved))
+    if not carried.any():
+        return rot
+    pts = p.layout.generate(model, rot, ctx.betas, trans).detach().cpu().double().numpy()
+    resid = p.positions - pts
+    w = p.position_weight() * p.measured * np.isfinite(resid).all(-1) * carried[None]
+    total = w.sum(1, keepdims=True)
+    delta = (w[..., None] * np.nan_to_num(resid)).sum(1) / np.maximum(total, 1e-12)
+    delta = torch.as_tensor(np.where(total > 0, delta, 0.0), dtype=rot.dtype, device=rot.device)
+    g, joints = model.global_transforms(rot, model.rest_joints(ctx.betas))
+    bone = joints[:, SPINE3] - joints[:, SPINE2]
+    g2 = swing_rotation(bone, bone + delta) @ g[:, SPINE2]
+    out = rot.clone()
+    out[:, SPINE2] = g[:, SMPL_PARENTS[SPINE2]].transpose(-1, -2) @ g2
+    out[:, SPINE3] = g2.transpose(-1, -2) @ g[:, SPINE3]
+    return out
+
+
+def _refit_translation(ctx: _Context, rot, trans):
+    """``trans`` moved by the weighted mean of what the position keypoints miss: the least-squares
+    translation of the pose ``rot``. The base solve placed the body for its own pelvis and chest;
+    the file's rotations turn them (CMU's root and thorax against what the hips and shoulders
+    imply, 5-7 deg on cmu_subset's basketball_1), and the hips and shoulders swing about joints
+    that were placed for the other orientation. Directions and orientations are unchanged."""
+    p = ctx.prepared
+    pts = p.layout.generate(ctx.model, rot, ctx.betas, trans).detach().cpu().double().numpy()
+    resid = p.positions - pts
+    w = p.position_weight() * p.measured * np.isfinite(resid).all(-1)
+    total = w.sum(1, keepdims=True)
+    shift = (w[..., None] * np.nan_to_num(resid)).sum(1) / np.maximum(total, 1e-12)
+    shift = np.where(total > 0, shift, 0.0)
+    return trans + torch.as_tensor(shift, dtype=trans.dtype, device=trans.device)
 
 
 # The solver strategies by name; each takes the context and returns (rotmats, trans, solver used).
@@ -700,6 +814,28 @@ def _shape(prepared: PreparedKeypoints, model: BodyModel, betas):
     return betas.to(model.device), mpbe
 
 
+class _Clock:
+    """Seconds per named step of a solve (``Solution.stage_seconds``: the benchmarks print where a
+    solve's time goes); each step is the time since the previous one, by the wall clock and by the
+    process's CPU time (``stage_cpu_seconds``: all threads; on a shared machine the wall clock also
+    counts the time other processes hold the cores)."""
+
+    def __init__(self):
+        self.stages: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self.start = self._last = time.perf_counter()
+        self._last_cpu = time.process_time()
+
+    def done(self, stage: str) -> None:
+        now, cpu = time.perf_counter(), time.process_time()
+        self.stages[stage] = self.stages.get(stage, 0.0) + now - self._last
+        self.cpu[stage] = self.cpu.get(stage, 0.0) + cpu - self._last_cpu
+        self._last, self._last_cpu = now, cpu
+
+    def total(self) -> float:
+        return self._last - self.start
+
+
 def solve(
     prepared: PreparedKeypoints,
     model: BodyModel,
@@ -717,9 +853,9 @@ def solve(
     progress: Progress | None = None,
 ) -> Solution:
     """Solve every frame with one strategy (``SolveOptions``; the keyword arguments build one when
-    ``options`` is not given), then ``refine`` iterations of batched optimisation. ``progress``
-    hears the frames done block by block and stops the solve (``progress.CancelledError``) when it
-    is cancelled."""
+    ``options`` is not given), then ``refine`` iterations of batched optimisation, then the feet
+    (``contacts.plant_feet``). ``progress`` hears the frames done block by block and stops the
+    solve (``progress.CancelledError``) when it is cancelled."""
     opts = options or SolveOptions(
         solver=solver,
         refine=refine,
@@ -733,53 +869,39 @@ def solve(
         ground=ground,
     )
     opts.check()
+    if opts.solver == "optimize" and opts.rotations == "use":
+        raise InputError(
+            "--rotations use works with the analytic and network solvers, not optimize."
+        )
+    notes: list[str] = []
     with cpu_threads(model.device), tracking(progress):
-        notes: list[str] = []
-        start = time.perf_counter()
+        clock = _Clock()
         denoised, noise_mm, smooth_s = _denoise(prepared, opts.smooth, notes)
+        clock.done("denoise")
         b, mpbe = _shape(denoised, model, opts.betas)
-        ctx = _Context(denoised, model, opts, b, notes)
-        if opts.solver == "optimize" and opts.rotations == "use":
-            raise InputError(
-                "--rotations use works with the analytic and network solvers, not optimize."
-            )
+        clock.done("shape")
         # the strategy, aimed at the calibrated keypoints where calibration is on (calibration.py)
-        cal = calibrated_solve(ctx, _run_strategy, opts.calibrate)
-        rotmats, trans, used = cal.rotmats, cal.trans, cal.used
+        cal = calibrated_solve(
+            _Context(denoised, model, opts, b, notes), _run_strategy, opts.calibrate
+        )
+        rotmats, trans = cal.rotmats, cal.trans
+        clock.done("strategy + calibration")
         if opts.refine > 0:
             rotmats, trans = _optimise_step(cal.ctx, rotmats, trans, opts.refine)
-        # the ground from the calibrated keypoints (cal.ctx's): it is read from the heel's fit
-        # residual, which against the raw keypoints holds the calibration offset (CMU's ankle sits
-        # lower than SMPL's), and lifting the feet by it bent the calibrated legs
-        feet = plant_feet(
-            denoised,
-            model,
-            b,
-            rotmats,
-            trans,
-            opts.lock_feet,
-            opts.ground,
-            ground_keypoints=cal.ctx.prepared,
-        )
-        rotmats, trans = feet.rotmats, feet.trans
-        if feet.locked:
-            notes.append(_feet_note(feet))
-        if model.device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-    raw = fit_error_mm(model, prepared, rotmats, b, trans)
-    err = (
-        raw
-        if cal.offsets is None
-        else fit_error_mm(model, prepared, rotmats, b, trans, cal.offsets)
-    )
+            clock.done("refine")
+        feet = _feet(cal.ctx, denoised, rotmats, trans, opts.lock_feet, opts.ground)
+        clock.done("feet")
+        seconds = clock.total()
+        # on the solve's one thread too (two threads on a busy 2-core machine: 5x slower)
+        err, raw = _fit_errors(model, prepared, feet.rotmats, b, feet.trans, cal.offsets)
+        clock.done("fit error")
     return Solution(
-        rotmats=rotmats,
-        trans=trans,
+        rotmats=feet.rotmats,
+        trans=feet.trans,
         betas=b,
         fit_error_mm=err,
         mpbe_mm=mpbe,
-        solver=used,
+        solver=cal.used,
         device=str(model.device),
         seconds=seconds,
         notes=notes,
@@ -791,7 +913,25 @@ def solve(
         contacts=feet.contacts,
         ground_height=feet.ground_height,
         feet=feet.report,
+        stage_seconds=clock.stages,
+        stage_cpu_seconds=clock.cpu,
     )
+
+
+def _feet(ctx: _Context, denoised: PreparedKeypoints, rotmats, trans, mode: str, ground):
+    """``contacts.plant_feet`` after a solve or a refine (``FeetResult``), noted when it locked.
+    The ground comes from the keypoints the solve aimed at (``ctx``'s: the calibrated ones where
+    calibration is on): it is read from the heel's fit residual, which against the raw keypoints
+    holds the calibration offset (CMU's ankle sits lower than SMPL's), and lifting the feet by it
+    bent the calibrated legs."""
+    feet = plant_feet(
+        denoised, ctx.model, ctx.betas, rotmats, trans, mode, ground, ground_keypoints=ctx.prepared
+    )
+    if feet.locked:
+        ctx.notes.append(_feet_note(feet))
+    if ctx.model.device.type == "cuda":
+        torch.cuda.synchronize()
+    return feet
 
 
 def _feet_note(feet) -> str:
@@ -824,6 +964,8 @@ def refine_existing(
     smooth="auto",
     keypoint_offsets=None,
     progress: Progress | None = None,
+    lock_feet: str = "auto",
+    ground: float | None = None,
 ) -> Solution:
     """Plug-in mode: improve SMPL parameters that already exist for these frames (an image-based
     estimator's output, an animation on a rig) against the keypoints. ``passes`` network passes
@@ -835,79 +977,42 @@ def refine_existing(
 
     Per frame the given pose is kept where the refined one is worse: anatomically worse than
     analytic IK while the given one is not (``guard.worse_frames``), or a fit error more than
-    REFINE_TOLERANCE above the given pose's while the given one is anatomically sound.
+    REFINE_TOLERANCE above the given pose's while the given one is anatomically sound. Then the
+    feet, as a solve ends them (``lock_feet``, ``ground``: ``SolveOptions``'s; ``plant_feet``).
     ``progress``: as for ``solve``.
 
     ``keypoint_offsets`` (K, 3) (an earlier solve's ``Solution.keypoint_offsets``): aim at the
     points they calibrate (``calibration.calibrated_context``) and measure the fit to them."""
-    t = prepared.num_frames
-    rot = torch.as_tensor(np.asarray(rotmats), dtype=model.dtype, device=model.device)
-    if rot.shape != (t, 24, 3, 3):
-        raise InputError(
-            f"The existing motion has {rot.shape[0] if rot.ndim else 0} frames of "
-            f"{tuple(rot.shape[1:])} rotations; the keypoints have {t} frames and SMPL needs "
-            f"(24, 3, 3). Give the same frame range for both."
-        )
-    if passes < 0 or refine < 0:
-        raise InputError("passes and refine must be 0 or more.")
-    if passes == 0 and refine == 0:
-        raise InputError(
-            "Nothing to refine with: give network passes or optimisation iterations (or both)."
-        )
-    b = torch.as_tensor(
-        np.asarray(betas, dtype=np.float64)[: model.num_betas],
-        dtype=model.dtype,
-        device=model.device,
+    rot, b, tr = _existing_motion(prepared, model, rotmats, betas, trans, passes, refine)
+    opts = SolveOptions(refine=refine, smooth=smooth, lock_feet=lock_feet, ground=ground)
+    opts.check()
+    offsets = (
+        None if keypoint_offsets is None else checked_offsets(keypoint_offsets, prepared.layout)
     )
-    if trans is None:
-        tr = torch.zeros(t, 3, dtype=model.dtype, device=model.device)
-    else:
-        tr = torch.as_tensor(np.asarray(trans), dtype=model.dtype, device=model.device).reshape(
-            t, 3
-        )
     notes: list[str] = []
     with cpu_threads(model.device), tracking(progress):
-        start = time.perf_counter()
+        clock = _Clock()
         denoised, noise_mm, smooth_s = _denoise(prepared, smooth, notes)
-        ctx = _Context(denoised, model, SolveOptions(refine=refine, smooth=smooth), b, notes)
-        if keypoint_offsets is not None:
-            offsets = checked_offsets(keypoint_offsets, prepared.layout)
+        ctx = _Context(denoised, model, opts, b, notes)
+        if offsets is not None:
             ctx = calibrated_context(ctx, _run_strategy, offsets)
             notes.append(
                 "calibration: aimed at the calibrated keypoints of the given keypoint_offsets"
             )
-        new_rot, new_tr = rot, tr
-        if passes > 0:
-            blocker = _network_blocker(ctx.measured)
-            if blocker:
-                refine = refine or 10
-                notes.append(f"{blocker}: refined by {refine} iterations of optimisation instead")
-            else:
-                new_rot, new_tr = _plugin_passes(ctx, rot, passes)
-                notes.append(f"network plug-in: {passes} pass(es) from the existing motion")
-                source = ctx.source_pose()
-                if source is not None:  # the passes see keypoints only: twist and leaves from the
-                    # file, as the solver's own output has them (eval --real, refining that output:
-                    # cmu_bvh MPVE 60.7 -> 73.3 mm without, the fit error lower either way)
-                    new_rot, new_tr = _with_rotations(ctx, source, base=(new_rot, new_tr))
-        if refine > 0:
-            new_rot, new_tr = _optimise_step(ctx, new_rot, new_tr, refine)
-            notes.append(f"optimisation: {refine} iteration(s)")
-        if keypoint_offsets is not None:  # as a calibrated solve ends (calibration.py)
-            new_rot = aim_far_bones(ctx, new_rot, keypoint_offsets)
-        new_rot, new_tr = _keep_better(
-            ctx, prepared, (rot, tr), (new_rot, new_tr), keypoint_offsets
-        )
-        seconds = time.perf_counter() - start
-    raw = fit_error_mm(model, prepared, new_rot, b, new_tr)
-    err = (
-        raw
-        if keypoint_offsets is None
-        else fit_error_mm(model, prepared, new_rot, b, new_tr, keypoint_offsets)
-    )
+        clock.done("calibration")
+        new_rot, new_tr = _refined(ctx, rot, tr, passes, refine)
+        if offsets is not None:  # as a calibrated solve ends (calibration.py)
+            new_rot = aim_far_bones(ctx, new_rot, offsets)
+        new_rot, new_tr = _keep_better(ctx, prepared, (rot, tr), (new_rot, new_tr), offsets)
+        clock.done("refine")
+        feet = _feet(ctx, denoised, new_rot, new_tr, lock_feet, ground)
+        clock.done("feet")
+        seconds = clock.total()
+        err, raw = _fit_errors(model, prepared, feet.rotmats, b, feet.trans, offsets)
+        clock.done("fit error")
     return Solution(
-        rotmats=new_rot,
-        trans=new_tr,
+        rotmats=feet.rotmats,
+        trans=feet.trans,
         betas=b,
         fit_error_mm=err,
         mpbe_mm=float("nan"),
@@ -917,11 +1022,68 @@ def refine_existing(
         notes=notes,
         noise_mm=noise_mm,
         smooth_s=smooth_s,
-        keypoint_offsets=None
-        if keypoint_offsets is None
-        else np.asarray(keypoint_offsets, np.float32),
+        keypoint_offsets=None if offsets is None else offsets.astype(np.float32),
         fit_error_mm_raw=raw,
+        contacts=feet.contacts,
+        ground_height=feet.ground_height,
+        feet=feet.report,
+        stage_seconds=clock.stages,
+        stage_cpu_seconds=clock.cpu,
     )
+
+
+def _existing_motion(
+    prepared: PreparedKeypoints, model: BodyModel, rotmats, betas, trans, passes, refine
+):
+    """The motion to refine as the model's tensors (rotmats (T, 24, 3, 3), betas, trans (T, 3),
+    zeros when not given), or a clear InputError when its frames do not match the keypoints' or
+    there is nothing to refine with (``passes``, ``refine``)."""
+    if passes < 0 or refine < 0:
+        raise InputError("passes and refine must be 0 or more.")
+    if passes == 0 and refine == 0:
+        raise InputError(
+            "Nothing to refine with: give network passes or optimisation iterations (or both)."
+        )
+    t = prepared.num_frames
+    rot = torch.as_tensor(np.asarray(rotmats), dtype=model.dtype, device=model.device)
+    if rot.shape != (t, 24, 3, 3):
+        raise InputError(
+            f"The existing motion has {rot.shape[0] if rot.ndim else 0} frames of "
+            f"{tuple(rot.shape[1:])} rotations; the keypoints have {t} frames and SMPL needs "
+            f"(24, 3, 3). Give the same frame range for both."
+        )
+    b = torch.as_tensor(
+        np.asarray(betas, dtype=np.float64)[: model.num_betas],
+        dtype=model.dtype,
+        device=model.device,
+    )
+    if trans is None:
+        return rot, b, torch.zeros(t, 3, dtype=model.dtype, device=model.device)
+    tr = torch.as_tensor(np.asarray(trans), dtype=model.dtype, device=model.device)
+    return rot, b, tr.reshape(t, 3)
+
+
+def _refined(ctx: _Context, rot, tr, passes: int, refine: int):
+    """(rotmats, trans) after the network plug-in passes (with the file's twist and leaves where it
+    has bone rotations) and ``refine`` iterations of optimisation, each noted."""
+    new_rot, new_tr = rot, tr
+    if passes > 0:
+        blocker = _network_blocker(ctx.measured)
+        if blocker:
+            refine = refine or 10
+            ctx.notes.append(f"{blocker}: refined by {refine} iterations of optimisation instead")
+        else:
+            new_rot, new_tr = _plugin_passes(ctx, rot, passes)
+            ctx.notes.append(f"network plug-in: {passes} pass(es) from the existing motion")
+            source = ctx.source_pose()
+            if source is not None:  # the passes see keypoints only: twist and leaves from the
+                # file, as the solver's own output has them (eval --real, refining that output:
+                # cmu_bvh MPVE 60.7 -> 73.3 mm without, the fit error lower either way)
+                new_rot, new_tr = _with_rotations(ctx, source, base=(new_rot, new_tr))
+    if refine > 0:
+        new_rot, new_tr = _optimise_step(ctx, new_rot, new_tr, refine)
+        ctx.notes.append(f"optimisation: {refine} iteration(s)")
+    return new_rot, new_tr
 
 
 # a refined frame may fit the keypoints this much worse than the given one (relative) before the

@@ -75,7 +75,7 @@ SMPL_POINTS: dict[str, int | str | tuple[int, ...]] = {
 }
 CAPTURE_POINTS = {
     "cmu": {
-        "neck_base": "lowerneck",
+        "neck_base": "upperneck",
         "head_base": "head",
         "head_top": "head_end",
         "mid_hip": ("lfemur", "rfemur"),
@@ -103,10 +103,11 @@ for _side, _s in SIDES:
             f"ball_{_s}": f"{_s}toes",
             f"shoulder_{_s}": f"{_s}humerus",
             f"elbow_{_s}": f"{_s}radius",
-            f"wrist_{_s}": f"{_s}wrist",
+            f"wrist_{_s}": f"{_s}hand",
             f"hand_{_s}": f"{_s}fingers",
         }
-    )  # lfingers starts at the finger base
+    )  # lhand starts at the wrist (lwrist is the forearm's twist segment: core/layouts.py, CMU's
+    # hand), lfingers at the finger base
     CAPTURE_POINTS["deepmimic"].update(
         {
             f"hip_{_s}": f"{_side}_hip",

@@ -249,7 +249,8 @@ def smpl_pose_from_rotations(
     if set(names) >= DEEPMIMIC_NAMES:  # DeepMimic's humanoid3d
         dm = _deepmimic_source("input", np.asarray(glob, np.float64), rest, None, names, 0.0, False)
         return retarget_source(dm, np.asarray(smpl_rest, dtype=np.float64))[0]
-    cmu = [cmu_node_names(list(names)).get(n, n) for n in names]
+    to_cmu = cmu_node_names(list(names))  # once, not once per name (it normalises every name)
+    cmu = [to_cmu.get(n, n) for n in names]
     need = set(SMPL_TO_CMU.values()) | set(SMPL_POS_CMU.values())
     missing = sorted(need - set(cmu))
     if missing:
