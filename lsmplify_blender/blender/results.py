@@ -31,7 +31,6 @@ def report_frames(num_frames: int) -> np.ndarray:
 def solve_report(model, prepared, solution):
     """(``FitReport`` of the solution on ``report_frames``, frames measured); no bpy (a worker
     thread runs it after the solve)."""
-    from ..core.device import cpu_threads
     from ..core.fit_report import fit_report
 
     idx = report_frames(prepared.num_frames)
@@ -45,8 +44,7 @@ def solve_report(model, prepared, solution):
             fit_error_mm_raw=None if raw is None else np.asarray(raw)[idx],
         )
         prepared = prepared.cut(idx)
-    with cpu_threads(model.device):  # one thread on the CPU, as the solve before it
-        return fit_report(model, prepared, solution), int(idx.size)
+    return fit_report(model, prepared, solution), int(idx.size)
 
 
 def verdict_text(verdict: str) -> str:
