@@ -150,6 +150,31 @@ def test_refine_keeps_the_contacts_on_its_new_action():
     assert (contact_keys(rig) == contacts).all()
 
 
+def test_refine_plants_the_feet_by_the_panels_lock_feet():
+    """Refine ends the feet as a solve does, by the panel's Lock Feet: a rig solved with the feet
+    free and refined with Lock Feet on has its ankles as still in contact as a locked solve's;
+    refined with it off, they slide as before."""
+    locked_rig = solve_rig(lock_feet="ON")
+    locked = ankle_speed_in_contact(locked_rig, contact_keys(locked_rig).astype(bool))
+    free = solve_rig(lock_feet="OFF")
+    contacts = contact_keys(free).astype(bool)
+    sliding = ankle_speed_in_contact(free, contacts)
+    bpy.context.view_layer.objects.active = free
+    s = bpy.context.scene.lsmplify
+    speeds = {}
+    for mode in ("OFF", "ON"):
+        s.lock_feet = mode
+        assert bpy.ops.lsmplify.refine(method="OPTIMIZE", iterations=1) == {"FINISHED"}
+        assert (contact_keys(free).astype(bool) == contacts).all()
+        speeds[mode] = ankle_speed_in_contact(free, contacts)
+    print(
+        f"ankle speed in contact, m/frame: solved locked {locked}, free {sliding}; refined {speeds}"
+    )
+    assert speeds["OFF"] == pytest.approx(sliding, rel=0.05)
+    assert speeds["ON"] == pytest.approx(locked, rel=0.05)
+    assert all(p < q for p, q in zip(speeds["ON"], speeds["OFF"], strict=True))
+
+
 def test_import_smpl_brings_the_contacts_and_the_ground_back(tmp_path):
     from lsmplify_blender.blender.ground import GROUND_HEIGHT_PROP, ground_plane
 

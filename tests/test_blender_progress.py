@@ -150,12 +150,15 @@ def test_import_keypoints_reports_its_steps_up_to_done():
     assert bpy.ops.lsmplify.import_keypoints(filepath=str(BVH)) == {"FINISHED"}
 
 
-def test_an_fbx_import_and_a_solve_from_its_armature_report_the_frames_read():
+def test_an_fbx_import_and_a_solve_from_its_armature_report_the_frames_read(monkeypatch):
+    from lsmplify_blender.blender import sources
     from lsmplify_blender.blender.keypoint_empties import FBX_IMPORTER_SHARE, import_fbx_armature
     from lsmplify_blender.blender.model_cache import get_model
     from lsmplify_blender.blender.solving import SolveJob
     from lsmplify_blender.blender.sources import SAMPLE_REPORT_FRAMES
 
+    # read frame by frame (an armature posed by more than its keys): every 50 frames and the end
+    monkeypatch.setattr(sources, "heads_from_keys", lambda *a: None)
     heard = []
     _, prepared = import_fbx_armature(
         bpy.context, str(FBX), get_model(bpy.context), progress=lambda f, w: heard.append((f, w))
@@ -172,5 +175,10 @@ def test_an_fbx_import_and_a_solve_from_its_armature_report_the_frames_read():
     assert job.frames == 166
     expected = [k * SAMPLE_REPORT_FRAMES / 166 for k in range(1, 166 // SAMPLE_REPORT_FRAMES + 1)]
     assert np.allclose(read, [*expected, 1.0])
+    # read from the keys (all frames at once): the end is heard
+    monkeypatch.undo()
+    read.clear()
+    job = SolveJob(bpy.context, lambda kind, msg: None, on_read=read.append)
+    assert job.frames == 166 and read == [1.0]
     # the operator drives the window manager's bar with it and finishes
     assert bpy.ops.lsmplify.import_keypoints(filepath=str(FBX)) == {"FINISHED"}

@@ -260,3 +260,28 @@ def test_prepared_is_not_changed(model, bvh):
     before = bvh.positions.copy()
     solve(dataclasses.replace(bvh), model, calibrate="on")
     assert np.array_equal(bvh.positions, before)
+
+
+@pytest.mark.parametrize("fixture", ["131_01_short.bvh", "01_01_short.bvh"])
+def test_calibrated_head_follows_the_captured_head_from_positions_alone(model, fixture):
+    """From positions alone (rotations withheld), a calibrated solve aims SMPL's head along the
+    captured head bone (head -> its End Site). The end point used to stay where it was while
+    calibration raised the head target ~9 cm to SMPL's proportions, so it fell below the head and
+    the head turned upside down (131_01: 130 deg off, head top under the chin)."""
+    from lsmplify_blender.research.real_metrics import solved_body
+
+    prepared = prepare(read_keypoints(FIXTURES / fixture), model)
+    keys = list(prepared.layout.keypoints)
+    head, head_end = keys.index("head"), keys.index("head_end")
+    captured = prepared.positions[:, head_end] - prepared.positions[:, head]
+    for mode in ("on", "off"):
+        sol = solve(prepared, model, rotations="ignore", calibrate=mode, lock_feet="off")
+        _, joints, landmarks = solved_body(model, sol.rotmats, sol.betas, sol.trans)
+        solved_dir = landmarks["head_top"] - joints[:, 15]
+        cos = (solved_dir * captured).sum(-1) / (
+            np.linalg.norm(solved_dir, axis=-1) * np.linalg.norm(captured, axis=-1)
+        )
+        angle = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+        assert angle.mean() < 5.0 and np.percentile(angle, 95) < 12.0, (mode, angle.mean())
+        # the head top above the neck in every frame (these takes stand upright)
+        assert (landmarks["head_top"][:, 1] > joints[:, 12, 1]).all(), mode

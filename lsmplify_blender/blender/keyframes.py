@@ -59,10 +59,21 @@ def _enum_value(struct, prop: str, identifier: str) -> int:
     return struct.bl_rna.properties[prop].enum_items[identifier].value
 
 
+def one_thread():
+    """A block with torch on one intra-op thread, as the core solves (``core.device.cpu_threads``):
+    the Blender side's batched rotation conversions (240,000 matrices for 10,000 frames) take
+    0.12 s on one thread and 0.38 s on two on a busy 2-core CPU, where the pool synchronises
+    longer than it computes."""
+    from ..core.device import cpu_threads
+
+    return cpu_threads(torch.device("cpu"))
+
+
 def rotmats_to_continuous_quaternions(rotmats) -> np.ndarray:
     """(T, J, 3, 3) -> (T, J, 4) quaternions (w, x, y, z), signs flipped so that each key has a
     non-negative dot product with the previous one (no long-way-round interpolation)."""
-    q = matrix_to_quaternion(_as_numpy(rotmats))  # float64 numpy in and out
+    with one_thread():
+        q = matrix_to_quaternion(_as_numpy(rotmats))  # float64 numpy in and out
     if q.shape[0] > 1:
         dots = np.einsum("tjc,tjc->tj", q[1:], q[:-1])
         step = np.where(dots < 0, -1.0, 1.0)
@@ -186,6 +197,85 @@ def _key_property(writer, obj, frames: np.ndarray, prop: AnimatedProperty) -> No
         )
 
 
+def _check_motion(armature_obj, r: np.ndarray, t: np.ndarray) -> None:
+    """Refuse what cannot be keyed: no SMPL rig, motion of the wrong shape or not finite, a rig
+    in NLA tweak mode."""
+    if armature_obj is None or armature_obj.type != "ARMATURE":
+        raise LSMPLifyError("Keyframes need an armature object (build an SMPL rig first).")
+    missing = [n for n in SMPL_JOINT_NAMES if n not in armature_obj.pose.bones]
+    if missing:
+        raise LSMPLifyError(
+            f"'{armature_obj.name}' is not an SMPL rig: it lacks the bones {', '.join(missing)}."
+        )
+    if r.ndim != 4 or r.shape[1:] != (NUM_JOINTS, 3, 3):
+        raise LSMPLifyError(f"Rotations must have shape (T, 24, 3, 3); got {r.shape}.")
+    if t.shape != (r.shape[0], 3):
+        raise LSMPLifyError(f"Translations must have shape ({r.shape[0]}, 3); got {t.shape}.")
+    if r.shape[0] == 0:
+        raise LSMPLifyError("There are no frames to key.")
+    if not (np.isfinite(r).all() and np.isfinite(t).all()):
+        raise LSMPLifyError("The motion contains NaN or infinite values; nothing was keyed.")
+    anim = armature_obj.animation_data
+    if anim is not None and anim.use_tweak_mode:
+        raise LSMPLifyError(
+            f"'{armature_obj.name}' is in NLA tweak mode; leave it before writing a new action."
+        )
+
+
+def _keyed_properties(fit_error_mm, properties, frames: int) -> list:
+    """The custom properties to key (the fit error first), each checked to have a value per frame."""
+    props = list(properties)
+    if fit_error_mm is not None:
+        props.insert(
+            0, AnimatedProperty(FIT_ERROR_PROP, fit_error_mm, FIT_ERROR_DESCRIPTION, minimum=0.0)
+        )
+    for prop in props:
+        size = _as_numpy(prop.values).size
+        if size != frames:
+            raise LSMPLifyError(f"{prop.name} has {size} values for {frames} frames.")
+    return props
+
+
+def _new_action(name: str, id_root: str, frame_start: int, frames: int):
+    """A new action kept with a fake user (takes survive saving while another action is
+    assigned), tagged with the frames it keys."""
+    action = bpy.data.actions.new(name)
+    action.use_fake_user = True
+    if "id_root" in action.bl_rna.properties:  # legacy actions (reading it unset warns on 4.2)
+        action.id_root = id_root
+    action["lsmplify_frame_start"] = int(frame_start)
+    action["lsmplify_frames"] = int(frames)
+    return action
+
+
+def _bone_channels(armature_obj, r: np.ndarray, t: np.ndarray):
+    """The rig's bone channels (``rig_style.to_bone_channels``): (bones, their continuous
+    quaternions (T, bones, 4), [(bone, its locations (T, 3))]: the pelvis's and the root
+    bone's when the rig has one), float32 as they are keyed."""
+    from .rig_style import channel_bones, to_bone_channels
+
+    bone_rot, pelvis_loc, root_loc = to_bone_channels(r, t, armature_obj)
+    quats = rotmats_to_continuous_quaternions(bone_rot).astype(np.float32)
+    bones = channel_bones(armature_obj)
+    locations = [(PELVIS_BONE, pelvis_loc)] + (
+        [(bones[-1], root_loc)] if root_loc is not None else []
+    )
+    return bones, quats, [(b, v.astype(np.float32)) for b, v in locations]
+
+
+def _key_bones(writer, armature_obj, channels, frames: np.ndarray) -> None:
+    """``_bone_channels`` keyed in bulk, one F-curve per channel, linear."""
+    bones, quats, locations = channels
+    linear = _enum_value(bpy.types.Keyframe, "interpolation", "LINEAR")
+    for j, bone in enumerate(bones):
+        armature_obj.pose.bones[bone].rotation_mode = "QUATERNION"
+        for c in range(4):
+            _write_keys(writer.new(_rot_path(bone), c, bone), frames, quats[:, j, c], linear)
+    for bone, loc in locations:
+        for c in range(3):
+            _write_keys(writer.new(_loc_path(bone), c, bone), frames, loc[:, c], linear)
+
+
 def write_pose_action(
     armature_obj,
     rotmats,
@@ -205,65 +295,16 @@ def write_pose_action(
     property. An action already assigned is kept (given a fake user when it
     would otherwise be lost on save) and never modified.
     """
-    if armature_obj is None or armature_obj.type != "ARMATURE":
-        raise LSMPLifyError("Keyframes need an armature object (build an SMPL rig first).")
-    missing = [n for n in SMPL_JOINT_NAMES if n not in armature_obj.pose.bones]
-    if missing:
-        raise LSMPLifyError(
-            f"'{armature_obj.name}' is not an SMPL rig: it lacks the bones {', '.join(missing)}."
-        )
     r = _as_numpy(rotmats)
     t = _as_numpy(trans)
-    if r.ndim != 4 or r.shape[1:] != (NUM_JOINTS, 3, 3):
-        raise LSMPLifyError(f"Rotations must have shape (T, 24, 3, 3); got {r.shape}.")
-    if t.shape != (r.shape[0], 3):
-        raise LSMPLifyError(f"Translations must have shape ({r.shape[0]}, 3); got {t.shape}.")
-    if r.shape[0] == 0:
-        raise LSMPLifyError("There are no frames to key.")
-    if not (np.isfinite(r).all() and np.isfinite(t).all()):
-        raise LSMPLifyError("The motion contains NaN or infinite values; nothing was keyed.")
-    anim = armature_obj.animation_data
-    if anim is not None and anim.use_tweak_mode:
-        raise LSMPLifyError(
-            f"'{armature_obj.name}' is in NLA tweak mode; leave it before writing a new action."
-        )
-    props = list(properties)
-    if fit_error_mm is not None:
-        props.insert(
-            0, AnimatedProperty(FIT_ERROR_PROP, fit_error_mm, FIT_ERROR_DESCRIPTION, minimum=0.0)
-        )
-    for prop in props:
-        size = _as_numpy(prop.values).size
-        if size != r.shape[0]:
-            raise LSMPLifyError(f"{prop.name} has {size} values for {r.shape[0]} frames.")
-
-    from .rig_style import channel_bones, to_bone_channels
-
+    _check_motion(armature_obj, r, t)
     T = r.shape[0]
-    bone_rot, pelvis_loc, root_loc = to_bone_channels(r, t, armature_obj)
-    quats = rotmats_to_continuous_quaternions(bone_rot).astype(np.float32)  # (T, bones, 4)
+    props = _keyed_properties(fit_error_mm, properties, T)
+    channels = _bone_channels(armature_obj, r, t)
     frames = (float(frame_start) + np.arange(T, dtype=np.float64)).astype(np.float32)
-    linear = _enum_value(bpy.types.Keyframe, "interpolation", "LINEAR")
-
-    action = bpy.data.actions.new(name)
-    action.use_fake_user = True  # takes survive saving while another action is assigned
-    if "id_root" in action.bl_rna.properties:  # legacy actions (reading it unset warns on 4.2)
-        action.id_root = "OBJECT"
-    action["lsmplify_frame_start"] = int(frame_start)
-    action["lsmplify_frames"] = int(T)
+    action = _new_action(name, "OBJECT", frame_start, T)
     writer = _FCurveWriter(action, armature_obj)
-    bones = channel_bones(armature_obj)
-    for j, bone in enumerate(bones):
-        armature_obj.pose.bones[bone].rotation_mode = "QUATERNION"
-        for c in range(4):
-            _write_keys(writer.new(_rot_path(bone), c, bone), frames, quats[:, j, c], linear)
-    locations = [(PELVIS_BONE, pelvis_loc)] + (
-        [(bones[-1], root_loc)] if root_loc is not None else []
-    )
-    for bone, values in locations:
-        loc = values.astype(np.float32)
-        for c in range(3):
-            _write_keys(writer.new(_loc_path(bone), c, bone), frames, loc[:, c], linear)
+    _key_bones(writer, armature_obj, channels, frames)
     for prop in props:
         _key_property(writer, armature_obj, frames, prop)
     _protect_previous_action(armature_obj)
@@ -306,12 +347,7 @@ def write_corrective_action(
     frames = (float(frame_start) + np.arange(T, dtype=np.float64)).astype(np.float32)
     linear = _enum_value(bpy.types.Keyframe, "interpolation", "LINEAR")
 
-    action = bpy.data.actions.new(name)
-    action.use_fake_user = True
-    if "id_root" in action.bl_rna.properties:
-        action.id_root = "KEY"
-    action["lsmplify_frame_start"] = int(frame_start)
-    action["lsmplify_frames"] = int(T)
+    action = _new_action(name, "KEY", frame_start, T)
     writer = _FCurveWriter(action, key, id_type="KEY")
     for k, kname in enumerate(pose_key_names()):
         _write_keys(
@@ -323,16 +359,21 @@ def write_corrective_action(
 
 
 def sample_fcurve(fc, frames: np.ndarray) -> np.ndarray:
-    """An F-curve's values (float64) at ``frames``: its keys, read in bulk, where every frame
-    has one (as LSMPLify keys them); else the curve evaluated frame by frame."""
+    """An F-curve's values (float64) at ``frames``: its keys, read in bulk, at the frames that
+    have one (every frame, as LSMPLify keys them); the curve evaluated at the others only (a
+    range past the action's ends)."""
     n = len(fc.keyframe_points)
     co = np.empty(2 * n, dtype=np.float32)
     fc.keyframe_points.foreach_get("co", co)
     kf, kv = co[0::2].astype(np.float64), co[1::2].astype(np.float64)
+    if n == frames.size and np.array_equal(kf, frames):  # a key at each frame, as LSMPLify keys
+        return kv
     idx = np.clip(np.searchsorted(kf, frames), 0, max(n - 1, 0))
-    if n and np.all(np.abs(kf[idx] - frames) < 1e-3):
-        return kv[idx]
-    return np.array([fc.evaluate(f) for f in frames])
+    keyed = np.abs(kf[idx] - frames) < 1e-3 if n else np.zeros(frames.shape, dtype=bool)
+    out = np.where(keyed, kv[idx] if n else 0.0, 0.0)
+    for i in np.flatnonzero(~keyed):
+        out[i] = fc.evaluate(float(frames[i]))
+    return out
 
 
 def read_pose_action(armature_obj, frame_start: int, frame_end: int, action=None):
@@ -374,9 +415,9 @@ def read_pose_action(armature_obj, frame_start: int, frame_end: int, action=None
         return np.stack([channel(_loc_path(bone), c, 0.0) for c in range(3)], -1)
 
     root_loc = location(bones[-1]) if has_root_bone(armature_obj) else None
-    return from_bone_channels(
-        quaternion_to_matrix(quats), location(PELVIS_BONE), root_loc, armature_obj
-    )
+    with one_thread():
+        rot = quaternion_to_matrix(quats)
+    return from_bone_channels(rot, location(PELVIS_BONE), root_loc, armature_obj)
 
 
 def write_location_action(obj, frames, locations, name: str):

@@ -100,10 +100,8 @@ def import_keypoint_file(
     keypoints. All or nothing: when any step fails the scene is left exactly as it was.
     ``progress(fraction, what)``, when given, hears each step: the file read, prepared, and
     each keypoint's empty keyed (``IMPORT_STEPS`` share the bar)."""
-    from ..core.formats import read_keypoints
-    from ..core.prepare import prepare
     from .scene_writing import SceneChange, check_frame_rate, safe_stem, set_scene_timing
-    from .sources import asf_or_none, joint_map, mapped_names, option_value, set_detected
+    from .sources import joint_map, prepared_file, set_detected
 
     def report(fraction: float, what: str) -> None:
         if progress is not None:
@@ -111,18 +109,17 @@ def import_keypoint_file(
 
     path = bpy.path.abspath(filepath)
     report(0.0, "reading")
-    seq = read_keypoints(path, asf=asf_or_none(asf_path))
-    report(IMPORT_STEPS["read"], "preparing")
-    mapping = joint_map(context.scene.lsmplify)
-    if mapping and seq.names is not None:
-        seq.names = mapped_names(seq.names, mapping)
-    prepared = prepare(
-        seq,
+    # read and prepared once: a Solve of this File source is served the same (sources.prepared_file)
+    prepared = prepared_file(
+        path,
         model,
-        layout=option_value(layout),
-        units=option_value(units),
-        up=option_value(up),
-        fps=fps or None,
+        layout,
+        units,
+        up,
+        fps,
+        asf_path,
+        joint_map(context.scene.lsmplify),
+        progress=lambda what: report(IMPORT_STEPS["read"], what),
     )
     check_frame_rate(
         prepared.fps,

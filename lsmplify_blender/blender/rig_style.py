@@ -72,12 +72,17 @@ def bone_tails(heads: np.ndarray, bone_axes: str, up: np.ndarray) -> np.ndarray:
     return tails
 
 
+def smpl_axes(rig_obj) -> bool:
+    """Whether the rig's bones have SMPL's axes (``rest_frames`` is the identity)."""
+    return rig_obj.get(BONE_AXES_PROP, "SMPL") != "CHILDREN"
+
+
 def rest_frames(rig_obj) -> np.ndarray:
     """(24, 3, 3) each SMPL bone's rest axes in SMPL coordinates, M_j = A^T R_rest_j (A: SMPL's
     Y up -> Blender's Z up; R_rest_j: the bone's ``matrix_local`` rotation); the identity for a
     rig with SMPL's axes (whose float32 rest matrices are then not read, so its keys stay exact)."""
     n = len(SMPL_JOINT_NAMES)
-    if rig_obj.get(BONE_AXES_PROP, "SMPL") != "CHILDREN":
+    if smpl_axes(rig_obj):
         return np.broadcast_to(np.eye(3), (n, 3, 3)).copy()
     from .rig import SMPL_TO_BLENDER
 
@@ -138,8 +143,11 @@ def to_bone_channels(rotmats: np.ndarray, trans: np.ndarray, rig_obj):
     bones ``channel_bones(rig_obj)``, the pelvis's location (T, 3), the root bone's location
     (T, 3) or None), each in its bone's own rest frame."""
     frames = rest_frames(rig_obj)
-    rot = np.einsum("jba,tjbc,jcd->tjad", frames, rotmats, frames)  # M^T L M
-    loc0 = np.einsum("ba,tb->ta", frames[0], trans)
+    if smpl_axes(rig_obj):  # M = I: the channels are SMPL's (copied, not multiplied: exact)
+        rot, loc0 = np.array(rotmats, dtype=np.float64), np.array(trans, dtype=np.float64)
+    else:
+        rot = np.einsum("jba,tjbc,jcd->tjad", frames, rotmats, frames)  # M^T L M
+        loc0 = np.einsum("ba,tb->ta", frames[0], trans)
     if not has_root_bone(rig_obj):
         return rot, loc0, None
     r_root, t_root, r_p, t_p = split_root(rotmats[:, 0], trans, pelvis_rest_smpl(rig_obj))
@@ -151,8 +159,12 @@ def to_bone_channels(rotmats: np.ndarray, trans: np.ndarray, rig_obj):
 def from_bone_channels(rot: np.ndarray, loc0: np.ndarray, root_loc, rig_obj):
     """``to_bone_channels`` undone: SMPL's (rotmats (T, 24, 3, 3), trans (T, 3))."""
     frames = rest_frames(rig_obj)
-    rotmats = np.einsum("jab,tjbc,jdc->tjad", frames, rot[:, : len(SMPL_JOINT_NAMES)], frames)
-    trans = np.einsum("ab,tb->ta", frames[0], loc0)
+    body = rot[:, : len(SMPL_JOINT_NAMES)]
+    if smpl_axes(rig_obj):
+        rotmats, trans = np.array(body, dtype=np.float64), np.array(loc0, dtype=np.float64)
+    else:
+        rotmats = np.einsum("jab,tjbc,jdc->tjad", frames, body, frames)
+        trans = np.einsum("ab,tb->ta", frames[0], loc0)
     if root_loc is None:
         return rotmats, trans
     rotmats[:, 0], trans = join_root(

@@ -348,6 +348,9 @@ class RefineJob(BackgroundJob):
         self.offsets = action_offsets(anim.action, self.prepared.layout)
         self.rig_name, self.method = rig_obj.name, method
         self.passes, self.iterations, self.smooth = passes, iterations, smooth_setting(settings)
+        # the feet end as a solve ends them: the panel's Lock Feet and Ground
+        self.lock_feet = settings.lock_feet.lower()
+        self.ground = ground_setting(context, settings, self.prepared)
 
     def solve(self):
         from ..core.solver import refine_existing
@@ -363,6 +366,8 @@ class RefineJob(BackgroundJob):
             smooth=self.smooth,
             progress=self.progress,
             keypoint_offsets=self.offsets,
+            lock_feet=self.lock_feet,
+            ground=self.ground,
         )
         from .results import solve_report
 
@@ -388,7 +393,8 @@ class RefineJob(BackgroundJob):
             target_rig=rig_obj,
             action_name="LSMPLify_refined",
             tags=dict(lsmplify_solver="refine", lsmplify_layout=self.prepared.layout.name),
-            properties=contact_properties(self.contacts),
+            # the contacts the refine planted the feet on, else the action's own
+            properties=contact_properties(self.contacts if sol.contacts is None else sol.contacts),
         )
         from .results import store_report, tag_offsets
 

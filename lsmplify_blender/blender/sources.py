@@ -165,17 +165,19 @@ def scene_sequence(positions_blender: np.ndarray, names, scene, what: str):
 SAMPLE_REPORT_FRAMES = 50
 
 
-def sample_frames(scene, fs: int, fe: int, read, progress=None) -> np.ndarray:
-    """Call ``read()`` -> (J, 3) at every frame fs..fe (one pass), restoring the current frame.
-    ``progress(fraction)`` hears every SAMPLE_REPORT_FRAMES frames read and the end."""
+def sample_frames(scene, fs: int, fe: int, read, progress=None, frames=None) -> np.ndarray:
+    """Call ``read()`` -> (J, 3) at every frame fs..fe (one pass; or at ``frames`` only),
+    restoring the current frame. ``progress(fraction)`` hears every SAMPLE_REPORT_FRAMES frames
+    read and the end."""
     current, subframe = scene.frame_current, scene.frame_subframe
+    at = range(fs, fe + 1) if frames is None else [int(f) for f in frames]
     out = []
     try:
-        for f in range(fs, fe + 1):
+        for i, f in enumerate(at):
             scene.frame_set(f)
             out.append(read())
-            if progress is not None and (f - fs + 1) % SAMPLE_REPORT_FRAMES == 0:
-                progress((f - fs + 1) / (fe - fs + 1))
+            if progress is not None and (i + 1) % SAMPLE_REPORT_FRAMES == 0:
+                progress((i + 1) / len(at))
         if progress is not None:
             progress(1.0)
     finally:
@@ -225,8 +227,39 @@ def sample_armature(context, arm_obj, fs: int, fe: int, progress=None):
         mw = np.array(arm_obj.matrix_world, dtype=np.float64)
         return heads.reshape(n, 3).astype(np.float64) @ mw[:3, :3].T + mw[:3, 3]
 
-    pos = sample_frames(context.scene, fs, fe, read, progress)
+    pos = heads_from_keys(context.scene, arm_obj, fs, fe, read)
+    if pos is None:
+        pos = sample_frames(context.scene, fs, fe, read, progress)
+    elif progress is not None:
+        progress(1.0)
     return scene_sequence(pos, names, context.scene, f"armature '{arm_obj.name}'")
+
+
+# frames at which ``heads_from_keys`` is compared with Blender's own evaluation; the heads agree
+# within this share of the armature's size (float32 poses in Blender)
+HEADS_CHECK_FRAMES = 3
+HEADS_TOLERANCE = 1e-5
+
+
+def heads_from_keys(scene, arm_obj, fs: int, fe: int, read):
+    """(T, J, 3) the world bone heads at frames fs..fe from the armature's keys for all frames
+    at once (``pose_eval.armature_pose``), or None when the armature is posed by more than its
+    keys or the heads differ from ``read()`` (Blender's evaluation) at the first, middle and
+    last frames; the current frame is restored."""
+    from .pose_eval import armature_pose, object_matrices, rig_curves
+
+    curves = rig_curves(arm_obj, object_motion=True)
+    if curves is None or arm_obj.animation_data is None:
+        return None
+    frames = np.arange(fs, fe + 1, dtype=np.float64)
+    local = armature_pose(arm_obj, curves, frames)[..., :3, 3]  # as PoseBone.head: float32
+    local = local.astype(np.float32).astype(np.float64)
+    mw = object_matrices(arm_obj, curves, frames)  # (T, 4, 4): an FBX take moves its object
+    heads = np.einsum("tij,tkj->tki", mw[:, :3, :3], local) + mw[:, None, :3, 3]
+    check = np.unique(np.linspace(0, frames.size - 1, HEADS_CHECK_FRAMES).round().astype(int))
+    blender = sample_frames(scene, fs, fe, read, frames=fs + check)
+    size = 1.0 + np.abs(heads[check]).max()
+    return heads if np.abs(blender - heads[check]).max() <= HEADS_TOLERANCE * size else None
 
 
 def source_armature(context, settings):
@@ -257,26 +290,120 @@ def source_key(context, settings) -> str:
     return "empties:" + "|".join(o.name for o in selected_empties(context))
 
 
-def read_file_source(settings, model):
-    """The file source read and prepared (every frame of the file)."""
+# The last keypoint file read (key, sequence): Import Keypoints reads the file and Solve reads
+# the same File source again moments later (0.08 s of a 1,000-frame BVH each time); the second
+# read is served from here while the file (and its skeleton) are unchanged on disk.
+_LAST_READ: list = []
+
+
+def _file_stamp(path) -> tuple:
+    """What tells a changed file: its path, size and modification time (ns); None when absent."""
+    import os
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (str(path), None)
+    return (str(path), st.st_size, st.st_mtime_ns)
+
+
+def _read_key(path: str, asf) -> tuple:
+    """The cache key of a read: the file's stamp and its skeleton's (the given .asf, or the one
+    an .amc finds next to it)."""
+    from pathlib import Path
+
+    from ..core.formats import find_asf
+
+    skeleton = asf
+    if skeleton is None and Path(path).suffix.lower() == ".amc":
+        skeleton = find_asf(Path(path))
+    return _file_stamp(path), (_file_stamp(skeleton) if skeleton is not None else None)
+
+
+def read_keypoint_file(path: str, asf=None):
+    """``core.formats.read_keypoints(path, asf)``, read once: the last file's sequence is kept
+    and served again (a copy whose name and note lists the caller may change; the arrays are
+    shared and never written by ``prepare``) while its size and modification time (and its
+    skeleton's) are unchanged."""
+    import dataclasses
+
     from ..core.formats import read_keypoints
+
+    key = _read_key(path, asf)
+    if not (_LAST_READ and _LAST_READ[0][0] == key):
+        seq = read_keypoints(path, asf=asf)
+        _LAST_READ[:] = [(key, seq)]
+    seq = _LAST_READ[0][1]
+    return dataclasses.replace(
+        seq,
+        names=None if seq.names is None else list(seq.names),
+        notes=list(seq.notes),
+    )
+
+
+def clear_read_cache() -> None:
+    _LAST_READ.clear()
+    _LAST_PREPARED.clear()
+
+
+# The last file prepared (key, model, prepared): Solve prepares the File source as Import
+# Keypoints did, with the same options; served again (a copy with its own note list: the arrays
+# are shared and never written in place) while the file, the options and the model are the same.
+_LAST_PREPARED: list = []
+
+
+def prepared_file(path: str, model, layout, units, up, fps, asf_path: str, mapping, progress=None):
+    """A keypoint file read (``read_keypoint_file``) and prepared (``prepare_sequence``), once for
+    the same file on disk, options, joint map and model. ``progress(what)`` hears the prepare
+    step begin (the read done)."""
+    import dataclasses
+
+    asf = asf_or_none(asf_path)
+    options = (layout, units, up, float(fps or 0.0), tuple(sorted(mapping.items())))
+    key = (_read_key(path, asf), options)
+    hit = _LAST_PREPARED and _LAST_PREPARED[0][0] == key and _LAST_PREPARED[0][1] is model
+    seq = None if hit else read_keypoint_file(path, asf=asf)
+    if progress is not None:
+        progress("preparing")
+    if seq is not None:
+        prepared = prepare_sequence(seq, model, layout, units, up, fps, mapping)
+        _LAST_PREPARED[:] = [(key, model, prepared)]
+    prepared = _LAST_PREPARED[0][2]
+    return dataclasses.replace(prepared, notes=list(prepared.notes))
+
+
+def prepare_sequence(seq, model, layout, units, up, fps, mapping):
+    """A read keypoint sequence renamed by the joint map (``mapping``: source name -> keypoint)
+    and prepared with the panel's options (enum identifiers: ``AUTO``, ``cm``, ``Y``...)."""
     from ..core.prepare import prepare
 
-    if not settings.filepath:
-        raise InputError(
-            "No keypoint file is set: choose a file in the LSMPLify panel or use Import Keypoints."
-        )
-    seq = read_keypoints(bpy.path.abspath(settings.filepath), asf=asf_or_none(settings.asf_path))
-    mapping = joint_map(settings)
     if mapping and seq.names is not None:
         seq.names = mapped_names(seq.names, mapping)
     return prepare(
         seq,
         model,
-        layout=option_value(settings.layout),
-        units=option_value(settings.units),
-        up=option_value(settings.up_axis),
-        fps=settings.fps or None,
+        layout=option_value(layout),
+        units=option_value(units),
+        up=option_value(up),
+        fps=fps or None,
+    )
+
+
+def read_file_source(settings, model):
+    """The file source read and prepared (every frame of the file)."""
+    if not settings.filepath:
+        raise InputError(
+            "No keypoint file is set: choose a file in the LSMPLify panel or use Import Keypoints."
+        )
+    return prepared_file(
+        bpy.path.abspath(settings.filepath),
+        model,
+        settings.layout,
+        settings.units,
+        settings.up_axis,
+        settings.fps,
+        settings.asf_path,
+        joint_map(settings),
     )
 
 

@@ -218,6 +218,21 @@ def estimate_offsets(
     return offsets
 
 
+def _aimed_from(model, definition, at: dict[int, int]) -> int:
+    """The keypoint at the joint an aim-only end point ``@landmark`` aims (the joint that skins the
+    landmark most, or its nearest ancestor with a keypoint, as ``analytic_ik.attach_landmarks``
+    walks up), or -1."""
+    if not definition or not definition.startswith("@") or "+" in definition:
+        return -1
+    vid = model.data.landmarks.get(definition[1:])
+    if vid is None:
+        return -1
+    j = int(model.weights[vid].argmax())
+    while j > 0 and j not in at:
+        j = int(model.parents[j])
+    return at.get(j, -1)
+
+
 def rest_vectors(model, layout: Layout, betas, parts: np.ndarray) -> np.ndarray:
     """(K, 3) each keypoint's model point in the rest pose seen from its part's joint (0 where no
     part): the lever arm through which a turn of the part moves the point."""
@@ -250,6 +265,8 @@ class Geometry:
     levers: np.ndarray  # (K, 3) rest_vectors
     chain_from: np.ndarray  # (K,) the keypoint at the part's joint for a bone keypoint, else -1
     chained: tuple[int, ...]  # the bone keypoints, parents first
+    # (K,) for an aim-only end point, the keypoint at the joint it aims (head_end: head), else -1
+    aim_from: np.ndarray
 
     @classmethod
     def of(cls, model, layout: Layout, betas) -> Geometry:
@@ -270,7 +287,14 @@ class Geometry:
         chained = tuple(
             sorted(np.nonzero(chain_from >= 0)[0].tolist(), key=lambda k: SMPL_DEPTHS[joint_of[k]])
         )
-        return cls(parts, rest_vectors(model, layout, betas, parts), chain_from, chained)
+        aim_from = np.array(
+            [
+                _aimed_from(model, d, at) if a else -1
+                for d, a in zip(layout.definitions, layout.aim_only_mask(), strict=True)
+            ],
+            dtype=np.int64,
+        )
+        return cls(parts, rest_vectors(model, layout, betas, parts), chain_from, chained, aim_from)
 
     @property
     def roots(self) -> np.ndarray:
@@ -375,6 +399,14 @@ class Geometry:
             target = x[:, p] - out[:, p] + np.linalg.norm(self.levers[k]) * unit
             seen = (prepared.weight[:, p] > 0)[:, None]
             out[:, k] = np.where(seen, x[:, k] - target, root_shift[:, k])
+        # An end point (a direction from its joint, not a position) moves with its joint's target,
+        # so the captured bone's direction is kept. Left where it was, CMU's head top fell below
+        # the head target that calibration raised by ~9 cm, and from positions alone the head
+        # turned upside down (eval --real, analytic:rotations=ignore: head direction 88 deg).
+        for k in np.nonzero(self.aim_from >= 0)[0]:
+            a = self.aim_from[k]
+            seen = (prepared.weight[:, a] > 0)[:, None]
+            out[:, k] = np.where(seen, out[:, a], root_shift[:, k])
         return out
 
 
