@@ -62,7 +62,7 @@ def main(argv=None) -> int:
         return 2
 
 
-def _main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="out", help="output folder (default: out)")
     ap.add_argument(
@@ -81,32 +81,25 @@ def _main(argv=None) -> int:
     ap.add_argument(
         "--resolution", type=int, default=240, help="preview width in pixels (default 240)"
     )
-    args = ap.parse_args(argv)
+    return ap
 
-    t_start = time.perf_counter()
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    src = Path(args.input).resolve()
-    if not src.is_file():
-        print(f"error: input file not found: {src}", file=sys.stderr)
-        return 2
 
-    bpy = import_bpy()
-    import addon_utils
-    import numpy as np
+def _timed(times: dict, name: str, step) -> None:
+    t0 = time.perf_counter()
+    step()
+    times[name] = time.perf_counter() - t0
 
-    bpy.ops.wm.read_homefile(use_empty=True)
-    addon_utils.enable(ADDON, default_set=True)
-    if not hasattr(bpy.ops.lsmplify, "solve"):
-        print("error: the LSMPLify add-on did not register", file=sys.stderr)
-        return 1
+
+def _import_and_solve(bpy, src: Path, args, times: dict):
+    """Import Keypoints and Solve with the panel's defaults (``--solver`` overrides the solver);
+    returns (rig, mesh, action, the solver the rig was made by)."""
     scene = bpy.context.scene
     s = scene.lsmplify
-    times = {}
-
-    t0 = time.perf_counter()
-    bpy.ops.lsmplify.import_keypoints(filepath=str(src), create_empties=True)
-    times["import"] = time.perf_counter() - t0
+    _timed(
+        times,
+        "import",
+        lambda: bpy.ops.lsmplify.import_keypoints(filepath=str(src), create_empties=True),
+    )
     if args.max_frames and scene.frame_end - scene.frame_start + 1 > args.max_frames:
         scene.frame_end = scene.frame_start + args.max_frames - 1
     print(
@@ -115,13 +108,10 @@ def _main(argv=None) -> int:
         f"{scene.frame_start}-{scene.frame_end}",
         flush=True,
     )
-
     if args.solver:
         s.solver = args.solver.upper()
     args.solver = s.solver.lower()  # what the panel will run
-    t0 = time.perf_counter()
-    bpy.ops.lsmplify.solve()
-    times["solve"] = time.perf_counter() - t0
+    _timed(times, "solve", bpy.ops.lsmplify.solve)
     rigs = [o for o in bpy.data.objects if o.type == "ARMATURE" and o.get("lsmplify_rig")]
     rig = rigs[-1]
     mesh = next(c for c in rig.children if c.type == "MESH")
@@ -134,26 +124,36 @@ def _main(argv=None) -> int:
             flush=True,
         )
     bpy.context.view_layer.objects.active = rig
+    return rig, mesh, action, solver_used
 
-    blend = out / "demo.blend"
-    npz = out / "demo_smpl.npz"
-    preview = out / "preview"
+
+def _write_outputs(bpy, out: Path, args, times: dict):
+    """The .blend, the exported .npz and the rendered previews; returns (blend, npz, folder, pngs)."""
+    blend, npz, preview = out / "demo.blend", out / "demo_smpl.npz", out / "preview"
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
-
-    t0 = time.perf_counter()
-    bpy.ops.lsmplify.export_npz(filepath=str(npz))
-    times["export_npz"] = time.perf_counter() - t0
-
+    _timed(times, "export_npz", lambda: bpy.ops.lsmplify.export_npz(filepath=str(npz)))
     if preview.is_dir():
         for old in preview.glob("preview_*.png"):
             old.unlink()
-    t0 = time.perf_counter()
-    bpy.ops.lsmplify.render_preview(
-        directory=str(preview) + os.sep, max_frames=args.preview_frames, resolution=args.resolution
+    _timed(
+        times,
+        "render_preview",
+        lambda: bpy.ops.lsmplify.render_preview(
+            directory=str(preview) + os.sep,
+            max_frames=args.preview_frames,
+            resolution=args.resolution,
+        ),
     )
-    times["render_preview"] = time.perf_counter() - t0
-    pngs = sorted(preview.glob("preview_*.png"))
+    return blend, npz, preview, sorted(preview.glob("preview_*.png"))
 
+
+def _report(bpy, src, rig, mesh, action, solver_used, outputs, times, seconds) -> None:
+    """The demo's summary lines and its JSON line."""
+    import numpy as np
+
+    blend, npz, preview, pngs = outputs
+    scene = bpy.context.scene
+    s = scene.lsmplify
     with np.load(npz) as z:
         rows = int(z["poses"].shape[0])
         fit = (
@@ -162,7 +162,6 @@ def _main(argv=None) -> int:
             else np.array([np.nan])
         )
     frames = scene.frame_end - scene.frame_start + 1
-    seconds = time.perf_counter() - t_start
     summary = dict(
         input=str(src),
         frames=frames,
@@ -197,6 +196,31 @@ def _main(argv=None) -> int:
     print(f"[demo] wrote {npz} ({rows} rows, scene frames {scene.frame_start}-{scene.frame_end})")
     print(f"[demo] wrote {len(pngs)} preview frames to {preview}{os.sep}")
     print(json.dumps(summary), flush=True)
+
+
+def _main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    t_start = time.perf_counter()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    src = Path(args.input).resolve()
+    if not src.is_file():
+        print(f"error: input file not found: {src}", file=sys.stderr)
+        return 2
+
+    bpy = import_bpy()
+    import addon_utils
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    addon_utils.enable(ADDON, default_set=True)
+    if not hasattr(bpy.ops.lsmplify, "solve"):
+        print("error: the LSMPLify add-on did not register", file=sys.stderr)
+        return 1
+    times: dict[str, float] = {}
+    rig, mesh, action, solver_used = _import_and_solve(bpy, src, args, times)
+    outputs = _write_outputs(bpy, out, args, times)
+    seconds = time.perf_counter() - t_start
+    _report(bpy, src, rig, mesh, action, solver_used, outputs, times, seconds)
     return 0
 
 
