@@ -118,7 +118,7 @@ def test_calibrate_off_is_the_strategy_alone(model, bvh, solved):
     opts = solver.SolveOptions(calibrate="off", lock_feet="off")
     denoised, _, _ = solver._denoise(bvh, opts.smooth, [])
     betas, _ = solver._shape(denoised, model, None)
-    ctx = solver._Context(denoised, model, opts, betas, [])
+    ctx = solver.SolveContext(denoised, model, opts, betas, [])
     rotmats, trans, _, _ = solver._run_strategy(ctx)
     alone = solve(bvh, model, calibrate="off", lock_feet="off")
     assert torch.equal(rotmats, alone.rotmats)

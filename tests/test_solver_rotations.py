@@ -176,7 +176,9 @@ def test_cmu_subset_rotations_move_the_offsets():
             np.testing.assert_allclose(seq.positions[:, i] - seq.positions[:, p], moved, atol=1e-4)
 
 
-@pytest.mark.parametrize(("take", "fit_mm", "torso_deg"), [("55_01", 15.0, 6.0), ("49_08", 17.0, 6.0)])
+@pytest.mark.parametrize(
+    ("take", "fit_mm", "torso_deg"), [("55_01", 15.0, 6.0), ("49_08", 17.0, 6.0)]
+)
 def test_calibrated_fit_of_the_fbx_rig_dances(model, take, fit_mm, torso_deg):
     """The FBX rig's dances (first 120 frames at 30 fps, as eval --real takes them), defaults: the
     fit to the calibrated keypoints and the torso's direction. They missed most (fit 16.5 and

@@ -74,7 +74,7 @@ from .layouts import Layout
 from .prepare import PreparedKeypoints
 
 if TYPE_CHECKING:  # the solver imports this module; its context type only for the checker
-    from .solver import _Context
+    from .solver import SolveContext
 
 CALIBRATE_MODES = ("auto", "on", "off")
 # layouts whose keypoints are a mocap lab's joint definitions (``--calibrate auto`` turns it on)
@@ -103,7 +103,7 @@ class Calibrated:
     used: str  # the strategy that ran
     rotations: bool  # the file's bone rotations gave the twists
     offsets: np.ndarray | None  # (K, 3) metres in the parts' frames; None when not calibrated
-    ctx: _Context  # the solver context aimed at (the calibrated one when calibrated)
+    ctx: SolveContext  # the solver context aimed at (the calibrated one when calibrated)
 
 
 def wants_calibration(mode: str, layout: Layout) -> bool:

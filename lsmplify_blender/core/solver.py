@@ -198,7 +198,7 @@ class SolveOptions:
 
 
 @dataclass
-class _Context:
+class SolveContext:
     """One solve's shared inputs: the (denoised) keypoints, their SMPL joint targets, the shape."""
 
     prepared: PreparedKeypoints
@@ -226,10 +226,10 @@ class _Context:
 
     def with_prepared(
         self, prepared: PreparedKeypoints, notes: list[str] | None = None
-    ) -> _Context:
+    ) -> SolveContext:
         """The same solve on other keypoints (a frame subsample, calibrated targets); its own notes
         unless ``notes`` is given."""
-        return _Context(
+        return SolveContext(
             prepared,
             self.model,
             self.options,
@@ -238,7 +238,7 @@ class _Context:
             memo=self.memo,
         )
 
-    def cut(self, frames) -> _Context:
+    def cut(self, frames) -> SolveContext:
         """The same solve on a subset of the frames (its own notes); the file's transferred pose,
         once computed for every frame, is sliced rather than transferred again."""
         sub = self.with_prepared(self.prepared.cut(frames))
@@ -274,7 +274,7 @@ class _Context:
             self._analytic = self._analytic_blocks(lm_names, lm_t, lm_w)
         return self._analytic
 
-    def rest_context(self) -> _Context:
+    def rest_context(self) -> SolveContext:
         """The same solve for one frame: the file's own rest pose (the pose its bone rotations are
         relative to), as keypoints of the layout with identity rotations. The constant calibrations
         of the rotation transfer are measured on it, so they are the file's, not the frame range's."""
@@ -303,7 +303,7 @@ class _Context:
             up=p.up,
             rotations=SourceRotations(eye, rot.rest, rot.names),
         )
-        at_rest = _Context(
+        at_rest = SolveContext(
             rest, self.model, dataclasses.replace(self.options, rotations="use"), self.betas, []
         )
         self.memo[key] = (rot.rest, at_rest)  # the array kept: its id stays this file's
@@ -410,12 +410,12 @@ def rebase_landmarks(
     return np.where(seen[..., None], moved, lm_t)
 
 
-def _analytic(ctx: _Context):
+def _analytic(ctx: SolveContext):
     ana = ctx.analytic()
     return ana.rotmats, ana.trans, "analytic"
 
 
-def _optimize(ctx: _Context):
+def _optimize(ctx: SolveContext):
     from .optimize import optimize_fit
     from .pose_prior import load_default_prior
 
@@ -432,7 +432,7 @@ def _optimize(ctx: _Context):
     return fit.rotmats, fit.trans, "optimize"
 
 
-def _network(ctx: _Context):
+def _network(ctx: SolveContext):
     """Analytic IK + the residual network (see ``network.infer``), then the anatomical guard:
     frames where the network is worse than analytic IK (``guard.worse_frames``) keep analytic IK."""
     from .network.infer import BLOCK_FRAMES, solve_network_from
@@ -488,7 +488,7 @@ def _network(ctx: _Context):
     return rot, trans, "network"
 
 
-def _leaves_from(ctx: _Context, rot, reference):
+def _leaves_from(ctx: SolveContext, rot, reference):
     """``rot`` with the world rotation of every leaf that landmark keypoints aim (head top, toe and
     finger tips on a joint with no measured child) taken from ``reference`` (analytic IK, which
     fits them); the joints below keep their world rotation. The network never sees landmarks, so
@@ -524,7 +524,7 @@ def _leaves_from(ctx: _Context, rot, reference):
     return local
 
 
-def _landmark_leaves(ctx: _Context) -> set[int]:
+def _landmark_leaves(ctx: SolveContext) -> set[int]:
     """Joints that landmark keypoints aim and that have no measured child (head, feet, hands)."""
     from .network.kinematics import KIDS
 
@@ -540,7 +540,7 @@ def _landmark_leaves(ctx: _Context) -> set[int]:
     }
 
 
-def _unaimed_bones(ctx: _Context) -> set[int]:
+def _unaimed_bones(ctx: SolveContext) -> set[int]:
     """Single-child joints below which no keypoint is measured and no landmark aims (DeepMimic's
     ankles and neck: it has no toe or head point): the keypoints cannot turn them, the file's
     rotations can (eval --real, DeepMimic takes, first 120 frames: feet 13.4/16.5 -> 0.0 deg)."""
@@ -562,7 +562,7 @@ def _unaimed_bones(ctx: _Context) -> set[int]:
     }
 
 
-def _leaf_calibration(ctx: _Context, rot) -> dict[int, torch.Tensor]:
+def _leaf_calibration(ctx: SolveContext, rot) -> dict[int, torch.Tensor]:
     """Per leaf that landmark keypoints aim (head top, toe tips, finger tips on a joint with no
     measured child), the constant rotation C (3, 3), in the leaf's own frame, that turns its
     landmarks' rest offsets onto where they are seen from the leaf posed by ``rot`` (local_leaf ->
@@ -621,7 +621,7 @@ def _aim_leaf(rest_offsets, seen, w, axis=None) -> torch.Tensor:
 SOURCE_AIM_MARGIN_DEG = 2.0
 
 
-def _source_aims_better(ctx: _Context, g_src, rest) -> set[int]:
+def _source_aims_better(ctx: SolveContext, g_src, rest) -> set[int]:
     """Single-child joints whose bone, turned by the source's rotation, points closer to the measured
     bone (mean angle; called on the rest pose, ``rest_context``) than analytic IK's: analytic IK aims
     from the rebuilt joint, and
@@ -648,7 +648,7 @@ def _source_aims_better(ctx: _Context, g_src, rest) -> set[int]:
     return {j for (j, _), b in zip(pairs, better, strict=True) if b}
 
 
-def _with_rotations(ctx: _Context, source: torch.Tensor, base=None):
+def _with_rotations(ctx: SolveContext, source: torch.Tensor, base=None):
     """Analytic IK with each bone's twist taken from the file's transferred bone rotations
     (``source``): every bone points where the keypoints say, and turns about itself as the capture
     says. Per single-child joint j with world bone axis a (analytic IK), the world twist is the part
@@ -718,7 +718,7 @@ SPINE2, SPINE3 = 6, 9
 CHEST_FROM_KEYPOINTS = frozenset({"cmu"})
 
 
-def _chest_onto_keypoints(ctx: _Context, rot, trans):
+def _chest_onto_keypoints(ctx: SolveContext, rot, trans):
     """``rot`` with spine2 swung so that the chest (spine3 and all it carries, its world rotation
     the file's) moves by the weighted mean of what the keypoints it carries miss. The file's thorax
     sets the chest's orientation, but CMU's shoulders and neck ride on its clavicles and lower neck
@@ -756,7 +756,7 @@ def _chest_onto_keypoints(ctx: _Context, rot, trans):
     return out
 
 
-def _refit_translation(ctx: _Context, rot, trans):
+def _refit_translation(ctx: SolveContext, rot, trans):
     """``trans`` moved by the weighted mean of what the position keypoints miss: the least-squares
     translation of the pose ``rot``. The base solve placed the body for its own pelvis and chest;
     the file's rotations turn them (CMU's root and thorax against what the hips and shoulders
@@ -777,7 +777,7 @@ STRATEGIES = {"network": _network, "analytic": _analytic, "optimize": _optimize}
 SOLVERS = tuple(STRATEGIES)
 
 
-def _optimise_step(ctx: _Context, rotmats, trans, iters: int):
+def _optimise_step(ctx: SolveContext, rotmats, trans, iters: int):
     """``iters`` iterations of batched optimisation from a solution (the refine step, written once)."""
     from .optimize import optimize_fit
     from .pose_prior import load_default_prior
@@ -882,7 +882,7 @@ def solve(
         clock.done("shape")
         # the strategy, aimed at the calibrated keypoints where calibration is on (calibration.py)
         cal = calibrated_solve(
-            _Context(denoised, model, opts, b, notes), _run_strategy, opts.calibrate
+            SolveContext(denoised, model, opts, b, notes), _run_strategy, opts.calibrate
         )
         rotmats, trans = cal.rotmats, cal.trans
         clock.done("strategy + calibration")
@@ -918,7 +918,7 @@ def solve(
     )
 
 
-def _feet(ctx: _Context, denoised: PreparedKeypoints, rotmats, trans, mode: str, ground):
+def _feet(ctx: SolveContext, denoised: PreparedKeypoints, rotmats, trans, mode: str, ground):
     """``contacts.plant_feet`` after a solve or a refine (``FeetResult``), noted when it locked.
     The ground comes from the keypoints the solve aimed at (``ctx``'s: the calibrated ones where
     calibration is on): it is read from the heel's fit residual, which against the raw keypoints
@@ -943,7 +943,7 @@ def _feet_note(feet) -> str:
     )
 
 
-def _run_strategy(ctx: _Context):
+def _run_strategy(ctx: SolveContext):
     """(rotmats, trans, solver used, whether the file's rotations gave the twists) of one solve."""
     source = ctx.source_pose() if ctx.options.solver != "optimize" else None
     if source is not None:  # the twist is known: no strategy needs to guess it
@@ -993,7 +993,7 @@ def refine_existing(
     with cpu_threads(model.device), tracking(progress):
         clock = _Clock()
         denoised, noise_mm, smooth_s = _denoise(prepared, smooth, notes)
-        ctx = _Context(denoised, model, opts, b, notes)
+        ctx = SolveContext(denoised, model, opts, b, notes)
         if offsets is not None:
             ctx = calibrated_context(ctx, _run_strategy, offsets)
             notes.append(
@@ -1063,7 +1063,7 @@ def _existing_motion(
     return rot, b, tr.reshape(t, 3)
 
 
-def _refined(ctx: _Context, rot, tr, passes: int, refine: int):
+def _refined(ctx: SolveContext, rot, tr, passes: int, refine: int):
     """(rotmats, trans) after the network plug-in passes (with the file's twist and leaves where it
     has bone rotations) and ``refine`` iterations of optimisation, each noted."""
     new_rot, new_tr = rot, tr
@@ -1091,7 +1091,7 @@ def _refined(ctx: _Context, rot, tr, passes: int, refine: int):
 REFINE_TOLERANCE = 0.02
 
 
-def _plugin_passes(ctx: _Context, rot, passes: int):
+def _plugin_passes(ctx: SolveContext, rot, passes: int):
     """Network plug-in passes from ``rot`` at the keypoints, completed by the analytic joints."""
     from .network import refine_network
 
@@ -1116,7 +1116,7 @@ def _plugin_passes(ctx: _Context, rot, passes: int):
 PLUGIN_BLOCK = 2048
 
 
-def _keep_better(ctx: _Context, given: PreparedKeypoints, old, new, offsets=None):
+def _keep_better(ctx: SolveContext, given: PreparedKeypoints, old, new, offsets=None):
     """Per frame the refined (rotmats, trans) ``new`` unless the given ``old`` is better (see
     ``refine_existing``); notes how many frames kept the given pose."""
     model, ana = ctx.model, ctx.analytic()

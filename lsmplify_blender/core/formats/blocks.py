@@ -30,7 +30,7 @@ from ..keypoints import KeypointSequence
 from ._common import check_file, finalize, parse_floats
 from .arrays import as_tj3
 from .bvh import (
-    _FTIME_RE,
+    FRAME_TIME_RE,
     BvhData,
     bvh_forward_kinematics,
     bvh_sequence,
@@ -133,7 +133,7 @@ class BvhBlocks:
                 try:
                     head = parse_bvh_header(text, self.where)
                 except InputError:
-                    if not more or _FTIME_RE.search(text):  # the header is all there: wrong
+                    if not more or FRAME_TIME_RE.search(text):  # the header is all there: wrong
                         raise
                 if head is not None and head.body_start < len(text):
                     codec = "utf-8" if bom is not None else "latin-1"

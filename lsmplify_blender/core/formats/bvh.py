@@ -211,7 +211,7 @@ _MOTION_RE = re.compile(r"^[ \t]*MOTION[ \t]*\r?$", re.MULTILINE | re.IGNORECASE
 _FRAMES_RE = re.compile(
     r"^[ \t]*Frames[ \t]*:?[ \t]*(\S+)[ \t]*\r?\n", re.MULTILINE | re.IGNORECASE
 )
-_FTIME_RE = re.compile(
+FRAME_TIME_RE = re.compile(
     r"^[ \t]*Frame[ \t]+Time[ \t]*:?[ \t]*(\S+)[ \t]*(\r?\n|$)", re.MULTILINE | re.IGNORECASE
 )
 
@@ -270,7 +270,7 @@ def parse_bvh_header(text: str, where: str = "BVH") -> BvhHeader:
         raise InputError(f"{where}: not a BVH file (no HIERARCHY / MOTION sections).")
     nodes, n_channels = _parse_hierarchy(text[: m.start()], where)
     fm = _FRAMES_RE.search(text, m.end())  # offsets into text: a long take is never copied whole
-    tm = _FTIME_RE.search(text, m.end())
+    tm = FRAME_TIME_RE.search(text, m.end())
     if fm is None or tm is None or fm.start() > tm.start():
         raise InputError(
             f"{where}: the MOTION section must begin with 'Frames: N' and "
