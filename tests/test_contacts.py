@@ -70,18 +70,9 @@ def test_locked_feet_skate_less_and_stay_above_the_ground(model, walk, walk_solv
     assert on.feet["skate_mm_s"] < 0.5 * off.feet["skate_mm_s"]
     # measured here: the planted point (ankle while only the heel is down, ball of the foot while
     # only the toe is, both while both are) of each foot, over that foot's contact frames
-    det = contacts.detect_contacts(walk)
-    measured = {}
-    for mode, sol in (("on", on), ("off", off)):
-        joints = model.joints(sol.rotmats, sol.betas, sol.trans).numpy()
-        speeds = []
-        for f in (0, 1):
-            heel, toe = det.heel[:, f], det.toe[:, f]
-            v_ankle = horizontal_speed(joints[:, 7 + f], walk.fps)
-            v_ball = horizontal_speed(joints[:, 10 + f], walk.fps)
-            v = np.where(heel & toe, (v_ankle + v_ball) / 2, np.where(heel, v_ankle, v_ball))
-            speeds.append(v[heel | toe].mean())
-        measured[mode] = float(np.mean(speeds)) * 1000
+    measured = {
+        mode: _planted_speed_mm_s(model, walk, sol) for mode, sol in (("on", on), ("off", off))
+    }
     assert measured["on"] < 0.5 * measured["off"]
     assert measured["on"] == pytest.approx(on.feet["skate_mm_s"], abs=0.1)
     # the whole mesh (every vertex, not the hull subset the step checks) above ground - 1 cm
