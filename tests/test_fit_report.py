@@ -34,9 +34,8 @@ def test_report_of_a_calibrated_cmu_take(model, take):
     assert rep.calibrated and rep.keypoint_names == list(CMU.keypoints)
     js = rep.to_json()
     assert js["fit_error_mm_per_keypoint"]["ltibia"] < 15.0
-    assert (
-        js["fit_error_mm_per_keypoint_raw"]["thorax"] > 100.0
-    )  # CMU's thorax is not SMPL's spine2
+    # CMU's thorax is not SMPL's spine2
+    assert js["fit_error_mm_per_keypoint_raw"]["thorax"] > 100.0
     assert "head_end" not in js["fit_error_mm_per_keypoint"]  # an end point: a direction only
     assert {"neck", "head", "left_upper_arm", "left_thigh", "left_toes"} <= set(
         js["segment_direction_deg"]
