@@ -50,12 +50,13 @@ TORSO = [
 ]
 _TORSO_INDEX = torch.tensor(TORSO, dtype=torch.long)
 # joint whose twist is set so its child bends about a hinge: (joint, child, grandchild, hinge axis
-# in the child's rest frame). SMPL's rest frames are world-aligned: knees flex about X, elbows
-# (T-pose, palms down) about Y.
+# in the child's rest frame, signed so that flexion is a positive turn about it). SMPL's rest
+# frames are world-aligned and the body faces +Z: a knee flexes about +X (the shin swings back), an
+# elbow in the T-pose about -Y on the left and +Y on the right (the forearm swings forward).
 HINGES = (
     (1, 4, 7, (1.0, 0, 0)),
     (2, 5, 8, (1.0, 0, 0)),
-    (16, 18, 20, (0, 1.0, 0)),
+    (16, 18, 20, (0, -1.0, 0)),
     (17, 19, 21, (0, 1.0, 0)),
 )
 # Hand-set constants (none is fitted to data):
@@ -74,6 +75,9 @@ AIM_DRIFT_SPAN = 0.5
 #   the hinge plane is undefined) and full from 0.15 (~8.6 degrees; commit c680afb).
 HINGE_FADE_START = 0.03
 HINGE_FADE_SPAN = 0.12
+# - a bend with sin(bend) above 0.26 (15 degrees) is taken to be flexion: knees and elbows
+#   hyperextend by 0-10 degrees at most (``_hinge_root``).
+HINGE_FLEXION_SURE = 0.26
 
 
 @dataclass
@@ -145,12 +149,62 @@ def _twist_to_fit(axis, rest_vecs, target_vecs, w):
     return torch.atan2(sin, cos)
 
 
-def _hinge_twist(axis, swing, e, hinge, child_bone):
+def _flexion(axis, swing, e, hinge, child_bone, phi):
+    """Signed bend (~ sin, positive = flexion about ``hinge``) the child needs to reach ``e`` after
+    the joint turns by ``swing`` and then ``phi`` about ``axis``."""
+    turned = axis_angle_to_matrix(axis * phi[:, None]) @ swing
+    e_joint = (turned.transpose(-1, -2) @ e[..., None])[..., 0]
+    bend = torch.cross(normalize(child_bone), normalize(e_joint), dim=-1)
+    return (bend * hinge).sum(-1)
+
+
+def _hinge_root(p1, p2, bend, frames: int, limb) -> torch.Tensor:
+    """Which of the two hinge twists ``p1``, ``p2`` (rows, joint-major: ``frames`` per joint in time
+    order) to take.
+
+    The two roots bend the child by the same angle, one forwards (flexion) and one backwards, and
+    their twists differ by about 180 degrees. A limb bent past ``HINGE_FLEXION_SURE`` can only be
+    flexed: that root is sure. A nearly straight one (where the twist fades out, ``_hinge_twist``)
+    takes the smaller twist, as the roots come together there and neither is known. One between
+    the two (a few degrees of hyperextension are real) follows the root it was on from the last
+    sure frame (or back from the next one) without a straight frame in between, frame to frame, as
+    a bone's twist moves on smoothly: the track keeps its label (p1 or p2) unless the other root
+    is nearer the one it had. In closed form: the label flips at each swap, so it is the sure
+    frame's label XOR the swaps counted since (a cumulative sum).
+    """
+    f1, f2 = (_flexion(*limb, p) for p in (p1, p2))
+    shape = (-1, frames)
+    sure = (bend > HINGE_FLEXION_SURE).reshape(shape)
+    straight = (bend <= HINGE_FADE_START + HINGE_FADE_SPAN).reshape(shape)
+    sure_is_p2 = (f2 > f1).reshape(shape)
+    r1, r2 = p1.reshape(shape), p2.reshape(shape)
+
+    def gap(a, b):  # wrapped angular distance
+        return torch.remainder(a - b + torch.pi, 2 * torch.pi).sub(torch.pi).abs()
+
+    swap = torch.zeros_like(sure)
+    swap[:, 1:] = gap(r1[:, 1:], r1[:, :-1]) > gap(r2[:, 1:], r1[:, :-1])
+    count = swap.long().cumsum(-1)
+    t = torch.arange(frames, device=p1.device).expand_as(sure)
+    event = sure | straight  # a track starts at a sure frame and ends at a straight one
+    last = torch.where(event, t, -1).cummax(-1).values
+    nxt = torch.where(event, t, frames).flip(-1).cummin(-1).values.flip(-1)
+    from_last = (last >= 0) & sure.gather(-1, last.clamp(0, frames - 1))
+    from_next = (nxt < frames) & sure.gather(-1, nxt.clamp(max=frames - 1))
+    src = torch.where(from_last, last, nxt).clamp(0, frames - 1)
+    swaps = (count - count.gather(-1, src)).abs()  # swaps between the sure frame and this one
+    label = sure_is_p2.gather(-1, src) ^ (swaps % 2 == 1)
+    tracked = torch.where(label, r2, r1)
+    smaller = torch.where(r1.abs() <= r2.abs(), r1, r2)
+    return torch.where(from_last | from_next, tracked, smaller).reshape(-1)
+
+
+def _hinge_twist(axis, swing, e, hinge, child_bone, frames: int):
     """Twist about ``axis`` after ``swing`` so the child's target ``e`` needs only a hinge bend.
 
     Solves A cos(phi) + B sin(phi) = C - D for the component of the child's local target
-    along the hinge; of the two roots, the smaller twist. Fades to zero as the limb
-    straightens, where the hinge plane is undefined.
+    along the hinge; of the two roots, the one ``_hinge_root`` picks. Fades to zero as the limb
+    straightens, where the hinge plane is undefined. Rows are joint-major, ``frames`` per joint.
     """
     hs = (swing @ hinge[..., None])[..., 0].expand_as(e)
     h_par = (hs * axis).sum(-1, keepdim=True) * axis
@@ -169,8 +223,8 @@ def _hinge_twist(axis, swing, e, hinge, child_bone):
         return torch.remainder(x + torch.pi, 2 * torch.pi) - torch.pi
 
     p1, p2 = wrap(alpha + beta), wrap(alpha - beta)
-    phi = torch.where(p1.abs() <= p2.abs(), p1, p2)
     bend = rho / e_len  # ~ sin of the bend angle
+    phi = _hinge_root(p1, p2, bend, frames, (axis, swing, e, hinge, child_bone))
     return phi * ((bend - HINGE_FADE_START) / HINGE_FADE_SPAN).clamp(0.0, 1.0)
 
 
@@ -316,7 +370,7 @@ def _swing_and_twist(grp: _Group, aim: _Aim, rv, tv, w, rest, targets, weight, h
             aim.pos + (aim.frame @ (swing @ grp.per_joint(rest[cs] - rest[js])[..., None]))[..., 0]
         )
         e = (aim.inv @ (grp.of(targets, gs) - pos_c)[..., None])[..., 0]
-        phi = _hinge_twist(axis, swing, e, hinge, grp.per_joint(rest[gs] - rest[cs]))
+        phi = _hinge_twist(axis, swing, e, hinge, grp.per_joint(rest[gs] - rest[cs]), grp.frames)
         phi = torch.where(grp.of(weight, gs) > 0, phi, torch.zeros_like(phi))
     return swing if phi is None else axis_angle_to_matrix(axis * phi[:, None]) @ swing
 

@@ -38,6 +38,8 @@ class Layout:
     aim_only: frozenset[str] = (
         frozenset()
     )  # keypoints that give a direction, not a position (bone ends)
+    # (keypoint, the keypoint it must stay rigid with to be used): ``prepare.drop_loose_points``
+    rigid_with: tuple[tuple[str, str], ...] = ()
 
     def aim_only_mask(self) -> np.ndarray:
         """(K,) bool: keypoints used to aim a leaf only, never as a position to fit."""
@@ -104,14 +106,21 @@ def normalize_name(name: str) -> str:
     return re.sub(r"[\s_\-.]", "", n).lower()
 
 
-def _layout(name, title, table, extra_aliases=(), trust=None, aim_only=()):
+def _layout(name, title, table, extra_aliases=(), trust=None, aim_only=(), rigid_with=None):
     keypoints = tuple(k for k, _ in table)
     aliases = {normalize_name(k): k for k in keypoints}
     for alias, target in extra_aliases:
         aliases[normalize_name(alias)] = target
     t = tuple((trust or {}).get(k, 1.0) for k in keypoints)
     return Layout(
-        name, title, keypoints, tuple(d for _, d in table), aliases, t, frozenset(aim_only)
+        name,
+        title,
+        keypoints,
+        tuple(d for _, d in table),
+        aliases,
+        t,
+        frozenset(aim_only),
+        tuple((rigid_with or {}).items()),
     )
 
 
@@ -339,6 +348,12 @@ _CMU_END_TRUST = {
     k: 0.5 for s in "lr" for k in (f"{s}toes_end", f"{s}fingers_end", f"{s}thumb_end")
 }
 _CMU_END_TRUST["head_end"] = 0.7
+# The thumb's end turns the palm about its long axis only while it moves with the palm. In the
+# ASF skeletons and most BVH conversions it does (its distance to the finger end is constant),
+# but some files give the thumb a joint of its own that moves (131_0x's RThumb hangs off the
+# wrist node, not the hand; the FBX rig of 49_08): there the distance to the finger end varies by
+# 30-50 % over the take, and fitting the palm to it turned the hands 55-72 deg off on average.
+_CMU_RIGID_WITH = {f"{s}thumb_end": f"{s}fingers_end" for s in "lr"}
 # CMU BVH conversions come in dialects that reuse the same words for different joints:
 # cgspeed's (LeftUpLeg, Spine1, Neck = lower neck, LeftShoulder = clavicle), the one with
 # LeftHip/Chest2/lowerneck (Neck = upper neck, LeftShoulder = shoulder joint), and Mixamo
@@ -426,6 +441,7 @@ CMU = _layout(
     _CMU_CGSPEED + _CMU_ENDS,
     trust={"upperback": 0.3, "thorax": 0.3, "upperneck": 0.5, **_CMU_END_TRUST},
     aim_only=_CMU_END_TRUST,
+    rigid_with=_CMU_RIGID_WITH,
 )
 _CMU_DIALECTS: dict[str | None, dict[str, str]] = {
     "mixamo": {normalize_name(a): k for a, k in _CMU_MIXAMO},

@@ -35,6 +35,13 @@ from .model.axes import z_up_to_y_up
 from .shape_inverse import BONES
 
 GAP_WEIGHT = 0.3
+# A keypoint that must stay rigid with another (``Layout.rigid_with``) is not used in frames where
+# their distance is more than LOOSE_TOLERANCE of its median over the take away from it, nor at
+# all when more than LOOSE_SHARE of the frames are (the point has a joint of its own that moves,
+# so even the frames near the median say nothing). On the CMU files here a rigid thumb is loose in
+# 0-3 % of the frames (glitches), a moving one in 18-86 %.
+LOOSE_TOLERANCE = 0.1
+LOOSE_SHARE = 0.1
 # Which measured keypoints each use takes, by the layout's trust (``Layout.trust``; 1 = the
 # keypoint is its joint). Bone lengths: only exact keypoints (CMU's and DeepMimic's spine and
 # neck nodes are spaced unlike SMPL's). Aim origins (``analytic_ik._Aim``, commit a5c9494): the
@@ -215,6 +222,31 @@ def drop_stacked_joints(positions_m, weight, layout) -> list[str]:
     return dropped
 
 
+def drop_loose_points(positions_m, weight, measured, layout) -> list[str]:
+    """Unweight (in place) the samples of each ``Layout.rigid_with`` keypoint that is not held at
+    its usual distance from its anchor (``LOOSE_TOLERANCE``); a note for each one dropped."""
+    notes = []
+    index = {k: i for i, k in enumerate(layout.keypoints)}
+    for key, anchor in layout.rigid_with:
+        k, a = index[key], index[anchor]
+        both = measured[:, k] & measured[:, a]
+        if not both.any():
+            continue
+        dist = np.linalg.norm(positions_m[:, k] - positions_m[:, a], axis=-1)
+        usual = float(np.median(dist[both]))
+        loose = both & (np.abs(dist - usual) > LOOSE_TOLERANCE * max(usual, 1e-9))
+        if loose.sum() > LOOSE_SHARE * both.sum():
+            loose = measured[:, k].copy()
+        if loose.any():
+            weight[loose, k] = 0.0
+            measured[loose, k] = False
+            notes.append(
+                f"{key}: not held rigid with {anchor} in {int(loose.sum())} of {len(loose)} frames "
+                "(it moves on its own in this file), so it does not turn its body part there"
+            )
+    return notes
+
+
 def check_human_like(positions_m, weight, layout, model: BodyModel, max_ratio: float = 2.2) -> None:
     """Refuse skeletons whose bone proportions are far from any human's, saying which bones.
 
@@ -349,6 +381,7 @@ def prepare(
     pos, conf = fill_gaps(np.nan_to_num(pos), conf)
     if gaps:
         notes.append(f"filled {gaps} missing keypoint samples by interpolation over time")
+    notes += drop_loose_points(pos, conf, measured, lay)
     return PreparedKeypoints(
         layout=lay,
         positions=pos,
