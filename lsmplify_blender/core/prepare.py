@@ -236,14 +236,14 @@ def drop_loose_points(positions_m, weight, measured, layout) -> list[str]:
         usual = float(np.median(dist[both]))
         loose = both & (np.abs(dist - usual) > LOOSE_TOLERANCE * max(usual, 1e-9))
         if loose.sum() > LOOSE_SHARE * both.sum():
-            loose = measured[:, k].copy()
-        if loose.any():
-            weight[loose, k] = 0.0
-            measured[loose, k] = False
             notes.append(
-                f"{key}: not held rigid with {anchor} in {int(loose.sum())} of {len(loose)} frames "
-                "(it moves on its own in this file), so it does not turn its body part there"
+                f"{key} is not used: its distance to {anchor} changes over the take in "
+                f"{int(loose.sum())} of {int(both.sum())} frames (it has a joint of its own that "
+                "moves), so it cannot say how its body part turns"
             )
+            loose = measured[:, k].copy()
+        weight[loose, k] = 0.0  # a glitch frame or two of a rigid point: dropped without a word
+        measured[loose, k] = False
     return notes
 
 
