@@ -27,9 +27,16 @@ from .skeleton import SMPL_PARENTS, levels_of
 
 def selector(ids: Sequence[int]):
     """A slice when ``ids`` are consecutive (SMPL's levels all are: basic indexing, no gather or
-    scatter kernel), else the index tensor for ``index_select`` / ``index_copy_``."""
-    ids = list(ids)
-    if ids == list(range(ids[0], ids[0] + len(ids))):
+    scatter kernel), else the index tensor for ``index_select`` / ``index_copy_`` (made once per
+    set of ids and shared: callers only read it)."""
+    return _selector(tuple(int(i) for i in ids))
+
+
+@functools.lru_cache(maxsize=1024)
+def _selector(ids: tuple[int, ...]):
+    # analytic IK asks for the same few dozen sets on every call (~12 calls a calibrated solve):
+    # building the tensor each time was a few aten ops per group and call
+    if ids == tuple(range(ids[0], ids[0] + len(ids))):
         return slice(ids[0], ids[0] + len(ids))
     return torch.tensor(ids, dtype=torch.long)
 

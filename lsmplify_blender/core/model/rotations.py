@@ -100,7 +100,7 @@ def matrix_to_quaternion(m: torch.Tensor) -> torch.Tensor:
     diag = torch.stack([trace, m00, m11, m22], -1)
     best = diag.argmax(-1)
     q = torch.gather(cands, -2, best[..., None, None].expand(best.shape + (1, 4))).squeeze(-2)
-    q = q / q.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+    q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(_EPS)
     return q * torch.where(q[..., :1] < 0, -1.0, 1.0).to(q.dtype)
 
 
@@ -108,7 +108,7 @@ def matrix_to_quaternion(m: torch.Tensor) -> torch.Tensor:
 def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
     """Quaternion (..., 4) (normalised here) -> rotation matrix (..., 3, 3), the standard
     homogeneous form R = (w^2 - |v|^2) I + 2 v v^T + 2 w [v]x written out."""
-    q = q / q.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+    q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(_EPS)
     w, x, y, z = q.unbind(-1)
     return torch.stack(
         [
@@ -132,7 +132,7 @@ def quaternion_to_axis_angle(q: torch.Tensor) -> torch.Tensor:
     (w >= 0 first, so the angle is in [0, pi]); 2 v / w near the identity."""
     q = q * torch.where(q[..., :1] < 0, -1.0, 1.0).to(q.dtype)
     vec = q[..., 1:]
-    s = vec.norm(dim=-1, keepdim=True)
+    s = torch.linalg.vector_norm(vec, dim=-1, keepdim=True)
     angle = 2 * torch.atan2(s, q[..., :1])
     scale = torch.where(s < 1e-6, 2.0 / q[..., :1].clamp_min(_EPS), angle / s.clamp_min(_EPS))
     return vec * scale
@@ -147,7 +147,7 @@ def matrix_to_axis_angle(m: torch.Tensor) -> torch.Tensor:
 @numpy_or_torch
 def axis_angle_to_quaternion(aa: torch.Tensor) -> torch.Tensor:
     """Axis-angle (..., 3) -> quaternion (cos(t/2), sin(t/2) aa / t) (..., 4)."""
-    angle = aa.norm(dim=-1, keepdim=True)
+    angle = torch.linalg.vector_norm(aa, dim=-1, keepdim=True)
     half = angle / 2
     scale = torch.where(
         angle < 1e-6, 0.5 - angle * angle / 48, torch.sin(half) / angle.clamp_min(_EPS)
@@ -166,9 +166,9 @@ def rotation_6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
     """6D (..., 6) -> rotation matrix (..., 3, 3) (Zhou et al. 2019): Gram-Schmidt on the two
     stored columns, b1 = a1 / |a1|, b2 = unit(a2 - (b1.a2) b1), and b3 = b1 x b2."""
     a1, a2 = d6[..., :3], d6[..., 3:]
-    b1 = a1 / a1.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+    b1 = a1 / torch.linalg.vector_norm(a1, dim=-1, keepdim=True).clamp_min(_EPS)
     b2 = a2 - (b1 * a2).sum(-1, keepdim=True) * b1
-    b2 = b2 / b2.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+    b2 = b2 / torch.linalg.vector_norm(b2, dim=-1, keepdim=True).clamp_min(_EPS)
     b3 = torch.cross(b1, b2, dim=-1)
     return torch.stack([b1, b2, b3], -1)
 
@@ -176,7 +176,7 @@ def rotation_6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
 @numpy_or_torch
 def normalize(v: torch.Tensor) -> torch.Tensor:
     """v / |v| over the last axis (zero vectors stay zero)."""
-    return v / v.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+    return v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(_EPS)
 
 
 @numpy_or_torch
@@ -209,7 +209,9 @@ def swing_rotation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         -1,
     ).reshape(a.shape[:-1] + (3, 3))
     anti = (1 + c) < 1e-6
-    degenerate = (a.norm(dim=-1) < 1e-9) | (b.norm(dim=-1) < 1e-9)
+    degenerate = (torch.linalg.vector_norm(a, dim=-1) < 1e-9) | (
+        torch.linalg.vector_norm(b, dim=-1) < 1e-9
+    )
     if bool(anti.any() | degenerate.any()):
         # near-antiparallel: a half turn about any axis perpendicular to a, 2 p p^T - I
         ref = torch.where(
@@ -333,7 +335,7 @@ def _horn_quaternion(h: torch.Tensor, bound: torch.Tensor):
     diag = torch.stack([entries[0], entries[5], entries[10], entries[15]], 0)
     best = diag.abs().argmax(0)  # (B,) the best-conditioned column
     col = torch.gather(adj, 1, best[None, None].expand(4, 1, -1))[:, 0].T  # (B, 4)
-    norm = col.norm(dim=-1)
+    norm = torch.linalg.vector_norm(col, dim=-1)
     ok = norm > 1e-9 * bound.clamp_min(1e-30) ** 3
     return col / norm.clamp_min(1e-300)[:, None], ok
 
