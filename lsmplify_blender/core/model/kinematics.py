@@ -144,6 +144,18 @@ def global_rotations(rotmats: torch.Tensor, parents: Sequence[int] = SMPL_PARENT
 
 
 @numpy_or_torch
+def local_rotations(glob: torch.Tensor, parents: Sequence[int] = SMPL_PARENTS) -> torch.Tensor:
+    """R_j = G_parent(j)^T G_j, R_root = G_root (B, J, 3, 3): the local rotations whose forward
+    kinematics gives the world rotations ``glob`` (B, J, 3, 3) (``global_rotations`` undone), for
+    every joint at once."""
+    par = [p if p >= 0 else j for j, p in enumerate(parents)]
+    local = glob[:, par].transpose(-1, -2) @ glob
+    roots = [j for j, p in enumerate(parents) if p < 0]
+    local[:, roots] = glob[:, roots]
+    return local
+
+
+@numpy_or_torch
 def rest_positions(offsets: torch.Tensor, parents: Sequence[int]) -> torch.Tensor:
     """Joint positions (J, 3) or (B, J, 3) of a tree at rest from its bone offsets: p_j = p_parent + o_j."""
     flat = offsets.reshape((-1,) + offsets.shape[-2:])
