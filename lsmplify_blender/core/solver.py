@@ -674,18 +674,19 @@ def _with_rotations(ctx: SolveContext, source: torch.Tensor, base=None):
     leaves = _landmark_leaves(ctx) | {j for j in range(24) if not KIDS[j]} | _unaimed_bones(ctx)
     whole = leaves | aims_better
     g = g_a.clone()
-    for j in range(24):
-        if j in whole:  # the source's whole orientation (leaves re-aimed below)
-            g[:, j] = g_s[:, j]
-        elif (
-            len(KIDS[j]) > 1
-        ):  # pelvis, spine3: the source's motion on analytic IK's rest orientation
-            g[:, j] = g_s[:, j] @ g_s0[0, j].transpose(-1, -2) @ g_a0[0, j]
-        elif len(KIDS[j]) == 1:
-            axis = normalize((g_a[:, j] @ (rest[0, KIDS[j][0]] - rest[0, j])[:, None])[..., 0])
-            q = matrix_to_quaternion(g_s[:, j] @ g_a[:, j].transpose(-1, -2))
-            phi = 2 * torch.atan2((q[:, 1:] * axis).sum(-1), q[:, 0])
-            g[:, j] = axis_angle_to_matrix(axis * phi[:, None]) @ g_a[:, j]
+    # each kind of joint in one batch (S joints x T frames), the same arithmetic joint by joint
+    src = sorted(whole)  # the source's whole orientation (leaves re-aimed below)
+    multi = [j for j in range(24) if j not in whole and len(KIDS[j]) > 1]
+    single = [j for j in range(24) if j not in whole and len(KIDS[j]) == 1]
+    g[:, src] = g_s[:, src]
+    if multi:  # pelvis, spine3: the source's motion on analytic IK's rest orientation
+        g[:, multi] = g_s[:, multi] @ g_s0[0, multi].transpose(-1, -2) @ g_a0[0, multi]
+    if single:
+        bone = rest[0, [KIDS[j][0] for j in single]] - rest[0, single]
+        axis = normalize((g_a[:, single] @ bone[..., None])[..., 0])
+        q = matrix_to_quaternion(g_s[:, single] @ g_a[:, single].transpose(-1, -2))
+        phi = 2 * torch.atan2((q[..., 1:] * axis).sum(-1), q[..., 0])
+        g[:, single] = axis_angle_to_matrix(axis * phi[..., None]) @ g_a[:, single]
     rot = local_rotations(g)
     for j, c in leaf_calibration.items():
         rot[:, j] = rot[:, j] @ c

@@ -16,6 +16,8 @@ import torch
 from .backend import numpy_or_torch
 
 _EPS = 1e-8
+# the entries on and above the diagonal of a 3x3 matrix (``swing_rotation``)
+_UPPER = torch.ones(3, 3, dtype=torch.bool).triu()
 
 
 @numpy_or_torch
@@ -188,30 +190,22 @@ def swing_rotation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     Antiparallel inputs get a half turn about an axis perpendicular to ``a``; zero-length
     inputs give the identity (an unobserved bone leaves its joint at rest).
     """
-    a_n, b_n = normalize(a), normalize(b)
+    # normalize's arithmetic, the norms kept for the degenerate test below
+    len_a = torch.linalg.vector_norm(a, dim=-1, keepdim=True)
+    len_b = torch.linalg.vector_norm(b, dim=-1, keepdim=True)
+    a_n, b_n = a / len_a.clamp_min(_EPS), b / len_b.clamp_min(_EPS)
     v = torch.cross(a_n, b_n, dim=-1)
     c = (a_n * b_n).sum(-1)
-    # R = c I + [v]x + v v^T / (1 + c): Rodrigues with sin = |v|, cos = c, no trig or quaternion
-    k = 1.0 / (1.0 + c).clamp_min(1e-6)
+    # R = c I + [v]x + v v^T / (1 + c): Rodrigues with sin = |v|, cos = c, no trig or quaternion.
+    # Written with whole matrices (a few ops instead of three per entry): k v_i v_j for i <= j,
+    # mirrored below the diagonal, so each entry is the same product (k v_i) v_j as entry by entry
+    kv = (1.0 / (1.0 + c).clamp_min(1e-6))[..., None] * v
+    outer = kv[..., :, None] * v[..., None, :]
+    outer = torch.where(_UPPER.to(a.device), outer, outer.transpose(-1, -2))
     vx, vy, vz = v.unbind(-1)
-    r = torch.stack(
-        [
-            c + k * vx * vx,
-            k * vx * vy - vz,
-            k * vx * vz + vy,
-            k * vx * vy + vz,
-            c + k * vy * vy,
-            k * vy * vz - vx,
-            k * vx * vz - vy,
-            k * vy * vz + vx,
-            c + k * vz * vz,
-        ],
-        -1,
-    ).reshape(a.shape[:-1] + (3, 3))
+    r = outer + torch.stack([c, -vz, vy, vz, c, -vx, -vy, vx, c], -1).reshape(a.shape[:-1] + (3, 3))
     anti = (1 + c) < 1e-6
-    degenerate = (torch.linalg.vector_norm(a, dim=-1) < 1e-9) | (
-        torch.linalg.vector_norm(b, dim=-1) < 1e-9
-    )
+    degenerate = (len_a[..., 0] < 1e-9) | (len_b[..., 0] < 1e-9)
     if bool(anti.any() | degenerate.any()):
         # near-antiparallel: a half turn about any axis perpendicular to a, 2 p p^T - I
         ref = torch.where(
