@@ -81,11 +81,12 @@ class Layout:
                     landmarks.append(key)
                 row[key] = row.get(key, 0.0) + 1.0 / len(terms)
             rows.append(row)
-        w = torch.zeros(len(rows), 24 + len(landmarks), dtype=model.dtype, device=model.device)
+        # filled in numpy, then one tensor (entry by entry in torch was an op each, ~50 a call)
+        w = np.zeros((len(rows), 24 + len(landmarks)))
         for k, row in enumerate(rows):
             for key, val in row.items():
                 w[k, key if isinstance(key, int) else 24 + landmarks.index(key)] = val
-        return w, landmarks
+        return torch.as_tensor(w, dtype=model.dtype, device=model.device), landmarks
 
     def generate(self, model: BodyModel, rotmats: torch.Tensor, betas, trans=None) -> torch.Tensor:
         """Keypoints (B, K, 3) of this layout for SMPL parameters; unsupported ones are NaN."""

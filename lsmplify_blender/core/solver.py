@@ -962,8 +962,10 @@ def _run_strategy(ctx: SolveContext):
     """(rotmats, trans, solver used, whether the file's rotations gave the twists) of one solve."""
     source = ctx.source_pose() if ctx.options.solver != "optimize" else None
     if source is not None:  # the twist is known: no strategy needs to guess it
-        rotmats, trans = _with_rotations(ctx, source)
-        return rotmats, trans, ctx.options.solver, True
+        # no gradient flows through it: inference mode, as analytic IK's (``solve_analytic``)
+        with torch.inference_mode():
+            rotmats, trans = _with_rotations(ctx, source)
+        return rotmats.clone(), trans.clone(), ctx.options.solver, True
     rotmats, trans, used = STRATEGIES[ctx.options.solver](ctx)
     return rotmats, trans, used, False
 

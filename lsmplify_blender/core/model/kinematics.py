@@ -38,7 +38,8 @@ def _selector(ids: tuple[int, ...]):
     # building the tensor each time was a few aten ops per group and call
     if ids == tuple(range(ids[0], ids[0] + len(ids))):
         return slice(ids[0], ids[0] + len(ids))
-    return torch.tensor(ids, dtype=torch.long)
+    with torch.inference_mode(False):  # kept for autograd too, though first asked for in IK's
+        return torch.tensor(ids, dtype=torch.long)
 
 
 def parent_selector(ids: Sequence[int]):
