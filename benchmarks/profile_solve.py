@@ -31,12 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-from bench_speed import _take_path, _tiled  # noqa: E402
+from bench_speed import take_path, tiled
 
-from lsmplify_blender.core import analytic_ik, solver  # noqa: E402
-from lsmplify_blender.core.body_model import BodyModel, load_model_data  # noqa: E402
-from lsmplify_blender.core.formats import read_keypoints  # noqa: E402
-from lsmplify_blender.core.prepare import prepare  # noqa: E402
+from lsmplify_blender.core import analytic_ik, solver
+from lsmplify_blender.core.body_model import BodyModel, load_model_data
+from lsmplify_blender.core.formats import read_keypoints
+from lsmplify_blender.core.prepare import prepare
 
 IK_LABEL = "analytic_ik.solve_analytic"
 
@@ -91,9 +91,7 @@ def op_profile(prepared, model, name: str, top: int) -> None:
     ops = sum(e.count for e in events if e.key.startswith("aten::"))
     ik = [e for e in events if e.key == IK_LABEL]
     calls = ik[0].count if ik else 0
-    ik_ops = sum(
-        1 for e in prof.events() if e.name.startswith("aten::") and _under(e, IK_LABEL)
-    )
+    ik_ops = sum(1 for e in prof.events() if e.name.startswith("aten::") and _under(e, IK_LABEL))
     per_call = f"{ik_ops / calls:,.0f}" if calls else "-"
     print(
         f"profiled solve: {ops:,} aten ops; {calls} solve_analytic call(s), {ik_ops:,} aten ops "
@@ -119,14 +117,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = BodyModel(load_model_data(None))
-    take = prepare(read_keypoints(_take_path()), model)
+    take = prepare(read_keypoints(take_path()), model)
     print(
-        f"{_take_path().name} ({take.num_frames} frames, {take.layout.name}), 1 thread, "
+        f"{take_path().name} ({take.num_frames} frames, {take.layout.name}), 1 thread, "
         f"torch {torch.__version__}, load average {os.getloadavg()[0]:.2f}"
     )
     for case in args.cases.split(","):
         name, frames = case.split(":")
-        prepared = _tiled(take, int(frames))
+        prepared = tiled(take, int(frames))
         print(f"\n## {name}, {int(frames):,} frames\n")
         stage_table(prepared, model, name, args.repeats)
         op_profile(prepared, model, name, args.top)

@@ -418,8 +418,8 @@ def solve_analytic(
     target. Torso joints filled in by ``complete_targets`` never count as measured."""
     dt, dev = model.dtype, model.device
     # No gradient flows through analytic IK (callers start optimisers from it): inference mode
-    # spares every one of its ~6,000 small ops autograd's bookkeeping (a 1-frame call 31 -> 26 ms
-    # CPU on this machine). Its results are copied out as ordinary tensors below.
+    # spares each of its ~6,000 small ops autograd's bookkeeping (benchmarks/profile_solve.py counts
+    # them per call). Its results are copied out as ordinary tensors below.
     with torch.inference_mode():
         targets = torch.as_tensor(targets, dtype=dt, device=dev)
         weight = torch.as_tensor(weight, dtype=dt, device=dev)

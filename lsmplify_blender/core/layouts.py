@@ -81,7 +81,7 @@ class Layout:
                     landmarks.append(key)
                 row[key] = row.get(key, 0.0) + 1.0 / len(terms)
             rows.append(row)
-        # filled in numpy, then one tensor (entry by entry in torch was an op each, ~50 a call)
+        # filled in numpy, then one tensor (entry by entry in torch was an op per entry, every call)
         w = np.zeros((len(rows), 24 + len(landmarks)))
         for k, row in enumerate(rows):
             for key, val in row.items():

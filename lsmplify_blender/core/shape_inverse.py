@@ -132,8 +132,8 @@ def fit_betas(
     lengths = np.asarray(lengths, dtype=np.float64)
     if lengths.shape[0] < len(PAIRS):
         lengths = np.concatenate([lengths, np.full(len(PAIRS) - lengths.shape[0], np.nan)])
-    # numpy, float64: a 10-unknown Gauss-Newton on 29 lengths, a few hundred tiny ops per call (as
-    # torch ops, each several times dearer, they were ~55 ms of a solve on this machine)
+    # numpy, float64: a 10-unknown Gauss-Newton on 29 lengths is a few hundred tiny ops per call,
+    # each several times dearer as a torch op (the solve's "shape" stage, benchmarks/profile_solve.py)
     obs = np.nan_to_num(lengths)
     valid = np.isfinite(lengths).astype(np.float64)
     if weights is not None:
