@@ -54,11 +54,11 @@ TARGETS = {
 }
 
 
-def _take_path() -> Path:
+def take_path() -> Path:
     return TAKE if TAKE.is_file() else DEMO
 
 
-def _tiled(prepared, frames: int):
+def tiled(prepared, frames: int):
     """The prepared take played again to ``frames`` frames (every per-frame array alike)."""
     import numpy as np
 
@@ -89,10 +89,10 @@ def bench_solves(repeats: int) -> dict:
 
     torch.set_num_threads(1)
     model = BodyModel(load_model_data(None))
-    take = prepare(read_keypoints(_take_path()), model)
+    take = prepare(read_keypoints(take_path()), model)
     out = {}
     for solver, frames in (("network", 10_000), ("network", 100), ("analytic", 10_000)):
-        prepared = _tiled(take, frames)
+        prepared = tiled(take, frames)
         solve(prepared, model, solver=solver, rotations="ignore")  # warm-up
         wall, cpu = [], []
         for _ in range(repeats):
@@ -197,7 +197,7 @@ def blender_part(frames: int = 1000, fbx_frames: int = 10_000) -> dict:
     keyframes.write_pose_action = timed("keyframes", write_action)
     solving.run_solve = timed("solve", solving.run_solve)
     with tempfile.TemporaryDirectory() as tmp:
-        src = truncated_bvh(_take_path(), frames, Path(tmp))
+        src = truncated_bvh(take_path(), frames, Path(tmp))
         t0, c0 = time.perf_counter(), time.process_time()
         bpy.ops.lsmplify.import_keypoints(filepath=str(src), create_empties=False)
         sc = bpy.context.scene

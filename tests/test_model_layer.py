@@ -26,6 +26,7 @@ from lsmplify_blender.core.model import axes, skeleton
 from lsmplify_blender.core.model.kinematics import (
     forward_kinematics,
     global_rotations,
+    local_rotations,
     tree_kinematics,
 )
 from lsmplify_blender.core.model.rotations import axis_angle_to_matrix, kabsch, skew, swing_rotation
@@ -158,6 +159,18 @@ def test_tree_kinematics_is_differentiable_and_batched_over_levels():
         p = p + (g @ off[j][:, None])[..., 0]
     assert float((p - pos[:, 20]).detach().abs().max()) < 1e-12
     assert rot.grad_fn is not None
+
+
+def test_local_rotations_undo_global_rotations_on_smpl_and_on_a_forest():
+    gen = torch.Generator().manual_seed(1)
+    rot = axis_angle_to_matrix(torch.randn(4, 24, 3, generator=gen, dtype=torch.float64))
+    close(local_rotations(global_rotations(rot)), rot, 1e-12)
+    # a tree with two roots, numpy in and out (the readers' trees)
+    parents = (-1, 0, 1, -1, 3)
+    r = rot[:, :5].numpy()
+    back = local_rotations(global_rotations(r, parents), parents)
+    assert isinstance(back, np.ndarray)
+    close(back, r, 1e-12)
 
 
 def test_linear_blend_skinning_of_a_rigid_pose_is_that_motion():

@@ -202,3 +202,20 @@ def test_calibrated_fit_of_the_fbx_rig_dances(model, take, fit_mm, torso_deg):
     _, joints, landmarks = rm.solved_body(model, sol.rotmats, sol.betas, sol.trans)
     torso = rm.direction_errors(real.capture, joints, landmarks, slice(0, prep.num_frames))["torso"]
     assert torso.mean() <= torso_deg
+
+
+def test_rotation_transfer_measures_its_rest_constants_once_per_solve(model, monkeypatch):
+    # a calibrated solve transfers the file's rotations three times (twice on the subsample, once on
+    # every frame); the rest pose's constants are the file's, measured once and shared (the memo)
+    from lsmplify_blender.core import solver
+
+    calls = []
+    measure = solver._source_aims_better
+    monkeypatch.setattr(solver, "_source_aims_better", lambda *a: calls.append(1) or measure(*a))
+    seq = read_keypoints(FIXTURES / "01_01_short.bvh")
+    sol = solve(prepare(seq, model), model, calibrate="on")
+    assert sol.rotations and sol.keypoint_offsets is not None
+    assert len(calls) == 1
+    # a second solve measures its own (the memo lives with one solve's contexts)
+    solve(prepare(seq, model), model, calibrate="on")
+    assert len(calls) == 2

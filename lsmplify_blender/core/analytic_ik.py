@@ -210,7 +210,7 @@ def _hinge_twist(axis, swing, e, hinge, child_bone, frames: int):
     h_par = (hs * axis).sum(-1, keepdim=True) * axis
     h_perp = hs - h_par
     w = torch.cross(axis, h_perp, dim=-1)
-    e_len = e.norm(dim=-1).clamp_min(1e-9)
+    e_len = torch.linalg.vector_norm(e, dim=-1).clamp_min(1e-9)
     a = (e * h_perp).sum(-1)
     b = (e * w).sum(-1)
     d = (e * h_par).sum(-1)
@@ -274,6 +274,14 @@ class _Group:
         sel = self.sel if ids is None else parent_selector(ids)
         return self.flat(take(x, sel, dim=0))
 
+    def of_each(self, x: torch.Tensor, ids: list[list[int]]) -> torch.Tensor:
+        """Rows (rows, K, ...) of joint-major ``x`` (J, frames, ...) at ``ids`` (K per joint of
+        the group: its children or landmarks), one gather for all K."""
+        g, k = len(ids), len(ids[0])
+        picked = take(x, parent_selector([i for row in ids for i in row]), dim=0)
+        picked = picked.expand((g * k,) + x.shape[1:]).reshape((g, k) + x.shape[1:])
+        return picked.transpose(1, 2).reshape((self.rows, k) + x.shape[2:])
+
 
 @dataclass
 class _Aim:
@@ -293,19 +301,22 @@ class _Aim:
     seen: torch.Tensor  # (rows, 1) the joint itself was measured
 
     def __post_init__(self):
-        self.drift = (self.pos - self.target).norm(dim=-1, keepdim=True)
+        self.drift = torch.linalg.vector_norm(self.pos - self.target, dim=-1, keepdim=True)
         self.inv = self.frame.transpose(-1, -2)
 
     def local(self, point: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-        """The vector from the joint to ``point``, aimed as above, in the parent's frame."""
-        from_rebuilt = normalize(point - self.pos)
-        from_target = normalize(point - self.target)
-        ramp = ((self.drift / length.clamp_min(1e-6) - AIM_DRIFT_START) / AIM_DRIFT_SPAN).clamp(
-            0, 1
-        )
-        blend = torch.where(self.seen, ramp, torch.zeros_like(self.drift))
+        """The vectors from the joint to ``point`` (rows, K, 3: its children or landmarks, their
+        rest lengths (rows, K, 1)), aimed as above, in the parent's frame (rows, K, 3)."""
+        to_point = point - self.pos[:, None]
+        from_rebuilt = normalize(to_point)
+        from_target = normalize(point - self.target[:, None])
+        ramp = (
+            (self.drift[:, None] / length.clamp_min(1e-6) - AIM_DRIFT_START) / AIM_DRIFT_SPAN
+        ).clamp(0, 1)
+        blend = torch.where(self.seen[:, None], ramp, 0.0)
         d = normalize((1 - blend) * from_rebuilt + blend * from_target)
-        return (self.inv @ (d * (point - self.pos).norm(dim=-1, keepdim=True))[..., None])[..., 0]
+        aimed = d * torch.linalg.vector_norm(to_point, dim=-1, keepdim=True)
+        return (self.inv[:, None] @ aimed[..., None])[..., 0]
 
 
 def _landmark_setup(model: BodyModel, betas, names, targets, weight, avail):
@@ -329,25 +340,24 @@ def _group_vectors(grp: _Group, aim: _Aim, rest, targets, weight, kids, lm):
     ``targets`` (24, T, 3) and ``weight`` (24, T) joint-major, as the landmarks'."""
     lm_t, lm_w, lm_rest, lm_of = lm
     js = grp.joints
-    # (the k-th child or landmark of each joint, its rest points, targets, weights, trust)
-    sources = [
-        ([kids[j][k] for j in js], rest, targets, weight, 1.0) for k in range(len(kids[js[0]]))
-    ]
-    sources += [
-        ([lm_of[j][k] for j in js], lm_rest, lm_t, lm_w, LANDMARK_TRUST)
-        for k in range(len(lm_of[js[0]]))
-    ]
+    # (the children or the landmarks of each joint, their rest points, targets, weights, trust);
+    # a group's joints have as many of each (``_groups``), gathered K at a time
+    sources = ((kids, rest, targets, weight, 1.0), (lm_of, lm_rest, lm_t, lm_w, LANDMARK_TRUST))
     rv, tv, w = [], [], []
-    for ids, rest_points, point_targets, point_weight, trust in sources:
-        off = rest_points[ids] - rest[js]
-        rv.append(grp.per_joint(off))
-        tv.append(
-            aim.local(grp.of(point_targets, ids), grp.per_joint(off.norm(dim=-1, keepdim=True)))
+    for of, rest_points, point_targets, point_weight, trust in sources:
+        ids = [list(of[j]) for j in js]
+        if not ids[0]:
+            continue
+        off = (
+            rest_points[[i for row in ids for i in row]].reshape(len(js), -1, 3) - rest[js][:, None]
         )
-        w.append(grp.of(point_weight, ids) * trust)
+        rv.append(grp.per_joint(off))
+        length = grp.per_joint(torch.linalg.vector_norm(off, dim=-1, keepdim=True))
+        tv.append(aim.local(grp.of_each(point_targets, ids), length))
+        w.append(grp.of_each(point_weight, ids) * trust)
     if not rv:
         return None
-    return torch.stack(rv, 1), torch.stack(tv, 1), torch.stack(w, 1)
+    return torch.cat(rv, 1), torch.cat(tv, 1), torch.cat(w, 1)
 
 
 def _swing_and_twist(grp: _Group, aim: _Aim, rv, tv, w, rest, targets, weight, hinge_of):
@@ -461,13 +471,39 @@ def solve_analytic(
     aim (``PreparedKeypoints.aim_origins``: not interpolated over a gap); None = every weighted
     target. Torso joints filled in by ``complete_targets`` never count as measured."""
     dt, dev = model.dtype, model.device
-    targets = torch.as_tensor(targets, dtype=dt, device=dev)
-    weight = torch.as_tensor(weight, dtype=dt, device=dev)
-    measured = (
-        weight > 0 if measured is None else torch.as_tensor(measured, dtype=torch.bool, device=dev)
+    # No gradient flows through analytic IK (callers start optimisers from it): inference mode
+    # spares each of its ~6,000 small ops autograd's bookkeeping (benchmarks/profile_solve.py counts
+    # them per call). Its results are copied out as ordinary tensors below.
+    with torch.inference_mode():
+        targets = torch.as_tensor(targets, dtype=dt, device=dev)
+        weight = torch.as_tensor(weight, dtype=dt, device=dev)
+        measured = (
+            weight > 0
+            if measured is None
+            else torch.as_tensor(measured, dtype=torch.bool, device=dev)
+        )
+        rest, local, glob, pos = _solve_tree(
+            model,
+            model.betas_tensor(betas)[:1],
+            (targets, weight, measured),
+            (landmark_names, landmark_targets, landmark_weight),
+            hinge_twist,
+        )
+    # copies made outside inference mode: ordinary tensors, which autograd and in-place ops accept
+    return IKResult(
+        rotmats=local.transpose(0, 1).clone(memory_format=torch.contiguous_format),
+        trans=pos[0] - rest[0],
+        joints=pos.transpose(0, 1).clone(memory_format=torch.contiguous_format),
+        glob=glob.transpose(0, 1).clone(memory_format=torch.contiguous_format),
     )
+
+
+def _solve_tree(model: BodyModel, betas, joint_targets, landmarks, hinge_twist: bool):
+    """``solve_analytic``'s walk down the tree: the rest joints (24, 3) and the local and world
+    rotations (24, T, 3, 3) and positions (24, T, 3), joint-major."""
+    targets, weight, measured = joint_targets
+    landmark_names, landmark_targets, landmark_weight = landmarks
     n = targets.shape[0]
-    betas = model.betas_tensor(betas)[:1]
     rest = model.rest_joints(betas)[0]
     targets, weight = complete_targets(targets, weight, rest)
     seen_any = (weight > 0).any(0)
@@ -495,9 +531,4 @@ def solve_analytic(
     # one batch of len(group) * n rows: 14 steps instead of 24, the same arithmetic.
     for joints in _groups(kids, lm[3], hinge_of, child_seen):
         _solve_group(tree, _Group(joints, n), local, glob, pos)
-    return IKResult(
-        rotmats=local.transpose(0, 1).contiguous(),
-        trans=pos[0] - rest[0],
-        joints=pos.transpose(0, 1).contiguous(),
-        glob=glob.transpose(0, 1).contiguous(),
-    )
+    return rest, local, glob, pos

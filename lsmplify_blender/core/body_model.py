@@ -248,15 +248,17 @@ class BodyModel:
         _, pos = self.global_transforms(rotmats, rest)
         return pos if trans is None else pos + trans[:, None]
 
-    def skin_points(self, rotmats, betas, trans, ids) -> torch.Tensor:
-        """Posed positions (B, len(ids), 3) of a few vertices (the full forward pass on them)."""
+    def skin_points(self, rotmats, betas, trans, ids, kinematics=None) -> torch.Tensor:
+        """Posed positions (B, len(ids), 3) of a few vertices (the full forward pass on them;
+        ``kinematics`` as ``forward.posed_points`` takes it)."""
         ids = torch.as_tensor(ids, dtype=torch.long, device=self.device)
         return forward.posed_points(
-            self, rotmats, self.betas_tensor(betas, rotmats.shape[0]), trans, ids
+            self, rotmats, self.betas_tensor(betas, rotmats.shape[0]), trans, ids, kinematics
         )
 
-    def landmarks(self, rotmats, betas, trans=None, names=None) -> torch.Tensor:
-        """Posed landmark vertices (B, len(names), 3), by name (default: all the model has)."""
+    def landmarks(self, rotmats, betas, trans=None, names=None, kinematics=None) -> torch.Tensor:
+        """Posed landmark vertices (B, len(names), 3), by name (default: all the model has;
+        ``kinematics`` as ``forward.posed_points`` takes it)."""
         names = self.landmark_names if names is None else names
         missing = [n for n in names if n not in self.data.landmarks]
         if missing:
@@ -264,7 +266,8 @@ class BodyModel:
                 f"The body model '{self.data.name}' has no landmark vertices for {', '.join(missing)}; "
                 "use a layout without them or a model that defines them."
             )
-        return self.skin_points(rotmats, betas, trans, [self.data.landmarks[n] for n in names])
+        ids = [self.data.landmarks[n] for n in names]
+        return self.skin_points(rotmats, betas, trans, ids, kinematics)
 
     # ------------------------------------------------------------------- mesh
     @torch.no_grad()

@@ -536,17 +536,23 @@ def two_bone_ik(hip, knee, ankle, target, forward):
     thigh and shin lengths kept, the knee in the plane of hip, old knee and target (its pole); a
     straight leg (no plane) bends towards ``forward`` (the foot's direction). Law of cosines at the
     hip: cos a = (l1^2 + d^2 - l2^2) / (2 l1 d) (Tolani, Goswami, Badler 2000)."""
-    l1 = (knee - hip).norm(dim=-1, keepdim=True)
-    l2 = (ankle - knee).norm(dim=-1, keepdim=True)
+    l1 = torch.linalg.vector_norm(knee - hip, dim=-1, keepdim=True)
+    l2 = torch.linalg.vector_norm(ankle - knee, dim=-1, keepdim=True)
     to = target - hip
-    reach = torch.maximum((ankle - hip).norm(dim=-1, keepdim=True), LEG_REACH * (l1 + l2))
-    d = to.norm(dim=-1, keepdim=True).clamp(min=(l1 - l2).abs() + 1e-6, max=(l1 + l2) * (1 - 1e-6))
+    reach = torch.maximum(
+        torch.linalg.vector_norm(ankle - hip, dim=-1, keepdim=True), LEG_REACH * (l1 + l2)
+    )
+    d = torch.linalg.vector_norm(to, dim=-1, keepdim=True).clamp(
+        min=(l1 - l2).abs() + 1e-6, max=(l1 + l2) * (1 - 1e-6)
+    )
     d = torch.minimum(d, reach)
     u = normalize(to)
     pole = knee - hip
     v = pole - (pole * u).sum(-1, keepdim=True) * u
     fwd = forward - (forward * u).sum(-1, keepdim=True) * u
-    v = normalize(torch.where(v.norm(dim=-1, keepdim=True) < 1e-4 * l1, fwd, v))
+    v = normalize(
+        torch.where(torch.linalg.vector_norm(v, dim=-1, keepdim=True) < 1e-4 * l1, fwd, v)
+    )
     cos_a = ((l1 * l1 + d * d - l2 * l2) / (2 * l1 * d)).clamp(-1.0, 1.0)
     sin_a = (1 - cos_a * cos_a).clamp_min(0).sqrt()
     return hip + l1 * (cos_a * u + sin_a * v), hip + d * u

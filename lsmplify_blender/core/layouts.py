@@ -83,18 +83,24 @@ class Layout:
                     landmarks.append(key)
                 row[key] = row.get(key, 0.0) + 1.0 / len(terms)
             rows.append(row)
-        w = torch.zeros(len(rows), 24 + len(landmarks), dtype=model.dtype, device=model.device)
+        # filled in numpy, then one tensor (entry by entry in torch was an op per entry, every call)
+        w = np.zeros((len(rows), 24 + len(landmarks)))
         for k, row in enumerate(rows):
             for key, val in row.items():
                 w[k, key if isinstance(key, int) else 24 + landmarks.index(key)] = val
-        return w, landmarks
+        return torch.as_tensor(w, dtype=model.dtype, device=model.device), landmarks
 
     def generate(self, model: BodyModel, rotmats: torch.Tensor, betas, trans=None) -> torch.Tensor:
         """Keypoints (B, K, 3) of this layout for SMPL parameters; unsupported ones are NaN."""
         w, lm = self.regressor(model)
-        pts = model.joints(rotmats, betas, trans)
+        # one forward kinematics for the joints and the landmarks' skinning
+        b = model.betas_tensor(betas, rotmats.shape[0])
+        rest = model.rest_joints(b)
+        glob, joints = model.global_transforms(rotmats, rest)
+        pts = joints if trans is None else joints + trans[:, None]
         if lm:
-            pts = torch.cat([pts, model.landmarks(rotmats, betas, trans, lm)], 1)
+            kin = (rest, glob, joints)
+            pts = torch.cat([pts, model.landmarks(rotmats, b, trans, lm, kinematics=kin)], 1)
         out = torch.einsum("kp,npc->nkc", w, pts)
         out[:, ~torch.as_tensor(self.supported(model), device=out.device)] = float("nan")
         return out

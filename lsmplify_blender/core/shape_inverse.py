@@ -132,36 +132,39 @@ def fit_betas(
     lengths = np.asarray(lengths, dtype=np.float64)
     if lengths.shape[0] < len(PAIRS):
         lengths = np.concatenate([lengths, np.full(len(PAIRS) - lengths.shape[0], np.nan)])
-    obs = torch.as_tensor(np.nan_to_num(lengths), dtype=torch.float64)
-    valid = torch.as_tensor(np.isfinite(lengths), dtype=torch.float64)
+    # numpy, float64: a 10-unknown Gauss-Newton on 29 lengths is a few hundred tiny ops per call,
+    # each several times dearer as a torch op (the solve's "shape" stage, benchmarks/profile_solve.py)
+    obs = np.nan_to_num(lengths)
+    valid = np.isfinite(lengths).astype(np.float64)
     if weights is not None:
-        valid = valid * torch.as_tensor(weights, dtype=torch.float64)
-    j0 = model.rest_joints_template.double()
-    d = model.joint_shapedirs.double()  # (24, 3, nb)
+        valid = valid * np.asarray(weights, dtype=np.float64)
+    j0 = model.rest_joints_template.detach().cpu().double().numpy()
+    d = model.joint_shapedirs.detach().cpu().double().numpy()  # (24, 3, nb)
     par = [p for p, _ in PAIRS]
     ch = [c for _, c in PAIRS]
     nb = d.shape[-1]
-    b = torch.zeros(nb, dtype=torch.float64)
-    eye = torch.eye(nb, dtype=torch.float64)
+    b = np.zeros(nb)
+    eye = np.eye(nb)
+    dd = d[ch] - d[par]
     for _ in range(iterations):
         joints = j0 + d @ b
         e = joints[ch] - joints[par]
-        length = e.norm(dim=-1)
-        jac = torch.einsum("bc,bcn->bn", e / length[:, None].clamp_min(1e-9), d[ch] - d[par])
+        length = np.linalg.norm(e, axis=-1)
+        jac = np.einsum("bc,bcn->bn", e / np.maximum(length[:, None], 1e-9), dd)
         r = (length - obs) * valid
         jw = jac * valid[:, None]
-        step = torch.linalg.solve(jw.T @ jw + ridge * eye, -(jw.T @ r) - ridge * b)
+        step = np.linalg.solve(jw.T @ jw + ridge * eye, -(jw.T @ r) - ridge * b)
         b = b + step
-        if float(step.abs().max()) < 1e-6:
+        if float(np.abs(step).max()) < 1e-6:
             break
     joints = j0 + d @ b
-    fitted_all = (joints[ch] - joints[par]).norm(dim=-1).numpy()
+    fitted_all = np.linalg.norm(joints[ch] - joints[par], axis=-1)
     fitted = fitted_all[: len(BONES)]
     lengths = lengths[: len(BONES)]
     m = np.isfinite(lengths)
     mpbe = float(np.mean(np.abs(fitted[m] - lengths[m])) * 1000) if m.any() else float("nan")
     return ShapeFit(
-        betas=b.to(model.dtype),
+        betas=torch.as_tensor(b, dtype=model.dtype),
         observed=np.asarray(lengths),
         fitted=fitted,
         mpbe_mm=mpbe,

@@ -34,6 +34,7 @@ from .denoise import denoise
 from .device import cpu_threads
 from .errors import InputError, LSMPLifyError
 from .guard import GUARD_DEG, prefer_reference, worse_frames
+from .model.kinematics import local_rotations
 from .prepare import PreparedKeypoints
 from .progress import Progress, tracking
 from .progress import begin as begin_progress
@@ -660,7 +661,6 @@ def _with_rotations(ctx: SolveContext, source: torch.Tensor, base=None):
     (``rest_context``): the capture's motion on the keypoints' orientation (eval --real, first 120
     frames: chest 8.6 -> 0.0 deg on 131_03.bvh, 9.2 -> 0.0 on the FBX-rig BVH takes). Re-aiming the source pose instead carried the 42 deg calibration gap at CMU's
     clavicles into the upper arms' twist (131_03.bvh upper arms 1.4 -> 4.7 deg)."""
-    from .body_model import SMPL_PARENTS
     from .network.kinematics import KIDS
     from .rotations import axis_angle_to_matrix, matrix_to_quaternion, normalize
 
@@ -669,35 +669,26 @@ def _with_rotations(ctx: SolveContext, source: torch.Tensor, base=None):
     rest = model.rest_joints(ctx.betas)
     g_a, _ = model.global_transforms(base_rot, rest)
     g_s, _ = model.global_transforms(source, rest)
-    at_rest = ctx.rest_context()  # the constants below are the file's own (not the frame range's)
-    rest_src = at_rest.source_pose()
-    assert rest_src is not None  # rotations="use": source_pose raises rather than return None
-    g_a0, _ = model.global_transforms(at_rest.analytic().rotmats, rest)
-    g_s0, _ = model.global_transforms(rest_src, rest)
+    # the constants below are the file's own (not the frame range's)
+    g_a0, g_s0, aims_better, leaf_calibration = _rest_constants(ctx.rest_context())
     leaves = _landmark_leaves(ctx) | {j for j in range(24) if not KIDS[j]} | _unaimed_bones(ctx)
-    whole = leaves | _source_aims_better(at_rest, g_s0, rest[0])
+    whole = leaves | aims_better
     g = g_a.clone()
-    for j in range(24):
-        if j in whole:  # the source's whole orientation (leaves re-aimed below)
-            g[:, j] = g_s[:, j]
-        elif (
-            len(KIDS[j]) > 1
-        ):  # pelvis, spine3: the source's motion on analytic IK's rest orientation
-            g[:, j] = g_s[:, j] @ g_s0[0, j].transpose(-1, -2) @ g_a0[0, j]
-        elif len(KIDS[j]) == 1:
-            axis = normalize((g_a[:, j] @ (rest[0, KIDS[j][0]] - rest[0, j])[:, None])[..., 0])
-            q = matrix_to_quaternion(g_s[:, j] @ g_a[:, j].transpose(-1, -2))
-            phi = 2 * torch.atan2((q[:, 1:] * axis).sum(-1), q[:, 0])
-            g[:, j] = axis_angle_to_matrix(axis * phi[:, None]) @ g_a[:, j]
-    rot = g.clone()
-    for j in range(1, 24):
-        rot[:, j] = g[:, SMPL_PARENTS[j]].transpose(-1, -2) @ g[:, j]
-    rest_rot = (
-        g_s0.clone()
-    )  # the rest pose's rotations, built the same way, for the leaf calibration
-    for j in range(1, 24):
-        rest_rot[:, j] = g_s0[:, SMPL_PARENTS[j]].transpose(-1, -2) @ g_s0[:, j]
-    for j, c in _leaf_calibration(at_rest, rest_rot).items():
+    # each kind of joint in one batch (S joints x T frames), the same arithmetic joint by joint
+    src = sorted(whole)  # the source's whole orientation (leaves re-aimed below)
+    multi = [j for j in range(24) if j not in whole and len(KIDS[j]) > 1]
+    single = [j for j in range(24) if j not in whole and len(KIDS[j]) == 1]
+    g[:, src] = g_s[:, src]
+    if multi:  # pelvis, spine3: the source's motion on analytic IK's rest orientation
+        g[:, multi] = g_s[:, multi] @ g_s0[0, multi].transpose(-1, -2) @ g_a0[0, multi]
+    if single:
+        bone = rest[0, [KIDS[j][0] for j in single]] - rest[0, single]
+        axis = normalize((g_a[:, single] @ bone[..., None])[..., 0])
+        q = matrix_to_quaternion(g_s[:, single] @ g_a[:, single].transpose(-1, -2))
+        phi = 2 * torch.atan2((q[..., 1:] * axis).sum(-1), q[..., 0])
+        g[:, single] = axis_angle_to_matrix(axis * phi[..., None]) @ g_a[:, single]
+    rot = local_rotations(g)
+    for j, c in leaf_calibration.items():
         rot[:, j] = rot[:, j] @ c
         for k in KIDS[j]:  # a calibrated joint's children keep their world orientation
             rot[:, k] = c.transpose(-1, -2) @ rot[:, k]
@@ -708,6 +699,30 @@ def _with_rotations(ctx: SolveContext, source: torch.Tensor, base=None):
     if ctx.prepared.layout.name in CHEST_FROM_KEYPOINTS:
         rot = _chest_onto_keypoints(ctx, rot, base_trans)
     return rot, _refit_translation(ctx, rot, base_trans)
+
+
+def _rest_constants(at_rest: SolveContext):
+    """The rotation transfer's constants, measured on the file's rest pose (``rest_context``), once
+    per solve (a calibrated solve transfers three times: twice on its subsample, once on every
+    frame): analytic IK's and the source's world rotations there (1, 24, 3, 3), the bones the
+    source aims better (``_source_aims_better``) and the leaves' calibrations
+    (``_leaf_calibration``, from the rest pose's rotations built as ``_with_rotations`` builds a
+    pose's)."""
+    key = ("rest_constants", id(at_rest.betas))
+    if key not in at_rest.memo:
+        model, rest = at_rest.model, at_rest.model.rest_joints(at_rest.betas)
+        rest_src = at_rest.source_pose()
+        assert rest_src is not None  # rotations="use": source_pose raises rather than return None
+        g_a0, _ = model.global_transforms(at_rest.analytic().rotmats, rest)
+        g_s0, _ = model.global_transforms(rest_src, rest)
+        at_rest.memo[key] = (
+            at_rest.betas,  # kept: its id stays this shape's while the entry lives
+            g_a0,
+            g_s0,
+            _source_aims_better(at_rest, g_s0, rest[0]),
+            _leaf_calibration(at_rest, local_rotations(g_s0)),
+        )
+    return at_rest.memo[key][1:]
 
 
 SPINE2, SPINE3 = 6, 9
@@ -947,8 +962,10 @@ def _run_strategy(ctx: SolveContext):
     """(rotmats, trans, solver used, whether the file's rotations gave the twists) of one solve."""
     source = ctx.source_pose() if ctx.options.solver != "optimize" else None
     if source is not None:  # the twist is known: no strategy needs to guess it
-        rotmats, trans = _with_rotations(ctx, source)
-        return rotmats, trans, ctx.options.solver, True
+        # no gradient flows through it: inference mode, as analytic IK's (``solve_analytic``)
+        with torch.inference_mode():
+            rotmats, trans = _with_rotations(ctx, source)
+        return rotmats.clone(), trans.clone(), ctx.options.solver, True
     rotmats, trans, used = STRATEGIES[ctx.options.solver](ctx)
     return rotmats, trans, used, False
 

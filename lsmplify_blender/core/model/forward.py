@@ -49,14 +49,19 @@ def posed_points(
     betas: torch.Tensor,
     trans: torch.Tensor | None = None,
     ids=None,
+    kinematics=None,
 ) -> torch.Tensor:
     """Steps 1-5 for the vertices ``ids`` (all when None): (B, len(ids) or V, 3).
 
     rotmats (B, 24, 3, 3); betas (B, nb) as given by ``model.betas_tensor(betas, B)``;
-    trans (B, 3) or None.
+    trans (B, 3) or None; ``kinematics``: steps 3-4 already done for these rotmats and betas
+    (rest joints, global rotations, posed joints), when the caller has them.
     """
-    rest_j = model.rest_joints(betas)
-    glob, posed_j = forward_kinematics(rotmats, rest_j, model.parents)
+    if kinematics is None:
+        rest_j = model.rest_joints(betas)
+        glob, posed_j = forward_kinematics(rotmats, rest_j, model.parents)
+    else:
+        rest_j, glob, posed_j = kinematics
     v = model.rest_vertices(betas, ids)
     if model.posedirs is not None:
         v = v + pose_correctives(model.posedirs if ids is None else model.posedirs[ids], rotmats)

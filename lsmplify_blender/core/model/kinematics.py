@@ -27,11 +27,19 @@ from .skeleton import SMPL_PARENTS, levels_of
 
 def selector(ids: Sequence[int]):
     """A slice when ``ids`` are consecutive (SMPL's levels all are: basic indexing, no gather or
-    scatter kernel), else the index tensor for ``index_select`` / ``index_copy_``."""
-    ids = list(ids)
-    if ids == list(range(ids[0], ids[0] + len(ids))):
+    scatter kernel), else the index tensor for ``index_select`` / ``index_copy_`` (made once per
+    set of ids and shared: callers only read it)."""
+    return _selector(tuple(int(i) for i in ids))
+
+
+@functools.lru_cache(maxsize=1024)
+def _selector(ids: tuple[int, ...]):
+    # analytic IK asks for the same few dozen sets on every call (~12 calls a calibrated solve):
+    # building the tensor each time was a few aten ops per group and call
+    if ids == tuple(range(ids[0], ids[0] + len(ids))):
         return slice(ids[0], ids[0] + len(ids))
-    return torch.tensor(ids, dtype=torch.long)
+    with torch.inference_mode(False):  # kept for autograd too, though first asked for in IK's
+        return torch.tensor(ids, dtype=torch.long)
 
 
 def parent_selector(ids: Sequence[int]):
@@ -134,6 +142,18 @@ def forward_kinematics(
 def global_rotations(rotmats: torch.Tensor, parents: Sequence[int] = SMPL_PARENTS) -> torch.Tensor:
     """G_j = G_parent(j) R_j only (B, J, 3, 3), for callers without a skeleton."""
     return tree_kinematics(rotmats, rotmats.new_zeros(rotmats.shape[1:-1]), parents)[0]
+
+
+@numpy_or_torch
+def local_rotations(glob: torch.Tensor, parents: Sequence[int] = SMPL_PARENTS) -> torch.Tensor:
+    """R_j = G_parent(j)^T G_j, R_root = G_root (B, J, 3, 3): the local rotations whose forward
+    kinematics gives the world rotations ``glob`` (B, J, 3, 3) (``global_rotations`` undone), for
+    every joint at once."""
+    par = [p if p >= 0 else j for j, p in enumerate(parents)]
+    local = glob[:, par].transpose(-1, -2) @ glob
+    roots = [j for j, p in enumerate(parents) if p < 0]
+    local[:, roots] = glob[:, roots]
+    return local
 
 
 @numpy_or_torch

@@ -16,6 +16,8 @@ import torch
 from .backend import numpy_or_torch
 
 _EPS = 1e-8
+# the entries on and above the diagonal of a 3x3 matrix (``swing_rotation``)
+_UPPER = torch.ones(3, 3, dtype=torch.bool).triu()
 
 
 @numpy_or_torch
@@ -100,7 +102,7 @@ def matrix_to_quaternion(m: torch.Tensor) -> torch.Tensor:
     diag = torch.stack([trace, m00, m11, m22], -1)
     best = diag.argmax(-1)
     q = torch.gather(cands, -2, best[..., None, None].expand(best.shape + (1, 4))).squeeze(-2)
-    q = q / q.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+    q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(_EPS)
     return q * torch.where(q[..., :1] < 0, -1.0, 1.0).to(q.dtype)
 
 
@@ -108,7 +110,7 @@ def matrix_to_quaternion(m: torch.Tensor) -> torch.Tensor:
 def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
     """Quaternion (..., 4) (normalised here) -> rotation matrix (..., 3, 3), the standard
     homogeneous form R = (w^2 - |v|^2) I + 2 v v^T + 2 w [v]x written out."""
-    q = q / q.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+    q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(_EPS)
     w, x, y, z = q.unbind(-1)
     return torch.stack(
         [
@@ -132,7 +134,7 @@ def quaternion_to_axis_angle(q: torch.Tensor) -> torch.Tensor:
     (w >= 0 first, so the angle is in [0, pi]); 2 v / w near the identity."""
     q = q * torch.where(q[..., :1] < 0, -1.0, 1.0).to(q.dtype)
     vec = q[..., 1:]
-    s = vec.norm(dim=-1, keepdim=True)
+    s = torch.linalg.vector_norm(vec, dim=-1, keepdim=True)
     angle = 2 * torch.atan2(s, q[..., :1])
     scale = torch.where(s < 1e-6, 2.0 / q[..., :1].clamp_min(_EPS), angle / s.clamp_min(_EPS))
     return vec * scale
@@ -147,7 +149,7 @@ def matrix_to_axis_angle(m: torch.Tensor) -> torch.Tensor:
 @numpy_or_torch
 def axis_angle_to_quaternion(aa: torch.Tensor) -> torch.Tensor:
     """Axis-angle (..., 3) -> quaternion (cos(t/2), sin(t/2) aa / t) (..., 4)."""
-    angle = aa.norm(dim=-1, keepdim=True)
+    angle = torch.linalg.vector_norm(aa, dim=-1, keepdim=True)
     half = angle / 2
     scale = torch.where(
         angle < 1e-6, 0.5 - angle * angle / 48, torch.sin(half) / angle.clamp_min(_EPS)
@@ -166,9 +168,9 @@ def rotation_6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
     """6D (..., 6) -> rotation matrix (..., 3, 3) (Zhou et al. 2019): Gram-Schmidt on the two
     stored columns, b1 = a1 / |a1|, b2 = unit(a2 - (b1.a2) b1), and b3 = b1 x b2."""
     a1, a2 = d6[..., :3], d6[..., 3:]
-    b1 = a1 / a1.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+    b1 = a1 / torch.linalg.vector_norm(a1, dim=-1, keepdim=True).clamp_min(_EPS)
     b2 = a2 - (b1 * a2).sum(-1, keepdim=True) * b1
-    b2 = b2 / b2.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+    b2 = b2 / torch.linalg.vector_norm(b2, dim=-1, keepdim=True).clamp_min(_EPS)
     b3 = torch.cross(b1, b2, dim=-1)
     return torch.stack([b1, b2, b3], -1)
 
@@ -176,7 +178,7 @@ def rotation_6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
 @numpy_or_torch
 def normalize(v: torch.Tensor) -> torch.Tensor:
     """v / |v| over the last axis (zero vectors stay zero)."""
-    return v / v.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+    return v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(_EPS)
 
 
 @numpy_or_torch
@@ -188,28 +190,22 @@ def swing_rotation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     Antiparallel inputs get a half turn about an axis perpendicular to ``a``; zero-length
     inputs give the identity (an unobserved bone leaves its joint at rest).
     """
-    a_n, b_n = normalize(a), normalize(b)
+    # normalize's arithmetic, the norms kept for the degenerate test below
+    len_a = torch.linalg.vector_norm(a, dim=-1, keepdim=True)
+    len_b = torch.linalg.vector_norm(b, dim=-1, keepdim=True)
+    a_n, b_n = a / len_a.clamp_min(_EPS), b / len_b.clamp_min(_EPS)
     v = torch.cross(a_n, b_n, dim=-1)
     c = (a_n * b_n).sum(-1)
-    # R = c I + [v]x + v v^T / (1 + c): Rodrigues with sin = |v|, cos = c, no trig or quaternion
-    k = 1.0 / (1.0 + c).clamp_min(1e-6)
+    # R = c I + [v]x + v v^T / (1 + c): Rodrigues with sin = |v|, cos = c, no trig or quaternion.
+    # Written with whole matrices (a few ops instead of three per entry): k v_i v_j for i <= j,
+    # mirrored below the diagonal, so each entry is the same product (k v_i) v_j as entry by entry
+    kv = (1.0 / (1.0 + c).clamp_min(1e-6))[..., None] * v
+    outer = kv[..., :, None] * v[..., None, :]
+    outer = torch.where(_UPPER.to(a.device), outer, outer.transpose(-1, -2))
     vx, vy, vz = v.unbind(-1)
-    r = torch.stack(
-        [
-            c + k * vx * vx,
-            k * vx * vy - vz,
-            k * vx * vz + vy,
-            k * vx * vy + vz,
-            c + k * vy * vy,
-            k * vy * vz - vx,
-            k * vx * vz - vy,
-            k * vy * vz + vx,
-            c + k * vz * vz,
-        ],
-        -1,
-    ).reshape(a.shape[:-1] + (3, 3))
+    r = outer + torch.stack([c, -vz, vy, vz, c, -vx, -vy, vx, c], -1).reshape(a.shape[:-1] + (3, 3))
     anti = (1 + c) < 1e-6
-    degenerate = (a.norm(dim=-1) < 1e-9) | (b.norm(dim=-1) < 1e-9)
+    degenerate = (len_a[..., 0] < 1e-9) | (len_b[..., 0] < 1e-9)
     if bool(anti.any() | degenerate.any()):
         # near-antiparallel: a half turn about any axis perpendicular to a, 2 p p^T - I
         ref = torch.where(
@@ -333,7 +329,7 @@ def _horn_quaternion(h: torch.Tensor, bound: torch.Tensor):
     diag = torch.stack([entries[0], entries[5], entries[10], entries[15]], 0)
     best = diag.abs().argmax(0)  # (B,) the best-conditioned column
     col = torch.gather(adj, 1, best[None, None].expand(4, 1, -1))[:, 0].T  # (B, 4)
-    norm = col.norm(dim=-1)
+    norm = torch.linalg.vector_norm(col, dim=-1)
     ok = norm > 1e-9 * bound.clamp_min(1e-30) ** 3
     return col / norm.clamp_min(1e-300)[:, None], ok
 
