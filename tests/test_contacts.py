@@ -188,6 +188,19 @@ def test_hull_subset_finds_the_lowest_vertex(model, walk_solved):
     assert (low[~near] >= full[~near] - 0.002).all()  # elsewhere never below the truth
 
 
+def test_heights_are_the_full_skinning_height(model, walk_solved):
+    """``Posed.heights`` skins only the Y row: the same heights as the body model's whole
+    forward pass (pose correctives and translation included), in every frame."""
+    sol = walk_solved["off"]
+    ids = np.array([0, 3216, 3365, 6617, 6766])  # a few vertices over the body (feet included)
+    posed = contacts.Posed(model, sol.betas, sol.rotmats, sol.trans)
+    got = posed.heights(ids).double().numpy()
+    full = model.vertices(sol.rotmats, sol.betas, sol.trans)[:, ids, 1].double().numpy()
+    assert np.abs(got - full).max() < 1e-5
+    frames = np.arange(0, sol.rotmats.shape[0], 7)
+    assert np.abs(posed.heights(ids, frames).double().numpy() - full[frames]).max() < 1e-5
+
+
 def test_two_bone_ik_reaches_and_keeps_the_bones(model, walk_solved):
     sol = walk_solved["off"]
     j = model.joints(sol.rotmats, sol.betas, sol.trans)

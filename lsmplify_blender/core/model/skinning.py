@@ -37,15 +37,21 @@ def linear_blend_skinning(
     global_rot: torch.Tensor,
     posed_joints: torch.Tensor,
     rest_joints: torch.Tensor,
+    axis: int | None = None,
 ) -> torch.Tensor:
     """Posed points (B, V, 3) by linear blend skinning (module docstring).
 
     points (B, V, 3) rest points, weights (V, J) their skinning weights, global_rot
     (B, J, 3, 3) and posed_joints (B, J, 3) from forward kinematics, rest_joints (B, J, 3)
     or (1, J, 3) the rest joints they were posed from. Works for the whole mesh or for a
-    few landmark vertices alike (pass their rows of the weights).
+    few landmark vertices alike (pass their rows of the weights). ``axis``: only that
+    coordinate, (B, V) (row ``axis`` of M_i and t_i: a third of the work, for heights).
     """
     joint_shift = posed_joints - (global_rot @ rest_joints[..., None])[..., 0]  # P_j - G_j J_j
+    if axis is not None:
+        row = torch.einsum("vj,bjy->bvy", weights, global_rot[..., axis, :])  # row of M_i
+        shift = torch.einsum("vj,bj->bv", weights, joint_shift[..., axis])
+        return (row * points).sum(-1) + shift
     blend_rot = torch.einsum("vj,bjxy->bvxy", weights, global_rot)  # M_i
     blend_shift = torch.einsum("vj,bjx->bvx", weights, joint_shift)  # t_i
     return (blend_rot @ points[..., None])[..., 0] + blend_shift
