@@ -150,12 +150,16 @@ def _twist_to_fit(axis, rest_vecs, target_vecs, w):
 
 
 def _flexion(axis, swing, e, hinge, child_bone, phi):
-    """Signed bend (~ sin, positive = flexion about ``hinge``) the child needs to reach ``e`` after
-    the joint turns by ``swing`` and then ``phi`` about ``axis``."""
-    turned = axis_angle_to_matrix(axis * phi[:, None]) @ swing
-    e_joint = (turned.transpose(-1, -2) @ e[..., None])[..., 0]
-    bend = torch.cross(normalize(child_bone), normalize(e_joint), dim=-1)
-    return (bend * hinge).sum(-1)
+    """How far (signed: positive = flexion about ``hinge``; in units of |e| |child_bone|, the same
+    for both roots of one row) the child bends to reach ``e`` after the joint turns by ``swing``
+    and then ``phi`` about ``axis``. The bend's axis is child_bone x e_joint with e_joint =
+    swing^T R(axis, -phi) e, so its component along the hinge is R(axis, -phi) e . swing (hinge x
+    child_bone): Rodrigues' formula on one vector, no matrices."""
+    lever = (swing @ torch.cross(hinge, child_bone, dim=-1)[..., None])[..., 0]
+    cos, sin = torch.cos(phi)[:, None], torch.sin(phi)[:, None]
+    along = (axis * e).sum(-1, keepdim=True) * axis
+    turned = e * cos - torch.cross(axis, e, dim=-1) * sin + along * (1 - cos)  # R(axis, -phi) e
+    return (turned * lever).sum(-1)
 
 
 def _hinge_root(p1, p2, bend, frames: int, limb) -> torch.Tensor:
