@@ -176,7 +176,8 @@ def _hinge_root(p1, p2, bend, frames: int, limb) -> torch.Tensor:
     is nearer the one it had. In closed form: the label flips at each swap, so it is the sure
     frame's label XOR the swaps counted since (a cumulative sum).
     """
-    f1, f2 = (_flexion(*limb, p) for p in (p1, p2))
+    axis, swing, e, hinge, child_bone = limb
+    f1, f2 = (_flexion(axis, swing, e, hinge, child_bone, p) for p in (p1, p2))
     shape = (-1, frames)
     sure = (bend > HINGE_FLEXION_SURE).reshape(shape)
     straight = (bend <= HINGE_FADE_START + HINGE_FADE_SPAN).reshape(shape)
