@@ -324,9 +324,17 @@ class _Aim:
         return (self.inv[:, None] @ aimed[..., None])[..., 0]
 
 
-def _landmark_setup(model: BodyModel, betas, names, targets, weight, avail):
+def _landmark_setup(model: BodyModel, betas, names, targets, weight, avail, bone_ends=None):
     """Landmark targets (L, T, 3) and weights (L, T), joint-major, rest positions (L, 3) and the
-    landmarks each joint carries (``lm_of[j]``: indices into ``names``)."""
+    landmarks each joint carries (``lm_of[j]``: indices into ``names``).
+
+    ``bone_ends`` (L bools): the landmark marks the end of a captured bone chain (a BVH End Site,
+    an ASF bone end), which is straight in the source's rest pose. On a joint with one child that
+    is not seen (CMU's wrist: no finger-base keypoint), the farthest such landmark is taken on the
+    line of the joint's own bone, at its rest distance: the open model's middle finger tip droops
+    9.5 deg below its palm (wrist -> hand joint), so aimed as it is, the palm of a positions-only
+    solve tilted 9.5 deg off the captured hand (eval --real, analytic:rotations=ignore, hand
+    direction 8.7 / 8.8 deg). The rotation transfer's leaves aim the same way (solver._aim_leaf)."""
     dt, dev = model.dtype, model.device
     lm_of: list[list[int]] = [[] for _ in range(NUM_JOINTS)]
     if not names:
@@ -336,7 +344,24 @@ def _landmark_setup(model: BodyModel, betas, names, targets, weight, avail):
     lm_rest = model.rest_vertices(betas, [model.data.landmarks[m] for m in names])[0]
     for li, j in enumerate(attach_landmarks(model, names, avail)):
         lm_of[j].append(li)
+    if bone_ends is not None and any(bone_ends):
+        lm_rest = _ends_on_bones(model.rest_joints(betas)[0], lm_rest, lm_of, bone_ends, avail)
     return lm_t.contiguous(), lm_w.contiguous(), lm_rest, lm_of
+
+
+def _ends_on_bones(rest, lm_rest, lm_of, bone_ends, avail):
+    """``lm_rest`` with the farthest bone-end landmark of each joint whose only child is unseen
+    moved onto the line of that joint's bone, at its own distance (``_landmark_setup``)."""
+    out = lm_rest.clone()
+    for j, ls in enumerate(lm_of):
+        kids = SMPL_CHILDREN[j]
+        ends = [li for li in ls if bone_ends[li]]
+        if len(kids) != 1 or avail[kids[0]] or not ends:
+            continue
+        far = max(ends, key=lambda li: float((lm_rest[li] - rest[j]).norm()))
+        axis = rest[kids[0]] - rest[j]
+        out[far] = rest[j] + axis / axis.norm() * (lm_rest[far] - rest[j]).norm()
+    return out
 
 
 def _group_vectors(grp: _Group, aim: _Aim, rest, targets, weight, kids, lm):
@@ -469,8 +494,12 @@ def solve_analytic(
     landmark_weight: torch.Tensor | np.ndarray | None = None,
     hinge_twist: bool = True,
     measured: torch.Tensor | np.ndarray | None = None,
+    bone_ends: list[bool] | None = None,
 ) -> IKResult:
     """SMPL pose for joint targets (T, 24, 3) with weights (T, 24) (0 = missing).
+
+    ``bone_ends`` (one per landmark): the landmark is the end of a captured bone chain, aimed along
+    its joint's bone where that bone's child is not seen (``_landmark_setup``); None = none is.
 
     ``measured`` (T, 24) bool: the target is a real sample that may be the origin of its bones'
     aim (``PreparedKeypoints.aim_origins``: not interpolated over a gap); None = every weighted
@@ -491,7 +520,7 @@ def solve_analytic(
             model,
             model.betas_tensor(betas)[:1],
             (targets, weight, measured),
-            (landmark_names, landmark_targets, landmark_weight),
+            (landmark_names, landmark_targets, landmark_weight, bone_ends),
             hinge_twist,
         )
     # copies made outside inference mode: ordinary tensors, which autograd and in-place ops accept
@@ -507,7 +536,7 @@ def _solve_tree(model: BodyModel, betas, joint_targets, landmarks, hinge_twist: 
     """``solve_analytic``'s walk down the tree: the rest joints (24, 3) and the local and world
     rotations (24, T, 3, 3) and positions (24, T, 3), joint-major."""
     targets, weight, measured = joint_targets
-    landmark_names, landmark_targets, landmark_weight = landmarks
+    landmark_names, landmark_targets, landmark_weight, bone_ends = landmarks
     n = targets.shape[0]
     rest = model.rest_joints(betas)[0]
     targets, weight = complete_targets(targets, weight, rest)
@@ -523,6 +552,7 @@ def _solve_tree(model: BodyModel, betas, joint_targets, landmarks, hinge_twist: 
         landmark_targets,
         landmark_weight,
         seen_any.tolist(),
+        bone_ends,
     )
     hinge_of = {h[0]: h for h in HINGES} if hinge_twist else {}
     kids = SMPL_CHILDREN

@@ -160,6 +160,14 @@ class PreparedKeypoints:
                 cols.append(k)
         return names, self.positions[:, cols], self.weight[:, cols]
 
+    def bone_end_landmarks(self, names: list[str]) -> list[bool]:
+        """Per landmark name: it is the layout's aim-only end point of a captured bone (BVH End
+        Site, ASF bone end), straight with its bone in the source's rest pose (``solve_analytic``'s
+        ``bone_ends``)."""
+        aim_only = self.layout.aim_only_mask()
+        ends = {d[1:] for d, a in zip(self.layout.definitions, aim_only, strict=True) if a and d}
+        return [n in ends for n in names]
+
 
 def _joint_tracks(positions, weight, layout):
     """SMPL-joint tracks (T, 24, 3) with NaN where absent, for detection heuristics."""

@@ -376,6 +376,7 @@ class SolveContext:
                     lm_t[s : s + chunk],
                     lm_w[s : s + chunk],
                     measured=self.aim_origins[s : s + chunk],
+                    bone_ends=self.prepared.bone_end_landmarks(lm_names),
                 )
             )
             step_progress(parts[-1].rotmats.shape[0])

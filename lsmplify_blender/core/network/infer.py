@@ -178,6 +178,7 @@ def solve_network(
                 lm_t[s:e],
                 lm_w[s:e],
                 measured=measured[s:e],
+                bone_ends=prepared.bone_end_landmarks(lm_names),
             )
         r, t, i = solve_network_from(
             model,
