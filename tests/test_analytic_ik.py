@@ -159,3 +159,20 @@ def test_a_knee_straightening_past_zero_keeps_its_twist(model):
     # they lose at most the 30 deg twist itself (the hinge twist fades out this near straight)
     back = bend < 0
     assert back.sum() >= 3 and err[back].max() < 30.0, err[back].max(0).values
+
+
+def test_solving_some_joints_gives_them_as_a_whole_solve_does(model):
+    """``joints=``: those joints and their ancestors come out bit for bit as in a whole solve
+    (calibration's pass over every frame solves only the torso its offsets ride on); the rest stay
+    at the identity rotation and the origin."""
+    rot, betas, trans = _clip(model, n=50)
+    joints = model.joints(rot, betas, trans)
+    w = torch.ones(joints.shape[:2])
+    whole = solve_analytic(model, betas, joints, w)
+    part = solve_analytic(model, betas, joints, w, joints=[16, 12])
+    solved = [0, 3, 6, 9, 12, 13, 16]  # the left shoulder, the neck and their ancestors
+    rest = [j for j in range(24) if j not in solved]
+    assert torch.equal(part.glob[:, solved], whole.glob[:, solved])
+    assert torch.equal(part.joints[:, solved], whole.joints[:, solved])
+    assert torch.equal(part.rotmats[:, rest], torch.eye(3).expand(50, len(rest), 3, 3))
+    assert torch.equal(part.joints[:, rest], torch.zeros(50, len(rest), 3))

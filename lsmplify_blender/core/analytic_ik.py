@@ -20,6 +20,7 @@ rest torso to the torso joints that are there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ from .errors import InputError
 from .model.kinematics import parent_selector, put, selector, take
 from .model.rotations import axis_angle_to_matrix, kabsch, normalize, swing_rotation
 from .model.skeleton import JOINT_INDEX as _J
-from .model.skeleton import NUM_JOINTS, SMPL_CHILDREN, SMPL_DEPTHS
+from .model.skeleton import NUM_JOINTS, SMPL_CHILDREN, SMPL_DEPTHS, SMPL_PARENTS
 
 TORSO = [
     _J[n]
@@ -495,8 +496,13 @@ def solve_analytic(
     hinge_twist: bool = True,
     measured: torch.Tensor | np.ndarray | None = None,
     bone_ends: list[bool] | None = None,
+    joints: Sequence[int] | None = None,
 ) -> IKResult:
     """SMPL pose for joint targets (T, 24, 3) with weights (T, 24) (0 = missing).
+
+    ``joints``: solve only these joints and their ancestors (each joint depends on its ancestors
+    alone, so they come out as a whole solve gives them); every other joint is left at the identity
+    rotation and the origin. None: all.
 
     ``bone_ends`` (one per landmark): the landmark is the end of a captured bone chain, aimed along
     its joint's bone where that bone's child is not seen (``_landmark_setup``); None = none is.
@@ -522,6 +528,7 @@ def solve_analytic(
             (targets, weight, measured),
             (landmark_names, landmark_targets, landmark_weight, bone_ends),
             hinge_twist,
+            None if joints is None else _with_ancestors(joints),
         )
     # copies made outside inference mode: ordinary tensors, which autograd and in-place ops accept
     return IKResult(
@@ -532,7 +539,18 @@ def solve_analytic(
     )
 
 
-def _solve_tree(model: BodyModel, betas, joint_targets, landmarks, hinge_twist: bool):
+def _with_ancestors(joints: Sequence[int]) -> set[int]:
+    """The joints and every ancestor of theirs."""
+    out: set[int] = set()
+    for joint in joints:
+        j = joint
+        while j >= 0 and j not in out:
+            out.add(j)
+            j = SMPL_PARENTS[j]
+    return out
+
+
+def _solve_tree(model: BodyModel, betas, joint_targets, landmarks, hinge_twist: bool, only=None):
     """``solve_analytic``'s walk down the tree: the rest joints (24, 3) and the local and world
     rotations (24, T, 3, 3) and positions (24, T, 3), joint-major."""
     targets, weight, measured = joint_targets
@@ -558,12 +576,19 @@ def _solve_tree(model: BodyModel, betas, joint_targets, landmarks, hinge_twist: 
     kids = SMPL_CHILDREN
     child_seen = [len(kids[j]) == 1 and bool(seen_any[kids[j][0]]) for j in range(NUM_JOINTS)]
     tree = _Tree(model.parents, rest, targets, weight, measured, lm, hinge_of, child_seen)
-    local = targets.new_empty(NUM_JOINTS, n, 3, 3)
-    glob = targets.new_empty(NUM_JOINTS, n, 3, 3)
-    pos = targets.new_empty(NUM_JOINTS, n, 3)
+    groups = _groups(kids, lm[3], hinge_of, child_seen)
+    if only is None:
+        local = targets.new_empty(NUM_JOINTS, n, 3, 3)
+        glob = targets.new_empty(NUM_JOINTS, n, 3, 3)
+        pos = targets.new_empty(NUM_JOINTS, n, 3)
+    else:  # the joints not solved stay at rest, at the origin
+        groups = [sub for g in groups if (sub := [j for j in g if j in only])]
+        local = torch.eye(3, dtype=targets.dtype, device=targets.device).repeat(NUM_JOINTS, n, 1, 1)
+        glob = local.clone()
+        pos = targets.new_zeros(NUM_JOINTS, n, 3)
     pos[0] = targets[0]
     # Joints of one tree level that take the same branch below (e.g. both knees) are solved as
     # one batch of len(group) * n rows: 14 steps instead of 24, the same arithmetic.
-    for joints in _groups(kids, lm[3], hinge_of, child_seen):
+    for joints in groups:
         _solve_group(tree, _Group(joints, n), local, glob, pos)
     return rest, local, glob, pos

@@ -41,10 +41,11 @@ to all keypoints: where the body stands is the solve's, not a definition), with
 - robustness to outlier frames by iteratively reweighted least squares with Huber weights
   (``HUBER_M``, Huber 1964): a frame where a marker slipped or the pose failed counts linearly, not
   quadratically;
-- the rounds by analytic IK on an evenly spread subsample of the frames (``CALIBRATION_FRAMES``: the
-  offsets are constants, a hundred frames determine them), then two analytic passes over every
-  frame place the roots' shifts and the solver (any strategy, the file's rotations included) runs
-  once on the calibrated targets, so calibration costs a fraction of a solve.
+- the rounds on an evenly spread subsample of the frames (``CALIBRATION_FRAMES``: the offsets are
+  constants, a hundred frames determine them): the first at analytic IK's pose as captured (one
+  pass over every frame, which also gives every frame's parts' rotations), the second at the
+  strategy's own pose (any strategy, the file's rotations included); then the solver runs once
+  on the calibrated targets, so calibration costs a fraction of a solve.
 The betas stay the bone-length fit (``shape_inverse``): the bones' offsets absorb what the ten betas
 cannot (CMU's spine and neck nodes, spaced unlike SMPL's joints). The layout's trust tables stay the
 priors they were (the weights of the solve).
@@ -80,12 +81,13 @@ CALIBRATE_MODES = ("auto", "on", "off")
 # layouts whose keypoints are a mocap lab's joint definitions (``--calibrate auto`` turns it on)
 # (DeepMimic's humanoid: fit 31 -> 4.6 mm on humanoid3d_walk, every segment as close or closer)
 SKELETON_LAYOUTS = frozenset({"cmu", "deepmimic"})
-# pose solves of the subsample, each followed by the offsets' update (eval --real, worst take's
-# calibrated fit: 14.6 mm after one, 11.2 after two, 10.0 after three on the ASF/AMC takes)
+# the offsets' estimates: at analytic IK's pose of the subsample as captured, then at the strategy's
+# own pose of the subsample aimed at them (``_aimed_context``). Before, two analytic rounds and a
+# strategy round (eval --real, default solver, mean calibrated fit per source 9.5 / 5.8 / 11.2 /
+# 9.8 / 9.8 mm) cost twice as much as a solve of 1,000 frames; now 10.1 / 5.8 / 12.0 / 10.2 /
+# 10.4 mm, the torso's direction 0.1-0.4 deg closer, at +43 % wall / +25 % CPU
+# (benchmarks/bench_calibration.py, 01_01.bvh)
 CALIBRATION_ROUNDS = 2
-# strategy runs on the subsample: STRATEGY_ROUNDS - 1 re-estimate the roots' offsets in its frames,
-# the last measures its parts' turn against analytic IK (_in_strategy_frames)
-STRATEGY_ROUNDS = 2
 CALIBRATION_FRAMES = 96  # frames the rounds run on, evenly spread over the take
 OFFSET_RIDGE = 2.0  # frames' worth of a zero residual pulling each offset toward 0
 HUBER_M = 0.03  # residuals (about the offset) above 3 cm count linearly (IRLS, Huber weights)
@@ -136,17 +138,21 @@ def keypoint_parts(model, layout: Layout) -> np.ndarray:
     return out
 
 
-def posed_keypoints(model, layout: Layout, rotmats, betas, trans):
+def posed_keypoints(model, layout: Layout, rotmats, betas, trans, fk=None):
     """The layout's model points (T, K, 3) and the parts' world rotations (T, 24, 3, 3) of a
-    solution, from one forward-kinematics pass (numpy, float64). Points that are not positions
+    solution, from one forward-kinematics pass (numpy, float64), or from ``fk`` (world rotations,
+    joints with the translation: analytic IK's own) when given. Points that are not positions
     (unsupported, aim-only) are NaN, and their landmarks are not skinned (skinning CMU's end points
     cost more than the rest of the calibration)."""
     rot = torch.as_tensor(rotmats, dtype=model.dtype, device=model.device)
     t = torch.as_tensor(trans, dtype=model.dtype, device=model.device)
-    g, joints = model.global_transforms(
-        rot, model.rest_joints(model.betas_tensor(betas, rot.shape[0]))
-    )
-    points = joints + t[:, None]
+    if fk is None:
+        g, joints = model.global_transforms(
+            rot, model.rest_joints(model.betas_tensor(betas, rot.shape[0]))
+        )
+        points = joints + t[:, None]
+    else:
+        g, points = fk
     w, lm = layout.regressor(model)
     wanted = layout.supported(model) & ~layout.aim_only_mask()
     used = [n for i, n in enumerate(lm) if bool((w[torch.as_tensor(wanted), 24 + i] != 0).any())]
@@ -257,6 +263,9 @@ def subsample(num_frames: int, count: int = CALIBRATION_FRAMES) -> np.ndarray:
     return np.unique(np.linspace(0, num_frames - 1, count).round().astype(np.int64))
 
 
+_GEOMETRIES: dict = {}  # Geometry.of's: (model id, layout id, betas bytes) -> (model, layout, it)
+
+
 @dataclass
 class Geometry:
     """The calibration model of one layout on one body (see the module docstring)."""
@@ -270,6 +279,20 @@ class Geometry:
 
     @classmethod
     def of(cls, model, layout: Layout, betas) -> Geometry:
+        """The geometry of ``layout`` on the body ``betas`` (kept for the last few bodies: a
+        calibrated solve and its fit figures ask for the same one several times)."""
+        b = model.betas_tensor(betas)[0].detach().cpu().double().numpy()
+        key = (id(model), id(layout), b.tobytes())
+        held = _GEOMETRIES.get(key)
+        if held is None or held[0] is not model or held[1] is not layout:
+            if len(_GEOMETRIES) >= 8:
+                _GEOMETRIES.pop(next(iter(_GEOMETRIES)))
+            # the model and layout held with it: their ids stay theirs while the entry lives
+            held = _GEOMETRIES[key] = (model, layout, cls._built(model, layout, betas))
+        return held[2]
+
+    @classmethod
+    def _built(cls, model, layout: Layout, betas) -> Geometry:
         from .model.skeleton import SMPL_CHILDREN, SMPL_DEPTHS
 
         parts = keypoint_parts(model, layout)
@@ -295,6 +318,19 @@ class Geometry:
             dtype=np.int64,
         )
         return cls(parts, rest_vectors(model, layout, betas, parts), chain_from, chained, aim_from)
+
+    def joints_used(self, prepared: PreparedKeypoints) -> list[int]:
+        """The joints an analytic pass must solve for the first offsets and ``shift`` on
+        ``prepared`` (their ancestors come with them): the roots' (their points and parts), and a
+        bone's part where its parent keypoint is unseen in some frame. CMU's roots are its hips,
+        spine, neck and shoulder points, so the torso alone places every frame's shifts, without
+        the limbs below the hips and shoulders and the head (``analytic_ik._groups``)."""
+        joint_of = prepared.layout.smpl_joint_of()
+        roots = np.nonzero(self.roots >= 0)[0]
+        used = {int(joint_of[k]) if joint_of[k] >= 0 else int(self.parts[k]) for k in roots}
+        unseen = (prepared.weight <= 0).any(0)
+        used |= {int(self.parts[k]) for k in self.chained if unseen[self.chain_from[k]]}
+        return sorted(used)
 
     @property
     def roots(self) -> np.ndarray:
@@ -360,7 +396,7 @@ class Geometry:
         captured bone because the rebuilt neck was 19 cm from its keypoint: ``analytic_ik._Aim``
         does the same from half a bone on). The limbs start within a fifth of their bone and
         follow the capture within 0.5 deg as solved."""
-        from .body_model import SMPL_PARENTS
+        from .model.kinematics import local_rotations
         from .rotations import swing_rotation
 
         joint_of = prepared.layout.smpl_joint_of()
@@ -380,10 +416,7 @@ class Geometry:
             swing = swing_rotation(bone, x[:, k] - x[:, a])
             ok = (seen[:, k] & seen[:, a])[:, None, None]
             g[:, p] = torch.where(ok, swing, eye) @ g[:, p]
-        local = rot.clone()
-        for j in range(1, 24):
-            local[:, j] = g[:, SMPL_PARENTS[j]].transpose(-1, -2) @ g[:, j]
-        return local
+        return local_rotations(g)
 
     def shift(self, prepared: PreparedKeypoints, root_shift: np.ndarray, offsets) -> np.ndarray:
         """(T, K, 3) keypoint - target for every keypoint: ``root_shift`` (G_part o, from a pose) for
@@ -415,26 +448,19 @@ def calibrated_solve(ctx, run, mode: str = "auto", offsets=None) -> Calibrated:
     calibrated as the module docstring says when ``wants_calibration(mode, layout)``, or aimed at the
     points given ``offsets`` (K, 3) calibrate.
 
-    The rounds run analytic IK (``analytic_pose``) on the subsample; the take's targets come from
-    two analytic passes over every frame (``_aimed``), so each frame's targets depend on that
-    frame alone (a take glued twice gives the same poses twice). The strategy's parts turn by a
-    constant against analytic IK's (the file's rotations set the pelvis and spine3): one run of it
-    on the subsample re-estimates the roots' offsets in its frames and measures that turn (mean per
-    part), which the take's shifts then carry; then ``run`` solves every frame once (the roots'
-    shifts from analytic IK alone left the worst cmu_subset take at 17 mm)."""
+    One analytic IK pass over every frame as captured (``analytic_pose``) gives the first offsets
+    (on the subsample) and every frame's parts' rotations; ``run`` on the subsample, aimed at those
+    offsets, re-estimates them at the strategy's own pose and measures how its parts turn against
+    analytic IK's (``_aimed_context``); then ``run`` solves every frame once. Each frame's targets
+    depend on that frame alone (a take glued twice gives the same poses twice)."""
     prepared, model = ctx.prepared, ctx.model
     layout = prepared.layout
     if offsets is None and not wants_calibration(mode, layout):
         rotmats, trans, used, rotations = run(ctx)
         return Calibrated(rotmats, trans, used, rotations, None, ctx)
-    geo = Geometry.of(model, layout, ctx.betas)
-    frames = subsample(prepared.num_frames)
-    # analytic IK of every frame as captured, once: the first round's pose and the first pass of
-    # every aiming (``_aimed``) start from it (each frame's pose depends on that frame alone)
-    start = analytic_pose(ctx, prepared)
     fixed = offsets is not None
-    o = np.asarray(offsets, np.float64) if fixed else _estimated_offsets(ctx, geo, frames, start)
-    full, o = _in_strategy_frames(ctx, run, geo, o, frames, start, estimate=not fixed)
+    geo = Geometry.of(model, layout, ctx.betas)
+    full, o = _aimed_context(ctx, run, geo, None if not fixed else np.asarray(offsets, np.float64))
     rotmats, trans, used, rotations = run(full)
     rotmats = geo.aim_bones(model, prepared, rotmats, ctx.betas, o)
     # the offsets returned are the ones aimed at: reused (--init, Refine) they give the same targets
@@ -442,7 +468,8 @@ def calibrated_solve(ctx, run, mode: str = "auto", offsets=None) -> Calibrated:
     how = (
         "given"
         if fixed
-        else f"estimated over {frames.shape[0]} frames, {CALIBRATION_ROUNDS} rounds"
+        else f"estimated over {subsample(prepared.num_frames).shape[0]} frames, "
+        f"{CALIBRATION_ROUNDS} rounds"
     )
     ctx.notes.append(
         f"calibration: {n} keypoint offset(s) in their SMPL body parts' frames ({how}; MoSh-style)"
@@ -450,45 +477,57 @@ def calibrated_solve(ctx, run, mode: str = "auto", offsets=None) -> Calibrated:
     return Calibrated(rotmats, trans, used, rotations, o.astype(np.float32), full)
 
 
-def _estimated_offsets(ctx, geo: Geometry, frames, start) -> np.ndarray:
-    """(K, 3) the offsets after CALIBRATION_ROUNDS analytic rounds on the subsample ``frames``, the
-    first from ``start`` (``analytic_pose`` of every frame as captured)."""
-    model, layout = ctx.model, ctx.prepared.layout
-    sub = ctx.prepared.cut(frames)
-    sel = torch.as_tensor(frames, dtype=torch.long, device=start.rotmats.device)
-    rotmats, trans = start.rotmats[sel], start.trans[sel]
-    for r in range(CALIBRATION_ROUNDS):
-        kp, g = posed_keypoints(model, layout, rotmats, ctx.betas, trans)
-        o = geo.estimate(sub, kp, g)
-        if r + 1 < CALIBRATION_ROUNDS:
-            ana = analytic_pose(ctx, shifted(sub, geo.shift(sub, _shift(g, geo.parts, o), o)))
-            rotmats, trans = ana.rotmats, ana.trans
-    return o
+def _aimed_context(ctx, run, geo: Geometry, offsets):
+    """(``ctx`` aimed at the calibrated points for ``run``, the offsets aimed at). ``offsets`` None:
+    estimated, first at analytic IK's pose of the subsample as captured, then at ``run``'s pose of
+    the subsample aimed at them (CALIBRATION_ROUNDS = 2).
 
-
-def _in_strategy_frames(ctx, run, geo: Geometry, offsets, frames, start, estimate: bool):
-    """(the context aimed at the calibrated points for ``run``, the offsets). Analytic passes over
-    every frame place the roots' shifts (``_aimed``); when ``estimate``, runs of the strategy on the
-    subsample re-estimate the roots' offsets in its frames (STRATEGY_ROUNDS - 1). Its parts turn by
-    a constant against analytic IK's (the file's rotations set the pelvis and spine3): a last run on
-    the subsample measures that turn (mean per part), which every frame's shifts carry. The last
-    step depends on the offsets alone, so given offsets (``calibrated_context``) aim exactly where
-    the solve that estimated them aimed. ``start``: ``analytic_pose`` of every frame as captured."""
+    The take's targets need every frame's parts' rotations (G o); they come from analytic IK of
+    every frame as captured, turned by the constant that takes analytic IK's parts onto the
+    strategy's (the file's rotations set the pelvis and spine3; mean over the subsample of
+    G_run G_ana^T, ``mean_rotation``): one IK pass over the take, where aiming analytic IK at the
+    calibrated points first took two (and two more on the subsample): calibration's cost
+    (benchmarks/bench_calibration.py, 1,000 frames of 01_01.bvh)."""
     model, prepared, layout = ctx.model, ctx.prepared, ctx.prepared.layout
+    frames = subsample(prepared.num_frames)
+    start = analytic_pose(ctx, prepared, geo.joints_used(prepared))
+    g_ana = start.glob.detach().cpu().double().numpy()
     sub = ctx.cut(frames)
-    g_start = start.glob.detach().cpu().double().numpy()
-    for _ in range(STRATEGY_ROUNDS - 1 if estimate else 0):
-        # each frame's targets depend on that frame alone: the subsample's are aimed on their own
-        rot_s, trans_s, _, _ = run(_aimed(sub, offsets, geo, g_start[frames])[0])
-        kp, g_s = posed_keypoints(model, layout, rot_s, ctx.betas, trans_s)
-        offsets = geo.estimate(sub.prepared, kp, g_s)
-    full, g_ana = _aimed(ctx, offsets, geo, g_start)
-    rot_s, trans_s, _, _ = run(full.cut(frames))
-    _, g_s = posed_keypoints(model, layout, rot_s, ctx.betas, trans_s)
-    turn = mean_rotation(np.einsum("tjab,tjcb->tjac", g_s, g_ana[frames]))  # G_s G_ana^T
+    o = offsets
+    if o is None:
+        sel = torch.as_tensor(frames, dtype=torch.long, device=start.rotmats.device)
+        fk = (start.glob[sel], start.joints[sel])  # analytic IK's: no forward kinematics again
+        kp, g = posed_keypoints(model, layout, start.rotmats[sel], ctx.betas, start.trans[sel], fk)
+        o = geo.estimate(sub.prepared, kp, g)
+    g_sub = g_ana[frames]
+    aimed_sub = _aimed(_without_end_points(sub.prepared), geo, g_sub, o)
+    rot_s, trans_s, _, _ = run(sub.with_prepared(aimed_sub, sub.notes))
+    kp, g_s = posed_keypoints(model, layout, rot_s, ctx.betas, trans_s)
+    if offsets is None:
+        o = geo.estimate(sub.prepared, kp, g_s)
+    turn = mean_rotation(np.einsum("tjab,tjcb->tjac", g_s, g_sub))  # G_s G_ana^T
     g_run = np.einsum("jab,tjbc->tjac", turn, g_ana)
-    shift = geo.shift(prepared, _shift(g_run, geo.parts, offsets), offsets)
-    return ctx.with_prepared(shifted(prepared, shift), ctx.notes), offsets
+    return ctx.with_prepared(_aimed(prepared, geo, g_run, o), ctx.notes), o
+
+
+def _without_end_points(prepared: PreparedKeypoints) -> PreparedKeypoints:
+    """``prepared`` with its aim-only end points unseen. They aim the leaves (head, hands, feet),
+    which carry no offset, and nothing the offsets ride on (the torso and the limbs' parents);
+    without them the strategy's analytic IK on the subsample is one pass, not two (no landmark to
+    move onto the solved joints first, ``SolveContext.analytic``)."""
+    ends = prepared.layout.aim_only_mask()
+    if not ends.any():
+        return prepared
+    weight, measured = prepared.weight.copy(), prepared.measured.copy()
+    weight[:, ends], measured[:, ends] = 0.0, False
+    return dataclasses.replace(
+        prepared, weight=weight, measured=measured, notes=list(prepared.notes)
+    )
+
+
+def _aimed(prepared: PreparedKeypoints, geo: Geometry, g: np.ndarray, offsets) -> PreparedKeypoints:
+    """``prepared`` aimed at the calibrated points of parts' rotations ``g`` (T, 24, 3, 3)."""
+    return shifted(prepared, geo.shift(prepared, _shift(g, geo.parts, offsets), offsets))
 
 
 def calibrated_context(ctx, run, offsets):
@@ -496,10 +535,8 @@ def calibrated_context(ctx, run, offsets):
     calibrated solve aims (the plug-in mode: an earlier solve's offsets reused,
     ``solver.refine_existing``). Nothing comes from a motion being refined: 10 deg of noise per joint
     in it moved CMU's neck-base target (a 19 cm offset) by centimetres."""
-    o = np.asarray(offsets, np.float64)
     geo = Geometry.of(ctx.model, ctx.prepared.layout, ctx.betas)
-    frames, start = subsample(ctx.prepared.num_frames), analytic_pose(ctx, ctx.prepared)
-    return _in_strategy_frames(ctx, run, geo, o, frames, start, False)[0]
+    return _aimed_context(ctx, run, geo, np.asarray(offsets, np.float64))[0]
 
 
 def aim_far_bones(ctx, rotmats, offsets):
@@ -510,10 +547,11 @@ def aim_far_bones(ctx, rotmats, offsets):
     return geo.aim_bones(ctx.model, ctx.prepared, rotmats, ctx.betas, o)
 
 
-def analytic_pose(ctx, prepared: PreparedKeypoints):
+def analytic_pose(ctx, prepared: PreparedKeypoints, joints=None):
     """``IKResult`` (local and world rotations, trans, joints) of analytic IK on ``prepared``'s
     joint targets and position landmarks (not the aim-only end points: the parts that carry offsets
-    are solved before the leaves), in blocks of the solve's chunk."""
+    are solved before the leaves), in blocks of the solve's chunk; ``joints``: only those and their
+    ancestors are solved (``solve_analytic``)."""
     from .analytic_ik import IKResult, solve_analytic
 
     layout = prepared.layout
@@ -540,29 +578,13 @@ def analytic_pose(ctx, prepared: PreparedKeypoints):
             prepared.positions[s : s + chunk, lm],
             prepared.weight[s : s + chunk, lm],
             measured=measured[s : s + chunk],
+            joints=joints,
         )
         for s in range(0, prepared.num_frames, chunk)
     ]
     return IKResult(
         *(torch.cat([getattr(p, f) for p in parts]) for f in ("rotmats", "trans", "joints", "glob"))
     )
-
-
-AIM_ROUNDS = 2  # analytic solves that place the chain roots' shifts (``_aimed``)
-
-
-def _aimed(ctx, offsets, geo: Geometry, g_start: np.ndarray):
-    """``ctx`` aimed at the calibrated points by analytic IK alone (AIM_ROUNDS passes over every
-    frame, the first given: ``g_start``, the world rotations (T, 24, 3, 3) of ``analytic_pose`` on
-    the keypoints as captured) and the parts' world rotations of its last pass (analytic IK's own:
-    no forward kinematics again)."""
-    prepared = ctx.prepared
-    g, aimed = g_start, prepared
-    for r in range(AIM_ROUNDS):
-        if r:
-            g = analytic_pose(ctx, aimed).glob.detach().cpu().double().numpy()
-        aimed = shifted(prepared, geo.shift(prepared, _shift(g, geo.parts, offsets), offsets))
-    return ctx.with_prepared(aimed, ctx.notes), g
 
 
 def mean_rotation(rotations: np.ndarray) -> np.ndarray:

@@ -260,7 +260,7 @@ class SolveContext:
         landmark moved onto the solved joint it rides on (``rebase_landmarks``)."""
         if self._analytic is None:
             lm_names, lm_t, lm_w = self.landmark_targets()
-            if lm_names:
+            if lm_names and bool((lm_w > 0).any()):  # no landmark seen: nothing to rebase
                 joints_only = self._analytic_blocks([], lm_t[:, :0], lm_w[:, :0])
                 lm_t = rebase_landmarks(
                     self.model,
