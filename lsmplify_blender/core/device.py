@@ -99,9 +99,9 @@ def _numpy_openblas():
 def numpy_blas_threads(n: int | None):
     """Run a block with numpy's OpenBLAS on ``n`` threads (None, or no OpenBLAS found: as set),
     restoring after. A solve's numpy work is per-frame arrays of a few columns; on two threads
-    OpenBLAS's second thread spins between calls, and a whole solve's CPU time was that much
-    more (131_01.bvh played to 10,000 frames, analytic: 2.03 -> 1.46 s CPU on one thread; 100
-    frames, network: 0.38 -> 0.19 s), the results the same bit for bit."""
+    OpenBLAS's second thread spins between calls, which a solve's CPU time counted (131_01.bvh
+    played to 100 frames, network, 3 alternating pairs on a shared 2-core machine: 0.27-0.30 ->
+    0.15-0.23 s CPU; at 10,000 frames within the noise), the results the same bit for bit."""
     blas = _numpy_openblas() if n else None
     if blas is None:
         yield
