@@ -25,4 +25,3 @@ def test_cpu_threads_sets_torch_and_numpy_blas_to_one_and_restores_them():
         assert torch.get_num_threads() == before_torch
     finally:
         put(before_blas)
-
