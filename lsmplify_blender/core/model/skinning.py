@@ -51,7 +51,11 @@ def linear_blend_skinning(
     if axis is not None:
         row = torch.einsum("vj,bjy->bvy", weights, global_rot[..., axis, :])  # row of M_i
         shift = torch.einsum("vj,bj->bv", weights, joint_shift[..., axis])
-        return (row * points).sum(-1) + shift
+        # the dot product over x, y, z as three products added in order: what ``(row *
+        # points).sum(-1)`` adds, bit for bit, without its reduction over a dimension of 3 on
+        # expanded points (10,000 frames x 263 foot vertices: 37.5 -> 8.7 ms CPU)
+        dot = row[..., 0] * points[..., 0] + row[..., 1] * points[..., 1]
+        return dot + row[..., 2] * points[..., 2] + shift
     blend_rot = torch.einsum("vj,bjxy->bvxy", weights, global_rot)  # M_i
     blend_shift = torch.einsum("vj,bjx->bvx", weights, joint_shift)  # t_i
     return (blend_rot @ points[..., None])[..., 0] + blend_shift
