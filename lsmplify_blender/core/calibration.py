@@ -84,9 +84,9 @@ SKELETON_LAYOUTS = frozenset({"cmu", "deepmimic"})
 # the offsets' estimates: at analytic IK's pose of the subsample as captured, then at the strategy's
 # own pose of the subsample aimed at them (``_aimed_context``). Before, two analytic rounds and a
 # strategy round (eval --real, default solver, mean calibrated fit per source 9.5 / 5.8 / 11.2 /
-# 9.8 / 9.8 mm) cost twice as much as a solve of 1,000 frames; now 10.1 / 5.8 / 12.0 / 10.2 /
-# 10.4 mm, the torso's direction 0.1-0.4 deg closer, at +43 % wall / +25 % CPU
-# (benchmarks/bench_calibration.py, 01_01.bvh)
+# 9.8 / 9.8 mm) added 95 % to the wall time of a 1,000-frame solve (51 % CPU); now 10.1 / 5.8 /
+# 12.0 / 10.2 / 10.4 mm, the torso's direction 0.1-0.4 deg closer, at +31-39 % wall, +17-25 % CPU
+# (benchmarks/bench_calibration.py --repeats 15, 01_01.bvh)
 CALIBRATION_ROUNDS = 2
 CALIBRATION_FRAMES = 96  # frames the rounds run on, evenly spread over the take
 OFFSET_RIDGE = 2.0  # frames' worth of a zero residual pulling each offset toward 0
