@@ -182,7 +182,9 @@ def _fit_report(model, prepared: PreparedKeypoints, solution, source_names) -> F
     fit = _per_keypoint_mm(points, prepared.positions, fitted)
     fit_raw = _per_keypoint_mm(joints, prepared.positions, fitted)
     raw_points = layout.generate(model, rot, b, tr).detach().cpu().double().numpy()
-    names, seg_deg = segment_directions(layout, raw_points, prepared)
+    names, seg_deg = segment_directions(
+        layout, raw_points, prepared, _figure_points(model, solution)
+    )
     raw_frames = getattr(solution, "fit_error_mm_raw", None)
     report = FitReport(
         keypoint_names=list(layout.keypoints),
@@ -213,17 +215,44 @@ def _per_keypoint_mm(points: np.ndarray, positions: np.ndarray, mask: np.ndarray
     return _nanmean(np.where(mask & np.isfinite(d), d, np.nan))
 
 
-def segment_directions(layout, points: np.ndarray, prepared: PreparedKeypoints):
+def _figure_points(model, solution) -> np.ndarray:
+    """(T, 24, 3) the solution's SMPL joints (for ``layouts.FIGURE_POINTS``)."""
+    import torch
+
+    rot = torch.as_tensor(solution.rotmats, dtype=model.dtype, device=model.device)
+    rest = model.rest_joints(model.betas_tensor(solution.betas, rot.shape[0]))
+    _, joints = model.global_transforms(rot, rest)
+    trans = torch.as_tensor(solution.trans, dtype=joints.dtype, device=joints.device)
+    return (joints + trans[:, None]).detach().cpu().double().numpy()
+
+
+def segment_directions(layout, points: np.ndarray, prepared: PreparedKeypoints, smpl_joints=None):
     """(names, (S,) mean deg) for the SEGMENTS whose ends are keypoints of ``layout``: the solved
     model points ``points`` (T, K, 3) against the captured ones, over the frames both ends were
-    measured."""
+    measured. With ``smpl_joints`` (T, 24, 3), the layout's ``FIGURE_POINTS`` stand for their SMPL
+    joints too (solved: that joint; captured: the keypoint, where it is a point of its own)."""
+    from .layouts import FIGURE_POINTS
+
     at = {d: k for k, d in enumerate(layout.definitions) if d is not None}
+    measured = prepared.measured
+    figure = FIGURE_POINTS.get(layout.name, {}) if smpl_joints is not None else {}
+    if figure:
+        points, measured = points.copy(), measured.copy()
+        for name, joint in figure.items():
+            k = layout.keypoints.index(name)
+            at.setdefault(joint, k)
+            points[:, k] = smpl_joints[:, _J[joint]]
+            measured[:, k] = np.isfinite(prepared.positions[:, k]).all(-1)
     names, errs = [], []
     for seg, a, b in SEGMENTS:
         ka, kb = at.get(a), at.get(b)
         if seg in names or ka is None or kb is None:
             continue
-        seen = prepared.measured[:, ka] & prepared.measured[:, kb]
+        # a figure point stacked on the other end (a BVH's zero-length bone) has no direction
+        apart = (
+            np.linalg.norm(prepared.positions[:, kb] - prepared.positions[:, ka], axis=-1) > 1e-3
+        )
+        seen = measured[:, ka] & measured[:, kb] & apart
         if not seen.any():
             continue
         solved = points[seen, kb] - points[seen, ka]
