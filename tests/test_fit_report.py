@@ -112,3 +112,24 @@ def test_the_hand_segment_is_the_palm_not_the_finger_chain(model):
     deg = dict(zip(rep.segment_names, rep.segment_direction_deg, strict=True))
     assert deg["left_hand"] < 2.0 and deg["right_hand"] < 2.0, deg
     assert "hands" not in rep.verdict, rep.verdict
+
+
+def test_without_a_finger_base_the_finger_end_measures_the_hand(model):
+    """A CMU-named file without finger-base nodes (their keypoints left at the origin) measures
+    the hand to the finger end, never to the origin."""
+    seq = read_keypoints(FIXTURES / "131_01_short.bvh")
+    keep = [i for i, n in enumerate(seq.names) if "Fingers" not in n or n.endswith("_End")]
+    assert len(keep) < len(seq.names)
+    seq = dataclasses.replace(
+        seq,
+        positions=seq.positions[:, keep],
+        names=[seq.names[i] for i in keep],
+        confidence=None,
+        rotations=None,
+    )
+    prep = prepare(seq, model)
+    assert not prep.positions[:, prep.layout.keypoints.index("lfingers")].any()
+    sol = solve(prep, model, solver="analytic")
+    rep = fit_report(model, prep, sol)
+    deg = dict(zip(rep.segment_names, rep.segment_direction_deg, strict=True))
+    assert "left_hand" in deg and deg["left_hand"] < 20.0, deg

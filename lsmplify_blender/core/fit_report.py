@@ -182,9 +182,10 @@ def _fit_report(model, prepared: PreparedKeypoints, solution, source_names) -> F
     fit = _per_keypoint_mm(points, prepared.positions, fitted)
     fit_raw = _per_keypoint_mm(joints, prepared.positions, fitted)
     raw_points = layout.generate(model, rot, b, tr).detach().cpu().double().numpy()
-    names, seg_deg = segment_directions(
-        layout, raw_points, prepared, _figure_points(model, solution)
-    )
+    from .layouts import FIGURE_POINTS
+
+    smpl_joints = _figure_points(model, solution) if layout.name in FIGURE_POINTS else None
+    names, seg_deg = segment_directions(layout, raw_points, prepared, smpl_joints)
     raw_frames = getattr(solution, "fit_error_mm_raw", None)
     report = FitReport(
         keypoint_names=list(layout.keypoints),
@@ -242,7 +243,10 @@ def segment_directions(layout, points: np.ndarray, prepared: PreparedKeypoints, 
             k = layout.keypoints.index(name)
             at.setdefault(joint, k)
             points[:, k] = smpl_joints[:, _J[joint]]
-            measured[:, k] = np.isfinite(prepared.positions[:, k]).all(-1)
+            # a keypoint the file does not have is left at the origin (``layouts.to_layout_order``
+            # then ``prepare``): no finger base there, and the finger end measures the hand
+            x = prepared.positions[:, k]
+            measured[:, k] = np.isfinite(x).all(-1) & (np.abs(x).sum(-1) > 0)
     names, errs = [], []
     for seg, a, b in SEGMENTS:
         ka, kb = at.get(a), at.get(b)
